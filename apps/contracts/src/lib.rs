@@ -1,0 +1,68 @@
+//! Typed contracts between Tessera fragments and the shell.
+//!
+//! Everything two independently built and deployed parts of the site must agree on lives here, and only
+//! here: the fragment manifest written by `cargo xtask build` and read by the server at run time
+//! ([`manifest`]), the public HTTP APIs one fragment offers another ([`cart`]), the DOM events that cross
+//! fragment boundaries in the browser ([`dom_events`]), the error every server function returns
+//! ([`ApiError`]), and the demo data that the services seed consistently ([`demo`]).
+//!
+//! The crate compiles for both the server and `wasm32` (only `serde` and `server_fn`), so a fragment's
+//! browser code and the shell's server code share one definition. [`CONTRACT_VERSION`] is bumped on any
+//! breaking change; manifests carry it so the shell can refuse a fragment built against another contract.
+
+pub mod demo;
+pub mod domain;
+pub mod manifest;
+
+mod api_error;
+pub use api_error::ApiError;
+
+/// Version of the contracts in this crate. A fragment built against another major contract is refused.
+pub const CONTRACT_VERSION: u32 = 1;
+
+/// The id of the empty element each fragment leaves in its page for the shell's chrome (header, nav,
+/// user menu, cart badge). Hydration never descends into it, so the shell's HTML survives.
+pub const CHROME_SLOT_ID: &str = "tessera-chrome";
+
+/// Relative path, under a fragment's prefix, of its server-rendered widget for the shell's home page.
+pub const WIDGET_PATH: &str = "/widget";
+
+/// Cart's public API, used by the shell (badge) and the catalog (add to cart).
+pub mod cart {
+    use serde::{Deserialize, Serialize};
+
+    /// `GET /cart/api/summary`: what the cart badge shows. Anonymous users get a zero count.
+    pub const SUMMARY_PATH: &str = "/cart/api/summary";
+    /// Server function URL (form-encoded `sku`, `quantity`) that adds a line to the signed-in user's cart.
+    pub const ADD_ITEM_PATH: &str = "/cart/api/add_item";
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CartSummary {
+        /// Sum of quantities over all lines.
+        pub item_count: i64,
+    }
+}
+
+/// Names of `CustomEvent`s dispatched on `window` to tell other parts of the page that something changed.
+pub mod dom_events {
+    /// Detail: `{ "item_count": n }`. The shell's chrome updates its cart badge from it.
+    pub const CART_UPDATED: &str = "tessera:cart-updated";
+
+    /// Dispatches [`CART_UPDATED`] on `window` with `{ item_count }` (browser builds only).
+    #[cfg(feature = "browser")]
+    pub fn announce_cart_count(item_count: i64) {
+        use wasm_bindgen::JsValue;
+        let init = web_sys::CustomEventInit::new();
+        let detail = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&detail, &JsValue::from_str("item_count"), &JsValue::from_f64(item_count as f64));
+        init.set_detail(&detail);
+        let event = web_sys::CustomEvent::new_with_event_init_dict(CART_UPDATED, &init);
+        if let (Ok(event), Some(window)) = (event, web_sys::window()) {
+            let _ = window.dispatch_event(&event);
+        }
+    }
+
+    /// Nothing to announce outside the browser.
+    #[cfg(not(feature = "browser"))]
+    pub fn announce_cart_count(_item_count: i64) {}
+}

@@ -1,0 +1,103 @@
+//! The inventory's server half: router with the role gate, migrations, demo seed, low-stock widget.
+
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use leptos::prelude::*;
+use shared_auth::extract::MaybeUser;
+use shared_auth::Role;
+use sqlx::migrate::Migrator;
+use sqlx::AnyPool;
+use tessera_contracts::demo;
+use tessera_kit::db::Migrations;
+use tessera_kit::FragmentRuntime;
+
+use crate::stock::{queries, LOW_STOCK};
+use crate::{App, NAME, PREFIX};
+
+static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The inventory's migrations for both backends.
+pub static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
+
+/// Seeds demo stock for the demo catalogue when there is none.
+pub async fn seed_demo(db: &AnyPool) -> Result<(), sqlx::Error> {
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM stock_levels").fetch_one(db).await?;
+    if count > 0 {
+        return Ok(());
+    }
+    for product in demo::PRODUCTS {
+        queries::set_level(db, product.sku, product.stock).await?;
+    }
+    Ok(())
+}
+
+/// Every route the inventory owns, under `/admin/inventory`.
+pub fn router(runtime: FragmentRuntime) -> Router {
+    let render = leptos_axum::render_app_to_stream_in_order_with_context(tessera_kit::api::context(&runtime), {
+        let runtime = runtime.clone();
+        move || tessera_kit::page::document(&runtime, "Inventory", || view! { <App/> })
+    });
+    // The role gate runs before rendering, so visitors and shoppers get a real 401/403 page.
+    let page = get(move |MaybeUser(user): MaybeUser, request: Request| {
+        let render = render.clone();
+        async move {
+            match user {
+                None => gate_page(StatusCode::UNAUTHORIZED, "Please sign in", "The inventory is for staff. Sign in with a staff account.", Some(("/login?next=/admin/inventory", "Sign in"))),
+                Some(user) if !user.has_role(Role::InventoryAdmin) => gate_page(StatusCode::FORBIDDEN, "Not allowed", "Your account does not have the inventory admin role.", Some(("/", "Go to the home page"))),
+                Some(_) => render(request).await,
+            }
+        }
+    });
+    Router::new()
+        .route(PREFIX, page.clone())
+        .route(&format!("{PREFIX}/"), page)
+        .route(&format!("{PREFIX}/api/{{*name}}"), tessera_kit::api::server_fn_route(&runtime))
+        .route(&format!("{PREFIX}{}", tessera_contracts::WIDGET_PATH), get(widget))
+        .nest_service(&format!("{PREFIX}/pkg"), tessera_kit::asset_service(&runtime.manifests.bundle_dir()))
+        .fallback(not_found)
+        .with_state(runtime)
+}
+
+fn gate_page(status: StatusCode, title: &str, message: &str, link: Option<(&str, &str)>) -> Response {
+    (status, Html(tessera_kit::page::status_document(NAME, title, message, link))).into_response()
+}
+
+/// Server-rendered low-stock list for the shell's home page; 403 for anyone but inventory admins (the
+/// shell leaves the widget out then).
+async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser) -> Response {
+    if !user.is_some_and(|user| user.has_role(Role::InventoryAdmin)) {
+        return (StatusCode::FORBIDDEN, "inventory admins only").into_response();
+    }
+    match queries::low_stock(&runtime.db, LOW_STOCK).await {
+        Ok(levels) => {
+            let count = levels.len();
+            let items = levels
+                .into_iter()
+                .take(5)
+                .map(|level| view! { <li>{level.sku} ": " {level.on_hand} " left"</li> })
+                .collect_view();
+            let html = view! {
+                <section class="widget widget-inventory" data-fragment=NAME>
+                    <h2>"Low stock"</h2>
+                    <p>{count} " SKUs below " {LOW_STOCK} " units"</p>
+                    <ul>{items}</ul>
+                    <a href=PREFIX>"Manage stock"</a>
+                </section>
+            }
+            .to_html();
+            Html(html).into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "inventory widget query failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, "inventory widget unavailable").into_response()
+        }
+    }
+}
+
+async fn not_found() -> Response {
+    gate_page(StatusCode::NOT_FOUND, "Not found", "There is no inventory page here.", Some((PREFIX, "Back to the inventory")))
+}

@@ -1,0 +1,127 @@
+//! One database per service: an embedded SQLite file by default, a PostgreSQL schema when configured.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::{AnyPool, Executor};
+
+/// Where services keep their data.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Directory of the SQLite files (`<data_dir>/<service>.sqlite`).
+    pub data_dir: PathBuf,
+    /// When set, every service uses PostgreSQL at this URL instead, each in its own schema.
+    pub postgres_url: Option<String>,
+    /// Prefix of the PostgreSQL schema names (`<prefix><service>`); tests use a unique one per run.
+    pub schema_prefix: String,
+}
+
+/// Which engine a pool talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A service's migrations, one set per backend (the SQL dialects differ in types and defaults).
+pub struct Migrations {
+    pub sqlite: &'static Migrator,
+    pub postgres: &'static Migrator,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("invalid service name {0:?}")]
+    ServiceName(String),
+    #[error("cannot open the {service} database: {source}")]
+    Connect { service: String, source: sqlx::Error },
+    #[error("cannot migrate the {service} database: {source}")]
+    Migrate { service: String, source: sqlx::migrate::MigrateError },
+}
+
+impl StoreSettings {
+    pub fn backend(&self) -> Backend {
+        if self.postgres_url.is_some() {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        }
+    }
+
+    /// Opens (creating if needed) and migrates the database of `service`.
+    pub async fn open(&self, service: &str, migrations: &Migrations) -> Result<AnyPool, DbError> {
+        sqlx::any::install_default_drivers();
+        if service.is_empty() || !service.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+            return Err(DbError::ServiceName(service.to_owned()));
+        }
+        let connect = |source| DbError::Connect { service: service.to_owned(), source };
+        let (pool, migrator) = match &self.postgres_url {
+            None => {
+                std::fs::create_dir_all(&self.data_dir)
+                    .map_err(|source| DbError::DataDir { path: self.data_dir.clone(), source })?;
+                let path = self.data_dir.join(format!("{service}.sqlite"));
+                let url = format!("sqlite://{}?mode=rwc", path.display());
+                let options = AnyConnectOptions::from_str(&url).map_err(connect)?;
+                let pool = AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|connection, _| {
+                        Box::pin(async move {
+                            // WAL lets readers run beside the writer; busy_timeout queues writers instead
+                            // of failing them; foreign keys are off by default in SQLite.
+                            connection.execute("PRAGMA journal_mode = WAL").await?;
+                            connection.execute("PRAGMA busy_timeout = 5000").await?;
+                            connection.execute("PRAGMA foreign_keys = ON").await?;
+                            connection.execute("PRAGMA synchronous = NORMAL").await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await
+                    .map_err(connect)?;
+                (pool, migrations.sqlite)
+            }
+            Some(url) => {
+                let schema = format!("{}{service}", self.schema_prefix);
+                if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                    return Err(DbError::ServiceName(schema));
+                }
+                let options = AnyConnectOptions::from_str(url).map_err(connect)?;
+                // Create the schema once with a plain connection, then pin every pooled connection to it.
+                let bootstrap = AnyPoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(connect)?;
+                bootstrap.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await.map_err(connect)?;
+                bootstrap.close().await;
+                let search_path = format!("SET search_path TO {schema}");
+                let pool = AnyPoolOptions::new()
+                    .max_connections(10)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(move |connection, _| {
+                        let search_path = search_path.clone();
+                        Box::pin(async move {
+                            connection.execute(search_path.as_str()).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(options)
+                    .await
+                    .map_err(connect)?;
+                (pool, migrations.postgres)
+            }
+        };
+        migrator.run(&pool).await.map_err(|source| DbError::Migrate { service: service.to_owned(), source })?;
+        Ok(pool)
+    }
+}
+
+/// Seconds since the epoch, the one timestamp type both backends store the same way (`BIGINT`).
+pub fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or_default()
+}

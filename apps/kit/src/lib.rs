@@ -1,0 +1,87 @@
+//! The server-side runtime every Tessera fragment shares.
+//!
+//! A fragment crate owns its domain (pages, server functions, queries, migrations); this crate owns what
+//! would otherwise be copied into each of them:
+//! - `db`: one sqlx pool per service, on its own SQLite file by default or its own PostgreSQL schema when a
+//!   URL is configured, with the service's embedded migrations for that backend;
+//! - `manifest`: the build manifest read at run time (re-read when the file changes, so a fragment
+//!   redeploy needs no restart) and the hydration tags with SRI that load exactly that build;
+//! - `page`: the HTML document every fragment page renders into, with the empty chrome slot the shell fills;
+//! - `api`: the server-function route and the one place that maps [`ApiError`] kinds to HTTP statuses;
+//! - [`FragmentRuntime`]: the state a fragment's router, SSR and server functions share.
+//!
+//! The runtime uses sqlx's `Any` driver so one query text serves both backends: queries use `$1`
+//! placeholders (SQLite accepts them too) and only the types both backends share (`BIGINT`, `TEXT`).
+
+pub mod api;
+pub mod db;
+pub mod manifest;
+pub mod page;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use shared_auth::verify::Verifier;
+use sqlx::AnyPool;
+
+pub use tessera_contracts::ApiError;
+
+/// Everything a fragment's handlers, SSR and server functions need. Cheap to clone.
+#[derive(Clone)]
+pub struct FragmentRuntime {
+    /// Fragment name, e.g. `catalog`.
+    pub name: &'static str,
+    /// URL prefix it owns, e.g. `/catalog`.
+    pub prefix: &'static str,
+    /// The fragment's own database.
+    pub db: AnyPool,
+    /// Verifies the shared login with the shell's public keys.
+    pub verifier: Verifier,
+    /// The fragment's build manifest, for its hydration tags.
+    pub manifests: Arc<manifest::ManifestStore>,
+}
+
+impl FragmentRuntime {
+    /// Directory of this fragment's bundle: `<site_dir>/<name>`.
+    pub fn bundle_dir(site_dir: &std::path::Path, name: &str) -> PathBuf {
+        site_dir.join(name)
+    }
+}
+
+impl FromRef<FragmentRuntime> for Verifier {
+    fn from_ref(runtime: &FragmentRuntime) -> Verifier {
+        runtime.verifier.clone()
+    }
+}
+
+/// The runtime of the current server function or SSR render (provided as Leptos context by the fragment).
+pub fn use_runtime() -> Result<FragmentRuntime, ApiError> {
+    leptos::prelude::use_context::<FragmentRuntime>().ok_or_else(|| {
+        tracing::error!("FragmentRuntime missing from the Leptos context");
+        ApiError::Internal
+    })
+}
+
+/// Logs a database error with its cause and turns it into the generic internal error.
+pub fn internal(error: impl std::fmt::Display) -> ApiError {
+    tracing::error!(%error, "internal error");
+    ApiError::Internal
+}
+
+/// Serves a fragment's content-hashed bundle (`<bundle_dir>/pkg`) with a year-long immutable cache.
+pub fn asset_service(bundle_dir: &std::path::Path) -> axum::routing::MethodRouter {
+    use http::header::{HeaderValue, CACHE_CONTROL};
+    let serve = tower::ServiceBuilder::new()
+        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+            CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=31536000, immutable"),
+        ))
+        .service(tower_http::services::ServeDir::new(bundle_dir.join("pkg")));
+    axum::routing::get_service(serve)
+}
+
+/// Starts Leptos' task executor on tokio; SSR spawns its resources there. Safe to call more than once.
+pub fn init_executor() {
+    let _ = any_spawner::Executor::init_tokio();
+}

@@ -1,0 +1,79 @@
+//! The fragment's build manifest at run time, and the hydration tags it yields.
+//!
+//! The manifest is re-read whenever its modification time changes, so deploying a new bundle into the site
+//! dir switches pages to it without restarting anything, and a page always names assets that exist.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tessera_contracts::manifest::{AssetKind, FragmentManifest, MANIFEST_FILE};
+
+/// Reads `<bundle_dir>/manifest.json`, caching it until the file changes.
+pub struct ManifestStore {
+    bundle_dir: PathBuf,
+    path: PathBuf,
+    cached: Mutex<Option<(SystemTime, Arc<FragmentManifest>)>>,
+}
+
+impl ManifestStore {
+    pub fn new(bundle_dir: PathBuf) -> ManifestStore {
+        ManifestStore { path: bundle_dir.join(MANIFEST_FILE), bundle_dir, cached: Mutex::new(None) }
+    }
+
+    /// The fragment's bundle directory (`<site_dir>/<fragment>`).
+    pub fn bundle_dir(&self) -> PathBuf {
+        self.bundle_dir.clone()
+    }
+
+    /// The current manifest, or `None` when the fragment's bundle has not been built (pages then render
+    /// without hydration, and a warning is logged).
+    pub fn current(&self) -> Option<Arc<FragmentManifest>> {
+        let modified = std::fs::metadata(&self.path).and_then(|meta| meta.modified()).ok();
+        let mut cached = self.cached.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Some(modified) = modified else {
+            tracing::warn!(path = %self.path.display(), "no fragment manifest: pages will not hydrate");
+            *cached = None;
+            return None;
+        };
+        if let Some((at, manifest)) = cached.as_ref() {
+            if *at == modified {
+                return Some(manifest.clone());
+            }
+        }
+        let parsed = std::fs::read(&self.path)
+            .map_err(|error| error.to_string())
+            .and_then(|bytes| serde_json::from_slice::<FragmentManifest>(&bytes).map_err(|error| error.to_string()));
+        match parsed {
+            Ok(manifest) => {
+                let manifest = Arc::new(manifest);
+                *cached = Some((modified, manifest.clone()));
+                Some(manifest)
+            }
+            Err(error) => {
+                tracing::error!(path = %self.path.display(), %error, "unreadable fragment manifest");
+                // Keep serving the last good build rather than breaking hydration.
+                cached.as_ref().map(|(_, manifest)| manifest.clone())
+            }
+        }
+    }
+}
+
+/// The `<head>` tags that load and hydrate this exact build: a `modulepreload` with SRI for the JS glue, and
+/// a module script that fetches the wasm with SRI and calls the fragment's `hydrate` export.
+pub fn hydration_tags(manifest: &FragmentManifest) -> Option<(String, String, String)> {
+    let js = manifest.asset(AssetKind::Js)?;
+    let wasm = manifest.asset(AssetKind::Wasm)?;
+    let js_url = manifest.url(js);
+    let wasm_url = manifest.url(wasm);
+    let script = format!(
+        "import init, {{ hydrate }} from {js:?};\n\
+         await init({{ module_or_path: fetch({wasm:?}, {{ integrity: {sri:?} }}) }});\n\
+         hydrate();\n\
+         document.body.dataset.hydrated = \"true\";",
+        js = js_url,
+        wasm = wasm_url,
+        sri = wasm.integrity,
+    );
+    Some((js_url, js.integrity.clone(), script))
+}

@@ -1,0 +1,75 @@
+//! The HTML document around every fragment page.
+//!
+//! Each fragment renders a whole document (so `<head>` is its own) with an empty
+//! `<header id="tessera-chrome">` as the first child of `<body>`: the shell fills it with the site chrome
+//! while streaming, and hydration never descends into an element its view left empty.
+
+use leptos::prelude::*;
+use tessera_contracts::CHROME_SLOT_ID;
+
+use crate::manifest::hydration_tags;
+use crate::FragmentRuntime;
+
+/// The document for a hydrated fragment page. `app` must be the same view the fragment's `hydrate()`
+/// mounts on `<body>`, and must start with the empty chrome slot (`<header id="tessera-chrome">`), so that
+/// server and browser agree on the body's children.
+pub fn document<V: IntoView + 'static>(runtime: &FragmentRuntime, title: &str, app: impl FnOnce() -> V) -> impl IntoView {
+    let manifest = runtime.manifests.current();
+    let tags = manifest.as_deref().and_then(hydration_tags);
+    let build_id = manifest.as_ref().map(|m| m.build_id.clone()).unwrap_or_else(|| "unbuilt".into());
+    let (preload, script) = match tags {
+        Some((js_url, js_integrity, script)) => (
+            Some(view! { <link rel="modulepreload" href=js_url integrity=js_integrity crossorigin="anonymous"/> }),
+            Some(view! { <script type="module" inner_html=script></script> }),
+        ),
+        None => (None, None),
+    };
+    let title = format!("{title} · Tessera");
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="tessera-fragment" content=runtime.name/>
+                <meta name="tessera-build" content=build_id/>
+                <title>{title}</title>
+                {preload}
+                {script}
+            </head>
+            <body data-fragment=runtime.name>
+                {app()}
+            </body>
+        </html>
+    }
+}
+
+/// A complete, non-hydrated page with a heading and a message (403, 404 and the like), in the same
+/// document shape as fragment pages so the shell adds the chrome to it.
+pub fn status_document(fragment: &str, title: &str, message: &str, link: Option<(&str, &str)>) -> String {
+    let link = link.map(|(href, text)| {
+        let href = href.to_owned();
+        let text = text.to_owned();
+        view! { <p><a href=href>{text}</a></p> }
+    });
+    let title_text = format!("{title} · Tessera");
+    let view = view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <title>{title_text}</title>
+            </head>
+            <body data-fragment=fragment.to_owned()>
+                <header id=CHROME_SLOT_ID></header>
+                <main class="status-page">
+                    <h1>{title.to_owned()}</h1>
+                    <p>{message.to_owned()}</p>
+                    {link}
+                </main>
+            </body>
+        </html>
+    };
+    view.to_html()
+}

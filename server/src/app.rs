@@ -1,0 +1,207 @@
+//! Assembling a process: databases, keys, fragments and the shell, into one axum router.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use shared_auth::keys::{SigningKey, TokenSigner};
+use shared_auth::verify::{HttpJwks, JwksSource, Verifier, VerifierSettings};
+use shared_auth::Role;
+use sqlx::AnyPool;
+use tessera_kit::db::{Migrations, StoreSettings};
+use tessera_kit::manifest::ManifestStore;
+use tessera_kit::FragmentRuntime;
+use tessera_shell::registry::{Fragment, FragmentRegistry, Upstream};
+use tessera_shell::ShellState;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+
+type SeedFuture<'a> = Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'a>>;
+
+/// What the server knows about one fragment crate.
+pub struct FragmentSpec {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub prefix: &'static str,
+    pub migrations: &'static Migrations,
+    pub router: fn(FragmentRuntime) -> Router,
+    pub seed_demo: for<'a> fn(&'a AnyPool) -> SeedFuture<'a>,
+    /// Only users with this role see the fragment in the navigation.
+    pub nav_role: Option<Role>,
+}
+
+/// The three fragments of the storefront.
+pub fn fragment_specs() -> [FragmentSpec; 3] {
+    [
+        FragmentSpec {
+            name: tessera_catalog::NAME,
+            title: "Catalog",
+            prefix: tessera_catalog::PREFIX,
+            migrations: &tessera_catalog::server::MIGRATIONS,
+            router: tessera_catalog::server::router,
+            seed_demo: |db| Box::pin(tessera_catalog::server::seed_demo(db)),
+            nav_role: None,
+        },
+        FragmentSpec {
+            name: tessera_cart::NAME,
+            title: "Cart",
+            prefix: tessera_cart::PREFIX,
+            migrations: &tessera_cart::server::MIGRATIONS,
+            router: tessera_cart::server::router,
+            seed_demo: |_| Box::pin(async { Ok(()) }),
+            nav_role: None,
+        },
+        FragmentSpec {
+            name: tessera_inventory::NAME,
+            title: "Inventory",
+            prefix: tessera_inventory::PREFIX,
+            migrations: &tessera_inventory::server::MIGRATIONS,
+            router: tessera_inventory::server::router,
+            seed_demo: |db| Box::pin(tessera_inventory::server::seed_demo(db)),
+            nav_role: Some(Role::InventoryAdmin),
+        },
+    ]
+}
+
+/// Which part of the site this process serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// The shell, with every fragment that has no `upstream` configured running in this process.
+    Site,
+    /// One fragment alone, verifying logins with the shell's JWKS over HTTP.
+    Fragment(String),
+}
+
+fn store(settings: &Settings) -> StoreSettings {
+    StoreSettings {
+        data_dir: settings.data_dir.clone(),
+        postgres_url: settings.postgres_url.clone(),
+        schema_prefix: settings.schema_prefix.clone(),
+    }
+}
+
+fn verifier_settings(settings: &Settings) -> VerifierSettings {
+    VerifierSettings::new(&settings.issuer, &settings.audience)
+}
+
+async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl JwksSource) -> anyhow::Result<FragmentRuntime> {
+    let db = store(settings).open(spec.name, spec.migrations).await?;
+    if settings.demo {
+        (spec.seed_demo)(&db).await.with_context(|| format!("seeding the {} demo data", spec.name))?;
+    }
+    Ok(FragmentRuntime {
+        name: spec.name,
+        prefix: spec.prefix,
+        db,
+        verifier: Verifier::new(verifier_settings(settings), jwks),
+        manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site_dir, spec.name))),
+    })
+}
+
+/// Layers every process gets: request ids, tracing, panics turned into 500s.
+fn with_common_layers(router: Router) -> Router {
+    router
+        .layer(CatchPanicLayer::new())
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Builds the router for `mode`: opens and migrates the databases, seeds demo data if asked.
+pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Router> {
+    tessera_kit::init_executor();
+    match mode {
+        Mode::Fragment(name) => {
+            let spec = fragment_specs()
+                .into_iter()
+                .find(|spec| spec.name == name)
+                .with_context(|| format!("there is no fragment called {name:?} (catalog, cart, inventory)"))?;
+            let runtime = fragment_runtime(settings, &spec, HttpJwks::new(settings.jwks_url())).await?;
+            tracing::info!(fragment = name, jwks = %settings.jwks_url(), "serving one fragment");
+            Ok(with_common_layers((spec.router)(runtime)))
+        }
+        Mode::Site => {
+            let store = store(settings);
+            let (sqlite, postgres) = tessera_shell::migrators();
+            let shell_db = store.open("shell", &Migrations { sqlite, postgres }).await?;
+            if settings.demo {
+                tessera_shell::users::seed_demo(&shell_db).await.context("seeding the demo accounts")?;
+            }
+            let key = SigningKey::load_or_generate(&settings.data_dir.join("keys"))?;
+            let signer = Arc::new(TokenSigner::new(key, &settings.issuer, &settings.audience, settings.access_ttl_seconds));
+            let mut fragments = Vec::new();
+            for spec in fragment_specs() {
+                let configured = settings.fragments.get(spec.name).cloned().unwrap_or_default();
+                let timeout = Duration::from_millis(configured.timeout_ms.unwrap_or(settings.fragment_timeout_ms));
+                let upstream = match configured.upstream {
+                    Some(url) => Upstream::Http(url.parse().with_context(|| format!("upstream of {}: {url:?}", spec.name))?),
+                    None => {
+                        let runtime = fragment_runtime(settings, &spec, tessera_shell::in_process_jwks(&signer)).await?;
+                        // A panic inside a fragment becomes its 500, and so the shell's fallback page.
+                        Upstream::InProcess((spec.router)(runtime).layer(CatchPanicLayer::new()))
+                    }
+                };
+                fragments.push(Fragment {
+                    name: spec.name.into(),
+                    title: spec.title.into(),
+                    prefix: spec.prefix.into(),
+                    upstream,
+                    timeout,
+                    nav_role: spec.nav_role,
+                });
+            }
+            let shell = ShellState::new(
+                shell_db,
+                signer,
+                verifier_settings(settings),
+                FragmentRegistry::new(fragments),
+                settings.secure_cookies(),
+            );
+            Ok(with_common_layers(tessera_shell::router(shell)))
+        }
+    }
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds `settings.addr` (port 0 picks a free one) and serves `mode` in the background.
+pub async fn spawn(settings: &Settings, mode: &Mode) -> anyhow::Result<Running> {
+    let router = build(settings, mode).await?;
+    let listener = TcpListener::bind(settings.addr).await.with_context(|| format!("binding {}", settings.addr))?;
+    let addr = listener.local_addr()?;
+    let handle = tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await });
+    Ok(Running { addr, handle })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}

@@ -1,0 +1,134 @@
+//! Typed, layered configuration: defaults, then an optional TOML file (`TESSERA_CONFIG`), then
+//! `TESSERA_*` environment variables (`__` separates nesting: `TESSERA_FRAGMENTS__CATALOG__UPSTREAM`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything a `tessera` process can be told.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Settings {
+    /// Address to listen on (`TESSERA_ADDR`).
+    pub addr: SocketAddr,
+    /// Where SQLite files and the signing key live (`TESSERA_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// Where `cargo xtask build` put the fragments' bundles and manifests (`TESSERA_SITE_DIR`).
+    pub site_dir: PathBuf,
+    /// PostgreSQL URL; when set every service uses its own schema there instead of SQLite.
+    pub postgres_url: Option<String>,
+    /// Prefix of the PostgreSQL schema names (`<prefix><service>`).
+    pub schema_prefix: String,
+    /// Public URL of the site; `https://` makes cookies `Secure`.
+    pub public_url: String,
+    /// `iss` of access tokens.
+    pub issuer: String,
+    /// `aud` of access tokens.
+    pub audience: String,
+    /// Lifetime of an access token.
+    pub access_ttl_seconds: i64,
+    /// Default time a fragment has to start answering.
+    pub fragment_timeout_ms: u64,
+    /// Where a fragment running alone fetches the shell's JWKS (default: `<public_url>/.well-known/jwks.json`).
+    pub jwks_url: Option<String>,
+    /// Per-fragment settings, by name.
+    pub fragments: BTreeMap<String, FragmentSettings>,
+    /// Seed the demo accounts and catalogue.
+    pub demo: bool,
+}
+
+/// How the shell reaches one fragment.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct FragmentSettings {
+    /// Base URL of a separate process; unset means the fragment runs in this process.
+    pub upstream: Option<String>,
+    /// Overrides `fragment_timeout_ms` for this fragment.
+    pub timeout_ms: Option<u64>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The database URL may hold a password: never print it.
+        f.debug_struct("Settings")
+            .field("addr", &self.addr)
+            .field("data_dir", &self.data_dir)
+            .field("site_dir", &self.site_dir)
+            .field("postgres", &self.postgres_url.as_ref().map(|_| "<set>"))
+            .field("public_url", &self.public_url)
+            .field("fragments", &self.fragments)
+            .field("demo", &self.demo)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            data_dir: PathBuf::from("data"),
+            site_dir: PathBuf::from("target/site"),
+            postgres_url: None,
+            schema_prefix: "tessera_".into(),
+            public_url: "http://127.0.0.1:3000".into(),
+            issuer: "tessera-shell".into(),
+            audience: "tessera".into(),
+            access_ttl_seconds: 3600,
+            fragment_timeout_ms: 3000,
+            jwks_url: None,
+            fragments: BTreeMap::new(),
+            demo: false,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults, then `TESSERA_CONFIG` (a TOML file) if set, then `TESSERA_*` variables.
+    pub fn load() -> Result<Settings, figment::Error> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Ok(path) = std::env::var("TESSERA_CONFIG") {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment.merge(Env::prefixed("TESSERA_").split("__").ignore(&["config", "test_postgres_url"])).extract()
+    }
+
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url.starts_with("https://")
+    }
+
+    pub fn jwks_url(&self) -> String {
+        self.jwks_url
+            .clone()
+            .unwrap_or_else(|| format!("{}/.well-known/jwks.json", self.public_url.trim_end_matches('/')))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_overrides_defaults_with_nesting() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_ADDR", "127.0.0.1:4000");
+            jail.set_env("TESSERA_DATA_DIR", "/tmp/tessera-x");
+            jail.set_env("TESSERA_FRAGMENTS__CATALOG__UPSTREAM", "http://127.0.0.1:3101");
+            jail.set_env("TESSERA_FRAGMENTS__CATALOG__TIMEOUT_MS", "250");
+            let settings = Settings::load()?;
+            assert_eq!(settings.addr.port(), 4000);
+            assert_eq!(settings.data_dir, PathBuf::from("/tmp/tessera-x"));
+            let catalog = &settings.fragments["catalog"];
+            assert_eq!(catalog.upstream.as_deref(), Some("http://127.0.0.1:3101"));
+            assert_eq!(catalog.timeout_ms, Some(250));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_database_url_is_never_printed() {
+        let settings = Settings { postgres_url: Some("postgres://u:secret@h/db".into()), ..Settings::default() };
+        assert!(!format!("{settings:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,382 @@
+//! Verifying access tokens with the shell's published keys.
+//!
+//! A [`Verifier`] turns a token into [`Claims`] or a [`TokenError`]. It pins the algorithm to EdDSA before
+//! looking at anything else (so `alg: none`, HS256 keyed with a public key and friends never reach a key),
+//! requires a `kid` it knows, and checks `iss`, `aud`, `exp`, `nbf`, `typ` and a lifetime cap.
+//!
+//! Keys come from a [`JwksSource`]: over HTTP from the shell's `/.well-known/jwks.json` when the fragment
+//! runs as its own process, or from the shell in the same process. Keys are cached; an unknown `kid`
+//! triggers at most one refetch per cooldown, so a flood of made-up `kid`s cannot flood the shell.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use tokio::sync::Mutex;
+
+use crate::keys::now_seconds;
+use crate::{Claims, SessionUser, ACCESS_TOKEN_TYPE};
+
+/// Longest token we even try to parse; a real access token is well under 1 KiB.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+/// Longest `kid` we look up.
+const MAX_KID_BYTES: usize = 128;
+/// Clock skew tolerated on `exp`/`nbf`.
+const LEEWAY_SECONDS: u64 = 30;
+
+/// Why a token was refused. Logged at debug level; users only ever see "signed out".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is too long")]
+    TooLong,
+    #[error("token is malformed")]
+    Malformed,
+    #[error("algorithm {0} is not accepted")]
+    WrongAlgorithm(String),
+    #[error("token has no key id")]
+    MissingKid,
+    #[error("no published key has this key id")]
+    UnknownKid,
+    #[error("the key set could not be fetched: {0}")]
+    KeysUnavailable(String),
+    #[error("token is invalid: {0}")]
+    Invalid(String),
+    #[error("token is not an access token")]
+    WrongType,
+    #[error("token lives longer than any token the shell issues")]
+    LifetimeTooLong,
+}
+
+/// Where a verifier gets the shell's public keys from.
+pub trait JwksSource: Send + Sync + 'static {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>>;
+}
+
+/// Fetches the JWKS over HTTP (a fragment running as its own process).
+pub struct HttpJwks {
+    url: String,
+    client: reqwest::Client,
+}
+
+impl HttpJwks {
+    pub fn new(url: impl Into<String>) -> Self {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().expect("an HTTP client");
+        HttpJwks { url: url.into(), client }
+    }
+}
+
+impl JwksSource for HttpJwks {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>> {
+        Box::pin(async move {
+            let response = self.client.get(&self.url).send().await.map_err(|e| e.to_string())?;
+            if !response.status().is_success() {
+                return Err(format!("{} answered {}", self.url, response.status()));
+            }
+            let body = response.bytes().await.map_err(|e| e.to_string())?;
+            serde_json::from_slice(&body).map_err(|e| e.to_string())
+        })
+    }
+}
+
+/// Reads the JWKS from the shell in the same process: the public keys only, through a function the
+/// shell provides, so the fragment still never sees the signing key.
+pub struct InProcessJwks(pub Arc<dyn Fn() -> JwkSet + Send + Sync>);
+
+impl JwksSource for InProcessJwks {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>> {
+        let keys = (self.0)();
+        Box::pin(async move { Ok(keys) })
+    }
+}
+
+/// Settings of a [`Verifier`].
+#[derive(Debug, Clone)]
+pub struct VerifierSettings {
+    pub issuer: String,
+    pub audience: String,
+    /// Tokens whose `exp - iat` exceeds this are refused even if signed.
+    pub max_lifetime: Duration,
+    /// Keys are refetched after this long even when every `kid` is known.
+    pub cache_ttl: Duration,
+    /// Minimum time between two fetches triggered by unknown `kid`s.
+    pub refetch_cooldown: Duration,
+}
+
+impl VerifierSettings {
+    pub fn new(issuer: impl Into<String>, audience: impl Into<String>) -> Self {
+        VerifierSettings {
+            issuer: issuer.into(),
+            audience: audience.into(),
+            max_lifetime: Duration::from_secs(24 * 3600),
+            cache_ttl: Duration::from_secs(300),
+            refetch_cooldown: Duration::from_secs(10),
+        }
+    }
+}
+
+struct KeyCache {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+}
+
+struct Inner {
+    settings: VerifierSettings,
+    source: Box<dyn JwksSource>,
+    cache: Mutex<KeyCache>,
+    validation: Validation,
+}
+
+/// Verifies access tokens. Cheap to clone; clones share the key cache.
+#[derive(Clone)]
+pub struct Verifier(Arc<Inner>);
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("settings", &self.0.settings).finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    pub fn new(settings: VerifierSettings, source: impl JwksSource) -> Verifier {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[settings.issuer.as_str()]);
+        validation.set_audience(&[settings.audience.as_str()]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECONDS;
+        Verifier(Arc::new(Inner {
+            settings,
+            source: Box::new(source),
+            cache: Mutex::new(KeyCache { keys: HashMap::new(), fetched_at: None }),
+            validation,
+        }))
+    }
+
+    /// Verifies an access token and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::TooLong);
+        }
+        if token.split('.').count() != 3 {
+            return Err(TokenError::Malformed);
+        }
+        // Unknown algorithms (including every spelling of "none") fail to parse here.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::WrongAlgorithm(format!("{:?}", header.alg)));
+        }
+        let kid = header.kid.ok_or(TokenError::MissingKid)?;
+        if kid.is_empty() || kid.len() > MAX_KID_BYTES {
+            return Err(TokenError::UnknownKid);
+        }
+        let key = self.key_for(&kid).await?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.0.validation)
+            .map_err(|error| TokenError::Invalid(error.to_string()))?;
+        let claims = data.claims;
+        if claims.typ != ACCESS_TOKEN_TYPE {
+            return Err(TokenError::WrongType);
+        }
+        let lifetime = claims.exp.saturating_sub(claims.iat);
+        if lifetime > self.0.settings.max_lifetime.as_secs() as i64 || claims.iat > now_seconds() + LEEWAY_SECONDS as i64 {
+            return Err(TokenError::LifetimeTooLong);
+        }
+        Ok(claims)
+    }
+
+    /// The user of a token, or `None` (logged at debug level) when the token is not acceptable.
+    pub async fn user_from_token(&self, token: &str) -> Option<SessionUser> {
+        match self.verify(token).await {
+            Ok(claims) => Some(claims.into()),
+            Err(error) => {
+                tracing::debug!(%error, "access token refused");
+                None
+            }
+        }
+    }
+
+    /// The user of the access cookie in these headers, if any.
+    pub async fn user_from_headers(&self, headers: &http::HeaderMap) -> Option<SessionUser> {
+        let token = crate::cookie::read_access_token(headers)?;
+        self.user_from_token(&token).await
+    }
+
+    async fn key_for(&self, kid: &str) -> Result<DecodingKey, TokenError> {
+        let mut cache = self.0.cache.lock().await;
+        let stale = cache.fetched_at.is_none_or(|at| at.elapsed() >= self.0.settings.cache_ttl);
+        if !stale {
+            if let Some(key) = cache.keys.get(kid) {
+                return Ok(key.clone());
+            }
+        }
+        let may_refetch =
+            stale || cache.fetched_at.is_none_or(|at| at.elapsed() >= self.0.settings.refetch_cooldown);
+        if may_refetch {
+            match self.0.source.fetch().await {
+                Ok(set) => {
+                    cache.keys = decoding_keys(&set);
+                    cache.fetched_at = Some(Instant::now());
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot fetch the shell's JWKS");
+                    // Keep serving known keys while the shell is briefly unreachable.
+                    if cache.keys.is_empty() {
+                        return Err(TokenError::KeysUnavailable(error));
+                    }
+                }
+            }
+        }
+        cache.keys.get(kid).cloned().ok_or(TokenError::UnknownKid)
+    }
+}
+
+fn decoding_keys(set: &JwkSet) -> HashMap<String, DecodingKey> {
+    set.keys
+        .iter()
+        .filter_map(|jwk| {
+            let kid = jwk.common.key_id.clone()?;
+            match DecodingKey::from_jwk(jwk) {
+                Ok(key) => Some((kid, key)),
+                Err(error) => {
+                    tracing::warn!(%kid, %error, "ignoring an unusable key in the JWKS");
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+
+    use super::*;
+    use crate::keys::{SigningKey, TokenSigner};
+    use crate::Role;
+
+    const ISSUER: &str = "tessera-shell";
+    const AUDIENCE: &str = "tessera";
+
+    struct CountingSource {
+        jwks: JwkSet,
+        fetches: Arc<AtomicUsize>,
+    }
+
+    impl JwksSource for CountingSource {
+        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            let jwks = self.jwks.clone();
+            Box::pin(async move { Ok(jwks) })
+        }
+    }
+
+    fn user() -> SessionUser {
+        SessionUser { id: "u1".into(), email: "sam@example.com".into(), name: "Sam".into(), roles: vec![Role::Shopper] }
+    }
+
+    fn setup() -> (TokenSigner, Verifier, Arc<AtomicUsize>) {
+        let signer = TokenSigner::new(SigningKey::generate_ephemeral(), ISSUER, AUDIENCE, 900);
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let source = CountingSource { jwks: signer.jwks(), fetches: fetches.clone() };
+        (signer, Verifier::new(VerifierSettings::new(ISSUER, AUDIENCE), source), fetches)
+    }
+
+    fn b64(value: &serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_token_issued_by_the_shell_verifies() {
+        let (signer, verifier, _) = setup();
+        let token = signer.issue_access_token(&user()).unwrap();
+        let claims = verifier.verify(&token).await.unwrap();
+        assert_eq!(SessionUser::from(claims), user());
+    }
+
+    #[tokio::test]
+    async fn a_tampered_payload_is_refused() {
+        let (signer, verifier, _) = setup();
+        let token = signer.issue_access_token(&user()).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let mut claims = signer.access_claims(&user());
+        claims.roles = vec![Role::InventoryAdmin];
+        let forged = format!("{}.{}.{}", parts[0], b64(&serde_json::to_value(&claims).unwrap()), parts[2]);
+        assert!(matches!(verifier.verify(&forged).await, Err(TokenError::Invalid(_))));
+    }
+
+    #[tokio::test]
+    async fn alg_none_is_refused_in_every_spelling() {
+        let (signer, verifier, _) = setup();
+        let payload = b64(&serde_json::to_value(signer.access_claims(&user())).unwrap());
+        for alg in ["none", "None", "NONE", "nOnE"] {
+            let header = b64(&serde_json::json!({"alg": alg, "typ": "JWT", "kid": "x"}));
+            for token in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
+                assert!(verifier.verify(&token).await.is_err(), "alg {alg} accepted");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn hs256_keyed_with_anything_is_refused() {
+        let (signer, verifier, _) = setup();
+        let claims = signer.access_claims(&user());
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some(signer.jwks().keys[0].common.key_id.clone().unwrap());
+        let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(b"public")).unwrap();
+        assert!(matches!(verifier.verify(&token).await, Err(TokenError::WrongAlgorithm(_))));
+    }
+
+    #[tokio::test]
+    async fn expired_wrong_issuer_wrong_audience_and_wrong_type_are_refused() {
+        let (signer, verifier, _) = setup();
+        let base = signer.access_claims(&user());
+        let cases = [
+            Claims { exp: base.iat - 3600, iat: base.iat - 4000, ..base.clone() },
+            Claims { iss: "someone-else".into(), ..base.clone() },
+            Claims { aud: "another-site".into(), ..base.clone() },
+            Claims { typ: "refresh".into(), ..base.clone() },
+            Claims { exp: base.iat + 365 * 24 * 3600, ..base.clone() },
+        ];
+        for claims in cases {
+            let token = signer.sign_claims(&claims).unwrap();
+            assert!(verifier.verify(&token).await.is_err(), "accepted {claims:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_token_from_another_key_with_an_unknown_kid_is_refused() {
+        let (_, verifier, _) = setup();
+        let attacker = TokenSigner::new(SigningKey::generate_ephemeral(), ISSUER, AUDIENCE, 900);
+        let token = attacker.issue_access_token(&user()).unwrap();
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::UnknownKid));
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_refetch_at_most_once_per_cooldown() {
+        let (signer, verifier, fetches) = setup();
+        let good = signer.issue_access_token(&user()).unwrap();
+        verifier.verify(&good).await.unwrap();
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        let payload = b64(&serde_json::to_value(signer.access_claims(&user())).unwrap());
+        for n in 0..50 {
+            let header = b64(&serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": format!("random-{n}")}));
+            let token = format!("{header}.{payload}.c2ln");
+            assert_eq!(verifier.verify(&token).await, Err(TokenError::UnknownKid));
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1, "unknown kids must not trigger a fetch each");
+    }
+
+    #[tokio::test]
+    async fn malformed_tokens_are_refused_without_panicking() {
+        let (_, verifier, _) = setup();
+        for token in ["", ".", "..", "a.b", "a.b.c.d", "!!!.###.$$$", &"x".repeat(MAX_TOKEN_BYTES + 1)] {
+            assert!(verifier.verify(token).await.is_err(), "accepted {token:?}");
+        }
+    }
+}

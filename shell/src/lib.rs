@@ -1,0 +1,212 @@
+//! The Tessera shell: the container every page goes through.
+//!
+//! It owns `/`, `/login`, `/logout`, `/register`, `/account`, `/.well-known/jwks.json` and the shared
+//! stylesheet, signs the one login (an Ed25519 JWT in an HttpOnly cookie), and routes every other prefix to
+//! the fragment that owns it — in this process or over HTTP — composing pages on the way out.
+//!
+//! Layout:
+//! - `registry`: fragments from configuration and forwarding with a per-fragment timeout;
+//! - `compose`: the streaming `lol_html` rewrite that puts the chrome into a fragment page;
+//! - `chrome`: the chrome and the shell's own documents;
+//! - `widgets`: the home page's widgets and the cart badge, fetched in parallel with fallbacks;
+//! - `pages`: the shell's handlers; `users`: accounts.
+//!
+//! Failure isolation is the rule: a fragment that is down, slow or answers 5xx to a page request yields a
+//! 503 shell page with the chrome and a message; API and asset requests get a 503 JSON/text answer. Nothing
+//! a fragment does can take the shell's own pages or another fragment down.
+
+pub mod chrome;
+pub mod compose;
+pub mod pages;
+pub mod registry;
+pub mod users;
+pub mod widgets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
+use axum::http::header::{CONTENT_TYPE, COOKIE};
+use axum::http::{Method, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use leptos::prelude::*;
+use shared_auth::keys::TokenSigner;
+use shared_auth::verify::{InProcessJwks, Verifier, VerifierSettings};
+use sqlx::migrate::Migrator;
+use sqlx::AnyPool;
+use tessera_contracts::ApiError;
+
+use crate::chrome::{chrome_html, head_html, ChromeContext};
+use crate::registry::{Fragment, FragmentRegistry};
+
+pub use registry::Upstream;
+
+/// The shared stylesheet, compiled in from `style/`.
+pub const STYLESHEET: &str = include_str!("../../style/tessera.css");
+
+static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The shell's migrations (accounts) for both backends.
+pub fn migrators() -> (&'static Migrator, &'static Migrator) {
+    (&SQLITE, &POSTGRES)
+}
+
+/// Largest form the shell accepts (login and registration are a few short fields).
+pub const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// Everything the shell's handlers share.
+pub struct ShellInner {
+    pub db: AnyPool,
+    pub signer: Arc<TokenSigner>,
+    pub verifier: Verifier,
+    pub registry: FragmentRegistry,
+    /// Set `Secure` on cookies (the site is served over https).
+    pub secure_cookies: bool,
+    /// URL of the shared stylesheet, versioned by its content.
+    pub stylesheet_url: String,
+}
+
+/// Cheap-to-clone handle on [`ShellInner`].
+#[derive(Clone)]
+pub struct ShellState(Arc<ShellInner>);
+
+impl std::ops::Deref for ShellState {
+    type Target = ShellInner;
+    fn deref(&self) -> &ShellInner {
+        &self.0
+    }
+}
+
+impl FromRef<ShellState> for Verifier {
+    fn from_ref(state: &ShellState) -> Verifier {
+        state.verifier.clone()
+    }
+}
+
+/// The JWKS source fragments in this process use: the signer's public keys, never the signer.
+pub fn in_process_jwks(signer: &Arc<TokenSigner>) -> InProcessJwks {
+    let signer = signer.clone();
+    InProcessJwks(Arc::new(move || signer.jwks()))
+}
+
+impl ShellState {
+    pub fn new(db: AnyPool, signer: Arc<TokenSigner>, verifier_settings: VerifierSettings, registry: FragmentRegistry, secure_cookies: bool) -> ShellState {
+        let verifier = Verifier::new(verifier_settings, in_process_jwks(&signer));
+        let version = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::hash::DefaultHasher::new();
+            STYLESHEET.hash(&mut hasher);
+            hasher.finish()
+        };
+        let stylesheet_url = format!("/style/tessera.css?v={version:016x}");
+        ShellState(Arc::new(ShellInner { db, signer, verifier, registry, secure_cookies, stylesheet_url }))
+    }
+}
+
+/// The shell's router; every path it does not own goes to the owning fragment.
+pub fn router(state: ShellState) -> Router {
+    Router::new()
+        .route("/", get(pages::home))
+        .route("/login", get(pages::login_page).post(pages::login))
+        .route("/logout", get(pages::logout_page).post(pages::logout))
+        .route("/register", get(pages::register_page).post(pages::register))
+        .route("/account", get(pages::account))
+        .route("/.well-known/jwks.json", get(pages::jwks))
+        .route("/style/tessera.css", get(pages::stylesheet))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .fallback(to_fragment)
+        .with_state(state)
+}
+
+/// What a request to a fragment is for; only pages are composed and get the fallback page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RequestKind {
+    Page,
+    Other,
+}
+
+fn request_kind(fragment: &Fragment, method: &Method, path: &str) -> RequestKind {
+    let rest = &path[fragment.prefix.len()..];
+    let is_resource = rest.starts_with("/api/") || rest.starts_with("/pkg/") || rest == tessera_contracts::WIDGET_PATH;
+    if (method == Method::GET || method == Method::HEAD) && !is_resource {
+        RequestKind::Page
+    } else {
+        RequestKind::Other
+    }
+}
+
+async fn to_fragment(State(state): State<ShellState>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let Some(fragment) = state.registry.route(&path).cloned() else {
+        let user = state.verifier.user_from_headers(request.headers()).await;
+        return pages::not_found(&state, user.as_ref()).await;
+    };
+    let kind = request_kind(&fragment, request.method(), &path);
+    if kind == RequestKind::Other {
+        return match state.registry.forward(&fragment, request, fragment.timeout).await {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(fragment = %fragment.name, %error, "fragment unavailable");
+                let error = ApiError::Unavailable(format!("the {} is not available right now; please try again shortly", fragment.name));
+                (StatusCode::SERVICE_UNAVAILABLE, axum::Json(error)).into_response()
+            }
+        };
+    }
+
+    let user = state.verifier.user_from_headers(request.headers()).await;
+    let cookie = request.headers().get(COOKIE).cloned();
+    let (response, cart_count) = tokio::join!(
+        state.registry.forward(&fragment, request, fragment.timeout),
+        widgets::fetch_cart_count(&state, user.as_ref(), cookie),
+    );
+    let chrome = ChromeContext { registry: &state.registry, user: user.as_ref(), cart_count, current: Some(&fragment.prefix) };
+    match response {
+        Ok(response) if !response.status().is_server_error() => {
+            let is_html = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .is_some_and(|value| value.starts_with("text/html"));
+            if is_html {
+                compose::compose_page(response, chrome_html(&chrome), head_html(&state.stylesheet_url))
+            } else {
+                response
+            }
+        }
+        Ok(response) => {
+            tracing::warn!(fragment = %fragment.name, status = %response.status(), "fragment page failed");
+            fallback_page(&state, &fragment, &chrome)
+        }
+        Err(error) => {
+            tracing::warn!(fragment = %fragment.name, %error, "fragment unavailable");
+            fallback_page(&state, &fragment, &chrome)
+        }
+    }
+}
+
+/// The 503 page with the chrome, for a fragment that is down, slow or failing.
+fn fallback_page(state: &ShellState, fragment: &Fragment, chrome: &ChromeContext<'_>) -> Response {
+    let message = format!(
+        "The {} is not available right now. Everything else on the site keeps working; please try again in a moment.",
+        fragment.title
+    );
+    let main = view! {
+        <div class="fallback" data-testid="fragment-fallback">
+            <h1>{fragment.title.clone()}</h1>
+            <p>{message}</p>
+            <p><a href="/">"Go to the home page"</a></p>
+        </div>
+    };
+    let html = chrome::document(&fragment.title, &state.stylesheet_url, chrome_html(chrome), main);
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Html(html)).into_response();
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("5"));
+    response
+}
+
+/// Default time a fragment has to start answering.
+pub const DEFAULT_FRAGMENT_TIMEOUT: Duration = Duration::from_secs(3);
+

@@ -1,0 +1,303 @@
+//! The shell's own pages: home (with the fragments' widgets), login, logout, register, account, JWKS.
+
+use axum::extract::rejection::FormRejection;
+use axum::extract::{Query, State};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Form, Json};
+use leptos::prelude::*;
+use serde::Deserialize;
+use shared_auth::extract::MaybeUser;
+use shared_auth::{Role, SessionUser};
+
+use crate::chrome::{chrome_html, document, ChromeContext};
+use crate::users::{self, DisplayName, Email, NewPassword, UserError};
+use crate::widgets::{fetch_cart_count, fetch_widgets, Widget};
+use crate::ShellState;
+
+/// Renders a shell page with chrome for `user`.
+pub(crate) fn page(state: &ShellState, user: Option<&SessionUser>, cart_count: Option<i64>, title: &str, main: impl IntoView + 'static) -> String {
+    let chrome = chrome_html(&ChromeContext { registry: &state.registry, user, cart_count, current: None });
+    document(title, &state.stylesheet_url, chrome, main)
+}
+
+/// Only local paths are followed after login, so `next` cannot send a user to another site.
+fn local_path(next: Option<&str>) -> String {
+    match next {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && path.len() <= 512
+                && !path.chars().any(char::is_control) =>
+        {
+            path.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+fn see_other(location: &str, cookie: Option<String>) -> Response {
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    if let Ok(location) = HeaderValue::from_str(location) {
+        response.headers_mut().insert(LOCATION, location);
+    }
+    if let Some(cookie) = cookie.and_then(|cookie| HeaderValue::from_str(&cookie).ok()) {
+        response.headers_mut().insert(SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The message for a form the server could not read at all.
+fn form_rejection_message(rejection: &FormRejection) -> (StatusCode, &'static str) {
+    match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => (StatusCode::PAYLOAD_TOO_LARGE, "That form was far too large to be real. Please try again."),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Please send the form as a normal web form."),
+        _ => (StatusCode::BAD_REQUEST, "Some fields of the form were missing or unreadable. Please fill in every field."),
+    }
+}
+
+pub(crate) async fn home(State(state): State<ShellState>, MaybeUser(user): MaybeUser, headers: HeaderMap) -> Response {
+    let cookie = headers.get(COOKIE).cloned();
+    let (widgets, cart_count) =
+        tokio::join!(fetch_widgets(&state, cookie.clone()), fetch_cart_count(&state, user.as_ref(), cookie));
+    let greeting = match &user {
+        Some(user) => format!("Welcome back, {}.", user.name),
+        None => "Welcome. Browse the catalog, or sign in to use your cart.".to_owned(),
+    };
+    let widgets = widgets
+        .into_iter()
+        .filter_map(|(fragment, widget)| match widget {
+            Widget::Html(html) => Some(view! { <div class="widget-slot" data-widget=fragment inner_html=html></div> }.into_any()),
+            Widget::Hidden => None,
+            Widget::Unavailable => {
+                let message = format!("The {fragment} is not available right now. The rest of the site works.");
+                Some(view! { <div class="widget-slot widget-fallback" data-widget=fragment><p>{message}</p></div> }.into_any())
+            }
+        })
+        .collect_view();
+    let main = view! {
+        <h1>"Tessera"</h1>
+        <p data-testid="greeting">{greeting}</p>
+        <div class="widgets">{widgets}</div>
+    };
+    Html(page(&state, user.as_ref(), cart_count, "Home", main)).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct NextQuery {
+    next: Option<String>,
+}
+
+fn login_form(next: &str, email: &str, error: Option<&str>) -> impl IntoView + 'static {
+    let (next, email, error) = (next.to_owned(), email.to_owned(), error.map(str::to_owned));
+    view! {
+        <h1>"Sign in"</h1>
+        {error.map(|error| view! { <p class="error" role="alert" data-testid="form-error">{error}</p> })}
+        <form method="post" action="/login" class="stacked">
+            <input type="hidden" name="next" value=next/>
+            <label>"Email" <input type="email" name="email" value=email autocomplete="username" required/></label>
+            <label>"Password" <input type="password" name="password" autocomplete="current-password" required/></label>
+            <button type="submit">"Sign in"</button>
+        </form>
+        <p>"No account yet? " <a href="/register">"Register"</a></p>
+    }
+}
+
+pub(crate) async fn login_page(State(state): State<ShellState>, MaybeUser(user): MaybeUser, next: Result<Query<NextQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+    let next = local_path(next.as_ref().ok().and_then(|q| q.next.as_deref()));
+    Html(page(&state, user.as_ref(), None, "Sign in", login_form(&next, "", None))).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LoginForm {
+    email: String,
+    password: String,
+    next: Option<String>,
+}
+
+pub(crate) async fn login(State(state): State<ShellState>, form: Result<Form<LoginForm>, FormRejection>) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => {
+            let (status, message) = form_rejection_message(&rejection);
+            return (status, Html(page(&state, None, None, "Sign in", login_form("/", "", Some(message))))).into_response();
+        }
+    };
+    let next = local_path(form.next.as_deref());
+    match users::authenticate(&state.db, &form.email, &form.password).await {
+        Ok(Some(user)) => match state.signer.issue_access_token(&user) {
+            Ok(token) => {
+                tracing::info!(user = %user.id, "signed in");
+                let cookie = shared_auth::cookie::access_cookie(&token, state.secure_cookies, state.signer.access_ttl_seconds());
+                see_other(&next, Some(cookie))
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot sign an access token");
+                server_error(&state)
+            }
+        },
+        Ok(None) => {
+            // One message for unknown email and wrong password.
+            let form = login_form(&next, form.email.trim(), Some("Email or password is incorrect."));
+            (StatusCode::UNAUTHORIZED, Html(page(&state, None, None, "Sign in", form))).into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "login query failed");
+            server_error(&state)
+        }
+    }
+}
+
+fn server_error(state: &ShellState) -> Response {
+    let main = view! { <h1>"Something went wrong"</h1><p>"Something went wrong on our side. Please try again."</p> };
+    (StatusCode::INTERNAL_SERVER_ERROR, Html(page(state, None, None, "Error", main))).into_response()
+}
+
+pub(crate) async fn logout_page(State(state): State<ShellState>, MaybeUser(user): MaybeUser) -> Response {
+    let main = view! {
+        <h1>"Sign out"</h1>
+        <form method="post" action="/logout"><button type="submit">"Sign out everywhere on this site"</button></form>
+    };
+    Html(page(&state, user.as_ref(), None, "Sign out", main)).into_response()
+}
+
+/// Ends the session on every fragment at once: they all read the same cookie, which is removed.
+pub(crate) async fn logout(State(state): State<ShellState>) -> Response {
+    see_other("/", Some(shared_auth::cookie::clear_access_cookie(state.secure_cookies)))
+}
+
+fn register_form(email: &str, name: &str, errors: &[String]) -> impl IntoView + 'static {
+    let (email, name) = (email.to_owned(), name.to_owned());
+    let errors = (!errors.is_empty()).then(|| {
+        let items = errors.iter().cloned().map(|error| view! { <li>{error}</li> }).collect_view();
+        view! { <ul class="error" role="alert" data-testid="form-error">{items}</ul> }
+    });
+    view! {
+        <h1>"Create an account"</h1>
+        {errors}
+        <form method="post" action="/register" class="stacked">
+            <label>"Email" <input type="email" name="email" value=email autocomplete="username" required/></label>
+            <label>"Name" <input type="text" name="name" value=name autocomplete="name" required/></label>
+            <label>"Password (8 to 128 characters)" <input type="password" name="password" autocomplete="new-password" required minlength="8"/></label>
+            <button type="submit">"Create account"</button>
+        </form>
+    }
+}
+
+pub(crate) async fn register_page(State(state): State<ShellState>, MaybeUser(user): MaybeUser) -> Response {
+    Html(page(&state, user.as_ref(), None, "Register", register_form("", "", &[]))).into_response()
+}
+
+#[derive(Deserialize)]
+pub(crate) struct RegisterForm {
+    email: String,
+    name: String,
+    password: String,
+}
+
+pub(crate) async fn register(State(state): State<ShellState>, form: Result<Form<RegisterForm>, FormRejection>) -> Response {
+    let form = match form {
+        Ok(Form(form)) => form,
+        Err(rejection) => {
+            let (status, message) = form_rejection_message(&rejection);
+            let form = register_form("", "", &[message.to_owned()]);
+            return (status, Html(page(&state, None, None, "Register", form))).into_response();
+        }
+    };
+    let email = Email::parse(&form.email);
+    let name = DisplayName::parse(&form.name);
+    let password = NewPassword::parse(&form.password);
+    let (email, name, password) = match (email, name, password) {
+        (Ok(email), Ok(name), Ok(password)) => (email, name, password),
+        (email, name, password) => {
+            let errors: Vec<String> =
+                [email.err(), name.err(), password.err()].into_iter().flatten().collect();
+            let form = register_form(form.email.trim(), form.name.trim(), &errors);
+            return (StatusCode::UNPROCESSABLE_ENTITY, Html(page(&state, None, None, "Register", form))).into_response();
+        }
+    };
+    match users::create(&state.db, &email, &name, &password, &[Role::Shopper]).await {
+        Ok(user) => match state.signer.issue_access_token(&user) {
+            Ok(token) => {
+                tracing::info!(user = %user.id, "registered");
+                let cookie = shared_auth::cookie::access_cookie(&token, state.secure_cookies, state.signer.access_ttl_seconds());
+                see_other("/", Some(cookie))
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot sign an access token");
+                server_error(&state)
+            }
+        },
+        Err(UserError::EmailTaken) => {
+            let form = register_form(email.as_str(), form.name.trim(), &["An account with this email already exists. Sign in instead.".to_owned()]);
+            (StatusCode::CONFLICT, Html(page(&state, None, None, "Register", form))).into_response()
+        }
+        Err(error) => {
+            tracing::error!(%error, "registration failed");
+            server_error(&state)
+        }
+    }
+}
+
+pub(crate) async fn account(State(state): State<ShellState>, MaybeUser(user): MaybeUser) -> Response {
+    let Some(session) = user else {
+        return see_other("/login?next=/account", None);
+    };
+    let stored = match users::find(&state.db, &session.id).await {
+        Ok(Some(stored)) => stored,
+        // The account is gone: the token is stale. Sign out.
+        Ok(None) => return see_other("/login", Some(shared_auth::cookie::clear_access_cookie(state.secure_cookies))),
+        Err(error) => {
+            tracing::error!(%error, "account query failed");
+            return server_error(&state);
+        }
+    };
+    let roles = stored.roles.iter().map(|role| view! { <li>{role.label()}</li> }).collect_view();
+    let main = view! {
+        <h1>"Your account"</h1>
+        <dl class="account">
+            <dt>"Name"</dt><dd data-testid="account-name">{stored.name.clone()}</dd>
+            <dt>"Email"</dt><dd data-testid="account-email">{stored.email.clone()}</dd>
+            <dt>"Roles"</dt><dd><ul>{roles}</ul></dd>
+        </dl>
+    };
+    Html(page(&state, Some(&session), None, "Account", main)).into_response()
+}
+
+/// `GET /.well-known/jwks.json`: the public keys fragments verify with.
+pub(crate) async fn jwks(State(state): State<ShellState>) -> Response {
+    let mut response = Json(state.signer.jwks()).into_response();
+    response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}
+
+/// `GET /style/tessera.css`: the shared stylesheet (design tokens and chrome).
+pub(crate) async fn stylesheet() -> Response {
+    (
+        [(CONTENT_TYPE, "text/css; charset=utf-8"), (CACHE_CONTROL, "public, max-age=31536000, immutable")],
+        crate::STYLESHEET,
+    )
+        .into_response()
+}
+
+pub(crate) async fn not_found(state: &ShellState, user: Option<&SessionUser>) -> Response {
+    let main = view! { <h1>"Not found"</h1><p>"There is no page at this address."</p><p><a href="/">"Go to the home page"</a></p> };
+    (StatusCode::NOT_FOUND, Html(page(state, user, None, "Not found", main))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn next_only_follows_local_paths() {
+        assert_eq!(local_path(Some("/cart")), "/cart");
+        assert_eq!(local_path(Some("/admin/inventory?x=1")), "/admin/inventory?x=1");
+        for bad in ["https://evil.test", "//evil.test", "/\\evil.test", "evil", "/a\nb", ""] {
+            assert_eq!(local_path(Some(bad)), "/", "{bad:?} followed");
+        }
+        assert_eq!(local_path(None), "/");
+    }
+}

@@ -1,0 +1,223 @@
+//! Accounts: the shell's `users` table, the input types it is written from, and the demo seed.
+
+use shared_auth::password::{hash_password, verify_against_dummy, verify_password, MAX_PASSWORD_BYTES};
+use shared_auth::{Role, SessionUser};
+use sqlx::AnyPool;
+
+/// An email address, trimmed and lower-cased. Deliberately simple: one `@`, a dotted domain, no spaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub const MAX_LEN: usize = 254;
+
+    pub fn parse(input: &str) -> Result<Email, String> {
+        let email = input.trim().to_lowercase();
+        if email.is_empty() {
+            return Err("Please enter your email address.".into());
+        }
+        if email.len() > Email::MAX_LEN {
+            return Err(format!("An email address has at most {} characters.", Email::MAX_LEN));
+        }
+        let valid = match email.split_once('@') {
+            Some((local, domain)) => {
+                !local.is_empty()
+                    && !domain.contains('@')
+                    && domain.contains('.')
+                    && !domain.starts_with('.')
+                    && !domain.ends_with('.')
+                    && !email.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+            }
+            None => false,
+        };
+        if valid {
+            Ok(Email(email))
+        } else {
+            Err(format!("{:?} is not an email address.", input.trim()))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A new password: 8 to 128 characters.
+pub struct NewPassword(String);
+
+impl NewPassword {
+    pub const MIN_CHARS: usize = 8;
+    pub const MAX_CHARS: usize = 128;
+
+    pub fn parse(input: &str) -> Result<NewPassword, String> {
+        let chars = input.chars().count();
+        if chars < NewPassword::MIN_CHARS {
+            return Err(format!("A password needs at least {} characters.", NewPassword::MIN_CHARS));
+        }
+        if chars > NewPassword::MAX_CHARS || input.len() > MAX_PASSWORD_BYTES {
+            return Err(format!("A password has at most {} characters.", NewPassword::MAX_CHARS));
+        }
+        Ok(NewPassword(input.to_owned()))
+    }
+}
+
+/// A display name: 1 to 100 characters after trimming, no control characters.
+pub struct DisplayName(String);
+
+impl DisplayName {
+    pub fn parse(input: &str) -> Result<DisplayName, String> {
+        let name = input.trim();
+        if name.is_empty() {
+            return Err("Please enter your name.".into());
+        }
+        if name.chars().count() > 100 {
+            return Err("A name has at most 100 characters.".into());
+        }
+        if name.chars().any(char::is_control) {
+            return Err("A name cannot contain control characters.".into());
+        }
+        Ok(DisplayName(name.to_owned()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UserError {
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+fn roles_from_column(column: &str) -> Vec<Role> {
+    column.split_whitespace().filter_map(Role::parse).collect()
+}
+
+fn roles_to_column(roles: &[Role]) -> String {
+    roles.iter().map(|role| role.as_str()).collect::<Vec<_>>().join(" ")
+}
+
+type UserRow = (String, String, String, String, String);
+
+fn session_user((id, email, name, _, roles): UserRow) -> SessionUser {
+    SessionUser { id, email, name, roles: roles_from_column(&roles) }
+}
+
+/// Checks an email and password. Unknown emails cost the same hashing work as wrong passwords.
+pub async fn authenticate(db: &AnyPool, email: &str, password: &str) -> Result<Option<SessionUser>, sqlx::Error> {
+    let Ok(email) = Email::parse(email) else {
+        verify_against_dummy(password);
+        return Ok(None);
+    };
+    let row: Option<UserRow> =
+        sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users WHERE email = $1")
+            .bind(email.as_str())
+            .fetch_optional(db)
+            .await?;
+    let password = password.to_owned();
+    // Hashing is CPU-bound: keep it off the async workers.
+    let verified = tokio::task::spawn_blocking(move || match row {
+        Some(row) if verify_password(&password, &row.3) => Some(session_user(row)),
+        Some(_) => None,
+        None => {
+            verify_against_dummy(&password);
+            None
+        }
+    })
+    .await
+    .ok()
+    .flatten();
+    Ok(verified)
+}
+
+/// Finds a user by id (the account page).
+pub async fn find(db: &AnyPool, id: &str) -> Result<Option<SessionUser>, sqlx::Error> {
+    let row: Option<UserRow> = sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(session_user))
+}
+
+/// Creates an account; [`UserError::EmailTaken`] when the email is in use (nothing changes then).
+pub async fn create(
+    db: &AnyPool,
+    email: &Email,
+    name: &DisplayName,
+    password: &NewPassword,
+    roles: &[Role],
+) -> Result<SessionUser, UserError> {
+    let password = password.0.clone();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|error| UserError::Hash(error.to_string()))?
+        .map_err(|error| UserError::Hash(error.to_string()))?;
+    let id = uuid::Uuid::new_v4().to_string();
+    let result = sqlx::query(
+        "INSERT INTO users (id, email, name, password_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (email) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(email.as_str())
+    .bind(&name.0)
+    .bind(&hash)
+    .bind(roles_to_column(roles))
+    .bind(now_seconds())
+    .execute(db)
+    .await?;
+    if result.rows_affected() == 0 {
+        return Err(UserError::EmailTaken);
+    }
+    Ok(SessionUser { id, email: email.as_str().to_owned(), name: name.0.clone(), roles: roles.to_vec() })
+}
+
+fn now_seconds() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// Creates the demo accounts that do not exist yet (embedded demo data only).
+pub async fn seed_demo(db: &AnyPool) -> Result<(), UserError> {
+    for (email, name, roles) in tessera_contracts::demo::ACCOUNTS {
+        let roles: Vec<Role> = roles.iter().filter_map(|role| Role::parse(role)).collect();
+        let email = Email::parse(email).expect("demo emails are valid");
+        let name = DisplayName::parse(name).expect("demo names are valid");
+        let password = NewPassword::parse(tessera_contracts::demo::PASSWORD).expect("the demo password is valid");
+        match create(db, &email, &name, &password, &roles).await {
+            Ok(_) | Err(UserError::EmailTaken) => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(Email::parse("  Sam@Example.COM ").unwrap().as_str(), "sam@example.com");
+        for bad in ["", "sam", "sam@", "@example.com", "sam@example", "sam@@example.com", "sa m@example.com", "a@b.c<script>"] {
+            assert!(Email::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(Email::parse(&format!("{}@example.com", "a".repeat(250))).is_err());
+    }
+
+    #[test]
+    fn new_passwords_have_bounds() {
+        assert!(NewPassword::parse("short").is_err());
+        assert!(NewPassword::parse("long enough").is_ok());
+        assert!(NewPassword::parse(&"x".repeat(129)).is_err());
+    }
+
+    #[test]
+    fn roles_survive_the_column() {
+        let roles = vec![Role::Shopper, Role::InventoryAdmin];
+        assert_eq!(roles_from_column(&roles_to_column(&roles)), roles);
+        assert_eq!(roles_from_column("shopper bogus"), vec![Role::Shopper]);
+    }
+}

@@ -1,0 +1,271 @@
+//! `cargo xtask bench`: the numbers the closing notes report, measured side by side in one run.
+//!
+//! - build time of one fragment's bundle, cold (fresh target dir) and incremental (one source file touched);
+//! - release bundle sizes per fragment: raw, gzip (level 9) and brotli (quality 11);
+//! - requests/s and latency of `/catalog` composed by the shell (in process, and over HTTP to a separate
+//!   catalog process) against the same page served directly by the catalog process, all in one run
+//!   against release binaries on loopback.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use tessera_contracts::manifest::{FragmentManifest, MANIFEST_FILE};
+
+use crate::{build_fragment, cargo, run, setup, Workspace, WasmProfile, FRAGMENTS};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Seconds of load per page variant.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Concurrent connections of the load generator.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Skip the cold/incremental build measurement (it needs a second, fresh target dir).
+    #[arg(long)]
+    skip_build_times: bool,
+}
+
+pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<()> {
+    setup::ensure_wasm_target()?;
+    setup::ensure_npm_packages(workspace)?;
+    if !args.skip_build_times {
+        build_times(workspace)?;
+    }
+    for fragment in &FRAGMENTS {
+        build_fragment(workspace, fragment, WasmProfile::Release)?;
+    }
+    sizes(workspace)?;
+    throughput(workspace, &args)
+}
+
+fn build_times(workspace: &Workspace) -> Result<()> {
+    let catalog = &FRAGMENTS[0];
+    let cold_target = workspace.target.join("bench-cold");
+    let _ = std::fs::remove_dir_all(&cold_target);
+    let cold = Workspace { root: workspace.root.clone(), target: cold_target.clone() };
+    println!("bench: cold build of the catalog bundle in a fresh target dir (wasm-release, bindgen, wasm-opt)…");
+    let started = Instant::now();
+    build_fragment(&cold, catalog, WasmProfile::Release)?;
+    let cold_seconds = started.elapsed().as_secs_f64();
+
+    let source = workspace.root.join("apps/catalog/src/lib.rs");
+    let touch = || -> Result<()> {
+        let file = std::fs::OpenOptions::new().append(true).open(&source)?;
+        file.set_modified(std::time::SystemTime::now())?;
+        Ok(())
+    };
+    touch()?;
+    let started = Instant::now();
+    build_fragment(&cold, catalog, WasmProfile::Release)?;
+    let incremental_release = started.elapsed().as_secs_f64();
+    touch()?;
+    let started = Instant::now();
+    build_fragment(&cold, catalog, WasmProfile::Dev)?;
+    let dev_after_deps = started.elapsed().as_secs_f64();
+    touch()?;
+    let started = Instant::now();
+    build_fragment(&cold, catalog, WasmProfile::Dev)?;
+    let incremental_dev = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_dir_all(&cold_target);
+
+    println!();
+    println!("| catalog bundle build ({} cores)            | seconds |", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!("|---------------------------------------------|--------:|");
+    println!("| cold, release (fresh target dir)            | {cold_seconds:>7.1} |");
+    println!("| incremental, release (lib.rs touched)       | {incremental_release:>7.1} |");
+    println!("| dev, first build (deps of dev not yet built)| {dev_after_deps:>7.1} |");
+    println!("| incremental, dev (lib.rs touched)           | {incremental_dev:>7.1} |");
+    println!();
+    Ok(())
+}
+
+fn sizes(workspace: &Workspace) -> Result<()> {
+    println!("| release bundle | file | raw B | gzip -9 B | brotli 11 B |");
+    println!("|---|---|--:|--:|--:|");
+    for fragment in &FRAGMENTS {
+        let bundle = workspace.site_dir().join(fragment.name);
+        let manifest: FragmentManifest = serde_json::from_slice(&std::fs::read(bundle.join(MANIFEST_FILE))?)?;
+        let mut totals = (0, 0, 0);
+        for asset in &manifest.assets {
+            let bytes = std::fs::read(bundle.join(&asset.path))?;
+            let (gzip, brotli) = (gzip_len(&bytes)?, brotli_len(&bytes)?);
+            totals = (totals.0 + bytes.len(), totals.1 + gzip, totals.2 + brotli);
+            println!("| {} | {:?} | {} | {gzip} | {brotli} |", fragment.name, asset.kind, bytes.len());
+        }
+        println!("| {} | **total** | {} | {} | {} |", fragment.name, totals.0, totals.1, totals.2);
+    }
+    println!();
+    Ok(())
+}
+
+fn gzip_len(bytes: &[u8]) -> Result<usize> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes)?;
+    Ok(encoder.finish()?.len())
+}
+
+fn brotli_len(bytes: &[u8]) -> Result<usize> {
+    let mut output = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams { quality: 11, ..Default::default() };
+    brotli::BrotliCompress(&mut std::io::Cursor::new(bytes), &mut output, &params)?;
+    Ok(output.len())
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// A server process that is killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(binary: &Path, site: &Path, data: &Path, port: u16, extra: &[(&str, String)], args: &[&str]) -> Result<Server> {
+    let mut command = Command::new(binary);
+    command
+        .arg("serve")
+        .args(args)
+        .env("TESSERA_ADDR", format!("127.0.0.1:{port}"))
+        .env("TESSERA_DATA_DIR", data)
+        .env("TESSERA_SITE_DIR", site)
+        .env("TESSERA_LOG", "warn")
+        .stdout(Stdio::null());
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    let server = Server(command.spawn().context("starting tessera")?);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(server);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("tessera did not start listening on port {port}")
+}
+
+struct LoadResult {
+    requests: usize,
+    errors: usize,
+    seconds: f64,
+    latencies: Vec<Duration>,
+}
+
+impl LoadResult {
+    fn percentile(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies[index].as_secs_f64() * 1000.0
+    }
+}
+
+async fn load(url: String, concurrency: usize, duration: Duration) -> LoadResult {
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("an HTTP client");
+    let started = Instant::now();
+    let deadline = started + duration;
+    let workers = (0..concurrency).map(|_| {
+        let client = client.clone();
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                let ok = match client.get(&url).send().await {
+                    Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
+                    _ => false,
+                };
+                if ok {
+                    latencies.push(sent.elapsed());
+                } else {
+                    errors += 1;
+                }
+            }
+            (latencies, errors)
+        })
+    });
+    let mut result = LoadResult { requests: 0, errors: 0, seconds: 0.0, latencies: Vec::new() };
+    for worker in workers {
+        if let Ok((latencies, errors)) = worker.await {
+            result.requests += latencies.len();
+            result.errors += errors;
+            result.latencies.extend(latencies);
+        }
+    }
+    result.seconds = started.elapsed().as_secs_f64();
+    result.latencies.sort();
+    result
+}
+
+fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
+    println!("bench: building the release server…");
+    run(cargo(workspace).args(["build", "--quiet", "--release", "--package", "tessera-server", "--bin", "tessera"]))?;
+    let binary = workspace.server_binary(true);
+    let site = workspace.site_dir();
+    let scratch = workspace.target.join("bench-data");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let data = |name: &str| -> PathBuf { scratch.join(name) };
+
+    let (site_port, catalog_port, remote_shell_port) = (free_port()?, free_port()?, free_port()?);
+    let shell_url = format!("http://127.0.0.1:{site_port}");
+    let _site = start_server(&binary, &site, &data("site"), site_port, &[("TESSERA_PUBLIC_URL", shell_url.clone())], &["--demo"])?;
+    let _catalog = start_server(
+        &binary,
+        &site,
+        &data("catalog"),
+        catalog_port,
+        &[("TESSERA_JWKS_URL", format!("{shell_url}/.well-known/jwks.json"))],
+        &["--demo", "--fragment", "catalog"],
+    )?;
+    let _remote_shell = start_server(
+        &binary,
+        &site,
+        &data("remote-shell"),
+        remote_shell_port,
+        &[("TESSERA_FRAGMENTS__CATALOG__UPSTREAM", format!("http://127.0.0.1:{catalog_port}"))],
+        &["--demo"],
+    )?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let duration = Duration::from_secs(args.seconds);
+    let variants = [
+        ("direct: catalog process serves /catalog", format!("http://127.0.0.1:{catalog_port}/catalog")),
+        ("composed: shell + in-process catalog", format!("{shell_url}/catalog")),
+        ("composed: shell → catalog over HTTP", format!("http://127.0.0.1:{remote_shell_port}/catalog")),
+    ];
+    println!();
+    println!(
+        "| /catalog, {} connections, {} s each, release build, load generator on the same {} cores | req/s | p50 ms | p99 ms | errors |",
+        args.concurrency,
+        args.seconds,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    println!("|---|--:|--:|--:|--:|");
+    for (label, url) in variants {
+        // Warm up connections and caches first.
+        runtime.block_on(load(url.clone(), args.concurrency, Duration::from_millis(500)));
+        let result = runtime.block_on(load(url, args.concurrency, duration));
+        println!(
+            "| {label} | {:.0} | {:.2} | {:.2} | {} |",
+            result.requests as f64 / result.seconds,
+            result.percentile(0.50),
+            result.percentile(0.99),
+            result.errors
+        );
+    }
+    println!();
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}

@@ -1,0 +1,393 @@
+//! `cargo xtask build|run|test|bench`: Tessera's build pipeline, with nothing downloaded but crates and
+//! npm packages.
+//!
+//! What cargo-leptos would do, done by hand so it works offline and in one shared target dir:
+//! 1. `cargo rustc --crate-type cdylib --target wasm32-unknown-unknown --features hydrate` per fragment
+//!    (the fragment crates are plain rlibs otherwise, so the server build never links a cdylib);
+//! 2. wasm-bindgen through `wasm-bindgen-cli-support`, pinned to the exact version of the `wasm-bindgen`
+//!    crate by the workspace lockfile (a mismatch is a hard error at run time);
+//! 3. for release bundles, `wasm-opt -Oz` from npm's `binaryen` (Debian's binaryen 108 emits wasm that
+//!    fails at run time);
+//! 4. content-hashed file names and a `manifest.json` per fragment (SRI sha384 per asset) in
+//!    `<target>/site/<fragment>/`, which the server reads at run time.
+//!
+//! Layout: `main.rs` (commands and the bundle pipeline), `setup.rs` (installing what is missing: the wasm
+//! target, npm packages, Chromium), `bench.rs` (build times, bundle sizes, composed vs direct throughput).
+
+mod bench;
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use base64::Engine;
+use clap::{Parser, Subcommand};
+use sha2::{Digest, Sha256, Sha384};
+use tessera_contracts::manifest::{AssetKind, FragmentManifest, ManifestAsset, MANIFEST_FILE};
+
+/// A fragment crate and the prefix it owns.
+pub struct FragmentCrate {
+    pub name: &'static str,
+    pub package: &'static str,
+    pub prefix: &'static str,
+}
+
+pub const FRAGMENTS: [FragmentCrate; 3] = [
+    FragmentCrate { name: "catalog", package: "tessera-catalog", prefix: "/catalog" },
+    FragmentCrate { name: "cart", package: "tessera-cart", prefix: "/cart" },
+    FragmentCrate { name: "inventory", package: "tessera-inventory", prefix: "/admin/inventory" },
+];
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "Tessera's build pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the server and every fragment's wasm bundle (or one fragment's bundle only).
+    Build {
+        /// Build only this fragment's bundle.
+        #[arg(long)]
+        fragment: Option<String>,
+        /// Unoptimised wasm (fast to build, large), without wasm-opt.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Build everything and serve the whole site with demo data on http://127.0.0.1:3000.
+    Run {
+        /// Unoptimised wasm bundles.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Run every test: unit, integration (SQLite, and PostgreSQL when configured) and browser tests.
+    Test {
+        /// Skip the browser tests.
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Measure build times, bundle sizes and composed-vs-direct page throughput.
+    Bench(bench::BenchArgs),
+}
+
+/// Paths of this checkout.
+pub struct Workspace {
+    pub root: PathBuf,
+    pub target: PathBuf,
+}
+
+impl Workspace {
+    fn locate() -> Workspace {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf();
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .map(|dir| if dir.is_absolute() { dir } else { root.join(dir) })
+            .unwrap_or_else(|| root.join("target"));
+        Workspace { root, target }
+    }
+
+    pub fn site_dir(&self) -> PathBuf {
+        self.target.join("site")
+    }
+
+    pub fn server_binary(&self, release: bool) -> PathBuf {
+        self.target.join(if release { "release" } else { "debug" }).join("tessera")
+    }
+
+    pub fn end2end(&self) -> PathBuf {
+        self.root.join("end2end")
+    }
+}
+
+/// Runs a command, failing with its command line when it fails.
+pub fn run(command: &mut Command) -> Result<()> {
+    let status = command.status().with_context(|| format!("starting {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed with {status}");
+    }
+    Ok(())
+}
+
+pub fn cargo(workspace: &Workspace) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.current_dir(&workspace.root);
+    command
+}
+
+/// Which wasm build.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum WasmProfile {
+    Dev,
+    Release,
+}
+
+impl WasmProfile {
+    fn cargo_profile(self) -> &'static str {
+        match self {
+            WasmProfile::Dev => "dev",
+            WasmProfile::Release => "wasm-release",
+        }
+    }
+
+    fn target_subdir(self) -> &'static str {
+        match self {
+            WasmProfile::Dev => "debug",
+            WasmProfile::Release => "wasm-release",
+        }
+    }
+}
+
+fn fragment_by_name(name: &str) -> Result<&'static FragmentCrate> {
+    FRAGMENTS
+        .iter()
+        .find(|fragment| fragment.name == name)
+        .with_context(|| format!("no fragment called {name:?}; there are catalog, cart and inventory"))
+}
+
+fn hex16(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn sri(bytes: &[u8]) -> String {
+    format!("sha384-{}", base64::engine::general_purpose::STANDARD.encode(Sha384::digest(bytes)))
+}
+
+/// Compiles one fragment to wasm (no bindgen yet).
+pub fn compile_fragment_wasm(workspace: &Workspace, fragment: &FragmentCrate, profile: WasmProfile) -> Result<PathBuf> {
+    run(cargo(workspace).args([
+        "rustc",
+        "--quiet",
+        "--package",
+        fragment.package,
+        "--lib",
+        "--crate-type",
+        "cdylib",
+        "--target",
+        "wasm32-unknown-unknown",
+        "--profile",
+        profile.cargo_profile(),
+        "--no-default-features",
+        "--features",
+        "hydrate",
+    ]))?;
+    Ok(workspace
+        .target
+        .join("wasm32-unknown-unknown")
+        .join(profile.target_subdir())
+        .join(format!("{}.wasm", fragment.package.replace('-', "_"))))
+}
+
+/// Builds one fragment's bundle into `<site>/<name>/` and returns its manifest.
+pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: WasmProfile) -> Result<FragmentManifest> {
+    let started = Instant::now();
+    let wasm = compile_fragment_wasm(workspace, fragment, profile)?;
+    let bindgen_dir = workspace.target.join("xtask").join("bindgen").join(fragment.name);
+    let _ = std::fs::remove_dir_all(&bindgen_dir);
+    std::fs::create_dir_all(&bindgen_dir)?;
+    wasm_bindgen_cli_support::Bindgen::new()
+        .input_path(&wasm)
+        .out_name(fragment.name)
+        .web(true)?
+        .typescript(false)
+        .omit_default_module_path(true)
+        .generate(&bindgen_dir)
+        .map_err(|error| anyhow::anyhow!("wasm-bindgen on {}: {error:#}", wasm.display()))?;
+    let js_path = bindgen_dir.join(format!("{}.js", fragment.name));
+    let wasm_path = bindgen_dir.join(format!("{}_bg.wasm", fragment.name));
+    if profile == WasmProfile::Release {
+        setup::wasm_opt(workspace, &wasm_path)?;
+    }
+    let js = std::fs::read(&js_path)?;
+    let wasm = std::fs::read(&wasm_path)?;
+
+    let bundle_dir = workspace.site_dir().join(fragment.name);
+    let pkg_dir = bundle_dir.join("pkg");
+    std::fs::create_dir_all(&pkg_dir)?;
+    let js_name = format!("pkg/{}-{}.js", fragment.name, hex16(&js));
+    let wasm_name = format!("pkg/{}-{}_bg.wasm", fragment.name, hex16(&wasm));
+    std::fs::write(bundle_dir.join(&js_name), &js)?;
+    std::fs::write(bundle_dir.join(&wasm_name), &wasm)?;
+    let build_id = hex16(&[js.as_slice(), wasm.as_slice()].concat());
+    let manifest = FragmentManifest {
+        name: fragment.name.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        build_id,
+        route_prefix: fragment.prefix.to_owned(),
+        contract_version: tessera_contracts::CONTRACT_VERSION,
+        profile: profile.cargo_profile().to_owned(),
+        assets: vec![
+            ManifestAsset { kind: AssetKind::Js, path: js_name, integrity: sri(&js), bytes: js.len() as u64 },
+            ManifestAsset { kind: AssetKind::Wasm, path: wasm_name, integrity: sri(&wasm), bytes: wasm.len() as u64 },
+        ],
+    };
+    let previous = read_manifest(&bundle_dir);
+    // Write then rename: a server reading the manifest never sees half a file.
+    let manifest_path = bundle_dir.join(MANIFEST_FILE);
+    let temporary = bundle_dir.join(format!("{MANIFEST_FILE}.tmp"));
+    std::fs::write(&temporary, serde_json::to_vec_pretty(&manifest)?)?;
+    std::fs::rename(&temporary, &manifest_path)?;
+    prune_bundle(&bundle_dir, &manifest, previous.as_ref())?;
+    println!(
+        "xtask: {} bundle {} ({} profile): js {} B, wasm {} B, in {:.1} s",
+        fragment.name,
+        manifest.build_id,
+        profile.cargo_profile(),
+        js.len(),
+        wasm.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(manifest)
+}
+
+fn read_manifest(bundle_dir: &Path) -> Option<FragmentManifest> {
+    serde_json::from_slice(&std::fs::read(bundle_dir.join(MANIFEST_FILE)).ok()?).ok()
+}
+
+/// Keeps the files of the new and the previous build (pages already in browsers still load theirs) and
+/// removes older ones.
+fn prune_bundle(bundle_dir: &Path, current: &FragmentManifest, previous: Option<&FragmentManifest>) -> Result<()> {
+    let keep: Vec<&str> =
+        current.assets.iter().chain(previous.into_iter().flat_map(|m| m.assets.iter())).map(|a| a.path.as_str()).collect();
+    for entry in std::fs::read_dir(bundle_dir.join("pkg"))? {
+        let entry = entry?;
+        let relative = format!("pkg/{}", entry.file_name().to_string_lossy());
+        if !keep.contains(&relative.as_str()) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
+}
+
+fn build_server(workspace: &Workspace, release: bool) -> Result<()> {
+    let mut command = cargo(workspace);
+    command.args(["build", "--quiet", "--package", "tessera-server", "--bin", "tessera"]);
+    if release {
+        command.arg("--release");
+    }
+    run(&mut command)
+}
+
+/// Builds bundles (all, or one) and, when building all, the server.
+fn build(workspace: &Workspace, only: Option<&str>, profile: WasmProfile) -> Result<()> {
+    setup::ensure_wasm_target()?;
+    if profile == WasmProfile::Release {
+        setup::ensure_npm_packages(workspace)?;
+    }
+    match only {
+        Some(name) => {
+            build_fragment(workspace, fragment_by_name(name)?, profile)?;
+        }
+        None => {
+            for fragment in &FRAGMENTS {
+                build_fragment(workspace, fragment, profile)?;
+            }
+            build_server(workspace, false)?;
+        }
+    }
+    Ok(())
+}
+
+fn run_site(workspace: &Workspace, profile: WasmProfile) -> Result<()> {
+    build(workspace, None, profile)?;
+    let addr = std::env::var("TESSERA_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
+    let data_dir = std::env::var("TESSERA_DATA_DIR").map(PathBuf::from).unwrap_or_else(|_| workspace.root.join("data"));
+    println!();
+    println!("Tessera is starting on http://{addr}");
+    println!("  data dir: {}", data_dir.display());
+    println!("  demo accounts (password \"{}\"):", tessera_contracts::demo::PASSWORD);
+    for (email, name, roles) in tessera_contracts::demo::ACCOUNTS {
+        println!("    {email:<22} {name:<12} {}", roles.join(", "));
+    }
+    println!("  stop with Ctrl-C");
+    println!();
+    let mut command = Command::new(workspace.server_binary(false));
+    command
+        .args(["serve", "--demo"])
+        .env("TESSERA_ADDR", &addr)
+        .env("TESSERA_PUBLIC_URL", format!("http://{addr}"))
+        .env("TESSERA_DATA_DIR", &data_dir)
+        .env("TESSERA_SITE_DIR", workspace.site_dir())
+        .current_dir(&workspace.root);
+    run(&mut command)
+}
+
+fn test(workspace: &Workspace, browser: bool) -> Result<()> {
+    let started = Instant::now();
+    setup::check_test_postgres()?;
+    if browser {
+        setup::ensure_chromium()?;
+    }
+    // One wasm build (release, as shipped) serves the browser tests; the server is built by `cargo test`.
+    build(workspace, None, WasmProfile::Release)?;
+    run(cargo(workspace).args(["test", "--workspace", "--no-fail-fast"]).env("TESSERA_SITE_DIR", workspace.site_dir()))?;
+    if browser {
+        let tests: Vec<PathBuf> = std::fs::read_dir(workspace.end2end().join("tests"))?
+            .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+            .filter(|path| path.to_string_lossy().ends_with(".test.mjs"))
+            .collect();
+        let mut command = Command::new("node");
+        command
+            .arg("--test")
+            .arg("--test-concurrency=1")
+            .args(&tests)
+            .current_dir(workspace.end2end())
+            .env("TESSERA_BIN", workspace.server_binary(false))
+            .env("TESSERA_SITE_DIR", workspace.site_dir());
+        run(&mut command)?;
+    }
+    println!("xtask: every test passed in {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let workspace = Workspace::locate();
+    let profile = |dev: bool| if dev { WasmProfile::Dev } else { WasmProfile::Release };
+    match cli.command {
+        Cmd::Build { fragment, dev } => build(&workspace, fragment.as_deref(), profile(dev)),
+        Cmd::Run { dev } => run_site(&workspace, profile(dev)),
+        Cmd::Test { no_browser } => test(&workspace, !no_browser),
+        Cmd::Bench(args) => bench::bench(&workspace, args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sri_is_sha384_base64() {
+        // Known value: sha384 of the empty string.
+        assert_eq!(sri(b""), "sha384-OLBgp1GsljhM2TJ+sbHjaiH9txEUvgdDTAzHv2P24donTt6/529l+9Ua0vFImLlb");
+        assert_eq!(hex16(b"abc").len(), 16);
+    }
+
+    #[test]
+    fn pruning_keeps_current_and_previous_builds_only() {
+        let dir = std::env::temp_dir().join(format!("xtask-prune-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("pkg")).unwrap();
+        let asset = |path: &str| ManifestAsset { kind: AssetKind::Js, path: path.into(), integrity: String::new(), bytes: 0 };
+        let manifest = |path: &str| FragmentManifest {
+            name: "x".into(),
+            version: "0".into(),
+            build_id: "0".into(),
+            route_prefix: "/x".into(),
+            contract_version: 1,
+            profile: "dev".into(),
+            assets: vec![asset(path)],
+        };
+        for file in ["old.js", "previous.js", "current.js"] {
+            std::fs::write(dir.join("pkg").join(file), b"x").unwrap();
+        }
+        prune_bundle(&dir, &manifest("pkg/current.js"), Some(&manifest("pkg/previous.js"))).unwrap();
+        let mut left: Vec<String> =
+            std::fs::read_dir(dir.join("pkg")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        left.sort();
+        assert_eq!(left, ["current.js", "previous.js"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
