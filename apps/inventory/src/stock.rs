@@ -40,7 +40,7 @@ pub async fn adjust_stock(sku: String, delta: i64) -> Result<StockLevel, ApiErro
     use tessera_contracts::domain::Sku;
     shared_auth::extract::require_role(shared_auth::Role::InventoryAdmin).await?;
     let sku = Sku::parse(&sku).map_err(ApiError::BadRequest)?;
-    if delta == 0 || delta.abs() > MAX_ADJUSTMENT {
+    if delta == 0 || delta.unsigned_abs() > MAX_ADJUSTMENT.unsigned_abs() {
         return Err(ApiError::BadRequest(format!(
             "an adjustment must be between 1 and {MAX_ADJUSTMENT} units either way, not {delta}"
         )));

@@ -1,0 +1,188 @@
+//! Composition and failure isolation: fragments in other processes, down, slow or failing; widgets on
+//! the home page; manifests read at run time.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use axum::Router;
+use reqwest::StatusCode;
+use support::{backends, spawn_app, spawn_with, Backend, Options, ADMIN, PASSWORD, SHOPPER};
+use tessera_server::config::FragmentSettings;
+use tessera_server::Mode;
+
+/// A stand-in upstream that misbehaves in a chosen way.
+async fn spawn_stub(router: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    addr
+}
+
+fn catalog_upstream(url: String, timeout_ms: Option<u64>) -> BTreeMap<String, FragmentSettings> {
+    BTreeMap::from([("catalog".to_owned(), FragmentSettings { upstream: Some(url), timeout_ms })])
+}
+
+async fn closed_port() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+async fn assert_catalog_falls_back_while_the_rest_works(app: &support::TestApp) {
+    let cookie = app.login_as(SHOPPER, PASSWORD).await;
+    let (status, html) = app.text("/catalog", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(html.contains("data-testid=\"fragment-fallback\"") && html.contains("not available"), "{html}");
+    assert!(html.contains("Sam Shopper"), "the fallback page keeps the chrome and the login");
+    // API calls through the shell get a JSON 503, not a hang or an HTML page.
+    let response = app.post_form("/catalog/api/list_products", "", Some(&cookie)).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["kind"], "unavailable");
+    // Every other fragment and the shell's own pages are unaffected.
+    let (status, html) = app.text("/cart", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Signed in as <strong>Sam Shopper</strong>"));
+    let (status, html) = app.text("/", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK, "the home page renders fully");
+    assert!(html.contains("data-widget=\"catalog\"") && html.contains("The catalog is not available right now"));
+    assert!(html.contains("data-widget=\"cart\""));
+    app.login_as(ADMIN, PASSWORD).await;
+}
+
+#[tokio::test]
+async fn a_stopped_fragment_gets_the_fallback_page() {
+    let addr = closed_port().await;
+    let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{addr}"), None), ..Options::default() }).await;
+    assert_catalog_falls_back_while_the_rest_works(&app).await;
+}
+
+#[tokio::test]
+async fn a_slow_fragment_times_out_into_the_fallback_page() {
+    let slow = spawn_stub(Router::new().fallback(|| async {
+        tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        "too late"
+    }))
+    .await;
+    let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{slow}"), Some(300)), ..Options::default() }).await;
+    assert_catalog_falls_back_while_the_rest_works(&app).await;
+}
+
+#[tokio::test]
+async fn a_fragment_answering_5xx_gets_the_fallback_page() {
+    let failing = spawn_stub(Router::new().fallback(|| async {
+        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::json!({"kind": "unavailable", "message": "x"})))
+    }))
+    .await;
+    let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{failing}"), None), ..Options::default() }).await;
+    let cookie = app.login_as(SHOPPER, PASSWORD).await;
+    let (status, html) = app.text("/catalog", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(html.contains("data-testid=\"fragment-fallback\"") && html.contains("Sam Shopper"));
+    let (status, _) = app.text("/cart", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_fragment_in_its_own_process_verifies_the_login_with_the_shells_jwks() {
+    for backend in backends() {
+        // The shell first (its JWKS is what the catalog verifies with), then the catalog alone, then a
+        // second shell that reaches that catalog over HTTP.
+        let site = spawn_app(backend).await;
+        let catalog = spawn_with(
+            backend,
+            Options {
+                mode: Some(Mode::Fragment("catalog".into())),
+                jwks_url: Some(format!("{}/.well-known/jwks.json", site.url)),
+                ..Options::default()
+            },
+        )
+        .await;
+        let cookie = site.login_as(ADMIN, PASSWORD).await;
+        // Directly: the fragment's own page, without chrome, knows the user.
+        let (status, html) = catalog.text("/catalog", Some(&cookie)).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?}");
+        assert!(html.contains("Signed in as <strong>Ada Admin</strong>"));
+        assert!(html.contains("<header id=\"tessera-chrome\"></header>"), "served alone, the slot stays empty");
+        // A token signed by another key is refused by the standalone fragment too.
+        let other_site = spawn_app(backend).await;
+        let foreign = other_site.login_as(ADMIN, PASSWORD).await;
+        let (_, html) = catalog.text("/catalog", Some(&foreign)).await;
+        assert!(html.contains("Browsing as a guest"), "{backend:?}: a key the shell never published");
+
+        // Composed through the shell over HTTP.
+        let mut fragments = BTreeMap::new();
+        fragments.insert("catalog".to_owned(), FragmentSettings { upstream: Some(catalog.url.clone()), timeout_ms: None });
+        let shell = spawn_with(backend, Options { fragments, ..Options::default() }).await;
+        // This second shell signs with its own key (the browser tests cover a signed-in user composed over
+        // HTTP); here: the page arrives through the shell with the chrome in its slot.
+        let (status, html) = shell.text("/catalog", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(html.matches("data-testid=\"login-link\"").count(), 1, "chrome composed over HTTP");
+        assert!(html.contains("Browsing as a guest"));
+    }
+}
+
+#[tokio::test]
+async fn the_home_page_gathers_one_widget_per_fragment_for_the_user() {
+    for backend in backends() {
+        let app = spawn_app(backend).await;
+        let (status, html) = app.text("/", None).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("New in the shop"), "catalog widget");
+        assert!(html.contains("Sign in to start a cart"), "cart widget for visitors");
+        assert!(!html.contains("data-widget=\"inventory\""), "inventory widget only for admins");
+
+        let ada = app.login_as(ADMIN, PASSWORD).await;
+        let (_, html) = app.text("/", Some(&ada)).await;
+        assert!(html.contains("Low stock") && html.contains("CAP-BLK-01"), "{backend:?}: inventory widget for admins");
+        assert!(html.contains("Your cart is empty"));
+    }
+}
+
+#[tokio::test]
+async fn pages_reference_the_bundle_in_the_manifest_and_follow_a_redeploy_without_restart() {
+    let site = tempfile::tempdir().unwrap();
+    let bundle = site.path().join("catalog");
+    std::fs::create_dir_all(bundle.join("pkg")).unwrap();
+    let write_manifest = |build: &str| {
+        let manifest = serde_json::json!({
+            "name": "catalog", "version": "0.1.0", "build_id": build, "route_prefix": "/catalog",
+            "contract_version": 1, "profile": "wasm-release",
+            "assets": [
+                {"kind": "js", "path": format!("pkg/catalog-{build}.js"), "integrity": format!("sha384-js{build}"), "bytes": 1},
+                {"kind": "wasm", "path": format!("pkg/catalog-{build}_bg.wasm"), "integrity": format!("sha384-wasm{build}"), "bytes": 1}
+            ]
+        });
+        std::fs::write(bundle.join("manifest.json.tmp"), manifest.to_string()).unwrap();
+        std::fs::rename(bundle.join("manifest.json.tmp"), bundle.join("manifest.json")).unwrap();
+    };
+    write_manifest("aaaa");
+    std::fs::write(bundle.join("pkg/catalog-aaaa.js"), "export default 1;").unwrap();
+    let app = spawn_with(Backend::Sqlite, Options { site_dir: Some(site.path().to_path_buf()), ..Options::default() }).await;
+    let (_, html) = app.text("/catalog", None).await;
+    assert!(html.contains("href=\"/catalog/pkg/catalog-aaaa.js\"") && html.contains("integrity=\"sha384-jsaaaa\""), "{html}");
+    assert!(html.contains("\"/catalog/pkg/catalog-aaaa_bg.wasm\"") && html.contains("sha384-wasmaaaa"));
+    let asset = app.get("/catalog/pkg/catalog-aaaa.js", None).await;
+    assert_eq!(asset.status(), StatusCode::OK);
+    assert!(asset.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+
+    // Make sure the file's modification time moves on coarse-grained filesystems.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_manifest("bbbb");
+    let file = std::fs::File::options().append(true).open(bundle.join("manifest.json")).unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    let (_, html) = app.text("/catalog", None).await;
+    assert!(html.contains("catalog-bbbb.js") && !html.contains("catalog-aaaa.js"), "the new build is served without restart");
+}
+
+#[tokio::test]
+async fn unknown_paths_get_the_shells_404_page_with_chrome() {
+    let app = spawn_app(Backend::Sqlite).await;
+    for path in ["/nope", "/catalogue", "/catalog/nope", "/cart/nope/deeper"] {
+        let (status, html) = app.text(path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(html.contains("id=\"tessera-chrome\"><div class=\"chrome\""), "{path}: {html}");
+    }
+}

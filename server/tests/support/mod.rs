@@ -1,0 +1,182 @@
+//! Test harness: the real server on port 0 with a fresh data dir, on SQLite and (when
+//! `TESSERA_TEST_POSTGRES_URL` is set) on PostgreSQL in schemas unique to the test.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
+use reqwest::{Response, StatusCode};
+use tessera_server::config::FragmentSettings;
+use tessera_server::{Mode, Settings};
+
+pub const PASSWORD: &str = "tessera-demo";
+pub const SHOPPER: &str = "shopper@example.com";
+pub const ADMIN: &str = "admin@example.com";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// SQLite always; PostgreSQL too when `TESSERA_TEST_POSTGRES_URL` is set.
+pub fn backends() -> Vec<Backend> {
+    let mut backends = vec![Backend::Sqlite];
+    if postgres_url().is_some() {
+        backends.push(Backend::Postgres);
+    }
+    backends
+}
+
+fn postgres_url() -> Option<String> {
+    std::env::var("TESSERA_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty())
+}
+
+/// A running `tessera` process-in-a-task with its own data.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub client: reqwest::Client,
+    pub settings: Settings,
+    pub backend: Backend,
+    _data: tempfile::TempDir,
+    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Options for [`spawn_with`].
+#[derive(Default)]
+pub struct Options {
+    pub mode: Option<Mode>,
+    pub fragments: BTreeMap<String, FragmentSettings>,
+    pub jwks_url: Option<String>,
+    pub site_dir: Option<std::path::PathBuf>,
+    pub demo: Option<bool>,
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_with(backend, Options::default()).await
+}
+
+pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
+    let data = tempfile::tempdir().expect("a temp dir");
+    let schema_prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let settings = Settings {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data.path().join("data"),
+        site_dir: options.site_dir.unwrap_or_else(|| data.path().join("site")),
+        postgres_url: match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(postgres_url().expect("TESSERA_TEST_POSTGRES_URL")),
+        },
+        schema_prefix,
+        public_url: "http://127.0.0.1".into(),
+        fragments: options.fragments,
+        jwks_url: options.jwks_url,
+        demo: options.demo.unwrap_or(true),
+        ..Settings::default()
+    };
+    let running = tessera_server::spawn(&settings, &options.mode.unwrap_or(tessera_server::Mode::Site))
+        .await
+        .expect("the server starts");
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    TestApp {
+        addr: running.addr,
+        url: format!("http://{}", running.addr),
+        client,
+        settings,
+        backend,
+        _data: data,
+        handle: running.handle,
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.handle.abort();
+        if let (Backend::Postgres, Some(url)) = (self.backend, self.settings.postgres_url.clone()) {
+            // Leave no schemas behind in the shared test database.
+            let prefix = self.settings.schema_prefix.clone();
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async move {
+                    sqlx::any::install_default_drivers();
+                    if let Ok(pool) = sqlx::AnyPool::connect(&url).await {
+                        for service in ["shell", "catalog", "cart", "inventory"] {
+                            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")).execute(&pool).await;
+                        }
+                        pool.close().await;
+                    }
+                });
+            })
+            .join();
+        }
+    }
+}
+
+/// The `name=value` part of the access cookie in a response, if it sets one.
+pub fn access_cookie(response: &Response) -> Option<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|value| value.starts_with("tessera_access="))
+        .map(|value| value.split(';').next().unwrap().to_owned())
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str, cookie: Option<&str>) -> Response {
+        let mut request = self.client.get(format!("{}{path}", self.url));
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn post_form(&self, path: &str, body: impl Into<String>, cookie: Option<&str>) -> Response {
+        let mut request = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(body.into());
+        if let Some(cookie) = cookie {
+            request = request.header(COOKIE, cookie);
+        }
+        request.send().await.expect("request sent")
+    }
+
+    pub async fn text(&self, path: &str, cookie: Option<&str>) -> (StatusCode, String) {
+        let response = self.get(path, cookie).await;
+        let status = response.status();
+        (status, response.text().await.unwrap())
+    }
+
+    /// Signs in through the login form and returns the cookie to send back.
+    pub async fn login_as(&self, email: &str, password: &str) -> String {
+        let body = format!("email={}&password={}", urlencode(email), urlencode(password));
+        let response = self.post_form("/login", body, None).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "login of {email} failed");
+        access_cookie(&response).expect("login sets the access cookie")
+    }
+
+    /// Registers a new shopper and returns the cookie.
+    pub async fn register(&self, email: &str, name: &str, password: &str) -> String {
+        let body = format!("email={}&name={}&password={}", urlencode(email), urlencode(name), urlencode(password));
+        let response = self.post_form("/register", body, None).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "registration of {email} failed");
+        access_cookie(&response).expect("registration signs in")
+    }
+
+    /// The badge count the cart reports for this cookie.
+    pub async fn cart_count(&self, cookie: Option<&str>) -> i64 {
+        let response = self.get("/cart/api/summary", cookie).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<serde_json::Value>().await.unwrap()["item_count"].as_i64().unwrap()
+    }
+}
+
+pub fn urlencode(value: &str) -> String {
+    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+}
