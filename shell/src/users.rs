@@ -106,15 +106,15 @@ fn session_user((id, email, name, _, roles): UserRow) -> SessionUser {
 
 /// Checks an email and password. Unknown emails cost the same hashing work as wrong passwords.
 pub async fn authenticate(db: &AnyPool, email: &str, password: &str) -> Result<Option<SessionUser>, sqlx::Error> {
-    let Ok(email) = Email::parse(email) else {
-        verify_against_dummy(password);
-        return Ok(None);
+    let row: Option<UserRow> = match Email::parse(email) {
+        Ok(email) => {
+            sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users WHERE email = $1")
+                .bind(email.as_str())
+                .fetch_optional(db)
+                .await?
+        }
+        Err(_) => None,
     };
-    let row: Option<UserRow> =
-        sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users WHERE email = $1")
-            .bind(email.as_str())
-            .fetch_optional(db)
-            .await?;
     let password = password.to_owned();
     // Hashing is CPU-bound: keep it off the async workers.
     let verified = tokio::task::spawn_blocking(move || match row {

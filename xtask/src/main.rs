@@ -185,21 +185,28 @@ pub fn compile_fragment_wasm(workspace: &Workspace, fragment: &FragmentCrate, pr
 pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: WasmProfile) -> Result<FragmentManifest> {
     let started = Instant::now();
     let wasm = compile_fragment_wasm(workspace, fragment, profile)?;
-    let bindgen_dir = workspace.target.join("xtask").join("bindgen").join(fragment.name);
-    let _ = std::fs::remove_dir_all(&bindgen_dir);
-    std::fs::create_dir_all(&bindgen_dir)?;
-    wasm_bindgen_cli_support::Bindgen::new()
-        .input_path(&wasm)
-        .out_name(fragment.name)
-        .web(true)?
-        .typescript(false)
-        .omit_default_module_path(true)
-        .generate(&bindgen_dir)
-        .map_err(|error| anyhow::anyhow!("wasm-bindgen on {}: {error:#}", wasm.display()))?;
+    let bindgen_dir = workspace.target.join("xtask").join("bindgen").join(fragment.name).join(profile.cargo_profile());
     let js_path = bindgen_dir.join(format!("{}.js", fragment.name));
     let wasm_path = bindgen_dir.join(format!("{}_bg.wasm", fragment.name));
-    if profile == WasmProfile::Release {
-        setup::wasm_opt(workspace, &wasm_path)?;
+    // bindgen and wasm-opt are deterministic: when cargo's output did not change, reuse their output.
+    let input_hash = hex16(&std::fs::read(&wasm)?);
+    let stamp = bindgen_dir.join("input.hash");
+    let reusable = std::fs::read_to_string(&stamp).is_ok_and(|hash| hash == input_hash) && js_path.exists() && wasm_path.exists();
+    if !reusable {
+        let _ = std::fs::remove_dir_all(&bindgen_dir);
+        std::fs::create_dir_all(&bindgen_dir)?;
+        wasm_bindgen_cli_support::Bindgen::new()
+            .input_path(&wasm)
+            .out_name(fragment.name)
+            .web(true)?
+            .typescript(false)
+            .omit_default_module_path(true)
+            .generate(&bindgen_dir)
+            .map_err(|error| anyhow::anyhow!("wasm-bindgen on {}: {error:#}", wasm.display()))?;
+        if profile == WasmProfile::Release {
+            setup::wasm_opt(workspace, &wasm_path)?;
+        }
+        std::fs::write(&stamp, &input_hash)?;
     }
     let js = std::fs::read(&js_path)?;
     let wasm = std::fs::read(&wasm_path)?;

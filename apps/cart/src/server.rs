@@ -22,22 +22,11 @@ static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 /// The cart's migrations for both backends.
 pub static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
-/// Every route the cart owns, under `/cart`.
+/// Every route the cart owns, under `/cart`, including the summary behind the shell's badge.
 pub fn router(runtime: FragmentRuntime) -> Router {
-    let render = leptos_axum::render_app_to_stream_in_order_with_context(tessera_kit::api::context(&runtime), {
-        let runtime = runtime.clone();
-        move || tessera_kit::page::document(&runtime, "Cart", || view! { <App/> })
-    });
+    let render = tessera_kit::routes::page_renderer(&runtime, "Cart", || view! { <App/> });
     let page = get(move |request: Request| render(request));
-    Router::new()
-        .route(PREFIX, page.clone())
-        .route(&format!("{PREFIX}/"), page)
-        .route(SUMMARY_PATH, get(summary))
-        .route(&format!("{PREFIX}/api/{{*name}}"), tessera_kit::api::server_fn_route(&runtime))
-        .route(&format!("{PREFIX}{}", tessera_contracts::WIDGET_PATH), get(widget))
-        .nest_service(&format!("{PREFIX}/pkg"), tessera_kit::asset_service(&runtime.manifests.bundle_dir()))
-        .fallback(not_found)
-        .with_state(runtime)
+    tessera_kit::routes::fragment_router(&runtime, page, get(widget)).route(SUMMARY_PATH, get(summary)).with_state(runtime)
 }
 
 /// `GET /cart/api/summary`: the badge count; zero for anonymous visitors.
@@ -81,9 +70,4 @@ async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUs
     }
     .to_html();
     Html(html).into_response()
-}
-
-async fn not_found() -> Response {
-    let html = tessera_kit::page::status_document(NAME, "Not found", "There is no cart page here.", Some((PREFIX, "Back to your cart")));
-    (StatusCode::NOT_FOUND, Html(html)).into_response()
 }

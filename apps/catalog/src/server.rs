@@ -41,19 +41,9 @@ pub async fn seed_demo(db: &AnyPool) -> Result<(), sqlx::Error> {
 
 /// Every route the catalog owns, under `/catalog`.
 pub fn router(runtime: FragmentRuntime) -> Router {
-    let render = leptos_axum::render_app_to_stream_in_order_with_context(tessera_kit::api::context(&runtime), {
-        let runtime = runtime.clone();
-        move || tessera_kit::page::document(&runtime, "Catalog", || view! { <App/> })
-    });
+    let render = tessera_kit::routes::page_renderer(&runtime, "Catalog", || view! { <App/> });
     let page = get(move |request: Request| render(request));
-    Router::new()
-        .route(PREFIX, page.clone())
-        .route(&format!("{PREFIX}/"), page)
-        .route(&format!("{PREFIX}/api/{{*name}}"), tessera_kit::api::server_fn_route(&runtime))
-        .route(&format!("{PREFIX}{}", tessera_contracts::WIDGET_PATH), get(widget))
-        .nest_service(&format!("{PREFIX}/pkg"), tessera_kit::asset_service(&runtime.manifests.bundle_dir()))
-        .fallback(not_found)
-        .with_state(runtime)
+    tessera_kit::routes::fragment_router(&runtime, page, get(widget)).with_state(runtime)
 }
 
 /// Server-rendered "new in the shop" widget for the shell's home page (not hydrated).
@@ -79,9 +69,4 @@ async fn widget(State(runtime): State<FragmentRuntime>) -> Response {
             (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "catalog widget unavailable").into_response()
         }
     }
-}
-
-async fn not_found() -> Response {
-    let html = tessera_kit::page::status_document(NAME, "Not found", "There is no catalog page here.", Some((PREFIX, "Back to the catalog")));
-    (axum::http::StatusCode::NOT_FOUND, Html(html)).into_response()
 }

@@ -37,10 +37,7 @@ pub async fn seed_demo(db: &AnyPool) -> Result<(), sqlx::Error> {
 
 /// Every route the inventory owns, under `/admin/inventory`.
 pub fn router(runtime: FragmentRuntime) -> Router {
-    let render = leptos_axum::render_app_to_stream_in_order_with_context(tessera_kit::api::context(&runtime), {
-        let runtime = runtime.clone();
-        move || tessera_kit::page::document(&runtime, "Inventory", || view! { <App/> })
-    });
+    let render = tessera_kit::routes::page_renderer(&runtime, "Inventory", || view! { <App/> });
     // The role gate runs before rendering, so visitors and shoppers get a real 401/403 page.
     let page = get(move |MaybeUser(user): MaybeUser, request: Request| {
         let render = render.clone();
@@ -52,14 +49,7 @@ pub fn router(runtime: FragmentRuntime) -> Router {
             }
         }
     });
-    Router::new()
-        .route(PREFIX, page.clone())
-        .route(&format!("{PREFIX}/"), page)
-        .route(&format!("{PREFIX}/api/{{*name}}"), tessera_kit::api::server_fn_route(&runtime))
-        .route(&format!("{PREFIX}{}", tessera_contracts::WIDGET_PATH), get(widget))
-        .nest_service(&format!("{PREFIX}/pkg"), tessera_kit::asset_service(&runtime.manifests.bundle_dir()))
-        .fallback(not_found)
-        .with_state(runtime)
+    tessera_kit::routes::fragment_router(&runtime, page, get(widget)).with_state(runtime)
 }
 
 fn gate_page(status: StatusCode, title: &str, message: &str, link: Option<(&str, &str)>) -> Response {
@@ -96,8 +86,4 @@ async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUs
             (StatusCode::INTERNAL_SERVER_ERROR, "inventory widget unavailable").into_response()
         }
     }
-}
-
-async fn not_found() -> Response {
-    gate_page(StatusCode::NOT_FOUND, "Not found", "There is no inventory page here.", Some((PREFIX, "Back to the inventory")))
 }

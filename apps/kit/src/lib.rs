@@ -17,6 +17,7 @@ pub mod api;
 pub mod db;
 pub mod manifest;
 pub mod page;
+pub mod routes;
 
 use std::path::PathBuf;
 use std::sync::Arc;

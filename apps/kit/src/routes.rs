@@ -1,0 +1,54 @@
+//! The routes every fragment has, under its prefix, in one place.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::Router;
+use leptos::prelude::IntoView;
+
+use crate::{api, asset_service, page, FragmentRuntime};
+
+/// Renders `app` inside the fragment document, with the fragment's context (runtime, verifier). In-order
+/// streaming SSR: the HTML arrives in document order, complete, for the shell's rewriter and for crawlers,
+/// and never carries out-of-order Suspense templates whose ids could collide with another app's.
+pub fn page_renderer<F, V>(
+    runtime: &FragmentRuntime,
+    title: &'static str,
+    app: F,
+) -> impl Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Response> + Send>> + Clone + Send + Sync + 'static
+where
+    F: Fn() -> V + Clone + Send + Sync + 'static,
+    V: IntoView + 'static,
+{
+    let document_runtime = runtime.clone();
+    leptos_axum::render_app_to_stream_in_order_with_context(api::context(runtime), move || {
+        page::document(&document_runtime, title, app.clone())
+    })
+}
+
+/// `<prefix>` and `<prefix>/` (the page), `<prefix>/api/*` (server functions), `<prefix>/widget` (the
+/// home-page widget), `<prefix>/pkg/*` (the bundle), and a 404 page under the prefix for anything else.
+/// Fragments add their own extra routes to the result before `with_state`.
+pub fn fragment_router(
+    runtime: &FragmentRuntime,
+    page: MethodRouter<FragmentRuntime>,
+    widget: MethodRouter<FragmentRuntime>,
+) -> Router<FragmentRuntime> {
+    let prefix = runtime.prefix;
+    let (name, home) = (runtime.name, runtime.prefix);
+    Router::new()
+        .route(prefix, page.clone())
+        .route(&format!("{prefix}/"), page)
+        .route(&format!("{prefix}/api/{{*name}}"), api::server_fn_route(runtime))
+        .route(&format!("{prefix}{}", tessera_contracts::WIDGET_PATH), widget)
+        .nest_service(&format!("{prefix}/pkg"), asset_service(&runtime.manifests.bundle_dir()))
+        .fallback(move || async move {
+            let message = format!("There is no {name} page at this address.");
+            let html = page::status_document(name, "Not found", &message, Some((home, "Back to the start")));
+            (StatusCode::NOT_FOUND, Html(html)).into_response()
+        })
+}
