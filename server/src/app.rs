@@ -17,6 +17,7 @@ use tessera_kit::manifest::ManifestStore;
 use tessera_kit::FragmentRuntime;
 use tessera_shell::registry::{Fragment, FragmentRegistry, Upstream};
 use tessera_shell::ShellState;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -181,6 +182,13 @@ pub async fn spawn(settings: &Settings, mode: &Mode) -> anyhow::Result<Running> 
     let router = build(settings, mode).await?;
     let listener = TcpListener::bind(settings.addr).await.with_context(|| format!("binding {}", settings.addr))?;
     let addr = listener.local_addr()?;
+    // Pages stream in several writes; with Nagle's algorithm each response would wait for the client's
+    // delayed ACK (~40 ms) between them.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    });
     let handle = tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await });
     Ok(Running { addr, handle })
 }

@@ -196,6 +196,8 @@ async fn load(url: String, concurrency: usize, duration: Duration) -> LoadResult
             (latencies, errors)
         })
     });
+    // Spawn every worker now: a lazy iterator would start each one only after the previous finished.
+    let workers: Vec<_> = workers.collect();
     let mut result = LoadResult { requests: 0, errors: 0, seconds: 0.0, latencies: Vec::new() };
     for worker in workers {
         if let Ok((latencies, errors)) = worker.await {

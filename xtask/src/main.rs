@@ -114,7 +114,7 @@ pub fn run(command: &mut Command) -> Result<()> {
 
 pub fn cargo(workspace: &Workspace) -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    command.current_dir(&workspace.root);
+    command.current_dir(&workspace.root).env("CARGO_TARGET_DIR", &workspace.target);
     command
 }
 
