@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::Router;
-use shared_auth::keys::{SigningKey, TokenSigner};
+use shared_auth::keys::{KeyRing, TokenSigner};
 use shared_auth::verify::{HttpJwks, JwksSource, Verifier, VerifierSettings};
 use shared_auth::Role;
 use sqlx::AnyPool;
@@ -90,7 +90,11 @@ fn store(settings: &Settings) -> StoreSettings {
 }
 
 fn verifier_settings(settings: &Settings) -> VerifierSettings {
-    VerifierSettings::new(&settings.issuer, &settings.audience)
+    let mut verifier = VerifierSettings::new(&settings.issuer, &settings.audience);
+    verifier.access_cookie = settings.cookie_policy().access_name();
+    // No token the shell issues lives longer than this; anything longer is forged or misconfigured.
+    verifier.max_lifetime = Duration::from_secs(settings.access_ttl_seconds.max(60) as u64 + 60);
+    verifier
 }
 
 async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl JwksSource) -> anyhow::Result<FragmentRuntime> {
@@ -104,6 +108,7 @@ async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl J
         db,
         verifier: Verifier::new(verifier_settings(settings), jwks),
         manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site_dir, spec.name))),
+        csrf: Arc::new(settings.csrf_policy()),
     })
 }
 
@@ -136,8 +141,8 @@ pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Router> {
             if settings.demo {
                 tessera_shell::users::seed_demo(&shell_db).await.context("seeding the demo accounts")?;
             }
-            let key = SigningKey::load_or_generate(&settings.data_dir.join("keys"))?;
-            let signer = Arc::new(TokenSigner::new(key, &settings.issuer, &settings.audience, settings.access_ttl_seconds));
+            let ring = KeyRing::open(&settings.data_dir.join("keys"), settings.access_ttl_seconds)?;
+            let signer = Arc::new(TokenSigner::new(ring, &settings.issuer, &settings.audience, settings.access_ttl_seconds));
             let mut fragments = Vec::new();
             for spec in fragment_specs() {
                 let configured = settings.fragments.get(spec.name).cloned().unwrap_or_default();
@@ -164,7 +169,19 @@ pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Router> {
                 signer,
                 verifier_settings(settings),
                 FragmentRegistry::new(fragments),
-                settings.secure_cookies(),
+                tessera_shell::ShellConfig {
+                    cookies: settings.cookie_policy(),
+                    sessions: tessera_shell::sessions::SessionSettings {
+                        session_ttl_seconds: settings.session_ttl_seconds,
+                        reuse_grace_seconds: settings.refresh_reuse_grace_seconds,
+                    },
+                    throttle: tessera_shell::throttle::ThrottleSettings {
+                        window_seconds: settings.login_throttle_window_seconds,
+                        max_failures_per_account: settings.login_max_failures_per_account,
+                        max_failures_per_address: settings.login_max_failures_per_address,
+                    },
+                    csrf: settings.csrf_policy(),
+                },
             );
             Ok(with_common_layers(tessera_shell::router(shell)))
         }
@@ -189,7 +206,8 @@ pub async fn spawn(settings: &Settings, mode: &Mode) -> anyhow::Result<Running> 
             tracing::warn!(%error, "cannot set TCP_NODELAY");
         }
     });
-    let handle = tokio::spawn(async move { axum::serve(listener, router).with_graceful_shutdown(shutdown_signal()).await });
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let handle = tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await });
     Ok(Running { addr, handle })
 }
 

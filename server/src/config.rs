@@ -28,8 +28,20 @@ pub struct Settings {
     pub issuer: String,
     /// `aud` of access tokens.
     pub audience: String,
-    /// Lifetime of an access token.
+    /// Lifetime of an access token. Short: revocation reaches fragments served directly within it.
     pub access_ttl_seconds: i64,
+    /// Absolute lifetime of a session (its refresh tokens rotate within it).
+    pub session_ttl_seconds: i64,
+    /// A used refresh token presented again within this many seconds is a concurrent request, not a replay.
+    pub refresh_reuse_grace_seconds: i64,
+    /// Parent domain for subdomain deployments (`Domain=` cookies); unset for same-origin.
+    pub cookie_domain: Option<String>,
+    /// Origins allowed to send state-changing requests; default: the origin of `public_url`.
+    pub allowed_origins: Vec<String>,
+    /// Sign-in throttling: window, and failures allowed per account and per client address within it.
+    pub login_throttle_window_seconds: i64,
+    pub login_max_failures_per_account: i64,
+    pub login_max_failures_per_address: i64,
     /// Default time a fragment has to start answering.
     pub fragment_timeout_ms: u64,
     /// Where a fragment running alone fetches the shell's JWKS (default: `<public_url>/.well-known/jwks.json`).
@@ -75,7 +87,14 @@ impl Default for Settings {
             public_url: "http://127.0.0.1:3000".into(),
             issuer: "tessera-shell".into(),
             audience: "tessera".into(),
-            access_ttl_seconds: 3600,
+            access_ttl_seconds: 300,
+            session_ttl_seconds: 30 * 24 * 3600,
+            refresh_reuse_grace_seconds: 10,
+            cookie_domain: None,
+            allowed_origins: Vec::new(),
+            login_throttle_window_seconds: 900,
+            login_max_failures_per_account: 5,
+            login_max_failures_per_address: 50,
             fragment_timeout_ms: 3000,
             jwks_url: None,
             fragments: BTreeMap::new(),
@@ -96,6 +115,25 @@ impl Settings {
 
     pub fn secure_cookies(&self) -> bool {
         self.public_url.starts_with("https://")
+    }
+
+    /// Origins allowed to send state-changing requests.
+    pub fn allowed_origins(&self) -> Vec<String> {
+        if !self.allowed_origins.is_empty() {
+            return self.allowed_origins.clone();
+        }
+        match url::Url::parse(&self.public_url) {
+            Ok(url) => vec![url.origin().ascii_serialization()],
+            Err(_) => Vec::new(),
+        }
+    }
+
+    pub fn cookie_policy(&self) -> shared_auth::cookie::CookiePolicy {
+        shared_auth::cookie::CookiePolicy { secure: self.secure_cookies(), domain: self.cookie_domain.clone() }
+    }
+
+    pub fn csrf_policy(&self) -> shared_auth::csrf::CsrfPolicy {
+        shared_auth::csrf::CsrfPolicy { allowed_origins: self.allowed_origins(), allow_same_site: self.cookie_domain.is_some() }
     }
 
     pub fn jwks_url(&self) -> String {

@@ -21,6 +21,22 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
+    /// Manage the shell's signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key. It is published in the JWKS at once and signs only after the delay, so
+    /// every fragment's cached key set has it first; the old key stays published until its tokens expire.
+    Rotate {
+        /// Seconds until the new key signs (default: the fragments' JWKS cache lifetime plus a margin).
+        #[arg(long, default_value_t = 310)]
+        delay_seconds: i64,
+    },
 }
 
 #[tokio::main]
@@ -32,8 +48,15 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let cli = Cli::parse();
-    let Command::Serve { fragment, demo } = cli.command;
     let mut settings = Settings::load().context("reading the configuration")?;
+    let (fragment, demo) = match cli.command {
+        Command::Serve { fragment, demo } => (fragment, demo),
+        Command::Keys { command: KeysCommand::Rotate { delay_seconds } } => {
+            let entry = shared_auth::keys::KeyRing::rotate(&settings.data_dir.join("keys"), delay_seconds)?;
+            println!("new key {} is published now and signs from {} (unix time)", entry.kid, entry.signs_from);
+            return Ok(());
+        }
+    };
     settings.demo |= demo;
     let mode = fragment.map(Mode::Fragment).unwrap_or(Mode::Site);
     tracing::info!(?settings, ?mode, "starting");

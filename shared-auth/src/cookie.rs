@@ -1,37 +1,122 @@
-//! The access cookie's attributes, in one place: HttpOnly, SameSite=Lax, Path=/, Secure over https.
+//! The session cookies' names and attributes, in one place, for both deploy shapes.
+//!
+//! - **Same origin** (every fragment behind the shell) over https: `__Host-tessera_access` and
+//!   `__Host-tessera_refresh`: Secure, Path=/, no Domain, so no other host (not even a sibling subdomain)
+//!   can set or overwrite them.
+//! - **Subdomains** (`shop.example`, `catalog.shop.example`, …): a `Domain` cookie for the parent domain so
+//!   every subdomain receives it; `__Secure-` names over https.
+//! - Plain http (local development and tests on loopback): unprefixed names without Secure, because
+//!   browsers refuse prefixed cookies there.
+//!
+//! All cookies are HttpOnly and SameSite=Lax. Readers accept only the configured name: a cookie planted
+//! under another name by a sibling host is never read.
 
 use cookie::{Cookie, SameSite};
-use http::HeaderMap;
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
 
-use crate::ACCESS_COOKIE;
-
-/// `Set-Cookie` value that stores an access token for `max_age_seconds`.
-pub fn access_cookie(token: &str, secure: bool, max_age_seconds: i64) -> String {
-    Cookie::build((ACCESS_COOKIE, token))
-        .http_only(true)
-        .same_site(SameSite::Lax)
-        .path("/")
-        .secure(secure)
-        .max_age(cookie::time::Duration::seconds(max_age_seconds))
-        .build()
-        .to_string()
+/// How this deployment names and scopes its session cookies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookiePolicy {
+    /// Served over https: Secure cookies with a name prefix.
+    pub secure: bool,
+    /// Parent domain for subdomain deployments (`Domain=` attribute); `None` for same-origin.
+    pub domain: Option<String>,
 }
 
-/// `Set-Cookie` value that removes the access cookie.
-pub fn clear_access_cookie(secure: bool) -> String {
-    access_cookie("", secure, 0)
+impl CookiePolicy {
+    /// Same-origin deployment.
+    pub fn same_origin(secure: bool) -> CookiePolicy {
+        CookiePolicy { secure, domain: None }
+    }
+
+    fn prefixed(&self, base: &'static str) -> String {
+        match (self.secure, &self.domain) {
+            (true, None) => format!("__Host-{base}"),
+            (true, Some(_)) => format!("__Secure-{base}"),
+            (false, _) => base.to_owned(),
+        }
+    }
+
+    /// Name of the access-token cookie.
+    pub fn access_name(&self) -> String {
+        self.prefixed("tessera_access")
+    }
+
+    /// Name of the refresh-token cookie.
+    pub fn refresh_name(&self) -> String {
+        self.prefixed("tessera_refresh")
+    }
+
+    fn build(&self, name: String, value: &str, max_age_seconds: i64) -> String {
+        let mut builder = Cookie::build((name, value.to_owned()))
+            .http_only(true)
+            .same_site(SameSite::Lax)
+            .path("/")
+            .secure(self.secure)
+            .max_age(cookie::time::Duration::seconds(max_age_seconds));
+        if let Some(domain) = &self.domain {
+            builder = builder.domain(domain.clone());
+        }
+        builder.build().to_string()
+    }
+
+    /// `Set-Cookie` value storing an access token.
+    pub fn access_cookie(&self, token: &str, max_age_seconds: i64) -> String {
+        self.build(self.access_name(), token, max_age_seconds)
+    }
+
+    /// `Set-Cookie` value storing a refresh token.
+    pub fn refresh_cookie(&self, token: &str, max_age_seconds: i64) -> String {
+        self.build(self.refresh_name(), token, max_age_seconds)
+    }
+
+    /// `Set-Cookie` values that remove both cookies.
+    pub fn clear_cookies(&self) -> [String; 2] {
+        [self.build(self.access_name(), "", 0), self.build(self.refresh_name(), "", 0)]
+    }
+
+    /// The access token from the request's `Cookie` headers.
+    pub fn read_access_token(&self, headers: &HeaderMap) -> Option<String> {
+        read_cookie(headers, &self.access_name())
+    }
+
+    /// The refresh token from the request's `Cookie` headers.
+    pub fn read_refresh_token(&self, headers: &HeaderMap) -> Option<String> {
+        read_cookie(headers, &self.refresh_name())
+    }
 }
 
-/// The access token from the request's `Cookie` headers, if present.
-pub fn read_access_token(headers: &HeaderMap) -> Option<String> {
+/// The value of the first non-empty cookie called `name`.
+pub fn read_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
-        .get_all(http::header::COOKIE)
+        .get_all(COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(Cookie::split_parse)
         .filter_map(Result::ok)
-        .find(|cookie| cookie.name() == ACCESS_COOKIE && !cookie.value().is_empty())
+        .find(|cookie| cookie.name() == name && !cookie.value().is_empty())
         .map(|cookie| cookie.value().to_owned())
+}
+
+/// Rewrites the request's `Cookie` header: drops the cookies in `remove`, then adds `add`.
+pub fn rewrite_cookie_header(headers: &mut HeaderMap, remove: &[&str], add: &[(String, String)]) {
+    let mut pairs: Vec<String> = headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .filter(|cookie| !remove.contains(&cookie.name()))
+        .map(|cookie| format!("{}={}", cookie.name(), cookie.value()))
+        .collect();
+    pairs.extend(add.iter().map(|(name, value)| format!("{name}={value}")));
+    headers.remove(COOKIE);
+    if !pairs.is_empty() {
+        if let Ok(value) = HeaderValue::from_str(&pairs.join("; ")) {
+            headers.insert(COOKIE, value);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -39,23 +124,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_access_cookie_is_http_only_lax_and_site_wide() {
-        let cookie = access_cookie("abc", false, 900);
-        assert!(cookie.starts_with("tessera_access=abc"));
-        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=900"] {
+    fn same_origin_over_https_uses_host_prefixed_cookies() {
+        let policy = CookiePolicy::same_origin(true);
+        let cookie = policy.access_cookie("abc", 300);
+        assert!(cookie.starts_with("__Host-tessera_access=abc"));
+        for attribute in ["HttpOnly", "SameSite=Lax", "Path=/", "Secure", "Max-Age=300"] {
             assert!(cookie.contains(attribute), "{cookie} lacks {attribute}");
         }
-        assert!(!cookie.contains("Secure"));
-        assert!(access_cookie("abc", true, 900).contains("Secure"));
+        assert!(!cookie.contains("Domain"), "__Host- cookies must not have a Domain");
+        assert!(policy.refresh_cookie("r", 60).starts_with("__Host-tessera_refresh=r"));
     }
 
     #[test]
-    fn the_token_is_read_among_other_cookies() {
+    fn subdomain_deployments_use_a_domain_cookie() {
+        let policy = CookiePolicy { secure: true, domain: Some("shop.example".into()) };
+        let cookie = policy.access_cookie("abc", 300);
+        assert!(cookie.starts_with("__Secure-tessera_access=abc") && cookie.contains("Domain=shop.example"), "{cookie}");
+        let plain = CookiePolicy { secure: false, domain: Some("shop.localhost".into()) };
+        let cookie = plain.access_cookie("abc", 300);
+        assert!(cookie.starts_with("tessera_access=abc") && !cookie.contains("Secure"), "{cookie}");
+    }
+
+    #[test]
+    fn only_the_configured_name_is_read() {
+        let policy = CookiePolicy::same_origin(true);
         let mut headers = HeaderMap::new();
-        headers.append(http::header::COOKIE, "theme=dark; tessera_access=tok.en.x".parse().unwrap());
-        assert_eq!(read_access_token(&headers).as_deref(), Some("tok.en.x"));
-        let mut empty = HeaderMap::new();
-        empty.append(http::header::COOKIE, "tessera_access=".parse().unwrap());
-        assert_eq!(read_access_token(&empty), None);
+        headers.append(COOKIE, "tessera_access=planted; theme=dark".parse().unwrap());
+        assert_eq!(policy.read_access_token(&headers), None);
+        headers.append(COOKIE, "__Host-tessera_access=real".parse().unwrap());
+        assert_eq!(policy.read_access_token(&headers).as_deref(), Some("real"));
+    }
+
+    #[test]
+    fn clearing_expires_both_cookies() {
+        let [access, refresh] = CookiePolicy::same_origin(false).clear_cookies();
+        assert!(access.starts_with("tessera_access=;") && access.contains("Max-Age=0"));
+        assert!(refresh.starts_with("tessera_refresh=;") && refresh.contains("Max-Age=0"));
+    }
+
+    #[test]
+    fn the_cookie_header_is_rewritten_without_the_removed_cookies() {
+        let mut headers = HeaderMap::new();
+        headers.append(COOKIE, "a=1; tessera_refresh=secret; tessera_access=old".parse().unwrap());
+        rewrite_cookie_header(&mut headers, &["tessera_refresh", "tessera_access"], &[("tessera_access".into(), "new".into())]);
+        assert_eq!(headers[COOKIE], "a=1; tessera_access=new");
     }
 }

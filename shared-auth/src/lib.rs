@@ -7,12 +7,14 @@
 //! Layout:
 //! - this file: the types every side shares, compiled for the browser too ([`Role`], [`Claims`],
 //!   [`SessionUser`]);
-//! - `keys` (feature `server`): the signing key, generated on first run and kept in the data dir, and the
-//!   JWKS it publishes;
+//! - `keys` (feature `server`): the key ring (Ed25519 keys generated on first run and by
+//!   `tessera keys rotate`, kept in the data dir), which key signs when, and the JWKS it publishes;
 //! - `verify`: [`Verifier`](verify::Verifier), the only way a token becomes a user: pinned algorithm,
 //!   issuer, audience, `typ`, lifetime cap, keys by `kid` with a refetch cooldown;
 //! - `password`: argon2id hashing with a bounded input length;
-//! - `cookie`: the access cookie's attributes in one place;
+//! - `cookie`: the session cookies' names and attributes for both deploy shapes (`__Host-` same-origin,
+//!   `Domain` for subdomains);
+//! - `csrf`: the cross-site request check every state-changing request passes;
 //! - `extract`: axum extractors ([`MaybeUser`](extract::MaybeUser), [`AuthUser`](extract::AuthUser),
 //!   [`RequireRole`](extract::RequireRole)) and the Leptos server-function helpers
 //!   ([`current_user`](extract::current_user), [`require_role`](extract::require_role)).
@@ -26,6 +28,8 @@ use serde::{Deserialize, Serialize};
 #[cfg(feature = "server")]
 pub mod cookie;
 #[cfg(feature = "server")]
+pub mod csrf;
+#[cfg(feature = "server")]
 pub mod extract;
 #[cfg(feature = "server")]
 pub mod keys;
@@ -34,8 +38,6 @@ pub mod password;
 #[cfg(feature = "server")]
 pub mod verify;
 
-/// Name of the cookie that carries the access token.
-pub const ACCESS_COOKIE: &str = "tessera_access";
 /// Value of the `typ` claim of an access token; other token kinds (refresh) use other values.
 pub const ACCESS_TOKEN_TYPE: &str = "access";
 
@@ -46,10 +48,12 @@ pub enum Role {
     Shopper,
     CatalogEditor,
     InventoryAdmin,
+    /// Manages accounts and roles.
+    Admin,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Shopper, Role::CatalogEditor, Role::InventoryAdmin];
+    pub const ALL: [Role; 4] = [Role::Shopper, Role::CatalogEditor, Role::InventoryAdmin, Role::Admin];
 
     /// Stable name, as stored in the database and in tokens.
     pub fn as_str(self) -> &'static str {
@@ -57,6 +61,7 @@ impl Role {
             Role::Shopper => "shopper",
             Role::CatalogEditor => "catalog_editor",
             Role::InventoryAdmin => "inventory_admin",
+            Role::Admin => "admin",
         }
     }
 
@@ -66,6 +71,7 @@ impl Role {
             Role::Shopper => "Shopper",
             Role::CatalogEditor => "Catalog editor",
             Role::InventoryAdmin => "Inventory admin",
+            Role::Admin => "Site admin",
         }
     }
 
@@ -89,6 +95,9 @@ pub struct Claims {
     pub iat: i64,
     /// Token kind, [`ACCESS_TOKEN_TYPE`] for access tokens.
     pub typ: String,
+    /// The session (refresh-token family) this token belongs to; revoking the session ends the token at
+    /// the shell at once.
+    pub sid: String,
     pub email: String,
     pub name: String,
     pub roles: Vec<Role>,

@@ -104,6 +104,8 @@ pub struct VerifierSettings {
     pub cache_ttl: Duration,
     /// Minimum time between two fetches triggered by unknown `kid`s.
     pub refetch_cooldown: Duration,
+    /// Name of the cookie that carries the access token ([`crate::cookie::CookiePolicy::access_name`]).
+    pub access_cookie: String,
 }
 
 impl VerifierSettings {
@@ -114,6 +116,7 @@ impl VerifierSettings {
             max_lifetime: Duration::from_secs(24 * 3600),
             cache_ttl: Duration::from_secs(300),
             refetch_cooldown: Duration::from_secs(10),
+            access_cookie: "tessera_access".into(),
         }
     }
 }
@@ -187,6 +190,10 @@ impl Verifier {
         Ok(claims)
     }
 
+    pub fn settings(&self) -> &VerifierSettings {
+        &self.0.settings
+    }
+
     /// The user of a token, or `None` (logged at debug level) when the token is not acceptable.
     pub async fn user_from_token(&self, token: &str) -> Option<SessionUser> {
         match self.verify(token).await {
@@ -200,7 +207,7 @@ impl Verifier {
 
     /// The user of the access cookie in these headers, if any.
     pub async fn user_from_headers(&self, headers: &http::HeaderMap) -> Option<SessionUser> {
-        let token = crate::cookie::read_access_token(headers)?;
+        let token = crate::cookie::read_cookie(headers, &self.0.settings.access_cookie)?;
         self.user_from_token(&token).await
     }
 
@@ -257,7 +264,7 @@ mod tests {
     use base64::Engine;
 
     use super::*;
-    use crate::keys::{SigningKey, TokenSigner};
+    use crate::keys::{KeyRing, TokenSigner};
     use crate::Role;
 
     const ISSUER: &str = "tessera-shell";
@@ -281,7 +288,7 @@ mod tests {
     }
 
     fn setup() -> (TokenSigner, Verifier, Arc<AtomicUsize>) {
-        let signer = TokenSigner::new(SigningKey::generate_ephemeral(), ISSUER, AUDIENCE, 900);
+        let signer = TokenSigner::new(KeyRing::ephemeral(900), ISSUER, AUDIENCE, 900);
         let fetches = Arc::new(AtomicUsize::new(0));
         let source = CountingSource { jwks: signer.jwks(), fetches: fetches.clone() };
         (signer, Verifier::new(VerifierSettings::new(ISSUER, AUDIENCE), source), fetches)
@@ -294,7 +301,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_issued_by_the_shell_verifies() {
         let (signer, verifier, _) = setup();
-        let token = signer.issue_access_token(&user()).unwrap();
+        let token = signer.issue_access_token(&user(), "s1").unwrap();
         let claims = verifier.verify(&token).await.unwrap();
         assert_eq!(SessionUser::from(claims), user());
     }
@@ -302,9 +309,9 @@ mod tests {
     #[tokio::test]
     async fn a_tampered_payload_is_refused() {
         let (signer, verifier, _) = setup();
-        let token = signer.issue_access_token(&user()).unwrap();
+        let token = signer.issue_access_token(&user(), "s1").unwrap();
         let parts: Vec<&str> = token.split('.').collect();
-        let mut claims = signer.access_claims(&user());
+        let mut claims = signer.access_claims(&user(), "s1");
         claims.roles = vec![Role::InventoryAdmin];
         let forged = format!("{}.{}.{}", parts[0], b64(&serde_json::to_value(&claims).unwrap()), parts[2]);
         assert!(matches!(verifier.verify(&forged).await, Err(TokenError::Invalid(_))));
@@ -313,7 +320,7 @@ mod tests {
     #[tokio::test]
     async fn alg_none_is_refused_in_every_spelling() {
         let (signer, verifier, _) = setup();
-        let payload = b64(&serde_json::to_value(signer.access_claims(&user())).unwrap());
+        let payload = b64(&serde_json::to_value(signer.access_claims(&user(), "s1")).unwrap());
         for alg in ["none", "None", "NONE", "nOnE"] {
             let header = b64(&serde_json::json!({"alg": alg, "typ": "JWT", "kid": "x"}));
             for token in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
@@ -325,7 +332,7 @@ mod tests {
     #[tokio::test]
     async fn hs256_keyed_with_anything_is_refused() {
         let (signer, verifier, _) = setup();
-        let claims = signer.access_claims(&user());
+        let claims = signer.access_claims(&user(), "s1");
         let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
         header.kid = Some(signer.jwks().keys[0].common.key_id.clone().unwrap());
         let token = jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_secret(b"public")).unwrap();
@@ -335,7 +342,7 @@ mod tests {
     #[tokio::test]
     async fn expired_wrong_issuer_wrong_audience_and_wrong_type_are_refused() {
         let (signer, verifier, _) = setup();
-        let base = signer.access_claims(&user());
+        let base = signer.access_claims(&user(), "s1");
         let cases = [
             Claims { exp: base.iat - 3600, iat: base.iat - 4000, ..base.clone() },
             Claims { iss: "someone-else".into(), ..base.clone() },
@@ -352,18 +359,18 @@ mod tests {
     #[tokio::test]
     async fn a_token_from_another_key_with_an_unknown_kid_is_refused() {
         let (_, verifier, _) = setup();
-        let attacker = TokenSigner::new(SigningKey::generate_ephemeral(), ISSUER, AUDIENCE, 900);
-        let token = attacker.issue_access_token(&user()).unwrap();
+        let attacker = TokenSigner::new(KeyRing::ephemeral(900), ISSUER, AUDIENCE, 900);
+        let token = attacker.issue_access_token(&user(), "s1").unwrap();
         assert_eq!(verifier.verify(&token).await, Err(TokenError::UnknownKid));
     }
 
     #[tokio::test]
     async fn unknown_kids_refetch_at_most_once_per_cooldown() {
         let (signer, verifier, fetches) = setup();
-        let good = signer.issue_access_token(&user()).unwrap();
+        let good = signer.issue_access_token(&user(), "s1").unwrap();
         verifier.verify(&good).await.unwrap();
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
-        let payload = b64(&serde_json::to_value(signer.access_claims(&user())).unwrap());
+        let payload = b64(&serde_json::to_value(signer.access_claims(&user(), "s1")).unwrap());
         for n in 0..50 {
             let header = b64(&serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": format!("random-{n}")}));
             let token = format!("{header}.{payload}.c2ln");

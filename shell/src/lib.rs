@@ -9,16 +9,26 @@
 //! - `compose`: the streaming `lol_html` rewrite that puts the chrome into a fragment page;
 //! - `chrome`: the chrome and the shell's own documents;
 //! - `widgets`: the home page's widgets and the cart badge, fetched in parallel with fallbacks;
-//! - `pages`: the shell's handlers; `users`: accounts.
+//! - `session`: the middleware that refreshes sessions and makes revocations take effect, in one place;
+//!   `sessions`: sessions and rotating refresh tokens with reuse detection; `throttle`: sign-in throttling;
+//! - `pages`, `account`, `admin`: the shell's handlers; `users`: accounts.
+//!
+//! Every request passes the CSRF check (`shared_auth::csrf`) and the session middleware before anything
+//! else, shell pages and fragment requests alike.
 //!
 //! Failure isolation is the rule: a fragment that is down, slow or answers 5xx to a page request yields a
 //! 503 shell page with the chrome and a message; API and asset requests get a 503 JSON/text answer. Nothing
 //! a fragment does can take the shell's own pages or another fragment down.
 
+pub mod account;
+pub mod admin;
 pub mod chrome;
 pub mod compose;
 pub mod pages;
 pub mod registry;
+pub mod session;
+pub mod sessions;
+pub mod throttle;
 pub mod users;
 pub mod widgets;
 
@@ -29,9 +39,11 @@ use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
 use axum::http::header::{CONTENT_TYPE, COOKIE};
 use axum::http::{Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use leptos::prelude::*;
+use shared_auth::cookie::CookiePolicy;
+use shared_auth::csrf::CsrfPolicy;
 use shared_auth::keys::TokenSigner;
 use shared_auth::verify::{InProcessJwks, Verifier, VerifierSettings};
 use sqlx::migrate::Migrator;
@@ -40,6 +52,8 @@ use tessera_contracts::ApiError;
 
 use crate::chrome::{chrome_html, head_html, ChromeContext};
 use crate::registry::{Fragment, FragmentRegistry};
+use crate::sessions::SessionSettings;
+use crate::throttle::ThrottleSettings;
 
 pub use registry::Upstream;
 
@@ -63,8 +77,11 @@ pub struct ShellInner {
     pub signer: Arc<TokenSigner>,
     pub verifier: Verifier,
     pub registry: FragmentRegistry,
-    /// Set `Secure` on cookies (the site is served over https).
-    pub secure_cookies: bool,
+    /// Names and scope of the session cookies.
+    pub cookies: CookiePolicy,
+    pub sessions: SessionSettings,
+    pub throttle: ThrottleSettings,
+    pub csrf: Arc<CsrfPolicy>,
     /// URL of the shared stylesheet, versioned by its content.
     pub stylesheet_url: String,
 }
@@ -92,8 +109,16 @@ pub fn in_process_jwks(signer: &Arc<TokenSigner>) -> InProcessJwks {
     InProcessJwks(Arc::new(move || signer.jwks()))
 }
 
+/// The shell's security settings.
+pub struct ShellConfig {
+    pub cookies: CookiePolicy,
+    pub sessions: SessionSettings,
+    pub throttle: ThrottleSettings,
+    pub csrf: CsrfPolicy,
+}
+
 impl ShellState {
-    pub fn new(db: AnyPool, signer: Arc<TokenSigner>, verifier_settings: VerifierSettings, registry: FragmentRegistry, secure_cookies: bool) -> ShellState {
+    pub fn new(db: AnyPool, signer: Arc<TokenSigner>, verifier_settings: VerifierSettings, registry: FragmentRegistry, config: ShellConfig) -> ShellState {
         let verifier = Verifier::new(verifier_settings, in_process_jwks(&signer));
         let version = {
             use std::hash::{Hash, Hasher};
@@ -102,23 +127,41 @@ impl ShellState {
             hasher.finish()
         };
         let stylesheet_url = format!("/style/tessera.css?v={version:016x}");
-        ShellState(Arc::new(ShellInner { db, signer, verifier, registry, secure_cookies, stylesheet_url }))
+        ShellState(Arc::new(ShellInner {
+            db,
+            signer,
+            verifier,
+            registry,
+            cookies: config.cookies,
+            sessions: config.sessions,
+            throttle: config.throttle,
+            csrf: Arc::new(config.csrf),
+            stylesheet_url,
+        }))
     }
 }
 
 /// The shell's router; every path it does not own goes to the owning fragment.
 pub fn router(state: ShellState) -> Router {
-    Router::new()
+    let shell_routes = Router::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::login_page).post(pages::login))
         .route("/logout", get(pages::logout_page).post(pages::logout))
         .route("/register", get(pages::register_page).post(pages::register))
-        .route("/account", get(pages::account))
+        .route("/account", get(account::account))
+        .route("/account/password", post(account::change_password))
+        .route("/account/sessions/revoke", post(account::revoke_session))
+        .route("/admin/users", get(admin::users_page))
+        .route("/admin/users/roles", post(admin::set_roles))
+        .route("/admin/users/sign-out", post(admin::sign_out_everywhere))
         .route("/.well-known/jwks.json", get(pages::jwks))
         .route("/style/tessera.css", get(pages::stylesheet))
         .route("/healthz", get(|| async { "ok" }))
-        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES));
+    shell_routes
         .fallback(to_fragment)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), session::session_middleware))
+        .layer(axum::middleware::from_fn_with_state(state.csrf.clone(), shared_auth::csrf::reject_cross_site))
         .with_state(state)
 }
 

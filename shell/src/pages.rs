@@ -5,14 +5,16 @@ use axum::extract::{Query, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::{Form, Json};
+use axum::{Extension, Form, Json};
 use leptos::prelude::*;
 use serde::Deserialize;
 use shared_auth::extract::MaybeUser;
 use shared_auth::{Role, SessionUser};
 
 use crate::chrome::{chrome_html, document, ChromeContext};
+use crate::session::CurrentSession;
 use crate::users::{self, DisplayName, Email, NewPassword, UserError};
+use crate::{sessions, throttle};
 use crate::widgets::{fetch_cart_count, fetch_widgets, Widget};
 use crate::ShellState;
 
@@ -22,8 +24,19 @@ pub(crate) fn page(state: &ShellState, user: Option<&SessionUser>, cart_count: O
     document(title, &state.stylesheet_url, chrome, main)
 }
 
+/// The client's socket address, when the server was started with connection info.
+pub(crate) struct ClientAddress(pub Option<std::net::SocketAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddress(parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0)))
+    }
+}
+
 /// Only local paths are followed after login, so `next` cannot send a user to another site.
-fn local_path(next: Option<&str>) -> String {
+pub(crate) fn local_path(next: Option<&str>) -> String {
     match next {
         Some(path)
             if path.starts_with('/')
@@ -38,15 +51,46 @@ fn local_path(next: Option<&str>) -> String {
     }
 }
 
-fn see_other(location: &str, cookie: Option<String>) -> Response {
+/// A 303 to `location`, setting `cookies`.
+pub(crate) fn see_other(location: &str, cookies: impl IntoIterator<Item = String>) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(location) = HeaderValue::from_str(location) {
         response.headers_mut().insert(LOCATION, location);
     }
-    if let Some(cookie) = cookie.and_then(|cookie| HeaderValue::from_str(&cookie).ok()) {
-        response.headers_mut().insert(SET_COOKIE, cookie);
+    for cookie in cookies {
+        if let Ok(cookie) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(SET_COOKIE, cookie);
+        }
     }
     response
+}
+
+/// Starts a new session for `user` (a fresh session id on every sign-in: no fixation) and redirects.
+pub(crate) async fn start_session(state: &ShellState, user: &SessionUser, headers: &HeaderMap, next: &str) -> Response {
+    let now = sessions::now_seconds();
+    let session = match sessions::create(&state.db, &state.sessions, &user.id, &crate::session::user_agent(headers), now).await {
+        Ok(session) => session,
+        Err(error) => {
+            tracing::error!(%error, "cannot create a session");
+            return server_error(state);
+        }
+    };
+    match state.signer.issue_access_token(user, &session.id) {
+        Ok(token) => {
+            tracing::info!(user = %user.id, session = %session.id, "signed in");
+            see_other(
+                next,
+                [
+                    state.cookies.access_cookie(&token, state.signer.access_ttl_seconds()),
+                    state.cookies.refresh_cookie(&session.refresh_token, state.sessions.session_ttl_seconds),
+                ],
+            )
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot sign an access token");
+            server_error(state)
+        }
+    }
 }
 
 /// The message for a form the server could not read at all.
@@ -117,7 +161,12 @@ pub(crate) struct LoginForm {
     next: Option<String>,
 }
 
-pub(crate) async fn login(State(state): State<ShellState>, form: Result<Form<LoginForm>, FormRejection>) -> Response {
+pub(crate) async fn login(
+    State(state): State<ShellState>,
+    ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
+    form: Result<Form<LoginForm>, FormRejection>,
+) -> Response {
     let form = match form {
         Ok(Form(form)) => form,
         Err(rejection) => {
@@ -126,19 +175,35 @@ pub(crate) async fn login(State(state): State<ShellState>, form: Result<Form<Log
         }
     };
     let next = local_path(form.next.as_deref());
+    let now = sessions::now_seconds();
+    let address = address.map(|address| address.ip().to_string());
+    match throttle::is_throttled(&state.db, &state.throttle, &form.email, address.as_deref(), now).await {
+        Ok(false) => {}
+        Ok(true) => {
+            tracing::warn!(address = ?address, "sign-in throttled");
+            let message = "Too many sign-in attempts. Please wait a few minutes and try again.";
+            let mut response =
+                (StatusCode::TOO_MANY_REQUESTS, Html(page(&state, None, None, "Sign in", login_form(&next, form.email.trim(), Some(message))))).into_response();
+            let retry = state.throttle.window_seconds.to_string();
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from_str(&retry).expect("digits"));
+            return response;
+        }
+        Err(error) => {
+            tracing::error!(%error, "throttle lookup failed");
+            return server_error(&state);
+        }
+    }
     match users::authenticate(&state.db, &form.email, &form.password).await {
-        Ok(Some(user)) => match state.signer.issue_access_token(&user) {
-            Ok(token) => {
-                tracing::info!(user = %user.id, "signed in");
-                let cookie = shared_auth::cookie::access_cookie(&token, state.secure_cookies, state.signer.access_ttl_seconds());
-                see_other(&next, Some(cookie))
+        Ok(Some(user)) => {
+            if let Err(error) = throttle::clear_account(&state.db, &form.email).await {
+                tracing::warn!(%error, "cannot clear sign-in failures");
             }
-            Err(error) => {
-                tracing::error!(%error, "cannot sign an access token");
-                server_error(&state)
-            }
-        },
+            start_session(&state, &user, &headers, &next).await
+        }
         Ok(None) => {
+            if let Err(error) = throttle::record_failure(&state.db, &state.throttle, &form.email, address.as_deref(), now).await {
+                tracing::error!(%error, "cannot record a sign-in failure");
+            }
             // One message for unknown email and wrong password.
             let form = login_form(&next, form.email.trim(), Some("Email or password is incorrect."));
             (StatusCode::UNAUTHORIZED, Html(page(&state, None, None, "Sign in", form))).into_response()
@@ -150,7 +215,7 @@ pub(crate) async fn login(State(state): State<ShellState>, form: Result<Form<Log
     }
 }
 
-fn server_error(state: &ShellState) -> Response {
+pub(crate) fn server_error(state: &ShellState) -> Response {
     let main = view! { <h1>"Something went wrong"</h1><p>"Something went wrong on our side. Please try again."</p> };
     (StatusCode::INTERNAL_SERVER_ERROR, Html(page(state, None, None, "Error", main))).into_response()
 }
@@ -163,9 +228,16 @@ pub(crate) async fn logout_page(State(state): State<ShellState>, MaybeUser(user)
     Html(page(&state, user.as_ref(), None, "Sign out", main)).into_response()
 }
 
-/// Ends the session on every fragment at once: they all read the same cookie, which is removed.
-pub(crate) async fn logout(State(state): State<ShellState>) -> Response {
-    see_other("/", Some(shared_auth::cookie::clear_access_cookie(state.secure_cookies)))
+/// Ends this session: the refresh family is revoked (so its access token stops working at the shell at
+/// once) and both cookies are removed, for every fragment at the same time.
+pub(crate) async fn logout(State(state): State<ShellState>, Extension(current): Extension<CurrentSession>) -> Response {
+    if let Some(session_id) = current.session_id() {
+        if let Err(error) = sessions::revoke(&state.db, session_id, "signed out").await {
+            tracing::error!(%error, "cannot revoke the session at logout");
+            return server_error(&state);
+        }
+    }
+    see_other("/", state.cookies.clear_cookies())
 }
 
 fn register_form(email: &str, name: &str, errors: &[String]) -> impl IntoView + 'static {
@@ -197,7 +269,7 @@ pub(crate) struct RegisterForm {
     password: String,
 }
 
-pub(crate) async fn register(State(state): State<ShellState>, form: Result<Form<RegisterForm>, FormRejection>) -> Response {
+pub(crate) async fn register(State(state): State<ShellState>, headers: HeaderMap, form: Result<Form<RegisterForm>, FormRejection>) -> Response {
     let form = match form {
         Ok(Form(form)) => form,
         Err(rejection) => {
@@ -219,17 +291,10 @@ pub(crate) async fn register(State(state): State<ShellState>, form: Result<Form<
         }
     };
     match users::create(&state.db, &email, &name, &password, &[Role::Shopper]).await {
-        Ok(user) => match state.signer.issue_access_token(&user) {
-            Ok(token) => {
-                tracing::info!(user = %user.id, "registered");
-                let cookie = shared_auth::cookie::access_cookie(&token, state.secure_cookies, state.signer.access_ttl_seconds());
-                see_other("/", Some(cookie))
-            }
-            Err(error) => {
-                tracing::error!(%error, "cannot sign an access token");
-                server_error(&state)
-            }
-        },
+        Ok(user) => {
+            tracing::info!(user = %user.id, "registered");
+            start_session(&state, &user, &headers, "/").await
+        }
         Err(UserError::EmailTaken) => {
             let form = register_form(email.as_str(), form.name.trim(), &["An account with this email already exists. Sign in instead.".to_owned()]);
             (StatusCode::CONFLICT, Html(page(&state, None, None, "Register", form))).into_response()
@@ -239,31 +304,6 @@ pub(crate) async fn register(State(state): State<ShellState>, form: Result<Form<
             server_error(&state)
         }
     }
-}
-
-pub(crate) async fn account(State(state): State<ShellState>, MaybeUser(user): MaybeUser) -> Response {
-    let Some(session) = user else {
-        return see_other("/login?next=/account", None);
-    };
-    let stored = match users::find(&state.db, &session.id).await {
-        Ok(Some(stored)) => stored,
-        // The account is gone: the token is stale. Sign out.
-        Ok(None) => return see_other("/login", Some(shared_auth::cookie::clear_access_cookie(state.secure_cookies))),
-        Err(error) => {
-            tracing::error!(%error, "account query failed");
-            return server_error(&state);
-        }
-    };
-    let roles = stored.roles.iter().map(|role| view! { <li>{role.label()}</li> }).collect_view();
-    let main = view! {
-        <h1>"Your account"</h1>
-        <dl class="account">
-            <dt>"Name"</dt><dd data-testid="account-name">{stored.name.clone()}</dd>
-            <dt>"Email"</dt><dd data-testid="account-email">{stored.email.clone()}</dd>
-            <dt>"Roles"</dt><dd><ul>{roles}</ul></dd>
-        </dl>
-    };
-    Html(page(&state, Some(&session), None, "Account", main)).into_response()
 }
 
 /// `GET /.well-known/jwks.json`: the public keys fragments verify with.

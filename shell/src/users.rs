@@ -131,6 +131,47 @@ pub async fn authenticate(db: &AnyPool, email: &str, password: &str) -> Result<O
     Ok(verified)
 }
 
+/// Checks the password of the user with this id (changing a password needs the current one).
+pub async fn check_password(db: &AnyPool, id: &str, password: &str) -> Result<bool, sqlx::Error> {
+    let row: Option<(String,)> = sqlx::query_as("SELECT password_hash FROM users WHERE id = $1").bind(id).fetch_optional(db).await?;
+    let password = password.to_owned();
+    Ok(tokio::task::spawn_blocking(move || match row {
+        Some((hash,)) => verify_password(&password, &hash),
+        None => verify_against_dummy(&password),
+    })
+    .await
+    .unwrap_or(false))
+}
+
+/// Replaces a user's password.
+pub async fn set_password(db: &AnyPool, id: &str, password: &NewPassword) -> Result<(), UserError> {
+    let password = password.0.clone();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|error| UserError::Hash(error.to_string()))?
+        .map_err(|error| UserError::Hash(error.to_string()))?;
+    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2").bind(hash).bind(id).execute(db).await?;
+    Ok(())
+}
+
+/// Every account, by email (the admin's user list).
+pub async fn list(db: &AnyPool) -> Result<Vec<SessionUser>, sqlx::Error> {
+    let rows: Vec<UserRow> =
+        sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users ORDER BY email").fetch_all(db).await?;
+    Ok(rows.into_iter().map(session_user).collect())
+}
+
+/// Replaces a user's roles; their access tokens issued before now are refreshed at the shell.
+pub async fn set_roles(db: &AnyPool, id: &str, roles: &[Role]) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query("UPDATE users SET roles = $1, roles_changed_at = $2 WHERE id = $3")
+        .bind(roles_to_column(roles))
+        .bind(now_seconds())
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(result.rows_affected() == 1)
+}
+
 /// Finds a user by id (the account page).
 pub async fn find(db: &AnyPool, id: &str) -> Result<Option<SessionUser>, sqlx::Error> {
     let row: Option<UserRow> = sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users WHERE id = $1")

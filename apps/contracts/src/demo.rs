@@ -28,7 +28,7 @@ pub const PRODUCTS: &[DemoProduct] = &[
 /// The demo accounts: email, display name, password, roles (as role names).
 pub const ACCOUNTS: &[(&str, &str, &[&str])] = &[
     ("shopper@example.com", "Sam Shopper", &["shopper"]),
-    ("admin@example.com", "Ada Admin", &["shopper", "inventory_admin", "catalog_editor"]),
+    ("admin@example.com", "Ada Admin", &["shopper", "inventory_admin", "catalog_editor", "admin"]),
 ];
 
 /// Password of every demo account.

@@ -41,6 +41,8 @@ pub struct FragmentRuntime {
     pub verifier: Verifier,
     /// The fragment's build manifest, for its hydration tags.
     pub manifests: Arc<manifest::ManifestStore>,
+    /// Which origins may send this fragment state-changing requests.
+    pub csrf: Arc<shared_auth::csrf::CsrfPolicy>,
 }
 
 impl FragmentRuntime {

@@ -51,4 +51,6 @@ pub fn fragment_router(
             let html = page::status_document(name, "Not found", &message, Some((home, "Back to the start")));
             (StatusCode::NOT_FOUND, Html(html)).into_response()
         })
+        // Zero trust: the fragment checks cross-site requests itself, whether or not a shell is in front.
+        .layer(axum::middleware::from_fn_with_state(runtime.csrf.clone(), shared_auth::csrf::reject_cross_site))
 }
