@@ -53,6 +53,8 @@ pub struct Options {
     pub jwks_url: Option<String>,
     pub site_dir: Option<std::path::PathBuf>,
     pub demo: Option<bool>,
+    /// Last word on the settings.
+    pub configure: Option<fn(&mut Settings)>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -62,7 +64,7 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
     let data = tempfile::tempdir().expect("a temp dir");
     let schema_prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let settings = Settings {
+    let mut settings = Settings {
         addr: "127.0.0.1:0".parse().unwrap(),
         data_dir: data.path().join("data"),
         site_dir: options.site_dir.unwrap_or_else(|| data.path().join("site")),
@@ -77,6 +79,9 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         demo: options.demo.unwrap_or(true),
         ..Settings::default()
     };
+    if let Some(configure) = options.configure {
+        configure(&mut settings);
+    }
     let running = tessera_server::spawn(&settings, &options.mode.unwrap_or(tessera_server::Mode::Site))
         .await
         .expect("the server starts");
@@ -117,13 +122,32 @@ impl Drop for TestApp {
 
 /// The `name=value` part of the access cookie in a response, if it sets one.
 pub fn access_cookie(response: &Response) -> Option<String> {
+    set_cookie(response, "tessera_access")
+}
+
+/// The `name=value` part of a cookie a response sets to a non-empty value.
+pub fn set_cookie(response: &Response, name: &str) -> Option<String> {
     response
         .headers()
         .get_all(SET_COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .find(|value| value.starts_with("tessera_access="))
         .map(|value| value.split(';').next().unwrap().to_owned())
+        .find(|pair| pair.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')).is_some_and(|value| !value.is_empty()))
+}
+
+/// Both session cookies of a sign-in, as `name=value`.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl Session {
+    /// The `Cookie` header a browser would send.
+    pub fn both(&self) -> String {
+        format!("{}; {}", self.access, self.refresh)
+    }
 }
 
 impl TestApp {
@@ -159,6 +183,24 @@ impl TestApp {
         let response = self.post_form("/login", body, None).await;
         assert_eq!(response.status(), StatusCode::SEE_OTHER, "login of {email} failed");
         access_cookie(&response).expect("login sets the access cookie")
+    }
+
+    /// Signs in and returns both cookies.
+    pub async fn sign_in(&self, email: &str, password: &str) -> Session {
+        let body = format!("email={}&password={}", urlencode(email), urlencode(password));
+        let response = self.post_form("/login", body, None).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "login of {email} failed");
+        Session {
+            access: set_cookie(&response, "tessera_access").expect("an access cookie"),
+            refresh: set_cookie(&response, "tessera_refresh").expect("a refresh cookie"),
+        }
+    }
+
+    /// Whether the catalog (through the shell) sees a signed-in user with these cookies.
+    pub async fn catalog_user(&self, cookie: &str) -> Option<String> {
+        let (_, html) = self.text("/catalog", Some(cookie)).await;
+        let start = html.find("Signed in as <strong>")? + "Signed in as <strong>".len();
+        Some(html[start..start + html[start..].find("</strong>")?].to_owned())
     }
 
     /// Registers a new shopper and returns the cookie.
