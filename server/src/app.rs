@@ -112,10 +112,29 @@ async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl J
     })
 }
 
-/// Layers every process gets: request ids, tracing, panics turned into 500s.
+/// Largest header block accepted (all names and values together). Real requests, cookies included, stay
+/// far below it; past it a request is refused before any handler runs.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+async fn reject_oversized_headers(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let size: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if size > MAX_HEADER_BYTES {
+        tracing::warn!(size, "request headers too large");
+        return (
+            axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("The request's headers are too large ({size} bytes; at most {MAX_HEADER_BYTES}). Clearing this site's cookies may help."),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Layers every process gets: request ids, tracing, header limits, panics turned into 500s.
 fn with_common_layers(router: Router) -> Router {
     router
         .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(reject_oversized_headers))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -39,7 +39,7 @@ impl CurrentSession {
 
 async fn valid_access(state: &ShellState, token: &str, now: i64) -> Option<Claims> {
     let claims = state.verifier.verify(token).await.ok()?;
-    match sessions::status(&state.db, &claims.sid, now).await {
+    match sessions::status(&state.db, &claims.sid, &claims.sub, now).await {
         Ok(Some(status)) if status.active && (status.roles_changed_at == 0 || claims.iat > status.roles_changed_at) => Some(claims),
         Ok(_) => None,
         Err(error) => {

@@ -133,11 +133,15 @@ pub struct SessionStatus {
     pub roles_changed_at: i64,
 }
 
-pub async fn status(db: &AnyPool, session_id: &str, now: i64) -> Result<Option<SessionStatus>, sqlx::Error> {
+/// The session `session_id` of user `user_id`; `None` when there is none (or it is another user's: a
+/// token whose `sub` and `sid` disagree is not a session of anyone).
+pub async fn status(db: &AnyPool, session_id: &str, user_id: &str, now: i64) -> Result<Option<SessionStatus>, sqlx::Error> {
     let row: Option<(Option<i64>, i64, i64)> = sqlx::query_as(
-        "SELECT s.revoked_at, s.expires_at, u.roles_changed_at FROM sessions s JOIN users u ON u.id = s.user_id WHERE s.id = $1",
+        "SELECT s.revoked_at, s.expires_at, u.roles_changed_at FROM sessions s JOIN users u ON u.id = s.user_id \
+         WHERE s.id = $1 AND s.user_id = $2",
     )
     .bind(session_id)
+    .bind(user_id)
     .fetch_optional(db)
     .await?;
     Ok(row.map(|(revoked_at, expires_at, roles_changed_at)| SessionStatus {
