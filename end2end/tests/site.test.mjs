@@ -53,6 +53,14 @@ describe('one site, one login, three fragments', () => {
     assert.equal(await page.locator('tr[data-sku="MUG-STN-01"] [data-testid=quantity]').textContent(), '2');
     assert.equal((await page.textContent('[data-testid=cart-badge]')).trim(), '2');
 
+    // The access cookie expires (the browser drops it); the next server-function call from the hydrated
+    // page is refreshed by the shell from the refresh cookie, without a visible sign-in.
+    await browser.context.clearCookies({ name: 'tessera_access' });
+    await page.locator('tr[data-sku="MUG-STN-01"] button[aria-label="one more"]').click();
+    await page.locator('tr[data-sku="MUG-STN-01"] [data-testid=quantity]', { hasText: '3' }).waitFor();
+    const renewed = (await browser.context.cookies()).find((c) => c.name === 'tessera_access');
+    assert.ok(renewed, 'a fresh access cookie was set');
+
     // Inventory admin: stock table, "Receive 1" persists.
     await page.goto(`${site.url}/admin/inventory`);
     await hydrated(page);
