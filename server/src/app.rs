@@ -1,5 +1,6 @@
 //! Assembling a process: databases, keys, fragments and the shell, into one axum router.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -11,10 +12,11 @@ use axum::Router;
 use shared_auth::keys::{KeyRing, TokenSigner};
 use shared_auth::verify::{HttpJwks, JwksSource, Verifier, VerifierSettings};
 use shared_auth::Role;
-use sqlx::AnyPool;
 use tessera_kit::db::{Migrations, StoreSettings};
 use tessera_kit::manifest::ManifestStore;
-use tessera_kit::FragmentRuntime;
+use tessera_contracts::events::{Event, StockChanged};
+use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target};
+use tessera_kit::{FragmentEvents, FragmentRuntime};
 use tessera_shell::registry::{Fragment, FragmentRegistry, Upstream};
 use tessera_shell::ShellState;
 use axum::serve::ListenerExt;
@@ -34,7 +36,11 @@ pub struct FragmentSpec {
     pub prefix: &'static str,
     pub migrations: &'static Migrations,
     pub router: fn(FragmentRuntime) -> Router,
-    pub seed_demo: for<'a> fn(&'a AnyPool) -> SeedFuture<'a>,
+    pub seed_demo: for<'a> fn(&'a FragmentRuntime) -> SeedFuture<'a>,
+    /// Events this fragment produces, and which fragments subscribe to each.
+    pub produces: &'static [(&'static str, &'static [&'static str])],
+    /// Whether its schema has an inbox (it consumes events).
+    pub consumes: bool,
     /// Only users with this role see the fragment in the navigation.
     pub nav_role: Option<Role>,
 }
@@ -48,7 +54,9 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             prefix: tessera_catalog::PREFIX,
             migrations: &tessera_catalog::server::MIGRATIONS,
             router: tessera_catalog::server::router,
-            seed_demo: |db| Box::pin(tessera_catalog::server::seed_demo(db)),
+            seed_demo: |runtime| Box::pin(tessera_catalog::server::seed_demo(runtime)),
+            produces: &[],
+            consumes: true,
             nav_role: None,
         },
         FragmentSpec {
@@ -58,6 +66,8 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             migrations: &tessera_cart::server::MIGRATIONS,
             router: tessera_cart::server::router,
             seed_demo: |_| Box::pin(async { Ok(()) }),
+            produces: &[],
+            consumes: false,
             nav_role: None,
         },
         FragmentSpec {
@@ -66,7 +76,9 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             prefix: tessera_inventory::PREFIX,
             migrations: &tessera_inventory::server::MIGRATIONS,
             router: tessera_inventory::server::router,
-            seed_demo: |db| Box::pin(tessera_inventory::server::seed_demo(db)),
+            seed_demo: |runtime| Box::pin(tessera_inventory::server::seed_demo(runtime)),
+            produces: &[(StockChanged::TYPE, &["catalog"])],
+            consumes: false,
             nav_role: Some(Role::InventoryAdmin),
         },
     ]
@@ -97,11 +109,31 @@ fn verifier_settings(settings: &Settings) -> VerifierSettings {
     verifier
 }
 
-async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl JwksSource) -> anyhow::Result<FragmentRuntime> {
-    let db = store(settings).open(spec.name, spec.migrations).await?;
-    if settings.demo {
-        (spec.seed_demo)(&db).await.with_context(|| format!("seeding the {} demo data", spec.name))?;
+/// The shared secret that signs event requests between services: `TESSERA_EVENTS_SECRET` when set (every
+/// process of a deployment must share it), else one generated once and kept in the data dir.
+fn event_signer(settings: &Settings) -> anyhow::Result<EventSigner> {
+    if let Some(secret) = settings.events_secret.as_ref().filter(|secret| !secret.is_empty()) {
+        return Ok(EventSigner::new(&[secret.as_bytes().to_vec()]));
     }
+    let dir = settings.data_dir.join("keys");
+    let path = dir.join("events.secret");
+    if !path.exists() {
+        use ring::rand::SecureRandom;
+        let mut secret = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut secret).map_err(|_| anyhow::anyhow!("no system randomness"))?;
+        std::fs::create_dir_all(&dir)?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(&path)?, &secret)?;
+    }
+    Ok(EventSigner::new(&[std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?]))
+}
+
+async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl JwksSource, signer: &EventSigner) -> anyhow::Result<FragmentRuntime> {
+    let db = store(settings).open(spec.name, spec.migrations).await?;
+    let routes = spec.produces.iter().map(|(event, subscribers)| (*event, subscribers.iter().map(|s| s.to_string()).collect())).collect();
     Ok(FragmentRuntime {
         name: spec.name,
         prefix: spec.prefix,
@@ -109,7 +141,58 @@ async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl J
         verifier: Verifier::new(verifier_settings(settings), jwks),
         manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site_dir, spec.name))),
         csrf: Arc::new(settings.csrf_policy()),
+        events: Arc::new(FragmentEvents {
+            outbox: Outbox::new(spec.name, routes),
+            signer: signer.clone(),
+            has_outbox: !spec.produces.is_empty(),
+            has_inbox: spec.consumes,
+        }),
     })
+}
+
+/// Starts the relay of every producing fragment in this process, delivering to in-process routers or to
+/// the configured upstream of each subscriber.
+fn start_relays(settings: &Settings, local: &[(FragmentSpec, FragmentRuntime, Router)], signer: &EventSigner) -> Vec<tokio::task::JoinHandle<()>> {
+    let specs = fragment_specs();
+    let mut relays = Vec::new();
+    for (spec, runtime, _) in local.iter().filter(|(spec, _, _)| !spec.produces.is_empty()) {
+        let mut targets = HashMap::new();
+        for subscriber in spec.produces.iter().flat_map(|(_, subscribers)| subscribers.iter()) {
+            let Some(subscriber_spec) = specs.iter().find(|candidate| candidate.name == *subscriber) else { continue };
+            let prefix = subscriber_spec.prefix.to_owned();
+            if let Some((_, _, router)) = local.iter().find(|(candidate, _, _)| candidate.name == *subscriber) {
+                targets.insert(subscriber.to_string(), Target::InProcess { prefix, router: router.clone() });
+            } else if let Some(base) = settings.fragments.get(*subscriber).and_then(|f| f.upstream.clone()) {
+                targets.insert(subscriber.to_string(), Target::Http { prefix, base });
+            } else {
+                tracing::warn!(producer = spec.name, subscriber, "no route to a subscriber; its deliveries will wait and then dead-letter");
+            }
+        }
+        let transport = Arc::new(HttpTransport::new(spec.name, signer.clone(), targets));
+        let relay_settings = RelaySettings {
+            max_attempts: settings.events_max_attempts,
+            base_backoff_ms: settings.events_base_backoff_ms,
+            ..RelaySettings::default()
+        };
+        relays.push(Relay::new(runtime.db.clone(), &runtime.events.outbox, transport, relay_settings).spawn());
+    }
+    relays
+}
+
+/// Seeds the demo data of the fragments in this process (after the relays run, so events flow).
+async fn seed_fragments(settings: &Settings, local: &[(FragmentSpec, FragmentRuntime, Router)]) -> anyhow::Result<()> {
+    if settings.demo {
+        for (spec, runtime, _) in local {
+            (spec.seed_demo)(runtime).await.with_context(|| format!("seeding the {} demo data", spec.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// A process's router and the background tasks (relays) it runs.
+pub struct Built {
+    pub router: Router,
+    pub background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Largest header block accepted (all names and values together). Real requests, cookies included, stay
@@ -140,18 +223,23 @@ fn with_common_layers(router: Router) -> Router {
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
-/// Builds the router for `mode`: opens and migrates the databases, seeds demo data if asked.
-pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Router> {
+/// Builds the router for `mode`: opens and migrates the databases, starts relays, seeds demo data if asked.
+pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Built> {
     tessera_kit::init_executor();
+    let event_signer = event_signer(settings)?;
     match mode {
         Mode::Fragment(name) => {
             let spec = fragment_specs()
                 .into_iter()
                 .find(|spec| spec.name == name)
                 .with_context(|| format!("there is no fragment called {name:?} (catalog, cart, inventory)"))?;
-            let runtime = fragment_runtime(settings, &spec, HttpJwks::new(settings.jwks_url())).await?;
+            let runtime = fragment_runtime(settings, &spec, HttpJwks::new(settings.jwks_url()), &event_signer).await?;
             tracing::info!(fragment = name, jwks = %settings.jwks_url(), "serving one fragment");
-            Ok(with_common_layers((spec.router)(runtime)))
+            let router = (spec.router)(runtime.clone());
+            let local = vec![(spec, runtime, router.clone())];
+            let background = start_relays(settings, &local, &event_signer);
+            seed_fragments(settings, &local).await?;
+            Ok(Built { router: with_common_layers(router), background })
         }
         Mode::Site => {
             let store = store(settings);
@@ -163,15 +251,18 @@ pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Router> {
             let ring = KeyRing::open(&settings.data_dir.join("keys"), settings.access_ttl_seconds)?;
             let signer = Arc::new(TokenSigner::new(ring, &settings.issuer, &settings.audience, settings.access_ttl_seconds));
             let mut fragments = Vec::new();
+            let mut local = Vec::new();
             for spec in fragment_specs() {
                 let configured = settings.fragments.get(spec.name).cloned().unwrap_or_default();
                 let timeout = Duration::from_millis(configured.timeout_ms.unwrap_or(settings.fragment_timeout_ms));
                 let upstream = match configured.upstream {
                     Some(url) => Upstream::Http(url.parse().with_context(|| format!("upstream of {}: {url:?}", spec.name))?),
                     None => {
-                        let runtime = fragment_runtime(settings, &spec, tessera_shell::in_process_jwks(&signer)).await?;
+                        let runtime = fragment_runtime(settings, &spec, tessera_shell::in_process_jwks(&signer), &event_signer).await?;
                         // A panic inside a fragment becomes its 500, and so the shell's fallback page.
-                        Upstream::InProcess((spec.router)(runtime).layer(CatchPanicLayer::new()))
+                        let router = (spec.router)(runtime.clone()).layer(CatchPanicLayer::new());
+                        local.push((fragment_specs().into_iter().find(|s| s.name == spec.name).expect("the same spec"), runtime, router.clone()));
+                        Upstream::InProcess(router)
                     }
                 };
                 fragments.push(Fragment {
@@ -202,7 +293,9 @@ pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Router> {
                     csrf: settings.csrf_policy(),
                 },
             );
-            Ok(with_common_layers(tessera_shell::router(shell)))
+            let background = start_relays(settings, &local, &event_signer);
+            seed_fragments(settings, &local).await?;
+            Ok(Built { router: with_common_layers(tessera_shell::router(shell)), background })
         }
     }
 }
@@ -211,11 +304,13 @@ pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Router> {
 pub struct Running {
     pub addr: SocketAddr,
     pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Relays and other background tasks; abort them with the server.
+    pub background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Binds `settings.addr` (port 0 picks a free one) and serves `mode` in the background.
 pub async fn spawn(settings: &Settings, mode: &Mode) -> anyhow::Result<Running> {
-    let router = build(settings, mode).await?;
+    let Built { router, background } = build(settings, mode).await?;
     let listener = TcpListener::bind(settings.addr).await.with_context(|| format!("binding {}", settings.addr))?;
     let addr = listener.local_addr()?;
     // Pages stream in several writes; with Nagle's algorithm each response would wait for the client's
@@ -227,7 +322,7 @@ pub async fn spawn(settings: &Settings, mode: &Mode) -> anyhow::Result<Running> 
     });
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let handle = tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(shutdown_signal()).await });
-    Ok(Running { addr, handle })
+    Ok(Running { addr, handle, background })
 }
 
 async fn shutdown_signal() {

@@ -50,6 +50,13 @@ pub struct Settings {
     pub fragments: BTreeMap<String, FragmentSettings>,
     /// Seed the demo accounts and catalogue.
     pub demo: bool,
+    /// Shared secret signing event requests between services (all processes of a deployment must share
+    /// it); unset: one is generated in the data dir, which is enough for a single process.
+    pub events_secret: Option<String>,
+    /// Delivery attempts before an event becomes a dead letter.
+    pub events_max_attempts: i64,
+    /// First retry delay; it doubles with every attempt (capped at a minute).
+    pub events_base_backoff_ms: i64,
 }
 
 /// How the shell reaches one fragment.
@@ -99,6 +106,9 @@ impl Default for Settings {
             jwks_url: None,
             fragments: BTreeMap::new(),
             demo: false,
+            events_secret: None,
+            events_max_attempts: 8,
+            events_base_backoff_ms: 200,
         }
     }
 }

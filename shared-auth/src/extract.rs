@@ -42,7 +42,7 @@ pub struct AuthUser(pub SessionUser);
 
 /// A signed-in user with role `R`; 401 or 403 otherwise.
 #[derive(Debug, Clone)]
-pub struct RequireRole<R: RoleMarker>(pub SessionUser, PhantomData<R>);
+pub struct RequireRole<R: RoleMarker>(pub SessionUser, pub PhantomData<R>);
 
 /// A role as a type, for [`RequireRole`].
 pub trait RoleMarker: Send + Sync + 'static {
@@ -52,6 +52,10 @@ pub trait RoleMarker: Send + Sync + 'static {
 pub struct InventoryAdmin;
 impl RoleMarker for InventoryAdmin {
     const ROLE: Role = Role::InventoryAdmin;
+}
+pub struct SiteAdmin;
+impl RoleMarker for SiteAdmin {
+    const ROLE: Role = Role::Admin;
 }
 pub struct CatalogEditor;
 impl RoleMarker for CatalogEditor {

@@ -10,7 +10,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::SystemTime;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -122,7 +121,8 @@ struct RingFile {
 }
 
 struct LoadedRing {
-    modified: Option<SystemTime>,
+    /// The ring file as loaded: compared byte for byte to notice a rotation (timestamps can be too coarse).
+    contents: Vec<u8>,
     /// Sorted by `signs_from`.
     keys: Vec<(KeyEntry, Arc<SigningKey>)>,
 }
@@ -144,9 +144,8 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     move |source| KeyError::Io { path: path.to_path_buf(), source }
 }
 
-fn read_ring(dir: &Path) -> Result<(Option<SystemTime>, Vec<(KeyEntry, Arc<SigningKey>)>), KeyError> {
+fn read_ring(dir: &Path) -> Result<(Vec<u8>, Vec<(KeyEntry, Arc<SigningKey>)>), KeyError> {
     let path = dir.join(KEYRING_FILE);
-    let modified = std::fs::metadata(&path).and_then(|meta| meta.modified()).ok();
     let bytes = std::fs::read(&path).map_err(io(&path))?;
     let file: RingFile =
         serde_json::from_slice(&bytes).map_err(|error| KeyError::Ring { path: path.clone(), message: error.to_string() })?;
@@ -167,7 +166,7 @@ fn read_ring(dir: &Path) -> Result<(Option<SystemTime>, Vec<(KeyEntry, Arc<Signi
         return Err(KeyError::Ring { path, message: "no keys".into() });
     }
     keys.sort_by_key(|(entry, _)| entry.signs_from);
-    Ok((modified, keys))
+    Ok((bytes, keys))
 }
 
 fn write_ring(dir: &Path, entries: &[KeyEntry]) -> Result<(), KeyError> {
@@ -201,15 +200,15 @@ impl KeyRing {
             let entry = add_key(dir, &pkcs8, 0)?;
             write_ring(dir, &[entry])?;
         }
-        let (modified, keys) = read_ring(dir)?;
-        Ok(KeyRing { dir: Some(dir.to_path_buf()), access_ttl_seconds, loaded: RwLock::new(LoadedRing { modified, keys }) })
+        let (contents, keys) = read_ring(dir)?;
+        Ok(KeyRing { dir: Some(dir.to_path_buf()), access_ttl_seconds, loaded: RwLock::new(LoadedRing { contents, keys }) })
     }
 
     /// A ring of one fresh key that lives in memory only (tests).
     pub fn ephemeral(access_ttl_seconds: i64) -> KeyRing {
         let key = SigningKey::generate_ephemeral();
         let entry = KeyEntry { kid: key.kid().to_owned(), created_at: 0, signs_from: 0 };
-        KeyRing { dir: None, access_ttl_seconds, loaded: RwLock::new(LoadedRing { modified: None, keys: vec![(entry, Arc::new(key))] }) }
+        KeyRing { dir: None, access_ttl_seconds, loaded: RwLock::new(LoadedRing { contents: Vec::new(), keys: vec![(entry, Arc::new(key))] }) }
     }
 
     /// Adds a key to the ring in `dir` that starts signing `publish_delay_seconds` from now. Running shells
@@ -226,13 +225,13 @@ impl KeyRing {
     /// Re-reads the ring when its file changed (another process rotated it).
     fn refresh(&self) {
         let Some(dir) = &self.dir else { return };
-        let modified = std::fs::metadata(dir.join(KEYRING_FILE)).and_then(|meta| meta.modified()).ok();
-        let stale = self.loaded.read().map(|loaded| loaded.modified != modified).unwrap_or(true);
+        let Ok(current) = std::fs::read(dir.join(KEYRING_FILE)) else { return };
+        let stale = self.loaded.read().map(|loaded| loaded.contents != current).unwrap_or(true);
         if stale {
             match read_ring(dir) {
-                Ok((modified, keys)) => {
+                Ok((contents, keys)) => {
                     if let Ok(mut loaded) = self.loaded.write() {
-                        *loaded = LoadedRing { modified, keys };
+                        *loaded = LoadedRing { contents, keys };
                     }
                 }
                 // Keep the keys we have: a half-edited ring must not stop logins.

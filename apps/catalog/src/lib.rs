@@ -15,6 +15,8 @@
 // Leptos view types nest deeply; the default limit is too low for the hydrate build.
 #![recursion_limit = "256"]
 
+#[cfg(feature = "ssr")]
+pub mod availability;
 pub mod products;
 #[cfg(feature = "ssr")]
 pub mod server;

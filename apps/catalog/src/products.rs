@@ -13,6 +13,18 @@ pub struct Product {
     pub name: String,
     pub description: String,
     pub price: Money,
+    /// Units available, as last heard from inventory (`None`: nothing heard yet).
+    pub available: Option<i64>,
+}
+
+/// What the product list says about stock.
+pub fn availability_label(available: Option<i64>) -> (&'static str, &'static str) {
+    match available {
+        None => ("unknown", "Availability unknown"),
+        Some(0) => ("out", "Out of stock"),
+        Some(n) if n < tessera_contracts::events::LOW_STOCK_BELOW => ("low", "Only a few left"),
+        Some(_) => ("in", "In stock"),
+    }
 }
 
 /// Every product, by name.
@@ -35,24 +47,23 @@ pub mod queries {
     use super::Product;
     use tessera_contracts::domain::Money;
 
-    type ProductRow = (String, String, String, i64, String);
+    type ProductRow = (String, String, String, i64, String, Option<i64>);
 
-    fn product((sku, name, description, minor, currency): ProductRow) -> Product {
-        Product { sku, name, description, price: Money { minor, currency } }
+    fn product((sku, name, description, minor, currency, available): ProductRow) -> Product {
+        Product { sku, name, description, price: Money { minor, currency }, available }
     }
 
+    /// Products with their availability from the local projection (never a call to inventory).
+    const SELECT: &str = "SELECT p.sku, p.name, p.description, p.price_minor, p.currency, a.available \
+                          FROM products p LEFT JOIN availability a ON a.sku = p.sku";
+
     pub async fn all_products(db: &AnyPool) -> Result<Vec<Product>, sqlx::Error> {
-        let rows: Vec<ProductRow> =
-            sqlx::query_as("SELECT sku, name, description, price_minor, currency FROM products ORDER BY name, sku")
-                .fetch_all(db)
-                .await?;
+        let rows: Vec<ProductRow> = sqlx::query_as(&format!("{SELECT} ORDER BY p.name, p.sku")).fetch_all(db).await?;
         Ok(rows.into_iter().map(product).collect())
     }
 
     pub async fn featured_products(db: &AnyPool, limit: i64) -> Result<Vec<Product>, sqlx::Error> {
-        let rows: Vec<ProductRow> = sqlx::query_as(
-            "SELECT sku, name, description, price_minor, currency FROM products ORDER BY created_at, sku LIMIT $1",
-        )
+        let rows: Vec<ProductRow> = sqlx::query_as(&format!("{SELECT} ORDER BY p.created_at, p.sku LIMIT $1"))
         .bind(limit)
         .fetch_all(db)
         .await?;
@@ -140,6 +151,10 @@ fn ProductList(products: Vec<Product>, filter: ReadSignal<String>) -> impl IntoV
                     <p class="sku">{product.sku.clone()}</p>
                     <p>{product.description.clone()}</p>
                     <p class="price">{product.price.to_string()}</p>
+                    {
+                        let (class, label) = availability_label(product.available);
+                        view! { <p class=format!("availability availability-{class}") data-testid="availability">{label}</p> }
+                    }
                     <AddToCart sku=sku/>
                 </li>
             }

@@ -1,17 +1,24 @@
 //! The catalog's server half: router, migrations, demo seed, home-page widget.
 
-use axum::extract::{Request, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use axum::Json;
+use tessera_contracts::events::{DecodeError, Envelope, Event, StockChanged};
+use tessera_contracts::ApiError;
+use tessera_kit::api::IntoHttpResponse;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use leptos::prelude::*;
 use sqlx::migrate::Migrator;
-use sqlx::AnyPool;
 use tessera_contracts::demo;
 use tessera_contracts::domain::Money;
 use tessera_kit::db::Migrations;
 use tessera_kit::FragmentRuntime;
 
+use crate::availability;
 use crate::products::{queries, Product};
 use crate::{App, NAME, PREFIX};
 
@@ -22,7 +29,8 @@ static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 pub static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
 /// Seeds the demo products when the catalog is empty.
-pub async fn seed_demo(db: &AnyPool) -> Result<(), sqlx::Error> {
+pub async fn seed_demo(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
+    let db = &runtime.db;
     let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM products").fetch_one(db).await?;
     if count > 0 {
         return Ok(());
@@ -33,6 +41,7 @@ pub async fn seed_demo(db: &AnyPool) -> Result<(), sqlx::Error> {
             name: item.name.to_owned(),
             description: item.description.to_owned(),
             price: Money { minor: item.price_minor, currency: demo::CURRENCY.to_owned() },
+            available: None,
         };
         queries::insert_product(db, &product, position as i64).await?;
     }
@@ -43,7 +52,43 @@ pub async fn seed_demo(db: &AnyPool) -> Result<(), sqlx::Error> {
 pub fn router(runtime: FragmentRuntime) -> Router {
     let render = tessera_kit::routes::page_renderer(&runtime, "Catalog", || view! { <App/> });
     let page = get(move |request: Request| render(request));
-    tessera_kit::routes::fragment_router(&runtime, page, get(widget)).with_state(runtime)
+    tessera_kit::routes::fragment_router(&runtime, page, get(widget))
+        .route(&format!("{PREFIX}/events"), post(receive_event).layer(DefaultBodyLimit::max(tessera_kit::events::MAX_EVENT_BYTES)))
+        .with_state(runtime)
+}
+
+/// `POST /catalog/events`: events from other services, signed by them (see `tessera_kit::events`).
+async fn receive_event(State(runtime): State<FragmentRuntime>, headers: HeaderMap, body: Bytes) -> Response {
+    let now = tessera_kit::db::now_seconds();
+    let producer = match runtime.events.signer.verify(&headers, &body, now) {
+        Ok(producer) => producer,
+        Err(error) => {
+            tracing::warn!(%error, "event request refused");
+            return ApiError::Unauthorized.into_http_response();
+        }
+    };
+    let envelope: Envelope = match serde_json::from_slice(&body) {
+        Ok(envelope) => envelope,
+        Err(error) => return ApiError::BadRequest(format!("not an event envelope: {error}")).into_http_response(),
+    };
+    if envelope.producer != producer {
+        return ApiError::BadRequest(format!("signed by {producer} but claims to come from {}", envelope.producer)).into_http_response();
+    }
+    let result = match envelope.event_type.as_str() {
+        StockChanged::TYPE => match envelope.decode::<StockChanged>() {
+            Ok(event) => availability::apply_stock_changed(&runtime.db, &envelope, &event).await,
+            Err(error) => Err(error.into()),
+        },
+        other => Err(DecodeError::UnknownType(other.to_owned()).into()),
+    };
+    match result {
+        Ok(applied) => Json(serde_json::json!({ "applied": applied, "duplicate": !applied })).into_response(),
+        Err(availability::ApplyError::Decode(error)) => {
+            tracing::error!(%error, event = %envelope.id, "event refused");
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(ApiError::BadRequest(error.to_string()))).into_response()
+        }
+        Err(availability::ApplyError::Database(error)) => tessera_kit::internal(error).into_http_response(),
+    }
 }
 
 /// Server-rendered "new in the shop" widget for the shell's home page (not hydrated).
@@ -66,7 +111,7 @@ async fn widget(State(runtime): State<FragmentRuntime>) -> Response {
         }
         Err(error) => {
             tracing::error!(%error, "catalog widget query failed");
-            (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "catalog widget unavailable").into_response()
+            (StatusCode::INTERNAL_SERVER_ERROR, "catalog widget unavailable").into_response()
         }
     }
 }

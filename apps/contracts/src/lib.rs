@@ -12,6 +12,7 @@
 
 pub mod demo;
 pub mod domain;
+pub mod events;
 pub mod manifest;
 
 mod api_error;

@@ -9,7 +9,6 @@ use leptos::prelude::*;
 use shared_auth::extract::MaybeUser;
 use shared_auth::Role;
 use sqlx::migrate::Migrator;
-use sqlx::AnyPool;
 use tessera_contracts::demo;
 use tessera_kit::db::Migrations;
 use tessera_kit::FragmentRuntime;
@@ -23,14 +22,15 @@ static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 /// The inventory's migrations for both backends.
 pub static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
-/// Seeds demo stock for the demo catalogue when there is none.
-pub async fn seed_demo(db: &AnyPool) -> Result<(), sqlx::Error> {
-    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM stock_levels").fetch_one(db).await?;
+/// Seeds demo stock for the demo catalogue when there is none (announced like any stock change, so the
+/// catalog's availability fills in through events).
+pub async fn seed_demo(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
+    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM stock_levels").fetch_one(&runtime.db).await?;
     if count > 0 {
         return Ok(());
     }
     for product in demo::PRODUCTS {
-        queries::set_level(db, product.sku, product.stock).await?;
+        queries::set_level(&runtime.db, &runtime.events.outbox, product.sku, product.stock).await?;
     }
     Ok(())
 }

@@ -46,15 +46,17 @@ pub async fn adjust_stock(sku: String, delta: i64) -> Result<StockLevel, ApiErro
         )));
     }
     let runtime = tessera_kit::use_runtime()?;
-    queries::adjust(&runtime.db, &sku, delta).await
+    queries::adjust(&runtime.db, &runtime.events.outbox, &sku, delta).await
 }
 
 #[cfg(feature = "ssr")]
 pub mod queries {
-    use sqlx::AnyPool;
+    use sqlx::{AnyConnection, AnyPool};
     use tessera_contracts::domain::Sku;
+    use tessera_contracts::events::StockChanged;
     use tessera_contracts::ApiError;
     use tessera_kit::db::now_seconds;
+    use tessera_kit::events::Outbox;
 
     use super::StockLevel;
 
@@ -76,7 +78,15 @@ pub mod queries {
         Ok(rows.into_iter().map(|(sku, location, on_hand)| StockLevel { sku, location, on_hand }).collect())
     }
 
-    pub async fn set_level(db: &AnyPool, sku: &str, on_hand: i64) -> Result<(), sqlx::Error> {
+    /// `inventory.stock_changed` for a SKU's new level, into the outbox of the caller's transaction.
+    pub async fn announce(connection: &mut AnyConnection, outbox: &Outbox, sku: &str, on_hand: i64) -> Result<(), sqlx::Error> {
+        // Nothing is reserved yet (reservations come with checkout), so everything on hand can be sold.
+        outbox.enqueue(connection, &StockChanged { sku: sku.to_owned(), on_hand, available: on_hand }).await
+    }
+
+    /// Sets a SKU's level and announces it, in one transaction.
+    pub async fn set_level(db: &AnyPool, outbox: &Outbox, sku: &str, on_hand: i64) -> Result<(), sqlx::Error> {
+        let mut tx = db.begin().await?;
         sqlx::query(
             "INSERT INTO stock_levels (sku, location, on_hand, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (sku, location) DO UPDATE SET on_hand = excluded.on_hand, updated_at = excluded.updated_at",
@@ -85,13 +95,17 @@ pub mod queries {
         .bind(MAIN_LOCATION)
         .bind(on_hand)
         .bind(now_seconds())
-        .execute(db)
+        .execute(&mut *tx)
         .await?;
+        announce(&mut tx, outbox, sku, on_hand).await?;
+        tx.commit().await?;
+        outbox.committed();
         Ok(())
     }
 
-    /// Applies a delta in one statement that cannot take stock below zero, then reads the new level.
-    pub async fn adjust(db: &AnyPool, sku: &Sku, delta: i64) -> Result<StockLevel, ApiError> {
+    /// Applies a delta in one statement that cannot take stock below zero, reads the new level and
+    /// announces it: change and event commit together.
+    pub async fn adjust(db: &AnyPool, outbox: &Outbox, sku: &Sku, delta: i64) -> Result<StockLevel, ApiError> {
         let mut tx = db.begin().await.map_err(tessera_kit::internal)?;
         let updated = sqlx::query(
             "UPDATE stock_levels SET on_hand = on_hand + $1, updated_at = $2 \
@@ -116,7 +130,9 @@ pub mod queries {
         if updated.rows_affected() == 0 {
             return Err(ApiError::Conflict(format!("only {on_hand} of {sku} on hand; cannot remove {}", -delta)));
         }
+        announce(&mut tx, outbox, sku.as_str(), on_hand).await.map_err(tessera_kit::internal)?;
         tx.commit().await.map_err(tessera_kit::internal)?;
+        outbox.committed();
         Ok(StockLevel { sku: sku.to_string(), location: MAIN_LOCATION.to_owned(), on_hand })
     }
 }

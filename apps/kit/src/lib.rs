@@ -15,6 +15,7 @@
 
 pub mod api;
 pub mod db;
+pub mod events;
 pub mod manifest;
 pub mod page;
 pub mod routes;
@@ -43,6 +44,17 @@ pub struct FragmentRuntime {
     pub manifests: Arc<manifest::ManifestStore>,
     /// Which origins may send this fragment state-changing requests.
     pub csrf: Arc<shared_auth::csrf::CsrfPolicy>,
+    /// The fragment's side of the event platform.
+    pub events: Arc<FragmentEvents>,
+}
+
+/// A fragment's outbox (if it produces events) and the signer that authenticates event requests.
+pub struct FragmentEvents {
+    pub outbox: events::Outbox,
+    pub signer: events::EventSigner,
+    /// Whether this service's schema has the outbox tables / the inbox table.
+    pub has_outbox: bool,
+    pub has_inbox: bool,
 }
 
 impl FragmentRuntime {

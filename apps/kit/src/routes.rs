@@ -12,6 +12,46 @@ use leptos::prelude::IntoView;
 
 use crate::{api, asset_service, page, FragmentRuntime};
 
+/// `GET <prefix>/events/status`: outbox depth, oldest undelivered age, dead letters (site admins only).
+async fn event_status(
+    axum::extract::State(runtime): axum::extract::State<FragmentRuntime>,
+    shared_auth::extract::RequireRole(_, _): shared_auth::extract::RequireRole<shared_auth::extract::SiteAdmin>,
+) -> Response {
+    use api::IntoHttpResponse;
+    match crate::events::status(&runtime.db, runtime.name, runtime.events.has_outbox, runtime.events.has_inbox).await {
+        Ok(status) => axum::Json(status).into_response(),
+        Err(error) => crate::internal(error).into_http_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ReplayForm {
+    seq: Option<i64>,
+}
+
+/// `POST <prefix>/events/replay` (`seq` optional): puts dead letters back in line (site admins only).
+async fn replay_dead_letters(
+    axum::extract::State(runtime): axum::extract::State<FragmentRuntime>,
+    shared_auth::extract::RequireRole(_, _): shared_auth::extract::RequireRole<shared_auth::extract::SiteAdmin>,
+    form: Result<axum::Form<ReplayForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    use api::IntoHttpResponse;
+    let Ok(axum::Form(form)) = form else {
+        return tessera_contracts::ApiError::BadRequest("seq must be a number".into()).into_http_response();
+    };
+    if !runtime.events.has_outbox {
+        return tessera_contracts::ApiError::NotFound(format!("the {} service sends no events", runtime.name)).into_http_response();
+    }
+    match crate::events::replay_dead_letters(&runtime.db, &runtime.events.outbox, form.seq).await {
+        Ok(count) => {
+            tracing::info!(service = runtime.name, count, "dead letters replayed");
+            // Back to the page the admin came from.
+            (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, "/admin/events")]).into_response()
+        }
+        Err(error) => crate::internal(error).into_http_response(),
+    }
+}
+
 /// Renders `app` inside the fragment document, with the fragment's context (runtime, verifier). In-order
 /// streaming SSR: the HTML arrives in document order, complete, for the shell's rewriter and for crawlers,
 /// and never carries out-of-order Suspense templates whose ids could collide with another app's.
@@ -45,6 +85,8 @@ pub fn fragment_router(
         .route(&format!("{prefix}/"), page)
         .route(&format!("{prefix}/api/{{*name}}"), api::server_fn_route(runtime))
         .route(&format!("{prefix}{}", tessera_contracts::WIDGET_PATH), widget)
+        .route(&format!("{prefix}/events/status"), axum::routing::get(event_status))
+        .route(&format!("{prefix}/events/replay"), axum::routing::post(replay_dead_letters))
         .nest_service(&format!("{prefix}/pkg"), asset_service(&runtime.manifests.bundle_dir()))
         .fallback(move || async move {
             let message = format!("There is no {name} page at this address.");

@@ -43,6 +43,7 @@ pub struct TestApp {
     pub backend: Backend,
     _data: tempfile::TempDir,
     handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Options for [`spawn_with`].
@@ -94,12 +95,16 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         backend,
         _data: data,
         handle: running.handle,
+        background: running.background,
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.handle.abort();
+        for task in &self.background {
+            task.abort();
+        }
         if let (Backend::Postgres, Some(url)) = (self.backend, self.settings.postgres_url.clone()) {
             // Leave no schemas behind in the shared test database.
             let prefix = self.settings.schema_prefix.clone();

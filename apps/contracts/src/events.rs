@@ -1,0 +1,122 @@
+//! Events that cross services: typed, versioned, wrapped in one envelope.
+//!
+//! A service never reads another's tables; it learns about their changes from these events, which travel
+//! through the producer's transactional outbox. Each event type has a name (`<service>.<what happened>`),
+//! a schema version and the aggregate it is about; consumers decode only the versions they know and refuse
+//! the rest with a clear error instead of guessing.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The wire form of every event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique id (UUID); consumers deduplicate on it.
+    pub id: String,
+    /// Event type, e.g. `inventory.stock_changed`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// Schema version of `payload`.
+    pub version: u32,
+    /// What the event is about, e.g. `sku`, and which one.
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    /// The producer's outbox position: increases with every event of the producer, so a consumer can tell
+    /// an older event of an aggregate from a newer one.
+    pub sequence: i64,
+    /// When the state change committed, milliseconds since the epoch.
+    pub occurred_at_ms: i64,
+    /// Service that produced it, e.g. `inventory`.
+    pub producer: String,
+    pub payload: serde_json::Value,
+}
+
+/// A typed event.
+pub trait Event: Serialize + DeserializeOwned {
+    const TYPE: &'static str;
+    const VERSION: u32;
+    const AGGREGATE: &'static str;
+    fn aggregate_id(&self) -> String;
+}
+
+/// Why an envelope could not be turned into an event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("event type {0:?} is not known here")]
+    UnknownType(String),
+    #[error("{event_type} version {version} is not supported here (supported: {supported})")]
+    UnsupportedVersion { event_type: String, version: u32, supported: u32 },
+    #[error("the {event_type} payload is malformed: {message}")]
+    Malformed { event_type: String, message: String },
+}
+
+impl Envelope {
+    /// The payload as event `E`, if the type and version match.
+    pub fn decode<E: Event>(&self) -> Result<E, DecodeError> {
+        if self.event_type != E::TYPE {
+            return Err(DecodeError::UnknownType(self.event_type.clone()));
+        }
+        if self.version != E::VERSION {
+            return Err(DecodeError::UnsupportedVersion { event_type: self.event_type.clone(), version: self.version, supported: E::VERSION });
+        }
+        serde_json::from_value(self.payload.clone())
+            .map_err(|error| DecodeError::Malformed { event_type: self.event_type.clone(), message: error.to_string() })
+    }
+}
+
+/// `inventory.stock_changed` v1: the stock of a SKU changed (received, removed, adjusted, seeded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockChanged {
+    pub sku: String,
+    /// Units on hand after the change.
+    pub on_hand: i64,
+    /// Units that can be sold after the change.
+    pub available: i64,
+}
+
+impl Event for StockChanged {
+    const TYPE: &'static str = "inventory.stock_changed";
+    const VERSION: u32 = 1;
+    const AGGREGATE: &'static str = "sku";
+    fn aggregate_id(&self) -> String {
+        self.sku.clone()
+    }
+}
+
+/// Below this many available units a product shows as "low stock".
+pub const LOW_STOCK_BELOW: i64 = 5;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(version: u32, payload: serde_json::Value) -> Envelope {
+        Envelope {
+            id: "e1".into(),
+            event_type: StockChanged::TYPE.into(),
+            version,
+            aggregate_type: "sku".into(),
+            aggregate_id: "MUG-STN-01".into(),
+            sequence: 1,
+            occurred_at_ms: 0,
+            producer: "inventory".into(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn a_known_version_decodes_and_others_are_refused_clearly() {
+        let good = envelope(1, serde_json::json!({"sku": "MUG-STN-01", "on_hand": 3, "available": 3}));
+        assert_eq!(good.decode::<StockChanged>().unwrap().on_hand, 3);
+        let future = envelope(2, serde_json::json!({"sku": "MUG-STN-01"}));
+        let error = future.decode::<StockChanged>().unwrap_err();
+        assert!(error.to_string().contains("version 2 is not supported"), "{error}");
+        let malformed = envelope(1, serde_json::json!({"sku": 5}));
+        assert!(matches!(malformed.decode::<StockChanged>(), Err(DecodeError::Malformed { .. })));
+        let mut other = good.clone();
+        other.event_type = "cart.order_paid".into();
+        assert!(matches!(other.decode::<StockChanged>(), Err(DecodeError::UnknownType(_))));
+        let json = serde_json::to_value(&good).unwrap();
+        assert_eq!(json["type"], "inventory.stock_changed");
+    }
+}
