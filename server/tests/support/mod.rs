@@ -86,7 +86,8 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
     let running = tessera_server::spawn(&settings, &options.mode.unwrap_or(tessera_server::Mode::Site))
         .await
         .expect("the server starts");
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    // A bound on every request: a hung server fails its test instead of hanging the run.
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(std::time::Duration::from_secs(30)).build().unwrap();
     TestApp {
         addr: running.addr,
         url: format!("http://{}", running.addr),
@@ -112,12 +113,18 @@ impl Drop for TestApp {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 runtime.block_on(async move {
                     sqlx::any::install_default_drivers();
-                    if let Ok(pool) = sqlx::AnyPool::connect(&url).await {
-                        for service in ["shell", "catalog", "cart", "inventory"] {
-                            let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")).execute(&pool).await;
+                    // Bounded: the aborted server's connections may still hold locks for a moment, and a
+                    // cleanup must never hang the test run (at worst a schema is left behind).
+                    let cleanup = async {
+                        if let Ok(pool) = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await {
+                            let _ = sqlx::query("SET lock_timeout = '3s'").execute(&pool).await;
+                            for service in ["shell", "catalog", "cart", "inventory"] {
+                                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")).execute(&pool).await;
+                            }
+                            pool.close().await;
                         }
-                        pool.close().await;
-                    }
+                    };
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), cleanup).await;
                 });
             })
             .join();
