@@ -70,7 +70,14 @@ async fn stock_changes_reach_the_catalog_which_keeps_working_without_inventory()
     for backend in backends() {
         let app = spawn_app(backend).await;
         // The demo seed announced every stock level; the catalog's projection fills in.
-        eventually("the seeded availability", || async { availability(&app, "TEE-RED-L").await == Some(3) }).await;
+        eventually("the seeded availability of every product", || async {
+            let mut all = true;
+            for product in tessera_contracts::demo::PRODUCTS {
+                all &= availability(&app, product.sku).await == Some(product.stock);
+            }
+            all
+        })
+        .await;
         let (_, html) = app.text("/catalog", None).await;
         assert!(html.contains("Out of stock") && html.contains("Only a few left") && html.contains("In stock"), "{backend:?}");
 

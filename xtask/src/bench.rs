@@ -243,6 +243,107 @@ async fn login_latency(shell_url: &str) -> Result<()> {
     Ok(())
 }
 
+/// Stock changes through the real path: admin server function → inventory transaction with its outbox
+/// row → relay → signed delivery → catalog inbox and projection, all on SQLite in one process.
+async fn event_throughput(shell_url: &str) -> Result<()> {
+    const CHANGES: usize = 2000;
+    const CONCURRENCY: usize = 16;
+    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
+    let login = client
+        .post(format!("{shell_url}/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("email=admin%40example.com&password={}", tessera_contracts::demo::PASSWORD))
+        .send()
+        .await?;
+    let cookies: Vec<String> = login
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .map(|value| value.split(';').next().unwrap_or_default().to_owned())
+        .collect();
+    let cookie = cookies.join("; ");
+    let status = |client: reqwest::Client, cookie: String| {
+        let url = format!("{shell_url}/catalog/events/status");
+        async move {
+            let status: serde_json::Value = client.get(url).header("cookie", cookie).send().await?.json().await?;
+            anyhow::Ok(status)
+        }
+    };
+    let skus: Vec<&str> = tessera_contracts::demo::PRODUCTS.iter().map(|product| product.sku).collect();
+    // Steady state first: one change at a time, so the latency is the platform's, not a queue's.
+    const SEQUENTIAL: usize = 200;
+    for n in 0..SEQUENTIAL {
+        let response = client
+            .post(format!("{shell_url}/admin/inventory/api/adjust_stock"))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("sku={}&delta=1", skus[n % skus.len()]))
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("adjust_stock answered {}", response.status());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let steady = status(client.clone(), cookie.clone()).await?;
+    let before = steady["received"].as_i64().unwrap_or_default();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|worker| {
+            let client = client.clone();
+            let cookie = cookie.clone();
+            let url = format!("{shell_url}/admin/inventory/api/adjust_stock");
+            let skus = skus.clone();
+            tokio::spawn(async move {
+                for n in (worker..CHANGES).step_by(CONCURRENCY) {
+                    // Receipts only: concurrent removals could meet an empty shelf (a 409, correctly).
+                    let body = format!("sku={}&delta=1", skus[n % skus.len()]);
+                    let response = client.post(&url).header("cookie", &cookie).header("content-type", "application/x-www-form-urlencoded").body(body).send().await?;
+                    if !response.status().is_success() {
+                        bail!("adjust_stock answered {}", response.status());
+                    }
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await??;
+    }
+    let committed = started.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let last = loop {
+        let current = status(client.clone(), cookie.clone()).await?;
+        if current["received"].as_i64().unwrap_or_default() >= before + CHANGES as i64 {
+            break current;
+        }
+        if Instant::now() > deadline {
+            bail!("the catalog received only {} of {CHANGES} events", current["received"].as_i64().unwrap_or_default() - before);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let consumed = started.elapsed();
+    let latency = &last["latency_ms"];
+    println!();
+    println!("| events: {CHANGES} stock changes, {CONCURRENCY} concurrent admins, SQLite, one process, release | value |");
+    println!("|---|--:|");
+    println!("| all committed (outbox rows written) after | {:.2} s |", committed.as_secs_f64());
+    println!("| all applied by the catalog (inbox + projection) after | {:.2} s |", consumed.as_secs_f64());
+    println!("| events/s, commit to consumer effect | {:.0} |", CHANGES as f64 / consumed.as_secs_f64());
+    println!(
+        "| commit → effect latency during the burst, p50 / p99 / max | {} / {} / {} ms |",
+        latency["p50"], latency["p99"], latency["max"]
+    );
+    let steady = &steady["latency_ms"];
+    println!(
+        "| commit → effect latency, {SEQUENTIAL} changes one at a time, p50 / p99 / max | {} / {} / {} ms |",
+        steady["p50"], steady["p99"], steady["max"]
+    );
+    Ok(())
+}
+
 fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     println!("bench: building the release server…");
     run(cargo(workspace).args(["build", "--quiet", "--release", "--package", "tessera-server", "--bin", "tessera"]))?;
@@ -274,6 +375,7 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(login_latency(&shell_url))?;
+    runtime.block_on(event_throughput(&shell_url))?;
     let duration = Duration::from_secs(args.seconds);
     let variants = [
         ("direct: catalog process serves /catalog", format!("http://127.0.0.1:{catalog_port}/catalog")),
