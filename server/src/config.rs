@@ -115,12 +115,12 @@ impl Default for Settings {
 
 impl Settings {
     /// Defaults, then `TESSERA_CONFIG` (a TOML file) if set, then `TESSERA_*` variables.
-    pub fn load() -> Result<Settings, figment::Error> {
+    pub fn load() -> Result<Settings, Box<figment::Error>> {
         let mut figment = Figment::from(Serialized::defaults(Settings::default()));
         if let Ok(path) = std::env::var("TESSERA_CONFIG") {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment.merge(Env::prefixed("TESSERA_").split("__").ignore(&["config", "test_postgres_url"])).extract()
+        figment.merge(Env::prefixed("TESSERA_").split("__").ignore(&["config", "test_postgres_url"])).extract().map_err(Box::new)
     }
 
     pub fn secure_cookies(&self) -> bool {
@@ -158,13 +158,14 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail decides the closure's error type
     fn environment_overrides_defaults_with_nesting() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("TESSERA_ADDR", "127.0.0.1:4000");
             jail.set_env("TESSERA_DATA_DIR", "/tmp/tessera-x");
             jail.set_env("TESSERA_FRAGMENTS__CATALOG__UPSTREAM", "http://127.0.0.1:3101");
             jail.set_env("TESSERA_FRAGMENTS__CATALOG__TIMEOUT_MS", "250");
-            let settings = Settings::load()?;
+            let settings = Settings::load().map_err(|error| *error)?;
             assert_eq!(settings.addr.port(), 4000);
             assert_eq!(settings.data_dir, PathBuf::from("/tmp/tessera-x"));
             let catalog = &settings.fragments["catalog"];

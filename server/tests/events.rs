@@ -350,6 +350,13 @@ async fn admins_see_outbox_depth_oldest_undelivered_and_dead_letters_per_service
     assert_eq!(status, StatusCode::FORBIDDEN);
     let response = app.post_form("/admin/inventory/events/replay", "", Some(&sam.both())).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = app.get("/admin/inventory/events/status", None).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = app.post_form("/admin/inventory/events/replay", "seq=abc", Some(&ada.both())).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let response = app.post_form("/catalog/events/replay", "", Some(&ada.both())).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND, "the catalog sends no events");
+    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'dead'").await, 1, "bad requests replayed nothing");
     let response = app.post_form("/admin/inventory/events/replay", "", Some(&ada.both())).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     eventually("the replayed delivery", || async { count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await == 0 }).await;

@@ -148,6 +148,10 @@ async fn the_account_page_lists_sessions_and_signs_out_only_the_users_own() {
         .skip(1)
         .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
         .collect();
+    for body in ["", "other=1"] {
+        let response = account_form(&app, &sam.both(), "/account/sessions/revoke", body.into()).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body:?}");
+    }
     // Ada cannot sign out Sam's sessions.
     for id in &ids {
         let response = account_form(&app, &ada.both(), "/account/sessions/revoke", format!("session_id={id}")).await;

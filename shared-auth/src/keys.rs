@@ -123,8 +123,7 @@ struct RingFile {
 struct LoadedRing {
     /// The ring file as loaded: compared byte for byte to notice a rotation (timestamps can be too coarse).
     contents: Vec<u8>,
-    /// Sorted by `signs_from`.
-    keys: Vec<(KeyEntry, Arc<SigningKey>)>,
+    keys: Keys,
 }
 
 /// The shell's keys over time.
@@ -144,7 +143,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     move |source| KeyError::Io { path: path.to_path_buf(), source }
 }
 
-fn read_ring(dir: &Path) -> Result<(Vec<u8>, Vec<(KeyEntry, Arc<SigningKey>)>), KeyError> {
+/// Keys of a ring, sorted by `signs_from`.
+type Keys = Vec<(KeyEntry, Arc<SigningKey>)>;
+
+fn read_ring(dir: &Path) -> Result<(Vec<u8>, Keys), KeyError> {
     let path = dir.join(KEYRING_FILE);
     let bytes = std::fs::read(&path).map_err(io(&path))?;
     let file: RingFile =

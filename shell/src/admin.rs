@@ -16,14 +16,14 @@ use crate::pages::{page, see_other, server_error};
 use crate::{sessions, users, ShellState};
 
 /// The signed-in site admin, or the page that says why not.
-fn require_admin(state: &ShellState, user: Option<SessionUser>) -> Result<SessionUser, Response> {
+fn require_admin(state: &ShellState, user: Option<SessionUser>) -> Result<SessionUser, Box<Response>> {
     match user {
         Some(user) if user.has_role(Role::Admin) => Ok(user),
         Some(user) => {
             let main = view! { <h1>"Not allowed"</h1><p>"Managing accounts needs the site admin role."</p> };
-            Err((StatusCode::FORBIDDEN, Html(page(state, Some(&user), None, "Not allowed", main))).into_response())
+            Err(Box::new((StatusCode::FORBIDDEN, Html(page(state, Some(&user), None, "Not allowed", main))).into_response()))
         }
-        None => Err(see_other("/login?next=/admin/users", [])),
+        None => Err(Box::new(see_other("/login?next=/admin/users", []))),
     }
 }
 
@@ -90,7 +90,7 @@ pub(crate) async fn users_page(
 ) -> Response {
     let admin = match require_admin(&state, user) {
         Ok(admin) => admin,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let notice = query.ok().and_then(|Query(query)| query.notice).and_then(|notice| match notice.as_str() {
         "roles-saved" => Some("Roles saved. They apply from the user's next request.".to_owned()),
@@ -104,7 +104,7 @@ pub(crate) async fn users_page(
 pub(crate) async fn set_roles(State(state): State<ShellState>, MaybeUser(user): MaybeUser, form: Result<Form<HashMap<String, String>>, FormRejection>) -> Response {
     let admin = match require_admin(&state, user) {
         Ok(admin) => admin,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Ok(Form(fields)) = form else {
         return render(&state, &admin, None, Some("The form could not be read.".into()), StatusCode::BAD_REQUEST).await;
@@ -143,7 +143,7 @@ pub(crate) struct SignOutForm {
 pub(crate) async fn sign_out_everywhere(State(state): State<ShellState>, MaybeUser(user): MaybeUser, form: Result<Form<SignOutForm>, FormRejection>) -> Response {
     let admin = match require_admin(&state, user) {
         Ok(admin) => admin,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let Ok(Form(form)) = form else {
         return render(&state, &admin, None, Some("Which account? The form was incomplete.".into()), StatusCode::BAD_REQUEST).await;
@@ -173,7 +173,7 @@ pub(crate) async fn sign_out_everywhere(State(state): State<ShellState>, MaybeUs
 pub(crate) async fn events_page(State(state): State<ShellState>, MaybeUser(user): MaybeUser, headers: axum::http::HeaderMap) -> Response {
     let admin = match require_admin(&state, user) {
         Ok(admin) => admin,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let cookie = headers.get(axum::http::header::COOKIE).cloned();
     let fetches = state.registry.fragments().iter().map(|fragment| {

@@ -55,7 +55,7 @@ pub fn compose_page(response: Response<Body>, chrome_html: String, head_html: St
         (upstream, Some(rewriter), output),
         |(mut upstream, mut rewriter, output)| async move {
             loop {
-                let Some(active) = rewriter.as_mut() else { return None };
+                let active = rewriter.as_mut()?;
                 match upstream.next().await {
                     Some(Ok(chunk)) => {
                         if let Err(error) = active.write(&chunk) {

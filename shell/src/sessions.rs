@@ -81,7 +81,9 @@ pub async fn rotate(db: &AnyPool, settings: &SessionSettings, token: &str, now: 
         return Ok(Refresh::Invalid);
     }
     let token_hash = hash(token);
-    let row: Option<(String, Option<i64>, String, Option<i64>, i64)> = sqlx::query_as(
+    // session id, used at, user id, session revoked at, session expires at
+    type TokenRow = (String, Option<i64>, String, Option<i64>, i64);
+    let row: Option<TokenRow> = sqlx::query_as(
         "SELECT t.session_id, t.used_at, s.user_id, s.revoked_at, s.expires_at \
          FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
     )
