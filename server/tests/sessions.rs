@@ -183,6 +183,9 @@ async fn a_site_admin_manages_roles_and_signs_users_out_everywhere() {
         assert!(!html.contains("admin@example.com"));
         let (status, html) = app.text("/admin/users", Some(&ada.both())).await;
         assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("href=\"/admin/events\""), "site admins find the admin pages in the chrome");
+        let (_, home) = app.text("/", Some(&sam.both())).await;
+        assert!(!home.contains("href=\"/admin/users\""), "shoppers do not");
         let sam_id = {
             let row = html.split("<tr data-email=\"shopper@example.com\">").nth(1).unwrap();
             let rest = row.split("name=\"user_id\" value=\"").nth(1).unwrap();

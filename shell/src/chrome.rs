@@ -44,6 +44,10 @@ pub fn chrome_html(context: &ChromeContext<'_>) -> String {
         .collect_view();
     let user_menu = match context.user {
         Some(user) => view! {
+            {user.has_role(shared_auth::Role::Admin).then(|| view! {
+                <a href="/admin/users" rel="external">"Accounts"</a>
+                <a href="/admin/events" rel="external">"Events"</a>
+            })}
             <a href="/account" rel="external" data-testid="user-name">{user.name.clone()}</a>
             <form method="post" action="/logout" class="inline">
                 <button type="submit" data-testid="logout">"Sign out"</button>
