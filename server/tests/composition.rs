@@ -175,6 +175,16 @@ async fn pages_reference_the_bundle_in_the_manifest_and_follow_a_redeploy_withou
     file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
     let (_, html) = app.text("/catalog", None).await;
     assert!(html.contains("catalog-bbbb.js") && !html.contains("catalog-aaaa.js"), "the new build is served without restart");
+
+    // A bundle built against another contract version is not loaded; the page still renders.
+    let manifest = std::fs::read_to_string(bundle.join("manifest.json")).unwrap().replace("\"contract_version\":1", "\"contract_version\":99");
+    std::fs::write(bundle.join("manifest.json"), manifest).unwrap();
+    let file = std::fs::File::options().append(true).open(bundle.join("manifest.json")).unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(10)).unwrap();
+    let (status, html) = app.text("/catalog", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!html.contains("catalog-bbbb.js") && !html.contains("modulepreload"), "no hydration with a foreign contract");
+    assert!(html.contains("Black cap"), "the server-rendered page is complete");
 }
 
 #[tokio::test]

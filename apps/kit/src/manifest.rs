@@ -45,6 +45,18 @@ impl ManifestStore {
             .map_err(|error| error.to_string())
             .and_then(|bytes| serde_json::from_slice::<FragmentManifest>(&bytes).map_err(|error| error.to_string()));
         match parsed {
+            Ok(manifest) if manifest.contract_version != tessera_contracts::CONTRACT_VERSION => {
+                // A bundle built against other contracts would call APIs and read data this server does not
+                // speak: serve the page without it rather than hydrate with it.
+                tracing::error!(
+                    path = %self.path.display(),
+                    bundle = manifest.contract_version,
+                    server = tessera_contracts::CONTRACT_VERSION,
+                    "fragment bundle built against another contract version; pages will not hydrate"
+                );
+                *cached = None;
+                None
+            }
             Ok(manifest) => {
                 let manifest = Arc::new(manifest);
                 *cached = Some((modified, manifest.clone()));
