@@ -186,16 +186,12 @@ async fn a_site_admin_manages_roles_and_signs_users_out_everywhere() {
         assert!(html.contains("href=\"/admin/events\""), "site admins find the admin pages in the chrome");
         let (_, home) = app.text("/", Some(&sam.both())).await;
         assert!(!home.contains("href=\"/admin/users\""), "shoppers do not");
-        let sam_id = {
-            let row = html.split("<tr data-email=\"shopper@example.com\">").nth(1).unwrap();
+        let user_id = |email: &str| {
+            let row = html.split(&format!("<tr data-email=\"{email}\">")).nth(1).unwrap();
             let rest = row.split("name=\"user_id\" value=\"").nth(1).unwrap();
             rest[..rest.find('"').unwrap()].to_owned()
         };
-        let ada_id = {
-            let row = html.split("<tr data-email=\"admin@example.com\">").nth(1).unwrap();
-            let rest = row.split("name=\"user_id\" value=\"").nth(1).unwrap();
-            rest[..rest.find('"').unwrap()].to_owned()
-        };
+        let (sam_id, ada_id) = (user_id("shopper@example.com"), user_id("admin@example.com"));
 
         // A shopper cannot grant roles; bad forms change nothing.
         let grant = format!("user_id={sam_id}&shopper=on&inventory_admin=on");

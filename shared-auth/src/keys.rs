@@ -331,7 +331,8 @@ impl TokenSigner {
     }
 }
 
-pub(crate) fn now_seconds() -> i64 {
+/// Seconds since the epoch: the one clock of tokens, sessions and timestamps in the databases.
+pub fn now_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_secs() as i64)

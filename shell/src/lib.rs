@@ -183,10 +183,15 @@ fn request_kind(fragment: &Fragment, method: &Method, path: &str) -> RequestKind
     }
 }
 
+/// The user of the session the middleware verified (token, session and roles checked once per request).
+fn current_user(request: &Request) -> Option<shared_auth::SessionUser> {
+    request.extensions().get::<session::CurrentSession>().and_then(|current| current.claims.clone()).map(Into::into)
+}
+
 async fn to_fragment(State(state): State<ShellState>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
     let Some(fragment) = state.registry.route(&path).cloned() else {
-        let user = state.verifier.user_from_headers(request.headers()).await;
+        let user = current_user(&request);
         return pages::not_found(&state, user.as_ref()).await;
     };
     let kind = request_kind(&fragment, request.method(), &path);
@@ -201,7 +206,7 @@ async fn to_fragment(State(state): State<ShellState>, request: Request) -> Respo
         };
     }
 
-    let user = state.verifier.user_from_headers(request.headers()).await;
+    let user = current_user(&request);
     let cookie = request.headers().get(COOKIE).cloned();
     let (response, cart_count) = tokio::join!(
         state.registry.forward(&fragment, request, fragment.timeout),

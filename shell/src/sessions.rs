@@ -12,6 +12,8 @@ use ring::rand::SecureRandom;
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
 
+pub use shared_auth::keys::now_seconds;
+
 /// Session lifetimes.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
@@ -209,9 +211,3 @@ pub async fn list_active(db: &AnyPool, user_id: &str, now: i64) -> Result<Vec<Se
     Ok(rows.into_iter().map(|(id, created_at, last_seen_at, user_agent)| SessionInfo { id, created_at, last_seen_at, user_agent }).collect())
 }
 
-pub fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or_default()
-}

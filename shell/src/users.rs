@@ -2,6 +2,7 @@
 
 use shared_auth::password::{hash_password, verify_against_dummy, verify_password, MAX_PASSWORD_BYTES};
 use shared_auth::{Role, SessionUser};
+use shared_auth::keys::now_seconds;
 use sqlx::AnyPool;
 
 /// An email address, trimmed and lower-cased. Deliberately simple: one `@`, a dotted domain, no spaces.
@@ -213,12 +214,6 @@ pub async fn create(
     Ok(SessionUser { id, email: email.as_str().to_owned(), name: name.0.clone(), roles: roles.to_vec() })
 }
 
-fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or_default()
-}
 
 /// Creates the demo accounts that do not exist yet (embedded demo data only).
 pub async fn seed_demo(db: &AnyPool) -> Result<(), UserError> {

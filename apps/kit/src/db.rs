@@ -119,9 +119,4 @@ impl StoreSettings {
 }
 
 /// Seconds since the epoch, the one timestamp type both backends store the same way (`BIGINT`).
-pub fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or_default()
-}
+pub use shared_auth::keys::now_seconds;
