@@ -14,7 +14,7 @@ use shared_auth::verify::{HttpJwks, JwksSource, Verifier, VerifierSettings};
 use shared_auth::Role;
 use tessera_kit::db::{Migrations, StoreSettings};
 use tessera_kit::manifest::ManifestStore;
-use tessera_contracts::events::{Event, StockChanged};
+use tessera_contracts::events::{Event, OrderFulfilled, OrderShort, StockChanged};
 use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target};
 use tessera_kit::{FragmentEvents, FragmentRuntime};
 use tessera_shell::registry::{Fragment, FragmentRegistry, Upstream};
@@ -27,7 +27,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::Settings;
 
-type SeedFuture<'a> = Pin<Box<dyn Future<Output = Result<(), sqlx::Error>> + Send + 'a>>;
+type SeedFuture<'a> = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send + 'a>>;
 
 /// What the server knows about one fragment crate.
 pub struct FragmentSpec {
@@ -39,6 +39,8 @@ pub struct FragmentSpec {
     pub seed_demo: for<'a> fn(&'a FragmentRuntime) -> SeedFuture<'a>,
     /// Events this fragment produces, and which fragments subscribe to each.
     pub produces: &'static [(&'static str, &'static [&'static str])],
+    /// Background tasks the fragment runs beside its routes (sweepers), started with the process.
+    pub background: fn(&FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>>,
     /// Whether its schema has an inbox (it consumes events).
     pub consumes: bool,
     /// Only users with this role see the fragment in the navigation.
@@ -54,9 +56,10 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             prefix: tessera_catalog::PREFIX,
             migrations: &tessera_catalog::server::MIGRATIONS,
             router: tessera_catalog::server::router,
-            seed_demo: |runtime| Box::pin(tessera_catalog::server::seed_demo(runtime)),
+            seed_demo: |runtime| Box::pin(async { Ok(tessera_catalog::server::seed_demo(runtime).await?) }),
             produces: &[],
             consumes: true,
+            background: |_| Vec::new(),
             nav_role: None,
         },
         FragmentSpec {
@@ -68,6 +71,7 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             seed_demo: |_| Box::pin(async { Ok(()) }),
             produces: &[],
             consumes: false,
+            background: |_| Vec::new(),
             nav_role: None,
         },
         FragmentSpec {
@@ -76,9 +80,12 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             prefix: tessera_inventory::PREFIX,
             migrations: &tessera_inventory::server::MIGRATIONS,
             router: tessera_inventory::server::router,
-            seed_demo: |runtime| Box::pin(tessera_inventory::server::seed_demo(runtime)),
-            produces: &[(StockChanged::TYPE, &["catalog"])],
-            consumes: false,
+            seed_demo: |runtime| Box::pin(async { Ok(tessera_inventory::server::seed_demo(runtime).await?) }),
+            // Order outcomes are for the cart's order history, which does not subscribe yet: they stay in
+            // the outbox (and its status page) until it does.
+            produces: &[(StockChanged::TYPE, &["catalog"]), (OrderFulfilled::TYPE, &[]), (OrderShort::TYPE, &[])],
+            consumes: true,
+            background: tessera_inventory::server::background,
             nav_role: Some(Role::InventoryAdmin),
         },
     ]
@@ -237,7 +244,8 @@ pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Built> {
             tracing::info!(fragment = name, jwks = %settings.jwks_url(), "serving one fragment");
             let router = (spec.router)(runtime.clone());
             let local = vec![(spec, runtime, router.clone())];
-            let background = start_relays(settings, &local, &event_signer);
+            let mut background = start_relays(settings, &local, &event_signer);
+            background.extend(local.iter().flat_map(|(spec, runtime, _)| (spec.background)(runtime)));
             seed_fragments(settings, &local).await?;
             Ok(Built { router: with_common_layers(router), background })
         }
@@ -293,7 +301,8 @@ pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Built> {
                     csrf: settings.csrf_policy(),
                 },
             );
-            let background = start_relays(settings, &local, &event_signer);
+            let mut background = start_relays(settings, &local, &event_signer);
+            background.extend(local.iter().flat_map(|(spec, runtime, _)| (spec.background)(runtime)));
             seed_fragments(settings, &local).await?;
             Ok(Built { router: with_common_layers(tessera_shell::router(shell)), background })
         }

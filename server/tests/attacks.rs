@@ -258,7 +258,8 @@ async fn a_hostile_token_with_admin_claims_reaches_no_admin_endpoint() {
         assert!(status == StatusCode::SEE_OTHER || status == StatusCode::FORBIDDEN, "{status}");
         for (path, body) in [
             ("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=-4"),
-            ("/admin/inventory/api/stock_levels", ""),
+            ("/admin/inventory/api/stock_page", ""),
+            ("/admin/inventory/api/record_movement", "sku=PEN-GEL-BK&movement=shrinkage&quantity=4&reason=x"),
             ("/admin/users/roles", "user_id=x&admin=on"),
             ("/admin/users/sign-out", "user_id=x"),
         ] {
@@ -270,8 +271,8 @@ async fn a_hostile_token_with_admin_claims_reaches_no_admin_endpoint() {
     let ada = app.sign_in(ADMIN, PASSWORD).await;
     let (_, html) = app.text("/admin/inventory", Some(&ada.both())).await;
     assert!(html.contains("PEN-GEL-BK"));
-    let levels: Value = app.post_form("/admin/inventory/api/stock_levels", "", Some(&ada.both())).await.json().await.unwrap();
-    let pen = levels["levels"].as_array().unwrap().iter().find(|l| l["sku"] == "PEN-GEL-BK").unwrap().clone();
+    let levels: Value = app.post_form("/admin/inventory/api/stock_page", "", Some(&ada.both())).await.json().await.unwrap();
+    let pen = levels["rows"].as_array().unwrap().iter().find(|l| l["sku"] == "PEN-GEL-BK").unwrap().clone();
     assert_eq!(pen["on_hand"], 4, "no hostile request changed the stock");
 }
 

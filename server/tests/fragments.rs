@@ -136,16 +136,16 @@ async fn inventory_is_for_inventory_admins_only() {
         assert!(html.contains("Not allowed") && html.contains("Sam Shopper"));
         assert!(!html.contains("PEN-GEL-BK"), "no stock data leaks into the 403 page");
 
-        for (path, body) in [("/admin/inventory/api/stock_levels", ""), ("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=5")] {
+        for (path, body) in [("/admin/inventory/api/stock_page", ""), ("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=5")] {
             let (status, _) = api(&app, path, body, None).await;
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} anonymous");
             let (status, json) = api(&app, path, body, Some(&sam)).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{path} shopper: {json}");
         }
         let ada = app.login_as(ADMIN, PASSWORD).await;
-        let (status, json) = api(&app, "/admin/inventory/api/stock_levels", "", Some(&ada)).await;
+        let (status, json) = api(&app, "/admin/inventory/api/stock_page", "", Some(&ada)).await;
         assert_eq!(status, StatusCode::OK);
-        let pen = json["levels"].as_array().unwrap().iter().find(|level| level["sku"] == "PEN-GEL-BK").unwrap().clone();
+        let pen = json["rows"].as_array().unwrap().iter().find(|level| level["sku"] == "PEN-GEL-BK").unwrap().clone();
         assert_eq!(pen["on_hand"], 4, "the shopper's attempt changed nothing");
     }
 }

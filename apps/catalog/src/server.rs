@@ -5,7 +5,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use axum::Json;
-use tessera_contracts::events::{DecodeError, Envelope, Event, StockChanged};
+use tessera_contracts::events::{DecodeError, Event, StockChanged};
 use tessera_contracts::ApiError;
 use tessera_kit::api::IntoHttpResponse;
 use axum::response::{Html, IntoResponse, Response};
@@ -59,21 +59,10 @@ pub fn router(runtime: FragmentRuntime) -> Router {
 
 /// `POST /catalog/events`: events from other services, signed by them (see `tessera_kit::events`).
 async fn receive_event(State(runtime): State<FragmentRuntime>, headers: HeaderMap, body: Bytes) -> Response {
-    let now = tessera_kit::db::now_seconds();
-    let producer = match runtime.events.signer.verify(&headers, &body, now) {
-        Ok(producer) => producer,
-        Err(error) => {
-            tracing::warn!(%error, "event request refused");
-            return ApiError::Unauthorized.into_http_response();
-        }
-    };
-    let envelope: Envelope = match serde_json::from_slice(&body) {
+    let envelope = match tessera_kit::events::accept_envelope(&runtime.events.signer, &headers, &body) {
         Ok(envelope) => envelope,
-        Err(error) => return ApiError::BadRequest(format!("not an event envelope: {error}")).into_http_response(),
+        Err(error) => return error.into_http_response(),
     };
-    if envelope.producer != producer {
-        return ApiError::BadRequest(format!("signed by {producer} but claims to come from {}", envelope.producer)).into_http_response();
-    }
     let result = match envelope.event_type.as_str() {
         StockChanged::TYPE => match envelope.decode::<StockChanged>() {
             Ok(event) => availability::apply_stock_changed(&runtime.db, &envelope, &event).await,

@@ -83,6 +83,73 @@ impl Event for StockChanged {
     }
 }
 
+/// `cart.order_paid` v1: the payment of an order was confirmed. Inventory turns the order's soft
+/// reservation hard (or, if it lapsed, reserves the lines again, hard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPaid {
+    pub order_id: String,
+    pub reservation_id: String,
+    pub lines: Vec<crate::inventory::Line>,
+}
+
+impl Event for OrderPaid {
+    const TYPE: &'static str = "cart.order_paid";
+    const VERSION: u32 = 1;
+    const AGGREGATE: &'static str = "order";
+    fn aggregate_id(&self) -> String {
+        self.order_id.clone()
+    }
+}
+
+/// `cart.order_cancelled` v1: an unfulfilled order was cancelled; its reserved stock goes back on sale.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: String,
+    pub reservation_id: String,
+}
+
+impl Event for OrderCancelled {
+    const TYPE: &'static str = "cart.order_cancelled";
+    const VERSION: u32 = 1;
+    const AGGREGATE: &'static str = "order";
+    fn aggregate_id(&self) -> String {
+        self.order_id.clone()
+    }
+}
+
+/// `inventory.order_fulfilled` v1: the warehouse shipped an order; its units left the stock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderFulfilled {
+    pub order_id: String,
+    pub reservation_id: String,
+}
+
+impl Event for OrderFulfilled {
+    const TYPE: &'static str = "inventory.order_fulfilled";
+    const VERSION: u32 = 1;
+    const AGGREGATE: &'static str = "order";
+    fn aggregate_id(&self) -> String {
+        self.order_id.clone()
+    }
+}
+
+/// `inventory.order_short` v1: an order was paid after its hold lapsed and the stock is gone; the order
+/// cannot be reserved and needs a refund or a back order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderShort {
+    pub order_id: String,
+    pub shortages: Vec<crate::inventory::Shortage>,
+}
+
+impl Event for OrderShort {
+    const TYPE: &'static str = "inventory.order_short";
+    const VERSION: u32 = 1;
+    const AGGREGATE: &'static str = "order";
+    fn aggregate_id(&self) -> String {
+        self.order_id.clone()
+    }
+}
+
 /// Below this many available units a product shows as "low stock".
 pub const LOW_STOCK_BELOW: i64 = 5;
 

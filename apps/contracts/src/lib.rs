@@ -2,7 +2,7 @@
 //!
 //! Everything two independently built and deployed parts of the site must agree on lives here, and only
 //! here: the fragment manifest written by `cargo xtask build` and read by the server at run time
-//! ([`manifest`]), the public HTTP APIs one fragment offers another ([`cart`]), the DOM events that cross
+//! ([`manifest`]), the public HTTP APIs one fragment offers another ([`cart`], [`inventory`]), the DOM events that cross
 //! fragment boundaries in the browser ([`dom_events`]), the error every server function returns
 //! ([`ApiError`]), and the demo data that the services seed consistently ([`demo`]).
 //!
@@ -13,6 +13,7 @@
 pub mod demo;
 pub mod domain;
 pub mod events;
+pub mod inventory;
 pub mod manifest;
 
 mod api_error;

@@ -1,20 +1,49 @@
-//! The inventory service and its admin fragment (first cut: stock levels per SKU).
+//! The inventory service and its admin fragment: stock, reservations, ledger, invariants.
 //!
-//! A Leptos app that owns `/admin/inventory`: its page, server functions (`/admin/inventory/api/*`), a
-//! low-stock widget for the home page and its bundle. Only the inventory-admin role sees anything: the
-//! page handler checks the role before rendering (401 page for visitors, 403 page for other users), and
-//! every server function checks it again, since a fragment trusts no gateway.
+//! A Leptos app that owns `/admin/inventory`. Per SKU and location it keeps on-hand, soft-reserved,
+//! hard-reserved, unavailable, safety stock and incoming; available is on-hand minus unexpired soft
+//! reservations, hard reservations, unavailable units and safety stock (never below zero). Every change
+//! is a typed, append-only ledger movement (Broadleaf's SOFT_RESERVED … SHRINKAGE, plus EXPIRED and
+//! ADJUSTMENT) linked to its cause, and is announced through the outbox as `inventory.stock_changed`.
 //!
-//! Layout: `stock` holds the domain (types, server functions, queries, components); `server` (feature
-//! `ssr`) the router, migrations and demo seed. The schema refuses negative stock (`CHECK on_hand >= 0`);
-//! the adjust query checks too so the user gets a 409 that says how much is on hand.
+//! Layout:
+//! - `types`, `admin`, `pages` (both builds): page data, the admin server functions, the components.
+//! - `ledger`, `movements`, `reservations`, `verify`, `service`, `server` (feature `ssr`): the guarded
+//!   counter updates and ledger; staff movements; the reservation lifecycle (soft with TTL and
+//!   idempotency key → hard on `cart.order_paid` → fulfilled; released, expired, cancelled) with lazy
+//!   expiry and a sweeper; the invariant checker behind `tessera inventory verify`; the signed service API
+//!   for the cart and the event inbox; the router with its role gate, migrations and demo seed.
+//!
+//! Key decisions. The rules live in the database as well as in code: CHECK constraints keep every counter
+//! at or above zero and reservations plus holds within on-hand, triggers make the ledger append-only and
+//! the reservation lifecycle one-way, and every change is one guarded `UPDATE … RETURNING`, so concurrent
+//! buyers of the last units serialise on the row and never oversell (SQLite and PostgreSQL alike).
+//! Operations take the clock as an argument, so tests drive expiry. Reservations are open to signed
+//! service calls only; staff pages and server functions to the inventory-admin role only (401/403 pages
+//! for others). Shrinkage and count corrections cannot take reserved units: staff cancel reservations
+//! first, so a paid order is never silently short. Safety stock is a sales buffer: when shrinkage eats into
+//! it, available is zero, not negative. `ring` fingerprints idempotent requests (already in the tree for
+//! HMAC); `serde_qs` reads page addresses (already in the tree through `server_fn`).
 
 // Leptos view types nest deeply; the default limit is too low for the hydrate build.
-#![recursion_limit = "256"]
+#![recursion_limit = "512"]
 
-pub mod stock;
+pub mod admin;
+pub mod pages;
+pub mod types;
+
+#[cfg(feature = "ssr")]
+pub mod ledger;
+#[cfg(feature = "ssr")]
+pub mod movements;
+#[cfg(feature = "ssr")]
+pub mod reservations;
 #[cfg(feature = "ssr")]
 pub mod server;
+#[cfg(feature = "ssr")]
+pub mod service;
+#[cfg(feature = "ssr")]
+pub mod verify;
 
 use leptos::prelude::*;
 
@@ -23,14 +52,48 @@ pub const NAME: &str = "inventory";
 /// URL prefix this fragment owns.
 pub const PREFIX: &str = "/admin/inventory";
 
-/// The whole page body: the empty chrome slot the shell fills, then the stock table.
+/// The page's path and query string, on the server from the request and in the browser from the window,
+/// so both render the same view.
+fn current_address() -> (String, String) {
+    #[cfg(feature = "ssr")]
+    {
+        use_context::<http::request::Parts>()
+            .map(|parts| (parts.uri.path().to_owned(), parts.uri.query().unwrap_or_default().to_owned()))
+            .unwrap_or_default()
+    }
+    #[cfg(not(feature = "ssr"))]
+    {
+        let location = web_sys::window().map(|window| window.location());
+        let path = location.as_ref().and_then(|l| l.pathname().ok()).unwrap_or_default();
+        let search = location.as_ref().and_then(|l| l.search().ok()).unwrap_or_default();
+        (path, search.trim_start_matches('?').to_owned())
+    }
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ListQuery {
+    filter: String,
+    page: i64,
+}
+
+/// The whole page body: the empty chrome slot the shell fills, then the page the address asks for.
 #[component]
 pub fn App() -> impl IntoView {
+    let (path, query) = current_address();
+    let rest = path.strip_prefix(PREFIX).unwrap_or_default().trim_end_matches('/');
+    let page = if let Some(sku) = rest.strip_prefix("/sku/") {
+        view! { <pages::SkuPage sku=sku.to_owned()/> }.into_any()
+    } else if rest == "/reservations" {
+        let ListQuery { filter, page } = serde_qs::from_str(&query).unwrap_or_default();
+        view! { <pages::ReservationsPage filter=filter page=page/> }.into_any()
+    } else {
+        let query: admin::StockQuery = serde_qs::from_str(&query).unwrap_or_default();
+        view! { <pages::StockList query=query/> }.into_any()
+    };
     view! {
         <header id=tessera_contracts::CHROME_SLOT_ID></header>
-        <main class="fragment fragment-inventory">
-            <stock::StockPage/>
-        </main>
+        <main class="fragment fragment-inventory">{page}</main>
     }
 }
 

@@ -1,4 +1,5 @@
-//! The inventory's server half: router with the role gate, migrations, demo seed, low-stock widget.
+//! The inventory's server half: router with the role gate, migrations, demo seed, low-stock widget,
+//! reservation sweeper.
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -10,10 +11,14 @@ use shared_auth::extract::MaybeUser;
 use shared_auth::Role;
 use sqlx::migrate::Migrator;
 use tessera_contracts::demo;
+use tessera_contracts::domain::Sku;
 use tessera_kit::db::Migrations;
 use tessera_kit::FragmentRuntime;
 
-use crate::stock::{queries, LOW_STOCK};
+use crate::admin::queries;
+use crate::ledger::Cause;
+use crate::movements::{self, StaffMovement};
+use crate::types::{LOW_STOCK, MAIN_LOCATION};
 use crate::{App, NAME, PREFIX};
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -22,17 +27,45 @@ static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 /// The inventory's migrations for both backends.
 pub static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
-/// Seeds demo stock for the demo catalogue when there is none (announced like any stock change, so the
-/// catalog's availability fills in through events).
-pub async fn seed_demo(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
+/// How often the sweeper expires lapsed soft reservations.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Seeds demo stock for the demo catalogue when there is none: a receipt per SKU, recorded and announced
+/// like any other, so the ledger replays and the catalog's availability fills in through events.
+pub async fn seed_demo(runtime: &FragmentRuntime) -> Result<(), movements::OpError> {
     let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM stock_levels").fetch_one(&runtime.db).await?;
     if count > 0 {
         return Ok(());
     }
     for product in demo::PRODUCTS {
-        queries::set_level(&runtime.db, &runtime.events.outbox, product.sku, product.stock).await?;
+        let sku = Sku::parse(product.sku).map_err(|error| movements::OpError::Api(tessera_contracts::ApiError::BadRequest(error)))?;
+        if product.stock == 0 {
+            // Stocked, none on hand: a row without movements, announced so the catalog shows "sold out".
+            let mut tx = runtime.db.begin().await?;
+            crate::ledger::ensure_stock(&mut tx, sku.as_str(), MAIN_LOCATION, tessera_kit::events::now_ms()).await?;
+            crate::ledger::announce(&mut tx, &runtime.events.outbox, sku.as_str()).await?;
+            tx.commit().await?;
+            continue;
+        }
+        movements::record(
+            &runtime.db,
+            &runtime.events.outbox,
+            &sku,
+            MAIN_LOCATION,
+            StaffMovement::Receive { quantity: product.stock },
+            true,
+            Cause { reason: Some("demo stock".into()), ..Cause::by("demo seed") },
+            tessera_kit::events::now_ms(),
+        )
+        .await?;
     }
+    runtime.events.outbox.committed();
     Ok(())
+}
+
+/// The inventory's background work: the reservation sweeper.
+pub fn background(runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>> {
+    vec![crate::reservations::spawn_sweeper(runtime.clone(), SWEEP_EVERY)]
 }
 
 /// Every route the inventory owns, under `/admin/inventory`.
@@ -49,7 +82,11 @@ pub fn router(runtime: FragmentRuntime) -> Router {
             }
         }
     });
-    tessera_kit::routes::fragment_router(&runtime, page, get(widget)).with_state(runtime)
+    tessera_kit::routes::fragment_router(&runtime, page.clone(), get(widget))
+        .route(&format!("{PREFIX}/sku/{{sku}}"), page.clone())
+        .route(&format!("{PREFIX}/reservations"), page)
+        .merge(crate::service::routes())
+        .with_state(runtime)
 }
 
 fn gate_page(status: StatusCode, title: &str, message: &str, link: Option<(&str, &str)>) -> Response {
@@ -62,20 +99,21 @@ async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUs
     if !user.is_some_and(|user| user.has_role(Role::InventoryAdmin)) {
         return (StatusCode::FORBIDDEN, "inventory admins only").into_response();
     }
-    match queries::low_stock(&runtime.db, LOW_STOCK).await {
-        Ok(levels) => {
-            let count = levels.len();
+    match queries::low_stock(&runtime.db, LOW_STOCK, tessera_kit::events::now_ms(), 5).await {
+        Ok((levels, count)) => {
             let items = levels
                 .into_iter()
-                .take(5)
-                .map(|level| view! { <li>{level.sku} ": " {level.on_hand} " left"</li> })
+                .map(|level| {
+                    let href = format!("{PREFIX}/sku/{}", level.sku);
+                    view! { <li><a href=href>{level.sku}</a> ": " {level.available} " available"</li> }
+                })
                 .collect_view();
             let html = view! {
                 <section class="widget widget-inventory" data-fragment=NAME>
                     <h2>"Low stock"</h2>
-                    <p>{count} " SKUs below " {LOW_STOCK} " units"</p>
+                    <p>{count} " SKUs with fewer than " {LOW_STOCK} " available"</p>
                     <ul>{items}</ul>
-                    <a href=PREFIX>"Manage stock"</a>
+                    <a href=format!("{PREFIX}?low=true")>"Manage stock"</a>
                 </section>
             }
             .to_html();

@@ -88,6 +88,24 @@ impl EventSigner {
         ]
     }
 
+    /// The message of a service call: the method and path are signed too, so a captured call cannot be
+    /// replayed against another endpoint.
+    fn call_message(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+        let mut message = format!("{method} {path}\n").into_bytes();
+        message.extend_from_slice(body);
+        message
+    }
+
+    /// The headers of a signed service-to-service call (see `crate::service`).
+    pub fn sign_call(&self, caller: &str, method: &str, path: &str, body: &[u8], timestamp: i64) -> [(&'static str, String); 3] {
+        self.sign(caller, &EventSigner::call_message(method, path, body), timestamp)
+    }
+
+    /// Checks a service call's signature and returns the calling service.
+    pub fn verify_call(&self, headers: &HeaderMap, method: &str, path: &str, body: &[u8], now_seconds: i64) -> Result<String, SignatureError> {
+        self.verify(headers, &EventSigner::call_message(method, path, body), now_seconds)
+    }
+
     /// Checks a request's signature (constant time) and returns the producer that signed it.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_seconds: i64) -> Result<String, SignatureError> {
         let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
@@ -510,4 +528,19 @@ mod tests {
         headers.insert(PRODUCER_HEADER, "inventory".parse().unwrap());
         assert!(rotated.verify(&headers, body, 1_000).is_ok());
     }
+}
+
+/// The envelope of a signed `POST <prefix>/events` request, or the error to answer with: 401 when the
+/// signature is missing or wrong, 400 when the body is not an envelope of the service that signed it.
+pub fn accept_envelope(signer: &EventSigner, headers: &HeaderMap, body: &[u8]) -> Result<Envelope, tessera_contracts::ApiError> {
+    use tessera_contracts::ApiError;
+    let producer = signer.verify(headers, body, crate::db::now_seconds()).map_err(|error| {
+        tracing::warn!(%error, "event request refused");
+        ApiError::Unauthorized
+    })?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|error| ApiError::BadRequest(format!("not an event envelope: {error}")))?;
+    if envelope.producer != producer {
+        return Err(ApiError::BadRequest(format!("signed by {producer} but claims to come from {}", envelope.producer)));
+    }
+    Ok(envelope)
 }

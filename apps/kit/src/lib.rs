@@ -19,6 +19,7 @@ pub mod events;
 pub mod manifest;
 pub mod page;
 pub mod routes;
+pub mod service;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -1,0 +1,423 @@
+//! The admin pages: stock table, SKU page (ledger, chart, forms), reservations. Rendered on the server,
+//! hydrated in the browser; filters and pages are plain links and GET forms, so every view has an address.
+
+use leptos::prelude::*;
+use tessera_contracts::inventory::ReservationStatus;
+
+use crate::admin::{
+    reservation_page, sku_detail, stock_page, AdjustStock, FulfilOrder, RecordMovement, ReservationList, SkuView, StockTable,
+    StockQuery,
+};
+use crate::types::{LedgerEntry, ReservationRow, StockRow, LOW_STOCK};
+use crate::PREFIX;
+
+/// `YYYY-MM-DD HH:MM UTC` for milliseconds since the epoch (the same text on server and browser).
+pub fn format_time(ms: i64) -> String {
+    let seconds = ms.div_euclid(1000);
+    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
+}
+
+fn query_string(query: &StockQuery, page: i64) -> String {
+    let mut parts = Vec::new();
+    if !query.q.is_empty() {
+        parts.push(format!("q={}", query.q.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-').collect::<String>()));
+    }
+    if query.low {
+        parts.push("low=true".into());
+    }
+    if !query.sort.is_empty() {
+        parts.push(format!("sort={}", query.sort));
+    }
+    if query.desc {
+        parts.push("desc=true".into());
+    }
+    parts.push(format!("page={page}"));
+    format!("{PREFIX}?{}", parts.join("&"))
+}
+
+/// The stock table.
+#[component]
+pub fn StockList(query: StockQuery) -> impl IntoView {
+    let adjust = ServerAction::<AdjustStock>::new();
+    let new_sku = ServerAction::<RecordMovement>::new();
+    let fetch_query = query.clone();
+    let stock = Resource::new(move || (adjust.version().get(), new_sku.version().get()), move |_| stock_page(fetch_query.clone()));
+    let (q, low) = (query.q.clone(), query.low);
+    let new_sku_message = move || {
+        new_sku.value().get().map(|result| match result {
+            Ok(row) => format!("{} stocked: {} on hand.", row.sku, row.on_hand),
+            Err(error) => error.to_string(),
+        })
+    };
+    view! {
+        <section class="inventory">
+            <h1>"Inventory"</h1>
+            <nav class="subnav"><a href=PREFIX>"Stock"</a> " · " <a href=format!("{PREFIX}/reservations")>"Reservations"</a></nav>
+            <form method="get" action=PREFIX class="filters" role="search">
+                <label>"SKU " <input type="search" name="q" value=q placeholder="e.g. MUG" data-testid="stock-search"/></label>
+                <label><input type="checkbox" name="low" value="true" checked=low/> " Low stock only"</label>
+                <button type="submit">"Filter"</button>
+            </form>
+            <details class="new-sku">
+                <summary>"Stock a new SKU"</summary>
+                <ActionForm action=new_sku attr:data-form="new-sku">
+                    <input type="hidden" name="movement" value="receive"/>
+                    <input type="hidden" name="new_sku" value="true"/>
+                    <label>"SKU " <input type="text" name="sku" required maxlength="32" pattern="[A-Z0-9-]+"/></label>
+                    <label>"Units " <input type="number" name="quantity" min="1" required/></label>
+                    <label>"Location " <input type="text" name="location" value="main"/></label>
+                    <button type="submit">"Receive"</button>
+                </ActionForm>
+                <p role="status">{new_sku_message}</p>
+            </details>
+            <Suspense fallback=|| view! { <p>"Loading stock…"</p> }>
+                {move || stock.get().map(|result| match result {
+                    Ok(page) => stock_table(page, adjust, query.clone()).into_any(),
+                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+fn stock_table(page: StockTable, adjust: ServerAction<AdjustStock>, query: StockQuery) -> impl IntoView {
+    let StockTable { user_name, rows, total, page, pages } = page;
+    let sort_link = |column: &'static str, label: &'static str| {
+        let desc = query.sort == column && !query.desc;
+        let href = query_string(&StockQuery { sort: column.into(), desc, ..query.clone() }, 1);
+        view! { <a href=href>{label}</a> }
+    };
+    let headers = view! {
+        <tr>
+            <th>{sort_link("sku", "SKU")}</th>
+            <th>"Location"</th>
+            <th>{sort_link("on_hand", "On hand")}</th>
+            <th>{sort_link("reserved", "Reserved")}</th>
+            <th>"Unavailable"</th>
+            <th>"Safety"</th>
+            <th>{sort_link("incoming", "Incoming")}</th>
+            <th>{sort_link("available", "Available")}</th>
+            <th></th>
+        </tr>
+    };
+    let message = move || adjust.value().get().and_then(|result| result.err()).map(|error| error.to_string());
+    let rows = rows.into_iter().map(|row| stock_row(row, adjust)).collect_view();
+    let previous = (page > 1).then(|| view! { <a rel="prev" href=query_string(&query, page - 1)>"← Previous"</a> });
+    let next = (page < pages).then(|| view! { <a rel="next" href=query_string(&query, page + 1)>"Next →"</a> });
+    view! {
+        <p class="signed-in" data-testid="fragment-user">"Signed in as " <strong>{user_name}</strong></p>
+        <p class="error" role="status">{message}</p>
+        <table class="stock" data-testid="stock-table">
+            <thead>{headers}</thead>
+            <tbody>{rows}</tbody>
+        </table>
+        <p class="pager" data-testid="pager">
+            {previous} " Page " {page} " of " {pages} " (" {total} " SKUs) " {next}
+        </p>
+    }
+}
+
+fn stock_row(row: StockRow, adjust: ServerAction<AdjustStock>) -> impl IntoView {
+    let href = format!("{PREFIX}/sku/{}", row.sku);
+    let low = row.available < LOW_STOCK;
+    let (receive_sku, remove_sku) = (row.sku.clone(), row.sku.clone());
+    view! {
+        <tr data-sku=row.sku.clone() class:low=low>
+            <td><a href=href>{row.sku.clone()}</a></td>
+            <td>{row.location}</td>
+            <td class="on-hand" data-testid="on-hand">{row.on_hand}</td>
+            <td>{row.soft_reserved + row.hard_reserved}</td>
+            <td>{row.unavailable}</td>
+            <td>{row.safety_stock}</td>
+            <td>{row.incoming}</td>
+            <td data-testid="available">{row.available}</td>
+            <td>
+                <button type="button" on:click=move |_| { adjust.dispatch(AdjustStock { sku: receive_sku.clone(), delta: 1 }); }>"Receive 1"</button>
+                <button type="button" on:click=move |_| { adjust.dispatch(AdjustStock { sku: remove_sku.clone(), delta: -1 }); }>"Remove 1"</button>
+            </td>
+        </tr>
+    }
+}
+
+/// An SVG line chart of on-hand and available after each ledger movement (oldest left).
+fn chart(ledger: &[LedgerEntry]) -> impl IntoView {
+    const WIDTH: f64 = 600.0;
+    const HEIGHT: f64 = 160.0;
+    let points: Vec<&LedgerEntry> = ledger.iter().rev().collect();
+    let top = points.iter().map(|e| e.on_hand_after.max(e.available_after)).max().unwrap_or(0).max(1) as f64;
+    let step = if points.len() > 1 { WIDTH / (points.len() - 1) as f64 } else { 0.0 };
+    let line = |value: fn(&LedgerEntry) -> i64| {
+        points
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| format!("{:.1},{:.1}", i as f64 * step, HEIGHT - value(entry) as f64 / top * (HEIGHT - 10.0)))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let on_hand = line(|e| e.on_hand_after);
+    let available = line(|e| e.available_after);
+    let label = format!("On hand (solid) and available (dashed) after each of the last {} movements; peak {top}", points.len());
+    view! {
+        <figure class="chart">
+            <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") width="600" height="160" role="img" aria-label=label.clone() data-testid="stock-chart">
+                <polyline points=on_hand fill="none" stroke="currentColor" stroke-width="2" class="on-hand-line"/>
+                <polyline points=available fill="none" stroke="currentColor" stroke-width="2" stroke-dasharray="6 4" class="available-line"/>
+            </svg>
+            <figcaption>{label}</figcaption>
+        </figure>
+    }
+}
+
+fn counters(rows: Vec<StockRow>) -> impl IntoView {
+    let rows = rows
+        .into_iter()
+        .map(|row| {
+            view! {
+                <tr data-location=row.location.clone()>
+                    <td>{row.location.clone()}</td>
+                    <td data-testid="on-hand">{row.on_hand}</td>
+                    <td>{row.soft_reserved}</td>
+                    <td>{row.hard_reserved}</td>
+                    <td>{row.unavailable}</td>
+                    <td>{row.safety_stock}</td>
+                    <td data-testid="incoming">{row.incoming}</td>
+                    <td data-testid="available">{row.available}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table class="counters" data-testid="counters">
+            <thead><tr><th>"Location"</th><th>"On hand"</th><th>"Soft"</th><th>"Hard"</th><th>"Unavailable"</th><th>"Safety"</th><th>"Incoming"</th><th>"Available"</th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+}
+
+fn ledger_table(ledger: Vec<LedgerEntry>) -> impl IntoView {
+    let rows = ledger
+        .into_iter()
+        .map(|entry| {
+            let signed = |delta: i64| if delta == 0 { String::new() } else { format!("{delta:+}") };
+            let cause = [entry.order_id.map(|o| format!("order {o}")), entry.reason].into_iter().flatten().collect::<Vec<_>>().join(" · ");
+            view! {
+                <tr data-kind=entry.kind.clone()>
+                    <td>{entry.seq}</td>
+                    <td>{format_time(entry.at_ms)}</td>
+                    <td>{entry.kind.clone()}</td>
+                    <td>{entry.location}</td>
+                    <td>{signed(entry.on_hand_delta)}</td>
+                    <td>{signed(entry.soft_delta)}</td>
+                    <td>{signed(entry.hard_delta)}</td>
+                    <td>{signed(entry.unavailable_delta)}</td>
+                    <td>{signed(entry.incoming_delta + entry.safety_delta)}</td>
+                    <td>{entry.on_hand_after}</td>
+                    <td>{entry.available_after}</td>
+                    <td>{entry.actor}</td>
+                    <td>{cause}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table class="ledger" data-testid="ledger">
+            <thead><tr><th>"#"</th><th>"When"</th><th>"Type"</th><th>"Location"</th><th>"On hand"</th><th>"Soft"</th><th>"Hard"</th>
+                <th>"Unavail."</th><th>"Incoming/safety"</th><th>"On hand after"</th><th>"Available after"</th><th>"By"</th><th>"Cause"</th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+}
+
+fn reservations_table(rows: Vec<ReservationRow>, fulfil: Option<ServerAction<FulfilOrder>>) -> impl IntoView {
+    let rows = rows
+        .into_iter()
+        .map(|row| {
+            let status = if row.lapsed { "expired (not yet swept)".to_owned() } else { row.status.as_str().to_owned() };
+            let lines = row.lines.iter().map(|l| format!("{} × {}", l.quantity, l.sku)).collect::<Vec<_>>().join(", ");
+            let can_fulfil = row.status == ReservationStatus::Hard;
+            let id = row.id.clone();
+            let button = fulfil.filter(|_| can_fulfil).map(|action| {
+                view! { <button type="button" on:click=move |_| { action.dispatch(FulfilOrder { reservation_id: id.clone() }); }>"Fulfil"</button> }
+            });
+            let expires = if row.status == ReservationStatus::Soft { format_time(row.expires_at_ms) } else { String::new() };
+            view! {
+                <tr data-reservation=row.id.clone() data-status=row.status.as_str()>
+                    <td title=row.id.clone()>{row.id.chars().take(8).collect::<String>()}</td>
+                    <td>{status}</td>
+                    <td>{row.owner}</td>
+                    <td>{row.order_id.unwrap_or_default()}</td>
+                    <td>{lines}</td>
+                    <td>{format_time(row.created_at_ms)}</td>
+                    <td>{expires}</td>
+                    <td>{button}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    view! {
+        <table class="reservations" data-testid="reservations">
+            <thead><tr><th>"Id"</th><th>"Status"</th><th>"For"</th><th>"Order"</th><th>"Lines"</th><th>"Created"</th><th>"Expires"</th><th></th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    }
+}
+
+/// The forms of the SKU page, all posting to `record_movement`.
+fn movement_forms(sku: String, action: ServerAction<RecordMovement>) -> impl IntoView {
+    let hidden = |movement: &'static str| {
+        let sku = sku.clone();
+        view! {
+            <input type="hidden" name="sku" value=sku/>
+            <input type="hidden" name="movement" value=movement/>
+        }
+    };
+    let (receive, order, shrinkage, returned, adjust) =
+        (hidden("receive"), hidden("order"), hidden("shrinkage"), hidden("return"), hidden("adjust"));
+    view! {
+        <div class="movement-forms">
+            <ActionForm action=action attr:data-form="receive">
+                <h3>"Receive stock"</h3>
+                {receive}
+                <label>"Units " <input type="number" name="quantity" min="1" required/></label>
+                <label>"Location " <input type="text" name="location" value="main"/></label>
+                <label>"Note " <input type="text" name="reason" maxlength="200"/></label>
+                <button type="submit">"Receive"</button>
+            </ActionForm>
+            <ActionForm action=action attr:data-form="order">
+                <h3>"Purchase order (incoming)"</h3>
+                {order}
+                <label>"Units " <input type="number" name="quantity" min="1" required/></label>
+                <label>"PO reference " <input type="text" name="reason" maxlength="200"/></label>
+                <button type="submit">"Record order"</button>
+            </ActionForm>
+            <ActionForm action=action attr:data-form="shrinkage">
+                <h3>"Shrinkage"</h3>
+                {shrinkage}
+                <label>"Units " <input type="number" name="quantity" min="1" required/></label>
+                <label>"Reason " <input type="text" name="reason" maxlength="200" required/></label>
+                <label><input type="checkbox" name="damaged" value="true"/> " From damaged stock"</label>
+                <button type="submit">"Write off"</button>
+            </ActionForm>
+            <ActionForm action=action attr:data-form="return">
+                <h3>"Customer return"</h3>
+                {returned}
+                <label>"Units " <input type="number" name="quantity" min="1" required/></label>
+                <label>"Order / note " <input type="text" name="reason" maxlength="200"/></label>
+                <label><input type="checkbox" name="damaged" value="true"/> " Damaged (hold, do not restock)"</label>
+                <button type="submit">"Process return"</button>
+            </ActionForm>
+            <ActionForm action=action attr:data-form="adjust">
+                <h3>"Adjust"</h3>
+                {adjust}
+                <label>"Counter "
+                    <select name="counter">
+                        <option value="on_hand">"On hand (count correction)"</option>
+                        <option value="unavailable">"Unavailable (quality hold)"</option>
+                        <option value="safety_stock">"Safety stock"</option>
+                    </select>
+                </label>
+                <label>"Change (±) " <input type="number" name="quantity" required/></label>
+                <label>"Reason " <input type="text" name="reason" maxlength="200" required/></label>
+                <button type="submit">"Adjust"</button>
+            </ActionForm>
+        </div>
+    }
+}
+
+/// One SKU: counters, chart, forms, reservations, ledger.
+#[component]
+pub fn SkuPage(sku: String) -> impl IntoView {
+    let movement = ServerAction::<RecordMovement>::new();
+    let fulfil = ServerAction::<FulfilOrder>::new();
+    let fetch_sku = sku.clone();
+    let detail = Resource::new(
+        move || (movement.version().get(), fulfil.version().get()),
+        move |_| sku_detail(fetch_sku.clone()),
+    );
+    let message = move || {
+        let moved = movement.value().get().map(|result| match result {
+            Ok(row) => format!("Saved: {} on hand, {} available.", row.on_hand, row.available),
+            Err(error) => error.to_string(),
+        });
+        let fulfilled = fulfil.value().get().map(|result| match result {
+            Ok(row) => format!("Order {} fulfilled.", row.order_id.unwrap_or_default()),
+            Err(error) => error.to_string(),
+        });
+        moved.or(fulfilled)
+    };
+    view! {
+        <section class="inventory sku-page">
+            <nav class="subnav"><a href=PREFIX>"← Stock"</a> " · " <a href=format!("{PREFIX}/reservations")>"Reservations"</a></nav>
+            <h1>{sku.clone()}</h1>
+            <p class="status" role="status" data-testid="form-status">{message}</p>
+            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+                {move || detail.get().map(|result| match result {
+                    Ok(SkuView { sku, locations, ledger, reservations }) => view! {
+                        {counters(locations)}
+                        {chart(&ledger)}
+                        {movement_forms(sku, movement)}
+                        <h2>"Reservations"</h2>
+                        {reservations_table(reservations, Some(fulfil))}
+                        <h2>"Ledger"</h2>
+                        {ledger_table(ledger)}
+                    }.into_any(),
+                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+/// Reservations by state, with "Fulfil" for paid orders.
+#[component]
+pub fn ReservationsPage(filter: String, page: i64) -> impl IntoView {
+    let fulfil = ServerAction::<FulfilOrder>::new();
+    let fetch_filter = filter.clone();
+    let list = Resource::new(move || fulfil.version().get(), move |_| reservation_page(fetch_filter.clone(), page));
+    let filters = ["active", "lapsed", "hard", "fulfilled", "released", "expired", "cancelled", "all"]
+        .into_iter()
+        .map(|name| {
+            let current = filter == name || (filter.is_empty() && name == "active");
+            view! { <a href=format!("{PREFIX}/reservations?filter={name}") aria-current=current.then_some("page")>{name}</a> " " }
+        })
+        .collect_view();
+    let message = move || {
+        fulfil.value().get().map(|result| match result {
+            Ok(row) => format!("Order {} fulfilled.", row.order_id.unwrap_or_default()),
+            Err(error) => error.to_string(),
+        })
+    };
+    view! {
+        <section class="inventory">
+            <nav class="subnav"><a href=PREFIX>"← Stock"</a></nav>
+            <h1>"Reservations"</h1>
+            <p class="filters">{filters}</p>
+            <p class="status" role="status">{message}</p>
+            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+                {move || list.get().map(|result| match result {
+                    Ok(ReservationList { rows, total, page, pages }) => {
+                        let base = format!("{PREFIX}/reservations?filter={}", filter);
+                        let previous = (page > 1).then(|| view! { <a rel="prev" href=format!("{base}&page={}", page - 1)>"← Previous"</a> });
+                        let next = (page < pages).then(|| view! { <a rel="next" href=format!("{base}&page={}", page + 1)>"Next →"</a> });
+                        view! {
+                            {reservations_table(rows, Some(fulfil))}
+                            <p class="pager">{previous} " Page " {page} " of " {pages} " (" {total} ") " {next}</p>
+                        }.into_any()
+                    }
+                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}

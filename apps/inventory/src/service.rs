@@ -1,0 +1,174 @@
+//! The inventory's endpoints for other services: the reservation API (signed calls, see
+//! `tessera_kit::service`) and the event inbox (`cart.order_paid`, `cart.order_cancelled`).
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tessera_contracts::events::{DecodeError, Event, OrderCancelled, OrderPaid};
+use tessera_contracts::inventory::{ExtendRequest, ReserveRequest, RESERVATIONS_PATH};
+use tessera_contracts::ApiError;
+use tessera_kit::api::IntoHttpResponse;
+use tessera_kit::events::now_ms;
+use tessera_kit::FragmentRuntime;
+
+use crate::movements::OpError;
+use crate::reservations::{self, Applied, ValidRequest};
+use crate::PREFIX;
+
+/// Largest service request body.
+const MAX_BODY: usize = 16 * 1024;
+
+/// The service routes, to merge into the fragment router.
+pub fn routes() -> Router<FragmentRuntime> {
+    Router::new()
+        .route(RESERVATIONS_PATH, post(create))
+        .route(&format!("{RESERVATIONS_PATH}/{{id}}"), get(show))
+        .route(&format!("{RESERVATIONS_PATH}/{{id}}/extend"), post(extend))
+        .route(&format!("{RESERVATIONS_PATH}/{{id}}/release"), post(release))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .route(&format!("{PREFIX}/events"), post(receive_event).layer(DefaultBodyLimit::max(tessera_kit::events::MAX_EVENT_BYTES)))
+}
+
+fn op_response(error: OpError) -> Response {
+    match error {
+        OpError::Short(short) => (StatusCode::CONFLICT, Json(short)).into_response(),
+        other => other.into_api().into_http_response(),
+    }
+}
+
+/// The calling service, or the refusal to answer.
+fn caller(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> Result<String, Response> {
+    tessera_kit::service::verify_caller(&runtime.events.signer, headers, method, uri.path(), body).map_err(IntoHttpResponse::into_http_response)
+}
+
+fn check_id(id: &str) -> Result<(), Response> {
+    if id.len() <= 64 && !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!("there is no reservation {:?}", id.chars().take(64).collect::<String>())).into_http_response())
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|error| ApiError::BadRequest(format!("invalid request body: {error}")).into_http_response())
+}
+
+/// `POST …/reservations`: soft-reserve every line or none. 201 when created, 200 when replayed.
+async fn create(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let caller = match caller(&runtime, &headers, &method, &uri, &body) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let request: ReserveRequest = match json(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    let request = match ValidRequest::parse(&request) {
+        Ok(request) => request,
+        Err(error) => return error.into_http_response(),
+    };
+    match reservations::reserve(&runtime.db, &runtime.events.outbox, &caller, &request, now_ms()).await {
+        Ok(reservation) if reservation.replayed => Json(reservation).into_response(),
+        Ok(reservation) => (StatusCode::CREATED, Json(reservation)).into_response(),
+        Err(error) => op_response(error),
+    }
+}
+
+/// `GET …/reservations/{id}`: one of the caller's reservations.
+async fn show(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let caller = match caller(&runtime, &headers, &method, &uri, &[]).and_then(|caller| check_id(&id).map(|()| caller)) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let mut connection = match runtime.db.acquire().await {
+        Ok(connection) => connection,
+        Err(error) => return tessera_kit::internal(error).into_http_response(),
+    };
+    match reservations::find(&mut connection, &id, Some(&caller), now_ms()).await {
+        Ok(Some(row)) => Json(reservations::to_contract(row, false)).into_response(),
+        Ok(None) => ApiError::NotFound(format!("there is no reservation {id}")).into_http_response(),
+        Err(error) => tessera_kit::internal(error).into_http_response(),
+    }
+}
+
+/// `POST …/reservations/{id}/extend`: hold for `ttl_seconds` more from now.
+async fn extend(
+    State(runtime): State<FragmentRuntime>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let caller = match caller(&runtime, &headers, &method, &uri, &body).and_then(|caller| check_id(&id).map(|()| caller)) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    let request: ExtendRequest = match json(&body) {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    match reservations::extend(&runtime.db, &caller, &id, request.ttl_seconds, now_ms()).await {
+        Ok(reservation) => Json(reservation).into_response(),
+        Err(error) => op_response(error),
+    }
+}
+
+/// `POST …/reservations/{id}/release`: the cart lets go of the stock.
+async fn release(
+    State(runtime): State<FragmentRuntime>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let caller = match caller(&runtime, &headers, &method, &uri, &body).and_then(|caller| check_id(&id).map(|()| caller)) {
+        Ok(caller) => caller,
+        Err(response) => return response,
+    };
+    match reservations::release(&runtime.db, &runtime.events.outbox, &caller, &id, now_ms()).await {
+        Ok(reservation) => Json(reservation).into_response(),
+        Err(error) => op_response(error),
+    }
+}
+
+/// `POST /admin/inventory/events`: order events from the cart, signed by it.
+async fn receive_event(State(runtime): State<FragmentRuntime>, headers: HeaderMap, body: Bytes) -> Response {
+    let envelope = match tessera_kit::events::accept_envelope(&runtime.events.signer, &headers, &body) {
+        Ok(envelope) => envelope,
+        Err(error) => return error.into_http_response(),
+    };
+    let (db, outbox, now) = (&runtime.db, &runtime.events.outbox, now_ms());
+    let result = match envelope.event_type.as_str() {
+        OrderPaid::TYPE => match envelope.decode::<OrderPaid>() {
+            Ok(event) => reservations::order_paid(db, outbox, &envelope, &event, now).await,
+            Err(error) => return refuse(&envelope.id, error),
+        },
+        OrderCancelled::TYPE => match envelope.decode::<OrderCancelled>() {
+            Ok(event) => reservations::order_cancelled(db, outbox, &envelope, &event, now).await,
+            Err(error) => return refuse(&envelope.id, error),
+        },
+        other => return refuse(&envelope.id, DecodeError::UnknownType(other.to_owned())),
+    };
+    match result {
+        Ok(Applied::Done) => Json(serde_json::json!({ "applied": true })).into_response(),
+        Ok(Applied::Nothing(why)) => Json(serde_json::json!({ "applied": false, "note": why })).into_response(),
+        Ok(Applied::Short(shortages)) => Json(serde_json::json!({ "applied": false, "shortages": shortages })).into_response(),
+        // An event that contradicts what inventory knows is refused (and dead-letters, visibly) rather
+        // than applied half-way.
+        Err(OpError::Api(error)) if error.status() < 500 => {
+            tracing::error!(%error, event = %envelope.id, "order event refused");
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(error)).into_response()
+        }
+        Err(error) => op_response(error),
+    }
+}
+
+fn refuse(event_id: &str, error: DecodeError) -> Response {
+    tracing::error!(%error, event = event_id, "event refused");
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(ApiError::BadRequest(error.to_string()))).into_response()
+}

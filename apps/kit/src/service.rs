@@ -1,0 +1,118 @@
+//! Service-to-service calls: signed requests for the few places where a user waits for another
+//! service's answer (the cart reserving stock).
+//!
+//! A call is an ordinary JSON request whose method, path, timestamp and body are signed with the shared
+//! service secret (the one events use, [`EventSigner::sign_call`]). The callee learns which service is
+//! calling and refuses anything unsigned, so such endpoints are closed to browsers even though they sit
+//! under the fragment's public prefix. [`ServiceClient`] reaches the callee in process (its router) or over
+//! HTTP, like the event relay.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tessera_contracts::inventory::InsufficientStock;
+use tessera_contracts::ApiError;
+use tower::ServiceExt;
+
+use crate::events::{now_ms, EventSigner, Target};
+
+/// Largest answer a client reads.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+/// Why a call failed, as the caller needs to tell it apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The callee refused with one of the usual API errors.
+    #[error("{0}")]
+    Api(ApiError),
+    /// Not enough stock (inventory's reservation endpoint).
+    #[error("{}", .0.message)]
+    InsufficientStock(InsufficientStock),
+    /// The callee could not be reached or answered something unreadable.
+    #[error("the {service} service is unavailable: {message}")]
+    Unavailable { service: String, message: String },
+}
+
+/// Calls one service on behalf of another.
+#[derive(Clone)]
+pub struct ServiceClient {
+    caller: &'static str,
+    service: String,
+    signer: EventSigner,
+    target: Target,
+    client: reqwest::Client,
+}
+
+impl ServiceClient {
+    /// A client that calls `service` (reached through `target`) as `caller`.
+    pub fn new(caller: &'static str, service: &str, signer: EventSigner, target: Target, timeout: Duration) -> ServiceClient {
+        let client = reqwest::Client::builder().timeout(timeout).build().expect("an HTTP client");
+        ServiceClient { caller, service: service.to_owned(), signer, target, client }
+    }
+
+    /// `GET path`.
+    pub async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, CallError> {
+        self.call(Method::GET, path, Vec::new()).await
+    }
+
+    /// `POST path` with `body` as JSON.
+    pub async fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> Result<R, CallError> {
+        let body = serde_json::to_vec(body).map_err(|error| self.unavailable(error))?;
+        self.call(Method::POST, path, body).await
+    }
+
+    fn unavailable(&self, message: impl std::fmt::Display) -> CallError {
+        CallError::Unavailable { service: self.service.clone(), message: message.to_string() }
+    }
+
+    async fn call<R: DeserializeOwned>(&self, method: Method, path: &str, body: Vec<u8>) -> Result<R, CallError> {
+        let headers = self.signer.sign_call(self.caller, method.as_str(), path, &body, now_ms() / 1000);
+        let (status, bytes) = match &self.target {
+            Target::InProcess { router, .. } => {
+                let mut request = Request::builder().method(method).uri(path).header("content-type", "application/json");
+                for (name, value) in &headers {
+                    request = request.header(*name, value);
+                }
+                let request = request.body(Body::from(body)).map_err(|error| self.unavailable(error))?;
+                let response = router.clone().oneshot(request).await.map_err(|error| self.unavailable(error))?;
+                let status = response.status().as_u16();
+                let bytes = axum::body::to_bytes(response.into_body(), MAX_RESPONSE_BYTES).await.map_err(|error| self.unavailable(error))?;
+                (status, bytes.to_vec())
+            }
+            Target::Http { base, .. } => {
+                let mut request = self.client.request(method, format!("{}{path}", base.trim_end_matches('/'))).header("content-type", "application/json");
+                for (name, value) in &headers {
+                    request = request.header(*name, value);
+                }
+                let response = request.body(body).send().await.map_err(|error| self.unavailable(error))?;
+                let status = response.status().as_u16();
+                let bytes = response.bytes().await.map_err(|error| self.unavailable(error))?;
+                (status, bytes.to_vec())
+            }
+        };
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(|error| self.unavailable(format!("unreadable answer: {error}")));
+        }
+        if let Ok(refusal) = serde_json::from_slice::<InsufficientStock>(&bytes) {
+            if refusal.kind == InsufficientStock::KIND {
+                return Err(CallError::InsufficientStock(refusal));
+            }
+        }
+        match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(error) => Err(CallError::Api(error)),
+            Err(_) => Err(self.unavailable(format!("answered {status}: {}", String::from_utf8_lossy(&bytes).chars().take(200).collect::<String>()))),
+        }
+    }
+}
+
+/// The calling service of a signed request, or the 403 to answer an unsigned or forged one (signing in
+/// as a person does not help, so it is not a 401).
+pub fn verify_caller(signer: &EventSigner, headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<String, ApiError> {
+    signer.verify_call(headers, method.as_str(), path, body, crate::db::now_seconds()).map_err(|error| {
+        tracing::warn!(%error, path, "service call refused");
+        ApiError::Forbidden(format!("this endpoint is for Tessera services only ({error})"))
+    })
+}
