@@ -100,7 +100,7 @@ pub enum Mode {
     Fragment(String),
 }
 
-fn store(settings: &Settings) -> StoreSettings {
+pub fn store(settings: &Settings) -> StoreSettings {
     StoreSettings {
         data_dir: settings.data_dir.clone(),
         postgres_url: settings.postgres_url.clone(),
@@ -353,4 +353,13 @@ async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = terminate => {},
     }
+}
+
+/// `tessera inventory verify`: checks the inventory's invariants on its database (the same one `serve`
+/// uses with these settings). Returns the report; the caller decides the exit status.
+pub async fn verify_inventory(settings: &Settings) -> anyhow::Result<tessera_inventory::verify::Report> {
+    let db = store(settings).open(tessera_inventory::NAME, &tessera_inventory::server::MIGRATIONS).await?;
+    let report = tessera_inventory::verify::verify(&db).await.context("reading the inventory database")?;
+    db.close().await;
+    Ok(report)
 }

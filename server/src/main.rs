@@ -26,6 +26,19 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Inventory tools.
+    Inventory {
+        #[command(subcommand)]
+        command: InventoryCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InventoryCommand {
+    /// Check the inventory's invariants on its database: no counter below zero, reservations and holds
+    /// within on-hand, the ledger replays to every counter, counters match the active reservations, each
+    /// reservation ended once. Exits with status 1 if any is broken.
+    Verify,
 }
 
 #[derive(Subcommand)]
@@ -54,6 +67,23 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys { command: KeysCommand::Rotate { delay_seconds } } => {
             let entry = shared_auth::keys::KeyRing::rotate(&settings.data_dir.join("keys"), delay_seconds)?;
             println!("new key {} is published now and signs from {} (unix time)", entry.kid, entry.signs_from);
+            return Ok(());
+        }
+        Command::Inventory { command: InventoryCommand::Verify } => {
+            let report = tessera_server::app::verify_inventory(&settings).await?;
+            println!(
+                "checked {} stock rows, {} ledger rows, {} reservations: {} violations",
+                report.stock_rows,
+                report.ledger_rows,
+                report.reservations,
+                report.violations.len()
+            );
+            for violation in &report.violations {
+                println!("  - {violation}");
+            }
+            if !report.violations.is_empty() {
+                std::process::exit(1);
+            }
             return Ok(());
         }
     };

@@ -6,13 +6,11 @@ mod support;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use reqwest::StatusCode;
 use sqlx::AnyPool;
-use support::{backends, spawn_app, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD};
+use support::{backends, count, database, eventually, spawn_app, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD};
 use tessera_contracts::events::{Envelope, StockChanged};
-use tessera_kit::db::StoreSettings;
 use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target, Transport};
 use tessera_server::Mode;
 
@@ -20,44 +18,6 @@ const SECRET: &str = "events-test-secret";
 
 fn with_secret(settings: &mut tessera_server::Settings) {
     settings.events_secret = Some(SECRET.into());
-}
-
-fn store(app: &TestApp) -> StoreSettings {
-    StoreSettings {
-        data_dir: app.settings.data_dir.clone(),
-        postgres_url: app.settings.postgres_url.clone(),
-        schema_prefix: app.settings.schema_prefix.clone(),
-    }
-}
-
-/// A service's database, opened beside the running app (as an operator's tool would).
-async fn database(app: &TestApp, service: &str) -> AnyPool {
-    let migrations = match service {
-        "inventory" => &tessera_inventory::server::MIGRATIONS,
-        "catalog" => &tessera_catalog::server::MIGRATIONS,
-        other => panic!("no {other}"),
-    };
-    store(app).open(service, migrations).await.unwrap()
-}
-
-async fn count(db: &AnyPool, sql: &str) -> i64 {
-    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(db).await.unwrap();
-    n
-}
-
-/// Polls until `check` holds (events are asynchronous), failing after a generous bound.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }
 
 async fn availability(app: &TestApp, sku: &str) -> Option<i64> {

@@ -9,6 +9,10 @@ use std::net::SocketAddr;
 use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
 use reqwest::{Response, StatusCode};
 use tessera_server::config::FragmentSettings;
+use std::time::Duration;
+
+use sqlx::AnyPool;
+use tessera_kit::db::StoreSettings;
 use tessera_server::{Mode, Settings};
 
 pub const PASSWORD: &str = "tessera-demo";
@@ -234,3 +238,42 @@ impl TestApp {
 pub fn urlencode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
+
+pub fn store(app: &TestApp) -> StoreSettings {
+    StoreSettings {
+        data_dir: app.settings.data_dir.clone(),
+        postgres_url: app.settings.postgres_url.clone(),
+        schema_prefix: app.settings.schema_prefix.clone(),
+    }
+}
+
+/// A service's database, opened beside the running app (as an operator's tool would).
+pub async fn database(app: &TestApp, service: &str) -> AnyPool {
+    let migrations = match service {
+        "inventory" => &tessera_inventory::server::MIGRATIONS,
+        "catalog" => &tessera_catalog::server::MIGRATIONS,
+        other => panic!("no {other}"),
+    };
+    store(app).open(service, migrations).await.unwrap()
+}
+
+pub async fn count(db: &AnyPool, sql: &str) -> i64 {
+    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(db).await.unwrap();
+    n
+}
+
+/// Polls until `check` holds (events are asynchronous), failing after a generous bound.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..200 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+

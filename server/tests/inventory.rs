@@ -1,0 +1,476 @@
+//! The inventory service through the real server: concurrent buyers of the last units, the reservation
+//! API for services (signed, idempotent, all or nothing), order events, staff movements and pages, bad
+//! input, and `tessera inventory verify` on the live database.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use sqlx::AnyPool;
+use support::{backends, count, database, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use tessera_contracts::events::{Envelope, Event, OrderCancelled, OrderPaid, StockChanged};
+use tessera_contracts::inventory::{reservation_path, ExtendRequest, Line, Reservation, ReservationStatus, ReserveRequest, RESERVATIONS_PATH};
+use tessera_contracts::ApiError;
+use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Target, Transport};
+use tessera_kit::service::{CallError, ServiceClient};
+
+const SECRET: &str = "inventory-test-secret";
+
+fn with_secret(settings: &mut tessera_server::Settings) {
+    settings.events_secret = Some(SECRET.into());
+}
+
+async fn start(backend: Backend) -> TestApp {
+    spawn_with(backend, Options { configure: Some(with_secret), ..Options::default() }).await
+}
+
+fn target(app: &TestApp) -> Target {
+    Target::Http { prefix: "/admin/inventory".into(), base: app.url.clone() }
+}
+
+/// The cart's client of the reservation API.
+fn cart(app: &TestApp) -> ServiceClient {
+    ServiceClient::new("cart", "inventory", EventSigner::new(&[SECRET.as_bytes().to_vec()]), target(app), Duration::from_secs(60))
+}
+
+fn request(key: &str, lines: &[(&str, i64)]) -> ReserveRequest {
+    ReserveRequest {
+        idempotency_key: key.into(),
+        owner: "user-1".into(),
+        lines: lines.iter().map(|(sku, quantity)| Line { sku: (*sku).into(), quantity: *quantity }).collect(),
+        ttl_seconds: 600,
+    }
+}
+
+/// Calls an admin server function as `cookie`; returns status and JSON.
+async fn admin(app: &TestApp, endpoint: &str, body: &str, cookie: &str) -> (StatusCode, Value) {
+    let response = app.post_form(&format!("/admin/inventory/api/{endpoint}"), body.to_owned(), Some(cookie)).await;
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Receives `quantity` of a SKU the inventory does not stock yet.
+async fn stock_new(app: &TestApp, cookie: &str, sku: &str, quantity: i64) {
+    let body = format!("sku={sku}&movement=receive&quantity={quantity}&new_sku=true");
+    let (status, json) = admin(app, "record_movement", &body, cookie).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+}
+
+/// (on_hand, soft, hard, unavailable, safety, incoming) of a SKU at the main location.
+async fn counters(db: &AnyPool, sku: &str) -> (i64, i64, i64, i64, i64, i64) {
+    sqlx::query_as(
+        "SELECT on_hand, soft_reserved, hard_reserved, unavailable, safety_stock, incoming FROM stock_levels WHERE sku = $1 AND location = 'main'",
+    )
+    .bind(sku)
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
+async fn assert_invariants(db: &AnyPool, context: &str) {
+    let report = tessera_inventory::verify::verify(db).await.unwrap();
+    assert!(report.violations.is_empty(), "{context}: {:?}", report.violations);
+}
+
+/// A signed event from the cart, delivered like the relay would.
+async fn send_event<E: Event>(app: &TestApp, event: &E) -> Result<(), String> {
+    let envelope = Envelope {
+        id: uuid::Uuid::new_v4().to_string(),
+        event_type: E::TYPE.into(),
+        version: E::VERSION,
+        aggregate_type: E::AGGREGATE.into(),
+        aggregate_id: event.aggregate_id(),
+        sequence: 1,
+        occurred_at_ms: 0,
+        producer: "cart".into(),
+        payload: serde_json::to_value(event).unwrap(),
+    };
+    let transport = HttpTransport::new("cart", EventSigner::new(&[SECRET.as_bytes().to_vec()]), HashMap::from([("inventory".to_owned(), target(app))]));
+    transport.deliver("inventory", &envelope).await
+}
+
+#[tokio::test]
+async fn five_hundred_buyers_of_the_last_units_never_oversell() {
+    const UNITS: i64 = 7;
+    const BUYERS: usize = 500;
+    for backend in backends() {
+        let app = start(backend).await;
+        let ada = app.login_as(ADMIN, PASSWORD).await;
+        stock_new(&app, &ada, "HOT-1", UNITS).await;
+        let client = cart(&app);
+        let attempts = (0..BUYERS).map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client.post::<_, Reservation>(RESERVATIONS_PATH, &request(&format!("buyer-{i}"), &[("HOT-1", 1)])).await
+            })
+        });
+        let results: Vec<_> = futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won as i64, UNITS, "{backend:?}: exactly the units on hand were reserved");
+        for result in results.iter().filter_map(|r| r.as_ref().err()) {
+            match result {
+                CallError::InsufficientStock(short) => {
+                    assert_eq!(short.shortages[0].sku, "HOT-1");
+                    assert_eq!(short.shortages[0].available, 0);
+                    assert!(short.message.contains("HOT-1 has 0 available, 1 requested"), "{}", short.message);
+                }
+                other => panic!("{backend:?}: a losing buyer got {other:?}"),
+            }
+        }
+        let db = database(&app, "inventory").await;
+        assert_eq!(counters(&db, "HOT-1").await, (UNITS, UNITS, 0, 0, 0, 0));
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, UNITS);
+        assert_invariants(&db, "after the rush").await;
+    }
+}
+
+#[tokio::test]
+async fn reservations_are_all_or_nothing_idempotent_and_end_once() {
+    for backend in backends() {
+        let app = start(backend).await;
+        let ada = app.login_as(ADMIN, PASSWORD).await;
+        stock_new(&app, &ada, "RES-A", 5).await;
+        stock_new(&app, &ada, "RES-B", 2).await;
+        let client = cart(&app);
+        let db = database(&app, "inventory").await;
+
+        // All or nothing: B is short, so A is not held either, and the error names B and what is left.
+        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &request("k1", &[("RES-A", 1), ("RES-B", 3)])).await.unwrap_err();
+        let CallError::InsufficientStock(short) = error else { panic!("{backend:?}: {error:?}") };
+        assert_eq!(short.shortages.len(), 1);
+        assert_eq!((short.shortages[0].sku.as_str(), short.shortages[0].requested, short.shortages[0].available), ("RES-B", 3, 2));
+        assert_eq!(counters(&db, "RES-A").await.1, 0, "{backend:?}: nothing held after a refusal");
+
+        // Created once; the same key and body replays the same reservation; another body is a conflict.
+        let first: Reservation = client.post(RESERVATIONS_PATH, &request("k2", &[("RES-A", 2), ("RES-B", 2)])).await.unwrap();
+        assert_eq!((first.status, first.replayed), (ReservationStatus::Soft, false));
+        let again: Reservation = client.post(RESERVATIONS_PATH, &request("k2", &[("RES-B", 2), ("RES-A", 2)])).await.unwrap();
+        assert_eq!((again.id.as_str(), again.replayed), (first.id.as_str(), true));
+        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &request("k2", &[("RES-A", 1)])).await.unwrap_err();
+        assert!(matches!(&error, CallError::Api(ApiError::Conflict(m)) if m.contains("already used")), "{error:?}");
+        assert_eq!(counters(&db, "RES-A").await, (5, 2, 0, 0, 0, 0));
+
+        // Another service cannot see or touch the cart's reservation.
+        let other = ServiceClient::new("catalog", "inventory", EventSigner::new(&[SECRET.as_bytes().to_vec()]), target(&app), Duration::from_secs(10));
+        let error = other.post::<_, Reservation>(&reservation_path(&first.id, Some("release")), &json!({})).await.unwrap_err();
+        assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
+
+        // Extend, read back, release twice (the second changes nothing), then extending is refused.
+        let extended: Reservation = client.post(&reservation_path(&first.id, Some("extend")), &ExtendRequest { ttl_seconds: 1200 }).await.unwrap();
+        assert!(extended.expires_at_ms > first.expires_at_ms);
+        let shown: Reservation = client.get(&reservation_path(&first.id, None)).await.unwrap();
+        assert_eq!(shown.expires_at_ms, extended.expires_at_ms);
+        for _ in 0..2 {
+            let released: Reservation = client.post(&reservation_path(&first.id, Some("release")), &json!({})).await.unwrap();
+            assert_eq!(released.status, ReservationStatus::Released);
+        }
+        let error = client.post::<_, Reservation>(&reservation_path(&first.id, Some("extend")), &ExtendRequest { ttl_seconds: 60 }).await.unwrap_err();
+        assert!(matches!(&error, CallError::Api(ApiError::Conflict(m)) if m.contains("released")), "{error:?}");
+        assert_eq!(counters(&db, "RES-A").await, (5, 0, 0, 0, 0, 0));
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM ledger WHERE kind = 'CANCELLED'").await, 2, "{backend:?}: one ending per line");
+
+        // Expiry: a lapsed hold is ignored when stock runs short and the sweeper frees the rest.
+        let hold: Reservation = client.post(RESERVATIONS_PATH, &request("k3", &[("RES-B", 2)])).await.unwrap();
+        let outbox = Outbox::new("inventory", HashMap::from([(StockChanged::TYPE, vec!["catalog".to_owned()])]));
+        let later = hold.expires_at_ms + 1;
+        let swept = tessera_inventory::reservations::sweep(&db, &outbox, later, 100).await.unwrap();
+        assert_eq!(swept, 1);
+        assert_eq!(tessera_inventory::reservations::sweep(&db, &outbox, later, 100).await.unwrap(), 0, "expired once");
+        let shown: Reservation = client.get(&reservation_path(&hold.id, None)).await.unwrap();
+        assert_eq!(shown.status, ReservationStatus::Expired);
+        assert_eq!(counters(&db, "RES-B").await.1, 0);
+        assert_invariants(&db, "after the lifecycle").await;
+    }
+}
+
+#[tokio::test]
+async fn an_order_is_held_hard_when_paid_released_when_cancelled_and_consumed_when_fulfilled() {
+    for backend in backends() {
+        let app = start(backend).await;
+        let ada = app.login_as(ADMIN, PASSWORD).await;
+        stock_new(&app, &ada, "ORD-1", 10).await;
+        let client = cart(&app);
+        let db = database(&app, "inventory").await;
+
+        let paid: Reservation = client.post(RESERVATIONS_PATH, &request("o1", &[("ORD-1", 3)])).await.unwrap();
+        let event = OrderPaid { order_id: "order-1".into(), reservation_id: paid.id.clone(), lines: paid.lines.clone() };
+        send_event(&app, &event).await.unwrap();
+        send_event(&app, &event).await.unwrap(); // a second delivery (new id) finds the order reserved
+        assert_eq!(counters(&db, "ORD-1").await, (10, 0, 3, 0, 0, 0), "{backend:?}: soft became hard");
+
+        let cancelled: Reservation = client.post(RESERVATIONS_PATH, &request("o2", &[("ORD-1", 4)])).await.unwrap();
+        send_event(&app, &OrderPaid { order_id: "order-2".into(), reservation_id: cancelled.id.clone(), lines: cancelled.lines.clone() }).await.unwrap();
+        send_event(&app, &OrderCancelled { order_id: "order-2".into(), reservation_id: cancelled.id.clone() }).await.unwrap();
+        assert_eq!(counters(&db, "ORD-1").await, (10, 0, 3, 0, 0, 0), "{backend:?}: the cancelled order's units are back");
+
+        // A paid order whose hold lapsed is reserved again, hard, while the stock is there.
+        let lapsed_id = uuid::Uuid::new_v4().to_string();
+        send_event(&app, &OrderPaid { order_id: "order-3".into(), reservation_id: lapsed_id, lines: vec![Line { sku: "ORD-1".into(), quantity: 2 }] }).await.unwrap();
+        assert_eq!(counters(&db, "ORD-1").await.2, 5);
+        // …and when it is not, the order is reported short and nothing changes.
+        send_event(&app, &OrderPaid { order_id: "order-4".into(), reservation_id: "gone".into(), lines: vec![Line { sku: "ORD-1".into(), quantity: 9 }] }).await.unwrap();
+        assert_eq!(counters(&db, "ORD-1").await.2, 5);
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.order_short'").await, 1);
+
+        // Staff fulfil the paid order: the units leave on-hand and the hold; a second click is a conflict.
+        let (status, json) = admin(&app, "fulfil_order", &format!("reservation_id={}", paid.id), &ada).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(counters(&db, "ORD-1").await, (7, 0, 2, 0, 0, 0));
+        let (status, json) = admin(&app, "fulfil_order", &format!("reservation_id={}", paid.id), &ada).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{json}");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.order_fulfilled'").await, 1);
+        // A cancellation after shipping is refused loudly (it would dead-letter), not half-applied.
+        let refused = send_event(&app, &OrderCancelled { order_id: "order-1".into(), reservation_id: paid.id.clone() }).await.unwrap_err();
+        assert!(refused.contains("422") && refused.contains("already fulfilled"), "{refused}");
+        assert_eq!(counters(&db, "ORD-1").await, (7, 0, 2, 0, 0, 0));
+        assert_invariants(&db, "after orders").await;
+    }
+}
+
+#[tokio::test]
+async fn the_reservation_api_is_closed_to_browsers_and_forgers() {
+    for backend in backends() {
+        let app = start(backend).await;
+        let sam = app.login_as(SHOPPER, PASSWORD).await;
+        let body = serde_json::to_vec(&request("mine", &[("MUG-STN-01", 1)])).unwrap();
+        let post = |headers: Vec<(&'static str, String)>, cookie: Option<&str>, path: &str| {
+            let mut builder = app.client.post(format!("{}{path}", app.url)).header("content-type", "application/json").body(body.clone());
+            for (name, value) in headers {
+                builder = builder.header(name, value);
+            }
+            if let Some(cookie) = cookie {
+                builder = builder.header("cookie", cookie);
+            }
+            builder.send()
+        };
+        let now = tessera_kit::db::now_seconds();
+        let right = EventSigner::new(&[SECRET.as_bytes().to_vec()]);
+        let wrong = EventSigner::new(&[b"guessed".to_vec()]);
+        let cases: Vec<(&str, Vec<(&'static str, String)>, Option<&str>, &str)> = vec![
+            ("a signed-in shopper", vec![], Some(&sam), RESERVATIONS_PATH),
+            ("anonymous", vec![], None, RESERVATIONS_PATH),
+            ("a guessed secret", wrong.sign_call("cart", "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
+            ("signed for another path", right.sign_call("cart", "POST", "/admin/inventory/service/other", &body, now).to_vec(), None, RESERVATIONS_PATH),
+            ("an old captured call", right.sign_call("cart", "POST", RESERVATIONS_PATH, &body, now - 3600).to_vec(), None, RESERVATIONS_PATH),
+            ("an event signature", right.sign("cart", &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ];
+        for (what, headers, cookie, path) in cases {
+            let response = post(headers, cookie, path).await.unwrap();
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{backend:?}: {what}");
+            let error: ApiError = response.json().await.unwrap();
+            assert!(error.to_string().contains("for Tessera services only"), "{what}: {error}");
+        }
+        let db = database(&app, "inventory").await;
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations").await, 0, "{backend:?}: nothing was reserved");
+    }
+}
+
+#[tokio::test]
+async fn bad_reservation_requests_get_a_clear_4xx_and_change_nothing() {
+    for backend in backends() {
+        let app = start(backend).await;
+        let client = cart(&app);
+        let db = database(&app, "inventory").await;
+        let before = (count(&db, "SELECT COUNT(*) FROM ledger").await, counters(&db, "MUG-STN-01").await);
+        let many: Vec<(String, i64)> = (0..51).map(|i| (format!("SKU-{i}"), 1)).collect();
+        let many: Vec<(&str, i64)> = many.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+        let cases: Vec<(&str, Value, &str)> = vec![
+            ("zero", json!(request("b1", &[("MUG-STN-01", 0)])), "between 1 and 99"),
+            ("negative", json!(request("b2", &[("MUG-STN-01", -3)])), "between 1 and 99"),
+            ("huge", json!(request("b3", &[("MUG-STN-01", 1_000_000_000_000)])), "between 1 and 99"),
+            ("beyond i64", json!({"idempotency_key": "b4", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1e30}]}), "invalid request body"),
+            ("no lines", json!(request("b5", &[])), "1 to 50 lines"),
+            ("too many lines", json!(request("b6", &many)), "1 to 50 lines"),
+            ("the same SKU twice", json!(request("b7", &[("MUG-STN-01", 1), ("MUG-STN-01", 2)])), "two lines"),
+            ("a malformed SKU", json!(request("b8", &[("mug; drop", 1)])), "not a SKU"),
+            ("no key", json!(request("", &[("MUG-STN-01", 1)])), "idempotency_key"),
+            ("a huge key", json!(request(&"k".repeat(129), &[("MUG-STN-01", 1)])), "idempotency_key"),
+            ("a short hold", json!({"idempotency_key": "b9", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1}], "ttl_seconds": 1}), "ttl_seconds"),
+            ("a week-long hold", json!({"idempotency_key": "b10", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1}], "ttl_seconds": 604800}), "ttl_seconds"),
+            ("not JSON", json!("lines"), "invalid request body"),
+        ];
+        for (what, body, needle) in cases {
+            let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &body).await.unwrap_err();
+            assert!(matches!(&error, CallError::Api(ApiError::BadRequest(m)) if m.contains(needle)), "{backend:?} {what}: {error:?}");
+        }
+        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &request("b11", &[("NOPE-1", 1)])).await.unwrap_err();
+        assert!(matches!(&error, CallError::Api(ApiError::NotFound(m)) if m.contains("NOPE-1")), "{error:?}");
+        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &json!({"idempotency_key": "x".repeat(20_000)})).await.unwrap_err();
+        assert!(matches!(&error, CallError::Unavailable { message, .. } if message.contains("413")), "oversized: {error:?}");
+        let error = client.get::<Reservation>(&reservation_path("not-a-reservation", None)).await.unwrap_err();
+        assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
+        let error = client.post::<_, Reservation>(&reservation_path(&"a".repeat(200), Some("release")), &json!({})).await.unwrap_err();
+        assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
+        let after = (count(&db, "SELECT COUNT(*) FROM ledger").await, counters(&db, "MUG-STN-01").await);
+        assert_eq!(before, after, "{backend:?}: nothing changed");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn staff_movements_are_checked_recorded_and_shown() {
+    for backend in backends() {
+        let app = start(backend).await;
+        let ada = app.login_as(ADMIN, PASSWORD).await;
+        let sam = app.login_as(SHOPPER, PASSWORD).await;
+        let db = database(&app, "inventory").await;
+        stock_new(&app, &ada, "MOVE-1", 20).await;
+        let record = |body: String| {
+            let (app, ada) = (&app, ada.clone());
+            async move { admin(app, "record_movement", &format!("sku=MOVE-1&{body}"), &ada).await }
+        };
+        for (body, expected) in [
+            ("movement=order&quantity=30&reason=PO-7", (20, 0, 0, 0, 0, 30)),
+            ("movement=receive&quantity=12", (32, 0, 0, 0, 0, 18)),
+            ("movement=shrinkage&quantity=2&reason=broken%20in%20transit", (30, 0, 0, 0, 0, 18)),
+            ("movement=return&quantity=3&damaged=true&reason=order-9", (33, 0, 0, 3, 0, 18)),
+            ("movement=shrinkage&quantity=1&damaged=true&reason=binned", (32, 0, 0, 2, 0, 18)),
+            ("movement=return&quantity=1&reason=order-10", (33, 0, 0, 2, 0, 18)),
+            ("movement=adjust&counter=safety_stock&quantity=5&reason=buffer", (33, 0, 0, 2, 5, 18)),
+            ("movement=adjust&counter=on_hand&quantity=-3&reason=count", (30, 0, 0, 2, 5, 18)),
+        ] {
+            let (status, json) = record(body.to_owned()).await;
+            assert_eq!(status, StatusCode::OK, "{backend:?} {body}: {json}");
+            assert_eq!(counters(&db, "MOVE-1").await, expected, "{backend:?} after {body}");
+        }
+        let ledger_rows = count(&db, "SELECT COUNT(*) FROM ledger").await;
+        for (body, expected, needle) in [
+            ("movement=receive&quantity=0", StatusCode::BAD_REQUEST, "between 1 and 10000"),
+            ("movement=receive&quantity=-4", StatusCode::BAD_REQUEST, "between 1 and 10000"),
+            ("movement=receive&quantity=99999999999", StatusCode::BAD_REQUEST, "between 1 and 10000"),
+            ("movement=receive&quantity=lots", StatusCode::BAD_REQUEST, "invalid request"),
+            ("movement=shrinkage&quantity=1", StatusCode::BAD_REQUEST, "reason"),
+            ("movement=shrinkage&quantity=29&reason=x", StatusCode::CONFLICT, "only 28 unreserved units"),
+            ("movement=shrinkage&quantity=3&damaged=true&reason=x", StatusCode::CONFLICT, "only 2 damaged units"),
+            ("movement=adjust&counter=safety_stock&quantity=-6&reason=x", StatusCode::CONFLICT, "safety stock"),
+            ("movement=adjust&counter=bogus&quantity=1&reason=x", StatusCode::BAD_REQUEST, "not a counter"),
+            ("movement=adjust&quantity=0&reason=x", StatusCode::BAD_REQUEST, "adjustment"),
+            ("movement=teleport&quantity=1", StatusCode::BAD_REQUEST, "not a movement"),
+            ("movement=receive&quantity=1&location=Main%20Hall", StatusCode::BAD_REQUEST, "not a location"),
+            ("movement=receive&quantity=1&location=annex", StatusCode::NOT_FOUND, "not stocked at annex"),
+        ] {
+            let (status, json) = record(body.to_owned()).await;
+            assert_eq!(status, expected, "{backend:?} {body}: {json}");
+            assert!(json.to_string().contains(needle), "{backend:?} {body}: {json}");
+        }
+        let long_reason = format!("movement=adjust&quantity=1&reason={}", "x".repeat(201));
+        assert_eq!(record(long_reason).await.0, StatusCode::BAD_REQUEST);
+        let (status, _) = admin(&app, "record_movement", "sku=NOPE-9&movement=receive&quantity=1", &ada).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "a typo does not create stock");
+        let (status, _) = admin(&app, "record_movement", "sku=MOVE-1&movement=receive&quantity=1", &sam).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "shoppers cannot move stock");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM ledger").await, ledger_rows, "{backend:?}: refusals recorded nothing");
+        assert_eq!(counters(&db, "MOVE-1").await, (30, 0, 0, 2, 5, 18));
+
+        // The SKU page shows the counters, the chart and every movement with its cause.
+        let (status, html) = app.text("/admin/inventory/sku/MOVE-1", Some(&ada)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(html.contains("data-testid=\"stock-chart\"") && html.contains("<polyline"), "chart");
+        for kind in ["RECEIVED", "ORDERED", "SHRINKAGE", "RETURNED", "ADJUSTMENT"] {
+            assert!(html.contains(&format!("data-kind=\"{kind}\"")), "{backend:?}: {kind} in the ledger");
+        }
+        assert!(html.contains("broken in transit") && html.contains("PO-7"));
+        let (status, _) = app.text("/admin/inventory/sku/NOPE-9", Some(&ada)).await;
+        assert_eq!(status, StatusCode::OK, "the page renders and says the SKU is not stocked");
+        let (status, _) = app.text("/admin/inventory/sku/MOVE-1", Some(&sam)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_invariants(&db, "after movements").await;
+    }
+}
+
+#[tokio::test]
+async fn the_stock_table_searches_filters_sorts_and_pages() {
+    let app = start(Backend::Sqlite).await;
+    let ada = app.login_as(ADMIN, PASSWORD).await;
+    for i in 0..60 {
+        stock_new(&app, &ada, &format!("BULK-{i:03}"), 10 + i).await;
+    }
+    // Text without Leptos's hydration markers.
+    let page = |query: &str| {
+        let (app, ada) = (&app, ada.clone());
+        let query = query.to_owned();
+        async move { app.text(&format!("/admin/inventory?{query}"), Some(&ada)).await.1.replace("<!>", "") }
+    };
+    let html = page("q=bulk").await;
+    assert!(html.contains("Page 1 of 2 (60 SKUs)"), "60 matches on two pages");
+    assert!(html.contains("BULK-000") && !html.contains("BULK-050"), "sorted by SKU, first page");
+    let html = page("q=bulk&page=2").await;
+    assert!(html.contains("BULK-059") && !html.contains("BULK-000"));
+    let html = page("q=bulk&sort=on_hand&desc=true").await;
+    let (first, last) = (html.find("BULK-059").unwrap(), html.find("BULK-020").unwrap());
+    assert!(first < last, "highest on-hand first");
+    let html = page("low=true").await;
+    assert!(html.contains("CAP-BLK-01") && !html.contains("BULK-0"), "only low stock");
+    let html = page("q=%25%27;--&page=-5&sort=drop%20table").await;
+    assert!(html.contains("data-testid=\"stock-table\""), "odd filters are harmless");
+    let (status, json) = admin(&app, "stock_page", "query[q]=BULK-05&query[sort]=available", &ada).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["total"], 10);
+    let (status, html) = app.text("/admin/inventory/reservations?filter=all", Some(&ada)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("data-testid=\"reservations\""));
+    let (status, json) = admin(&app, "reservation_page", "filter=bogus&page=1", &ada).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+}
+
+#[tokio::test]
+async fn inventory_verify_checks_the_live_database_and_names_what_is_broken() {
+    for backend in backends() {
+        let app = start(backend).await;
+        let ada = app.login_as(ADMIN, PASSWORD).await;
+        stock_new(&app, &ada, "VER-1", 4).await;
+        let client = cart(&app);
+        let _held: Reservation = client.post(RESERVATIONS_PATH, &request("v1", &[("VER-1", 2)])).await.unwrap();
+        let verify = || {
+            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+            command.args(["inventory", "verify"]).env("TESSERA_DATA_DIR", &app.settings.data_dir).env("TESSERA_LOG", "error");
+            match &app.settings.postgres_url {
+                Some(url) => command.env("TESSERA_POSTGRES_URL", url).env("TESSERA_SCHEMA_PREFIX", &app.settings.schema_prefix),
+                None => command.env_remove("TESSERA_POSTGRES_URL"),
+            };
+            command.output().unwrap()
+        };
+        let output = verify();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "{backend:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+        assert!(stdout.contains(": 0 violations"), "{stdout}");
+
+        // Someone edits a counter by hand: the schema allows it, the ledger no longer replays to it.
+        let db = database(&app, "inventory").await;
+        sqlx::query("UPDATE stock_levels SET on_hand = on_hand + 5 WHERE sku = 'VER-1'").execute(&db).await.unwrap();
+        let output = verify();
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert_eq!(output.status.code(), Some(1), "{backend:?}: {stdout}");
+        assert!(stdout.contains("VER-1 at main: on_hand is 9 but the ledger replays to 4"), "{stdout}");
+
+        // And what the schema refuses outright.
+        for sql in [
+            "UPDATE stock_levels SET soft_reserved = 50 WHERE sku = 'VER-1'",
+            "UPDATE stock_levels SET incoming = -1 WHERE sku = 'VER-1'",
+            "UPDATE ledger SET quantity = 1",
+            "DELETE FROM ledger",
+            "UPDATE reservations SET status = 'fulfilled'",
+            "DELETE FROM reservation_lines",
+        ] {
+            assert!(sqlx::query(sql).execute(&db).await.is_err(), "{backend:?}: the schema refuses {sql}");
+        }
+        sqlx::query("UPDATE reservations SET status = 'released'").execute(&db).await.unwrap();
+        assert!(sqlx::query("UPDATE reservations SET status = 'soft'").execute(&db).await.is_err(), "{backend:?}: terminal states are final");
+    }
+}
+
+#[tokio::test]
+async fn shoppers_cannot_see_the_admin_api_and_the_home_widget_lists_low_stock() {
+    let app = start(Backend::Sqlite).await;
+    let sam = app.login_as(SHOPPER, PASSWORD).await;
+    for (endpoint, body) in [("stock_page", ""), ("sku_detail", "sku=MUG-STN-01"), ("reservation_page", "filter=all&page=1"), ("fulfil_order", "reservation_id=x")] {
+        let (status, json) = admin(&app, endpoint, body, &sam).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{endpoint}: {json}");
+    }
+    let ada = app.login_as(ADMIN, PASSWORD).await;
+    let (_, html) = app.text("/", Some(&ada)).await;
+    assert!(html.contains("Low stock") && html.contains("/admin/inventory/sku/CAP-BLK-01"), "the widget links low SKUs");
+}
