@@ -289,7 +289,7 @@ async fn transition(
         Expiry::Lapsed => " AND expires_at_ms <= $4",
     };
     let updated = sqlx::query(&format!(
-        "UPDATE reservations SET status = $1, order_id = COALESCE($5, order_id), updated_at_ms = $4 \
+        "UPDATE reservations SET status = $1, order_id = COALESCE(order_id, $5), updated_at_ms = $4 \
          WHERE id = $2 AND status = $3{expiry_clause}"
     ))
     .bind(to.as_str())
@@ -461,21 +461,23 @@ pub async fn order_paid(
                 expire_one(&mut tx, outbox, &row.id, "lazy expiry", now_ms).await?;
             }
         }
-        let reserved: Option<(String,)> =
-            sqlx::query_as("SELECT id FROM reservations WHERE order_id = $1 AND status IN ('hard', 'fulfilled')")
-                .bind(&event.order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if reserved.is_some() {
+        let of_order: Vec<(String,)> = sqlx::query_as("SELECT status FROM reservations WHERE order_id = $1")
+            .bind(&event.order_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        if of_order.iter().any(|(status,)| status == "hard" || status == "fulfilled") {
             tx.commit().await?;
             return Ok(Applied::Nothing("the order is already reserved".into()));
+        }
+        if of_order.iter().any(|(status,)| status == "cancelled") {
+            return Err(OpError::Api(ApiError::Conflict(format!("order {} was cancelled; it cannot be paid", event.order_id))));
         }
         // The hold lapsed or never existed: reserve the order's lines again, hard, if the stock is there.
         let id = uuid::Uuid::new_v4().to_string();
         let owner = existing.map(|row| row.owner).unwrap_or_else(|| format!("order {}", event.order_id));
-        sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO reservations (id, caller, idempotency_key, request_hash, owner, order_id, status, created_at_ms, expires_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'hard', $7, $7, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, 'hard', $7, $7, $7) ON CONFLICT (caller, idempotency_key) DO NOTHING",
         )
         .bind(&id)
         .bind(&envelope.producer)
@@ -486,6 +488,9 @@ pub async fn order_paid(
         .bind(now_ms)
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(OpError::Api(ApiError::Conflict(format!("order {} was reserved before and ended; it cannot be paid again", event.order_id))));
+        }
         let cause = Cause { reservation_id: Some(id.clone()), ..cause.clone() };
         let shortages = hold_lines(&mut tx, outbox, &lines, Kind::HardReserved, &cause, now_ms).await?;
         if !shortages.is_empty() {
