@@ -4,7 +4,8 @@
 //! - release bundle sizes per fragment: raw, gzip (level 9) and brotli (quality 11);
 //! - requests/s and latency of `/catalog` composed by the shell (in process, and over HTTP to a separate
 //!   catalog process) against the same page served directly by the catalog process, all in one run
-//!   against release binaries on loopback.
+//!   against release binaries on loopback;
+//! - the inventory's hot-SKU reservations/s and admin page latency with 10,000 SKUs (`bench_inventory`).
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -116,12 +117,12 @@ fn brotli_len(bytes: &[u8]) -> Result<usize> {
     Ok(output.len())
 }
 
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// A server process that is killed when dropped.
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -130,7 +131,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(binary: &Path, site: &Path, data: &Path, port: u16, extra: &[(&str, String)], args: &[&str]) -> Result<Server> {
+pub(crate) fn start_server(binary: &Path, site: &Path, data: &Path, port: u16, extra: &[(&str, String)], args: &[&str]) -> Result<Server> {
     let mut command = Command::new(binary);
     command
         .arg("serve")
@@ -154,15 +155,15 @@ fn start_server(binary: &Path, site: &Path, data: &Path, port: u16, extra: &[(&s
     bail!("tessera did not start listening on port {port}")
 }
 
-struct LoadResult {
-    requests: usize,
-    errors: usize,
-    seconds: f64,
-    latencies: Vec<Duration>,
+pub(crate) struct LoadResult {
+    pub(crate) requests: usize,
+    pub(crate) errors: usize,
+    pub(crate) seconds: f64,
+    pub(crate) latencies: Vec<Duration>,
 }
 
 impl LoadResult {
-    fn percentile(&self, p: f64) -> f64 {
+    pub(crate) fn percentile(&self, p: f64) -> f64 {
         if self.latencies.is_empty() {
             return f64::NAN;
         }
@@ -171,19 +172,25 @@ impl LoadResult {
     }
 }
 
-async fn load(url: String, concurrency: usize, duration: Duration) -> LoadResult {
+/// GETs `url` from `concurrency` connections for `duration`, with `cookie` if given.
+pub(crate) async fn load(url: String, concurrency: usize, duration: Duration, cookie: Option<String>) -> LoadResult {
     let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("an HTTP client");
     let started = Instant::now();
     let deadline = started + duration;
     let workers = (0..concurrency).map(|_| {
         let client = client.clone();
         let url = url.clone();
+        let cookie = cookie.clone();
         tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors = 0;
             while Instant::now() < deadline {
                 let sent = Instant::now();
-                let ok = match client.get(&url).send().await {
+                let mut request = client.get(&url);
+                if let Some(cookie) = &cookie {
+                    request = request.header("cookie", cookie);
+                }
+                let ok = match request.send().await {
                     Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
                     _ => false,
                 };
@@ -392,16 +399,13 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     println!("|---|--:|--:|--:|--:|");
     for (label, url) in variants {
         // Warm up connections and caches first.
-        runtime.block_on(load(url.clone(), args.concurrency, Duration::from_millis(500)));
-        let result = runtime.block_on(load(url, args.concurrency, duration));
-        println!(
-            "| {label} | {:.0} | {:.2} | {:.2} | {} |",
-            result.requests as f64 / result.seconds,
-            result.percentile(0.50),
-            result.percentile(0.99),
-            result.errors
-        );
+        runtime.block_on(load(url.clone(), args.concurrency, Duration::from_millis(500), None));
+        let result = runtime.block_on(load(url, args.concurrency, duration, None));
+        crate::bench_inventory::print_row(label, &result);
     }
+    println!();
+    drop((_site, _catalog, _remote_shell));
+    crate::bench_inventory::inventory(&binary, &site, &scratch, args.seconds)?;
     println!();
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
