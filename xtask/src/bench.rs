@@ -132,6 +132,9 @@ impl Drop for Server {
 }
 
 pub(crate) fn start_server(binary: &Path, site: &Path, data: &Path, port: u16, extra: &[(&str, String)], args: &[&str]) -> Result<Server> {
+    // The server logs to stdout; keep it beside its data for when a run goes wrong.
+    std::fs::create_dir_all(data)?;
+    let log = std::fs::File::create(data.join("server.log"))?;
     let mut command = Command::new(binary);
     command
         .arg("serve")
@@ -140,7 +143,7 @@ pub(crate) fn start_server(binary: &Path, site: &Path, data: &Path, port: u16, e
         .env("TESSERA_DATA_DIR", data)
         .env("TESSERA_SITE_DIR", site)
         .env("TESSERA_LOG", "warn")
-        .stdout(Stdio::null());
+        .stdout(Stdio::from(log));
     for (key, value) in extra {
         command.env(key, value);
     }
@@ -256,20 +259,7 @@ async fn event_throughput(shell_url: &str) -> Result<()> {
     const CHANGES: usize = 2000;
     const CONCURRENCY: usize = 16;
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
-    let login = client
-        .post(format!("{shell_url}/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("email=admin%40example.com&password={}", tessera_contracts::demo::PASSWORD))
-        .send()
-        .await?;
-    let cookies: Vec<String> = login
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .map(|value| value.split(';').next().unwrap_or_default().to_owned())
-        .collect();
-    let cookie = cookies.join("; ");
+    let cookie = crate::bench_inventory::sign_in_admin(&client, shell_url).await?;
     let status = |client: reqwest::Client, cookie: String| {
         let url = format!("{shell_url}/catalog/events/status");
         async move {

@@ -33,7 +33,8 @@ fn signed(caller: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> 
     ]
 }
 
-async fn sign_in_admin(client: &reqwest::Client, url: &str) -> Result<String> {
+/// Signs in the demo admin; returns the `Cookie` header to send.
+pub(crate) async fn sign_in_admin(client: &reqwest::Client, url: &str) -> Result<String> {
     let login = client
         .post(format!("{url}/login"))
         .header("content-type", "application/x-www-form-urlencoded")

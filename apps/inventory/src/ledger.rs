@@ -112,6 +112,17 @@ pub async fn stock(connection: &mut AnyConnection, sku: &str, location: &str) ->
     Ok(row.map(stock_row))
 }
 
+/// Locks a stock row for the rest of the transaction with a harmless write.
+pub async fn lock_stock(connection: &mut AnyConnection, sku: &str, location: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE stock_levels SET updated_at = $1 WHERE sku = $2 AND location = $3")
+        .bind(now_ms / 1000)
+        .bind(sku)
+        .bind(location)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
 /// Creates an empty stock row if there is none (receipts and purchase orders may introduce a SKU).
 pub async fn ensure_stock(connection: &mut AnyConnection, sku: &str, location: &str, now_ms: i64) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO stock_levels (sku, location, updated_at) VALUES ($1, $2, $3) ON CONFLICT (sku, location) DO NOTHING")
@@ -226,7 +237,7 @@ where
     let mut tries = 0u64;
     loop {
         match attempt().await {
-            Err(error) if tries < 8 && error.db_error().is_some_and(is_transient) => {
+            Err(error) if tries < 10 && error.db_error().is_some_and(is_transient) => {
                 tries += 1;
                 tracing::debug!(tries, "retrying a transaction after a transient conflict");
                 tokio::time::sleep(std::time::Duration::from_millis(5 * tries * tries)).await;

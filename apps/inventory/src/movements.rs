@@ -204,6 +204,9 @@ pub async fn record(
         if new_stock && movement.creates_stock() {
             ledger::ensure_stock(&mut tx, sku.as_str(), &location, now_ms).await?;
         }
+        // Lock the row before reading it (a write first: PostgreSQL locks the row, SQLite takes its write
+        // lock), so the deltas are computed from the state they apply to.
+        ledger::lock_stock(&mut tx, sku.as_str(), &location, now_ms).await?;
         let Some(current) = ledger::stock(&mut tx, sku.as_str(), &location).await? else {
             return Err(OpError::Api(ApiError::NotFound(format!(
                 "{sku} is not stocked at {location}; receive it as a new SKU first"
@@ -229,4 +232,31 @@ pub async fn record(
     .await?;
     outbox.committed();
     Ok(row)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_and_reasons_are_checked() {
+        assert_eq!(parse_location("").unwrap(), "main");
+        assert_eq!(parse_location(" annex-2 ").unwrap(), "annex-2");
+        assert!(parse_location("Main Hall").is_err());
+        assert!(parse_location(&"a".repeat(33)).is_err());
+        assert_eq!(parse_reason(Some("  "), false).unwrap(), None);
+        assert!(parse_reason(None, true).is_err());
+        assert!(parse_reason(Some("two\nlines"), false).is_err());
+        assert!(parse_reason(Some(&"é".repeat(201)), false).is_err());
+        assert_eq!(parse_reason(Some(" broken "), true).unwrap().as_deref(), Some("broken"));
+    }
+
+    #[test]
+    fn a_receipt_settles_purchase_orders_first() {
+        let row = StockRow { sku: "A-1".into(), location: "main".into(), on_hand: 0, soft_reserved: 0, hard_reserved: 0, unavailable: 0, safety_stock: 0, incoming: 4, available: 0 };
+        assert_eq!(StaffMovement::Receive { quantity: 10 }.deltas(&row), Deltas { on_hand: 10, incoming: -4, ..Deltas::default() });
+        assert_eq!(StaffMovement::Receive { quantity: 3 }.deltas(&row), Deltas { on_hand: 3, incoming: -3, ..Deltas::default() });
+        assert!(StaffMovement::Adjust { counter: Counter::OnHand, delta: 0 }.validate().is_err());
+        assert!(StaffMovement::Shrinkage { quantity: MAX_MOVEMENT + 1, damaged: false }.validate().is_err());
+    }
 }

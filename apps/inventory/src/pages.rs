@@ -421,3 +421,23 @@ pub fn ReservationsPage(filter: String, page: i64) -> impl IntoView {
         </section>
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_civil_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00 UTC");
+        assert_eq!(format_time(1_795_618_380_000), "2026-11-25 14:53 UTC");
+        assert_eq!(format_time(-60_000), "1969-12-31 23:59 UTC");
+    }
+
+    #[test]
+    fn page_links_keep_the_filters_and_drop_odd_characters() {
+        let query = StockQuery { q: "mug<script>".into(), low: true, sort: "available".into(), desc: true, page: 3 };
+        assert_eq!(query_string(&query, 4), "/admin/inventory?q=mugscript&low=true&sort=available&desc=true&page=4");
+        assert_eq!(query_string(&StockQuery::default(), 1), "/admin/inventory?page=1");
+    }
+}

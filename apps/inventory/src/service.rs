@@ -79,7 +79,7 @@ async fn create(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri
 
 /// `GET …/reservations/{id}`: one of the caller's reservations.
 async fn show(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let caller = match caller(&runtime, &headers, &method, &uri, &[]).and_then(|caller| check_id(&id).map(|()| caller)) {
+    let caller = match caller_of(&runtime, &headers, &method, &uri, &id, &[]) {
         Ok(caller) => caller,
         Err(response) => return response,
     };
@@ -94,6 +94,13 @@ async fn show(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, 
     }
 }
 
+/// The calling service of a signed call about reservation `id`, or the refusal to answer.
+fn caller_of(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, id: &str, body: &[u8]) -> Result<String, Response> {
+    let caller = caller(runtime, headers, method, uri, body)?;
+    check_id(id)?;
+    Ok(caller)
+}
+
 /// `POST …/reservations/{id}/extend`: hold for `ttl_seconds` more from now.
 async fn extend(
     State(runtime): State<FragmentRuntime>,
@@ -103,15 +110,11 @@ async fn extend(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let caller = match caller(&runtime, &headers, &method, &uri, &body).and_then(|caller| check_id(&id).map(|()| caller)) {
-        Ok(caller) => caller,
+    let result = match caller_of(&runtime, &headers, &method, &uri, &id, &body).and_then(|caller| Ok((caller, json::<ExtendRequest>(&body)?))) {
+        Ok((caller, request)) => reservations::extend(&runtime.db, &caller, &id, request.ttl_seconds, now_ms()).await,
         Err(response) => return response,
     };
-    let request: ExtendRequest = match json(&body) {
-        Ok(request) => request,
-        Err(response) => return response,
-    };
-    match reservations::extend(&runtime.db, &caller, &id, request.ttl_seconds, now_ms()).await {
+    match result {
         Ok(reservation) => Json(reservation).into_response(),
         Err(error) => op_response(error),
     }
@@ -126,11 +129,11 @@ async fn release(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    let caller = match caller(&runtime, &headers, &method, &uri, &body).and_then(|caller| check_id(&id).map(|()| caller)) {
-        Ok(caller) => caller,
+    let result = match caller_of(&runtime, &headers, &method, &uri, &id, &body) {
+        Ok(caller) => reservations::release(&runtime.db, &runtime.events.outbox, &caller, &id, now_ms()).await,
         Err(response) => return response,
     };
-    match reservations::release(&runtime.db, &runtime.events.outbox, &caller, &id, now_ms()).await {
+    match result {
         Ok(reservation) => Json(reservation).into_response(),
         Err(error) => op_response(error),
     }
