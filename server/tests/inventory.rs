@@ -249,7 +249,8 @@ async fn the_reservation_api_is_closed_to_browsers_and_forgers() {
         let now = tessera_kit::db::now_seconds();
         let right = EventSigner::new(&[SECRET.as_bytes().to_vec()]);
         let wrong = EventSigner::new(&[b"guessed".to_vec()]);
-        let cases: Vec<(&str, Vec<(&'static str, String)>, Option<&str>, &str)> = vec![
+        type Case<'a> = (&'a str, Vec<(&'static str, String)>, Option<&'a str>, &'a str);
+        let cases: Vec<Case> = vec![
             ("a signed-in shopper", vec![], Some(&sam), RESERVATIONS_PATH),
             ("anonymous", vec![], None, RESERVATIONS_PATH),
             ("a guessed secret", wrong.sign_call("cart", "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),

@@ -40,31 +40,31 @@ fn op_response(error: OpError) -> Response {
 }
 
 /// The calling service, or the refusal to answer.
-fn caller(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> Result<String, Response> {
-    tessera_kit::service::verify_caller(&runtime.events.signer, headers, method, uri.path(), body).map_err(IntoHttpResponse::into_http_response)
+fn caller(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> Result<String, ApiError> {
+    tessera_kit::service::verify_caller(&runtime.events.signer, headers, method, uri.path(), body)
 }
 
-fn check_id(id: &str) -> Result<(), Response> {
+fn check_id(id: &str) -> Result<(), ApiError> {
     if id.len() <= 64 && !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         Ok(())
     } else {
-        Err(ApiError::NotFound(format!("there is no reservation {:?}", id.chars().take(64).collect::<String>())).into_http_response())
+        Err(ApiError::NotFound(format!("there is no reservation {:?}", id.chars().take(64).collect::<String>())))
     }
 }
 
-fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|error| ApiError::BadRequest(format!("invalid request body: {error}")).into_http_response())
+fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|error| ApiError::BadRequest(format!("invalid request body: {error}")))
 }
 
 /// `POST …/reservations`: soft-reserve every line or none. 201 when created, 200 when replayed.
 async fn create(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     let caller = match caller(&runtime, &headers, &method, &uri, &body) {
         Ok(caller) => caller,
-        Err(response) => return response,
+        Err(error) => return error.into_http_response(),
     };
     let request: ReserveRequest = match json(&body) {
         Ok(request) => request,
-        Err(response) => return response,
+        Err(error) => return error.into_http_response(),
     };
     let request = match ValidRequest::parse(&request) {
         Ok(request) => request,
@@ -81,7 +81,7 @@ async fn create(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri
 async fn show(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, headers: HeaderMap, Path(id): Path<String>) -> Response {
     let caller = match caller_of(&runtime, &headers, &method, &uri, &id, &[]) {
         Ok(caller) => caller,
-        Err(response) => return response,
+        Err(error) => return error.into_http_response(),
     };
     let mut connection = match runtime.db.acquire().await {
         Ok(connection) => connection,
@@ -95,7 +95,7 @@ async fn show(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, 
 }
 
 /// The calling service of a signed call about reservation `id`, or the refusal to answer.
-fn caller_of(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, id: &str, body: &[u8]) -> Result<String, Response> {
+fn caller_of(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, id: &str, body: &[u8]) -> Result<String, ApiError> {
     let caller = caller(runtime, headers, method, uri, body)?;
     check_id(id)?;
     Ok(caller)
@@ -112,7 +112,7 @@ async fn extend(
 ) -> Response {
     let result = match caller_of(&runtime, &headers, &method, &uri, &id, &body).and_then(|caller| Ok((caller, json::<ExtendRequest>(&body)?))) {
         Ok((caller, request)) => reservations::extend(&runtime.db, &caller, &id, request.ttl_seconds, now_ms()).await,
-        Err(response) => return response,
+        Err(error) => return error.into_http_response(),
     };
     match result {
         Ok(reservation) => Json(reservation).into_response(),
@@ -131,7 +131,7 @@ async fn release(
 ) -> Response {
     let result = match caller_of(&runtime, &headers, &method, &uri, &id, &body) {
         Ok(caller) => reservations::release(&runtime.db, &runtime.events.outbox, &caller, &id, now_ms()).await,
-        Err(response) => return response,
+        Err(error) => return error.into_http_response(),
     };
     match result {
         Ok(reservation) => Json(reservation).into_response(),

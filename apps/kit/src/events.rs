@@ -503,6 +503,22 @@ pub async fn replay_dead_letters(db: &AnyPool, outbox: &Outbox, seq: Option<i64>
     Ok(result.rows_affected())
 }
 
+/// The envelope of a signed `POST <prefix>/events` request, or the error to answer with: 401 when the
+/// signature is missing or wrong, 400 when the body is not an envelope of the service that signed it.
+pub fn accept_envelope(signer: &EventSigner, headers: &HeaderMap, body: &[u8]) -> Result<Envelope, tessera_contracts::ApiError> {
+    use tessera_contracts::ApiError;
+    let producer = signer.verify(headers, body, crate::db::now_seconds()).map_err(|error| {
+        tracing::warn!(%error, "event request refused");
+        ApiError::Unauthorized
+    })?;
+    let envelope: Envelope = serde_json::from_slice(body).map_err(|error| ApiError::BadRequest(format!("not an event envelope: {error}")))?;
+    if envelope.producer != producer {
+        return Err(ApiError::BadRequest(format!("signed by {producer} but claims to come from {}", envelope.producer)));
+    }
+    Ok(envelope)
+}
+
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -528,19 +544,4 @@ mod tests {
         headers.insert(PRODUCER_HEADER, "inventory".parse().unwrap());
         assert!(rotated.verify(&headers, body, 1_000).is_ok());
     }
-}
-
-/// The envelope of a signed `POST <prefix>/events` request, or the error to answer with: 401 when the
-/// signature is missing or wrong, 400 when the body is not an envelope of the service that signed it.
-pub fn accept_envelope(signer: &EventSigner, headers: &HeaderMap, body: &[u8]) -> Result<Envelope, tessera_contracts::ApiError> {
-    use tessera_contracts::ApiError;
-    let producer = signer.verify(headers, body, crate::db::now_seconds()).map_err(|error| {
-        tracing::warn!(%error, "event request refused");
-        ApiError::Unauthorized
-    })?;
-    let envelope: Envelope = serde_json::from_slice(body).map_err(|error| ApiError::BadRequest(format!("not an event envelope: {error}")))?;
-    if envelope.producer != producer {
-        return Err(ApiError::BadRequest(format!("signed by {producer} but claims to come from {}", envelope.producer)));
-    }
-    Ok(envelope)
 }

@@ -8,6 +8,8 @@
 //!   redeploy needs no restart) and the hydration tags with SRI that load exactly that build;
 //! - `page`: the HTML document every fragment page renders into, with the empty chrome slot the shell fills;
 //! - `api`: the server-function route and the one place that maps [`ApiError`] kinds to HTTP statuses;
+//! - `events`: transactional outbox, relay, signed transport and inbox between services;
+//! - `service`: signed service-to-service calls (the cart reserving stock) and their verification;
 //! - [`FragmentRuntime`]: the state a fragment's router, SSR and server functions share.
 //!
 //! The runtime uses sqlx's `Any` driver so one query text serves both backends: queries use `$1`
