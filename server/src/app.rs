@@ -14,7 +14,7 @@ use shared_auth::verify::{HttpJwks, JwksSource, Verifier, VerifierSettings};
 use shared_auth::Role;
 use tessera_kit::db::{Migrations, StoreSettings};
 use tessera_kit::manifest::ManifestStore;
-use tessera_contracts::events::{Event, OrderFulfilled, OrderShort, StockChanged};
+use tessera_contracts::events::{Event, OrderFulfilled, OrderShort, ProductChanged, StockChanged};
 use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target};
 use tessera_kit::{FragmentEvents, FragmentRuntime};
 use tessera_shell::registry::{Fragment, FragmentRegistry, Upstream};
@@ -36,7 +36,8 @@ pub struct FragmentSpec {
     pub prefix: &'static str,
     pub migrations: &'static Migrations,
     pub router: fn(FragmentRuntime) -> Router,
-    pub seed_demo: for<'a> fn(&'a FragmentRuntime) -> SeedFuture<'a>,
+    /// Seeds the demo data; the number is how many generated products to add to the classic ones.
+    pub seed_demo: for<'a> fn(&'a FragmentRuntime, usize) -> SeedFuture<'a>,
     /// Events this fragment produces, and which fragments subscribe to each.
     pub produces: &'static [(&'static str, &'static [&'static str])],
     /// Background tasks the fragment runs beside its routes (sweepers), started with the process.
@@ -56,8 +57,9 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             prefix: tessera_catalog::PREFIX,
             migrations: &tessera_catalog::server::MIGRATIONS,
             router: tessera_catalog::server::router,
-            seed_demo: |runtime| Box::pin(async { Ok(tessera_catalog::server::seed_demo(runtime).await?) }),
-            produces: &[],
+            seed_demo: |runtime, extra| Box::pin(async move { Ok(tessera_catalog::server::seed_demo(runtime, extra).await?) }),
+            // The cart will keep its price snapshots honest with it; it does not subscribe yet.
+            produces: &[(ProductChanged::TYPE, &[])],
             consumes: true,
             background: |_| Vec::new(),
             nav_role: None,
@@ -68,7 +70,7 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             prefix: tessera_cart::PREFIX,
             migrations: &tessera_cart::server::MIGRATIONS,
             router: tessera_cart::server::router,
-            seed_demo: |_| Box::pin(async { Ok(()) }),
+            seed_demo: |_, _| Box::pin(async { Ok(()) }),
             produces: &[],
             consumes: false,
             background: |_| Vec::new(),
@@ -80,7 +82,7 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             prefix: tessera_inventory::PREFIX,
             migrations: &tessera_inventory::server::MIGRATIONS,
             router: tessera_inventory::server::router,
-            seed_demo: |runtime| Box::pin(async { Ok(tessera_inventory::server::seed_demo(runtime).await?) }),
+            seed_demo: |runtime, extra| Box::pin(async move { Ok(tessera_inventory::server::seed_demo(runtime, extra).await?) }),
             // Order outcomes are for the cart's order history, which does not subscribe yet: they stay in
             // the outbox (and its status page) until it does.
             produces: &[(StockChanged::TYPE, &["catalog"]), (OrderFulfilled::TYPE, &[]), (OrderShort::TYPE, &[])],
@@ -190,7 +192,7 @@ fn start_relays(settings: &Settings, local: &[(FragmentSpec, FragmentRuntime, Ro
 async fn seed_fragments(settings: &Settings, local: &[(FragmentSpec, FragmentRuntime, Router)]) -> anyhow::Result<()> {
     if settings.demo {
         for (spec, runtime, _) in local {
-            (spec.seed_demo)(runtime).await.with_context(|| format!("seeding the {} demo data", spec.name))?;
+            (spec.seed_demo)(runtime, settings.demo_extra_products).await.with_context(|| format!("seeding the {} demo data", spec.name))?;
         }
     }
     Ok(())

@@ -50,6 +50,8 @@ pub struct Settings {
     pub fragments: BTreeMap<String, FragmentSettings>,
     /// Seed the demo accounts and catalogue.
     pub demo: bool,
+    /// Generated products the demo adds to the eight classic ones.
+    pub demo_extra_products: usize,
     /// Shared secret signing event requests between services (all processes of a deployment must share
     /// it); unset: one is generated in the data dir, which is enough for a single process.
     pub events_secret: Option<String>,
@@ -79,6 +81,7 @@ impl std::fmt::Debug for Settings {
             .field("public_url", &self.public_url)
             .field("fragments", &self.fragments)
             .field("demo", &self.demo)
+            .field("demo_extra_products", &self.demo_extra_products)
             .finish_non_exhaustive()
     }
 }
@@ -106,6 +109,7 @@ impl Default for Settings {
             jwks_url: None,
             fragments: BTreeMap::new(),
             demo: false,
+            demo_extra_products: tessera_contracts::demo::DEFAULT_EXTRA_PRODUCTS,
             events_secret: None,
             events_max_attempts: 8,
             events_base_backoff_ms: 200,

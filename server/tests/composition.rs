@@ -130,7 +130,7 @@ async fn the_home_page_gathers_one_widget_per_fragment_for_the_user() {
         let app = spawn_app(backend).await;
         let (status, html) = app.text("/", None).await;
         assert_eq!(status, StatusCode::OK);
-        assert!(html.contains("New in the shop"), "catalog widget");
+        assert!(html.contains("Featured") && html.contains("/catalog/p/mug-stn-01"), "catalog widget: featured products");
         assert!(html.contains("Sign in to start a cart"), "cart widget for visitors");
         assert!(!html.contains("data-widget=\"inventory\""), "inventory widget only for admins");
 

@@ -4,19 +4,32 @@
 //! for the shell's home page (`/catalog/widget`) and bundle (`/catalog/pkg/*`). It keeps products in its
 //! own database and never reads another service's tables.
 //!
-//! Layout: `products` holds the domain (types, server functions, queries, components); `server` (feature
-//! `ssr`) holds the axum router, migrations and demo seed. The `hydrate` feature builds the browser side,
-//! whose [`hydrate`] export the page's module script calls.
+//! Layout: `model` (listing filters, cards, product pages, editor input and their checks), `products`
+//! (server functions and the queries behind them), `pages` (components), and with feature `ssr` `server`
+//! (router, page handlers that answer 404/400 and set the `<head>`, generated images, demo seed, widget)
+//! and `availability` (the projection of inventory's `stock_changed` events).
 //!
-//! Interactivity after hydration: a live filter over the product list, and "Add to cart", which calls the
-//! cart fragment's typed HTTP API (`tessera_contracts::cart`) with `gloo-net` and announces the new count
-//! with a `tessera:cart-updated` DOM event that the shell's badge listens to. No memory is shared with cart.
+//! Key decisions. Every listing state (search, category, brand, price, attribute, stock, sort, page) is in
+//! the URL, so it is shareable and works without JavaScript; after hydration `leptos_router` (with base
+//! `/catalog`, so links to other fragments stay ordinary) turns links and the GET form into client-side
+//! navigations and restores filters on back/forward. Search is SQLite FTS5 (bm25, weighted name > brand >
+//! description) on the embedded default and a weighted `tsvector` with a GIN index on PostgreSQL; user
+//! text is reduced to letters and digits before it reaches either, so no input is query syntax.
+//! Availability comes only from the local projection, never from a call to inventory. Product pages get
+//! their title, description, canonical link and schema.org JSON-LD from the server handler, which looks
+//! the product up first (so an unknown product is a real 404 page). Editing is for catalog editors and
+//! announces `catalog.product_changed` through the outbox.
+//!
+//! "Add to cart" calls the cart fragment's typed HTTP API (`tessera_contracts::cart`) with `gloo-net` and
+//! announces the new count with a `tessera:cart-updated` DOM event that the shell's badge listens to.
 
 // Leptos view types nest deeply; the default limit is too low for the hydrate build.
-#![recursion_limit = "256"]
+#![recursion_limit = "512"]
 
 #[cfg(feature = "ssr")]
 pub mod availability;
+pub mod model;
+pub mod pages;
 pub mod products;
 #[cfg(feature = "ssr")]
 pub mod server;
@@ -28,13 +41,24 @@ pub const NAME: &str = "catalog";
 /// URL prefix this fragment owns.
 pub const PREFIX: &str = "/catalog";
 
-/// The whole page body: the empty chrome slot the shell fills, then the catalog.
+/// The whole page body: the empty chrome slot the shell fills, then the page the route selects.
 #[component]
 pub fn App() -> impl IntoView {
+    use leptos_router::components::{Route, Router, Routes};
+    use leptos_router::path;
     view! {
         <header id=tessera_contracts::CHROME_SLOT_ID></header>
         <main class="fragment fragment-catalog">
-            <products::ProductsPage/>
+            <Router base=PREFIX>
+                <Routes fallback=|| view! { <p class="error">"There is no catalog page at this address."</p> }>
+                    <Route path=path!("") view=pages::ListingPage/>
+                    <Route path=path!("/") view=pages::ListingPage/>
+                    <Route path=path!("/c/:slug") view=pages::ListingPage/>
+                    <Route path=path!("/p/:id") view=pages::ProductPage/>
+                    <Route path=path!("/p/:id/edit") view=pages::EditorPage/>
+                    <Route path=path!("/new") view=pages::EditorPage/>
+                </Routes>
+            </Router>
         </main>
     }
 }

@@ -1,4 +1,4 @@
-//! Products: the list page, its server functions and queries, and the cross-fragment "Add to cart".
+//! The catalog's server functions (`/catalog/api/*`) and the queries behind them.
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -6,32 +6,51 @@ use shared_auth::SessionUser;
 use tessera_contracts::domain::Money;
 use tessera_contracts::ApiError;
 
-/// A product as the catalog shows it.
+use crate::model::{Detail, Listing, ListingQuery, ProductInput};
+
+/// One sellable SKU with its product's name and price (for tools and other services).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Product {
+pub struct Item {
     pub sku: String,
+    pub product_id: String,
     pub name: String,
-    pub description: String,
     pub price: Money,
-    /// Units available, as last heard from inventory (`None`: nothing heard yet).
     pub available: Option<i64>,
 }
 
-/// What the product list says about stock.
+/// What the catalog says about stock.
 pub fn availability_label(available: Option<i64>) -> (&'static str, &'static str) {
     match available {
         None => ("unknown", "Availability unknown"),
-        Some(0) => ("out", "Out of stock"),
+        Some(n) if n <= 0 => ("out", "Out of stock"),
         Some(n) if n < tessera_contracts::events::LOW_STOCK_BELOW => ("low", "Only a few left"),
         Some(_) => ("in", "In stock"),
     }
 }
 
-/// Every product, by name.
-#[server(prefix = "/catalog/api", endpoint = "list_products")]
-pub async fn list_products() -> Result<Vec<Product>, ApiError> {
+/// One page of products for the listing's filters (search, category, brand, price, attribute, stock).
+#[server(prefix = "/catalog/api", endpoint = "search_products")]
+pub async fn search_products(#[server(default)] query: ListingQuery) -> Result<Listing, ApiError> {
+    let filters = query.validate()?;
     let runtime = tessera_kit::use_runtime()?;
-    queries::all_products(&runtime.db).await.map_err(tessera_kit::internal)
+    queries::listing(&runtime.db, &filters).await.map_err(tessera_kit::internal)
+}
+
+/// A product page's data; 404 for an unknown product.
+#[server(prefix = "/catalog/api", endpoint = "product_detail")]
+pub async fn product_detail(id: String) -> Result<Detail, ApiError> {
+    let runtime = tessera_kit::use_runtime()?;
+    queries::detail(&runtime.db, &id)
+        .await
+        .map_err(tessera_kit::internal)?
+        .ok_or_else(|| ApiError::NotFound(format!("there is no product {:?}", id.chars().take(80).collect::<String>())))
+}
+
+/// Every sellable SKU with its availability.
+#[server(prefix = "/catalog/api", endpoint = "list_products")]
+pub async fn list_products() -> Result<Vec<Item>, ApiError> {
+    let runtime = tessera_kit::use_runtime()?;
+    queries::items(&runtime.db).await.map_err(tessera_kit::internal)
 }
 
 /// The signed-in user as this fragment sees it (verified here from the shared cookie).
@@ -40,183 +59,353 @@ pub async fn whoami() -> Result<Option<SessionUser>, ApiError> {
     Ok(shared_auth::extract::current_user().await)
 }
 
+/// Creates (empty `id`) or edits a product (catalog editors only); announces `catalog.product_changed`.
+#[server(prefix = "/catalog/api", endpoint = "save_product")]
+pub async fn save_product(#[server(default)] input: ProductInput) -> Result<Detail, ApiError> {
+    shared_auth::extract::require_role(shared_auth::Role::CatalogEditor).await?;
+    let valid = input.validate()?;
+    let runtime = tessera_kit::use_runtime()?;
+    queries::save(&runtime.db, &runtime.events.outbox, &valid).await?;
+    queries::detail(&runtime.db, &valid.id).await.map_err(tessera_kit::internal)?.ok_or(ApiError::Internal)
+}
+
 #[cfg(feature = "ssr")]
 pub mod queries {
-    use sqlx::AnyPool;
-
-    use super::Product;
+    use sqlx::{AnyConnection, AnyPool};
     use tessera_contracts::domain::Money;
+    use tessera_contracts::events::ProductChanged;
+    use tessera_contracts::ApiError;
+    use tessera_kit::events::{now_ms, Outbox};
 
-    type ProductRow = (String, String, String, i64, String, Option<i64>);
+    use super::Item;
+    use crate::model::{Card, Category, Detail, Filters, Listing, Sort, ValidProduct, VariantView, PER_PAGE};
 
-    fn product((sku, name, description, minor, currency, available): ProductRow) -> Product {
-        Product { sku, name, description, price: Money { minor, currency }, available }
+    /// Whether the pool talks to PostgreSQL (search differs: tsvector there, FTS5 on SQLite).
+    pub fn is_postgres(db: &AnyPool) -> bool {
+        db.connect_options().database_url.scheme().starts_with("postgres")
     }
 
-    /// Products with their availability from the local projection (never a call to inventory).
-    const SELECT: &str = "SELECT p.sku, p.name, p.description, p.price_minor, p.currency, a.available \
-                          FROM products p LEFT JOIN availability a ON a.sku = p.sku";
-
-    pub async fn all_products(db: &AnyPool) -> Result<Vec<Product>, sqlx::Error> {
-        let rows: Vec<ProductRow> = sqlx::query_as(&format!("{SELECT} ORDER BY p.name, p.sku")).fetch_all(db).await?;
-        Ok(rows.into_iter().map(product).collect())
+    /// The image of a product: its URL, or the generated SVG.
+    pub fn image(id: &str, url: Option<String>) -> String {
+        url.unwrap_or_else(|| format!("{}/img/{id}.svg", crate::PREFIX))
     }
 
-    pub async fn featured_products(db: &AnyPool, limit: i64) -> Result<Vec<Product>, sqlx::Error> {
-        let rows: Vec<ProductRow> = sqlx::query_as(&format!("{SELECT} ORDER BY p.created_at, p.sku LIMIT $1"))
-        .bind(limit)
+    const CARD_COLUMNS: &str = "p.id, p.name, p.brand, p.price_minor, p.currency, p.image_url, \
+        (SELECT CAST(SUM(a.available) AS BIGINT) FROM variants v JOIN availability a ON a.sku = v.sku WHERE v.product_id = p.id), \
+        (SELECT MIN(v.sku) FROM variants v WHERE v.product_id = p.id), \
+        (SELECT COUNT(*) FROM variants v WHERE v.product_id = p.id)";
+
+    type CardRow = (String, String, String, i64, String, Option<String>, Option<i64>, Option<String>, i64);
+
+    fn card((id, name, brand, minor, currency, url, available, sku, variants): CardRow) -> Card {
+        Card { image: image(&id, url), id, name, brand, price: Money { minor, currency }, available, single_sku: sku.filter(|_| variants == 1) }
+    }
+
+    pub async fn categories(db: &AnyPool) -> Result<Vec<Category>, sqlx::Error> {
+        let rows: Vec<(String, String, Option<String>)> =
+            sqlx::query_as("SELECT slug, name, parent_slug FROM categories ORDER BY position, name").fetch_all(db).await?;
+        Ok(rows.into_iter().map(|(slug, name, parent)| Category { slug, name, parent }).collect())
+    }
+
+    /// The listing: the search narrows (and ranks), the filters narrow, the sort orders, the page slices.
+    pub async fn listing(db: &AnyPool, filters: &Filters) -> Result<Listing, sqlx::Error> {
+        let postgres = is_postgres(db);
+        let searching = !filters.words.is_empty();
+        // Words are letters and digits only, so quoting them makes any input a valid search.
+        let (search_join, rank) = match (searching, postgres) {
+            (false, _) => (String::new(), "0"),
+            (true, false) => (
+                "JOIN (SELECT id, bm25(product_search, 10.0, 5.0, 1.0) AS rank FROM product_search WHERE product_search MATCH $1) s ON s.id = p.id".to_owned(),
+                "s.rank",
+            ),
+            (true, true) => ("JOIN (SELECT to_tsquery('english', $1) AS query) s ON p.search @@ s.query".to_owned(), "-ts_rank(p.search, s.query)"),
+        };
+        let search = if postgres {
+            filters.words.iter().map(|w| format!("{w}:*")).collect::<Vec<_>>().join(" & ")
+        } else {
+            filters.words.iter().map(|w| format!("\"{w}\"*")).collect::<Vec<_>>().join(" ")
+        };
+        let conditions = "($2 = '' OR p.category_slug = $2 OR p.category_slug IN (SELECT slug FROM categories WHERE parent_slug = $2)) \
+             AND ($3 = '' OR p.brand = $3) AND ($4 < 0 OR p.price_minor >= $4) AND ($5 < 0 OR p.price_minor <= $5) \
+             AND ($6 = '' OR EXISTS (SELECT 1 FROM variants v JOIN variant_attributes a ON a.sku = v.sku \
+                  WHERE v.product_id = p.id AND a.name = $6 AND a.value = $7)) \
+             AND ($8 = 0 OR EXISTS (SELECT 1 FROM variants v JOIN availability av ON av.sku = v.sku WHERE v.product_id = p.id AND av.available > 0))";
+        let search_param = if searching { search } else { String::new() };
+        let (attr_name, attr_value) = filters.attr.clone().unwrap_or_default();
+        // Without a search, `$1` is unused; keep it in the text so both backends see the same parameters.
+        let unused = if searching { "" } else { "AND $1 = $1 " };
+        let from = format!("FROM products p {search_join} WHERE {conditions} {unused}");
+        let (total,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) {from}"))
+            .bind(search_param.clone())
+            .bind(filters.cat.clone())
+            .bind(filters.brand.clone())
+            .bind(filters.min_minor.unwrap_or(-1))
+            .bind(filters.max_minor.unwrap_or(-1))
+            .bind(attr_name.clone())
+            .bind(attr_value.clone())
+            .bind(i64::from(filters.in_stock))
+            .fetch_one(db)
+            .await?;
+        let pages = ((total + PER_PAGE - 1) / PER_PAGE).max(1);
+        let page = filters.page.min(pages);
+        let order = match filters.sort {
+            Sort::Relevance if searching => format!("{rank}, p.name"),
+            Sort::Relevance | Sort::Name => "p.name, p.id".to_owned(),
+            Sort::Price => "p.price_minor, p.name".to_owned(),
+            Sort::PriceDesc => "p.price_minor DESC, p.name".to_owned(),
+            Sort::Newest => "p.created_at DESC, p.id".to_owned(),
+        };
+        let rows: Vec<CardRow> = sqlx::query_as(&format!("SELECT {CARD_COLUMNS} {from} ORDER BY {order} LIMIT $9 OFFSET $10"))
+            .bind(search_param.clone())
+            .bind(filters.cat.clone())
+            .bind(filters.brand.clone())
+            .bind(filters.min_minor.unwrap_or(-1))
+            .bind(filters.max_minor.unwrap_or(-1))
+            .bind(attr_name.clone())
+            .bind(attr_value.clone())
+            .bind(i64::from(filters.in_stock))
+            .bind(PER_PAGE)
+            .bind((page - 1) * PER_PAGE)
+            .fetch_all(db)
+            .await?;
+        let brands: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT brand FROM products WHERE brand <> '' ORDER BY brand").fetch_all(db).await?;
+        let attributes: Vec<(String, String)> =
+            sqlx::query_as("SELECT DISTINCT name, value FROM variant_attributes ORDER BY name, value").fetch_all(db).await?;
+        Ok(Listing {
+            cards: rows.into_iter().map(card).collect(),
+            total,
+            page,
+            pages,
+            categories: categories(db).await?,
+            brands: brands.into_iter().map(|(b,)| b).collect(),
+            attributes: attributes.into_iter().map(|(n, v)| format!("{n}:{v}")).collect(),
+        })
+    }
+
+    /// Products for the home page: featured first, then the newest.
+    pub async fn featured(db: &AnyPool, limit: i64) -> Result<Vec<Card>, sqlx::Error> {
+        let rows: Vec<CardRow> = sqlx::query_as(&format!("SELECT {CARD_COLUMNS} FROM products p ORDER BY p.featured DESC, p.created_at DESC, p.id LIMIT $1"))
+            .bind(limit)
+            .fetch_all(db)
+            .await?;
+        Ok(rows.into_iter().map(card).collect())
+    }
+
+    pub async fn detail(db: &AnyPool, id: &str) -> Result<Option<Detail>, sqlx::Error> {
+        if id.is_empty() || id.len() > 80 {
+            return Ok(None);
+        }
+        let row: Option<(String, String, String, String, i64, String, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT id, name, brand, description, price_minor, currency, image_url, category_slug FROM products WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+        let Some((id, name, brand, description, minor, currency, url, category)) = row else { return Ok(None) };
+        let variants: Vec<(String, String, Option<i64>)> = sqlx::query_as(
+            "SELECT v.sku, v.label, a.available FROM variants v LEFT JOIN availability a ON a.sku = v.sku WHERE v.product_id = $1 ORDER BY v.position, v.sku",
+        )
+        .bind(&id)
         .fetch_all(db)
         .await?;
-        Ok(rows.into_iter().map(product).collect())
+        let all = categories(db).await?;
+        let mut trail = Vec::new();
+        let mut next = category;
+        while let Some(slug) = next.take() {
+            if let Some(found) = all.iter().find(|c| c.slug == slug) {
+                next = found.parent.clone();
+                trail.insert(0, found.clone());
+            }
+            if trail.len() > 8 {
+                break;
+            }
+        }
+        Ok(Some(Detail {
+            image: image(&id, url),
+            id,
+            name,
+            brand,
+            description,
+            price: Money { minor, currency },
+            trail,
+            variants: variants.into_iter().map(|(sku, label, available)| VariantView { sku, label, available }).collect(),
+        }))
     }
 
-    pub async fn insert_product(db: &AnyPool, product: &Product, created_at: i64) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO products (sku, name, description, price_minor, currency, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+    pub async fn items(db: &AnyPool) -> Result<Vec<Item>, sqlx::Error> {
+        let rows: Vec<(String, String, String, i64, String, Option<i64>)> = sqlx::query_as(
+            "SELECT v.sku, p.id, p.name, p.price_minor, p.currency, a.available FROM variants v JOIN products p ON p.id = v.product_id \
+             LEFT JOIN availability a ON a.sku = v.sku ORDER BY p.name, v.sku",
         )
-        .bind(&product.sku)
-        .bind(&product.name)
-        .bind(&product.description)
-        .bind(product.price.minor)
-        .bind(&product.price.currency)
-        .bind(created_at)
-        .execute(db)
+        .fetch_all(db)
         .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(sku, product_id, name, minor, currency, available)| Item { sku, product_id, name, price: Money { minor, currency }, available })
+            .collect())
+    }
+
+    /// Keeps the SQLite search index in step with a product (PostgreSQL's is a generated column).
+    async fn index(connection: &mut AnyConnection, postgres: bool, id: &str) -> Result<(), sqlx::Error> {
+        if postgres {
+            return Ok(());
+        }
+        sqlx::query("DELETE FROM product_search WHERE id = $1").bind(id).execute(&mut *connection).await?;
+        sqlx::query("INSERT INTO product_search (id, name, brand, description) SELECT id, name, brand, description FROM products WHERE id = $1")
+            .bind(id)
+            .execute(&mut *connection)
+            .await?;
         Ok(())
     }
-}
 
-/// The product list with a live filter.
-#[component]
-pub fn ProductsPage() -> impl IntoView {
-    let products = Resource::new(|| (), |_| list_products());
-    let me = Resource::new(|| (), |_| whoami());
-    let (filter, set_filter) = signal(String::new());
-
-    view! {
-        <section class="catalog">
-            <div class="fragment-heading">
-                <h1>"Catalog"</h1>
-                <Suspense fallback=|| ()>
-                    {move || me.get().map(|me| view! { <SignedInAs user=me.ok().flatten()/> })}
-                </Suspense>
-            </div>
-            <label class="filter">
-                "Filter "
-                <input
-                    type="search"
-                    name="filter"
-                    placeholder="name or SKU"
-                    data-testid="catalog-filter"
-                    prop:value=filter
-                    on:input=move |ev| set_filter.set(event_target_value(&ev))
-                />
-            </label>
-            <Suspense fallback=|| view! { <p>"Loading products…"</p> }>
-                {move || products.get().map(|result| match result {
-                    Ok(list) => view! { <ProductList products=list filter=filter/> }.into_any(),
-                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
-                })}
-            </Suspense>
-        </section>
+    /// A demo or editor product with its variants, in the caller's transaction (no event).
+    pub struct NewProduct<'a> {
+        pub id: &'a str,
+        pub name: &'a str,
+        pub brand: &'a str,
+        pub category: Option<&'a str>,
+        pub description: &'a str,
+        pub price_minor: i64,
+        pub currency: &'a str,
+        pub created_at: i64,
+        /// SKU, label, attributes.
+        pub variants: Vec<(String, String, Vec<(String, String)>)>,
     }
-}
 
-#[component]
-fn SignedInAs(user: Option<SessionUser>) -> impl IntoView {
-    match user {
-        Some(user) => view! { <p class="signed-in" data-testid="fragment-user">"Signed in as " <strong>{user.name}</strong></p> }.into_any(),
-        None => view! { <p class="signed-in" data-testid="fragment-user">"Browsing as a guest"</p> }.into_any(),
-    }
-}
-
-#[component]
-fn ProductList(products: Vec<Product>, filter: ReadSignal<String>) -> impl IntoView {
-    let shown = move |product: &Product| {
-        let needle = filter.get().trim().to_lowercase();
-        needle.is_empty() || product.name.to_lowercase().contains(&needle) || product.sku.to_lowercase().contains(&needle)
-    };
-    let items = products
-        .into_iter()
-        .map(|product| {
-            let visible = {
-                let product = product.clone();
-                move || shown(&product)
-            };
-            let sku = product.sku.clone();
-            view! {
-                <li class="product" data-sku=product.sku.clone() class:hidden=move || !visible()>
-                    <h2>{product.name.clone()}</h2>
-                    <p class="sku">{product.sku.clone()}</p>
-                    <p>{product.description.clone()}</p>
-                    <p class="price">{product.price.to_string()}</p>
-                    {
-                        let (class, label) = availability_label(product.available);
-                        view! { <p class=format!("availability availability-{class}") data-testid="availability">{label}</p> }
-                    }
-                    <AddToCart sku=sku/>
-                </li>
+    pub async fn insert(connection: &mut AnyConnection, postgres: bool, product: &NewProduct<'_>) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO products (id, name, brand, category_slug, description, price_minor, currency, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)",
+        )
+        .bind(product.id)
+        .bind(product.name)
+        .bind(product.brand)
+        .bind(product.category)
+        .bind(product.description)
+        .bind(product.price_minor)
+        .bind(product.currency)
+        .bind(product.created_at)
+        .execute(&mut *connection)
+        .await?;
+        for (position, (sku, label, attributes)) in product.variants.iter().enumerate() {
+            sqlx::query("INSERT INTO variants (sku, product_id, label, position) VALUES ($1, $2, $3, $4)")
+                .bind(sku)
+                .bind(product.id)
+                .bind(label)
+                .bind(position as i64)
+                .execute(&mut *connection)
+                .await?;
+            for (name, value) in attributes {
+                sqlx::query("INSERT INTO variant_attributes (sku, name, value) VALUES ($1, $2, $3)")
+                    .bind(sku)
+                    .bind(name)
+                    .bind(value)
+                    .execute(&mut *connection)
+                    .await?;
             }
-        })
-        .collect_view();
-    view! { <ul class="products" data-testid="product-list">{items}</ul> }
-}
-
-/// Adds one unit to the signed-in user's cart through the cart fragment's API.
-#[component]
-fn AddToCart(sku: String) -> impl IntoView {
-    let (status, set_status) = signal(None::<String>);
-    let (busy, set_busy) = signal(false);
-    let on_click = move |_| {
-        let sku = sku.clone();
-        set_busy.set(true);
-        leptos::task::spawn_local(async move {
-            set_status.set(Some(browser::add_to_cart(&sku).await));
-            set_busy.set(false);
-        });
-    };
-    view! {
-        <button type="button" class="add-to-cart" on:click=on_click disabled=busy>"Add to cart"</button>
-        <span class="status" role="status">{move || status.get()}</span>
+        }
+        index(connection, postgres, product.id).await
     }
-}
 
-mod browser {
-    /// POSTs to the cart's `add_item` server function and returns a message for the shopper.
-    #[cfg(feature = "hydrate")]
-    pub async fn add_to_cart(sku: &str) -> String {
-        use tessera_contracts::cart::{CartSummary, ADD_ITEM_PATH};
-        use tessera_contracts::ApiError;
+    /// Why a save failed: the editor's mistake, or the database (retried when transient).
+    enum SaveError {
+        Api(ApiError),
+        Db(sqlx::Error),
+    }
 
-        let body = format!("sku={}&quantity=1", js_sys::encode_uri_component(sku));
-        let request = gloo_net::http::Request::post(ADD_ITEM_PATH)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
-        let response = match request {
-            Ok(request) => request.send().await,
-            Err(error) => return format!("Could not add: {error}"),
-        };
-        match response {
-            Ok(response) if response.ok() => match response.json::<CartSummary>().await {
-                Ok(summary) => {
-                    tessera_contracts::dom_events::announce_cart_count(summary.item_count);
-                    "Added to your cart".to_owned()
-                }
-                Err(_) => "Added to your cart".to_owned(),
-            },
-            Ok(response) if response.status() == 401 => "Sign in to add items to your cart".to_owned(),
-            Ok(response) => match response.json::<ApiError>().await {
-                Ok(error) => error.to_string(),
-                Err(_) => format!("The cart answered {}", response.status()),
-            },
-            Err(_) => "The cart is not reachable right now".to_owned(),
+    impl From<sqlx::Error> for SaveError {
+        fn from(error: sqlx::Error) -> SaveError {
+            SaveError::Db(error)
         }
     }
 
-    /// Never called on the server: the button only works after hydration.
-    #[cfg(not(feature = "hydrate"))]
-    pub async fn add_to_cart(_sku: &str) -> String {
-        String::new()
+    impl tessera_kit::db::AsDbError for SaveError {
+        fn db_error(&self) -> Option<&sqlx::Error> {
+            match self {
+                SaveError::Db(error) => Some(error),
+                SaveError::Api(_) => None,
+            }
+        }
+    }
+
+    /// Saves an editor's product and announces it, in one transaction (retried on a write conflict).
+    pub async fn save(db: &AnyPool, outbox: &Outbox, product: &ValidProduct) -> Result<(), ApiError> {
+        match tessera_kit::db::retrying(|| try_save(db, outbox, product)).await {
+            Ok(()) => {
+                outbox.committed();
+                Ok(())
+            }
+            Err(SaveError::Api(error)) => Err(error),
+            Err(SaveError::Db(error)) => Err(tessera_kit::internal(error)),
+        }
+    }
+
+    async fn try_save(db: &AnyPool, outbox: &Outbox, product: &ValidProduct) -> Result<(), SaveError> {
+        let postgres = is_postgres(db);
+        let mut tx = db.begin().await?;
+        let category = match product.category.as_str() {
+            "" => None,
+            slug => {
+                let found: Option<(String,)> = sqlx::query_as("SELECT slug FROM categories WHERE slug = $1").bind(slug).fetch_optional(&mut *tx).await?;
+                Some(found.ok_or_else(|| SaveError::Api(ApiError::BadRequest(format!("there is no category {slug:?}"))))?.0)
+            }
+        };
+        let now = now_ms();
+        match &product.sku {
+            Some(sku) => {
+                let taken: Option<(String,)> = sqlx::query_as("SELECT id FROM products WHERE id = $1 UNION ALL SELECT sku FROM variants WHERE sku = $2")
+                    .bind(&product.id)
+                    .bind(sku.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    ?;
+                if taken.is_some() {
+                    return Err(SaveError::Api(ApiError::Conflict(format!("a product named like {:?} or the SKU {sku} exists already", product.name))));
+                }
+                let new = NewProduct {
+                    id: &product.id,
+                    name: &product.name,
+                    brand: &product.brand,
+                    category: category.as_deref(),
+                    description: &product.description,
+                    price_minor: product.price_minor,
+                    currency: tessera_contracts::demo::CURRENCY,
+                    created_at: now,
+                    variants: vec![(sku.to_string(), String::new(), Vec::new())],
+                };
+                insert(&mut tx, postgres, &new).await?;
+            }
+            None => {
+                let updated = sqlx::query(
+                    "UPDATE products SET name = $1, brand = $2, category_slug = $3, description = $4, price_minor = $5, updated_at = $6 WHERE id = $7",
+                )
+                .bind(&product.name)
+                .bind(&product.brand)
+                .bind(category.as_deref())
+                .bind(&product.description)
+                .bind(product.price_minor)
+                .bind(now)
+                .bind(&product.id)
+                .execute(&mut *tx)
+                .await
+                ?;
+                if updated.rows_affected() == 0 {
+                    return Err(SaveError::Api(ApiError::NotFound(format!("there is no product {:?}", product.id))));
+                }
+                index(&mut tx, postgres, &product.id).await?;
+            }
+        }
+        let skus: Vec<(String,)> = sqlx::query_as("SELECT sku FROM variants WHERE product_id = $1 ORDER BY sku").bind(&product.id).fetch_all(&mut *tx).await?;
+        let (currency,): (String,) = sqlx::query_as("SELECT currency FROM products WHERE id = $1").bind(&product.id).fetch_one(&mut *tx).await?;
+        let event = ProductChanged {
+            product_id: product.id.clone(),
+            name: product.name.clone(),
+            price_minor: product.price_minor,
+            currency,
+            skus: skus.into_iter().map(|(s,)| s).collect(),
+        };
+        outbox.enqueue(&mut tx, &event).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }

@@ -150,6 +150,26 @@ impl Event for OrderShort {
     }
 }
 
+/// `catalog.product_changed` v1: a product was created or edited; its current name, price and SKUs.
+/// The cart keeps the price snapshots of its lines honest with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductChanged {
+    pub product_id: String,
+    pub name: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub skus: Vec<String>,
+}
+
+impl Event for ProductChanged {
+    const TYPE: &'static str = "catalog.product_changed";
+    const VERSION: u32 = 1;
+    const AGGREGATE: &'static str = "product";
+    fn aggregate_id(&self) -> String {
+        self.product_id.clone()
+    }
+}
+
 /// Below this many available units a product shows as "low stock".
 pub const LOW_STOCK_BELOW: i64 = 5;
 

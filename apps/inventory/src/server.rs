@@ -17,7 +17,7 @@ use tessera_kit::FragmentRuntime;
 
 use crate::admin::queries;
 use crate::ledger::Cause;
-use crate::movements::{self, StaffMovement};
+use crate::movements;
 use crate::types::{LOW_STOCK, MAIN_LOCATION};
 use crate::{App, NAME, PREFIX};
 
@@ -30,35 +30,39 @@ pub static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POS
 /// How often the sweeper expires lapsed soft reservations.
 pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Seeds demo stock for the demo catalogue when there is none: a receipt per SKU, recorded and announced
-/// like any other, so the ledger replays and the catalog's availability fills in through events.
-pub async fn seed_demo(runtime: &FragmentRuntime) -> Result<(), movements::OpError> {
+/// Seeds demo stock for the demo catalogue (the classic products and `extra` generated ones) when there
+/// is none: a receipt per SKU, recorded and announced like any other, so the ledger replays and the
+/// catalog's availability fills in through events. One transaction: all or nothing.
+pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), movements::OpError> {
+    use crate::ledger::{self, Deltas, Kind, Movement};
     let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM stock_levels").fetch_one(&runtime.db).await?;
     if count > 0 {
         return Ok(());
     }
-    for product in demo::PRODUCTS {
-        let sku = Sku::parse(product.sku).map_err(|error| movements::OpError::Api(tessera_contracts::ApiError::BadRequest(error)))?;
-        if product.stock == 0 {
+    let now = tessera_kit::events::now_ms();
+    let cause = Cause { reason: Some("demo stock".into()), ..Cause::by("demo seed") };
+    let mut tx = runtime.db.begin().await?;
+    for variant in demo::catalog(extra).into_iter().flat_map(|product| product.variants) {
+        let sku = Sku::parse(&variant.sku).map_err(|error| movements::OpError::Api(tessera_contracts::ApiError::BadRequest(error)))?;
+        ledger::ensure_stock(&mut tx, sku.as_str(), MAIN_LOCATION, now).await?;
+        if variant.stock == 0 {
             // Stocked, none on hand: a row without movements, announced so the catalog shows "sold out".
-            let mut tx = runtime.db.begin().await?;
-            crate::ledger::ensure_stock(&mut tx, sku.as_str(), MAIN_LOCATION, tessera_kit::events::now_ms()).await?;
-            crate::ledger::announce(&mut tx, &runtime.events.outbox, sku.as_str()).await?;
-            tx.commit().await?;
+            ledger::announce(&mut tx, &runtime.events.outbox, sku.as_str()).await?;
             continue;
         }
-        movements::record(
-            &runtime.db,
-            &runtime.events.outbox,
-            &sku,
-            MAIN_LOCATION,
-            StaffMovement::Receive { quantity: product.stock },
-            true,
-            Cause { reason: Some("demo stock".into()), ..Cause::by("demo seed") },
-            tessera_kit::events::now_ms(),
-        )
-        .await?;
+        let movement = Movement {
+            sku: sku.as_str(),
+            location: MAIN_LOCATION,
+            kind: Kind::Received,
+            quantity: variant.stock,
+            deltas: Deltas { on_hand: variant.stock, ..Deltas::default() },
+            needs_available: 0,
+        };
+        ledger::post(&mut tx, &runtime.events.outbox, &movement, &cause, now).await?.map_err(|refused| {
+            movements::OpError::Api(tessera_contracts::ApiError::Conflict(format!("cannot seed {sku}: {refused:?}")))
+        })?;
     }
+    tx.commit().await?;
     runtime.events.outbox.committed();
     Ok(())
 }

@@ -120,3 +120,46 @@ impl StoreSettings {
 
 /// Seconds since the epoch, the one timestamp type both backends store the same way (`BIGINT`).
 pub use shared_auth::keys::now_seconds;
+
+/// Whether a database error is worth retrying the whole transaction for: PostgreSQL serialization
+/// failures and deadlocks, SQLite's busy/locked answers.
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "6" | "261" | "262" | "517"))
+                || db.message().contains("database is locked")
+        }
+        _ => false,
+    }
+}
+
+/// Runs `attempt` (a whole transaction) again when it failed on a transient conflict.
+pub async fn retrying<T, E, F, Fut>(mut attempt: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: AsDbError,
+{
+    let mut tries = 0u64;
+    loop {
+        match attempt().await {
+            Err(error) if tries < 10 && error.db_error().is_some_and(is_transient) => {
+                tries += 1;
+                tracing::debug!(tries, "retrying a transaction after a transient conflict");
+                tokio::time::sleep(std::time::Duration::from_millis(5 * tries * tries)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Errors that may wrap a database error.
+pub trait AsDbError {
+    fn db_error(&self) -> Option<&sqlx::Error>;
+}
+
+impl AsDbError for sqlx::Error {
+    fn db_error(&self) -> Option<&sqlx::Error> {
+        Some(self)
+    }
+}

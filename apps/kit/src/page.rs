@@ -14,6 +14,23 @@ use crate::FragmentRuntime;
 /// mounts on `<body>`, and must start with the empty chrome slot (`<header id="tessera-chrome">`), so that
 /// server and browser agree on the body's children.
 pub fn document<V: IntoView + 'static>(runtime: &FragmentRuntime, title: &str, app: impl FnOnce() -> V) -> impl IntoView {
+    document_with(runtime, &PageHead { title: title.to_owned(), ..PageHead::default() }, app)
+}
+
+/// What a page tells browsers, crawlers and link previews in its `<head>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageHead {
+    pub title: String,
+    /// `<meta name="description">`.
+    pub description: Option<String>,
+    /// `<link rel="canonical">`.
+    pub canonical: Option<String>,
+    /// A schema.org JSON-LD object, serialised (`</` is escaped here so it cannot close the script).
+    pub json_ld: Option<String>,
+}
+
+/// [`document`] with a full [`PageHead`].
+pub fn document_with<V: IntoView + 'static>(runtime: &FragmentRuntime, head: &PageHead, app: impl FnOnce() -> V) -> impl IntoView {
     let manifest = runtime.manifests.current();
     let tags = manifest.as_deref().and_then(hydration_tags);
     let build_id = manifest.as_ref().map(|m| m.build_id.clone()).unwrap_or_else(|| "unbuilt".into());
@@ -24,7 +41,13 @@ pub fn document<V: IntoView + 'static>(runtime: &FragmentRuntime, title: &str, a
         ),
         None => (None, None),
     };
-    let title = format!("{title} · Tessera");
+    let title = format!("{} · Tessera", head.title);
+    let description = head.description.clone().map(|content| view! { <meta name="description" content=content/> });
+    let canonical = head.canonical.clone().map(|href| view! { <link rel="canonical" href=href/> });
+    let json_ld = head.json_ld.as_ref().map(|json| {
+        let json = json.replace("</", "<\\/");
+        view! { <script type="application/ld+json" inner_html=json></script> }
+    });
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -34,6 +57,9 @@ pub fn document<V: IntoView + 'static>(runtime: &FragmentRuntime, title: &str, a
                 <meta name="tessera-fragment" content=runtime.name/>
                 <meta name="tessera-build" content=build_id/>
                 <title>{title}</title>
+                {description}
+                {canonical}
+                {json_ld}
                 {preload}
                 {script}
             </head>

@@ -70,6 +70,20 @@ where
     })
 }
 
+/// Renders `app` like [`page_renderer`], with a `<head>` chosen for this request (title, description,
+/// canonical URL, JSON-LD), e.g. from the product the handler looked up first.
+pub async fn render_with_head<F, V>(runtime: &FragmentRuntime, head: page::PageHead, app: F, request: Request<Body>) -> Response
+where
+    F: Fn() -> V + Clone + Send + Sync + 'static,
+    V: IntoView + 'static,
+{
+    let document_runtime = runtime.clone();
+    let render = leptos_axum::render_app_to_stream_in_order_with_context(api::context(runtime), move || {
+        page::document_with(&document_runtime, &head, app.clone())
+    });
+    render(request).await
+}
+
 /// `<prefix>` and `<prefix>/` (the page), `<prefix>/api/*` (server functions), `<prefix>/widget` (the
 /// home-page widget), `<prefix>/pkg/*` (the bundle), and a 404 page under the prefix for anything else.
 /// Fragments add their own extra routes to the result before `with_state`.

@@ -82,6 +82,8 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         fragments: options.fragments,
         jwks_url: options.jwks_url,
         demo: options.demo.unwrap_or(true),
+        // The classic eight products: fast to seed; catalog tests that need more say so in `configure`.
+        demo_extra_products: 0,
         ..Settings::default()
     };
     if let Some(configure) = options.configure {

@@ -1,0 +1,330 @@
+//! The catalog's pages. Every listing state lives in the URL; after hydration the router turns links and
+//! the GET filter form into client-side navigations (no reload), and back/forward restore the filters.
+
+use leptos::prelude::*;
+use leptos_router::components::{Form, A};
+use leptos_router::hooks::{use_params_map, use_query_map};
+use shared_auth::SessionUser;
+use tessera_contracts::ApiError;
+
+use crate::model::{Card, Category, Detail, Listing, ListingQuery, ProductInput};
+use crate::products::{availability_label, product_detail, search_products, whoami, SaveProduct};
+use crate::PREFIX;
+
+#[component]
+fn SignedInAs() -> impl IntoView {
+    let me = Resource::new(|| (), |_| whoami());
+    view! {
+        <Suspense fallback=|| ()>
+            {move || me.get().map(|me| match me.ok().flatten() {
+                Some(SessionUser { name, .. }) => view! { <p class="signed-in" data-testid="fragment-user">"Signed in as " <strong>{name}</strong></p> }.into_any(),
+                None => view! { <p class="signed-in" data-testid="fragment-user">"Browsing as a guest"</p> }.into_any(),
+            })}
+        </Suspense>
+    }
+}
+
+fn availability_badge(available: Option<i64>) -> impl IntoView {
+    let (class, label) = availability_label(available);
+    view! { <p class=format!("availability availability-{class}") data-testid="availability">{label}</p> }
+}
+
+/// The listing at `/catalog` and `/catalog/c/<slug>`.
+#[component]
+pub fn ListingPage() -> impl IntoView {
+    let query_map = use_query_map();
+    let params = use_params_map();
+    let query = Memo::new(move |_| {
+        let get = |name: &str| query_map.with(|q| q.get(name).unwrap_or_default());
+        let cat = params.with(|p| p.get("slug")).unwrap_or_else(|| get("cat"));
+        ListingQuery { q: get("q"), cat, brand: get("brand"), min: get("min"), max: get("max"), attr: get("attr"), stock: get("stock"), sort: get("sort"), page: get("page") }
+    });
+    let results = Resource::new(move || query.get(), search_products);
+    view! {
+        <section class="catalog">
+            <div class="fragment-heading">
+                <h1>"Catalog"</h1>
+                <SignedInAs/>
+            </div>
+            <Suspense fallback=|| view! { <p>"Loading products…"</p> }>
+                {move || results.get().map(|result| match result {
+                    Ok(found) => view! { <Results listing=found query=query.get_untracked()/> }.into_any(),
+                    Err(error) => view! { <p class="error" data-testid="listing-error">{error.to_string()}</p> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+fn category_nav(categories: &[Category], current: &str) -> impl IntoView {
+    let roots = categories.iter().filter(|c| c.parent.is_none()).map(|root| {
+        let children = categories
+            .iter()
+            .filter(|c| c.parent.as_deref() == Some(root.slug.as_str()))
+            .map(|child| {
+                let current = (child.slug == current).then_some("page");
+                let name = child.name.clone();
+                view! { <li><A href=format!("{PREFIX}/c/{}", child.slug) attr:aria-current=current>{name}</A></li> }
+            })
+            .collect_view();
+        let current = (root.slug == current).then_some("page");
+        let name = root.name.clone();
+        view! {
+            <li>
+                <A href=format!("{PREFIX}/c/{}", root.slug) attr:aria-current=current>{name}</A>
+                <ul>{children}</ul>
+            </li>
+        }
+    });
+    view! {
+        <nav class="categories" aria-label="Categories" data-testid="categories">
+            <ul><li><A href=PREFIX.to_owned()>"Everything"</A></li>{roots.collect_view()}</ul>
+        </nav>
+    }
+}
+
+fn options(values: Vec<(String, String)>, selected: &str) -> impl IntoView {
+    values
+        .into_iter()
+        .map(|(value, label)| {
+            let is = value == selected;
+            view! { <option value=value selected=is>{label}</option> }
+        })
+        .collect_view()
+}
+
+#[component]
+fn Results(listing: Listing, query: ListingQuery) -> impl IntoView {
+    let Listing { cards, total, page, pages, categories, brands, attributes } = listing;
+    let mut category_options = vec![(String::new(), "All categories".to_owned())];
+    category_options.extend(categories.iter().map(|c| (c.slug.clone(), if c.parent.is_some() { format!("– {}", c.name) } else { c.name.clone() })));
+    let mut brand_options = vec![(String::new(), "All brands".to_owned())];
+    brand_options.extend(brands.into_iter().map(|b| (b.clone(), b)));
+    let mut attribute_options = vec![(String::new(), "Any colour or size".to_owned())];
+    attribute_options.extend(attributes.into_iter().map(|a| (a.clone(), a.replace(':', ": "))));
+    let sorts = [("", "Best match"), ("name", "Name"), ("price", "Price, low to high"), ("price_desc", "Price, high to low"), ("newest", "Newest")]
+        .into_iter()
+        .map(|(v, l)| (v.to_owned(), l.to_owned()))
+        .collect();
+    let in_stock = !query.stock.is_empty();
+    let previous = (page > 1).then(|| view! { <A href=query.href(page - 1) attr:rel="prev">"← Previous"</A> });
+    let next = (page < pages).then(|| view! { <A href=query.href(page + 1) attr:rel="next">"Next →"</A> });
+    let cards = cards.into_iter().map(|card| view! { <ProductCard card=card/> }).collect_view();
+    view! {
+        {category_nav(&categories, &query.cat)}
+        <Form method="GET" action=PREFIX attr:class="listing-filters" attr:role="search" attr:data-testid="listing-form">
+            <input type="search" name="q" value=query.q.clone() placeholder="Search name, brand or description" maxlength="200" data-testid="catalog-search" aria-label="Search"/>
+            <select name="cat" aria-label="Category">{options(category_options, &query.cat)}</select>
+            <select name="brand" aria-label="Brand" data-testid="brand-filter">{options(brand_options, &query.brand)}</select>
+            <select name="attr" aria-label="Colour or size">{options(attribute_options, &query.attr)}</select>
+            <label>"From " <input type="number" name="min" min="0" step="0.01" value=query.min.clone() class="price-input"/></label>
+            <label>"to " <input type="number" name="max" min="0" step="0.01" value=query.max.clone() class="price-input"/></label>
+            <label><input type="checkbox" name="stock" value="1" checked=in_stock data-testid="in-stock"/> " In stock only"</label>
+            <select name="sort" aria-label="Sort">{options(sorts, &query.sort)}</select>
+            <button type="submit">"Search"</button>
+        </Form>
+        <p class="result-count" data-testid="result-count">{total} " products"</p>
+        <ul class="products" data-testid="product-list">{cards}</ul>
+        <p class="pager" data-testid="pager">{previous} " Page " {page} " of " {pages} " " {next}</p>
+    }
+}
+
+#[component]
+fn ProductCard(card: Card) -> impl IntoView {
+    let href = format!("{PREFIX}/p/{}", card.id);
+    let add = card.single_sku.clone().map(|sku| view! { <AddToCart sku=sku/> });
+    view! {
+        <li class="product" data-product=card.id.clone() data-sku=card.single_sku.clone().unwrap_or_default()>
+            <A href=href.clone()><img src=card.image.clone() alt="" width="160" height="120" loading="lazy"/></A>
+            <h2><A href=href>{card.name.clone()}</A></h2>
+            <p class="brand">{card.brand.clone()}</p>
+            <p class="price">{card.price.to_string()}</p>
+            {availability_badge(card.available)}
+            {add}
+        </li>
+    }
+}
+
+/// A product page: breadcrumbs, variant picker, price, availability, add to cart.
+#[component]
+pub fn ProductPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = Memo::new(move |_| params.with(|p| p.get("id")).unwrap_or_default());
+    let detail = Resource::new(move || id.get(), product_detail);
+    view! {
+        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+            {move || detail.get().map(|result| match result {
+                Ok(found) => view! { <ProductView detail=found/> }.into_any(),
+                Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn ProductView(detail: Detail) -> impl IntoView {
+    #[cfg(feature = "hydrate")]
+    {
+        // Client-side navigations keep the tab title right (the server already rendered it for full loads).
+        let title = format!("{} · Tessera", detail.name);
+        if let Some(document) = web_sys::window().and_then(|w| w.document()) {
+            document.set_title(&title);
+        }
+    }
+    let Detail { id, name, brand, description, price, image, trail, variants } = detail;
+    let crumbs = trail
+        .into_iter()
+        .map(|c| {
+            let name = c.name;
+            view! { <li><A href=format!("{PREFIX}/c/{}", c.slug)>{name}</A></li> }
+        })
+        .collect_view();
+    let (selected, set_selected) = signal(variants.first().map(|v| v.sku.clone()).unwrap_or_default());
+    let variants_for_status = variants.clone();
+    let available = move || selected.with(|sku| variants_for_status.iter().find(|v| &v.sku == sku).and_then(|v| v.available));
+    let picker = (variants.len() > 1).then(|| {
+        let choices = variants
+            .iter()
+            .map(|v| view! { <option value=v.sku.clone()>{v.label.clone()}</option> })
+            .collect_view();
+        view! {
+            <label class="variant-picker">"Option "
+                <select data-testid="variant-picker" on:change=move |ev| set_selected.set(event_target_value(&ev))>{choices}</select>
+            </label>
+        }
+    });
+    view! {
+        <nav aria-label="Breadcrumbs" class="breadcrumbs" data-testid="breadcrumbs">
+            <ol><li><A href=PREFIX.to_owned()>"Catalog"</A></li>{crumbs}<li aria-current="page">{name.clone()}</li></ol>
+        </nav>
+        <article class="product-page" data-product=id>
+            <img src=image alt=name.clone() width="480" height="360"/>
+            <div>
+                <h1>{name}</h1>
+                <p class="brand">{brand}</p>
+                <p class="price" data-testid="price">{price.to_string()}</p>
+                {picker}
+                <p class="sku">"SKU " <span data-testid="selected-sku">{move || selected.get()}</span></p>
+                {move || availability_badge(available())}
+                {move || view! { <AddToCart sku=selected.get()/> }}
+                <p class="description">{description}</p>
+            </div>
+        </article>
+    }
+}
+
+/// Adds one unit to the signed-in user's cart through the cart fragment's API.
+#[component]
+fn AddToCart(sku: String) -> impl IntoView {
+    let (status, set_status) = signal(None::<String>);
+    let (busy, set_busy) = signal(false);
+    let on_click = move |_| {
+        let sku = sku.clone();
+        set_busy.set(true);
+        leptos::task::spawn_local(async move {
+            set_status.set(Some(browser::add_to_cart(&sku).await));
+            set_busy.set(false);
+        });
+    };
+    view! {
+        <button type="button" class="add-to-cart" on:click=on_click disabled=busy>"Add to cart"</button>
+        <span class="status" role="status">{move || status.get()}</span>
+    }
+}
+
+/// Create (`/catalog/new`) or edit (`/catalog/p/<id>/edit`) a product: catalog editors only.
+#[component]
+pub fn EditorPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = params.with_untracked(|p| p.get("id")).unwrap_or_default();
+    let save = ServerAction::<SaveProduct>::new();
+    let existing = Resource::new(move || id.clone(), |id| async move { if id.is_empty() { Ok(None) } else { product_detail(id).await.map(Some) } });
+    let message = move || {
+        save.value().get().map(|result| match result {
+            Ok(saved) => view! { <p role="status" data-testid="editor-status">"Saved. " <a href=format!("{PREFIX}/p/{}", saved.id)>"View " {saved.name}</a></p> }.into_any(),
+            Err(error) => view! { <p role="status" class="error" data-testid="editor-status">{error.to_string()}</p> }.into_any(),
+        })
+    };
+    view! {
+        <section class="catalog-editor">
+            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+                {move || existing.get().map(|result: Result<Option<Detail>, ApiError>| match result {
+                    Ok(detail) => editor_form(detail, save).into_any(),
+                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                })}
+            </Suspense>
+            {message}
+        </section>
+    }
+}
+
+fn editor_form(detail: Option<Detail>, save: ServerAction<SaveProduct>) -> impl IntoView {
+    let input = detail
+        .as_ref()
+        .map(|d| ProductInput {
+            id: d.id.clone(),
+            name: d.name.clone(),
+            brand: d.brand.clone(),
+            category: d.trail.last().map(|c| c.slug.clone()).unwrap_or_default(),
+            description: d.description.clone(),
+            price: format!("{}.{:02}", d.price.minor / 100, d.price.minor % 100),
+            sku: String::new(),
+        })
+        .unwrap_or_default();
+    let heading = if detail.is_some() { "Edit product" } else { "New product" };
+    let sku_field = detail.is_none().then(|| {
+        view! { <label>"SKU (first variant) " <input type="text" name="input[sku]" required maxlength="32" pattern="[A-Z0-9-]+"/></label> }
+    });
+    view! {
+        <h1>{heading}</h1>
+        <ActionForm action=save attr:class="stacked" attr:data-testid="product-editor">
+            <input type="hidden" name="input[id]" value=input.id/>
+            <label>"Name " <input type="text" name="input[name]" value=input.name required maxlength="200"/></label>
+            <label>"Brand " <input type="text" name="input[brand]" value=input.brand maxlength="80"/></label>
+            <label>"Category slug " <input type="text" name="input[category]" value=input.category maxlength="64"/></label>
+            <label>"Price (EUR) " <input type="text" name="input[price]" value=input.price required inputmode="decimal"/></label>
+            {sku_field}
+            <label>"Description " <textarea name="input[description]" maxlength="5000">{input.description}</textarea></label>
+            <button type="submit">"Save"</button>
+        </ActionForm>
+    }
+}
+
+mod browser {
+    /// POSTs to the cart's `add_item` server function and returns a message for the shopper.
+    #[cfg(feature = "hydrate")]
+    pub async fn add_to_cart(sku: &str) -> String {
+        use tessera_contracts::cart::{CartSummary, ADD_ITEM_PATH};
+        use tessera_contracts::ApiError;
+
+        let body = format!("sku={}&quantity=1", js_sys::encode_uri_component(sku));
+        let request = gloo_net::http::Request::post(ADD_ITEM_PATH)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body);
+        let response = match request {
+            Ok(request) => request.send().await,
+            Err(error) => return format!("Could not add: {error}"),
+        };
+        match response {
+            Ok(response) if response.ok() => match response.json::<CartSummary>().await {
+                Ok(summary) => {
+                    tessera_contracts::dom_events::announce_cart_count(summary.item_count);
+                    "Added to your cart".to_owned()
+                }
+                Err(_) => "Added to your cart".to_owned(),
+            },
+            Ok(response) if response.status() == 401 => "Sign in to add items to your cart".to_owned(),
+            Ok(response) => match response.json::<ApiError>().await {
+                Ok(error) => error.to_string(),
+                Err(_) => format!("The cart answered {}", response.status()),
+            },
+            Err(_) => "The cart is not reachable right now".to_owned(),
+        }
+    }
+
+    /// Never called on the server: the button only works after hydration.
+    #[cfg(not(feature = "hydrate"))]
+    pub async fn add_to_cart(_sku: &str) -> String {
+        String::new()
+    }
+}
