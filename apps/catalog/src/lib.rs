@@ -10,9 +10,10 @@
 //! and `availability` (the projection of inventory's `stock_changed` events).
 //!
 //! Key decisions. Every listing state (search, category, brand, price, attribute, stock, sort, page) is in
-//! the URL, so it is shareable and works without JavaScript; after hydration `leptos_router` (with base
-//! `/catalog`, so links to other fragments stay ordinary) turns links and the GET form into client-side
-//! navigations and restores filters on back/forward. Search is SQLite FTS5 (bm25, weighted name > brand >
+//! the URL, so it is shareable and works without JavaScript; after hydration `leptos_router` turns links
+//! and the GET form into client-side navigations and restores filters on back/forward. A link out of the
+//! catalog (chrome, other fragments) ends in the router's fallback, which loads that page for real. (The
+//! router's `base` option would spare that, but its GET form then prefixes the base twice.) Search is SQLite FTS5 (bm25, weighted name > brand >
 //! description) on the embedded default and a weighted `tsvector` with a GIN index on PostgreSQL; user
 //! text is reduced to letters and digits before it reaches either, so no input is query syntax.
 //! Availability comes only from the local projection, never from a call to inventory. Product pages get
@@ -49,14 +50,14 @@ pub fn App() -> impl IntoView {
     view! {
         <header id=tessera_contracts::CHROME_SLOT_ID></header>
         <main class="fragment fragment-catalog">
-            <Router base=PREFIX>
-                <Routes fallback=|| view! { <p class="error">"There is no catalog page at this address."</p> }>
-                    <Route path=path!("") view=pages::ListingPage/>
-                    <Route path=path!("/") view=pages::ListingPage/>
-                    <Route path=path!("/c/:slug") view=pages::ListingPage/>
-                    <Route path=path!("/p/:id") view=pages::ProductPage/>
-                    <Route path=path!("/p/:id/edit") view=pages::EditorPage/>
-                    <Route path=path!("/new") view=pages::EditorPage/>
+            <Router>
+                <Routes fallback=pages::ElsewhereOnTheSite>
+                    <Route path=path!("/catalog") view=pages::ListingPage/>
+                    <Route path=path!("/catalog/") view=pages::ListingPage/>
+                    <Route path=path!("/catalog/c/:slug") view=pages::ListingPage/>
+                    <Route path=path!("/catalog/p/:id") view=pages::ProductPage/>
+                    <Route path=path!("/catalog/p/:id/edit") view=pages::EditorPage/>
+                    <Route path=path!("/catalog/new") view=pages::EditorPage/>
                 </Routes>
             </Router>
         </main>

@@ -29,6 +29,17 @@ fn availability_badge(available: Option<i64>) -> impl IntoView {
     view! { <p class=format!("availability availability-{class}") data-testid="availability">{label}</p> }
 }
 
+/// What the router shows for an address outside the catalog (a link into another fragment or the shell):
+/// the router has already moved the address there, so the browser loads that page for real.
+#[component]
+pub fn ElsewhereOnTheSite() -> impl IntoView {
+    #[cfg(feature = "hydrate")]
+    if let Some(window) = web_sys::window() {
+        let _ = window.location().reload();
+    }
+    view! { <p>"Loading…"</p> }
+}
+
 /// The listing at `/catalog` and `/catalog/c/<slug>`.
 #[component]
 pub fn ListingPage() -> impl IntoView {

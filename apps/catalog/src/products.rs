@@ -195,7 +195,8 @@ pub mod queries {
         if id.is_empty() || id.len() > 80 {
             return Ok(None);
         }
-        let row: Option<(String, String, String, String, i64, String, Option<String>, Option<String>)> = sqlx::query_as(
+        type DetailRow = (String, String, String, String, i64, String, Option<String>, Option<String>);
+        let row: Option<DetailRow> = sqlx::query_as(
             "SELECT id, name, brand, description, price_minor, currency, image_url, category_slug FROM products WHERE id = $1",
         )
         .bind(id)
@@ -258,6 +259,9 @@ pub mod queries {
         Ok(())
     }
 
+    /// A variant to insert: SKU, label, attributes (name, value).
+    pub type NewVariant = (String, String, Vec<(String, String)>);
+
     /// A demo or editor product with its variants, in the caller's transaction (no event).
     pub struct NewProduct<'a> {
         pub id: &'a str,
@@ -268,8 +272,7 @@ pub mod queries {
         pub price_minor: i64,
         pub currency: &'a str,
         pub created_at: i64,
-        /// SKU, label, attributes.
-        pub variants: Vec<(String, String, Vec<(String, String)>)>,
+        pub variants: Vec<NewVariant>,
     }
 
     pub async fn insert(connection: &mut AnyConnection, postgres: bool, product: &NewProduct<'_>) -> Result<(), sqlx::Error> {

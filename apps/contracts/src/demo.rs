@@ -94,8 +94,10 @@ const ADJECTIVES: &[&str] = &["Classic", "Everyday", "Heavy", "Light", "Organic"
 const COLOURS: &[(&str, &str)] = &[("BLK", "Black"), ("WHT", "White"), ("BLU", "Blue"), ("RED", "Red"), ("GRN", "Green"), ("SND", "Sand")];
 const SIZES: &[&str] = &["S", "M", "L", "XL"];
 
-/// The kinds of generated product: category, noun, SKU stem, price range in cents, sizes?, colours?.
-const KINDS: &[(&str, &str, &str, (i64, i64), bool, bool)] = &[
+/// A kind of generated product: category, noun, SKU stem, price range in cents, sized?, coloured?.
+type Kind = (&'static str, &'static str, &'static str, (i64, i64), bool, bool);
+
+const KINDS: &[Kind] = &[
     ("tees", "tee", "TEE", (1500, 3500), true, true),
     ("hoodies", "hoodie", "HOD", (4500, 8900), true, true),
     ("caps", "cap", "CAP", (1800, 3200), false, true),
