@@ -5,7 +5,8 @@
 //! - requests/s and latency of `/catalog` composed by the shell (in process, and over HTTP to a separate
 //!   catalog process) against the same page served directly by the catalog process, all in one run
 //!   against release binaries on loopback;
-//! - the inventory's hot-SKU reservations/s and admin page latency with 10,000 SKUs (`bench_inventory`).
+//! - the inventory's hot-SKU reservations/s and admin page latency with 10,000 SKUs (`bench_inventory`);
+//! - the catalog's listing and search latency with 10,000 products (`bench_catalog`).
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -148,7 +149,7 @@ pub(crate) fn start_server(binary: &Path, site: &Path, data: &Path, port: u16, e
         command.env(key, value);
     }
     let server = Server(command.spawn().context("starting tessera")?);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(180);
     while Instant::now() < deadline {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(server);
@@ -166,6 +167,11 @@ pub(crate) struct LoadResult {
 }
 
 impl LoadResult {
+    /// A row with nothing measured (for notes in a table).
+    pub(crate) fn empty() -> LoadResult {
+        LoadResult { requests: 0, errors: 0, seconds: 1.0, latencies: Vec::new() }
+    }
+
     pub(crate) fn percentile(&self, p: f64) -> f64 {
         if self.latencies.is_empty() {
             return f64::NAN;
@@ -396,6 +402,7 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     println!();
     drop((_site, _catalog, _remote_shell));
     crate::bench_inventory::inventory(&binary, &site, &scratch, args.seconds)?;
+    crate::bench_catalog::catalog(&binary, &site, &scratch, args.seconds, args.concurrency)?;
     println!();
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())

@@ -15,6 +15,7 @@
 //! target, npm packages, Chromium), `bench.rs` (build times, bundle sizes, composed vs direct throughput).
 
 mod bench;
+mod bench_catalog;
 mod bench_inventory;
 mod setup;
 
