@@ -162,9 +162,11 @@ async fn catalog_editors_create_and_edit_products_and_each_change_is_announced()
             assert_eq!(status, expected, "{backend:?} {body}: {json}");
             assert!(json.to_string().contains(needle), "{body}: {json}");
         }
-        let (status, json) = save("input[id]=glacier-bottle&input[name]=Glacier+bottle+XL&input[brand]=Pebble&input[category]=home&input[price]=29", Some(&ada)).await;
+        let (status, json) = save("input[id]=glacier-bottle&input[name]=Glacier+bottle+XL&input[brand]=Pebble&input[category]=home&input[price]=29&input[image]=https%3A%2F%2Fimg.example%2Fbottle.png", Some(&ada)).await;
         assert_eq!(status, StatusCode::OK, "{json}");
-        assert_eq!(json["price"]["minor"], 2900);
+        assert_eq!((json["price"]["minor"].as_i64(), json["image"].as_str()), (Some(2900), Some("https://img.example/bottle.png")));
+        let (status, json) = save("input[id]=glacier-bottle&input[name]=X&input[price]=1&input[image]=javascript%3Aalert(1)", Some(&ada)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
         let (_, found) = search(&app, "query[q]=glacier").await;
         assert_eq!(names(&found), ["Glacier bottle XL"], "{backend:?}: the search index follows edits");
         let db = database(&app, "catalog").await;

@@ -225,6 +225,8 @@ pub struct ProductInput {
     pub price: String,
     /// For a new product: its first variant's SKU.
     pub sku: String,
+    /// An image URL (`https://…` or a path on this site); empty: the generated picture.
+    pub image: String,
 }
 
 /// A product id from a name: lowercase letters, digits and dashes.
@@ -250,6 +252,7 @@ pub struct ValidProduct {
     pub description: String,
     pub price_minor: i64,
     pub sku: Option<tessera_contracts::domain::Sku>,
+    pub image: Option<String>,
 }
 
 impl ProductInput {
@@ -270,6 +273,16 @@ impl ProductInput {
             Some(minor) if minor > 0 => minor,
             _ => return Err(bad("the price is required and above zero, e.g. 14.50".into())),
         };
+        let image = match self.image.trim() {
+            "" => None,
+            url if url.len() <= 500
+                && (url.starts_with("https://") || url.starts_with("http://") || (url.starts_with('/') && !url.starts_with("//")))
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '<' || c == '>') =>
+            {
+                Some(url.to_owned())
+            }
+            _ => return Err(bad("the image must be an http(s) URL or a path on this site".into())),
+        };
         let (id, sku) = if self.id.trim().is_empty() {
             let id = slugify(name);
             if id.is_empty() {
@@ -287,6 +300,7 @@ impl ProductInput {
             description: description.to_owned(),
             price_minor,
             sku,
+            image,
         })
     }
 }
@@ -324,6 +338,9 @@ mod tests {
         let input = ProductInput { name: "New mug".into(), price: "14.5".into(), sku: "MUG-NEW-1".into(), ..Default::default() };
         assert_eq!(input.validate().unwrap().price_minor, 1450);
         assert!(ProductInput { price: "-1".into(), ..input.clone() }.validate().is_err());
-        assert!(ProductInput { sku: "bad sku".into(), ..input }.validate().is_err());
+        assert!(ProductInput { sku: "bad sku".into(), ..input.clone() }.validate().is_err());
+        assert!(ProductInput { image: "javascript:alert(1)".into(), ..input.clone() }.validate().is_err());
+        assert!(ProductInput { image: "//evil.example/x.png".into(), ..input.clone() }.validate().is_err());
+        assert_eq!(ProductInput { image: "https://img.example/mug.png".into(), ..input }.validate().unwrap().image.as_deref(), Some("https://img.example/mug.png"));
     }
 }

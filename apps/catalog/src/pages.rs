@@ -280,6 +280,7 @@ fn editor_form(detail: Option<Detail>, save: ServerAction<SaveProduct>) -> impl 
             description: d.description.clone(),
             price: format!("{}.{:02}", d.price.minor / 100, d.price.minor % 100),
             sku: String::new(),
+            image: if d.image.starts_with(&format!("{PREFIX}/img/")) { String::new() } else { d.image.clone() },
         })
         .unwrap_or_default();
     let heading = if detail.is_some() { "Edit product" } else { "New product" };
@@ -295,6 +296,7 @@ fn editor_form(detail: Option<Detail>, save: ServerAction<SaveProduct>) -> impl 
             <label>"Category slug " <input type="text" name="input[category]" value=input.category maxlength="64"/></label>
             <label>"Price (EUR) " <input type="text" name="input[price]" value=input.price required inputmode="decimal"/></label>
             {sku_field}
+            <label>"Image URL (empty: a generated picture) " <input type="text" name="input[image]" value=input.image maxlength="500"/></label>
             <label>"Description " <textarea name="input[description]" maxlength="5000">{input.description}</textarea></label>
             <button type="submit">"Save"</button>
         </ActionForm>

@@ -155,7 +155,9 @@ pub mod queries {
             Sort::PriceDesc => "p.price_minor DESC, p.name".to_owned(),
             Sort::Newest => "p.created_at DESC, p.id".to_owned(),
         };
-        let rows: Vec<CardRow> = sqlx::query_as(&format!("SELECT {CARD_COLUMNS} {from} ORDER BY {order} LIMIT $9 OFFSET $10"))
+        // Two steps: the page's ids (filter, order, slice: cheap), then the cards of just those ids, so the
+        // per-card subqueries never run for rows an OFFSET skips or a sort discards.
+        let ids: Vec<(String,)> = sqlx::query_as(&format!("SELECT p.id {from} ORDER BY {order} LIMIT $9 OFFSET $10"))
             .bind(search_param.clone())
             .bind(filters.cat.clone())
             .bind(filters.brand.clone())
@@ -168,11 +170,12 @@ pub mod queries {
             .bind((page - 1) * PER_PAGE)
             .fetch_all(db)
             .await?;
+        let cards = cards_of(db, ids.into_iter().map(|(id,)| id).collect()).await?;
         let brands: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT brand FROM products WHERE brand <> '' ORDER BY brand").fetch_all(db).await?;
         let attributes: Vec<(String, String)> =
             sqlx::query_as("SELECT DISTINCT name, value FROM variant_attributes ORDER BY name, value").fetch_all(db).await?;
         Ok(Listing {
-            cards: rows.into_iter().map(card).collect(),
+            cards,
             total,
             page,
             pages,
@@ -180,6 +183,22 @@ pub mod queries {
             brands: brands.into_iter().map(|(b,)| b).collect(),
             attributes: attributes.into_iter().map(|(n, v)| format!("{n}:{v}")).collect(),
         })
+    }
+
+    /// The cards of `ids`, in that order.
+    async fn cards_of(db: &AnyPool, ids: Vec<String>) -> Result<Vec<Card>, sqlx::Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders: Vec<String> = (1..=ids.len()).map(|n| format!("${n}")).collect();
+        let sql = format!("SELECT {CARD_COLUMNS} FROM products p WHERE p.id IN ({})", placeholders.join(", "));
+        let mut query = sqlx::query_as::<_, CardRow>(&sql);
+        for id in &ids {
+            query = query.bind(id.clone());
+        }
+        let mut cards: Vec<Card> = query.fetch_all(db).await?.into_iter().map(card).collect();
+        cards.sort_by_key(|card| ids.iter().position(|id| *id == card.id));
+        Ok(cards)
     }
 
     /// Products for the home page: featured first, then the newest.
@@ -360,8 +379,7 @@ pub mod queries {
                     .bind(&product.id)
                     .bind(sku.as_str())
                     .fetch_optional(&mut *tx)
-                    .await
-                    ?;
+                    .await?;
                 if taken.is_some() {
                     return Err(SaveError::Api(ApiError::Conflict(format!("a product named like {:?} or the SKU {sku} exists already", product.name))));
                 }
@@ -377,10 +395,12 @@ pub mod queries {
                     variants: vec![(sku.to_string(), String::new(), Vec::new())],
                 };
                 insert(&mut tx, postgres, &new).await?;
+                sqlx::query("UPDATE products SET image_url = $1 WHERE id = $2").bind(product.image.as_deref()).bind(&product.id).execute(&mut *tx).await?;
             }
             None => {
                 let updated = sqlx::query(
-                    "UPDATE products SET name = $1, brand = $2, category_slug = $3, description = $4, price_minor = $5, updated_at = $6 WHERE id = $7",
+                    "UPDATE products SET name = $1, brand = $2, category_slug = $3, description = $4, price_minor = $5, updated_at = $6, \
+                     image_url = $8 WHERE id = $7",
                 )
                 .bind(&product.name)
                 .bind(&product.brand)
@@ -389,9 +409,9 @@ pub mod queries {
                 .bind(product.price_minor)
                 .bind(now)
                 .bind(&product.id)
+                .bind(product.image.as_deref())
                 .execute(&mut *tx)
-                .await
-                ?;
+                .await?;
                 if updated.rows_affected() == 0 {
                     return Err(SaveError::Api(ApiError::NotFound(format!("there is no product {:?}", product.id))));
                 }

@@ -26,6 +26,7 @@ CREATE INDEX products_by_category ON products (category_slug);
 CREATE INDEX products_by_price ON products (price_minor);
 CREATE INDEX products_by_created ON products (created_at);
 CREATE INDEX products_by_brand ON products (brand);
+CREATE INDEX products_by_name ON products (name, id);
 
 CREATE TABLE variants (
     sku        TEXT PRIMARY KEY CHECK (length(sku) BETWEEN 1 AND 32),
