@@ -49,9 +49,7 @@ pub fn catalog(binary: &Path, site: &Path, scratch: &Path, seconds: u64, concurr
         drop(server);
     }
     if let Some(url) = postgres {
-        for service in ["catalog"] {
-            let _ = Command::new("psql").args([url.as_str(), "-q", "-c", &format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")]).output();
-        }
+        let _ = Command::new("psql").args([url.as_str(), "-q", "-c", &format!("DROP SCHEMA IF EXISTS {prefix}catalog CASCADE")]).output();
     }
     println!();
     println!("| catalog SSR with {PRODUCTS} products, catalog process alone, {concurrency} connections, {seconds} s each, release | req/s | p50 ms | p99 ms | errors |");

@@ -171,17 +171,16 @@ pub mod queries {
             .fetch_all(db)
             .await?;
         let cards = cards_of(db, ids.into_iter().map(|(id,)| id).collect()).await?;
-        let brands: Vec<(String,)> = sqlx::query_as("SELECT DISTINCT brand FROM products WHERE brand <> '' ORDER BY brand").fetch_all(db).await?;
-        let attributes: Vec<(String, String)> =
-            sqlx::query_as("SELECT DISTINCT name, value FROM variant_attributes ORDER BY name, value").fetch_all(db).await?;
+        let facets: Vec<(String, String)> = sqlx::query_as("SELECT kind, value FROM facets ORDER BY kind, value").fetch_all(db).await?;
+        let of = |kind: &str| facets.iter().filter(|(k, _)| k == kind).map(|(_, v)| v.clone()).collect::<Vec<_>>();
         Ok(Listing {
             cards,
             total,
             page,
             pages,
             categories: categories(db).await?,
-            brands: brands.into_iter().map(|(b,)| b).collect(),
-            attributes: attributes.into_iter().map(|(n, v)| format!("{n}:{v}")).collect(),
+            brands: of("brand"),
+            attributes: of("attribute"),
         })
     }
 
@@ -324,9 +323,24 @@ pub mod queries {
                     .bind(value)
                     .execute(&mut *connection)
                     .await?;
+                add_facet(connection, "attribute", &format!("{name}:{value}")).await?;
             }
         }
+        add_facet(connection, "brand", product.brand).await?;
         index(connection, postgres, product.id).await
+    }
+
+    /// Offers `value` in the filter form from now on.
+    async fn add_facet(connection: &mut AnyConnection, kind: &str, value: &str) -> Result<(), sqlx::Error> {
+        if value.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("INSERT INTO facets (kind, value) VALUES ($1, $2) ON CONFLICT (kind, value) DO NOTHING")
+            .bind(kind)
+            .bind(value)
+            .execute(&mut *connection)
+            .await?;
+        Ok(())
     }
 
     /// Why a save failed: the editor's mistake, or the database (retried when transient).
@@ -415,6 +429,7 @@ pub mod queries {
                 if updated.rows_affected() == 0 {
                     return Err(SaveError::Api(ApiError::NotFound(format!("there is no product {:?}", product.id))));
                 }
+                add_facet(&mut tx, "brand", &product.brand).await?;
                 index(&mut tx, postgres, &product.id).await?;
             }
         }

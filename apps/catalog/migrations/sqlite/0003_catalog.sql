@@ -44,10 +44,19 @@ CREATE TABLE variant_attributes (
 );
 CREATE INDEX variant_attributes_by_value ON variant_attributes (name, value);
 
+-- What the filter form offers (brands, attribute values), kept as products are written so a listing
+-- never scans the catalogue for them.
+CREATE TABLE facets (
+    kind  TEXT NOT NULL CHECK (kind IN ('brand', 'attribute')),
+    value TEXT NOT NULL,
+    PRIMARY KEY (kind, value)
+);
+
 INSERT INTO products (id, name, description, price_minor, currency, created_at, updated_at)
 SELECT lower(sku), name, description, price_minor, currency, created_at, created_at FROM products_v1;
 INSERT INTO variants (sku, product_id) SELECT sku, lower(sku) FROM products_v1;
 DROP TABLE products_v1;
+INSERT INTO facets (kind, value) SELECT DISTINCT 'brand', brand FROM products WHERE brand <> '';
 
 -- Full-text search over name, brand and description (kept in step by the catalog's writes).
 CREATE VIRTUAL TABLE product_search USING fts5(id UNINDEXED, name, brand, description, tokenize = 'unicode61 remove_diacritics 2');
