@@ -107,6 +107,24 @@ pub mod queries {
         Ok(rows.into_iter().map(|(slug, name, parent)| Category { slug, name, parent }).collect())
     }
 
+    /// Binds `$1`–`$8` of the listing's filter conditions.
+    fn bind_filters<'q, O>(
+        query: sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>>,
+        search: &str,
+        filters: &Filters,
+    ) -> sqlx::query::QueryAs<'q, sqlx::Any, O, sqlx::any::AnyArguments<'q>> {
+        let (attr_name, attr_value) = filters.attr.clone().unwrap_or_default();
+        query
+            .bind(search.to_owned())
+            .bind(filters.cat.clone())
+            .bind(filters.brand.clone())
+            .bind(filters.min_minor.unwrap_or(-1))
+            .bind(filters.max_minor.unwrap_or(-1))
+            .bind(attr_name)
+            .bind(attr_value)
+            .bind(i64::from(filters.in_stock))
+    }
+
     /// The listing: the search narrows (and ranks), the filters narrow, the sort orders, the page slices.
     pub async fn listing(db: &AnyPool, filters: &Filters) -> Result<Listing, sqlx::Error> {
         let postgres = is_postgres(db);
@@ -131,21 +149,11 @@ pub mod queries {
                   WHERE v.product_id = p.id AND a.name = $6 AND a.value = $7)) \
              AND ($8 = 0 OR EXISTS (SELECT 1 FROM variants v JOIN availability av ON av.sku = v.sku WHERE v.product_id = p.id AND av.available > 0))";
         let search_param = if searching { search } else { String::new() };
-        let (attr_name, attr_value) = filters.attr.clone().unwrap_or_default();
         // Without a search, `$1` is unused; keep it in the text so both backends see the same parameters.
         let unused = if searching { "" } else { "AND $1 = $1 " };
         let from = format!("FROM products p {search_join} WHERE {conditions} {unused}");
-        let (total,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) {from}"))
-            .bind(search_param.clone())
-            .bind(filters.cat.clone())
-            .bind(filters.brand.clone())
-            .bind(filters.min_minor.unwrap_or(-1))
-            .bind(filters.max_minor.unwrap_or(-1))
-            .bind(attr_name.clone())
-            .bind(attr_value.clone())
-            .bind(i64::from(filters.in_stock))
-            .fetch_one(db)
-            .await?;
+        let count_sql = format!("SELECT COUNT(*) {from}");
+        let (total,): (i64,) = bind_filters(sqlx::query_as(&count_sql), &search_param, filters).fetch_one(db).await?;
         let pages = ((total + PER_PAGE - 1) / PER_PAGE).max(1);
         let page = filters.page.min(pages);
         let order = match filters.sort {
@@ -157,15 +165,8 @@ pub mod queries {
         };
         // Two steps: the page's ids (filter, order, slice: cheap), then the cards of just those ids, so the
         // per-card subqueries never run for rows an OFFSET skips or a sort discards.
-        let ids: Vec<(String,)> = sqlx::query_as(&format!("SELECT p.id {from} ORDER BY {order} LIMIT $9 OFFSET $10"))
-            .bind(search_param.clone())
-            .bind(filters.cat.clone())
-            .bind(filters.brand.clone())
-            .bind(filters.min_minor.unwrap_or(-1))
-            .bind(filters.max_minor.unwrap_or(-1))
-            .bind(attr_name.clone())
-            .bind(attr_value.clone())
-            .bind(i64::from(filters.in_stock))
+        let ids_sql = format!("SELECT p.id {from} ORDER BY {order} LIMIT $9 OFFSET $10");
+        let ids: Vec<(String,)> = bind_filters(sqlx::query_as(&ids_sql), &search_param, filters)
             .bind(PER_PAGE)
             .bind((page - 1) * PER_PAGE)
             .fetch_all(db)
