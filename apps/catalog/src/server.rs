@@ -79,7 +79,13 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), sq
         queries::insert(&mut tx, postgres, &new).await?;
     }
     sqlx::query("UPDATE products SET featured = 1 WHERE id IN ('mug-stn-01', 'bag-cnv-01', 'ntb-a5-dot')").execute(&mut *tx).await?;
-    tx.commit().await
+    tx.commit().await?;
+    if postgres {
+        // Fresh statistics for the bulk-loaded tables, so the planner uses their indexes at once instead of
+        // waiting for autovacuum (without them every card subquery scans all variants).
+        sqlx::query("ANALYZE").execute(db).await?;
+    }
+    Ok(())
 }
 
 /// Every route the catalog owns, under `/catalog`.
