@@ -170,11 +170,6 @@ pub(crate) struct LoadResult {
 }
 
 impl LoadResult {
-    /// A row with nothing measured (for notes in a table).
-    pub(crate) fn empty() -> LoadResult {
-        LoadResult { requests: 0, errors: 0, seconds: 1.0, latencies: Vec::new() }
-    }
-
     pub(crate) fn percentile(&self, p: f64) -> f64 {
         if self.latencies.is_empty() {
             return f64::NAN;

@@ -22,6 +22,7 @@ pub fn catalog(binary: &Path, site: &Path, scratch: &Path, seconds: u64, concurr
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let mut rows = Vec::new();
+    let mut startups = Vec::new();
     for (label, backend) in &backends {
         let port = free_port()?;
         let mut env = backend.clone();
@@ -45,7 +46,7 @@ pub fn catalog(binary: &Path, site: &Path, scratch: &Path, seconds: u64, concurr
             runtime.block_on(load(target.clone(), concurrency, Duration::from_millis(300), None));
             rows.push((format!("{label}: {what}"), runtime.block_on(load(target, concurrency, Duration::from_secs(seconds), None))));
         }
-        rows.push((format!("{label}: (start-up with seeding took {:.1} s)", seeded.as_secs_f64()), crate::bench::LoadResult::empty()));
+        startups.push((label.to_string(), seeded));
         drop(server);
     }
     if let Some(url) = postgres {
@@ -56,6 +57,9 @@ pub fn catalog(binary: &Path, site: &Path, scratch: &Path, seconds: u64, concurr
     println!("|---|--:|--:|--:|--:|");
     for (label, result) in &rows {
         print_row(label, result);
+    }
+    for (label, seeded) in startups {
+        println!("| {label}: start-up, seeding {PRODUCTS} products in one transaction | {:.1} s ||||", seeded.as_secs_f64());
     }
     Ok(())
 }
