@@ -12,6 +12,11 @@ pub const PER_PAGE: i64 = 50;
 /// Ledger rows shown (and charted) on a SKU page, newest first.
 pub const LEDGER_ROWS: i64 = 200;
 
+/// How many pages `total` rows fill (at least one).
+pub fn page_count(total: i64) -> i64 {
+    ((total + PER_PAGE - 1) / PER_PAGE).max(1)
+}
+
 /// The stock table's filters, as they appear in the page's query string.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -62,7 +67,7 @@ pub async fn stock_page(#[server(default)] query: StockQuery) -> Result<StockTab
     let user = shared_auth::extract::require_role(shared_auth::Role::InventoryAdmin).await?;
     let runtime = tessera_kit::use_runtime()?;
     let (rows, total) = queries::stock_page(&runtime.db, &query, tessera_kit::events::now_ms()).await.map_err(tessera_kit::internal)?;
-    let pages = ((total + PER_PAGE - 1) / PER_PAGE).max(1);
+    let pages = page_count(total);
     Ok(StockTable { user_name: user.name, rows, total, page: query.page.clamp(1, pages), pages })
 }
 
@@ -86,7 +91,7 @@ pub async fn reservation_page(filter: String, page: i64) -> Result<ReservationLi
     let runtime = tessera_kit::use_runtime()?;
     let filter = queries::ReservationFilter::parse(&filter)?;
     let (rows, total) = queries::reservation_page(&runtime.db, filter, page, tessera_kit::events::now_ms()).await.map_err(tessera_kit::internal)?;
-    let pages = ((total + PER_PAGE - 1) / PER_PAGE).max(1);
+    let pages = page_count(total);
     Ok(ReservationList { rows, total, page: page.clamp(1, pages), pages })
 }
 
@@ -207,7 +212,7 @@ pub mod queries {
             .bind(LOW_STOCK)
             .fetch_one(db)
             .await?;
-        let page = query.page.max(1).min((total + PER_PAGE - 1) / PER_PAGE).max(1);
+        let page = query.page.clamp(1, super::page_count(total));
         let rows: Vec<Tuple> = sqlx::query_as(&format!(
             "SELECT * FROM ({LIVE_STOCK}) t {filter} ORDER BY {order} {direction}, sku, location LIMIT $6 OFFSET $7"
         ))
@@ -336,7 +341,7 @@ pub mod queries {
             .bind(status)
             .fetch_one(db)
             .await?;
-        let page = page.max(1).min((total + PER_PAGE - 1) / PER_PAGE).max(1);
+        let page = page.clamp(1, super::page_count(total));
         let ids: Vec<(String,)> = sqlx::query_as(&format!(
             "SELECT id FROM reservations WHERE {clause} ORDER BY created_at_ms DESC, id LIMIT $3 OFFSET $4"
         ))

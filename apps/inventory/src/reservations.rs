@@ -411,11 +411,6 @@ pub enum Applied {
     Short(Vec<Shortage>),
 }
 
-/// Records the event in the inbox; false if it was seen before.
-async fn first_delivery(connection: &mut AnyConnection, envelope: &tessera_contracts::events::Envelope) -> Result<bool, sqlx::Error> {
-    tessera_kit::events::record_in_inbox(connection, envelope).await
-}
-
 /// `cart.order_paid`: the order's soft reservation becomes hard. If the hold lapsed (or never existed),
 /// the lines are reserved again, hard, when stock allows; otherwise `inventory.order_short` goes out.
 pub async fn order_paid(
@@ -434,7 +429,7 @@ pub async fn order_paid(
     };
     let outcome = ledger::retrying(|| async {
         let mut tx = db.begin().await?;
-        if !first_delivery(&mut tx, envelope).await? {
+        if !tessera_kit::events::record_in_inbox(&mut tx, envelope).await? {
             return Ok(Applied::Nothing("already applied".into()));
         }
         if transition(&mut tx, &event.reservation_id, ReservationStatus::Soft, ReservationStatus::Hard, Some(&event.order_id), Expiry::Live, now_ms).await? {
@@ -506,7 +501,7 @@ pub async fn order_paid(
         let shortages = shortages.clone();
         ledger::retrying(|| async {
             let mut tx = db.begin().await?;
-            if first_delivery(&mut tx, envelope).await? {
+            if tessera_kit::events::record_in_inbox(&mut tx, envelope).await? {
                 if let Some(row) = find(&mut tx, &event.reservation_id, None, now_ms).await? {
                     if row.lapsed {
                         expire_one(&mut tx, outbox, &row.id, "lazy expiry", now_ms).await?;
@@ -534,7 +529,7 @@ pub async fn order_cancelled(
 ) -> Result<Applied, OpError> {
     let outcome = ledger::retrying(|| async {
         let mut tx = db.begin().await?;
-        if !first_delivery(&mut tx, envelope).await? {
+        if !tessera_kit::events::record_in_inbox(&mut tx, envelope).await? {
             return Ok(Applied::Nothing("already applied".into()));
         }
         let active: Vec<(String, String)> = sqlx::query_as(
