@@ -42,6 +42,7 @@ fn request(key: &str, lines: &[(&str, i64)]) -> ReserveRequest {
         owner: "user-1".into(),
         lines: lines.iter().map(|(sku, quantity)| Line { sku: (*sku).into(), quantity: *quantity }).collect(),
         ttl_seconds: 600,
+        replaces: Vec::new(),
     }
 }
 
@@ -183,6 +184,42 @@ async fn reservations_are_all_or_nothing_idempotent_and_end_once() {
         assert_eq!(shown.status, ReservationStatus::Expired);
         assert_eq!(counters(&db, "RES-B").await.1, 0);
         assert_invariants(&db, "after the lifecycle").await;
+    }
+}
+
+#[tokio::test]
+async fn a_reservation_can_replace_others_atomically() {
+    for backend in backends() {
+        let app = start(backend).await;
+        let ada = app.login_as(ADMIN, PASSWORD).await;
+        stock_new(&app, &ada, "REP-A", 4).await;
+        let client = cart(&app);
+        let db = database(&app, "inventory").await;
+        let replacing = |key: &str, quantity: i64, replaces: Vec<String>| ReserveRequest { replaces, ..request(key, &[("REP-A", quantity)]) };
+
+        // A cart line of 3 grows to 4: its own 3 count towards the new hold (only 1 is free).
+        let line: Reservation = client.post(RESERVATIONS_PATH, &request("line-1", &[("REP-A", 3)])).await.unwrap();
+        let grown: Reservation = client.post(RESERVATIONS_PATH, &replacing("line-2", 4, vec![line.id.clone()])).await.unwrap();
+        assert_eq!(counters(&db, "REP-A").await.1, 4, "{backend:?}: replaced, not added");
+        let old: Reservation = client.get(&reservation_path(&line.id, None)).await.unwrap();
+        assert_eq!(old.status, ReservationStatus::Released);
+
+        // Refused (5 > 4): the replaced hold stays as it was.
+        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("line-3", 5, vec![grown.id.clone()])).await.unwrap_err();
+        assert!(matches!(error, CallError::InsufficientStock(_)), "{error:?}");
+        let kept: Reservation = client.get(&reservation_path(&grown.id, None)).await.unwrap();
+        assert_eq!(kept.status, ReservationStatus::Soft);
+
+        // Only the caller's own reservations, only ids, only a bounded number; nothing changes otherwise.
+        let other = ServiceClient::new("catalog", "inventory", EventSigner::new(&[SECRET.as_bytes().to_vec()]), target(&app), Duration::from_secs(10));
+        let error = other.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("steal", 1, vec![grown.id.clone()])).await.unwrap_err();
+        assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
+        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("bad-id", 1, vec!["'; DROP TABLE x".into()])).await.unwrap_err();
+        assert!(matches!(error, CallError::Api(ApiError::BadRequest(_))), "{error:?}");
+        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("too-many", 1, vec![grown.id.clone(); 51])).await.unwrap_err();
+        assert!(matches!(error, CallError::Api(ApiError::BadRequest(_))), "{error:?}");
+        assert_eq!(counters(&db, "REP-A").await.1, 4);
+        assert_invariants(&db, "after replacing").await;
     }
 }
 

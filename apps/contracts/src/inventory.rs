@@ -45,6 +45,11 @@ pub struct ReserveRequest {
     /// How long the hold lasts unless extended ([`MIN_TTL_SECONDS`]..=[`MAX_TTL_SECONDS`]).
     #[serde(default = "default_ttl")]
     pub ttl_seconds: i64,
+    /// The caller's soft reservations this one replaces: released in the same transaction, so their
+    /// units count towards this one (a cart line changing quantity, a cart becoming an order). If this
+    /// reservation cannot be made, they stay as they were.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaces: Vec<String>,
 }
 
 fn default_ttl() -> i64 {

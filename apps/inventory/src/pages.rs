@@ -2,6 +2,7 @@
 //! hydrated in the browser; filters and pages are plain links and GET forms, so every view has an address.
 
 use leptos::prelude::*;
+use tessera_contracts::domain::format_time;
 use tessera_contracts::inventory::ReservationStatus;
 
 use crate::admin::{
@@ -11,22 +12,6 @@ use crate::admin::{
 use crate::types::{LedgerEntry, ReservationRow, StockRow, LOW_STOCK};
 use crate::PREFIX;
 
-/// `YYYY-MM-DD HH:MM UTC` for milliseconds since the epoch (the same text on server and browser).
-pub fn format_time(ms: i64) -> String {
-    let seconds = ms.div_euclid(1000);
-    let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
-}
 
 fn query_string(query: &StockQuery, page: i64) -> String {
     let mut parts = Vec::new();
@@ -425,14 +410,6 @@ pub fn ReservationsPage(filter: String, page: i64) -> impl IntoView {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_civil_utc() {
-        assert_eq!(format_time(0), "1970-01-01 00:00 UTC");
-        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00 UTC");
-        assert_eq!(format_time(1_795_618_380_000), "2026-11-25 14:53 UTC");
-        assert_eq!(format_time(-60_000), "1969-12-31 23:59 UTC");
-    }
 
     #[test]
     fn page_links_keep_the_filters_and_drop_odd_characters() {

@@ -27,6 +27,8 @@ pub struct ValidRequest {
     pub owner: String,
     pub lines: Vec<(Sku, Quantity)>,
     pub ttl_seconds: i64,
+    /// Reservations released in the same transaction (sorted, no duplicates).
+    pub replaces: Vec<String>,
     /// Fingerprint of everything but the key, to tell a replay from a different request.
     pub hash: String,
 }
@@ -64,10 +66,31 @@ fn check_lines(lines: &[Line]) -> Result<Vec<(Sku, Quantity)>, ApiError> {
     Ok(parsed)
 }
 
-fn fingerprint(owner: &str, lines: &[(Sku, Quantity)], ttl_seconds: i64) -> String {
+fn check_replaces(ids: &[String]) -> Result<Vec<String>, ApiError> {
+    if ids.len() > MAX_LINES {
+        return Err(ApiError::BadRequest(format!("a reservation replaces at most {MAX_LINES} others, not {}", ids.len())));
+    }
+    let mut ids: Vec<String> = ids.to_vec();
+    if let Some(bad) = ids.iter().find(|id| !is_reservation_id(id)) {
+        return Err(ApiError::BadRequest(format!("{:?} is not a reservation id", bad.chars().take(64).collect::<String>())));
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
+}
+
+/// Whether `id` looks like a reservation id (a UUID), before it reaches a query.
+pub fn is_reservation_id(id: &str) -> bool {
+    id.len() <= 64 && !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+}
+
+fn fingerprint(owner: &str, lines: &[(Sku, Quantity)], ttl_seconds: i64, replaces: &[String]) -> String {
     let mut text = format!("{owner}\n{ttl_seconds}\n");
     for (sku, quantity) in lines {
         text.push_str(&format!("{sku}:{}\n", quantity.get()));
+    }
+    for id in replaces {
+        text.push_str(&format!("replaces {id}\n"));
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
@@ -79,8 +102,9 @@ impl ValidRequest {
         let owner = check_reference(&request.owner, "owner")?;
         let lines = check_lines(&request.lines)?;
         let ttl_seconds = check_ttl(request.ttl_seconds)?;
-        let hash = fingerprint(&owner, &lines, ttl_seconds);
-        Ok(ValidRequest { idempotency_key, owner, lines, ttl_seconds, hash })
+        let replaces = check_replaces(&request.replaces)?;
+        let hash = fingerprint(&owner, &lines, ttl_seconds, &replaces);
+        Ok(ValidRequest { idempotency_key, owner, lines, ttl_seconds, replaces, hash })
     }
 }
 
@@ -206,6 +230,9 @@ pub async fn reserve(db: &AnyPool, outbox: &Outbox, caller: &str, request: &Vali
         .await?;
         if inserted.rows_affected() == 0 {
             return Ok(None);
+        }
+        for replaced in &request.replaces {
+            release_in(&mut tx, outbox, caller, replaced, &format!("replaced by reservation {id}"), now_ms).await?;
         }
         let cause = Cause { reservation_id: Some(id.clone()), ..Cause::by(format!("service:{caller}")) };
         let shortages = hold_lines(&mut tx, outbox, &request.lines, Kind::SoftReserved, &cause, now_ms).await?;
@@ -369,28 +396,7 @@ pub async fn extend(db: &AnyPool, caller: &str, id: &str, ttl_seconds: i64, now_
 pub async fn release(db: &AnyPool, outbox: &Outbox, caller: &str, id: &str, now_ms: i64) -> Result<Reservation, OpError> {
     let row = ledger::retrying(|| async {
         let mut tx = db.begin().await?;
-        let released = sqlx::query(
-            "UPDATE reservations SET status = 'released', updated_at_ms = $1 \
-             WHERE id = $2 AND caller = $3 AND status = 'soft' AND expires_at_ms > $1",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .bind(caller)
-        .execute(&mut *tx)
-        .await?;
-        if released.rows_affected() == 1 {
-            let cause = Cause { reservation_id: Some(id.to_owned()), reason: Some("released by the cart".into()), ..Cause::by(format!("service:{caller}")) };
-            unhold(&mut tx, outbox, id, ReservationStatus::Soft, Kind::Cancelled, &cause, now_ms).await?;
-        } else {
-            let row = find(&mut tx, id, Some(caller), now_ms).await?.ok_or_else(|| not_found(id))?;
-            if row.lapsed {
-                expire_one(&mut tx, outbox, id, "lazy expiry", now_ms).await?;
-            } else if row.status == ReservationStatus::Hard {
-                return Err(OpError::Api(ApiError::Conflict(format!(
-                    "reservation {id} belongs to a paid order; cancel the order instead"
-                ))));
-            }
-        }
+        release_in(&mut tx, outbox, caller, id, "released by the cart", now_ms).await?;
         let row = find(&mut tx, id, Some(caller), now_ms).await?.ok_or_else(|| not_found(id))?;
         tx.commit().await?;
         Ok::<_, OpError>(row)
@@ -398,6 +404,30 @@ pub async fn release(db: &AnyPool, outbox: &Outbox, caller: &str, id: &str, now_
     .await?;
     outbox.committed();
     Ok(to_contract(row, false))
+}
+
+/// [`release`] inside the caller's transaction (also used for the reservations a new one replaces).
+async fn release_in(connection: &mut AnyConnection, outbox: &Outbox, caller: &str, id: &str, reason: &str, now_ms: i64) -> Result<(), OpError> {
+    let released = sqlx::query(
+        "UPDATE reservations SET status = 'released', updated_at_ms = $1 \
+         WHERE id = $2 AND caller = $3 AND status = 'soft' AND expires_at_ms > $1",
+    )
+    .bind(now_ms)
+    .bind(id)
+    .bind(caller)
+    .execute(&mut *connection)
+    .await?;
+    if released.rows_affected() == 1 {
+        let cause = Cause { reservation_id: Some(id.to_owned()), reason: Some(reason.into()), ..Cause::by(format!("service:{caller}")) };
+        return unhold(connection, outbox, id, ReservationStatus::Soft, Kind::Cancelled, &cause, now_ms).await;
+    }
+    let row = find(connection, id, Some(caller), now_ms).await?.ok_or_else(|| not_found(id))?;
+    if row.lapsed {
+        expire_one(connection, outbox, id, "lazy expiry", now_ms).await?;
+    } else if row.status == ReservationStatus::Hard {
+        return Err(OpError::Api(ApiError::Conflict(format!("reservation {id} belongs to a paid order; cancel the order instead"))));
+    }
+    Ok(())
 }
 
 /// What applying an order event did.
@@ -477,7 +507,7 @@ pub async fn order_paid(
         .bind(&id)
         .bind(&envelope.producer)
         .bind(format!("order:{}", event.order_id))
-        .bind(fingerprint(&owner, &lines, 0))
+        .bind(fingerprint(&owner, &lines, 0, &[]))
         .bind(&owner)
         .bind(&event.order_id)
         .bind(now_ms)

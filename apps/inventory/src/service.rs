@@ -45,7 +45,7 @@ fn caller(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: 
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {
-    if id.len() <= 64 && !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+    if reservations::is_reservation_id(id) {
         Ok(())
     } else {
         Err(ApiError::NotFound(format!("there is no reservation {:?}", id.chars().take(64).collect::<String>())))

@@ -261,6 +261,7 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
                 owner: "model".into(),
                 lines: named.iter().map(|(sku, quantity)| Line { sku: sku.clone(), quantity: *quantity }).collect(),
                 ttl_seconds: ttl,
+                replaces: Vec::new(),
             };
             let valid = ValidRequest::parse(&request).unwrap();
             let expected = match model.keys.get(&key) {
