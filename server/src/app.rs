@@ -14,8 +14,10 @@ use shared_auth::verify::{HttpJwks, JwksSource, Verifier, VerifierSettings};
 use shared_auth::Role;
 use tessera_kit::db::{Migrations, StoreSettings};
 use tessera_kit::manifest::ManifestStore;
-use tessera_contracts::events::{Event, OrderFulfilled, OrderShort, ProductChanged, StockChanged};
+use tessera_contracts::events::{Event, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged, StockChanged};
 use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target};
+use tessera_kit::peers::Peers;
+use tessera_kit::webhook::WebhookSigner;
 use tessera_kit::{FragmentEvents, FragmentRuntime};
 use tessera_shell::registry::{Fragment, FragmentRegistry, Upstream};
 use tessera_shell::ShellState;
@@ -58,8 +60,8 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             migrations: &tessera_catalog::server::MIGRATIONS,
             router: tessera_catalog::server::router,
             seed_demo: |runtime, extra| Box::pin(async move { Ok(tessera_catalog::server::seed_demo(runtime, extra).await?) }),
-            // The cart will keep its price snapshots honest with it; it does not subscribe yet.
-            produces: &[(ProductChanged::TYPE, &[])],
+            // The cart keeps its prices honest with it.
+            produces: &[(ProductChanged::TYPE, &["cart"])],
             consumes: true,
             background: |_| Vec::new(),
             nav_role: None,
@@ -70,10 +72,10 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             prefix: tessera_cart::PREFIX,
             migrations: &tessera_cart::server::MIGRATIONS,
             router: tessera_cart::server::router,
-            seed_demo: |_, _| Box::pin(async { Ok(()) }),
-            produces: &[],
-            consumes: false,
-            background: |_| Vec::new(),
+            seed_demo: |runtime, extra| Box::pin(async move { Ok(tessera_cart::server::seed_demo(runtime, extra).await?) }),
+            produces: &[(OrderPaid::TYPE, &["inventory"]), (OrderCancelled::TYPE, &["inventory"])],
+            consumes: true,
+            background: tessera_cart::server::background,
             nav_role: None,
         },
         FragmentSpec {
@@ -83,9 +85,7 @@ pub fn fragment_specs() -> [FragmentSpec; 3] {
             migrations: &tessera_inventory::server::MIGRATIONS,
             router: tessera_inventory::server::router,
             seed_demo: |runtime, extra| Box::pin(async move { Ok(tessera_inventory::server::seed_demo(runtime, extra).await?) }),
-            // Order outcomes are for the cart's order history, which does not subscribe yet: they stay in
-            // the outbox (and its status page) until it does.
-            produces: &[(StockChanged::TYPE, &["catalog"]), (OrderFulfilled::TYPE, &[]), (OrderShort::TYPE, &[])],
+            produces: &[(StockChanged::TYPE, &["catalog"]), (OrderFulfilled::TYPE, &["cart"]), (OrderShort::TYPE, &["cart"])],
             consumes: true,
             background: tessera_inventory::server::background,
             nav_role: Some(Role::InventoryAdmin),
@@ -107,6 +107,7 @@ pub fn store(settings: &Settings) -> StoreSettings {
         data_dir: settings.data_dir.clone(),
         postgres_url: settings.postgres_url.clone(),
         schema_prefix: settings.schema_prefix.clone(),
+        postgres_pool_size: settings.postgres_pool_size,
     }
 }
 
@@ -121,11 +122,24 @@ fn verifier_settings(settings: &Settings) -> VerifierSettings {
 /// The shared secret that signs event requests between services: `TESSERA_EVENTS_SECRET` when set (every
 /// process of a deployment must share it), else one generated once and kept in the data dir.
 fn event_signer(settings: &Settings) -> anyhow::Result<EventSigner> {
-    if let Some(secret) = settings.events_secret.as_ref().filter(|secret| !secret.is_empty()) {
-        return Ok(EventSigner::new(&[secret.as_bytes().to_vec()]));
+    Ok(EventSigner::new(&shared_secrets(settings, settings.events_secret.as_deref().map(|s| vec![s]), "events.secret")?))
+}
+
+/// The secrets that sign payment webhooks (`TESSERA_PAYMENT_WEBHOOK_SECRETS`, comma-separated, for
+/// rotation), else one generated once and kept in the data dir.
+fn webhook_signer(settings: &Settings) -> anyhow::Result<WebhookSigner> {
+    let configured = settings.payment_webhook_secrets.as_deref().map(|secrets| secrets.split(',').map(str::trim).collect());
+    Ok(WebhookSigner::new(&shared_secrets(settings, configured, "payment-webhook.secret")?))
+}
+
+/// Configured secrets, or one random secret generated once into `<data dir>/keys/<file>` (mode 0600).
+fn shared_secrets(settings: &Settings, configured: Option<Vec<&str>>, file: &str) -> anyhow::Result<Vec<Vec<u8>>> {
+    let configured: Vec<Vec<u8>> = configured.unwrap_or_default().into_iter().filter(|s| !s.is_empty()).map(|s| s.as_bytes().to_vec()).collect();
+    if !configured.is_empty() {
+        return Ok(configured);
     }
     let dir = settings.data_dir.join("keys");
-    let path = dir.join("events.secret");
+    let path = dir.join(file);
     if !path.exists() {
         use ring::rand::SecureRandom;
         let mut secret = [0u8; 32];
@@ -137,10 +151,10 @@ fn event_signer(settings: &Settings) -> anyhow::Result<EventSigner> {
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         std::io::Write::write_all(&mut options.open(&path)?, &secret)?;
     }
-    Ok(EventSigner::new(&[std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?]))
+    Ok(vec![std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?])
 }
 
-async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl JwksSource, signer: &EventSigner) -> anyhow::Result<FragmentRuntime> {
+async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl JwksSource, signer: &EventSigner, webhooks: &WebhookSigner) -> anyhow::Result<FragmentRuntime> {
     let db = store(settings).open(spec.name, spec.migrations).await?;
     let routes = spec.produces.iter().map(|(event, subscribers)| (*event, subscribers.iter().map(|s| s.to_string()).collect())).collect();
     Ok(FragmentRuntime {
@@ -156,6 +170,8 @@ async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl J
             has_outbox: !spec.produces.is_empty(),
             has_inbox: spec.consumes,
         }),
+        peers: Arc::new(Peers::default()),
+        webhooks: webhooks.clone(),
     })
 }
 
@@ -186,6 +202,59 @@ fn start_relays(settings: &Settings, local: &[(FragmentSpec, FragmentRuntime, Ro
         relays.push(Relay::new(runtime.db.clone(), &runtime.events.outbox, transport, relay_settings).spawn());
     }
     relays
+}
+
+/// Tells every service in this process how to reach the others: in process when they run here, over
+/// HTTP when an upstream is configured. The sandbox payment provider is `payments`.
+fn connect_peers(settings: &Settings, local: &[(FragmentSpec, FragmentRuntime, Router)], payments: Option<&Router>, sandbox_peers: Option<&Peers>) {
+    let mut targets = Vec::new();
+    for spec in fragment_specs() {
+        let prefix = spec.prefix.to_owned();
+        if let Some((_, _, router)) = local.iter().find(|(candidate, _, _)| candidate.name == spec.name) {
+            targets.push((spec.name.to_owned(), Target::InProcess { prefix, router: router.clone() }));
+        } else if let Some(base) = settings.fragments.get(spec.name).and_then(|f| f.upstream.clone()) {
+            targets.push((spec.name.to_owned(), Target::Http { prefix, base }));
+        }
+    }
+    let prefix = tessera_contracts::payments::SANDBOX_PREFIX.to_owned();
+    match (payments, &settings.payment_url) {
+        (_, Some(base)) => targets.push(("payments".into(), Target::Http { prefix, base: base.clone() })),
+        (Some(router), None) => targets.push(("payments".into(), Target::InProcess { prefix, router: router.clone() })),
+        (None, None) => {}
+    }
+    for (_, runtime, _) in local {
+        for (name, target) in &targets {
+            runtime.peers.set(name, target.clone());
+        }
+    }
+    if let Some(peers) = sandbox_peers {
+        for (name, target) in &targets {
+            peers.set(name, target.clone());
+        }
+    }
+}
+
+/// Connects the services of this process to each other and, when `with_sandbox`, runs the sandbox
+/// payment provider beside them (its routes merged into `router`, its webhook deliverer started).
+async fn connect_services(
+    settings: &Settings,
+    local: &[(FragmentSpec, FragmentRuntime, Router)],
+    with_sandbox: bool,
+    router: Router,
+    (signer, webhooks): (&EventSigner, &WebhookSigner),
+    background: &mut Vec<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<Router> {
+    if !with_sandbox {
+        connect_peers(settings, local, None, None);
+        return Ok(router);
+    }
+    let peers = Arc::new(Peers::default());
+    let sandbox = tessera_paysandbox::open(&store(settings), signer.clone(), webhooks.clone(), peers.clone()).await?;
+    let sandbox_router = tessera_paysandbox::router(sandbox.clone());
+    connect_peers(settings, local, Some(&sandbox_router), Some(&peers));
+    background.push(tessera_paysandbox::spawn_deliverer(sandbox));
+    // The provider's pages are not part of the store: no chrome, served beside the shell or fragment.
+    Ok(router.merge(sandbox_router))
 }
 
 /// Seeds the demo data of the fragments in this process (after the relays run, so events flow).
@@ -236,17 +305,21 @@ fn with_common_layers(router: Router) -> Router {
 pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Built> {
     tessera_kit::init_executor();
     let event_signer = event_signer(settings)?;
+    let webhooks = webhook_signer(settings)?;
     match mode {
         Mode::Fragment(name) => {
             let spec = fragment_specs()
                 .into_iter()
                 .find(|spec| spec.name == name)
                 .with_context(|| format!("there is no fragment called {name:?} (catalog, cart, inventory)"))?;
-            let runtime = fragment_runtime(settings, &spec, HttpJwks::new(settings.jwks_url()), &event_signer).await?;
+            let runtime = fragment_runtime(settings, &spec, HttpJwks::new(settings.jwks_url()), &event_signer, &webhooks).await?;
             tracing::info!(fragment = name, jwks = %settings.jwks_url(), "serving one fragment");
             let router = (spec.router)(runtime.clone());
+            // The cart alone brings its own sandbox provider unless a provider is configured.
+            let with_sandbox = spec.name == tessera_cart::NAME && settings.payment_url.is_none();
             let local = vec![(spec, runtime, router.clone())];
             let mut background = start_relays(settings, &local, &event_signer);
+            let router = connect_services(settings, &local, with_sandbox, router, (&event_signer, &webhooks), &mut background).await?;
             background.extend(local.iter().flat_map(|(spec, runtime, _)| (spec.background)(runtime)));
             seed_fragments(settings, &local).await?;
             Ok(Built { router: with_common_layers(router), background })
@@ -268,7 +341,7 @@ pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Built> {
                 let upstream = match configured.upstream {
                     Some(url) => Upstream::Http(url.parse().with_context(|| format!("upstream of {}: {url:?}", spec.name))?),
                     None => {
-                        let runtime = fragment_runtime(settings, &spec, tessera_shell::in_process_jwks(&signer), &event_signer).await?;
+                        let runtime = fragment_runtime(settings, &spec, tessera_shell::in_process_jwks(&signer), &event_signer, &webhooks).await?;
                         // A panic inside a fragment becomes its 500, and so the shell's fallback page.
                         let router = (spec.router)(runtime.clone()).layer(CatchPanicLayer::new());
                         local.push((fragment_specs().into_iter().find(|s| s.name == spec.name).expect("the same spec"), runtime, router.clone()));
@@ -304,9 +377,11 @@ pub async fn build(settings: &Settings, mode: &Mode) -> anyhow::Result<Built> {
                 },
             );
             let mut background = start_relays(settings, &local, &event_signer);
+            let with_sandbox = settings.payment_url.is_none();
+            let router = connect_services(settings, &local, with_sandbox, tessera_shell::router(shell), (&event_signer, &webhooks), &mut background).await?;
             background.extend(local.iter().flat_map(|(spec, runtime, _)| (spec.background)(runtime)));
             seed_fragments(settings, &local).await?;
-            Ok(Built { router: with_common_layers(tessera_shell::router(shell)), background })
+            Ok(Built { router: with_common_layers(router), background })
         }
     }
 }

@@ -22,6 +22,8 @@ pub struct Settings {
     pub postgres_url: Option<String>,
     /// Prefix of the PostgreSQL schema names (`<prefix><service>`).
     pub schema_prefix: String,
+    /// Connections per service pool on PostgreSQL (`TESSERA_POSTGRES_POOL_SIZE`).
+    pub postgres_pool_size: u32,
     /// Public URL of the site; `https://` makes cookies `Secure`.
     pub public_url: String,
     /// `iss` of access tokens.
@@ -59,6 +61,13 @@ pub struct Settings {
     pub events_max_attempts: i64,
     /// First retry delay; it doubles with every attempt (capped at a minute).
     pub events_base_backoff_ms: i64,
+    /// Secrets that sign and verify payment webhooks, comma-separated. The provider signs with every one
+    /// and the cart accepts any, so a secret is rotated by adding the new one on both sides, then removing
+    /// the old. Unset: one is generated in the data dir (enough for a single process).
+    pub payment_webhook_secrets: Option<String>,
+    /// Base URL of a separate process serving the payment provider (`/sandbox-pay`); unset: the sandbox
+    /// provider runs in this process.
+    pub payment_url: Option<String>,
 }
 
 /// How the shell reaches one fragment.
@@ -94,6 +103,7 @@ impl Default for Settings {
             site_dir: PathBuf::from("target/site"),
             postgres_url: None,
             schema_prefix: "tessera_".into(),
+            postgres_pool_size: tessera_kit::db::DEFAULT_POSTGRES_POOL_SIZE,
             public_url: "http://127.0.0.1:3000".into(),
             issuer: "tessera-shell".into(),
             audience: "tessera".into(),
@@ -113,6 +123,8 @@ impl Default for Settings {
             events_secret: None,
             events_max_attempts: 8,
             events_base_backoff_ms: 200,
+            payment_webhook_secrets: None,
+            payment_url: None,
         }
     }
 }

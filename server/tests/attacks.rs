@@ -187,27 +187,28 @@ fn token_cases(app: &TestApp, sam: &Session, revoked: &Session) -> Vec<Case> {
     cases
 }
 
-/// Sends `attempt` to a page and to a server function; returns the statuses.
+/// Sends `attempt` to a page and to a server function only signed-in users may call (guests may fill a
+/// cart, so `add_item` would rightly answer them); returns the statuses.
 async fn try_attempt(app: &TestApp, attempt: &Attempt) -> (StatusCode, String, StatusCode) {
     let (page, api) = match attempt {
         Attempt::AccessToken(token) => {
             let cookie = format!("tessera_access={token}");
             (
                 app.client.get(format!("{}/catalog", app.url)).header("cookie", &cookie),
-                app.client.post(format!("{}/cart/api/add_item", app.url)).header("cookie", &cookie),
+                app.client.post(format!("{}/cart/api/my_orders", app.url)).header("cookie", &cookie),
             )
         }
         Attempt::Cookie(cookie) => (
             app.client.get(format!("{}/catalog", app.url)).header("cookie", cookie),
-            app.client.post(format!("{}/cart/api/add_item", app.url)).header("cookie", cookie),
+            app.client.post(format!("{}/cart/api/my_orders", app.url)).header("cookie", cookie),
         ),
         Attempt::Header(name, value) => (
             app.client.get(format!("{}/catalog", app.url)).header(*name, value),
-            app.client.post(format!("{}/cart/api/add_item", app.url)).header(*name, value),
+            app.client.post(format!("{}/cart/api/my_orders", app.url)).header(*name, value),
         ),
         Attempt::Url(query) => (
             app.client.get(format!("{}/catalog?{query}", app.url)),
-            app.client.post(format!("{}/cart/api/add_item?{query}", app.url)),
+            app.client.post(format!("{}/cart/api/my_orders?{query}", app.url)),
         ),
     };
     let page = page.send().await.unwrap();

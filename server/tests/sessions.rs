@@ -8,8 +8,9 @@ use reqwest::StatusCode;
 use support::{backends, set_cookie, spawn_app, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
 use tessera_server::Mode;
 
-async fn add_to_cart(app: &TestApp, cookie: &str) -> reqwest::Response {
-    app.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", Some(cookie)).await
+/// A server function only a signed-in user may call (guests may fill a cart, but have no orders).
+async fn my_orders(app: &TestApp, cookie: &str) -> reqwest::Response {
+    app.post_form("/cart/api/my_orders", "", Some(cookie)).await
 }
 
 #[tokio::test]
@@ -27,10 +28,10 @@ async fn without_an_access_token_the_refresh_cookie_signs_in_transparently_pages
         assert_eq!(app.catalog_user(&new_access).await.as_deref(), Some("Sam Shopper"));
 
         // A server-function call from a hydrated page with an unusable access token.
-        let response = add_to_cart(&app, &format!("tessera_access=expired.or.garbage; {new_refresh}")).await;
+        let response = my_orders(&app, &format!("tessera_access=expired.or.garbage; {new_refresh}")).await;
         assert_eq!(response.status(), StatusCode::OK, "{backend:?}");
         assert!(set_cookie(&response, "tessera_access").is_some());
-        assert_eq!(app.cart_count(Some(&new_access)).await, 1);
+        assert_eq!(response.text().await.unwrap(), "[]", "answered as the signed-in user (no orders yet)");
     }
 }
 
@@ -91,7 +92,7 @@ async fn logout_ends_the_session_at_once_through_the_shell_and_within_the_token_
         // Through the shell: at once, for the access token and the refresh token.
         assert_eq!(app.catalog_user(&session.access).await, None, "{backend:?}");
         assert_eq!(app.catalog_user(&session.both()).await, None);
-        let response = add_to_cart(&app, &session.both()).await;
+        let response = my_orders(&app, &session.both()).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         // A fragment reached directly cannot ask the shell's database: the access token works there until
         // it expires (access_ttl_seconds, 5 minutes by default). This is the documented trade-off.

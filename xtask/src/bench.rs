@@ -30,7 +30,7 @@ pub struct BenchArgs {
     /// Skip the cold/incremental build measurement (it needs a second, fresh target dir).
     #[arg(long)]
     skip_build_times: bool,
-    /// Run only one part of the load benchmarks: `site`, `inventory` or `catalog`.
+    /// Run only one part of the load benchmarks: `site`, `inventory`, `catalog` or `checkout`.
     #[arg(long)]
     only: Option<String>,
 }
@@ -119,6 +119,13 @@ fn brotli_len(bytes: &[u8]) -> Result<usize> {
     let params = brotli::enc::BrotliEncoderParams { quality: 11, ..Default::default() };
     brotli::BrotliCompress(&mut std::io::Cursor::new(bytes), &mut output, &params)?;
     Ok(output.len())
+}
+
+/// Best effort: drops the PostgreSQL schemas a benchmark made under `prefix` (nothing else uses it).
+pub(crate) fn drop_bench_schemas(url: &str, prefix: &str) {
+    for service in ["shell", "catalog", "cart", "inventory", "paysandbox"] {
+        let _ = Command::new("psql").args([url, "-q", "-c", &format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")]).output();
+    }
 }
 
 pub(crate) fn free_port() -> Result<u16> {
@@ -363,6 +370,9 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     }
     if part("catalog") {
         crate::bench_catalog::catalog(&binary, &site, &scratch, args.seconds, args.concurrency)?;
+    }
+    if part("checkout") {
+        crate::bench_checkout::checkout(&binary, &site, &scratch, args.seconds)?;
     }
     println!();
     let _ = std::fs::remove_dir_all(&scratch);

@@ -41,17 +41,19 @@ pub(crate) async fn sign_in_admin(client: &reqwest::Client, url: &str) -> Result
         .body(format!("email=admin%40example.com&password={}", tessera_contracts::demo::PASSWORD))
         .send()
         .await?;
-    let cookies: Vec<String> = login
+    session_cookie(&login).with_context(|| format!("the admin sign-in failed: {}", login.status()))
+}
+
+/// The `Cookie` header that sends back every cookie a response set (a sign-in's session).
+pub(crate) fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    let cookies: Vec<String> = response
         .headers()
         .get_all("set-cookie")
         .iter()
         .filter_map(|value| value.to_str().ok())
         .map(|value| value.split(';').next().unwrap_or_default().to_owned())
         .collect();
-    if cookies.is_empty() {
-        bail!("the admin sign-in failed: {}", login.status());
-    }
-    Ok(cookies.join("; "))
+    (!cookies.is_empty()).then(|| cookies.join("; "))
 }
 
 /// Receives `quantity` of each SKU (new to the inventory) through the admin server function.
@@ -204,11 +206,7 @@ pub fn inventory(binary: &Path, site: &Path, scratch: &Path, seconds: u64) -> Re
         drop(server);
     }
     if postgres.is_some() {
-        // Best effort: drop the benchmark's schemas (nothing else uses the prefix).
-        let url = postgres.unwrap_or_default();
-        for service in ["shell", "catalog", "cart", "inventory"] {
-            let _ = Command::new("psql").args([url.as_str(), "-q", "-c", &format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")]).output();
-        }
+        crate::bench::drop_bench_schemas(&postgres.unwrap_or_default(), &prefix);
     }
 
     println!();

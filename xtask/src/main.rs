@@ -16,6 +16,7 @@
 
 mod bench;
 mod bench_catalog;
+mod bench_checkout;
 mod bench_inventory;
 mod setup;
 

@@ -1,19 +1,42 @@
-//! The cart & checkout fragment (first cut: the signed-in user's cart lines).
+//! The cart & checkout fragment: carts that hold stock, orders, and payment through a provider's
+//! signed callback.
 //!
-//! A Leptos app that owns `/cart`: its page, server functions (`/cart/api/*`, including the typed
-//! `add_item` that the catalog calls from the browser), the JSON summary behind the shell's cart badge
-//! (`/cart/api/summary`), a mini-cart widget for the home page (`/cart/widget`) and its bundle.
+//! A Leptos app that owns `/cart`: the cart (`/cart`), checkout (`/cart/checkout`), order history and
+//! detail (`/cart/orders`, `/cart/orders/<id>`), their server functions (`/cart/api/*`, including the
+//! typed `add_item` the catalog calls from the browser), the badge summary (`/cart/api/summary`), the
+//! mini-cart widget (`/cart/widget`), the payment webhook (`/cart/payments/webhook`) and the event inbox
+//! (`/cart/events`).
 //!
-//! Layout: `lines` holds the domain (types, server functions, queries, components); `server` (feature
-//! `ssr`) the router, migrations and demo seed. Every query is scoped by the verified user id, so one user
-//! can never read or change another's lines. Inputs are parsed into `Sku` and `Quantity` first.
+//! Layout: `model` and `api` (server functions) and `pages` compile for both sides; the rest is the
+//! server half — `store` (carts, items, price projection), `holds` (soft reservations in inventory, one
+//! per line), `carts` (guest carts, merging at sign-in, add/change/remove), `orders` (placing, the
+//! webhook's effects, inventory's order events, refunds), `payments` (the provider trait and the sandbox
+//! behind it) and `server` (router, migrations, seed, background pass).
+//!
+//! Key decisions: the cart never reads another service's tables; prices come from its projection of
+//! `catalog.product_changed`, stock is held by signed calls to inventory while the shopper waits, and
+//! order outcomes travel as events through the outbox. An order is paid only when the provider's signed
+//! webhook says so. Every query is scoped by the verified user or the guest cookie's cart, so nobody
+//! reaches another shopper's cart or order.
 
 // Leptos view types nest deeply; the default limit is too low for the hydrate build.
-#![recursion_limit = "256"]
+#![recursion_limit = "512"]
 
-pub mod lines;
+pub mod api;
+pub mod model;
+pub mod pages;
+#[cfg(feature = "ssr")]
+pub mod carts;
+#[cfg(feature = "ssr")]
+pub mod holds;
+#[cfg(feature = "ssr")]
+pub mod orders;
+#[cfg(feature = "ssr")]
+pub mod payments;
 #[cfg(feature = "ssr")]
 pub mod server;
+#[cfg(feature = "ssr")]
+pub mod store;
 
 use leptos::prelude::*;
 
@@ -22,13 +45,23 @@ pub const NAME: &str = "cart";
 /// URL prefix this fragment owns.
 pub const PREFIX: &str = "/cart";
 
-/// The whole page body: the empty chrome slot the shell fills, then the cart.
+/// The whole page body: the empty chrome slot the shell fills, then the cart's pages.
 #[component]
 pub fn App() -> impl IntoView {
+    use leptos_router::components::{Route, Router, Routes};
+    use leptos_router::path;
     view! {
         <header id=tessera_contracts::CHROME_SLOT_ID></header>
         <main class="fragment fragment-cart">
-            <lines::CartPage/>
+            <Router>
+                <Routes fallback=pages::ElsewhereOnTheSite>
+                    <Route path=path!("/cart") view=pages::CartPage/>
+                    <Route path=path!("/cart/") view=pages::CartPage/>
+                    <Route path=path!("/cart/checkout") view=pages::CheckoutPage/>
+                    <Route path=path!("/cart/orders") view=pages::OrdersPage/>
+                    <Route path=path!("/cart/orders/:id") view=pages::OrderPage/>
+                </Routes>
+            </Router>
         </main>
     }
 }

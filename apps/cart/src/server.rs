@@ -1,19 +1,28 @@
-//! The cart's server half: router, migrations, the badge summary and the mini-cart widget.
+//! The cart's server half: router, migrations, the badge summary, the mini-cart widget, the payment
+//! webhook, the event inbox and the background pass.
 
-use axum::extract::{Request, State};
-use axum::http::StatusCode;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use leptos::prelude::*;
 use shared_auth::extract::MaybeUser;
 use sqlx::migrate::Migrator;
 use tessera_contracts::cart::{CartSummary, SUMMARY_PATH};
+use tessera_contracts::events::{DecodeError, Event, OrderFulfilled, OrderShort, ProductChanged};
+use tessera_contracts::payments::{SIGNATURE_HEADER, WEBHOOK_PATH};
+use tessera_contracts::ApiError;
 use tessera_kit::api::IntoHttpResponse;
-use tessera_kit::db::Migrations;
+use tessera_kit::db::{retrying, Migrations};
 use tessera_kit::FragmentRuntime;
 
-use crate::lines::queries;
+use crate::orders::Applied;
+use crate::payments::{PaymentProvider, WebhookRefusal};
+use crate::store::Shopper;
 use crate::{App, NAME, PREFIX};
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -22,44 +31,111 @@ static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 /// The cart's migrations for both backends.
 pub static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POSTGRES };
 
-/// Every route the cart owns, under `/cart`, including the summary behind the shell's badge.
+/// How often the background pass runs (pending holds, due refunds, interrupted checkouts).
+const BACKGROUND_EVERY: Duration = Duration::from_secs(2);
+
+/// Largest webhook body accepted.
+const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
+
+/// Every route the cart owns, under `/cart`.
 pub fn router(runtime: FragmentRuntime) -> Router {
     let render = tessera_kit::routes::page_renderer(&runtime, "Cart", || view! { <App/> });
     let page = get(move |request: Request| render(request));
-    tessera_kit::routes::fragment_router(&runtime, page, get(widget)).route(SUMMARY_PATH, get(summary)).with_state(runtime)
+    let order_render = tessera_kit::routes::page_renderer(&runtime, "Your order", || view! { <App/> });
+    // Another user's order (or none) is a real 404 before anything renders.
+    let order_page = get(
+        move |State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, Path(id): Path<String>, request: Request| {
+            let render = order_render.clone();
+            async move {
+                if let Some(user) = user {
+                    if crate::orders::own_order(&runtime.db, &user.id, &id).await.is_err() {
+                        let html = tessera_kit::page::status_document(NAME, "Order not found", "There is no such order in your account.", Some(("/cart/orders", "Your orders")));
+                        return (StatusCode::NOT_FOUND, Html(html)).into_response();
+                    }
+                }
+                render(request).await
+            }
+        },
+    );
+    tessera_kit::routes::fragment_router(&runtime, page.clone(), get(widget))
+        .route(&format!("{PREFIX}/checkout"), page.clone())
+        .route(&format!("{PREFIX}/orders"), page)
+        .route(&format!("{PREFIX}/orders/{{id}}"), order_page)
+        .route(SUMMARY_PATH, get(summary))
+        .route(WEBHOOK_PATH, post(webhook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)))
+        .route(&format!("{PREFIX}/events"), post(receive_event).layer(DefaultBodyLimit::max(tessera_kit::events::MAX_EVENT_BYTES)))
+        .with_state(runtime)
 }
 
-/// `GET /cart/api/summary`: the badge count; zero for anonymous visitors.
-async fn summary(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser) -> Response {
-    let Some(user) = user else {
-        return Json(CartSummary { item_count: 0 }).into_response();
-    };
-    match queries::item_count(&runtime.db, &user.id).await {
-        Ok(item_count) => Json(CartSummary { item_count }).into_response(),
+/// Seeds the price projection with the demo catalog (the same generator the catalog seeds from).
+pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), sqlx::Error> {
+    crate::store::seed_prices(&runtime.db, extra).await
+}
+
+/// The background pass: retries pending holds, requests due refunds, frees interrupted checkouts.
+pub fn background(runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>> {
+    let runtime = runtime.clone();
+    vec![tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(BACKGROUND_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            if let Err(error) = crate::carts::retry_pending(&runtime).await {
+                tracing::warn!(%error, "retrying pending cart holds failed");
+            }
+            crate::orders::settle_refunds(&runtime).await;
+            if let Err(error) = crate::orders::fail_stale_placing(&runtime.db).await {
+                tracing::warn!(%error, "freeing interrupted checkouts failed");
+            }
+        }
+    })]
+}
+
+/// `GET /cart/api/summary`: the badge count (read-only: it never creates or merges carts).
+async fn summary(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, headers: HeaderMap) -> Response {
+    let shopper = Shopper::from_headers(user, &headers);
+    match crate::carts::count(&runtime, &shopper).await {
+        Ok(item_count) => Json(CartSummary { item_count, message: None }).into_response(),
         Err(error) => tessera_kit::internal(error).into_http_response(),
     }
 }
 
 /// Server-rendered mini cart for the shell's home page (not hydrated).
-async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser) -> Response {
-    let body = match user {
-        None => view! { <p>"Sign in to start a cart."</p> }.into_any(),
-        Some(user) => match queries::lines(&runtime.db, &user.id).await {
-            Ok(lines) if lines.is_empty() => view! { <p>"Your cart is empty."</p> }.into_any(),
-            Ok(lines) => {
-                let count: i64 = lines.iter().map(|line| line.quantity).sum();
-                let items = lines
-                    .into_iter()
-                    .take(3)
-                    .map(|line| view! { <li>{line.quantity} " × " {line.sku}</li> })
-                    .collect_view();
-                view! { <p>{count} " items"</p> <ul>{items}</ul> }.into_any()
-            }
-            Err(error) => {
-                tracing::error!(%error, "cart widget query failed");
-                return (StatusCode::INTERNAL_SERVER_ERROR, "cart widget unavailable").into_response();
-            }
+async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, headers: HeaderMap) -> Response {
+    let shopper = Shopper::from_headers(user, &headers);
+    let cart = match &shopper.user {
+        Some(user) => crate::store::user_cart(&runtime.db, &user.id).await,
+        None => match &shopper.token {
+            Some(token) => crate::store::guest_cart(&runtime.db, token).await,
+            None => Ok(None),
         },
+    };
+    let items = match cart {
+        Ok(Some(cart)) => match runtime.db.acquire().await {
+            Ok(mut connection) => crate::store::items(&mut connection, &cart.id).await,
+            Err(error) => Err(error),
+        },
+        Ok(None) => Ok(Vec::new()),
+        Err(error) => Err(error),
+    };
+    let body = match items {
+        Ok(items) if items.is_empty() => view! { <p>"Your cart is empty."</p> }.into_any(),
+        Ok(items) => {
+            let count: i64 = items.iter().map(|item| item.quantity).sum();
+            let rows = items
+                .into_iter()
+                .take(3)
+                .map(|item| {
+                    let name = item.price.map(|price| price.name).unwrap_or(item.sku);
+                    view! { <li>{item.quantity} " × " {name}</li> }
+                })
+                .collect_view();
+            view! { <p data-testid="mini-cart-count">{count} " items"</p> <ul>{rows}</ul> }.into_any()
+        }
+        Err(error) => {
+            tracing::error!(%error, "cart widget query failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "cart widget unavailable").into_response();
+        }
     };
     let html = view! {
         <section class="widget widget-cart" data-fragment=NAME>
@@ -70,4 +146,88 @@ async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUs
     }
     .to_html();
     Html(html).into_response()
+}
+
+/// `POST /cart/payments/webhook`: the payment provider's signed callback. The signature is checked on
+/// the raw body before anything is parsed; the event's effect and its id commit together.
+async fn webhook(State(runtime): State<FragmentRuntime>, headers: HeaderMap, body: Bytes) -> Response {
+    let provider = crate::payments::provider(&runtime);
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|value| value.to_str().ok());
+    let event = match provider.verify_webhook(signature, &body, tessera_kit::db::now_seconds()) {
+        Ok(event) => event,
+        Err(WebhookRefusal::BadRequest(message)) => {
+            tracing::warn!(message, "payment webhook refused");
+            return ApiError::BadRequest(message).into_http_response();
+        }
+        Err(WebhookRefusal::Unauthorized(message)) => {
+            tracing::warn!(message, "payment webhook with a bad signature");
+            return (StatusCode::UNAUTHORIZED, Json(ApiError::BadRequest(message))).into_response();
+        }
+    };
+    match crate::orders::apply_payment_event(&runtime, &event).await {
+        Ok(applied) => {
+            let outcome = match applied {
+                Applied::Changed => "applied",
+                Applied::Duplicate => "duplicate",
+                Applied::Ignored => "ignored",
+            };
+            if applied == Applied::Changed {
+                crate::orders::settle_refunds(&runtime).await;
+            }
+            Json(serde_json::json!({ "received": true, "outcome": outcome })).into_response()
+        }
+        Err(error) => {
+            tracing::warn!(%error, event = event.id, "payment webhook not applied");
+            error.into_http_response()
+        }
+    }
+}
+
+/// `POST /cart/events`: `catalog.product_changed`, `inventory.order_fulfilled`, `inventory.order_short`.
+async fn receive_event(State(runtime): State<FragmentRuntime>, headers: HeaderMap, body: Bytes) -> Response {
+    let envelope = match tessera_kit::events::accept_envelope(&runtime.events.signer, &headers, &body) {
+        Ok(envelope) => envelope,
+        Err(error) => return error.into_http_response(),
+    };
+    enum Known {
+        Product(ProductChanged),
+        Fulfilled(OrderFulfilled),
+        Short(OrderShort),
+    }
+    let decoded = match envelope.event_type.as_str() {
+        ProductChanged::TYPE => envelope.decode::<ProductChanged>().map(Known::Product),
+        OrderFulfilled::TYPE => envelope.decode::<OrderFulfilled>().map(Known::Fulfilled),
+        OrderShort::TYPE => envelope.decode::<OrderShort>().map(Known::Short),
+        other => Err(DecodeError::UnknownType(other.to_owned())),
+    };
+    let event = match decoded {
+        Ok(event) => event,
+        Err(error) => {
+            tracing::error!(%error, event = envelope.id, "event refused");
+            return (StatusCode::UNPROCESSABLE_ENTITY, Json(ApiError::BadRequest(error.to_string()))).into_response();
+        }
+    };
+    let result = retrying(|| async {
+        let mut tx = runtime.db.begin().await?;
+        if !tessera_kit::events::record_in_inbox(&mut tx, &envelope).await? {
+            return Ok(false);
+        }
+        match &event {
+            Known::Product(event) => crate::store::apply_product_changed(&mut tx, event, envelope.sequence).await?,
+            Known::Fulfilled(event) => crate::orders::apply_fulfilled(&mut tx, event).await?,
+            Known::Short(event) => crate::orders::apply_short(&mut tx, event).await?,
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(true)
+    })
+    .await;
+    match result {
+        Ok(applied) => {
+            if applied && matches!(event, Known::Short(_)) {
+                crate::orders::settle_refunds(&runtime).await;
+            }
+            Json(serde_json::json!({ "applied": applied })).into_response()
+        }
+        Err(error) => tessera_kit::internal(error).into_http_response(),
+    }
 }

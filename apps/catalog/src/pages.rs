@@ -322,11 +322,11 @@ mod browser {
             Ok(response) if response.ok() => match response.json::<CartSummary>().await {
                 Ok(summary) => {
                     tessera_contracts::dom_events::announce_cart_count(summary.item_count);
-                    "Added to your cart".to_owned()
+                    // The cart may have kept the item without holding it yet (inventory down): say so.
+                    summary.message.map_or_else(|| "Added to your cart".to_owned(), |message| format!("Added to your cart. {message}"))
                 }
                 Err(_) => "Added to your cart".to_owned(),
             },
-            Ok(response) if response.status() == 401 => "Sign in to add items to your cart".to_owned(),
             Ok(response) => match response.json::<ApiError>().await {
                 Ok(error) => error.to_string(),
                 Err(_) => format!("The cart answered {}", response.status()),

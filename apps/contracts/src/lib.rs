@@ -15,6 +15,7 @@ pub mod domain;
 pub mod events;
 pub mod inventory;
 pub mod manifest;
+pub mod payments;
 
 mod api_error;
 pub use api_error::ApiError;
@@ -35,13 +36,18 @@ pub mod cart {
 
     /// `GET /cart/api/summary`: what the cart badge shows. Anonymous users get a zero count.
     pub const SUMMARY_PATH: &str = "/cart/api/summary";
-    /// Server function URL (form-encoded `sku`, `quantity`) that adds a line to the signed-in user's cart.
+    /// Server function URL (form-encoded `sku`, `quantity`) that adds a line to the visitor's cart (the
+    /// signed-in user's, or an anonymous one kept by cookie and merged into theirs at sign-in).
     pub const ADD_ITEM_PATH: &str = "/cart/api/add_item";
 
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct CartSummary {
         /// Sum of quantities over all lines.
         pub item_count: i64,
+        /// Something the shopper should know about the change just made (e.g. the item is in the cart
+        /// but inventory could not hold it yet).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub message: Option<String>,
     }
 }
 

@@ -17,7 +17,13 @@ pub struct StoreSettings {
     pub postgres_url: Option<String>,
     /// Prefix of the PostgreSQL schema names (`<prefix><service>`); tests use a unique one per run.
     pub schema_prefix: String,
+    /// Connections per service pool on PostgreSQL. The server's `max_connections` (100 by default) is
+    /// shared by every service of every process using it, so this stays small.
+    pub postgres_pool_size: u32,
 }
+
+/// Default connections per service pool on PostgreSQL.
+pub const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
 
 /// Which engine a pool talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,7 +107,7 @@ impl StoreSettings {
                 // difference either way; missing statistics after a bulk load were the real cost.)
                 let search_path = format!("SET search_path TO {schema}; SET jit = off");
                 let pool = AnyPoolOptions::new()
-                    .max_connections(10)
+                    .max_connections(self.postgres_pool_size.max(1))
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(move |connection, _| {
                         let search_path = search_path.clone();

@@ -10,6 +10,8 @@
 //! - `api`: the server-function route and the one place that maps [`ApiError`] kinds to HTTP statuses;
 //! - `events`: transactional outbox, relay, signed transport and inbox between services;
 //! - `service`: signed service-to-service calls (the cart reserving stock) and their verification;
+//! - `peers`: how a service reaches the others it calls (in process or over HTTP);
+//! - `webhook`: the payment provider's signed webhooks (timestamped HMAC, rotation-ready);
 //! - [`FragmentRuntime`]: the state a fragment's router, SSR and server functions share.
 //!
 //! The runtime uses sqlx's `Any` driver so one query text serves both backends: queries use `$1`
@@ -20,8 +22,10 @@ pub mod db;
 pub mod events;
 pub mod manifest;
 pub mod page;
+pub mod peers;
 pub mod routes;
 pub mod service;
+pub mod webhook;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,6 +53,10 @@ pub struct FragmentRuntime {
     pub csrf: Arc<shared_auth::csrf::CsrfPolicy>,
     /// The fragment's side of the event platform.
     pub events: Arc<FragmentEvents>,
+    /// Routes to the services this one calls.
+    pub peers: Arc<peers::Peers>,
+    /// Verifies (and, for the sandbox provider, signs) payment webhooks.
+    pub webhooks: webhook::WebhookSigner,
 }
 
 /// A fragment's outbox (if it produces events) and the signer that authenticates event requests.

@@ -66,7 +66,15 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
     spawn_with(backend, Options::default()).await
 }
 
+/// `TESSERA_TEST_LOG=warn` (an env filter) prints the servers' logs while a test runs.
+fn init_logging() {
+    if let Ok(filter) = std::env::var("TESSERA_TEST_LOG") {
+        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_test_writer().try_init();
+    }
+}
+
 pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
+    init_logging();
     let data = tempfile::tempdir().expect("a temp dir");
     let schema_prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
     let mut settings = Settings {
@@ -84,6 +92,8 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         demo: options.demo.unwrap_or(true),
         // The classic eight products: fast to seed; catalog tests that need more say so in `configure`.
         demo_extra_products: 0,
+        // Two tests at a time, five services each, plus the tests' own pools: within PostgreSQL's 100.
+        postgres_pool_size: 3,
         ..Settings::default()
     };
     if let Some(configure) = options.configure {
@@ -124,7 +134,7 @@ impl Drop for TestApp {
                     let cleanup = async {
                         if let Ok(pool) = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await {
                             let _ = sqlx::query("SET lock_timeout = '3s'").execute(&pool).await;
-                            for service in ["shell", "catalog", "cart", "inventory"] {
+                            for service in ["shell", "catalog", "cart", "inventory", "paysandbox"] {
                                 let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")).execute(&pool).await;
                             }
                             pool.close().await;
@@ -237,6 +247,15 @@ impl TestApp {
     }
 }
 
+/// Calls a server function (form-encoded) and returns the status and the JSON answer (or the text).
+pub async fn api(app: &TestApp, path: &str, body: &str, cookie: Option<&str>) -> (StatusCode, serde_json::Value) {
+    let response = app.post_form(path, body.to_owned(), cookie).await;
+    let status = response.status();
+    let text = response.text().await.unwrap();
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, json)
+}
+
 pub fn urlencode(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
 }
@@ -246,6 +265,7 @@ pub fn store(app: &TestApp) -> StoreSettings {
         data_dir: app.settings.data_dir.clone(),
         postgres_url: app.settings.postgres_url.clone(),
         schema_prefix: app.settings.schema_prefix.clone(),
+        postgres_pool_size: 2,
     }
 }
 
@@ -254,6 +274,7 @@ pub async fn database(app: &TestApp, service: &str) -> AnyPool {
     let migrations = match service {
         "inventory" => &tessera_inventory::server::MIGRATIONS,
         "catalog" => &tessera_catalog::server::MIGRATIONS,
+        "cart" => &tessera_cart::server::MIGRATIONS,
         other => panic!("no {other}"),
     };
     store(app).open(service, migrations).await.unwrap()

@@ -1,0 +1,159 @@
+//! The cart's server functions (`/cart/api/*`): thin wrappers that find the shopper from the request
+//! (verified login and/or guest cookie) and call the domain modules.
+
+use leptos::prelude::*;
+use tessera_contracts::cart::CartSummary;
+use tessera_contracts::ApiError;
+
+use crate::model::{CartView, CheckoutForm, OrderSummary, OrderView, PlacedOrder};
+
+#[cfg(feature = "ssr")]
+mod context {
+    use axum::http::header::SET_COOKIE;
+    use axum::http::HeaderValue;
+    use tessera_contracts::ApiError;
+    use tessera_kit::FragmentRuntime;
+
+    use crate::carts::CookieChange;
+    use crate::model::CART_COOKIE;
+    use crate::store::Shopper;
+
+    /// The runtime and the shopper of the current server function call.
+    pub async fn shopper() -> Result<(FragmentRuntime, Shopper), ApiError> {
+        let runtime = tessera_kit::use_runtime()?;
+        let user = shared_auth::extract::current_user().await;
+        let headers = leptos::prelude::use_context::<axum::http::request::Parts>().map(|parts| parts.headers).unwrap_or_default();
+        Ok((runtime, Shopper::from_headers(user, &headers)))
+    }
+
+    /// Runs a cart operation to completion in its own task: it calls inventory and the payment provider,
+    /// so stopping half-way because the client went away (or the shell's timeout fired) could leave stock
+    /// held for a line that was never written.
+    pub async fn to_completion<T: Send + 'static>(operation: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static) -> Result<T, ApiError> {
+        tokio::spawn(operation).await.unwrap_or_else(|error| {
+            tracing::error!(%error, "a cart operation panicked");
+            Err(ApiError::Internal)
+        })
+    }
+
+    /// Sends the guest cart cookie change with the response.
+    pub fn apply(cookie: CookieChange) {
+        let value = match cookie {
+            CookieChange::None => return,
+            CookieChange::Set(token) => format!("{CART_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000"),
+            CookieChange::Clear => format!("{CART_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+        };
+        if let (Some(response), Ok(value)) = (leptos::prelude::use_context::<leptos_axum::ResponseOptions>(), HeaderValue::from_str(&value)) {
+            response.append_header(SET_COOKIE, value);
+        }
+    }
+}
+
+/// The visitor's cart (a guest cart by cookie, or the signed-in user's with a guest cart merged in).
+#[server(prefix = "/cart/api", endpoint = "my_cart")]
+pub async fn my_cart() -> Result<CartView, ApiError> {
+    let (runtime, shopper) = context::shopper().await?;
+    let mut cookie = crate::carts::CookieChange::None;
+    let cart = crate::carts::resolve(&runtime, &shopper, &mut cookie).await;
+    context::apply(cookie);
+    crate::carts::view(&runtime, &shopper, cart?).await
+}
+
+/// Adds `quantity` of `sku` to the visitor's cart (the typed API the catalog calls), holding the stock.
+#[server(prefix = "/cart/api", endpoint = "add_item")]
+pub async fn add_item(sku: String, quantity: i64) -> Result<CartSummary, ApiError> {
+    let (runtime, shopper) = context::shopper().await?;
+    let (result, cookie) = context::to_completion(async move {
+        let mut cookie = crate::carts::CookieChange::None;
+        let result = crate::carts::add(&runtime, &shopper, &sku, quantity, &mut cookie).await;
+        Ok((result, cookie))
+    })
+    .await?;
+    context::apply(cookie);
+    result
+}
+
+/// Sets the quantity of a line; 0 removes it. Returns the updated cart.
+#[server(prefix = "/cart/api", endpoint = "set_quantity")]
+pub async fn set_quantity(sku: String, quantity: i64) -> Result<CartView, ApiError> {
+    let (runtime, shopper) = context::shopper().await?;
+    let (result, cookie) = context::to_completion(async move {
+        let mut cookie = crate::carts::CookieChange::None;
+        let result = crate::carts::set_quantity(&runtime, &shopper, &sku, quantity, &mut cookie).await;
+        Ok((result, cookie))
+    })
+    .await?;
+    context::apply(cookie);
+    result
+}
+
+/// The checkout page's data: the cart and a fresh idempotency key (signed-in shoppers only).
+#[server(prefix = "/cart/api", endpoint = "checkout")]
+pub async fn checkout_view() -> Result<CheckoutForm, ApiError> {
+    let (runtime, shopper) = context::shopper().await?;
+    if shopper.user.is_none() {
+        return Err(ApiError::Unauthorized);
+    }
+    let mut cookie = crate::carts::CookieChange::None;
+    let cart = crate::carts::resolve(&runtime, &shopper, &mut cookie).await;
+    context::apply(cookie);
+    let cart = crate::carts::view(&runtime, &shopper, cart?).await?;
+    Ok(CheckoutForm { cart, key: uuid::Uuid::new_v4().to_string() })
+}
+
+/// Places the order. The same `key` again (a double click, a retried request) answers with the same order.
+#[server(prefix = "/cart/api", endpoint = "place_order")]
+pub async fn place_order(
+    key: String,
+    name: String,
+    street: String,
+    city: String,
+    postcode: String,
+    country: String,
+    shipping: String,
+) -> Result<PlacedOrder, ApiError> {
+    use crate::model::{Address, ShippingMethod};
+    let (runtime, shopper) = context::shopper().await?;
+    if shopper.user.is_none() {
+        return Err(ApiError::Unauthorized);
+    }
+    let address = Address::parse(&name, &street, &city, &postcode, &country)?;
+    let shipping = ShippingMethod::parse(&shipping)?;
+    context::to_completion(async move { crate::orders::place(&runtime, &shopper, &key, &address, shipping).await }).await
+}
+
+/// The signed-in shopper's orders, newest first.
+#[server(prefix = "/cart/api", endpoint = "my_orders")]
+pub async fn my_orders() -> Result<Vec<OrderSummary>, ApiError> {
+    let user = shared_auth::extract::require_user().await?;
+    let runtime = tessera_kit::use_runtime()?;
+    crate::orders::list(&runtime.db, &user.id).await.map_err(tessera_kit::internal)
+}
+
+/// One of the shopper's orders (404 for anyone else's).
+#[server(prefix = "/cart/api", endpoint = "order")]
+pub async fn order_detail(id: String) -> Result<OrderView, ApiError> {
+    let user = shared_auth::extract::require_user().await?;
+    let runtime = tessera_kit::use_runtime()?;
+    let order = crate::orders::own_order(&runtime.db, &user.id, &id).await?;
+    crate::orders::view(&runtime.db, order).await.map_err(tessera_kit::internal)
+}
+
+/// The payment page of an order awaiting payment.
+#[server(prefix = "/cart/api", endpoint = "pay_order")]
+pub async fn pay_order(id: String) -> Result<PlacedOrder, ApiError> {
+    let user = shared_auth::extract::require_user().await?;
+    let runtime = tessera_kit::use_runtime()?;
+    crate::orders::pay(&runtime, &user.id, &id).await
+}
+
+/// Cancels one of the shopper's orders that has not shipped; a paid one is refunded.
+#[server(prefix = "/cart/api", endpoint = "cancel_order")]
+pub async fn cancel_order(id: String) -> Result<OrderView, ApiError> {
+    let user = shared_auth::extract::require_user().await?;
+    let runtime = tessera_kit::use_runtime()?;
+    let (task_runtime, user_id, order_id) = (runtime.clone(), user.id.clone(), id.clone());
+    context::to_completion(async move { crate::orders::cancel(&task_runtime, &user_id, &order_id).await }).await?;
+    let order = crate::orders::own_order(&runtime.db, &user.id, &id).await?;
+    crate::orders::view(&runtime.db, order).await.map_err(tessera_kit::internal)
+}

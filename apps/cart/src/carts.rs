@@ -1,0 +1,290 @@
+//! Cart operations: finding the shopper's cart (merging a guest cart at sign-in), adding, changing and
+//! removing lines with their holds, and the cart as the shopper sees it.
+
+use tessera_contracts::cart::CartSummary;
+use tessera_contracts::domain::{Quantity, Sku};
+use tessera_contracts::inventory::Line;
+use tessera_contracts::ApiError;
+use tessera_kit::events::now_ms;
+use tessera_kit::FragmentRuntime;
+
+use crate::holds::{self, Hold};
+use crate::model::{money, CartView, LineView, HOLD_TTL_SECONDS, MAX_LINES};
+use crate::store::{self, CartRow, Item, Shopper};
+
+/// What a request did to the anonymous cart cookie.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieChange {
+    None,
+    /// A guest cart was created: set the cookie to this token.
+    Set(String),
+    /// The guest cart was merged into the user's: clear the cookie.
+    Clear,
+}
+
+fn internal(error: sqlx::Error) -> ApiError {
+    tessera_kit::internal(error)
+}
+
+async fn cart_status(runtime: &FragmentRuntime, cart_id: &str) -> Result<String, ApiError> {
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM carts WHERE id = $1").bind(cart_id).fetch_one(&runtime.db).await.map_err(internal)?;
+    Ok(status)
+}
+
+fn locked() -> ApiError {
+    ApiError::Conflict("your cart is locked while your order is being placed; wait a moment".into())
+}
+
+/// The shopper's active cart, if any. A signed-in shopper who still has a guest cart gets it merged
+/// into theirs first (the cookie is then cleared).
+pub async fn resolve(runtime: &FragmentRuntime, shopper: &Shopper, cookie: &mut CookieChange) -> Result<Option<CartRow>, ApiError> {
+    let db = &runtime.db;
+    let Some(user) = &shopper.user else {
+        return match &shopper.token {
+            Some(token) => store::guest_cart(db, token).await.map_err(internal),
+            None => Ok(None),
+        };
+    };
+    if let Some(token) = &shopper.token {
+        if let Some(guest) = store::guest_cart(db, token).await.map_err(internal)? {
+            let cart = store::ensure_user_cart(db, &user.id).await.map_err(internal)?;
+            merge(runtime, shopper, &guest, &cart).await?;
+        }
+        *cookie = CookieChange::Clear;
+    }
+    store::user_cart(db, &user.id).await.map_err(internal)
+}
+
+/// Moves a guest cart's lines into the user's cart. A SKU in both becomes one line of the summed
+/// quantity (at most the maximum), held by one reservation replacing both.
+async fn merge(runtime: &FragmentRuntime, shopper: &Shopper, guest: &CartRow, cart: &CartRow) -> Result<(), ApiError> {
+    if cart.is_locked() {
+        return Ok(());
+    }
+    let (first, second) = if guest.id < cart.id { (&guest.id, &cart.id) } else { (&cart.id, &guest.id) };
+    let _first = holds::lock(first).await;
+    let _second = holds::lock(second).await;
+    let mut connection = runtime.db.acquire().await.map_err(internal)?;
+    let guest_items = store::items(&mut connection, &guest.id).await.map_err(internal)?;
+    let mine = store::items(&mut connection, &cart.id).await.map_err(internal)?;
+    drop(connection);
+    for item in guest_items {
+        let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
+        match mine.iter().find(|existing| existing.sku == item.sku) {
+            None => {
+                sqlx::query("UPDATE cart_items SET cart_id = $1 WHERE cart_id = $2 AND sku = $3")
+                    .bind(&cart.id)
+                    .bind(&guest.id)
+                    .bind(&item.sku)
+                    .execute(&runtime.db)
+                    .await
+                    .map_err(internal)?;
+            }
+            Some(existing) => {
+                let quantity = (existing.quantity + item.quantity).min(Quantity::MAX);
+                let replaces: Vec<String> = [&existing.reservation_id, &item.reservation_id].into_iter().flatten().cloned().collect();
+                let lines = vec![Line { sku: item.sku.clone(), quantity }];
+                let outcome = holds::reserve(runtime, &shopper.owner(), None, lines, replaces, HOLD_TTL_SECONDS).await;
+                let record = holds::record(&outcome, &name, existing.reservation_id.as_deref());
+                let mut tx = runtime.db.begin().await.map_err(internal)?;
+                store::put_item(&mut tx, &cart.id, &item.sku, quantity, existing.seen_price_minor, &record).await.map_err(internal)?;
+                store::remove_item(&mut tx, &guest.id, &item.sku).await.map_err(internal)?;
+                tx.commit().await.map_err(internal)?;
+                if !matches!(outcome, Hold::Held(_)) {
+                    // The guest line's own hold was not replaced: let it go.
+                    if let Some(id) = &item.reservation_id {
+                        holds::release(runtime, id).await;
+                    }
+                }
+            }
+        }
+    }
+    let mut connection = runtime.db.acquire().await.map_err(internal)?;
+    store::set_cart_status(&mut connection, &guest.id, "open", "merged").await.map_err(internal)?;
+    Ok(())
+}
+
+/// Adds `quantity` of `sku` to the shopper's cart, holding the line's new total in inventory.
+pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quantity: i64, cookie: &mut CookieChange) -> Result<CartSummary, ApiError> {
+    let sku = Sku::parse(sku).map_err(ApiError::BadRequest)?;
+    let quantity = Quantity::parse(quantity).map_err(ApiError::BadRequest)?;
+    let db = &runtime.db;
+    let price = store::price(db, sku.as_str()).await.map_err(internal)?.ok_or_else(|| ApiError::NotFound(format!("{sku} is not sold here")))?;
+    let cart = match resolve(runtime, shopper, cookie).await? {
+        Some(cart) => cart,
+        None => match (&shopper.user, &shopper.token) {
+            (Some(user), _) => store::ensure_user_cart(db, &user.id).await.map_err(internal)?,
+            (None, Some(token)) => store::create_guest_cart(db, token).await.map_err(internal)?,
+            (None, None) => {
+                let token = store::new_token();
+                let cart = store::create_guest_cart(db, &token).await.map_err(internal)?;
+                *cookie = CookieChange::Set(token);
+                cart
+            }
+        },
+    };
+    let _guard = holds::lock(&cart.id).await;
+    if cart_status(runtime, &cart.id).await? != "open" {
+        return Err(locked());
+    }
+    let mut connection = db.acquire().await.map_err(internal)?;
+    let items = store::items(&mut connection, &cart.id).await.map_err(internal)?;
+    drop(connection);
+    let existing = items.iter().find(|item| item.sku == sku.as_str());
+    if existing.is_none() && items.len() >= MAX_LINES {
+        return Err(ApiError::Conflict(format!("a cart holds at most {MAX_LINES} different items")));
+    }
+    if let Some(other) = items.iter().filter_map(|item| item.price.as_ref()).find(|other| other.currency != price.currency) {
+        return Err(ApiError::Conflict(format!("your cart is priced in {}; {sku} is priced in {}", other.currency, price.currency)));
+    }
+    let total = existing.map_or(0, |item| item.quantity) + quantity.get();
+    if total > Quantity::MAX {
+        return Err(ApiError::Conflict(format!("you can have at most {} of {} in your cart", Quantity::MAX, price.name)));
+    }
+    let previous = existing.and_then(|item| item.reservation_id.clone());
+    let lines = vec![Line { sku: sku.to_string(), quantity: total }];
+    let outcome = holds::reserve(runtime, &shopper.owner(), None, lines, previous.iter().cloned().collect(), HOLD_TTL_SECONDS).await;
+    let message = match &outcome {
+        Hold::Short(short) => {
+            let mut message = holds::short_note(&price.name, short);
+            if let Some(item) = existing {
+                message.push_str(&format!(" You have {} in your cart.", item.quantity));
+            }
+            return Err(ApiError::Conflict(message));
+        }
+        Hold::Refused(error) => return Err(error.clone()),
+        Hold::Unavailable(reason) => {
+            tracing::warn!(reason, "inventory unavailable; the line is kept and its hold retried");
+            Some(holds::PENDING_NOTE.to_owned())
+        }
+        Hold::Held(_) => None,
+    };
+    let record = holds::record(&outcome, &price.name, previous.as_deref());
+    let mut connection = db.acquire().await.map_err(internal)?;
+    store::put_item(&mut connection, &cart.id, sku.as_str(), total, Some(price.price_minor), &record).await.map_err(internal)?;
+    drop(connection);
+    let item_count = store::item_count(db, &cart.id).await.map_err(internal)?;
+    Ok(CartSummary { item_count, message })
+}
+
+/// Sets a line's quantity (0 removes it), holding the new quantity in place of the old.
+pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quantity: i64, cookie: &mut CookieChange) -> Result<CartView, ApiError> {
+    let sku = Sku::parse(sku).map_err(ApiError::BadRequest)?;
+    let quantity = if quantity == 0 { None } else { Some(Quantity::parse(quantity).map_err(ApiError::BadRequest)?) };
+    let not_in_cart = || ApiError::NotFound(format!("{sku} is not in your cart"));
+    let cart = resolve(runtime, shopper, cookie).await?.ok_or_else(not_in_cart)?;
+    {
+        let _guard = holds::lock(&cart.id).await;
+        if cart_status(runtime, &cart.id).await? != "open" {
+            return Err(locked());
+        }
+        let mut connection = runtime.db.acquire().await.map_err(internal)?;
+        let items = store::items(&mut connection, &cart.id).await.map_err(internal)?;
+        let item = items.into_iter().find(|item| item.sku == sku.as_str()).ok_or_else(not_in_cart)?;
+        match quantity {
+            None => {
+                store::remove_item(&mut connection, &cart.id, sku.as_str()).await.map_err(internal)?;
+                drop(connection);
+                if let Some(id) = &item.reservation_id {
+                    holds::release(runtime, id).await;
+                }
+            }
+            Some(quantity) => {
+                drop(connection);
+                let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
+                let lines = vec![Line { sku: sku.to_string(), quantity: quantity.get() }];
+                let outcome = holds::reserve(runtime, &shopper.owner(), None, lines, item.reservation_id.iter().cloned().collect(), HOLD_TTL_SECONDS).await;
+                match &outcome {
+                    Hold::Short(short) => return Err(ApiError::Conflict(format!("{} You have {} in your cart.", holds::short_note(&name, short), item.quantity))),
+                    Hold::Refused(error) => return Err(error.clone()),
+                    Hold::Held(_) | Hold::Unavailable(_) => {}
+                }
+                let record = holds::record(&outcome, &name, item.reservation_id.as_deref());
+                let seen = item.price.as_ref().map(|price| price.price_minor).or(item.seen_price_minor);
+                let mut connection = runtime.db.acquire().await.map_err(internal)?;
+                store::put_item(&mut connection, &cart.id, sku.as_str(), quantity.get(), seen, &record).await.map_err(internal)?;
+            }
+        }
+    }
+    view(runtime, shopper, Some(cart)).await
+}
+
+/// The cart page's data; holds are brought up to date first (extended while the shopper is active).
+pub async fn view(runtime: &FragmentRuntime, shopper: &Shopper, cart: Option<CartRow>) -> Result<CartView, ApiError> {
+    let Some(cart) = cart else {
+        return Ok(CartView { user: shopper.user.clone(), lines: Vec::new(), item_count: 0, subtotal: money(0, tessera_contracts::demo::CURRENCY), locked: false });
+    };
+    if !cart.is_locked() {
+        let _guard = holds::lock(&cart.id).await;
+        if let Err(error) = holds::refresh(runtime, &shopper.owner(), &cart.id).await {
+            tracing::warn!(%error, cart = cart.id, "could not refresh the cart's holds");
+        }
+    }
+    let mut connection = runtime.db.acquire().await.map_err(internal)?;
+    let items = store::items(&mut connection, &cart.id).await.map_err(internal)?;
+    let now = now_ms();
+    let lines: Vec<LineView> = items.iter().map(|item| line_view(item, now)).collect();
+    let currency = lines.first().map(|line| line.unit_price.currency.clone()).unwrap_or_else(|| tessera_contracts::demo::CURRENCY.to_owned());
+    let subtotal = lines.iter().map(|line| line.line_total.minor).sum();
+    Ok(CartView {
+        user: shopper.user.clone(),
+        item_count: items.iter().map(|item| item.quantity).sum(),
+        subtotal: money(subtotal, &currency),
+        lines,
+        locked: cart.is_locked(),
+    })
+}
+
+fn line_view(item: &Item, now: i64) -> LineView {
+    let (product_id, name, unit, currency, price_note) = match &item.price {
+        Some(price) => {
+            let note = item.seen_price_minor.filter(|seen| *seen != price.price_minor).map(|seen| {
+                format!("The price changed from {} to {} since you added it.", money(seen, &price.currency), money(price.price_minor, &price.currency))
+            });
+            (price.product_id.clone(), price.name.clone(), price.price_minor, price.currency.clone(), note)
+        }
+        None => (String::new(), item.sku.clone(), 0, tessera_contracts::demo::CURRENCY.to_owned(), Some("This item is no longer sold; remove it to check out.".into())),
+    };
+    LineView {
+        sku: item.sku.clone(),
+        product_id,
+        name,
+        quantity: item.quantity,
+        unit_price: money(unit, &currency),
+        line_total: money(unit * item.quantity, &currency),
+        hold: item.hold,
+        hold_text: holds::hold_text(item, now),
+        held_until_ms: item.held_until_ms,
+        price_note,
+    }
+}
+
+/// The badge count: the user's cart, plus a guest cart not merged yet (read-only, for GET requests).
+pub async fn count(runtime: &FragmentRuntime, shopper: &Shopper) -> Result<i64, sqlx::Error> {
+    let mut total = 0;
+    if let Some(user) = &shopper.user {
+        if let Some(cart) = store::user_cart(&runtime.db, &user.id).await? {
+            total += store::item_count(&runtime.db, &cart.id).await?;
+        }
+    }
+    if let Some(token) = &shopper.token {
+        if let Some(cart) = store::guest_cart(&runtime.db, token).await? {
+            total += store::item_count(&runtime.db, &cart.id).await?;
+        }
+    }
+    Ok(total)
+}
+
+/// Retries the holds of carts whose lines are pending (inventory was down).
+pub async fn retry_pending(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
+    for cart_id in store::carts_needing_holds(&runtime.db, 20).await? {
+        let _guard = holds::lock(&cart_id).await;
+        let owner: Option<(Option<String>,)> = sqlx::query_as("SELECT user_id FROM carts WHERE id = $1").bind(&cart_id).fetch_optional(&runtime.db).await?;
+        let owner = match owner {
+            Some((Some(user_id),)) => format!("user {user_id}"),
+            _ => "guest".to_owned(),
+        };
+        holds::refresh(runtime, &owner, &cart_id).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,182 @@
+//! Holding stock for cart lines: the cart's side of inventory's reservation API.
+//!
+//! Each line has its own soft reservation. A quantity change reserves the new quantity *replacing* the
+//! line's old reservation in one inventory transaction, so the line's units count towards the new hold and
+//! a refusal leaves the old hold in place. Holds are extended while the shopper is active (any visit
+//! extends those past half their life) and retried when inventory could not be reached. Inventory is
+//! called while the shopper waits; a per-cart lock serialises one cart's changes so two tabs cannot
+//! leave a line pointing at the wrong reservation.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use tessera_contracts::domain::format_time;
+use tessera_contracts::inventory::{reservation_path, ExtendRequest, InsufficientStock, Line, Reservation, ReserveRequest, RESERVATIONS_PATH};
+use tessera_contracts::ApiError;
+use tessera_kit::events::now_ms;
+use tessera_kit::service::{CallError, ServiceClient};
+use tessera_kit::FragmentRuntime;
+
+use crate::model::{HoldState, HOLD_TTL_SECONDS};
+use crate::store::{self, HoldRecord, Item};
+
+/// How long the shopper waits for inventory before the line is kept as pending.
+const INVENTORY_TIMEOUT: Duration = Duration::from_secs(5);
+
+type CartLock = Arc<tokio::sync::Mutex<()>>;
+static LOCKS: LazyLock<Mutex<HashMap<String, CartLock>>> = LazyLock::new(Default::default);
+
+/// Serialises changes to one cart within this process.
+pub async fn lock(cart_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    let lock = {
+        let mut locks = LOCKS.lock().expect("cart locks");
+        // Forget locks nobody holds or waits for, so the map stays small.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(cart_id.to_owned()).or_default().clone()
+    };
+    lock.lock_owned().await
+}
+
+/// The outcome of asking inventory to hold stock.
+#[derive(Debug)]
+pub enum Hold {
+    Held(Reservation),
+    Short(InsufficientStock),
+    /// Inventory could not be reached or answered nonsense: try again later.
+    Unavailable(String),
+    /// Inventory refused the request itself (unknown SKU, a paid reservation…).
+    Refused(ApiError),
+}
+
+fn inventory(runtime: &FragmentRuntime) -> Result<ServiceClient, String> {
+    let target = runtime.peers.get("inventory").ok_or_else(|| "no route to the inventory service is configured".to_owned())?;
+    Ok(ServiceClient::new(runtime.name, "inventory", runtime.events.signer.clone(), target, INVENTORY_TIMEOUT))
+}
+
+fn classify(result: Result<Reservation, CallError>) -> Hold {
+    match result {
+        Ok(reservation) => Hold::Held(reservation),
+        Err(CallError::InsufficientStock(short)) => Hold::Short(short),
+        Err(CallError::Unavailable { message, .. }) => Hold::Unavailable(message),
+        Err(CallError::Api(ApiError::Internal)) => Hold::Unavailable("inventory failed".into()),
+        Err(CallError::Api(ApiError::Unavailable(message))) => Hold::Unavailable(message),
+        Err(CallError::Api(error)) => Hold::Refused(error),
+    }
+}
+
+/// Reserves `lines` under a fresh key (or `key`), releasing `replaces` in the same inventory transaction.
+pub async fn reserve(runtime: &FragmentRuntime, owner: &str, key: Option<String>, lines: Vec<Line>, replaces: Vec<String>, ttl_seconds: i64) -> Hold {
+    let client = match inventory(runtime) {
+        Ok(client) => client,
+        Err(message) => return Hold::Unavailable(message),
+    };
+    let request = ReserveRequest {
+        idempotency_key: key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        owner: owner.to_owned(),
+        lines,
+        ttl_seconds,
+        replaces,
+    };
+    classify(client.post(RESERVATIONS_PATH, &request).await)
+}
+
+/// Extends a hold; `Err` with the reason when it cannot be (lapsed, ended, inventory down).
+pub async fn extend(runtime: &FragmentRuntime, reservation_id: &str, ttl_seconds: i64) -> Hold {
+    let client = match inventory(runtime) {
+        Ok(client) => client,
+        Err(message) => return Hold::Unavailable(message),
+    };
+    classify(client.post(&reservation_path(reservation_id, Some("extend")), &ExtendRequest { ttl_seconds }).await)
+}
+
+/// Releases a hold (best effort: an unreleased hold lapses on its own).
+pub async fn release(runtime: &FragmentRuntime, reservation_id: &str) {
+    let Ok(client) = inventory(runtime) else { return };
+    if let Err(error) = client.post::<_, Reservation>(&reservation_path(reservation_id, Some("release")), &serde_json::json!({})).await {
+        tracing::warn!(%error, reservation = reservation_id, "could not release a cart hold; it will lapse");
+    }
+}
+
+/// The words for a line that is not fully held.
+pub fn short_note(name: &str, short: &InsufficientStock) -> String {
+    match short.shortages.first() {
+        Some(s) if s.available == 0 => format!("{name} is sold out."),
+        Some(s) => format!("Only {} of {name} are available.", s.available),
+        None => short.message.clone(),
+    }
+}
+
+pub const PENDING_NOTE: &str =
+    "The stock service is not answering right now. The item stays in your cart and we will hold it as soon as it is back.";
+
+/// The hold record of an outcome, for a line of `quantity` that had `previous` as its reservation.
+pub fn record(outcome: &Hold, name: &str, previous: Option<&str>) -> HoldRecord {
+    match outcome {
+        Hold::Held(reservation) => HoldRecord {
+            reservation_id: Some(reservation.id.clone()),
+            held_until_ms: Some(reservation.expires_at_ms),
+            hold: HoldState::Held,
+            note: None,
+        },
+        Hold::Short(short) => HoldRecord {
+            reservation_id: previous.map(str::to_owned),
+            held_until_ms: None,
+            hold: HoldState::Short,
+            note: Some(format!("{} Lower the quantity or remove it to check out.", short_note(name, short))),
+        },
+        Hold::Unavailable(_) | Hold::Refused(_) => HoldRecord {
+            reservation_id: previous.map(str::to_owned),
+            held_until_ms: None,
+            hold: HoldState::Pending,
+            note: Some(PENDING_NOTE.into()),
+        },
+    }
+}
+
+/// Brings every hold of a cart up to date (the caller holds the cart's lock): extends live holds past
+/// half their life, reserves again lapsed, pending or short ones. Returns whether anything changed.
+pub async fn refresh(runtime: &FragmentRuntime, owner: &str, cart_id: &str) -> Result<bool, sqlx::Error> {
+    let mut connection = runtime.db.acquire().await?;
+    let items = store::items(&mut connection, cart_id).await?;
+    drop(connection);
+    let now = now_ms();
+    let mut changed = false;
+    for item in items {
+        let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
+        let live = item.hold == HoldState::Held && item.held_until_ms.is_some_and(|until| until > now);
+        let fresh = item.held_until_ms.is_some_and(|until| until - now > HOLD_TTL_SECONDS * 1000 / 2);
+        if live && fresh {
+            continue;
+        }
+        let mut outcome = Hold::Unavailable(String::new());
+        if live {
+            if let Some(id) = &item.reservation_id {
+                outcome = extend(runtime, id, HOLD_TTL_SECONDS).await;
+            }
+        }
+        if !matches!(outcome, Hold::Held(_)) {
+            outcome = rehold(runtime, owner, &item).await;
+        }
+        let record = record(&outcome, &name, item.reservation_id.as_deref());
+        let mut connection = runtime.db.acquire().await?;
+        store::set_hold(&mut connection, cart_id, &item.sku, &record).await?;
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// Reserves an item's quantity again, replacing whatever it held.
+async fn rehold(runtime: &FragmentRuntime, owner: &str, item: &Item) -> Hold {
+    let lines = vec![Line { sku: item.sku.clone(), quantity: item.quantity }];
+    reserve(runtime, owner, None, lines, item.reservation_id.iter().cloned().collect(), HOLD_TTL_SECONDS).await
+}
+
+/// "Held for you until …" or the reason it is not.
+pub fn hold_text(item: &Item, now: i64) -> String {
+    match (item.hold, item.held_until_ms) {
+        (HoldState::Held, Some(until)) if until > now => format!("Held for you until {}", format_time(until)),
+        (HoldState::Held, _) => "Your hold lapsed; we will try to hold it again on your next visit.".into(),
+        (_, _) => item.hold_note.clone().unwrap_or_else(|| PENDING_NOTE.into()),
+    }
+}

@@ -1,0 +1,322 @@
+//! The cart's pages: cart, checkout, order history and order detail. Rendered on the server, hydrated in
+//! the browser; each has its own address under `/cart`.
+
+use leptos::prelude::*;
+use leptos_router::hooks::use_params_map;
+
+use crate::api::{checkout_view, my_cart, my_orders, order_detail, set_quantity, CancelOrder, PlaceOrder};
+use crate::model::{CartView, CheckoutForm, HoldState, LineView, OrderStatus, OrderView, ShippingMethod};
+use crate::PREFIX;
+
+/// Any address the cart's router does not know belongs to another part of the site: load it for real.
+#[component]
+pub fn ElsewhereOnTheSite() -> impl IntoView {
+    #[cfg(feature = "hydrate")]
+    if let Some(window) = web_sys::window() {
+        let _ = window.location().reload();
+    }
+    view! { <p>"Loading…"</p> }
+}
+
+fn subnav() -> impl IntoView {
+    view! {
+        <nav class="subnav">
+            <a href=PREFIX>"Cart"</a> " · " <a href=format!("{PREFIX}/orders")>"Your orders"</a>
+        </nav>
+    }
+}
+
+/// `/cart`: the lines with their holds, quantity buttons and the way to checkout.
+#[component]
+pub fn CartPage() -> impl IntoView {
+    let cart = Resource::new(|| (), |_| my_cart());
+    view! {
+        <section class="cart">
+            {subnav()}
+            <h1>"Your cart"</h1>
+            <Suspense fallback=|| view! { <p>"Loading your cart…"</p> }>
+                {move || cart.get().map(|result| match result {
+                    Ok(view) => view! { <CartLines initial=view/> }.into_any(),
+                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+fn who(view: &CartView) -> impl IntoView {
+    match &view.user {
+        Some(user) => view! { <p class="signed-in" data-testid="fragment-user">"Signed in as " <strong>{user.name.clone()}</strong></p> }.into_any(),
+        None => view! {
+            <p class="signed-in" data-testid="fragment-user">"Browsing as a guest. "
+                <a href="/login?next=/cart" rel="external">"Sign in"</a>" to keep this cart in your account."</p>
+        }
+        .into_any(),
+    }
+}
+
+#[component]
+fn CartLines(initial: CartView) -> impl IntoView {
+    let (cart, set_cart) = signal(initial);
+    let (message, set_message) = signal(None::<String>);
+    let change = move |sku: String, quantity: i64| {
+        leptos::task::spawn_local(async move {
+            match set_quantity(sku, quantity).await {
+                Ok(updated) => {
+                    tessera_contracts::dom_events::announce_cart_count(updated.item_count);
+                    set_cart.set(updated);
+                    set_message.set(None);
+                }
+                Err(error) => set_message.set(Some(error.to_string())),
+            }
+        });
+    };
+    view! {
+        {move || who(&cart.get())}
+        <Show when=move || !cart.get().lines.is_empty() fallback=|| view! { <p data-testid="cart-empty">"Your cart is empty."</p> }>
+            <table class="cart-lines" data-testid="cart-lines">
+                <thead><tr><th>"Item"</th><th>"Price"</th><th>"Quantity"</th><th>"Total"</th><th></th></tr></thead>
+                <tbody>
+                    <For each=move || cart.get().lines key=|line| (line.sku.clone(), line.quantity, line.hold_text.clone()) let:line>
+                        {line_row(line, change)}
+                    </For>
+                </tbody>
+            </table>
+            <p class="subtotal">"Subtotal: " <strong data-testid="subtotal">{move || cart.get().subtotal.to_string()}</strong></p>
+            {move || {
+                let view = cart.get();
+                match (&view.user, view.locked) {
+                    (_, true) => view! { <p class="notice">"Your order is being placed; the cart is locked."</p> }.into_any(),
+                    (Some(_), false) => view! { <a class="button" href=format!("{PREFIX}/checkout") data-testid="to-checkout">"Check out"</a> }.into_any(),
+                    (None, false) => view! { <a class="button" href="/login?next=/cart/checkout" rel="external">"Sign in to check out"</a> }.into_any(),
+                }
+            }}
+        </Show>
+        <p class="error" role="status" data-testid="cart-message">{move || message.get()}</p>
+    }
+}
+
+fn line_row(line: LineView, change: impl Fn(String, i64) + Copy + 'static) -> impl IntoView {
+    let (minus, plus, remove) = (line.sku.clone(), line.sku.clone(), line.sku.clone());
+    let quantity = line.quantity;
+    let hold_class = match line.hold {
+        HoldState::Held => "hold held",
+        HoldState::Pending => "hold pending",
+        HoldState::Short => "hold short",
+    };
+    let product = if line.product_id.is_empty() { None } else { Some(format!("/catalog/p/{}", line.product_id)) };
+    view! {
+        <tr data-sku=line.sku.clone()>
+            <td>
+                {match product {
+                    Some(href) => view! { <a href=href rel="external">{line.name.clone()}</a> }.into_any(),
+                    None => view! { <span>{line.name.clone()}</span> }.into_any(),
+                }}
+                <small class="sku">" " {line.sku.clone()}</small>
+                <br/><small class=hold_class data-testid="hold">{line.hold_text.clone()}</small>
+                {line.price_note.clone().map(|note| view! { <br/><small class="price-note" data-testid="price-note">{note}</small> })}
+            </td>
+            <td>{line.unit_price.to_string()}</td>
+            <td>
+                <button type="button" aria-label="one less" on:click=move |_| change(minus.clone(), quantity - 1)>"−"</button>
+                <span class="quantity" data-testid="quantity">{quantity}</span>
+                <button type="button" aria-label="one more" on:click=move |_| change(plus.clone(), quantity + 1)>"+"</button>
+            </td>
+            <td>{line.line_total.to_string()}</td>
+            <td><button type="button" class="link" on:click=move |_| change(remove.clone(), 0)>"Remove"</button></td>
+        </tr>
+    }
+}
+
+/// `/cart/checkout`: review, address, shipping, place order.
+#[component]
+pub fn CheckoutPage() -> impl IntoView {
+    let place = ServerAction::<PlaceOrder>::new();
+    let data = Resource::new(move || place.version().get(), |_| checkout_view());
+    // After placing, the shopper goes to the provider's payment page (or the order, if it is down).
+    Effect::new(move |_| {
+        if let Some(Ok(placed)) = place.value().get() {
+            let target = placed.pay_url.clone().unwrap_or_else(|| format!("{PREFIX}/orders/{}", placed.order_id));
+            #[cfg(feature = "hydrate")]
+            if let Some(window) = web_sys::window() {
+                let _ = window.location().set_href(&target);
+            }
+            #[cfg(not(feature = "hydrate"))]
+            let _ = target;
+        }
+    });
+    let status = move || match place.value().get() {
+        Some(Ok(placed)) => Some(placed.message.unwrap_or_else(|| "Order placed; taking you to the payment page…".into())),
+        Some(Err(error)) => Some(error.to_string()),
+        None => None,
+    };
+    view! {
+        <section class="checkout">
+            {subnav()}
+            <h1>"Checkout"</h1>
+            <p class="status" role="status" data-testid="checkout-status">{status}</p>
+            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+                {move || data.get().map(|result| match result {
+                    Ok(view) if view.cart.lines.is_empty() => view! { <p>"Your cart is empty. " <a href="/catalog" rel="external">"Browse the catalog"</a></p> }.into_any(),
+                    Ok(view) => checkout_form(view, place).into_any(),
+                    Err(tessera_contracts::ApiError::Unauthorized) => view! {
+                        <p><a href="/login?next=/cart/checkout" rel="external">"Sign in"</a>" to check out."</p>
+                    }.into_any(),
+                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+fn checkout_form(view: CheckoutForm, place: ServerAction<PlaceOrder>) -> impl IntoView {
+    let CheckoutForm { cart, key } = view;
+    let rows = cart
+        .lines
+        .iter()
+        .map(|line| {
+            view! {
+                <tr>
+                    <td>{line.name.clone()} {line.price_note.clone().map(|note| view! { <br/><small class="price-note">{note}</small> })}</td>
+                    <td>{line.quantity}</td>
+                    <td>{line.line_total.to_string()}</td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let methods = ShippingMethod::ALL
+        .into_iter()
+        .map(|method| {
+            let price = tessera_contracts::domain::Money { minor: method.price_minor(), currency: cart.subtotal.currency.clone() };
+            view! {
+                <label class="choice">
+                    <input type="radio" name="shipping" value=method.as_str() checked=method == ShippingMethod::Standard/>
+                    {method.label()} " — " {price.to_string()}
+                </label>
+            }
+        })
+        .collect_view();
+    view! {
+        <h2>"Review"</h2>
+        <table class="review" data-testid="review">
+            <thead><tr><th>"Item"</th><th>"Quantity"</th><th>"Total"</th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+        <p>"Items: " <strong>{cart.subtotal.to_string()}</strong> " plus shipping."</p>
+        <ActionForm action=place attr:data-form="checkout">
+            <input type="hidden" name="key" value=key/>
+            <fieldset>
+                <legend>"Delivery address"</legend>
+                <label>"Name " <input type="text" name="name" required maxlength="100" autocomplete="name"/></label>
+                <label>"Street " <input type="text" name="street" required maxlength="200" autocomplete="street-address"/></label>
+                <label>"City " <input type="text" name="city" required maxlength="100" autocomplete="address-level2"/></label>
+                <label>"Postcode " <input type="text" name="postcode" required maxlength="12" autocomplete="postal-code"/></label>
+                <label>"Country (two letters) " <input type="text" name="country" required maxlength="2" value="DE" autocomplete="country"/></label>
+            </fieldset>
+            <fieldset>
+                <legend>"Shipping"</legend>
+                {methods}
+            </fieldset>
+            <button type="submit" data-testid="place-order">"Place order and pay"</button>
+        </ActionForm>
+    }
+}
+
+/// `/cart/orders`: the shopper's order history.
+#[component]
+pub fn OrdersPage() -> impl IntoView {
+    let orders = Resource::new(|| (), |_| my_orders());
+    view! {
+        <section class="orders">
+            {subnav()}
+            <h1>"Your orders"</h1>
+            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+                {move || orders.get().map(|result| match result {
+                    Ok(list) if list.is_empty() => view! { <p>"No orders yet."</p> }.into_any(),
+                    Ok(list) => view! {
+                        <table class="orders" data-testid="orders">
+                            <thead><tr><th>"Order"</th><th>"Placed"</th><th>"Items"</th><th>"Total"</th><th>"Status"</th></tr></thead>
+                            <tbody>
+                                {list.into_iter().map(|order| view! {
+                                    <tr data-order=order.id.clone()>
+                                        <td><a href=format!("{PREFIX}/orders/{}", order.id)>{order.id[..8].to_owned()}</a></td>
+                                        <td>{order.placed_at}</td>
+                                        <td>{order.item_count}</td>
+                                        <td>{order.total.to_string()}</td>
+                                        <td>{order.status.label()}</td>
+                                    </tr>
+                                }).collect_view()}
+                            </tbody>
+                        </table>
+                    }.into_any(),
+                    Err(tessera_contracts::ApiError::Unauthorized) => view! {
+                        <p><a href="/login?next=/cart/orders" rel="external">"Sign in"</a>" to see your orders."</p>
+                    }.into_any(),
+                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+/// `/cart/orders/<id>`: one order with its status timeline.
+#[component]
+pub fn OrderPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.with(|p| p.get("id").unwrap_or_default());
+    let cancel = ServerAction::<CancelOrder>::new();
+    let order = Resource::new(move || (id(), cancel.version().get()), |(id, _)| order_detail(id));
+    let message = move || cancel.value().get().and_then(|result| result.err()).map(|error| error.to_string());
+    view! {
+        <section class="order">
+            {subnav()}
+            <p class="error" role="status">{message}</p>
+            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+                {move || order.get().map(|result| match result {
+                    Ok(order) => order_view(order, cancel).into_any(),
+                    Err(tessera_contracts::ApiError::Unauthorized) => view! {
+                        <p><a href="/login?next=/cart/orders" rel="external">"Sign in"</a>" to see your orders."</p>
+                    }.into_any(),
+                    Err(error) => view! { <h1>"Order not found"</h1> <p class="error">{error.to_string()}</p> }.into_any(),
+                })}
+            </Suspense>
+        </section>
+    }
+}
+
+fn order_view(order: OrderView, cancel: ServerAction<CancelOrder>) -> impl IntoView {
+    let OrderView { id, status, placed_at, lines, items, shipping, shipping_method, total, address, timeline, pay_url } = order;
+    let status_class = format!("order-status status-{}", status.as_str());
+    let awaiting = status == OrderStatus::AwaitingPayment;
+    view! {
+        <h1>"Order " {id[..8].to_owned()}</h1>
+        <p>"Placed " {placed_at} " · " <strong class=status_class data-testid="order-status">{status.label()}</strong></p>
+        {awaiting.then(|| view! {
+            <p class="notice">"We mark the order paid as soon as the payment provider confirms it. "
+                <a href="" rel="external" data-testid="refresh">"Refresh"</a></p>
+        })}
+        {pay_url.map(|url| view! { <p><a class="button" href=url rel="external" data-testid="pay">"Pay now"</a></p> })}
+        <table class="order-lines">
+            <thead><tr><th>"Item"</th><th>"Quantity"</th><th>"Price"</th><th>"Total"</th></tr></thead>
+            <tbody>
+                {lines.into_iter().map(|line| view! {
+                    <tr data-sku=line.sku.clone()><td>{line.name}</td><td>{line.quantity}</td><td>{line.unit_price.to_string()}</td><td>{line.line_total.to_string()}</td></tr>
+                }).collect_view()}
+            </tbody>
+        </table>
+        <p>"Items " {items.to_string()} " · " {shipping_method} " " {shipping.to_string()} " · Total " <strong data-testid="order-total">{total.to_string()}</strong></p>
+        <p class="address">"Deliver to: " {address.name} ", " {address.street} ", " {address.postcode} " " {address.city} ", " {address.country}</p>
+        <h2>"Timeline"</h2>
+        <ol class="timeline" data-testid="timeline">
+            {timeline.into_iter().map(|entry| view! {
+                <li data-status=entry.status.clone()><time>{entry.at}</time> " — " {entry.note}</li>
+            }).collect_view()}
+        </ol>
+        {status.cancellable().then(|| view! {
+            <ActionForm action=cancel attr:data-form="cancel">
+                <input type="hidden" name="id" value=id.clone()/>
+                <button type="submit" class="link" data-testid="cancel-order">"Cancel this order"</button>
+            </ActionForm>
+        })}
+    }
+}

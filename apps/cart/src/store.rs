@@ -1,0 +1,318 @@
+//! The cart's tables: carts, their items, the price projection. Every query is scoped by a cart id the
+//! caller resolved from the verified user or the anonymous cookie, never by one taken from a request.
+
+use sqlx::{AnyConnection, AnyPool, Row};
+use tessera_contracts::events::ProductChanged;
+use tessera_kit::events::now_ms;
+
+use crate::model::HoldState;
+
+/// Who is shopping: the signed-in user, or the holder of an anonymous cart cookie (or both, just after
+/// signing in, until the anonymous cart is merged).
+#[derive(Debug, Clone, Default)]
+pub struct Shopper {
+    pub user: Option<shared_auth::SessionUser>,
+    /// The anonymous cart cookie's value, if it has a plausible shape.
+    pub token: Option<String>,
+}
+
+impl Shopper {
+    /// The shopper of a request with these headers and verified user.
+    pub fn from_headers(user: Option<shared_auth::SessionUser>, headers: &axum::http::HeaderMap) -> Shopper {
+        let token = headers
+            .get_all(axum::http::header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|value| value.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(name, _)| *name == crate::model::CART_COOKIE)
+            .map(|(_, value)| value.to_owned())
+            .filter(|value| value.len() == 32 && value.chars().all(|c| c.is_ascii_hexdigit()));
+        Shopper { user, token }
+    }
+
+    /// The reference inventory shows staff for this shopper's holds.
+    pub fn owner(&self) -> String {
+        match (&self.user, &self.token) {
+            (Some(user), _) => format!("user {}", user.id),
+            (None, Some(token)) => format!("guest {}", &token[..8]),
+            (None, None) => "guest".into(),
+        }
+    }
+}
+
+/// A new anonymous cart token (128 random bits, hex).
+pub fn new_token() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+/// What the database keeps of an anonymous token: its SHA-256, so a leaked table does not leak carts.
+pub fn token_hash(token: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+/// A cart's id and status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CartRow {
+    pub id: String,
+    pub status: String,
+}
+
+impl CartRow {
+    pub fn is_locked(&self) -> bool {
+        self.status == "checking_out"
+    }
+}
+
+/// The signed-in user's active cart (open or being checked out).
+pub async fn user_cart(db: &AnyPool, user_id: &str) -> Result<Option<CartRow>, sqlx::Error> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT id, status FROM carts WHERE user_id = $1 AND status IN ('open', 'checking_out')")
+            .bind(user_id)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(id, status)| CartRow { id, status }))
+}
+
+/// The anonymous cart a cookie token points at, if it is still active.
+pub async fn guest_cart(db: &AnyPool, token: &str) -> Result<Option<CartRow>, sqlx::Error> {
+    let row: Option<(String, String)> =
+        sqlx::query_as("SELECT id, status FROM carts WHERE token_hash = $1 AND status IN ('open', 'checking_out')")
+            .bind(token_hash(token))
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(id, status)| CartRow { id, status }))
+}
+
+/// The user's active cart, created if there is none (two racing creations end with the same cart).
+pub async fn ensure_user_cart(db: &AnyPool, user_id: &str) -> Result<CartRow, sqlx::Error> {
+    if let Some(cart) = user_cart(db, user_id).await? {
+        return Ok(cart);
+    }
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO carts (id, user_id, token_hash, status, created_at_ms, updated_at_ms) VALUES ($1, $2, NULL, 'open', $3, $3) \
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(user_id)
+    .bind(now)
+    .execute(db)
+    .await?;
+    user_cart(db, user_id).await?.ok_or_else(|| sqlx::Error::RowNotFound)
+}
+
+/// A new anonymous cart for `token`.
+pub async fn create_guest_cart(db: &AnyPool, token: &str) -> Result<CartRow, sqlx::Error> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let now = now_ms();
+    sqlx::query("INSERT INTO carts (id, user_id, token_hash, status, created_at_ms, updated_at_ms) VALUES ($1, NULL, $2, 'open', $3, $3)")
+        .bind(&id)
+        .bind(token_hash(token))
+        .bind(now)
+        .execute(db)
+        .await?;
+    Ok(CartRow { id, status: "open".into() })
+}
+
+/// Moves a cart from one status to another; whether this call did it.
+pub async fn set_cart_status(connection: &mut AnyConnection, cart_id: &str, from: &str, to: &str) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query("UPDATE carts SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = $4")
+        .bind(to)
+        .bind(now_ms())
+        .bind(cart_id)
+        .bind(from)
+        .execute(&mut *connection)
+        .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// What the catalog says a SKU is and costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    pub product_id: String,
+    pub name: String,
+    pub price_minor: i64,
+    pub currency: String,
+}
+
+pub async fn price(db: &AnyPool, sku: &str) -> Result<Option<Price>, sqlx::Error> {
+    let row: Option<(String, String, i64, String)> =
+        sqlx::query_as("SELECT product_id, name, price_minor, currency FROM prices WHERE sku = $1")
+            .bind(sku)
+            .fetch_optional(db)
+            .await?;
+    Ok(row.map(|(product_id, name, price_minor, currency)| Price { product_id, name, price_minor, currency }))
+}
+
+/// Applies `catalog.product_changed` to the price projection, unless a newer event already did.
+pub async fn apply_product_changed(connection: &mut AnyConnection, event: &ProductChanged, sequence: i64) -> Result<(), sqlx::Error> {
+    for sku in &event.skus {
+        sqlx::query(
+            "INSERT INTO prices (sku, product_id, name, price_minor, currency, sequence) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (sku) DO UPDATE SET product_id = excluded.product_id, name = excluded.name, \
+             price_minor = excluded.price_minor, currency = excluded.currency, sequence = excluded.sequence \
+             WHERE prices.sequence < excluded.sequence",
+        )
+        .bind(sku)
+        .bind(&event.product_id)
+        .bind(&event.name)
+        .bind(event.price_minor)
+        .bind(&event.currency)
+        .bind(sequence)
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(())
+}
+
+/// One item of a cart with its current catalog price (if the catalog still sells it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Item {
+    pub sku: String,
+    pub quantity: i64,
+    pub seen_price_minor: Option<i64>,
+    pub reservation_id: Option<String>,
+    pub held_until_ms: Option<i64>,
+    pub hold: HoldState,
+    pub hold_note: Option<String>,
+    pub price: Option<Price>,
+}
+
+pub async fn items(connection: &mut AnyConnection, cart_id: &str) -> Result<Vec<Item>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT i.sku, i.quantity, i.seen_price_minor, i.reservation_id, i.held_until_ms, i.hold_state, i.hold_note, \
+         p.product_id, p.name, p.price_minor, p.currency \
+         FROM cart_items i LEFT JOIN prices p ON p.sku = i.sku WHERE i.cart_id = $1 ORDER BY i.added_at_ms, i.sku",
+    )
+    .bind(cart_id)
+    .fetch_all(&mut *connection)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let product_id: Option<String> = row.try_get("product_id")?;
+            let price = match product_id {
+                Some(product_id) => Some(Price {
+                    product_id,
+                    name: row.try_get("name")?,
+                    price_minor: row.try_get("price_minor")?,
+                    currency: row.try_get("currency")?,
+                }),
+                None => None,
+            };
+            Ok(Item {
+                sku: row.try_get("sku")?,
+                quantity: row.try_get("quantity")?,
+                seen_price_minor: row.try_get("seen_price_minor")?,
+                reservation_id: row.try_get("reservation_id")?,
+                held_until_ms: row.try_get("held_until_ms")?,
+                hold: HoldState::parse(&row.try_get::<String, _>("hold_state")?),
+                hold_note: row.try_get("hold_note")?,
+                price,
+            })
+        })
+        .collect()
+}
+
+/// The sum of quantities in a cart.
+pub async fn item_count(db: &AnyPool, cart_id: &str) -> Result<i64, sqlx::Error> {
+    let (count,): (i64,) = sqlx::query_as("SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM cart_items WHERE cart_id = $1")
+        .bind(cart_id)
+        .fetch_one(db)
+        .await?;
+    Ok(count)
+}
+
+/// How an item's stock is held after a change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldRecord {
+    pub reservation_id: Option<String>,
+    pub held_until_ms: Option<i64>,
+    pub hold: HoldState,
+    pub note: Option<String>,
+}
+
+/// Writes an item (new or changed) with its hold; the shopper has now seen `seen_price_minor`.
+pub async fn put_item(
+    connection: &mut AnyConnection,
+    cart_id: &str,
+    sku: &str,
+    quantity: i64,
+    seen_price_minor: Option<i64>,
+    hold: &HoldRecord,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO cart_items (cart_id, sku, quantity, seen_price_minor, reservation_id, held_until_ms, hold_state, hold_note, added_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+         ON CONFLICT (cart_id, sku) DO UPDATE SET quantity = excluded.quantity, seen_price_minor = excluded.seen_price_minor, \
+         reservation_id = excluded.reservation_id, held_until_ms = excluded.held_until_ms, hold_state = excluded.hold_state, \
+         hold_note = excluded.hold_note, updated_at_ms = excluded.updated_at_ms",
+    )
+    .bind(cart_id)
+    .bind(sku)
+    .bind(quantity)
+    .bind(seen_price_minor)
+    .bind(&hold.reservation_id)
+    .bind(hold.held_until_ms)
+    .bind(hold.hold.as_str())
+    .bind(&hold.note)
+    .bind(now)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// Updates only the hold of an existing item.
+pub async fn set_hold(connection: &mut AnyConnection, cart_id: &str, sku: &str, hold: &HoldRecord) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE cart_items SET reservation_id = $1, held_until_ms = $2, hold_state = $3, hold_note = $4, updated_at_ms = $5 \
+         WHERE cart_id = $6 AND sku = $7",
+    )
+    .bind(&hold.reservation_id)
+    .bind(hold.held_until_ms)
+    .bind(hold.hold.as_str())
+    .bind(&hold.note)
+    .bind(now_ms())
+    .bind(cart_id)
+    .bind(sku)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+pub async fn remove_item(connection: &mut AnyConnection, cart_id: &str, sku: &str) -> Result<bool, sqlx::Error> {
+    let deleted = sqlx::query("DELETE FROM cart_items WHERE cart_id = $1 AND sku = $2").bind(cart_id).bind(sku).execute(&mut *connection).await?;
+    Ok(deleted.rows_affected() == 1)
+}
+
+/// Carts with items whose hold should be retried (inventory was down, or stock may be back).
+pub async fn carts_needing_holds(db: &AnyPool, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+    let rows: Vec<(String,)> = sqlx::query_as(
+        "SELECT DISTINCT i.cart_id FROM cart_items i JOIN carts c ON c.id = i.cart_id \
+         WHERE i.hold_state = 'pending' AND c.status = 'open' LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// Seeds the price projection with the demo catalog, as `catalog.product_changed` would (sequence 0,
+/// so any real event wins).
+pub async fn seed_prices(db: &AnyPool, extra: usize) -> Result<(), sqlx::Error> {
+    let mut tx = db.begin().await?;
+    for product in tessera_contracts::demo::catalog(extra) {
+        let event = ProductChanged {
+            product_id: product.id.clone(),
+            name: product.name.clone(),
+            price_minor: product.price_minor,
+            currency: tessera_contracts::demo::CURRENCY.to_owned(),
+            skus: product.variants.iter().map(|variant| variant.sku.clone()).collect(),
+        };
+        sqlx::query("DELETE FROM prices WHERE sequence = 0 AND product_id = $1").bind(&event.product_id).execute(&mut *tx).await?;
+        apply_product_changed(&mut tx, &event, 0).await?;
+    }
+    tx.commit().await
+}
