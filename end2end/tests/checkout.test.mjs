@@ -76,7 +76,10 @@ describe('checkout', () => {
     await page.fill('input[name=cvc]', '123');
     await Promise.all([page.waitForURL(/\/cart\/orders\/[0-9a-f-]+\?payment=/), page.click('button[type=submit]')]);
     const orderUrl = page.url().split('?')[0];
-    await waitForOrderStatus(page, 'Paid');
+    // No reload: the page asks again by itself while the order awaits payment.
+    await hydrated(page);
+    await page.locator('[data-testid=order-status]', { hasText: 'Paid' }).waitFor({ timeout: 20_000 });
+    await page.reload();
     await page.waitForFunction(() => document.querySelector('[data-testid=cart-badge]').textContent.trim() === '0');
 
     // Staff fulfil the paid order in the inventory admin (the same browser: sign in as staff, then back).

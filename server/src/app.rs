@@ -172,6 +172,7 @@ async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl J
         }),
         peers: Arc::new(Peers::default()),
         webhooks: webhooks.clone(),
+        secure_cookies: settings.secure_cookies(),
     })
 }
 

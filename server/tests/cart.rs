@@ -114,6 +114,10 @@ async fn a_guest_cart_is_kept_by_cookie_and_merged_into_the_users_at_sign_in() {
         assert_eq!(add(&app, Some(&guest), "TEE-BLU-M", 1).await.0, StatusCode::OK);
         assert_eq!(app.cart_count(Some(&guest)).await, 3);
         assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 3, "{backend:?}: every line holds its units");
+        // The shell's badge and the home page's mini cart know the guest's cart.
+        let (_, home) = app.text("/", Some(&guest)).await;
+        assert!(home.contains(r#"data-testid="cart-badge" class="badge">3</span>"#), "{home}");
+        assert!(home.contains("3 items") && home.contains("Stoneware mug"), "mini cart: {home}");
         let guest_view = cart(&app, Some(&guest)).await;
         assert_eq!(line(&guest_view, "MUG-STN-01")["hold"], "Held");
         assert!(line(&guest_view, "MUG-STN-01")["hold_text"].as_str().unwrap().starts_with("Held for you until"));
@@ -617,4 +621,28 @@ async fn two_hundred_shoppers_rush_five_units_and_exactly_five_orders_are_paid()
         assert!(report.violations.is_empty(), "{backend:?}: {:?}", report.violations);
         eprintln!("rush ({backend:?}): {} shoppers, {} paid, {} told the tee is sold out", SHOPPERS, paid.len(), refusals.len());
     }
+}
+
+fn provider_down(settings: &mut tessera_server::Settings) {
+    configure(settings);
+    // Nothing listens there: the provider is unreachable.
+    settings.payment_url = Some("http://127.0.0.1:9".into());
+}
+
+#[tokio::test]
+async fn with_the_provider_down_the_order_waits_for_payment_and_says_so() {
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(provider_down), ..Options::default() }).await;
+    let inventory = database(&app, "inventory").await;
+    let sam = app.login_as(SHOPPER, PASSWORD).await;
+    assert_eq!(add(&app, Some(&sam), "MUG-STN-01", 1).await.0, StatusCode::OK);
+    let (status, placed) = place(&app, &sam, &checkout_key(&app, &sam).await).await;
+    assert_eq!(status, StatusCode::OK, "{placed}");
+    assert_eq!(placed["pay_url"], Value::Null);
+    assert!(placed["message"].as_str().unwrap().contains("payment provider is not answering"), "{placed}");
+    let id = placed["order_id"].as_str().unwrap();
+    assert_eq!(order_status(&app, &sam, id).await, "AwaitingPayment", "the order is kept");
+    assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 1, "and its stock held");
+    let (status, json) = api(&app, "/cart/api/pay_order", &format!("id={id}"), Some(&sam)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
+    assert!(json["message"].as_str().unwrap().contains("try paying again"), "{json}");
 }

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::http::header::COOKIE;
 use axum::http::{HeaderValue, Request, StatusCode};
 use shared_auth::SessionUser;
-use tessera_contracts::cart::{CartSummary, SUMMARY_PATH};
+use tessera_contracts::cart::{CartSummary, CART_COOKIE, SUMMARY_PATH};
 use tessera_contracts::WIDGET_PATH;
 
 use crate::registry::Fragment;
@@ -78,9 +78,13 @@ pub async fn fetch_widgets(state: &ShellState, cookie: Option<HeaderValue>) -> V
     futures::future::join_all(fetches).await
 }
 
-/// The signed-in user's cart count from the cart fragment, or `None` when it cannot say in time.
+/// The visitor's cart count from the cart fragment (a signed-in user's, or a guest's cart by its cookie),
+/// or `None` when there is no cart to ask about or the cart cannot say in time.
 pub async fn fetch_cart_count(state: &ShellState, user: Option<&SessionUser>, cookie: Option<HeaderValue>) -> Option<i64> {
-    user?;
+    let guest_cart = cookie.as_ref().and_then(|value| value.to_str().ok()).is_some_and(|value| value.contains(&format!("{CART_COOKIE}=")));
+    if user.is_none() && !guest_cart {
+        return None;
+    }
     let cart = state.registry.get("cart")?;
     let timeout = BADGE_TIMEOUT.min(cart.timeout);
     let fetch = async {

@@ -36,12 +36,13 @@ mod context {
         })
     }
 
-    /// Sends the guest cart cookie change with the response.
-    pub fn apply(cookie: CookieChange) {
+    /// Sends the guest cart cookie change with the response (a guest cart is kept for 30 days).
+    pub fn apply(runtime: &FragmentRuntime, cookie: CookieChange) {
+        let secure = if runtime.secure_cookies { "; Secure" } else { "" };
         let value = match cookie {
             CookieChange::None => return,
-            CookieChange::Set(token) => format!("{CART_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000"),
-            CookieChange::Clear => format!("{CART_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
+            CookieChange::Set(token) => format!("{CART_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000{secure}"),
+            CookieChange::Clear => format!("{CART_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
         };
         if let (Some(response), Ok(value)) = (leptos::prelude::use_context::<leptos_axum::ResponseOptions>(), HeaderValue::from_str(&value)) {
             response.append_header(SET_COOKIE, value);
@@ -55,7 +56,7 @@ pub async fn my_cart() -> Result<CartView, ApiError> {
     let (runtime, shopper) = context::shopper().await?;
     let mut cookie = crate::carts::CookieChange::None;
     let cart = crate::carts::resolve(&runtime, &shopper, &mut cookie).await;
-    context::apply(cookie);
+    context::apply(&runtime, cookie);
     crate::carts::view(&runtime, &shopper, cart?).await
 }
 
@@ -63,13 +64,14 @@ pub async fn my_cart() -> Result<CartView, ApiError> {
 #[server(prefix = "/cart/api", endpoint = "add_item")]
 pub async fn add_item(sku: String, quantity: i64) -> Result<CartSummary, ApiError> {
     let (runtime, shopper) = context::shopper().await?;
+    let task_runtime = runtime.clone();
     let (result, cookie) = context::to_completion(async move {
         let mut cookie = crate::carts::CookieChange::None;
-        let result = crate::carts::add(&runtime, &shopper, &sku, quantity, &mut cookie).await;
+        let result = crate::carts::add(&task_runtime, &shopper, &sku, quantity, &mut cookie).await;
         Ok((result, cookie))
     })
     .await?;
-    context::apply(cookie);
+    context::apply(&runtime, cookie);
     result
 }
 
@@ -77,13 +79,14 @@ pub async fn add_item(sku: String, quantity: i64) -> Result<CartSummary, ApiErro
 #[server(prefix = "/cart/api", endpoint = "set_quantity")]
 pub async fn set_quantity(sku: String, quantity: i64) -> Result<CartView, ApiError> {
     let (runtime, shopper) = context::shopper().await?;
+    let task_runtime = runtime.clone();
     let (result, cookie) = context::to_completion(async move {
         let mut cookie = crate::carts::CookieChange::None;
-        let result = crate::carts::set_quantity(&runtime, &shopper, &sku, quantity, &mut cookie).await;
+        let result = crate::carts::set_quantity(&task_runtime, &shopper, &sku, quantity, &mut cookie).await;
         Ok((result, cookie))
     })
     .await?;
-    context::apply(cookie);
+    context::apply(&runtime, cookie);
     result
 }
 
@@ -96,7 +99,7 @@ pub async fn checkout_view() -> Result<CheckoutForm, ApiError> {
     }
     let mut cookie = crate::carts::CookieChange::None;
     let cart = crate::carts::resolve(&runtime, &shopper, &mut cookie).await;
-    context::apply(cookie);
+    context::apply(&runtime, cookie);
     let cart = crate::carts::view(&runtime, &shopper, cart?).await?;
     Ok(CheckoutForm { cart, key: uuid::Uuid::new_v4().to_string() })
 }

@@ -275,6 +275,28 @@ pub async fn count(runtime: &FragmentRuntime, shopper: &Shopper) -> Result<i64, 
     Ok(total)
 }
 
+/// The shopper is active somewhere on the site (the shell asked for their badge): bring their cart's
+/// holds up to date in the background, so a hold lasts while they browse, not only on the cart page.
+/// Never merges or creates anything, and the badge does not wait for it.
+pub fn touch(runtime: &FragmentRuntime, shopper: &Shopper) {
+    let (runtime, shopper) = (runtime.clone(), shopper.clone());
+    tokio::spawn(async move {
+        let cart = match (&shopper.user, &shopper.token) {
+            (Some(user), _) => store::user_cart(&runtime.db, &user.id).await,
+            (None, Some(token)) => store::guest_cart(&runtime.db, token).await,
+            (None, None) => return,
+        };
+        if let Ok(Some(cart)) = cart {
+            if !cart.is_locked() {
+                let _guard = holds::lock(&cart.id).await;
+                if let Err(error) = holds::refresh(&runtime, &shopper.owner(), &cart.id).await {
+                    tracing::warn!(%error, cart = cart.id, "could not refresh the cart's holds");
+                }
+            }
+        }
+    });
+}
+
 /// Retries the holds of carts whose lines are pending (inventory was down).
 pub async fn retry_pending(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
     for cart_id in store::carts_needing_holds(&runtime.db, 20).await? {

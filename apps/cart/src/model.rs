@@ -11,7 +11,7 @@ pub const HOLD_TTL_SECONDS: i64 = 900;
 /// How long the stock of a placed order stays held while the shopper pays.
 pub const CHECKOUT_TTL_SECONDS: i64 = 1_800;
 /// Cookie that finds an anonymous visitor's cart.
-pub const CART_COOKIE: &str = "tessera_cart";
+pub use tessera_contracts::cart::CART_COOKIE;
 /// Most distinct lines in one cart (inventory reserves at most this many lines at once).
 pub const MAX_LINES: usize = tessera_contracts::inventory::MAX_LINES;
 

@@ -266,6 +266,21 @@ pub fn OrderPage() -> impl IntoView {
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let cancel = ServerAction::<CancelOrder>::new();
     let order = Resource::new(move || (id(), cancel.version().get()), |(id, _)| order_detail(id));
+    // While the order awaits payment, ask again every two seconds: the provider's webhook may arrive
+    // after the shopper came back from the payment page.
+    #[cfg(feature = "hydrate")]
+    {
+        let poll = move || {
+            if let Some(Ok(view)) = order.get_untracked() {
+                if view.status == OrderStatus::AwaitingPayment {
+                    order.refetch();
+                }
+            }
+        };
+        if let Ok(handle) = set_interval_with_handle(poll, std::time::Duration::from_secs(2)) {
+            on_cleanup(move || handle.clear());
+        }
+    }
     let message = move || cancel.value().get().and_then(|result| result.err()).map(|error| error.to_string());
     view! {
         <section class="order">
@@ -292,8 +307,7 @@ fn order_view(order: OrderView, cancel: ServerAction<CancelOrder>) -> impl IntoV
         <h1>"Order " {id[..8].to_owned()}</h1>
         <p>"Placed " {placed_at} " · " <strong class=status_class data-testid="order-status">{status.label()}</strong></p>
         {awaiting.then(|| view! {
-            <p class="notice">"We mark the order paid as soon as the payment provider confirms it. "
-                <a href="" rel="external" data-testid="refresh">"Refresh"</a></p>
+            <p class="notice">"We mark the order paid as soon as the payment provider confirms it; this page updates by itself."</p>
         })}
         {pay_url.map(|url| view! { <p><a class="button" href=url rel="external" data-testid="pay">"Pay now"</a></p> })}
         <table class="order-lines">

@@ -91,11 +91,17 @@ pub fn background(runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>>
     })]
 }
 
-/// `GET /cart/api/summary`: the badge count (read-only: it never creates or merges carts).
+/// `GET /cart/api/summary`: the badge count (it never creates or merges carts; it does keep the
+/// shopper's holds alive, in the background).
 async fn summary(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, headers: HeaderMap) -> Response {
     let shopper = Shopper::from_headers(user, &headers);
     match crate::carts::count(&runtime, &shopper).await {
-        Ok(item_count) => Json(CartSummary { item_count, message: None }).into_response(),
+        Ok(item_count) => {
+            if item_count > 0 {
+                crate::carts::touch(&runtime, &shopper);
+            }
+            Json(CartSummary { item_count, message: None }).into_response()
+        }
         Err(error) => tessera_kit::internal(error).into_http_response(),
     }
 }
@@ -127,10 +133,11 @@ async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUs
                 .take(3)
                 .map(|item| {
                     let name = item.price.map(|price| price.name).unwrap_or(item.sku);
-                    view! { <li>{item.quantity} " × " {name}</li> }
+                    view! { <li>{format!("{} × {name}", item.quantity)}</li> }
                 })
                 .collect_view();
-            view! { <p data-testid="mini-cart-count">{count} " items"</p> <ul>{rows}</ul> }.into_any()
+            let count = if count == 1 { "1 item".to_owned() } else { format!("{count} items") };
+            view! { <p data-testid="mini-cart-count">{count}</p> <ul>{rows}</ul> }.into_any()
         }
         Err(error) => {
             tracing::error!(%error, "cart widget query failed");

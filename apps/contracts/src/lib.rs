@@ -34,11 +34,14 @@ pub const WIDGET_PATH: &str = "/widget";
 pub mod cart {
     use serde::{Deserialize, Serialize};
 
-    /// `GET /cart/api/summary`: what the cart badge shows. Anonymous users get a zero count.
+    /// `GET /cart/api/summary`: what the cart badge shows (the user's cart, or a guest's by its cookie).
     pub const SUMMARY_PATH: &str = "/cart/api/summary";
     /// Server function URL (form-encoded `sku`, `quantity`) that adds a line to the visitor's cart (the
     /// signed-in user's, or an anonymous one kept by cookie and merged into theirs at sign-in).
     pub const ADD_ITEM_PATH: &str = "/cart/api/add_item";
+    /// Cookie that finds a guest's cart (HttpOnly; the shell only checks it is there before asking the
+    /// cart for the badge count).
+    pub const CART_COOKIE: &str = "tessera_cart";
 
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct CartSummary {

@@ -57,6 +57,8 @@ pub struct FragmentRuntime {
     pub peers: Arc<peers::Peers>,
     /// Verifies (and, for the sandbox provider, signs) payment webhooks.
     pub webhooks: webhook::WebhookSigner,
+    /// Whether cookies the fragment sets itself carry `Secure` (the site is served over https).
+    pub secure_cookies: bool,
 }
 
 /// A fragment's outbox (if it produces events) and the signer that authenticates event requests.
