@@ -46,20 +46,27 @@ pub async fn resolve(runtime: &FragmentRuntime, shopper: &Shopper, cookie: &mut 
         };
     };
     if let Some(token) = &shopper.token {
-        if let Some(guest) = store::guest_cart(db, token).await.map_err(internal)? {
-            let cart = store::ensure_user_cart(db, &user.id).await.map_err(internal)?;
-            merge(runtime, shopper, &guest, &cart).await?;
+        let merged = match store::guest_cart(db, token).await.map_err(internal)? {
+            Some(guest) => {
+                let cart = store::ensure_user_cart(db, &user.id).await.map_err(internal)?;
+                merge(runtime, shopper, &guest, &cart).await?
+            }
+            // Merged before, or gone: the cookie has nothing more to find.
+            None => true,
+        };
+        if merged {
+            *cookie = CookieChange::Clear;
         }
-        *cookie = CookieChange::Clear;
     }
     store::user_cart(db, &user.id).await.map_err(internal)
 }
 
 /// Moves a guest cart's lines into the user's cart. A SKU in both becomes one line of the summed
-/// quantity (at most the maximum), held by one reservation replacing both.
-async fn merge(runtime: &FragmentRuntime, shopper: &Shopper, guest: &CartRow, cart: &CartRow) -> Result<(), ApiError> {
+/// quantity (at most the maximum), held by one reservation replacing both. Returns false when it has to
+/// wait (the user's cart is being checked out): the guest cart stays, to merge on a later request.
+async fn merge(runtime: &FragmentRuntime, shopper: &Shopper, guest: &CartRow, cart: &CartRow) -> Result<bool, ApiError> {
     if cart.is_locked() {
-        return Ok(());
+        return Ok(false);
     }
     let (first, second) = if guest.id < cart.id { (&guest.id, &cart.id) } else { (&cart.id, &guest.id) };
     let _first = holds::lock(first).await;
@@ -101,7 +108,7 @@ async fn merge(runtime: &FragmentRuntime, shopper: &Shopper, guest: &CartRow, ca
     }
     let mut connection = runtime.db.acquire().await.map_err(internal)?;
     store::set_cart_status(&mut connection, &guest.id, "open", "merged").await.map_err(internal)?;
-    Ok(())
+    Ok(true)
 }
 
 /// Adds `quantity` of `sku` to the shopper's cart, holding the line's new total in inventory.

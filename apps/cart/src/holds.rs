@@ -125,11 +125,18 @@ pub fn record(outcome: &Hold, name: &str, previous: Option<&str>) -> HoldRecord 
             hold: HoldState::Short,
             note: Some(format!("{} Lower the quantity or remove it to check out.", short_note(name, short))),
         },
-        Hold::Unavailable(_) | Hold::Refused(_) => HoldRecord {
+        Hold::Unavailable(_) => HoldRecord {
             reservation_id: previous.map(str::to_owned),
             held_until_ms: None,
             hold: HoldState::Pending,
             note: Some(PENDING_NOTE.into()),
+        },
+        // Inventory refuses to hold it at all (e.g. no longer stocked): say so; retrying will not help.
+        Hold::Refused(error) => HoldRecord {
+            reservation_id: previous.map(str::to_owned),
+            held_until_ms: None,
+            hold: HoldState::Short,
+            note: Some(format!("{name} cannot be held for you: {error}. Remove it to check out.")),
         },
     }
 }
@@ -153,6 +160,10 @@ pub async fn refresh(runtime: &FragmentRuntime, owner: &str, cart_id: &str) -> R
         if live {
             if let Some(id) = &item.reservation_id {
                 outcome = extend(runtime, id, HOLD_TTL_SECONDS).await;
+                if matches!(outcome, Hold::Unavailable(_)) {
+                    // Still held for a while: try again on the next visit rather than mark it pending.
+                    continue;
+                }
             }
         }
         if !matches!(outcome, Hold::Held(_)) {
