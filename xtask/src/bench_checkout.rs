@@ -100,7 +100,7 @@ async fn run(url: String, shoppers: usize, duration: Duration) -> Result<Outcome
         .post(format!("{url}/admin/inventory/api/record_movement"))
         .header("cookie", admin)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("sku={SKU}&movement=receive&quantity=1000000&new_sku=false"))
+        .body(format!("sku={SKU}&movement=receive&quantity=10000&new_sku=false"))
         .send()
         .await?;
     if !receive.status().is_success() {
