@@ -135,6 +135,14 @@ async fn a_guest_cart_is_kept_by_cookie_and_merged_into_the_users_at_sign_in() {
         assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 3, "{backend:?}: merging held nothing twice");
         let reservations = count(&inventory, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await;
         assert_eq!(reservations, 2, "one live hold per line");
+
+        // The old guest cookie sent again (its cart is merged): a new cart under a token of our own.
+        let response = app.post_form("/cart/api/add_item", "sku=BAG-CNV-01&quantity=1", Some(&guest)).await;
+        assert_eq!(response.status(), StatusCode::OK, "{backend:?}");
+        let fresh = cart_cookie(&response).expect("a new guest cookie");
+        assert_ne!(fresh, guest);
+        assert_eq!(app.cart_count(Some(&fresh)).await, 1);
+        assert_eq!(app.cart_count(Some(&sam)).await, 4, "Sam's cart untouched");
     }
 }
 

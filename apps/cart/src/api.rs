@@ -54,10 +54,21 @@ mod context {
 #[server(prefix = "/cart/api", endpoint = "my_cart")]
 pub async fn my_cart() -> Result<CartView, ApiError> {
     let (runtime, shopper) = context::shopper().await?;
-    let mut cookie = crate::carts::CookieChange::None;
-    let cart = crate::carts::resolve(&runtime, &shopper, &mut cookie).await;
+    let (result, cookie) = context::to_completion(view_task(runtime.clone(), shopper)).await?;
     context::apply(&runtime, cookie);
-    crate::carts::view(&runtime, &shopper, cart?).await
+    result
+}
+
+/// Finds (and merges) the shopper's cart and brings its holds up to date, to completion: both may call
+/// inventory.
+#[cfg(feature = "ssr")]
+async fn view_task(runtime: tessera_kit::FragmentRuntime, shopper: crate::store::Shopper) -> Result<(Result<CartView, ApiError>, crate::carts::CookieChange), ApiError> {
+    let mut cookie = crate::carts::CookieChange::None;
+    let result = match crate::carts::resolve(&runtime, &shopper, &mut cookie).await {
+        Ok(cart) => crate::carts::view(&runtime, &shopper, cart).await,
+        Err(error) => Err(error),
+    };
+    Ok((result, cookie))
 }
 
 /// Adds `quantity` of `sku` to the visitor's cart (the typed API the catalog calls), holding the stock.
@@ -97,10 +108,9 @@ pub async fn checkout_view() -> Result<CheckoutForm, ApiError> {
     if shopper.user.is_none() {
         return Err(ApiError::Unauthorized);
     }
-    let mut cookie = crate::carts::CookieChange::None;
-    let cart = crate::carts::resolve(&runtime, &shopper, &mut cookie).await;
+    let (cart, cookie) = context::to_completion(view_task(runtime.clone(), shopper)).await?;
     context::apply(&runtime, cookie);
-    let cart = crate::carts::view(&runtime, &shopper, cart?).await?;
+    let cart = cart?;
     Ok(CheckoutForm { cart, key: uuid::Uuid::new_v4().to_string() })
 }
 

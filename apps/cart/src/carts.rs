@@ -71,6 +71,10 @@ async fn merge(runtime: &FragmentRuntime, shopper: &Shopper, guest: &CartRow, ca
     let (first, second) = if guest.id < cart.id { (&guest.id, &cart.id) } else { (&cart.id, &guest.id) };
     let _first = holds::lock(first).await;
     let _second = holds::lock(second).await;
+    // Again under the locks: an order may have been placed from the user's cart meanwhile.
+    if cart_status(runtime, &cart.id).await? != "open" || cart_status(runtime, &guest.id).await? != "open" {
+        return Ok(false);
+    }
     let mut connection = runtime.db.acquire().await.map_err(internal)?;
     let guest_items = store::items(&mut connection, &guest.id).await.map_err(internal)?;
     let mine = store::items(&mut connection, &cart.id).await.map_err(internal)?;
@@ -121,8 +125,9 @@ pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quanti
         Some(cart) => cart,
         None => match (&shopper.user, &shopper.token) {
             (Some(user), _) => store::ensure_user_cart(db, &user.id).await.map_err(internal)?,
-            (None, Some(token)) => store::create_guest_cart(db, token).await.map_err(internal)?,
-            (None, None) => {
+            // No active cart behind the cookie (merged, ordered, or never ours): a new cart with a token of
+            // our own, never one the client chose.
+            (None, _) => {
                 let token = store::new_token();
                 let cart = store::create_guest_cart(db, &token).await.map_err(internal)?;
                 *cookie = CookieChange::Set(token);

@@ -145,6 +145,11 @@ pub fn record(outcome: &Hold, name: &str, previous: Option<&str>) -> HoldRecord 
 /// half their life, reserves again lapsed, pending or short ones. Returns whether anything changed.
 pub async fn refresh(runtime: &FragmentRuntime, owner: &str, cart_id: &str) -> Result<bool, sqlx::Error> {
     let mut connection = runtime.db.acquire().await?;
+    // Only an open cart's lines hold stock of their own (an ordered cart's went into its order).
+    let status: Option<(String,)> = sqlx::query_as("SELECT status FROM carts WHERE id = $1").bind(cart_id).fetch_optional(&mut *connection).await?;
+    if status.is_none_or(|(status,)| status != "open") {
+        return Ok(false);
+    }
     let items = store::items(&mut connection, cart_id).await?;
     drop(connection);
     let now = now_ms();

@@ -130,6 +130,16 @@ async fn mark_refund_due(connection: &mut AnyConnection, order_id: &str, reason:
     Ok(())
 }
 
+/// Marks the refund of a cancelled order's payment as due; whether the order is cancelled.
+async fn mark_refund_due_if_cancelled(connection: &mut AnyConnection, order_id: &str, reason: &str) -> Result<bool, sqlx::Error> {
+    let updated = sqlx::query("UPDATE orders SET refund_due = 1, refund_reason = $1 WHERE id = $2 AND status = 'cancelled' AND payment_id IS NOT NULL")
+        .bind(reason)
+        .bind(order_id)
+        .execute(&mut *connection)
+        .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
 async fn order_lines(connection: &mut AnyConnection, order_id: &str) -> Result<Vec<Line>, sqlx::Error> {
     let rows: Vec<(String, i64)> = sqlx::query_as("SELECT sku, quantity FROM order_items WHERE order_id = $1 ORDER BY sku")
         .bind(order_id)
@@ -278,7 +288,7 @@ pub async fn place(runtime: &FragmentRuntime, shopper: &Shopper, key: &str, addr
         let mut tx = db.begin().await?;
         match (&outcome, &failure) {
             (Hold::Held(reservation), _) => {
-                sqlx::query("UPDATE orders SET status = 'awaiting_payment', reservation_id = $1, updated_at_ms = $2 WHERE id = $3")
+                sqlx::query("UPDATE orders SET status = 'awaiting_payment', reservation_id = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'placing'")
                     .bind(&reservation.id)
                     .bind(now_ms())
                     .bind(&order_id)
@@ -288,13 +298,22 @@ pub async fn place(runtime: &FragmentRuntime, shopper: &Shopper, key: &str, addr
                 store::set_cart_status(&mut tx, &cart.id, "checking_out", "ordered").await?;
             }
             (_, failure) => {
-                sqlx::query("UPDATE orders SET status = 'failed', failure = $1, updated_at_ms = $2 WHERE id = $3")
+                sqlx::query("UPDATE orders SET status = 'failed', failure = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'placing'")
                     .bind(failure)
                     .bind(now_ms())
                     .bind(&order_id)
                     .execute(&mut *tx)
                     .await?;
                 store::set_cart_status(&mut tx, &cart.id, "checking_out", "open").await?;
+                if let Hold::Unavailable(_) = &outcome {
+                    // Inventory may have made the order's reservation (releasing the lines' holds) and
+                    // answered too late: hold the lines again, replacing whatever they pointed at.
+                    sqlx::query("UPDATE cart_items SET hold_state = 'pending', hold_note = $1 WHERE cart_id = $2")
+                        .bind(holds::PENDING_NOTE)
+                        .bind(&cart.id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 if let Hold::Short(short) = &outcome {
                     for shortage in &short.shortages {
                         if let Some((item, price)) = priced.iter().find(|(item, _)| item.sku == shortage.sku) {
@@ -344,7 +363,10 @@ pub async fn start_payment(runtime: &FragmentRuntime, order: &OrderRow) -> Place
                 .execute(&runtime.db)
                 .await;
             if let Err(error) = saved {
+                // Its webhooks would not find it: the shopper must not pay it. "Pay" creates it again
+                // (the same idempotency key finds the same payment) and saves it then.
                 tracing::error!(%error, order = order.id, "could not save the payment of an order");
+                return PlacedOrder { order_id: order.id.clone(), pay_url: None, message: Some("We could not prepare the payment; try paying again in a moment.".into()) };
             }
             PlacedOrder { order_id: order.id.clone(), pay_url: Some(payment.pay_url), message: None }
         }
@@ -390,10 +412,15 @@ pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) ->
     let outbox = &runtime.events.outbox;
     let was_paid = retrying(|| async {
         let mut tx = runtime.db.begin().await?;
-        let paid = sqlx::query("SELECT status FROM orders WHERE id = $1").bind(&order.id).fetch_one(&mut *tx).await?.try_get::<String, _>("status")? == "paid";
-        if !transition(&mut tx, &order.id, &[OrderStatus::AwaitingPayment, OrderStatus::Paid], OrderStatus::Cancelled).await? {
+        // Decided by the updates themselves, never by an earlier read: a payment committing meanwhile
+        // makes the first one match, so a paid order is never cancelled without its refund.
+        let paid = if transition(&mut tx, &order.id, &[OrderStatus::Paid], OrderStatus::Cancelled).await? {
+            true
+        } else if transition(&mut tx, &order.id, &[OrderStatus::AwaitingPayment], OrderStatus::Cancelled).await? {
+            false
+        } else {
             return Ok(None);
-        }
+        };
         let note = if paid { "Cancelled by you; your payment will be refunded." } else { "Cancelled by you before payment." };
         timeline(&mut tx, &order.id, OrderStatus::Cancelled.as_str(), note).await?;
         if let Some(reservation_id) = &order.reservation_id {
@@ -469,9 +496,9 @@ pub async fn apply_payment_event(runtime: &FragmentRuntime, event: &WebhookEvent
                     let reservation_id = order.reservation_id.clone().unwrap_or_default();
                     outbox.enqueue(&mut tx, &OrderPaid { order_id: order.id.clone(), reservation_id, lines }).await?;
                     Applied::Changed
-                } else if order.status == OrderStatus::Cancelled {
+                } else if mark_refund_due_if_cancelled(&mut tx, &order.id, "The order was cancelled before the payment completed.").await? {
+                    // Decided by the update, not by the row read above: a cancel may have committed since.
                     timeline(&mut tx, &order.id, "payment_after_cancel", "A payment arrived after the order was cancelled; it will be refunded.").await?;
-                    mark_refund_due(&mut tx, &order.id, "The order was cancelled before the payment completed.").await?;
                     Applied::Changed
                 } else {
                     Applied::Ignored
@@ -528,7 +555,8 @@ pub async fn apply_fulfilled(connection: &mut AnyConnection, event: &OrderFulfil
 
 /// `inventory.order_short`: paid, but the stock could not be reserved any more: cancel and refund.
 pub async fn apply_short(connection: &mut AnyConnection, event: &OrderShort) -> Result<(), sqlx::Error> {
-    if transition(connection, &event.order_id, &[OrderStatus::Paid, OrderStatus::AwaitingPayment], OrderStatus::Cancelled).await? {
+    // Inventory sends it only in answer to `cart.order_paid`, so only a paid order has anything to refund.
+    if transition(connection, &event.order_id, &[OrderStatus::Paid], OrderStatus::Cancelled).await? {
         let skus: Vec<&str> = event.shortages.iter().map(|s| s.sku.as_str()).collect();
         let note = format!(
             "Sorry: your hold on the items lapsed before the payment arrived, and {} sold out meanwhile. We cancelled the order and are refunding your payment in full.",
@@ -543,7 +571,7 @@ pub async fn apply_short(connection: &mut AnyConnection, event: &OrderShort) -> 
 /// Requests the refunds that are due; the provider's idempotency key makes a repeat harmless.
 pub async fn settle_refunds(runtime: &FragmentRuntime) {
     let due: Result<Vec<(String, String, Option<String>)>, _> =
-        sqlx::query_as("SELECT id, payment_id, refund_reason FROM orders WHERE refund_due = 1 AND payment_id IS NOT NULL LIMIT 50")
+        sqlx::query_as("SELECT id, payment_id, refund_reason FROM orders WHERE refund_due = 1 AND payment_id IS NOT NULL ORDER BY updated_at_ms LIMIT 50")
             .fetch_all(&runtime.db)
             .await;
     let Ok(due) = due else { return };
@@ -554,7 +582,11 @@ pub async fn settle_refunds(runtime: &FragmentRuntime) {
             Ok(_) => {
                 let _ = sqlx::query("UPDATE orders SET refund_due = 0 WHERE id = $1").bind(&order_id).execute(&runtime.db).await;
             }
-            Err(error) => tracing::warn!(%error, order = order_id, "refund not accepted yet; retrying later"),
+            Err(error) => {
+                tracing::warn!(%error, order = order_id, "refund not accepted yet; retrying later");
+                // To the back of the queue, so one refused refund cannot hold up the others.
+                let _ = sqlx::query("UPDATE orders SET updated_at_ms = $1 WHERE id = $2").bind(now_ms()).bind(&order_id).execute(&runtime.db).await;
+            }
         }
     }
 }

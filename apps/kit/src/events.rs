@@ -113,7 +113,7 @@ impl EventSigner {
             return Err(SignatureError::Missing);
         };
         let timestamp: i64 = header(TIMESTAMP_HEADER).and_then(|t| t.parse().ok()).ok_or(SignatureError::Stale)?;
-        if (now_seconds - timestamp).abs() > SIGNATURE_TOLERANCE_SECONDS {
+        if now_seconds.abs_diff(timestamp) > SIGNATURE_TOLERANCE_SECONDS.unsigned_abs() {
             return Err(SignatureError::Stale);
         }
         let tag = signature.strip_prefix("v1=").and_then(|tag| STANDARD.decode(tag).ok()).ok_or(SignatureError::Mismatch)?;

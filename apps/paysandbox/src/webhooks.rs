@@ -20,8 +20,10 @@ use crate::Sandbox;
 
 /// The peer name of the merchant the webhooks go to.
 pub const MERCHANT: &str = "cart";
-/// After this many failed attempts a webhook is left alone, its last error kept for inspection.
-pub const MAX_ATTEMPTS: i64 = 20;
+/// After this many failed attempts (about a day at the one-minute cap, like real providers' retry
+/// windows: a merchant outage must not lose a payment's confirmation) a webhook is left alone, its last
+/// error kept for inspection.
+pub const MAX_ATTEMPTS: i64 = 1_500;
 /// How many due webhooks one pass sends.
 const BATCH: i64 = 50;
 /// How often the deliverer looks for due retries when nothing wakes it.
