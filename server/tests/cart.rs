@@ -654,3 +654,43 @@ async fn with_the_provider_down_the_order_waits_for_payment_and_says_so() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
     assert!(json["message"].as_str().unwrap().contains("try paying again"), "{json}");
 }
+
+#[tokio::test]
+async fn a_hold_whose_answer_never_came_is_found_again_not_made_twice() {
+    use tessera_contracts::inventory::{Line, Reservation, ReserveRequest, RESERVATIONS_PATH};
+    for backend in backends() {
+        let app = start(backend).await;
+        let inventory = database(&app, "inventory").await;
+        let cart_db = database(&app, "cart").await;
+        let sam = app.login_as(SHOPPER, PASSWORD).await;
+        assert_eq!(add(&app, Some(&sam), "MUG-STN-01", 1).await.0, StatusCode::OK);
+        let (cart_id, first): (String, String) = sqlx::query_as("SELECT cart_id, reservation_id FROM cart_items WHERE sku = 'MUG-STN-01'").fetch_one(&cart_db).await.unwrap();
+
+        // The cart asked inventory to grow the line to 2 under key K; inventory did it, but the answer
+        // never arrived, so the line is pending with K kept (what `holds::record` writes then).
+        let signer = tessera_kit::events::EventSigner::new(&[b"cart-test-events".to_vec()]);
+        let target = tessera_kit::events::Target::Http { prefix: "/admin/inventory".into(), base: app.url.clone() };
+        let client = tessera_kit::service::ServiceClient::new("cart", "inventory", signer, target, std::time::Duration::from_secs(30));
+        let request = ReserveRequest {
+            idempotency_key: "unanswered-key".into(),
+            owner: tessera_cart::store::cart_owner(&cart_id),
+            lines: vec![Line { sku: "MUG-STN-01".into(), quantity: 2 }],
+            ttl_seconds: tessera_cart::model::HOLD_TTL_SECONDS,
+            replaces: vec![first.clone()],
+        };
+        let made: Reservation = client.post(RESERVATIONS_PATH, &request).await.unwrap();
+        sqlx::query("UPDATE cart_items SET quantity = 2, hold_state = 'pending', hold_key = 'unanswered-key' WHERE cart_id = $1")
+            .bind(&cart_id)
+            .execute(&cart_db)
+            .await
+            .unwrap();
+
+        // The next visit retries under the same key: inventory answers with the reservation it made.
+        let view = cart(&app, Some(&sam)).await;
+        assert_eq!(line(&view, "MUG-STN-01")["hold"], "Held", "{view}");
+        let (now_held,): (String,) = sqlx::query_as("SELECT reservation_id FROM cart_items WHERE cart_id = $1").bind(&cart_id).fetch_one(&cart_db).await.unwrap();
+        assert_eq!(now_held, made.id, "{backend:?}: the same reservation, found again");
+        assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 2, "held once, not twice");
+        assert_eq!(count(&inventory, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, 1);
+    }
+}

@@ -49,7 +49,7 @@ pub async fn resolve(runtime: &FragmentRuntime, shopper: &Shopper, cookie: &mut 
         let merged = match store::guest_cart(db, token).await.map_err(internal)? {
             Some(guest) => {
                 let cart = store::ensure_user_cart(db, &user.id).await.map_err(internal)?;
-                merge(runtime, shopper, &guest, &cart).await?
+                merge(runtime, &guest, &cart).await?
             }
             // Merged before, or gone: the cookie has nothing more to find.
             None => true,
@@ -64,7 +64,7 @@ pub async fn resolve(runtime: &FragmentRuntime, shopper: &Shopper, cookie: &mut 
 /// Moves a guest cart's lines into the user's cart. A SKU in both becomes one line of the summed
 /// quantity (at most the maximum), held by one reservation replacing both. Returns false when it has to
 /// wait (the user's cart is being checked out): the guest cart stays, to merge on a later request.
-async fn merge(runtime: &FragmentRuntime, shopper: &Shopper, guest: &CartRow, cart: &CartRow) -> Result<bool, ApiError> {
+async fn merge(runtime: &FragmentRuntime, guest: &CartRow, cart: &CartRow) -> Result<bool, ApiError> {
     if cart.is_locked() {
         return Ok(false);
     }
@@ -95,8 +95,9 @@ async fn merge(runtime: &FragmentRuntime, shopper: &Shopper, guest: &CartRow, ca
                 let quantity = (existing.quantity + item.quantity).min(Quantity::MAX);
                 let replaces: Vec<String> = [&existing.reservation_id, &item.reservation_id].into_iter().flatten().cloned().collect();
                 let lines = vec![Line { sku: item.sku.clone(), quantity }];
-                let outcome = holds::reserve(runtime, &shopper.owner(), None, lines, replaces, HOLD_TTL_SECONDS).await;
-                let record = holds::record(&outcome, &name, existing.reservation_id.as_deref());
+                let key = holds::new_key();
+                let outcome = holds::reserve(runtime, &store::cart_owner(&cart.id), Some(key.clone()), lines, replaces, HOLD_TTL_SECONDS).await;
+                let record = holds::record(&outcome, &name, existing.reservation_id.as_deref(), &key);
                 let mut tx = runtime.db.begin().await.map_err(internal)?;
                 store::put_item(&mut tx, &cart.id, &item.sku, quantity, existing.seen_price_minor, &record).await.map_err(internal)?;
                 store::remove_item(&mut tx, &guest.id, &item.sku).await.map_err(internal)?;
@@ -155,7 +156,8 @@ pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quanti
     }
     let previous = existing.and_then(|item| item.reservation_id.clone());
     let lines = vec![Line { sku: sku.to_string(), quantity: total }];
-    let outcome = holds::reserve(runtime, &shopper.owner(), None, lines, previous.iter().cloned().collect(), HOLD_TTL_SECONDS).await;
+    let key = holds::new_key();
+    let outcome = holds::reserve(runtime, &store::cart_owner(&cart.id), Some(key.clone()), lines, previous.iter().cloned().collect(), HOLD_TTL_SECONDS).await;
     let message = match &outcome {
         Hold::Short(short) => {
             let mut message = holds::short_note(&price.name, short);
@@ -171,7 +173,7 @@ pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quanti
         }
         Hold::Held(_) => None,
     };
-    let record = holds::record(&outcome, &price.name, previous.as_deref());
+    let record = holds::record(&outcome, &price.name, previous.as_deref(), &key);
     let mut connection = db.acquire().await.map_err(internal)?;
     store::put_item(&mut connection, &cart.id, sku.as_str(), total, Some(price.price_minor), &record).await.map_err(internal)?;
     drop(connection);
@@ -205,13 +207,14 @@ pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &st
                 drop(connection);
                 let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
                 let lines = vec![Line { sku: sku.to_string(), quantity: quantity.get() }];
-                let outcome = holds::reserve(runtime, &shopper.owner(), None, lines, item.reservation_id.iter().cloned().collect(), HOLD_TTL_SECONDS).await;
+                let key = holds::new_key();
+                let outcome = holds::reserve(runtime, &store::cart_owner(&cart.id), Some(key.clone()), lines, item.reservation_id.iter().cloned().collect(), HOLD_TTL_SECONDS).await;
                 match &outcome {
                     Hold::Short(short) => return Err(ApiError::Conflict(format!("{} You have {} in your cart.", holds::short_note(&name, short), item.quantity))),
                     Hold::Refused(error) => return Err(error.clone()),
                     Hold::Held(_) | Hold::Unavailable(_) => {}
                 }
-                let record = holds::record(&outcome, &name, item.reservation_id.as_deref());
+                let record = holds::record(&outcome, &name, item.reservation_id.as_deref(), &key);
                 let seen = item.price.as_ref().map(|price| price.price_minor).or(item.seen_price_minor);
                 let mut connection = runtime.db.acquire().await.map_err(internal)?;
                 store::put_item(&mut connection, &cart.id, sku.as_str(), quantity.get(), seen, &record).await.map_err(internal)?;
@@ -228,7 +231,7 @@ pub async fn view(runtime: &FragmentRuntime, shopper: &Shopper, cart: Option<Car
     };
     if !cart.is_locked() {
         let _guard = holds::lock(&cart.id).await;
-        if let Err(error) = holds::refresh(runtime, &shopper.owner(), &cart.id).await {
+        if let Err(error) = holds::refresh(runtime, &cart.id).await {
             tracing::warn!(%error, cart = cart.id, "could not refresh the cart's holds");
         }
     }
@@ -301,7 +304,7 @@ pub fn touch(runtime: &FragmentRuntime, shopper: &Shopper) {
         if let Ok(Some(cart)) = cart {
             if !cart.is_locked() {
                 let _guard = holds::lock(&cart.id).await;
-                if let Err(error) = holds::refresh(&runtime, &shopper.owner(), &cart.id).await {
+                if let Err(error) = holds::refresh(&runtime, &cart.id).await {
                     tracing::warn!(%error, cart = cart.id, "could not refresh the cart's holds");
                 }
             }
@@ -313,12 +316,7 @@ pub fn touch(runtime: &FragmentRuntime, shopper: &Shopper) {
 pub async fn retry_pending(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
     for cart_id in store::carts_needing_holds(&runtime.db, 20).await? {
         let _guard = holds::lock(&cart_id).await;
-        let owner: Option<(Option<String>,)> = sqlx::query_as("SELECT user_id FROM carts WHERE id = $1").bind(&cart_id).fetch_optional(&runtime.db).await?;
-        let owner = match owner {
-            Some((Some(user_id),)) => format!("user {user_id}"),
-            _ => "guest".to_owned(),
-        };
-        holds::refresh(runtime, &owner, &cart_id).await?;
+        holds::refresh(runtime, &cart_id).await?;
     }
     Ok(())
 }

@@ -72,7 +72,7 @@ pub async fn reserve(runtime: &FragmentRuntime, owner: &str, key: Option<String>
         Err(message) => return Hold::Unavailable(message),
     };
     let request = ReserveRequest {
-        idempotency_key: key.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
+        idempotency_key: key.unwrap_or_else(new_key),
         owner: owner.to_owned(),
         lines,
         ttl_seconds,
@@ -110,40 +110,35 @@ pub fn short_note(name: &str, short: &InsufficientStock) -> String {
 pub const PENDING_NOTE: &str =
     "The stock service is not answering right now. The item stays in your cart and we will hold it as soon as it is back.";
 
-/// The hold record of an outcome, for a line of `quantity` that had `previous` as its reservation.
-pub fn record(outcome: &Hold, name: &str, previous: Option<&str>) -> HoldRecord {
+/// A fresh idempotency key for one hold attempt.
+pub fn new_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// The hold record of an attempt under `key`, for a line that had `previous` as its reservation. When
+/// the answer never came, the key is kept: the retry sends it again, so a reservation inventory made
+/// unseen is found rather than made twice.
+pub fn record(outcome: &Hold, name: &str, previous: Option<&str>, key: &str) -> HoldRecord {
+    let unchanged = |hold, note| HoldRecord { reservation_id: previous.map(str::to_owned), held_until_ms: None, hold, note: Some(note), key: None };
     match outcome {
         Hold::Held(reservation) => HoldRecord {
             reservation_id: Some(reservation.id.clone()),
             held_until_ms: Some(reservation.expires_at_ms),
             hold: HoldState::Held,
             note: None,
+            key: None,
         },
-        Hold::Short(short) => HoldRecord {
-            reservation_id: previous.map(str::to_owned),
-            held_until_ms: None,
-            hold: HoldState::Short,
-            note: Some(format!("{} Lower the quantity or remove it to check out.", short_note(name, short))),
-        },
-        Hold::Unavailable(_) => HoldRecord {
-            reservation_id: previous.map(str::to_owned),
-            held_until_ms: None,
-            hold: HoldState::Pending,
-            note: Some(PENDING_NOTE.into()),
-        },
+        Hold::Short(short) => unchanged(HoldState::Short, format!("{} Lower the quantity or remove it to check out.", short_note(name, short))),
+        Hold::Unavailable(_) => HoldRecord { key: Some(key.to_owned()), ..unchanged(HoldState::Pending, PENDING_NOTE.into()) },
         // Inventory refuses to hold it at all (e.g. no longer stocked): say so; retrying will not help.
-        Hold::Refused(error) => HoldRecord {
-            reservation_id: previous.map(str::to_owned),
-            held_until_ms: None,
-            hold: HoldState::Short,
-            note: Some(format!("{name} cannot be held for you: {error}. Remove it to check out.")),
-        },
+        Hold::Refused(error) => unchanged(HoldState::Short, format!("{name} cannot be held for you: {error}. Remove it to check out.")),
     }
 }
 
 /// Brings every hold of a cart up to date (the caller holds the cart's lock): extends live holds past
 /// half their life, reserves again lapsed, pending or short ones. Returns whether anything changed.
-pub async fn refresh(runtime: &FragmentRuntime, owner: &str, cart_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn refresh(runtime: &FragmentRuntime, cart_id: &str) -> Result<bool, sqlx::Error> {
+    let owner = &store::cart_owner(cart_id);
     let mut connection = runtime.db.acquire().await?;
     // Only an open cart's lines hold stock of their own (an ordered cart's went into its order).
     let status: Option<(String,)> = sqlx::query_as("SELECT status FROM carts WHERE id = $1").bind(cart_id).fetch_optional(&mut *connection).await?;
@@ -171,10 +166,11 @@ pub async fn refresh(runtime: &FragmentRuntime, owner: &str, cart_id: &str) -> R
                 }
             }
         }
+        let mut key = new_key();
         if !matches!(outcome, Hold::Held(_)) {
-            outcome = rehold(runtime, owner, &item).await;
+            (outcome, key) = rehold(runtime, owner, &item).await;
         }
-        let record = record(&outcome, &name, item.reservation_id.as_deref());
+        let record = record(&outcome, &name, item.reservation_id.as_deref(), &key);
         let mut connection = runtime.db.acquire().await?;
         store::set_hold(&mut connection, cart_id, &item.sku, &record).await?;
         changed = true;
@@ -182,10 +178,20 @@ pub async fn refresh(runtime: &FragmentRuntime, owner: &str, cart_id: &str) -> R
     Ok(changed)
 }
 
-/// Reserves an item's quantity again, replacing whatever it held.
-async fn rehold(runtime: &FragmentRuntime, owner: &str, item: &Item) -> Hold {
+/// Reserves an item's quantity again, replacing whatever it held: under the key of an unanswered attempt
+/// if there is one (inventory replays what it made), else a new one. Returns the outcome and its key.
+async fn rehold(runtime: &FragmentRuntime, owner: &str, item: &Item) -> (Hold, String) {
     let lines = vec![Line { sku: item.sku.clone(), quantity: item.quantity }];
-    reserve(runtime, owner, None, lines, item.reservation_id.iter().cloned().collect(), HOLD_TTL_SECONDS).await
+    let replaces: Vec<String> = item.reservation_id.iter().cloned().collect();
+    if let Some(key) = &item.hold_key {
+        let outcome = reserve(runtime, owner, Some(key.clone()), lines.clone(), replaces.clone(), HOLD_TTL_SECONDS).await;
+        // A conflict means the line changed since that attempt (another body under the key): start afresh.
+        if !matches!(outcome, Hold::Refused(ApiError::Conflict(_))) {
+            return (outcome, key.clone());
+        }
+    }
+    let key = new_key();
+    (reserve(runtime, owner, Some(key.clone()), lines, replaces, HOLD_TTL_SECONDS).await, key)
 }
 
 /// "Held for you until …" or the reason it is not.

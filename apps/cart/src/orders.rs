@@ -265,7 +265,7 @@ pub async fn place(runtime: &FragmentRuntime, shopper: &Shopper, key: &str, addr
     // 2. One reservation for the whole order, replacing the lines' holds.
     let lines: Vec<Line> = items.iter().map(|item| Line { sku: item.sku.clone(), quantity: item.quantity }).collect();
     let replaces: Vec<String> = items.iter().filter_map(|item| item.reservation_id.clone()).collect();
-    let outcome = holds::reserve(runtime, &shopper.owner(), Some(format!("checkout-{order_id}")), lines, replaces, CHECKOUT_TTL_SECONDS).await;
+    let outcome = holds::reserve(runtime, &shopper.owner(), Some(format!("checkout-{order_id}")), lines, replaces.clone(), CHECKOUT_TTL_SECONDS).await;
 
     // 3. Record the outcome.
     let failure = match &outcome {
@@ -307,7 +307,13 @@ pub async fn place(runtime: &FragmentRuntime, shopper: &Shopper, key: &str, addr
                 store::set_cart_status(&mut tx, &cart.id, "checking_out", "open").await?;
                 if let Hold::Unavailable(_) = &outcome {
                     // Inventory may have made the order's reservation (releasing the lines' holds) and
-                    // answered too late: hold the lines again, replacing whatever they pointed at.
+                    // answered too late: the background pass finds it again by its key and releases it,
+                    // and the lines are held again, replacing whatever they pointed at.
+                    sqlx::query("UPDATE orders SET release_due = 1, checkout_replaces = $1 WHERE id = $2")
+                        .bind(replaces.join(","))
+                        .bind(&order_id)
+                        .execute(&mut *tx)
+                        .await?;
                     sqlx::query("UPDATE cart_items SET hold_state = 'pending', hold_note = $1 WHERE cart_id = $2")
                         .bind(holds::PENDING_NOTE)
                         .bind(&cart.id)
@@ -318,7 +324,7 @@ pub async fn place(runtime: &FragmentRuntime, shopper: &Shopper, key: &str, addr
                     for shortage in &short.shortages {
                         if let Some((item, price)) = priced.iter().find(|(item, _)| item.sku == shortage.sku) {
                             let single = tessera_contracts::inventory::InsufficientStock::new(vec![shortage.clone()]);
-                            let record = holds::record(&Hold::Short(single), &price.name, item.reservation_id.as_deref());
+                            let record = holds::record(&Hold::Short(single), &price.name, item.reservation_id.as_deref(), "");
                             store::set_hold(&mut tx, &cart.id, &item.sku, &record).await?;
                         }
                     }
@@ -589,6 +595,36 @@ pub async fn settle_refunds(runtime: &FragmentRuntime) {
             }
         }
     }
+}
+
+/// Releases the reservations of checkouts whose answer from inventory never came: the same request
+/// under the same key finds the reservation inventory made unseen (or makes it, all or nothing), and it is
+/// released at once.
+pub async fn release_unanswered_checkouts(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
+    let due: Vec<(String, String, Option<String>)> =
+        sqlx::query_as("SELECT id, user_id, checkout_replaces FROM orders WHERE release_due = 1 AND status = 'failed' LIMIT 20")
+            .fetch_all(&runtime.db)
+            .await?;
+    for (order_id, user_id, replaces) in due {
+        let mut connection = runtime.db.acquire().await?;
+        let lines = order_lines(&mut connection, &order_id).await?;
+        drop(connection);
+        let replaces: Vec<String> = replaces.unwrap_or_default().split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect();
+        let key = Some(format!("checkout-{order_id}"));
+        let settled = match holds::reserve(runtime, &store::user_owner(&user_id), key, lines, replaces, CHECKOUT_TTL_SECONDS).await {
+            Hold::Held(reservation) => {
+                holds::release(runtime, &reservation.id).await;
+                true
+            }
+            // Nothing was made (all or nothing), or inventory will never take this request.
+            Hold::Short(_) | Hold::Refused(_) => true,
+            Hold::Unavailable(_) => false,
+        };
+        if settled {
+            sqlx::query("UPDATE orders SET release_due = 0 WHERE id = $1").bind(&order_id).execute(&runtime.db).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Orders stuck in `placing` (the process stopped mid-way) fail after this long and free their cart.

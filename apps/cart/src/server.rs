@@ -72,7 +72,8 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), sq
     crate::store::seed_prices(&runtime.db, extra).await
 }
 
-/// The background pass: retries pending holds, requests due refunds, frees interrupted checkouts.
+/// The background pass: retries pending holds, requests due refunds, releases checkout holds whose
+/// answer never came, frees interrupted checkouts.
 pub fn background(runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>> {
     let runtime = runtime.clone();
     vec![tokio::spawn(async move {
@@ -84,6 +85,9 @@ pub fn background(runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>>
                 tracing::warn!(%error, "retrying pending cart holds failed");
             }
             crate::orders::settle_refunds(&runtime).await;
+            if let Err(error) = crate::orders::release_unanswered_checkouts(&runtime).await {
+                tracing::warn!(%error, "releasing unanswered checkouts failed");
+            }
             if let Err(error) = crate::orders::fail_stale_placing(&runtime.db).await {
                 tracing::warn!(%error, "freeing interrupted checkouts failed");
             }

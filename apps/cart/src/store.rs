@@ -31,14 +31,25 @@ impl Shopper {
         Shopper { user, token }
     }
 
-    /// The reference inventory shows staff for this shopper's holds.
+    /// The reference inventory shows staff for this shopper's order holds.
     pub fn owner(&self) -> String {
         match (&self.user, &self.token) {
-            (Some(user), _) => format!("user {}", user.id),
+            (Some(user), _) => user_owner(&user.id),
             (None, Some(token)) => format!("guest {}", &token[..8]),
             (None, None) => "guest".into(),
         }
     }
+}
+
+/// The reference inventory shows staff for a user's order hold.
+pub fn user_owner(user_id: &str) -> String {
+    format!("user {user_id}")
+}
+
+/// The reference inventory shows staff for a cart line's hold. It depends only on the cart, so a retried
+/// attempt sends exactly the request it sent before.
+pub fn cart_owner(cart_id: &str) -> String {
+    format!("cart {cart_id}")
 }
 
 /// A new anonymous cart token (128 random bits, hex).
@@ -177,12 +188,14 @@ pub struct Item {
     pub held_until_ms: Option<i64>,
     pub hold: HoldState,
     pub hold_note: Option<String>,
+    /// The key of an attempt whose answer never came, to send again.
+    pub hold_key: Option<String>,
     pub price: Option<Price>,
 }
 
 pub async fn items(connection: &mut AnyConnection, cart_id: &str) -> Result<Vec<Item>, sqlx::Error> {
     let rows = sqlx::query(
-        "SELECT i.sku, i.quantity, i.seen_price_minor, i.reservation_id, i.held_until_ms, i.hold_state, i.hold_note, \
+        "SELECT i.sku, i.quantity, i.seen_price_minor, i.reservation_id, i.held_until_ms, i.hold_state, i.hold_note, i.hold_key, \
          p.product_id, p.name, p.price_minor, p.currency \
          FROM cart_items i LEFT JOIN prices p ON p.sku = i.sku WHERE i.cart_id = $1 ORDER BY i.added_at_ms, i.sku",
     )
@@ -209,6 +222,7 @@ pub async fn items(connection: &mut AnyConnection, cart_id: &str) -> Result<Vec<
                 held_until_ms: row.try_get("held_until_ms")?,
                 hold: HoldState::parse(&row.try_get::<String, _>("hold_state")?),
                 hold_note: row.try_get("hold_note")?,
+                hold_key: row.try_get("hold_key")?,
                 price,
             })
         })
@@ -231,6 +245,8 @@ pub struct HoldRecord {
     pub held_until_ms: Option<i64>,
     pub hold: HoldState,
     pub note: Option<String>,
+    /// Kept while the hold is pending after an attempt that may have succeeded unseen.
+    pub key: Option<String>,
 }
 
 /// Writes an item (new or changed) with its hold; the shopper has now seen `seen_price_minor`.
@@ -244,11 +260,11 @@ pub async fn put_item(
 ) -> Result<(), sqlx::Error> {
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO cart_items (cart_id, sku, quantity, seen_price_minor, reservation_id, held_until_ms, hold_state, hold_note, added_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
+        "INSERT INTO cart_items (cart_id, sku, quantity, seen_price_minor, reservation_id, held_until_ms, hold_state, hold_note, hold_key, added_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $9, $9) \
          ON CONFLICT (cart_id, sku) DO UPDATE SET quantity = excluded.quantity, seen_price_minor = excluded.seen_price_minor, \
          reservation_id = excluded.reservation_id, held_until_ms = excluded.held_until_ms, hold_state = excluded.hold_state, \
-         hold_note = excluded.hold_note, updated_at_ms = excluded.updated_at_ms",
+         hold_note = excluded.hold_note, hold_key = excluded.hold_key, updated_at_ms = excluded.updated_at_ms",
     )
     .bind(cart_id)
     .bind(sku)
@@ -259,6 +275,7 @@ pub async fn put_item(
     .bind(hold.hold.as_str())
     .bind(&hold.note)
     .bind(now)
+    .bind(&hold.key)
     .execute(&mut *connection)
     .await?;
     Ok(())
@@ -267,7 +284,7 @@ pub async fn put_item(
 /// Updates only the hold of an existing item.
 pub async fn set_hold(connection: &mut AnyConnection, cart_id: &str, sku: &str, hold: &HoldRecord) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE cart_items SET reservation_id = $1, held_until_ms = $2, hold_state = $3, hold_note = $4, updated_at_ms = $5 \
+        "UPDATE cart_items SET reservation_id = $1, held_until_ms = $2, hold_state = $3, hold_note = $4, updated_at_ms = $5, hold_key = $8 \
          WHERE cart_id = $6 AND sku = $7",
     )
     .bind(&hold.reservation_id)
@@ -277,6 +294,7 @@ pub async fn set_hold(connection: &mut AnyConnection, cart_id: &str, sku: &str, 
     .bind(now_ms())
     .bind(cart_id)
     .bind(sku)
+    .bind(&hold.key)
     .execute(&mut *connection)
     .await?;
     Ok(())
