@@ -190,16 +190,11 @@ async fn each_line_holds_its_stock_and_a_change_replaces_the_hold() {
         let until = line(&view, "PEN-GEL-BK")["held_until_ms"].as_i64().unwrap();
         assert!(until > tessera_kit::events::now_ms() + 600_000, "{backend:?}: the hold was extended ({until})");
 
-        // A price change in the catalog reaches the cart and is pointed out.
-        let mut cart_db = database(&app, "cart").await.acquire().await.unwrap();
-        let changed = tessera_contracts::events::ProductChanged {
-            product_id: "pen-gel-bk".into(),
-            name: "Gel pen".into(),
-            price_minor: 400,
-            currency: "EUR".into(),
-            skus: vec!["PEN-GEL-BK".into()],
-        };
-        tessera_cart::store::apply_product_changed(&mut cart_db, &changed, 5).await.unwrap();
+        // A price change in the catalog reaches the cart (catalog.product_changed) and is pointed out.
+        let edit = "input[id]=pen-gel-bk&input[name]=Gel+pen&input[brand]=Ferris+%26+Co&input[category]=pens&input[price]=4.00&input[description]=0.5+mm+black+gel+pen.";
+        let (status, json) = api(&app, "/catalog/api/save_product", edit, Some(&ada)).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        eventually("the new price in the cart", || async { line(&cart(&app, Some(&ada)).await, "PEN-GEL-BK")["unit_price"]["minor"] == 400 }).await;
         let view = cart(&app, Some(&ada)).await;
         assert_eq!(line(&view, "PEN-GEL-BK")["unit_price"]["minor"], 400);
         assert_eq!(line(&view, "PEN-GEL-BK")["price_note"], "The price changed from EUR 3.50 to EUR 4.00 since you added it.");
