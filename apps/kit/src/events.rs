@@ -187,12 +187,57 @@ pub trait Transport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, subscriber: &'a str, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
-/// How to reach a subscriber's `<prefix>/events`.
+/// How to reach another service (a subscriber's `<prefix>/events`, a service API, a webhook).
 #[derive(Clone)]
 pub enum Target {
     InProcess { prefix: String, router: axum::Router },
     Http { prefix: String, base: String },
 }
+
+impl Target {
+    /// Sends one request to `path` on this service (its router in process, or `<base><path>` with
+    /// `client`) and returns the status and up to `max_bytes` of the answer. `Err` when it could not be
+    /// sent, or over HTTP not answered within `timeout` (in process the callee is not cut off half-way;
+    /// a caller that wants a bound there too wraps the call).
+    pub async fn send(
+        &self,
+        client: &reqwest::Client,
+        method: axum::http::Method,
+        path: &str,
+        headers: &[(&str, String)],
+        body: Vec<u8>,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<(u16, Vec<u8>), String> {
+        match self {
+            Target::InProcess { router, .. } => {
+                let mut request = Request::builder().method(method).uri(path);
+                for (name, value) in headers {
+                    request = request.header(*name, value);
+                }
+                let request = request.body(Body::from(body)).map_err(|error| error.to_string())?;
+                let response = router.clone().oneshot(request).await.map_err(|error| error.to_string())?;
+                let status = response.status().as_u16();
+                // An answer over the limit is read as empty: the status still counts.
+                let bytes = axum::body::to_bytes(response.into_body(), max_bytes).await.map(|bytes| bytes.to_vec()).unwrap_or_default();
+                Ok((status, bytes))
+            }
+            Target::Http { base, .. } => {
+                let mut request = client.request(method, format!("{}{path}", base.trim_end_matches('/'))).timeout(timeout);
+                for (name, value) in headers {
+                    request = request.header(*name, value);
+                }
+                let response = request.body(body).send().await.map_err(|error| error.to_string())?;
+                let status = response.status().as_u16();
+                let bytes = response.bytes().await.map_err(|error| error.to_string())?;
+                Ok((status, bytes.iter().take(max_bytes).copied().collect()))
+            }
+        }
+    }
+}
+
+/// How long one event delivery may take.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Signed HTTP POSTs (in process or over the network).
 pub struct HttpTransport {
@@ -204,7 +249,7 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     pub fn new(producer: &'static str, signer: EventSigner, targets: HashMap<String, Target>) -> HttpTransport {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("an HTTP client");
+        let client = reqwest::Client::builder().build().expect("an HTTP client");
         HttpTransport { producer, signer, targets, client }
     }
 }
@@ -214,29 +259,13 @@ impl Transport for HttpTransport {
         Box::pin(async move {
             let target = self.targets.get(subscriber).ok_or_else(|| format!("no route to subscriber {subscriber:?}"))?;
             let body = serde_json::to_vec(envelope).map_err(|error| error.to_string())?;
-            let headers = self.signer.sign(self.producer, &body, now_ms() / 1000);
-            let (status, text) = match target {
-                Target::InProcess { prefix, router } => {
-                    let mut request = Request::post(format!("{prefix}/events")).header("content-type", "application/json");
-                    for (name, value) in &headers {
-                        request = request.header(*name, value);
-                    }
-                    let request = request.body(Body::from(body)).map_err(|error| error.to_string())?;
-                    let response = router.clone().oneshot(request).await.map_err(|error| error.to_string())?;
-                    let status = response.status();
-                    let text = axum::body::to_bytes(response.into_body(), 4096).await.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
-                    (status.as_u16(), text)
-                }
-                Target::Http { prefix, base } => {
-                    let mut request = self.client.post(format!("{}{prefix}/events", base.trim_end_matches('/'))).header("content-type", "application/json");
-                    for (name, value) in &headers {
-                        request = request.header(*name, value);
-                    }
-                    let response = request.body(body).send().await.map_err(|error| error.to_string())?;
-                    let status = response.status().as_u16();
-                    (status, response.text().await.unwrap_or_default())
-                }
+            let mut headers = vec![("content-type", "application/json".to_owned())];
+            headers.extend(self.signer.sign(self.producer, &body, now_ms() / 1000));
+            let path = match target {
+                Target::InProcess { prefix, .. } | Target::Http { prefix, .. } => format!("{prefix}/events"),
             };
+            let (status, answer) = target.send(&self.client, axum::http::Method::POST, &path, &headers, body, 4096, DELIVERY_TIMEOUT).await?;
+            let text = String::from_utf8_lossy(&answer);
             if (200..300).contains(&status) {
                 Ok(())
             } else {

@@ -9,13 +9,11 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request};
+use axum::http::{HeaderMap, Method};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tessera_contracts::inventory::InsufficientStock;
 use tessera_contracts::ApiError;
-use tower::ServiceExt;
 
 use crate::events::{now_ms, EventSigner, Target};
 
@@ -44,13 +42,14 @@ pub struct ServiceClient {
     signer: EventSigner,
     target: Target,
     client: reqwest::Client,
+    timeout: Duration,
 }
 
 impl ServiceClient {
     /// A client that calls `service` (reached through `target`) as `caller`.
     pub fn new(caller: &'static str, service: &str, signer: EventSigner, target: Target, timeout: Duration) -> ServiceClient {
-        let client = reqwest::Client::builder().timeout(timeout).build().expect("an HTTP client");
-        ServiceClient { caller, service: service.to_owned(), signer, target, client }
+        let client = reqwest::Client::builder().build().expect("an HTTP client");
+        ServiceClient { caller, service: service.to_owned(), signer, target, client, timeout }
     }
 
     /// `GET path`.
@@ -69,30 +68,13 @@ impl ServiceClient {
     }
 
     async fn call<R: DeserializeOwned>(&self, method: Method, path: &str, body: Vec<u8>) -> Result<R, CallError> {
-        let headers = self.signer.sign_call(self.caller, method.as_str(), path, &body, now_ms() / 1000);
-        let (status, bytes) = match &self.target {
-            Target::InProcess { router, .. } => {
-                let mut request = Request::builder().method(method).uri(path).header("content-type", "application/json");
-                for (name, value) in &headers {
-                    request = request.header(*name, value);
-                }
-                let request = request.body(Body::from(body)).map_err(|error| self.unavailable(error))?;
-                let response = router.clone().oneshot(request).await.map_err(|error| self.unavailable(error))?;
-                let status = response.status().as_u16();
-                let bytes = axum::body::to_bytes(response.into_body(), MAX_RESPONSE_BYTES).await.map_err(|error| self.unavailable(error))?;
-                (status, bytes.to_vec())
-            }
-            Target::Http { base, .. } => {
-                let mut request = self.client.request(method, format!("{}{path}", base.trim_end_matches('/'))).header("content-type", "application/json");
-                for (name, value) in &headers {
-                    request = request.header(*name, value);
-                }
-                let response = request.body(body).send().await.map_err(|error| self.unavailable(error))?;
-                let status = response.status().as_u16();
-                let bytes = response.bytes().await.map_err(|error| self.unavailable(error))?;
-                (status, bytes.to_vec())
-            }
-        };
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        headers.extend(self.signer.sign_call(self.caller, method.as_str(), path, &body, now_ms() / 1000));
+        let (status, bytes) = self
+            .target
+            .send(&self.client, method, path, &headers, body, MAX_RESPONSE_BYTES, self.timeout)
+            .await
+            .map_err(|error| self.unavailable(error))?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&bytes).map_err(|error| self.unavailable(format!("unreadable answer: {error}")));
         }

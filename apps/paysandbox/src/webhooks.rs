@@ -9,12 +9,10 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
+use axum::http::Method;
 use sqlx::AnyConnection;
 use tessera_contracts::payments::{Payment, WebhookEvent, WebhookKind, SIGNATURE_HEADER, WEBHOOK_PATH};
-use tessera_kit::events::{now_ms, Target};
-use tower::ServiceExt;
+use tessera_kit::events::now_ms;
 
 use crate::Sandbox;
 
@@ -141,36 +139,16 @@ async fn record_outcome(sandbox: &Sandbox, event_id: &str, attempts: i64, outcom
 /// POSTs one webhook body to the merchant, signed now. `Err` says why it did not get a 2xx.
 async fn send(sandbox: &Sandbox, client: &reqwest::Client, body: &str) -> Result<(), String> {
     let target = sandbox.peers.get(MERCHANT).ok_or_else(|| "no route to the merchant".to_owned())?;
-    let signature = sandbox.webhooks.header(body.as_bytes(), now_ms() / 1000);
-    let (status, answer) = match target {
-        Target::InProcess { router, .. } => {
-            let request = Request::post(WEBHOOK_PATH)
-                .header("content-type", "application/json")
-                .header(SIGNATURE_HEADER, &signature)
-                .body(Body::from(body.to_owned()))
-                .map_err(|error| error.to_string())?;
-            let response = match tokio::time::timeout(TIMEOUT, router.oneshot(request)).await {
-                Ok(Ok(response)) => response,
-                Ok(Err(never)) => match never {},
-                Err(_) => return Err(format!("the merchant did not answer within {} s", TIMEOUT.as_secs())),
-            };
-            let status = response.status().as_u16();
-            let answer = axum::body::to_bytes(response.into_body(), 4096).await.map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
-            (status, answer.unwrap_or_default())
-        }
-        Target::Http { base, .. } => {
-            let response = client
-                .post(format!("{}{WEBHOOK_PATH}", base.trim_end_matches('/')))
-                .header("content-type", "application/json")
-                .header(SIGNATURE_HEADER, &signature)
-                .body(body.to_owned())
-                .send()
-                .await
-                .map_err(|error| error.to_string())?;
-            let status = response.status().as_u16();
-            (status, response.text().await.unwrap_or_default())
-        }
-    };
+    let headers = [
+        ("content-type", "application/json".to_owned()),
+        (SIGNATURE_HEADER, sandbox.webhooks.header(body.as_bytes(), now_ms() / 1000)),
+    ];
+    let sent = target.send(client, Method::POST, WEBHOOK_PATH, &headers, body.as_bytes().to_vec(), 4096, TIMEOUT);
+    let (status, answer) = tokio::time::timeout(TIMEOUT, sent)
+        .await
+        .map_err(|_| format!("the merchant did not answer within {} s", TIMEOUT.as_secs()))?
+        .map_err(|error| format!("the merchant could not be reached: {error}"))?;
+    let answer = String::from_utf8_lossy(&answer);
     if (200..300).contains(&status) {
         Ok(())
     } else {
