@@ -8,20 +8,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use axum::Router;
 use shared_auth::keys::{KeyRing, TokenSigner};
 use shared_auth::verify::{HttpJwks, JwksSource, Verifier, VerifierSettings};
 use shared_auth::Role;
-use tessera_kit::db::{Migrations, StoreSettings};
-use tessera_kit::manifest::ManifestStore;
 use tessera_contracts::events::{Event, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged, StockChanged};
+use tessera_kit::db::{Migrations, StoreSettings};
 use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target};
+use tessera_kit::manifest::ManifestStore;
 use tessera_kit::peers::Peers;
 use tessera_kit::webhook::WebhookSigner;
 use tessera_kit::{FragmentEvents, FragmentRuntime};
 use tessera_shell::registry::{Fragment, FragmentRegistry, Upstream};
 use tessera_shell::ShellState;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -154,7 +154,13 @@ fn shared_secrets(settings: &Settings, configured: Option<Vec<&str>>, file: &str
     Ok(vec![std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?])
 }
 
-async fn fragment_runtime(settings: &Settings, spec: &FragmentSpec, jwks: impl JwksSource, signer: &EventSigner, webhooks: &WebhookSigner) -> anyhow::Result<FragmentRuntime> {
+async fn fragment_runtime(
+    settings: &Settings,
+    spec: &FragmentSpec,
+    jwks: impl JwksSource,
+    signer: &EventSigner,
+    webhooks: &WebhookSigner,
+) -> anyhow::Result<FragmentRuntime> {
     let db = store(settings).open(spec.name, spec.migrations).await?;
     let routes = spec.produces.iter().map(|(event, subscribers)| (*event, subscribers.iter().map(|s| s.to_string()).collect())).collect();
     Ok(FragmentRuntime {
@@ -195,11 +201,8 @@ fn start_relays(settings: &Settings, local: &[(FragmentSpec, FragmentRuntime, Ro
             }
         }
         let transport = Arc::new(HttpTransport::new(spec.name, signer.clone(), targets));
-        let relay_settings = RelaySettings {
-            max_attempts: settings.events_max_attempts,
-            base_backoff_ms: settings.events_base_backoff_ms,
-            ..RelaySettings::default()
-        };
+        let relay_settings =
+            RelaySettings { max_attempts: settings.events_max_attempts, base_backoff_ms: settings.events_base_backoff_ms, ..RelaySettings::default() };
         relays.push(Relay::new(runtime.db.clone(), &runtime.events.outbox, transport, relay_settings).spawn());
     }
     relays

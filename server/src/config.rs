@@ -163,9 +163,7 @@ impl Settings {
     }
 
     pub fn jwks_url(&self) -> String {
-        self.jwks_url
-            .clone()
-            .unwrap_or_else(|| format!("{}/.well-known/jwks.json", self.public_url.trim_end_matches('/')))
+        self.jwks_url.clone().unwrap_or_else(|| format!("{}/.well-known/jwks.json", self.public_url.trim_end_matches('/')))
     }
 }
 

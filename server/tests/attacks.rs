@@ -106,7 +106,11 @@ fn token_cases(app: &TestApp, sam: &Session, revoked: &Session) -> Vec<Case> {
     }
     let none_header = b64_json(&json!({"alg": "none", "kid": kid}));
     cases.push(case("alg none keeping the real signature", Attempt::AccessToken(format!("{none_header}.{}.{}", parts[1], parts[2]))));
-    for (label, secret) in [("public key bytes", URL_SAFE_NO_PAD.decode(&public_x).unwrap()), ("public x text", public_x.as_bytes().to_vec()), ("JWKS text", jwks.to_string().into_bytes())] {
+    for (label, secret) in [
+        ("public key bytes", URL_SAFE_NO_PAD.decode(&public_x).unwrap()),
+        ("public x text", public_x.as_bytes().to_vec()),
+        ("JWKS text", jwks.to_string().into_bytes()),
+    ] {
         let mut hs = Header::new(Algorithm::HS256);
         hs.kid = Some(kid.clone());
         let token = jsonwebtoken::encode(&hs, &admin_claims, &EncodingKey::from_secret(&secret)).unwrap();
@@ -206,10 +210,7 @@ async fn try_attempt(app: &TestApp, attempt: &Attempt) -> (StatusCode, String, S
             app.client.get(format!("{}/catalog", app.url)).header(*name, value),
             app.client.post(format!("{}/cart/api/my_orders", app.url)).header(*name, value),
         ),
-        Attempt::Url(query) => (
-            app.client.get(format!("{}/catalog?{query}", app.url)),
-            app.client.post(format!("{}/cart/api/my_orders?{query}", app.url)),
-        ),
+        Attempt::Url(query) => (app.client.get(format!("{}/catalog?{query}", app.url)), app.client.post(format!("{}/cart/api/my_orders?{query}", app.url))),
     };
     let page = page.send().await.unwrap();
     let page_status = page.status();

@@ -207,7 +207,9 @@ static INVENTORY_PORT: AtomicU16 = AtomicU16::new(0);
 fn inventory_elsewhere(settings: &mut tessera_server::Settings) {
     configure(settings);
     let port = INVENTORY_PORT.load(Ordering::SeqCst);
-    settings.fragments.insert("inventory".into(), tessera_server::config::FragmentSettings { upstream: Some(format!("http://127.0.0.1:{port}")), timeout_ms: None });
+    settings
+        .fragments
+        .insert("inventory".into(), tessera_server::config::FragmentSettings { upstream: Some(format!("http://127.0.0.1:{port}")), timeout_ms: None });
 }
 
 fn inventory_process(settings: &mut tessera_server::Settings) {
@@ -236,7 +238,11 @@ async fn with_inventory_down_the_line_is_kept_and_held_once_it_is_back() {
     assert_eq!(app.cart_count(Some(&sam)).await, 2);
 
     // Inventory comes up on its own (another process): the background pass holds the line.
-    let inventory = spawn_with(Backend::Sqlite, Options { mode: Some(tessera_server::Mode::Fragment("inventory".into())), configure: Some(inventory_process), ..Options::default() }).await;
+    let inventory = spawn_with(
+        Backend::Sqlite,
+        Options { mode: Some(tessera_server::Mode::Fragment("inventory".into())), configure: Some(inventory_process), ..Options::default() },
+    )
+    .await;
     let inventory_db = database(&inventory, "inventory").await;
     eventually("the pending line is held", || async { stock(&inventory_db, "MUG-STN-01").await.1 == 2 }).await;
     let view = cart(&app, Some(&sam)).await;
@@ -305,7 +311,8 @@ async fn an_order_is_paid_only_by_the_providers_callback_and_then_fulfilled() {
 
         // Staff fulfil it in inventory: the order shows fulfilled, with the whole timeline.
         let ada = app.login_as(ADMIN, PASSWORD).await;
-        let (reservation,): (String,) = sqlx::query_as("SELECT id FROM reservations WHERE order_id = $1 AND status = 'hard'").bind(&id).fetch_one(&inventory).await.unwrap();
+        let (reservation,): (String,) =
+            sqlx::query_as("SELECT id FROM reservations WHERE order_id = $1 AND status = 'hard'").bind(&id).fetch_one(&inventory).await.unwrap();
         let (status, json) = api(&app, "/admin/inventory/api/fulfil_order", &format!("reservation_id={reservation}"), Some(&ada)).await;
         assert_eq!(status, StatusCode::OK, "{json}");
         wait_for_status(&app, &sam, &id, "Fulfilled").await;
@@ -453,7 +460,8 @@ async fn webhooks_are_verified_deduplicated_and_applied_in_any_order() {
         assert!(json["message"].as_str().unwrap().contains("300 seconds"), "{json}");
         assert_eq!(deliver(&app, body.clone(), None).await.0, StatusCode::BAD_REQUEST);
         assert_eq!(deliver(&app, body.clone(), Some("t=abc,v1=zz".into())).await.0, StatusCode::BAD_REQUEST);
-        let (garbage, garbage_header) = (b"{\"not\":\"an event\"}".to_vec(), WebhookSigner::new(&[b"whsec-new".to_vec()]).header(b"{\"not\":\"an event\"}", now));
+        let (garbage, garbage_header) =
+            (b"{\"not\":\"an event\"}".to_vec(), WebhookSigner::new(&[b"whsec-new".to_vec()]).header(b"{\"not\":\"an event\"}", now));
         assert_eq!(deliver(&app, garbage, Some(garbage_header)).await.0, StatusCode::BAD_REQUEST);
         // Another amount, or another order's reference: refused.
         let mut cheaper = payment.clone();
@@ -508,7 +516,9 @@ async fn shoppers_see_only_their_own_orders_and_bad_checkouts_change_nothing() {
         let sam = app.login_as(SHOPPER, PASSWORD).await;
         let ada = app.login_as(ADMIN, PASSWORD).await;
         let id = buy(&app, &sam, "MUG-STN-01", 1).await;
-        for (path, body) in [("/cart/api/order", format!("id={id}")), ("/cart/api/pay_order", format!("id={id}")), ("/cart/api/cancel_order", format!("id={id}"))] {
+        for (path, body) in
+            [("/cart/api/order", format!("id={id}")), ("/cart/api/pay_order", format!("id={id}")), ("/cart/api/cancel_order", format!("id={id}"))]
+        {
             let (status, json) = api(&app, path, &body, Some(&ada)).await;
             assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {json}");
             let (status, _) = api(&app, path, &body, None).await;
@@ -615,10 +625,7 @@ async fn two_hundred_shoppers_rush_five_units_and_exactly_five_orders_are_paid()
             assert_eq!(*status, StatusCode::CONFLICT, "{message}");
             assert_eq!(message, "Red tee is sold out.", "every other shopper is told why");
         }
-        eventually("every paid order confirmed", || async {
-            count(&cart_db, "SELECT COUNT(*) FROM orders WHERE status = 'paid'").await == K
-        })
-        .await;
+        eventually("every paid order confirmed", || async { count(&cart_db, "SELECT COUNT(*) FROM orders WHERE status = 'paid'").await == K }).await;
         eventually("inventory holds them hard", || async { stock(&inventory, "TEE-RED-L").await == (K, 0, K) }).await;
         let report = tessera_inventory::verify::verify(&inventory).await.unwrap();
         assert!(report.violations.is_empty(), "{backend:?}: {:?}", report.violations);
@@ -659,7 +666,8 @@ async fn a_hold_whose_answer_never_came_is_found_again_not_made_twice() {
         let cart_db = database(&app, "cart").await;
         let sam = app.login_as(SHOPPER, PASSWORD).await;
         assert_eq!(add(&app, Some(&sam), "MUG-STN-01", 1).await.0, StatusCode::OK);
-        let (cart_id, first): (String, String) = sqlx::query_as("SELECT cart_id, reservation_id FROM cart_items WHERE sku = 'MUG-STN-01'").fetch_one(&cart_db).await.unwrap();
+        let (cart_id, first): (String, String) =
+            sqlx::query_as("SELECT cart_id, reservation_id FROM cart_items WHERE sku = 'MUG-STN-01'").fetch_one(&cart_db).await.unwrap();
 
         // The cart asked inventory to grow the line to 2 under key K; inventory did it, but the answer
         // never arrived, so the line is pending with K kept (what `holds::record` writes then).
@@ -683,7 +691,8 @@ async fn a_hold_whose_answer_never_came_is_found_again_not_made_twice() {
         // The next visit retries under the same key: inventory answers with the reservation it made.
         let view = cart(&app, Some(&sam)).await;
         assert_eq!(line(&view, "MUG-STN-01")["hold"], "Held", "{view}");
-        let (now_held,): (String,) = sqlx::query_as("SELECT reservation_id FROM cart_items WHERE cart_id = $1").bind(&cart_id).fetch_one(&cart_db).await.unwrap();
+        let (now_held,): (String,) =
+            sqlx::query_as("SELECT reservation_id FROM cart_items WHERE cart_id = $1").bind(&cart_id).fetch_one(&cart_db).await.unwrap();
         assert_eq!(now_held, made.id, "{backend:?}: the same reservation, found again");
         assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 2, "held once, not twice");
         assert_eq!(count(&inventory, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, 1);

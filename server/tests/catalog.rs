@@ -141,7 +141,8 @@ async fn catalog_editors_create_and_edit_products_and_each_change_is_announced()
                 (status, response.json::<Value>().await.unwrap_or(Value::Null))
             }
         };
-        let create = "input[name]=Glacier+bottle&input[brand]=Pebble&input[category]=home&input[price]=24.90&input[sku]=BTL-GLC-01&input[description]=Keeps+water+cold";
+        let create =
+            "input[name]=Glacier+bottle&input[brand]=Pebble&input[category]=home&input[price]=24.90&input[sku]=BTL-GLC-01&input[description]=Keeps+water+cold";
         assert_eq!(save(create, None).await.0, StatusCode::UNAUTHORIZED);
         assert_eq!(save(create, Some(&sam)).await.0, StatusCode::FORBIDDEN);
         let (status, json) = save(create, Some(&ada)).await;

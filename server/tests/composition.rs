@@ -71,9 +71,10 @@ async fn a_slow_fragment_times_out_into_the_fallback_page() {
 
 #[tokio::test]
 async fn a_fragment_answering_5xx_gets_the_fallback_page() {
-    let failing = spawn_stub(Router::new().fallback(|| async {
-        (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::json!({"kind": "unavailable", "message": "x"})))
-    }))
+    let failing = spawn_stub(
+        Router::new()
+            .fallback(|| async { (axum::http::StatusCode::INTERNAL_SERVER_ERROR, axum::Json(serde_json::json!({"kind": "unavailable", "message": "x"}))) }),
+    )
     .await;
     let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{failing}"), None), ..Options::default() }).await;
     let cookie = app.login_as(SHOPPER, PASSWORD).await;
@@ -92,11 +93,7 @@ async fn a_fragment_in_its_own_process_verifies_the_login_with_the_shells_jwks()
         let site = spawn_app(backend).await;
         let catalog = spawn_with(
             backend,
-            Options {
-                mode: Some(Mode::Fragment("catalog".into())),
-                jwks_url: Some(format!("{}/.well-known/jwks.json", site.url)),
-                ..Options::default()
-            },
+            Options { mode: Some(Mode::Fragment("catalog".into())), jwks_url: Some(format!("{}/.well-known/jwks.json", site.url)), ..Options::default() },
         )
         .await;
         let cookie = site.login_as(ADMIN, PASSWORD).await;

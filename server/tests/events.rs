@@ -84,8 +84,12 @@ struct Setup {
 }
 
 async fn setup(backend: Backend) -> Setup {
-    let inventory = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("inventory".into())), configure: Some(with_secret), ..Options::default() }).await;
-    let catalog = spawn_with(backend, Options { demo: Some(true), mode: Some(Mode::Fragment("catalog".into())), configure: Some(with_secret), ..Options::default() }).await;
+    let inventory =
+        spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("inventory".into())), configure: Some(with_secret), ..Options::default() })
+            .await;
+    let catalog =
+        spawn_with(backend, Options { demo: Some(true), mode: Some(Mode::Fragment("catalog".into())), configure: Some(with_secret), ..Options::default() })
+            .await;
     let db = database(&inventory, "inventory").await;
     let outbox = Outbox::new("inventory", HashMap::from([(<StockChanged as tessera_contracts::events::Event>::TYPE, vec!["catalog".to_owned()])]));
     Setup { inventory, catalog, db, outbox }
@@ -129,7 +133,11 @@ struct DiesAfterFirstDelivery {
 }
 
 impl Transport for DiesAfterFirstDelivery {
-    fn deliver<'a>(&'a self, subscriber: &'a str, envelope: &'a Envelope) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+    fn deliver<'a>(
+        &'a self,
+        subscriber: &'a str,
+        envelope: &'a Envelope,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
             self.inner.deliver(subscriber, envelope).await?;
             if !self.died.swap(true, Ordering::SeqCst) {
@@ -217,11 +225,8 @@ async fn events_of_one_aggregate_arrive_in_order_under_concurrent_producers() {
         eventually("every delivery", || async { count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await == 0 }).await;
         let catalog = database(&app, "catalog").await;
         for sku in ["STK-RST-10", "BAG-CNV-01"] {
-            let arrived: Vec<(i64,)> = sqlx::query_as("SELECT sequence FROM inbox WHERE aggregate_id = $1 ORDER BY position")
-                .bind(sku)
-                .fetch_all(&catalog)
-                .await
-                .unwrap();
+            let arrived: Vec<(i64,)> =
+                sqlx::query_as("SELECT sequence FROM inbox WHERE aggregate_id = $1 ORDER BY position").bind(sku).fetch_all(&catalog).await.unwrap();
             assert!(arrived.len() >= 16, "{sku}: {}", arrived.len());
             assert!(arrived.windows(2).all(|pair| pair[0].0 < pair[1].0), "{backend:?} {sku} arrived out of order: {arrived:?}");
             let (on_hand,): (i64,) = sqlx::query_as("SELECT on_hand FROM stock_levels WHERE sku = $1").bind(sku).fetch_one(&inventory).await.unwrap();
@@ -265,14 +270,20 @@ async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_not
         ("unknown version", envelope(2, "inventory.stock_changed", "inventory", good_payload.clone()), None, StatusCode::UNPROCESSABLE_ENTITY),
         ("unknown type", envelope(1, "inventory.exploded", "inventory", good_payload.clone()), None, StatusCode::UNPROCESSABLE_ENTITY),
         ("malformed payload", envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": 1})), None, StatusCode::UNPROCESSABLE_ENTITY),
-        ("negative stock", envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": "MUG-STN-01", "on_hand": -5, "available": -5})), None, StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "negative stock",
+            envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": "MUG-STN-01", "on_hand": -5, "available": -5})),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
     ];
     for (name, body, headers, expected) in cases {
         // Cases without explicit headers are correctly signed by the producer they claim.
         let headers = headers.unwrap_or_else(|| Some(signer.sign("inventory", &body, now())));
         assert_eq!(send(body, headers).await, expected, "{name}");
     }
-    let huge = envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": "MUG-STN-01", "on_hand": 0, "available": 0, "pad": "x".repeat(100_000)}));
+    let huge =
+        envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": "MUG-STN-01", "on_hand": 0, "available": 0, "pad": "x".repeat(100_000)}));
     let headers = signer.sign("inventory", &huge, now());
     assert_eq!(send(huge, Some(headers)).await, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(availability(&app, "MUG-STN-01").await, Some(25), "nothing changed");

@@ -62,13 +62,11 @@ async fn stock_new(app: &TestApp, cookie: &str, sku: &str, quantity: i64) {
 
 /// (on_hand, soft, hard, unavailable, safety, incoming) of a SKU at the main location.
 async fn counters(db: &AnyPool, sku: &str) -> (i64, i64, i64, i64, i64, i64) {
-    sqlx::query_as(
-        "SELECT on_hand, soft_reserved, hard_reserved, unavailable, safety_stock, incoming FROM stock_levels WHERE sku = $1 AND location = 'main'",
-    )
-    .bind(sku)
-    .fetch_one(db)
-    .await
-    .unwrap()
+    sqlx::query_as("SELECT on_hand, soft_reserved, hard_reserved, unavailable, safety_stock, incoming FROM stock_levels WHERE sku = $1 AND location = 'main'")
+        .bind(sku)
+        .fetch_one(db)
+        .await
+        .unwrap()
 }
 
 async fn assert_invariants(db: &AnyPool, context: &str) {
@@ -104,9 +102,7 @@ async fn five_hundred_buyers_of_the_last_units_never_oversell() {
         let client = cart(&app);
         let attempts = (0..BUYERS).map(|i| {
             let client = client.clone();
-            tokio::spawn(async move {
-                client.post::<_, Reservation>(RESERVATIONS_PATH, &request(&format!("buyer-{i}"), &[("HOT-1", 1)])).await
-            })
+            tokio::spawn(async move { client.post::<_, Reservation>(RESERVATIONS_PATH, &request(&format!("buyer-{i}"), &[("HOT-1", 1)])).await })
         });
         let results: Vec<_> = futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
         let won = results.iter().filter(|r| r.is_ok()).count();
@@ -245,10 +241,14 @@ async fn an_order_is_held_hard_when_paid_released_when_cancelled_and_consumed_wh
 
         // A paid order whose hold lapsed is reserved again, hard, while the stock is there.
         let lapsed_id = uuid::Uuid::new_v4().to_string();
-        send_event(&app, &OrderPaid { order_id: "order-3".into(), reservation_id: lapsed_id, lines: vec![Line { sku: "ORD-1".into(), quantity: 2 }] }).await.unwrap();
+        send_event(&app, &OrderPaid { order_id: "order-3".into(), reservation_id: lapsed_id, lines: vec![Line { sku: "ORD-1".into(), quantity: 2 }] })
+            .await
+            .unwrap();
         assert_eq!(counters(&db, "ORD-1").await.2, 5);
         // …and when it is not, the order is reported short and nothing changes.
-        send_event(&app, &OrderPaid { order_id: "order-4".into(), reservation_id: "gone".into(), lines: vec![Line { sku: "ORD-1".into(), quantity: 9 }] }).await.unwrap();
+        send_event(&app, &OrderPaid { order_id: "order-4".into(), reservation_id: "gone".into(), lines: vec![Line { sku: "ORD-1".into(), quantity: 9 }] })
+            .await
+            .unwrap();
         assert_eq!(counters(&db, "ORD-1").await.2, 5);
         assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.order_short'").await, 1);
 
@@ -327,7 +327,11 @@ async fn bad_reservation_requests_get_a_clear_4xx_and_change_nothing() {
             ("no key", json!(request("", &[("MUG-STN-01", 1)])), "idempotency_key"),
             ("a huge key", json!(request(&"k".repeat(129), &[("MUG-STN-01", 1)])), "idempotency_key"),
             ("a short hold", json!({"idempotency_key": "b9", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1}], "ttl_seconds": 1}), "ttl_seconds"),
-            ("a week-long hold", json!({"idempotency_key": "b10", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1}], "ttl_seconds": 604800}), "ttl_seconds"),
+            (
+                "a week-long hold",
+                json!({"idempotency_key": "b10", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1}], "ttl_seconds": 604800}),
+                "ttl_seconds",
+            ),
             ("not JSON", json!("lines"), "invalid request body"),
         ];
         for (what, body, needle) in cases {
@@ -504,7 +508,9 @@ async fn inventory_verify_checks_the_live_database_and_names_what_is_broken() {
 async fn shoppers_cannot_see_the_admin_api_and_the_home_widget_lists_low_stock() {
     let app = start(Backend::Sqlite).await;
     let sam = app.login_as(SHOPPER, PASSWORD).await;
-    for (endpoint, body) in [("stock_page", ""), ("sku_detail", "sku=MUG-STN-01"), ("reservation_page", "filter=all&page=1"), ("fulfil_order", "reservation_id=x")] {
+    for (endpoint, body) in
+        [("stock_page", ""), ("sku_detail", "sku=MUG-STN-01"), ("reservation_page", "filter=all&page=1"), ("fulfil_order", "reservation_id=x")]
+    {
         let (status, json) = admin(&app, endpoint, body, &sam).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{endpoint}: {json}");
     }

@@ -77,11 +77,7 @@ async fn logout_ends_the_session_at_once_through_the_shell_and_within_the_token_
         let app = spawn_app(backend).await;
         let catalog = spawn_with(
             backend,
-            Options {
-                mode: Some(Mode::Fragment("catalog".into())),
-                jwks_url: Some(format!("{}/.well-known/jwks.json", app.url)),
-                ..Options::default()
-            },
+            Options { mode: Some(Mode::Fragment("catalog".into())), jwks_url: Some(format!("{}/.well-known/jwks.json", app.url)), ..Options::default() },
         )
         .await;
         let session = app.sign_in(SHOPPER, PASSWORD).await;
@@ -144,11 +140,7 @@ async fn the_account_page_lists_sessions_and_signs_out_only_the_users_own() {
     assert_eq!(html.matches("data-testid=\"session-row\"").count(), 2);
     assert!(html.contains("(this browser)"));
 
-    let ids: Vec<String> = html
-        .split("name=\"session_id\" value=\"")
-        .skip(1)
-        .map(|rest| rest[..rest.find('"').unwrap()].to_owned())
-        .collect();
+    let ids: Vec<String> = html.split("name=\"session_id\" value=\"").skip(1).map(|rest| rest[..rest.find('"').unwrap()].to_owned()).collect();
     for body in ["", "other=1"] {
         let response = account_form(&app, &sam.both(), "/account/sessions/revoke", body.into()).await;
         assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body:?}");
@@ -325,12 +317,8 @@ async fn cross_site_posts_are_refused_everywhere_and_change_nothing() {
             ("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=-4"),
             ("/admin/users/sign-out", "user_id=x"),
         ];
-        let hostile: [(&str, &str); 4] = [
-            ("sec-fetch-site", "cross-site"),
-            ("sec-fetch-site", "same-site"),
-            ("origin", "https://evil.example"),
-            ("origin", "null"),
-        ];
+        let hostile: [(&str, &str); 4] =
+            [("sec-fetch-site", "cross-site"), ("sec-fetch-site", "same-site"), ("origin", "https://evil.example"), ("origin", "null")];
         for (path, body) in posts {
             for (header, value) in hostile {
                 let response = app

@@ -61,9 +61,7 @@ pub async fn reject_cross_site(State(policy): State<Arc<CsrfPolicy>>, request: R
         CsrfVerdict::Allowed => next.run(request).await,
         CsrfVerdict::Refused(why) => {
             tracing::warn!(method = %request.method(), path = %request.uri().path(), why, "cross-site request refused");
-            let error = tessera_contracts::ApiError::Forbidden(format!(
-                "{why} cannot change anything here; please use the site's own pages"
-            ));
+            let error = tessera_contracts::ApiError::Forbidden(format!("{why} cannot change anything here; please use the site's own pages"));
             (StatusCode::FORBIDDEN, axum::Json(error)).into_response()
         }
     }

@@ -72,12 +72,8 @@ pub enum AuthRejection {
 impl IntoResponse for AuthRejection {
     fn into_response(self) -> Response {
         match self {
-            AuthRejection::Unauthenticated => {
-                (StatusCode::UNAUTHORIZED, "Please sign in first.").into_response()
-            }
-            AuthRejection::Forbidden(role) => {
-                (StatusCode::FORBIDDEN, format!("This needs the {} role.", role.label())).into_response()
-            }
+            AuthRejection::Unauthenticated => (StatusCode::UNAUTHORIZED, "Please sign in first.").into_response(),
+            AuthRejection::Forbidden(role) => (StatusCode::FORBIDDEN, format!("This needs the {} role.", role.label())).into_response(),
         }
     }
 }

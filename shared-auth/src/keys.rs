@@ -149,8 +149,7 @@ type Keys = Vec<(KeyEntry, Arc<SigningKey>)>;
 fn read_ring(dir: &Path) -> Result<(Vec<u8>, Keys), KeyError> {
     let path = dir.join(KEYRING_FILE);
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let file: RingFile =
-        serde_json::from_slice(&bytes).map_err(|error| KeyError::Ring { path: path.clone(), message: error.to_string() })?;
+    let file: RingFile = serde_json::from_slice(&bytes).map_err(|error| KeyError::Ring { path: path.clone(), message: error.to_string() })?;
     let mut keys = Vec::new();
     for entry in file.keys {
         if !entry.kid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
@@ -333,10 +332,7 @@ impl TokenSigner {
 
 /// Seconds since the epoch: the one clock of tokens, sessions and timestamps in the databases.
 pub fn now_seconds() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or_default()
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|elapsed| elapsed.as_secs() as i64).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -28,10 +28,7 @@ pub fn hash_password(password: &str) -> Result<String, PasswordError> {
         return Err(PasswordError::TooLong);
     }
     let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|hash| hash.to_string())
-        .map_err(|error| PasswordError::Hash(error.to_string()))
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|hash| hash.to_string()).map_err(|error| PasswordError::Hash(error.to_string()))
 }
 
 /// Whether `password` matches the stored PHC hash. An over-long password or a corrupt hash never matches.

@@ -151,12 +151,7 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECONDS;
-        Verifier(Arc::new(Inner {
-            settings,
-            source: Box::new(source),
-            cache: Mutex::new(KeyCache { keys: HashMap::new(), fetched_at: None }),
-            validation,
-        }))
+        Verifier(Arc::new(Inner { settings, source: Box::new(source), cache: Mutex::new(KeyCache { keys: HashMap::new(), fetched_at: None }), validation }))
     }
 
     /// Verifies an access token and returns its claims.
@@ -177,8 +172,7 @@ impl Verifier {
             return Err(TokenError::UnknownKid);
         }
         let key = self.key_for(&kid).await?;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.0.validation)
-            .map_err(|error| TokenError::Invalid(error.to_string()))?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.0.validation).map_err(|error| TokenError::Invalid(error.to_string()))?;
         let claims = data.claims;
         if claims.typ != ACCESS_TOKEN_TYPE {
             return Err(TokenError::WrongType);
@@ -219,8 +213,7 @@ impl Verifier {
                 return Ok(key.clone());
             }
         }
-        let may_refetch =
-            stale || cache.fetched_at.is_none_or(|at| at.elapsed() >= self.0.settings.refetch_cooldown);
+        let may_refetch = stale || cache.fetched_at.is_none_or(|at| at.elapsed() >= self.0.settings.refetch_cooldown);
         if may_refetch {
             match self.0.source.fetch().await {
                 Ok(set) => {

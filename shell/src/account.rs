@@ -31,7 +31,14 @@ fn when(seconds: i64, now: i64) -> String {
     }
 }
 
-async fn render(state: &ShellState, session: &SessionUser, current: Option<&str>, notice: Option<String>, error: Option<String>, status: StatusCode) -> Response {
+async fn render(
+    state: &ShellState,
+    session: &SessionUser,
+    current: Option<&str>,
+    notice: Option<String>,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
     let stored = match users::find(&state.db, &session.id).await {
         Ok(Some(stored)) => stored,
         Ok(None) => return see_other("/login", state.cookies.clear_cookies()),

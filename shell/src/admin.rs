@@ -101,7 +101,11 @@ pub(crate) async fn users_page(
 }
 
 /// `POST /admin/users/roles`: `user_id` and one `<role>=on` field per granted role.
-pub(crate) async fn set_roles(State(state): State<ShellState>, MaybeUser(user): MaybeUser, form: Result<Form<HashMap<String, String>>, FormRejection>) -> Response {
+pub(crate) async fn set_roles(
+    State(state): State<ShellState>,
+    MaybeUser(user): MaybeUser,
+    form: Result<Form<HashMap<String, String>>, FormRejection>,
+) -> Response {
     let admin = match require_admin(&state, user) {
         Ok(admin) => admin,
         Err(response) => return *response,
@@ -140,7 +144,11 @@ pub(crate) struct SignOutForm {
 }
 
 /// `POST /admin/users/sign-out`: revokes every session of an account.
-pub(crate) async fn sign_out_everywhere(State(state): State<ShellState>, MaybeUser(user): MaybeUser, form: Result<Form<SignOutForm>, FormRejection>) -> Response {
+pub(crate) async fn sign_out_everywhere(
+    State(state): State<ShellState>,
+    MaybeUser(user): MaybeUser,
+    form: Result<Form<SignOutForm>, FormRejection>,
+) -> Response {
     let admin = match require_admin(&state, user) {
         Ok(admin) => admin,
         Err(response) => return *response,
@@ -185,10 +193,9 @@ pub(crate) async fn events_page(State(state): State<ShellState>, MaybeUser(user)
                 request.headers_mut().insert(axum::http::header::COOKIE, cookie);
             }
             let status = match state.registry.forward(fragment, request, fragment.timeout).await {
-                Ok(response) if response.status().is_success() => axum::body::to_bytes(response.into_body(), 256 * 1024)
-                    .await
-                    .ok()
-                    .and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok()),
+                Ok(response) if response.status().is_success() => {
+                    axum::body::to_bytes(response.into_body(), 256 * 1024).await.ok().and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
+                }
                 _ => None,
             };
             (fragment.clone(), status)
@@ -214,8 +221,12 @@ pub(crate) async fn events_page(State(state): State<ShellState>, MaybeUser(user)
                     .map(|letter| {
                         let text = format!(
                             "#{} {} {} → {} ({} attempts): {}",
-                            letter["seq"], letter["event_type"].as_str().unwrap_or(""), letter["aggregate_id"].as_str().unwrap_or(""),
-                            letter["subscriber"].as_str().unwrap_or(""), letter["attempts"], letter["last_error"].as_str().unwrap_or("")
+                            letter["seq"],
+                            letter["event_type"].as_str().unwrap_or(""),
+                            letter["aggregate_id"].as_str().unwrap_or(""),
+                            letter["subscriber"].as_str().unwrap_or(""),
+                            letter["attempts"],
+                            letter["last_error"].as_str().unwrap_or("")
                         );
                         view! { <li>{text}</li> }
                     })

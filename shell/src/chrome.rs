@@ -72,9 +72,7 @@ pub fn chrome_html(context: &ChromeContext<'_>) -> String {
 
 /// Listens for the cart's DOM event and updates every badge on the page.
 fn badge_script() -> String {
-    format!(
-        "addEventListener({CART_UPDATED:?},e=>{{for(const b of document.querySelectorAll('[data-cart-badge]'))b.textContent=e.detail.item_count}})"
-    )
+    format!("addEventListener({CART_UPDATED:?},e=>{{for(const b of document.querySelectorAll('[data-cart-badge]'))b.textContent=e.detail.item_count}})")
 }
 
 /// What the shell adds to every fragment page's `<head>`: the shared stylesheet and the badge listener.

@@ -12,9 +12,9 @@ use axum::body::{Body, Bytes};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::Response;
 use futures::StreamExt;
+use lol_html::element;
 use lol_html::html_content::ContentType;
 use lol_html::send::{HtmlRewriter, Settings};
-use lol_html::element;
 use tessera_contracts::CHROME_SLOT_ID;
 
 /// Bytes the rewriter produced and the stream has not yet sent.
@@ -51,41 +51,38 @@ pub fn compose_page(response: Response<Body>, chrome_html: String, head_html: St
     let rewriter = HtmlRewriter::new(settings, sink);
 
     let upstream = body.into_data_stream();
-    let stream = futures::stream::unfold(
-        (upstream, Some(rewriter), output),
-        |(mut upstream, mut rewriter, output)| async move {
-            loop {
-                let active = rewriter.as_mut()?;
-                match upstream.next().await {
-                    Some(Ok(chunk)) => {
-                        if let Err(error) = active.write(&chunk) {
-                            tracing::warn!(%error, "fragment HTML could not be rewritten");
-                            return Some((Err(std::io::Error::other(error.to_string())), (upstream, None, output)));
-                        }
-                        let produced = take(&output);
-                        if !produced.is_empty() {
-                            return Some((Ok(Bytes::from(produced)), (upstream, rewriter, output)));
-                        }
-                    }
-                    Some(Err(error)) => {
-                        tracing::warn!(%error, "fragment stream broke off");
+    let stream = futures::stream::unfold((upstream, Some(rewriter), output), |(mut upstream, mut rewriter, output)| async move {
+        loop {
+            let active = rewriter.as_mut()?;
+            match upstream.next().await {
+                Some(Ok(chunk)) => {
+                    if let Err(error) = active.write(&chunk) {
+                        tracing::warn!(%error, "fragment HTML could not be rewritten");
                         return Some((Err(std::io::Error::other(error.to_string())), (upstream, None, output)));
                     }
-                    None => {
-                        let finished = rewriter.take().map(|rewriter| rewriter.end());
-                        if let Some(Err(error)) = finished {
-                            tracing::warn!(%error, "fragment HTML ended badly");
-                        }
-                        let produced = take(&output);
-                        if produced.is_empty() {
-                            return None;
-                        }
-                        return Some((Ok(Bytes::from(produced)), (upstream, None, output)));
+                    let produced = take(&output);
+                    if !produced.is_empty() {
+                        return Some((Ok(Bytes::from(produced)), (upstream, rewriter, output)));
                     }
                 }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "fragment stream broke off");
+                    return Some((Err(std::io::Error::other(error.to_string())), (upstream, None, output)));
+                }
+                None => {
+                    let finished = rewriter.take().map(|rewriter| rewriter.end());
+                    if let Some(Err(error)) = finished {
+                        tracing::warn!(%error, "fragment HTML ended badly");
+                    }
+                    let produced = take(&output);
+                    if produced.is_empty() {
+                        return None;
+                    }
+                    return Some((Ok(Bytes::from(produced)), (upstream, None, output)));
+                }
             }
-        },
-    );
+        }
+    });
     Response::from_parts(parts, Body::from_stream(stream))
 }
 

@@ -208,18 +208,12 @@ async fn to_fragment(State(state): State<ShellState>, request: Request) -> Respo
 
     let user = current_user(&request);
     let cookie = request.headers().get(COOKIE).cloned();
-    let (response, cart_count) = tokio::join!(
-        state.registry.forward(&fragment, request, fragment.timeout),
-        widgets::fetch_cart_count(&state, user.as_ref(), cookie),
-    );
+    let (response, cart_count) =
+        tokio::join!(state.registry.forward(&fragment, request, fragment.timeout), widgets::fetch_cart_count(&state, user.as_ref(), cookie),);
     let chrome = ChromeContext { registry: &state.registry, user: user.as_ref(), cart_count, current: Some(&fragment.prefix) };
     match response {
         Ok(response) if !response.status().is_server_error() => {
-            let is_html = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|value| value.to_str().ok())
-                .is_some_and(|value| value.starts_with("text/html"));
+            let is_html = response.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("text/html"));
             if is_html {
                 compose::compose_page(response, chrome_html(&chrome), head_html(&state.stylesheet_url))
             } else {
@@ -239,10 +233,7 @@ async fn to_fragment(State(state): State<ShellState>, request: Request) -> Respo
 
 /// The 503 page with the chrome, for a fragment that is down, slow or failing.
 fn fallback_page(state: &ShellState, fragment: &Fragment, chrome: &ChromeContext<'_>) -> Response {
-    let message = format!(
-        "The {} is not available right now. Everything else on the site keeps working; please try again in a moment.",
-        fragment.title
-    );
+    let message = format!("The {} is not available right now. Everything else on the site keeps working; please try again in a moment.", fragment.title);
     let main = view! {
         <div class="fallback" data-testid="fragment-fallback">
             <h1>{fragment.title.clone()}</h1>
@@ -258,4 +249,3 @@ fn fallback_page(state: &ShellState, fragment: &Fragment, chrome: &ChromeContext
 
 /// Default time a fragment has to start answering.
 pub const DEFAULT_FRAGMENT_TIMEOUT: Duration = Duration::from_secs(3);
-

@@ -14,9 +14,9 @@ use shared_auth::{Role, SessionUser};
 use crate::chrome::{chrome_html, document, ChromeContext};
 use crate::session::CurrentSession;
 use crate::users::{self, DisplayName, Email, NewPassword, UserError};
-use crate::{sessions, throttle};
 use crate::widgets::{fetch_cart_count, fetch_widgets, Widget};
 use crate::ShellState;
+use crate::{sessions, throttle};
 
 /// Renders a shell page with chrome for `user`.
 pub(crate) fn page(state: &ShellState, user: Option<&SessionUser>, cart_count: Option<i64>, title: &str, main: impl IntoView + 'static) -> String {
@@ -38,13 +38,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
 /// Only local paths are followed after login, so `next` cannot send a user to another site.
 pub(crate) fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(path)
-            if path.starts_with('/')
-                && !path.starts_with("//")
-                && !path.contains('\\')
-                && path.len() <= 512
-                && !path.chars().any(char::is_control) =>
-        {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') && path.len() <= 512 && !path.chars().any(char::is_control) => {
             path.to_owned()
         }
         _ => "/".to_owned(),
@@ -104,8 +98,7 @@ fn form_rejection_message(rejection: &FormRejection) -> (StatusCode, &'static st
 
 pub(crate) async fn home(State(state): State<ShellState>, MaybeUser(user): MaybeUser, headers: HeaderMap) -> Response {
     let cookie = headers.get(COOKIE).cloned();
-    let (widgets, cart_count) =
-        tokio::join!(fetch_widgets(&state, cookie.clone()), fetch_cart_count(&state, user.as_ref(), cookie));
+    let (widgets, cart_count) = tokio::join!(fetch_widgets(&state, cookie.clone()), fetch_cart_count(&state, user.as_ref(), cookie));
     let greeting = match &user {
         Some(user) => format!("Welcome back, {}.", user.name),
         None => "Welcome. Browse the catalog, or sign in to use your cart.".to_owned(),
@@ -149,7 +142,11 @@ fn login_form(next: &str, email: &str, error: Option<&str>) -> impl IntoView + '
     }
 }
 
-pub(crate) async fn login_page(State(state): State<ShellState>, MaybeUser(user): MaybeUser, next: Result<Query<NextQuery>, axum::extract::rejection::QueryRejection>) -> Response {
+pub(crate) async fn login_page(
+    State(state): State<ShellState>,
+    MaybeUser(user): MaybeUser,
+    next: Result<Query<NextQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
     let next = local_path(next.as_ref().ok().and_then(|q| q.next.as_deref()));
     Html(page(&state, user.as_ref(), None, "Sign in", login_form(&next, "", None))).into_response()
 }
@@ -284,8 +281,7 @@ pub(crate) async fn register(State(state): State<ShellState>, headers: HeaderMap
     let (email, name, password) = match (email, name, password) {
         (Ok(email), Ok(name), Ok(password)) => (email, name, password),
         (email, name, password) => {
-            let errors: Vec<String> =
-                [email.err(), name.err(), password.err()].into_iter().flatten().collect();
+            let errors: Vec<String> = [email.err(), name.err(), password.err()].into_iter().flatten().collect();
             let form = register_form(form.email.trim(), form.name.trim(), &errors);
             return (StatusCode::UNPROCESSABLE_ENTITY, Html(page(&state, None, None, "Register", form))).into_response();
         }
@@ -315,11 +311,7 @@ pub(crate) async fn jwks(State(state): State<ShellState>) -> Response {
 
 /// `GET /style/tessera.css`: the shared stylesheet (design tokens and chrome).
 pub(crate) async fn stylesheet() -> Response {
-    (
-        [(CONTENT_TYPE, "text/css; charset=utf-8"), (CACHE_CONTROL, "public, max-age=31536000, immutable")],
-        crate::STYLESHEET,
-    )
-        .into_response()
+    ([(CONTENT_TYPE, "text/css; charset=utf-8"), (CACHE_CONTROL, "public, max-age=31536000, immutable")], crate::STYLESHEET).into_response()
 }
 
 pub(crate) async fn not_found(state: &ShellState, user: Option<&SessionUser>) -> Response {

@@ -69,8 +69,7 @@ pub struct FragmentRegistry {
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded.
-const HOP_BY_HOP: [&str; 8] =
-    ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
+const HOP_BY_HOP: [&str; 8] = ["connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "transfer-encoding", "upgrade"];
 
 fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HeaderMap) {
     for (name, value) in from {
@@ -82,11 +81,8 @@ fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HeaderMap) {
 
 impl FragmentRegistry {
     pub fn new(fragments: Vec<Fragment>) -> FragmentRegistry {
-        let client = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .expect("an HTTP client");
+        let client =
+            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_idle_timeout(Duration::from_secs(30)).build().expect("an HTTP client");
         FragmentRegistry { fragments, client }
     }
 
@@ -119,11 +115,7 @@ impl FragmentRegistry {
                 if let Some(host) = parts.headers.get(axum::http::header::HOST) {
                     headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
                 }
-                let request = self
-                    .client
-                    .request(parts.method, url)
-                    .headers(headers)
-                    .body(reqwest::Body::wrap_stream(body.into_data_stream()));
+                let request = self.client.request(parts.method, url).headers(headers).body(reqwest::Body::wrap_stream(body.into_data_stream()));
                 let response = tokio::time::timeout(timeout, request.send())
                     .await
                     .map_err(|_| ForwardError::Timeout(timeout))?
@@ -132,9 +124,7 @@ impl FragmentRegistry {
                 if let Some(headers) = builder.headers_mut() {
                     copy_end_to_end_headers(response.headers(), headers);
                 }
-                builder
-                    .body(Body::from_stream(response.bytes_stream()))
-                    .map_err(|error| ForwardError::Unreachable(error.to_string()))
+                builder.body(Body::from_stream(response.bytes_stream())).map_err(|error| ForwardError::Unreachable(error.to_string()))
             }
         }
     }

@@ -108,11 +108,8 @@ pub async fn rotate(db: &AnyPool, settings: &SessionSettings, token: &str, now: 
     }
     let next = new_token();
     let mut tx = db.begin().await?;
-    let claimed = sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL")
-        .bind(now)
-        .bind(&token_hash)
-        .execute(&mut *tx)
-        .await?;
+    let claimed =
+        sqlx::query("UPDATE refresh_tokens SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL").bind(now).bind(&token_hash).execute(&mut *tx).await?;
     if claimed.rows_affected() == 0 {
         // Another request rotated it a moment ago: same browser, same cookie.
         tx.rollback().await?;
@@ -148,10 +145,7 @@ pub async fn status(db: &AnyPool, session_id: &str, user_id: &str, now: i64) -> 
     .bind(user_id)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(revoked_at, expires_at, roles_changed_at)| SessionStatus {
-        active: revoked_at.is_none() && expires_at > now,
-        roles_changed_at,
-    }))
+    Ok(row.map(|(revoked_at, expires_at, roles_changed_at)| SessionStatus { active: revoked_at.is_none() && expires_at > now, roles_changed_at }))
 }
 
 /// Ends one session.
@@ -210,4 +204,3 @@ pub async fn list_active(db: &AnyPool, user_id: &str, now: i64) -> Result<Vec<Se
     .await?;
     Ok(rows.into_iter().map(|(id, created_at, last_seen_at, user_agent)| SessionInfo { id, created_at, last_seen_at, user_agent }).collect())
 }
-

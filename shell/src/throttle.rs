@@ -23,11 +23,8 @@ fn address_key(address: &str) -> String {
 }
 
 async fn failures(db: &AnyPool, key: &str, since: i64) -> Result<i64, sqlx::Error> {
-    let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM login_failures WHERE throttle_key = $1 AND failed_at > $2")
-        .bind(key)
-        .bind(since)
-        .fetch_one(db)
-        .await?;
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM login_failures WHERE throttle_key = $1 AND failed_at > $2").bind(key).bind(since).fetch_one(db).await?;
     Ok(count)
 }
 

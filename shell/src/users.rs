@@ -1,8 +1,8 @@
 //! Accounts: the shell's `users` table, the input types it is written from, and the demo seed.
 
+use shared_auth::keys::now_seconds;
 use shared_auth::password::{hash_password, verify_against_dummy, verify_password, MAX_PASSWORD_BYTES};
 use shared_auth::{Role, SessionUser};
-use shared_auth::keys::now_seconds;
 use sqlx::AnyPool;
 
 /// An email address, trimmed and lower-cased. Deliberately simple: one `@`, a dotted domain, no spaces.
@@ -108,12 +108,7 @@ fn session_user((id, email, name, _, roles): UserRow) -> SessionUser {
 /// Checks an email and password. Unknown emails cost the same hashing work as wrong passwords.
 pub async fn authenticate(db: &AnyPool, email: &str, password: &str) -> Result<Option<SessionUser>, sqlx::Error> {
     let row: Option<UserRow> = match Email::parse(email) {
-        Ok(email) => {
-            sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users WHERE email = $1")
-                .bind(email.as_str())
-                .fetch_optional(db)
-                .await?
-        }
+        Ok(email) => sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users WHERE email = $1").bind(email.as_str()).fetch_optional(db).await?,
         Err(_) => None,
     };
     let password = password.to_owned();
@@ -157,8 +152,7 @@ pub async fn set_password(db: &AnyPool, id: &str, password: &NewPassword) -> Res
 
 /// Every account, by email (the admin's user list).
 pub async fn list(db: &AnyPool) -> Result<Vec<SessionUser>, sqlx::Error> {
-    let rows: Vec<UserRow> =
-        sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users ORDER BY email").fetch_all(db).await?;
+    let rows: Vec<UserRow> = sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users ORDER BY email").fetch_all(db).await?;
     Ok(rows.into_iter().map(session_user).collect())
 }
 
@@ -175,21 +169,12 @@ pub async fn set_roles(db: &AnyPool, id: &str, roles: &[Role]) -> Result<bool, s
 
 /// Finds a user by id (the account page).
 pub async fn find(db: &AnyPool, id: &str) -> Result<Option<SessionUser>, sqlx::Error> {
-    let row: Option<UserRow> = sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+    let row: Option<UserRow> = sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users WHERE id = $1").bind(id).fetch_optional(db).await?;
     Ok(row.map(session_user))
 }
 
 /// Creates an account; [`UserError::EmailTaken`] when the email is in use (nothing changes then).
-pub async fn create(
-    db: &AnyPool,
-    email: &Email,
-    name: &DisplayName,
-    password: &NewPassword,
-    roles: &[Role],
-) -> Result<SessionUser, UserError> {
+pub async fn create(db: &AnyPool, email: &Email, name: &DisplayName, password: &NewPassword, roles: &[Role]) -> Result<SessionUser, UserError> {
     let password = password.0.clone();
     let hash = tokio::task::spawn_blocking(move || hash_password(&password))
         .await
@@ -213,7 +198,6 @@ pub async fn create(
     }
     Ok(SessionUser { id, email: email.as_str().to_owned(), name: name.0.clone(), roles: roles.to_vec() })
 }
-
 
 /// Creates the demo accounts that do not exist yet (embedded demo data only).
 pub async fn seed_demo(db: &AnyPool) -> Result<(), UserError> {

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tessera_contracts::manifest::{FragmentManifest, MANIFEST_FILE};
 
-use crate::{build_fragment, cargo, run, setup, Workspace, WasmProfile, FRAGMENTS};
+use crate::{build_fragment, cargo, run, setup, WasmProfile, Workspace, FRAGMENTS};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -308,7 +308,8 @@ async fn event_throughput(shell_url: &str) -> Result<()> {
                 for n in (worker..CHANGES).step_by(CONCURRENCY) {
                     // Receipts only: concurrent removals could meet an empty shelf (a 409, correctly).
                     let body = format!("sku={}&delta=1", skus[n % skus.len()]);
-                    let response = client.post(&url).header("cookie", &cookie).header("content-type", "application/x-www-form-urlencoded").body(body).send().await?;
+                    let response =
+                        client.post(&url).header("cookie", &cookie).header("content-type", "application/x-www-form-urlencoded").body(body).send().await?;
                     if !response.status().is_success() {
                         bail!("adjust_stock answered {}", response.status());
                     }
@@ -340,15 +341,9 @@ async fn event_throughput(shell_url: &str) -> Result<()> {
     println!("| all committed (outbox rows written) after | {:.2} s |", committed.as_secs_f64());
     println!("| all applied by the catalog (inbox + projection) after | {:.2} s |", consumed.as_secs_f64());
     println!("| events/s, commit to consumer effect | {:.0} |", CHANGES as f64 / consumed.as_secs_f64());
-    println!(
-        "| commit → effect latency during the burst, p50 / p99 / max | {} / {} / {} ms |",
-        latency["p50"], latency["p99"], latency["max"]
-    );
+    println!("| commit → effect latency during the burst, p50 / p99 / max | {} / {} / {} ms |", latency["p50"], latency["p99"], latency["max"]);
     let steady = &steady["latency_ms"];
-    println!(
-        "| commit → effect latency, {SEQUENTIAL} changes one at a time, p50 / p99 / max | {} / {} / {} ms |",
-        steady["p50"], steady["p99"], steady["max"]
-    );
+    println!("| commit → effect latency, {SEQUENTIAL} changes one at a time, p50 / p99 / max | {} / {} / {} ms |", steady["p50"], steady["p99"], steady["max"]);
     Ok(())
 }
 

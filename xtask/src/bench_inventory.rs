@@ -66,7 +66,8 @@ async fn stock(client: &reqwest::Client, url: &str, cookie: &str, skus: Vec<Stri
             tokio::spawn(async move {
                 for sku in skus.iter().skip(worker).step_by(concurrency) {
                     let body = format!("sku={sku}&movement=receive&quantity={quantity}&new_sku=true");
-                    let response = client.post(&url).header("cookie", &cookie).header("content-type", "application/x-www-form-urlencoded").body(body).send().await?;
+                    let response =
+                        client.post(&url).header("cookie", &cookie).header("content-type", "application/x-www-form-urlencoded").body(body).send().await?;
                     if !response.status().is_success() {
                         bail!("receiving {sku} answered {}", response.status());
                     }

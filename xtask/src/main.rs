@@ -145,10 +145,7 @@ impl WasmProfile {
 }
 
 fn fragment_by_name(name: &str) -> Result<&'static FragmentCrate> {
-    FRAGMENTS
-        .iter()
-        .find(|fragment| fragment.name == name)
-        .with_context(|| format!("no fragment called {name:?}; there are catalog, cart and inventory"))
+    FRAGMENTS.iter().find(|fragment| fragment.name == name).with_context(|| format!("no fragment called {name:?}; there are catalog, cart and inventory"))
 }
 
 fn hex16(bytes: &[u8]) -> String {
@@ -177,11 +174,7 @@ pub fn compile_fragment_wasm(workspace: &Workspace, fragment: &FragmentCrate, pr
         "--features",
         "hydrate",
     ]))?;
-    Ok(workspace
-        .target
-        .join("wasm32-unknown-unknown")
-        .join(profile.target_subdir())
-        .join(format!("{}.wasm", fragment.package.replace('-', "_"))))
+    Ok(workspace.target.join("wasm32-unknown-unknown").join(profile.target_subdir()).join(format!("{}.wasm", fragment.package.replace('-', "_"))))
 }
 
 /// Builds one fragment's bundle into `<site>/<name>/` and returns its manifest.
@@ -260,8 +253,7 @@ fn read_manifest(bundle_dir: &Path) -> Option<FragmentManifest> {
 /// Keeps the files of the new and the previous build (pages already in browsers still load theirs) and
 /// removes older ones.
 fn prune_bundle(bundle_dir: &Path, current: &FragmentManifest, previous: Option<&FragmentManifest>) -> Result<()> {
-    let keep: Vec<&str> =
-        current.assets.iter().chain(previous.into_iter().flat_map(|m| m.assets.iter())).map(|a| a.path.as_str()).collect();
+    let keep: Vec<&str> = current.assets.iter().chain(previous.into_iter().flat_map(|m| m.assets.iter())).map(|a| a.path.as_str()).collect();
     for entry in std::fs::read_dir(bundle_dir.join("pkg"))? {
         let entry = entry?;
         let relative = format!("pkg/{}", entry.file_name().to_string_lossy());
@@ -394,8 +386,7 @@ mod tests {
             std::fs::write(dir.join("pkg").join(file), b"x").unwrap();
         }
         prune_bundle(&dir, &manifest("pkg/current.js"), Some(&manifest("pkg/previous.js"))).unwrap();
-        let mut left: Vec<String> =
-            std::fs::read_dir(dir.join("pkg")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let mut left: Vec<String> = std::fs::read_dir(dir.join("pkg")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
         left.sort();
         assert_eq!(left, ["current.js", "previous.js"]);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -62,7 +62,10 @@ pub async fn my_cart() -> Result<CartView, ApiError> {
 /// Finds (and merges) the shopper's cart and brings its holds up to date, to completion: both may call
 /// inventory.
 #[cfg(feature = "ssr")]
-async fn view_task(runtime: tessera_kit::FragmentRuntime, shopper: crate::store::Shopper) -> Result<(Result<CartView, ApiError>, crate::carts::CookieChange), ApiError> {
+async fn view_task(
+    runtime: tessera_kit::FragmentRuntime,
+    shopper: crate::store::Shopper,
+) -> Result<(Result<CartView, ApiError>, crate::carts::CookieChange), ApiError> {
     let mut cookie = crate::carts::CookieChange::None;
     let result = match crate::carts::resolve(&runtime, &shopper, &mut cookie).await {
         Ok(cart) => crate::carts::view(&runtime, &shopper, cart).await,

@@ -208,9 +208,19 @@ pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &st
                 let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
                 let lines = vec![Line { sku: sku.to_string(), quantity: quantity.get() }];
                 let key = holds::new_key();
-                let outcome = holds::reserve(runtime, &store::cart_owner(&cart.id), Some(key.clone()), lines, item.reservation_id.iter().cloned().collect(), HOLD_TTL_SECONDS).await;
+                let outcome = holds::reserve(
+                    runtime,
+                    &store::cart_owner(&cart.id),
+                    Some(key.clone()),
+                    lines,
+                    item.reservation_id.iter().cloned().collect(),
+                    HOLD_TTL_SECONDS,
+                )
+                .await;
                 match &outcome {
-                    Hold::Short(short) => return Err(ApiError::Conflict(format!("{} You have {} in your cart.", holds::short_note(&name, short), item.quantity))),
+                    Hold::Short(short) => {
+                        return Err(ApiError::Conflict(format!("{} You have {} in your cart.", holds::short_note(&name, short), item.quantity)))
+                    }
                     Hold::Refused(error) => return Err(error.clone()),
                     Hold::Held(_) | Hold::Unavailable(_) => {}
                 }
@@ -227,7 +237,13 @@ pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &st
 /// The cart page's data; holds are brought up to date first (extended while the shopper is active).
 pub async fn view(runtime: &FragmentRuntime, shopper: &Shopper, cart: Option<CartRow>) -> Result<CartView, ApiError> {
     let Some(cart) = cart else {
-        return Ok(CartView { user: shopper.user.clone(), lines: Vec::new(), item_count: 0, subtotal: money(0, tessera_contracts::demo::CURRENCY), locked: false });
+        return Ok(CartView {
+            user: shopper.user.clone(),
+            lines: Vec::new(),
+            item_count: 0,
+            subtotal: money(0, tessera_contracts::demo::CURRENCY),
+            locked: false,
+        });
     };
     if !cart.is_locked() {
         let _guard = holds::lock(&cart.id).await;
@@ -258,7 +274,13 @@ fn line_view(item: &Item, now: i64) -> LineView {
             });
             (price.product_id.clone(), price.name.clone(), price.price_minor, price.currency.clone(), note)
         }
-        None => (String::new(), item.sku.clone(), 0, tessera_contracts::demo::CURRENCY.to_owned(), Some("This item is no longer sold; remove it to check out.".into())),
+        None => (
+            String::new(),
+            item.sku.clone(),
+            0,
+            tessera_contracts::demo::CURRENCY.to_owned(),
+            Some("This item is no longer sold; remove it to check out.".into()),
+        ),
     };
     LineView {
         sku: item.sku.clone(),

@@ -71,13 +71,7 @@ pub async fn reserve(runtime: &FragmentRuntime, owner: &str, key: Option<String>
         Ok(client) => client,
         Err(message) => return Hold::Unavailable(message),
     };
-    let request = ReserveRequest {
-        idempotency_key: key.unwrap_or_else(new_key),
-        owner: owner.to_owned(),
-        lines,
-        ttl_seconds,
-        replaces,
-    };
+    let request = ReserveRequest { idempotency_key: key.unwrap_or_else(new_key), owner: owner.to_owned(), lines, ttl_seconds, replaces };
     classify(client.post(RESERVATIONS_PATH, &request).await)
 }
 
@@ -107,8 +101,7 @@ pub fn short_note(name: &str, short: &InsufficientStock) -> String {
     }
 }
 
-pub const PENDING_NOTE: &str =
-    "The stock service is not answering right now. The item stays in your cart and we will hold it as soon as it is back.";
+pub const PENDING_NOTE: &str = "The stock service is not answering right now. The item stays in your cart and we will hold it as soon as it is back.";
 
 /// A fresh idempotency key for one hold attempt.
 pub fn new_key() -> String {

@@ -23,14 +23,14 @@
 #![recursion_limit = "512"]
 
 pub mod api;
-pub mod model;
-pub mod pages;
 #[cfg(feature = "ssr")]
 pub mod carts;
 #[cfg(feature = "ssr")]
 pub mod holds;
+pub mod model;
 #[cfg(feature = "ssr")]
 pub mod orders;
+pub mod pages;
 #[cfg(feature = "ssr")]
 pub mod payments;
 #[cfg(feature = "ssr")]

@@ -138,13 +138,7 @@ impl Address {
         if country.len() != 2 || !country.chars().all(|c| c.is_ascii_uppercase()) {
             return Err(ApiError::BadRequest("the country is a two-letter code such as DE or FR".into()));
         }
-        Ok(Address {
-            name: field(name, "name", 100)?,
-            street: field(street, "street address", 200)?,
-            city: field(city, "city", 100)?,
-            postcode,
-            country,
-        })
+        Ok(Address { name: field(name, "name", 100)?, street: field(street, "street address", 200)?, city: field(city, "city", 100)?, postcode, country })
     }
 }
 

@@ -17,10 +17,10 @@
 //!   until the provider accepts, so none is lost when the provider is down.
 
 use sqlx::{AnyConnection, AnyPool, Row};
+use tessera_contracts::domain::format_time;
 use tessera_contracts::events::{OrderCancelled, OrderFulfilled, OrderPaid, OrderShort};
 use tessera_contracts::inventory::Line;
 use tessera_contracts::payments::{CancelRequest, CreatePayment, RefundRequest, WebhookEvent, WebhookKind};
-use tessera_contracts::domain::format_time;
 use tessera_contracts::ApiError;
 use tessera_kit::db::retrying;
 use tessera_kit::events::now_ms;
@@ -141,10 +141,8 @@ async fn mark_refund_due_if_cancelled(connection: &mut AnyConnection, order_id: 
 }
 
 async fn order_lines(connection: &mut AnyConnection, order_id: &str) -> Result<Vec<Line>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT sku, quantity FROM order_items WHERE order_id = $1 ORDER BY sku")
-        .bind(order_id)
-        .fetch_all(&mut *connection)
-        .await?;
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT sku, quantity FROM order_items WHERE order_id = $1 ORDER BY sku").bind(order_id).fetch_all(&mut *connection).await?;
     Ok(rows.into_iter().map(|(sku, quantity)| Line { sku, quantity }).collect())
 }
 
@@ -372,7 +370,11 @@ pub async fn start_payment(runtime: &FragmentRuntime, order: &OrderRow) -> Place
                 // Its webhooks would not find it: the shopper must not pay it. "Pay" creates it again
                 // (the same idempotency key finds the same payment) and saves it then.
                 tracing::error!(%error, order = order.id, "could not save the payment of an order");
-                return PlacedOrder { order_id: order.id.clone(), pay_url: None, message: Some("We could not prepare the payment; try paying again in a moment.".into()) };
+                return PlacedOrder {
+                    order_id: order.id.clone(),
+                    pay_url: None,
+                    message: Some("We could not prepare the payment; try paying again in a moment.".into()),
+                };
             }
             PlacedOrder { order_id: order.id.clone(), pay_url: Some(payment.pay_url), message: None }
         }
@@ -472,15 +474,14 @@ pub async fn apply_payment_event(runtime: &FragmentRuntime, event: &WebhookEvent
     let outcome = retrying(|| async {
         let mut tx = runtime.db.begin().await?;
         let kind = serde_json::to_value(event.kind).ok().and_then(|value| value.as_str().map(str::to_owned)).unwrap_or_default();
-        let recorded = sqlx::query(
-            "INSERT INTO payment_events (event_id, kind, payment_id, received_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&event.id)
-        .bind(&kind)
-        .bind(&event.payment.id)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
+        let recorded =
+            sqlx::query("INSERT INTO payment_events (event_id, kind, payment_id, received_at_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (event_id) DO NOTHING")
+                .bind(&event.id)
+                .bind(&kind)
+                .bind(&event.payment.id)
+                .bind(now_ms())
+                .execute(&mut *tx)
+                .await?;
         if recorded.rows_affected() == 0 {
             return Ok(Ok(Applied::Duplicate));
         }
@@ -602,9 +603,7 @@ pub async fn settle_refunds(runtime: &FragmentRuntime) {
 /// released at once.
 pub async fn release_unanswered_checkouts(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
     let due: Vec<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT id, user_id, checkout_replaces FROM orders WHERE release_due = 1 AND status = 'failed' LIMIT 20")
-            .fetch_all(&runtime.db)
-            .await?;
+        sqlx::query_as("SELECT id, user_id, checkout_replaces FROM orders WHERE release_due = 1 AND status = 'failed' LIMIT 20").fetch_all(&runtime.db).await?;
     for (order_id, user_id, replaces) in due {
         let mut connection = runtime.db.acquire().await?;
         let lines = order_lines(&mut connection, &order_id).await?;
@@ -679,11 +678,10 @@ pub async fn view(db: &AnyPool, order: OrderRow) -> Result<OrderView, sqlx::Erro
             .bind(&order.id)
             .fetch_all(&mut *connection)
             .await?;
-    let timeline: Vec<(i64, String, String)> =
-        sqlx::query_as("SELECT at_ms, status, note FROM order_timeline WHERE order_id = $1 ORDER BY position")
-            .bind(&order.id)
-            .fetch_all(&mut *connection)
-            .await?;
+    let timeline: Vec<(i64, String, String)> = sqlx::query_as("SELECT at_ms, status, note FROM order_timeline WHERE order_id = $1 ORDER BY position")
+        .bind(&order.id)
+        .fetch_all(&mut *connection)
+        .await?;
     let currency = order.currency.clone();
     let shipping = ShippingMethod::parse(&order.shipping_method).map(|method| method.label().to_owned()).unwrap_or(order.shipping_method.clone());
     Ok(OrderView {
@@ -692,7 +690,13 @@ pub async fn view(db: &AnyPool, order: OrderRow) -> Result<OrderView, sqlx::Erro
         placed_at: format_time(order.created_at_ms),
         lines: lines
             .into_iter()
-            .map(|(sku, name, unit, quantity)| OrderLine { sku, name, quantity, unit_price: money(unit, &currency), line_total: money(unit * quantity, &currency) })
+            .map(|(sku, name, unit, quantity)| OrderLine {
+                sku,
+                name,
+                quantity,
+                unit_price: money(unit, &currency),
+                line_total: money(unit * quantity, &currency),
+            })
             .collect(),
         items: money(order.items_minor, &currency),
         shipping: money(order.shipping_minor, &currency),

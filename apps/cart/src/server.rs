@@ -43,20 +43,23 @@ pub fn router(runtime: FragmentRuntime) -> Router {
     let page = get(move |request: Request| render(request));
     let order_render = tessera_kit::routes::page_renderer(&runtime, "Your order", || view! { <App/> });
     // Another user's order (or none) is a real 404 before anything renders.
-    let order_page = get(
-        move |State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, Path(id): Path<String>, request: Request| {
-            let render = order_render.clone();
-            async move {
-                if let Some(user) = user {
-                    if crate::orders::own_order(&runtime.db, &user.id, &id).await.is_err() {
-                        let html = tessera_kit::page::status_document(NAME, "Order not found", "There is no such order in your account.", Some(("/cart/orders", "Your orders")));
-                        return (StatusCode::NOT_FOUND, Html(html)).into_response();
-                    }
+    let order_page = get(move |State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, Path(id): Path<String>, request: Request| {
+        let render = order_render.clone();
+        async move {
+            if let Some(user) = user {
+                if crate::orders::own_order(&runtime.db, &user.id, &id).await.is_err() {
+                    let html = tessera_kit::page::status_document(
+                        NAME,
+                        "Order not found",
+                        "There is no such order in your account.",
+                        Some(("/cart/orders", "Your orders")),
+                    );
+                    return (StatusCode::NOT_FOUND, Html(html)).into_response();
                 }
-                render(request).await
             }
-        },
-    );
+            render(request).await
+        }
+    });
     tessera_kit::routes::fragment_router(&runtime, page.clone(), get(widget))
         .route(&format!("{PREFIX}/checkout"), page.clone())
         .route(&format!("{PREFIX}/orders"), page)

@@ -79,20 +79,16 @@ impl CartRow {
 /// The signed-in user's active cart (open or being checked out).
 pub async fn user_cart(db: &AnyPool, user_id: &str) -> Result<Option<CartRow>, sqlx::Error> {
     let row: Option<(String, String)> =
-        sqlx::query_as("SELECT id, status FROM carts WHERE user_id = $1 AND status IN ('open', 'checking_out')")
-            .bind(user_id)
-            .fetch_optional(db)
-            .await?;
+        sqlx::query_as("SELECT id, status FROM carts WHERE user_id = $1 AND status IN ('open', 'checking_out')").bind(user_id).fetch_optional(db).await?;
     Ok(row.map(|(id, status)| CartRow { id, status }))
 }
 
 /// The anonymous cart a cookie token points at, if it is still active.
 pub async fn guest_cart(db: &AnyPool, token: &str) -> Result<Option<CartRow>, sqlx::Error> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT id, status FROM carts WHERE token_hash = $1 AND status IN ('open', 'checking_out')")
-            .bind(token_hash(token))
-            .fetch_optional(db)
-            .await?;
+    let row: Option<(String, String)> = sqlx::query_as("SELECT id, status FROM carts WHERE token_hash = $1 AND status IN ('open', 'checking_out')")
+        .bind(token_hash(token))
+        .fetch_optional(db)
+        .await?;
     Ok(row.map(|(id, status)| CartRow { id, status }))
 }
 
@@ -150,10 +146,7 @@ pub struct Price {
 
 pub async fn price(db: &AnyPool, sku: &str) -> Result<Option<Price>, sqlx::Error> {
     let row: Option<(String, String, i64, String)> =
-        sqlx::query_as("SELECT product_id, name, price_minor, currency FROM prices WHERE sku = $1")
-            .bind(sku)
-            .fetch_optional(db)
-            .await?;
+        sqlx::query_as("SELECT product_id, name, price_minor, currency FROM prices WHERE sku = $1").bind(sku).fetch_optional(db).await?;
     Ok(row.map(|(product_id, name, price_minor, currency)| Price { product_id, name, price_minor, currency }))
 }
 
@@ -206,12 +199,9 @@ pub async fn items(connection: &mut AnyConnection, cart_id: &str) -> Result<Vec<
         .map(|row| {
             let product_id: Option<String> = row.try_get("product_id")?;
             let price = match product_id {
-                Some(product_id) => Some(Price {
-                    product_id,
-                    name: row.try_get("name")?,
-                    price_minor: row.try_get("price_minor")?,
-                    currency: row.try_get("currency")?,
-                }),
+                Some(product_id) => {
+                    Some(Price { product_id, name: row.try_get("name")?, price_minor: row.try_get("price_minor")?, currency: row.try_get("currency")? })
+                }
                 None => None,
             };
             Ok(Item {
@@ -231,10 +221,8 @@ pub async fn items(connection: &mut AnyConnection, cart_id: &str) -> Result<Vec<
 
 /// The sum of quantities in a cart.
 pub async fn item_count(db: &AnyPool, cart_id: &str) -> Result<i64, sqlx::Error> {
-    let (count,): (i64,) = sqlx::query_as("SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM cart_items WHERE cart_id = $1")
-        .bind(cart_id)
-        .fetch_one(db)
-        .await?;
+    let (count,): (i64,) =
+        sqlx::query_as("SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM cart_items WHERE cart_id = $1").bind(cart_id).fetch_one(db).await?;
     Ok(count)
 }
 

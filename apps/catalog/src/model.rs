@@ -123,13 +123,7 @@ impl ListingQuery {
         if self.q.chars().count() > MAX_SEARCH {
             return Err(bad(format!("a search has at most {MAX_SEARCH} characters")));
         }
-        let words: Vec<String> = self
-            .q
-            .split(|c: char| !c.is_alphanumeric())
-            .filter(|word| !word.is_empty())
-            .take(MAX_WORDS)
-            .map(str::to_lowercase)
-            .collect();
+        let words: Vec<String> = self.q.split(|c: char| !c.is_alphanumeric()).filter(|word| !word.is_empty()).take(MAX_WORDS).map(str::to_lowercase).collect();
         let slug_like = |text: &str, what: &str| -> Result<String, ApiError> {
             let text = text.trim();
             if text.len() > 80 || text.chars().any(char::is_control) {
@@ -140,9 +134,7 @@ impl ListingQuery {
         let attr = match self.attr.trim() {
             "" => None,
             text => match text.split_once(':') {
-                Some((name, value)) if !name.is_empty() && !value.is_empty() && text.len() <= 80 => {
-                    Some((name.to_lowercase(), value.to_lowercase()))
-                }
+                Some((name, value)) if !name.is_empty() && !value.is_empty() && text.len() <= 80 => Some((name.to_lowercase(), value.to_lowercase())),
                 _ => return Err(bad("an attribute filter looks like name:value, e.g. colour:blue".into())),
             },
         };
@@ -159,7 +151,9 @@ impl ListingQuery {
             "price" => Sort::Price,
             "price_desc" => Sort::PriceDesc,
             "newest" => Sort::Newest,
-            other => return Err(bad(format!("{:?} is not a sort order (relevance, price, price_desc, newest, name)", other.chars().take(20).collect::<String>()))),
+            other => {
+                return Err(bad(format!("{:?} is not a sort order (relevance, price, price_desc, newest, name)", other.chars().take(20).collect::<String>())))
+            }
         };
         let page = match self.page.trim() {
             "" => 1,
@@ -181,7 +175,16 @@ impl ListingQuery {
     /// This query's address with `page` (links keep every filter).
     pub fn href(&self, page: i64) -> String {
         let mut pairs: Vec<(&str, String)> = Vec::new();
-        for (name, value) in [("q", &self.q), ("cat", &self.cat), ("brand", &self.brand), ("min", &self.min), ("max", &self.max), ("attr", &self.attr), ("stock", &self.stock), ("sort", &self.sort)] {
+        for (name, value) in [
+            ("q", &self.q),
+            ("cat", &self.cat),
+            ("brand", &self.brand),
+            ("min", &self.min),
+            ("max", &self.max),
+            ("attr", &self.attr),
+            ("stock", &self.stock),
+            ("sort", &self.sort),
+        ] {
             if !value.is_empty() {
                 pairs.push((name, value.clone()));
             }
@@ -341,6 +344,9 @@ mod tests {
         assert!(ProductInput { sku: "bad sku".into(), ..input.clone() }.validate().is_err());
         assert!(ProductInput { image: "javascript:alert(1)".into(), ..input.clone() }.validate().is_err());
         assert!(ProductInput { image: "//evil.example/x.png".into(), ..input.clone() }.validate().is_err());
-        assert_eq!(ProductInput { image: "https://img.example/mug.png".into(), ..input }.validate().unwrap().image.as_deref(), Some("https://img.example/mug.png"));
+        assert_eq!(
+            ProductInput { image: "https://img.example/mug.png".into(), ..input }.validate().unwrap().image.as_deref(),
+            Some("https://img.example/mug.png")
+        );
     }
 }

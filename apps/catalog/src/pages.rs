@@ -48,7 +48,17 @@ pub fn ListingPage() -> impl IntoView {
     let query = Memo::new(move |_| {
         let get = |name: &str| query_map.with(|q| q.get(name).unwrap_or_default());
         let cat = params.with(|p| p.get("slug")).unwrap_or_else(|| get("cat"));
-        ListingQuery { q: get("q"), cat, brand: get("brand"), min: get("min"), max: get("max"), attr: get("attr"), stock: get("stock"), sort: get("sort"), page: get("page") }
+        ListingQuery {
+            q: get("q"),
+            cat,
+            brand: get("brand"),
+            min: get("min"),
+            max: get("max"),
+            attr: get("attr"),
+            stock: get("stock"),
+            sort: get("sort"),
+            page: get("page"),
+        }
     });
     let results = Resource::new(move || query.get(), search_products);
     view! {
@@ -194,10 +204,7 @@ fn ProductView(detail: Detail) -> impl IntoView {
     let variants_for_status = variants.clone();
     let available = move || selected.with(|sku| variants_for_status.iter().find(|v| &v.sku == sku).and_then(|v| v.available));
     let picker = (variants.len() > 1).then(|| {
-        let choices = variants
-            .iter()
-            .map(|v| view! { <option value=v.sku.clone()>{v.label.clone()}</option> })
-            .collect_view();
+        let choices = variants.iter().map(|v| view! { <option value=v.sku.clone()>{v.label.clone()}</option> }).collect_view();
         view! {
             <label class="variant-picker">"Option "
                 <select data-testid="variant-picker" on:change=move |ev| set_selected.set(event_target_value(&ev))>{choices}</select>
@@ -249,10 +256,22 @@ pub fn EditorPage() -> impl IntoView {
     let params = use_params_map();
     let id = params.with_untracked(|p| p.get("id")).unwrap_or_default();
     let save = ServerAction::<SaveProduct>::new();
-    let existing = Resource::new(move || id.clone(), |id| async move { if id.is_empty() { Ok(None) } else { product_detail(id).await.map(Some) } });
+    let existing = Resource::new(
+        move || id.clone(),
+        |id| async move {
+            if id.is_empty() {
+                Ok(None)
+            } else {
+                product_detail(id).await.map(Some)
+            }
+        },
+    );
     let message = move || {
         save.value().get().map(|result| match result {
-            Ok(saved) => view! { <p role="status" data-testid="editor-status">"Saved. " <a href=format!("{PREFIX}/p/{}", saved.id)>"View " {saved.name}</a></p> }.into_any(),
+            Ok(saved) => {
+                view! { <p role="status" data-testid="editor-status">"Saved. " <a href=format!("{PREFIX}/p/{}", saved.id)>"View " {saved.name}</a></p> }
+                    .into_any()
+            }
             Err(error) => view! { <p role="status" class="error" data-testid="editor-status">{error.to_string()}</p> }.into_any(),
         })
     };
@@ -311,9 +330,7 @@ mod browser {
         use tessera_contracts::ApiError;
 
         let body = format!("sku={}&quantity=1", js_sys::encode_uri_component(sku));
-        let request = gloo_net::http::Request::post(ADD_ITEM_PATH)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
+        let request = gloo_net::http::Request::post(ADD_ITEM_PATH).header("content-type", "application/x-www-form-urlencoded").body(body);
         let response = match request {
             Ok(request) => request.send().await,
             Err(error) => return format!("Could not add: {error}"),

@@ -166,23 +166,12 @@ pub mod queries {
         // Two steps: the page's ids (filter, order, slice: cheap), then the cards of just those ids, so the
         // per-card subqueries never run for rows an OFFSET skips or a sort discards.
         let ids_sql = format!("SELECT p.id {from} ORDER BY {order} LIMIT $9 OFFSET $10");
-        let ids: Vec<(String,)> = bind_filters(sqlx::query_as(&ids_sql), &search_param, filters)
-            .bind(PER_PAGE)
-            .bind((page - 1) * PER_PAGE)
-            .fetch_all(db)
-            .await?;
+        let ids: Vec<(String,)> =
+            bind_filters(sqlx::query_as(&ids_sql), &search_param, filters).bind(PER_PAGE).bind((page - 1) * PER_PAGE).fetch_all(db).await?;
         let cards = cards_of(db, ids.into_iter().map(|(id,)| id).collect()).await?;
         let facets: Vec<(String, String)> = sqlx::query_as("SELECT kind, value FROM facets ORDER BY kind, value").fetch_all(db).await?;
         let of = |kind: &str| facets.iter().filter(|(k, _)| k == kind).map(|(_, v)| v.clone()).collect::<Vec<_>>();
-        Ok(Listing {
-            cards,
-            total,
-            page,
-            pages,
-            categories: categories(db).await?,
-            brands: of("brand"),
-            attributes: of("attribute"),
-        })
+        Ok(Listing { cards, total, page, pages, categories: categories(db).await?, brands: of("brand"), attributes: of("attribute") })
     }
 
     /// The cards of `ids`, in that order.
@@ -215,12 +204,11 @@ pub mod queries {
             return Ok(None);
         }
         type DetailRow = (String, String, String, String, i64, String, Option<String>, Option<String>);
-        let row: Option<DetailRow> = sqlx::query_as(
-            "SELECT id, name, brand, description, price_minor, currency, image_url, category_slug FROM products WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+        let row: Option<DetailRow> =
+            sqlx::query_as("SELECT id, name, brand, description, price_minor, currency, image_url, category_slug FROM products WHERE id = $1")
+                .bind(id)
+                .fetch_optional(db)
+                .await?;
         let Some((id, name, brand, description, minor, currency, url, category)) = row else { return Ok(None) };
         let variants: Vec<(String, String, Option<i64>)> = sqlx::query_as(
             "SELECT v.sku, v.label, a.available FROM variants v LEFT JOIN availability a ON a.sku = v.sku WHERE v.product_id = $1 ORDER BY v.position, v.sku",

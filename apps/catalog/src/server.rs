@@ -179,7 +179,9 @@ async fn product_page(State(runtime): State<FragmentRuntime>, Path(id): Path<Str
 async fn editor_page(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, request: Request) -> Response {
     match user {
         None => status_page(StatusCode::UNAUTHORIZED, "Please sign in", "Editing the catalog is for staff. Sign in with a staff account."),
-        Some(user) if !user.has_role(Role::CatalogEditor) => status_page(StatusCode::FORBIDDEN, "Not allowed", "Your account does not have the catalog editor role."),
+        Some(user) if !user.has_role(Role::CatalogEditor) => {
+            status_page(StatusCode::FORBIDDEN, "Not allowed", "Your account does not have the catalog editor role.")
+        }
         Some(_) => tessera_kit::routes::render_with_head(&runtime, head("Edit the catalog", "Catalog editor", None), || view! { <App/> }, request).await,
     }
 }

@@ -49,13 +49,9 @@ impl FromServerFnError for ApiError {
     fn from_server_fn_error(value: ServerFnErrorErr) -> Self {
         match value {
             // The request could not be turned into arguments: the caller's fault, said plainly.
-            ServerFnErrorErr::Args(message) | ServerFnErrorErr::MissingArg(message) => {
-                ApiError::BadRequest(format!("invalid request: {message}"))
-            }
+            ServerFnErrorErr::Args(message) | ServerFnErrorErr::MissingArg(message) => ApiError::BadRequest(format!("invalid request: {message}")),
             ServerFnErrorErr::UnsupportedRequestMethod(message) => ApiError::BadRequest(message),
-            ServerFnErrorErr::Request(message) => {
-                ApiError::Unavailable(format!("the request could not be sent: {message}"))
-            }
+            ServerFnErrorErr::Request(message) => ApiError::Unavailable(format!("the request could not be sent: {message}")),
             _ => ApiError::Internal,
         }
     }

@@ -26,10 +26,8 @@ pub const PRODUCTS: &[DemoProduct] = &[
 ];
 
 /// The demo accounts: email, display name, password, roles (as role names).
-pub const ACCOUNTS: &[(&str, &str, &[&str])] = &[
-    ("shopper@example.com", "Sam Shopper", &["shopper"]),
-    ("admin@example.com", "Ada Admin", &["shopper", "inventory_admin", "catalog_editor", "admin"]),
-];
+pub const ACCOUNTS: &[(&str, &str, &[&str])] =
+    &[("shopper@example.com", "Sam Shopper", &["shopper"]), ("admin@example.com", "Ada Admin", &["shopper", "inventory_admin", "catalog_editor", "admin"])];
 
 /// Password of every demo account.
 pub const PASSWORD: &str = "tessera-demo";
@@ -165,10 +163,7 @@ pub fn catalog(extra: usize) -> Vec<DemoCatalogProduct> {
         let name = format!("{adjective} {noun} No. {}", n + 1);
         products.push(DemoCatalogProduct {
             id: format!("{}-{noun}-{}", adjective.to_lowercase(), n + 1).replace(' ', "-"),
-            description: format!(
-                "{adjective} {noun} by {brand}. Made to last, shipped in recycled packaging. Item {} of the demo catalogue.",
-                n + 1
-            ),
+            description: format!("{adjective} {noun} by {brand}. Made to last, shipped in recycled packaging. Item {} of the demo catalogue.", n + 1),
             name,
             brand: brand.to_owned(),
             category,

@@ -18,10 +18,7 @@ impl Sku {
         if input.len() > Sku::MAX_LEN {
             return Err(format!("a SKU has at most {} characters", Sku::MAX_LEN));
         }
-        if !input.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-')
-            || input.starts_with('-')
-            || input.ends_with('-')
-        {
+        if !input.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '-') || input.starts_with('-') || input.ends_with('-') {
             return Err(format!("{input:?} is not a SKU (capital letters, digits and dashes)"));
         }
         Ok(Sku(input.to_owned()))
@@ -114,7 +111,6 @@ mod tests {
         assert_eq!(format_time(1_795_618_380_000), "2026-11-25 14:53 UTC");
         assert_eq!(format_time(-60_000), "1969-12-31 23:59 UTC");
     }
-
 
     #[test]
     fn skus_are_parsed_strictly() {

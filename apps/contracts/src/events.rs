@@ -59,8 +59,7 @@ impl Envelope {
         if self.version != E::VERSION {
             return Err(DecodeError::UnsupportedVersion { event_type: self.event_type.clone(), version: self.version, supported: E::VERSION });
         }
-        serde_json::from_value(self.payload.clone())
-            .map_err(|error| DecodeError::Malformed { event_type: self.event_type.clone(), message: error.to_string() })
+        serde_json::from_value(self.payload.clone()).map_err(|error| DecodeError::Malformed { event_type: self.event_type.clone(), message: error.to_string() })
     }
 }
 

@@ -143,10 +143,7 @@ impl InsufficientStock {
     pub const KIND: &'static str = "insufficient_stock";
 
     pub fn new(shortages: Vec<Shortage>) -> InsufficientStock {
-        let parts: Vec<String> = shortages
-            .iter()
-            .map(|s| format!("{} has {} available, {} requested", s.sku, s.available, s.requested))
-            .collect();
+        let parts: Vec<String> = shortages.iter().map(|s| format!("{} has {} available, {} requested", s.sku, s.available, s.requested)).collect();
         InsufficientStock { kind: InsufficientStock::KIND.into(), message: format!("not enough stock: {}", parts.join("; ")), shortages }
     }
 }
@@ -170,8 +167,7 @@ mod tests {
     fn a_shortage_names_the_sku_and_what_is_left() {
         let refusal = InsufficientStock::new(vec![Shortage { sku: "MUG-STN-01".into(), requested: 5, available: 2 }]);
         assert_eq!(refusal.message, "not enough stock: MUG-STN-01 has 2 available, 5 requested");
-        let request: ReserveRequest =
-            serde_json::from_str(r#"{"idempotency_key":"k","owner":"u1","lines":[{"sku":"A-1","quantity":1}]}"#).unwrap();
+        let request: ReserveRequest = serde_json::from_str(r#"{"idempotency_key":"k","owner":"u1","lines":[{"sku":"A-1","quantity":1}]}"#).unwrap();
         assert_eq!(request.ttl_seconds, DEFAULT_TTL_SECONDS);
     }
 }

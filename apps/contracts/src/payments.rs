@@ -84,15 +84,9 @@ impl PaymentStatus {
         }
     }
     pub fn parse(text: &str) -> Option<PaymentStatus> {
-        [
-            PaymentStatus::RequiresPaymentMethod,
-            PaymentStatus::RequiresAction,
-            PaymentStatus::Succeeded,
-            PaymentStatus::Refunded,
-            PaymentStatus::Canceled,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == text)
+        [PaymentStatus::RequiresPaymentMethod, PaymentStatus::RequiresAction, PaymentStatus::Succeeded, PaymentStatus::Refunded, PaymentStatus::Canceled]
+            .into_iter()
+            .find(|status| status.as_str() == text)
     }
 }
 

@@ -124,8 +124,8 @@ pub async fn record_movement(
         "return" => StaffMovement::Return { quantity, damaged },
         "adjust" => {
             let counter = counter.as_deref().unwrap_or("on_hand");
-            let counter = Counter::parse(counter)
-                .ok_or_else(|| ApiError::BadRequest(format!("{counter:?} is not a counter (on_hand, unavailable, safety_stock)")))?;
+            let counter =
+                Counter::parse(counter).ok_or_else(|| ApiError::BadRequest(format!("{counter:?} is not a counter (on_hand, unavailable, safety_stock)")))?;
             StaffMovement::Adjust { counter, delta: quantity }
         }
         other => return Err(ApiError::BadRequest(format!("{other:?} is not a movement (receive, order, shrinkage, return, adjust)"))),
@@ -213,28 +213,24 @@ pub mod queries {
             .fetch_one(db)
             .await?;
         let page = query.page.clamp(1, super::page_count(total));
-        let rows: Vec<Tuple> = sqlx::query_as(&format!(
-            "SELECT * FROM ({LIVE_STOCK}) t {filter} ORDER BY {order} {direction}, sku, location LIMIT $6 OFFSET $7"
-        ))
-        .bind(now_ms)
-        .bind(&term)
-        .bind(&pattern)
-        .bind(low)
-        .bind(LOW_STOCK)
-        .bind(PER_PAGE)
-        .bind((page - 1) * PER_PAGE)
-        .fetch_all(db)
-        .await?;
+        let rows: Vec<Tuple> =
+            sqlx::query_as(&format!("SELECT * FROM ({LIVE_STOCK}) t {filter} ORDER BY {order} {direction}, sku, location LIMIT $6 OFFSET $7"))
+                .bind(now_ms)
+                .bind(&term)
+                .bind(&pattern)
+                .bind(low)
+                .bind(LOW_STOCK)
+                .bind(PER_PAGE)
+                .bind((page - 1) * PER_PAGE)
+                .fetch_all(db)
+                .await?;
         Ok((rows.into_iter().map(row).collect(), total))
     }
 
     /// SKUs with fewer than `below` available, fewest first.
     pub async fn low_stock(db: &AnyPool, below: i64, now_ms: i64, limit: i64) -> Result<(Vec<StockRow>, i64), sqlx::Error> {
-        let (total,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM ({LIVE_STOCK}) t WHERE available < $2"))
-            .bind(now_ms)
-            .bind(below)
-            .fetch_one(db)
-            .await?;
+        let (total,): (i64,) =
+            sqlx::query_as(&format!("SELECT COUNT(*) FROM ({LIVE_STOCK}) t WHERE available < $2")).bind(now_ms).bind(below).fetch_one(db).await?;
         let rows: Vec<Tuple> = sqlx::query_as(&format!("SELECT * FROM ({LIVE_STOCK}) t WHERE available < $2 ORDER BY available, sku LIMIT $3"))
             .bind(now_ms)
             .bind(below)
@@ -245,11 +241,8 @@ pub mod queries {
     }
 
     pub async fn sku_detail(db: &AnyPool, sku: &str, now_ms: i64) -> Result<SkuView, sqlx::Error> {
-        let locations: Vec<Tuple> = sqlx::query_as(&format!("SELECT * FROM ({LIVE_STOCK}) t WHERE sku = $2 ORDER BY location"))
-            .bind(now_ms)
-            .bind(sku)
-            .fetch_all(db)
-            .await?;
+        let locations: Vec<Tuple> =
+            sqlx::query_as(&format!("SELECT * FROM ({LIVE_STOCK}) t WHERE sku = $2 ORDER BY location")).bind(now_ms).bind(sku).fetch_all(db).await?;
         let ledger = sqlx::query(
             "SELECT seq, location, kind, quantity, on_hand_delta, soft_delta, hard_delta, unavailable_delta, safety_delta, \
              incoming_delta, on_hand_after, available_after, actor, reason, reservation_id, order_id, at_ms \
@@ -336,21 +329,15 @@ pub mod queries {
             ReservationFilter::All => ("($1 = $1)", ""),
         };
         let clause = if status.is_empty() { format!("{clause} AND $2 = ''") } else { clause.to_owned() };
-        let (total,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM reservations WHERE {clause}"))
+        let (total,): (i64,) = sqlx::query_as(&format!("SELECT COUNT(*) FROM reservations WHERE {clause}")).bind(now_ms).bind(status).fetch_one(db).await?;
+        let page = page.clamp(1, super::page_count(total));
+        let ids: Vec<(String,)> = sqlx::query_as(&format!("SELECT id FROM reservations WHERE {clause} ORDER BY created_at_ms DESC, id LIMIT $3 OFFSET $4"))
             .bind(now_ms)
             .bind(status)
-            .fetch_one(db)
+            .bind(PER_PAGE)
+            .bind((page - 1) * PER_PAGE)
+            .fetch_all(db)
             .await?;
-        let page = page.clamp(1, super::page_count(total));
-        let ids: Vec<(String,)> = sqlx::query_as(&format!(
-            "SELECT id FROM reservations WHERE {clause} ORDER BY created_at_ms DESC, id LIMIT $3 OFFSET $4"
-        ))
-        .bind(now_ms)
-        .bind(status)
-        .bind(PER_PAGE)
-        .bind((page - 1) * PER_PAGE)
-        .fetch_all(db)
-        .await?;
         Ok((load(db, ids, now_ms).await?, total))
     }
 }

@@ -57,9 +57,7 @@ pub const PREFIX: &str = "/admin/inventory";
 fn current_address() -> (String, String) {
     #[cfg(feature = "ssr")]
     {
-        use_context::<http::request::Parts>()
-            .map(|parts| (parts.uri.path().to_owned(), parts.uri.query().unwrap_or_default().to_owned()))
-            .unwrap_or_default()
+        use_context::<http::request::Parts>().map(|parts| (parts.uri.path().to_owned(), parts.uri.query().unwrap_or_default().to_owned())).unwrap_or_default()
     }
     #[cfg(not(feature = "ssr"))]
     {

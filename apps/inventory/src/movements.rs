@@ -77,9 +77,7 @@ pub fn parse_reason(input: Option<&str>, required: bool) -> Result<Option<String
     let reason = input.map(str::trim).filter(|reason| !reason.is_empty());
     match reason {
         None if required => Err(ApiError::BadRequest("please give a reason".into())),
-        Some(reason) if reason.chars().count() > MAX_REASON => {
-            Err(ApiError::BadRequest(format!("a reason has at most {MAX_REASON} characters")))
-        }
+        Some(reason) if reason.chars().count() > MAX_REASON => Err(ApiError::BadRequest(format!("a reason has at most {MAX_REASON} characters"))),
         Some(reason) if reason.chars().any(char::is_control) => Err(ApiError::BadRequest("a reason is one line of text".into())),
         reason => Ok(reason.map(str::to_owned)),
     }
@@ -145,9 +143,7 @@ impl StaffMovement {
             StaffMovement::Shrinkage { quantity, damaged } => {
                 Deltas { on_hand: -quantity, unavailable: if damaged { -quantity } else { 0 }, ..Deltas::default() }
             }
-            StaffMovement::Return { quantity, damaged } => {
-                Deltas { on_hand: quantity, unavailable: if damaged { quantity } else { 0 }, ..Deltas::default() }
-            }
+            StaffMovement::Return { quantity, damaged } => Deltas { on_hand: quantity, unavailable: if damaged { quantity } else { 0 }, ..Deltas::default() },
             StaffMovement::Adjust { counter: Counter::OnHand, delta } => Deltas { on_hand: delta, ..Deltas::default() },
             StaffMovement::Adjust { counter: Counter::Unavailable, delta } => Deltas { unavailable: delta, ..Deltas::default() },
             StaffMovement::Adjust { counter: Counter::SafetyStock, delta } => Deltas { safety: delta, ..Deltas::default() },
@@ -162,9 +158,9 @@ impl StaffMovement {
             StaffMovement::Shrinkage { quantity, damaged: true } => {
                 format!("only {} damaged units of {at}; cannot write off {quantity}", row.unavailable)
             }
-            StaffMovement::Shrinkage { quantity, damaged: false } => format!(
-                "only {unreserved} unreserved units of {at}; cannot write off {quantity} (release or cancel reservations first)"
-            ),
+            StaffMovement::Shrinkage { quantity, damaged: false } => {
+                format!("only {unreserved} unreserved units of {at}; cannot write off {quantity} (release or cancel reservations first)")
+            }
             StaffMovement::Adjust { counter: Counter::OnHand, delta } => {
                 format!("only {unreserved} unreserved units of {at}; cannot remove {}", -delta)
             }
@@ -208,9 +204,7 @@ pub async fn record(
         // lock), so the deltas are computed from the state they apply to.
         ledger::lock_stock(&mut tx, sku.as_str(), &location, now_ms).await?;
         let Some(current) = ledger::stock(&mut tx, sku.as_str(), &location).await? else {
-            return Err(OpError::Api(ApiError::NotFound(format!(
-                "{sku} is not stocked at {location}; receive it as a new SKU first"
-            ))));
+            return Err(OpError::Api(ApiError::NotFound(format!("{sku} is not stocked at {location}; receive it as a new SKU first"))));
         };
         let step = Movement {
             sku: sku.as_str(),
@@ -253,7 +247,17 @@ mod tests {
 
     #[test]
     fn a_receipt_settles_purchase_orders_first() {
-        let row = StockRow { sku: "A-1".into(), location: "main".into(), on_hand: 0, soft_reserved: 0, hard_reserved: 0, unavailable: 0, safety_stock: 0, incoming: 4, available: 0 };
+        let row = StockRow {
+            sku: "A-1".into(),
+            location: "main".into(),
+            on_hand: 0,
+            soft_reserved: 0,
+            hard_reserved: 0,
+            unavailable: 0,
+            safety_stock: 0,
+            incoming: 4,
+            available: 0,
+        };
         assert_eq!(StaffMovement::Receive { quantity: 10 }.deltas(&row), Deltas { on_hand: 10, incoming: -4, ..Deltas::default() });
         assert_eq!(StaffMovement::Receive { quantity: 3 }.deltas(&row), Deltas { on_hand: 3, incoming: -3, ..Deltas::default() });
         assert!(StaffMovement::Adjust { counter: Counter::OnHand, delta: 0 }.validate().is_err());

@@ -5,13 +5,9 @@ use leptos::prelude::*;
 use tessera_contracts::domain::format_time;
 use tessera_contracts::inventory::ReservationStatus;
 
-use crate::admin::{
-    reservation_page, sku_detail, stock_page, AdjustStock, FulfilOrder, RecordMovement, ReservationList, SkuView, StockTable,
-    StockQuery,
-};
+use crate::admin::{reservation_page, sku_detail, stock_page, AdjustStock, FulfilOrder, RecordMovement, ReservationList, SkuView, StockQuery, StockTable};
 use crate::types::{LedgerEntry, ReservationRow, StockRow, LOW_STOCK};
 use crate::PREFIX;
-
 
 fn query_string(query: &StockQuery, page: i64) -> String {
     let mut parts = Vec::new();
@@ -267,8 +263,7 @@ fn movement_forms(sku: String, action: ServerAction<RecordMovement>) -> impl Int
             <input type="hidden" name="movement" value=movement/>
         }
     };
-    let (receive, order, shrinkage, returned, adjust) =
-        (hidden("receive"), hidden("order"), hidden("shrinkage"), hidden("return"), hidden("adjust"));
+    let (receive, order, shrinkage, returned, adjust) = (hidden("receive"), hidden("order"), hidden("shrinkage"), hidden("return"), hidden("adjust"));
     view! {
         <div class="movement-forms">
             <ActionForm action=action attr:data-form="receive">
@@ -326,10 +321,7 @@ pub fn SkuPage(sku: String) -> impl IntoView {
     let movement = ServerAction::<RecordMovement>::new();
     let fulfil = ServerAction::<FulfilOrder>::new();
     let fetch_sku = sku.clone();
-    let detail = Resource::new(
-        move || (movement.version().get(), fulfil.version().get()),
-        move |_| sku_detail(fetch_sku.clone()),
-    );
+    let detail = Resource::new(move || (movement.version().get(), fulfil.version().get()), move |_| sku_detail(fetch_sku.clone()));
     let message = move || {
         let moved = movement.value().get().map(|result| match result {
             Ok(row) => format!("Saved: {} on hand, {} available.", row.on_hand, row.available),

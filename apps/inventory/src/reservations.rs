@@ -10,8 +10,7 @@ use sqlx::{AnyConnection, AnyPool};
 use tessera_contracts::domain::{Quantity, Sku};
 use tessera_contracts::events::{OrderCancelled, OrderFulfilled, OrderPaid, OrderShort};
 use tessera_contracts::inventory::{
-    InsufficientStock, Line, Reservation, ReservationStatus, ReserveRequest, Shortage, MAX_KEY_LENGTH, MAX_LINES,
-    MAX_TTL_SECONDS, MIN_TTL_SECONDS,
+    InsufficientStock, Line, Reservation, ReservationStatus, ReserveRequest, Shortage, MAX_KEY_LENGTH, MAX_LINES, MAX_TTL_SECONDS, MIN_TTL_SECONDS,
 };
 use tessera_contracts::ApiError;
 use tessera_kit::events::Outbox;
@@ -113,11 +112,10 @@ type ReservationTuple = (String, String, String, Option<String>, String, i64, i6
 const RESERVATION_COLUMNS: &str = "id, caller, owner, order_id, status, created_at_ms, expires_at_ms";
 
 async fn lines_of(connection: &mut AnyConnection, id: &str) -> Result<Vec<Line>, sqlx::Error> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT sku, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku, location")
-            .bind(id)
-            .fetch_all(&mut *connection)
-            .await?;
+    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT sku, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku, location")
+        .bind(id)
+        .fetch_all(&mut *connection)
+        .await?;
     Ok(rows.into_iter().map(|(sku, quantity)| Line { sku, quantity }).collect())
 }
 
@@ -135,10 +133,8 @@ async fn load_row(connection: &mut AnyConnection, tuple: ReservationTuple, now_m
 
 /// One reservation, if it exists and (when `caller` is given) belongs to that caller.
 pub async fn find(connection: &mut AnyConnection, id: &str, caller: Option<&str>, now_ms: i64) -> Result<Option<ReservationRow>, sqlx::Error> {
-    let tuple: Option<ReservationTuple> = sqlx::query_as(&format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(&mut *connection)
-        .await?;
+    let tuple: Option<ReservationTuple> =
+        sqlx::query_as(&format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1")).bind(id).fetch_optional(&mut *connection).await?;
     match tuple {
         Some(tuple) if caller.is_none_or(|caller| caller == tuple.1) => Ok(Some(load_row(connection, tuple, now_ms).await?)),
         _ => Ok(None),
@@ -251,12 +247,11 @@ pub async fn reserve(db: &AnyPool, outbox: &Outbox, caller: &str, request: &Vali
     }
     // The key was used before: the same request gets the same answer, a different one a conflict.
     let mut connection = db.acquire().await?;
-    let existing: Option<(String, String)> =
-        sqlx::query_as("SELECT id, request_hash FROM reservations WHERE caller = $1 AND idempotency_key = $2")
-            .bind(caller)
-            .bind(&request.idempotency_key)
-            .fetch_optional(&mut *connection)
-            .await?;
+    let existing: Option<(String, String)> = sqlx::query_as("SELECT id, request_hash FROM reservations WHERE caller = $1 AND idempotency_key = $2")
+        .bind(caller)
+        .bind(&request.idempotency_key)
+        .fetch_optional(&mut *connection)
+        .await?;
     let Some((id, hash)) = existing else {
         return Err(OpError::Api(ApiError::Conflict("the idempotency key is in use by a request still running; retry".into())));
     };
@@ -385,10 +380,7 @@ pub async fn extend(db: &AnyPool, caller: &str, id: &str, ttl_seconds: i64, now_
         return Ok(to_contract(row, false));
     }
     let status = if row.lapsed { ReservationStatus::Expired } else { row.status };
-    Err(OpError::Api(ApiError::Conflict(format!(
-        "reservation {id} is {}; only an active soft reservation can be extended (reserve again)",
-        status.as_str()
-    ))))
+    Err(OpError::Api(ApiError::Conflict(format!("reservation {id} is {}; only an active soft reservation can be extended (reserve again)", status.as_str()))))
 }
 
 /// Ends a caller's soft reservation and puts its units back on sale. Releasing one that already ended
@@ -486,10 +478,7 @@ pub async fn order_paid(
                 expire_one(&mut tx, outbox, &row.id, "lazy expiry", now_ms).await?;
             }
         }
-        let of_order: Vec<(String,)> = sqlx::query_as("SELECT status FROM reservations WHERE order_id = $1")
-            .bind(&event.order_id)
-            .fetch_all(&mut *tx)
-            .await?;
+        let of_order: Vec<(String,)> = sqlx::query_as("SELECT status FROM reservations WHERE order_id = $1").bind(&event.order_id).fetch_all(&mut *tx).await?;
         if of_order.iter().any(|(status,)| status == "hard" || status == "fulfilled") {
             tx.commit().await?;
             return Ok(Applied::Nothing("the order is already reserved".into()));
@@ -562,13 +551,12 @@ pub async fn order_cancelled(
         if !tessera_kit::events::record_in_inbox(&mut tx, envelope).await? {
             return Ok(Applied::Nothing("already applied".into()));
         }
-        let active: Vec<(String, String)> = sqlx::query_as(
-            "SELECT id, status FROM reservations WHERE (id = $1 OR order_id = $2) AND status IN ('soft', 'hard') ORDER BY id",
-        )
-        .bind(&event.reservation_id)
-        .bind(&event.order_id)
-        .fetch_all(&mut *tx)
-        .await?;
+        let active: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, status FROM reservations WHERE (id = $1 OR order_id = $2) AND status IN ('soft', 'hard') ORDER BY id")
+                .bind(&event.reservation_id)
+                .bind(&event.order_id)
+                .fetch_all(&mut *tx)
+                .await?;
         if active.is_empty() {
             let fulfilled: Option<(String,)> = sqlx::query_as("SELECT id FROM reservations WHERE (id = $1 OR order_id = $2) AND status = 'fulfilled'")
                 .bind(&event.reservation_id)
@@ -576,10 +564,7 @@ pub async fn order_cancelled(
                 .fetch_optional(&mut *tx)
                 .await?;
             if fulfilled.is_some() {
-                return Err(OpError::Api(ApiError::Conflict(format!(
-                    "order {} was already fulfilled; process a return instead",
-                    event.order_id
-                ))));
+                return Err(OpError::Api(ApiError::Conflict(format!("order {} was already fulfilled; process a return instead", event.order_id))));
             }
             tx.commit().await?;
             return Ok(Applied::Nothing("the order holds no stock".into()));
@@ -631,12 +616,11 @@ pub async fn fulfil(db: &AnyPool, outbox: &Outbox, id: &str, actor: &str, now_ms
 
 /// Expires lapsed soft reservations (at most `limit`), each in its own transaction. Returns how many.
 pub async fn sweep(db: &AnyPool, outbox: &Outbox, now_ms: i64, limit: i64) -> Result<usize, OpError> {
-    let ids: Vec<(String,)> =
-        sqlx::query_as("SELECT id FROM reservations WHERE status = 'soft' AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2")
-            .bind(now_ms)
-            .bind(limit)
-            .fetch_all(db)
-            .await?;
+    let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM reservations WHERE status = 'soft' AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2")
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
     let mut expired = 0;
     for (id,) in ids {
         let done = ledger::retrying(|| async {

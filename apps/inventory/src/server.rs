@@ -58,9 +58,9 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), mo
             deltas: Deltas { on_hand: variant.stock, ..Deltas::default() },
             needs_available: 0,
         };
-        ledger::post(&mut tx, &runtime.events.outbox, &movement, &cause, now).await?.map_err(|refused| {
-            movements::OpError::Api(tessera_contracts::ApiError::Conflict(format!("cannot seed {sku}: {refused:?}")))
-        })?;
+        ledger::post(&mut tx, &runtime.events.outbox, &movement, &cause, now)
+            .await?
+            .map_err(|refused| movements::OpError::Api(tessera_contracts::ApiError::Conflict(format!("cannot seed {sku}: {refused:?}"))))?;
     }
     tx.commit().await?;
     runtime.events.outbox.committed();
@@ -80,8 +80,15 @@ pub fn router(runtime: FragmentRuntime) -> Router {
         let render = render.clone();
         async move {
             match user {
-                None => gate_page(StatusCode::UNAUTHORIZED, "Please sign in", "The inventory is for staff. Sign in with a staff account.", Some(("/login?next=/admin/inventory", "Sign in"))),
-                Some(user) if !user.has_role(Role::InventoryAdmin) => gate_page(StatusCode::FORBIDDEN, "Not allowed", "Your account does not have the inventory admin role.", Some(("/", "Go to the home page"))),
+                None => gate_page(
+                    StatusCode::UNAUTHORIZED,
+                    "Please sign in",
+                    "The inventory is for staff. Sign in with a staff account.",
+                    Some(("/login?next=/admin/inventory", "Sign in")),
+                ),
+                Some(user) if !user.has_role(Role::InventoryAdmin) => {
+                    gate_page(StatusCode::FORBIDDEN, "Not allowed", "Your account does not have the inventory admin role.", Some(("/", "Go to the home page")))
+                }
                 Some(_) => render(request).await,
             }
         }

@@ -102,14 +102,7 @@ fn caller_of(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, ur
 }
 
 /// `POST …/reservations/{id}/extend`: hold for `ttl_seconds` more from now.
-async fn extend(
-    State(runtime): State<FragmentRuntime>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn extend(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     let result = match caller_of(&runtime, &headers, &method, &uri, &id, &body).and_then(|caller| Ok((caller, json::<ExtendRequest>(&body)?))) {
         Ok((caller, request)) => reservations::extend(&runtime.db, &caller, &id, request.ttl_seconds, now_ms()).await,
         Err(error) => return error.into_http_response(),
@@ -121,14 +114,7 @@ async fn extend(
 }
 
 /// `POST …/reservations/{id}/release`: the cart lets go of the stock.
-async fn release(
-    State(runtime): State<FragmentRuntime>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn release(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     let result = match caller_of(&runtime, &headers, &method, &uri, &id, &body) {
         Ok(caller) => reservations::release(&runtime.db, &runtime.events.outbox, &caller, &id, now_ms()).await,
         Err(error) => return error.into_http_response(),

@@ -139,9 +139,8 @@ impl Model {
         let mut short = Vec::new();
         for (sku, quantity) in lines {
             if trial.stock[sku].free() < *quantity {
-                let lapsed: Vec<usize> = (0..trial.reservations.len())
-                    .filter(|i| trial.lapsed(*i) && trial.reservations[*i].lines.iter().any(|(s, _)| s == sku))
-                    .collect();
+                let lapsed: Vec<usize> =
+                    (0..trial.reservations.len()).filter(|i| trial.lapsed(*i) && trial.reservations[*i].lines.iter().any(|(s, _)| s == sku)).collect();
                 for i in lapsed {
                     trial.expire(i);
                 }
@@ -224,9 +223,7 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
             });
             (expected, real.staff(sku, StaffMovement::Receive { quantity }, now).await)
         }
-        Op::Order { sku, quantity } => {
-            (model.staff(sku, |c| c.incoming += quantity), real.staff(sku, StaffMovement::Order { quantity }, now).await)
-        }
+        Op::Order { sku, quantity } => (model.staff(sku, |c| c.incoming += quantity), real.staff(sku, StaffMovement::Order { quantity }, now).await),
         Op::Shrink { sku, quantity, damaged } => {
             let expected = model.staff(sku, |c| {
                 c.on_hand -= quantity;
@@ -352,9 +349,8 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
                 if model.lapsed(index) {
                     model.expire(index);
                 }
-                let of_order = |status: ReservationStatus| {
-                    model.reservations.iter().any(|m| m.order_id.as_deref() == Some(order_id.as_str()) && m.status == status)
-                };
+                let of_order =
+                    |status: ReservationStatus| model.reservations.iter().any(|m| m.order_id.as_deref() == Some(order_id.as_str()) && m.status == status);
                 if of_order(ReservationStatus::Hard) || of_order(ReservationStatus::Fulfilled) {
                     Outcome::Nothing
                 } else if of_order(ReservationStatus::Cancelled) {
@@ -489,11 +485,7 @@ async fn check_state(model: &Model, real: &Real, history: &[Op]) {
         assert!(row.available >= 0);
     }
     for reservation in &model.reservations {
-        let (status,): (String,) = sqlx::query_as("SELECT status FROM reservations WHERE id = $1")
-            .bind(&reservation.id)
-            .fetch_one(&real.db)
-            .await
-            .unwrap();
+        let (status,): (String,) = sqlx::query_as("SELECT status FROM reservations WHERE id = $1").bind(&reservation.id).fetch_one(&real.db).await.unwrap();
         assert_eq!(status, reservation.status.as_str(), "reservation {} after {history:#?}", reservation.id);
     }
     let report = tessera_inventory::verify::verify(&real.db).await.unwrap();
@@ -508,9 +500,7 @@ async fn run(ops: Vec<Op>) {
     let mut model = Model { now: START_MS, stock: BTreeMap::new(), reservations: Vec::new(), keys: HashMap::new() };
     for sku in SKUS {
         let sku = Sku::parse(sku).unwrap();
-        movements::record(&real.db, &real.outbox, &sku, "main", StaffMovement::Receive { quantity: 8 }, true, Cause::by("model"), START_MS)
-            .await
-            .unwrap();
+        movements::record(&real.db, &real.outbox, &sku, "main", StaffMovement::Receive { quantity: 8 }, true, Cause::by("model"), START_MS).await.unwrap();
         model.stock.insert(sku.to_string(), Counters { on_hand: 8, ..Counters::default() });
     }
     let mut history = Vec::new();

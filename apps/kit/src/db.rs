@@ -68,8 +68,7 @@ impl StoreSettings {
         let connect = |source| DbError::Connect { service: service.to_owned(), source };
         let (pool, migrator) = match &self.postgres_url {
             None => {
-                std::fs::create_dir_all(&self.data_dir)
-                    .map_err(|source| DbError::DataDir { path: self.data_dir.clone(), source })?;
+                std::fs::create_dir_all(&self.data_dir).map_err(|source| DbError::DataDir { path: self.data_dir.clone(), source })?;
                 let path = self.data_dir.join(format!("{service}.sqlite"));
                 let url = format!("sqlite://{}?mode=rwc", path.display());
                 let options = AnyConnectOptions::from_str(&url).map_err(connect)?;
@@ -135,8 +134,7 @@ pub use shared_auth::keys::now_seconds;
 pub fn is_transient(error: &sqlx::Error) -> bool {
     match error {
         sqlx::Error::Database(db) => {
-            matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "6" | "261" | "262" | "517"))
-                || db.message().contains("database is locked")
+            matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "6" | "261" | "262" | "517")) || db.message().contains("database is locked")
         }
         _ => false,
     }

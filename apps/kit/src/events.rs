@@ -81,11 +81,7 @@ impl EventSigner {
     /// The three headers of a signed event request.
     pub fn sign(&self, producer: &str, body: &[u8], timestamp: i64) -> [(&'static str, String); 3] {
         let tag = ring::hmac::sign(&self.keys[0], &EventSigner::message(timestamp, producer, body));
-        [
-            (PRODUCER_HEADER, producer.to_owned()),
-            (TIMESTAMP_HEADER, timestamp.to_string()),
-            (SIGNATURE_HEADER, format!("v1={}", STANDARD.encode(tag.as_ref()))),
-        ]
+        [(PRODUCER_HEADER, producer.to_owned()), (TIMESTAMP_HEADER, timestamp.to_string()), (SIGNATURE_HEADER, format!("v1={}", STANDARD.encode(tag.as_ref())))]
     }
 
     /// The message of a service call: the method and path are signed too, so a captured call cannot be
@@ -163,15 +159,13 @@ impl Outbox {
         .fetch_one(&mut *connection)
         .await?;
         for subscriber in self.routes.get(E::TYPE).into_iter().flatten() {
-            sqlx::query(
-                "INSERT INTO outbox_deliveries (seq, subscriber, aggregate_key, next_attempt_at_ms) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(seq)
-            .bind(subscriber)
-            .bind(format!("{}:{aggregate_id}", E::AGGREGATE))
-            .bind(now)
-            .execute(&mut *connection)
-            .await?;
+            sqlx::query("INSERT INTO outbox_deliveries (seq, subscriber, aggregate_key, next_attempt_at_ms) VALUES ($1, $2, $3, $4)")
+                .bind(seq)
+                .bind(subscriber)
+                .bind(format!("{}:{aggregate_id}", E::AGGREGATE))
+                .bind(now)
+                .execute(&mut *connection)
+                .await?;
         }
         Ok(())
     }
@@ -373,15 +367,17 @@ impl Relay {
                     } else {
                         tracing::warn!(producer = self.producer, %subscriber, seq, attempts, %error, "event delivery failed; will retry");
                     }
-                    sqlx::query("UPDATE outbox_deliveries SET status = $1, attempts = $2, next_attempt_at_ms = $3, last_error = $4 WHERE seq = $5 AND subscriber = $6")
-                        .bind(if dead { "dead" } else { "pending" })
-                        .bind(attempts)
-                        .bind(now_ms() + self.backoff_ms(attempts - 1))
-                        .bind(error.chars().take(500).collect::<String>())
-                        .bind(seq)
-                        .bind(&subscriber)
-                        .execute(&self.db)
-                        .await?;
+                    sqlx::query(
+                        "UPDATE outbox_deliveries SET status = $1, attempts = $2, next_attempt_at_ms = $3, last_error = $4 WHERE seq = $5 AND subscriber = $6",
+                    )
+                    .bind(if dead { "dead" } else { "pending" })
+                    .bind(attempts)
+                    .bind(now_ms() + self.backoff_ms(attempts - 1))
+                    .bind(error.chars().take(500).collect::<String>())
+                    .bind(seq)
+                    .bind(&subscriber)
+                    .execute(&self.db)
+                    .await?;
                 }
             }
         }
@@ -462,20 +458,13 @@ pub struct DeadLetter {
 
 /// The event status of a service's database (`has_outbox`/`has_inbox` say which tables it has).
 pub async fn status(db: &AnyPool, service: &str, has_outbox: bool, has_inbox: bool) -> Result<EventStatus, sqlx::Error> {
-    let mut status = EventStatus {
-        service: service.to_owned(),
-        outbox_depth: 0,
-        oldest_undelivered_age_ms: None,
-        dead_letters: Vec::new(),
-        received: 0,
-        latency_ms: None,
-    };
+    let mut status =
+        EventStatus { service: service.to_owned(), outbox_depth: 0, oldest_undelivered_age_ms: None, dead_letters: Vec::new(), received: 0, latency_ms: None };
     if has_outbox {
-        let (depth, oldest): (i64, Option<i64>) = sqlx::query_as(
-            "SELECT COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = 'pending'",
-        )
-        .fetch_one(db)
-        .await?;
+        let (depth, oldest): (i64, Option<i64>) =
+            sqlx::query_as("SELECT COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = 'pending'")
+                .fetch_one(db)
+                .await?;
         status.outbox_depth = depth;
         status.oldest_undelivered_age_ms = oldest.map(|at| (now_ms() - at).max(0));
         let dead: Vec<(i64, String, String, String, i64, Option<String>)> = sqlx::query_as(
@@ -499,8 +488,7 @@ pub async fn status(db: &AnyPool, service: &str, has_outbox: bool, has_inbox: bo
     if has_inbox {
         let (received,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM inbox").fetch_one(db).await?;
         status.received = received;
-        let recent: Vec<(i64,)> =
-            sqlx::query_as("SELECT received_at_ms - occurred_at_ms FROM inbox ORDER BY position DESC LIMIT 10000").fetch_all(db).await?;
+        let recent: Vec<(i64,)> = sqlx::query_as("SELECT received_at_ms - occurred_at_ms FROM inbox ORDER BY position DESC LIMIT 10000").fetch_all(db).await?;
         let mut latencies: Vec<i64> = recent.into_iter().map(|(ms,)| ms.max(0)).collect();
         latencies.sort_unstable();
         if let Some(&max) = latencies.last() {
@@ -546,7 +534,6 @@ pub fn accept_envelope(signer: &EventSigner, headers: &HeaderMap, body: &[u8]) -
     }
     Ok(envelope)
 }
-
 
 #[cfg(test)]
 mod tests {

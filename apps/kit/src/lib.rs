@@ -101,10 +101,7 @@ pub fn internal(error: impl std::fmt::Display) -> ApiError {
 pub fn asset_service(bundle_dir: &std::path::Path) -> axum::routing::MethodRouter {
     use http::header::{HeaderValue, CACHE_CONTROL};
     let serve = tower::ServiceBuilder::new()
-        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(
-            CACHE_CONTROL,
-            HeaderValue::from_static("public, max-age=31536000, immutable"),
-        ))
+        .layer(tower_http::set_header::SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")))
         .service(tower_http::services::ServeDir::new(bundle_dir.join("pkg")));
     axum::routing::get_service(serve)
 }

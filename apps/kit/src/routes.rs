@@ -65,9 +65,7 @@ where
     V: IntoView + 'static,
 {
     let document_runtime = runtime.clone();
-    leptos_axum::render_app_to_stream_in_order_with_context(api::context(runtime), move || {
-        page::document(&document_runtime, title, app.clone())
-    })
+    leptos_axum::render_app_to_stream_in_order_with_context(api::context(runtime), move || page::document(&document_runtime, title, app.clone()))
 }
 
 /// Renders `app` like [`page_renderer`], with a `<head>` chosen for this request (title, description,
@@ -78,20 +76,15 @@ where
     V: IntoView + 'static,
 {
     let document_runtime = runtime.clone();
-    let render = leptos_axum::render_app_to_stream_in_order_with_context(api::context(runtime), move || {
-        page::document_with(&document_runtime, &head, app.clone())
-    });
+    let render =
+        leptos_axum::render_app_to_stream_in_order_with_context(api::context(runtime), move || page::document_with(&document_runtime, &head, app.clone()));
     render(request).await
 }
 
 /// `<prefix>` and `<prefix>/` (the page), `<prefix>/api/*` (server functions), `<prefix>/widget` (the
 /// home-page widget), `<prefix>/pkg/*` (the bundle), and a 404 page under the prefix for anything else.
 /// Fragments add their own extra routes to the result before `with_state`.
-pub fn fragment_router(
-    runtime: &FragmentRuntime,
-    page: MethodRouter<FragmentRuntime>,
-    widget: MethodRouter<FragmentRuntime>,
-) -> Router<FragmentRuntime> {
+pub fn fragment_router(runtime: &FragmentRuntime, page: MethodRouter<FragmentRuntime>, widget: MethodRouter<FragmentRuntime>) -> Router<FragmentRuntime> {
     let prefix = runtime.prefix;
     let (name, home) = (runtime.name, runtime.prefix);
     Router::new()

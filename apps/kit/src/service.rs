@@ -70,11 +70,8 @@ impl ServiceClient {
     async fn call<R: DeserializeOwned>(&self, method: Method, path: &str, body: Vec<u8>) -> Result<R, CallError> {
         let mut headers = vec![("content-type", "application/json".to_owned())];
         headers.extend(self.signer.sign_call(self.caller, method.as_str(), path, &body, now_ms() / 1000));
-        let (status, bytes) = self
-            .target
-            .send(&self.client, method, path, &headers, body, MAX_RESPONSE_BYTES, self.timeout)
-            .await
-            .map_err(|error| self.unavailable(error))?;
+        let (status, bytes) =
+            self.target.send(&self.client, method, path, &headers, body, MAX_RESPONSE_BYTES, self.timeout).await.map_err(|error| self.unavailable(error))?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&bytes).map_err(|error| self.unavailable(format!("unreadable answer: {error}")));
         }

@@ -92,10 +92,7 @@ pub struct Entered {
 /// The card form, with an error above it when the last submit was refused.
 pub fn card_form(record: &PaymentRecord, error: Option<&str>, entered: Entered) -> AnyView {
     let error = error.map(|error| view! { <p class="error" role="alert">{error.to_owned()}</p> });
-    let cards = TestCard::ALL
-        .into_iter()
-        .map(|(_, number, effect)| view! { <li><code>{number}</code> " — " {effect}</li> })
-        .collect_view();
+    let cards = TestCard::ALL.into_iter().map(|(_, number, effect)| view! { <li><code>{number}</code> " — " {effect}</li> }).collect_view();
     view! {
         <h1>"Pay the shop"</h1>
         {summary(record)}

@@ -96,9 +96,5 @@ pub async fn open(store: &StoreSettings, signer: EventSigner, webhooks: WebhookS
 /// Every route of the sandbox, all under `SANDBOX_PREFIX` (`/sandbox-pay`): the merchant API under
 /// `/sandbox-pay/v1/payments` and the shopper's pages under `/sandbox-pay/pay/{id}`.
 pub fn router(sandbox: Sandbox) -> Router {
-    Router::new()
-        .merge(merchant_api::routes())
-        .merge(pay_pages::routes())
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(sandbox)
+    Router::new().merge(merchant_api::routes()).merge(pay_pages::routes()).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(sandbox)
 }

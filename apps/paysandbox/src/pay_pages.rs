@@ -129,11 +129,9 @@ fn state_page(status: StatusCode, record: &PaymentRecord) -> Response {
             "Confirm or reject the payment to continue.".to_owned(),
             Some((confirm_path(&record.id), "Go to the confirmation")),
         ),
-        PaymentStatus::RequiresPaymentMethod => (
-            "This payment is waiting for a card",
-            "There is nothing to confirm yet.".to_owned(),
-            Some((pay_page_path(&record.id), "Pay with a card")),
-        ),
+        PaymentStatus::RequiresPaymentMethod => {
+            ("This payment is waiting for a card", "There is nothing to confirm yet.".to_owned(), Some((pay_page_path(&record.id), "Pay with a card")))
+        }
     };
     html::render(status, heading, html::message(heading, text, link))
 }
@@ -187,12 +185,9 @@ async fn submit_card(State(sandbox): State<Sandbox>, Path(id): Path<String>, for
             attempt: Some(Attempt::Card { last4, outcome: "declined" }),
             webhook: Some((WebhookKind::PaymentFailed, Some(DECLINED_MESSAGE.to_owned()))),
         },
-        TestCard::NeedsConfirmation => Change {
-            from: &from,
-            to: PaymentStatus::RequiresAction,
-            attempt: Some(Attempt::Card { last4, outcome: "requires_action" }),
-            webhook: None,
-        },
+        TestCard::NeedsConfirmation => {
+            Change { from: &from, to: PaymentStatus::RequiresAction, attempt: Some(Attempt::Card { last4, outcome: "requires_action" }), webhook: None }
+        }
     };
     let updated = match sandbox.apply(&id, &change).await {
         Ok(Some(updated)) => updated,

@@ -78,10 +78,7 @@ impl NewPayment {
         check_key("idempotency_key", &request.idempotency_key)?;
         check_key("reference", &request.reference)?;
         if !(1..=MAX_AMOUNT_MINOR).contains(&request.amount_minor) {
-            return Err(ApiError::BadRequest(format!(
-                "amount_minor must be between 1 and {MAX_AMOUNT_MINOR}, not {}",
-                request.amount_minor
-            )));
+            return Err(ApiError::BadRequest(format!("amount_minor must be between 1 and {MAX_AMOUNT_MINOR}, not {}", request.amount_minor)));
         }
         if request.currency.len() != 3 || !request.currency.chars().all(|c| c.is_ascii_uppercase()) {
             return Err(ApiError::BadRequest("currency must be three uppercase letters (ISO 4217), like EUR".into()));
@@ -120,10 +117,8 @@ pub struct PaymentRecord {
 impl<'r> sqlx::FromRow<'r, AnyRow> for PaymentRecord {
     fn from_row(row: &'r AnyRow) -> Result<PaymentRecord, sqlx::Error> {
         let status: String = row.try_get("status")?;
-        let status = PaymentStatus::parse(&status).ok_or_else(|| sqlx::Error::ColumnDecode {
-            index: "status".into(),
-            source: format!("unknown payment status {status:?}").into(),
-        })?;
+        let status = PaymentStatus::parse(&status)
+            .ok_or_else(|| sqlx::Error::ColumnDecode { index: "status".into(), source: format!("unknown payment status {status:?}").into() })?;
         Ok(PaymentRecord {
             id: row.try_get("id")?,
             caller: row.try_get("caller")?,
@@ -200,18 +195,13 @@ pub async fn create(db: &AnyPool, caller: &str, request: &NewPayment, now_ms: i6
     .execute(db)
     .await?
     .rows_affected();
-    let (id, stored_hash): (String, String) =
-        sqlx::query_as("SELECT id, request_hash FROM payments WHERE caller = $1 AND idempotency_key = $2")
-            .bind(caller)
-            .bind(&fields.idempotency_key)
-            .fetch_one(db)
-            .await?;
+    let (id, stored_hash): (String, String) = sqlx::query_as("SELECT id, request_hash FROM payments WHERE caller = $1 AND idempotency_key = $2")
+        .bind(caller)
+        .bind(&fields.idempotency_key)
+        .fetch_one(db)
+        .await?;
     if inserted == 0 && stored_hash != hash {
-        return Err(ApiError::Conflict(format!(
-            "idempotency key {:?} was already used for a different payment request",
-            fields.idempotency_key
-        ))
-        .into());
+        return Err(ApiError::Conflict(format!("idempotency key {:?} was already used for a different payment request", fields.idempotency_key)).into());
     }
     let record = find(db, &id).await?.ok_or_else(|| not_found(&id))?;
     Ok(if inserted == 0 { Created::Replayed(record) } else { Created::New(record) })

@@ -10,8 +10,8 @@ use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::routing::post;
 use axum::Router;
 use tessera_contracts::payments::{
-    payment_path, test_cards, CancelRequest, CreatePayment, Payment, PaymentStatus, RefundRequest, WebhookEvent, WebhookKind,
-    PAYMENTS_PATH, SANDBOX_PREFIX, SIGNATURE_HEADER, WEBHOOK_PATH,
+    payment_path, test_cards, CancelRequest, CreatePayment, Payment, PaymentStatus, RefundRequest, WebhookEvent, WebhookKind, PAYMENTS_PATH, SANDBOX_PREFIX,
+    SIGNATURE_HEADER, WEBHOOK_PATH,
 };
 use tessera_contracts::ApiError;
 use tessera_kit::db::StoreSettings;
@@ -271,11 +271,8 @@ async fn concurrent_submits_pay_once() {
     }
     assert_eq!(statuses.iter().filter(|status| **status == StatusCode::SEE_OTHER).count(), 1, "{statuses:?}");
     assert!(statuses.iter().all(|status| [StatusCode::SEE_OTHER, StatusCode::CONFLICT].contains(status)), "{statuses:?}");
-    let (webhooks,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM webhook_deliveries WHERE payment_id = $1")
-        .bind(&payment.id)
-        .fetch_one(&app.sandbox.db)
-        .await
-        .unwrap();
+    let (webhooks,): (i64,) =
+        sqlx::query_as("SELECT COUNT(*) FROM webhook_deliveries WHERE payment_id = $1").bind(&payment.id).fetch_one(&app.sandbox.db).await.unwrap();
     assert_eq!(webhooks, 1);
 }
 

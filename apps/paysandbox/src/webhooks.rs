@@ -35,13 +35,7 @@ const MAX_BACKOFF_MS: i64 = 60_000;
 const MAX_ERROR_CHARS: usize = 500;
 
 /// Writes the webhook for a change of `payment` on `connection`, inside the change's transaction.
-pub async fn enqueue(
-    connection: &mut AnyConnection,
-    kind: WebhookKind,
-    payment: Payment,
-    message: Option<String>,
-    now_ms: i64,
-) -> Result<(), sqlx::Error> {
+pub async fn enqueue(connection: &mut AnyConnection, kind: WebhookKind, payment: Payment, message: Option<String>, now_ms: i64) -> Result<(), sqlx::Error> {
     let event = WebhookEvent { id: uuid::Uuid::new_v4().to_string(), kind, created_at_ms: now_ms, payment, message };
     let body = serde_json::to_string(&event).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
     sqlx::query(
@@ -123,14 +117,12 @@ async fn record_outcome(sandbox: &Sandbox, event_id: &str, attempts: i64, outcom
             } else {
                 tracing::warn!(event_id, attempts = attempts + 1, %error, "webhook not delivered; will retry");
             }
-            sqlx::query(
-                "UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $1, next_attempt_ms = $2 WHERE event_id = $3",
-            )
-            .bind(&error)
-            .bind(now + backoff_ms(attempts))
-            .bind(event_id)
-            .execute(&sandbox.db)
-            .await?;
+            sqlx::query("UPDATE webhook_deliveries SET attempts = attempts + 1, last_error = $1, next_attempt_ms = $2 WHERE event_id = $3")
+                .bind(&error)
+                .bind(now + backoff_ms(attempts))
+                .bind(event_id)
+                .execute(&sandbox.db)
+                .await?;
         }
     }
     Ok(())
@@ -139,10 +131,7 @@ async fn record_outcome(sandbox: &Sandbox, event_id: &str, attempts: i64, outcom
 /// POSTs one webhook body to the merchant, signed now. `Err` says why it did not get a 2xx.
 async fn send(sandbox: &Sandbox, client: &reqwest::Client, body: &str) -> Result<(), String> {
     let target = sandbox.peers.get(MERCHANT).ok_or_else(|| "no route to the merchant".to_owned())?;
-    let headers = [
-        ("content-type", "application/json".to_owned()),
-        (SIGNATURE_HEADER, sandbox.webhooks.header(body.as_bytes(), now_ms() / 1000)),
-    ];
+    let headers = [("content-type", "application/json".to_owned()), (SIGNATURE_HEADER, sandbox.webhooks.header(body.as_bytes(), now_ms() / 1000))];
     let sent = target.send(client, Method::POST, WEBHOOK_PATH, &headers, body.as_bytes().to_vec(), 4096, TIMEOUT);
     let (status, answer) = tokio::time::timeout(TIMEOUT, sent)
         .await

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 
 use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
 use reqwest::{Response, StatusCode};
-use tessera_server::config::FragmentSettings;
 use std::time::Duration;
+use tessera_server::config::FragmentSettings;
 
 use sqlx::AnyPool;
 use tessera_kit::db::StoreSettings;
@@ -99,9 +99,7 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
     if let Some(configure) = options.configure {
         configure(&mut settings);
     }
-    let running = tessera_server::spawn(&settings, &options.mode.unwrap_or(tessera_server::Mode::Site))
-        .await
-        .expect("the server starts");
+    let running = tessera_server::spawn(&settings, &options.mode.unwrap_or(tessera_server::Mode::Site)).await.expect("the server starts");
     // A bound on every request: a hung server fails its test instead of hanging the run.
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(std::time::Duration::from_secs(30)).build().unwrap();
     TestApp {
@@ -188,11 +186,7 @@ impl TestApp {
     }
 
     pub async fn post_form(&self, path: &str, body: impl Into<String>, cookie: Option<&str>) -> Response {
-        let mut request = self
-            .client
-            .post(format!("{}{path}", self.url))
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body.into());
+        let mut request = self.client.post(format!("{}{path}", self.url)).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(body.into());
         if let Some(cookie) = cookie {
             request = request.header(COOKIE, cookie);
         }
@@ -299,4 +293,3 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
-
