@@ -1,17 +1,18 @@
-//! The Tessera process host: configuration, databases, fragments and shell, served by axum.
+//! The all-in-one `tessera` binary: the shell and every fragment in one process, each on its own SQLite
+//! file or PostgreSQL schema — the embedded default behind `cargo xtask run`.
 //!
-//! One binary, `tessera`, runs the whole site in one process (`tessera serve`: the shell and every
-//! fragment, each on its own SQLite file or PostgreSQL schema) or one fragment alone
-//! (`tessera serve --fragment catalog`), which the shell then reaches over HTTP when configured with
-//! `TESSERA_FRAGMENTS__CATALOG__UPSTREAM`. Nothing else changes between the two shapes: the fragment owns
-//! the same prefix, verifies the same cookie (with the shell's JWKS over HTTP instead of in process) and
-//! serves the same bundle.
+//! Each part has its own deployable as well (`tessera-shell`, `tessera-catalog`, `tessera-cart`,
+//! `tessera-inventory`), built from its own crate; this crate only chooses what the all-in-one binary
+//! contains (`app::FRAGMENTS`) and keeps its command line (`tessera serve [--fragment NAME]`, `tessera
+//! keys rotate`, `tessera inventory verify`). Assembly, serving, health, readiness and draining live in
+//! the shared runtime (`tessera_kit::host`, `tessera_shell::site`), so every binary behaves the same.
 //!
-//! Layout: `config` (typed, layered settings), `app` (assembling a process, serving it). `main.rs` only
-//! parses the command line, starts tracing and calls into here, so tests start the real thing on port 0.
+//! `main.rs` only parses the command line, starts tracing and calls into here, so tests start the real
+//! thing on port 0.
 
 pub mod app;
-pub mod config;
 
-pub use app::{build, spawn, Mode, Running};
-pub use config::Settings;
+pub use app::{spawn, Mode, FRAGMENTS};
+pub use tessera_kit::config;
+pub use tessera_kit::config::Settings;
+pub use tessera_kit::host::Running;

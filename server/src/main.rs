@@ -54,9 +54,7 @@ enum KeysCommand {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into()))
-        .init();
+    tessera_kit::host::init_tracing();
     let cli = Cli::parse();
     let mut settings = Settings::load().context("reading the configuration")?;
     let (fragment, demo) = match cli.command {

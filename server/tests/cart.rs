@@ -209,7 +209,7 @@ fn inventory_elsewhere(settings: &mut tessera_server::Settings) {
     let port = INVENTORY_PORT.load(Ordering::SeqCst);
     settings
         .fragments
-        .insert("inventory".into(), tessera_server::config::FragmentSettings { upstream: Some(format!("http://127.0.0.1:{port}")), timeout_ms: None });
+        .insert("inventory".into(), tessera_server::config::FragmentSettings { upstream: Some(format!("http://127.0.0.1:{port}")), ..Default::default() });
 }
 
 fn inventory_process(settings: &mut tessera_server::Settings) {
@@ -672,7 +672,7 @@ async fn a_hold_whose_answer_never_came_is_found_again_not_made_twice() {
         // The cart asked inventory to grow the line to 2 under key K; inventory did it, but the answer
         // never arrived, so the line is pending with K kept (what `holds::record` writes then).
         let signer = tessera_kit::events::EventSigner::new(&[b"cart-test-events".to_vec()]);
-        let target = tessera_kit::events::Target::Http { prefix: "/admin/inventory".into(), base: app.url.clone() };
+        let target = tessera_kit::events::Target::http("/admin/inventory", vec![app.url.clone()]);
         let client = tessera_kit::service::ServiceClient::new("cart", "inventory", signer, target, std::time::Duration::from_secs(30));
         let request = ReserveRequest {
             idempotency_key: "unanswered-key".into(),

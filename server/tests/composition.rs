@@ -21,7 +21,7 @@ async fn spawn_stub(router: Router) -> SocketAddr {
 }
 
 fn catalog_upstream(url: String, timeout_ms: Option<u64>) -> BTreeMap<String, FragmentSettings> {
-    BTreeMap::from([("catalog".to_owned(), FragmentSettings { upstream: Some(url), timeout_ms })])
+    BTreeMap::from([("catalog".to_owned(), FragmentSettings { upstream: Some(url), timeout_ms, ..FragmentSettings::default() })])
 }
 
 async fn closed_port() -> SocketAddr {
@@ -110,7 +110,7 @@ async fn a_fragment_in_its_own_process_verifies_the_login_with_the_shells_jwks()
 
         // Composed through the shell over HTTP.
         let mut fragments = BTreeMap::new();
-        fragments.insert("catalog".to_owned(), FragmentSettings { upstream: Some(catalog.url.clone()), timeout_ms: None });
+        fragments.insert("catalog".to_owned(), FragmentSettings { upstream: Some(catalog.url.clone()), ..FragmentSettings::default() });
         let shell = spawn_with(backend, Options { fragments, ..Options::default() }).await;
         // This second shell signs with its own key (the browser tests cover a signed-in user composed over
         // HTTP); here: the page arrives through the shell with the chrome in its slot.

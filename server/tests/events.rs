@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -60,7 +59,8 @@ async fn an_event_enqueued_in_a_rolled_back_transaction_never_exists() {
     for backend in backends() {
         let app = spawn_with(backend, Options { demo: Some(false), ..Options::default() }).await;
         let db = database(&app, "inventory").await;
-        let outbox = Outbox::new("inventory", HashMap::from([(<StockChanged as tessera_contracts::events::Event>::TYPE, vec!["catalog".to_owned()])]));
+        let outbox = Outbox::new("inventory");
+        outbox.subscribe(<StockChanged as tessera_contracts::events::Event>::TYPE, "catalog");
         let event = StockChanged { sku: "MUG-STN-01".into(), on_hand: 1, available: 1 };
         let mut tx = db.begin().await.unwrap();
         outbox.enqueue(&mut tx, &event).await.unwrap();
@@ -91,13 +91,15 @@ async fn setup(backend: Backend) -> Setup {
         spawn_with(backend, Options { demo: Some(true), mode: Some(Mode::Fragment("catalog".into())), configure: Some(with_secret), ..Options::default() })
             .await;
     let db = database(&inventory, "inventory").await;
-    let outbox = Outbox::new("inventory", HashMap::from([(<StockChanged as tessera_contracts::events::Event>::TYPE, vec!["catalog".to_owned()])]));
+    let outbox = Outbox::new("inventory");
+    outbox.subscribe(<StockChanged as tessera_contracts::events::Event>::TYPE, "catalog");
     Setup { inventory, catalog, db, outbox }
 }
 
 fn transport_to(catalog_url: &str) -> HttpTransport {
-    let targets = HashMap::from([("catalog".to_owned(), Target::Http { prefix: "/catalog".into(), base: catalog_url.to_owned() })]);
-    HttpTransport::new("inventory", EventSigner::new(&[SECRET.as_bytes().to_vec()]), targets)
+    let peers = Arc::new(tessera_kit::peers::Peers::default());
+    peers.set("catalog", Target::http("/catalog", vec![catalog_url.to_owned()]));
+    HttpTransport::new("inventory", EventSigner::new(&[SECRET.as_bytes().to_vec()]), peers)
 }
 
 fn relay(setup: &Setup, transport: Arc<dyn Transport>, max_attempts: i64) -> Relay {

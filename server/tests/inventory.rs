@@ -4,7 +4,7 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -15,6 +15,7 @@ use tessera_contracts::events::{Envelope, Event, OrderCancelled, OrderPaid, Stoc
 use tessera_contracts::inventory::{reservation_path, ExtendRequest, Line, Reservation, ReservationStatus, ReserveRequest, RESERVATIONS_PATH};
 use tessera_contracts::ApiError;
 use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Target, Transport};
+use tessera_kit::peers::Peers;
 use tessera_kit::service::{CallError, ServiceClient};
 
 const SECRET: &str = "inventory-test-secret";
@@ -28,7 +29,7 @@ async fn start(backend: Backend) -> TestApp {
 }
 
 fn target(app: &TestApp) -> Target {
-    Target::Http { prefix: "/admin/inventory".into(), base: app.url.clone() }
+    Target::http("/admin/inventory", vec![app.url.clone()])
 }
 
 /// The cart's client of the reservation API.
@@ -87,7 +88,9 @@ async fn send_event<E: Event>(app: &TestApp, event: &E) -> Result<(), String> {
         producer: "cart".into(),
         payload: serde_json::to_value(event).unwrap(),
     };
-    let transport = HttpTransport::new("cart", EventSigner::new(&[SECRET.as_bytes().to_vec()]), HashMap::from([("inventory".to_owned(), target(app))]));
+    let peers = Arc::new(Peers::default());
+    peers.set("inventory", target(app));
+    let transport = HttpTransport::new("cart", EventSigner::new(&[SECRET.as_bytes().to_vec()]), peers);
     transport.deliver("inventory", &envelope).await
 }
 
@@ -171,7 +174,8 @@ async fn reservations_are_all_or_nothing_idempotent_and_end_once() {
 
         // Expiry: a lapsed hold is ignored when stock runs short and the sweeper frees the rest.
         let hold: Reservation = client.post(RESERVATIONS_PATH, &request("k3", &[("RES-B", 2)])).await.unwrap();
-        let outbox = Outbox::new("inventory", HashMap::from([(StockChanged::TYPE, vec!["catalog".to_owned()])]));
+        let outbox = Outbox::new("inventory");
+        outbox.subscribe(StockChanged::TYPE, "catalog");
         let later = hold.expires_at_ms + 1;
         let swept = tessera_inventory::reservations::sweep(&db, &outbox, later, 100).await.unwrap();
         assert_eq!(swept, 1);

@@ -226,7 +226,9 @@ impl KeyRing {
     /// Re-reads the ring when its file changed (another process rotated it).
     fn refresh(&self) {
         let Some(dir) = &self.dir else { return };
-        let Ok(current) = std::fs::read(dir.join(KEYRING_FILE)) else { return };
+        let Ok(current) = std::fs::read(dir.join(KEYRING_FILE)) else {
+            return;
+        };
         let stale = self.loaded.read().map(|loaded| loaded.contents != current).unwrap_or(true);
         if stale {
             match read_ring(dir) {
@@ -236,7 +238,9 @@ impl KeyRing {
                     }
                 }
                 // Keep the keys we have: a half-edited ring must not stop logins.
-                Err(error) => tracing::error!(%error, "cannot reload the key ring; keeping the loaded keys"),
+                Err(error) => {
+                    tracing::error!(%error, "cannot reload the key ring; keeping the loaded keys")
+                }
             }
         }
     }

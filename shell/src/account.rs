@@ -162,7 +162,9 @@ pub(crate) async fn change_password(
         return server_error(&state);
     }
     match sessions::revoke_all(&state.db, &user.id, "password changed").await {
-        Ok(count) => tracing::info!(user = %user.id, sessions = count, "password changed; sessions revoked"),
+        Ok(count) => {
+            tracing::info!(user = %user.id, sessions = count, "password changed; sessions revoked")
+        }
         Err(error) => {
             tracing::error!(%error, "cannot revoke sessions after a password change");
             return server_error(&state);

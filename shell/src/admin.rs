@@ -184,7 +184,8 @@ pub(crate) async fn events_page(State(state): State<ShellState>, MaybeUser(user)
         Err(response) => return *response,
     };
     let cookie = headers.get(axum::http::header::COOKIE).cloned();
-    let fetches = state.registry.fragments().iter().map(|fragment| {
+    let fragments = state.registry.fragments();
+    let fetches = fragments.iter().map(|fragment| {
         let cookie = cookie.clone();
         let state = state.clone();
         async move {

@@ -24,6 +24,7 @@ pub fn chrome_html(context: &ChromeContext<'_>) -> String {
         .registry
         .fragments()
         .iter()
+        .filter(|fragment| fragment.in_nav)
         .filter(|fragment| match fragment.nav_role {
             None => true,
             Some(role) => context.user.is_some_and(|user| user.has_role(role)),

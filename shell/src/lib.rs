@@ -5,7 +5,9 @@
 //! the fragment that owns it — in this process or over HTTP — composing pages on the way out.
 //!
 //! Layout:
-//! - `registry`: fragments from configuration and forwarding with a per-fragment timeout;
+//! - `registry`: fragments in this process or learned from their upstreams' descriptions, instances
+//!   checked for readiness and balanced, forwarding with a per-fragment timeout and one safe resend;
+//! - `site`: assembling a site from the fragments a binary contains and the upstreams it is given;
 //! - `compose`: the streaming `lol_html` rewrite that puts the chrome into a fragment page;
 //! - `chrome`: the chrome and the shell's own documents;
 //! - `widgets`: the home page's widgets and the cart badge, fetched in parallel with fallbacks;
@@ -28,6 +30,7 @@ pub mod pages;
 pub mod registry;
 pub mod session;
 pub mod sessions;
+pub mod site;
 pub mod throttle;
 pub mod users;
 pub mod widgets;
@@ -76,7 +79,7 @@ pub struct ShellInner {
     pub db: AnyPool,
     pub signer: Arc<TokenSigner>,
     pub verifier: Verifier,
-    pub registry: FragmentRegistry,
+    pub registry: Arc<FragmentRegistry>,
     /// Names and scope of the session cookies.
     pub cookies: CookiePolicy,
     pub sessions: SessionSettings,
@@ -118,7 +121,7 @@ pub struct ShellConfig {
 }
 
 impl ShellState {
-    pub fn new(db: AnyPool, signer: Arc<TokenSigner>, verifier_settings: VerifierSettings, registry: FragmentRegistry, config: ShellConfig) -> ShellState {
+    pub fn new(db: AnyPool, signer: Arc<TokenSigner>, verifier_settings: VerifierSettings, registry: Arc<FragmentRegistry>, config: ShellConfig) -> ShellState {
         let verifier = Verifier::new(verifier_settings, in_process_jwks(&signer));
         let version = {
             use std::hash::{Hash, Hasher};
@@ -157,7 +160,6 @@ pub fn router(state: ShellState) -> Router {
         .route("/admin/events", get(admin::events_page))
         .route("/.well-known/jwks.json", get(pages::jwks))
         .route("/style/tessera.css", get(pages::stylesheet))
-        .route("/healthz", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES));
     shell_routes
         .fallback(to_fragment)
@@ -190,7 +192,7 @@ fn current_user(request: &Request) -> Option<shared_auth::SessionUser> {
 
 async fn to_fragment(State(state): State<ShellState>, request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    let Some(fragment) = state.registry.route(&path).cloned() else {
+    let Some(fragment) = state.registry.route(&path) else {
         let user = current_user(&request);
         return pages::not_found(&state, user.as_ref()).await;
     };

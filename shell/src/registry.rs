@@ -1,30 +1,131 @@
 //! The fragment registry: which fragment owns which prefix, and how to reach it.
 //!
-//! An upstream is either a router in this process or the HTTP address of another `tessera` process; the
-//! shell forwards to both the same way, with a per-fragment timeout on the response head, so a slow or
-//! stopped fragment becomes a [`ForwardError`] the shell answers with a fallback instead of hanging.
+//! A fragment runs in this process (its router) or as one or more instances of another process. The
+//! shell learns the latter at run time: it is configured with upstream addresses only
+//! (`TESSERA_FRAGMENTS__<NAME>__UPSTREAMS`), and its health checker asks every instance `GET /readyz`
+//! and reads its description (`tessera_kit::host::DESCRIPTOR_PATH`: prefix, title, navigation, build,
+//! contract version), so a fragment the shell has never heard of is served as soon as it answers.
+//!
+//! Requests to a fragment with several instances go to one of the instances that are ready, chosen by the
+//! power of two choices over requests in flight. An instance that fails to connect, or is not ready, is
+//! taken out of rotation until a check finds it ready again; the request that met the failure is sent
+//! once more to another instance when that is safe: always if it never connected, and for GET and HEAD
+//! also when the connection broke before an answer (a draining instance closing a kept-alive connection).
+//! Every request waits at most the fragment's timeout for the response head, so a slow or stopped fragment
+//! becomes a [`ForwardError`] the shell answers with a fallback instead of hanging.
+//!
+//! Why not tower's `balance`: the shell must know which instance it picked, to eject it and to resend the
+//! request elsewhere, and its instances change with each health check; a small selector over a shared
+//! list says that more plainly than a `Discover` stream and a retry policy around `Balance`.
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, Request, Response};
+use axum::http::{HeaderMap, HeaderName, Method, Request, Response};
 use shared_auth::Role;
+use tessera_kit::host::{FragmentDescriptor, DESCRIPTOR_PATH};
 use tower::ServiceExt;
+
+/// Largest request body the shell forwards (it keeps the body to resend it to another instance); every
+/// fragment endpoint accepts far less.
+pub const MAX_FORWARD_BODY_BYTES: usize = 2 * 1024 * 1024;
 
 /// How the shell reaches a fragment.
 #[derive(Clone)]
 pub enum Upstream {
     /// The fragment's router, in this process.
     InProcess(axum::Router),
-    /// Base URL of a separate process, e.g. `http://127.0.0.1:3101`.
-    Http(url::Url),
+    /// Instances of a separate process.
+    Http(Arc<Pool>),
 }
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Upstream::InProcess(_) => f.write_str("in-process"),
-            Upstream::Http(url) => write!(f, "{url}"),
+            Upstream::Http(pool) => f.debug_list().entries(pool.instances.iter().map(|instance| instance.base.as_str())).finish(),
+        }
+    }
+}
+
+/// One instance of a fragment process.
+#[derive(Debug)]
+pub struct Instance {
+    /// Base URL, e.g. `http://127.0.0.1:3101`.
+    pub base: url::Url,
+    ready: AtomicBool,
+    in_flight: AtomicUsize,
+    /// What the instance last said about itself.
+    descriptor: RwLock<Option<FragmentDescriptor>>,
+    /// Why it is out of rotation, if it is.
+    problem: RwLock<Option<String>>,
+}
+
+impl Instance {
+    fn new(base: url::Url) -> Instance {
+        // Optimistic until the first check: a shell that starts beside its fragments serves at once.
+        Instance { base, ready: AtomicBool::new(true), in_flight: AtomicUsize::new(0), descriptor: RwLock::new(None), problem: RwLock::new(None) }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn descriptor(&self) -> Option<FragmentDescriptor> {
+        self.descriptor.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    pub fn problem(&self) -> Option<String> {
+        self.problem.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    fn mark(&self, ready: bool, problem: Option<String>) {
+        let was = self.ready.swap(ready, Ordering::SeqCst);
+        if was != ready {
+            if ready {
+                tracing::info!(instance = %self.base, "instance back in rotation");
+            } else {
+                tracing::warn!(instance = %self.base, problem = problem.as_deref().unwrap_or(""), "instance out of rotation");
+            }
+        }
+        *self.problem.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = problem;
+    }
+}
+
+/// The instances of one fragment.
+#[derive(Debug)]
+pub struct Pool {
+    pub instances: Vec<Arc<Instance>>,
+    cursor: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(bases: Vec<url::Url>) -> Pool {
+        Pool { instances: bases.into_iter().map(|base| Arc::new(Instance::new(base))).collect(), cursor: AtomicUsize::new(0) }
+    }
+
+    /// An instance for the next request, other than `except`: the less busy of two ready ones (the power
+    /// of two choices); if none is ready, any (a check may simply not have run yet).
+    fn pick(&self, except: Option<&Arc<Instance>>) -> Option<Arc<Instance>> {
+        let candidates: Vec<&Arc<Instance>> = self.instances.iter().filter(|instance| except.is_none_or(|except| !Arc::ptr_eq(instance, except))).collect();
+        let ready: Vec<&Arc<Instance>> = candidates.iter().copied().filter(|instance| instance.is_ready()).collect();
+        let pool = if ready.is_empty() { candidates } else { ready };
+        match pool.len() {
+            0 => None,
+            1 => Some(pool[0].clone()),
+            count => {
+                // Two distinct candidates from a rotating start, so ties spread evenly.
+                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+                let first = pool[start % count];
+                let second = pool[(start + 1 + rand::random::<usize>() % (count - 1)) % count];
+                Some(if second.in_flight() < first.in_flight() { second.clone() } else { first.clone() })
+            }
         }
     }
 }
@@ -41,6 +142,8 @@ pub struct Fragment {
     pub upstream: Upstream,
     /// Longest wait for the response head.
     pub timeout: Duration,
+    /// Whether it has a navigation link.
+    pub in_nav: bool,
     /// Shown in the navigation only to users with this role (`None`: everyone).
     pub nav_role: Option<Role>,
 }
@@ -59,12 +162,23 @@ pub enum ForwardError {
     Timeout(Duration),
     #[error("unreachable: {0}")]
     Unreachable(String),
+    #[error("the request body is larger than {MAX_FORWARD_BODY_BYTES} bytes")]
+    TooLarge,
 }
 
-/// Every fragment the shell composes, from configuration.
-#[derive(Clone, Debug, Default)]
+/// A fragment configured by its upstreams only, whose description has not been read yet.
+#[derive(Debug)]
+struct Pending {
+    name: String,
+    pool: Arc<Pool>,
+    timeout: Duration,
+}
+
+/// Every fragment the shell composes.
+#[derive(Debug, Default)]
 pub struct FragmentRegistry {
-    fragments: Vec<Fragment>,
+    fragments: RwLock<Vec<Arc<Fragment>>>,
+    pending: Vec<Pending>,
     client: reqwest::Client,
 }
 
@@ -80,23 +194,118 @@ fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HeaderMap) {
 }
 
 impl FragmentRegistry {
-    pub fn new(fragments: Vec<Fragment>) -> FragmentRegistry {
-        let client =
-            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_idle_timeout(Duration::from_secs(30)).build().expect("an HTTP client");
-        FragmentRegistry { fragments, client }
+    /// A registry of fragments known now; `pending` fragments (name, instances, timeout) are added when
+    /// an instance first describes itself (see [`FragmentRegistry::check_health`]).
+    pub fn new(fragments: Vec<Fragment>, pending: Vec<(String, Arc<Pool>, Duration)>) -> FragmentRegistry {
+        FragmentRegistry {
+            fragments: RwLock::new(fragments.into_iter().map(Arc::new).collect()),
+            pending: pending.into_iter().map(|(name, pool, timeout)| Pending { name, pool, timeout }).collect(),
+            client: tessera_kit::peers::http_client().clone(),
+        }
     }
 
-    pub fn fragments(&self) -> &[Fragment] {
-        &self.fragments
+    /// Every fragment known now, in registration order.
+    pub fn fragments(&self) -> Vec<Arc<Fragment>> {
+        self.fragments.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }
 
-    pub fn get(&self, name: &str) -> Option<&Fragment> {
-        self.fragments.iter().find(|fragment| fragment.name == name)
+    pub fn get(&self, name: &str) -> Option<Arc<Fragment>> {
+        self.fragments().into_iter().find(|fragment| fragment.name == name)
     }
 
     /// The fragment owning `path` (longest prefix wins).
-    pub fn route(&self, path: &str) -> Option<&Fragment> {
-        self.fragments.iter().filter(|fragment| fragment.owns(path)).max_by_key(|fragment| fragment.prefix.len())
+    pub fn route(&self, path: &str) -> Option<Arc<Fragment>> {
+        self.fragments().into_iter().filter(|fragment| fragment.owns(path)).max_by_key(|fragment| fragment.prefix.len())
+    }
+
+    /// Every instance pool: of known fragments and of those not described yet.
+    fn pools(&self) -> Vec<(String, Arc<Pool>)> {
+        let mut pools: Vec<(String, Arc<Pool>)> = self
+            .fragments()
+            .iter()
+            .filter_map(|fragment| match &fragment.upstream {
+                Upstream::Http(pool) => Some((fragment.name.clone(), pool.clone())),
+                Upstream::InProcess(_) => None,
+            })
+            .collect();
+        for pending in &self.pending {
+            if !pools.iter().any(|(_, pool)| Arc::ptr_eq(pool, &pending.pool)) {
+                pools.push((pending.name.clone(), pending.pool.clone()));
+            }
+        }
+        pools
+    }
+
+    /// Asks every instance whether it is ready and who it is; puts ready ones in rotation and takes the
+    /// others out, and registers a pending fragment from its first description.
+    pub async fn check_health(&self) {
+        let checks = self.pools().into_iter().flat_map(|(name, pool)| {
+            pool.instances.clone().into_iter().map(move |instance| {
+                let name = name.clone();
+                async move {
+                    let outcome = self.check_instance(&name, &instance).await;
+                    match outcome {
+                        Ok(descriptor) => {
+                            *instance.descriptor.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(descriptor);
+                            instance.mark(true, None);
+                        }
+                        Err(problem) => instance.mark(false, Some(problem)),
+                    }
+                }
+            })
+        });
+        futures::future::join_all(checks).await;
+        for pending in &self.pending {
+            if self.get(&pending.name).is_some() {
+                continue;
+            }
+            let Some(descriptor) = pending.pool.instances.iter().filter(|instance| instance.is_ready()).find_map(|instance| instance.descriptor()) else {
+                continue;
+            };
+            tracing::info!(fragment = %descriptor.name, prefix = %descriptor.prefix, "fragment registered from its description");
+            let fragment = Fragment {
+                name: descriptor.name.clone(),
+                title: descriptor.title.clone(),
+                prefix: descriptor.prefix.clone(),
+                upstream: Upstream::Http(pending.pool.clone()),
+                timeout: pending.timeout,
+                in_nav: descriptor.nav.is_some(),
+                nav_role: descriptor.nav.as_ref().and_then(|nav| nav.role),
+            };
+            self.fragments.write().unwrap_or_else(|poisoned| poisoned.into_inner()).push(Arc::new(fragment));
+        }
+    }
+
+    async fn check_instance(&self, name: &str, instance: &Instance) -> Result<FragmentDescriptor, String> {
+        let timeout = Duration::from_secs(1);
+        let ready = self.client.get(instance.base.join("/readyz").map_err(|error| error.to_string())?).timeout(timeout).send().await;
+        match ready {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => return Err(format!("not ready ({})", response.status())),
+            Err(error) => return Err(format!("not reachable: {error}")),
+        }
+        let url = instance.base.join(DESCRIPTOR_PATH).map_err(|error| error.to_string())?;
+        let response = self.client.get(url).timeout(timeout).send().await.map_err(|error| format!("no description: {error}"))?;
+        if !response.status().is_success() {
+            return Err(format!("no description ({})", response.status()));
+        }
+        let descriptor: FragmentDescriptor = response.json().await.map_err(|error| format!("unreadable description: {error}"))?;
+        if descriptor.name != name {
+            return Err(format!("this instance is the {:?} fragment, not {name:?}", descriptor.name));
+        }
+        Ok(descriptor)
+    }
+
+    /// Checks every instance every `every`, until the task is aborted.
+    pub fn spawn_health_checks(registry: Arc<FragmentRegistry>, every: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                registry.check_health().await;
+            }
+        })
     }
 
     /// Forwards a request to a fragment, waiting at most `timeout` for the response head.
@@ -106,28 +315,76 @@ impl FragmentRegistry {
                 .await
                 .map_err(|_| ForwardError::Timeout(timeout))?
                 .map_err(|error| ForwardError::Unreachable(error.to_string())),
-            Upstream::Http(base) => {
+            Upstream::Http(pool) => {
                 let (parts, body) = request.into_parts();
-                let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-                let url = base.join(path_and_query).map_err(|error| ForwardError::Unreachable(error.to_string()))?;
-                let mut headers = HeaderMap::new();
-                copy_end_to_end_headers(&parts.headers, &mut headers);
-                if let Some(host) = parts.headers.get(axum::http::header::HOST) {
-                    headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+                let body = axum::body::to_bytes(body, MAX_FORWARD_BODY_BYTES).await.map_err(|_| ForwardError::TooLarge)?;
+                let deadline = tokio::time::Instant::now() + timeout;
+                let first = pool.pick(None).ok_or_else(|| ForwardError::Unreachable("no instances configured".into()))?;
+                match self.send(&first, &parts, body.clone(), deadline, timeout).await {
+                    Ok(response) => Ok(response),
+                    Err(Attempt::Failed(error)) => Err(error),
+                    Err(Attempt::Retryable(error)) => {
+                        first.mark(false, Some(error.to_string()));
+                        let Some(second) = pool.pick(Some(&first)) else {
+                            return Err(error);
+                        };
+                        tracing::info!(fragment = %fragment.name, from = %first.base, to = %second.base, %error, "resending to another instance");
+                        self.send(&second, &parts, body, deadline, timeout).await.map_err(|attempt| match attempt {
+                            Attempt::Retryable(error) => {
+                                second.mark(false, Some(error.to_string()));
+                                error
+                            }
+                            Attempt::Failed(error) => error,
+                        })
+                    }
                 }
-                let request = self.client.request(parts.method, url).headers(headers).body(reqwest::Body::wrap_stream(body.into_data_stream()));
-                let response = tokio::time::timeout(timeout, request.send())
-                    .await
-                    .map_err(|_| ForwardError::Timeout(timeout))?
-                    .map_err(|error| ForwardError::Unreachable(error.to_string()))?;
-                let mut builder = Response::builder().status(response.status());
-                if let Some(headers) = builder.headers_mut() {
-                    copy_end_to_end_headers(response.headers(), headers);
-                }
-                builder.body(Body::from_stream(response.bytes_stream())).map_err(|error| ForwardError::Unreachable(error.to_string()))
             }
         }
     }
+
+    async fn send(
+        &self,
+        instance: &Instance,
+        parts: &axum::http::request::Parts,
+        body: bytes::Bytes,
+        deadline: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Result<Response<Body>, Attempt> {
+        let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
+        let url = instance.base.join(path_and_query).map_err(|error| Attempt::Failed(ForwardError::Unreachable(error.to_string())))?;
+        let mut headers = HeaderMap::new();
+        copy_end_to_end_headers(&parts.headers, &mut headers);
+        if let Some(host) = parts.headers.get(axum::http::header::HOST) {
+            headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        }
+        let request = self.client.request(parts.method.clone(), url).headers(headers).body(body);
+        instance.in_flight.fetch_add(1, Ordering::SeqCst);
+        let sent = tokio::time::timeout_at(deadline, request.send()).await;
+        instance.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let response = match sent {
+            Err(_) => return Err(Attempt::Failed(ForwardError::Timeout(timeout))),
+            Ok(Err(error)) => {
+                let idempotent = parts.method == Method::GET || parts.method == Method::HEAD;
+                let failure = ForwardError::Unreachable(error.to_string());
+                // Never connected: nothing reached the instance. A GET whose connection broke before any
+                // answer changed nothing either.
+                return Err(if error.is_connect() || (idempotent && !error.is_timeout()) { Attempt::Retryable(failure) } else { Attempt::Failed(failure) });
+            }
+            Ok(Ok(response)) => response,
+        };
+        let mut builder = Response::builder().status(response.status());
+        if let Some(headers) = builder.headers_mut() {
+            copy_end_to_end_headers(response.headers(), headers);
+        }
+        builder.body(Body::from_stream(response.bytes_stream())).map_err(|error| Attempt::Failed(ForwardError::Unreachable(error.to_string())))
+    }
+}
+
+/// How one attempt to reach an instance failed.
+enum Attempt {
+    /// Safe to send to another instance.
+    Retryable(ForwardError),
+    Failed(ForwardError),
 }
 
 #[cfg(test)]
@@ -139,19 +396,45 @@ mod tests {
             name: name.into(),
             title: name.into(),
             prefix: prefix.into(),
-            upstream: Upstream::Http(url::Url::parse("http://127.0.0.1:9").unwrap()),
+            upstream: Upstream::Http(Arc::new(Pool::new(vec![url::Url::parse("http://127.0.0.1:9").unwrap()]))),
             timeout: Duration::from_secs(1),
+            in_nav: true,
             nav_role: None,
         }
     }
 
     #[test]
     fn prefixes_match_whole_segments_and_the_longest_wins() {
-        let registry = FragmentRegistry::new(vec![fragment("admin", "/admin"), fragment("inventory", "/admin/inventory")]);
+        let registry = FragmentRegistry::new(vec![fragment("admin", "/admin"), fragment("inventory", "/admin/inventory")], Vec::new());
         assert_eq!(registry.route("/admin/inventory").unwrap().name, "inventory");
         assert_eq!(registry.route("/admin/inventory/api/x").unwrap().name, "inventory");
         assert_eq!(registry.route("/admin/users").unwrap().name, "admin");
         assert!(registry.route("/administrator").is_none());
         assert!(registry.route("/").is_none());
+    }
+
+    #[test]
+    fn picking_prefers_ready_and_less_busy_instances_and_skips_the_failed_one() {
+        let urls = ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"];
+        let pool = Pool::new(urls.iter().map(|url| url::Url::parse(url).unwrap()).collect());
+        let [a, b, c] = [&pool.instances[0], &pool.instances[1], &pool.instances[2]];
+        // c is out of rotation: never picked while others are ready.
+        c.mark(false, Some("down".into()));
+        for _ in 0..50 {
+            assert!(!Arc::ptr_eq(&pool.pick(None).unwrap(), c));
+        }
+        // a is busy: b wins every comparison between the two.
+        a.in_flight.store(10, Ordering::SeqCst);
+        for _ in 0..50 {
+            assert!(Arc::ptr_eq(&pool.pick(None).unwrap(), b));
+        }
+        // A resend never goes back to the instance that failed.
+        for _ in 0..50 {
+            assert!(Arc::ptr_eq(&pool.pick(Some(b)).unwrap(), a));
+        }
+        // Nothing ready: any instance rather than none.
+        a.mark(false, None);
+        b.mark(false, None);
+        assert!(pool.pick(None).is_some());
     }
 }

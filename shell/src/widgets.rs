@@ -71,7 +71,8 @@ async fn fetch_widget(state: &ShellState, fragment: &Fragment, cookie: Option<He
 
 /// Every fragment's widget, in registry order, fetched concurrently.
 pub async fn fetch_widgets(state: &ShellState, cookie: Option<HeaderValue>) -> Vec<(String, Widget)> {
-    let fetches = state.registry.fragments().iter().map(|fragment| {
+    let fragments = state.registry.fragments();
+    let fetches = fragments.iter().map(|fragment| {
         let cookie = cookie.clone();
         async move { (fragment.name.clone(), fetch_widget(state, fragment, cookie).await) }
     });
@@ -88,7 +89,7 @@ pub async fn fetch_cart_count(state: &ShellState, user: Option<&SessionUser>, co
     let cart = state.registry.get("cart")?;
     let timeout = BADGE_TIMEOUT.min(cart.timeout);
     let fetch = async {
-        let response = state.registry.forward(cart, get_request(SUMMARY_PATH, cookie.as_ref()), timeout).await.ok()?;
+        let response = state.registry.forward(&cart, get_request(SUMMARY_PATH, cookie.as_ref()), timeout).await.ok()?;
         if response.status() != StatusCode::OK {
             return None;
         }

@@ -348,7 +348,13 @@ fn test(workspace: &Workspace, browser: bool) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let workspace = Workspace::locate();
-    let profile = |dev: bool| if dev { WasmProfile::Dev } else { WasmProfile::Release };
+    let profile = |dev: bool| {
+        if dev {
+            WasmProfile::Dev
+        } else {
+            WasmProfile::Release
+        }
+    };
     match cli.command {
         Cmd::Build { fragment, dev } => build(&workspace, fragment.as_deref(), profile(dev)),
         Cmd::Run { dev } => run_site(&workspace, profile(dev)),

@@ -42,7 +42,9 @@ mod context {
         let value = match cookie {
             CookieChange::None => return,
             CookieChange::Set(token) => format!("{CART_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000{secure}"),
-            CookieChange::Clear => format!("{CART_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}"),
+            CookieChange::Clear => {
+                format!("{CART_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}")
+            }
         };
         if let (Some(response), Ok(value)) = (leptos::prelude::use_context::<leptos_axum::ResponseOptions>(), HeaderValue::from_str(&value)) {
             response.append_header(SET_COOKIE, value);

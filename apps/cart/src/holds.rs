@@ -86,7 +86,9 @@ pub async fn extend(runtime: &FragmentRuntime, reservation_id: &str, ttl_seconds
 
 /// Releases a hold (best effort: an unreleased hold lapses on its own).
 pub async fn release(runtime: &FragmentRuntime, reservation_id: &str) {
-    let Ok(client) = inventory(runtime) else { return };
+    let Ok(client) = inventory(runtime) else {
+        return;
+    };
     if let Err(error) = client.post::<_, Reservation>(&reservation_path(reservation_id, Some("release")), &serde_json::json!({})).await {
         tracing::warn!(%error, reservation = reservation_id, "could not release a cart hold; it will lapse");
     }
@@ -190,7 +192,9 @@ async fn rehold(runtime: &FragmentRuntime, owner: &str, item: &Item) -> (Hold, S
 /// "Held for you until …" or the reason it is not.
 pub fn hold_text(item: &Item, now: i64) -> String {
     match (item.hold, item.held_until_ms) {
-        (HoldState::Held, Some(until)) if until > now => format!("Held for you until {}", format_time(until)),
+        (HoldState::Held, Some(until)) if until > now => {
+            format!("Held for you until {}", format_time(until))
+        }
         (HoldState::Held, _) => "Your hold lapsed; we will try to hold it again on your next visit.".into(),
         (_, _) => item.hold_note.clone().unwrap_or_else(|| PENDING_NOTE.into()),
     }

@@ -1,5 +1,5 @@
 //! The cart's server half: router, migrations, the badge summary, the mini-cart widget, the payment
-//! webhook, the event inbox and the background pass.
+//! webhook, the events it consumes and the background pass.
 
 use std::time::Duration;
 
@@ -13,11 +13,12 @@ use leptos::prelude::*;
 use shared_auth::extract::MaybeUser;
 use sqlx::migrate::Migrator;
 use tessera_contracts::cart::{CartSummary, SUMMARY_PATH};
-use tessera_contracts::events::{DecodeError, Event, OrderFulfilled, OrderShort, ProductChanged};
+use tessera_contracts::events::{Event, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged};
 use tessera_contracts::payments::{SIGNATURE_HEADER, WEBHOOK_PATH};
 use tessera_contracts::ApiError;
 use tessera_kit::api::IntoHttpResponse;
-use tessera_kit::db::{retrying, Migrations};
+use tessera_kit::db::Migrations;
+use tessera_kit::fragment::{BoxFuture, Fragment, SeedError, Subscriptions};
 use tessera_kit::FragmentRuntime;
 
 use crate::orders::Applied;
@@ -36,6 +37,49 @@ const BACKGROUND_EVERY: Duration = Duration::from_secs(2);
 
 /// Largest webhook body accepted.
 const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
+
+/// The cart & checkout, as the runtime assembles it.
+pub struct Cart;
+
+impl Fragment for Cart {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn prefix(&self) -> &'static str {
+        PREFIX
+    }
+    fn title(&self) -> &'static str {
+        "Cart"
+    }
+    fn migrations(&self) -> &'static Migrations {
+        &MIGRATIONS
+    }
+    fn router(&self, runtime: FragmentRuntime) -> Router {
+        router(runtime)
+    }
+    fn background(&self, runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>> {
+        background(runtime)
+    }
+    fn seed_demo<'a>(&'a self, runtime: &'a FragmentRuntime, extra: usize) -> BoxFuture<'a, Result<(), SeedError>> {
+        Box::pin(async move { Ok(seed_demo(runtime, extra).await?) })
+    }
+    fn publishes(&self) -> &'static [&'static str] {
+        &[OrderPaid::TYPE, OrderCancelled::TYPE]
+    }
+    fn subscriptions(&self) -> Subscriptions {
+        Subscriptions::new()
+            // Prices are a projection of the catalog's product events.
+            .on::<ProductChanged>(|_, tx, envelope, event| {
+                Box::pin(async move { Ok(crate::store::apply_product_changed(tx, &event, envelope.sequence).await?) })
+            })
+            .on::<OrderFulfilled>(|_, tx, _, event| Box::pin(async move { Ok(crate::orders::apply_fulfilled(tx, &event).await?) }))
+            // A short order is cancelled; its refund is requested at once rather than at the next pass.
+            .on_then::<OrderShort>(
+                |_, tx, _, event| Box::pin(async move { Ok(crate::orders::apply_short(tx, &event).await?) }),
+                |runtime| Box::pin(async move { crate::orders::settle_refunds(&runtime).await }),
+            )
+    }
+}
 
 /// Every route the cart owns, under `/cart`.
 pub fn router(runtime: FragmentRuntime) -> Router {
@@ -66,7 +110,6 @@ pub fn router(runtime: FragmentRuntime) -> Router {
         .route(&format!("{PREFIX}/orders/{{id}}"), order_page)
         .route(SUMMARY_PATH, get(summary))
         .route(WEBHOOK_PATH, post(webhook).layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES)))
-        .route(&format!("{PREFIX}/events"), post(receive_event).layer(DefaultBodyLimit::max(tessera_kit::events::MAX_EVENT_BYTES)))
         .with_state(runtime)
 }
 
@@ -194,54 +237,5 @@ async fn webhook(State(runtime): State<FragmentRuntime>, headers: HeaderMap, bod
             tracing::warn!(%error, event = event.id, "payment webhook not applied");
             error.into_http_response()
         }
-    }
-}
-
-/// `POST /cart/events`: `catalog.product_changed`, `inventory.order_fulfilled`, `inventory.order_short`.
-async fn receive_event(State(runtime): State<FragmentRuntime>, headers: HeaderMap, body: Bytes) -> Response {
-    let envelope = match tessera_kit::events::accept_envelope(&runtime.events.signer, &headers, &body) {
-        Ok(envelope) => envelope,
-        Err(error) => return error.into_http_response(),
-    };
-    enum Known {
-        Product(ProductChanged),
-        Fulfilled(OrderFulfilled),
-        Short(OrderShort),
-    }
-    let decoded = match envelope.event_type.as_str() {
-        ProductChanged::TYPE => envelope.decode::<ProductChanged>().map(Known::Product),
-        OrderFulfilled::TYPE => envelope.decode::<OrderFulfilled>().map(Known::Fulfilled),
-        OrderShort::TYPE => envelope.decode::<OrderShort>().map(Known::Short),
-        other => Err(DecodeError::UnknownType(other.to_owned())),
-    };
-    let event = match decoded {
-        Ok(event) => event,
-        Err(error) => {
-            tracing::error!(%error, event = envelope.id, "event refused");
-            return (StatusCode::UNPROCESSABLE_ENTITY, Json(ApiError::BadRequest(error.to_string()))).into_response();
-        }
-    };
-    let result = retrying(|| async {
-        let mut tx = runtime.db.begin().await?;
-        if !tessera_kit::events::record_in_inbox(&mut tx, &envelope).await? {
-            return Ok(false);
-        }
-        match &event {
-            Known::Product(event) => crate::store::apply_product_changed(&mut tx, event, envelope.sequence).await?,
-            Known::Fulfilled(event) => crate::orders::apply_fulfilled(&mut tx, event).await?,
-            Known::Short(event) => crate::orders::apply_short(&mut tx, event).await?,
-        }
-        tx.commit().await?;
-        Ok::<_, sqlx::Error>(true)
-    })
-    .await;
-    match result {
-        Ok(applied) => {
-            if applied && matches!(event, Known::Short(_)) {
-                crate::orders::settle_refunds(&runtime).await;
-            }
-            Json(serde_json::json!({ "applied": applied })).into_response()
-        }
-        Err(error) => tessera_kit::internal(error).into_http_response(),
     }
 }

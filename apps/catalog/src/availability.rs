@@ -1,27 +1,14 @@
 //! The availability projection: what inventory said about each SKU, applied once per event and never
 //! overwritten by an older event of the same SKU.
 
-use sqlx::AnyPool;
-use tessera_contracts::events::{DecodeError, Envelope, StockChanged};
+use sqlx::AnyConnection;
+use tessera_contracts::events::{Envelope, StockChanged};
+use tessera_kit::fragment::HandlerError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApplyError {
-    #[error(transparent)]
-    Decode(#[from] DecodeError),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-/// Applies `inventory.stock_changed` in one transaction with the inbox record. Returns `false` for a
-/// redelivery (nothing applied again).
-pub async fn apply_stock_changed(db: &AnyPool, envelope: &Envelope, event: &StockChanged) -> Result<bool, ApplyError> {
+/// Applies `inventory.stock_changed` on the event's transaction (which also holds its inbox row).
+pub async fn apply_stock_changed(tx: &mut AnyConnection, envelope: &Envelope, event: &StockChanged) -> Result<(), HandlerError> {
     if event.on_hand < 0 || event.available < 0 || event.sku.is_empty() || event.sku != envelope.aggregate_id {
-        return Err(DecodeError::Malformed { event_type: envelope.event_type.clone(), message: "inconsistent stock figures".into() }.into());
-    }
-    let mut tx = db.begin().await?;
-    if !tessera_kit::events::record_in_inbox(&mut tx, envelope).await? {
-        tx.rollback().await?;
-        return Ok(false);
+        return Err(HandlerError::Refused(format!("the {} payload is malformed: inconsistent stock figures", envelope.event_type)));
     }
     sqlx::query(
         "INSERT INTO availability (sku, on_hand, available, sequence, updated_at_ms) VALUES ($1, $2, $3, $4, $5) \
@@ -36,6 +23,5 @@ pub async fn apply_stock_changed(db: &AnyPool, envelope: &Envelope, event: &Stoc
     .bind(tessera_kit::events::now_ms())
     .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(true)
+    Ok(())
 }

@@ -209,7 +209,9 @@ pub mod queries {
                 .bind(id)
                 .fetch_optional(db)
                 .await?;
-        let Some((id, name, brand, description, minor, currency, url, category)) = row else { return Ok(None) };
+        let Some((id, name, brand, description, minor, currency, url, category)) = row else {
+            return Ok(None);
+        };
         let variants: Vec<(String, String, Option<i64>)> = sqlx::query_as(
             "SELECT v.sku, v.label, a.available FROM variants v LEFT JOIN availability a ON a.sku = v.sku WHERE v.product_id = $1 ORDER BY v.position, v.sku",
         )

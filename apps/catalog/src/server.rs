@@ -1,21 +1,20 @@
 //! The catalog's server half: router, page handlers (404/400 pages, per-page `<head>`), generated
 //! product images, migrations, demo seed, home-page widget, event inbox.
 
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::routing::get;
+use axum::Router;
 use leptos::prelude::*;
 use shared_auth::extract::MaybeUser;
 use shared_auth::Role;
 use sqlx::migrate::Migrator;
 use tessera_contracts::demo;
-use tessera_contracts::events::{DecodeError, Event, StockChanged};
-use tessera_contracts::ApiError;
+use tessera_contracts::events::{Event, ProductChanged, StockChanged};
 use tessera_kit::api::IntoHttpResponse;
 use tessera_kit::db::Migrations;
+use tessera_kit::fragment::{BoxFuture, Fragment, SeedError, Subscriptions};
 use tessera_kit::page::PageHead;
 use tessera_kit::FragmentRuntime;
 
@@ -88,6 +87,37 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), sq
     Ok(())
 }
 
+/// The catalog, as the runtime assembles it.
+pub struct Catalog;
+
+impl Fragment for Catalog {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn prefix(&self) -> &'static str {
+        PREFIX
+    }
+    fn title(&self) -> &'static str {
+        "Catalog"
+    }
+    fn migrations(&self) -> &'static Migrations {
+        &MIGRATIONS
+    }
+    fn router(&self, runtime: FragmentRuntime) -> Router {
+        router(runtime)
+    }
+    fn seed_demo<'a>(&'a self, runtime: &'a FragmentRuntime, extra: usize) -> BoxFuture<'a, Result<(), SeedError>> {
+        Box::pin(async move { Ok(seed_demo(runtime, extra).await?) })
+    }
+    fn publishes(&self) -> &'static [&'static str] {
+        &[ProductChanged::TYPE]
+    }
+    fn subscriptions(&self) -> Subscriptions {
+        // Availability is a projection of inventory's stock events; the catalog never calls inventory.
+        Subscriptions::new().on::<StockChanged>(|_, tx, envelope, event| Box::pin(async move { availability::apply_stock_changed(tx, envelope, &event).await }))
+    }
+}
+
 /// Every route the catalog owns, under `/catalog`.
 pub fn router(runtime: FragmentRuntime) -> Router {
     tessera_kit::routes::fragment_router(&runtime, get(listing_page), get(widget))
@@ -96,7 +126,6 @@ pub fn router(runtime: FragmentRuntime) -> Router {
         .route(&format!("{PREFIX}/p/{{id}}/edit"), get(editor_page))
         .route(&format!("{PREFIX}/new"), get(editor_page))
         .route(&format!("{PREFIX}/img/{{file}}"), get(image))
-        .route(&format!("{PREFIX}/events"), post(receive_event).layer(DefaultBodyLimit::max(tessera_kit::events::MAX_EVENT_BYTES)))
         .with_state(runtime)
 }
 
@@ -202,29 +231,6 @@ async fn image(Path(file): Path<String>) -> Response {
          <text x=\"80\" y=\"72\" font-family=\"sans-serif\" font-size=\"34\" text-anchor=\"middle\" fill=\"#fff\">{initials}</text></svg>"
     );
     ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "public, max-age=86400")], svg).into_response()
-}
-
-/// `POST /catalog/events`: events from other services, signed by them (see `tessera_kit::events`).
-async fn receive_event(State(runtime): State<FragmentRuntime>, headers: HeaderMap, body: Bytes) -> Response {
-    let envelope = match tessera_kit::events::accept_envelope(&runtime.events.signer, &headers, &body) {
-        Ok(envelope) => envelope,
-        Err(error) => return error.into_http_response(),
-    };
-    let result = match envelope.event_type.as_str() {
-        StockChanged::TYPE => match envelope.decode::<StockChanged>() {
-            Ok(event) => availability::apply_stock_changed(&runtime.db, &envelope, &event).await,
-            Err(error) => Err(error.into()),
-        },
-        other => Err(DecodeError::UnknownType(other.to_owned()).into()),
-    };
-    match result {
-        Ok(applied) => Json(serde_json::json!({ "applied": applied, "duplicate": !applied })).into_response(),
-        Err(availability::ApplyError::Decode(error)) => {
-            tracing::error!(%error, event = %envelope.id, "event refused");
-            (StatusCode::UNPROCESSABLE_ENTITY, Json(ApiError::BadRequest(error.to_string()))).into_response()
-        }
-        Err(availability::ApplyError::Database(error)) => tessera_kit::internal(error).into_http_response(),
-    }
 }
 
 /// Server-rendered featured products for the shell's home page (not hydrated).

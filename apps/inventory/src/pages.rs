@@ -190,7 +190,13 @@ fn ledger_table(ledger: Vec<LedgerEntry>) -> impl IntoView {
     let rows = ledger
         .into_iter()
         .map(|entry| {
-            let signed = |delta: i64| if delta == 0 { String::new() } else { format!("{delta:+}") };
+            let signed = |delta: i64| {
+                if delta == 0 {
+                    String::new()
+                } else {
+                    format!("{delta:+}")
+                }
+            };
             let cause = [entry.order_id.map(|o| format!("order {o}")), entry.reason].into_iter().flatten().collect::<Vec<_>>().join(" · ");
             view! {
                 <tr data-kind=entry.kind.clone()>

@@ -435,8 +435,10 @@ pub enum Applied {
 
 /// `cart.order_paid`: the order's soft reservation becomes hard. If the hold lapsed (or never existed),
 /// the lines are reserved again, hard, when stock allows; otherwise `inventory.order_short` goes out.
+/// Runs on the event's transaction (which holds its inbox row); the attempt to reserve again is a
+/// savepoint that rolls back on short stock, so only the expiry and the `order_short` event remain.
 pub async fn order_paid(
-    db: &AnyPool,
+    tx: &mut AnyConnection,
     outbox: &Outbox,
     envelope: &tessera_contracts::events::Envelope,
     event: &OrderPaid,
@@ -449,145 +451,131 @@ pub async fn order_paid(
         event_id: Some(envelope.id.clone()),
         ..Cause::by(format!("event:{}", envelope.producer))
     };
-    let outcome = ledger::retrying(|| async {
-        let mut tx = db.begin().await?;
-        if !tessera_kit::events::record_in_inbox(&mut tx, envelope).await? {
-            return Ok(Applied::Nothing("already applied".into()));
+    let mut attempt = sqlx::Connection::begin(&mut *tx).await?;
+    let outcome = pay_order(&mut attempt, outbox, envelope, event, &lines, &cause, now_ms).await?;
+    let Applied::Short(shortages) = outcome else {
+        attempt.commit().await?;
+        return Ok(outcome);
+    };
+    attempt.rollback().await?;
+    // The attempt rolled back; tell the order's owner, on the event's transaction.
+    if let Some(row) = find(tx, &event.reservation_id, None, now_ms).await? {
+        if row.lapsed {
+            expire_one(tx, outbox, &row.id, "lazy expiry", now_ms).await?;
         }
-        if transition(&mut tx, &event.reservation_id, ReservationStatus::Soft, ReservationStatus::Hard, Some(&event.order_id), Expiry::Live, now_ms).await? {
-            unhold(&mut tx, outbox, &event.reservation_id, ReservationStatus::Soft, Kind::HardReserved, &cause, now_ms).await?;
-            tx.commit().await?;
-            return Ok(Applied::Done);
-        }
-        let existing = find(&mut tx, &event.reservation_id, None, now_ms).await?;
-        if let Some(row) = &existing {
-            if row.status == ReservationStatus::Hard && row.order_id.as_deref() == Some(event.order_id.as_str()) {
-                tx.commit().await?;
-                return Ok(Applied::Nothing("the order is already reserved".into()));
-            }
-            if matches!(row.status, ReservationStatus::Hard | ReservationStatus::Fulfilled | ReservationStatus::Cancelled) {
-                return Err(OpError::Api(ApiError::Conflict(format!(
-                    "reservation {} is {} for order {:?}; it cannot be paid by order {}",
-                    row.id,
-                    row.status.as_str(),
-                    row.order_id,
-                    event.order_id
-                ))));
-            }
-            if row.lapsed {
-                expire_one(&mut tx, outbox, &row.id, "lazy expiry", now_ms).await?;
-            }
-        }
-        let of_order: Vec<(String,)> = sqlx::query_as("SELECT status FROM reservations WHERE order_id = $1").bind(&event.order_id).fetch_all(&mut *tx).await?;
-        if of_order.iter().any(|(status,)| status == "hard" || status == "fulfilled") {
-            tx.commit().await?;
-            return Ok(Applied::Nothing("the order is already reserved".into()));
-        }
-        if of_order.iter().any(|(status,)| status == "cancelled") {
-            return Err(OpError::Api(ApiError::Conflict(format!("order {} was cancelled; it cannot be paid", event.order_id))));
-        }
-        // The hold lapsed or never existed: reserve the order's lines again, hard, if the stock is there.
-        let id = uuid::Uuid::new_v4().to_string();
-        let owner = existing.map(|row| row.owner).unwrap_or_else(|| format!("order {}", event.order_id));
-        let inserted = sqlx::query(
-            "INSERT INTO reservations (id, caller, idempotency_key, request_hash, owner, order_id, status, created_at_ms, expires_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'hard', $7, $7, $7) ON CONFLICT (caller, idempotency_key) DO NOTHING",
-        )
-        .bind(&id)
-        .bind(&envelope.producer)
-        .bind(format!("order:{}", event.order_id))
-        .bind(fingerprint(&owner, &lines, 0, &[]))
-        .bind(&owner)
-        .bind(&event.order_id)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            return Err(OpError::Api(ApiError::Conflict(format!("order {} was reserved before and ended; it cannot be paid again", event.order_id))));
-        }
-        let cause = Cause { reservation_id: Some(id.clone()), ..cause.clone() };
-        let shortages = hold_lines(&mut tx, outbox, &lines, Kind::HardReserved, &cause, now_ms).await?;
-        if !shortages.is_empty() {
-            return Ok(Applied::Short(shortages));
-        }
-        insert_lines(&mut tx, &id, &lines).await?;
-        tx.commit().await?;
-        Ok(Applied::Done)
-    })
-    .await?;
-    if let Applied::Short(shortages) = &outcome {
-        // The attempt rolled back; record the event and tell the order's owner, in one transaction.
-        let shortages = shortages.clone();
-        ledger::retrying(|| async {
-            let mut tx = db.begin().await?;
-            if tessera_kit::events::record_in_inbox(&mut tx, envelope).await? {
-                if let Some(row) = find(&mut tx, &event.reservation_id, None, now_ms).await? {
-                    if row.lapsed {
-                        expire_one(&mut tx, outbox, &row.id, "lazy expiry", now_ms).await?;
-                    }
-                }
-                outbox.enqueue(&mut tx, &OrderShort { order_id: event.order_id.clone(), shortages: shortages.clone() }).await?;
-            }
-            tx.commit().await?;
-            Ok::<_, OpError>(())
-        })
-        .await?;
-        tracing::warn!(order = event.order_id, ?shortages, "a paid order could not be reserved");
     }
-    outbox.committed();
-    Ok(outcome)
+    outbox.enqueue(tx, &OrderShort { order_id: event.order_id.clone(), shortages: shortages.clone() }).await?;
+    tracing::warn!(order = event.order_id, ?shortages, "a paid order could not be reserved");
+    Ok(Applied::Short(shortages))
 }
 
-/// `cart.order_cancelled`: the order's active reservation (soft or hard) ends and its units go back on sale.
+/// The body of [`order_paid`], on its savepoint.
+async fn pay_order(
+    tx: &mut AnyConnection,
+    outbox: &Outbox,
+    envelope: &tessera_contracts::events::Envelope,
+    event: &OrderPaid,
+    lines: &[(Sku, Quantity)],
+    cause: &Cause,
+    now_ms: i64,
+) -> Result<Applied, OpError> {
+    if transition(tx, &event.reservation_id, ReservationStatus::Soft, ReservationStatus::Hard, Some(&event.order_id), Expiry::Live, now_ms).await? {
+        unhold(tx, outbox, &event.reservation_id, ReservationStatus::Soft, Kind::HardReserved, cause, now_ms).await?;
+        return Ok(Applied::Done);
+    }
+    let existing = find(tx, &event.reservation_id, None, now_ms).await?;
+    if let Some(row) = &existing {
+        if row.status == ReservationStatus::Hard && row.order_id.as_deref() == Some(event.order_id.as_str()) {
+            return Ok(Applied::Nothing("the order is already reserved".into()));
+        }
+        if matches!(row.status, ReservationStatus::Hard | ReservationStatus::Fulfilled | ReservationStatus::Cancelled) {
+            return Err(OpError::Api(ApiError::Conflict(format!(
+                "reservation {} is {} for order {:?}; it cannot be paid by order {}",
+                row.id,
+                row.status.as_str(),
+                row.order_id,
+                event.order_id
+            ))));
+        }
+        if row.lapsed {
+            expire_one(tx, outbox, &row.id, "lazy expiry", now_ms).await?;
+        }
+    }
+    let of_order: Vec<(String,)> = sqlx::query_as("SELECT status FROM reservations WHERE order_id = $1").bind(&event.order_id).fetch_all(&mut *tx).await?;
+    if of_order.iter().any(|(status,)| status == "hard" || status == "fulfilled") {
+        return Ok(Applied::Nothing("the order is already reserved".into()));
+    }
+    if of_order.iter().any(|(status,)| status == "cancelled") {
+        return Err(OpError::Api(ApiError::Conflict(format!("order {} was cancelled; it cannot be paid", event.order_id))));
+    }
+    // The hold lapsed or never existed: reserve the order's lines again, hard, if the stock is there.
+    let id = uuid::Uuid::new_v4().to_string();
+    let owner = existing.map(|row| row.owner).unwrap_or_else(|| format!("order {}", event.order_id));
+    let inserted = sqlx::query(
+        "INSERT INTO reservations (id, caller, idempotency_key, request_hash, owner, order_id, status, created_at_ms, expires_at_ms, updated_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'hard', $7, $7, $7) ON CONFLICT (caller, idempotency_key) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(&envelope.producer)
+    .bind(format!("order:{}", event.order_id))
+    .bind(fingerprint(&owner, lines, 0, &[]))
+    .bind(&owner)
+    .bind(&event.order_id)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?;
+    if inserted.rows_affected() == 0 {
+        return Err(OpError::Api(ApiError::Conflict(format!("order {} was reserved before and ended; it cannot be paid again", event.order_id))));
+    }
+    let cause = Cause { reservation_id: Some(id.clone()), ..cause.clone() };
+    let shortages = hold_lines(tx, outbox, lines, Kind::HardReserved, &cause, now_ms).await?;
+    if !shortages.is_empty() {
+        return Ok(Applied::Short(shortages));
+    }
+    insert_lines(tx, &id, lines).await?;
+    Ok(Applied::Done)
+}
+
+/// `cart.order_cancelled`: the order's active reservation (soft or hard) ends and its units go back on
+/// sale. Runs on the event's transaction.
 pub async fn order_cancelled(
-    db: &AnyPool,
+    tx: &mut AnyConnection,
     outbox: &Outbox,
     envelope: &tessera_contracts::events::Envelope,
     event: &OrderCancelled,
     now_ms: i64,
 ) -> Result<Applied, OpError> {
-    let outcome = ledger::retrying(|| async {
-        let mut tx = db.begin().await?;
-        if !tessera_kit::events::record_in_inbox(&mut tx, envelope).await? {
-            return Ok(Applied::Nothing("already applied".into()));
+    let active: Vec<(String, String)> =
+        sqlx::query_as("SELECT id, status FROM reservations WHERE (id = $1 OR order_id = $2) AND status IN ('soft', 'hard') ORDER BY id")
+            .bind(&event.reservation_id)
+            .bind(&event.order_id)
+            .fetch_all(&mut *tx)
+            .await?;
+    if active.is_empty() {
+        let fulfilled: Option<(String,)> = sqlx::query_as("SELECT id FROM reservations WHERE (id = $1 OR order_id = $2) AND status = 'fulfilled'")
+            .bind(&event.reservation_id)
+            .bind(&event.order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if fulfilled.is_some() {
+            return Err(OpError::Api(ApiError::Conflict(format!("order {} was already fulfilled; process a return instead", event.order_id))));
         }
-        let active: Vec<(String, String)> =
-            sqlx::query_as("SELECT id, status FROM reservations WHERE (id = $1 OR order_id = $2) AND status IN ('soft', 'hard') ORDER BY id")
-                .bind(&event.reservation_id)
-                .bind(&event.order_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        if active.is_empty() {
-            let fulfilled: Option<(String,)> = sqlx::query_as("SELECT id FROM reservations WHERE (id = $1 OR order_id = $2) AND status = 'fulfilled'")
-                .bind(&event.reservation_id)
-                .bind(&event.order_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if fulfilled.is_some() {
-                return Err(OpError::Api(ApiError::Conflict(format!("order {} was already fulfilled; process a return instead", event.order_id))));
-            }
-            tx.commit().await?;
-            return Ok(Applied::Nothing("the order holds no stock".into()));
+        return Ok(Applied::Nothing("the order holds no stock".into()));
+    }
+    for (id, status) in active {
+        let from = parse_status(&status)?;
+        if transition(tx, &id, from, ReservationStatus::Cancelled, Some(&event.order_id), Expiry::Any, now_ms).await? {
+            let cause = Cause {
+                reservation_id: Some(id.clone()),
+                order_id: Some(event.order_id.clone()),
+                event_id: Some(envelope.id.clone()),
+                reason: Some("order cancelled".into()),
+                ..Cause::by(format!("event:{}", envelope.producer))
+            };
+            unhold(tx, outbox, &id, from, Kind::Cancelled, &cause, now_ms).await?;
         }
-        for (id, status) in active {
-            let from = parse_status(&status)?;
-            if transition(&mut tx, &id, from, ReservationStatus::Cancelled, Some(&event.order_id), Expiry::Any, now_ms).await? {
-                let cause = Cause {
-                    reservation_id: Some(id.clone()),
-                    order_id: Some(event.order_id.clone()),
-                    event_id: Some(envelope.id.clone()),
-                    reason: Some("order cancelled".into()),
-                    ..Cause::by(format!("event:{}", envelope.producer))
-                };
-                unhold(&mut tx, outbox, &id, from, Kind::Cancelled, &cause, now_ms).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(Applied::Done)
-    })
-    .await?;
-    outbox.committed();
-    Ok(outcome)
+    }
+    Ok(Applied::Done)
 }
 
 /// Staff shipped a paid order: its units leave the stock, and `inventory.order_fulfilled` goes out.
@@ -648,7 +636,9 @@ pub fn spawn_sweeper(runtime: tessera_kit::FragmentRuntime, every: std::time::Du
             match sweep(&runtime.db, &runtime.events.outbox, tessera_kit::events::now_ms(), 500).await {
                 Ok(0) => {}
                 Ok(count) => tracing::info!(count, "expired soft reservations"),
-                Err(error) => tracing::warn!(%error, "the reservation sweeper failed; it tries again"),
+                Err(error) => {
+                    tracing::warn!(%error, "the reservation sweeper failed; it tries again")
+                }
             }
         }
     })

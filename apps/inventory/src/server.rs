@@ -12,12 +12,16 @@ use shared_auth::Role;
 use sqlx::migrate::Migrator;
 use tessera_contracts::demo;
 use tessera_contracts::domain::Sku;
+use tessera_contracts::events::{Event, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, StockChanged};
 use tessera_kit::db::Migrations;
+use tessera_kit::events::now_ms;
+use tessera_kit::fragment::{BoxFuture, Fragment, HandlerError, NavEntry, SeedError, Subscriptions};
 use tessera_kit::FragmentRuntime;
 
 use crate::admin::queries;
 use crate::ledger::Cause;
-use crate::movements;
+use crate::movements::{self, OpError};
+use crate::reservations;
 use crate::types::{LOW_STOCK, MAIN_LOCATION};
 use crate::{App, NAME, PREFIX};
 
@@ -70,6 +74,63 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), mo
 /// The inventory's background work: the reservation sweeper.
 pub fn background(runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>> {
     vec![crate::reservations::spawn_sweeper(runtime.clone(), SWEEP_EVERY)]
+}
+
+/// The inventory service and its admin pages, as the runtime assembles it.
+pub struct Inventory;
+
+impl Fragment for Inventory {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+    fn prefix(&self) -> &'static str {
+        PREFIX
+    }
+    fn title(&self) -> &'static str {
+        "Inventory"
+    }
+    fn nav(&self) -> Option<NavEntry> {
+        Some(NavEntry { label: self.title().to_owned(), role: Some(Role::InventoryAdmin) })
+    }
+    fn migrations(&self) -> &'static Migrations {
+        &MIGRATIONS
+    }
+    fn router(&self, runtime: FragmentRuntime) -> Router {
+        router(runtime)
+    }
+    fn background(&self, runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>> {
+        background(runtime)
+    }
+    fn seed_demo<'a>(&'a self, runtime: &'a FragmentRuntime, extra: usize) -> BoxFuture<'a, Result<(), SeedError>> {
+        Box::pin(async move { Ok(seed_demo(runtime, extra).await?) })
+    }
+    fn publishes(&self) -> &'static [&'static str] {
+        &[StockChanged::TYPE, OrderFulfilled::TYPE, OrderShort::TYPE]
+    }
+    fn subscriptions(&self) -> Subscriptions {
+        Subscriptions::new()
+            .on::<OrderPaid>(|runtime, tx, envelope, event| {
+                Box::pin(async move { order_event(reservations::order_paid(tx, &runtime.events.outbox, envelope, &event, now_ms()).await) })
+            })
+            .on::<OrderCancelled>(|runtime, tx, envelope, event| {
+                Box::pin(async move { order_event(reservations::order_cancelled(tx, &runtime.events.outbox, envelope, &event, now_ms()).await) })
+            })
+    }
+}
+
+/// An order event's outcome as the event endpoint needs it: an event that contradicts what inventory
+/// knows is refused (and dead-letters, visibly) rather than applied half-way.
+fn order_event(outcome: Result<reservations::Applied, OpError>) -> Result<(), HandlerError> {
+    match outcome {
+        Ok(reservations::Applied::Nothing(why)) => {
+            tracing::info!(why, "order event changed nothing");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(OpError::Db(error)) => Err(HandlerError::Database(error)),
+        Err(OpError::Api(error)) => Err(error.into()),
+        Err(OpError::Short(short)) => Err(HandlerError::Refused(short.message)),
+    }
 }
 
 /// Every route the inventory owns, under `/admin/inventory`.

@@ -1,5 +1,6 @@
 //! The inventory's endpoints for other services: the reservation API (signed calls, see
-//! `tessera_kit::service`) and the event inbox (`cart.order_paid`, `cart.order_cancelled`).
+//! `tessera_kit::service`). Order events from the cart reach it through the runtime's event endpoint
+//! (see `crate::server::Inventory::subscriptions`).
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -7,7 +8,6 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use tessera_contracts::events::{DecodeError, Event, OrderCancelled, OrderPaid};
 use tessera_contracts::inventory::{ExtendRequest, ReserveRequest, RESERVATIONS_PATH};
 use tessera_contracts::ApiError;
 use tessera_kit::api::IntoHttpResponse;
@@ -15,8 +15,7 @@ use tessera_kit::events::now_ms;
 use tessera_kit::FragmentRuntime;
 
 use crate::movements::OpError;
-use crate::reservations::{self, Applied, ValidRequest};
-use crate::PREFIX;
+use crate::reservations::{self, ValidRequest};
 
 /// Largest service request body.
 const MAX_BODY: usize = 16 * 1024;
@@ -29,7 +28,6 @@ pub fn routes() -> Router<FragmentRuntime> {
         .route(&format!("{RESERVATIONS_PATH}/{{id}}/extend"), post(extend))
         .route(&format!("{RESERVATIONS_PATH}/{{id}}/release"), post(release))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .route(&format!("{PREFIX}/events"), post(receive_event).layer(DefaultBodyLimit::max(tessera_kit::events::MAX_EVENT_BYTES)))
 }
 
 fn op_response(error: OpError) -> Response {
@@ -123,41 +121,4 @@ async fn release(State(runtime): State<FragmentRuntime>, method: Method, uri: Ur
         Ok(reservation) => Json(reservation).into_response(),
         Err(error) => op_response(error),
     }
-}
-
-/// `POST /admin/inventory/events`: order events from the cart, signed by it.
-async fn receive_event(State(runtime): State<FragmentRuntime>, headers: HeaderMap, body: Bytes) -> Response {
-    let envelope = match tessera_kit::events::accept_envelope(&runtime.events.signer, &headers, &body) {
-        Ok(envelope) => envelope,
-        Err(error) => return error.into_http_response(),
-    };
-    let (db, outbox, now) = (&runtime.db, &runtime.events.outbox, now_ms());
-    let result = match envelope.event_type.as_str() {
-        OrderPaid::TYPE => match envelope.decode::<OrderPaid>() {
-            Ok(event) => reservations::order_paid(db, outbox, &envelope, &event, now).await,
-            Err(error) => return refuse(&envelope.id, error),
-        },
-        OrderCancelled::TYPE => match envelope.decode::<OrderCancelled>() {
-            Ok(event) => reservations::order_cancelled(db, outbox, &envelope, &event, now).await,
-            Err(error) => return refuse(&envelope.id, error),
-        },
-        other => return refuse(&envelope.id, DecodeError::UnknownType(other.to_owned())),
-    };
-    match result {
-        Ok(Applied::Done) => Json(serde_json::json!({ "applied": true })).into_response(),
-        Ok(Applied::Nothing(why)) => Json(serde_json::json!({ "applied": false, "note": why })).into_response(),
-        Ok(Applied::Short(shortages)) => Json(serde_json::json!({ "applied": false, "shortages": shortages })).into_response(),
-        // An event that contradicts what inventory knows is refused (and dead-letters, visibly) rather
-        // than applied half-way.
-        Err(OpError::Api(error)) if error.status() < 500 => {
-            tracing::error!(%error, event = %envelope.id, "order event refused");
-            (StatusCode::UNPROCESSABLE_ENTITY, Json(error)).into_response()
-        }
-        Err(error) => op_response(error),
-    }
-}
-
-fn refuse(event_id: &str, error: DecodeError) -> Response {
-    tracing::error!(%error, event = event_id, "event refused");
-    (StatusCode::UNPROCESSABLE_ENTITY, Json(ApiError::BadRequest(error.to_string()))).into_response()
 }

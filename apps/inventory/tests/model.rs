@@ -251,7 +251,9 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
             (expected, real.staff(sku, StaffMovement::Adjust { counter, delta }, now).await)
         }
         Op::Reserve { key, lines, ttl } => {
-            let Some(named) = sorted_lines(&lines) else { return (Outcome::Nothing, Outcome::Nothing) };
+            let Some(named) = sorted_lines(&lines) else {
+                return (Outcome::Nothing, Outcome::Nothing);
+            };
             let key = format!("key-{key}");
             let request = ReserveRequest {
                 idempotency_key: key.clone(),
@@ -292,7 +294,9 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
             (expected, actual)
         }
         Op::Extend { reservation, ttl } => {
-            let Some(index) = pick(model, reservation) else { return (Outcome::Nothing, Outcome::Nothing) };
+            let Some(index) = pick(model, reservation) else {
+                return (Outcome::Nothing, Outcome::Nothing);
+            };
             let live = model.reservations[index].status == ReservationStatus::Soft && !model.lapsed(index);
             let expected = if live {
                 model.reservations[index].expires_at = now + ttl * 1000;
@@ -307,7 +311,9 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
             (expected, actual)
         }
         Op::Release { reservation } => {
-            let Some(index) = pick(model, reservation) else { return (Outcome::Nothing, Outcome::Nothing) };
+            let Some(index) = pick(model, reservation) else {
+                return (Outcome::Nothing, Outcome::Nothing);
+            };
             let expected = match model.reservations[index].status {
                 ReservationStatus::Soft if model.lapsed(index) => {
                     model.expire(index);
@@ -329,7 +335,9 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
             (expected, actual)
         }
         Op::Pay { reservation } => {
-            let Some(index) = pick(model, reservation) else { return (Outcome::Nothing, Outcome::Nothing) };
+            let Some(index) = pick(model, reservation) else {
+                return (Outcome::Nothing, Outcome::Nothing);
+            };
             let order_id = format!("order-{index}");
             let r = model.reservations[index].clone();
             let expected = if r.status == ReservationStatus::Soft && !model.lapsed(index) {
@@ -377,10 +385,17 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
                 lines: r.lines.iter().map(|(sku, quantity)| Line { sku: sku.clone(), quantity: *quantity }).collect(),
             };
             let envelope = envelope("cart.order_paid", &order_id, serde_json::to_value(&event).unwrap());
-            let actual = match reservations::order_paid(&real.db, &real.outbox, &envelope, &event, now).await {
-                Ok(Applied::Done) => Outcome::Ok,
-                Ok(Applied::Nothing(_)) => Outcome::Nothing,
-                Ok(Applied::Short(_)) => Outcome::Short(Vec::new()),
+            // As the runtime's event endpoint runs it: one transaction, committed when the handler succeeds.
+            let mut tx = real.db.begin().await.unwrap();
+            let actual = match reservations::order_paid(&mut tx, &real.outbox, &envelope, &event, now).await {
+                Ok(applied) => {
+                    tx.commit().await.unwrap();
+                    match applied {
+                        Applied::Done => Outcome::Ok,
+                        Applied::Nothing(_) => Outcome::Nothing,
+                        Applied::Short(_) => Outcome::Short(Vec::new()),
+                    }
+                }
                 Err(error) => outcome_of(error),
             };
             if let Some(last) = model.reservations.last_mut().filter(|m| m.id.is_empty() && actual == Outcome::Ok) {
@@ -394,7 +409,9 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
             (expected, actual)
         }
         Op::Cancel { reservation } => {
-            let Some(index) = pick(model, reservation) else { return (Outcome::Nothing, Outcome::Nothing) };
+            let Some(index) = pick(model, reservation) else {
+                return (Outcome::Nothing, Outcome::Nothing);
+            };
             let order_id = format!("order-{index}");
             let id = model.reservations[index].id.clone();
             let matching: Vec<usize> = (0..model.reservations.len())
@@ -423,15 +440,24 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
             };
             let event = OrderCancelled { order_id: order_id.clone(), reservation_id: id };
             let envelope = envelope("cart.order_cancelled", &order_id, serde_json::to_value(&event).unwrap());
-            let actual = match reservations::order_cancelled(&real.db, &real.outbox, &envelope, &event, now).await {
-                Ok(Applied::Done) => Outcome::Ok,
-                Ok(_) => Outcome::Nothing,
+            let mut tx = real.db.begin().await.unwrap();
+            let actual = match reservations::order_cancelled(&mut tx, &real.outbox, &envelope, &event, now).await {
+                Ok(applied) => {
+                    tx.commit().await.unwrap();
+                    if matches!(applied, Applied::Done) {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Nothing
+                    }
+                }
                 Err(error) => outcome_of(error),
             };
             (expected, actual)
         }
         Op::Fulfil { reservation } => {
-            let Some(index) = pick(model, reservation) else { return (Outcome::Nothing, Outcome::Nothing) };
+            let Some(index) = pick(model, reservation) else {
+                return (Outcome::Nothing, Outcome::Nothing);
+            };
             let expected = if model.reservations[index].status == ReservationStatus::Hard {
                 for (sku, quantity) in model.reservations[index].lines.clone() {
                     let counters = model.stock.get_mut(&sku).unwrap();
@@ -496,7 +522,7 @@ async fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let store = StoreSettings { data_dir: dir.path().to_owned(), postgres_url: None, schema_prefix: String::new(), postgres_pool_size: 1 };
     let db = store.open("inventory", &tessera_inventory::server::MIGRATIONS).await.unwrap();
-    let real = Real { db, outbox: Outbox::new("inventory", HashMap::new()) };
+    let real = Real { db, outbox: Outbox::new("inventory") };
     let mut model = Model { now: START_MS, stock: BTreeMap::new(), reservations: Vec::new(), keys: HashMap::new() };
     for sku in SKUS {
         let sku = Sku::parse(sku).unwrap();

@@ -14,10 +14,11 @@
 //! - **Inbox.** [`record_in_inbox`] stores the event id in the consumer's transaction, so a redelivered
 //!   event has its effect once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -123,20 +124,37 @@ impl EventSigner {
 }
 
 /// Where a producer's events go.
+///
+/// The producer does not choose its subscribers: consumers subscribe (`crate::fragment::Subscriptions`),
+/// and the process host tells the outbox who subscribed to what ([`Outbox::subscribe`]) as it learns it,
+/// from the fragments in its own process and from the published descriptions of the others. An event
+/// gets one delivery row for each subscriber known when it commits.
 pub struct Outbox {
     producer: &'static str,
     /// Event type → subscriber names.
-    routes: HashMap<&'static str, Vec<String>>,
+    routes: RwLock<HashMap<String, BTreeSet<String>>>,
     wake: Arc<Notify>,
 }
 
 impl Outbox {
-    pub fn new(producer: &'static str, routes: HashMap<&'static str, Vec<String>>) -> Outbox {
-        Outbox { producer, routes, wake: Arc::new(Notify::new()) }
+    pub fn new(producer: &'static str) -> Outbox {
+        Outbox { producer, routes: RwLock::new(HashMap::new()), wake: Arc::new(Notify::new()) }
     }
 
     pub fn producer(&self) -> &'static str {
         self.producer
+    }
+
+    /// Adds `subscriber` to the receivers of `event_type`; returns whether it is new.
+    pub fn subscribe(&self, event_type: &str, subscriber: &str) -> bool {
+        let mut routes = self.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        routes.entry(event_type.to_owned()).or_default().insert(subscriber.to_owned())
+    }
+
+    /// The subscribers of `event_type`, sorted.
+    pub fn subscribers(&self, event_type: &str) -> Vec<String> {
+        let routes = self.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        routes.get(event_type).map(|subscribers| subscribers.iter().cloned().collect()).unwrap_or_default()
     }
 
     /// Writes `event` to the outbox on `connection`, which must be inside the caller's transaction.
@@ -158,10 +176,10 @@ impl Outbox {
         .bind(now)
         .fetch_one(&mut *connection)
         .await?;
-        for subscriber in self.routes.get(E::TYPE).into_iter().flatten() {
+        for subscriber in self.subscribers(E::TYPE) {
             sqlx::query("INSERT INTO outbox_deliveries (seq, subscriber, aggregate_key, next_attempt_at_ms) VALUES ($1, $2, $3, $4)")
                 .bind(seq)
-                .bind(subscriber)
+                .bind(&subscriber)
                 .bind(format!("{}:{aggregate_id}", E::AGGREGATE))
                 .bind(now)
                 .execute(&mut *connection)
@@ -184,15 +202,62 @@ pub trait Transport: Send + Sync + 'static {
 /// How to reach another service (a subscriber's `<prefix>/events`, a service API, a webhook).
 #[derive(Clone)]
 pub enum Target {
-    InProcess { prefix: String, router: axum::Router },
-    Http { prefix: String, base: String },
+    InProcess {
+        prefix: String,
+        router: axum::Router,
+    },
+    /// One or more instances of a separate process, tried in turn.
+    Http {
+        prefix: String,
+        instances: Instances,
+    },
+}
+
+/// The base URLs of a service's instances (`http://127.0.0.1:3101`), used round-robin. A request that
+/// could not connect to one instance is sent once more to the next: it never reached the first, so even a
+/// non-idempotent request is safe to send again.
+#[derive(Clone, Debug)]
+pub struct Instances {
+    bases: Arc<[String]>,
+    cursor: Arc<AtomicUsize>,
+}
+
+impl Instances {
+    pub fn new(bases: Vec<String>) -> Instances {
+        let bases: Vec<String> = bases.into_iter().map(|base| base.trim_end_matches('/').to_owned()).filter(|base| !base.is_empty()).collect();
+        Instances { bases: bases.into(), cursor: Arc::new(AtomicUsize::new(0)) }
+    }
+
+    pub fn bases(&self) -> &[String] {
+        &self.bases
+    }
+
+    /// The instances in the order to try them for the next request.
+    fn rotation(&self) -> impl Iterator<Item = &String> {
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        let count = self.bases.len();
+        (0..count).map(move |offset| &self.bases[(start + offset) % count])
+    }
 }
 
 impl Target {
+    /// A separate process at one or more base URLs.
+    pub fn http(prefix: impl Into<String>, bases: Vec<String>) -> Target {
+        Target::Http { prefix: prefix.into(), instances: Instances::new(bases) }
+    }
+
+    /// The prefix the service owns.
+    pub fn prefix(&self) -> &str {
+        match self {
+            Target::InProcess { prefix, .. } | Target::Http { prefix, .. } => prefix,
+        }
+    }
+
     /// Sends one request to `path` on this service (its router in process, or `<base><path>` with
     /// `client`) and returns the status and up to `max_bytes` of the answer. `Err` when it could not be
     /// sent, or over HTTP not answered within `timeout` (in process the callee is not cut off half-way;
     /// a caller that wants a bound there too wraps the call).
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
         client: &reqwest::Client,
@@ -216,15 +281,28 @@ impl Target {
                 let bytes = axum::body::to_bytes(response.into_body(), max_bytes).await.map(|bytes| bytes.to_vec()).unwrap_or_default();
                 Ok((status, bytes))
             }
-            Target::Http { base, .. } => {
-                let mut request = client.request(method, format!("{}{path}", base.trim_end_matches('/'))).timeout(timeout);
-                for (name, value) in headers {
-                    request = request.header(*name, value);
+            Target::Http { instances, .. } => {
+                let mut last_error = "no instances configured".to_owned();
+                // At most two instances: the chosen one and, if it could not be connected to, the next.
+                for base in instances.rotation().take(2) {
+                    let mut request = client.request(method.clone(), format!("{base}{path}")).timeout(timeout);
+                    for (name, value) in headers {
+                        request = request.header(*name, value);
+                    }
+                    match request.body(body.clone()).send().await {
+                        Ok(response) => {
+                            let status = response.status().as_u16();
+                            let bytes = response.bytes().await.map_err(|error| error.to_string())?;
+                            return Ok((status, bytes.iter().take(max_bytes).copied().collect()));
+                        }
+                        Err(error) if error.is_connect() => {
+                            tracing::debug!(%base, %error, "instance refused the connection; trying the next");
+                            last_error = error.to_string();
+                        }
+                        Err(error) => return Err(error.to_string()),
+                    }
                 }
-                let response = request.body(body).send().await.map_err(|error| error.to_string())?;
-                let status = response.status().as_u16();
-                let bytes = response.bytes().await.map_err(|error| error.to_string())?;
-                Ok((status, bytes.iter().take(max_bytes).copied().collect()))
+                Err(last_error)
             }
         }
     }
@@ -233,31 +311,29 @@ impl Target {
 /// How long one event delivery may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Signed HTTP POSTs (in process or over the network).
+/// Signed HTTP POSTs to each subscriber's `<prefix>/events` (in process or over the network), found
+/// among the producer's peers by the subscriber's name.
 pub struct HttpTransport {
     producer: &'static str,
     signer: EventSigner,
-    targets: HashMap<String, Target>,
+    peers: Arc<crate::peers::Peers>,
     client: reqwest::Client,
 }
 
 impl HttpTransport {
-    pub fn new(producer: &'static str, signer: EventSigner, targets: HashMap<String, Target>) -> HttpTransport {
-        let client = reqwest::Client::builder().build().expect("an HTTP client");
-        HttpTransport { producer, signer, targets, client }
+    pub fn new(producer: &'static str, signer: EventSigner, peers: Arc<crate::peers::Peers>) -> HttpTransport {
+        HttpTransport { producer, signer, peers, client: crate::peers::http_client().clone() }
     }
 }
 
 impl Transport for HttpTransport {
     fn deliver<'a>(&'a self, subscriber: &'a str, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
-            let target = self.targets.get(subscriber).ok_or_else(|| format!("no route to subscriber {subscriber:?}"))?;
+            let target = self.peers.get(subscriber).ok_or_else(|| format!("no route to subscriber {subscriber:?}"))?;
             let body = serde_json::to_vec(envelope).map_err(|error| error.to_string())?;
             let mut headers = vec![("content-type", "application/json".to_owned())];
             headers.extend(self.signer.sign(self.producer, &body, now_ms() / 1000));
-            let path = match target {
-                Target::InProcess { prefix, .. } | Target::Http { prefix, .. } => format!("{prefix}/events"),
-            };
+            let path = format!("{}/events", target.prefix());
             let (status, answer) = target.send(&self.client, axum::http::Method::POST, &path, &headers, body, 4096, DELIVERY_TIMEOUT).await?;
             let text = String::from_utf8_lossy(&answer);
             if (200..300).contains(&status) {

@@ -12,14 +12,21 @@
 //! - `service`: signed service-to-service calls (the cart reserving stock) and their verification;
 //! - `peers`: how a service reaches the others it calls (in process or over HTTP);
 //! - `webhook`: the payment provider's signed webhooks (timestamped HMAC, rotation-ready);
+//! - `fragment`: the [`fragment::Fragment`] trait each fragment crate implements (name, prefix, nav,
+//!   migrations, router, jobs, seed, published events, subscriptions with handlers);
+//! - `config` and `host`: the settings of a process and the assembly and serving of one (fragments,
+//!   relays, peers, health and readiness, draining on SIGTERM), shared by every binary;
 //! - [`FragmentRuntime`]: the state a fragment's router, SSR and server functions share.
 //!
 //! The runtime uses sqlx's `Any` driver so one query text serves both backends: queries use `$1`
 //! placeholders (SQLite accepts them too) and only the types both backends share (`BIGINT`, `TEXT`).
 
 pub mod api;
+pub mod config;
 pub mod db;
 pub mod events;
+pub mod fragment;
+pub mod host;
 pub mod manifest;
 pub mod page;
 pub mod peers;
@@ -61,10 +68,13 @@ pub struct FragmentRuntime {
     pub secure_cookies: bool,
 }
 
-/// A fragment's outbox (if it produces events) and the signer that authenticates event requests.
+/// A fragment's outbox (if it produces events), its subscriptions, and the signer that authenticates
+/// event requests.
 pub struct FragmentEvents {
     pub outbox: events::Outbox,
     pub signer: events::EventSigner,
+    /// The events it consumes, with their handlers (served at `POST <prefix>/events`).
+    pub subscriptions: fragment::Subscriptions,
     /// Whether this service's schema has the outbox tables / the inbox table.
     pub has_outbox: bool,
     pub has_inbox: bool,

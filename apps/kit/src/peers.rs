@@ -25,3 +25,16 @@ impl Peers {
         self.targets.read().expect("peers lock").get(name).cloned()
     }
 }
+
+/// The one HTTP client of the process for calls between services (events, service calls): one
+/// connection pool, kept warm, instead of a client per call site.
+pub fn http_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build()
+            .expect("an HTTP client")
+    })
+}

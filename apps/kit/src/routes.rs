@@ -52,6 +52,54 @@ async fn replay_dead_letters(
     }
 }
 
+/// `POST <prefix>/events`: the one event endpoint of every consuming fragment. The request must be signed
+/// by a Tessera service (401 otherwise); the envelope must be one the fragment subscribed to, in the version
+/// its handler decodes (422 otherwise: the producer dead-letters it, visibly). The inbox row and the
+/// handler's effect commit in one transaction, so a redelivered event has its effect once.
+async fn receive_event(
+    axum::extract::State(runtime): axum::extract::State<FragmentRuntime>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    use crate::fragment::HandlerError;
+    use api::IntoHttpResponse;
+    let envelope = match crate::events::accept_envelope(&runtime.events.signer, &headers, &body) {
+        Ok(envelope) => envelope,
+        Err(error) => return error.into_http_response(),
+    };
+    let refuse = |message: String| {
+        tracing::error!(event = %envelope.id, event_type = %envelope.event_type, %message, "event refused");
+        (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(tessera_contracts::ApiError::BadRequest(message))).into_response()
+    };
+    let Some(subscription) = runtime.events.subscriptions.get(&envelope.event_type) else {
+        return refuse(format!("the {} service does not subscribe to {:?}", runtime.name, envelope.event_type));
+    };
+    let result = crate::db::retrying(|| async {
+        let mut tx = runtime.db.begin().await?;
+        if !crate::events::record_in_inbox(&mut tx, &envelope).await? {
+            return Ok(false);
+        }
+        subscription.apply(&runtime, &mut tx, &envelope).await?;
+        tx.commit().await?;
+        Ok::<_, HandlerError>(true)
+    })
+    .await;
+    match result {
+        Ok(applied) => {
+            if applied {
+                // The handler may have published events of its own.
+                runtime.events.outbox.committed();
+                if let Some(after) = subscription.after_commit() {
+                    tokio::spawn(after(runtime.clone()));
+                }
+            }
+            axum::Json(serde_json::json!({ "applied": applied, "duplicate": !applied })).into_response()
+        }
+        Err(HandlerError::Refused(message)) => refuse(message),
+        Err(HandlerError::Database(error)) => crate::internal(error).into_http_response(),
+    }
+}
+
 /// Renders `app` inside the fragment document, with the fragment's context (runtime, verifier). In-order
 /// streaming SSR: the HTML arrives in document order, complete, for the shell's rewriter and for crawlers,
 /// and never carries out-of-order Suspense templates whose ids could collide with another app's.
@@ -82,7 +130,8 @@ where
 }
 
 /// `<prefix>` and `<prefix>/` (the page), `<prefix>/api/*` (server functions), `<prefix>/widget` (the
-/// home-page widget), `<prefix>/pkg/*` (the bundle), and a 404 page under the prefix for anything else.
+/// home-page widget), `<prefix>/pkg/*` (the bundle), `<prefix>/events` (the event endpoint) and its status
+/// and replay, and a 404 page under the prefix for anything else.
 /// Fragments add their own extra routes to the result before `with_state`.
 pub fn fragment_router(runtime: &FragmentRuntime, page: MethodRouter<FragmentRuntime>, widget: MethodRouter<FragmentRuntime>) -> Router<FragmentRuntime> {
     let prefix = runtime.prefix;
@@ -94,6 +143,7 @@ pub fn fragment_router(runtime: &FragmentRuntime, page: MethodRouter<FragmentRun
         .route(&format!("{prefix}{}", tessera_contracts::WIDGET_PATH), widget)
         .route(&format!("{prefix}/events/status"), axum::routing::get(event_status))
         .route(&format!("{prefix}/events/replay"), axum::routing::post(replay_dead_letters))
+        .route(&format!("{prefix}/events"), axum::routing::post(receive_event).layer(axum::extract::DefaultBodyLimit::max(crate::events::MAX_EVENT_BYTES)))
         .nest_service(&format!("{prefix}/pkg"), asset_service(&runtime.manifests.bundle_dir()))
         .fallback(move || async move {
             let message = format!("There is no {name} page at this address.");

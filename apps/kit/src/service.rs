@@ -48,7 +48,7 @@ pub struct ServiceClient {
 impl ServiceClient {
     /// A client that calls `service` (reached through `target`) as `caller`.
     pub fn new(caller: &'static str, service: &str, signer: EventSigner, target: Target, timeout: Duration) -> ServiceClient {
-        let client = reqwest::Client::builder().build().expect("an HTTP client");
+        let client = crate::peers::http_client().clone();
         ServiceClient { caller, service: service.to_owned(), signer, target, client, timeout }
     }
 

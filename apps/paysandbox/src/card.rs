@@ -36,7 +36,7 @@ pub fn passes_luhn(digits: &str) -> bool {
         let value = if position % 2 == 1 { digit * 2 } else { digit };
         sum += if value > 9 { value - 9 } else { value };
     }
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 /// A well-formed card number: 12 to 19 digits that pass the Luhn check.

@@ -98,3 +98,13 @@ pub async fn open(store: &StoreSettings, signer: EventSigner, webhooks: WebhookS
 pub fn router(sandbox: Sandbox) -> Router {
     Router::new().merge(merchant_api::routes()).merge(pay_pages::routes()).layer(DefaultBodyLimit::max(MAX_BODY_BYTES)).with_state(sandbox)
 }
+
+/// Runs the sandbox in `host`'s process: its database, its deliverer, and its routes (returned, to merge
+/// into the process's router). Services of the process reach it as `payments`.
+pub async fn attach(host: &mut tessera_kit::host::Host) -> Result<Router, tessera_kit::host::HostError> {
+    let sandbox = open(&host.settings.store(), host.events.clone(), host.webhooks.clone(), host.peers.clone()).await?;
+    let router = router(sandbox.clone());
+    host.add_service("payments", tessera_contracts::payments::SANDBOX_PREFIX, router.clone());
+    host.background.push(spawn_deliverer(sandbox));
+    Ok(router)
+}

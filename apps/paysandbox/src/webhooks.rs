@@ -69,7 +69,9 @@ pub fn spawn_deliverer(sandbox: Sandbox) -> tokio::task::JoinHandle<()> {
                 // A full batch: more may be waiting.
                 Ok(sent) if sent == BATCH as usize => continue,
                 Ok(_) => {}
-                Err(error) => tracing::error!(%error, "the webhook deliverer cannot read its queue"),
+                Err(error) => {
+                    tracing::error!(%error, "the webhook deliverer cannot read its queue")
+                }
             }
             tokio::select! {
                 _ = sandbox.notify.notified() => {}

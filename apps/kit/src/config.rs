@@ -46,6 +46,12 @@ pub struct Settings {
     pub login_max_failures_per_address: i64,
     /// Default time a fragment has to start answering.
     pub fragment_timeout_ms: u64,
+    /// How often the shell asks each fragment instance whether it is ready (`GET /readyz`).
+    pub health_interval_ms: u64,
+    /// On SIGTERM: how long `/readyz` answers 503 before the listener closes (so balancers stop sending
+    /// new requests first), and how long requests in flight then have to finish.
+    pub drain_notice_ms: u64,
+    pub drain_timeout_ms: u64,
     /// Where a fragment running alone fetches the shell's JWKS (default: `<public_url>/.well-known/jwks.json`).
     pub jwks_url: Option<String>,
     /// Per-fragment settings, by name.
@@ -70,13 +76,31 @@ pub struct Settings {
     pub payment_url: Option<String>,
 }
 
-/// How the shell reaches one fragment.
+/// How the shell (and the other services) reach one fragment.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FragmentSettings {
-    /// Base URL of a separate process; unset means the fragment runs in this process.
+    /// Base URL of a separate process (`TESSERA_FRAGMENTS__<NAME>__UPSTREAM`).
     pub upstream: Option<String>,
+    /// Base URLs of several instances, comma-separated (`TESSERA_FRAGMENTS__<NAME>__UPSTREAMS`); used
+    /// together with `upstream`. Unset both: the fragment runs in this process, if this binary has it.
+    pub upstreams: Option<String>,
     /// Overrides `fragment_timeout_ms` for this fragment.
     pub timeout_ms: Option<u64>,
+}
+
+impl FragmentSettings {
+    /// Every configured instance's base URL (`upstream` first, then `upstreams`), without duplicates.
+    pub fn instances(&self) -> Vec<String> {
+        let mut instances: Vec<String> = Vec::new();
+        let listed = self.upstreams.iter().flat_map(|list| list.split(','));
+        for url in self.upstream.iter().map(String::as_str).chain(listed) {
+            let url = url.trim().trim_end_matches('/');
+            if !url.is_empty() && !instances.iter().any(|known| known == url) {
+                instances.push(url.to_owned());
+            }
+        }
+        instances
+    }
 }
 
 impl std::fmt::Debug for Settings {
@@ -89,6 +113,7 @@ impl std::fmt::Debug for Settings {
             .field("postgres", &self.postgres_url.as_ref().map(|_| "<set>"))
             .field("public_url", &self.public_url)
             .field("fragments", &self.fragments)
+            .field("payment_url", &self.payment_url)
             .field("demo", &self.demo)
             .field("demo_extra_products", &self.demo_extra_products)
             .finish_non_exhaustive()
@@ -103,7 +128,7 @@ impl Default for Settings {
             site_dir: PathBuf::from("target/site"),
             postgres_url: None,
             schema_prefix: "tessera_".into(),
-            postgres_pool_size: tessera_kit::db::DEFAULT_POSTGRES_POOL_SIZE,
+            postgres_pool_size: crate::db::DEFAULT_POSTGRES_POOL_SIZE,
             public_url: "http://127.0.0.1:3000".into(),
             issuer: "tessera-shell".into(),
             audience: "tessera".into(),
@@ -116,6 +141,9 @@ impl Default for Settings {
             login_max_failures_per_account: 5,
             login_max_failures_per_address: 50,
             fragment_timeout_ms: 3000,
+            health_interval_ms: 1000,
+            drain_notice_ms: 2000,
+            drain_timeout_ms: 10_000,
             jwks_url: None,
             fragments: BTreeMap::new(),
             demo: false,
@@ -162,6 +190,21 @@ impl Settings {
         shared_auth::csrf::CsrfPolicy { allowed_origins: self.allowed_origins(), allow_same_site: self.cookie_domain.is_some() }
     }
 
+    /// Where services keep their data.
+    pub fn store(&self) -> crate::db::StoreSettings {
+        crate::db::StoreSettings {
+            data_dir: self.data_dir.clone(),
+            postgres_url: self.postgres_url.clone(),
+            schema_prefix: self.schema_prefix.clone(),
+            postgres_pool_size: self.postgres_pool_size,
+        }
+    }
+
+    /// The instances configured for fragment `name` (empty: none, it runs in this process or nowhere).
+    pub fn instances_of(&self, name: &str) -> Vec<String> {
+        self.fragments.get(name).map(FragmentSettings::instances).unwrap_or_default()
+    }
+
     pub fn jwks_url(&self) -> String {
         self.jwks_url.clone().unwrap_or_else(|| format!("{}/.well-known/jwks.json", self.public_url.trim_end_matches('/')))
     }
@@ -179,12 +222,16 @@ mod tests {
             jail.set_env("TESSERA_DATA_DIR", "/tmp/tessera-x");
             jail.set_env("TESSERA_FRAGMENTS__CATALOG__UPSTREAM", "http://127.0.0.1:3101");
             jail.set_env("TESSERA_FRAGMENTS__CATALOG__TIMEOUT_MS", "250");
+            jail.set_env("TESSERA_FRAGMENTS__CART__UPSTREAMS", "http://127.0.0.1:3201/, http://127.0.0.1:3202,,");
             let settings = Settings::load().map_err(|error| *error)?;
             assert_eq!(settings.addr.port(), 4000);
             assert_eq!(settings.data_dir, PathBuf::from("/tmp/tessera-x"));
             let catalog = &settings.fragments["catalog"];
             assert_eq!(catalog.upstream.as_deref(), Some("http://127.0.0.1:3101"));
             assert_eq!(catalog.timeout_ms, Some(250));
+            assert_eq!(settings.instances_of("catalog"), ["http://127.0.0.1:3101"]);
+            assert_eq!(settings.instances_of("cart"), ["http://127.0.0.1:3201", "http://127.0.0.1:3202"]);
+            assert!(settings.instances_of("inventory").is_empty());
             Ok(())
         });
     }

@@ -1,0 +1,555 @@
+//! Assembling and serving a Tessera process, whatever it contains: one fragment (`tessera-catalog`), the
+//! shell with none (`tessera-shell`), or the shell with every fragment (`tessera`).
+//!
+//! - [`Host`] opens each local fragment's database, builds its runtime and router, and connects the
+//!   services to each other: in process when they run here, over HTTP (several instances each) when they are
+//!   configured as upstreams. Which services a fragment's events go to comes from the consumers'
+//!   subscriptions: of the local fragments directly, of the others from their published description
+//!   ([`DESCRIPTOR_PATH`]), read at start and again every few seconds.
+//! - [`serve`] binds the listener and answers `GET /healthz` (the process is alive) and `GET /readyz`
+//!   (it takes traffic) beside the app. On SIGTERM it drains: `/readyz` turns 503 at once while requests
+//!   are still served, so balancers (the shell, Kubernetes) stop sending new ones; after
+//!   `drain_notice_ms` the listener closes, requests in flight finish (at most `drain_timeout_ms`), and the
+//!   process exits.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use shared_auth::verify::{JwksSource, Verifier, VerifierSettings};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target};
+use crate::fragment::{Fragment, NavEntry};
+use crate::manifest::ManifestStore;
+use crate::peers::Peers;
+use crate::webhook::WebhookSigner;
+use crate::{FragmentEvents, FragmentRuntime};
+
+/// Where every fragment process describes itself (not under its prefix: only the shell and other
+/// services ask, never a browser through the shell).
+pub const DESCRIPTOR_PATH: &str = "/.well-known/tessera-fragment";
+
+/// How often a process reads the descriptions of the services it is configured to reach.
+const DISCOVERY_EVERY: Duration = Duration::from_secs(5);
+
+/// A consumed event type and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Consumed {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: u32,
+}
+
+/// What a fragment process publishes about itself at [`DESCRIPTOR_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FragmentDescriptor {
+    pub name: String,
+    pub prefix: String,
+    pub title: String,
+    pub nav: Option<NavEntry>,
+    /// The contract version the server code was built against.
+    pub contract_version: u32,
+    /// The bundle this instance serves (`None`: built without one, pages do not hydrate).
+    pub build_id: Option<String>,
+    /// Event types it publishes.
+    pub publishes: Vec<String>,
+    /// Event types it consumes, with the version its handler decodes.
+    pub consumes: Vec<Consumed>,
+    /// Readiness endpoint.
+    pub health: String,
+}
+
+impl FragmentDescriptor {
+    pub fn of(fragment: &dyn Fragment, manifests: &ManifestStore) -> FragmentDescriptor {
+        FragmentDescriptor {
+            name: fragment.name().to_owned(),
+            prefix: fragment.prefix().to_owned(),
+            title: fragment.title().to_owned(),
+            nav: fragment.nav(),
+            contract_version: tessera_contracts::CONTRACT_VERSION,
+            build_id: manifests.current().map(|manifest| manifest.build_id.clone()),
+            publishes: fragment.publishes().iter().map(|event| (*event).to_owned()).collect(),
+            consumes: fragment
+                .subscriptions()
+                .types()
+                .into_iter()
+                .map(|(event_type, version)| Consumed { event_type: event_type.to_owned(), version })
+                .collect(),
+            health: "/readyz".into(),
+        }
+    }
+}
+
+/// Why a process could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Db(#[from] crate::db::DbError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("seeding the {fragment} demo data: {source}")]
+    Seed { fragment: &'static str, source: crate::fragment::SeedError },
+    #[error("{0}")]
+    Config(String),
+}
+
+/// A fragment running in this process.
+pub struct Local {
+    pub fragment: &'static dyn Fragment,
+    pub runtime: FragmentRuntime,
+    /// Its router, with panics turned into 500s (and so into the shell's fallback page).
+    pub router: Router,
+}
+
+/// The services of one process, being assembled.
+pub struct Host {
+    pub settings: Settings,
+    /// Signs and verifies events and service calls (the deployment's shared secret).
+    pub events: EventSigner,
+    /// Signs and verifies payment webhooks.
+    pub webhooks: WebhookSigner,
+    /// Routes to every service this process knows, shared by all services in it.
+    pub peers: Arc<Peers>,
+    pub local: Vec<Local>,
+    /// Background tasks started so far.
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The verifier settings every service uses for the shared login.
+pub fn verifier_settings(settings: &Settings) -> VerifierSettings {
+    let mut verifier = VerifierSettings::new(&settings.issuer, &settings.audience);
+    verifier.access_cookie = settings.cookie_policy().access_name();
+    // No token the shell issues lives longer than this; anything longer is forged or misconfigured.
+    verifier.max_lifetime = Duration::from_secs(settings.access_ttl_seconds.max(60) as u64 + 60);
+    verifier
+}
+
+impl Host {
+    /// A host with the deployment's secrets: `TESSERA_EVENTS_SECRET` and
+    /// `TESSERA_PAYMENT_WEBHOOK_SECRETS` when set (every process of a deployment must share them), else
+    /// secrets generated once and kept in the data dir (enough for a single process).
+    pub fn new(settings: &Settings) -> Result<Host, HostError> {
+        let events = EventSigner::new(&shared_secrets(&settings.data_dir, settings.events_secret.as_deref().map(|s| vec![s]), "events.secret")?);
+        let configured = settings.payment_webhook_secrets.as_deref().map(|secrets| secrets.split(',').map(str::trim).collect());
+        let webhooks = WebhookSigner::new(&shared_secrets(&settings.data_dir, configured, "payment-webhook.secret")?);
+        let peers = Arc::new(Peers::default());
+        if let Some(base) = &settings.payment_url {
+            peers.set("payments", Target::http(tessera_contracts::payments::SANDBOX_PREFIX, vec![base.clone()]));
+        }
+        Ok(Host { settings: settings.clone(), events, webhooks, peers, local: Vec::new(), background: Vec::new() })
+    }
+
+    /// Opens `fragment`'s database, builds its runtime and router, and makes it reachable in process.
+    /// `jwks` is where it finds the shell's public keys.
+    pub async fn add_fragment(&mut self, fragment: &'static dyn Fragment, jwks: impl JwksSource) -> Result<&Local, HostError> {
+        let settings = &self.settings;
+        let db = settings.store().open(fragment.name(), fragment.migrations()).await?;
+        let subscriptions = fragment.subscriptions();
+        let runtime = FragmentRuntime {
+            name: fragment.name(),
+            prefix: fragment.prefix(),
+            db,
+            verifier: Verifier::new(verifier_settings(settings), jwks),
+            manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site_dir, fragment.name()))),
+            csrf: Arc::new(settings.csrf_policy()),
+            events: Arc::new(FragmentEvents {
+                outbox: Outbox::new(fragment.name()),
+                signer: self.events.clone(),
+                has_outbox: !fragment.publishes().is_empty(),
+                has_inbox: !subscriptions.is_empty(),
+                subscriptions,
+            }),
+            peers: self.peers.clone(),
+            webhooks: self.webhooks.clone(),
+            secure_cookies: settings.secure_cookies(),
+        };
+        let router = fragment.router(runtime.clone()).layer(CatchPanicLayer::new());
+        self.peers.set(fragment.name(), Target::InProcess { prefix: fragment.prefix().to_owned(), router: router.clone() });
+        self.local.push(Local { fragment, runtime, router });
+        Ok(self.local.last().expect("just pushed"))
+    }
+
+    /// Makes another service of this process (the sandbox payment provider) reachable by `name`.
+    pub fn add_service(&mut self, name: &str, prefix: &str, router: Router) {
+        self.peers.set(name, Target::InProcess { prefix: prefix.to_owned(), router });
+    }
+
+    /// The fragment of this process called `name`.
+    pub fn local(&self, name: &str) -> Option<&Local> {
+        self.local.iter().find(|local| local.fragment.name() == name)
+    }
+
+    /// Connects the services and starts them: local consumers subscribe to local producers; services
+    /// configured as upstreams are discovered (now, and every few seconds in the background); every
+    /// producer's relay and every fragment's background jobs start; then demo data is seeded if asked
+    /// (after the relays, so the seed's events flow).
+    pub async fn start(mut self) -> Result<Started, HostError> {
+        for consumer in &self.local {
+            for (event_type, _) in consumer.runtime.events.subscriptions.types() {
+                for producer in &self.local {
+                    producer.runtime.events.outbox.subscribe(event_type, consumer.fragment.name());
+                }
+            }
+        }
+        let discovery = Discovery::new(&self);
+        discovery.run_once().await;
+        self.background.push(tokio::spawn(discovery.run()));
+        for local in self.local.iter().filter(|local| local.runtime.events.has_outbox) {
+            let transport = Arc::new(HttpTransport::new(local.fragment.name(), self.events.clone(), self.peers.clone()));
+            let relay_settings = RelaySettings {
+                max_attempts: self.settings.events_max_attempts,
+                base_backoff_ms: self.settings.events_base_backoff_ms,
+                ..RelaySettings::default()
+            };
+            self.background.push(Relay::new(local.runtime.db.clone(), &local.runtime.events.outbox, transport, relay_settings).spawn());
+        }
+        for local in &self.local {
+            self.background.extend(local.fragment.background(&local.runtime));
+        }
+        if self.settings.demo {
+            for local in &self.local {
+                local
+                    .fragment
+                    .seed_demo(&local.runtime, self.settings.demo_extra_products)
+                    .await
+                    .map_err(|source| HostError::Seed { fragment: local.fragment.name(), source })?;
+            }
+        }
+        Ok(Started { local: self.local, background: self.background, events: self.events })
+    }
+}
+
+/// A started process's services.
+pub struct Started {
+    pub local: Vec<Local>,
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+    pub events: EventSigner,
+}
+
+/// Reads the descriptions of the services configured as upstreams: where they are (their prefix, for
+/// events and calls) and what they consume (so local producers address events to them).
+struct Discovery {
+    remotes: Vec<(String, Vec<String>)>,
+    producers: Vec<(&'static str, FragmentRuntime)>,
+    peers: Arc<Peers>,
+}
+
+impl Discovery {
+    fn new(host: &Host) -> Discovery {
+        let remotes = host
+            .settings
+            .fragments
+            .keys()
+            .filter(|name| host.local(name).is_none())
+            .map(|name| (name.clone(), host.settings.instances_of(name)))
+            .filter(|(_, instances)| !instances.is_empty())
+            .collect();
+        let producers = host.local.iter().map(|local| (local.fragment.name(), local.runtime.clone())).collect();
+        Discovery { remotes, producers, peers: host.peers.clone() }
+    }
+
+    async fn run_once(&self) {
+        let client = crate::peers::http_client();
+        for (name, instances) in &self.remotes {
+            let mut found = None;
+            for base in instances {
+                let answer = client.get(format!("{base}{DESCRIPTOR_PATH}")).timeout(Duration::from_secs(2)).send().await;
+                match answer {
+                    Ok(response) if response.status().is_success() => match response.json::<FragmentDescriptor>().await {
+                        Ok(descriptor) if descriptor.name == *name => {
+                            found = Some(descriptor);
+                            break;
+                        }
+                        Ok(descriptor) => {
+                            tracing::error!(expected = %name, found = %descriptor.name, %base, "an upstream is another fragment")
+                        }
+                        Err(error) => {
+                            tracing::warn!(%name, %base, %error, "unreadable fragment description")
+                        }
+                    },
+                    Ok(response) => {
+                        tracing::debug!(%name, %base, status = %response.status(), "no fragment description")
+                    }
+                    Err(error) => tracing::debug!(%name, %base, %error, "fragment not reachable"),
+                }
+            }
+            let Some(descriptor) = found else {
+                if self.peers.get(name).is_none() {
+                    tracing::warn!(%name, "no instance of this service answered yet; its events and calls wait");
+                }
+                continue;
+            };
+            self.peers.set(name, Target::http(descriptor.prefix.clone(), instances.clone()));
+            for consumed in &descriptor.consumes {
+                for (producer, runtime) in &self.producers {
+                    if runtime.events.outbox.subscribe(&consumed.event_type, name) {
+                        tracing::info!(producer, subscriber = %name, event_type = %consumed.event_type, "subscriber learned");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn run(self) {
+        loop {
+            tokio::time::sleep(DISCOVERY_EVERY).await;
+            self.run_once().await;
+        }
+    }
+}
+
+/// Configured secrets, or one random secret generated once into `<data dir>/keys/<file>` (mode 0600).
+fn shared_secrets(data_dir: &Path, configured: Option<Vec<&str>>, file: &str) -> Result<Vec<Vec<u8>>, HostError> {
+    let configured: Vec<Vec<u8>> = configured.unwrap_or_default().into_iter().filter(|s| !s.is_empty()).map(|s| s.as_bytes().to_vec()).collect();
+    if !configured.is_empty() {
+        return Ok(configured);
+    }
+    let dir = data_dir.join("keys");
+    let path = dir.join(file);
+    let io = |context: String| move |source| HostError::Io { context, source };
+    if !path.exists() {
+        use ring::rand::SecureRandom;
+        let mut secret = [0u8; 32];
+        ring::rand::SystemRandom::new().fill(&mut secret).map_err(|_| HostError::Config("no system randomness".into()))?;
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let written = options.open(&path).and_then(|mut file| std::io::Write::write_all(&mut file, &secret));
+        match written {
+            Ok(()) => {}
+            // Another process of the same data dir made it first: use theirs.
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => return Err(io(format!("writing {}", path.display()))(error)),
+        }
+    }
+    Ok(vec![std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?])
+}
+
+/// The router of a process that serves one fragment alone: its routes, and its description.
+pub fn fragment_app(local: &Local) -> Router {
+    let descriptor_runtime = local.runtime.clone();
+    let fragment = local.fragment;
+    local.router.clone().route(
+        DESCRIPTOR_PATH,
+        get(move || {
+            let runtime = descriptor_runtime.clone();
+            async move { axum::Json(FragmentDescriptor::of(fragment, &runtime.manifests)) }
+        }),
+    )
+}
+
+/// Largest header block accepted (all names and values together). Real requests, cookies included, stay
+/// far below it; past it a request is refused before any handler runs.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+async fn reject_oversized_headers(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let size: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len()).sum();
+    if size > MAX_HEADER_BYTES {
+        tracing::warn!(size, "request headers too large");
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("The request's headers are too large ({size} bytes; at most {MAX_HEADER_BYTES}). Clearing this site's cookies may help."),
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+/// Layers every process gets: request ids, tracing, header limits, panics turned into 500s.
+pub fn with_common_layers(router: Router) -> Router {
+    router
+        .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(reject_oversized_headers))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// Whether the process takes traffic: false while starting and from the moment it is told to stop.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    draining: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Starts draining: `/readyz` answers 503 from now on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+}
+
+/// `app` with `/healthz` and `/readyz` in front of it.
+fn with_health(app: Router, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let ready = readiness.is_ready();
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+                    }
+                }
+            }),
+        )
+        .fallback_service(app)
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// Ends when the server stopped (after draining).
+    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Background tasks (relays, sweepers); abort them with the server.
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+    pub readiness: Readiness,
+    /// Starts a drain as SIGTERM would (tests use it).
+    pub stop: Arc<tokio::sync::Notify>,
+}
+
+/// Binds `settings.addr` (port 0 picks a free one) and serves `app` (with the common layers, health and
+/// readiness) in the background until SIGTERM, Ctrl-C or [`Running::stop`], then drains.
+pub async fn serve(settings: &Settings, app: Router, background: Vec<tokio::task::JoinHandle<()>>) -> Result<Running, HostError> {
+    let readiness = Readiness::default();
+    let app = with_health(with_common_layers(app), readiness.clone());
+    let listener = TcpListener::bind(settings.addr).await.map_err(|source| HostError::Io { context: format!("binding {}", settings.addr), source })?;
+    let addr = listener.local_addr().map_err(|source| HostError::Io { context: "reading the bound address".into(), source })?;
+    // Pages stream in several writes; with Nagle's algorithm each response would wait for the client's
+    // delayed ACK (~40 ms) between them.
+    let listener = listener.tap_io(|stream| {
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, "cannot set TCP_NODELAY");
+        }
+    });
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let notice = Duration::from_millis(settings.drain_notice_ms);
+    let drain_timeout = Duration::from_millis(settings.drain_timeout_ms);
+    let draining = readiness.clone();
+    let stop_signal = stop.clone();
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {},
+            _ = stop_signal.notified() => {},
+        }
+        tracing::info!(notice_ms = notice.as_millis() as u64, "stopping: not ready any more, draining");
+        draining.drain();
+        // Keep serving while balancers notice that this instance is no longer ready.
+        tokio::time::sleep(notice).await;
+        tracing::info!("closing the listener; finishing requests in flight");
+        let _ = closed_tx.send(());
+    };
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(shutdown);
+    let handle = tokio::spawn(async move {
+        let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
+        tokio::select! {
+            result = &mut server => result,
+            _ = async {
+                let _ = closed_rx.await;
+                tokio::time::sleep(drain_timeout).await;
+            } => {
+                tracing::warn!(timeout_ms = drain_timeout.as_millis() as u64, "requests still in flight after the drain timeout; stopping anyway");
+                Ok(())
+            }
+        }
+    });
+    Ok(Running { addr, handle, background, readiness, stop })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+}
+
+/// Starts tracing (`TESSERA_LOG` filter) for a binary.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TESSERA_LOG").unwrap_or_else(|_| "info,sqlx=warn,tower_http=warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).try_init();
+}
+
+/// Adds services beside a fragment running alone and returns their routes (the cart's sandbox provider).
+pub type Extra = for<'a> fn(&'a mut Host) -> crate::fragment::BoxFuture<'a, Result<Option<Router>, HostError>>;
+
+/// Serves one fragment alone, as its own binary does: the shell's keys from its JWKS over HTTP, the
+/// other services as configured upstreams, and whatever `extra` adds.
+pub async fn run_fragment(settings: &Settings, fragment: &'static dyn Fragment, extra: Option<Extra>) -> Result<Running, HostError> {
+    crate::init_executor();
+    let mut host = Host::new(settings)?;
+    host.add_fragment(fragment, shared_auth::verify::HttpJwks::new(settings.jwks_url())).await?;
+    let extra_routes = match extra {
+        Some(extra) => extra(&mut host).await?,
+        None => None,
+    };
+    tracing::info!(fragment = fragment.name(), jwks = %settings.jwks_url(), "serving one fragment");
+    let started = host.start().await?;
+    let mut app = fragment_app(&started.local[0]);
+    if let Some(routes) = extra_routes {
+        app = app.merge(routes);
+    }
+    serve(settings, app, started.background).await
+}
+
+/// The `main` of a fragment's own binary (`tessera-<fragment>`): settings from the environment (and
+/// `TESSERA_CONFIG`), `--demo` to seed demo data, then serve until SIGTERM and drain.
+pub async fn main_of(fragment: &'static dyn Fragment, extra: Option<Extra>) -> Result<(), Box<dyn std::error::Error>> {
+    init_tracing();
+    let mut settings = Settings::load()?;
+    for argument in std::env::args().skip(1) {
+        match argument.as_str() {
+            "--demo" => settings.demo = true,
+            "--help" | "-h" => {
+                println!(
+                    "tessera-{name}: the {name} fragment alone, on TESSERA_ADDR (default 127.0.0.1:3000).\n\
+                     Options: --demo (seed demo data). Settings: TESSERA_* variables, see the README.",
+                    name = fragment.name()
+                );
+                return Ok(());
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)").into()),
+        }
+    }
+    tracing::info!(?settings, fragment = fragment.name(), "starting");
+    let running = run_fragment(&settings, fragment, extra).await?;
+    tracing::info!(addr = %running.addr, "listening on http://{}", running.addr);
+    running.handle.await??;
+    Ok(())
+}

@@ -1,0 +1,122 @@
+//! A site: the shell, the fragments a binary contains, and the fragments it is told to reach.
+//!
+//! The one place that chooses which fragments a binary contains is that binary's `main`: `tessera-shell`
+//! passes none, the all-in-one `tessera` passes every fragment. A fragment with configured upstreams
+//! (`TESSERA_FRAGMENTS__<NAME>__UPSTREAM(S)`) is reached over HTTP even when the binary contains it; a
+//! configured name the binary does not know is registered when one of its instances first describes
+//! itself, so adding a fragment to a running deployment needs no shell rebuild.
+//!
+//! Unless `TESSERA_PAYMENT_URL` names another process, the sandbox payment provider runs here too: its
+//! pages must be on the origin the shopper's browser uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use shared_auth::keys::{KeyRing, TokenSigner};
+use tessera_kit::config::Settings;
+use tessera_kit::db::Migrations;
+use tessera_kit::fragment::Fragment as FragmentCrate;
+use tessera_kit::host::{self, Host, HostError, Running};
+
+use crate::registry::{Fragment, FragmentRegistry, Pool, Upstream};
+use crate::{ShellConfig, ShellState};
+
+/// A built site: its router and the background tasks it runs.
+pub struct Site {
+    pub router: Router,
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn instances(settings: &Settings, name: &str) -> Result<Option<Arc<Pool>>, HostError> {
+    let bases = settings.instances_of(name);
+    if bases.is_empty() {
+        return Ok(None);
+    }
+    let urls = bases
+        .iter()
+        .map(|base| url::Url::parse(base).map_err(|error| HostError::Config(format!("upstream of {name}: {base:?}: {error}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Arc::new(Pool::new(urls))))
+}
+
+/// Builds the site: opens the shell's database (seeding the demo accounts if asked), its key ring, every
+/// contained fragment without upstreams in this process, the registry, and the sandbox provider.
+pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]) -> Result<Site, HostError> {
+    tessera_kit::init_executor();
+    let (sqlite, postgres) = crate::migrators();
+    let shell_db = settings.store().open("shell", &Migrations { sqlite, postgres }).await?;
+    if settings.demo {
+        crate::users::seed_demo(&shell_db).await.map_err(|error| HostError::Config(format!("seeding the demo accounts: {error}")))?;
+    }
+    let ring = KeyRing::open(&settings.data_dir.join("keys"), settings.access_ttl_seconds)
+        .map_err(|error| HostError::Config(format!("opening the signing keys: {error}")))?;
+    let signer = Arc::new(TokenSigner::new(ring, &settings.issuer, &settings.audience, settings.access_ttl_seconds));
+
+    let mut host = Host::new(settings)?;
+    let mut fragments = Vec::new();
+    for &fragment in contained {
+        let timeout = fragment_timeout(settings, fragment.name());
+        let upstream = match instances(settings, fragment.name())? {
+            Some(pool) => Upstream::Http(pool),
+            None => Upstream::InProcess(host.add_fragment(fragment, crate::in_process_jwks(&signer)).await?.router.clone()),
+        };
+        let nav = fragment.nav();
+        fragments.push(Fragment {
+            name: fragment.name().into(),
+            title: fragment.title().into(),
+            prefix: fragment.prefix().into(),
+            upstream,
+            timeout,
+            in_nav: nav.is_some(),
+            nav_role: nav.and_then(|nav| nav.role),
+        });
+    }
+    // Configured fragments this binary does not contain: learned from their own description.
+    let mut pending = Vec::new();
+    for name in settings.fragments.keys().filter(|name| !contained.iter().any(|fragment| fragment.name() == name.as_str())) {
+        if let Some(pool) = instances(settings, name)? {
+            pending.push((name.clone(), pool, fragment_timeout(settings, name)));
+        }
+    }
+    let registry = Arc::new(FragmentRegistry::new(fragments, pending));
+    let shell = ShellState::new(
+        shell_db,
+        signer,
+        host::verifier_settings(settings),
+        registry.clone(),
+        ShellConfig {
+            cookies: settings.cookie_policy(),
+            sessions: crate::sessions::SessionSettings {
+                session_ttl_seconds: settings.session_ttl_seconds,
+                reuse_grace_seconds: settings.refresh_reuse_grace_seconds,
+            },
+            throttle: crate::throttle::ThrottleSettings {
+                window_seconds: settings.login_throttle_window_seconds,
+                max_failures_per_account: settings.login_max_failures_per_account,
+                max_failures_per_address: settings.login_max_failures_per_address,
+            },
+            csrf: settings.csrf_policy(),
+        },
+    );
+    let mut router = crate::router(shell);
+    if settings.payment_url.is_none() {
+        // The provider's pages are not part of the store: no chrome, served beside the shell.
+        router = router.merge(tessera_paysandbox::attach(&mut host).await?);
+    }
+    // Learn what is out there before the first request, then keep checking.
+    registry.check_health().await;
+    let mut started = host.start().await?;
+    started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
+    Ok(Site { router, background: started.background })
+}
+
+fn fragment_timeout(settings: &Settings, name: &str) -> Duration {
+    Duration::from_millis(settings.fragments.get(name).and_then(|fragment| fragment.timeout_ms).unwrap_or(settings.fragment_timeout_ms))
+}
+
+/// Builds the site and serves it on `settings.addr` until SIGTERM (then drains).
+pub async fn serve(settings: &Settings, contained: &[&'static dyn FragmentCrate]) -> Result<Running, HostError> {
+    let Site { router, background } = build(settings, contained).await?;
+    host::serve(settings, router, background).await
+}
