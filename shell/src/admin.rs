@@ -1,4 +1,5 @@
-//! Account administration for site admins: roles, and "sign out everywhere".
+//! Site administration: accounts (roles, "sign out everywhere"), event traffic, and the fragments the
+//! site routes to with the health of their instances.
 
 use std::collections::HashMap;
 
@@ -259,4 +260,65 @@ pub(crate) async fn events_page(State(state): State<ShellState>, MaybeUser(user)
         </table>
     };
     Html(page(&state, Some(&admin), None, "Events", main)).into_response()
+}
+
+/// `GET /admin/fragments`: every fragment the site routes to — in this process or its instances, with
+/// each instance's readiness, requests in flight, build, contract version, and why it is out of rotation
+/// (an incompatible contract included). Site admins only.
+pub(crate) async fn fragments_page(State(state): State<ShellState>, MaybeUser(user): MaybeUser) -> Response {
+    let admin = match require_admin(&state, user) {
+        Ok(admin) => admin,
+        Err(response) => return *response,
+    };
+    let rows = state
+        .registry
+        .fragments()
+        .into_iter()
+        .map(|fragment| {
+            let instances = match &fragment.upstream {
+                crate::registry::Upstream::InProcess(_) => view! { <li>"in this process"</li> }.into_any(),
+                crate::registry::Upstream::Http(pool) => pool
+                    .instances
+                    .iter()
+                    .map(|instance| {
+                        let descriptor = instance.descriptor();
+                        let build = descriptor.as_ref().and_then(|d| d.build_id.clone()).unwrap_or_else(|| "—".into());
+                        let contract = descriptor.as_ref().map(|d| format!("v{}", d.contract_version)).unwrap_or_else(|| "—".into());
+                        let health =
+                            if instance.is_ready() { "ready".to_owned() } else { format!("out of rotation: {}", instance.problem().unwrap_or_default()) };
+                        view! {
+                            <li data-instance=instance.base.to_string() data-ready=instance.is_ready().to_string()>
+                                <code>{instance.base.to_string()}</code> " · " {health} " · build " <code>{build}</code>
+                                " · contract " {contract} " · " {instance.in_flight()} " in flight"
+                            </li>
+                        }
+                    })
+                    .collect_view()
+                    .into_any(),
+            };
+            let events = fragment
+                .publishes
+                .iter()
+                .map(|event| format!("publishes {} v{}", event.event_type, event.version))
+                .chain(fragment.consumes.iter().map(|event| format!("consumes {} v{}", event.event_type, event.version)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            view! {
+                <tr data-fragment=fragment.name.clone()>
+                    <td>{fragment.title.clone()}<br/><small><code>{fragment.prefix.clone()}</code></small></td>
+                    <td><ul>{instances}</ul></td>
+                    <td><small>{events}</small></td>
+                </tr>
+            }
+        })
+        .collect_view();
+    let main = view! {
+        <h1>"Fragments"</h1>
+        <p>{format!("This site runs contract v{}.", tessera_contracts::CONTRACT_VERSION)}</p>
+        <table class="fragments">
+            <thead><tr><th>"Fragment"</th><th>"Instances"</th><th>"Events"</th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+    };
+    Html(page(&state, Some(&admin), None, "Fragments", main)).into_response()
 }

@@ -48,6 +48,7 @@ pub fn chrome_html(context: &ChromeContext<'_>) -> String {
             {user.has_role(shared_auth::Role::Admin).then(|| view! {
                 <a href="/admin/users" rel="external">"Accounts"</a>
                 <a href="/admin/events" rel="external">"Events"</a>
+                <a href="/admin/fragments" rel="external">"Fragments"</a>
             })}
             <a href="/account" rel="external" data-testid="user-name">{user.name.clone()}</a>
             <form method="post" action="/logout" class="inline">

@@ -158,6 +158,7 @@ pub fn router(state: ShellState) -> Router {
         .route("/admin/users/roles", post(admin::set_roles))
         .route("/admin/users/sign-out", post(admin::sign_out_everywhere))
         .route("/admin/events", get(admin::events_page))
+        .route("/admin/fragments", get(admin::fragments_page))
         .route("/.well-known/jwks.json", get(pages::jwks))
         .route("/style/tessera.css", get(pages::stylesheet))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES));

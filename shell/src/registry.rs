@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, Method, Request, Response};
 use shared_auth::Role;
-use tessera_kit::host::{FragmentDescriptor, DESCRIPTOR_PATH};
+use tessera_kit::host::{EventContract, FragmentDescriptor, DESCRIPTOR_PATH};
 use tower::ServiceExt;
 
 /// Largest request body the shell forwards (it keeps the body to resend it to another instance); every
@@ -56,6 +56,8 @@ pub struct Instance {
     /// Base URL, e.g. `http://127.0.0.1:3101`.
     pub base: url::Url,
     ready: AtomicBool,
+    /// False once it described itself with contracts this site does not speak: never routed to.
+    compatible: AtomicBool,
     in_flight: AtomicUsize,
     /// What the instance last said about itself.
     descriptor: RwLock<Option<FragmentDescriptor>>,
@@ -66,11 +68,31 @@ pub struct Instance {
 impl Instance {
     fn new(base: url::Url) -> Instance {
         // Optimistic until the first check: a shell that starts beside its fragments serves at once.
-        Instance { base, ready: AtomicBool::new(true), in_flight: AtomicUsize::new(0), descriptor: RwLock::new(None), problem: RwLock::new(None) }
+        Instance {
+            base,
+            ready: AtomicBool::new(true),
+            compatible: AtomicBool::new(true),
+            in_flight: AtomicUsize::new(0),
+            descriptor: RwLock::new(None),
+            problem: RwLock::new(None),
+        }
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn is_compatible(&self) -> bool {
+        self.compatible.load(Ordering::SeqCst)
+    }
+
+    /// Whether this instance's bundle has `asset` (`pkg/…`), as far as its description says.
+    fn has_asset(&self, asset: &str) -> bool {
+        self.descriptor
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .is_some_and(|descriptor| descriptor.assets.iter().any(|known| known == asset))
     }
 
     pub fn in_flight(&self) -> usize {
@@ -111,9 +133,18 @@ impl Pool {
     }
 
     /// An instance for the next request, other than `except`: the less busy of two ready ones (the power
-    /// of two choices); if none is ready, any (a check may simply not have run yet).
-    fn pick(&self, except: Option<&Arc<Instance>>) -> Option<Arc<Instance>> {
-        let candidates: Vec<&Arc<Instance>> = self.instances.iter().filter(|instance| except.is_none_or(|except| !Arc::ptr_eq(instance, except))).collect();
+    /// of two choices); if none is ready, any compatible one (a check may simply not have run yet). For a
+    /// bundle file (`asset`), instances whose build has it come first: a page rendered by one build loads
+    /// that build's files while instances of two builds run side by side.
+    fn pick(&self, except: Option<&Arc<Instance>>, asset: Option<&str>) -> Option<Arc<Instance>> {
+        let mut candidates: Vec<&Arc<Instance>> =
+            self.instances.iter().filter(|instance| instance.is_compatible() && except.is_none_or(|except| !Arc::ptr_eq(instance, except))).collect();
+        if let Some(asset) = asset {
+            let with_asset: Vec<&Arc<Instance>> = candidates.iter().copied().filter(|instance| instance.has_asset(asset)).collect();
+            if !with_asset.is_empty() {
+                candidates = with_asset;
+            }
+        }
         let ready: Vec<&Arc<Instance>> = candidates.iter().copied().filter(|instance| instance.is_ready()).collect();
         let pool = if ready.is_empty() { candidates } else { ready };
         match pool.len() {
@@ -146,6 +177,9 @@ pub struct Fragment {
     pub in_nav: bool,
     /// Shown in the navigation only to users with this role (`None`: everyone).
     pub nav_role: Option<Role>,
+    /// The events it publishes and consumes, with their versions (checked against the other fragments').
+    pub publishes: Vec<EventContract>,
+    pub consumes: Vec<EventContract>,
 }
 
 impl Fragment {
@@ -246,8 +280,13 @@ impl FragmentRegistry {
                     let outcome = self.check_instance(&name, &instance).await;
                     match outcome {
                         Ok(descriptor) => {
+                            let incompatibility = self.incompatibility(&descriptor);
+                            let was = instance.compatible.swap(incompatibility.is_none(), Ordering::SeqCst);
+                            if let (true, Some(reason)) = (was, &incompatibility) {
+                                tracing::error!(instance = %instance.base, fragment = %name, %reason, "refusing to route to an instance with incompatible contracts");
+                            }
                             *instance.descriptor.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(descriptor);
-                            instance.mark(true, None);
+                            instance.mark(incompatibility.is_none(), incompatibility);
                         }
                         Err(problem) => instance.mark(false, Some(problem)),
                     }
@@ -259,7 +298,11 @@ impl FragmentRegistry {
             if self.get(&pending.name).is_some() {
                 continue;
             }
-            let Some(descriptor) = pending.pool.instances.iter().filter(|instance| instance.is_ready()).find_map(|instance| instance.descriptor()) else {
+            // Registered even when no instance is compatible: its prefix then gets the fallback page and
+            // the admin page says why, instead of a 404 that hides the fragment.
+            let mut described = pending.pool.instances.iter().filter(|instance| instance.descriptor().is_some()).collect::<Vec<_>>();
+            described.sort_by_key(|instance| !(instance.is_ready() && instance.is_compatible()));
+            let Some(descriptor) = described.first().and_then(|instance| instance.descriptor()) else {
                 continue;
             };
             tracing::info!(fragment = %descriptor.name, prefix = %descriptor.prefix, "fragment registered from its description");
@@ -271,9 +314,37 @@ impl FragmentRegistry {
                 timeout: pending.timeout,
                 in_nav: descriptor.nav.is_some(),
                 nav_role: descriptor.nav.as_ref().and_then(|nav| nav.role),
+                publishes: descriptor.publishes.clone(),
+                consumes: descriptor.consumes.clone(),
             };
             self.fragments.write().unwrap_or_else(|poisoned| poisoned.into_inner()).push(Arc::new(fragment));
         }
+    }
+
+    /// Why an instance that describes itself so cannot serve in this site, if it cannot: another site
+    /// contract version, or an event version that its producer or consumers here do not share.
+    pub fn incompatibility(&self, descriptor: &FragmentDescriptor) -> Option<String> {
+        let site = tessera_contracts::CONTRACT_VERSION;
+        if descriptor.contract_version != site {
+            return Some(format!("built against site contract v{}; this site runs v{site}", descriptor.contract_version));
+        }
+        for other in self.fragments().iter().filter(|other| other.name != descriptor.name) {
+            for consumed in &descriptor.consumes {
+                if let Some(published) =
+                    other.publishes.iter().find(|published| published.event_type == consumed.event_type && published.version != consumed.version)
+                {
+                    return Some(format!("consumes {} v{} but {} publishes v{}", consumed.event_type, consumed.version, other.name, published.version));
+                }
+            }
+            for published in &descriptor.publishes {
+                if let Some(consumed) =
+                    other.consumes.iter().find(|consumed| consumed.event_type == published.event_type && consumed.version != published.version)
+                {
+                    return Some(format!("publishes {} v{} but {} consumes v{}", published.event_type, published.version, other.name, consumed.version));
+                }
+            }
+        }
+        None
     }
 
     async fn check_instance(&self, name: &str, instance: &Instance) -> Result<FragmentDescriptor, String> {
@@ -319,13 +390,15 @@ impl FragmentRegistry {
                 let (parts, body) = request.into_parts();
                 let body = axum::body::to_bytes(body, MAX_FORWARD_BODY_BYTES).await.map_err(|_| ForwardError::TooLarge)?;
                 let deadline = tokio::time::Instant::now() + timeout;
-                let first = pool.pick(None).ok_or_else(|| ForwardError::Unreachable("no instances configured".into()))?;
+                let asset =
+                    parts.uri.path().strip_prefix(fragment.prefix.as_str()).and_then(|rest| rest.strip_prefix('/')).filter(|rest| rest.starts_with("pkg/"));
+                let first = pool.pick(None, asset).ok_or_else(|| ForwardError::Unreachable("no compatible instance".into()))?;
                 match self.send(&first, &parts, body.clone(), deadline, timeout).await {
                     Ok(response) => Ok(response),
                     Err(Attempt::Failed(error)) => Err(error),
                     Err(Attempt::Retryable(error)) => {
                         first.mark(false, Some(error.to_string()));
-                        let Some(second) = pool.pick(Some(&first)) else {
+                        let Some(second) = pool.pick(Some(&first), asset) else {
                             return Err(error);
                         };
                         tracing::info!(fragment = %fragment.name, from = %first.base, to = %second.base, %error, "resending to another instance");
@@ -400,6 +473,8 @@ mod tests {
             timeout: Duration::from_secs(1),
             in_nav: true,
             nav_role: None,
+            publishes: Vec::new(),
+            consumes: Vec::new(),
         }
     }
 
@@ -421,20 +496,71 @@ mod tests {
         // c is out of rotation: never picked while others are ready.
         c.mark(false, Some("down".into()));
         for _ in 0..50 {
-            assert!(!Arc::ptr_eq(&pool.pick(None).unwrap(), c));
+            assert!(!Arc::ptr_eq(&pool.pick(None, None).unwrap(), c));
         }
         // a is busy: b wins every comparison between the two.
         a.in_flight.store(10, Ordering::SeqCst);
         for _ in 0..50 {
-            assert!(Arc::ptr_eq(&pool.pick(None).unwrap(), b));
+            assert!(Arc::ptr_eq(&pool.pick(None, None).unwrap(), b));
         }
         // A resend never goes back to the instance that failed.
         for _ in 0..50 {
-            assert!(Arc::ptr_eq(&pool.pick(Some(b)).unwrap(), a));
+            assert!(Arc::ptr_eq(&pool.pick(Some(b), None).unwrap(), a));
         }
         // Nothing ready: any instance rather than none.
         a.mark(false, None);
         b.mark(false, None);
-        assert!(pool.pick(None).is_some());
+        assert!(pool.pick(None, None).is_some());
+        // An instance with incompatible contracts is never picked, not even then.
+        a.compatible.store(false, Ordering::SeqCst);
+        b.compatible.store(false, Ordering::SeqCst);
+        for _ in 0..20 {
+            assert!(Arc::ptr_eq(&pool.pick(None, None).unwrap(), c));
+        }
+        c.compatible.store(false, Ordering::SeqCst);
+        assert!(pool.pick(None, None).is_none());
+    }
+
+    fn descriptor(name: &str, assets: &[&str]) -> FragmentDescriptor {
+        FragmentDescriptor {
+            name: name.into(),
+            prefix: format!("/{name}"),
+            title: name.into(),
+            nav: None,
+            contract_version: tessera_contracts::CONTRACT_VERSION,
+            build_id: Some("b".into()),
+            assets: assets.iter().map(|asset| asset.to_string()).collect(),
+            publishes: Vec::new(),
+            consumes: Vec::new(),
+            health: "/readyz".into(),
+        }
+    }
+
+    #[test]
+    fn a_bundle_file_goes_to_an_instance_of_the_build_that_has_it() {
+        let pool = Pool::new(vec![url::Url::parse("http://127.0.0.1:1").unwrap(), url::Url::parse("http://127.0.0.1:2").unwrap()]);
+        let (old, new) = (&pool.instances[0], &pool.instances[1]);
+        *old.descriptor.write().unwrap() = Some(descriptor("catalog", &["pkg/catalog-aaaa.js"]));
+        *new.descriptor.write().unwrap() = Some(descriptor("catalog", &["pkg/catalog-bbbb.js"]));
+        for _ in 0..20 {
+            assert!(Arc::ptr_eq(&pool.pick(None, Some("pkg/catalog-aaaa.js")).unwrap(), old));
+            assert!(Arc::ptr_eq(&pool.pick(None, Some("pkg/catalog-bbbb.js")).unwrap(), new));
+        }
+        // A file no build names (an old page after both rolled over): any instance answers (a 404).
+        assert!(pool.pick(None, Some("pkg/catalog-cccc.js")).is_some());
+    }
+
+    #[test]
+    fn contracts_that_differ_from_the_site_or_the_other_fragments_are_named() {
+        let mut cart = fragment("cart", "/cart");
+        cart.publishes = vec![EventContract { event_type: "cart.order_paid".into(), version: 1 }];
+        let registry = FragmentRegistry::new(vec![cart], Vec::new());
+        let mut inventory = descriptor("inventory", &[]);
+        assert_eq!(registry.incompatibility(&inventory), None);
+        inventory.consumes = vec![EventContract { event_type: "cart.order_paid".into(), version: 2 }];
+        assert_eq!(registry.incompatibility(&inventory).unwrap(), "consumes cart.order_paid v2 but cart publishes v1");
+        inventory.consumes.clear();
+        inventory.contract_version += 1;
+        assert!(registry.incompatibility(&inventory).unwrap().starts_with("built against site contract"));
     }
 }

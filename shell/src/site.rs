@@ -17,7 +17,7 @@ use shared_auth::keys::{KeyRing, TokenSigner};
 use tessera_kit::config::Settings;
 use tessera_kit::db::Migrations;
 use tessera_kit::fragment::Fragment as FragmentCrate;
-use tessera_kit::host::{self, Host, HostError, Running};
+use tessera_kit::host::{self, EventContract, Host, HostError, Running};
 
 use crate::registry::{Fragment, FragmentRegistry, Pool, Upstream};
 use crate::{ShellConfig, ShellState};
@@ -62,7 +62,10 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
             None => Upstream::InProcess(host.add_fragment(fragment, crate::in_process_jwks(&signer)).await?.router.clone()),
         };
         let nav = fragment.nav();
+        let event = |&(event_type, version): &(&str, u32)| EventContract { event_type: event_type.to_owned(), version };
         fragments.push(Fragment {
+            publishes: fragment.publishes().iter().map(event).collect(),
+            consumes: fragment.subscriptions().types().iter().map(event).collect(),
             name: fragment.name().into(),
             title: fragment.title().into(),
             prefix: fragment.prefix().into(),

@@ -13,12 +13,12 @@ use leptos::prelude::*;
 use shared_auth::extract::MaybeUser;
 use sqlx::migrate::Migrator;
 use tessera_contracts::cart::{CartSummary, SUMMARY_PATH};
-use tessera_contracts::events::{Event, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged};
+use tessera_contracts::events::{OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged};
 use tessera_contracts::payments::{SIGNATURE_HEADER, WEBHOOK_PATH};
 use tessera_contracts::ApiError;
 use tessera_kit::api::IntoHttpResponse;
 use tessera_kit::db::Migrations;
-use tessera_kit::fragment::{BoxFuture, Fragment, SeedError, Subscriptions};
+use tessera_kit::fragment::{published, BoxFuture, Fragment, SeedError, Subscriptions};
 use tessera_kit::FragmentRuntime;
 
 use crate::orders::Applied;
@@ -63,8 +63,9 @@ impl Fragment for Cart {
     fn seed_demo<'a>(&'a self, runtime: &'a FragmentRuntime, extra: usize) -> BoxFuture<'a, Result<(), SeedError>> {
         Box::pin(async move { Ok(seed_demo(runtime, extra).await?) })
     }
-    fn publishes(&self) -> &'static [&'static str] {
-        &[OrderPaid::TYPE, OrderCancelled::TYPE]
+    fn publishes(&self) -> &'static [(&'static str, u32)] {
+        const PUBLISHES: &[(&str, u32)] = &[published::<OrderPaid>(), published::<OrderCancelled>()];
+        PUBLISHES
     }
     fn subscriptions(&self) -> Subscriptions {
         Subscriptions::new()

@@ -11,10 +11,10 @@ use shared_auth::extract::MaybeUser;
 use shared_auth::Role;
 use sqlx::migrate::Migrator;
 use tessera_contracts::demo;
-use tessera_contracts::events::{Event, ProductChanged, StockChanged};
+use tessera_contracts::events::{ProductChanged, StockChanged};
 use tessera_kit::api::IntoHttpResponse;
 use tessera_kit::db::Migrations;
-use tessera_kit::fragment::{BoxFuture, Fragment, SeedError, Subscriptions};
+use tessera_kit::fragment::{published, BoxFuture, Fragment, SeedError, Subscriptions};
 use tessera_kit::page::PageHead;
 use tessera_kit::FragmentRuntime;
 
@@ -109,8 +109,9 @@ impl Fragment for Catalog {
     fn seed_demo<'a>(&'a self, runtime: &'a FragmentRuntime, extra: usize) -> BoxFuture<'a, Result<(), SeedError>> {
         Box::pin(async move { Ok(seed_demo(runtime, extra).await?) })
     }
-    fn publishes(&self) -> &'static [&'static str] {
-        &[ProductChanged::TYPE]
+    fn publishes(&self) -> &'static [(&'static str, u32)] {
+        const PUBLISHES: &[(&str, u32)] = &[published::<ProductChanged>()];
+        PUBLISHES
     }
     fn subscriptions(&self) -> Subscriptions {
         // Availability is a projection of inventory's stock events; the catalog never calls inventory.

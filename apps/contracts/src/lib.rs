@@ -23,6 +23,15 @@ pub use api_error::ApiError;
 /// Version of the contracts in this crate. A fragment built against another major contract is refused.
 pub const CONTRACT_VERSION: u32 = 1;
 
+/// Version skew between a page and the server it calls. A hydrated page sends the build that rendered it
+/// and the contract version it speaks on every API call to its own origin ([`BUILD_HEADER`],
+/// [`CONTRACT_HEADER`]). A server of another build with the same contract version answers as usual; one
+/// with another contract version refuses with a 409 that carries [`RELOAD_HEADER`], and the page
+/// reloads itself once (to the build that server has) instead of reading an answer it may misunderstand.
+pub const BUILD_HEADER: &str = "x-tessera-build";
+pub const CONTRACT_HEADER: &str = "x-tessera-contract";
+pub const RELOAD_HEADER: &str = "x-tessera-reload";
+
 /// The id of the empty element each fragment leaves in its page for the shell's chrome (header, nav,
 /// user menu, cart badge). Hydration never descends into it, so the shell's HTML survives.
 pub const CHROME_SLOT_ID: &str = "tessera-chrome";

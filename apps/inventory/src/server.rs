@@ -12,10 +12,10 @@ use shared_auth::Role;
 use sqlx::migrate::Migrator;
 use tessera_contracts::demo;
 use tessera_contracts::domain::Sku;
-use tessera_contracts::events::{Event, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, StockChanged};
+use tessera_contracts::events::{OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, StockChanged};
 use tessera_kit::db::Migrations;
 use tessera_kit::events::now_ms;
-use tessera_kit::fragment::{BoxFuture, Fragment, HandlerError, NavEntry, SeedError, Subscriptions};
+use tessera_kit::fragment::{published, BoxFuture, Fragment, HandlerError, NavEntry, SeedError, Subscriptions};
 use tessera_kit::FragmentRuntime;
 
 use crate::admin::queries;
@@ -104,8 +104,9 @@ impl Fragment for Inventory {
     fn seed_demo<'a>(&'a self, runtime: &'a FragmentRuntime, extra: usize) -> BoxFuture<'a, Result<(), SeedError>> {
         Box::pin(async move { Ok(seed_demo(runtime, extra).await?) })
     }
-    fn publishes(&self) -> &'static [&'static str] {
-        &[StockChanged::TYPE, OrderFulfilled::TYPE, OrderShort::TYPE]
+    fn publishes(&self) -> &'static [(&'static str, u32)] {
+        const PUBLISHES: &[(&str, u32)] = &[published::<StockChanged>(), published::<OrderFulfilled>(), published::<OrderShort>()];
+        PUBLISHES
     }
     fn subscriptions(&self) -> Subscriptions {
         Subscriptions::new()

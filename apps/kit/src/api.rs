@@ -30,6 +30,9 @@ pub fn server_fn_route<S: Clone + Send + Sync + 'static>(runtime: &FragmentRunti
     post(move |request: Request<Body>| {
         let context = context.clone();
         async move {
+            if let Some(refusal) = refuse_other_contract(request.headers()) {
+                return refusal;
+            }
             // Buffer (bounded) before server_fn sees the body: an oversized request is a clear 413.
             let (parts, body) = request.into_parts();
             let bytes = match axum::body::to_bytes(body, MAX_API_BODY_BYTES).await {
@@ -43,6 +46,22 @@ pub fn server_fn_route<S: Clone + Send + Sync + 'static>(runtime: &FragmentRunti
             with_api_error_status(leptos_axum::handle_server_fns_with_context(context, request).await.into_response()).await
         }
     })
+}
+
+/// A 409 with the reload header for a page that speaks another contract version than this server (a
+/// page of another build whose contract differs); `None` when the call may go on. A call without the
+/// header (a script, a test, another service) is not a page's and goes on.
+fn refuse_other_contract(headers: &axum::http::HeaderMap) -> Option<Response> {
+    let theirs = headers.get(tessera_contracts::CONTRACT_HEADER)?.to_str().ok()?.trim().to_owned();
+    let ours = tessera_contracts::CONTRACT_VERSION.to_string();
+    if theirs == ours {
+        return None;
+    }
+    tracing::info!(page = %theirs, server = %ours, "API call from a page of another contract version: asking it to reload");
+    let error = ApiError::Conflict("This page comes from another version of the site. It reloads now to the current one.".into());
+    let mut response = (StatusCode::CONFLICT, axum::Json(error)).into_response();
+    response.headers_mut().insert(tessera_contracts::RELOAD_HEADER, axum::http::HeaderValue::from_static("1"));
+    Some(response)
 }
 
 /// `server_fn` answers every error with 500. This reads the [`ApiError`] in the body and sets the status

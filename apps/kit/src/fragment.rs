@@ -59,14 +59,19 @@ pub trait Fragment: Send + Sync + 'static {
     }
     /// Seeds demo data (`extra`: generated products beside the classic ones). Idempotent.
     fn seed_demo<'a>(&'a self, runtime: &'a FragmentRuntime, extra: usize) -> BoxFuture<'a, Result<(), SeedError>>;
-    /// Event types it publishes through its outbox.
-    fn publishes(&self) -> &'static [&'static str] {
+    /// Event types (and versions) it publishes through its outbox: `&[published::<StockChanged>()]`.
+    fn publishes(&self) -> &'static [(&'static str, u32)] {
         &[]
     }
     /// The events it consumes, with their handlers.
     fn subscriptions(&self) -> Subscriptions {
         Subscriptions::new()
     }
+}
+
+/// An event type and the version its producer writes, for [`Fragment::publishes`].
+pub const fn published<E: Event>() -> (&'static str, u32) {
+    (E::TYPE, E::VERSION)
 }
 
 /// Why a handler did not apply an event.

@@ -45,9 +45,9 @@ pub const DESCRIPTOR_PATH: &str = "/.well-known/tessera-fragment";
 /// How often a process reads the descriptions of the services it is configured to reach.
 const DISCOVERY_EVERY: Duration = Duration::from_secs(5);
 
-/// A consumed event type and version.
+/// An event type and the version a fragment writes (published) or decodes (consumed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Consumed {
+pub struct EventContract {
     #[serde(rename = "type")]
     pub event_type: String,
     pub version: u32,
@@ -60,33 +60,39 @@ pub struct FragmentDescriptor {
     pub prefix: String,
     pub title: String,
     pub nav: Option<NavEntry>,
-    /// The contract version the server code was built against.
+    /// The site contract version (`tessera_contracts::CONTRACT_VERSION`: cart API, DOM events, manifest,
+    /// value types) the server code was built against; the shell routes only to its own version.
     pub contract_version: u32,
     /// The bundle this instance serves (`None`: built without one, pages do not hydrate).
     pub build_id: Option<String>,
-    /// Event types it publishes.
-    pub publishes: Vec<String>,
+    /// The bundle's files (`pkg/catalog-<hash>.js`, …), so asset requests reach an instance that has them.
+    #[serde(default)]
+    pub assets: Vec<String>,
+    /// Event types it publishes, with the version it writes.
+    pub publishes: Vec<EventContract>,
     /// Event types it consumes, with the version its handler decodes.
-    pub consumes: Vec<Consumed>,
+    pub consumes: Vec<EventContract>,
     /// Readiness endpoint.
     pub health: String,
 }
 
 impl FragmentDescriptor {
     pub fn of(fragment: &dyn Fragment, manifests: &ManifestStore) -> FragmentDescriptor {
+        let manifest = manifests.current();
         FragmentDescriptor {
             name: fragment.name().to_owned(),
             prefix: fragment.prefix().to_owned(),
             title: fragment.title().to_owned(),
             nav: fragment.nav(),
             contract_version: tessera_contracts::CONTRACT_VERSION,
-            build_id: manifests.current().map(|manifest| manifest.build_id.clone()),
-            publishes: fragment.publishes().iter().map(|event| (*event).to_owned()).collect(),
+            build_id: manifest.as_ref().map(|manifest| manifest.build_id.clone()),
+            assets: manifest.iter().flat_map(|manifest| manifest.assets.iter().map(|asset| asset.path.clone())).collect(),
+            publishes: fragment.publishes().iter().map(|&(event_type, version)| EventContract { event_type: event_type.to_owned(), version }).collect(),
             consumes: fragment
                 .subscriptions()
                 .types()
                 .into_iter()
-                .map(|(event_type, version)| Consumed { event_type: event_type.to_owned(), version })
+                .map(|(event_type, version)| EventContract { event_type: event_type.to_owned(), version })
                 .collect(),
             health: "/readyz".into(),
         }

@@ -73,19 +73,44 @@ impl ManifestStore {
 
 /// The `<head>` tags that load and hydrate this exact build: a `modulepreload` with SRI for the JS glue, and
 /// a module script that fetches the wasm with SRI and calls the fragment's `hydrate` export.
+///
+/// Before hydrating, the script marks the page's API calls with its build and contract version and
+/// reloads the page once if a server of another contract answers with the reload header (see
+/// `tessera_contracts::RELOAD_HEADER`); a second refusal after that reload is left to the page's own error
+/// handling, so a page never reloads in a loop.
 pub fn hydration_tags(manifest: &FragmentManifest) -> Option<(String, String, String)> {
     let js = manifest.asset(AssetKind::Js)?;
     let wasm = manifest.asset(AssetKind::Wasm)?;
     let js_url = manifest.url(js);
     let wasm_url = manifest.url(wasm);
     let script = format!(
-        "import init, {{ hydrate }} from {js:?};\n\
+        "const tesseraFetch = window.fetch.bind(window);\n\
+         window.fetch = async (input, init) => {{\n\
+           const url = new URL(input instanceof Request ? input.url : String(input), location.href);\n\
+           if (url.origin !== location.origin || !url.pathname.includes('/api/')) return tesseraFetch(input, init);\n\
+           const headers = new Headers(init?.headers ?? (input instanceof Request ? input.headers : undefined));\n\
+           headers.set({build_header:?}, {build:?});\n\
+           headers.set({contract_header:?}, {contract:?});\n\
+           const response = await tesseraFetch(input, {{ ...init, headers }});\n\
+           const key = 'tessera-reloaded:' + location.pathname;\n\
+           if (response.headers.has({reload_header:?}) && !sessionStorage.getItem(key)) {{\n\
+             sessionStorage.setItem(key, '1');\n\
+             location.reload();\n\
+           }}\n\
+           return response;\n\
+         }};\n\
+         import init, {{ hydrate }} from {js:?};\n\
          await init({{ module_or_path: fetch({wasm:?}, {{ integrity: {sri:?} }}) }});\n\
          hydrate();\n\
          document.body.dataset.hydrated = \"true\";",
         js = js_url,
         wasm = wasm_url,
         sri = wasm.integrity,
+        build_header = tessera_contracts::BUILD_HEADER,
+        contract_header = tessera_contracts::CONTRACT_HEADER,
+        reload_header = tessera_contracts::RELOAD_HEADER,
+        build = manifest.build_id,
+        contract = manifest.contract_version.to_string(),
     );
     Some((js_url, js.integrity.clone(), script))
 }

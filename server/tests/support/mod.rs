@@ -46,7 +46,9 @@ pub struct TestApp {
     pub settings: Settings,
     pub backend: Backend,
     _data: tempfile::TempDir,
-    handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Starts a drain, as SIGTERM does.
+    pub stop: std::sync::Arc<tokio::sync::Notify>,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -58,6 +60,8 @@ pub struct Options {
     pub jwks_url: Option<String>,
     pub site_dir: Option<std::path::PathBuf>,
     pub demo: Option<bool>,
+    /// Share another app's data (its SQLite files, or its PostgreSQL schemas): another instance of it.
+    pub instance_of: Option<(std::path::PathBuf, String)>,
     /// Last word on the settings.
     pub configure: Option<fn(&mut Settings)>,
 }
@@ -96,6 +100,10 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         postgres_pool_size: 3,
         ..Settings::default()
     };
+    if let Some((data_dir, schema_prefix)) = options.instance_of {
+        settings.data_dir = data_dir;
+        settings.schema_prefix = schema_prefix;
+    }
     if let Some(configure) = options.configure {
         configure(&mut settings);
     }
@@ -110,6 +118,7 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         backend,
         _data: data,
         handle: running.handle,
+        stop: running.stop,
         background: running.background,
     }
 }
