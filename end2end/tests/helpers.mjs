@@ -2,10 +2,12 @@
 // data dirs, and drive Debian's Chromium through playwright-core (no downloaded browser).
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
+import { freePort } from '../rollout.mjs';
+
+export { freePort };
 
 const BIN = process.env.TESSERA_BIN;
 const SITE = process.env.TESSERA_SITE_DIR;
@@ -16,17 +18,6 @@ if (!BIN || !SITE) {
 export const DEMO_PASSWORD = 'tessera-demo';
 export const SHOPPER = { email: 'shopper@example.com', name: 'Sam Shopper' };
 export const ADMIN = { email: 'admin@example.com', name: 'Ada Admin' };
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function waitForPort(port, child, output) {
   const deadline = Date.now() + 30_000;

@@ -24,8 +24,14 @@ use tessera_server::Mode;
 static NO_TABLES: Migrator = Migrator::DEFAULT;
 static NO_MIGRATIONS: Migrations = Migrations { sqlite: &NO_TABLES, postgres: &NO_TABLES };
 
-/// A fourth fragment, used only by these tests: the shell was never built with it.
-struct Guestbook;
+/// A fourth fragment, used only by these tests: the shell was never built with it. The outdated one was
+/// built against another version of inventory's stock event.
+struct Guestbook {
+    outdated: bool,
+}
+
+static GUESTBOOK: Guestbook = Guestbook { outdated: false };
+static OUTDATED_GUESTBOOK: Guestbook = Guestbook { outdated: true };
 
 impl Fragment for Guestbook {
     fn name(&self) -> &'static str {
@@ -36,6 +42,9 @@ impl Fragment for Guestbook {
     }
     fn title(&self) -> &'static str {
         "Guestbook"
+    }
+    fn nav(&self) -> Option<NavEntry> {
+        Some(NavEntry { label: "Guestbook".into(), role: None })
     }
     fn migrations(&self) -> &'static Migrations {
         &NO_MIGRATIONS
@@ -53,6 +62,12 @@ impl Fragment for Guestbook {
     fn seed_demo<'a>(&'a self, _runtime: &'a FragmentRuntime, _extra: usize) -> BoxFuture<'a, Result<(), SeedError>> {
         Box::pin(async { Ok(()) })
     }
+    fn subscriptions(&self) -> Subscriptions {
+        if !self.outdated {
+            return Subscriptions::new();
+        }
+        Subscriptions::new().on::<StockChangedV2>(|_, _, _, _| Box::pin(async { Err(HandlerError::Refused("never".into())) }))
+    }
 }
 
 /// `inventory.stock_changed` in a version inventory does not write.
@@ -67,36 +82,6 @@ impl Event for StockChangedV2 {
     const AGGREGATE: &'static str = "sku";
     fn aggregate_id(&self) -> String {
         self.sku.clone()
-    }
-}
-
-/// The guestbook, built against another version of inventory's stock event.
-struct OutdatedGuestbook;
-
-impl Fragment for OutdatedGuestbook {
-    fn name(&self) -> &'static str {
-        "guestbook"
-    }
-    fn prefix(&self) -> &'static str {
-        "/guestbook"
-    }
-    fn title(&self) -> &'static str {
-        "Guestbook"
-    }
-    fn nav(&self) -> Option<NavEntry> {
-        None
-    }
-    fn migrations(&self) -> &'static Migrations {
-        &NO_MIGRATIONS
-    }
-    fn router(&self, runtime: FragmentRuntime) -> axum::Router {
-        Guestbook.router(runtime)
-    }
-    fn seed_demo<'a>(&'a self, _runtime: &'a FragmentRuntime, _extra: usize) -> BoxFuture<'a, Result<(), SeedError>> {
-        Box::pin(async { Ok(()) })
-    }
-    fn subscriptions(&self) -> Subscriptions {
-        Subscriptions::new().on::<StockChangedV2>(|_, _, _, _| Box::pin(async { Err(HandlerError::Refused("never".into())) }))
     }
 }
 
@@ -127,7 +112,7 @@ fn fast_checks(settings: &mut tessera_server::Settings) {
 #[tokio::test]
 async fn a_fragment_the_shell_was_never_built_with_is_served_from_its_description() {
     let data = tempfile::tempdir().unwrap();
-    let (guestbook, _running) = serve_alone(&Guestbook, &data).await;
+    let (guestbook, _running) = serve_alone(&GUESTBOOK, &data).await;
     let site = spawn_with(Backend::Sqlite, Options { fragments: upstreams(&[&guestbook]), configure: Some(fast_checks), ..Options::default() }).await;
 
     let (status, html) = site.text("/guestbook", None).await;
@@ -140,7 +125,8 @@ async fn a_fragment_the_shell_was_never_built_with_is_served_from_its_descriptio
     assert!(home.contains("href=\"/guestbook\""));
 
     // Its description is what the shell read.
-    let descriptor: serde_json::Value = reqwest::get(format!("{guestbook}/.well-known/tessera-fragment")).await.unwrap().json().await.unwrap();
+    let descriptors: serde_json::Value = reqwest::get(format!("{guestbook}/.well-known/tessera-fragments")).await.unwrap().json().await.unwrap();
+    let descriptor = &descriptors[0];
     assert_eq!(descriptor["prefix"], "/guestbook");
     assert_eq!(descriptor["contract_version"], tessera_contracts::CONTRACT_VERSION);
 
@@ -156,7 +142,7 @@ async fn a_fragment_the_shell_was_never_built_with_is_served_from_its_descriptio
 #[tokio::test]
 async fn an_instance_with_incompatible_contracts_is_refused_with_the_fallback_page_and_a_reason() {
     let data = tempfile::tempdir().unwrap();
-    let (guestbook, _running) = serve_alone(&OutdatedGuestbook, &data).await;
+    let (guestbook, _running) = serve_alone(&OUTDATED_GUESTBOOK, &data).await;
     let site = spawn_with(Backend::Sqlite, Options { fragments: upstreams(&[&guestbook]), configure: Some(fast_checks), ..Options::default() }).await;
     let (status, html) = site.text("/guestbook", None).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{html}");
@@ -282,4 +268,16 @@ async fn every_process_answers_health_and_readiness() {
     assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "draining"));
     let (status, _) = site.text("/healthz", None).await;
     assert_eq!(status, StatusCode::OK, "alive while draining");
+}
+
+#[test]
+fn every_fragment_crate_declares_the_name_and_prefix_its_code_owns() {
+    // `cargo xtask` builds what `[package.metadata.tessera]` declares; the server serves what the code says.
+    for fragment in tessera_server::FRAGMENTS {
+        let path = format!("{}/../apps/{}/Cargo.toml", env!("CARGO_MANIFEST_DIR"), fragment.name());
+        let manifest = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
+        assert!(manifest.contains("[package.metadata.tessera]"), "{path}");
+        assert!(manifest.contains(&format!("fragment = \"{}\"", fragment.name())), "{path}");
+        assert!(manifest.contains(&format!("prefix = \"{}\"", fragment.prefix())), "{path}");
+    }
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, Method, Request, Response};
 use shared_auth::Role;
-use tessera_kit::host::{EventContract, FragmentDescriptor, DESCRIPTOR_PATH};
+use tessera_kit::host::{describe, EventContract, FragmentDescriptor};
 use tower::ServiceExt;
 
 /// Largest request body the shell forwards (it keeps the body to resend it to another instance); every
@@ -355,16 +355,7 @@ impl FragmentRegistry {
             Ok(response) => return Err(format!("not ready ({})", response.status())),
             Err(error) => return Err(format!("not reachable: {error}")),
         }
-        let url = instance.base.join(DESCRIPTOR_PATH).map_err(|error| error.to_string())?;
-        let response = self.client.get(url).timeout(timeout).send().await.map_err(|error| format!("no description: {error}"))?;
-        if !response.status().is_success() {
-            return Err(format!("no description ({})", response.status()));
-        }
-        let descriptor: FragmentDescriptor = response.json().await.map_err(|error| format!("unreadable description: {error}"))?;
-        if descriptor.name != name {
-            return Err(format!("this instance is the {:?} fragment, not {name:?}", descriptor.name));
-        }
-        Ok(descriptor)
+        describe(&self.client, instance.base.as_str(), name, timeout).await
     }
 
     /// Checks every instance every `every`, until the task is aborted.

@@ -111,6 +111,8 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     registry.check_health().await;
     let mut started = host.start().await?;
     started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
+    // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
+    let router = router.merge(host::descriptors_route(&started.local));
     Ok(Site { router, background: started.background })
 }
 

@@ -6,7 +6,10 @@
 //!   catalog process) against the same page served directly by the catalog process, all in one run
 //!   against release binaries on loopback;
 //! - the inventory's hot-SKU reservations/s and admin page latency with 10,000 SKUs (`bench_inventory`);
-//! - the catalog's listing and search latency with 10,000 products (`bench_catalog`).
+//! - the catalog's listing and search latency with 10,000 products (`bench_catalog`);
+//! - checkouts/s end to end (`bench_checkout`);
+//! - requests served and failed during a rolling redeploy of the catalog and of the cart
+//!   (`end2end/bench-rollout.mjs`, the same code as the rollout test, on release binaries).
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -17,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use tessera_contracts::manifest::{FragmentManifest, MANIFEST_FILE};
 
-use crate::{build_fragment, cargo, run, setup, WasmProfile, Workspace, FRAGMENTS};
+use crate::{build_fragment, cargo, fragments, run, setup, WasmProfile, Workspace};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -30,7 +33,7 @@ pub struct BenchArgs {
     /// Skip the cold/incremental build measurement (it needs a second, fresh target dir).
     #[arg(long)]
     skip_build_times: bool,
-    /// Run only one part of the load benchmarks: `site`, `inventory`, `catalog` or `checkout`.
+    /// Run only one part of the load benchmarks: `site`, `inventory`, `catalog`, `checkout` or `rollout`.
     #[arg(long)]
     only: Option<String>,
 }
@@ -41,15 +44,15 @@ pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<()> {
     if !args.skip_build_times {
         build_times(workspace)?;
     }
-    for fragment in &FRAGMENTS {
-        build_fragment(workspace, fragment, WasmProfile::Release)?;
+    for fragment in fragments(workspace)? {
+        build_fragment(workspace, &fragment, WasmProfile::Release)?;
     }
     sizes(workspace)?;
     throughput(workspace, &args)
 }
 
 fn build_times(workspace: &Workspace) -> Result<()> {
-    let catalog = &FRAGMENTS[0];
+    let catalog = &crate::fragment_by_name(workspace, "catalog")?;
     let cold_target = workspace.target.join("bench-cold");
     let _ = std::fs::remove_dir_all(&cold_target);
     let cold = Workspace { root: workspace.root.clone(), target: cold_target.clone() };
@@ -92,8 +95,8 @@ fn build_times(workspace: &Workspace) -> Result<()> {
 fn sizes(workspace: &Workspace) -> Result<()> {
     println!("| release bundle | file | raw B | gzip -9 B | brotli 11 B |");
     println!("|---|---|--:|--:|--:|");
-    for fragment in &FRAGMENTS {
-        let bundle = workspace.site_dir().join(fragment.name);
+    for fragment in fragments(workspace)? {
+        let bundle = workspace.site_dir().join(&fragment.name);
         let manifest: FragmentManifest = serde_json::from_slice(&std::fs::read(bundle.join(MANIFEST_FILE))?)?;
         let mut totals = (0, 0, 0);
         for asset in &manifest.assets {
@@ -369,9 +372,26 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     if part("checkout") {
         crate::bench_checkout::checkout(&binary, &site, &scratch, args.seconds)?;
     }
+    if part("rollout") {
+        rollout(workspace, args.seconds)?;
+    }
     println!();
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// Requests served and failed while two instances of the catalog, then of the cart, are replaced one
+/// after the other by another build (`end2end/bench-rollout.mjs`, release binaries of each deployable).
+fn rollout(workspace: &Workspace, seconds: u64) -> Result<()> {
+    println!("bench: building the release binaries of every deployable…");
+    crate::build_binaries(workspace, true)?;
+    println!();
+    run(Command::new("node")
+        .arg("bench-rollout.mjs")
+        .arg(workspace.binary("", true))
+        .arg(workspace.site_dir())
+        .arg(seconds.max(2).to_string())
+        .current_dir(workspace.end2end()))
 }
 
 /// Sign-in latency, events/s and `/catalog` composed vs direct, on the classic eight demo products (so the

@@ -11,13 +11,18 @@
 //! 4. content-hashed file names and a `manifest.json` per fragment (SRI sha384 per asset) in
 //!    `<target>/site/<fragment>/`, which the server reads at run time.
 //!
-//! Layout: `main.rs` (commands and the bundle pipeline), `setup.rs` (installing what is missing: the wasm
-//! target, npm packages, Chromium), `bench.rs` (build times, bundle sizes, composed vs direct throughput).
+//! Fragments are not listed here: every workspace crate with `[package.metadata.tessera]` is one
+//! ([`fragments`]), built as a bundle and as its own binary `tessera-<fragment>`.
+//!
+//! Layout: `main.rs` (commands, the bundle pipeline, the binaries), `setup.rs` (installing what is missing:
+//! the wasm target, npm packages, Chromium), `bench*.rs` (build times, bundle sizes, throughput, rollouts),
+//! `dev.rs` (one team's build-run-watch loop beside the rest of the site).
 
 mod bench;
 mod bench_catalog;
 mod bench_checkout;
 mod bench_inventory;
+mod dev;
 mod setup;
 
 use std::path::{Path, PathBuf};
@@ -30,18 +35,46 @@ use clap::{Parser, Subcommand};
 use sha2::{Digest, Sha256, Sha384};
 use tessera_contracts::manifest::{AssetKind, FragmentManifest, ManifestAsset, MANIFEST_FILE};
 
-/// A fragment crate and the prefix it owns.
+/// A fragment crate and the prefix it owns: every workspace package with `[package.metadata.tessera]`
+/// (`fragment`, `prefix`). Nothing here lists fragments by hand; a new fragment crate is built, tested and
+/// benchmarked by declaring itself there.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FragmentCrate {
-    pub name: &'static str,
-    pub package: &'static str,
-    pub prefix: &'static str,
+    pub name: String,
+    pub package: String,
+    pub prefix: String,
+    /// The crate's directory.
+    pub dir: PathBuf,
 }
 
-pub const FRAGMENTS: [FragmentCrate; 3] = [
-    FragmentCrate { name: "catalog", package: "tessera-catalog", prefix: "/catalog" },
-    FragmentCrate { name: "cart", package: "tessera-cart", prefix: "/cart" },
-    FragmentCrate { name: "inventory", package: "tessera-inventory", prefix: "/admin/inventory" },
-];
+impl FragmentCrate {
+    /// The fragment's own binary.
+    pub fn binary(&self) -> String {
+        format!("tessera-{}", self.name)
+    }
+}
+
+/// The fragment crates of the workspace, in the order `cargo metadata` lists them.
+pub fn fragments(workspace: &Workspace) -> Result<Vec<FragmentCrate>> {
+    let output = cargo(workspace).args(["metadata", "--no-deps", "--format-version", "1"]).output().context("running cargo metadata")?;
+    if !output.status.success() {
+        bail!("cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let mut found = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let tessera = &package["metadata"]["tessera"];
+        if let (Some(name), Some(prefix)) = (tessera["fragment"].as_str(), tessera["prefix"].as_str()) {
+            let dir = Path::new(package["manifest_path"].as_str().context("a manifest path")?).parent().context("a crate dir")?.to_path_buf();
+            let package = package["name"].as_str().context("a package name")?.to_owned();
+            found.push(FragmentCrate { name: name.to_owned(), package, prefix: prefix.to_owned(), dir });
+        }
+    }
+    if found.is_empty() {
+        bail!("no workspace package declares [package.metadata.tessera] fragment and prefix");
+    }
+    Ok(found)
+}
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "Tessera's build pipeline")]
@@ -75,6 +108,9 @@ enum Cmd {
     },
     /// Measure build times, bundle sizes and composed-vs-direct page throughput.
     Bench(bench::BenchArgs),
+    /// Work on one fragment: build and run only it beside the rest of the site on :3000, and rebuild and
+    /// restart it when its sources change.
+    Dev(dev::DevArgs),
 }
 
 /// Paths of this checkout.
@@ -98,7 +134,12 @@ impl Workspace {
     }
 
     pub fn server_binary(&self, release: bool) -> PathBuf {
-        self.target.join(if release { "release" } else { "debug" }).join("tessera")
+        self.binary("tessera", release)
+    }
+
+    /// A binary of the workspace (`tessera`, `tessera-shell`, `tessera-catalog`, …).
+    pub fn binary(&self, name: &str, release: bool) -> PathBuf {
+        self.target.join(if release { "release" } else { "debug" }).join(name)
     }
 
     pub fn end2end(&self) -> PathBuf {
@@ -144,8 +185,10 @@ impl WasmProfile {
     }
 }
 
-fn fragment_by_name(name: &str) -> Result<&'static FragmentCrate> {
-    FRAGMENTS.iter().find(|fragment| fragment.name == name).with_context(|| format!("no fragment called {name:?}; there are catalog, cart and inventory"))
+fn fragment_by_name(workspace: &Workspace, name: &str) -> Result<FragmentCrate> {
+    let all = fragments(workspace)?;
+    let names: Vec<String> = all.iter().map(|fragment| fragment.name.clone()).collect();
+    all.into_iter().find(|fragment| fragment.name == name).with_context(|| format!("no fragment called {name:?}; there are {}", names.join(", ")))
 }
 
 fn hex16(bytes: &[u8]) -> String {
@@ -162,7 +205,7 @@ pub fn compile_fragment_wasm(workspace: &Workspace, fragment: &FragmentCrate, pr
         "rustc",
         "--quiet",
         "--package",
-        fragment.package,
+        &fragment.package,
         "--lib",
         "--crate-type",
         "cdylib",
@@ -181,7 +224,7 @@ pub fn compile_fragment_wasm(workspace: &Workspace, fragment: &FragmentCrate, pr
 pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: WasmProfile) -> Result<FragmentManifest> {
     let started = Instant::now();
     let wasm = compile_fragment_wasm(workspace, fragment, profile)?;
-    let bindgen_dir = workspace.target.join("xtask").join("bindgen").join(fragment.name).join(profile.cargo_profile());
+    let bindgen_dir = workspace.target.join("xtask").join("bindgen").join(&fragment.name).join(profile.cargo_profile());
     let js_path = bindgen_dir.join(format!("{}.js", fragment.name));
     let wasm_path = bindgen_dir.join(format!("{}_bg.wasm", fragment.name));
     // bindgen and wasm-opt are deterministic: when cargo's output did not change, reuse their output.
@@ -193,7 +236,7 @@ pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: 
         std::fs::create_dir_all(&bindgen_dir)?;
         wasm_bindgen_cli_support::Bindgen::new()
             .input_path(&wasm)
-            .out_name(fragment.name)
+            .out_name(&fragment.name)
             .web(true)?
             .typescript(false)
             .omit_default_module_path(true)
@@ -207,7 +250,7 @@ pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: 
     let js = std::fs::read(&js_path)?;
     let wasm = std::fs::read(&wasm_path)?;
 
-    let bundle_dir = workspace.site_dir().join(fragment.name);
+    let bundle_dir = workspace.site_dir().join(&fragment.name);
     let pkg_dir = bundle_dir.join("pkg");
     std::fs::create_dir_all(&pkg_dir)?;
     let js_name = format!("pkg/{}-{}.js", fragment.name, hex16(&js));
@@ -216,10 +259,10 @@ pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: 
     std::fs::write(bundle_dir.join(&wasm_name), &wasm)?;
     let build_id = hex16(&[js.as_slice(), wasm.as_slice()].concat());
     let manifest = FragmentManifest {
-        name: fragment.name.to_owned(),
+        name: fragment.name.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         build_id,
-        route_prefix: fragment.prefix.to_owned(),
+        route_prefix: fragment.prefix.clone(),
         contract_version: tessera_contracts::CONTRACT_VERSION,
         profile: profile.cargo_profile().to_owned(),
         assets: vec![
@@ -264,16 +307,33 @@ fn prune_bundle(bundle_dir: &Path, current: &FragmentManifest, previous: Option<
     Ok(())
 }
 
-fn build_server(workspace: &Workspace, release: bool) -> Result<()> {
+/// Builds every deployable: the all-in-one `tessera`, `tessera-shell` and each fragment's binary, in one
+/// cargo invocation (one feature resolution, so nothing is compiled twice).
+pub fn build_binaries(workspace: &Workspace, release: bool) -> Result<()> {
     let mut command = cargo(workspace);
-    command.args(["build", "--quiet", "--package", "tessera-server", "--bin", "tessera"]);
+    command.args(["build", "--quiet", "--package", "tessera-server", "--package", "tessera-shell"]);
+    for fragment in fragments(workspace)? {
+        command.args(["--package", &fragment.package]);
+    }
+    command.arg("--bins");
     if release {
         command.arg("--release");
     }
     run(&mut command)
 }
 
-/// Builds bundles (all, or one) and, when building all, the server.
+/// One fragment's own binary, alone: what its team deploys.
+fn build_fragment_binary(workspace: &Workspace, fragment: &FragmentCrate, release: bool) -> Result<PathBuf> {
+    let mut command = cargo(workspace);
+    command.args(["build", "--quiet", "--package", &fragment.package, "--bin", &fragment.binary(), "--features", "ssr"]);
+    if release {
+        command.arg("--release");
+    }
+    run(&mut command)?;
+    Ok(workspace.binary(&fragment.binary(), release))
+}
+
+/// Builds bundles and binaries: everything, or exactly one fragment's binary and bundle.
 fn build(workspace: &Workspace, only: Option<&str>, profile: WasmProfile) -> Result<()> {
     setup::ensure_wasm_target()?;
     if profile == WasmProfile::Release {
@@ -281,13 +341,16 @@ fn build(workspace: &Workspace, only: Option<&str>, profile: WasmProfile) -> Res
     }
     match only {
         Some(name) => {
-            build_fragment(workspace, fragment_by_name(name)?, profile)?;
+            let fragment = fragment_by_name(workspace, name)?;
+            build_fragment(workspace, &fragment, profile)?;
+            let binary = build_fragment_binary(workspace, &fragment, false)?;
+            println!("xtask: {} binary {}", fragment.name, binary.display());
         }
         None => {
-            for fragment in &FRAGMENTS {
-                build_fragment(workspace, fragment, profile)?;
+            for fragment in fragments(workspace)? {
+                build_fragment(workspace, &fragment, profile)?;
             }
-            build_server(workspace, false)?;
+            build_binaries(workspace, false)?;
         }
     }
     Ok(())
@@ -338,6 +401,7 @@ fn test(workspace: &Workspace, browser: bool) -> Result<()> {
             .args(&tests)
             .current_dir(workspace.end2end())
             .env("TESSERA_BIN", workspace.server_binary(false))
+            .env("TESSERA_BIN_DIR", workspace.binary("", false))
             .env("TESSERA_SITE_DIR", workspace.site_dir());
         run(&mut command)?;
     }
@@ -360,6 +424,7 @@ fn main() -> Result<()> {
         Cmd::Run { dev } => run_site(&workspace, profile(dev)),
         Cmd::Test { no_browser } => test(&workspace, !no_browser),
         Cmd::Bench(args) => bench::bench(&workspace, args),
+        Cmd::Dev(args) => dev::dev(&workspace, args),
     }
 }
 

@@ -330,6 +330,9 @@ impl Transport for HttpTransport {
     fn deliver<'a>(&'a self, subscriber: &'a str, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
         Box::pin(async move {
             let target = self.peers.get(subscriber).ok_or_else(|| format!("no route to subscriber {subscriber:?}"))?;
+            if target.prefix().is_empty() {
+                return Err(format!("{subscriber} has not described itself yet (its prefix is unknown)"));
+            }
             let body = serde_json::to_vec(envelope).map_err(|error| error.to_string())?;
             let mut headers = vec![("content-type", "application/json".to_owned())];
             headers.extend(self.signer.sign(self.producer, &body, now_ms() / 1000));

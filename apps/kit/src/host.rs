@@ -38,12 +38,28 @@ use crate::peers::Peers;
 use crate::webhook::WebhookSigner;
 use crate::{FragmentEvents, FragmentRuntime};
 
-/// Where every fragment process describes itself (not under its prefix: only the shell and other
-/// services ask, never a browser through the shell).
-pub const DESCRIPTOR_PATH: &str = "/.well-known/tessera-fragment";
+/// Where every process describes the fragments it serves, as a JSON list of [`FragmentDescriptor`]s (not
+/// under a prefix: only the shell and other services ask). A fragment's own binary lists one; a site
+/// that runs fragments in process lists those, so a fragment run alone can find them there too.
+pub const DESCRIPTOR_PATH: &str = "/.well-known/tessera-fragments";
 
-/// How often a process reads the descriptions of the services it is configured to reach.
+/// The description of `name` among those a process at `base` publishes.
+pub async fn describe(client: &reqwest::Client, base: &str, name: &str, timeout: Duration) -> Result<FragmentDescriptor, String> {
+    let response = client.get(format!("{}{DESCRIPTOR_PATH}", base.trim_end_matches('/'))).timeout(timeout).send().await;
+    let response = response.map_err(|error| format!("not reachable: {error}"))?;
+    if !response.status().is_success() {
+        return Err(format!("no description ({})", response.status()));
+    }
+    let body = response.bytes().await.map_err(|error| format!("unreadable description: {error}"))?;
+    let descriptors: Vec<FragmentDescriptor> = serde_json::from_slice(&body).map_err(|error| format!("unreadable description: {error}"))?;
+    let names: Vec<String> = descriptors.iter().map(|descriptor| descriptor.name.clone()).collect();
+    descriptors.into_iter().find(|descriptor| descriptor.name == name).ok_or_else(|| format!("serves {names:?}, not the {name:?} fragment"))
+}
+
+/// How often a process reads the descriptions of the services it is configured to reach: soon while one
+/// has never answered, then now and then (a redeploy may change what it consumes).
 const DISCOVERY_EVERY: Duration = Duration::from_secs(5);
+const DISCOVERY_RETRY: Duration = Duration::from_millis(500);
 
 /// An event type and the version a fragment writes (published) or decodes (consumed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -205,14 +221,14 @@ impl Host {
     pub async fn start(mut self) -> Result<Started, HostError> {
         for consumer in &self.local {
             for (event_type, _) in consumer.runtime.events.subscriptions.types() {
-                for producer in &self.local {
+                for producer in self.local.iter().filter(|producer| publishes(producer.fragment, event_type)) {
                     producer.runtime.events.outbox.subscribe(event_type, consumer.fragment.name());
                 }
             }
         }
         let discovery = Discovery::new(&self);
-        discovery.run_once().await;
-        self.background.push(tokio::spawn(discovery.run()));
+        let complete = discovery.run_once().await;
+        self.background.push(tokio::spawn(discovery.run(complete)));
         for local in self.local.iter().filter(|local| local.runtime.events.has_outbox) {
             let transport = Arc::new(HttpTransport::new(local.fragment.name(), self.events.clone(), self.peers.clone()));
             let relay_settings = RelaySettings {
@@ -249,7 +265,7 @@ pub struct Started {
 /// events and calls) and what they consume (so local producers address events to them).
 struct Discovery {
     remotes: Vec<(String, Vec<String>)>,
-    producers: Vec<(&'static str, FragmentRuntime)>,
+    producers: Vec<(&'static dyn Fragment, FragmentRuntime)>,
     peers: Arc<Peers>,
 }
 
@@ -263,58 +279,61 @@ impl Discovery {
             .map(|name| (name.clone(), host.settings.instances_of(name)))
             .filter(|(_, instances)| !instances.is_empty())
             .collect();
-        let producers = host.local.iter().map(|local| (local.fragment.name(), local.runtime.clone())).collect();
-        Discovery { remotes, producers, peers: host.peers.clone() }
+        let producers = host.local.iter().map(|local| (local.fragment, local.runtime.clone())).collect();
+        let discovery = Discovery { remotes, producers, peers: host.peers.clone() };
+        // Calls use full paths from the contracts, so they can go out before the description is read;
+        // event deliveries wait for the prefix (see `HttpTransport`).
+        for (name, instances) in &discovery.remotes {
+            discovery.peers.set(name, Target::http("", instances.clone()));
+        }
+        discovery
     }
 
-    async fn run_once(&self) {
+    /// Reads every description; returns whether every configured service has been described.
+    async fn run_once(&self) -> bool {
+        let mut complete = true;
         let client = crate::peers::http_client();
         for (name, instances) in &self.remotes {
             let mut found = None;
             for base in instances {
-                let answer = client.get(format!("{base}{DESCRIPTOR_PATH}")).timeout(Duration::from_secs(2)).send().await;
-                match answer {
-                    Ok(response) if response.status().is_success() => match response.json::<FragmentDescriptor>().await {
-                        Ok(descriptor) if descriptor.name == *name => {
-                            found = Some(descriptor);
-                            break;
-                        }
-                        Ok(descriptor) => {
-                            tracing::error!(expected = %name, found = %descriptor.name, %base, "an upstream is another fragment")
-                        }
-                        Err(error) => {
-                            tracing::warn!(%name, %base, %error, "unreadable fragment description")
-                        }
-                    },
-                    Ok(response) => {
-                        tracing::debug!(%name, %base, status = %response.status(), "no fragment description")
+                match describe(client, base, name, Duration::from_secs(2)).await {
+                    Ok(descriptor) => {
+                        found = Some(descriptor);
+                        break;
                     }
-                    Err(error) => tracing::debug!(%name, %base, %error, "fragment not reachable"),
+                    Err(problem) => tracing::debug!(%name, %base, %problem, "no description"),
                 }
             }
             let Some(descriptor) = found else {
-                if self.peers.get(name).is_none() {
-                    tracing::warn!(%name, "no instance of this service answered yet; its events and calls wait");
+                if self.peers.get(name).is_none_or(|target| target.prefix().is_empty()) {
+                    complete = false;
+                    tracing::debug!(%name, "no instance of this service described itself yet; events to it wait");
                 }
                 continue;
             };
             self.peers.set(name, Target::http(descriptor.prefix.clone(), instances.clone()));
             for consumed in &descriptor.consumes {
-                for (producer, runtime) in &self.producers {
+                for (producer, runtime) in self.producers.iter().filter(|(producer, _)| publishes(*producer, &consumed.event_type)) {
                     if runtime.events.outbox.subscribe(&consumed.event_type, name) {
-                        tracing::info!(producer, subscriber = %name, event_type = %consumed.event_type, "subscriber learned");
+                        tracing::info!(producer = producer.name(), subscriber = %name, event_type = %consumed.event_type, "subscriber learned");
                     }
                 }
             }
         }
+        complete
     }
 
-    async fn run(self) {
+    async fn run(self, mut complete: bool) {
         loop {
-            tokio::time::sleep(DISCOVERY_EVERY).await;
-            self.run_once().await;
+            tokio::time::sleep(if complete { DISCOVERY_EVERY } else { DISCOVERY_RETRY }).await;
+            complete = self.run_once().await;
         }
     }
+}
+
+/// Whether `fragment` publishes `event_type`.
+fn publishes(fragment: &dyn Fragment, event_type: &str) -> bool {
+    fragment.publishes().iter().any(|(published, _)| *published == event_type)
 }
 
 /// Configured secrets, or one random secret generated once into `<data dir>/keys/<file>` (mode 0600).
@@ -346,17 +365,21 @@ fn shared_secrets(data_dir: &Path, configured: Option<Vec<&str>>, file: &str) ->
     Ok(vec![std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?])
 }
 
-/// The router of a process that serves one fragment alone: its routes, and its description.
-pub fn fragment_app(local: &Local) -> Router {
-    let descriptor_runtime = local.runtime.clone();
-    let fragment = local.fragment;
-    local.router.clone().route(
+/// `GET /.well-known/tessera-fragments` for the fragments of this process.
+pub fn descriptors_route(local: &[Local]) -> Router {
+    let described: Vec<(&'static dyn Fragment, Arc<ManifestStore>)> = local.iter().map(|local| (local.fragment, local.runtime.manifests.clone())).collect();
+    Router::new().route(
         DESCRIPTOR_PATH,
         get(move || {
-            let runtime = descriptor_runtime.clone();
-            async move { axum::Json(FragmentDescriptor::of(fragment, &runtime.manifests)) }
+            let list: Vec<FragmentDescriptor> = described.iter().map(|(fragment, manifests)| FragmentDescriptor::of(*fragment, manifests)).collect();
+            async move { axum::Json(list) }
         }),
     )
+}
+
+/// The router of a process that serves one fragment alone: its routes, and its description.
+pub fn fragment_app(local: &Local) -> Router {
+    local.router.clone().merge(descriptors_route(std::slice::from_ref(local)))
 }
 
 /// Largest header block accepted (all names and values together). Real requests, cookies included, stay
