@@ -49,7 +49,7 @@ pub async fn spawn(settings: &Settings, mode: &Mode) -> anyhow::Result<Running> 
 /// `tessera inventory verify`: checks the inventory's invariants on its database (the same one `serve`
 /// uses with these settings). Returns the report; the caller decides the exit status.
 pub async fn verify_inventory(settings: &Settings) -> anyhow::Result<tessera_inventory::verify::Report> {
-    let db = settings.store().open(tessera_inventory::NAME, &tessera_inventory::server::MIGRATIONS).await?;
+    let db = settings.store().open_fragment(tessera_inventory::NAME, &tessera_inventory::server::MIGRATIONS).await?;
     let report = tessera_inventory::verify::verify(&db).await.context("reading the inventory database")?;
     db.close().await;
     Ok(report)

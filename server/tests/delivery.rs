@@ -254,7 +254,10 @@ async fn a_page_of_another_contract_is_asked_to_reload_and_one_of_another_build_
 
 #[tokio::test]
 async fn every_process_answers_health_and_readiness() {
-    let site = spawn_with(Backend::Sqlite, Options::default()).await;
+    fn with_notice(settings: &mut tessera_server::Settings) {
+        settings.drain_notice_ms = 2_000;
+    }
+    let site = spawn_with(Backend::Sqlite, Options { configure: Some(with_notice), ..Options::default() }).await;
     let catalog = spawn_with(Backend::Sqlite, Options { mode: Some(Mode::Fragment("catalog".into())), ..Options::default() }).await;
     for app in [&site, &catalog] {
         for path in ["/healthz", "/readyz"] {

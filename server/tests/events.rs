@@ -60,7 +60,7 @@ async fn an_event_enqueued_in_a_rolled_back_transaction_never_exists() {
         let app = spawn_with(backend, Options { demo: Some(false), ..Options::default() }).await;
         let db = database(&app, "inventory").await;
         let outbox = Outbox::new("inventory");
-        outbox.subscribe(<StockChanged as tessera_contracts::events::Event>::TYPE, "catalog");
+        outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
         let event = StockChanged { sku: "MUG-STN-01".into(), on_hand: 1, available: 1 };
         let mut tx = db.begin().await.unwrap();
         outbox.enqueue(&mut tx, &event).await.unwrap();
@@ -92,7 +92,7 @@ async fn setup(backend: Backend) -> Setup {
             .await;
     let db = database(&inventory, "inventory").await;
     let outbox = Outbox::new("inventory");
-    outbox.subscribe(<StockChanged as tessera_contracts::events::Event>::TYPE, "catalog");
+    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
     Setup { inventory, catalog, db, outbox }
 }
 
@@ -181,7 +181,7 @@ async fn a_subscriber_that_is_down_gets_retries_then_a_dead_letter_then_a_replay
             assert_eq!(status, if attempt < 3 { "pending" } else { "dead" }, "{backend:?}");
         }
         // The dead letter is visible and stays put.
-        let status = tessera_kit::events::status(&setup.db, "inventory", true, false).await.unwrap();
+        let status = tessera_kit::events::status(&setup.db, "inventory").await.unwrap();
         assert_eq!(status.dead_letters.len(), 1);
         assert!(status.dead_letters[0].last_error.contains("error") || !status.dead_letters[0].last_error.is_empty());
         assert_eq!(relay_down.run_once().await.unwrap(), 0, "dead letters are not retried by themselves");

@@ -175,7 +175,7 @@ async fn reservations_are_all_or_nothing_idempotent_and_end_once() {
         // Expiry: a lapsed hold is ignored when stock runs short and the sweeper frees the rest.
         let hold: Reservation = client.post(RESERVATIONS_PATH, &request("k3", &[("RES-B", 2)])).await.unwrap();
         let outbox = Outbox::new("inventory");
-        outbox.subscribe(StockChanged::TYPE, "catalog");
+        outbox.subscribe(&db, StockChanged::TYPE, "catalog").await.unwrap();
         let later = hold.expires_at_ms + 1;
         let swept = tessera_inventory::reservations::sweep(&db, &outbox, later, 100).await.unwrap();
         assert_eq!(swept, 1);

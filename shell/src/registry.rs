@@ -234,7 +234,7 @@ impl FragmentRegistry {
         FragmentRegistry {
             fragments: RwLock::new(fragments.into_iter().map(Arc::new).collect()),
             pending: pending.into_iter().map(|(name, pool, timeout)| Pending { name, pool, timeout }).collect(),
-            client: tessera_kit::peers::http_client().clone(),
+            client: tessera_kit::peers::http_client(),
         }
     }
 

@@ -26,6 +26,7 @@ use crate::{ShellConfig, ShellState};
 pub struct Site {
     pub router: Router,
     pub background: Vec<tokio::task::JoinHandle<()>>,
+    pub teardown: host::Teardown,
 }
 
 fn instances(settings: &Settings, name: &str) -> Result<Option<Arc<Pool>>, HostError> {
@@ -113,7 +114,7 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
     // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
     let router = router.merge(host::descriptors_route(&started.local));
-    Ok(Site { router, background: started.background })
+    Ok(Site { router, background: started.background, teardown: started.teardown })
 }
 
 fn fragment_timeout(settings: &Settings, name: &str) -> Duration {
@@ -122,6 +123,6 @@ fn fragment_timeout(settings: &Settings, name: &str) -> Duration {
 
 /// Builds the site and serves it on `settings.addr` until SIGTERM (then drains).
 pub async fn serve(settings: &Settings, contained: &[&'static dyn FragmentCrate]) -> Result<Running, HostError> {
-    let Site { router, background } = build(settings, contained).await?;
-    host::serve(settings, router, background).await
+    let Site { router, background, teardown } = build(settings, contained).await?;
+    host::serve(settings, router, background, teardown).await
 }

@@ -32,6 +32,22 @@ pub enum Backend {
     Postgres,
 }
 
+static RUNTIME_SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
+static RUNTIME_POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
+
+/// The runtime's own tables in every fragment's database: the outbox, its deliveries and the inbox.
+pub static RUNTIME_MIGRATIONS: Migrations = Migrations { sqlite: &RUNTIME_SQLITE, postgres: &RUNTIME_POSTGRES };
+
+/// Migrations already resolved (embedded), handed to [`Migrator::new`] to get a migrator of our own.
+#[derive(Debug)]
+struct Resolved(Vec<sqlx::migrate::Migration>);
+
+impl sqlx::migrate::MigrationSource<'static> for Resolved {
+    fn resolve(self) -> futures::future::BoxFuture<'static, Result<Vec<sqlx::migrate::Migration>, sqlx::error::BoxDynError>> {
+        Box::pin(async move { Ok(self.0) })
+    }
+}
+
 /// A service's migrations, one set per backend (the SQL dialects differ in types and defaults).
 pub struct Migrations {
     pub sqlite: &'static Migrator,
@@ -59,14 +75,26 @@ impl StoreSettings {
         }
     }
 
-    /// Opens (creating if needed) and migrates the database of `service`.
+    /// Opens (creating if needed) and migrates the database of `service` with its own migrations.
     pub async fn open(&self, service: &str, migrations: &Migrations) -> Result<AnyPool, DbError> {
+        self.open_with(service, &[migrations]).await
+    }
+
+    /// Opens a fragment's database: its own migrations, then the runtime's event tables (outbox,
+    /// deliveries, inbox), which every fragment has whatever it publishes or consumes.
+    pub async fn open_fragment(&self, service: &str, migrations: &Migrations) -> Result<AnyPool, DbError> {
+        self.open_with(service, &[migrations, &RUNTIME_MIGRATIONS]).await
+    }
+
+    /// Opens the database and runs each set of migrations in turn. The sets share sqlx's bookkeeping
+    /// table, so each ignores the versions of the others (the runtime's start at 9000).
+    async fn open_with(&self, service: &str, sets: &[&Migrations]) -> Result<AnyPool, DbError> {
         sqlx::any::install_default_drivers();
         if service.is_empty() || !service.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
             return Err(DbError::ServiceName(service.to_owned()));
         }
         let connect = |source| DbError::Connect { service: service.to_owned(), source };
-        let (pool, migrator) = match &self.postgres_url {
+        let (pool, backend) = match &self.postgres_url {
             None => {
                 std::fs::create_dir_all(&self.data_dir).map_err(|source| DbError::DataDir { path: self.data_dir.clone(), source })?;
                 let path = self.data_dir.join(format!("{service}.sqlite"));
@@ -89,7 +117,7 @@ impl StoreSettings {
                     .connect_with(options)
                     .await
                     .map_err(connect)?;
-                (pool, migrations.sqlite)
+                (pool, Backend::Sqlite)
             }
             Some(url) => {
                 let schema = format!("{}{service}", self.schema_prefix);
@@ -118,10 +146,23 @@ impl StoreSettings {
                     .connect_with(options)
                     .await
                     .map_err(connect)?;
-                (pool, migrations.postgres)
+                (pool, Backend::Postgres)
             }
         };
-        migrator.run(&pool).await.map_err(|source| DbError::Migrate { service: service.to_owned(), source })?;
+        let migrate = |source| DbError::Migrate { service: service.to_owned(), source };
+        for set in sets {
+            let migrator = match backend {
+                Backend::Sqlite => set.sqlite,
+                Backend::Postgres => set.postgres,
+            };
+            if sets.len() == 1 {
+                migrator.run(&pool).await.map_err(migrate)?;
+                continue;
+            }
+            let mut shared = Migrator::new(Resolved(migrator.iter().cloned().collect())).await.map_err(migrate)?;
+            shared.set_ignore_missing(true);
+            shared.run(&pool).await.map_err(migrate)?;
+        }
         Ok(pool)
     }
 }

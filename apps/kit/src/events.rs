@@ -1,4 +1,6 @@
-//! The event platform every service uses: transactional outbox, relay, signed transport, inbox.
+//! The event platform every service uses: transactional outbox, relay, signed transport, inbox. The
+//! tables are the runtime's (`apps/kit/migrations`, in every fragment's database); the one endpoint that
+//! receives events is `crate::routes`, driven by the consumer's `crate::fragment::Subscriptions`.
 //!
 //! - **Outbox.** [`Outbox::enqueue`] writes the event row (and one delivery row per subscriber) with the
 //!   caller's connection, inside the caller's transaction: the state change and its event commit together
@@ -127,28 +129,70 @@ impl EventSigner {
 ///
 /// The producer does not choose its subscribers: consumers subscribe (`crate::fragment::Subscriptions`),
 /// and the process host tells the outbox who subscribed to what ([`Outbox::subscribe`]) as it learns it,
-/// from the fragments in its own process and from the published descriptions of the others. An event
-/// gets one delivery row for each subscriber known when it commits.
+/// from the fragments in its own process and from the published descriptions of the others. Subscriptions
+/// are kept in the producer's database, so a restarted producer knows them before anyone answers; a new
+/// subscriber gets every event of its types already in the outbox, like a durable stream consumer that
+/// starts at the beginning. An event gets one delivery row for each subscriber known when it commits.
 pub struct Outbox {
     producer: &'static str,
     /// Event type → subscriber names.
     routes: RwLock<HashMap<String, BTreeSet<String>>>,
+    /// Second backfill passes of new subscriptions (event type, subscriber, due), run by the relay.
+    backfills: Arc<std::sync::Mutex<Vec<(String, String, tokio::time::Instant)>>>,
     wake: Arc<Notify>,
 }
 
+/// How long after a new subscription its second backfill pass runs: longer than any transaction that
+/// was committing while the first ran.
+const SECOND_BACKFILL_AFTER: Duration = Duration::from_secs(5);
+
 impl Outbox {
     pub fn new(producer: &'static str) -> Outbox {
-        Outbox { producer, routes: RwLock::new(HashMap::new()), wake: Arc::new(Notify::new()) }
+        Outbox { producer, routes: RwLock::new(HashMap::new()), backfills: Arc::default(), wake: Arc::new(Notify::new()) }
     }
 
     pub fn producer(&self) -> &'static str {
         self.producer
     }
 
-    /// Adds `subscriber` to the receivers of `event_type`; returns whether it is new.
-    pub fn subscribe(&self, event_type: &str, subscriber: &str) -> bool {
+    fn route(&self, event_type: &str, subscriber: &str) -> bool {
         let mut routes = self.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         routes.entry(event_type.to_owned()).or_default().insert(subscriber.to_owned())
+    }
+
+    /// The subscriptions recorded in `db` (at start, before anything is enqueued).
+    pub async fn load_subscriptions(&self, db: &AnyPool) -> Result<(), sqlx::Error> {
+        let rows: Vec<(String, String)> = sqlx::query_as("SELECT event_type, subscriber FROM subscriptions").fetch_all(db).await?;
+        for (event_type, subscriber) in rows {
+            self.route(&event_type, &subscriber);
+        }
+        Ok(())
+    }
+
+    /// Makes `subscriber` a receiver of `event_type`, durably. The first time, every event of that type
+    /// already in the outbox is addressed to it too — now, and once more a few seconds later for an event
+    /// whose transaction was committing meanwhile (the delivery key makes the second pass add only what
+    /// the first missed). Returns whether the subscription is new.
+    pub async fn subscribe(&self, db: &AnyPool, event_type: &str, subscriber: &str) -> Result<bool, sqlx::Error> {
+        // In memory first: every event enqueued from now on is addressed to the subscriber.
+        self.route(event_type, subscriber);
+        let inserted = sqlx::query(
+            "INSERT INTO subscriptions (subscriber, event_type, subscribed_at_ms) VALUES ($1, $2, $3) ON CONFLICT (subscriber, event_type) DO NOTHING",
+        )
+        .bind(subscriber)
+        .bind(event_type)
+        .bind(now_ms())
+        .execute(db)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let backfilled = backfill(db, event_type, subscriber).await?;
+        tracing::info!(producer = self.producer, subscriber, event_type, backfilled, "new subscriber");
+        let due = tokio::time::Instant::now() + SECOND_BACKFILL_AFTER;
+        self.backfills.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((event_type.to_owned(), subscriber.to_owned(), due));
+        self.committed();
+        Ok(true)
     }
 
     /// The subscribers of `event_type`, sorted.
@@ -194,6 +238,21 @@ impl Outbox {
     }
 }
 
+/// Addresses every event of `event_type` in the outbox to `subscriber` (those it has no delivery of yet).
+async fn backfill(db: &AnyPool, event_type: &str, subscriber: &str) -> Result<u64, sqlx::Error> {
+    let result = sqlx::query(
+        "INSERT INTO outbox_deliveries (seq, subscriber, aggregate_key, next_attempt_at_ms) \
+         SELECT seq, $1, aggregate_type || ':' || aggregate_id, $2 FROM outbox WHERE event_type = $3 \
+         ON CONFLICT (seq, subscriber) DO NOTHING",
+    )
+    .bind(subscriber)
+    .bind(now_ms())
+    .bind(event_type)
+    .execute(db)
+    .await?;
+    Ok(result.rows_affected())
+}
+
 /// Delivers an envelope to a subscriber.
 pub trait Transport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, subscriber: &'a str, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
@@ -213,19 +272,21 @@ pub enum Target {
     },
 }
 
-/// The base URLs of a service's instances (`http://127.0.0.1:3101`), used round-robin. A request that
-/// could not connect to one instance is sent once more to the next: it never reached the first, so even a
-/// non-idempotent request is safe to send again.
+/// The base URLs of a service's instances (`http://127.0.0.1:3101`), used round-robin, and the one HTTP
+/// client (connection pool) every call to them shares. A request that could not connect to one instance
+/// is sent once more to the next: it never reached the first, so even a non-idempotent request is safe to
+/// send again.
 #[derive(Clone, Debug)]
 pub struct Instances {
     bases: Arc<[String]>,
     cursor: Arc<AtomicUsize>,
+    client: reqwest::Client,
 }
 
 impl Instances {
     pub fn new(bases: Vec<String>) -> Instances {
         let bases: Vec<String> = bases.into_iter().map(|base| base.trim_end_matches('/').to_owned()).filter(|base| !base.is_empty()).collect();
-        Instances { bases: bases.into(), cursor: Arc::new(AtomicUsize::new(0)) }
+        Instances { bases: bases.into(), cursor: Arc::new(AtomicUsize::new(0)), client: crate::peers::http_client() }
     }
 
     pub fn bases(&self) -> &[String] {
@@ -260,7 +321,6 @@ impl Target {
     #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
-        client: &reqwest::Client,
         method: axum::http::Method,
         path: &str,
         headers: &[(&str, String)],
@@ -285,7 +345,7 @@ impl Target {
                 let mut last_error = "no instances configured".to_owned();
                 // At most two instances: the chosen one and, if it could not be connected to, the next.
                 for base in instances.rotation().take(2) {
-                    let mut request = client.request(method.clone(), format!("{base}{path}")).timeout(timeout);
+                    let mut request = instances.client.request(method.clone(), format!("{base}{path}")).timeout(timeout);
                     for (name, value) in headers {
                         request = request.header(*name, value);
                     }
@@ -317,12 +377,11 @@ pub struct HttpTransport {
     producer: &'static str,
     signer: EventSigner,
     peers: Arc<crate::peers::Peers>,
-    client: reqwest::Client,
 }
 
 impl HttpTransport {
     pub fn new(producer: &'static str, signer: EventSigner, peers: Arc<crate::peers::Peers>) -> HttpTransport {
-        HttpTransport { producer, signer, peers, client: crate::peers::http_client().clone() }
+        HttpTransport { producer, signer, peers }
     }
 }
 
@@ -337,7 +396,7 @@ impl Transport for HttpTransport {
             let mut headers = vec![("content-type", "application/json".to_owned())];
             headers.extend(self.signer.sign(self.producer, &body, now_ms() / 1000));
             let path = format!("{}/events", target.prefix());
-            let (status, answer) = target.send(&self.client, axum::http::Method::POST, &path, &headers, body, 4096, DELIVERY_TIMEOUT).await?;
+            let (status, answer) = target.send(axum::http::Method::POST, &path, &headers, body, 4096, DELIVERY_TIMEOUT).await?;
             let text = String::from_utf8_lossy(&answer);
             if (200..300).contains(&status) {
                 Ok(())
@@ -374,17 +433,36 @@ pub struct Relay {
     producer: &'static str,
     transport: Arc<dyn Transport>,
     wake: Arc<Notify>,
+    backfills: Arc<std::sync::Mutex<Vec<(String, String, tokio::time::Instant)>>>,
     settings: RelaySettings,
 }
 
 impl Relay {
     pub fn new(db: AnyPool, outbox: &Outbox, transport: Arc<dyn Transport>, settings: RelaySettings) -> Relay {
-        Relay { db, producer: outbox.producer, transport, wake: outbox.wake.clone(), settings }
+        Relay { db, producer: outbox.producer, transport, wake: outbox.wake.clone(), backfills: outbox.backfills.clone(), settings }
     }
 
     fn backoff_ms(&self, attempts: i64) -> i64 {
         let exponent = attempts.clamp(0, 20) as u32;
         self.settings.base_backoff_ms.saturating_mul(1i64 << exponent).min(self.settings.max_backoff_ms)
+    }
+
+    /// Runs the second backfill pass of each new subscription whose time has come.
+    async fn run_due_backfills(&self) -> Result<(), sqlx::Error> {
+        let now = tokio::time::Instant::now();
+        let due: Vec<(String, String, tokio::time::Instant)> = {
+            let mut pending = self.backfills.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let (due, later) = pending.drain(..).partition(|(_, _, at)| *at <= now);
+            *pending = later;
+            due
+        };
+        for (event_type, subscriber, _) in due {
+            let added = backfill(&self.db, &event_type, &subscriber).await?;
+            if added > 0 {
+                tracing::info!(producer = self.producer, %subscriber, %event_type, added, "second backfill pass addressed events committed meanwhile");
+            }
+        }
+        Ok(())
     }
 
     /// Attempts every delivery that is due now (the oldest pending one of each aggregate and subscriber);
@@ -396,6 +474,7 @@ impl Relay {
 
     /// One pass: (attempted, delivered).
     async fn pass(&self) -> Result<(usize, usize), sqlx::Error> {
+        self.run_due_backfills().await?;
         let now = now_ms();
         let due: Vec<DueRow> = sqlx::query_as(
             "SELECT d.seq, d.subscriber, d.attempts, d.aggregate_key, o.id, o.version, o.event_type, o.aggregate_type, o.payload, o.occurred_at_ms \
@@ -535,45 +614,41 @@ pub struct DeadLetter {
     pub last_error: String,
 }
 
-/// The event status of a service's database (`has_outbox`/`has_inbox` say which tables it has).
-pub async fn status(db: &AnyPool, service: &str, has_outbox: bool, has_inbox: bool) -> Result<EventStatus, sqlx::Error> {
+/// The event status of a fragment's database (every fragment has the runtime's event tables).
+pub async fn status(db: &AnyPool, service: &str) -> Result<EventStatus, sqlx::Error> {
     let mut status =
         EventStatus { service: service.to_owned(), outbox_depth: 0, oldest_undelivered_age_ms: None, dead_letters: Vec::new(), received: 0, latency_ms: None };
-    if has_outbox {
-        let (depth, oldest): (i64, Option<i64>) =
-            sqlx::query_as("SELECT COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = 'pending'")
-                .fetch_one(db)
-                .await?;
-        status.outbox_depth = depth;
-        status.oldest_undelivered_age_ms = oldest.map(|at| (now_ms() - at).max(0));
-        let dead: Vec<(i64, String, String, String, i64, Option<String>)> = sqlx::query_as(
-            "SELECT d.seq, d.subscriber, o.event_type, o.aggregate_id, d.attempts, d.last_error \
-             FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = 'dead' ORDER BY d.seq LIMIT 100",
-        )
-        .fetch_all(db)
-        .await?;
-        status.dead_letters = dead
-            .into_iter()
-            .map(|(seq, subscriber, event_type, aggregate_id, attempts, last_error)| DeadLetter {
-                seq,
-                subscriber,
-                event_type,
-                aggregate_id,
-                attempts,
-                last_error: last_error.unwrap_or_default(),
-            })
-            .collect();
-    }
-    if has_inbox {
-        let (received,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM inbox").fetch_one(db).await?;
-        status.received = received;
-        let recent: Vec<(i64,)> = sqlx::query_as("SELECT received_at_ms - occurred_at_ms FROM inbox ORDER BY position DESC LIMIT 10000").fetch_all(db).await?;
-        let mut latencies: Vec<i64> = recent.into_iter().map(|(ms,)| ms.max(0)).collect();
-        latencies.sort_unstable();
-        if let Some(&max) = latencies.last() {
-            let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
-            status.latency_ms = Some(Latency { samples: latencies.len(), p50: at(0.50), p99: at(0.99), max });
-        }
+    let (depth, oldest): (i64, Option<i64>) =
+        sqlx::query_as("SELECT COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = 'pending'")
+            .fetch_one(db)
+            .await?;
+    status.outbox_depth = depth;
+    status.oldest_undelivered_age_ms = oldest.map(|at| (now_ms() - at).max(0));
+    let dead: Vec<(i64, String, String, String, i64, Option<String>)> = sqlx::query_as(
+        "SELECT d.seq, d.subscriber, o.event_type, o.aggregate_id, d.attempts, d.last_error \
+         FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = 'dead' ORDER BY d.seq LIMIT 100",
+    )
+    .fetch_all(db)
+    .await?;
+    status.dead_letters = dead
+        .into_iter()
+        .map(|(seq, subscriber, event_type, aggregate_id, attempts, last_error)| DeadLetter {
+            seq,
+            subscriber,
+            event_type,
+            aggregate_id,
+            attempts,
+            last_error: last_error.unwrap_or_default(),
+        })
+        .collect();
+    let (received,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM inbox").fetch_one(db).await?;
+    status.received = received;
+    let recent: Vec<(i64,)> = sqlx::query_as("SELECT received_at_ms - occurred_at_ms FROM inbox ORDER BY position DESC LIMIT 10000").fetch_all(db).await?;
+    let mut latencies: Vec<i64> = recent.into_iter().map(|(ms,)| ms.max(0)).collect();
+    latencies.sort_unstable();
+    if let Some(&max) = latencies.last() {
+        let at = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
+        status.latency_ms = Some(Latency { samples: latencies.len(), p50: at(0.50), p99: at(0.99), max });
     }
     Ok(status)
 }

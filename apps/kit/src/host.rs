@@ -126,6 +126,8 @@ pub enum HostError {
     Seed { fragment: &'static str, source: crate::fragment::SeedError },
     #[error("{0}")]
     Config(String),
+    #[error("reading or recording event subscriptions: {0}")]
+    Subscriptions(sqlx::Error),
 }
 
 /// A fragment running in this process.
@@ -178,7 +180,7 @@ impl Host {
     /// `jwks` is where it finds the shell's public keys.
     pub async fn add_fragment(&mut self, fragment: &'static dyn Fragment, jwks: impl JwksSource) -> Result<&Local, HostError> {
         let settings = &self.settings;
-        let db = settings.store().open(fragment.name(), fragment.migrations()).await?;
+        let db = settings.store().open_fragment(fragment.name(), fragment.migrations()).await?;
         let subscriptions = fragment.subscriptions();
         let runtime = FragmentRuntime {
             name: fragment.name(),
@@ -187,13 +189,7 @@ impl Host {
             verifier: Verifier::new(verifier_settings(settings), jwks),
             manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site_dir, fragment.name()))),
             csrf: Arc::new(settings.csrf_policy()),
-            events: Arc::new(FragmentEvents {
-                outbox: Outbox::new(fragment.name()),
-                signer: self.events.clone(),
-                has_outbox: !fragment.publishes().is_empty(),
-                has_inbox: !subscriptions.is_empty(),
-                subscriptions,
-            }),
+            events: Arc::new(FragmentEvents { outbox: Outbox::new(fragment.name()), signer: self.events.clone(), subscriptions }),
             peers: self.peers.clone(),
             webhooks: self.webhooks.clone(),
             secure_cookies: settings.secure_cookies(),
@@ -219,17 +215,21 @@ impl Host {
     /// producer's relay and every fragment's background jobs start; then demo data is seeded if asked
     /// (after the relays, so the seed's events flow).
     pub async fn start(mut self) -> Result<Started, HostError> {
+        for producer in &self.local {
+            producer.runtime.events.outbox.load_subscriptions(&producer.runtime.db).await.map_err(HostError::Subscriptions)?;
+        }
         for consumer in &self.local {
             for (event_type, _) in consumer.runtime.events.subscriptions.types() {
                 for producer in self.local.iter().filter(|producer| publishes(producer.fragment, event_type)) {
-                    producer.runtime.events.outbox.subscribe(event_type, consumer.fragment.name());
+                    let outbox = &producer.runtime.events.outbox;
+                    outbox.subscribe(&producer.runtime.db, event_type, consumer.fragment.name()).await.map_err(HostError::Subscriptions)?;
                 }
             }
         }
         let discovery = Discovery::new(&self);
         let complete = discovery.run_once().await;
         self.background.push(tokio::spawn(discovery.run(complete)));
-        for local in self.local.iter().filter(|local| local.runtime.events.has_outbox) {
+        for local in self.local.iter().filter(|local| !local.fragment.publishes().is_empty()) {
             let transport = Arc::new(HttpTransport::new(local.fragment.name(), self.events.clone(), self.peers.clone()));
             let relay_settings = RelaySettings {
                 max_attempts: self.settings.events_max_attempts,
@@ -250,7 +250,7 @@ impl Host {
                     .map_err(|source| HostError::Seed { fragment: local.fragment.name(), source })?;
             }
         }
-        Ok(Started { local: self.local, background: self.background, events: self.events })
+        Ok(Started { local: self.local, background: self.background, events: self.events, teardown: Teardown(self.peers.clone()) })
     }
 }
 
@@ -259,6 +259,18 @@ pub struct Started {
     pub local: Vec<Local>,
     pub background: Vec<tokio::task::JoinHandle<()>>,
     pub events: EventSigner,
+    pub teardown: Teardown,
+}
+
+/// Empties the routes between the services of a process when dropped. Services reach each other through
+/// [`Peers`], whose in-process targets hold routers whose state holds the same `Peers`: a reference cycle
+/// that would keep every database pool of a stopped server open (tests start many servers in one process).
+pub struct Teardown(Arc<Peers>);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// Reads the descriptions of the services configured as upstreams: where they are (their prefix, for
@@ -267,6 +279,7 @@ struct Discovery {
     remotes: Vec<(String, Vec<String>)>,
     producers: Vec<(&'static dyn Fragment, FragmentRuntime)>,
     peers: Arc<Peers>,
+    client: reqwest::Client,
 }
 
 impl Discovery {
@@ -280,7 +293,7 @@ impl Discovery {
             .filter(|(_, instances)| !instances.is_empty())
             .collect();
         let producers = host.local.iter().map(|local| (local.fragment, local.runtime.clone())).collect();
-        let discovery = Discovery { remotes, producers, peers: host.peers.clone() };
+        let discovery = Discovery { remotes, producers, peers: host.peers.clone(), client: crate::peers::http_client() };
         // Calls use full paths from the contracts, so they can go out before the description is read;
         // event deliveries wait for the prefix (see `HttpTransport`).
         for (name, instances) in &discovery.remotes {
@@ -292,11 +305,10 @@ impl Discovery {
     /// Reads every description; returns whether every configured service has been described.
     async fn run_once(&self) -> bool {
         let mut complete = true;
-        let client = crate::peers::http_client();
         for (name, instances) in &self.remotes {
             let mut found = None;
             for base in instances {
-                match describe(client, base, name, Duration::from_secs(2)).await {
+                match describe(&self.client, base, name, Duration::from_secs(2)).await {
                     Ok(descriptor) => {
                         found = Some(descriptor);
                         break;
@@ -313,9 +325,10 @@ impl Discovery {
             };
             self.peers.set(name, Target::http(descriptor.prefix.clone(), instances.clone()));
             for consumed in &descriptor.consumes {
-                for (producer, runtime) in self.producers.iter().filter(|(producer, _)| publishes(*producer, &consumed.event_type)) {
-                    if runtime.events.outbox.subscribe(&consumed.event_type, name) {
-                        tracing::info!(producer = producer.name(), subscriber = %name, event_type = %consumed.event_type, "subscriber learned");
+                for (_, runtime) in self.producers.iter().filter(|(producer, _)| publishes(*producer, &consumed.event_type)) {
+                    if let Err(error) = runtime.events.outbox.subscribe(&runtime.db, &consumed.event_type, name).await {
+                        tracing::error!(%error, subscriber = %name, event_type = %consumed.event_type, "recording a subscription failed; retried at the next discovery");
+                        complete = false;
                     }
                 }
             }
@@ -456,11 +469,13 @@ pub struct Running {
     pub readiness: Readiness,
     /// Starts a drain as SIGTERM would (tests use it).
     pub stop: Arc<tokio::sync::Notify>,
+    /// Breaks the services' reference cycle when the running server is dropped.
+    pub teardown: Teardown,
 }
 
 /// Binds `settings.addr` (port 0 picks a free one) and serves `app` (with the common layers, health and
 /// readiness) in the background until SIGTERM, Ctrl-C or [`Running::stop`], then drains.
-pub async fn serve(settings: &Settings, app: Router, background: Vec<tokio::task::JoinHandle<()>>) -> Result<Running, HostError> {
+pub async fn serve(settings: &Settings, app: Router, background: Vec<tokio::task::JoinHandle<()>>, teardown: Teardown) -> Result<Running, HostError> {
     let readiness = Readiness::default();
     let app = with_health(with_common_layers(app), readiness.clone());
     let listener = TcpListener::bind(settings.addr).await.map_err(|source| HostError::Io { context: format!("binding {}", settings.addr), source })?;
@@ -505,7 +520,7 @@ pub async fn serve(settings: &Settings, app: Router, background: Vec<tokio::task
             }
         }
     });
-    Ok(Running { addr, handle, background, readiness, stop })
+    Ok(Running { addr, handle, background, readiness, stop, teardown })
 }
 
 async fn shutdown_signal() {
@@ -554,7 +569,7 @@ pub async fn run_fragment(settings: &Settings, fragment: &'static dyn Fragment, 
     if let Some(routes) = extra_routes {
         app = app.merge(routes);
     }
-    serve(settings, app, started.background).await
+    serve(settings, app, started.background, started.teardown).await
 }
 
 /// The `main` of a fragment's own binary (`tessera-<fragment>`): settings from the environment (and

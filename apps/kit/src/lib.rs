@@ -3,7 +3,8 @@
 //! A fragment crate owns its domain (pages, server functions, queries, migrations); this crate owns what
 //! would otherwise be copied into each of them:
 //! - `db`: one sqlx pool per service, on its own SQLite file by default or its own PostgreSQL schema when a
-//!   URL is configured, with the service's embedded migrations for that backend;
+//!   URL is configured, with the service's embedded migrations for that backend — and, for a fragment, the
+//!   runtime's own event tables (`migrations/`: outbox, deliveries, inbox);
 //! - `manifest`: the build manifest read at run time (re-read when the file changes, so a fragment
 //!   redeploy needs no restart) and the hydration tags with SRI that load exactly that build;
 //! - `page`: the HTML document every fragment page renders into, with the empty chrome slot the shell fills;
@@ -75,9 +76,6 @@ pub struct FragmentEvents {
     pub signer: events::EventSigner,
     /// The events it consumes, with their handlers (served at `POST <prefix>/events`).
     pub subscriptions: fragment::Subscriptions,
-    /// Whether this service's schema has the outbox tables / the inbox table.
-    pub has_outbox: bool,
-    pub has_inbox: bool,
 }
 
 impl FragmentRuntime {

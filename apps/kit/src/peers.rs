@@ -20,21 +20,25 @@ impl Peers {
         self.targets.write().expect("peers lock").insert(name.to_owned(), target);
     }
 
+    /// Forgets every route (see `crate::host::Teardown`).
+    pub fn clear(&self) {
+        self.targets.write().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
+    }
+
     /// The route to `name`, if the process host configured one.
     pub fn get(&self, name: &str) -> Option<Target> {
         self.targets.read().expect("peers lock").get(name).cloned()
     }
 }
 
-/// The one HTTP client of the process for calls between services (events, service calls): one
-/// connection pool, kept warm, instead of a client per call site.
-pub fn http_client() -> &'static reqwest::Client {
-    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
-    CLIENT.get_or_init(|| {
-        reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build()
-            .expect("an HTTP client")
-    })
+/// An HTTP client for calls between services: no redirects followed, kept-alive connections dropped
+/// after 30 s idle. Each target's instances keep one (`crate::events::Instances`), so every call to a
+/// service shares its connections; it is not a process-wide static, which would outlive the tokio
+/// runtime that opened its connections (tests start many).
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client")
 }

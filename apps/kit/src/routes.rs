@@ -18,7 +18,7 @@ async fn event_status(
     shared_auth::extract::RequireRole(_, _): shared_auth::extract::RequireRole<shared_auth::extract::SiteAdmin>,
 ) -> Response {
     use api::IntoHttpResponse;
-    match crate::events::status(&runtime.db, runtime.name, runtime.events.has_outbox, runtime.events.has_inbox).await {
+    match crate::events::status(&runtime.db, runtime.name).await {
         Ok(status) => axum::Json(status).into_response(),
         Err(error) => crate::internal(error).into_http_response(),
     }
@@ -39,9 +39,6 @@ async fn replay_dead_letters(
     let Ok(axum::Form(form)) = form else {
         return tessera_contracts::ApiError::BadRequest("seq must be a number".into()).into_http_response();
     };
-    if !runtime.events.has_outbox {
-        return tessera_contracts::ApiError::NotFound(format!("the {} service sends no events", runtime.name)).into_http_response();
-    }
     match crate::events::replay_dead_letters(&runtime.db, &runtime.events.outbox, form.seq).await {
         Ok(count) => {
             tracing::info!(service = runtime.name, count, "dead letters replayed");

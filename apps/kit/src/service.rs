@@ -41,15 +41,13 @@ pub struct ServiceClient {
     service: String,
     signer: EventSigner,
     target: Target,
-    client: reqwest::Client,
     timeout: Duration,
 }
 
 impl ServiceClient {
     /// A client that calls `service` (reached through `target`) as `caller`.
     pub fn new(caller: &'static str, service: &str, signer: EventSigner, target: Target, timeout: Duration) -> ServiceClient {
-        let client = crate::peers::http_client().clone();
-        ServiceClient { caller, service: service.to_owned(), signer, target, client, timeout }
+        ServiceClient { caller, service: service.to_owned(), signer, target, timeout }
     }
 
     /// `GET path`.
@@ -71,7 +69,7 @@ impl ServiceClient {
         let mut headers = vec![("content-type", "application/json".to_owned())];
         headers.extend(self.signer.sign_call(self.caller, method.as_str(), path, &body, now_ms() / 1000));
         let (status, bytes) =
-            self.target.send(&self.client, method, path, &headers, body, MAX_RESPONSE_BYTES, self.timeout).await.map_err(|error| self.unavailable(error))?;
+            self.target.send(method, path, &headers, body, MAX_RESPONSE_BYTES, self.timeout).await.map_err(|error| self.unavailable(error))?;
         if (200..300).contains(&status) {
             return serde_json::from_slice(&bytes).map_err(|error| self.unavailable(format!("unreadable answer: {error}")));
         }

@@ -60,12 +60,8 @@ pub fn backoff_ms(failed_before: i64) -> i64 {
 /// Starts the deliverer: it wakes when a change commits a webhook, and every 500 ms for retries.
 pub fn spawn_deliverer(sandbox: Sandbox) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let client = reqwest::Client::builder().timeout(TIMEOUT).build().unwrap_or_else(|error| {
-            tracing::error!(%error, "cannot configure the webhook HTTP client; using the defaults");
-            reqwest::Client::new()
-        });
         loop {
-            match deliver_due(&sandbox, &client).await {
+            match deliver_due(&sandbox).await {
                 // A full batch: more may be waiting.
                 Ok(sent) if sent == BATCH as usize => continue,
                 Ok(_) => {}
@@ -82,7 +78,7 @@ pub fn spawn_deliverer(sandbox: Sandbox) -> tokio::task::JoinHandle<()> {
 }
 
 /// Sends every due webhook once (oldest first) and records the outcome of each. Returns how many it tried.
-async fn deliver_due(sandbox: &Sandbox, client: &reqwest::Client) -> Result<usize, sqlx::Error> {
+async fn deliver_due(sandbox: &Sandbox) -> Result<usize, sqlx::Error> {
     let due: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT event_id, body, attempts FROM webhook_deliveries \
          WHERE delivered_at_ms IS NULL AND attempts < $1 AND next_attempt_ms <= $2 \
@@ -94,7 +90,7 @@ async fn deliver_due(sandbox: &Sandbox, client: &reqwest::Client) -> Result<usiz
     .fetch_all(&sandbox.db)
     .await?;
     for (event_id, body, attempts) in &due {
-        let outcome = send(sandbox, client, body).await;
+        let outcome = send(sandbox, body).await;
         record_outcome(sandbox, event_id, *attempts, outcome).await?;
     }
     Ok(due.len())
@@ -131,10 +127,10 @@ async fn record_outcome(sandbox: &Sandbox, event_id: &str, attempts: i64, outcom
 }
 
 /// POSTs one webhook body to the merchant, signed now. `Err` says why it did not get a 2xx.
-async fn send(sandbox: &Sandbox, client: &reqwest::Client, body: &str) -> Result<(), String> {
+async fn send(sandbox: &Sandbox, body: &str) -> Result<(), String> {
     let target = sandbox.peers.get(MERCHANT).ok_or_else(|| "no route to the merchant".to_owned())?;
     let headers = [("content-type", "application/json".to_owned()), (SIGNATURE_HEADER, sandbox.webhooks.header(body.as_bytes(), now_ms() / 1000))];
-    let sent = target.send(client, Method::POST, WEBHOOK_PATH, &headers, body.as_bytes().to_vec(), 4096, TIMEOUT);
+    let sent = target.send(Method::POST, WEBHOOK_PATH, &headers, body.as_bytes().to_vec(), 4096, TIMEOUT);
     let (status, answer) = tokio::time::timeout(TIMEOUT, sent)
         .await
         .map_err(|_| format!("the merchant did not answer within {} s", TIMEOUT.as_secs()))?

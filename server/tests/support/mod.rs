@@ -49,6 +49,7 @@ pub struct TestApp {
     pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Starts a drain, as SIGTERM does.
     pub stop: std::sync::Arc<tokio::sync::Notify>,
+    _teardown: tessera_kit::host::Teardown,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -98,6 +99,9 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         demo_extra_products: 0,
         // Two tests at a time, five services each, plus the tests' own pools: within PostgreSQL's 100.
         postgres_pool_size: 3,
+        // Tests stop servers at once (no balancer needs notice) and wait little for requests in flight.
+        drain_notice_ms: 0,
+        drain_timeout_ms: 2_000,
         ..Settings::default()
     };
     if let Some((data_dir, schema_prefix)) = options.instance_of {
@@ -119,13 +123,16 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         _data: data,
         handle: running.handle,
         stop: running.stop,
+        _teardown: running.teardown,
         background: running.background,
     }
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        self.handle.abort();
+        // A graceful stop, not an abort: the server closes its kept-alive connections, so no connection
+        // task (another test app's client may hold one open) keeps this app's pools alive after the test.
+        self.stop.notify_one();
         for task in &self.background {
             task.abort();
         }
@@ -280,7 +287,7 @@ pub async fn database(app: &TestApp, service: &str) -> AnyPool {
         "cart" => &tessera_cart::server::MIGRATIONS,
         other => panic!("no {other}"),
     };
-    store(app).open(service, migrations).await.unwrap()
+    store(app).open_fragment(service, migrations).await.unwrap()
 }
 
 pub async fn count(db: &AnyPool, sql: &str) -> i64 {
