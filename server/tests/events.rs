@@ -332,3 +332,56 @@ async fn admins_see_outbox_depth_oldest_undelivered_and_dead_letters_per_service
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     eventually("the replayed delivery", || async { count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await == 0 }).await;
 }
+
+fn with_secret_and_fast_discovery(settings: &mut tessera_server::Settings) {
+    with_secret(settings);
+    settings.events_base_backoff_ms = 50;
+}
+
+#[tokio::test]
+async fn a_consumer_that_comes_up_after_the_producer_published_gets_every_event_it_subscribes_to() {
+    for backend in backends() {
+        // Inventory runs alone, told where the catalog will be, and seeds its stock (announcing every SKU)
+        // while nothing listens there: the catalog has not described itself, so nobody has subscribed yet.
+        let catalog_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+        let mut fragments = std::collections::BTreeMap::new();
+        fragments
+            .insert("catalog".to_owned(), tessera_server::config::FragmentSettings { upstreams: Some(format!("http://{catalog_addr}")), ..Default::default() });
+        let inventory = spawn_with(
+            backend,
+            Options { mode: Some(Mode::Fragment("inventory".into())), fragments, configure: Some(with_secret_and_fast_discovery), ..Options::default() },
+        )
+        .await;
+        let inventory_db = database(&inventory, "inventory").await;
+        assert!(
+            count(&inventory_db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await >= 8,
+            "{backend:?}: the seed announced its stock"
+        );
+        assert_eq!(count(&inventory_db, "SELECT COUNT(*) FROM subscriptions").await, 0, "{backend:?}: no subscriber yet");
+
+        // The catalog comes up on its address: inventory reads its description, records the subscription
+        // and addresses every stock event already in its outbox to it.
+        let catalog = spawn_with(
+            backend,
+            Options { mode: Some(Mode::Fragment("catalog".into())), addr: Some(catalog_addr), configure: Some(with_secret), ..Options::default() },
+        )
+        .await;
+        eventually("every seeded stock level in the late catalog", || async {
+            let mut all = true;
+            for product in tessera_contracts::demo::PRODUCTS {
+                all &= availability(&catalog, product.sku).await == Some(product.stock);
+            }
+            all
+        })
+        .await;
+        assert_eq!(
+            count(&inventory_db, "SELECT COUNT(*) FROM subscriptions WHERE subscriber = 'catalog' AND event_type = 'inventory.stock_changed'").await,
+            1,
+            "{backend:?}: the subscription is recorded"
+        );
+        // Recorded means a restarted inventory addresses new events to the catalog before it answers again.
+        let outbox = Outbox::new("inventory");
+        outbox.load_subscriptions(&inventory_db).await.unwrap();
+        assert_eq!(outbox.subscribers("inventory.stock_changed"), ["catalog"]);
+    }
+}

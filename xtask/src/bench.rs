@@ -33,7 +33,8 @@ pub struct BenchArgs {
     /// Skip the cold/incremental build measurement (it needs a second, fresh target dir).
     #[arg(long)]
     skip_build_times: bool,
-    /// Run only one part of the load benchmarks: `site`, `inventory`, `catalog`, `checkout` or `rollout`.
+    /// Run only one part of the load benchmarks: `site`, `inventory`, `catalog`, `checkout`, `rollout` or
+    /// `dev` (how long an edit takes to show in `cargo xtask dev`).
     #[arg(long)]
     only: Option<String>,
 }
@@ -375,6 +376,9 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     if part("rollout") {
         rollout(workspace, args.seconds)?;
     }
+    if part("dev") {
+        dev_loop(workspace)?;
+    }
     println!();
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
@@ -392,6 +396,41 @@ fn rollout(workspace: &Workspace, seconds: u64) -> Result<()> {
         .arg(workspace.site_dir())
         .arg(seconds.max(2).to_string())
         .current_dir(workspace.end2end()))
+}
+
+/// How long an edit takes to show in `cargo xtask dev catalog`: runs the dev loop on free ports, touches a
+/// catalog source file once the loop watches, and reads the loop's own measurement (change seen → new
+/// process ready: rebuild of the dev bundle and `tessera-catalog`, drain, start).
+fn dev_loop(workspace: &Workspace) -> Result<()> {
+    use std::io::BufRead;
+    let (fragment_port, site_port) = (free_port()?, free_port()?);
+    let mut child = Command::new(std::env::current_exe()?)
+        .args(["dev", "catalog", "--restarts", "1", "--port", &fragment_port.to_string(), "--site", &format!("127.0.0.1:{site_port}")])
+        .current_dir(&workspace.root)
+        .env("CARGO_TARGET_DIR", &workspace.target)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("starting cargo xtask dev")?;
+    let stdout = child.stdout.take().context("the dev loop's output")?;
+    let source = workspace.root.join("apps/catalog/src/pages.rs");
+    let mut live = None;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if line.contains("watching its sources") {
+            std::fs::OpenOptions::new().append(true).open(&source)?.set_modified(std::time::SystemTime::now())?;
+        }
+        if let Some(rest) = line.split("the edit is live after ").nth(1) {
+            live = Some(rest.trim_end_matches('.').to_owned());
+        }
+    }
+    let status = child.wait()?;
+    let live = live.with_context(|| format!("the dev loop ended ({status}) before an edit went live"))?;
+    println!();
+    println!("| cargo xtask dev catalog, 2 cores, warm target dir | from save to live at the site |");
+    println!("|---|---|");
+    println!("| a catalog source file saved (pages.rs) | {live} |");
+    Ok(())
 }
 
 /// Sign-in latency, events/s and `/catalog` composed vs direct, on the classic eight demo products (so the

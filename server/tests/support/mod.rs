@@ -63,6 +63,8 @@ pub struct Options {
     pub demo: Option<bool>,
     /// Share another app's data (its SQLite files, or its PostgreSQL schemas): another instance of it.
     pub instance_of: Option<(std::path::PathBuf, String)>,
+    /// Listen here instead of on a port the system picks.
+    pub addr: Option<SocketAddr>,
     /// Last word on the settings.
     pub configure: Option<fn(&mut Settings)>,
 }
@@ -104,6 +106,9 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         drain_timeout_ms: 2_000,
         ..Settings::default()
     };
+    if let Some(addr) = options.addr {
+        settings.addr = addr;
+    }
     if let Some((data_dir, schema_prefix)) = options.instance_of {
         settings.data_dir = data_dir;
         settings.schema_prefix = schema_prefix;
