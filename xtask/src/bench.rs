@@ -418,6 +418,8 @@ fn dev_loop(workspace: &Workspace) -> Result<()> {
         let line = line?;
         println!("{line}");
         if line.contains("watching its sources") {
+            // A save a moment later, as a person would make it (and past any coarse mtime granularity).
+            std::thread::sleep(Duration::from_secs(1));
             std::fs::OpenOptions::new().append(true).open(&source)?.set_modified(std::time::SystemTime::now())?;
         }
         if let Some(rest) = line.split("the edit is live after ").nth(1) {

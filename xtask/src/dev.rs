@@ -171,14 +171,15 @@ pub fn dev(workspace: &Workspace, args: DevArgs) -> Result<()> {
 
     let mut running = start_fragment(workspace, &fragment, &binary, &args, &site_url)?;
     wait_ready(&fragment_url, &mut running.0, Duration::from_secs(60))?;
-    println!("xtask dev: {} is served from {fragment_url} at {site_url}{}; watching its sources (Ctrl-C stops).", fragment.name, fragment.prefix);
-
     let watched: Vec<PathBuf> =
         [fragment.dir.clone(), workspace.root.join("apps/kit"), workspace.root.join("apps/contracts"), workspace.root.join("shared-auth")]
             .into_iter()
             .filter(|dir| dir.is_dir())
             .collect();
     let mut seen = newest_source(&watched);
+    // Only now: a change saved from here on is seen (the line tells scripts they may edit).
+    println!("xtask dev: {} is served from {fragment_url} at {site_url}{}; watching its sources (Ctrl-C stops).", fragment.name, fragment.prefix);
+
     let mut restarts = 0;
     loop {
         std::thread::sleep(Duration::from_millis(300));

@@ -85,12 +85,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Build the server and every fragment's wasm bundle (or one fragment's bundle only).
+    /// Build every binary and every fragment's wasm bundle, or exactly one fragment's binary and bundle.
     Build {
-        /// Build only this fragment's bundle.
+        /// Build only this fragment: `tessera-<fragment>` (release) and its bundle, what its team deploys.
         #[arg(long)]
         fragment: Option<String>,
-        /// Unoptimised wasm (fast to build, large), without wasm-opt.
+        /// Unoptimised wasm (fast to build, large), without wasm-opt; with --fragment, a debug binary too.
         #[arg(long)]
         dev: bool,
     },
@@ -343,7 +343,8 @@ fn build(workspace: &Workspace, only: Option<&str>, profile: WasmProfile) -> Res
         Some(name) => {
             let fragment = fragment_by_name(workspace, name)?;
             build_fragment(workspace, &fragment, profile)?;
-            let binary = build_fragment_binary(workspace, &fragment, false)?;
+            // What the team deploys: an optimised binary beside the optimised bundle (`--dev`: both not).
+            let binary = build_fragment_binary(workspace, &fragment, profile == WasmProfile::Release)?;
             println!("xtask: {} binary {}", fragment.name, binary.display());
         }
         None => {
@@ -431,6 +432,49 @@ fn main() -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// "Deployed on its own" holds for server code too: no fragment crate depends, directly or through
+    /// another crate, on another fragment crate, so `tessera-<fragment>` links its own crate only.
+    #[test]
+    fn no_fragment_links_another_fragment() {
+        let workspace = Workspace::locate();
+        let fragments = fragments(&workspace).unwrap();
+        let output = cargo(&workspace).args(["metadata", "--format-version", "1"]).output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let name_of = |id: &str| -> String {
+            metadata["packages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|package| package["id"] == id)
+                .map(|package| package["name"].as_str().unwrap().to_owned())
+                .unwrap()
+        };
+        let nodes = metadata["resolve"]["nodes"].as_array().unwrap();
+        for fragment in &fragments {
+            let start = metadata["packages"].as_array().unwrap().iter().find(|package| package["name"] == fragment.package.as_str()).unwrap()["id"].clone();
+            let mut seen = vec![start.as_str().unwrap().to_owned()];
+            let mut queue = seen.clone();
+            while let Some(id) = queue.pop() {
+                let node = nodes.iter().find(|node| node["id"] == id.as_str()).unwrap();
+                for dep in node["deps"].as_array().unwrap() {
+                    // Normal dependencies only: what the binary links (tests may use anything).
+                    let normal = dep["dep_kinds"].as_array().unwrap().iter().any(|kind| kind["kind"].is_null());
+                    let dep_id = dep["pkg"].as_str().unwrap().to_owned();
+                    if normal && !seen.contains(&dep_id) {
+                        seen.push(dep_id.clone());
+                        queue.push(dep_id);
+                    }
+                }
+            }
+            let linked: Vec<String> = seen.iter().map(|id| name_of(id)).collect();
+            for other in fragments.iter().filter(|other| other.package != fragment.package) {
+                assert!(!linked.contains(&other.package), "{} links {}", fragment.package, other.package);
+            }
+        }
+        assert!(fragments.len() >= 3, "every fragment crate declares itself: {fragments:?}");
+    }
 
     #[test]
     fn sri_is_sha384_base64() {
