@@ -111,7 +111,8 @@ fn newest_source(dirs: &[PathBuf]) -> SystemTime {
     newest
 }
 
-fn start_fragment(workspace: &Workspace, fragment: &FragmentCrate, binary: &Path, args: &DevArgs, site_url: &str) -> Result<Process> {
+/// Starts the fragment's binary; `others` are the fragments the site serves.
+fn start_fragment(workspace: &Workspace, fragment: &FragmentCrate, others: &[FragmentCrate], binary: &Path, args: &DevArgs, site_url: &str) -> Result<Process> {
     let data = workspace.root.join("data").join(format!("dev-{}", fragment.name));
     let mut command = Command::new(binary);
     command
@@ -126,7 +127,7 @@ fn start_fragment(workspace: &Workspace, fragment: &FragmentCrate, binary: &Path
         .env("TESSERA_DRAIN_NOTICE_MS", "300")
         .stdin(Stdio::null());
     // Every other fragment, and the payment provider, live in the site.
-    for other in fragments(workspace)?.iter().filter(|other| other.name != fragment.name) {
+    for other in others {
         command.env(format!("TESSERA_FRAGMENTS__{}__UPSTREAMS", other.name.to_uppercase()), site_url);
     }
     Ok(Process(command.spawn().with_context(|| format!("starting {}", binary.display()))?))
@@ -134,6 +135,7 @@ fn start_fragment(workspace: &Workspace, fragment: &FragmentCrate, binary: &Path
 
 pub fn dev(workspace: &Workspace, args: DevArgs) -> Result<()> {
     let fragment = fragment_by_name(workspace, &args.fragment)?;
+    let others: Vec<FragmentCrate> = fragments(workspace)?.into_iter().filter(|other| other.name != fragment.name).collect();
     setup::ensure_wasm_target()?;
     let site_url = format!("http://{}", args.site);
     let fragment_url = format!("http://127.0.0.1:{}", args.port);
@@ -147,7 +149,7 @@ pub fn dev(workspace: &Workspace, args: DevArgs) -> Result<()> {
         None
     } else {
         println!("xtask dev: starting the rest of the site on {site_url}…");
-        for other in fragments(workspace)?.iter().filter(|other| other.name != fragment.name) {
+        for other in &others {
             if !workspace.site_dir().join(&other.name).join(tessera_contracts::manifest::MANIFEST_FILE).exists() {
                 build_fragment(workspace, other, WasmProfile::Dev)?;
             }
@@ -169,7 +171,7 @@ pub fn dev(workspace: &Workspace, args: DevArgs) -> Result<()> {
         Some(site)
     };
 
-    let mut running = start_fragment(workspace, &fragment, &binary, &args, &site_url)?;
+    let mut running = start_fragment(workspace, &fragment, &others, &binary, &args, &site_url)?;
     wait_ready(&fragment_url, &mut running.0, Duration::from_secs(60))?;
     let watched: Vec<PathBuf> =
         [fragment.dir.clone(), workspace.root.join("apps/kit"), workspace.root.join("apps/contracts"), workspace.root.join("shared-auth")]
@@ -197,7 +199,7 @@ pub fn dev(workspace: &Workspace, args: DevArgs) -> Result<()> {
             continue;
         }
         running.terminate();
-        running = start_fragment(workspace, &fragment, &binary, &args, &site_url)?;
+        running = start_fragment(workspace, &fragment, &others, &binary, &args, &site_url)?;
         wait_ready(&fragment_url, &mut running.0, Duration::from_secs(60))?;
         println!(
             "xtask dev: the edit is live after {:.1} s (build {:.1} s, restart {:.1} s).",

@@ -93,8 +93,11 @@ pub struct FragmentDescriptor {
 }
 
 impl FragmentDescriptor {
-    pub fn of(fragment: &dyn Fragment, manifests: &ManifestStore) -> FragmentDescriptor {
-        let manifest = manifests.current();
+    /// The description of a fragment running in this process (its subscriptions as the runtime holds them,
+    /// its bundle as its manifest says now).
+    pub fn of(local: &Local) -> FragmentDescriptor {
+        let (fragment, runtime) = (local.fragment, &local.runtime);
+        let manifest = runtime.manifests.current();
         FragmentDescriptor {
             name: fragment.name().to_owned(),
             prefix: fragment.prefix().to_owned(),
@@ -104,8 +107,9 @@ impl FragmentDescriptor {
             build_id: manifest.as_ref().map(|manifest| manifest.build_id.clone()),
             assets: manifest.iter().flat_map(|manifest| manifest.assets.iter().map(|asset| asset.path.clone())).collect(),
             publishes: fragment.publishes().iter().map(|&(event_type, version)| EventContract { event_type: event_type.to_owned(), version }).collect(),
-            consumes: fragment
-                .subscriptions()
+            consumes: runtime
+                .events
+                .subscriptions
                 .types()
                 .into_iter()
                 .map(|(event_type, version)| EventContract { event_type: event_type.to_owned(), version })
@@ -131,6 +135,7 @@ pub enum HostError {
 }
 
 /// A fragment running in this process.
+#[derive(Clone)]
 pub struct Local {
     pub fragment: &'static dyn Fragment,
     pub runtime: FragmentRuntime,
@@ -380,11 +385,11 @@ fn shared_secrets(data_dir: &Path, configured: Option<Vec<&str>>, file: &str) ->
 
 /// `GET /.well-known/tessera-fragments` for the fragments of this process.
 pub fn descriptors_route(local: &[Local]) -> Router {
-    let described: Vec<(&'static dyn Fragment, Arc<ManifestStore>)> = local.iter().map(|local| (local.fragment, local.runtime.manifests.clone())).collect();
+    let described: Arc<Vec<Local>> = Arc::new(local.to_vec());
     Router::new().route(
         DESCRIPTOR_PATH,
         get(move || {
-            let list: Vec<FragmentDescriptor> = described.iter().map(|(fragment, manifests)| FragmentDescriptor::of(*fragment, manifests)).collect();
+            let list: Vec<FragmentDescriptor> = described.iter().map(FragmentDescriptor::of).collect();
             async move { axum::Json(list) }
         }),
     )
