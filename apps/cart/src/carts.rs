@@ -11,6 +11,7 @@ use tessera_kit::FragmentRuntime;
 use crate::holds::{self, Hold};
 use crate::model::{money, CartView, LineView, HOLD_TTL_SECONDS, MAX_LINES};
 use crate::store::{self, CartRow, Item, Shopper};
+use tessera_kit::lease::LeaseError;
 
 /// What a request did to the anonymous cart cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,8 +70,8 @@ async fn merge(runtime: &FragmentRuntime, guest: &CartRow, cart: &CartRow) -> Re
         return Ok(false);
     }
     let (first, second) = if guest.id < cart.id { (&guest.id, &cart.id) } else { (&cart.id, &guest.id) };
-    let _first = holds::lock(first).await;
-    let _second = holds::lock(second).await;
+    let _first = holds::lock(runtime, first).await.map_err(holds::busy)?;
+    let _second = holds::lock(runtime, second).await.map_err(holds::busy)?;
     // Again under the locks: an order may have been placed from the user's cart meanwhile.
     if cart_status(runtime, &cart.id).await? != "open" || cart_status(runtime, &guest.id).await? != "open" {
         return Ok(false);
@@ -136,7 +137,7 @@ pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quanti
             }
         },
     };
-    let _guard = holds::lock(&cart.id).await;
+    let _guard = holds::lock(runtime, &cart.id).await.map_err(holds::busy)?;
     if cart_status(runtime, &cart.id).await? != "open" {
         return Err(locked());
     }
@@ -188,7 +189,7 @@ pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &st
     let not_in_cart = || ApiError::NotFound(format!("{sku} is not in your cart"));
     let cart = resolve(runtime, shopper, cookie).await?.ok_or_else(not_in_cart)?;
     {
-        let _guard = holds::lock(&cart.id).await;
+        let _guard = holds::lock(runtime, &cart.id).await.map_err(holds::busy)?;
         if cart_status(runtime, &cart.id).await? != "open" {
             return Err(locked());
         }
@@ -246,7 +247,7 @@ pub async fn view(runtime: &FragmentRuntime, shopper: &Shopper, cart: Option<Car
         });
     };
     if !cart.is_locked() {
-        let _guard = holds::lock(&cart.id).await;
+        let _guard = holds::lock(runtime, &cart.id).await.map_err(holds::busy)?;
         if let Err(error) = holds::refresh(runtime, &cart.id).await {
             tracing::warn!(%error, cart = cart.id, "could not refresh the cart's holds");
         }
@@ -325,7 +326,9 @@ pub fn touch(runtime: &FragmentRuntime, shopper: &Shopper) {
         };
         if let Ok(Some(cart)) = cart {
             if !cart.is_locked() {
-                let _guard = holds::lock(&cart.id).await;
+                let Ok(_guard) = holds::lock(&runtime, &cart.id).await else {
+                    return;
+                };
                 if let Err(error) = holds::refresh(&runtime, &cart.id).await {
                     tracing::warn!(%error, cart = cart.id, "could not refresh the cart's holds");
                 }
@@ -337,7 +340,12 @@ pub fn touch(runtime: &FragmentRuntime, shopper: &Shopper) {
 /// Retries the holds of carts whose lines are pending (inventory was down).
 pub async fn retry_pending(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
     for cart_id in store::carts_needing_holds(&runtime.db, 20).await? {
-        let _guard = holds::lock(&cart_id).await;
+        let _guard = match holds::lock(runtime, &cart_id).await {
+            Ok(guard) => guard,
+            // Being changed right now: its holds are refreshed there, or at the next pass.
+            Err(LeaseError::Busy(_)) => continue,
+            Err(LeaseError::Database(error)) => return Err(error),
+        };
         holds::refresh(runtime, &cart_id).await?;
     }
     Ok(())

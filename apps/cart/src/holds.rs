@@ -4,17 +4,16 @@
 //! line's old reservation in one inventory transaction, so the line's units count towards the new hold and
 //! a refusal leaves the old hold in place. Holds are extended while the shopper is active (any visit
 //! extends those past half their life) and retried when inventory could not be reached. Inventory is
-//! called while the shopper waits; a per-cart lock serialises one cart's changes so two tabs cannot
-//! leave a line pointing at the wrong reservation.
+//! called while the shopper waits; a per-cart lock serialises one cart's changes, across every cart
+//! instance, so two tabs cannot leave a line pointing at the wrong reservation.
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use tessera_contracts::domain::format_time;
 use tessera_contracts::inventory::{reservation_path, ExtendRequest, InsufficientStock, Line, Reservation, ReserveRequest, RESERVATIONS_PATH};
 use tessera_contracts::ApiError;
 use tessera_kit::events::now_ms;
+use tessera_kit::lease::{Lease, LeaseError};
 use tessera_kit::service::{CallError, ServiceClient};
 use tessera_kit::FragmentRuntime;
 
@@ -24,18 +23,31 @@ use crate::store::{self, HoldRecord, Item};
 /// How long the shopper waits for inventory before the line is kept as pending.
 const INVENTORY_TIMEOUT: Duration = Duration::from_secs(5);
 
-type CartLock = Arc<tokio::sync::Mutex<()>>;
-static LOCKS: LazyLock<Mutex<HashMap<String, CartLock>>> = LazyLock::new(Default::default);
+/// How long one cart change may hold the cart: beyond the inventory calls it makes, so the lease runs out
+/// only when the instance holding it died.
+const CART_LEASE: Duration = Duration::from_secs(30);
 
-/// Serialises changes to one cart within this process.
-pub async fn lock(cart_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
-    let lock = {
-        let mut locks = LOCKS.lock().expect("cart locks");
-        // Forget locks nobody holds or waits for, so the map stays small.
-        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        locks.entry(cart_id.to_owned()).or_default().clone()
-    };
-    lock.lock_owned().await
+/// The turn of one task to change a cart, across every cart instance (see [`lock`]).
+#[derive(Debug)]
+pub struct CartGuard {
+    _lease: Lease,
+}
+
+/// Serialises changes to one cart, whichever cart instance they arrive at: a lease on the cart in the
+/// cart database (`tessera_kit::lease`). A waiter polls, a few milliseconds apart at first: two changes
+/// of one cart at once are rare (two tabs), so no queue is kept. Waits at most a little longer than a
+/// lease lasts.
+pub async fn lock(runtime: &FragmentRuntime, cart_id: &str) -> Result<CartGuard, LeaseError> {
+    let lease = Lease::take(&runtime.db, &format!("cart:{cart_id}"), CART_LEASE, CART_LEASE + Duration::from_secs(5)).await?;
+    Ok(CartGuard { _lease: lease })
+}
+
+/// The answer when a cart could not be locked.
+pub fn busy(error: LeaseError) -> ApiError {
+    match error {
+        LeaseError::Busy(_) => ApiError::Unavailable("Your cart is being changed elsewhere; try again in a moment.".into()),
+        LeaseError::Database(error) => tessera_kit::internal(error),
+    }
 }
 
 /// The outcome of asking inventory to hold stock.

@@ -181,7 +181,7 @@ pub async fn place(runtime: &FragmentRuntime, shopper: &Shopper, key: &str, addr
         return replay(&existing, &hash);
     }
     let cart = store::user_cart(db, &user.id).await.map_err(tessera_kit::internal)?.ok_or_else(|| ApiError::BadRequest("your cart is empty".into()))?;
-    let _guard = holds::lock(&cart.id).await;
+    let _guard = holds::lock(runtime, &cart.id).await.map_err(holds::busy)?;
     let mut connection = db.acquire().await.map_err(tessera_kit::internal)?;
     let items = store::items(&mut connection, &cart.id).await.map_err(tessera_kit::internal)?;
     drop(connection);

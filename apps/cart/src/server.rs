@@ -128,15 +128,21 @@ pub fn background(runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>>
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            if let Err(error) = crate::carts::retry_pending(&runtime).await {
-                tracing::warn!(%error, "retrying pending cart holds failed");
-            }
-            crate::orders::settle_refunds(&runtime).await;
-            if let Err(error) = crate::orders::release_unanswered_checkouts(&runtime).await {
-                tracing::warn!(%error, "releasing unanswered checkouts failed");
-            }
-            if let Err(error) = crate::orders::fail_stale_placing(&runtime.db).await {
-                tracing::warn!(%error, "freeing interrupted checkouts failed");
+            // Every cart instance schedules the pass; one of them runs it each period.
+            let pass = async {
+                if let Err(error) = crate::carts::retry_pending(&runtime).await {
+                    tracing::warn!(%error, "retrying pending cart holds failed");
+                }
+                crate::orders::settle_refunds(&runtime).await;
+                if let Err(error) = crate::orders::release_unanswered_checkouts(&runtime).await {
+                    tracing::warn!(%error, "releasing unanswered checkouts failed");
+                }
+                if let Err(error) = crate::orders::fail_stale_placing(&runtime.db).await {
+                    tracing::warn!(%error, "freeing interrupted checkouts failed");
+                }
+            };
+            if let Err(error) = tessera_kit::lease::once_per_period(&runtime.db, "cart-upkeep", BACKGROUND_EVERY, pass).await {
+                tracing::warn!(%error, "could not take the upkeep lease");
             }
         }
     })]

@@ -633,12 +633,13 @@ pub fn spawn_sweeper(runtime: tessera_kit::FragmentRuntime, every: std::time::Du
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            match sweep(&runtime.db, &runtime.events.outbox, tessera_kit::events::now_ms(), 500).await {
-                Ok(0) => {}
-                Ok(count) => tracing::info!(count, "expired soft reservations"),
-                Err(error) => {
-                    tracing::warn!(%error, "the reservation sweeper failed; it tries again")
-                }
+            // Every inventory instance schedules the sweep; one of them runs it each period.
+            let pass = sweep(&runtime.db, &runtime.events.outbox, tessera_kit::events::now_ms(), 500);
+            match tessera_kit::lease::once_per_period(&runtime.db, "reservation-sweeper", every, pass).await {
+                Ok(None | Some(Ok(0))) => {}
+                Ok(Some(Ok(count))) => tracing::info!(count, "expired soft reservations"),
+                Ok(Some(Err(error))) => tracing::warn!(%error, "the reservation sweeper failed; it tries again"),
+                Err(error) => tracing::warn!(%error, "could not take the sweeper's lease"),
             }
         }
     })

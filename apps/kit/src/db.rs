@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::migrate::Migrator;
-use sqlx::{AnyPool, Executor};
+use sqlx::{AnyConnection, AnyPool, Connection, Executor};
 
 /// Where services keep their data.
 #[derive(Debug, Clone)]
@@ -64,7 +64,34 @@ pub enum DbError {
     Connect { service: String, source: sqlx::Error },
     #[error("cannot migrate the {service} database: {source}")]
     Migrate { service: String, source: sqlx::migrate::MigrateError },
+    #[error("waiting for another instance to finish starting the {service} database: {source}")]
+    StartLock { service: String, source: sqlx::Error },
 }
+
+/// Held by the one process that is setting up a service's PostgreSQL schema (creating it, migrating it,
+/// seeding it): a session advisory lock on a connection of its own, so it is released when the step ends
+/// or, if the process dies half-way, when PostgreSQL sees the connection close. Any number of instances
+/// may start at the same moment; the others wait, then find the work done (`IF NOT EXISTS`, applied
+/// migrations, a seed that skips a filled table). SQLite needs none: one process owns a file.
+pub struct StartLock(Option<AnyConnection>);
+
+impl StartLock {
+    /// Ends the step: closes the lock's connection, which releases the lock.
+    pub async fn release(self) {
+        if let Some(connection) = self.0 {
+            let _ = connection.close().await;
+        }
+    }
+}
+
+/// The advisory-lock key of a schema's start-up steps: 64 bits of a digest of its name.
+fn start_lock_key(schema: &str) -> i64 {
+    let digest = ring::digest::digest(&ring::digest::SHA256, format!("tessera-start:{schema}").as_bytes());
+    i64::from_be_bytes(digest.as_ref()[..8].try_into().expect("eight bytes"))
+}
+
+/// The longest a starting instance waits for another to finish migrating or seeding.
+const START_LOCK_TIMEOUT: &str = "180s";
 
 impl StoreSettings {
     pub fn backend(&self) -> Backend {
@@ -86,13 +113,39 @@ impl StoreSettings {
         self.open_with(service, &[migrations, &RUNTIME_MIGRATIONS]).await
     }
 
-    /// Opens the database and runs each set of migrations in turn. The sets share sqlx's bookkeeping
-    /// table, so each ignores the versions of the others (the runtime's start at 9000).
+    /// Waits for, then holds, the start-up lock of `service`'s schema (see [`StartLock`]).
+    pub async fn start_lock(&self, service: &str) -> Result<StartLock, DbError> {
+        sqlx::any::install_default_drivers();
+        let Some(url) = &self.postgres_url else {
+            return Ok(StartLock(None));
+        };
+        let failed = |source| DbError::StartLock { service: service.to_owned(), source };
+        let mut connection = AnyConnection::connect(url).await.map_err(failed)?;
+        connection.execute(format!("SET lock_timeout = '{START_LOCK_TIMEOUT}'").as_str()).await.map_err(failed)?;
+        // `pg_advisory_lock` returns void, which the Any driver cannot decode: select from it instead.
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_lock($1)) AS locked")
+            .bind(start_lock_key(&format!("{}{service}", self.schema_prefix)))
+            .execute(&mut connection)
+            .await
+            .map_err(failed)?;
+        Ok(StartLock(Some(connection)))
+    }
+
+    /// Opens the database and runs each set of migrations in turn, holding the start-up lock. The sets
+    /// share sqlx's bookkeeping table, so each ignores the versions of the others (the runtime's start at
+    /// 9000).
     async fn open_with(&self, service: &str, sets: &[&Migrations]) -> Result<AnyPool, DbError> {
         sqlx::any::install_default_drivers();
         if service.is_empty() || !service.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
             return Err(DbError::ServiceName(service.to_owned()));
         }
+        let lock = self.start_lock(service).await?;
+        let opened = self.open_and_migrate(service, sets).await;
+        lock.release().await;
+        opened
+    }
+
+    async fn open_and_migrate(&self, service: &str, sets: &[&Migrations]) -> Result<AnyPool, DbError> {
         let connect = |source| DbError::Connect { service: service.to_owned(), source };
         let (pool, backend) = match &self.postgres_url {
             None => {

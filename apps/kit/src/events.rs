@@ -9,6 +9,8 @@
 //!   earlier undelivered event of the same aggregate for the same subscriber (order per aggregate), with
 //!   exponential backoff between attempts and a dead-letter state after `max_attempts`; dead letters can be
 //!   listed and replayed. Rows survive restarts, so a relay that dies anywhere resumes where it stopped.
+//!   Every instance of a producer runs a relay on the shared outbox; a relay claims each delivery before
+//!   sending it (a lease on the row), so N instances send each event once per subscriber, in order.
 //! - **Transport.** Behind the small [`Transport`] trait (a NATS JetStream transport can be added without
 //!   touching services). The default is an HTTP POST to `<subscriber prefix>/events`, in process or over
 //!   the network, signed with HMAC-SHA256 over timestamp, producer and body ([`EventSigner`]): the callee
@@ -427,8 +429,15 @@ impl Default for RelaySettings {
 
 type DueRow = (i64, String, i64, String, String, i64, String, String, String, i64);
 
-/// Delivers a producer's outbox.
+/// How long a relay's claim on a delivery lasts: well beyond one attempt ([`DELIVERY_TIMEOUT`]), so it
+/// runs out only when the relay holding it died.
+const CLAIM_MS: i64 = 3 * DELIVERY_TIMEOUT.as_millis() as i64;
+
+/// Delivers a producer's outbox. Every instance of the producer runs one; they share the outbox and
+/// take turns through claims on its rows.
 pub struct Relay {
+    /// Names this relay's claims.
+    id: String,
     db: AnyPool,
     producer: &'static str,
     transport: Arc<dyn Transport>,
@@ -439,7 +448,15 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(db: AnyPool, outbox: &Outbox, transport: Arc<dyn Transport>, settings: RelaySettings) -> Relay {
-        Relay { db, producer: outbox.producer, transport, wake: outbox.wake.clone(), backfills: outbox.backfills.clone(), settings }
+        Relay {
+            id: uuid::Uuid::new_v4().to_string(),
+            db,
+            producer: outbox.producer,
+            transport,
+            wake: outbox.wake.clone(),
+            backfills: outbox.backfills.clone(),
+            settings,
+        }
     }
 
     fn backoff_ms(&self, attempts: i64) -> i64 {
@@ -465,6 +482,26 @@ impl Relay {
         Ok(())
     }
 
+    /// Claims a delivery for this relay until it is sent or [`CLAIM_MS`] pass: `false` when another
+    /// instance's relay holds it, or it is no longer pending. The query that found it skipped claimed
+    /// rows but never an aggregate's earlier pending event, claimed or not, so while one relay sends an
+    /// event no relay sends the next of the same aggregate: order holds across instances.
+    async fn claim(&self, seq: i64, subscriber: &str) -> Result<bool, sqlx::Error> {
+        let now = now_ms();
+        let claimed = sqlx::query(
+            "UPDATE outbox_deliveries SET claimed_by = $1, claimed_until_ms = $2 \
+             WHERE seq = $3 AND subscriber = $4 AND status = 'pending' AND (claimed_until_ms IS NULL OR claimed_until_ms < $5)",
+        )
+        .bind(&self.id)
+        .bind(now + CLAIM_MS)
+        .bind(seq)
+        .bind(subscriber)
+        .bind(now)
+        .execute(&self.db)
+        .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
     /// Attempts every delivery that is due now (the oldest pending one of each aggregate and subscriber);
     /// returns how many were attempted. Call again while it delivers: the next events of each aggregate
     /// become due as the earlier ones are delivered.
@@ -480,6 +517,7 @@ impl Relay {
             "SELECT d.seq, d.subscriber, d.attempts, d.aggregate_key, o.id, o.version, o.event_type, o.aggregate_type, o.payload, o.occurred_at_ms \
              FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq \
              WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1 \
+               AND (d.claimed_until_ms IS NULL OR d.claimed_until_ms < $1) \
                AND NOT EXISTS (SELECT 1 FROM outbox_deliveries e WHERE e.subscriber = d.subscriber \
                    AND e.aggregate_key = d.aggregate_key AND e.status = 'pending' AND e.seq < d.seq) \
              ORDER BY d.seq LIMIT $2",
@@ -494,6 +532,10 @@ impl Relay {
         let attempted = due.len();
         let mut delivered = 0;
         for (seq, subscriber, attempts, aggregate_key, id, version, event_type, aggregate_type, payload, occurred_at_ms) in due {
+            if !self.claim(seq, &subscriber).await? {
+                // Another instance's relay took it since the query: it delivers it.
+                continue;
+            }
             let aggregate_id = aggregate_key.split_once(':').map(|(_, id)| id.to_owned()).unwrap_or_default();
             let envelope = Envelope {
                 id,
@@ -509,7 +551,8 @@ impl Relay {
             match self.transport.deliver(&subscriber, &envelope).await {
                 Ok(()) => {
                     delivered += 1;
-                    sqlx::query("UPDATE outbox_deliveries SET status = 'delivered', attempts = $1, delivered_at_ms = $2, last_error = NULL WHERE seq = $3 AND subscriber = $4")
+                    sqlx::query("UPDATE outbox_deliveries SET status = 'delivered', attempts = $1, delivered_at_ms = $2, last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL \
+                         WHERE seq = $3 AND subscriber = $4")
                         .bind(attempts + 1)
                         .bind(now_ms())
                         .bind(seq)
@@ -526,7 +569,8 @@ impl Relay {
                         tracing::warn!(producer = self.producer, %subscriber, seq, attempts, %error, "event delivery failed; will retry");
                     }
                     sqlx::query(
-                        "UPDATE outbox_deliveries SET status = $1, attempts = $2, next_attempt_at_ms = $3, last_error = $4 WHERE seq = $5 AND subscriber = $6",
+                        "UPDATE outbox_deliveries SET status = $1, attempts = $2, next_attempt_at_ms = $3, last_error = $4, claimed_by = NULL, claimed_until_ms = NULL \
+                         WHERE seq = $5 AND subscriber = $6",
                     )
                     .bind(if dead { "dead" } else { "pending" })
                     .bind(attempts)

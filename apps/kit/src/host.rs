@@ -247,12 +247,13 @@ impl Host {
             self.background.extend(local.fragment.background(&local.runtime));
         }
         if self.settings.demo {
+            let store = self.settings.store();
             for local in &self.local {
-                local
-                    .fragment
-                    .seed_demo(&local.runtime, self.settings.demo_extra_products)
-                    .await
-                    .map_err(|source| HostError::Seed { fragment: local.fragment.name(), source })?;
+                // Instances starting together seed once: the others wait, then find the data there.
+                let lock = store.start_lock(local.fragment.name()).await?;
+                let seeded = local.fragment.seed_demo(&local.runtime, self.settings.demo_extra_products).await;
+                lock.release().await;
+                seeded.map_err(|source| HostError::Seed { fragment: local.fragment.name(), source })?;
             }
         }
         Ok(Started { local: self.local, background: self.background, events: self.events, teardown: Teardown(self.peers.clone()) })

@@ -12,6 +12,8 @@
 //! - `events`: transactional outbox, relay, signed transport and inbox between services;
 //! - `service`: signed service-to-service calls (the cart reserving stock) and their verification;
 //! - `peers`: how a service reaches the others it calls (in process or over HTTP);
+//! - `lease`: named leases in a fragment's database, so its instances take turns (a cart's changes, a
+//!   sweeper's pass) whatever process they run in;
 //! - `webhook`: the payment provider's signed webhooks (timestamped HMAC, rotation-ready);
 //! - `fragment`: the [`fragment::Fragment`] trait each fragment crate implements (name, prefix, nav,
 //!   migrations, router, jobs, seed, published events, subscriptions with handlers);
@@ -28,6 +30,7 @@ pub mod db;
 pub mod events;
 pub mod fragment;
 pub mod host;
+pub mod lease;
 pub mod manifest;
 pub mod page;
 pub mod peers;

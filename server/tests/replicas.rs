@@ -1,0 +1,194 @@
+//! Several instances of every part on one database each: they start together, their relays share one
+//! outbox, their periodic jobs take turns, and one cart changes one request at a time whichever
+//! instance serves it.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use support::{backends, count, database, eventually, spawn_with, Backend, Options, TestApp, PASSWORD, SHOPPER};
+use tessera_contracts::events::{Envelope, StockChanged};
+use tessera_kit::events::{Outbox, Relay, RelaySettings, Transport};
+use tessera_kit::lease::Lease;
+use tessera_server::Mode;
+
+/// Another instance of `app`: the same data (SQLite files or PostgreSQL schemas), its own process state.
+async fn instance_of(app: &TestApp, mode: Option<Mode>) -> TestApp {
+    spawn_with(app.backend, Options { mode, instance_of: Some((app.settings.data_dir.clone(), app.settings.schema_prefix.clone())), ..Options::default() })
+        .await
+}
+
+#[tokio::test]
+async fn instances_starting_at_the_same_moment_migrate_and_seed_once() {
+    if !backends().contains(&Backend::Postgres) {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let start = |fragment: &str| {
+        let options =
+            Options { mode: Some(Mode::Fragment(fragment.to_owned())), instance_of: Some((data.path().to_path_buf(), prefix.clone())), ..Options::default() };
+        spawn_with(Backend::Postgres, options)
+    };
+    // Three of each, all at once, on schemas that do not exist yet.
+    let apps = futures::future::join_all(["catalog", "inventory", "catalog", "inventory", "catalog", "inventory"].map(start)).await;
+    let catalog = database(&apps[0], "catalog").await;
+    let inventory = database(&apps[1], "inventory").await;
+    assert_eq!(count(&catalog, "SELECT COUNT(*) FROM categories").await, tessera_contracts::demo::CATEGORIES.len() as i64);
+    let products = tessera_contracts::demo::PRODUCTS.len() as i64;
+    assert_eq!(count(&catalog, "SELECT COUNT(*) FROM products").await, products);
+    // One receipt per SKU in stock: the stock was seeded once, not three times.
+    let in_stock = tessera_contracts::demo::PRODUCTS.iter().filter(|product| product.stock > 0).count() as i64;
+    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM ledger WHERE kind = 'RECEIVED'").await, in_stock);
+    for app in &apps {
+        assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+    }
+}
+
+/// Records every delivery; refuses (and records) an event delivered while an earlier one of its
+/// aggregate is still in flight or after a later one.
+#[derive(Default)]
+struct Recorder {
+    delivered: Mutex<Vec<(String, i64)>>,
+    in_flight: Mutex<HashSet<String>>,
+    violations: Mutex<Vec<String>>,
+}
+
+struct Recording(Arc<Recorder>);
+
+impl Transport for Recording {
+    fn deliver<'a>(
+        &'a self,
+        _subscriber: &'a str,
+        envelope: &'a Envelope,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let recorder = &self.0;
+            if !recorder.in_flight.lock().unwrap().insert(envelope.aggregate_id.clone()) {
+                recorder
+                    .violations
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} sent while an earlier event of {} was in flight", envelope.sequence, envelope.aggregate_id));
+            }
+            // Long enough for the other relays to try the same rows.
+            tokio::time::sleep(Duration::from_millis(1 + (envelope.sequence % 3) as u64)).await;
+            {
+                let mut delivered = recorder.delivered.lock().unwrap();
+                if let Some((_, last)) = delivered.iter().rev().find(|(aggregate, _)| *aggregate == envelope.aggregate_id) {
+                    if *last > envelope.sequence {
+                        recorder.violations.lock().unwrap().push(format!("{} of {} after {last}", envelope.sequence, envelope.aggregate_id));
+                    }
+                }
+                delivered.push((envelope.aggregate_id.clone(), envelope.sequence));
+            }
+            recorder.in_flight.lock().unwrap().remove(&envelope.aggregate_id);
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_relays_on_one_outbox_send_each_event_once_in_order_per_aggregate() {
+    for backend in backends() {
+        let app = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("inventory".into())), ..Options::default() }).await;
+        let db = database(&app, "inventory").await;
+        let outbox = Outbox::new("inventory");
+        outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
+        const EVENTS: i64 = 240;
+        for n in 0..EVENTS {
+            let mut tx = db.begin().await.unwrap();
+            let event = StockChanged { sku: format!("SKU-{:02}", n % 8), on_hand: n, available: n };
+            outbox.enqueue(&mut tx, &event).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        let recorder = Arc::new(Recorder::default());
+        // Three instances' relays, each with its own pool (as separate processes have).
+        let mut relays = Vec::new();
+        for _ in 0..3 {
+            let pool = database(&app, "inventory").await;
+            let settings = RelaySettings { batch: 20, idle_poll_ms: 10, ..RelaySettings::default() };
+            relays.push(Relay::new(pool, &outbox, Arc::new(Recording(recorder.clone())), settings).spawn());
+        }
+        eventually("every event delivered", || async { count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'delivered'").await == EVENTS }).await;
+        for relay in relays {
+            relay.abort();
+        }
+        let delivered = recorder.delivered.lock().unwrap().clone();
+        assert_eq!(delivered.len() as i64, EVENTS, "{backend:?}: each event sent once");
+        let mut per_aggregate: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for (aggregate, seq) in &delivered {
+            per_aggregate.entry(aggregate).or_default().push(*seq);
+        }
+        assert_eq!(per_aggregate.len(), 8);
+        for (aggregate, seqs) in per_aggregate {
+            assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{backend:?}: {aggregate} out of order: {seqs:?}");
+        }
+        assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new(), "{backend:?}");
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE claimed_by IS NOT NULL").await, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_is_held_by_one_holder_at_a_time_and_runs_out_when_its_holder_dies() {
+    for backend in backends() {
+        let app = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("catalog".into())), ..Options::default() }).await;
+        let pools = [database(&app, "catalog").await, database(&app, "catalog").await];
+        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let overlaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for n in 0..16 {
+            let (db, inside, overlaps) = (pools[n % 2].clone(), inside.clone(), overlaps.clone());
+            tasks.push(tokio::spawn(async move {
+                let lease = Lease::take(&db, "cart:one", Duration::from_secs(30), Duration::from_secs(30)).await.unwrap();
+                if inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst) != 0 {
+                    overlaps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(3)).await;
+                inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                lease.release().await;
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        assert_eq!(overlaps.load(std::sync::atomic::Ordering::SeqCst), 0, "{backend:?}");
+        // A holder that never releases (it died) loses the lease when its time runs out.
+        let held = Lease::try_take(&pools[0], "job:sweep", Duration::from_millis(200)).await.unwrap().expect("free");
+        std::mem::forget(held);
+        assert!(Lease::try_take(&pools[1], "job:sweep", Duration::from_secs(1)).await.unwrap().is_none());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(Lease::try_take(&pools[1], "job:sweep", Duration::from_secs(1)).await.unwrap().is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_cart_changed_through_two_instances_at_once_keeps_every_unit_and_one_hold() {
+    for backend in backends() {
+        let first = spawn_with(backend, Options::default()).await;
+        let second = instance_of(&first, None).await;
+        let shopper = first.sign_in(SHOPPER, PASSWORD).await.both();
+        // Eight additions of one mug, half through each instance, all at once.
+        let adds = (0..8).map(|n| {
+            let (app, cookie) = (if n % 2 == 0 { &first } else { &second }, shopper.clone());
+            async move { app.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", Some(&cookie)).await.status() }
+        });
+        let statuses = futures::future::join_all(adds).await;
+        assert!(statuses.iter().all(|status| *status == StatusCode::OK), "{backend:?}: {statuses:?}");
+        let cart = database(&first, "cart").await;
+        let inventory = database(&first, "inventory").await;
+        assert_eq!(count(&cart, "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM cart_items WHERE sku = 'MUG-STN-01'").await, 8, "{backend:?}");
+        // Exactly one active hold for the line, of all eight units: no reservation was left behind.
+        let held = "SELECT CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) FROM reservation_lines l JOIN reservations r ON r.id = l.reservation_id \
+                    WHERE r.status = 'soft' AND l.sku = 'MUG-STN-01'";
+        assert_eq!(count(&inventory, held).await, 8, "{backend:?}");
+        assert_eq!(count(&inventory, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, 1, "{backend:?}");
+        let (reservation,): (Option<String>,) =
+            sqlx::query_as("SELECT reservation_id FROM cart_items WHERE sku = 'MUG-STN-01'").fetch_one(&cart).await.unwrap();
+        let (status,): (String,) = sqlx::query_as("SELECT status FROM reservations WHERE id = $1").bind(reservation).fetch_one(&inventory).await.unwrap();
+        assert_eq!(status, "soft");
+    }
+}
