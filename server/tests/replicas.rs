@@ -192,3 +192,53 @@ async fn one_cart_changed_through_two_instances_at_once_keeps_every_unit_and_one
         assert_eq!(status, "soft");
     }
 }
+
+/// A sign-in attempt as a proxy would forward it, for the client at `client`.
+async fn sign_in_from(app: &TestApp, client: &str, email: &str, password: &str) -> StatusCode {
+    let body = format!("email={}&password={}", support::urlencode(email), support::urlencode(password));
+    let response = app
+        .client
+        .post(format!("{}/login", app.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "http://127.0.0.1")
+        .header("x-forwarded-for", format!("6.6.6.6, {client}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    response.status()
+}
+
+fn strict_address_limit(settings: &mut tessera_server::Settings) {
+    settings.login_max_failures_per_address = 3;
+    settings.login_max_failures_per_account = 100;
+}
+
+fn behind_local_proxy(settings: &mut tessera_server::Settings) {
+    strict_address_limit(settings);
+    settings.trusted_proxies = Some("127.0.0.0/8, ::1".into());
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_address_and_none_can_choose_it() {
+    let backend = Backend::Sqlite;
+    // Behind the proxy: one client's failures throttle that client, not the next one.
+    let app = spawn_with(backend, Options { configure: Some(behind_local_proxy), ..Options::default() }).await;
+    for n in 0..3 {
+        assert_eq!(sign_in_from(&app, "203.0.113.9", &format!("nobody{n}@example.com"), "wrong-password").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sign_in_from(&app, "203.0.113.9", SHOPPER, PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(sign_in_from(&app, "198.51.100.2", SHOPPER, PASSWORD).await, StatusCode::SEE_OTHER);
+    // The leftmost entry (6.6.6.6) is what the client wrote: never its address.
+    let shell = database(&app, "shell").await;
+    let recorded = count(&shell, "SELECT COUNT(*) FROM login_failures WHERE throttle_key = 'address:203.0.113.9'").await;
+    assert_eq!(recorded, 3);
+    assert_eq!(count(&shell, "SELECT COUNT(*) FROM login_failures WHERE throttle_key = 'address:6.6.6.6'").await, 0);
+
+    // Without trusted proxies the header is ignored: a client cannot dodge the limit by inventing one.
+    let app = spawn_with(backend, Options { configure: Some(strict_address_limit), ..Options::default() }).await;
+    for n in 0..3 {
+        assert_eq!(sign_in_from(&app, &format!("203.0.113.{n}"), &format!("nobody{n}@example.com"), "wrong-password").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sign_in_from(&app, "198.51.100.2", SHOPPER, PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+}

@@ -24,14 +24,15 @@ pub(crate) fn page(state: &ShellState, user: Option<&SessionUser>, cart_count: O
     document(title, &state.stylesheet_url, chrome, main)
 }
 
-/// The client's socket address, when the server was started with connection info.
-pub(crate) struct ClientAddress(pub Option<std::net::SocketAddr>);
+/// The client's address: the socket peer, or behind trusted proxies the address they forwarded
+/// (`tessera_kit::client`).
+pub(crate) struct ClientAddress(pub Option<std::net::IpAddr>);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddress(parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|info| info.0)))
+        Ok(ClientAddress(tessera_kit::client::ClientIp::of(&parts.extensions).map(|client| client.0)))
     }
 }
 
@@ -173,7 +174,7 @@ pub(crate) async fn login(
     };
     let next = local_path(form.next.as_deref());
     let now = sessions::now_seconds();
-    let address = address.map(|address| address.ip().to_string());
+    let address = address.map(|address| address.to_string());
     match throttle::is_throttled(&state.db, &state.throttle, &form.email, address.as_deref(), now).await {
         Ok(false) => {}
         Ok(true) => {

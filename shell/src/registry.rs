@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, Method, Request, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use shared_auth::Role;
 use tessera_kit::host::{describe, EventContract, FragmentDescriptor};
 use tower::ServiceExt;
@@ -420,6 +420,11 @@ impl FragmentRegistry {
         copy_end_to_end_headers(&parts.headers, &mut headers);
         if let Some(host) = parts.headers.get(axum::http::header::HOST) {
             headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        }
+        // The client as the shell resolved it (behind its own trusted proxies): a fragment that trusts
+        // the shell's address logs the shopper, not the shell. What the client sent is not passed on.
+        if let Some(client) = tessera_kit::client::ClientIp::of(&parts.extensions) {
+            headers.insert(HeaderName::from_static(tessera_kit::client::FORWARDED_FOR), HeaderValue::from_str(&client.0.to_string()).expect("an address"));
         }
         let request = self.client.request(parts.method.clone(), url).headers(headers).body(body);
         instance.in_flight.fetch_add(1, Ordering::SeqCst);

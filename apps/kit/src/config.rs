@@ -74,6 +74,13 @@ pub struct Settings {
     /// Base URL of a separate process serving the payment provider (`/sandbox-pay`); unset: the sandbox
     /// provider runs in this process.
     pub payment_url: Option<String>,
+    /// Proxies whose `X-Forwarded-For` is believed, comma-separated addresses or CIDRs (see
+    /// `crate::client`); unset: the socket peer is the client.
+    pub trusted_proxies: Option<String>,
+    /// Where this process serves its Prometheus metrics (`GET /metrics`) on a listener of their own;
+    /// unset: a fragment process serves them on its main listener (which is never public: the shell
+    /// forwards only fragment prefixes), and a process with the shell serves none.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// How the shell (and the other services) reach one fragment.
@@ -153,6 +160,8 @@ impl Default for Settings {
             events_base_backoff_ms: 200,
             payment_webhook_secrets: None,
             payment_url: None,
+            trusted_proxies: None,
+            metrics_addr: None,
         }
     }
 }
@@ -203,6 +212,11 @@ impl Settings {
     /// The instances configured for fragment `name` (empty: none, it runs in this process or nowhere).
     pub fn instances_of(&self, name: &str) -> Vec<String> {
         self.fragments.get(name).map(FragmentSettings::instances).unwrap_or_default()
+    }
+
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub fn trusted_proxies(&self) -> Result<crate::client::TrustedProxies, String> {
+        crate::client::TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or_default()).map_err(|error| format!("TESSERA_TRUSTED_PROXIES: {error}"))
     }
 
     pub fn jwks_url(&self) -> String {

@@ -30,6 +30,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::client::{ClientIp, TrustedProxies};
+
 use crate::config::Settings;
 use crate::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target};
 use crate::fragment::{Fragment, NavEntry};
@@ -418,13 +420,22 @@ async fn reject_oversized_headers(request: axum::extract::Request, next: axum::m
     next.run(request).await
 }
 
-/// Layers every process gets: request ids, tracing, header limits, panics turned into 500s.
-pub fn with_common_layers(router: Router) -> Router {
+/// The span of one request: method, path, request id and the client's address.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let client = crate::client::ClientIp::of(request.extensions()).map(|ClientIp(address)| address.to_string()).unwrap_or_default();
+    let request_id = request.headers().get("x-request-id").and_then(|value| value.to_str().ok()).unwrap_or_default();
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), %client, request_id)
+}
+
+/// Layers every process gets: request ids, the client's address (behind `proxies` from their
+/// `X-Forwarded-For`), tracing, header limits, panics turned into 500s.
+pub fn with_common_layers(router: Router, proxies: Arc<TrustedProxies>) -> Router {
     router
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(reject_oversized_headers))
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(axum::middleware::from_fn_with_state(proxies, crate::client::resolve))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
 }
 
@@ -483,7 +494,8 @@ pub struct Running {
 /// readiness) in the background until SIGTERM, Ctrl-C or [`Running::stop`], then drains.
 pub async fn serve(settings: &Settings, app: Router, background: Vec<tokio::task::JoinHandle<()>>, teardown: Teardown) -> Result<Running, HostError> {
     let readiness = Readiness::default();
-    let app = with_health(with_common_layers(app), readiness.clone());
+    let proxies = Arc::new(settings.trusted_proxies().map_err(HostError::Config)?);
+    let app = with_health(with_common_layers(app, proxies), readiness.clone());
     let listener = TcpListener::bind(settings.addr).await.map_err(|source| HostError::Io { context: format!("binding {}", settings.addr), source })?;
     let addr = listener.local_addr().map_err(|source| HostError::Io { context: "reading the bound address".into(), source })?;
     // Pages stream in several writes; with Nagle's algorithm each response would wait for the client's

@@ -15,6 +15,7 @@
 //! - `lease`: named leases in a fragment's database, so its instances take turns (a cart's changes, a
 //!   sweeper's pass) whatever process they run in;
 //! - `webhook`: the payment provider's signed webhooks (timestamped HMAC, rotation-ready);
+//! - `client`: the client's address, from `X-Forwarded-For` only behind the configured trusted proxies;
 //! - `fragment`: the [`fragment::Fragment`] trait each fragment crate implements (name, prefix, nav,
 //!   migrations, router, jobs, seed, published events, subscriptions with handlers);
 //! - `config` and `host`: the settings of a process and the assembly and serving of one (fragments,
@@ -25,6 +26,7 @@
 //! placeholders (SQLite accepts them too) and only the types both backends share (`BIGINT`, `TEXT`).
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod events;

@@ -286,6 +286,10 @@ pub fn store(app: &TestApp) -> StoreSettings {
 
 /// A service's database, opened beside the running app (as an operator's tool would).
 pub async fn database(app: &TestApp, service: &str) -> AnyPool {
+    if service == "shell" {
+        let (sqlite, postgres) = tessera_shell::migrators();
+        return store(app).open("shell", &tessera_kit::db::Migrations { sqlite, postgres }).await.unwrap();
+    }
     let migrations = match service {
         "inventory" => &tessera_inventory::server::MIGRATIONS,
         "catalog" => &tessera_catalog::server::MIGRATIONS,
