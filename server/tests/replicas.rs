@@ -242,3 +242,54 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_address_and_none_can_cho
     }
     assert_eq!(sign_in_from(&app, "198.51.100.2", SHOPPER, PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
 }
+
+fn metrics_on_own_port(settings: &mut tessera_server::Settings) {
+    settings.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+}
+
+/// One sample of a metric line in the Prometheus text format (`name{labels} value`), by name and labels.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test]
+async fn every_process_serves_metrics_where_the_public_cannot_reach_them() {
+    let backend = Backend::Sqlite;
+    // The whole site (public): nothing on its own routes, everything on the metrics listener.
+    let site = spawn_with(backend, Options { configure: Some(metrics_on_own_port), ..Options::default() }).await;
+    assert_eq!(site.get("/metrics", None).await.status(), StatusCode::NOT_FOUND);
+    let shopper = site.sign_in(SHOPPER, PASSWORD).await.both();
+    assert_eq!(site.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", Some(&shopper)).await.status(), StatusCode::OK);
+    assert_eq!(site.post_form("/cart/api/add_item", "sku=CAP-BLK-01&quantity=1", Some(&shopper)).await.status(), StatusCode::CONFLICT);
+    assert_eq!(site.get("/catalog", None).await.status(), StatusCode::OK);
+    let metrics_url = format!("http://{}/metrics", site.metrics_addr.expect("a metrics listener"));
+    let response = site.client.get(&metrics_url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    assert!(sample(&text, "http_requests_total", &["route=\"/login\"", "status=\"303\""]).unwrap_or(0.0) >= 1.0, "{text}");
+    assert!(sample(&text, "http_request_duration_seconds_count", &["route=\"/cart/api/*\""]).unwrap_or(0.0) >= 2.0, "{text}");
+    assert!(sample(&text, "http_requests_total", &["route=\"/catalog (page)\"", "status=\"200\""]).unwrap_or(0.0) >= 1.0, "{text}");
+    assert!(sample(&text, "tessera_reservations_total", &["outcome=\"held\""]).unwrap_or(0.0) >= 1.0, "{text}");
+    assert!(sample(&text, "tessera_reservations_total", &["outcome=\"short\""]).unwrap_or(0.0) >= 1.0, "{text}");
+    for producer in ["catalog", "cart", "inventory"] {
+        assert!(sample(&text, "tessera_outbox_depth", &[&format!("producer=\"{producer}\"")]).is_some(), "{producer}: {text}");
+        assert!(sample(&text, "tessera_dead_letters", &[&format!("producer=\"{producer}\"")]).is_some(), "{producer}: {text}");
+    }
+    // The demo seed's stock events were delivered: their lag was measured.
+    assert!(sample(&text, "tessera_event_delivery_lag_seconds_count", &["producer=\"inventory\""]).unwrap_or(0.0) >= 1.0, "{text}");
+
+    // A fragment alone (never public: the shell forwards only its prefix) serves them on its own listener.
+    let catalog = spawn_with(backend, Options { mode: Some(Mode::Fragment("catalog".into())), ..Options::default() }).await;
+    let text = catalog.get("/metrics", None).await.text().await.unwrap();
+    assert!(sample(&text, "tessera_outbox_depth", &["producer=\"catalog\""]).is_some(), "{text}");
+    // Through the shell, /catalog/metrics is the catalog's own 404 page, not its metrics.
+    let (status, html) = site.text("/catalog/metrics", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!html.contains("http_requests_total"));
+}

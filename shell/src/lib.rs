@@ -198,6 +198,20 @@ async fn to_fragment(State(state): State<ShellState>, request: Request) -> Respo
         return pages::not_found(&state, user.as_ref()).await;
     };
     let kind = request_kind(&fragment, request.method(), &path);
+    // Metrics count forwarded requests by fragment and kind, never by raw path.
+    let rest = &path[fragment.prefix.len()..];
+    let label = match kind {
+        RequestKind::Page => format!("{} (page)", fragment.prefix),
+        RequestKind::Other if rest.starts_with("/api/") => format!("{}/api/*", fragment.prefix),
+        RequestKind::Other if rest.starts_with("/pkg/") => format!("{}/pkg/*", fragment.prefix),
+        RequestKind::Other => format!("{}/*", fragment.prefix),
+    };
+    let mut response = forward_to_fragment(&state, fragment, kind, request).await;
+    response.extensions_mut().insert(tessera_kit::metrics::RouteLabel(label));
+    response
+}
+
+async fn forward_to_fragment(state: &ShellState, fragment: Arc<Fragment>, kind: RequestKind, request: Request) -> Response {
     if kind == RequestKind::Other {
         return match state.registry.forward(&fragment, request, fragment.timeout).await {
             Ok(response) => response,
@@ -212,7 +226,7 @@ async fn to_fragment(State(state): State<ShellState>, request: Request) -> Respo
     let user = current_user(&request);
     let cookie = request.headers().get(COOKIE).cloned();
     let (response, cart_count) =
-        tokio::join!(state.registry.forward(&fragment, request, fragment.timeout), widgets::fetch_cart_count(&state, user.as_ref(), cookie),);
+        tokio::join!(state.registry.forward(&fragment, request, fragment.timeout), widgets::fetch_cart_count(state, user.as_ref(), cookie),);
     let chrome = ChromeContext { registry: &state.registry, user: user.as_ref(), cart_count, current: Some(&fragment.prefix) };
     match response {
         Ok(response) if !response.status().is_server_error() => {
@@ -225,17 +239,18 @@ async fn to_fragment(State(state): State<ShellState>, request: Request) -> Respo
         }
         Ok(response) => {
             tracing::warn!(fragment = %fragment.name, status = %response.status(), "fragment page failed");
-            fallback_page(&state, &fragment, &chrome)
+            fallback_page(state, &fragment, &chrome)
         }
         Err(error) => {
             tracing::warn!(fragment = %fragment.name, %error, "fragment unavailable");
-            fallback_page(&state, &fragment, &chrome)
+            fallback_page(state, &fragment, &chrome)
         }
     }
 }
 
 /// The 503 page with the chrome, for a fragment that is down, slow or failing.
 fn fallback_page(state: &ShellState, fragment: &Fragment, chrome: &ChromeContext<'_>) -> Response {
+    metrics::counter!("tessera_fragment_fallbacks_total", "fragment" => fragment.name.clone()).increment(1);
     let message = format!("The {} is not available right now. Everything else on the site keeps working; please try again in a moment.", fragment.title);
     let main = view! {
         <div class="fallback" data-testid="fragment-fallback">

@@ -200,6 +200,17 @@ pub enum ForwardError {
     TooLarge,
 }
 
+impl ForwardError {
+    /// The metric label of the failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ForwardError::Timeout(_) => "timeout",
+            ForwardError::Unreachable(_) => "unreachable",
+            ForwardError::TooLarge => "too_large",
+        }
+    }
+}
+
 /// A fragment configured by its upstreams only, whose description has not been read yet.
 #[derive(Debug)]
 struct Pending {
@@ -370,8 +381,17 @@ impl FragmentRegistry {
         })
     }
 
-    /// Forwards a request to a fragment, waiting at most `timeout` for the response head.
+    /// Forwards a request to a fragment, waiting at most `timeout` for the response head. Failures are
+    /// counted per fragment (`tessera_upstream_errors_total`).
     pub async fn forward(&self, fragment: &Fragment, request: Request<Body>, timeout: Duration) -> Result<Response<Body>, ForwardError> {
+        let result = self.forward_once(fragment, request, timeout).await;
+        if let Err(error) = &result {
+            metrics::counter!("tessera_upstream_errors_total", "fragment" => fragment.name.clone(), "kind" => error.kind()).increment(1);
+        }
+        result
+    }
+
+    async fn forward_once(&self, fragment: &Fragment, request: Request<Body>, timeout: Duration) -> Result<Response<Body>, ForwardError> {
         match &fragment.upstream {
             Upstream::InProcess(router) => tokio::time::timeout(timeout, router.clone().oneshot(request))
                 .await
@@ -393,6 +413,7 @@ impl FragmentRegistry {
                             return Err(error);
                         };
                         tracing::info!(fragment = %fragment.name, from = %first.base, to = %second.base, %error, "resending to another instance");
+                        metrics::counter!("tessera_upstream_resends_total", "fragment" => fragment.name.clone()).increment(1);
                         self.send(&second, &parts, body, deadline, timeout).await.map_err(|attempt| match attempt {
                             Attempt::Retryable(error) => {
                                 second.mark(false, Some(error.to_string()));

@@ -27,6 +27,8 @@ pub struct Site {
     pub router: Router,
     pub background: Vec<tokio::task::JoinHandle<()>>,
     pub teardown: host::Teardown,
+    /// The site faces the public: metrics only on their own listener.
+    pub exposure: host::Exposure,
 }
 
 fn instances(settings: &Settings, name: &str) -> Result<Option<Arc<Pool>>, HostError> {
@@ -114,7 +116,8 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
     // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
     let router = router.merge(host::descriptors_route(&started.local));
-    Ok(Site { router, background: started.background, teardown: started.teardown })
+    let exposure = host::Exposure::of(&started.local, true);
+    Ok(Site { router, background: started.background, teardown: started.teardown, exposure })
 }
 
 fn fragment_timeout(settings: &Settings, name: &str) -> Duration {
@@ -123,6 +126,6 @@ fn fragment_timeout(settings: &Settings, name: &str) -> Duration {
 
 /// Builds the site and serves it on `settings.addr` until SIGTERM (then drains).
 pub async fn serve(settings: &Settings, contained: &[&'static dyn FragmentCrate]) -> Result<Running, HostError> {
-    let Site { router, background, teardown } = build(settings, contained).await?;
-    host::serve(settings, router, background, teardown).await
+    let Site { router, background, teardown, exposure } = build(settings, contained).await?;
+    host::serve(settings, router, background, teardown, exposure).await
 }

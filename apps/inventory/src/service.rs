@@ -68,7 +68,15 @@ async fn create(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri
         Ok(request) => request,
         Err(error) => return error.into_http_response(),
     };
-    match reservations::reserve(&runtime.db, &runtime.events.outbox, &caller, &request, now_ms()).await {
+    let result = reservations::reserve(&runtime.db, &runtime.events.outbox, &caller, &request, now_ms()).await;
+    let outcome = match &result {
+        Ok(reservation) if reservation.replayed => "replayed",
+        Ok(_) => "held",
+        Err(OpError::Short(_)) => "short",
+        Err(_) => "refused",
+    };
+    metrics::counter!("tessera_reservations_total", "outcome" => outcome).increment(1);
+    match result {
         Ok(reservation) if reservation.replayed => Json(reservation).into_response(),
         Ok(reservation) => (StatusCode::CREATED, Json(reservation)).into_response(),
         Err(error) => op_response(error),

@@ -551,6 +551,8 @@ impl Relay {
             match self.transport.deliver(&subscriber, &envelope).await {
                 Ok(()) => {
                     delivered += 1;
+                    let lag = (now_ms() - envelope.occurred_at_ms).max(0) as f64 / 1000.0;
+                    metrics::histogram!("tessera_event_delivery_lag_seconds", "producer" => self.producer).record(lag);
                     sqlx::query("UPDATE outbox_deliveries SET status = 'delivered', attempts = $1, delivered_at_ms = $2, last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL \
                          WHERE seq = $3 AND subscriber = $4")
                         .bind(attempts + 1)
@@ -695,6 +697,26 @@ pub async fn status(db: &AnyPool, service: &str) -> Result<EventStatus, sqlx::Er
         status.latency_ms = Some(Latency { samples: latencies.len(), p50: at(0.50), p99: at(0.99), max });
     }
     Ok(status)
+}
+
+/// The outbox figures a metrics scrape reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboxGauges {
+    /// Deliveries not yet made.
+    pub depth: i64,
+    /// Age of the oldest undelivered event (0 when none), milliseconds.
+    pub oldest_age_ms: i64,
+    pub dead: i64,
+}
+
+/// Reads [`OutboxGauges`]: two small aggregate queries on the deliveries' status index.
+pub async fn outbox_gauges(db: &AnyPool) -> Result<OutboxGauges, sqlx::Error> {
+    let (depth, oldest): (i64, Option<i64>) =
+        sqlx::query_as("SELECT COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = 'pending'")
+            .fetch_one(db)
+            .await?;
+    let (dead,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'dead'").fetch_one(db).await?;
+    Ok(OutboxGauges { depth, oldest_age_ms: oldest.map(|at| (now_ms() - at).max(0)).unwrap_or(0), dead })
 }
 
 /// Puts dead letters back in line (all, or one `seq`); returns how many. The relay is woken.

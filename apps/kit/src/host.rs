@@ -431,6 +431,7 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
 /// `X-Forwarded-For`), tracing, header limits, panics turned into 500s.
 pub fn with_common_layers(router: Router, proxies: Arc<TrustedProxies>) -> Router {
     router
+        .layer(axum::middleware::from_fn(crate::metrics::track))
         .layer(CatchPanicLayer::new())
         .layer(axum::middleware::from_fn(reject_oversized_headers))
         .layer(PropagateRequestIdLayer::x_request_id())
@@ -479,6 +480,8 @@ fn with_health(app: Router, readiness: Readiness) -> Router {
 /// A running server.
 pub struct Running {
     pub addr: SocketAddr,
+    /// Where metrics are served on a listener of their own (`TESSERA_METRICS_ADDR`), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
     /// Ends when the server stopped (after draining).
     pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Background tasks (relays, sweepers); abort them with the server.
@@ -490,12 +493,50 @@ pub struct Running {
     pub teardown: Teardown,
 }
 
+/// Where a process's metrics are served.
+#[derive(Clone)]
+pub struct Exposure {
+    /// What a scrape reads from the process's databases.
+    pub scrape: crate::metrics::Scrape,
+    /// The process faces the public (it has the shell): `/metrics` only ever on `TESSERA_METRICS_ADDR`.
+    /// Otherwise also on the main listener when that setting is absent.
+    pub public: bool,
+}
+
+impl Exposure {
+    /// The fragments of a started process, as a scrape reads them.
+    pub fn of(local: &[Local], public: bool) -> Exposure {
+        let producers = local.iter().map(|local| (local.fragment.name(), local.runtime.db.clone())).collect();
+        Exposure { scrape: crate::metrics::Scrape { producers }, public }
+    }
+}
+
 /// Binds `settings.addr` (port 0 picks a free one) and serves `app` (with the common layers, health and
-/// readiness) in the background until SIGTERM, Ctrl-C or [`Running::stop`], then drains.
-pub async fn serve(settings: &Settings, app: Router, background: Vec<tokio::task::JoinHandle<()>>, teardown: Teardown) -> Result<Running, HostError> {
+/// readiness) in the background until SIGTERM, Ctrl-C or [`Running::stop`], then drains. Metrics go on
+/// their own listener when `TESSERA_METRICS_ADDR` is set, else on the main one unless the process is
+/// public ([`Exposure`]).
+pub async fn serve(
+    settings: &Settings,
+    app: Router,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    teardown: Teardown,
+    exposure: Exposure,
+) -> Result<Running, HostError> {
     let readiness = Readiness::default();
     let proxies = Arc::new(settings.trusted_proxies().map_err(HostError::Config)?);
+    crate::metrics::handle();
+    let metrics = crate::metrics::router(exposure.scrape);
+    let app = if settings.metrics_addr.is_none() && !exposure.public { app.merge(metrics.clone()) } else { app };
     let app = with_health(with_common_layers(app, proxies), readiness.clone());
+    let metrics_server = match settings.metrics_addr {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr).await.map_err(|source| HostError::Io { context: format!("binding the metrics listener {addr}"), source })?;
+            let metrics_addr = listener.local_addr().map_err(|source| HostError::Io { context: "reading the metrics address".into(), source })?;
+            tracing::info!(%metrics_addr, "serving metrics");
+            Some((metrics_addr, tokio::spawn(async move { axum::serve(listener, metrics).await })))
+        }
+        None => None,
+    };
     let listener = TcpListener::bind(settings.addr).await.map_err(|source| HostError::Io { context: format!("binding {}", settings.addr), source })?;
     let addr = listener.local_addr().map_err(|source| HostError::Io { context: "reading the bound address".into(), source })?;
     // Pages stream in several writes; with Nagle's algorithm each response would wait for the client's
@@ -525,7 +566,10 @@ pub async fn serve(settings: &Settings, app: Router, background: Vec<tokio::task
     };
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, service).with_graceful_shutdown(shutdown);
+    let (metrics_addr, metrics_task) = metrics_server.unzip();
     let handle = tokio::spawn(async move {
+        // The metrics listener lives as long as the server.
+        let _metrics = metrics_task.map(AbortOnDrop);
         let mut server = std::pin::pin!(std::future::IntoFuture::into_future(server));
         tokio::select! {
             result = &mut server => result,
@@ -538,7 +582,16 @@ pub async fn serve(settings: &Settings, app: Router, background: Vec<tokio::task
             }
         }
     });
-    Ok(Running { addr, handle, background, readiness, stop, teardown })
+    Ok(Running { addr, metrics_addr, handle, background, readiness, stop, teardown })
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn shutdown_signal() {
@@ -587,7 +640,8 @@ pub async fn run_fragment(settings: &Settings, fragment: &'static dyn Fragment, 
     if let Some(routes) = extra_routes {
         app = app.merge(routes);
     }
-    serve(settings, app, started.background, started.teardown).await
+    let exposure = Exposure::of(&started.local, false);
+    serve(settings, app, started.background, started.teardown, exposure).await
 }
 
 /// The `main` of a fragment's own binary (`tessera-<fragment>`): settings from the environment (and

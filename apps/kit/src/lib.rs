@@ -14,6 +14,7 @@
 //! - `peers`: how a service reaches the others it calls (in process or over HTTP);
 //! - `lease`: named leases in a fragment's database, so its instances take turns (a cart's changes, a
 //!   sweeper's pass) whatever process they run in;
+//! - `metrics`: Prometheus metrics (requests, outbox, relay lag) at `GET /metrics`;
 //! - `webhook`: the payment provider's signed webhooks (timestamped HMAC, rotation-ready);
 //! - `client`: the client's address, from `X-Forwarded-For` only behind the configured trusted proxies;
 //! - `fragment`: the [`fragment::Fragment`] trait each fragment crate implements (name, prefix, nav,
@@ -34,6 +35,7 @@ pub mod fragment;
 pub mod host;
 pub mod lease;
 pub mod manifest;
+pub mod metrics;
 pub mod page;
 pub mod peers;
 pub mod routes;

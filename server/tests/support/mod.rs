@@ -41,6 +41,8 @@ fn postgres_url() -> Option<String> {
 /// A running `tessera` process-in-a-task with its own data.
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The metrics listener, when `metrics_addr` was set.
+    pub metrics_addr: Option<SocketAddr>,
     pub url: String,
     pub client: reqwest::Client,
     pub settings: Settings,
@@ -121,6 +123,7 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(std::time::Duration::from_secs(30)).build().unwrap();
     TestApp {
         addr: running.addr,
+        metrics_addr: running.metrics_addr,
         url: format!("http://{}", running.addr),
         client,
         settings,
