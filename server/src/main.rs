@@ -60,8 +60,13 @@ async fn main() -> anyhow::Result<()> {
     let (fragment, demo) = match cli.command {
         Command::Serve { fragment, demo } => (fragment, demo),
         Command::Keys { command: KeysCommand::Rotate { delay_seconds } } => {
-            let entry = shared_auth::keys::KeyRing::rotate(&settings.data_dir.join("keys"), delay_seconds)?;
-            println!("new key {} is published now and signs from {} (unix time)", entry.kid, entry.signs_from);
+            let entry = tessera_shell::site::rotate_keys(&settings, delay_seconds).await?;
+            println!(
+                "new key {} is published by every shell replica within {} s and signs from {} (unix time)",
+                entry.kid,
+                tessera_shell::keys::FOLLOW_EVERY.as_secs(),
+                entry.signs_from
+            );
             return Ok(());
         }
         Command::Inventory { command: InventoryCommand::Verify } => {

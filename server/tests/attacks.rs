@@ -71,7 +71,23 @@ fn token_cases(app: &TestApp, sam: &Session, revoked: &Session) -> Vec<Case> {
     let header = decode_segment(&parts[0]);
     let claims = decode_segment(&parts[1]);
     let kid = header["kid"].as_str().unwrap().to_owned();
-    let ring = KeyRing::open(&app.settings.data_dir.join("keys"), app.settings.access_ttl_seconds).unwrap();
+    // The shell's real key, from its database: forged claims with a valid signature.
+    let ring = {
+        let shell = support::store(app);
+        let stored = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let (sqlite, postgres) = tessera_shell::migrators();
+                let db = shell.open("shell", &tessera_kit::db::Migrations { sqlite, postgres }).await.unwrap();
+                let stored = tessera_shell::keys::load(&db).await.unwrap();
+                db.close().await;
+                stored
+            })
+        })
+        .join()
+        .unwrap();
+        KeyRing::new(&stored, app.settings.access_ttl_seconds).unwrap()
+    };
     let real_sign = |claims: &Value| ring.signing_key(now()).sign(claims).unwrap();
     let with = |changes: &[(&str, Value)]| {
         let mut claims = claims.clone();

@@ -293,3 +293,53 @@ async fn every_process_serves_metrics_where_the_public_cannot_reach_them() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(!html.contains("http_requests_total"));
 }
+
+async fn published_kids(app: &TestApp) -> Vec<String> {
+    let json: serde_json::Value = app.get("/.well-known/jwks.json", None).await.json().await.unwrap();
+    json["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap().to_owned()).collect()
+}
+
+fn kid_of(cookie: &str) -> String {
+    use base64::Engine;
+    let token = cookie.split_once('=').unwrap().1;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
+    serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn shell_replicas_share_one_key_ring_and_a_rotation_reaches_every_one() {
+    for backend in backends() {
+        let first = spawn_with(backend, Options::default()).await;
+        let second = instance_of(&first, None).await;
+        let kids = published_kids(&first).await;
+        assert_eq!(kids.len(), 1, "{backend:?}");
+        assert_eq!(published_kids(&second).await, kids);
+        // A login at one replica is a login at the other.
+        let session = first.sign_in(SHOPPER, PASSWORD).await;
+        assert_eq!(second.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"));
+        // `keys rotate` (immediate) reaches both replicas; each signs with the new key and accepts the other's tokens.
+        let entry = tessera_shell::site::rotate_keys(&first.settings, 0).await.unwrap();
+        for app in [&first, &second] {
+            eventually("the new key published by every replica", || async { published_kids(app).await.contains(&entry.kid) }).await;
+        }
+        let later = second.sign_in(SHOPPER, PASSWORD).await;
+        assert_eq!(kid_of(&later.access), entry.kid, "{backend:?}");
+        assert_eq!(first.catalog_user(&later.access).await.as_deref(), Some("Sam Shopper"));
+        assert_eq!(second.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"), "tokens of the old key keep working");
+    }
+}
+
+#[tokio::test]
+async fn a_key_ring_an_earlier_release_kept_in_files_is_imported_so_its_sessions_stay_valid() {
+    let data = tempfile::tempdir().unwrap();
+    let keys = data.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let key = shared_auth::keys::StoredKey::generate(0).unwrap();
+    std::fs::write(keys.join(format!("{}.p8", key.entry.kid)), &key.pkcs8).unwrap();
+    std::fs::write(keys.join(shared_auth::keys::KEYRING_FILE), serde_json::json!({ "keys": [key.entry] }).to_string()).unwrap();
+    let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let app = spawn_with(Backend::Sqlite, Options { instance_of: Some((data.path().to_path_buf(), prefix)), ..Options::default() }).await;
+    assert_eq!(published_kids(&app).await, vec![key.entry.kid.clone()]);
+    let session = app.sign_in(SHOPPER, PASSWORD).await;
+    assert_eq!(kid_of(&session.access), key.entry.kid);
+}

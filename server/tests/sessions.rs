@@ -360,7 +360,7 @@ async fn cross_site_posts_are_refused_everywhere_and_change_nothing() {
 #[tokio::test]
 async fn a_rotated_key_is_published_first_and_old_tokens_keep_working() {
     let app = spawn_app(Backend::Sqlite).await;
-    let keys_dir = app.settings.data_dir.join("keys");
+    let shell = support::database(&app, "shell").await;
     let before = app.sign_in(SHOPPER, PASSWORD).await;
     let jwks = |app: &TestApp| {
         let url = format!("{}/.well-known/jwks.json", app.url);
@@ -379,14 +379,16 @@ async fn a_rotated_key_is_published_first_and_old_tokens_keep_working() {
     let old_kid = kid_of(&before.access);
     assert_eq!(jwks(&app).await, vec![old_kid.clone()]);
 
-    // Rotation with a publication delay: published now, not yet signing.
-    let pending = shared_auth::keys::KeyRing::rotate(&keys_dir, 3600).unwrap();
-    assert_eq!(jwks(&app).await, vec![old_kid.clone(), pending.kid.clone()]);
+    // Rotation with a publication delay: published within moments, not yet signing.
+    let pending = tessera_shell::keys::rotate(&shell, 3600).await.unwrap();
+    let published = vec![old_kid.clone(), pending.kid.clone()];
+    support::eventually("the new key published", || async { jwks(&app).await == published }).await;
     let during = app.sign_in(SHOPPER, PASSWORD).await;
     assert_eq!(kid_of(&during.access), old_kid, "the new key does not sign before its time");
 
     // An immediate rotation (emergency): the newest key whose time has come signs.
-    let now_key = shared_auth::keys::KeyRing::rotate(&keys_dir, 0).unwrap();
+    let now_key = tessera_shell::keys::rotate(&shell, 0).await.unwrap();
+    support::eventually("the emergency key published", || async { jwks(&app).await.contains(&now_key.kid) }).await;
     let after = app.sign_in(SHOPPER, PASSWORD).await;
     assert_eq!(kid_of(&after.access), now_key.kid);
     assert!(jwks(&app).await.contains(&old_kid), "the old key stays until its tokens expire");

@@ -1,12 +1,13 @@
 //! The shell's signing keys: a key ring with rotation, and the JWKS that publishes the public halves.
 //!
-//! Keys are Ed25519 pairs in PKCS#8, generated with `ring` and stored in the data dir (mode 0600) as
-//! `<kid>.p8`, listed in `keyring.json` with the time each starts signing. A key's `kid` is the RFC 7638
-//! thumbprint of its public JWK. Rotation (`tessera keys rotate`) adds a key that starts signing only after
-//! a publication delay, so every fragment's cached JWKS already has it when the first token with its
-//! `kid` arrives; the key it replaces stays published until the last token it signed has expired. A running
-//! shell notices the ring's file changing and follows it without a restart. Only the shell constructs a
-//! [`TokenSigner`].
+//! Keys are Ed25519 pairs in PKCS#8, generated with `ring`. A key's `kid` is the RFC 7638 thumbprint of
+//! its public JWK. The ring holds the keys in memory, each with the time it starts signing; where they
+//! are kept is the shell's business (its database, so every replica signs with and publishes the same
+//! keys — `tessera_shell::keys`). Rotation adds a key that starts signing only after a publication
+//! delay, so every fragment's cached JWKS already has it when the first token with its `kid` arrives;
+//! the key it replaces stays published until the last token it signed has expired. Rings that earlier
+//! releases kept as files in the data dir are read once, to import them ([`read_legacy_dir`]). Only the
+//! shell constructs a [`TokenSigner`].
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -37,6 +38,8 @@ pub enum KeyError {
     Invalid(PathBuf),
     #[error("{path} is not a valid key ring: {message}")]
     Ring { path: PathBuf, message: String },
+    #[error("stored signing keys: {0}")]
+    Stored(String),
     #[error("cannot generate a signing key")]
     Generate,
     #[error("cannot sign a token: {0}")]
@@ -94,19 +97,7 @@ impl SigningKey {
     }
 }
 
-fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    options.open(path)?.write_all(bytes)
-}
-
-/// One key of the ring, as listed in `keyring.json`.
+/// One key of the ring: its id and when it starts signing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyEntry {
     pub kid: String,
@@ -115,27 +106,43 @@ pub struct KeyEntry {
     pub signs_from: i64,
 }
 
+/// A key as it is stored (the shell keeps them in its database): its entry and its PKCS#8 bytes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub entry: KeyEntry,
+    pub pkcs8: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey").field("entry", &self.entry).finish_non_exhaustive()
+    }
+}
+
+impl StoredKey {
+    /// A fresh key that starts signing at `signs_from`.
+    pub fn generate(signs_from: i64) -> Result<StoredKey, KeyError> {
+        let pkcs8 = SigningKey::generate_pkcs8()?;
+        let key = SigningKey::from_pkcs8(&pkcs8).ok_or(KeyError::Generate)?;
+        Ok(StoredKey { entry: KeyEntry { kid: key.kid().to_owned(), created_at: now_seconds(), signs_from }, pkcs8 })
+    }
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct RingFile {
     keys: Vec<KeyEntry>,
 }
 
-struct LoadedRing {
-    /// The ring file as loaded: compared byte for byte to notice a rotation (timestamps can be too coarse).
-    contents: Vec<u8>,
-    keys: Keys,
-}
-
-/// The shell's keys over time.
+/// The shell's keys over time. It holds them in memory; whoever stores them (the shell's database)
+/// hands it the current set with [`KeyRing::replace`] when it changes.
 pub struct KeyRing {
-    dir: Option<PathBuf>,
     access_ttl_seconds: i64,
-    loaded: RwLock<LoadedRing>,
+    keys: RwLock<Keys>,
 }
 
 impl std::fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyRing").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("KeyRing").finish_non_exhaustive()
     }
 }
 
@@ -143,12 +150,44 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     move |source| KeyError::Io { path: path.to_path_buf(), source }
 }
 
-/// Keys of a ring, sorted by `signs_from`.
+/// Keys of a ring, sorted by `signs_from` (then `kid`, so every replica orders ties alike).
 type Keys = Vec<(KeyEntry, Arc<SigningKey>)>;
 
-fn read_ring(dir: &Path) -> Result<(Vec<u8>, Keys), KeyError> {
+fn parse_keys(stored: &[StoredKey]) -> Result<Keys, KeyError> {
+    let mut keys = Vec::new();
+    for StoredKey { entry, pkcs8 } in stored {
+        let key = SigningKey::from_pkcs8(pkcs8).ok_or_else(|| KeyError::Stored(format!("key {} is not an Ed25519 PKCS#8 key", entry.kid)))?;
+        if key.kid() != entry.kid {
+            return Err(KeyError::Stored(format!("key {} holds another key than its id says", entry.kid)));
+        }
+        keys.push((entry.clone(), Arc::new(key)));
+    }
+    if keys.is_empty() {
+        return Err(KeyError::Stored("no keys".into()));
+    }
+    keys.sort_by(|(a, _), (b, _)| (a.signs_from, &a.kid).cmp(&(b.signs_from, &b.kid)));
+    Ok(keys)
+}
+
+/// The key ring an earlier release kept in a directory (`keyring.json` and `<kid>.p8` files, or the
+/// first release's single `jwt-signing-key.p8`), to import it: `None` when there is none.
+pub fn read_legacy_dir(dir: &Path) -> Result<Option<Vec<StoredKey>>, KeyError> {
     let path = dir.join(KEYRING_FILE);
-    let bytes = std::fs::read(&path).map_err(io(&path))?;
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let legacy = dir.join(LEGACY_KEY_FILE);
+            return match std::fs::read(&legacy) {
+                Ok(pkcs8) => {
+                    let key = SigningKey::from_pkcs8(&pkcs8).ok_or_else(|| KeyError::Invalid(legacy.clone()))?;
+                    Ok(Some(vec![StoredKey { entry: KeyEntry { kid: key.kid().to_owned(), created_at: now_seconds(), signs_from: 0 }, pkcs8 }]))
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(io(&legacy)(error)),
+            };
+        }
+        Err(error) => return Err(io(&path)(error)),
+    };
     let file: RingFile = serde_json::from_slice(&bytes).map_err(|error| KeyError::Ring { path: path.clone(), message: error.to_string() })?;
     let mut keys = Vec::new();
     for entry in file.keys {
@@ -157,114 +196,45 @@ fn read_ring(dir: &Path) -> Result<(Vec<u8>, Keys), KeyError> {
         }
         let key_path = dir.join(format!("{}.p8", entry.kid));
         let pkcs8 = std::fs::read(&key_path).map_err(io(&key_path))?;
-        let key = SigningKey::from_pkcs8(&pkcs8).ok_or_else(|| KeyError::Invalid(key_path.clone()))?;
-        if key.kid() != entry.kid {
-            return Err(KeyError::Ring { path, message: format!("{} holds another key than its name says", key_path.display()) });
-        }
-        keys.push((entry, Arc::new(key)));
+        keys.push(StoredKey { entry, pkcs8 });
     }
-    if keys.is_empty() {
-        return Err(KeyError::Ring { path, message: "no keys".into() });
-    }
-    keys.sort_by_key(|(entry, _)| entry.signs_from);
-    Ok((bytes, keys))
-}
-
-fn write_ring(dir: &Path, entries: &[KeyEntry]) -> Result<(), KeyError> {
-    let path = dir.join(KEYRING_FILE);
-    let temporary = dir.join(format!("{KEYRING_FILE}.tmp"));
-    let json = serde_json::to_vec_pretty(&RingFile { keys: entries.to_vec() }).expect("serialisable");
-    std::fs::write(&temporary, json).map_err(io(&temporary))?;
-    std::fs::rename(&temporary, &path).map_err(io(&path))
-}
-
-/// Stores a new key file and returns its entry.
-fn add_key(dir: &Path, pkcs8: &[u8], signs_from: i64) -> Result<KeyEntry, KeyError> {
-    let key = SigningKey::from_pkcs8(pkcs8).ok_or(KeyError::Generate)?;
-    let path = dir.join(format!("{}.p8", key.kid()));
-    if !path.exists() {
-        write_private_file(&path, pkcs8).map_err(io(&path))?;
-    }
-    Ok(KeyEntry { kid: key.kid().to_owned(), created_at: now_seconds(), signs_from })
+    parse_keys(&keys).map_err(|error| KeyError::Ring { path, message: error.to_string() })?;
+    Ok(Some(keys))
 }
 
 impl KeyRing {
-    /// Opens the ring in `dir`, creating it (with one key that signs at once) on first run.
-    pub fn open(dir: &Path, access_ttl_seconds: i64) -> Result<KeyRing, KeyError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-        if !dir.join(KEYRING_FILE).exists() {
-            let legacy = dir.join(LEGACY_KEY_FILE);
-            let pkcs8 = match std::fs::read(&legacy) {
-                Ok(bytes) => bytes,
-                Err(_) => SigningKey::generate_pkcs8()?,
-            };
-            let entry = add_key(dir, &pkcs8, 0)?;
-            write_ring(dir, &[entry])?;
-        }
-        let (contents, keys) = read_ring(dir)?;
-        Ok(KeyRing { dir: Some(dir.to_path_buf()), access_ttl_seconds, loaded: RwLock::new(LoadedRing { contents, keys }) })
+    /// A ring of the stored keys (at least one).
+    pub fn new(stored: &[StoredKey], access_ttl_seconds: i64) -> Result<KeyRing, KeyError> {
+        Ok(KeyRing { access_ttl_seconds, keys: RwLock::new(parse_keys(stored)?) })
     }
 
     /// A ring of one fresh key that lives in memory only (tests).
     pub fn ephemeral(access_ttl_seconds: i64) -> KeyRing {
-        let key = SigningKey::generate_ephemeral();
-        let entry = KeyEntry { kid: key.kid().to_owned(), created_at: 0, signs_from: 0 };
-        KeyRing { dir: None, access_ttl_seconds, loaded: RwLock::new(LoadedRing { contents: Vec::new(), keys: vec![(entry, Arc::new(key))] }) }
+        KeyRing::new(&[StoredKey::generate(0).expect("system randomness")], access_ttl_seconds).expect("a fresh key parses")
     }
 
-    /// Adds a key to the ring in `dir` that starts signing `publish_delay_seconds` from now. Running shells
-    /// pick it up from the file. Returns its entry.
-    pub fn rotate(dir: &Path, publish_delay_seconds: i64) -> Result<KeyEntry, KeyError> {
-        let (_, keys) = read_ring(dir)?;
-        let entry = add_key(dir, &SigningKey::generate_pkcs8()?, now_seconds() + publish_delay_seconds.max(0))?;
-        let mut entries: Vec<KeyEntry> = keys.into_iter().map(|(entry, _)| entry).collect();
-        entries.push(entry.clone());
-        write_ring(dir, &entries)?;
-        Ok(entry)
-    }
-
-    /// Re-reads the ring when its file changed (another process rotated it).
-    fn refresh(&self) {
-        let Some(dir) = &self.dir else { return };
-        let Ok(current) = std::fs::read(dir.join(KEYRING_FILE)) else {
-            return;
-        };
-        let stale = self.loaded.read().map(|loaded| loaded.contents != current).unwrap_or(true);
-        if stale {
-            match read_ring(dir) {
-                Ok((contents, keys)) => {
-                    if let Ok(mut loaded) = self.loaded.write() {
-                        *loaded = LoadedRing { contents, keys };
-                    }
-                }
-                // Keep the keys we have: a half-edited ring must not stop logins.
-                Err(error) => {
-                    tracing::error!(%error, "cannot reload the key ring; keeping the loaded keys")
-                }
-            }
+    /// Takes the current set of keys (another replica rotated). Returns whether anything changed; a
+    /// set that does not parse is refused and the loaded keys stay, so a bad row cannot stop logins.
+    pub fn replace(&self, stored: &[StoredKey]) -> Result<bool, KeyError> {
+        let keys = parse_keys(stored)?;
+        let mut loaded = self.keys.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let same = loaded.len() == keys.len() && loaded.iter().zip(&keys).all(|((a, _), (b, _))| a == b);
+        if !same {
+            *loaded = keys;
         }
+        Ok(!same)
     }
 
     /// The key that signs at `now`: the newest whose `signs_from` has passed.
     pub fn signing_key(&self, now: i64) -> Arc<SigningKey> {
-        self.refresh();
-        let loaded = self.loaded.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        loaded
-            .keys
-            .iter()
-            .rev()
-            .find(|(entry, _)| entry.signs_from <= now)
-            .or_else(|| loaded.keys.first())
-            .map(|(_, key)| key.clone())
-            .expect("a ring has at least one key")
+        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        keys.iter().rev().find(|(entry, _)| entry.signs_from <= now).or_else(|| keys.first()).map(|(_, key)| key.clone()).expect("a ring has at least one key")
     }
 
     /// Every key a verifier may meet at `now`: keys about to sign, the signing key, and retired keys
     /// until the last token they signed has expired.
     pub fn published(&self, now: i64) -> Vec<(KeyEntry, Arc<SigningKey>)> {
-        self.refresh();
-        let loaded = self.loaded.read().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let keys = &loaded.keys;
+        let keys = self.keys.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         keys.iter()
             .enumerate()
             .filter(|(index, _)| match keys.get(index + 1) {
@@ -295,6 +265,11 @@ pub struct TokenSigner {
 impl TokenSigner {
     pub fn new(ring: KeyRing, issuer: impl Into<String>, audience: impl Into<String>, access_ttl_seconds: i64) -> Self {
         TokenSigner { ring, issuer: issuer.into(), audience: audience.into(), access_ttl_seconds }
+    }
+
+    /// The ring, to hand it the current keys.
+    pub fn ring(&self) -> &KeyRing {
+        &self.ring
     }
 
     /// The public keys, as served at `/.well-known/jwks.json`.
@@ -348,35 +323,22 @@ mod tests {
     }
 
     #[test]
-    fn the_ring_is_created_once_and_reloaded_with_the_same_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = KeyRing::open(dir.path(), 300).unwrap();
-        let second = KeyRing::open(dir.path(), 300).unwrap();
-        assert_eq!(first.signing_key(now_seconds()).kid(), second.signing_key(now_seconds()).kid());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let kid = first.signing_key(now_seconds()).kid().to_owned();
-            let mode = std::fs::metadata(dir.path().join(format!("{kid}.p8"))).unwrap().permissions().mode();
-            assert_eq!(mode & 0o077, 0, "the private key must not be readable by others");
-        }
-    }
-
-    #[test]
     fn a_rotated_key_is_published_before_it_signs_and_the_old_one_stays_until_its_tokens_expire() {
-        let dir = tempfile::tempdir().unwrap();
-        let ring = KeyRing::open(dir.path(), 300).unwrap();
-        let old = ring.signing_key(now_seconds()).kid().to_owned();
-        let new = KeyRing::rotate(dir.path(), 600).unwrap();
+        let first = StoredKey::generate(0).unwrap();
+        let ring = KeyRing::new(std::slice::from_ref(&first), 300).unwrap();
+        let old = first.entry.kid.clone();
+        let new = StoredKey::generate(now_seconds() + 600).unwrap();
+        assert!(ring.replace(&[first.clone(), new.clone()]).unwrap());
+        assert!(!ring.replace(&[new.clone(), first.clone()]).unwrap(), "the same keys in another order change nothing");
         let now = now_seconds();
         // Published at once, signing only after the delay.
-        assert_eq!(kids(&ring, now), vec![old.clone(), new.kid.clone()]);
+        assert_eq!(kids(&ring, now), vec![old.clone(), new.entry.kid.clone()]);
         assert_eq!(ring.signing_key(now).kid(), old);
-        let switch = new.signs_from;
-        assert_eq!(ring.signing_key(switch).kid(), new.kid);
+        let switch = new.entry.signs_from;
+        assert_eq!(ring.signing_key(switch).kid(), new.entry.kid);
         // The old key stays published for the access-token lifetime (+ margin) after the switch.
-        assert_eq!(kids(&ring, switch + 300), vec![old.clone(), new.kid.clone()]);
-        assert_eq!(kids(&ring, switch + 300 + RETIRE_MARGIN_SECONDS), vec![new.kid.clone()]);
+        assert_eq!(kids(&ring, switch + 300), vec![old.clone(), new.entry.kid.clone()]);
+        assert_eq!(kids(&ring, switch + 300 + RETIRE_MARGIN_SECONDS), vec![new.entry.kid.clone()]);
     }
 
     #[test]
@@ -390,11 +352,33 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupt_ring_is_an_error_not_a_panic() {
+    fn bad_keys_are_refused_and_the_loaded_ones_stay() {
+        let good = StoredKey::generate(0).unwrap();
+        let ring = KeyRing::new(std::slice::from_ref(&good), 300).unwrap();
+        let mut lying = StoredKey::generate(0).unwrap();
+        lying.entry.kid = good.entry.kid.clone() + "x";
+        assert!(matches!(ring.replace(&[lying]), Err(KeyError::Stored(_))));
+        let garbage = StoredKey { entry: good.entry.clone(), pkcs8: b"not a key".to_vec() };
+        assert!(matches!(ring.replace(&[garbage]), Err(KeyError::Stored(_))));
+        assert!(matches!(ring.replace(&[]), Err(KeyError::Stored(_))));
+        assert_eq!(ring.signing_key(now_seconds()).kid(), good.entry.kid);
+    }
+
+    #[test]
+    fn an_earlier_release_ring_directory_is_read_for_import_and_a_corrupt_one_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
+        assert!(read_legacy_dir(dir.path()).unwrap().is_none());
+        let key = StoredKey::generate(0).unwrap();
+        std::fs::write(dir.path().join(format!("{}.p8", key.entry.kid)), &key.pkcs8).unwrap();
+        std::fs::write(dir.path().join(KEYRING_FILE), serde_json::to_vec(&RingFile { keys: vec![key.entry.clone()] }).unwrap()).unwrap();
+        assert_eq!(read_legacy_dir(dir.path()).unwrap(), Some(vec![key.clone()]));
         std::fs::write(dir.path().join(KEYRING_FILE), b"{\"keys\":[{\"kid\":\"../x\",\"created_at\":0,\"signs_from\":0}]}").unwrap();
-        assert!(matches!(KeyRing::open(dir.path(), 300), Err(KeyError::Ring { .. })));
+        assert!(matches!(read_legacy_dir(dir.path()), Err(KeyError::Ring { .. })));
         std::fs::write(dir.path().join(KEYRING_FILE), b"not json").unwrap();
-        assert!(matches!(KeyRing::open(dir.path(), 300), Err(KeyError::Ring { .. })));
+        assert!(matches!(read_legacy_dir(dir.path()), Err(KeyError::Ring { .. })));
+        // The first release's single key file.
+        let single = tempfile::tempdir().unwrap();
+        std::fs::write(single.path().join(LEGACY_KEY_FILE), &key.pkcs8).unwrap();
+        assert_eq!(read_legacy_dir(single.path()).unwrap().unwrap()[0].entry.kid, key.entry.kid);
     }
 }

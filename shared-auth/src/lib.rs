@@ -8,7 +8,8 @@
 //! - this file: the types every side shares, compiled for the browser too ([`Role`], [`Claims`],
 //!   [`SessionUser`]);
 //! - `keys` (feature `server`): the key ring (Ed25519 keys generated on first run and by
-//!   `tessera keys rotate`, kept in the data dir), which key signs when, and the JWKS it publishes;
+//!   `tessera keys rotate`, kept by the shell in its database), which key signs when, and the JWKS it
+//!   publishes;
 //! - `verify`: [`Verifier`](verify::Verifier), the only way a token becomes a user: pinned algorithm,
 //!   issuer, audience, `typ`, lifetime cap, keys by `kid` with a refetch cooldown;
 //! - `password`: argon2id hashing with a bounded input length;

@@ -8,6 +8,7 @@
 //! - `registry`: fragments in this process or learned from their upstreams' descriptions, instances
 //!   checked for readiness and balanced, forwarding with a per-fragment timeout and one safe resend;
 //! - `site`: assembling a site from the fragments a binary contains and the upstreams it is given;
+//! - `keys`: the signing keys in the shell's database, which every replica follows;
 //! - `compose`: the streaming `lol_html` rewrite that puts the chrome into a fragment page;
 //! - `chrome`: the chrome and the shell's own documents;
 //! - `widgets`: the home page's widgets and the cart badge, fetched in parallel with fallbacks;
@@ -26,6 +27,7 @@ pub mod account;
 pub mod admin;
 pub mod chrome;
 pub mod compose;
+pub mod keys;
 pub mod pages;
 pub mod registry;
 pub mod session;

@@ -46,8 +46,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     match cli.command.unwrap_or(Command::Serve { demo: false }) {
         Command::Serve { demo } => settings.demo |= demo,
         Command::Keys { command: KeysCommand::Rotate { delay_seconds } } => {
-            let entry = shared_auth::keys::KeyRing::rotate(&settings.data_dir.join("keys"), delay_seconds)?;
-            println!("new key {} is published now and signs from {} (unix time)", entry.kid, entry.signs_from);
+            let entry = tessera_shell::site::rotate_keys(&settings, delay_seconds).await?;
+            println!(
+                "new key {} is published by every shell replica within {} s and signs from {} (unix time)",
+                entry.kid,
+                tessera_shell::keys::FOLLOW_EVERY.as_secs(),
+                entry.signs_from
+            );
             return Ok(());
         }
     }

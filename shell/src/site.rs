@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use shared_auth::keys::{KeyRing, TokenSigner};
+use shared_auth::keys::TokenSigner;
 use tessera_kit::config::Settings;
 use tessera_kit::db::Migrations;
 use tessera_kit::fragment::Fragment as FragmentCrate;
@@ -43,6 +43,21 @@ fn instances(settings: &Settings, name: &str) -> Result<Option<Arc<Pool>>, HostE
     Ok(Some(Arc::new(Pool::new(urls))))
 }
 
+/// `keys rotate`: adds a signing key to the shell's database (importing a file ring of an earlier
+/// release first, if the table is still empty). Running replicas follow within seconds.
+pub async fn rotate_keys(settings: &Settings, publish_delay_seconds: i64) -> Result<shared_auth::keys::KeyEntry, HostError> {
+    let (sqlite, postgres) = crate::migrators();
+    let shell_db = settings.store().open("shell", &Migrations { sqlite, postgres }).await?;
+    let failed = |error: crate::keys::KeysError| HostError::Config(format!("rotating the signing keys: {error}"));
+    let lock = settings.store().start_lock("shell").await?;
+    let opened = crate::keys::open(&shell_db, &settings.data_dir.join("keys"), settings.access_ttl_seconds).await;
+    lock.release().await;
+    opened.map_err(failed)?;
+    let entry = crate::keys::rotate(&shell_db, publish_delay_seconds).await.map_err(failed)?;
+    shell_db.close().await;
+    Ok(entry)
+}
+
 /// Builds the site: opens the shell's database (seeding the demo accounts if asked), its key ring, every
 /// contained fragment without upstreams in this process, the registry, and the sandbox provider.
 pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]) -> Result<Site, HostError> {
@@ -52,9 +67,13 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     if settings.demo {
         crate::users::seed_demo(&shell_db).await.map_err(|error| HostError::Config(format!("seeding the demo accounts: {error}")))?;
     }
-    let ring = KeyRing::open(&settings.data_dir.join("keys"), settings.access_ttl_seconds)
-        .map_err(|error| HostError::Config(format!("opening the signing keys: {error}")))?;
+    // Replicas starting together on an empty table create one first key, not one each.
+    let lock = settings.store().start_lock("shell").await?;
+    let ring = crate::keys::open(&shell_db, &settings.data_dir.join("keys"), settings.access_ttl_seconds).await;
+    lock.release().await;
+    let ring = ring.map_err(|error| HostError::Config(format!("opening the signing keys: {error}")))?;
     let signer = Arc::new(TokenSigner::new(ring, &settings.issuer, &settings.audience, settings.access_ttl_seconds));
+    let (keys_db, keys_signer) = (shell_db.clone(), signer.clone());
 
     let mut host = Host::new(settings)?;
     let mut fragments = Vec::new();
@@ -113,6 +132,7 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     // Learn what is out there before the first request, then keep checking.
     registry.check_health().await;
     let mut started = host.start().await?;
+    started.background.push(crate::keys::follow(keys_db, keys_signer));
     started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
     // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
     let router = router.merge(host::descriptors_route(&started.local));
