@@ -343,3 +343,122 @@ async fn a_key_ring_an_earlier_release_kept_in_files_is_imported_so_its_sessions
     let session = app.sign_in(SHOPPER, PASSWORD).await;
     assert_eq!(kid_of(&session.access), key.entry.kid);
 }
+
+fn over_nats_strict(settings: &mut tessera_server::Settings) {
+    support::over_nats(settings);
+    settings.events_max_attempts = 3;
+    settings.events_base_backoff_ms = 20;
+}
+
+async fn availability_of(app: &TestApp, sku: &str) -> Option<i64> {
+    let catalog = database(app, "catalog").await;
+    let row: Option<(i64,)> = sqlx::query_as("SELECT available FROM availability WHERE sku = $1").bind(sku).fetch_optional(&catalog).await.unwrap();
+    row.map(|(available,)| available)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consumer() {
+    if support::nats_url().is_none() {
+        eprintln!("TESSERA_TEST_NATS_URL is not set: skipped");
+        return;
+    }
+    for backend in backends() {
+        let app = spawn_with(backend, Options { configure: Some(support::over_nats), ..Options::default() }).await;
+        // The demo seed's stock levels reach the catalog through JetStream.
+        for product in tessera_contracts::demo::PRODUCTS {
+            eventually("seeded availability over NATS", || async { availability_of(&app, product.sku).await == Some(product.stock) }).await;
+        }
+        let inventory = database(&app, "inventory").await;
+        let events = count(&inventory, "SELECT COUNT(*) FROM outbox").await;
+        // Addressed once each, to the broker, and delivered.
+        assert_eq!(
+            count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber = 'jetstream' AND status = 'delivered'").await,
+            events,
+            "{backend:?}"
+        );
+        assert_eq!(count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber <> 'jetstream'").await, 0);
+
+        // The stream holds each event once, even when the relay publishes one again.
+        let broker = tessera_kit::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.nats_prefix).await.unwrap();
+        let mut stream = broker.stream("inventory").await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "{backend:?}");
+        let (id, payload): (String, String) = sqlx::query_as("SELECT id, payload FROM outbox ORDER BY seq LIMIT 1").fetch_one(&inventory).await.unwrap();
+        let again = tessera_contracts::events::Envelope {
+            id,
+            event_type: "inventory.stock_changed".into(),
+            version: 1,
+            aggregate_type: "sku".into(),
+            aggregate_id: "again".into(),
+            sequence: 1,
+            occurred_at_ms: 0,
+            producer: "inventory".into(),
+            payload: serde_json::from_str(&payload).unwrap(),
+        };
+        let signer = tessera_kit::events::EventSigner::new(&[std::fs::read(app.settings.data_dir.join("keys/events.secret")).unwrap()]);
+        let transport = tessera_kit::broker::BrokerTransport::new(broker.clone(), "inventory", signer);
+        transport.deliver("catalog", &again).await.unwrap();
+        assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "a republished event is dropped as a duplicate");
+
+        // The catalog applied every stock event once.
+        let catalog = database(&app, "catalog").await;
+        let stock_events = count(&inventory, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await;
+        eventually("every stock event applied once", || async {
+            count(&catalog, "SELECT COUNT(*) FROM inbox WHERE event_type = 'inventory.stock_changed'").await == stock_events
+        })
+        .await;
+        assert_eq!(count(&catalog, "SELECT COUNT(DISTINCT event_id) FROM inbox").await, count(&catalog, "SELECT COUNT(*) FROM inbox").await);
+        let consumers: Vec<String> = {
+            let mut names = Vec::new();
+            let mut list = stream.consumer_names();
+            use futures::StreamExt;
+            while let Some(name) = list.next().await {
+                names.push(name.unwrap());
+            }
+            names.sort();
+            names
+        };
+        assert_eq!(consumers, vec!["cart".to_owned(), "catalog".to_owned()], "{backend:?}: each consumer of inventory owns its durable consumer");
+        for name in ["INVENTORY", "CART", "CATALOG"] {
+            let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.nats_prefix.to_ascii_uppercase())).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_jetstream_an_event_that_keeps_failing_becomes_a_dead_letter_that_can_be_replayed() {
+    if support::nats_url().is_none() {
+        eprintln!("TESSERA_TEST_NATS_URL is not set: skipped");
+        return;
+    }
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(over_nats_strict), ..Options::default() }).await;
+    eventually("seeded availability", || async { availability_of(&app, "PEN-GEL-BK").await == Some(4) }).await;
+    let catalog = database(&app, "catalog").await;
+    // The catalog's projection is gone (a bad deploy): applying a stock change fails every time.
+    sqlx::query("ALTER TABLE availability RENAME TO availability_away").execute(&catalog).await.unwrap();
+    let admin = app.sign_in(support::ADMIN, PASSWORD).await.both();
+    let response = app.post_form("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=-1", Some(&admin)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let status = || async {
+        let response = app.get("/catalog/events/status", Some(&admin)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    eventually("a dead letter after three deliveries", || async { !status().await["dead_letters"].as_array().unwrap().is_empty() }).await;
+    let letter = status().await["dead_letters"][0].clone();
+    assert_eq!(letter["event_type"], "inventory.stock_changed");
+    assert_eq!(letter["attempts"], 3);
+    assert!(letter["last_error"].as_str().unwrap().contains("availability"), "{letter}");
+    // The admin page shows it.
+    let (_, html) = app.text("/admin/events", Some(&admin)).await;
+    assert!(html.contains("inventory.stock_changed"), "{html}");
+    // Fixed, then replayed: applied once, and gone from the list.
+    sqlx::query("ALTER TABLE availability_away RENAME TO availability").execute(&catalog).await.unwrap();
+    let response = app.post_form("/catalog/events/replay", "", Some(&admin)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(availability_of(&app, "PEN-GEL-BK").await, Some(3));
+    assert_eq!(status().await["dead_letters"].as_array().unwrap().len(), 0);
+    let broker = tessera_kit::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.nats_prefix).await.unwrap();
+    for name in ["INVENTORY", "CART", "CATALOG"] {
+        let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.nats_prefix.to_ascii_uppercase())).await;
+    }
+}

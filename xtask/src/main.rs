@@ -384,6 +384,7 @@ fn run_site(workspace: &Workspace, profile: WasmProfile) -> Result<()> {
 fn test(workspace: &Workspace, browser: bool) -> Result<()> {
     let started = Instant::now();
     setup::check_test_postgres()?;
+    setup::check_test_nats()?;
     if browser {
         setup::ensure_chromium()?;
     }

@@ -69,6 +69,36 @@ pub fn ensure_chromium() -> Result<()> {
 }
 
 /// With `CI=true`, PostgreSQL tests are mandatory: the URL must be set and the server reachable.
+/// Whether something listens at `address` (`host:port`), within three seconds.
+fn reachable(address: &str) -> bool {
+    std::net::ToSocketAddrs::to_socket_addrs(address)
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .is_some_and(|addr| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)).is_ok())
+}
+
+/// The NATS server of the broker tests: with `CI=true` it must be configured and reachable (the tests
+/// fail rather than skip); otherwise they are skipped when `TESSERA_TEST_NATS_URL` is unset.
+pub fn check_test_nats() -> Result<()> {
+    let ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
+    match std::env::var("TESSERA_TEST_NATS_URL").ok().filter(|url| !url.is_empty()) {
+        None if ci => bail!("CI=true but TESSERA_TEST_NATS_URL is not set: the NATS JetStream tests must run in CI"),
+        None => {
+            println!("xtask: TESSERA_TEST_NATS_URL is not set; events are tested over HTTP only");
+            Ok(())
+        }
+        Some(url) => {
+            let parsed = url::Url::parse(&url).context("TESSERA_TEST_NATS_URL is not a URL")?;
+            let address = format!("{}:{}", parsed.host_str().unwrap_or("127.0.0.1"), parsed.port().unwrap_or(4222));
+            if !reachable(&address) {
+                bail!("NATS at {address} (TESSERA_TEST_NATS_URL) is not reachable");
+            }
+            println!("xtask: events are also tested over NATS JetStream at {address}");
+            Ok(())
+        }
+    }
+}
+
 pub fn check_test_postgres() -> Result<()> {
     let ci = std::env::var("CI").is_ok_and(|value| value == "true" || value == "1");
     let url = std::env::var("TESSERA_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty());
@@ -83,11 +113,7 @@ pub fn check_test_postgres() -> Result<()> {
             let host = parsed.host_str().unwrap_or("127.0.0.1").to_owned();
             let port = parsed.port().unwrap_or(5432);
             let address = format!("{host}:{port}");
-            let reachable = std::net::ToSocketAddrs::to_socket_addrs(&address)
-                .ok()
-                .and_then(|mut addrs| addrs.next())
-                .is_some_and(|addr| std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3)).is_ok());
-            if !reachable {
+            if !reachable(&address) {
                 bail!("PostgreSQL at {address} (TESSERA_TEST_POSTGRES_URL) is not reachable");
             }
             println!("xtask: integration tests also run on PostgreSQL at {address}");

@@ -81,6 +81,11 @@ pub struct Settings {
     /// unset: a fragment process serves them on its main listener (which is never public: the shell
     /// forwards only fragment prefixes), and a process with the shell serves none.
     pub metrics_addr: Option<SocketAddr>,
+    /// NATS server carrying events between services over JetStream (`crate::broker`); unset: events
+    /// travel over HTTP. Every process of a deployment must agree.
+    pub nats_url: Option<String>,
+    /// Prefix of the NATS subjects and streams of this deployment (several may share one server).
+    pub nats_prefix: String,
 }
 
 /// How the shell (and the other services) reach one fragment.
@@ -118,6 +123,7 @@ impl std::fmt::Debug for Settings {
             .field("data_dir", &self.data_dir)
             .field("site_dir", &self.site_dir)
             .field("postgres", &self.postgres_url.as_ref().map(|_| "<set>"))
+            .field("nats", &self.nats_url.as_ref().map(|_| "<set>"))
             .field("public_url", &self.public_url)
             .field("fragments", &self.fragments)
             .field("payment_url", &self.payment_url)
@@ -162,6 +168,8 @@ impl Default for Settings {
             payment_url: None,
             trusted_proxies: None,
             metrics_addr: None,
+            nats_url: None,
+            nats_prefix: "tessera".into(),
         }
     }
 }

@@ -11,8 +11,9 @@
 //!   listed and replayed. Rows survive restarts, so a relay that dies anywhere resumes where it stopped.
 //!   Every instance of a producer runs a relay on the shared outbox; a relay claims each delivery before
 //!   sending it (a lease on the row), so N instances send each event once per subscriber, in order.
-//! - **Transport.** Behind the small [`Transport`] trait (a NATS JetStream transport can be added without
-//!   touching services). The default is an HTTP POST to `<subscriber prefix>/events`, in process or over
+//! - **Transport.** Behind the small [`Transport`] trait: NATS JetStream when `TESSERA_NATS_URL` is set
+//!   (`crate::broker`: streams per producer, durable consumers per subscriber), else, the embedded
+//!   default, an HTTP POST to `<subscriber prefix>/events`, in process or over
 //!   the network, signed with HMAC-SHA256 over timestamp, producer and body ([`EventSigner`]): the callee
 //!   knows which service sent it, and a browser cannot forge one.
 //! - **Inbox.** [`record_in_inbox`] stores the event id in the consumer's transaction, so a redelivered
@@ -137,6 +138,8 @@ impl EventSigner {
 /// starts at the beginning. An event gets one delivery row for each subscriber known when it commits.
 pub struct Outbox {
     producer: &'static str,
+    /// A broker carries the events (`crate::broker`): each event is addressed once, to it.
+    broker: std::sync::atomic::AtomicBool,
     /// Event type → subscriber names.
     routes: RwLock<HashMap<String, BTreeSet<String>>>,
     /// Second backfill passes of new subscriptions (event type, subscriber, due), run by the relay.
@@ -150,11 +153,27 @@ const SECOND_BACKFILL_AFTER: Duration = Duration::from_secs(5);
 
 impl Outbox {
     pub fn new(producer: &'static str) -> Outbox {
-        Outbox { producer, routes: RwLock::new(HashMap::new()), backfills: Arc::default(), wake: Arc::new(Notify::new()) }
+        Outbox {
+            producer,
+            broker: std::sync::atomic::AtomicBool::new(false),
+            routes: RwLock::new(HashMap::new()),
+            backfills: Arc::default(),
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     pub fn producer(&self) -> &'static str {
         self.producer
+    }
+
+    /// From now on a broker carries this producer's events: every event gets one delivery, to the
+    /// broker, and subscribers read them from its stream (so subscribing addresses nothing here).
+    pub fn use_broker(&self) {
+        self.broker.store(true, Ordering::SeqCst);
+    }
+
+    fn uses_broker(&self) -> bool {
+        self.broker.load(Ordering::SeqCst)
     }
 
     fn route(&self, event_type: &str, subscriber: &str) -> bool {
@@ -176,6 +195,9 @@ impl Outbox {
     /// whose transaction was committing meanwhile (the delivery key makes the second pass add only what
     /// the first missed). Returns whether the subscription is new.
     pub async fn subscribe(&self, db: &AnyPool, event_type: &str, subscriber: &str) -> Result<bool, sqlx::Error> {
+        if self.uses_broker() {
+            return Ok(false);
+        }
         // In memory first: every event enqueued from now on is addressed to the subscriber.
         self.route(event_type, subscriber);
         let inserted = sqlx::query(
@@ -222,7 +244,8 @@ impl Outbox {
         .bind(now)
         .fetch_one(&mut *connection)
         .await?;
-        for subscriber in self.subscribers(E::TYPE) {
+        let subscribers = if self.uses_broker() { vec![crate::broker::BROKER_SUBSCRIBER.to_owned()] } else { self.subscribers(E::TYPE) };
+        for subscriber in subscribers {
             sqlx::query("INSERT INTO outbox_deliveries (seq, subscriber, aggregate_key, next_attempt_at_ms) VALUES ($1, $2, $3, $4)")
                 .bind(seq)
                 .bind(&subscriber)
@@ -687,6 +710,19 @@ pub async fn status(db: &AnyPool, service: &str) -> Result<EventStatus, sqlx::Er
             last_error: last_error.unwrap_or_default(),
         })
         .collect();
+    // Events received from a broker that could not be applied (`crate::broker`).
+    let received_dead: Vec<(i64, String, String, i64, String)> =
+        sqlx::query_as("SELECT sequence, event_type, aggregate_id, attempts, last_error FROM dead_letters ORDER BY failed_at_ms LIMIT 100")
+            .fetch_all(db)
+            .await?;
+    status.dead_letters.extend(received_dead.into_iter().map(|(seq, event_type, aggregate_id, attempts, last_error)| DeadLetter {
+        seq,
+        subscriber: service.to_owned(),
+        event_type,
+        aggregate_id,
+        attempts,
+        last_error,
+    }));
     let (received,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM inbox").fetch_one(db).await?;
     status.received = received;
     let recent: Vec<(i64,)> = sqlx::query_as("SELECT received_at_ms - occurred_at_ms FROM inbox ORDER BY position DESC LIMIT 10000").fetch_all(db).await?;
@@ -738,6 +774,69 @@ pub async fn replay_dead_letters(db: &AnyPool, outbox: &Outbox, seq: Option<i64>
     };
     outbox.committed();
     Ok(result.rows_affected())
+}
+
+/// Records an event received from a broker that could not be applied (`envelope` is `None` when the
+/// message was not even a valid, signed envelope; `payload` is kept either way).
+pub async fn record_dead_letter(
+    db: &AnyPool,
+    producer: &str,
+    envelope: Option<&Envelope>,
+    payload: &[u8],
+    error: &str,
+    attempts: i64,
+) -> Result<(), sqlx::Error> {
+    let id = envelope.map(|envelope| envelope.id.clone()).unwrap_or_else(|| format!("invalid-{}", uuid::Uuid::new_v4()));
+    sqlx::query(
+        "INSERT INTO dead_letters (event_id, producer, event_type, aggregate_id, sequence, envelope, attempts, last_error, failed_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+         ON CONFLICT (event_id) DO UPDATE SET attempts = excluded.attempts, last_error = excluded.last_error, failed_at_ms = excluded.failed_at_ms",
+    )
+    .bind(&id)
+    .bind(producer)
+    .bind(envelope.map(|envelope| envelope.event_type.as_str()).unwrap_or("(invalid)"))
+    .bind(envelope.map(|envelope| envelope.aggregate_id.as_str()).unwrap_or(""))
+    .bind(envelope.map(|envelope| envelope.sequence).unwrap_or_default())
+    .bind(String::from_utf8_lossy(payload).chars().take(MAX_EVENT_BYTES).collect::<String>())
+    .bind(attempts)
+    .bind(error.chars().take(500).collect::<String>())
+    .bind(now_ms())
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Applies the received dead letters again (all, or those of one `seq`): each that applies now leaves
+/// the list; one that fails again stays with the new error. Returns how many applied.
+pub async fn replay_received(runtime: &crate::FragmentRuntime, seq: Option<i64>) -> Result<u64, sqlx::Error> {
+    let rows: Vec<(String, i64, String)> =
+        sqlx::query_as("SELECT event_id, sequence, envelope FROM dead_letters ORDER BY failed_at_ms").fetch_all(&runtime.db).await?;
+    let mut applied = 0;
+    for (event_id, sequence, envelope) in rows.into_iter().filter(|(_, sequence, _)| seq.is_none_or(|seq| seq == *sequence)) {
+        let outcome = match serde_json::from_str::<Envelope>(&envelope) {
+            Err(error) => Err(format!("not an event envelope: {error}")),
+            Ok(envelope) => match runtime.events.subscriptions.get(&envelope.event_type) {
+                None => Err(format!("{} does not subscribe to {}", runtime.name, envelope.event_type)),
+                Some(subscription) => crate::routes::apply(runtime, subscription, &envelope).await.map(drop).map_err(|error| error.to_string()),
+            },
+        };
+        match outcome {
+            Ok(()) => {
+                applied += 1;
+                sqlx::query("DELETE FROM dead_letters WHERE event_id = $1").bind(&event_id).execute(&runtime.db).await?;
+            }
+            Err(error) => {
+                tracing::warn!(event = %event_id, sequence, %error, "a replayed dead letter failed again");
+                sqlx::query("UPDATE dead_letters SET last_error = $1, failed_at_ms = $2 WHERE event_id = $3")
+                    .bind(error.chars().take(500).collect::<String>())
+                    .bind(now_ms())
+                    .bind(&event_id)
+                    .execute(&runtime.db)
+                    .await?;
+            }
+        }
+    }
+    Ok(applied)
 }
 
 /// The envelope of a signed `POST <prefix>/events` request, or the error to answer with: 401 when the

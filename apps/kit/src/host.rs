@@ -187,6 +187,11 @@ impl Host {
     /// `jwks` is where it finds the shell's public keys.
     pub async fn add_fragment(&mut self, fragment: &'static dyn Fragment, jwks: impl JwksSource) -> Result<&Local, HostError> {
         let settings = &self.settings;
+        // Event types are named after their producer (`<producer>.<what happened>`): a broker's streams
+        // and a consumer's choice of stream rely on it.
+        if let Some((event_type, _)) = fragment.publishes().iter().find(|(event_type, _)| crate::broker::producer_of(event_type) != Some(fragment.name())) {
+            return Err(HostError::Config(format!("{} publishes {event_type:?}, which is not named {}.<event>", fragment.name(), fragment.name())));
+        }
         let db = settings.store().open_fragment(fragment.name(), fragment.migrations()).await?;
         let subscriptions = fragment.subscriptions();
         let runtime = FragmentRuntime {
@@ -222,6 +227,15 @@ impl Host {
     /// producer's relay and every fragment's background jobs start; then demo data is seeded if asked
     /// (after the relays, so the seed's events flow).
     pub async fn start(mut self) -> Result<Started, HostError> {
+        let broker = match &self.settings.nats_url {
+            Some(url) => Some(crate::broker::Broker::connect(url, &self.settings.nats_prefix).await.map_err(|error| HostError::Config(error.to_string()))?),
+            None => None,
+        };
+        if broker.is_some() {
+            for producer in &self.local {
+                producer.runtime.events.outbox.use_broker();
+            }
+        }
         for producer in &self.local {
             producer.runtime.events.outbox.load_subscriptions(&producer.runtime.db).await.map_err(HostError::Subscriptions)?;
         }
@@ -237,13 +251,20 @@ impl Host {
         let complete = discovery.run_once().await;
         self.background.push(tokio::spawn(discovery.run(complete)));
         for local in self.local.iter().filter(|local| !local.fragment.publishes().is_empty()) {
-            let transport = Arc::new(HttpTransport::new(local.fragment.name(), self.events.clone(), self.peers.clone()));
+            let transport: Arc<dyn crate::events::Transport> = match &broker {
+                Some(broker) => Arc::new(crate::broker::BrokerTransport::new(broker.clone(), local.fragment.name(), self.events.clone())),
+                None => Arc::new(HttpTransport::new(local.fragment.name(), self.events.clone(), self.peers.clone())),
+            };
             let relay_settings = RelaySettings {
                 max_attempts: self.settings.events_max_attempts,
                 base_backoff_ms: self.settings.events_base_backoff_ms,
                 ..RelaySettings::default()
             };
             self.background.push(Relay::new(local.runtime.db.clone(), &local.runtime.events.outbox, transport, relay_settings).spawn());
+        }
+        if let Some(broker) = &broker {
+            let runtimes: Vec<FragmentRuntime> = self.local.iter().map(|local| local.runtime.clone()).collect();
+            self.background.extend(crate::broker::spawn_all(broker, &runtimes, self.settings.events_max_attempts, self.settings.events_base_backoff_ms));
         }
         for local in &self.local {
             self.background.extend(local.fragment.background(&local.runtime));

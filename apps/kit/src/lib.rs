@@ -9,7 +9,8 @@
 //!   redeploy needs no restart) and the hydration tags with SRI that load exactly that build;
 //! - `page`: the HTML document every fragment page renders into, with the empty chrome slot the shell fills;
 //! - `api`: the server-function route and the one place that maps [`ApiError`] kinds to HTTP statuses;
-//! - `events`: transactional outbox, relay, signed transport and inbox between services;
+//! - `events`: transactional outbox, relay, signed transport and inbox between services; `broker`: the
+//!   same over NATS JetStream when configured;
 //! - `service`: signed service-to-service calls (the cart reserving stock) and their verification;
 //! - `peers`: how a service reaches the others it calls (in process or over HTTP);
 //! - `lease`: named leases in a fragment's database, so its instances take turns (a cart's changes, a
@@ -27,6 +28,7 @@
 //! placeholders (SQLite accepts them too) and only the types both backends share (`BIGINT`, `TEXT`).
 
 pub mod api;
+pub mod broker;
 pub mod client;
 pub mod config;
 pub mod db;

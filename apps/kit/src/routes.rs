@@ -9,6 +9,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::Router;
 use leptos::prelude::IntoView;
+use tessera_contracts::events::Envelope;
 
 use crate::{api, asset_service, page, FragmentRuntime};
 
@@ -39,7 +40,12 @@ async fn replay_dead_letters(
     let Ok(axum::Form(form)) = form else {
         return tessera_contracts::ApiError::BadRequest("seq must be a number".into()).into_http_response();
     };
-    match crate::events::replay_dead_letters(&runtime.db, &runtime.events.outbox, form.seq).await {
+    let replayed = async {
+        let outgoing = crate::events::replay_dead_letters(&runtime.db, &runtime.events.outbox, form.seq).await?;
+        let received = crate::events::replay_received(&runtime, form.seq).await?;
+        Ok::<_, sqlx::Error>(outgoing + received)
+    };
+    match replayed.await {
         Ok(count) => {
             tracing::info!(service = runtime.name, count, "dead letters replayed");
             // Back to the page the admin came from.
@@ -71,30 +77,39 @@ async fn receive_event(
     let Some(subscription) = runtime.events.subscriptions.get(&envelope.event_type) else {
         return refuse(format!("the {} service does not subscribe to {:?}", runtime.name, envelope.event_type));
     };
-    let result = crate::db::retrying(|| async {
-        let mut tx = runtime.db.begin().await?;
-        if !crate::events::record_in_inbox(&mut tx, &envelope).await? {
-            return Ok(false);
-        }
-        subscription.apply(&runtime, &mut tx, &envelope).await?;
-        tx.commit().await?;
-        Ok::<_, HandlerError>(true)
-    })
-    .await;
-    match result {
-        Ok(applied) => {
-            if applied {
-                // The handler may have published events of its own.
-                runtime.events.outbox.committed();
-                if let Some(after) = subscription.after_commit() {
-                    tokio::spawn(after(runtime.clone()));
-                }
-            }
-            axum::Json(serde_json::json!({ "applied": applied, "duplicate": !applied })).into_response()
-        }
+    match apply(&runtime, subscription, &envelope).await {
+        Ok(applied) => axum::Json(serde_json::json!({ "applied": applied, "duplicate": !applied })).into_response(),
         Err(HandlerError::Refused(message)) => refuse(message),
         Err(HandlerError::Database(error)) => crate::internal(error).into_http_response(),
     }
+}
+
+/// Applies a received event, whatever carried it: the inbox row and the handler's effect in one
+/// transaction (retried on transient conflicts), then the work after the commit. `Ok(false)`: a
+/// duplicate, applied before.
+pub(crate) async fn apply(
+    runtime: &FragmentRuntime,
+    subscription: &crate::fragment::Subscription,
+    envelope: &Envelope,
+) -> Result<bool, crate::fragment::HandlerError> {
+    let applied = crate::db::retrying(|| async {
+        let mut tx = runtime.db.begin().await?;
+        if !crate::events::record_in_inbox(&mut tx, envelope).await? {
+            return Ok(false);
+        }
+        subscription.apply(runtime, &mut tx, envelope).await?;
+        tx.commit().await?;
+        Ok::<_, crate::fragment::HandlerError>(true)
+    })
+    .await?;
+    if applied {
+        // The handler may have published events of its own.
+        runtime.events.outbox.committed();
+        if let Some(after) = subscription.after_commit() {
+            tokio::spawn(after(runtime.clone()));
+        }
+    }
+    Ok(applied)
 }
 
 /// Renders `app` inside the fragment document, with the fragment's context (runtime, verifier). In-order

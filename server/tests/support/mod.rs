@@ -34,6 +34,18 @@ pub fn backends() -> Vec<Backend> {
     backends
 }
 
+/// The NATS server of the broker tests (`TESSERA_TEST_NATS_URL`), if any.
+pub fn nats_url() -> Option<String> {
+    std::env::var("TESSERA_TEST_NATS_URL").ok().filter(|url| !url.is_empty())
+}
+
+/// Events over NATS JetStream, in streams of this app's own (named after its schema prefix, which its
+/// other instances share).
+pub fn over_nats(settings: &mut Settings) {
+    settings.nats_url = Some(nats_url().expect("TESSERA_TEST_NATS_URL"));
+    settings.nats_prefix = settings.schema_prefix.trim_end_matches('_').to_owned();
+}
+
 fn postgres_url() -> Option<String> {
     std::env::var("TESSERA_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty())
 }
