@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use shared_auth::Role;
 use tessera_kit::host::{describe, EventContract, FragmentDescriptor};
 use tower::ServiceExt;
@@ -225,6 +225,9 @@ pub struct FragmentRegistry {
     fragments: RwLock<Vec<Arc<Fragment>>>,
     pending: Vec<Pending>,
     client: reqwest::Client,
+    /// For forwarded requests that change something: a connection of their own each, so a dead instance
+    /// refuses it and the request can go to another (`tessera_kit::peers::fresh_connection_client`).
+    fresh: reqwest::Client,
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded.
@@ -246,6 +249,7 @@ impl FragmentRegistry {
             fragments: RwLock::new(fragments.into_iter().map(Arc::new).collect()),
             pending: pending.into_iter().map(|(name, pool, timeout)| Pending { name, pool, timeout }).collect(),
             client: tessera_kit::peers::http_client(),
+            fresh: tessera_kit::peers::fresh_connection_client(),
         }
     }
 
@@ -447,14 +451,15 @@ impl FragmentRegistry {
         if let Some(client) = tessera_kit::client::ClientIp::of(&parts.extensions) {
             headers.insert(HeaderName::from_static(tessera_kit::client::FORWARDED_FOR), HeaderValue::from_str(&client.0.to_string()).expect("an address"));
         }
-        let request = self.client.request(parts.method.clone(), url).headers(headers).body(body);
+        let idempotent = tessera_kit::peers::is_idempotent(&parts.method);
+        let client = if idempotent { &self.client } else { &self.fresh };
+        let request = client.request(parts.method.clone(), url).headers(headers).body(body);
         instance.in_flight.fetch_add(1, Ordering::SeqCst);
         let sent = tokio::time::timeout_at(deadline, request.send()).await;
         instance.in_flight.fetch_sub(1, Ordering::SeqCst);
         let response = match sent {
             Err(_) => return Err(Attempt::Failed(ForwardError::Timeout(timeout))),
             Ok(Err(error)) => {
-                let idempotent = parts.method == Method::GET || parts.method == Method::HEAD;
                 let failure = ForwardError::Unreachable(error.to_string());
                 // Never connected: nothing reached the instance. A GET whose connection broke before any
                 // answer changed nothing either.

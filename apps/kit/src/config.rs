@@ -71,8 +71,8 @@ pub struct Settings {
     /// and the cart accepts any, so a secret is rotated by adding the new one on both sides, then removing
     /// the old. Unset: one is generated in the data dir (enough for a single process).
     pub payment_webhook_secrets: Option<String>,
-    /// Base URL of a separate process serving the payment provider (`/sandbox-pay`); unset: the sandbox
-    /// provider runs in this process.
+    /// Base URL of a separate process serving the payment provider (`/sandbox-pay`), or several,
+    /// comma-separated (every shell replica serves it); unset: the sandbox provider runs in this process.
     pub payment_url: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed, comma-separated addresses or CIDRs (see
     /// `crate::client`); unset: the socket peer is the client.

@@ -297,21 +297,28 @@ pub enum Target {
     },
 }
 
-/// The base URLs of a service's instances (`http://127.0.0.1:3101`), used round-robin, and the one HTTP
-/// client (connection pool) every call to them shares. A request that could not connect to one instance
-/// is sent once more to the next: it never reached the first, so even a non-idempotent request is safe to
-/// send again.
+/// The base URLs of a service's instances (`http://127.0.0.1:3101`), used round-robin, and the HTTP
+/// clients every call to them shares. A request that could not connect to one instance is sent once more
+/// to the next: it never reached the first, so even a non-idempotent request is safe to send again (such
+/// requests always open a connection of their own, so "could not connect" is exact).
 #[derive(Clone, Debug)]
 pub struct Instances {
     bases: Arc<[String]>,
     cursor: Arc<AtomicUsize>,
     client: reqwest::Client,
+    /// For requests that change something: a connection of their own (`crate::peers::fresh_connection_client`).
+    fresh: reqwest::Client,
 }
 
 impl Instances {
     pub fn new(bases: Vec<String>) -> Instances {
         let bases: Vec<String> = bases.into_iter().map(|base| base.trim_end_matches('/').to_owned()).filter(|base| !base.is_empty()).collect();
-        Instances { bases: bases.into(), cursor: Arc::new(AtomicUsize::new(0)), client: crate::peers::http_client() }
+        Instances {
+            bases: bases.into(),
+            cursor: Arc::new(AtomicUsize::new(0)),
+            client: crate::peers::http_client(),
+            fresh: crate::peers::fresh_connection_client(),
+        }
     }
 
     pub fn bases(&self) -> &[String] {
@@ -369,8 +376,9 @@ impl Target {
             Target::Http { instances, .. } => {
                 let mut last_error = "no instances configured".to_owned();
                 // At most two instances: the chosen one and, if it could not be connected to, the next.
+                let client = if crate::peers::is_idempotent(&method) { &instances.client } else { &instances.fresh };
                 for base in instances.rotation().take(2) {
-                    let mut request = instances.client.request(method.clone(), format!("{base}{path}")).timeout(timeout);
+                    let mut request = client.request(method.clone(), format!("{base}{path}")).timeout(timeout);
                     for (name, value) in headers {
                         request = request.header(*name, value);
                     }

@@ -178,7 +178,9 @@ impl Host {
         let webhooks = WebhookSigner::new(&shared_secrets(&settings.data_dir, configured, "payment-webhook.secret")?);
         let peers = Arc::new(Peers::default());
         if let Some(base) = &settings.payment_url {
-            peers.set("payments", Target::http(tessera_contracts::payments::SANDBOX_PREFIX, vec![base.clone()]));
+            // Comma-separated: several processes serve the provider (every shell replica does).
+            let bases = base.split(',').map(str::trim).filter(|base| !base.is_empty()).map(str::to_owned).collect();
+            peers.set("payments", Target::http(tessera_contracts::payments::SANDBOX_PREFIX, bases));
         }
         Ok(Host { settings: settings.clone(), events, webhooks, peers, local: Vec::new(), background: Vec::new() })
     }

@@ -42,3 +42,18 @@ pub fn http_client() -> reqwest::Client {
         .build()
         .expect("an HTTP client")
 }
+
+/// An HTTP client that opens a new connection for every request, for requests that must not be sent
+/// twice (anything but GET and HEAD). On a kept-alive connection a request can be written into a
+/// connection whose process just died, and the error cannot tell that from a process that died while
+/// handling it, so it could not be sent again safely. On a new connection a dead process refuses the
+/// connection — nothing was sent, and the request goes to another instance. (Loopback or LAN connects
+/// cost well under a millisecond; GETs keep their connections.)
+pub fn fresh_connection_client() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(0).build().expect("an HTTP client")
+}
+
+/// Whether a request may be sent again when its connection broke (it changes nothing).
+pub fn is_idempotent(method: &axum::http::Method) -> bool {
+    matches!(*method, axum::http::Method::GET | axum::http::Method::HEAD)
+}
