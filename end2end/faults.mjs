@@ -49,19 +49,24 @@ export function sql(cluster, service, query) {
   return out.split('\n').filter((line) => line.length > 0).map((line) => line.split('\t'));
 }
 
-/** The cluster: processes started two at a time, each pair at the same moment on one database. */
-export async function startCluster({ binDir, siteDir, pgUrl, natsUrl }) {
+/** The cluster: the instances of each process started at the same moment on one database. */
+/// `instances` of every process (2 by default); events over NATS when `natsUrl` is given, else HTTP.
+export async function startCluster({ binDir, siteDir, pgUrl, natsUrl, instances = 2 }) {
   const scratch = mkdtempSync(join(tmpdir(), 'tessera-faults-'));
   const prefix = `f${Math.random().toString(36).slice(2, 10)}_`;
-  const ports = { shell: [await freePort(), await freePort()] };
-  for (const name of Object.keys(SERVICES)) ports[name] = [await freePort(), await freePort()];
+  const portsOf = async () => {
+    const list = [];
+    for (let n = 0; n < instances; n += 1) list.push(await freePort());
+    return list;
+  };
+  const ports = { shell: await portsOf() };
+  for (const name of Object.keys(SERVICES)) ports[name] = await portsOf();
   const urls = (name) => ports[name].map((port) => `http://127.0.0.1:${port}`).join(',');
   const common = {
     TESSERA_POSTGRES_URL: pgUrl,
     TESSERA_SCHEMA_PREFIX: prefix,
     TESSERA_POSTGRES_POOL_SIZE: '4',
-    TESSERA_NATS_URL: natsUrl,
-    TESSERA_NATS_PREFIX: prefix.replace(/_$/, ''),
+    ...(natsUrl ? { TESSERA_NATS_URL: natsUrl, TESSERA_NATS_PREFIX: prefix.replace(/_$/, '') } : {}),
     TESSERA_PUBLIC_URL: `http://127.0.0.1:${ports.shell[0]}`,
     TESSERA_JWKS_URL: `http://127.0.0.1:${ports.shell[0]}/.well-known/jwks.json`,
     TESSERA_EVENTS_SECRET: 'faults-events-secret',

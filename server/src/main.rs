@@ -61,12 +61,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve { fragment, demo } => (fragment, demo),
         Command::Keys { command: KeysCommand::Rotate { delay_seconds } } => {
             let entry = tessera_shell::site::rotate_keys(&settings, delay_seconds).await?;
-            println!(
-                "new key {} is published by every shell replica within {} s and signs from {} (unix time)",
-                entry.kid,
-                tessera_shell::keys::FOLLOW_EVERY.as_secs(),
-                entry.signs_from
-            );
+            println!("{}", tessera_shell::keys::describe_rotation(&entry));
             return Ok(());
         }
         Command::Inventory { command: InventoryCommand::Verify } => {

@@ -75,6 +75,11 @@ pub async fn rotate(db: &AnyPool, publish_delay_seconds: i64) -> Result<KeyEntry
     Ok(key.entry)
 }
 
+/// What `keys rotate` tells the operator.
+pub fn describe_rotation(entry: &KeyEntry) -> String {
+    format!("new key {} is published by every shell replica within {} s and signs from {} (unix time)", entry.kid, FOLLOW_EVERY.as_secs(), entry.signs_from)
+}
+
 /// Keeps `signer`'s ring equal to the table, until the task is aborted.
 pub fn follow(db: AnyPool, signer: Arc<TokenSigner>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {

@@ -47,12 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Command::Serve { demo } => settings.demo |= demo,
         Command::Keys { command: KeysCommand::Rotate { delay_seconds } } => {
             let entry = tessera_shell::site::rotate_keys(&settings, delay_seconds).await?;
-            println!(
-                "new key {} is published by every shell replica within {} s and signs from {} (unix time)",
-                entry.kid,
-                tessera_shell::keys::FOLLOW_EVERY.as_secs(),
-                entry.signs_from
-            );
+            println!("{}", tessera_shell::keys::describe_rotation(&entry));
             return Ok(());
         }
     }

@@ -9,7 +9,9 @@
 //! - the catalog's listing and search latency with 10,000 products (`bench_catalog`);
 //! - checkouts/s end to end (`bench_checkout`);
 //! - requests served and failed during a rolling redeploy of the catalog and of the cart
-//!   (`end2end/bench-rollout.mjs`, the same code as the rollout test, on release binaries).
+//!   (`end2end/bench-rollout.mjs`, the same code as the rollout test, on release binaries);
+//! - events/s and commit-to-effect latency over NATS JetStream against HTTP, and checkouts/s with 1 and
+//!   2 instances of every process, on PostgreSQL (`end2end/bench-scaleout.mjs`, the fault test's cluster).
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -33,8 +35,9 @@ pub struct BenchArgs {
     /// Skip the cold/incremental build measurement (it needs a second, fresh target dir).
     #[arg(long)]
     skip_build_times: bool,
-    /// Run only one part of the load benchmarks: `site`, `inventory`, `catalog`, `checkout`, `rollout` or
-    /// `dev` (how long an edit takes to show in `cargo xtask dev`).
+    /// Run only one part of the load benchmarks: `site`, `inventory`, `catalog`, `checkout`, `rollout`,
+    /// `dev` (how long an edit takes to show in `cargo xtask dev`) or `scaleout` (events over NATS
+    /// against HTTP, checkouts/s with 1 and 2 instances of every process).
     #[arg(long)]
     only: Option<String>,
 }
@@ -379,6 +382,9 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     if part("dev") {
         dev_loop(workspace)?;
     }
+    if part("scaleout") {
+        scaleout(workspace, args.seconds)?;
+    }
     println!();
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
@@ -395,6 +401,25 @@ fn rollout(workspace: &Workspace, seconds: u64) -> Result<()> {
         .arg(workspace.binary("", true))
         .arg(workspace.site_dir())
         .arg(seconds.max(2).to_string())
+        .current_dir(workspace.end2end()))
+}
+
+/// Events over NATS against HTTP, and checkouts/s with 1 and 2 instances of every process, on PostgreSQL
+/// and NATS (`TESSERA_TEST_POSTGRES_URL`, `TESSERA_TEST_NATS_URL`, the local servers by default),
+/// release binaries (`end2end/bench-scaleout.mjs`).
+fn scaleout(workspace: &Workspace, seconds: u64) -> Result<()> {
+    println!("bench: building the release binaries of every deployable…");
+    crate::build_binaries(workspace, true)?;
+    let postgres = std::env::var("TESSERA_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let nats = std::env::var("TESSERA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    println!();
+    run(Command::new("node")
+        .arg("bench-scaleout.mjs")
+        .arg(workspace.binary("", true))
+        .arg(workspace.site_dir())
+        .arg(seconds.max(2).to_string())
+        .arg(postgres)
+        .arg(nats)
         .current_dir(workspace.end2end()))
 }
 
