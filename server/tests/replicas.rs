@@ -451,13 +451,27 @@ async fn over_jetstream_an_event_that_keeps_failing_becomes_a_dead_letter_that_c
     // The admin page shows it.
     let (_, html) = app.text("/admin/events", Some(&admin)).await;
     assert!(html.contains("inventory.stock_changed"), "{html}");
-    // Fixed, then replayed: applied once, and gone from the list.
+    // A forged message (anyone who can publish to the broker): unsigned, a dead letter at once.
+    let broker = tessera_kit::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.nats_prefix).await.unwrap();
+    let forged = serde_json::json!({
+        "id": "forged-1", "type": "inventory.stock_changed", "version": 1, "aggregate_type": "sku", "aggregate_id": "PEN-GEL-BK",
+        "sequence": 999_999, "occurred_at_ms": 0, "producer": "inventory", "payload": { "sku": "PEN-GEL-BK", "on_hand": 999, "available": 999 }
+    });
+    let subject = broker.subject("inventory", "inventory.stock_changed");
+    broker.jetstream().publish(subject, forged.to_string().into()).await.unwrap().await.unwrap();
+    eventually("the forged message dead-lettered", || async {
+        status().await["dead_letters"].as_array().unwrap().iter().any(|letter| letter["event_type"] == "(invalid)")
+    })
+    .await;
+    // Fixed, then replayed: applied once, and gone from the list; the forged one is never applied.
     sqlx::query("ALTER TABLE availability_away RENAME TO availability").execute(&catalog).await.unwrap();
     let response = app.post_form("/catalog/events/replay", "", Some(&admin)).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(availability_of(&app, "PEN-GEL-BK").await, Some(3));
-    assert_eq!(status().await["dead_letters"].as_array().unwrap().len(), 0);
-    let broker = tessera_kit::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.nats_prefix).await.unwrap();
+    let left = status().await["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["event_type"], "(invalid)");
+    assert!(left[0]["last_error"].as_str().unwrap().contains("not signed"), "{left:?}");
     for name in ["INVENTORY", "CART", "CATALOG"] {
         let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.nats_prefix.to_ascii_uppercase())).await;
     }

@@ -23,8 +23,8 @@ use crate::store::{self, HoldRecord, Item};
 /// How long the shopper waits for inventory before the line is kept as pending.
 const INVENTORY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How long one cart change may hold the cart: beyond the inventory calls it makes, so the lease runs out
-/// only when the instance holding it died.
+/// How long a cart lease lasts without renewal: it is renewed while held, so it runs out only when the
+/// instance holding it died.
 const CART_LEASE: Duration = Duration::from_secs(30);
 
 /// The turn of one task to change a cart, across every cart instance (see [`lock`]).
@@ -39,7 +39,8 @@ pub struct CartGuard {
 /// lease lasts.
 pub async fn lock(runtime: &FragmentRuntime, cart_id: &str) -> Result<CartGuard, LeaseError> {
     let lease = Lease::take(&runtime.db, &format!("cart:{cart_id}"), CART_LEASE, CART_LEASE + Duration::from_secs(5)).await?;
-    Ok(CartGuard { _lease: lease })
+    // Renewed while held: a refresh that waits long on inventory keeps the cart.
+    Ok(CartGuard { _lease: lease.kept(CART_LEASE) })
 }
 
 /// The answer when a cart could not be locked.

@@ -20,7 +20,11 @@
 //!   the second arrival harmless. A failure is negatively acknowledged with a delay that doubles per
 //!   delivery; after `events_max_attempts` deliveries the event becomes a dead letter in the consumer's
 //!   database (`dead_letters`), shown on `/admin/events` and replayable from there, and is terminated in
-//!   JetStream so it stops coming.
+//!   JetStream so it stops coming. (A message that is not a valid, signed envelope is a dead letter at
+//!   once and is never replayed.)
+//! - **Known limit.** A durable consumer acknowledges the types its fragment does not subscribe to; a
+//!   release that subscribes to a new type gets that type's events from then on, not the earlier ones
+//!   (the HTTP transport backfills them).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -39,6 +43,8 @@ pub const BROKER_SUBSCRIBER: &str = "jetstream";
 /// How long JetStream remembers message ids to drop duplicates (its default; longer than any relay
 /// retry of a publish that was stored but not marked).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// How long a stream keeps an event, for consumers that start later.
+const STREAM_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long a consumer has to apply one event before JetStream sends it again.
 const ACK_WAIT: Duration = Duration::from_secs(30);
 /// Longest delay before a failed event is offered again.
@@ -59,6 +65,19 @@ pub enum BrokerError {
     Connect { url: String, source: async_nats::ConnectError },
 }
 
+/// The URL without credentials, for messages.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<the configured URL>".to_owned(),
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
@@ -76,7 +95,7 @@ impl Broker {
             .name("tessera")
             .connect(url)
             .await
-            .map_err(|source| BrokerError::Connect { url: url.to_owned(), source })?;
+            .map_err(|source| BrokerError::Connect { url: redacted(url), source })?;
         Ok(Broker { jetstream: jetstream::new(client), prefix: prefix.to_owned() })
     }
 
@@ -96,6 +115,8 @@ impl Broker {
             name: self.stream_name(producer),
             subjects: vec![format!("{}.{producer}.>", self.prefix)],
             duplicate_window: DUPLICATE_WINDOW,
+            // A consumer that starts later reads from the beginning: kept for a month, then dropped.
+            max_age: STREAM_MAX_AGE,
             storage: stream::StorageType::File,
             ..Default::default()
         };
@@ -212,8 +233,9 @@ impl Consumer {
             deliver_policy: consumer::DeliverPolicy::All,
             ack_policy: consumer::AckPolicy::Explicit,
             ack_wait: ACK_WAIT,
-            // The consumer dead-letters after `max_deliveries` itself; one more lets it see that delivery.
-            max_deliver: self.max_deliveries + 1,
+            // Unbounded here: the consumer dead-letters after `max_deliveries` itself, and a message whose
+            // dead letter could not be written must keep coming rather than be dropped by JetStream.
+            max_deliver: -1,
             max_ack_pending: 1,
             filter_subject: format!("{}.{}.>", self.broker.prefix, self.producer),
             ..Default::default()

@@ -579,17 +579,22 @@ impl Relay {
                 producer: self.producer.to_owned(),
                 payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
             };
-            match self.transport.deliver(&subscriber, &envelope).await {
+            // Bounded also in process (an HTTP delivery has its own timeout), so it ends within the claim.
+            let delivered_in_time = tokio::time::timeout(2 * DELIVERY_TIMEOUT, self.transport.deliver(&subscriber, &envelope))
+                .await
+                .unwrap_or_else(|_| Err(format!("{subscriber} did not answer within {:?}", 2 * DELIVERY_TIMEOUT)));
+            match delivered_in_time {
                 Ok(()) => {
                     delivered += 1;
                     let lag = (now_ms() - envelope.occurred_at_ms).max(0) as f64 / 1000.0;
                     metrics::histogram!("tessera_event_delivery_lag_seconds", "producer" => self.producer).record(lag);
                     sqlx::query("UPDATE outbox_deliveries SET status = 'delivered', attempts = $1, delivered_at_ms = $2, last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL \
-                         WHERE seq = $3 AND subscriber = $4")
+                         WHERE seq = $3 AND subscriber = $4 AND claimed_by = $5")
                         .bind(attempts + 1)
                         .bind(now_ms())
                         .bind(seq)
                         .bind(&subscriber)
+                        .bind(&self.id)
                         .execute(&self.db)
                         .await?;
                 }
@@ -603,7 +608,7 @@ impl Relay {
                     }
                     sqlx::query(
                         "UPDATE outbox_deliveries SET status = $1, attempts = $2, next_attempt_at_ms = $3, last_error = $4, claimed_by = NULL, claimed_until_ms = NULL \
-                         WHERE seq = $5 AND subscriber = $6",
+                         WHERE seq = $5 AND subscriber = $6 AND claimed_by = $7",
                     )
                     .bind(if dead { "dead" } else { "pending" })
                     .bind(attempts)
@@ -611,6 +616,7 @@ impl Relay {
                     .bind(error.chars().take(500).collect::<String>())
                     .bind(seq)
                     .bind(&subscriber)
+                    .bind(&self.id)
                     .execute(&self.db)
                     .await?;
                 }
@@ -759,7 +765,9 @@ pub async fn outbox_gauges(db: &AnyPool) -> Result<OutboxGauges, sqlx::Error> {
         sqlx::query_as("SELECT COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = 'pending'")
             .fetch_one(db)
             .await?;
-    let (dead,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'dead'").fetch_one(db).await?;
+    // Dead letters either way: undeliverable here, or received from a broker and not applicable here.
+    let (dead,): (i64,) =
+        sqlx::query_as("SELECT (SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'dead') + (SELECT COUNT(*) FROM dead_letters)").fetch_one(db).await?;
     Ok(OutboxGauges { depth, oldest_age_ms: oldest.map(|at| (now_ms() - at).max(0)).unwrap_or(0), dead })
 }
 
@@ -817,8 +825,12 @@ pub async fn record_dead_letter(
 /// Applies the received dead letters again (all, or those of one `seq`): each that applies now leaves
 /// the list; one that fails again stays with the new error. Returns how many applied.
 pub async fn replay_received(runtime: &crate::FragmentRuntime, seq: Option<i64>) -> Result<u64, sqlx::Error> {
+    // Messages that were not a valid, signed envelope stay where they are: replaying one would apply
+    // whatever anyone able to publish to the broker wrote.
     let rows: Vec<(String, i64, String)> =
-        sqlx::query_as("SELECT event_id, sequence, envelope FROM dead_letters ORDER BY failed_at_ms").fetch_all(&runtime.db).await?;
+        sqlx::query_as("SELECT event_id, sequence, envelope FROM dead_letters WHERE event_id NOT LIKE 'invalid-%' ORDER BY failed_at_ms")
+            .fetch_all(&runtime.db)
+            .await?;
     let mut applied = 0;
     for (event_id, sequence, envelope) in rows.into_iter().filter(|(_, sequence, _)| seq.is_none_or(|seq| seq == *sequence)) {
         let outcome = match serde_json::from_str::<Envelope>(&envelope) {

@@ -551,6 +551,8 @@ pub async fn serve(
     let metrics = crate::metrics::router(exposure.scrape);
     let app = if settings.metrics_addr.is_none() && !exposure.public { app.merge(metrics.clone()) } else { app };
     let app = with_health(with_common_layers(app, proxies), readiness.clone());
+    let listener = TcpListener::bind(settings.addr).await.map_err(|source| HostError::Io { context: format!("binding {}", settings.addr), source })?;
+    let addr = listener.local_addr().map_err(|source| HostError::Io { context: "reading the bound address".into(), source })?;
     let metrics_server = match settings.metrics_addr {
         Some(addr) => {
             let listener = TcpListener::bind(addr).await.map_err(|source| HostError::Io { context: format!("binding the metrics listener {addr}"), source })?;
@@ -560,8 +562,6 @@ pub async fn serve(
         }
         None => None,
     };
-    let listener = TcpListener::bind(settings.addr).await.map_err(|source| HostError::Io { context: format!("binding {}", settings.addr), source })?;
-    let addr = listener.local_addr().map_err(|source| HostError::Io { context: "reading the bound address".into(), source })?;
     // Pages stream in several writes; with Nagle's algorithm each response would wait for the client's
     // delayed ACK (~40 ms) between them.
     let listener = listener.tap_io(|stream| {

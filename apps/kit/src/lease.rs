@@ -24,12 +24,15 @@ pub enum LeaseError {
 }
 
 /// A lease this task holds. Dropping it releases it in the background; [`Lease::release`] does it now.
+/// While held it is renewed in the background ([`Lease::kept`]), so work that takes longer than its
+/// time (a slow inventory) does not lose it half-way; a holder that dies stops renewing.
 #[derive(Debug)]
 pub struct Lease {
     db: AnyPool,
     name: String,
     holder: String,
     released: bool,
+    renewal: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Lease {
@@ -47,7 +50,7 @@ impl Lease {
         .bind(now)
         .execute(db)
         .await?;
-        Ok((taken.rows_affected() == 1).then(|| Lease { db: db.clone(), name: name.to_owned(), holder, released: false }))
+        Ok((taken.rows_affected() == 1).then(|| Lease { db: db.clone(), name: name.to_owned(), holder, released: false, renewal: None }))
     }
 
     /// Takes `name` for `ttl`, waiting (polling, a few milliseconds at first) up to `wait` for its holder.
@@ -66,8 +69,40 @@ impl Lease {
         }
     }
 
+    /// Renews the lease every third of `ttl` until it is released or dropped.
+    pub fn kept(mut self, ttl: Duration) -> Lease {
+        let (db, name, holder) = (self.db.clone(), self.name.clone(), self.holder.clone());
+        self.renewal = Some(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                let renewed = sqlx::query("UPDATE leases SET until_ms = $1 WHERE name = $2 AND holder = $3")
+                    .bind(now_ms() + ttl.as_millis() as i64)
+                    .bind(&name)
+                    .bind(&holder)
+                    .execute(&db)
+                    .await;
+                match renewed {
+                    Ok(done) if done.rows_affected() == 1 => {}
+                    Ok(_) => {
+                        tracing::warn!(lease = name, "a lease ran out before it was renewed");
+                        return;
+                    }
+                    Err(error) => tracing::warn!(lease = name, %error, "could not renew a lease; trying again"),
+                }
+            }
+        }));
+        self
+    }
+
+    fn stop_renewing(&mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+    }
+
     /// Gives the lease back.
     pub async fn release(mut self) {
+        self.stop_renewing();
         self.released = true;
         if let Err(error) = delete(&self.db, &self.name, &self.holder).await {
             tracing::warn!(lease = self.name, %error, "could not release a lease; it runs out by itself");
@@ -81,6 +116,7 @@ async fn delete(db: &AnyPool, name: &str, holder: &str) -> Result<(), sqlx::Erro
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        self.stop_renewing();
         if self.released {
             return;
         }
@@ -96,16 +132,21 @@ impl Drop for Lease {
 
 /// Runs one pass of a periodic job (a sweeper) that every instance schedules every `period`: the first
 /// instance to come to it in a period takes the job's lease for nine tenths of the period and runs the
-/// pass; the others skip it. The lease is left to run out rather than released, so the job runs about
-/// once per period across all instances, not once per instance; when the instance that ran it dies,
-/// another takes the next period. Returns `None` when this instance skipped.
+/// pass, renewing the lease while the pass runs; the others skip it. After the pass the lease is left to
+/// run out rather than released, so the job runs about once per period across all instances, never
+/// twice at once; when the instance that ran it dies, another takes the next period. Returns `None`
+/// when this instance skipped.
 pub async fn once_per_period<T, F>(db: &AnyPool, job: &str, period: Duration, pass: F) -> Result<Option<T>, sqlx::Error>
 where
     F: std::future::Future<Output = T>,
 {
-    let Some(mut lease) = Lease::try_take(db, &format!("job:{job}"), period * 9 / 10).await? else {
+    let ttl = period * 9 / 10;
+    let Some(lease) = Lease::try_take(db, &format!("job:{job}"), ttl).await? else {
         return Ok(None);
     };
+    let mut lease = lease.kept(ttl);
+    let result = pass.await;
+    lease.stop_renewing();
     lease.released = true;
-    Ok(Some(pass.await))
+    Ok(Some(result))
 }

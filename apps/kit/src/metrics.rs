@@ -57,7 +57,17 @@ pub struct RouteLabel(pub String);
 /// Middleware: counts and times every request by method, route pattern and status.
 pub async fn track(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
     let matched = request.extensions().get::<MatchedPath>().map(|path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    // Any token is a valid method: only the standard ones become labels, so a client cannot make series.
+    let method = match *request.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::DELETE => "DELETE",
+        axum::http::Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let start = Instant::now();
     let response = next.run(request).await;
     let route = match (response.extensions().get::<RouteLabel>(), matched) {
@@ -67,7 +77,7 @@ pub async fn track(request: axum::extract::Request, next: axum::middleware::Next
     };
     let elapsed = start.elapsed().as_secs_f64();
     let status = response.status().as_u16().to_string();
-    metrics::histogram!("http_request_duration_seconds", "method" => method.clone(), "route" => route.clone()).record(elapsed);
+    metrics::histogram!("http_request_duration_seconds", "method" => method, "route" => route.clone()).record(elapsed);
     metrics::counter!("http_requests_total", "method" => method, "route" => route, "status" => status).increment(1);
     response
 }
