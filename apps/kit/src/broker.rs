@@ -172,7 +172,7 @@ pub fn producer_of(event_type: &str) -> Option<&str> {
 }
 
 /// Starts the consumers of a fragment: one per producer it consumes from. They run until aborted.
-pub fn spawn_consumers(broker: &Broker, runtime: &FragmentRuntime, max_deliveries: i64, base_backoff_ms: i64) -> Vec<tokio::task::JoinHandle<()>> {
+fn spawn_consumers(broker: &Broker, runtime: &FragmentRuntime, max_deliveries: i64, base_backoff_ms: i64) -> Vec<tokio::task::JoinHandle<()>> {
     let mut producers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (event_type, _) in runtime.events.subscriptions.types() {
         if let Some(producer) = producer_of(event_type) {

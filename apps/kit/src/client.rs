@@ -88,14 +88,6 @@ fn canonical(address: IpAddr) -> IpAddr {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientIp(pub IpAddr);
 
-impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp::of(&parts.extensions).unwrap_or(ClientIp(IpAddr::from([0, 0, 0, 0]))))
-    }
-}
-
 impl ClientIp {
     /// The resolved address, or the socket peer when the middleware did not run.
     pub fn of(extensions: &axum::http::Extensions) -> Option<ClientIp> {
