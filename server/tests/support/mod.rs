@@ -148,6 +148,16 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
     }
 }
 
+impl TestApp {
+    /// Stops the app's background work (its relays, sweepers, discovery) while it keeps serving: a test
+    /// that drives a relay of its own on the app's outbox then has the only one.
+    pub fn stop_background(&mut self) {
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         // A graceful stop, not an abort: the server closes its kept-alive connections, so no connection
