@@ -1,11 +1,13 @@
 // `cargo xtask bench --only scaleout`: the site as separate processes on PostgreSQL (release binaries),
 // measured side by side in one run:
-// - events/s and commit-to-effect latency of inventory's stock events reaching the catalog, over NATS
-//   JetStream against HTTP (one instance of every process);
+// - events/s and commit-to-effect latency of inventory's stock events reaching the catalog, over HTTP
+//   with the polling relay, over HTTP with the relay fed by PostgreSQL's replication stream (CDC), and
+//   over NATS JetStream (one instance of every process), with the database's load idle and per event;
 // - whole checkouts/s (browse, add, place, pay, paid by webhook) with 1 and with 2 instances of every
 //   process (events over NATS), the shoppers spread over the shells.
 //
 // Usage: node bench-scaleout.mjs <binary dir> <site dir> <seconds of checkout load> <postgres url> <nats url>
+import { execFileSync } from 'node:child_process';
 import { shopperLoad, startCluster, stopCluster } from './faults.mjs';
 
 const [binDir, siteDir, seconds = '5', pgUrl, natsUrl] = process.argv.slice(2);
@@ -33,10 +35,41 @@ async function catalogStatus(url, cookie) {
 
 const SKUS = ['TEE-BLU-M', 'TEE-RED-L', 'MUG-STN-01', 'CAP-BLK-01', 'BAG-CNV-01', 'NTB-A5-DOT', 'PEN-GEL-BK', 'STK-RST-10'];
 
-/** Stock receipts by admins: one at a time (latency), then a burst (throughput). */
+/** The whole database's committed transactions and rows read so far (PostgreSQL's statistics). */
+function databaseLoad() {
+  const out = execFileSync('psql', [pgUrl, '-X', '-Atc', "SELECT xact_commit, tup_returned + tup_fetched FROM pg_stat_database WHERE datname = current_database()"]).toString().trim();
+  const [transactions, rows] = out.split('|').map(Number);
+  return { transactions, rows, at: Date.now() };
+}
+
+/** Deliveries still pending in every producer's outbox of the cluster. */
+function pendingDeliveries(cluster) {
+  const sum = ['inventory', 'cart', 'catalog'].map((service) => `(SELECT COUNT(*) FROM ${cluster.prefix}${service}.outbox_deliveries WHERE status = 'pending')`).join(' + ');
+  return Number(execFileSync('psql', [pgUrl, '-X', '-Atc', `SELECT ${sum}`]).toString().trim());
+}
+
+/** Per second between two samples. Backends report their statistics within a second of a transaction
+ * (within ten when idle), so windows are long. */
+function rate(from, to, key) {
+  return (to[key] - from[key]) / ((to.at - from.at) / 1000);
+}
+
+/** Stock receipts by admins: one at a time (latency), then a burst (throughput); the database's load
+ * while the site is idle and per event during the burst. */
 async function events(cluster) {
   const url = `http://127.0.0.1:${cluster.ports.shell[0]}`;
   const cookie = await adminCookie(url);
+  // Idle means settled: the start's events delivered (a subscriber that came up later gets them on a
+  // retry), then a few seconds more.
+  const settling = Date.now();
+  while (pendingDeliveries(cluster) > 0) {
+    if (Date.now() - settling > 120_000) throw new Error('the start-up events were never delivered');
+    await sleep(500);
+  }
+  await sleep(5000);
+  const idleFrom = databaseLoad();
+  await sleep(30_000);
+  const idleTo = databaseLoad();
   const sequential = 200;
   for (let n = 0; n < sequential; n += 1) {
     const response = await post(url, cookie, '/admin/inventory/api/adjust_stock', `sku=${SKUS[n % SKUS.length]}&delta=1`);
@@ -48,6 +81,8 @@ async function events(cluster) {
   const before = steady.received;
   const changes = 2000;
   const workers = 16;
+  await sleep(10_000);
+  const burstFrom = databaseLoad();
   const started = Date.now();
   await Promise.all(
     Array.from({ length: workers }, async (_, worker) => {
@@ -66,26 +101,37 @@ async function events(cluster) {
     await sleep(20);
   }
   const consumed = Date.now() - started;
-  return { steady: steady.latency_ms, burst: last.latency_ms, committed, consumed, changes };
+  await sleep(1500);
+  const burstTo = databaseLoad();
+  const idle = { transactions: rate(idleFrom, idleTo, 'transactions'), rows: rate(idleFrom, idleTo, 'rows') };
+  const perEvent = { transactions: (burstTo.transactions - burstFrom.transactions) / changes, rows: (burstTo.rows - burstFrom.rows) / changes };
+  return { steady: steady.latency_ms, burst: last.latency_ms, committed, consumed, changes, idle, perEvent };
 }
 
-console.log('| events: inventory → catalog, PostgreSQL, one instance of every process, release | HTTP | NATS JetStream |');
-console.log('|---|--:|--:|');
-const results = {};
-for (const [name, nats] of [['HTTP', null], ['NATS', natsUrl]]) {
-  const cluster = await startCluster({ binDir, siteDir, pgUrl, natsUrl: nats, instances: 1 });
+const setups = [
+  ['HTTP, polling relay', { natsUrl: null }],
+  ['HTTP, CDC relay', { natsUrl: null, relay: 'cdc' }],
+  ['NATS JetStream, polling relay', { natsUrl }],
+];
+console.log(`| events: inventory → catalog, PostgreSQL, one instance of every process, release | ${setups.map(([name]) => name).join(' | ')} |`);
+console.log(`|---|${setups.map(() => '--:').join('|')}|`);
+const results = [];
+for (const [, options] of setups) {
+  const cluster = await startCluster({ binDir, siteDir, pgUrl, instances: 1, ...options });
   try {
-    results[name] = await events(cluster);
+    results.push(await events(cluster));
   } finally {
     await stopCluster(cluster);
   }
 }
-const row = (label, value) => console.log(`| ${label} | ${value(results.HTTP)} | ${value(results.NATS)} |`);
+const row = (label, value) => console.log(`| ${label} | ${results.map(value).join(' | ')} |`);
 row('commit → effect, 200 changes one at a time, p50 / p99 / max', (r) => `${r.steady.p50} / ${r.steady.p99} / ${r.steady.max} ms`);
 row('2000 changes from 16 admins: all committed after', (r) => `${(r.committed / 1000).toFixed(2)} s`);
 row('… all applied by the catalog after', (r) => `${(r.consumed / 1000).toFixed(2)} s`);
 row('… events/s, commit to consumer effect', (r) => `${Math.round((r.changes * 1000) / r.consumed)}`);
 row('… commit → effect during the burst, p50 / p99 / max', (r) => `${r.burst.p50} / ${r.burst.p99} / ${r.burst.max} ms`);
+row('database idle, 30 s: transactions/s · rows read/s', (r) => `${r.idle.transactions.toFixed(1)} · ${Math.round(r.idle.rows)}`);
+row('database per event in the burst: transactions · rows read', (r) => `${r.perEvent.transactions.toFixed(1)} · ${Math.round(r.perEvent.rows)}`);
 
 console.log();
 console.log(`| checkouts, events over NATS, PostgreSQL, 8 shoppers, ${seconds} s, release | checkouts/s | requests/s | failed |`);

@@ -50,8 +50,9 @@ export function sql(cluster, service, query) {
 }
 
 /** The cluster: the instances of each process started at the same moment on one database. */
-/// `instances` of every process (2 by default); events over NATS when `natsUrl` is given, else HTTP.
-export async function startCluster({ binDir, siteDir, pgUrl, natsUrl, instances = 2 }) {
+/// `instances` of every process (2 by default); events over NATS when `natsUrl` is given, else HTTP;
+/// `relay: 'cdc'` relays the outboxes from PostgreSQL's replication stream instead of polling.
+export async function startCluster({ binDir, siteDir, pgUrl, natsUrl, relay, instances = 2 }) {
   const scratch = mkdtempSync(join(tmpdir(), 'tessera-faults-'));
   const prefix = `f${Math.random().toString(36).slice(2, 10)}_`;
   const portsOf = async () => {
@@ -67,6 +68,7 @@ export async function startCluster({ binDir, siteDir, pgUrl, natsUrl, instances 
     TESSERA_SCHEMA_PREFIX: prefix,
     TESSERA_POSTGRES_POOL_SIZE: '4',
     ...(natsUrl ? { TESSERA_NATS_URL: natsUrl, TESSERA_NATS_PREFIX: prefix.replace(/_$/, '') } : {}),
+    ...(relay ? { TESSERA_OUTBOX_RELAY: relay } : {}),
     TESSERA_PUBLIC_URL: `http://127.0.0.1:${ports.shell[0]}`,
     TESSERA_JWKS_URL: `http://127.0.0.1:${ports.shell[0]}/.well-known/jwks.json`,
     TESSERA_EVENTS_SECRET: 'faults-events-secret',
@@ -131,7 +133,7 @@ export async function stopCluster(cluster) {
   }
   try {
     for (const service of ['shell', 'paysandbox', ...Object.keys(SERVICES)]) {
-      execFileSync('psql', [cluster.pgUrl, '-X', '-q', '-v', 'client_min_messages=warning', '-c', 'SET client_min_messages = warning', '-c', `DROP SCHEMA IF EXISTS ${cluster.prefix}${service} CASCADE`]);
+      execFileSync('psql', [cluster.pgUrl, '-X', '-q', '-v', 'client_min_messages=warning', '-c', 'SET client_min_messages = warning', '-c', `DROP SCHEMA IF EXISTS ${cluster.prefix}${service} CASCADE`, '-c', `DROP PUBLICATION IF EXISTS tessera_outbox_${cluster.prefix}${service}`]);
     }
   } catch {
     // leave them; the prefix is unique

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use support::{backends, count, database, eventually, spawn_with, Backend, Options, TestApp, PASSWORD, SHOPPER};
+use support::{backends, count, database, eventually, sign_in_from, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
 use tessera_contracts::events::{Envelope, StockChanged};
 use tessera_kit::events::{Outbox, Relay, RelaySettings, Transport};
 use tessera_kit::lease::Lease;
@@ -193,22 +193,6 @@ async fn one_cart_changed_through_two_instances_at_once_keeps_every_unit_and_one
         let (status,): (String,) = sqlx::query_as("SELECT status FROM reservations WHERE id = $1").bind(reservation).fetch_one(&inventory).await.unwrap();
         assert_eq!(status, "soft");
     }
-}
-
-/// A sign-in attempt as a proxy would forward it, for the client at `client`.
-async fn sign_in_from(app: &TestApp, client: &str, email: &str, password: &str) -> StatusCode {
-    let body = format!("email={}&password={}", support::urlencode(email), support::urlencode(password));
-    let response = app
-        .client
-        .post(format!("{}/login", app.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("origin", "http://127.0.0.1")
-        .header("x-forwarded-for", format!("6.6.6.6, {client}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    response.status()
 }
 
 fn strict_address_limit(settings: &mut tessera_server::Settings) {
@@ -477,4 +461,144 @@ async fn over_jetstream_an_event_that_keeps_failing_becomes_a_dead_letter_that_c
     for name in ["INVENTORY", "CART", "CATALOG"] {
         let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.nats_prefix.to_ascii_uppercase())).await;
     }
+}
+
+/// The streaming relay (`TESSERA_OUTBOX_RELAY=cdc`), quick to dead-letter.
+fn streamed_strict(settings: &mut tessera_server::Settings) {
+    settings.outbox_relay = tessera_kit::config::OutboxRelay::Cdc;
+    settings.events_max_attempts = 2;
+    settings.events_base_backoff_ms = 20;
+}
+
+/// Whether the test PostgreSQL can stream logical changes (`wal_level = logical`; `.ci/run` sets it). A
+/// failure with `CI=true`, a skip otherwise.
+async fn logical_decoding() -> bool {
+    if !backends().contains(&Backend::Postgres) {
+        return false;
+    }
+    let app_less = sqlx::any::AnyPoolOptions::new().max_connections(1);
+    sqlx::any::install_default_drivers();
+    let pool = app_less.connect(&std::env::var("TESSERA_TEST_POSTGRES_URL").unwrap()).await.unwrap();
+    let (level,): (String,) = sqlx::query_as("SELECT setting FROM pg_settings WHERE name = 'wal_level'").fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    if level == "logical" {
+        return true;
+    }
+    let how = "ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "the test PostgreSQL has wal_level = {level}: {how}");
+    eprintln!("the test PostgreSQL has wal_level = {level} ({how}): skipped");
+    false
+}
+
+/// The backend pid holding the temporary slot of `app`'s inventory relay (`None`: nobody leads).
+async fn relay_leader(app: &TestApp) -> Option<i64> {
+    let inventory = database(app, "inventory").await;
+    let slot = format!("tessera_relay_{}inventory", app.settings.schema_prefix);
+    let leaders: Vec<(Option<i32>,)> = sqlx::query_as("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND temporary AND active")
+        .bind(&slot)
+        .fetch_all(&inventory)
+        .await
+        .unwrap();
+    assert!(leaders.len() <= 1);
+    leaders.first().and_then(|(pid,)| pid.map(i64::from))
+}
+
+/// Every stock event inventory committed reached the catalog once, in each SKU's order, and nothing waits.
+async fn assert_stock_events_applied_once_in_order(app: &TestApp) {
+    let inventory = database(app, "inventory").await;
+    let catalog = database(app, "catalog").await;
+    let stock_events = count(&inventory, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await;
+    eventually("every stock event applied by the catalog", || async {
+        count(&catalog, "SELECT COUNT(*) FROM inbox WHERE event_type = 'inventory.stock_changed'").await == stock_events
+            && count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'pending'").await == 0
+    })
+    .await;
+    let applied: Vec<(String, i64)> =
+        sqlx::query_as("SELECT aggregate_id, sequence FROM inbox WHERE producer = 'inventory' ORDER BY position").fetch_all(&catalog).await.unwrap();
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for (sku, sequence) in applied {
+        let previous = last.insert(sku.clone(), sequence);
+        assert!(previous.is_none_or(|previous| previous < sequence), "{sku}: event {sequence} applied after {previous:?}");
+    }
+    // The catalog shows what the last event of each SKU said.
+    let events: Vec<(String, String)> = sqlx::query_as("SELECT aggregate_id, payload FROM outbox WHERE event_type = 'inventory.stock_changed' ORDER BY seq")
+        .fetch_all(&inventory)
+        .await
+        .unwrap();
+    let mut latest = BTreeMap::new();
+    for (sku, payload) in events {
+        latest.insert(sku, serde_json::from_str::<serde_json::Value>(&payload).unwrap()["available"].as_i64());
+    }
+    for (sku, available) in latest {
+        assert_eq!(availability_of(app, &sku).await, available, "{sku}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streaming_relay_has_one_leader_sends_each_event_once_in_order_and_hands_over_when_it_stops() {
+    if !logical_decoding().await {
+        return;
+    }
+    let mut first = spawn_with(Backend::Postgres, Options { configure: Some(streamed_strict), ..Options::default() }).await;
+    eventually("the first instance leads", || async { relay_leader(&first).await.is_some() }).await;
+    let leader = relay_leader(&first).await;
+    let second = spawn_with(
+        Backend::Postgres,
+        Options {
+            configure: Some(streamed_strict),
+            instance_of: Some((first.settings.data_dir.clone(), first.settings.schema_prefix.clone())),
+            ..Options::default()
+        },
+    )
+    .await;
+    // Changes through both instances, several per SKU: one relay sends them all, in order.
+    let admin = first.login_as(ADMIN, PASSWORD).await;
+    let skus = ["TEE-BLU-M", "MUG-STN-01", "PEN-GEL-BK"];
+    for n in 0..24 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        let (status, json) = support::api(app, "/admin/inventory/api/adjust_stock", &format!("sku={}&delta=1", skus[n % skus.len()]), Some(&admin)).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+    }
+    assert_stock_events_applied_once_in_order(&first).await;
+    assert_eq!(relay_leader(&first).await, leader, "the second instance waits while the first leads");
+    let inventory = database(&first, "inventory").await;
+    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE attempts <> 1").await, 0, "each delivery sent once");
+
+    // A consumer that keeps failing: retried from the table, then a dead letter; replayed once fixed,
+    // at once (the replay wakes the leader through the WAL; its backstop sweep is far later).
+    let catalog = database(&first, "catalog").await;
+    sqlx::query("ALTER TABLE availability RENAME TO availability_away").execute(&catalog).await.unwrap();
+    let (status, _) = support::api(&second, "/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=5", Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    eventually("the failing delivery dead-lettered after its retries", || async {
+        count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'dead' AND attempts = 2").await == 1
+    })
+    .await;
+    sqlx::query("ALTER TABLE availability_away RENAME TO availability").execute(&catalog).await.unwrap();
+    let response = second.post_form("/admin/inventory/events/replay", "", Some(&admin)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_stock_events_applied_once_in_order(&second).await;
+
+    // The leader's relay stops (as with its process): its slot goes with its session, and the other
+    // instance takes over.
+    first.stop_background();
+    eventually("the second instance leads", || async { relay_leader(&second).await.is_some_and(|pid| Some(pid) != leader) }).await;
+    for sku in skus {
+        let (status, _) = support::api(&second, "/admin/inventory/api/adjust_stock", &format!("sku={sku}&delta=-1"), Some(&admin)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_stock_events_applied_once_in_order(&second).await;
+}
+
+#[tokio::test]
+async fn the_streaming_relay_without_postgresql_is_refused_at_start_with_the_reason() {
+    let data = tempfile::tempdir().unwrap();
+    let settings = tessera_server::Settings {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data.path().to_path_buf(),
+        outbox_relay: tessera_kit::config::OutboxRelay::Cdc,
+        ..tessera_server::Settings::default()
+    };
+    let error = tessera_server::spawn(&settings, &tessera_server::Mode::Fragment("inventory".into())).await.err().expect("refused");
+    assert!(error.to_string().contains("TESSERA_POSTGRES_URL"), "{error}");
 }

@@ -404,7 +404,7 @@ fn rollout(workspace: &Workspace, seconds: u64) -> Result<()> {
         .current_dir(workspace.end2end()))
 }
 
-/// Events over NATS against HTTP, and checkouts/s with 1 and 2 instances of every process, on PostgreSQL
+/// Events over HTTP (polling and CDC relays) and NATS, and checkouts/s with 1 and 2 instances of every process, on PostgreSQL
 /// and NATS (`TESSERA_TEST_POSTGRES_URL`, `TESSERA_TEST_NATS_URL`, the local servers by default),
 /// release binaries (`end2end/bench-scaleout.mjs`).
 fn scaleout(workspace: &Workspace, seconds: u64) -> Result<()> {

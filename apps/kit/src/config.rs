@@ -86,6 +86,20 @@ pub struct Settings {
     pub nats_url: Option<String>,
     /// Prefix of the NATS subjects and streams of this deployment (several may share one server).
     pub nats_prefix: String,
+    /// How a producer's relay learns of committed events (`TESSERA_OUTBOX_RELAY`): `poll` (default) or
+    /// `cdc`, PostgreSQL's logical replication stream. Every instance of a fragment must agree.
+    pub outbox_relay: OutboxRelay,
+}
+
+/// How a producer's relay learns of committed events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxRelay {
+    /// Queries the delivery table after each local commit and every half second (`crate::events::Relay`).
+    #[default]
+    Poll,
+    /// Reads committed outbox rows from PostgreSQL's logical replication stream (`crate::cdc`).
+    Cdc,
 }
 
 /// How the shell (and the other services) reach one fragment.
@@ -124,6 +138,7 @@ impl std::fmt::Debug for Settings {
             .field("site_dir", &self.site_dir)
             .field("postgres", &self.postgres_url.as_ref().map(|_| "<set>"))
             .field("nats", &self.nats_url.as_ref().map(|_| "<set>"))
+            .field("outbox_relay", &self.outbox_relay)
             .field("public_url", &self.public_url)
             .field("fragments", &self.fragments)
             .field("payment_url", &self.payment_url)
@@ -170,6 +185,7 @@ impl Default for Settings {
             metrics_addr: None,
             nats_url: None,
             nats_prefix: "tessera".into(),
+            outbox_relay: OutboxRelay::Poll,
         }
     }
 }
@@ -245,7 +261,9 @@ mod tests {
             jail.set_env("TESSERA_FRAGMENTS__CATALOG__UPSTREAM", "http://127.0.0.1:3101");
             jail.set_env("TESSERA_FRAGMENTS__CATALOG__TIMEOUT_MS", "250");
             jail.set_env("TESSERA_FRAGMENTS__CART__UPSTREAMS", "http://127.0.0.1:3201/, http://127.0.0.1:3202,,");
+            jail.set_env("TESSERA_OUTBOX_RELAY", "cdc");
             let settings = Settings::load().map_err(|error| *error)?;
+            assert_eq!(settings.outbox_relay, OutboxRelay::Cdc);
             assert_eq!(settings.addr.port(), 4000);
             assert_eq!(settings.data_dir, PathBuf::from("/tmp/tessera-x"));
             let catalog = &settings.fragments["catalog"];

@@ -140,6 +140,8 @@ pub struct Outbox {
     producer: &'static str,
     /// A broker carries the events (`crate::broker`): each event is addressed once, to it.
     broker: std::sync::atomic::AtomicBool,
+    /// The replication stream feeds the relay (`crate::cdc`), which a commit here does not wake.
+    streamed: std::sync::atomic::AtomicBool,
     /// Event type → subscriber names.
     routes: RwLock<HashMap<String, BTreeSet<String>>>,
     /// Second backfill passes of new subscriptions (event type, subscriber, due), run by the relay.
@@ -156,6 +158,7 @@ impl Outbox {
         Outbox {
             producer,
             broker: std::sync::atomic::AtomicBool::new(false),
+            streamed: std::sync::atomic::AtomicBool::new(false),
             routes: RwLock::new(HashMap::new()),
             backfills: Arc::default(),
             wake: Arc::new(Notify::new()),
@@ -170,6 +173,11 @@ impl Outbox {
     /// broker, and subscribers read them from its stream (so subscribing addresses nothing here).
     pub fn use_broker(&self) {
         self.broker.store(true, Ordering::SeqCst);
+    }
+
+    /// From now on the relay reads committed events from PostgreSQL's replication stream (`crate::cdc`).
+    pub fn use_stream(&self) {
+        self.streamed.store(true, Ordering::SeqCst);
     }
 
     fn uses_broker(&self) -> bool {
@@ -458,7 +466,20 @@ impl Default for RelaySettings {
     }
 }
 
-type DueRow = (i64, String, i64, String, String, i64, String, String, String, i64);
+type DueRow = (i64, String, String, String, i64, String, String, String, i64);
+
+/// An outbox row as the relay reads it (from the table, or from the replication stream).
+#[derive(Debug, Clone)]
+pub(crate) struct OutboxRow {
+    pub seq: i64,
+    pub id: String,
+    pub version: i64,
+    pub event_type: String,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub payload: String,
+    pub occurred_at_ms: i64,
+}
 
 /// How long a relay's claim on a delivery lasts: well beyond one attempt ([`DELIVERY_TIMEOUT`]), so it
 /// runs out only when the relay holding it died.
@@ -513,24 +534,55 @@ impl Relay {
         Ok(())
     }
 
-    /// Claims a delivery for this relay until it is sent or [`CLAIM_MS`] pass: `false` when another
-    /// instance's relay holds it, or it is no longer pending. The query that found it skipped claimed
-    /// rows but never an aggregate's earlier pending event, claimed or not, so while one relay sends an
-    /// event no relay sends the next of the same aggregate: order holds across instances.
-    async fn claim(&self, seq: i64, subscriber: &str) -> Result<bool, sqlx::Error> {
+    /// Claims a delivery for this relay until it is sent or [`CLAIM_MS`] pass; returns its attempts so
+    /// far, or `None` when another relay holds it, it is no longer pending, or an earlier event of its
+    /// aggregate for the same subscriber is still pending (claimed or not). So while one relay sends an
+    /// event no relay sends the next of the same aggregate: order holds across instances, whether the
+    /// delivery was found by a pass's query or on the replication stream (`crate::cdc`).
+    pub(crate) async fn claim(&self, seq: i64, subscriber: &str, aggregate_key: &str) -> Result<Option<i64>, sqlx::Error> {
         let now = now_ms();
-        let claimed = sqlx::query(
+        sqlx::query_as::<_, (i64,)>(
             "UPDATE outbox_deliveries SET claimed_by = $1, claimed_until_ms = $2 \
-             WHERE seq = $3 AND subscriber = $4 AND status = 'pending' AND (claimed_until_ms IS NULL OR claimed_until_ms < $5)",
+             WHERE seq = $3 AND subscriber = $4 AND status = 'pending' AND (claimed_until_ms IS NULL OR claimed_until_ms < $5) \
+               AND NOT EXISTS (SELECT 1 FROM outbox_deliveries e WHERE e.subscriber = $4 AND e.aggregate_key = $6 \
+                   AND e.status = 'pending' AND e.seq < $3) \
+             RETURNING attempts",
         )
         .bind(&self.id)
         .bind(now + CLAIM_MS)
         .bind(seq)
         .bind(subscriber)
         .bind(now)
-        .execute(&self.db)
-        .await?;
-        Ok(claimed.rows_affected() == 1)
+        .bind(aggregate_key)
+        .fetch_optional(&self.db)
+        .await
+        .map(|claimed| claimed.map(|(attempts,)| attempts))
+    }
+
+    /// The event of outbox row `seq`, as it goes out (`None`: no such row).
+    pub(crate) async fn envelope(&self, seq: i64) -> Result<Option<Envelope>, sqlx::Error> {
+        let row: Option<(String, i64, String, String, String, String, i64)> =
+            sqlx::query_as("SELECT id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms FROM outbox WHERE seq = $1")
+                .bind(seq)
+                .fetch_optional(&self.db)
+                .await?;
+        Ok(row.map(|(id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms)| {
+            self.envelope_of(OutboxRow { seq, id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms })
+        }))
+    }
+
+    pub(crate) fn envelope_of(&self, row: OutboxRow) -> Envelope {
+        Envelope {
+            id: row.id,
+            event_type: row.event_type,
+            version: u32::try_from(row.version).unwrap_or_default(),
+            aggregate_type: row.aggregate_type,
+            aggregate_id: row.aggregate_id,
+            sequence: row.seq,
+            occurred_at_ms: row.occurred_at_ms,
+            producer: self.producer.to_owned(),
+            payload: serde_json::from_str(&row.payload).unwrap_or(serde_json::Value::Null),
+        }
     }
 
     /// Attempts every delivery that is due now (the oldest pending one of each aggregate and subscriber);
@@ -541,11 +593,11 @@ impl Relay {
     }
 
     /// One pass: (attempted, delivered).
-    async fn pass(&self) -> Result<(usize, usize), sqlx::Error> {
+    pub(crate) async fn pass(&self) -> Result<(usize, usize), sqlx::Error> {
         self.run_due_backfills().await?;
         let now = now_ms();
         let due: Vec<DueRow> = sqlx::query_as(
-            "SELECT d.seq, d.subscriber, d.attempts, d.aggregate_key, o.id, o.version, o.event_type, o.aggregate_type, o.payload, o.occurred_at_ms \
+            "SELECT d.seq, d.subscriber, d.aggregate_key, o.id, o.version, o.event_type, o.aggregate_type, o.payload, o.occurred_at_ms \
              FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq \
              WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1 \
                AND (d.claimed_until_ms IS NULL OR d.claimed_until_ms < $1) \
@@ -562,68 +614,70 @@ impl Relay {
         // lock (measured: 5x slower), and one at a time keeps the relay easy to reason about.
         let mut attempted = 0;
         let mut delivered = 0;
-        for (seq, subscriber, attempts, aggregate_key, id, version, event_type, aggregate_type, payload, occurred_at_ms) in due {
-            if !self.claim(seq, &subscriber).await? {
+        for (seq, subscriber, aggregate_key, id, version, event_type, aggregate_type, payload, occurred_at_ms) in due {
+            let Some(attempts) = self.claim(seq, &subscriber, &aggregate_key).await? else {
                 // Another instance's relay took it since the query: it delivers it.
                 continue;
-            }
+            };
             attempted += 1;
             let aggregate_id = aggregate_key.split_once(':').map(|(_, id)| id.to_owned()).unwrap_or_default();
-            let envelope = Envelope {
-                id,
-                event_type,
-                version: u32::try_from(version).unwrap_or_default(),
-                aggregate_type,
-                aggregate_id,
-                sequence: seq,
-                occurred_at_ms,
-                producer: self.producer.to_owned(),
-                payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
-            };
-            // Bounded also in process (an HTTP delivery has its own timeout), so it ends within the claim.
-            let delivered_in_time = tokio::time::timeout(2 * DELIVERY_TIMEOUT, self.transport.deliver(&subscriber, &envelope))
-                .await
-                .unwrap_or_else(|_| Err(format!("{subscriber} did not answer within {:?}", 2 * DELIVERY_TIMEOUT)));
-            match delivered_in_time {
-                Ok(()) => {
-                    delivered += 1;
-                    let lag = (now_ms() - envelope.occurred_at_ms).max(0) as f64 / 1000.0;
-                    metrics::histogram!("tessera_event_delivery_lag_seconds", "producer" => self.producer).record(lag);
-                    sqlx::query("UPDATE outbox_deliveries SET status = 'delivered', attempts = $1, delivered_at_ms = $2, last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL \
-                         WHERE seq = $3 AND subscriber = $4 AND claimed_by = $5")
-                        .bind(attempts + 1)
-                        .bind(now_ms())
-                        .bind(seq)
-                        .bind(&subscriber)
-                        .bind(&self.id)
-                        .execute(&self.db)
-                        .await?;
-                }
-                Err(error) => {
-                    let attempts = attempts + 1;
-                    let dead = attempts >= self.settings.max_attempts;
-                    if dead {
-                        tracing::error!(producer = self.producer, %subscriber, seq, %error, "event delivery failed for good: dead letter");
-                    } else {
-                        tracing::warn!(producer = self.producer, %subscriber, seq, attempts, %error, "event delivery failed; will retry");
-                    }
-                    sqlx::query(
-                        "UPDATE outbox_deliveries SET status = $1, attempts = $2, next_attempt_at_ms = $3, last_error = $4, claimed_by = NULL, claimed_until_ms = NULL \
-                         WHERE seq = $5 AND subscriber = $6 AND claimed_by = $7",
-                    )
-                    .bind(if dead { "dead" } else { "pending" })
-                    .bind(attempts)
-                    .bind(now_ms() + self.backoff_ms(attempts - 1))
-                    .bind(error.chars().take(500).collect::<String>())
-                    .bind(seq)
-                    .bind(&subscriber)
-                    .bind(&self.id)
-                    .execute(&self.db)
-                    .await?;
-                }
+            let envelope = self.envelope_of(OutboxRow { seq, id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms });
+            if self.send_claimed(&subscriber, attempts, &envelope).await? {
+                delivered += 1;
             }
         }
         Ok((attempted, delivered))
+    }
+
+    /// Sends a delivery this relay claimed and records the outcome (delivered; or failed, to be retried
+    /// after a backoff or, after the last attempt, dead). Returns whether it was delivered.
+    pub(crate) async fn send_claimed(&self, subscriber: &str, attempts: i64, envelope: &Envelope) -> Result<bool, sqlx::Error> {
+        let seq = envelope.sequence;
+        // Bounded also in process (an HTTP delivery has its own timeout), so it ends within the claim.
+        let delivered_in_time = tokio::time::timeout(2 * DELIVERY_TIMEOUT, self.transport.deliver(subscriber, envelope))
+            .await
+            .unwrap_or_else(|_| Err(format!("{subscriber} did not answer within {:?}", 2 * DELIVERY_TIMEOUT)));
+        match delivered_in_time {
+            Ok(()) => {
+                let lag = (now_ms() - envelope.occurred_at_ms).max(0) as f64 / 1000.0;
+                metrics::histogram!("tessera_event_delivery_lag_seconds", "producer" => self.producer).record(lag);
+                sqlx::query(
+                    "UPDATE outbox_deliveries SET status = 'delivered', attempts = $1, delivered_at_ms = $2, last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL \
+                     WHERE seq = $3 AND subscriber = $4 AND claimed_by = $5",
+                )
+                .bind(attempts + 1)
+                .bind(now_ms())
+                .bind(seq)
+                .bind(subscriber)
+                .bind(&self.id)
+                .execute(&self.db)
+                .await?;
+                Ok(true)
+            }
+            Err(error) => {
+                let attempts = attempts + 1;
+                let dead = attempts >= self.settings.max_attempts;
+                if dead {
+                    tracing::error!(producer = self.producer, %subscriber, seq, %error, "event delivery failed for good: dead letter");
+                } else {
+                    tracing::warn!(producer = self.producer, %subscriber, seq, attempts, %error, "event delivery failed; will retry");
+                }
+                sqlx::query(
+                    "UPDATE outbox_deliveries SET status = $1, attempts = $2, next_attempt_at_ms = $3, last_error = $4, claimed_by = NULL, claimed_until_ms = NULL \
+                     WHERE seq = $5 AND subscriber = $6 AND claimed_by = $7",
+                )
+                .bind(if dead { "dead" } else { "pending" })
+                .bind(attempts)
+                .bind(now_ms() + self.backoff_ms(attempts - 1))
+                .bind(error.chars().take(500).collect::<String>())
+                .bind(seq)
+                .bind(subscriber)
+                .bind(&self.id)
+                .execute(&self.db)
+                .await?;
+                Ok(false)
+            }
+        }
     }
 
     /// Runs until the task is aborted: delivers, then waits for a commit or the next retry.
@@ -772,7 +826,8 @@ pub async fn outbox_gauges(db: &AnyPool) -> Result<OutboxGauges, sqlx::Error> {
     Ok(OutboxGauges { depth, oldest_age_ms: oldest.map(|at| (now_ms() - at).max(0)).unwrap_or(0), dead })
 }
 
-/// Puts dead letters back in line (all, or one `seq`); returns how many. The relay is woken.
+/// Puts dead letters back in line (all, or one `seq`); returns how many. The relay is woken (through the
+/// WAL when it reads the replication stream, wherever it runs).
 pub async fn replay_dead_letters(db: &AnyPool, outbox: &Outbox, seq: Option<i64>) -> Result<u64, sqlx::Error> {
     let result = match seq {
         Some(seq) => {
@@ -790,6 +845,10 @@ pub async fn replay_dead_letters(db: &AnyPool, outbox: &Outbox, seq: Option<i64>
         }
     };
     outbox.committed();
+    if outbox.streamed.load(Ordering::SeqCst) && result.rows_affected() > 0 {
+        // The streaming relay sees inserts only: a message in the WAL tells it to look at the table now.
+        crate::cdc::wake(db).await?;
+    }
     Ok(result.rows_affected())
 }
 

@@ -238,6 +238,17 @@ impl Host {
                 producer.runtime.events.outbox.use_broker();
             }
         }
+        let streamed = self.settings.outbox_relay == crate::config::OutboxRelay::Cdc;
+        if streamed {
+            let Some(url) = &self.settings.postgres_url else {
+                return Err(HostError::Config("TESSERA_OUTBOX_RELAY=cdc reads PostgreSQL's logical replication stream: set TESSERA_POSTGRES_URL too".into()));
+            };
+            crate::cdc::Source::new(url, "").map_err(HostError::Config)?;
+            for producer in self.local.iter().filter(|local| !local.fragment.publishes().is_empty()) {
+                crate::cdc::check_server(&producer.runtime.db).await.map_err(HostError::Config)?;
+                producer.runtime.events.outbox.use_stream();
+            }
+        }
         for producer in &self.local {
             producer.runtime.events.outbox.load_subscriptions(&producer.runtime.db).await.map_err(HostError::Subscriptions)?;
         }
@@ -262,7 +273,16 @@ impl Host {
                 base_backoff_ms: self.settings.events_base_backoff_ms,
                 ..RelaySettings::default()
             };
-            self.background.push(Relay::new(local.runtime.db.clone(), &local.runtime.events.outbox, transport, relay_settings).spawn());
+            let relay = Relay::new(local.runtime.db.clone(), &local.runtime.events.outbox, transport, relay_settings);
+            let task = match (&self.settings.postgres_url, streamed) {
+                (Some(url), true) => {
+                    let schema = format!("{}{}", self.settings.schema_prefix, local.fragment.name());
+                    let source = crate::cdc::Source::new(url, &schema).map_err(HostError::Config)?;
+                    crate::cdc::StreamingRelay::new(relay, local.runtime.db.clone(), source, local.fragment.name()).spawn()
+                }
+                _ => relay.spawn(),
+            };
+            self.background.push(task);
         }
         if let Some(broker) = &broker {
             let runtimes: Vec<FragmentRuntime> = self.local.iter().map(|local| local.runtime.clone()).collect();

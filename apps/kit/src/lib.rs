@@ -10,7 +10,8 @@
 //! - `page`: the HTML document every fragment page renders into, with the empty chrome slot the shell fills;
 //! - `api`: the server-function route and the one place that maps [`ApiError`] kinds to HTTP statuses;
 //! - `events`: transactional outbox, relay, signed transport and inbox between services; `broker`: the
-//!   same over NATS JetStream when configured;
+//!   same over NATS JetStream when configured; `cdc`: the relay fed by PostgreSQL's logical replication
+//!   stream instead of polling, when configured;
 //! - `service`: signed service-to-service calls (the cart reserving stock) and their verification;
 //! - `peers`: how a service reaches the others it calls (in process or over HTTP);
 //! - `lease`: named leases in a fragment's database, so its instances take turns (a cart's changes, a
@@ -29,6 +30,7 @@
 
 pub mod api;
 pub mod broker;
+pub mod cdc;
 pub mod client;
 pub mod config;
 pub mod db;

@@ -180,6 +180,8 @@ impl Drop for TestApp {
                             let _ = sqlx::query("SET lock_timeout = '3s'").execute(&pool).await;
                             for service in ["shell", "catalog", "cart", "inventory", "paysandbox"] {
                                 let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")).execute(&pool).await;
+                                // The streaming relay's publication (`tessera_kit::cdc`), if it ran.
+                                let _ = sqlx::query(&format!("DROP PUBLICATION IF EXISTS tessera_outbox_{prefix}{service}")).execute(&pool).await;
                             }
                             pool.close().await;
                         }
@@ -190,6 +192,23 @@ impl Drop for TestApp {
             .join();
         }
     }
+}
+
+/// A sign-in attempt as a proxy would forward it, for the client at `client` (the leftmost entry is what
+/// the client itself wrote, which an app that trusts the proxy must ignore).
+pub async fn sign_in_from(app: &TestApp, client: &str, email: &str, password: &str) -> StatusCode {
+    let body = format!("email={}&password={}", urlencode(email), urlencode(password));
+    let response = app
+        .client
+        .post(format!("{}/login", app.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "http://127.0.0.1")
+        .header("x-forwarded-for", format!("6.6.6.6, {client}"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    response.status()
 }
 
 /// The `name=value` part of the access cookie in a response, if it sets one.
