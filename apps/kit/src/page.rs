@@ -25,7 +25,7 @@ pub struct PageHead {
     pub description: Option<String>,
     /// `<link rel="canonical">`.
     pub canonical: Option<String>,
-    /// A schema.org JSON-LD object, serialised (`</` is escaped here so it cannot close the script).
+    /// A schema.org JSON-LD object, serialised ([`script_safe_json`] is applied here).
     pub json_ld: Option<String>,
 }
 
@@ -45,7 +45,7 @@ pub fn document_with<V: IntoView + 'static>(runtime: &FragmentRuntime, head: &Pa
     let description = head.description.clone().map(|content| view! { <meta name="description" content=content/> });
     let canonical = head.canonical.clone().map(|href| view! { <link rel="canonical" href=href/> });
     let json_ld = head.json_ld.as_ref().map(|json| {
-        let json = json.replace("</", "<\\/");
+        let json = script_safe_json(json);
         view! { <script type="application/ld+json" inner_html=json></script> }
     });
     view! {
@@ -68,6 +68,24 @@ pub fn document_with<V: IntoView + 'static>(runtime: &FragmentRuntime, head: &Pa
             </body>
         </html>
     }
+}
+
+/// JSON made safe to put inside a `<script>` element: `<`, `>` and `&` become `\u003c`, `\u003e`, `\u0026`.
+/// Escaping `</` alone is not enough: `<!--` followed by `<script` inside a script puts the HTML parser in
+/// its "double escaped" state, where the real `</script>` no longer ends the element, and a product name
+/// could then change how the rest of the page parses. The three characters appear in serialised JSON only
+/// inside strings, where the escapes mean the same characters, so the data is unchanged.
+pub fn script_safe_json(json: &str) -> String {
+    let mut safe = String::with_capacity(json.len());
+    for c in json.chars() {
+        match c {
+            '<' => safe.push_str("\\u003c"),
+            '>' => safe.push_str("\\u003e"),
+            '&' => safe.push_str("\\u0026"),
+            other => safe.push(other),
+        }
+    }
+    safe
 }
 
 /// A complete, non-hydrated page with a heading and a message (403, 404 and the like), in the same
@@ -98,4 +116,19 @@ pub fn status_document(fragment: &str, title: &str, message: &str, link: Option<
         </html>
     };
     view.to_html()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::script_safe_json;
+
+    #[test]
+    fn json_in_a_script_cannot_open_comments_tags_or_entities_and_means_the_same() {
+        let value = serde_json::json!({ "name": "Mug <!--<script> & </script><b>", "n": 1 });
+        let safe = script_safe_json(&value.to_string());
+        for fragment in ["<", ">", "&"] {
+            assert!(!safe.contains(fragment), "{safe}");
+        }
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).unwrap(), value);
+    }
 }
