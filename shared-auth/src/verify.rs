@@ -6,7 +6,10 @@
 //!
 //! Keys come from a [`JwksSource`]: over HTTP from the shell's `/.well-known/jwks.json` when the fragment
 //! runs as its own process, or from the shell in the same process. Keys are cached; an unknown `kid`
-//! triggers at most one refetch per cooldown, so a flood of made-up `kid`s cannot flood the shell.
+//! triggers at most one refetch per cooldown, so a flood of made-up `kid`s cannot flood the shell. When a
+//! fetch fails, the next waits longer each time (1 s doubling to a minute), and the keys already known
+//! keep verifying tokens meanwhile, however old; one fetch runs at a time, and a request whose key is
+//! known never waits for it.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -16,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use tokio::sync::Mutex;
 
 use crate::keys::now_seconds;
 use crate::{Claims, SessionUser, ACCESS_TOKEN_TYPE};
@@ -121,15 +123,46 @@ impl VerifierSettings {
     }
 }
 
+#[derive(Default)]
 struct KeyCache {
     keys: HashMap<String, DecodingKey>,
     fetched_at: Option<Instant>,
+    /// Failed fetches in a row, and when the next may run.
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// The first wait after a failed fetch; it doubles with each failure in a row, up to [`MAX_RETRY_AFTER`].
+const FIRST_RETRY_AFTER: Duration = Duration::from_secs(1);
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+impl KeyCache {
+    /// Whether a fetch should run now for `kid`: the keys are stale, or `kid` is unknown and the cooldown
+    /// has passed — and no failed fetch asks to wait.
+    fn fetch_due(&self, kid: &str, settings: &VerifierSettings) -> bool {
+        if self.retry_at.is_some_and(|at| Instant::now() < at) {
+            return false;
+        }
+        let since = |period: Duration| self.fetched_at.is_none_or(|at| at.elapsed() >= period);
+        since(settings.cache_ttl) || (!self.keys.contains_key(kid) && since(settings.refetch_cooldown))
+    }
+
+    fn found(&self, kid: &str) -> Result<DecodingKey, TokenError> {
+        match self.keys.get(kid) {
+            Some(key) => Ok(key.clone()),
+            None if self.keys.is_empty() => Err(TokenError::KeysUnavailable("the shell's keys could not be fetched yet".into())),
+            None => Err(TokenError::UnknownKid),
+        }
+    }
 }
 
 struct Inner {
     settings: VerifierSettings,
     source: Box<dyn JwksSource>,
-    cache: Mutex<KeyCache>,
+    /// Held only to read or swap keys, never across a fetch.
+    cache: std::sync::Mutex<KeyCache>,
+    /// Held across a fetch: one at a time.
+    fetching: tokio::sync::Mutex<()>,
     validation: Validation,
 }
 
@@ -151,7 +184,13 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECONDS;
-        Verifier(Arc::new(Inner { settings, source: Box::new(source), cache: Mutex::new(KeyCache { keys: HashMap::new(), fetched_at: None }), validation }))
+        Verifier(Arc::new(Inner {
+            settings,
+            source: Box::new(source),
+            cache: std::sync::Mutex::new(KeyCache::default()),
+            fetching: tokio::sync::Mutex::new(()),
+            validation,
+        }))
     }
 
     /// Verifies an access token and returns its claims.
@@ -205,31 +244,51 @@ impl Verifier {
         self.user_from_token(&token).await
     }
 
+    fn cache(&self) -> std::sync::MutexGuard<'_, KeyCache> {
+        self.0.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     async fn key_for(&self, kid: &str) -> Result<DecodingKey, TokenError> {
-        let mut cache = self.0.cache.lock().await;
-        let stale = cache.fetched_at.is_none_or(|at| at.elapsed() >= self.0.settings.cache_ttl);
-        if !stale {
-            if let Some(key) = cache.keys.get(kid) {
-                return Ok(key.clone());
+        let settings = &self.0.settings;
+        let (known, due) = {
+            let cache = self.cache();
+            (cache.keys.get(kid).cloned(), cache.fetch_due(kid, settings))
+        };
+        if !due {
+            return self.cache().found(kid);
+        }
+        // A known key does not wait for another request's fetch; an unknown one waits for it, then looks
+        // again (that fetch may have brought it).
+        let _fetching = match known {
+            Some(key) => match self.0.fetching.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(key),
+            },
+            None => self.0.fetching.lock().await,
+        };
+        if !self.cache().fetch_due(kid, settings) {
+            return self.cache().found(kid);
+        }
+        let fetched = self.0.source.fetch().await;
+        let mut cache = self.cache();
+        match fetched {
+            Ok(set) => {
+                cache.keys = decoding_keys(&set);
+                cache.fetched_at = Some(Instant::now());
+                cache.failures = 0;
+                cache.retry_at = None;
+            }
+            Err(error) => {
+                let wait = FIRST_RETRY_AFTER.saturating_mul(1 << cache.failures.min(6)).min(MAX_RETRY_AFTER);
+                cache.failures += 1;
+                cache.retry_at = Some(Instant::now() + wait);
+                tracing::warn!(%error, retry_in = ?wait, known_keys = cache.keys.len(), "cannot fetch the shell's JWKS; keeping the keys it has");
+                if cache.keys.is_empty() {
+                    return Err(TokenError::KeysUnavailable(error));
+                }
             }
         }
-        let may_refetch = stale || cache.fetched_at.is_none_or(|at| at.elapsed() >= self.0.settings.refetch_cooldown);
-        if may_refetch {
-            match self.0.source.fetch().await {
-                Ok(set) => {
-                    cache.keys = decoding_keys(&set);
-                    cache.fetched_at = Some(Instant::now());
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "cannot fetch the shell's JWKS");
-                    // Keep serving known keys while the shell is briefly unreachable.
-                    if cache.keys.is_empty() {
-                        return Err(TokenError::KeysUnavailable(error));
-                    }
-                }
-            }
-        }
-        cache.keys.get(kid).cloned().ok_or(TokenError::UnknownKid)
+        cache.found(kid)
     }
 }
 
@@ -355,6 +414,88 @@ mod tests {
         let attacker = TokenSigner::new(KeyRing::ephemeral(900), ISSUER, AUDIENCE, 900);
         let token = attacker.issue_access_token(&user(), "s1").unwrap();
         assert_eq!(verifier.verify(&token).await, Err(TokenError::UnknownKid));
+    }
+
+    /// A shell that stopped answering: each fetch takes a while, then fails.
+    struct FailingSource {
+        fetches: Arc<AtomicUsize>,
+    }
+
+    impl JwksSource for FailingSource {
+        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Err("connection refused".to_owned())
+            })
+        }
+    }
+
+    /// The shell's keys until it goes down; then each fetch hangs until released, and fails.
+    struct Gate {
+        good: JwkSet,
+        up: std::sync::atomic::AtomicBool,
+        release: tokio::sync::Notify,
+        fetches: AtomicUsize,
+    }
+
+    impl JwksSource for Arc<Gate> {
+        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async move {
+                if self.up.load(Ordering::SeqCst) {
+                    return Ok(self.good.clone());
+                }
+                self.release.notified().await;
+                Err("connection refused".to_owned())
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_key_source_is_retried_with_backoff_while_known_keys_keep_verifying() {
+        let (signer, _, _) = setup();
+        let token = signer.issue_access_token(&user(), "s1").unwrap();
+        let gate = Arc::new(Gate { good: signer.jwks(), up: true.into(), release: tokio::sync::Notify::new(), fetches: AtomicUsize::new(0) });
+        let mut settings = VerifierSettings::new(ISSUER, AUDIENCE);
+        settings.cache_ttl = Duration::from_millis(20);
+        let verifier = Verifier::new(settings, gate.clone());
+        verifier.verify(&token).await.unwrap();
+        // The shell goes away and the keys go stale. One request runs the fetch, which hangs…
+        gate.up.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let fetching = tokio::spawn({
+            let (verifier, token) = (verifier.clone(), token.clone());
+            async move { verifier.verify(&token).await }
+        });
+        while gate.fetches.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        // …while every other request verifies with the known key (were they waiting for the fetch, this
+        // would never finish: the bound only turns a hang into a failure).
+        let others = futures::future::join_all((0..100).map(|_| verifier.verify(&token)));
+        for result in tokio::time::timeout(Duration::from_secs(10), others).await.expect("known keys do not wait for a fetch") {
+            result.unwrap();
+        }
+        gate.release.notify_one();
+        fetching.await.unwrap().unwrap();
+        // The failed fetch waits a second before the next: the requests meanwhile fetch nothing.
+        for _ in 0..30 {
+            verifier.verify(&token).await.unwrap();
+        }
+        assert_eq!(gate.fetches.load(Ordering::SeqCst), 2, "a failed fetch is not retried on every request");
+    }
+
+    #[tokio::test]
+    async fn without_any_known_key_a_failing_source_answers_keys_unavailable_and_backs_off() {
+        let (signer, _, _) = setup();
+        let token = signer.issue_access_token(&user(), "s1").unwrap();
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let verifier = Verifier::new(VerifierSettings::new(ISSUER, AUDIENCE), FailingSource { fetches: fetches.clone() });
+        for _ in 0..5 {
+            assert!(matches!(verifier.verify(&token).await, Err(TokenError::KeysUnavailable(_))));
+        }
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
