@@ -388,6 +388,10 @@ fn test(workspace: &Workspace, browser: bool) -> Result<()> {
     if browser {
         setup::ensure_chromium()?;
     }
+    // Formatting and lints first: they fail in seconds where the tests take minutes.
+    setup::ensure_lint_tools()?;
+    run(cargo(workspace).args(["fmt", "--all", "--check"]))?;
+    run(cargo(workspace).args(["clippy", "--workspace", "--all-targets", "--features", "ssr", "--", "-D", "warnings"]))?;
     // One wasm build (release, as shipped) serves the browser tests; the server is built by `cargo test`.
     build(workspace, None, WasmProfile::Release)?;
     run(cargo(workspace).args(["test", "--workspace", "--no-fail-fast"]).env("TESSERA_SITE_DIR", workspace.site_dir()))?;

@@ -21,6 +21,16 @@ pub fn ensure_wasm_target() -> Result<()> {
     }
 }
 
+/// `rustup component add rustfmt clippy` unless both answer (the minimal rustup profile has neither).
+pub fn ensure_lint_tools() -> Result<()> {
+    let answers = |tool: &str| Command::new("cargo").args([tool, "--version"]).output().is_ok_and(|output| output.status.success());
+    if answers("fmt") && answers("clippy") {
+        return Ok(());
+    }
+    println!("xtask: installing rustfmt and clippy");
+    run(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+}
+
 /// `npm ci` in `end2end/` when its packages (playwright-core, binaryen) are missing or stale.
 pub fn ensure_npm_packages(workspace: &Workspace) -> Result<()> {
     let dir = workspace.end2end();
