@@ -204,3 +204,65 @@ pub async fn list_active(db: &AnyPool, user_id: &str, now: i64) -> Result<Vec<Se
     .await?;
     Ok(rows.into_iter().map(|(id, created_at, last_seen_at, user_agent)| SessionInfo { id, created_at, last_seen_at, user_agent }).collect())
 }
+
+/// How long a used refresh token of a live session is kept. Presented again within it, it revokes the
+/// session as a replay; once deleted, it is only an unknown token (refused, signing nobody in), so the
+/// theft signal of a very old token is what pruning gives up.
+const USED_TOKENS_KEPT_SECONDS: i64 = 24 * 3600;
+/// How long a pair of account and address stays known after its last sign-in (`crate::throttle`).
+const KNOWN_PAIRS_KEPT_SECONDS: i64 = 30 * 24 * 3600;
+
+/// What [`prune`] deleted.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub sessions: u64,
+    pub refresh_tokens: u64,
+    pub sign_in_records: u64,
+}
+
+/// Deletes sessions that ended (revoked or expired) more than `keep_seconds` before `now`, with their
+/// refresh tokens; used refresh tokens of live sessions older than a day; sign-in failures past the
+/// longest throttle window and pairs of account and address no longer known.
+pub async fn prune(db: &AnyPool, now: i64, keep_seconds: i64, throttle_window_seconds: i64) -> Result<Pruned, sqlx::Error> {
+    let ended_before = now - keep_seconds;
+    let ended = "SELECT id FROM sessions WHERE expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1)";
+    let mut tx = db.begin().await?;
+    let mut refresh_tokens =
+        sqlx::query(&format!("DELETE FROM refresh_tokens WHERE session_id IN ({ended})")).bind(ended_before).execute(&mut *tx).await?.rows_affected();
+    let sessions = sqlx::query("DELETE FROM sessions WHERE expires_at < $1 OR (revoked_at IS NOT NULL AND revoked_at < $1)")
+        .bind(ended_before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    refresh_tokens += sqlx::query("DELETE FROM refresh_tokens WHERE used_at IS NOT NULL AND used_at < $1")
+        .bind(now - USED_TOKENS_KEPT_SECONDS)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let mut sign_in_records =
+        sqlx::query("DELETE FROM login_failures WHERE failed_at < $1").bind(now - throttle_window_seconds).execute(&mut *tx).await?.rows_affected();
+    sign_in_records +=
+        sqlx::query("DELETE FROM login_known WHERE succeeded_at < $1").bind(now - KNOWN_PAIRS_KEPT_SECONDS).execute(&mut *tx).await?.rows_affected();
+    tx.commit().await?;
+    Ok(Pruned { sessions, refresh_tokens, sign_in_records })
+}
+
+/// How often the shell prunes (every replica does; the deletes are idempotent).
+const PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Prunes every hour, from now on (see [`prune`]).
+pub fn spawn_pruning(db: AnyPool, keep_seconds: i64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(PRUNE_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            // The longest throttle window any setting could ask for is far below a day.
+            match prune(&db, now_seconds(), keep_seconds, 24 * 3600).await {
+                Ok(pruned) if pruned != Pruned::default() => tracing::info!(?pruned, "pruned ended sessions and old sign-in records"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "pruning sessions failed"),
+            }
+        }
+    })
+}

@@ -105,6 +105,7 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
         }
     }
     let registry = Arc::new(FragmentRegistry::new(fragments, pending));
+    let pruned_db = shell_db.clone();
     let shell = ShellState::new(
         shell_db,
         signer,
@@ -133,6 +134,7 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     registry.check_health().await;
     let mut started = host.start().await?;
     started.background.push(crate::keys::follow(keys_db, keys_signer));
+    started.background.push(crate::sessions::spawn_pruning(pruned_db, settings.sessions_retention_days.max(1) * 24 * 3600));
     started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
     // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
     let router = router.merge(host::descriptors_route(&started.local));

@@ -41,7 +41,9 @@ mod context {
         let secure = if runtime.secure_cookies { "; Secure" } else { "" };
         let value = match cookie {
             CookieChange::None => return,
-            CookieChange::Set(token) => format!("{CART_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=2592000{secure}"),
+            CookieChange::Set(token) => {
+                format!("{CART_COOKIE}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}", crate::store::GUEST_COOKIE_SECONDS)
+            }
             CookieChange::Clear => {
                 format!("{CART_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0{secure}")
             }

@@ -120,7 +120,7 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), sq
 }
 
 /// The background pass: retries pending holds, requests due refunds, releases checkout holds whose
-/// answer never came, frees interrupted checkouts.
+/// answer never came, frees interrupted checkouts, deletes guest carts no cookie can reach.
 pub fn background(runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>> {
     let runtime = runtime.clone();
     vec![tokio::spawn(async move {
@@ -139,6 +139,11 @@ pub fn background(runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>>
                 }
                 if let Err(error) = crate::orders::fail_stale_placing(&runtime.db).await {
                     tracing::warn!(%error, "freeing interrupted checkouts failed");
+                }
+                match crate::store::prune_guest_carts(&runtime.db, tessera_kit::events::now_ms()).await {
+                    Ok(0) => {}
+                    Ok(pruned) => tracing::info!(pruned, "deleted guest carts no cookie can reach"),
+                    Err(error) => tracing::warn!(%error, "pruning abandoned guest carts failed"),
                 }
             };
             if let Err(error) = tessera_kit::lease::once_per_period(&runtime.db, "cart-upkeep", BACKGROUND_EVERY, pass).await {

@@ -83,6 +83,24 @@ pub async fn user_cart(db: &AnyPool, user_id: &str) -> Result<Option<CartRow>, s
     Ok(row.map(|(id, status)| CartRow { id, status }))
 }
 
+/// How long a guest's cart cookie lives (set once, when the cart is made): a guest cart older than this
+/// can never be reached again.
+pub const GUEST_COOKIE_SECONDS: i64 = 30 * 24 * 3600;
+
+/// Deletes guest carts no cookie can reach any more (made more than [`GUEST_COOKIE_SECONDS`] before
+/// `now_ms`), with their lines; their holds ran out long ago (a hold lives 15 minutes past the last visit).
+/// A cart with an order is never deleted. Returns how many carts went.
+pub async fn prune_guest_carts(db: &AnyPool, now_ms: i64) -> Result<u64, sqlx::Error> {
+    let cutoff = now_ms - GUEST_COOKIE_SECONDS * 1000;
+    let abandoned = "SELECT id FROM carts WHERE user_id IS NULL AND created_at_ms < $1 AND status IN ('open', 'merged') \
+                     AND NOT EXISTS (SELECT 1 FROM orders WHERE orders.cart_id = carts.id)";
+    let mut tx = db.begin().await?;
+    sqlx::query(&format!("DELETE FROM cart_items WHERE cart_id IN ({abandoned})")).bind(cutoff).execute(&mut *tx).await?;
+    let deleted = sqlx::query(&format!("DELETE FROM carts WHERE id IN ({abandoned})")).bind(cutoff).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(deleted.rows_affected())
+}
+
 /// The anonymous cart a cookie token points at, if it is still active.
 pub async fn guest_cart(db: &AnyPool, token: &str) -> Result<Option<CartRow>, sqlx::Error> {
     let row: Option<(String, String)> = sqlx::query_as("SELECT id, status FROM carts WHERE token_hash = $1 AND status IN ('open', 'checking_out')")

@@ -67,6 +67,14 @@ pub struct Settings {
     pub events_max_attempts: i64,
     /// First retry delay; it doubles with every attempt (capped at a minute).
     pub events_base_backoff_ms: i64,
+    /// Days a delivered event is kept in its producer's outbox (a subscriber that appears later is
+    /// backfilled with the events still kept).
+    pub events_retention_days: i64,
+    /// Days a consumer keeps the inbox row of an event it applied (a redelivery within them has no
+    /// effect); longer than a dead letter may wait for its replay and than NATS keeps messages (30).
+    pub inbox_retention_days: i64,
+    /// Days a session that ended (signed out, revoked, expired) is kept, with its refresh tokens.
+    pub sessions_retention_days: i64,
     /// Secrets that sign and verify payment webhooks, comma-separated. The provider signs with every one
     /// and the cart accepts any, so a secret is rotated by adding the new one on both sides, then removing
     /// the old. Unset: one is generated in the data dir (enough for a single process).
@@ -179,6 +187,9 @@ impl Default for Settings {
             events_secret: None,
             events_max_attempts: 8,
             events_base_backoff_ms: 200,
+            events_retention_days: 7,
+            inbox_retention_days: 45,
+            sessions_retention_days: 7,
             payment_webhook_secrets: None,
             payment_url: None,
             trusted_proxies: None,
@@ -241,6 +252,12 @@ impl Settings {
     /// The proxies whose `X-Forwarded-For` is believed.
     pub fn trusted_proxies(&self) -> Result<crate::client::TrustedProxies, String> {
         crate::client::TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or_default()).map_err(|error| format!("TESSERA_TRUSTED_PROXIES: {error}"))
+    }
+
+    /// How long the runtime keeps event rows.
+    pub fn retention(&self) -> crate::events::Retention {
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        crate::events::Retention { events_ms: self.events_retention_days.max(1) * DAY_MS, inbox_ms: self.inbox_retention_days.max(1) * DAY_MS }
     }
 
     pub fn jwks_url(&self) -> String {

@@ -700,6 +700,36 @@ impl Relay {
     }
 }
 
+/// How long the runtime keeps event rows.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// An event delivered to every subscriber (or addressed to none) is deleted this long after it
+    /// occurred. A subscriber that appears later is backfilled with the events still kept.
+    pub events_ms: i64,
+    /// An inbox row (the record that makes a redelivery harmless) is deleted this long after it arrived;
+    /// keep it longer than any event waits for a replay, and than a broker keeps its messages.
+    pub inbox_ms: i64,
+}
+
+/// Deletes what [`Retention`] lets go: delivered events with their delivery rows, and old inbox rows.
+/// An event with a delivery still pending or dead is kept, whatever its age. Returns (events, inbox rows)
+/// deleted.
+pub async fn prune(db: &AnyPool, retention: Retention, now: i64) -> Result<(u64, u64), sqlx::Error> {
+    let events_before = now - retention.events_ms;
+    let done = "SELECT o.seq FROM outbox o WHERE o.occurred_at_ms < $1 \
+                AND NOT EXISTS (SELECT 1 FROM outbox_deliveries d WHERE d.seq = o.seq AND d.status <> 'delivered')";
+    let mut tx = db.begin().await?;
+    sqlx::query(&format!("DELETE FROM outbox_deliveries WHERE seq IN ({done})")).bind(events_before).execute(&mut *tx).await?;
+    let events = sqlx::query("DELETE FROM outbox WHERE occurred_at_ms < $1 AND NOT EXISTS (SELECT 1 FROM outbox_deliveries d WHERE d.seq = outbox.seq)")
+        .bind(events_before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    let inbox = sqlx::query("DELETE FROM inbox WHERE received_at_ms < $1").bind(now - retention.inbox_ms).execute(&mut *tx).await?.rows_affected();
+    tx.commit().await?;
+    Ok((events, inbox))
+}
+
 /// Records an event in the consumer's inbox on `connection` (inside the consumer's transaction).
 /// Returns `false` when it was there already: a redelivery, whose effect must not be applied again.
 pub async fn record_in_inbox(connection: &mut AnyConnection, envelope: &Envelope) -> Result<bool, sqlx::Error> {

@@ -290,6 +290,7 @@ impl Host {
         }
         for local in &self.local {
             self.background.extend(local.fragment.background(&local.runtime));
+            self.background.push(spawn_event_retention(local.runtime.db.clone(), self.settings.retention()));
         }
         if self.settings.demo {
             let store = self.settings.store();
@@ -711,4 +712,24 @@ pub async fn main_of(fragment: &'static dyn Fragment, extra: Option<Extra>) -> R
     tracing::info!(addr = %running.addr, "listening on http://{}", running.addr);
     running.handle.await??;
     Ok(())
+}
+
+/// How often a fragment's old event rows are pruned (one instance per period).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes a fragment's event tables every hour, from now on (`crate::events::prune`).
+fn spawn_event_retention(db: sqlx::AnyPool, retention: crate::events::Retention) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(RETENTION_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let pass = crate::events::prune(&db, retention, crate::events::now_ms());
+            match crate::lease::once_per_period(&db, "event-retention", RETENTION_EVERY, pass).await {
+                Ok(Some(Ok((events, inbox)))) if events + inbox > 0 => tracing::info!(events, inbox, "pruned old event rows"),
+                Ok(Some(Err(error))) | Err(error) => tracing::warn!(%error, "pruning old event rows failed"),
+                Ok(_) => {}
+            }
+        }
+    })
 }
