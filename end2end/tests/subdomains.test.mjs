@@ -47,7 +47,10 @@ describe('sites on subdomains share one login', () => {
     assert.ok(access, `the catalog subdomain receives the access cookie: ${JSON.stringify(cookies)}`);
     assert.equal(access.domain, '.shop.localhost');
     assert.equal(access.httpOnly, true);
-    assert.equal(cookies.find((c) => c.name === 'tessera_refresh')?.domain, '.shop.localhost');
+    // The 30-day refresh cookie stays on the shell's host: the catalog's subdomain never receives it.
+    assert.equal(cookies.find((c) => c.name === 'tessera_refresh'), undefined, JSON.stringify(cookies));
+    const shellCookies = await browser.context.cookies(shellUrl);
+    assert.equal(shellCookies.find((c) => c.name === 'tessera_refresh')?.domain, 'shop.localhost');
 
     // The catalog's own origin: no shell in between, no login of its own.
     await page.goto(`${catalogUrl}/catalog`);

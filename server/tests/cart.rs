@@ -577,6 +577,8 @@ async fn two_hundred_shoppers_rush_five_units_and_exactly_five_orders_are_paid()
     // fragment timeout; this test is about who gets the units, not latency (that is the benchmark's).
     fn patient(settings: &mut tessera_server::Settings) {
         configure(settings);
+        // All two hundred register from one address.
+        settings.registration_max_per_address = 1000;
         settings.fragment_timeout_ms = 120_000;
     }
     for backend in backends() {

@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::header::SET_COOKIE;
 use reqwest::StatusCode;
-use support::{backends, set_cookie, spawn_app, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use support::{backends, count, database, set_cookie, sign_in_from, spawn_app, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
 use tessera_server::Mode;
 
 /// A server function only a signed-in user may call (guests may fill a cart, but have no orders).
@@ -33,6 +33,30 @@ async fn without_an_access_token_the_refresh_cookie_signs_in_transparently_pages
         assert!(set_cookie(&response, "tessera_access").is_some());
         assert_eq!(response.text().await.unwrap(), "[]", "answered as the signed-in user (no orders yet)");
     }
+}
+
+#[tokio::test]
+async fn a_refresh_on_a_response_that_sets_its_own_cookie_still_rotates_the_session_cookies() {
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.refresh_reuse_grace_seconds = 0), ..Options::default() }).await;
+    // A guest fills a cart, then signs in.
+    let added = app.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", None).await;
+    assert_eq!(added.status(), StatusCode::OK);
+    let guest_cart = set_cookie(&added, "tessera_cart").expect("a guest cart cookie");
+    let session = app.sign_in(SHOPPER, PASSWORD).await;
+    // Later, the access token gone, the cart page asks for the cart: the shell refreshes while the cart
+    // merges the guest cart and clears its cookie. The response carries both: the cart's cookie and the
+    // rotated session cookies.
+    let response = app.post_form("/cart/api/my_cart", "", Some(&format!("{}; {guest_cart}", session.refresh))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let cookies: Vec<&str> = response.headers().get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
+    assert!(cookies.iter().any(|cookie| cookie.starts_with("tessera_cart=;")), "the guest cookie is cleared: {cookies:?}");
+    let access = set_cookie(&response, "tessera_access").expect("the refreshed access cookie");
+    let refresh = set_cookie(&response, "tessera_refresh").expect("the rotated refresh cookie");
+    // Browsing on with what the browser now holds keeps the session (the used token is never sent again).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let response = app.get("/catalog", Some(&refresh)).await;
+    assert!(set_cookie(&response, "tessera_refresh").is_some(), "rotated again, not revoked");
+    assert_eq!(app.catalog_user(&access).await.as_deref(), Some("Sam Shopper"));
 }
 
 #[tokio::test]
@@ -128,6 +152,67 @@ async fn changing_the_password_signs_out_every_session_and_keeps_this_browser_si
         assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
         app.sign_in(SHOPPER, "a-new-password").await;
     }
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_are_throttled_like_sign_ins_and_change_nothing() {
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.login_max_failures_per_account = 3), ..Options::default() }).await;
+    let here = app.sign_in(SHOPPER, PASSWORD).await;
+    for _ in 0..3 {
+        let response = account_form(&app, &here.both(), "/account/password", "current_password=guess&new_password=a-new-password".into()).await;
+        assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    }
+    let body = format!("current_password={PASSWORD}&new_password=a-new-password");
+    let response = account_form(&app, &here.both(), "/account/password", body).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS, "even the right current password waits");
+    assert!(response.headers().contains_key("retry-after"));
+    assert!(response.text().await.unwrap().contains("Too many wrong current passwords"));
+    app.sign_in(SHOPPER, PASSWORD).await;
+}
+
+#[tokio::test]
+async fn registrations_are_bounded_per_address_and_a_refused_one_creates_nothing() {
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.registration_max_per_address = 3), ..Options::default() }).await;
+    app.register("one@example.com", "One", "password-one").await;
+    // A taken email counts too: it is what would make the form an oracle for email lists.
+    let taken = app.post_form("/register", "email=shopper%40example.com&name=Sam&password=whatever-long", None).await;
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+    app.register("two@example.com", "Two", "password-two").await;
+    let refused = app.post_form("/register", "email=three%40example.com&name=Three&password=password-three", None).await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    let shell = database(&app, "shell").await;
+    assert_eq!(count(&shell, "SELECT COUNT(*) FROM users WHERE email = 'three@example.com'").await, 0);
+    // A form that does not validate hashes nothing and counts nothing: it still gets its own answer.
+    let invalid = app.post_form("/register", "email=nope&name=X&password=short", None).await;
+    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_hashing_is_bounded_and_a_request_without_a_turn_is_asked_to_come_back() {
+    fn one_hash_at_a_time(settings: &mut tessera_server::Settings) {
+        settings.password_hashes_at_once = 1;
+        settings.registration_max_per_address = 1000;
+    }
+    let app = std::sync::Arc::new(spawn_with(Backend::Sqlite, Options { configure: Some(one_hash_at_a_time), ..Options::default() }).await);
+    let registrations = (0..200).map(|n| {
+        let app = app.clone();
+        async move {
+            let body = format!("email=burst{n}%40example.com&name=Burst&password=burst-password-{n}");
+            let response = app.post_form("/register", body, None).await;
+            (response.status(), response.headers().get("retry-after").cloned())
+        }
+    });
+    let answers = futures::future::join_all(registrations).await;
+    let created = answers.iter().filter(|(status, _)| *status == StatusCode::SEE_OTHER).count();
+    let busy: Vec<_> = answers.iter().filter(|(status, _)| *status == StatusCode::SERVICE_UNAVAILABLE).collect();
+    assert_eq!(created + busy.len(), answers.len(), "{answers:?}");
+    assert!(!busy.is_empty(), "200 hashes one at a time (tens of ms each) cannot all get a turn within the 2 s wait");
+    assert!(busy.iter().all(|(_, retry)| retry.is_some()), "a busy answer says when to come back");
+    let shell = database(&app, "shell").await;
+    assert_eq!(count(&shell, "SELECT COUNT(*) FROM users WHERE email LIKE 'burst%'").await, created as i64, "a busy answer created nothing");
+    // Once the burst is over, sign-in works again.
+    app.sign_in(SHOPPER, PASSWORD).await;
 }
 
 #[tokio::test]
@@ -269,6 +354,81 @@ async fn sign_in_is_throttled_per_client_address() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_parallel_wrong_passwords_reaches_the_password_check_at_most_the_limit_times() {
+    for backend in backends() {
+        let app = std::sync::Arc::new(spawn_with(backend, Options { configure: Some(|s| s.login_max_failures_per_account = 5), ..Options::default() }).await);
+        let attempts = (0..200).map(|_| {
+            let app = app.clone();
+            async move { app.post_form("/login", "email=shopper%40example.com&password=guess", None).await.status() }
+        });
+        let statuses = futures::future::join_all(attempts).await;
+        let checked = statuses.iter().filter(|status| **status == StatusCode::UNAUTHORIZED).count();
+        let waited = statuses.iter().filter(|status| **status == StatusCode::TOO_MANY_REQUESTS).count();
+        assert_eq!(checked + waited, 200, "{backend:?}: {statuses:?}");
+        // At most the limit's worth (possibly none: attempts that all arrive together all see each other).
+        assert!(checked <= 5, "{backend:?}: {checked} attempts reached the password check");
+        // Only the checked attempts stay as failures; the refused ones took theirs back, so the rest of the
+        // limit is still there, one attempt at a time, and then no more.
+        let shell = database(&app, "shell").await;
+        assert_eq!(
+            count(&shell, "SELECT COUNT(*) FROM login_failures WHERE throttle_key = 'account:shopper@example.com'").await,
+            checked as i64,
+            "{backend:?}"
+        );
+        for _ in checked..5 {
+            assert_eq!(app.post_form("/login", "email=shopper%40example.com&password=guess", None).await.status(), StatusCode::UNAUTHORIZED);
+        }
+        assert_eq!(app.post_form("/login", "email=shopper%40example.com&password=guess", None).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}
+
+fn neighbours_behind_a_proxy(settings: &mut tessera_server::Settings) {
+    settings.trusted_proxies = Some("127.0.0.0/8, ::1".into());
+    settings.login_max_failures_per_account = 3;
+    settings.login_max_failures_per_account_total = 5;
+    settings.login_max_failures_per_address = 4;
+}
+
+#[tokio::test]
+async fn guessing_and_spraying_do_not_lock_out_an_account_that_signed_in_from_its_address_before() {
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(neighbours_behind_a_proxy), ..Options::default() }).await;
+    let office = "203.0.113.7";
+    // Ada signed in from the office before; a new colleague registered but never signed in from there.
+    assert_eq!(sign_in_from(&app, office, ADMIN, PASSWORD).await, StatusCode::SEE_OTHER);
+    app.register("newcomer@example.com", "New Comer", "newcomer-password").await;
+
+    // Someone in the office guesses Sam's password, then sprays a password over other accounts.
+    for _ in 0..3 {
+        assert_eq!(sign_in_from(&app, office, SHOPPER, "guess").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sign_in_from(&app, office, "nobody@example.com", "guess").await, StatusCode::UNAUTHORIZED);
+    for n in 0..5 {
+        let status = sign_in_from(&app, office, &format!("user{n}@example.com"), "guess").await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the office's address is over its limit");
+    }
+    // Sam's account from the office waits, even with the right password; so does anyone new there…
+    assert_eq!(sign_in_from(&app, office, SHOPPER, PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(sign_in_from(&app, office, "newcomer@example.com", "newcomer-password").await, StatusCode::TOO_MANY_REQUESTS);
+    // …but Ada, who signs in from there, gets in with her password, and is still limited on her own.
+    assert_eq!(sign_in_from(&app, office, ADMIN, PASSWORD).await, StatusCode::SEE_OTHER);
+    for _ in 0..3 {
+        assert_eq!(sign_in_from(&app, office, ADMIN, "guess").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sign_in_from(&app, office, ADMIN, PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+    // Sam elsewhere was never limited by the office.
+    assert_eq!(sign_in_from(&app, "198.51.100.20", SHOPPER, PASSWORD).await, StatusCode::SEE_OTHER);
+
+    // Strangers guess at Sam's account from many addresses: past the account-wide limit new places wait,
+    // while Sam's usual one (where he just signed in) does not.
+    for n in 0..6 {
+        let status = sign_in_from(&app, &format!("192.0.2.{n}"), SHOPPER, "guess").await;
+        assert!(matches!(status, StatusCode::UNAUTHORIZED | StatusCode::TOO_MANY_REQUESTS), "{status}");
+    }
+    assert_eq!(sign_in_from(&app, "192.0.2.200", SHOPPER, PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(sign_in_from(&app, "198.51.100.20", SHOPPER, PASSWORD).await, StatusCode::SEE_OTHER);
+}
+
 #[tokio::test]
 async fn same_origin_https_deploys_use_host_cookies_and_subdomain_deploys_use_a_domain_cookie() {
     let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.public_url = "https://shop.example".into()), ..Options::default() }).await;
@@ -298,9 +458,12 @@ async fn same_origin_https_deploys_use_host_cookies_and_subdomain_deploys_use_a_
     )
     .await;
     let response = app.post_form("/login", format!("email=shopper%40example.com&password={PASSWORD}"), None).await;
-    for cookie in response.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap()) {
-        assert!(cookie.starts_with("__Secure-tessera_") && cookie.contains("Domain=shop.example") && cookie.contains("Secure"), "{cookie}");
-    }
+    let cookies: Vec<&str> = response.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap()).collect();
+    // The access cookie reaches every subdomain; the 30-day refresh cookie stays on the shell's host.
+    let access = cookies.iter().find(|cookie| cookie.starts_with("__Secure-tessera_access=")).expect("an access cookie");
+    assert!(access.contains("Domain=shop.example") && access.contains("Secure"), "{access}");
+    let refresh = cookies.iter().find(|cookie| cookie.contains("tessera_refresh=")).expect("a refresh cookie");
+    assert!(refresh.starts_with("__Host-tessera_refresh=") && !refresh.contains("Domain") && refresh.contains("Secure"), "{refresh}");
 }
 
 #[tokio::test]

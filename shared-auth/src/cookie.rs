@@ -3,8 +3,10 @@
 //! - **Same origin** (every fragment behind the shell) over https: `__Host-tessera_access` and
 //!   `__Host-tessera_refresh`: Secure, Path=/, no Domain, so no other host (not even a sibling subdomain)
 //!   can set or overwrite them.
-//! - **Subdomains** (`shop.example`, `catalog.shop.example`, …): a `Domain` cookie for the parent domain so
-//!   every subdomain receives it; `__Secure-` names over https.
+//! - **Subdomains** (`shop.example`, `catalog.shop.example`, …): the access cookie is a `Domain` cookie for
+//!   the parent domain so every subdomain receives it (`__Secure-` name over https). The refresh cookie
+//!   is not: only the shell redeems it, so it stays host-only on the shell's host (`__Host-` over https),
+//!   and a 30-day credential never travels to, or can be read by, any other subdomain.
 //! - Plain http (local development and tests on loopback): unprefixed names without Secure, because
 //!   browsers refuse prefixed cookies there.
 //!
@@ -43,20 +45,27 @@ impl CookiePolicy {
         self.prefixed("tessera_access")
     }
 
-    /// Name of the refresh-token cookie.
+    /// Name of the refresh-token cookie: host-only in every deploy shape (see the module docs).
     pub fn refresh_name(&self) -> String {
-        self.prefixed("tessera_refresh")
+        match self.secure {
+            true => "__Host-tessera_refresh".to_owned(),
+            false => "tessera_refresh".to_owned(),
+        }
     }
 
     fn build(&self, name: String, value: &str, max_age_seconds: i64) -> String {
+        self.build_scoped(name, value, max_age_seconds, self.domain.as_deref())
+    }
+
+    fn build_scoped(&self, name: String, value: &str, max_age_seconds: i64, domain: Option<&str>) -> String {
         let mut builder = Cookie::build((name, value.to_owned()))
             .http_only(true)
             .same_site(SameSite::Lax)
             .path("/")
             .secure(self.secure)
             .max_age(cookie::time::Duration::seconds(max_age_seconds));
-        if let Some(domain) = &self.domain {
-            builder = builder.domain(domain.clone());
+        if let Some(domain) = domain {
+            builder = builder.domain(domain.to_owned());
         }
         builder.build().to_string()
     }
@@ -68,12 +77,12 @@ impl CookiePolicy {
 
     /// `Set-Cookie` value storing a refresh token.
     pub fn refresh_cookie(&self, token: &str, max_age_seconds: i64) -> String {
-        self.build(self.refresh_name(), token, max_age_seconds)
+        self.build_scoped(self.refresh_name(), token, max_age_seconds, None)
     }
 
     /// `Set-Cookie` values that remove both cookies.
     pub fn clear_cookies(&self) -> [String; 2] {
-        [self.build(self.access_name(), "", 0), self.build(self.refresh_name(), "", 0)]
+        [self.build(self.access_name(), "", 0), self.build_scoped(self.refresh_name(), "", 0, None)]
     }
 
     /// The access token from the request's `Cookie` headers.
@@ -143,6 +152,19 @@ mod tests {
         let plain = CookiePolicy { secure: false, domain: Some("shop.localhost".into()) };
         let cookie = plain.access_cookie("abc", 300);
         assert!(cookie.starts_with("tessera_access=abc") && !cookie.contains("Secure"), "{cookie}");
+    }
+
+    #[test]
+    fn the_refresh_cookie_stays_on_the_shells_host_in_subdomain_deployments() {
+        for secure in [true, false] {
+            let policy = CookiePolicy { secure, domain: Some("shop.example".into()) };
+            let refresh = policy.refresh_cookie("r", 60);
+            assert!(!refresh.contains("Domain"), "{refresh}");
+            assert_eq!(refresh.starts_with("__Host-tessera_refresh=r"), secure, "{refresh}");
+            let [access, cleared] = policy.clear_cookies();
+            assert!(access.contains("Domain=shop.example") && !cleared.contains("Domain"), "{access} / {cleared}");
+            assert!(cleared.starts_with(&format!("{}=;", policy.refresh_name())), "{cleared}");
+        }
     }
 
     #[test]

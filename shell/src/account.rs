@@ -14,7 +14,7 @@ use crate::pages::{page, see_other, server_error, start_session};
 use crate::session::CurrentSession;
 use crate::sessions::{self, now_seconds};
 use crate::users::{self, NewPassword};
-use crate::ShellState;
+use crate::{throttle, ShellState};
 
 #[derive(Deserialize, Default)]
 pub(crate) struct AccountQuery {
@@ -146,20 +146,53 @@ pub(crate) async fn change_password(
         Ok(password) => password,
         Err(message) => return render(&state, &user, current.session_id(), None, Some(message), StatusCode::UNPROCESSABLE_ENTITY).await,
     };
-    match users::check_password(&state.db, &user.id, &form.current_password).await {
-        Ok(true) => {}
+    // Wrong current passwords count like failed sign-ins (a stolen session must not become a way to
+    // guess the password), counted first; a right one is taken back.
+    let key = format!("password:{}", user.id);
+    let counted = match throttle::count(&state.db, &state.throttle, &key, state.throttle.max_failures_per_account, sessions::now_seconds()).await {
+        Ok(Some(counted)) => counted,
+        Ok(None) => {
+            let message = "Too many wrong current passwords. Please wait a few minutes and try again.".to_owned();
+            let response = render(&state, &user, current.session_id(), None, Some(message), StatusCode::TOO_MANY_REQUESTS).await;
+            return crate::pages::too_many(&state, response);
+        }
+        Err(error) => {
+            tracing::error!(%error, "password change throttle failed");
+            return server_error(&state);
+        }
+    };
+    let busy = || async {
+        let message = crate::pages::BUSY_MESSAGE.to_owned();
+        crate::pages::come_back_soon(render(&state, &user, current.session_id(), None, Some(message), StatusCode::SERVICE_UNAVAILABLE).await)
+    };
+    match users::check_password(&state.db, &state.hashing, &user.id, &form.current_password).await {
+        Ok(true) => {
+            if let Err(error) = counted.take_back(&state.db).await {
+                tracing::warn!(%error, "cannot take back a password check");
+            }
+        }
         Ok(false) => {
             let message = "Your current password is not right.".to_owned();
             return render(&state, &user, current.session_id(), None, Some(message), StatusCode::UNPROCESSABLE_ENTITY).await;
+        }
+        Err(users::UserError::Busy) => {
+            if let Err(error) = counted.take_back(&state.db).await {
+                tracing::warn!(%error, "cannot take back a password check");
+            }
+            return busy().await;
         }
         Err(error) => {
             tracing::error!(%error, "password check failed");
             return server_error(&state);
         }
     }
-    if let Err(error) = users::set_password(&state.db, &user.id, &new_password).await {
-        tracing::error!(%error, "password change failed");
-        return server_error(&state);
+    match users::set_password(&state.db, &state.hashing, &user.id, &new_password).await {
+        Ok(()) => {}
+        Err(users::UserError::Busy) => return busy().await,
+        Err(error) => {
+            tracing::error!(%error, "password change failed");
+            return server_error(&state);
+        }
     }
     match sessions::revoke_all(&state.db, &user.id, "password changed").await {
         Ok(count) => {

@@ -86,6 +86,8 @@ pub struct ShellInner {
     pub cookies: CookiePolicy,
     pub sessions: SessionSettings,
     pub throttle: ThrottleSettings,
+    /// Turns to hash passwords (see [`users::Hashing`]).
+    pub hashing: users::Hashing,
     pub csrf: Arc<CsrfPolicy>,
     /// URL of the shared stylesheet, versioned by its content.
     pub stylesheet_url: String,
@@ -119,6 +121,8 @@ pub struct ShellConfig {
     pub cookies: CookiePolicy,
     pub sessions: SessionSettings,
     pub throttle: ThrottleSettings,
+    /// Password hashes at once (0: one per core).
+    pub password_hashes_at_once: usize,
     pub csrf: CsrfPolicy,
 }
 
@@ -140,6 +144,7 @@ impl ShellState {
             cookies: config.cookies,
             sessions: config.sessions,
             throttle: config.throttle,
+            hashing: users::Hashing::new(config.password_hashes_at_once),
             csrf: Arc::new(config.csrf),
             stylesheet_url,
         }))

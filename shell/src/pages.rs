@@ -175,9 +175,9 @@ pub(crate) async fn login(
     let next = local_path(form.next.as_deref());
     let now = sessions::now_seconds();
     let address = address.map(|address| address.to_string());
-    match throttle::is_throttled(&state.db, &state.throttle, &form.email, address.as_deref(), now).await {
-        Ok(false) => {}
-        Ok(true) => {
+    let attempt = match throttle::attempt(&state.db, &state.throttle, &form.email, address.as_deref(), now).await {
+        Ok(Some(attempt)) => attempt,
+        Ok(None) => {
             tracing::warn!(address = ?address, "sign-in throttled");
             let message = "Too many sign-in attempts. Please wait a few minutes and try again.";
             let mut response =
@@ -190,27 +190,52 @@ pub(crate) async fn login(
             tracing::error!(%error, "throttle lookup failed");
             return server_error(&state);
         }
-    }
-    match users::authenticate(&state.db, &form.email, &form.password).await {
+    };
+    match users::authenticate(&state.db, &state.hashing, &form.email, &form.password).await {
         Ok(Some(user)) => {
-            if let Err(error) = throttle::clear_account(&state.db, &form.email).await {
+            if let Err(error) = attempt.succeeded(&state.db, now).await {
                 tracing::warn!(%error, "cannot clear sign-in failures");
             }
             start_session(&state, &user, &headers, &next).await
         }
         Ok(None) => {
-            if let Err(error) = throttle::record_failure(&state.db, &state.throttle, &form.email, address.as_deref(), now).await {
-                tracing::error!(%error, "cannot record a sign-in failure");
+            if let Err(error) = attempt.failed(&state.db, &state.throttle, now).await {
+                tracing::error!(%error, "cannot prune sign-in failures");
             }
             // One message for unknown email and wrong password.
             let form = login_form(&next, form.email.trim(), Some("Email or password is incorrect."));
             (StatusCode::UNAUTHORIZED, Html(page(&state, None, None, "Sign in", form))).into_response()
         }
         Err(error) => {
+            if let Err(error) = attempt.abandoned(&state.db).await {
+                tracing::warn!(%error, "cannot take back a sign-in attempt");
+            }
+            if let UserError::Busy = error {
+                let form = login_form(&next, form.email.trim(), Some(BUSY_MESSAGE));
+                return come_back_soon(Html(page(&state, None, None, "Sign in", form)).into_response());
+            }
             tracing::error!(%error, "login query failed");
             server_error(&state)
         }
     }
+}
+
+/// What a person reads when no turn to check a password was free.
+pub(crate) const BUSY_MESSAGE: &str = "The site is very busy right now. Please try again in a moment.";
+
+/// `response` as a 503 that says when to come back: no turn to hash a password was free
+/// ([`users::Hashing`]).
+pub(crate) fn come_back_soon(mut response: Response) -> Response {
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(users::RETRY_AFTER_SECONDS));
+    response
+}
+
+/// `response` as a 429 that says when to try again (after the throttle's window).
+pub(crate) fn too_many(state: &ShellState, mut response: Response) -> Response {
+    *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+    response.headers_mut().insert(axum::http::header::RETRY_AFTER, HeaderValue::from(state.throttle.window_seconds));
+    response
 }
 
 pub(crate) fn server_error(state: &ShellState) -> Response {
@@ -267,7 +292,12 @@ pub(crate) struct RegisterForm {
     password: String,
 }
 
-pub(crate) async fn register(State(state): State<ShellState>, headers: HeaderMap, form: Result<Form<RegisterForm>, FormRejection>) -> Response {
+pub(crate) async fn register(
+    State(state): State<ShellState>,
+    ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
+    form: Result<Form<RegisterForm>, FormRejection>,
+) -> Response {
     let form = match form {
         Ok(Form(form)) => form,
         Err(rejection) => {
@@ -287,11 +317,38 @@ pub(crate) async fn register(State(state): State<ShellState>, headers: HeaderMap
             return (StatusCode::UNPROCESSABLE_ENTITY, Html(page(&state, None, None, "Register", form))).into_response();
         }
     };
-    match users::create(&state.db, &email, &name, &password, &[Role::Shopper]).await {
+    // Each registration hashes a password, and a taken email's answer tells that the account exists: both
+    // are bounded per address (the answer is kept, see below).
+    let key = format!("register:{}", address.map(|address| address.to_string()).unwrap_or_else(|| "-".into()));
+    let counted = match throttle::count(&state.db, &state.throttle, &key, state.throttle.max_registrations_per_address, sessions::now_seconds()).await {
+        Ok(Some(counted)) => counted,
+        Ok(None) => {
+            tracing::warn!(%key, "registration throttled");
+            let message = "Too many accounts were registered from your network. Please try again later.".to_owned();
+            let form = register_form(email.as_str(), form.name.trim(), &[message]);
+            return too_many(&state, Html(page(&state, None, None, "Register", form)).into_response());
+        }
+        Err(error) => {
+            tracing::error!(%error, "registration throttle failed");
+            return server_error(&state);
+        }
+    };
+    match users::create(&state.db, &state.hashing, &email, &name, &password, &[Role::Shopper]).await {
         Ok(user) => {
             tracing::info!(user = %user.id, "registered");
             start_session(&state, &user, &headers, "/").await
         }
+        Err(UserError::Busy) => {
+            if let Err(error) = counted.take_back(&state.db).await {
+                tracing::warn!(%error, "cannot take back a registration");
+            }
+            let form = register_form(email.as_str(), form.name.trim(), &[BUSY_MESSAGE.to_owned()]);
+            come_back_soon(Html(page(&state, None, None, "Register", form)).into_response())
+        }
+        // Decided: a taken email is said so. Sign-in answers alike for unknown and wrong, but without
+        // email delivery there is no other way to tell someone who forgot they have an account, and
+        // hiding it here would only move the question elsewhere. What keeps this from being an oracle
+        // for email lists is the per-address bound above.
         Err(UserError::EmailTaken) => {
             let form = register_form(email.as_str(), form.name.trim(), &["An account with this email already exists. Sign in instead.".to_owned()]);
             (StatusCode::CONFLICT, Html(page(&state, None, None, "Register", form))).into_response()

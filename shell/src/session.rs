@@ -118,11 +118,24 @@ pub async fn session_middleware(State(state): State<ShellState>, mut request: Re
     request.extensions_mut().insert(CurrentSession { claims });
 
     let mut response = next.run(request).await;
-    if !response.headers().contains_key(SET_COOKIE) {
-        for cookie in set_cookies {
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().append(SET_COOKIE, value);
-            }
+    // The handler's own session cookies win (sign-in, sign-out set both); any other cookie it sets — the
+    // cart clearing its guest cookie after a merge — travels beside ours. Dropping ours there would leave
+    // the browser with a refresh token already used, and its next use past the grace period would end
+    // the session as a replay.
+    let set_by_handler: Vec<String> = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .filter_map(|value| value.split_once('=').map(|(name, _)| name.trim().to_owned()))
+        .collect();
+    for cookie in set_cookies {
+        let name = cookie.split_once('=').map(|(name, _)| name).unwrap_or_default();
+        if set_by_handler.iter().any(|set| set == name) {
+            continue;
+        }
+        if let Ok(value) = HeaderValue::from_str(&cookie) {
+            response.headers_mut().append(SET_COOKIE, value);
         }
     }
     response

@@ -120,8 +120,11 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
             throttle: crate::throttle::ThrottleSettings {
                 window_seconds: settings.login_throttle_window_seconds,
                 max_failures_per_account: settings.login_max_failures_per_account,
+                max_failures_per_account_total: settings.login_max_failures_per_account_total,
                 max_failures_per_address: settings.login_max_failures_per_address,
+                max_registrations_per_address: settings.registration_max_per_address,
             },
+            password_hashes_at_once: settings.password_hashes_at_once,
             csrf: settings.csrf_policy(),
         },
     );

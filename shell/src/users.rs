@@ -85,6 +85,10 @@ impl DisplayName {
 pub enum UserError {
     #[error("an account with this email already exists")]
     EmailTaken,
+    /// Every turn to hash a password is taken (see [`Hashing`]): the caller answers 503 with
+    /// `Retry-After: RETRY_AFTER_SECONDS`.
+    #[error("too many passwords are being checked at once")]
+    Busy,
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error("password hashing failed: {0}")]
@@ -99,6 +103,38 @@ fn roles_to_column(roles: &[Role]) -> String {
     roles.iter().map(|role| role.as_str()).collect::<Vec<_>>().join(" ")
 }
 
+/// Bounds the password hashes (and checks) running at once. Each argon2id run holds 19 MiB and a core for
+/// a while; on tokio's blocking pool (up to 512 threads) a burst of sign-ins, registrations or password
+/// changes would hold gigabytes and slow every one of them. More runs at once than cores buys nothing,
+/// so the bound defaults to the cores. Past it a request waits briefly for a turn, then is asked to come
+/// back ([`UserError::Busy`]: 503 with `Retry-After`) rather than queueing without end.
+#[derive(Clone, Debug)]
+pub struct Hashing(std::sync::Arc<tokio::sync::Semaphore>);
+
+/// How long a request waits for a turn to hash before it is told to come back.
+const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+/// What a busy answer's `Retry-After` says.
+pub const RETRY_AFTER_SECONDS: u64 = 2;
+
+impl Hashing {
+    /// `at_once` hashes at a time (0: one per core).
+    pub fn new(at_once: usize) -> Hashing {
+        let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
+        Hashing(std::sync::Arc::new(tokio::sync::Semaphore::new(if at_once == 0 { cores } else { at_once })))
+    }
+
+    /// Runs `work` (CPU-bound: off the async workers) once a turn is free.
+    async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, UserError> {
+        let turn = tokio::time::timeout(TURN_WAIT, self.0.clone().acquire_owned()).await.map_err(|_| UserError::Busy)?.map_err(|_| UserError::Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let _turn = turn;
+            work()
+        })
+        .await
+        .map_err(|error| UserError::Hash(error.to_string()))
+    }
+}
+
 type UserRow = (String, String, String, String, String);
 
 fn session_user((id, email, name, _, roles): UserRow) -> SessionUser {
@@ -106,46 +142,44 @@ fn session_user((id, email, name, _, roles): UserRow) -> SessionUser {
 }
 
 /// Checks an email and password. Unknown emails cost the same hashing work as wrong passwords.
-pub async fn authenticate(db: &AnyPool, email: &str, password: &str) -> Result<Option<SessionUser>, sqlx::Error> {
+pub async fn authenticate(db: &AnyPool, hashing: &Hashing, email: &str, password: &str) -> Result<Option<SessionUser>, UserError> {
     let row: Option<UserRow> = match Email::parse(email) {
         Ok(email) => sqlx::query_as("SELECT id, email, name, password_hash, roles FROM users WHERE email = $1").bind(email.as_str()).fetch_optional(db).await?,
         Err(_) => None,
     };
     let password = password.to_owned();
-    // Hashing is CPU-bound: keep it off the async workers.
-    let verified = tokio::task::spawn_blocking(move || match row {
-        Some(row) if verify_password(&password, &row.3) => Some(session_user(row)),
-        Some(_) => None,
-        None => {
-            verify_against_dummy(&password);
-            None
-        }
-    })
-    .await
-    .ok()
-    .flatten();
-    Ok(verified)
+    hashing
+        .run(move || match row {
+            Some(row) if verify_password(&password, &row.3) => Some(session_user(row)),
+            Some(_) => None,
+            None => {
+                verify_against_dummy(&password);
+                None
+            }
+        })
+        .await
 }
 
 /// Checks the password of the user with this id (changing a password needs the current one).
-pub async fn check_password(db: &AnyPool, id: &str, password: &str) -> Result<bool, sqlx::Error> {
+pub async fn check_password(db: &AnyPool, hashing: &Hashing, id: &str, password: &str) -> Result<bool, UserError> {
     let row: Option<(String,)> = sqlx::query_as("SELECT password_hash FROM users WHERE id = $1").bind(id).fetch_optional(db).await?;
     let password = password.to_owned();
-    Ok(tokio::task::spawn_blocking(move || match row {
-        Some((hash,)) => verify_password(&password, &hash),
-        None => verify_against_dummy(&password),
-    })
-    .await
-    .unwrap_or(false))
+    hashing
+        .run(move || match row {
+            Some((hash,)) => verify_password(&password, &hash),
+            None => verify_against_dummy(&password),
+        })
+        .await
+}
+
+async fn hash(hashing: &Hashing, password: &NewPassword) -> Result<String, UserError> {
+    let password = password.0.clone();
+    hashing.run(move || hash_password(&password)).await?.map_err(|error| UserError::Hash(error.to_string()))
 }
 
 /// Replaces a user's password.
-pub async fn set_password(db: &AnyPool, id: &str, password: &NewPassword) -> Result<(), UserError> {
-    let password = password.0.clone();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|error| UserError::Hash(error.to_string()))?
-        .map_err(|error| UserError::Hash(error.to_string()))?;
+pub async fn set_password(db: &AnyPool, hashing: &Hashing, id: &str, password: &NewPassword) -> Result<(), UserError> {
+    let hash = hash(hashing, password).await?;
     sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2").bind(hash).bind(id).execute(db).await?;
     Ok(())
 }
@@ -174,12 +208,15 @@ pub async fn find(db: &AnyPool, id: &str) -> Result<Option<SessionUser>, sqlx::E
 }
 
 /// Creates an account; [`UserError::EmailTaken`] when the email is in use (nothing changes then).
-pub async fn create(db: &AnyPool, email: &Email, name: &DisplayName, password: &NewPassword, roles: &[Role]) -> Result<SessionUser, UserError> {
-    let password = password.0.clone();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password))
-        .await
-        .map_err(|error| UserError::Hash(error.to_string()))?
-        .map_err(|error| UserError::Hash(error.to_string()))?;
+pub async fn create(
+    db: &AnyPool,
+    hashing: &Hashing,
+    email: &Email,
+    name: &DisplayName,
+    password: &NewPassword,
+    roles: &[Role],
+) -> Result<SessionUser, UserError> {
+    let hash = hash(hashing, password).await?;
     let id = uuid::Uuid::new_v4().to_string();
     let result = sqlx::query(
         "INSERT INTO users (id, email, name, password_hash, roles, created_at) VALUES ($1, $2, $3, $4, $5, $6) \
@@ -201,12 +238,13 @@ pub async fn create(db: &AnyPool, email: &Email, name: &DisplayName, password: &
 
 /// Creates the demo accounts that do not exist yet (embedded demo data only).
 pub async fn seed_demo(db: &AnyPool) -> Result<(), UserError> {
+    let hashing = Hashing::new(0);
     for (email, name, roles) in tessera_contracts::demo::ACCOUNTS {
         let roles: Vec<Role> = roles.iter().filter_map(|role| Role::parse(role)).collect();
         let email = Email::parse(email).expect("demo emails are valid");
         let name = DisplayName::parse(name).expect("demo names are valid");
         let password = NewPassword::parse(tessera_contracts::demo::PASSWORD).expect("the demo password is valid");
-        match create(db, &email, &name, &password, &roles).await {
+        match create(db, &hashing, &email, &name, &password, &roles).await {
             Ok(_) | Err(UserError::EmailTaken) => {}
             Err(error) => return Err(error),
         }

@@ -40,10 +40,18 @@ pub struct Settings {
     pub cookie_domain: Option<String>,
     /// Origins allowed to send state-changing requests; default: the origin of `public_url`.
     pub allowed_origins: Vec<String>,
-    /// Sign-in throttling: window, and failures allowed per account and per client address within it.
+    /// Sign-in throttling (see the shell's `throttle`): the window, and the failures allowed within it of
+    /// one account from one client address, of one account from every address, and from one address over
+    /// every account (the last two never bind an account signing in from where it did before).
     pub login_throttle_window_seconds: i64,
     pub login_max_failures_per_account: i64,
+    pub login_max_failures_per_account_total: i64,
     pub login_max_failures_per_address: i64,
+    /// Registrations allowed from one client address within the sign-in throttle's window.
+    pub registration_max_per_address: i64,
+    /// Password hashes (sign-in checks, registrations, password changes) running at once in the shell;
+    /// 0: one per core. Past it requests wait up to 2 s for a turn, then get 503 with `Retry-After`.
+    pub password_hashes_at_once: usize,
     /// Default time a fragment has to start answering.
     pub fragment_timeout_ms: u64,
     /// How often the shell asks each fragment instance whether it is ready (`GET /readyz`).
@@ -175,7 +183,10 @@ impl Default for Settings {
             allowed_origins: Vec::new(),
             login_throttle_window_seconds: 900,
             login_max_failures_per_account: 5,
+            login_max_failures_per_account_total: 50,
             login_max_failures_per_address: 50,
+            registration_max_per_address: 20,
+            password_hashes_at_once: 0,
             fragment_timeout_ms: 3000,
             health_interval_ms: 1000,
             drain_notice_ms: 2000,
