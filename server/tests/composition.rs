@@ -193,3 +193,83 @@ async fn unknown_paths_get_the_shells_404_page_with_chrome() {
         assert!(html.contains("id=\"tessera-chrome\"><div class=\"chrome\""), "{path}: {html}");
     }
 }
+
+/// The `nonce` of every executable inline `<script>` in `html` (a data block such as JSON-LD needs none).
+fn inline_script_nonces(html: &str) -> Vec<Option<String>> {
+    html.match_indices("<script")
+        .map(|(at, _)| &html[at..at + html[at..].find('>').unwrap()])
+        .filter(|tag| !tag.contains(" src=") && !tag.contains("application/ld+json"))
+        .map(|tag| tag.split("nonce=\"").nth(1).map(|rest| rest[..rest.find('"').unwrap()].to_owned()))
+        .collect()
+}
+
+fn nonce_of(policy: &str) -> String {
+    let start = policy.find("'nonce-").expect("a nonce in the policy") + "'nonce-".len();
+    policy[start..start + policy[start..].find('\'').unwrap()].to_owned()
+}
+
+#[tokio::test]
+async fn every_response_has_the_security_headers_and_inline_scripts_carry_the_responses_nonce() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let mut seen = std::collections::HashSet::new();
+    for path in ["/catalog", "/cart", "/catalog"] {
+        // A nonce a client sends is never the one used.
+        let response = app.client.get(format!("{}{path}", app.url)).header("x-tessera-csp-nonce", "chosen-by-the-client-0123").send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let policy = response.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(policy.contains("script-src 'self' 'nonce-") && policy.contains("frame-ancestors 'none'") && !policy.contains("unsafe-inline"), "{policy}");
+        assert_eq!(response.headers()["x-content-type-options"], "nosniff");
+        assert_eq!(response.headers()["referrer-policy"], "strict-origin-when-cross-origin");
+        assert!(!response.headers().contains_key("strict-transport-security"), "not over plain http");
+        assert!(!response.headers().contains_key("x-tessera-csp-nonce"));
+        let nonce = nonce_of(&policy);
+        assert!(seen.insert(nonce.clone()), "a fresh nonce for every response");
+        let html = response.text().await.unwrap();
+        let scripts = inline_script_nonces(&html);
+        assert!(!scripts.is_empty(), "{path}: the page streams inline scripts");
+        assert!(scripts.iter().all(|script| script.as_deref() == Some(nonce.as_str())), "{path}: {scripts:?}");
+        assert!(!html.contains("chosen-by-the-client"));
+    }
+    // The shell's own pages, its JSON, a 404 and a refused cross-site POST have them too.
+    for response in [
+        app.get("/login", None).await,
+        app.get("/.well-known/jwks.json", None).await,
+        app.get("/no-such-page", None).await,
+        app.client.post(format!("{}/login", app.url)).header("origin", "https://evil.example").send().await.unwrap(),
+    ] {
+        assert!(response.headers().contains_key("content-security-policy"), "{}", response.url());
+        assert_eq!(response.headers()["x-frame-options"], "DENY");
+        assert!(inline_script_nonces(&response.text().await.unwrap()).is_empty(), "the shell's pages have no inline script");
+    }
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.public_url = "https://shop.example".into()), ..Options::default() }).await;
+    assert_eq!(app.get("/login", None).await.headers()["strict-transport-security"], "max-age=31536000");
+}
+
+#[tokio::test]
+async fn a_fragment_cannot_weaken_the_security_headers() {
+    let lax = spawn_stub(Router::new().fallback(|| async {
+        (
+            [
+                ("content-type", "text/html; charset=utf-8"),
+                ("content-security-policy", "script-src * 'unsafe-inline' 'unsafe-eval'"),
+                ("x-frame-options", "ALLOWALL"),
+                ("x-content-type-options", "sniff-away"),
+                ("referrer-policy", "unsafe-url"),
+            ],
+            "<!DOCTYPE html><html><head></head><body><header id=\"tessera-chrome\"></header><main>lax</main><script>alert(1)</script></body></html>",
+        )
+    }))
+    .await;
+    let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{lax}"), None), ..Options::default() }).await;
+    let response = app.get("/catalog", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let headers = response.headers().clone();
+    let policies: Vec<&str> = headers.get_all("content-security-policy").iter().map(|value| value.to_str().unwrap()).collect();
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    assert!(policies[0].starts_with("default-src 'self'; script-src 'self' 'nonce-") && !policies[0].contains("unsafe-inline"), "{policies:?}");
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["referrer-policy"], "strict-origin-when-cross-origin");
+    // Its script without the nonce is served, but no browser will run it.
+    assert_eq!(inline_script_nonces(&response.text().await.unwrap()), vec![None]);
+}

@@ -72,16 +72,27 @@ pub fn chrome_html(context: &ChromeContext<'_>) -> String {
     .to_html()
 }
 
-/// Listens for the cart's DOM event and updates every badge on the page.
-fn badge_script() -> String {
+/// Listens for the cart's DOM event and updates every badge on the page (served as `/chrome.js`).
+pub(crate) fn badge_script() -> String {
     format!("addEventListener({CART_UPDATED:?},e=>{{for(const b of document.querySelectorAll('[data-cart-badge]'))b.textContent=e.detail.item_count}})")
+}
+
+/// The chrome script's address, versioned by its content (served with a year-long cache).
+pub fn script_url() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::hash::DefaultHasher::new();
+        badge_script().hash(&mut hasher);
+        format!("/chrome.js?v={:016x}", hasher.finish())
+    })
 }
 
 /// What the shell adds to every fragment page's `<head>`: the shared stylesheet and the badge listener.
 pub fn head_html(stylesheet_url: &str) -> String {
     view! {
         <link rel="stylesheet" href=stylesheet_url.to_owned()/>
-        <script inner_html=badge_script()></script>
+        <script src=script_url()></script>
     }
     .to_html()
 }
@@ -97,7 +108,7 @@ pub fn document(title: &str, stylesheet_url: &str, chrome: String, main: impl In
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <title>{title}</title>
                 <link rel="stylesheet" href=stylesheet_url.to_owned()/>
-                <script inner_html=badge_script()></script>
+                <script src=script_url()></script>
             </head>
             <body data-fragment="shell">
                 <header id=tessera_contracts::CHROME_SLOT_ID inner_html=chrome></header>

@@ -30,6 +30,7 @@ pub mod compose;
 pub mod keys;
 pub mod pages;
 pub mod registry;
+pub mod security;
 pub mod session;
 pub mod sessions;
 pub mod site;
@@ -168,6 +169,7 @@ pub fn router(state: ShellState) -> Router {
         .route("/admin/fragments", get(admin::fragments_page))
         .route("/.well-known/jwks.json", get(pages::jwks))
         .route("/style/tessera.css", get(pages::stylesheet))
+        .route("/chrome.js", get(pages::chrome_script))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES));
     shell_routes
         .fallback(to_fragment)

@@ -367,6 +367,12 @@ pub(crate) async fn jwks(State(state): State<ShellState>) -> Response {
     response
 }
 
+/// `GET /chrome.js`: the chrome's script (the cart badge listener), a file so the policy needs no inline
+/// script of the shell's (`crate::security`).
+pub(crate) async fn chrome_script() -> Response {
+    ([(CONTENT_TYPE, "text/javascript; charset=utf-8"), (CACHE_CONTROL, "public, max-age=31536000, immutable")], crate::chrome::badge_script()).into_response()
+}
+
 /// `GET /style/tessera.css`: the shared stylesheet (design tokens and chrome).
 pub(crate) async fn stylesheet() -> Response {
     ([(CONTENT_TYPE, "text/css; charset=utf-8"), (CACHE_CONTROL, "public, max-age=31536000, immutable")], crate::STYLESHEET).into_response()

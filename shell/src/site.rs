@@ -128,11 +128,12 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
             csrf: settings.csrf_policy(),
         },
     );
-    let mut router = crate::router(shell);
-    if settings.payment_url.is_none() {
-        // The provider's pages are not part of the store: no chrome, served beside the shell.
-        router = router.merge(tessera_paysandbox::attach(&mut host).await?);
-    }
+    let router = crate::router(shell);
+    // The provider's pages are not part of the store: no chrome, served beside the shell.
+    let sandbox = match settings.payment_url {
+        None => Some(tessera_paysandbox::attach(&mut host).await?),
+        Some(_) => None,
+    };
     // Learn what is out there before the first request, then keep checking.
     registry.check_health().await;
     let mut started = host.start().await?;
@@ -141,6 +142,12 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
     // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
     let router = router.merge(host::descriptors_route(&started.local));
+    // Last, so every response has them: the shell's and every fragment's; the sandbox keeps its own policy.
+    let policy = crate::security::Policy::of(settings);
+    let mut router = crate::security::protect(router, &policy);
+    if let Some(sandbox) = sandbox {
+        router = router.merge(crate::security::protect_static(sandbox, &policy));
+    }
     let exposure = host::Exposure::of(&started.local, true);
     Ok(Site { router, background: started.background, teardown: started.teardown, exposure })
 }

@@ -31,6 +31,9 @@ pub const CONTRACT_VERSION: u32 = 1;
 pub const BUILD_HEADER: &str = "x-tessera-build";
 pub const CONTRACT_HEADER: &str = "x-tessera-contract";
 pub const RELOAD_HEADER: &str = "x-tessera-reload";
+/// The shell's Content-Security-Policy nonce for the page a fragment renders: set by the shell on the
+/// request it forwards (a client's value is replaced), put by the fragment on its inline scripts.
+pub const CSP_NONCE_HEADER: &str = "x-tessera-csp-nonce";
 
 /// The id of the empty element each fragment leaves in its page for the shell's chrome (header, nav,
 /// user menu, cart badge). Hydration never descends into it, so the shell's HTML survives.

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
-use leptos::prelude::provide_context;
+use leptos::prelude::{provide_context, use_context};
 use leptos::server_fn::error::SERVER_FN_ERROR_HEADER;
 use tessera_contracts::ApiError;
 
@@ -21,6 +21,14 @@ pub fn context(runtime: &FragmentRuntime) -> impl Fn() + Clone + Send + Sync + '
     move || {
         provide_context(runtime.verifier.clone());
         provide_context(runtime.clone());
+        // The shell's nonce for this page's inline scripts (its Content-Security-Policy names it): Leptos'
+        // streaming scripts and the boot script carry it. Reached directly, Leptos' own nonce stays.
+        let shell_nonce = use_context::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get(tessera_contracts::CSP_NONCE_HEADER)?.to_str().ok().map(str::to_owned))
+            .filter(|nonce| (16..=64).contains(&nonce.len()) && nonce.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '+' | '/' | '=')));
+        if let Some(nonce) = shell_nonce {
+            provide_context(leptos::nonce::Nonce::from_value(nonce));
+        }
     }
 }
 

@@ -37,7 +37,7 @@ pub fn document_with<V: IntoView + 'static>(runtime: &FragmentRuntime, head: &Pa
     let (preload, script) = match tags {
         Some((js_url, js_integrity, script)) => (
             Some(view! { <link rel="modulepreload" href=js_url integrity=js_integrity crossorigin="anonymous"/> }),
-            Some(view! { <script type="module" inner_html=script></script> }),
+            Some(view! { <script type="module" nonce=leptos::nonce::use_nonce().map(|nonce| nonce.to_string()) inner_html=script></script> }),
         ),
         None => (None, None),
     };
