@@ -124,6 +124,11 @@ async fn a_guest_cart_is_kept_by_cookie_and_merged_into_the_users_at_sign_in() {
 
         // Sam signs in on the guest's browser: the carts merge, one hold per SKU, the cookie is cleared.
         let both = format!("{sam}; {guest}");
+        // Before the merge, every surface already shows what it will make: 1 + 2 mugs and a tee.
+        let (_, home) = app.text("/", Some(&both)).await;
+        assert!(home.contains(r#"data-testid="cart-badge" class="badge">4</span>"#), "{backend:?}: badge before the merge: {home}");
+        assert!(home.contains("4 items") && home.contains("3 × Stoneware mug"), "{backend:?}: mini cart before the merge: {home}");
+        assert_eq!(app.cart_count(Some(&both)).await, 4);
         let response = app.post_form("/cart/api/my_cart", "", Some(&both)).await;
         assert_eq!(response.status(), StatusCode::OK);
         assert!(response.headers().get_all("set-cookie").iter().any(|v| v.to_str().unwrap().starts_with("tessera_cart=;")));
@@ -131,6 +136,8 @@ async fn a_guest_cart_is_kept_by_cookie_and_merged_into_the_users_at_sign_in() {
         assert_eq!(line(&merged, "MUG-STN-01")["quantity"], 3);
         assert_eq!(line(&merged, "TEE-BLU-M")["quantity"], 1);
         assert_eq!(app.cart_count(Some(&sam)).await, 4);
+        let (_, home) = app.text("/", Some(&sam)).await;
+        assert!(home.contains(r#"data-testid="cart-badge" class="badge">4</span>"#) && home.contains("4 items"), "after the merge: {home}");
         assert_eq!(app.cart_count(Some(&guest)).await, 0, "the guest cart is gone");
         assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 3, "{backend:?}: merging held nothing twice");
         let reservations = count(&inventory, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await;

@@ -297,20 +297,16 @@ fn line_view(item: &Item, now: i64) -> LineView {
     }
 }
 
-/// The badge count: the user's cart, plus a guest cart not merged yet (read-only, for GET requests).
+/// The lines the shopper sees, on every surface (the cart page, the home page's widget, the badge): the
+/// user's cart with a guest cart not merged yet folded in as the merge will fold it. Read-only, for GET
+/// requests: nothing is merged or created here.
+pub async fn visible_items(runtime: &FragmentRuntime, shopper: &Shopper) -> Result<Vec<Item>, sqlx::Error> {
+    store::visible_items(&runtime.db, shopper.user.as_ref().map(|user| user.id.as_str()), shopper.token.as_deref()).await
+}
+
+/// The badge count: the sum of [`visible_items`].
 pub async fn count(runtime: &FragmentRuntime, shopper: &Shopper) -> Result<i64, sqlx::Error> {
-    let mut total = 0;
-    if let Some(user) = &shopper.user {
-        if let Some(cart) = store::user_cart(&runtime.db, &user.id).await? {
-            total += store::item_count(&runtime.db, &cart.id).await?;
-        }
-    }
-    if let Some(token) = &shopper.token {
-        if let Some(cart) = store::guest_cart(&runtime.db, token).await? {
-            total += store::item_count(&runtime.db, &cart.id).await?;
-        }
-    }
-    Ok(total)
+    Ok(visible_items(runtime, shopper).await?.iter().map(|item| item.quantity).sum())
 }
 
 /// The shopper is active somewhere on the site (the shell asked for their badge): bring their cart's

@@ -59,11 +59,13 @@ fn who(view: &CartView) -> impl IntoView {
 fn CartLines(initial: CartView) -> impl IntoView {
     let (cart, set_cart) = signal(initial);
     let (message, set_message) = signal(None::<String>);
+    // The page is what the shopper reads: every badge on the page follows it, from the first render
+    // (the chrome's count was fetched beside this page and may predate a merge it made) and after each change.
+    Effect::new(move |_| tessera_contracts::dom_events::announce_cart_count(cart.with(|view| view.item_count)));
     let change = move |sku: String, quantity: i64| {
         leptos::task::spawn_local(async move {
             match set_quantity(sku, quantity).await {
                 Ok(updated) => {
-                    tessera_contracts::dom_events::announce_cart_count(updated.item_count);
                     set_cart.set(updated);
                     set_message.set(None);
                 }

@@ -171,21 +171,7 @@ async fn summary(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeU
 /// Server-rendered mini cart for the shell's home page (not hydrated).
 async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, headers: HeaderMap) -> Response {
     let shopper = Shopper::from_headers(user, &headers);
-    let cart = match &shopper.user {
-        Some(user) => crate::store::user_cart(&runtime.db, &user.id).await,
-        None => match &shopper.token {
-            Some(token) => crate::store::guest_cart(&runtime.db, token).await,
-            None => Ok(None),
-        },
-    };
-    let items = match cart {
-        Ok(Some(cart)) => match runtime.db.acquire().await {
-            Ok(mut connection) => crate::store::items(&mut connection, &cart.id).await,
-            Err(error) => Err(error),
-        },
-        Ok(None) => Ok(Vec::new()),
-        Err(error) => Err(error),
-    };
+    let items = crate::carts::visible_items(&runtime, &shopper).await;
     let body = match items {
         Ok(items) if items.is_empty() => view! { <p>"Your cart is empty."</p> }.into_any(),
         Ok(items) => {

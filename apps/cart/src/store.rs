@@ -2,6 +2,7 @@
 //! caller resolved from the verified user or the anonymous cookie, never by one taken from a request.
 
 use sqlx::{AnyConnection, AnyPool, Row};
+use tessera_contracts::domain::Quantity;
 use tessera_contracts::events::ProductChanged;
 use tessera_kit::events::now_ms;
 
@@ -204,37 +205,71 @@ pub struct Item {
     pub price: Option<Price>,
 }
 
+/// The columns [`item_of`] reads, for a query over `cart_items i LEFT JOIN prices p`.
+const ITEM_COLUMNS: &str = "i.sku, i.quantity, i.seen_price_minor, i.reservation_id, i.held_until_ms, i.hold_state, i.hold_note, i.hold_key, \
+                            p.product_id, p.name, p.price_minor, p.currency";
+
+fn item_of(row: &sqlx::any::AnyRow) -> Result<Item, sqlx::Error> {
+    let product_id: Option<String> = row.try_get("product_id")?;
+    let price = match product_id {
+        Some(product_id) => {
+            Some(Price { product_id, name: row.try_get("name")?, price_minor: row.try_get("price_minor")?, currency: row.try_get("currency")? })
+        }
+        None => None,
+    };
+    Ok(Item {
+        sku: row.try_get("sku")?,
+        quantity: row.try_get("quantity")?,
+        seen_price_minor: row.try_get("seen_price_minor")?,
+        reservation_id: row.try_get("reservation_id")?,
+        held_until_ms: row.try_get("held_until_ms")?,
+        hold: HoldState::parse(&row.try_get::<String, _>("hold_state")?),
+        hold_note: row.try_get("hold_note")?,
+        hold_key: row.try_get("hold_key")?,
+        price,
+    })
+}
+
 pub async fn items(connection: &mut AnyConnection, cart_id: &str) -> Result<Vec<Item>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT i.sku, i.quantity, i.seen_price_minor, i.reservation_id, i.held_until_ms, i.hold_state, i.hold_note, i.hold_key, \
-         p.product_id, p.name, p.price_minor, p.currency \
-         FROM cart_items i LEFT JOIN prices p ON p.sku = i.sku WHERE i.cart_id = $1 ORDER BY i.added_at_ms, i.sku",
-    )
-    .bind(cart_id)
-    .fetch_all(&mut *connection)
+    let rows =
+        sqlx::query(&format!("SELECT {ITEM_COLUMNS} FROM cart_items i LEFT JOIN prices p ON p.sku = i.sku WHERE i.cart_id = $1 ORDER BY i.added_at_ms, i.sku"))
+            .bind(cart_id)
+            .fetch_all(&mut *connection)
+            .await?;
+    rows.iter().map(item_of).collect()
+}
+
+/// The lines of the signed-in user's active cart and of the guest cart the cookie points at, read in one
+/// statement, so a merge moving lines from one to the other in between cannot hide them (the badge once
+/// read 0 on a cart page showing a line). The caller folds them as a merge would ([`fold_lines`]).
+pub async fn visible_items(db: &AnyPool, user_id: Option<&str>, token: Option<&str>) -> Result<Vec<Item>, sqlx::Error> {
+    if user_id.is_none() && token.is_none() {
+        return Ok(Vec::new());
+    }
+    let rows = sqlx::query(&format!(
+        "SELECT {ITEM_COLUMNS} FROM cart_items i JOIN carts c ON c.id = i.cart_id LEFT JOIN prices p ON p.sku = i.sku \
+         WHERE c.status IN ('open', 'checking_out') AND (c.user_id = $1 OR c.token_hash = $2) \
+         ORDER BY (c.user_id IS NULL), i.added_at_ms, i.sku"
+    ))
+    .bind(user_id)
+    .bind(token.map(token_hash))
+    .fetch_all(db)
     .await?;
-    rows.iter()
-        .map(|row| {
-            let product_id: Option<String> = row.try_get("product_id")?;
-            let price = match product_id {
-                Some(product_id) => {
-                    Some(Price { product_id, name: row.try_get("name")?, price_minor: row.try_get("price_minor")?, currency: row.try_get("currency")? })
-                }
-                None => None,
-            };
-            Ok(Item {
-                sku: row.try_get("sku")?,
-                quantity: row.try_get("quantity")?,
-                seen_price_minor: row.try_get("seen_price_minor")?,
-                reservation_id: row.try_get("reservation_id")?,
-                held_until_ms: row.try_get("held_until_ms")?,
-                hold: HoldState::parse(&row.try_get::<String, _>("hold_state")?),
-                hold_note: row.try_get("hold_note")?,
-                hold_key: row.try_get("hold_key")?,
-                price,
-            })
-        })
-        .collect()
+    let items = rows.iter().map(item_of).collect::<Result<Vec<_>, _>>()?;
+    Ok(fold_lines(items))
+}
+
+/// Lines of one SKU become one, of the summed quantity (at most [`Quantity::MAX`]): what the cart will
+/// show once a guest cart is merged into the user's. The first line of a SKU keeps its place.
+pub fn fold_lines(items: Vec<Item>) -> Vec<Item> {
+    let mut folded: Vec<Item> = Vec::with_capacity(items.len());
+    for item in items {
+        match folded.iter_mut().find(|line| line.sku == item.sku) {
+            Some(line) => line.quantity = (line.quantity + item.quantity).min(Quantity::MAX),
+            None => folded.push(item),
+        }
+    }
+    folded
 }
 
 /// The sum of quantities in a cart.
