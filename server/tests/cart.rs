@@ -11,14 +11,18 @@ use serde_json::{json, Value};
 use sqlx::AnyPool;
 use support::{api, backends, count, database, eventually, spawn_with, urlencode, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
 use tessera_contracts::payments::{test_cards, Payment, PaymentStatus, WebhookEvent, WebhookKind, SIGNATURE_HEADER, WEBHOOK_PATH};
+use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target};
 use tessera_kit::webhook::WebhookSigner;
+
+/// The secret the site's services sign their events with in these tests.
+const EVENTS_SECRET: &str = "cart-test-events";
 
 /// The site's webhook secrets in these tests: the provider signs with both, the cart accepts either.
 const WEBHOOK_SECRETS: &str = "whsec-new,whsec-old";
 
 fn configure(settings: &mut tessera_server::Settings) {
     settings.payment_webhook_secrets = Some(WEBHOOK_SECRETS.into());
-    settings.events_secret = Some("cart-test-events".into());
+    settings.events_secret = Some(EVENTS_SECRET.into());
 }
 
 async fn start(backend: Backend) -> TestApp {
@@ -365,6 +369,103 @@ async fn cancelling_releases_the_stock_and_refunds_a_paid_order() {
         wait_for_status(&app, &sam, &paid, "Refunded").await;
         let (status, _) = api(&app, "/cart/api/cancel_order", &format!("id={paid}"), Some(&sam)).await;
         assert_eq!(status, StatusCode::CONFLICT, "{backend:?}: cancelled once");
+    }
+}
+
+/// Delivers every due event of `producer`'s outbox to the site, with the app's own relay stopped, until
+/// nothing is left: the test decides when each side hears of the other.
+async fn pump(app: &TestApp, producer: &'static str) {
+    let peers = std::sync::Arc::new(tessera_kit::peers::Peers::default());
+    for (name, prefix) in [("catalog", "/catalog"), ("cart", "/cart"), ("inventory", "/admin/inventory")] {
+        peers.set(name, Target::http(prefix, vec![app.url.clone()]));
+    }
+    let signer = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
+    let transport = std::sync::Arc::new(HttpTransport::new(producer, signer, peers));
+    let relay = Relay::new(database(app, producer).await, &Outbox::new(producer), transport, RelaySettings { base_backoff_ms: 0, ..RelaySettings::default() });
+    while relay.run_once().await.unwrap() > 0 {}
+}
+
+/// Whether the sandbox provider refunded the order's payment, and whether the cart still owes a request.
+async fn refund_state(app: &TestApp, id: &str) -> (String, i64) {
+    let cart_db = database(app, "cart").await;
+    let (payment_id, due): (String, i64) =
+        sqlx::query_as("SELECT payment_id, refund_due FROM orders WHERE id = $1").bind(id).fetch_one(&cart_db).await.unwrap();
+    let sandbox = database(app, "paysandbox").await;
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM payments WHERE id = $1").bind(&payment_id).fetch_one(&sandbox).await.unwrap();
+    (status, due)
+}
+
+fn timeline_steps(order: &Value) -> Vec<String> {
+    order["timeline"].as_array().unwrap().iter().map(|entry| entry["status"].as_str().unwrap().to_owned()).collect()
+}
+
+/// A shopper cancels a paid order while staff ship it. Inventory decides, whichever reaches it first;
+/// the cart refunds only once inventory confirmed, and a refused cancel leaves the order as it was.
+#[tokio::test]
+async fn cancelling_a_paid_order_is_decided_by_inventory_whichever_arrives_first() {
+    for backend in backends() {
+        let mut app = start(backend).await;
+        let inventory = database(&app, "inventory").await;
+        let sam = app.login_as(SHOPPER, PASSWORD).await;
+        let ada = app.login_as(ADMIN, PASSWORD).await;
+        let first = buy(&app, &sam, "BAG-CNV-01", 1).await;
+        eventually("first hard hold", || async { stock(&inventory, "BAG-CNV-01").await == (60, 0, 1) }).await;
+        // The second line waits until the first order's event is through: one order at a time.
+        let second = buy(&app, &sam, "BAG-CNV-01", 2).await;
+        eventually("both hard holds", || async { stock(&inventory, "BAG-CNV-01").await == (60, 0, 3) }).await;
+        // From here on, events move only when the test pumps them.
+        app.stop_background();
+        let reservation = |id: String| {
+            let inventory = inventory.clone();
+            async move {
+                let (reservation,): (String,) =
+                    sqlx::query_as("SELECT id FROM reservations WHERE order_id = $1").bind(&id).fetch_one(&inventory).await.unwrap();
+                reservation
+            }
+        };
+        let fulfil = |reservation: String| {
+            let (app, ada) = (&app, &ada);
+            async move { api(app, "/admin/inventory/api/fulfil_order", &format!("reservation_id={reservation}"), Some(ada)).await }
+        };
+
+        // 1. The cancel reaches inventory first: confirmed, refunded; the warehouse can no longer ship it.
+        let (status, json) = api(&app, "/cart/api/cancel_order", &format!("id={first}"), Some(&sam)).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!((json["status"].as_str(), json["cancel_requested"].as_bool()), (Some("Paid"), Some(true)), "{backend:?}: asked, not yet cancelled");
+        assert_eq!(refund_state(&app, &first).await, ("succeeded".into(), 0), "nothing refunded before inventory answers");
+        let (status, again) = api(&app, "/cart/api/cancel_order", &format!("id={first}"), Some(&sam)).await;
+        assert_eq!((status, &again["cancel_requested"]), (StatusCode::OK, &json!(true)), "asking twice asks once");
+        pump(&app, "cart").await;
+        assert_eq!(stock(&inventory, "BAG-CNV-01").await, (60, 0, 2), "{backend:?}: inventory released the first order");
+        let (status, refused) = fulfil(reservation(first.clone()).await).await;
+        assert_eq!(status, StatusCode::CONFLICT, "a cancelled order cannot ship: {refused}");
+        pump(&app, "inventory").await;
+        assert_eq!(order_status(&app, &sam, &first).await, "Cancelled");
+        assert_eq!(refund_state(&app, &first).await, ("refunded".into(), 0), "{backend:?}: refunded once confirmed");
+        assert_eq!(timeline_steps(&order(&app, &sam, &first).await), ["awaiting_payment", "paid", "cancel_requested", "cancelled"]);
+
+        // 2. Staff ship first, while the cart's copy still says paid: the cancel is accepted as a request,
+        // inventory refuses it, the order ends fulfilled and nothing is refunded.
+        let (status, json) = fulfil(reservation(second.clone()).await).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        assert_eq!(order_status(&app, &sam, &second).await, "Paid", "the cart has not heard yet");
+        let (status, json) = api(&app, "/cart/api/cancel_order", &format!("id={second}"), Some(&sam)).await;
+        assert_eq!((status, &json["cancel_requested"]), (StatusCode::OK, &json!(true)), "{json}");
+        pump(&app, "cart").await;
+        assert_eq!(stock(&inventory, "BAG-CNV-01").await, (58, 0, 0), "{backend:?}: shipped, nothing put back");
+        pump(&app, "inventory").await;
+        let shipped = order(&app, &sam, &second).await;
+        assert_eq!((shipped["status"].as_str(), shipped["cancel_requested"].as_bool()), (Some("Fulfilled"), Some(false)), "{shipped}");
+        assert_eq!(timeline_steps(&shipped), ["awaiting_payment", "paid", "cancel_requested", "fulfilled", "cancel_refused"], "{backend:?}");
+        let refusal = shipped["timeline"].as_array().unwrap().last().unwrap()["note"].as_str().unwrap().to_owned();
+        assert!(refusal.contains("could not cancel") && refusal.contains("left the warehouse"), "{refusal}");
+        assert_eq!(refund_state(&app, &second).await, ("succeeded".into(), 0), "{backend:?}: a shipped order is not refunded");
+        let (_, html) = app.text(&format!("/cart/orders/{second}"), Some(&sam)).await;
+        assert!(html.contains("We could not cancel your order"), "the shopper is told");
+        // Every event was taken: none refused, none waiting.
+        let dead = count(&database(&app, "inventory").await, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await
+            + count(&database(&app, "cart").await, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await;
+        assert_eq!(dead, 0, "{backend:?}");
     }
 }
 

@@ -167,7 +167,8 @@ pub async fn pay_order(id: String) -> Result<PlacedOrder, ApiError> {
     crate::orders::pay(&runtime, &user.id, &id).await
 }
 
-/// Cancels one of the shopper's orders that has not shipped; a paid one is refunded.
+/// Cancels one of the shopper's unpaid orders, or asks the warehouse to cancel a paid one (it is refunded
+/// once inventory confirms; the order's page shows the answer).
 #[server(prefix = "/cart/api", endpoint = "cancel_order")]
 pub async fn cancel_order(id: String) -> Result<OrderView, ApiError> {
     let user = shared_auth::extract::require_user().await?;

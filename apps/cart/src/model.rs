@@ -256,6 +256,8 @@ pub struct OrderView {
     pub timeline: Vec<TimelineEntry>,
     /// Where to pay, while the order awaits payment.
     pub pay_url: Option<String>,
+    /// The shopper asked to cancel this paid order and the warehouse has not answered yet.
+    pub cancel_requested: bool,
 }
 
 /// Money in the cart's currency.

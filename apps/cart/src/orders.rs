@@ -12,13 +12,16 @@
 //!   cancellation is refunded rather than shipped.
 //! - **Afterwards**: `inventory.order_fulfilled` → `fulfilled`; `inventory.order_short` (paid after the
 //!   hold lapsed and the stock went elsewhere) → cancelled and refunded, with the reason on the timeline;
-//!   a shopper's cancellation → `cart.order_cancelled` (inventory releases) and a refund if it was paid.
+//!   a shopper's cancellation of an unpaid order → `cancelled` at once and `cart.order_cancelled`
+//!   (inventory releases); of a paid order → `cart.order_cancel_requested`, and the order stays paid
+//!   until inventory answers `inventory.order_cancel_confirmed` (→ `cancelled`, refund) or
+//!   `inventory.order_cancel_refused` (it shipped: left as it was, the reason on the timeline).
 //!   Refunds are recorded as due in the state change's transaction and requested by the background pass
 //!   until the provider accepts, so none is lost when the provider is down.
 
 use sqlx::{AnyConnection, AnyPool, Row};
 use tessera_contracts::domain::format_time;
-use tessera_contracts::events::{OrderCancelled, OrderFulfilled, OrderPaid, OrderShort};
+use tessera_contracts::events::{OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort};
 use tessera_contracts::inventory::Line;
 use tessera_contracts::payments::{CancelRequest, CreatePayment, RefundRequest, WebhookEvent, WebhookKind};
 use tessera_contracts::ApiError;
@@ -50,10 +53,13 @@ pub struct OrderRow {
     pub payment_id: Option<String>,
     pub pay_url: Option<String>,
     pub created_at_ms: i64,
+    /// The shopper asked to cancel this paid order; inventory has not answered yet.
+    pub cancel_requested: bool,
 }
 
 const ORDER_COLUMNS: &str = "id, user_id, cart_id, request_hash, status, failure, ship_name, ship_street, ship_city, ship_postcode, \
-     ship_country, shipping_method, shipping_minor, items_minor, total_minor, currency, reservation_id, payment_id, pay_url, created_at_ms";
+     ship_country, shipping_method, shipping_minor, items_minor, total_minor, currency, reservation_id, payment_id, pay_url, created_at_ms, \
+     cancel_requested_at_ms";
 
 fn order_of(row: &sqlx::any::AnyRow) -> Result<OrderRow, sqlx::Error> {
     let status: String = row.try_get("status")?;
@@ -80,6 +86,7 @@ fn order_of(row: &sqlx::any::AnyRow) -> Result<OrderRow, sqlx::Error> {
         payment_id: row.try_get("payment_id")?,
         pay_url: row.try_get("pay_url")?,
         created_at_ms: row.try_get("created_at_ms")?,
+        cancel_requested: row.try_get::<Option<i64>, _>("cancel_requested_at_ms")?.is_some(),
     })
 }
 
@@ -411,42 +418,64 @@ pub async fn pay(runtime: &FragmentRuntime, user_id: &str, order_id: &str) -> Re
     }
 }
 
+/// What a shopper's cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cancelled {
+    /// An unpaid order: cancelled at once (nothing can ship before payment).
+    Now,
+    /// A paid order: inventory was asked; it is cancelled and refunded only once inventory confirms.
+    Requested,
+}
+
 /// The shopper cancels an order that has not shipped.
-pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) -> Result<(), ApiError> {
+///
+/// An unpaid order is cancelled at once: inventory ships only paid orders, and a payment that still
+/// arrives is refunded. A paid order may be shipping right now, and the cart's copy of it can be behind
+/// the warehouse: so cancelling it is a request (`cart.order_cancel_requested`). The order stays paid,
+/// nothing is refunded, and inventory — where cancelling and fulfilling meet on one reservation row —
+/// confirms (then the order is cancelled and refunded) or refuses because it shipped (then the order is
+/// left as it was and its timeline tells the shopper why).
+pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) -> Result<Cancelled, ApiError> {
     let order = own_order(&runtime.db, user_id, order_id).await?;
     if !order.status.cancellable() {
         return Err(ApiError::Conflict(format!("this order is {}; it can no longer be cancelled", order.status.label().to_lowercase())));
     }
+    if order.cancel_requested {
+        return Ok(Cancelled::Requested);
+    }
     let outbox = &runtime.events.outbox;
-    let was_paid = retrying(|| async {
+    let done = retrying(|| async {
         let mut tx = runtime.db.begin().await?;
         // Decided by the updates themselves, never by an earlier read: a payment committing meanwhile
-        // makes the first one match, so a paid order is never cancelled without its refund.
-        let paid = if transition(&mut tx, &order.id, &[OrderStatus::Paid], OrderStatus::Cancelled).await? {
-            true
+        // makes the request the one that matches.
+        let done = if request_cancel(&mut tx, &order.id).await? {
+            timeline(&mut tx, &order.id, "cancel_requested", "You asked to cancel. We are checking with the warehouse that it has not shipped.").await?;
+            let reservation_id = order.reservation_id.clone().unwrap_or_default();
+            outbox.enqueue(&mut tx, &OrderCancelRequested { order_id: order.id.clone(), reservation_id }).await?;
+            Cancelled::Requested
         } else if transition(&mut tx, &order.id, &[OrderStatus::AwaitingPayment], OrderStatus::Cancelled).await? {
-            false
+            timeline(&mut tx, &order.id, OrderStatus::Cancelled.as_str(), "Cancelled by you before payment.").await?;
+            if let Some(reservation_id) = &order.reservation_id {
+                outbox.enqueue(&mut tx, &OrderCancelled { order_id: order.id.clone(), reservation_id: reservation_id.clone() }).await?;
+            }
+            Cancelled::Now
         } else {
             return Ok(None);
         };
-        let note = if paid { "Cancelled by you; your payment will be refunded." } else { "Cancelled by you before payment." };
-        timeline(&mut tx, &order.id, OrderStatus::Cancelled.as_str(), note).await?;
-        if let Some(reservation_id) = &order.reservation_id {
-            outbox.enqueue(&mut tx, &OrderCancelled { order_id: order.id.clone(), reservation_id: reservation_id.clone() }).await?;
-        }
-        if paid {
-            mark_refund_due(&mut tx, &order.id, "You cancelled the order.").await?;
-        }
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(Some(paid))
+        Ok::<_, sqlx::Error>(Some(done))
     })
     .await
     .map_err(tessera_kit::internal)?;
-    let Some(was_paid) = was_paid else {
+    let Some(done) = done else {
+        // Asked twice at once: the other request is the one being answered.
+        if own_order(&runtime.db, user_id, order_id).await?.cancel_requested {
+            return Ok(Cancelled::Requested);
+        }
         return Err(ApiError::Conflict("the order changed meanwhile (it may have shipped); reload to see where it stands".into()));
     };
     outbox.committed();
-    if !was_paid {
+    if done == Cancelled::Now {
         if let Some(payment_id) = &order.payment_id {
             // So the shopper cannot pay a cancelled order; if they already are, the success is refunded.
             if let Err(error) = payments::provider(runtime).cancel(payment_id, &CancelRequest { reason: "order cancelled".into() }).await {
@@ -454,7 +483,51 @@ pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) ->
             }
         }
     }
-    settle_refunds(runtime).await;
+    Ok(done)
+}
+
+/// Marks a paid order's cancellation as requested; whether this call did it.
+async fn request_cancel(connection: &mut AnyConnection, order_id: &str) -> Result<bool, sqlx::Error> {
+    let now = now_ms();
+    let updated =
+        sqlx::query("UPDATE orders SET cancel_requested_at_ms = $1, updated_at_ms = $1 WHERE id = $2 AND status = 'paid' AND cancel_requested_at_ms IS NULL")
+            .bind(now)
+            .bind(order_id)
+            .execute(&mut *connection)
+            .await?;
+    Ok(updated.rows_affected() == 1)
+}
+
+/// `inventory.order_cancel_confirmed`: the stock of an order the shopper asked to cancel went back on sale,
+/// so it cannot ship: the order is cancelled and its refund is due (requested after the commit).
+pub async fn apply_cancel_confirmed(connection: &mut AnyConnection, event: &OrderCancelConfirmed) -> Result<(), sqlx::Error> {
+    let cancelled = sqlx::query(
+        "UPDATE orders SET status = 'cancelled', cancel_requested_at_ms = NULL, updated_at_ms = $1 \
+         WHERE id = $2 AND status = 'paid' AND cancel_requested_at_ms IS NOT NULL",
+    )
+    .bind(now_ms())
+    .bind(&event.order_id)
+    .execute(&mut *connection)
+    .await?;
+    if cancelled.rows_affected() == 1 {
+        timeline(connection, &event.order_id, OrderStatus::Cancelled.as_str(), "Cancelled as you asked; your payment will be refunded.").await?;
+        mark_refund_due(connection, &event.order_id, "You cancelled the order.").await?;
+    }
+    Ok(())
+}
+
+/// `inventory.order_cancel_refused`: the order shipped before the request reached the warehouse. The
+/// order stays as it is (its `inventory.order_fulfilled` came first); the shopper reads why.
+pub async fn apply_cancel_refused(connection: &mut AnyConnection, event: &OrderCancelRefused) -> Result<(), sqlx::Error> {
+    let answered = sqlx::query("UPDATE orders SET cancel_requested_at_ms = NULL, updated_at_ms = $1 WHERE id = $2 AND cancel_requested_at_ms IS NOT NULL")
+        .bind(now_ms())
+        .bind(&event.order_id)
+        .execute(&mut *connection)
+        .await?;
+    if answered.rows_affected() == 1 {
+        let reason: String = event.reason.chars().take(200).collect();
+        timeline(connection, &event.order_id, "cancel_refused", &format!("We could not cancel your order: {reason}. Nothing was refunded.")).await?;
+    }
     Ok(())
 }
 
@@ -705,5 +778,6 @@ pub async fn view(db: &AnyPool, order: OrderRow) -> Result<OrderView, sqlx::Erro
         address: order.address.clone(),
         timeline: timeline.into_iter().map(|(at, status, note)| TimelineEntry { at: format_time(at), status, note }).collect(),
         pay_url: if order.status == OrderStatus::AwaitingPayment { order.pay_url.clone() } else { None },
+        cancel_requested: order.cancel_requested && order.status == OrderStatus::Paid,
     })
 }

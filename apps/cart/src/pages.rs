@@ -268,13 +268,13 @@ pub fn OrderPage() -> impl IntoView {
     let id = move || params.with(|p| p.get("id").unwrap_or_default());
     let cancel = ServerAction::<CancelOrder>::new();
     let order = Resource::new(move || (id(), cancel.version().get()), |(id, _)| order_detail(id));
-    // While the order awaits payment, ask again every two seconds: the provider's webhook may arrive
-    // after the shopper came back from the payment page.
+    // While the order awaits payment or the warehouse's answer to a cancellation, ask again every two
+    // seconds: the provider's webhook may arrive after the shopper came back from the payment page.
     #[cfg(feature = "hydrate")]
     {
         let poll = move || {
             if let Some(Ok(view)) = order.get_untracked() {
-                if view.status == OrderStatus::AwaitingPayment {
+                if view.status == OrderStatus::AwaitingPayment || view.cancel_requested {
                     order.refetch();
                 }
             }
@@ -302,7 +302,7 @@ pub fn OrderPage() -> impl IntoView {
 }
 
 fn order_view(order: OrderView, cancel: ServerAction<CancelOrder>) -> impl IntoView {
-    let OrderView { id, status, placed_at, lines, items, shipping, shipping_method, total, address, timeline, pay_url } = order;
+    let OrderView { id, status, placed_at, lines, items, shipping, shipping_method, total, address, timeline, pay_url, cancel_requested } = order;
     let status_class = format!("order-status status-{}", status.as_str());
     let awaiting = status == OrderStatus::AwaitingPayment;
     view! {
@@ -310,6 +310,10 @@ fn order_view(order: OrderView, cancel: ServerAction<CancelOrder>) -> impl IntoV
         <p>"Placed " {placed_at} " · " <strong class=status_class data-testid="order-status">{status.label()}</strong></p>
         {awaiting.then(|| view! {
             <p class="notice">"We mark the order paid as soon as the payment provider confirms it; this page updates by itself."</p>
+        })}
+        {cancel_requested.then(|| view! {
+            <p class="notice" data-testid="cancel-pending">"You asked to cancel this order. We are checking with the warehouse that it has not shipped; \
+                if it has not, the order is cancelled and your payment refunded. This page updates by itself."</p>
         })}
         {pay_url.map(|url| view! { <p><a class="button" href=url rel="external" data-testid="pay">"Pay now"</a></p> })}
         <table class="order-lines">
@@ -328,7 +332,7 @@ fn order_view(order: OrderView, cancel: ServerAction<CancelOrder>) -> impl IntoV
                 <li data-status=entry.status.clone()><time>{entry.at}</time> " — " {entry.note}</li>
             }).collect_view()}
         </ol>
-        {status.cancellable().then(|| view! {
+        {(status.cancellable() && !cancel_requested).then(|| view! {
             <ActionForm action=cancel attr:data-form="cancel">
                 <input type="hidden" name="id" value=id.clone()/>
                 <button type="submit" class="link" data-testid="cancel-order">"Cancel this order"</button>

@@ -13,7 +13,9 @@ use leptos::prelude::*;
 use shared_auth::extract::MaybeUser;
 use sqlx::migrate::Migrator;
 use tessera_contracts::cart::{CartSummary, SUMMARY_PATH};
-use tessera_contracts::events::{OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged};
+use tessera_contracts::events::{
+    OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged,
+};
 use tessera_contracts::payments::{SIGNATURE_HEADER, WEBHOOK_PATH};
 use tessera_contracts::ApiError;
 use tessera_kit::api::IntoHttpResponse;
@@ -64,7 +66,7 @@ impl Fragment for Cart {
         Box::pin(async move { Ok(seed_demo(runtime, extra).await?) })
     }
     fn publishes(&self) -> &'static [(&'static str, u32)] {
-        const PUBLISHES: &[(&str, u32)] = &[published::<OrderPaid>(), published::<OrderCancelled>()];
+        const PUBLISHES: &[(&str, u32)] = &[published::<OrderPaid>(), published::<OrderCancelled>(), published::<OrderCancelRequested>()];
         PUBLISHES
     }
     fn subscriptions(&self) -> Subscriptions {
@@ -79,6 +81,12 @@ impl Fragment for Cart {
                 |_, tx, _, event| Box::pin(async move { Ok(crate::orders::apply_short(tx, &event).await?) }),
                 |runtime| Box::pin(async move { crate::orders::settle_refunds(&runtime).await }),
             )
+            // A cancellation inventory confirmed is refunded at once too; a refused one only tells the shopper.
+            .on_then::<OrderCancelConfirmed>(
+                |_, tx, _, event| Box::pin(async move { Ok(crate::orders::apply_cancel_confirmed(tx, &event).await?) }),
+                |runtime| Box::pin(async move { crate::orders::settle_refunds(&runtime).await }),
+            )
+            .on::<OrderCancelRefused>(|_, tx, _, event| Box::pin(async move { Ok(crate::orders::apply_cancel_refused(tx, &event).await?) }))
     }
 }
 

@@ -100,7 +100,8 @@ impl Event for OrderPaid {
     }
 }
 
-/// `cart.order_cancelled` v1: an unfulfilled order was cancelled; its reserved stock goes back on sale.
+/// `cart.order_cancelled` v1: an order that could not have shipped (unpaid, or refunded at the provider)
+/// was cancelled; its reserved stock goes back on sale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelled {
     pub order_id: String,
@@ -109,6 +110,57 @@ pub struct OrderCancelled {
 
 impl Event for OrderCancelled {
     const TYPE: &'static str = "cart.order_cancelled";
+    const VERSION: u32 = 1;
+    const AGGREGATE: &'static str = "order";
+    fn aggregate_id(&self) -> String {
+        self.order_id.clone()
+    }
+}
+
+/// `cart.order_cancel_requested` v1: the shopper asked to cancel a paid order. The cart keeps it paid
+/// and refunds nothing until inventory answers: [`OrderCancelConfirmed`] (its stock went back on sale, so
+/// it can no longer ship) or [`OrderCancelRefused`] (it already shipped).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelRequested {
+    pub order_id: String,
+    pub reservation_id: String,
+}
+
+impl Event for OrderCancelRequested {
+    const TYPE: &'static str = "cart.order_cancel_requested";
+    const VERSION: u32 = 1;
+    const AGGREGATE: &'static str = "order";
+    fn aggregate_id(&self) -> String {
+        self.order_id.clone()
+    }
+}
+
+/// `inventory.order_cancel_confirmed` v1: inventory cancelled the order's reservation in answer to
+/// [`OrderCancelRequested`]; nothing of it can ship any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelConfirmed {
+    pub order_id: String,
+}
+
+impl Event for OrderCancelConfirmed {
+    const TYPE: &'static str = "inventory.order_cancel_confirmed";
+    const VERSION: u32 = 1;
+    const AGGREGATE: &'static str = "order";
+    fn aggregate_id(&self) -> String {
+        self.order_id.clone()
+    }
+}
+
+/// `inventory.order_cancel_refused` v1: inventory could not cancel the order (it was fulfilled first); the
+/// reason is for the shopper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelRefused {
+    pub order_id: String,
+    pub reason: String,
+}
+
+impl Event for OrderCancelRefused {
+    const TYPE: &'static str = "inventory.order_cancel_refused";
     const VERSION: u32 = 1;
     const AGGREGATE: &'static str = "order";
     fn aggregate_id(&self) -> String {

@@ -17,7 +17,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use tessera_contracts::events::{Event, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged, StockChanged};
+use tessera_contracts::events::{
+    Event, OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged, StockChanged,
+};
 use tessera_contracts::inventory::{ExtendRequest, InsufficientStock, Line, Reservation, ReservationStatus, ReserveRequest, Shortage};
 use tessera_contracts::manifest::{AssetKind, FragmentManifest, ManifestAsset};
 use tessera_contracts::payments::{CancelRequest, CreatePayment, Payment, PaymentStatus, RefundRequest, WebhookEvent, WebhookKind};
@@ -76,6 +78,9 @@ fn surface() -> Value {
         event(StockChanged { sku: "MUG-STN-01".into(), on_hand: 3, available: 2 }),
         event(OrderPaid { order_id: "o".into(), reservation_id: "r".into(), lines: vec![line()] }),
         event(OrderCancelled { order_id: "o".into(), reservation_id: "r".into() }),
+        event(OrderCancelRequested { order_id: "o".into(), reservation_id: "r".into() }),
+        event(OrderCancelConfirmed { order_id: "o".into() }),
+        event(OrderCancelRefused { order_id: "o".into(), reason: "shipped".into() }),
         event(OrderFulfilled { order_id: "o".into(), reservation_id: "r".into() }),
         event(OrderShort { order_id: "o".into(), shortages: vec![shortage()] }),
         event(ProductChanged { product_id: "p".into(), name: "Mug".into(), price_minor: 1450, currency: "EUR".into(), skus: vec!["MUG-STN-01".into()] }),

@@ -8,7 +8,7 @@
 
 use sqlx::{AnyConnection, AnyPool};
 use tessera_contracts::domain::{Quantity, Sku};
-use tessera_contracts::events::{OrderCancelled, OrderFulfilled, OrderPaid, OrderShort};
+use tessera_contracts::events::{OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort};
 use tessera_contracts::inventory::{
     InsufficientStock, Line, Reservation, ReservationStatus, ReserveRequest, Shortage, MAX_KEY_LENGTH, MAX_LINES, MAX_TTL_SECONDS, MIN_TTL_SECONDS,
 };
@@ -536,38 +536,47 @@ async fn pay_order(
     Ok(Applied::Done)
 }
 
-/// `cart.order_cancelled`: the order's active reservation (soft or hard) ends and its units go back on
-/// sale. Runs on the event's transaction.
-pub async fn order_cancelled(
+/// What ending an order's reservations found.
+enum Ended {
+    /// Its active reservations (soft or hard) were cancelled and their units went back on sale.
+    Released,
+    /// It had shipped: nothing was changed.
+    Fulfilled,
+    /// It held nothing (released, expired or never reserved): nothing can ship.
+    HeldNothing,
+}
+
+/// Cancels an order's active reservations on the event's transaction. The reservation row is the one
+/// place where cancelling and fulfilling meet: whichever of the two commits first wins, and the other
+/// sees it (fulfilling needs a hard reservation, cancelling needs one not yet fulfilled).
+async fn end_order(
     tx: &mut AnyConnection,
     outbox: &Outbox,
     envelope: &tessera_contracts::events::Envelope,
-    event: &OrderCancelled,
+    order_id: &str,
+    reservation_id: &str,
     now_ms: i64,
-) -> Result<Applied, OpError> {
+) -> Result<Ended, OpError> {
     let active: Vec<(String, String)> =
         sqlx::query_as("SELECT id, status FROM reservations WHERE (id = $1 OR order_id = $2) AND status IN ('soft', 'hard') ORDER BY id")
-            .bind(&event.reservation_id)
-            .bind(&event.order_id)
+            .bind(reservation_id)
+            .bind(order_id)
             .fetch_all(&mut *tx)
             .await?;
     if active.is_empty() {
         let fulfilled: Option<(String,)> = sqlx::query_as("SELECT id FROM reservations WHERE (id = $1 OR order_id = $2) AND status = 'fulfilled'")
-            .bind(&event.reservation_id)
-            .bind(&event.order_id)
+            .bind(reservation_id)
+            .bind(order_id)
             .fetch_optional(&mut *tx)
             .await?;
-        if fulfilled.is_some() {
-            return Err(OpError::Api(ApiError::Conflict(format!("order {} was already fulfilled; process a return instead", event.order_id))));
-        }
-        return Ok(Applied::Nothing("the order holds no stock".into()));
+        return Ok(if fulfilled.is_some() { Ended::Fulfilled } else { Ended::HeldNothing });
     }
     for (id, status) in active {
         let from = parse_status(&status)?;
-        if transition(tx, &id, from, ReservationStatus::Cancelled, Some(&event.order_id), Expiry::Any, now_ms).await? {
+        if transition(tx, &id, from, ReservationStatus::Cancelled, Some(order_id), Expiry::Any, now_ms).await? {
             let cause = Cause {
                 reservation_id: Some(id.clone()),
-                order_id: Some(event.order_id.clone()),
+                order_id: Some(order_id.to_owned()),
                 event_id: Some(envelope.id.clone()),
                 reason: Some("order cancelled".into()),
                 ..Cause::by(format!("event:{}", envelope.producer))
@@ -575,7 +584,52 @@ pub async fn order_cancelled(
             unhold(tx, outbox, &id, from, Kind::Cancelled, &cause, now_ms).await?;
         }
     }
-    Ok(Applied::Done)
+    Ok(Ended::Released)
+}
+
+/// `cart.order_cancelled`: an order that could not have shipped was cancelled; its active reservation
+/// (soft or hard) ends and its units go back on sale. Runs on the event's transaction.
+pub async fn order_cancelled(
+    tx: &mut AnyConnection,
+    outbox: &Outbox,
+    envelope: &tessera_contracts::events::Envelope,
+    event: &OrderCancelled,
+    now_ms: i64,
+) -> Result<Applied, OpError> {
+    match end_order(tx, outbox, envelope, &event.order_id, &event.reservation_id, now_ms).await? {
+        Ended::Released => Ok(Applied::Done),
+        Ended::Fulfilled => Err(OpError::Api(ApiError::Conflict(format!("order {} was already fulfilled; process a return instead", event.order_id)))),
+        Ended::HeldNothing => Ok(Applied::Nothing("the order holds no stock".into())),
+    }
+}
+
+/// `cart.order_cancel_requested`: the shopper wants a paid order cancelled. Inventory decides, on the
+/// event's transaction: the reservation is cancelled and `inventory.order_cancel_confirmed` goes out, or
+/// the order already shipped and `inventory.order_cancel_refused` says so. Either answer follows any
+/// `inventory.order_fulfilled` of the same order (one aggregate, delivered in order).
+pub async fn order_cancel_requested(
+    tx: &mut AnyConnection,
+    outbox: &Outbox,
+    envelope: &tessera_contracts::events::Envelope,
+    event: &OrderCancelRequested,
+    now_ms: i64,
+) -> Result<Applied, OpError> {
+    let order_id = event.order_id.clone();
+    match end_order(tx, outbox, envelope, &event.order_id, &event.reservation_id, now_ms).await? {
+        Ended::Released => {
+            outbox.enqueue(tx, &OrderCancelConfirmed { order_id }).await?;
+            Ok(Applied::Done)
+        }
+        Ended::HeldNothing => {
+            outbox.enqueue(tx, &OrderCancelConfirmed { order_id }).await?;
+            Ok(Applied::Nothing("the order holds no stock; its cancellation is confirmed".into()))
+        }
+        Ended::Fulfilled => {
+            let reason = "it had already left the warehouse".to_owned();
+            outbox.enqueue(tx, &OrderCancelRefused { order_id, reason }).await?;
+            Ok(Applied::Nothing("the order shipped; its cancellation is refused".into()))
+        }
+    }
 }
 
 /// Staff shipped a paid order: its units leave the stock, and `inventory.order_fulfilled` goes out.

@@ -12,7 +12,9 @@ use shared_auth::Role;
 use sqlx::migrate::Migrator;
 use tessera_contracts::demo;
 use tessera_contracts::domain::Sku;
-use tessera_contracts::events::{OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, StockChanged};
+use tessera_contracts::events::{
+    OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, StockChanged,
+};
 use tessera_kit::db::Migrations;
 use tessera_kit::events::now_ms;
 use tessera_kit::fragment::{published, BoxFuture, Fragment, HandlerError, NavEntry, SeedError, Subscriptions};
@@ -105,7 +107,13 @@ impl Fragment for Inventory {
         Box::pin(async move { Ok(seed_demo(runtime, extra).await?) })
     }
     fn publishes(&self) -> &'static [(&'static str, u32)] {
-        const PUBLISHES: &[(&str, u32)] = &[published::<StockChanged>(), published::<OrderFulfilled>(), published::<OrderShort>()];
+        const PUBLISHES: &[(&str, u32)] = &[
+            published::<StockChanged>(),
+            published::<OrderFulfilled>(),
+            published::<OrderShort>(),
+            published::<OrderCancelConfirmed>(),
+            published::<OrderCancelRefused>(),
+        ];
         PUBLISHES
     }
     fn subscriptions(&self) -> Subscriptions {
@@ -115,6 +123,9 @@ impl Fragment for Inventory {
             })
             .on::<OrderCancelled>(|runtime, tx, envelope, event| {
                 Box::pin(async move { order_event(reservations::order_cancelled(tx, &runtime.events.outbox, envelope, &event, now_ms()).await) })
+            })
+            .on::<OrderCancelRequested>(|runtime, tx, envelope, event| {
+                Box::pin(async move { order_event(reservations::order_cancel_requested(tx, &runtime.events.outbox, envelope, &event, now_ms()).await) })
             })
     }
 }

@@ -334,6 +334,9 @@ pub async fn database(app: &TestApp, service: &str) -> AnyPool {
         let (sqlite, postgres) = tessera_shell::migrators();
         return store(app).open("shell", &tessera_kit::db::Migrations { sqlite, postgres }).await.unwrap();
     }
+    if service == "paysandbox" {
+        return store(app).open(tessera_paysandbox::NAME, &tessera_paysandbox::MIGRATIONS).await.unwrap();
+    }
     let migrations = match service {
         "inventory" => &tessera_inventory::server::MIGRATIONS,
         "catalog" => &tessera_catalog::server::MIGRATIONS,
