@@ -117,14 +117,14 @@ async fn a_guest_cart_is_kept_by_cookie_and_merged_into_the_users_at_sign_in() {
         assert!(response.headers().get_all("set-cookie").iter().any(|v| v.to_str().unwrap().contains("HttpOnly")));
         assert_eq!(add(&app, Some(&guest), "TEE-BLU-M", 1).await.0, StatusCode::OK);
         assert_eq!(app.cart_count(Some(&guest)).await, 3);
-        assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 3, "{backend:?}: every line holds its units");
+        assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 1, "{backend:?}: only Sam's line is held; guests hold nothing");
         // The shell's badge and the home page's mini cart know the guest's cart.
         let (_, home) = app.text("/", Some(&guest)).await;
         assert!(home.contains(r#"data-testid="cart-badge" class="badge">3</span>"#), "{home}");
         assert!(home.contains("3 items") && home.contains("Stoneware mug"), "mini cart: {home}");
         let guest_view = cart(&app, Some(&guest)).await;
-        assert_eq!(line(&guest_view, "MUG-STN-01")["hold"], "Held");
-        assert!(line(&guest_view, "MUG-STN-01")["hold_text"].as_str().unwrap().starts_with("Held for you until"));
+        assert_eq!(line(&guest_view, "MUG-STN-01")["hold"], "Pending");
+        assert!(line(&guest_view, "MUG-STN-01")["hold_text"].as_str().unwrap().starts_with("Sign in to have it held"), "{guest_view}");
 
         // Sam signs in on the guest's browser: the carts merge, one hold per SKU, the cookie is cleared.
         let both = format!("{sam}; {guest}");
@@ -143,7 +143,8 @@ async fn a_guest_cart_is_kept_by_cookie_and_merged_into_the_users_at_sign_in() {
         let (_, home) = app.text("/", Some(&sam)).await;
         assert!(home.contains(r#"data-testid="cart-badge" class="badge">4</span>"#) && home.contains("4 items"), "after the merge: {home}");
         assert_eq!(app.cart_count(Some(&guest)).await, 0, "the guest cart is gone");
-        assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 3, "{backend:?}: merging held nothing twice");
+        assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 3, "{backend:?}: signed in, every line is held, nothing twice");
+        assert_eq!(line(&merged, "TEE-BLU-M")["hold"], "Held", "{merged}");
         let reservations = count(&inventory, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await;
         assert_eq!(reservations, 2, "one live hold per line");
 
@@ -154,6 +155,68 @@ async fn a_guest_cart_is_kept_by_cookie_and_merged_into_the_users_at_sign_in() {
         assert_ne!(fresh, guest);
         assert_eq!(app.cart_count(Some(&fresh)).await, 1);
         assert_eq!(app.cart_count(Some(&sam)).await, 4, "Sam's cart untouched");
+    }
+}
+
+/// One client without an account, however many carts it makes, cannot take stock off sale: guests hold
+/// nothing, and are told what is available. A signed-in shopper holds and buys as before.
+#[tokio::test]
+async fn anonymous_carts_cannot_take_stock_off_sale() {
+    for backend in backends() {
+        let app = start(backend).await;
+        let inventory = database(&app, "inventory").await;
+        let on_hand = stock(&inventory, "MUG-STN-01").await.0;
+        // The cart hears inventory's stock figures (its projection for guests' lines).
+        let cart_db = database(&app, "cart").await;
+        eventually("the stock projection", || async { count(&cart_db, "SELECT COUNT(*) FROM stock WHERE sku = 'MUG-STN-01'").await == 1 }).await;
+
+        // 65 anonymous adds at once, each its own new cart, and a few asking for everything.
+        let adds = (0..65).map(|i| {
+            let app = &app;
+            async move {
+                let quantity = if i % 13 == 0 { on_hand } else { 1 };
+                let response = app.post_form("/cart/api/add_item", format!("sku=MUG-STN-01&quantity={quantity}"), None).await;
+                (response.status(), cart_cookie(&response))
+            }
+        });
+        let results = futures::future::join_all(adds).await;
+        let added = results.iter().filter(|(status, _)| *status == StatusCode::OK).count();
+        assert_eq!(added, 65, "{backend:?}: every guest may put it in a cart: {:?}", results.iter().map(|r| r.0).collect::<Vec<_>>());
+        assert_eq!(stock(&inventory, "MUG-STN-01").await, (on_hand, 0, 0), "{backend:?}: nothing held for anyone");
+        assert_eq!(count(&inventory, "SELECT COUNT(*) FROM reservations").await, 0);
+        // Their carts' visits renew nothing either.
+        for (_, cookie) in results.iter().take(5) {
+            let cookie = cookie.as_deref().expect("a guest cookie");
+            assert_eq!(cart(&app, Some(cookie)).await["lines"][0]["hold"], "Pending");
+            app.cart_count(Some(cookie)).await;
+        }
+        assert_eq!(stock(&inventory, "MUG-STN-01").await, (on_hand, 0, 0));
+
+        // A guest asking for more than there is hears how many there are, and the cart is unchanged.
+        let guest = results[1].1.clone().unwrap();
+        let (status, json) = add(&app, Some(&guest), "MUG-STN-01", on_hand).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{json}");
+        assert!(json["message"].as_str().unwrap().contains(&format!("Only {on_hand} of Stoneware mug")), "{json}");
+        assert_eq!(app.cart_count(Some(&guest)).await, 1);
+        let (status, json) = api(&app, "/cart/api/set_quantity", &format!("sku=MUG-STN-01&quantity={}", on_hand + 1), Some(&guest)).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{json}");
+
+        // A signed-in shopper holds every unit, and buys.
+        let sam = app.login_as(SHOPPER, PASSWORD).await;
+        assert_eq!(add(&app, Some(&sam), "MUG-STN-01", on_hand).await.0, StatusCode::OK);
+        assert_eq!(stock(&inventory, "MUG-STN-01").await, (on_hand, on_hand, 0), "{backend:?}");
+        let key = checkout_key(&app, &sam).await;
+        let (status, placed) = place(&app, &sam, &key).await;
+        assert_eq!(status, StatusCode::OK, "{placed}");
+        let response = pay(&app, placed["pay_url"].as_str().unwrap(), test_cards::SUCCEEDS).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+        wait_for_status(&app, &sam, placed["order_id"].as_str().unwrap(), "Paid").await;
+
+        // The guest who signs in now finds the line short, not held.
+        let ada = app.login_as(ADMIN, PASSWORD).await;
+        eventually("sold out in the projection", || async { count(&cart_db, "SELECT available FROM stock WHERE sku = 'MUG-STN-01'").await == 0 }).await;
+        let merged = cart(&app, Some(&format!("{ada}; {guest}"))).await;
+        assert_eq!(line(&merged, "MUG-STN-01")["hold"], "Short", "{backend:?}: {merged}");
     }
 }
 

@@ -156,25 +156,32 @@ pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quanti
         return Err(ApiError::Conflict(format!("you can have at most {} of {} in your cart", Quantity::MAX, price.name)));
     }
     let previous = existing.and_then(|item| item.reservation_id.clone());
-    let lines = vec![Line { sku: sku.to_string(), quantity: total }];
-    let key = holds::new_key();
-    let outcome = holds::reserve(runtime, &store::cart_owner(&cart.id), Some(key.clone()), lines, previous.iter().cloned().collect(), HOLD_TTL_SECONDS).await;
-    let message = match &outcome {
-        Hold::Short(short) => {
-            let mut message = holds::short_note(&price.name, short);
-            if let Some(item) = existing {
-                message.push_str(&format!(" You have {} in your cart.", item.quantity));
-            }
-            return Err(ApiError::Conflict(message));
-        }
-        Hold::Refused(error) => return Err(error.clone()),
-        Hold::Unavailable(reason) => {
-            tracing::warn!(reason, "inventory unavailable; the line is kept and its hold retried");
-            Some(holds::PENDING_NOTE.to_owned())
-        }
-        Hold::Held(_) => None,
+    let in_cart = |message: String| match existing {
+        Some(item) => format!("{message} You have {} in your cart.", item.quantity),
+        None => message,
     };
-    let record = holds::record(&outcome, &price.name, previous.as_deref(), &key);
+    let (record, message) = if shopper.user.is_none() {
+        let record = holds::guest_line(runtime, sku.as_str(), &price.name, total, previous.as_deref()).await.map_err(|error| match error {
+            ApiError::Conflict(message) => ApiError::Conflict(in_cart(message)),
+            other => other,
+        })?;
+        (record, None)
+    } else {
+        let lines = vec![Line { sku: sku.to_string(), quantity: total }];
+        let key = holds::new_key();
+        let outcome =
+            holds::reserve(runtime, &store::cart_owner(&cart.id), Some(key.clone()), lines, previous.iter().cloned().collect(), HOLD_TTL_SECONDS).await;
+        let message = match &outcome {
+            Hold::Short(short) => return Err(ApiError::Conflict(in_cart(holds::short_note(&price.name, short)))),
+            Hold::Refused(error) => return Err(error.clone()),
+            Hold::Unavailable(reason) => {
+                tracing::warn!(reason, "inventory unavailable; the line is kept and its hold retried");
+                Some(holds::PENDING_NOTE.to_owned())
+            }
+            Hold::Held(_) => None,
+        };
+        (holds::record(&outcome, &price.name, previous.as_deref(), &key), message)
+    };
     let mut connection = db.acquire().await.map_err(internal)?;
     store::put_item(&mut connection, &cart.id, sku.as_str(), total, Some(price.price_minor), &record).await.map_err(internal)?;
     drop(connection);
@@ -203,6 +210,18 @@ pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &st
                 if let Some(id) = &item.reservation_id {
                     holds::release(runtime, id).await;
                 }
+            }
+            Some(quantity) if shopper.user.is_none() => {
+                drop(connection);
+                let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
+                let record =
+                    holds::guest_line(runtime, sku.as_str(), &name, quantity.get(), item.reservation_id.as_deref()).await.map_err(|error| match error {
+                        ApiError::Conflict(message) => ApiError::Conflict(format!("{message} You have {} in your cart.", item.quantity)),
+                        other => other,
+                    })?;
+                let seen = item.price.as_ref().map(|price| price.price_minor).or(item.seen_price_minor);
+                let mut connection = runtime.db.acquire().await.map_err(internal)?;
+                store::put_item(&mut connection, &cart.id, sku.as_str(), quantity.get(), seen, &record).await.map_err(internal)?;
             }
             Some(quantity) => {
                 drop(connection);

@@ -1,4 +1,4 @@
-//! The cart & checkout fragment: carts that hold stock, orders, and payment through a provider's
+//! The cart & checkout fragment: carts that hold stock for signed-in shoppers, orders, and payment through a provider's
 //! signed callback.
 //!
 //! A Leptos app that owns `/cart`: the cart (`/cart`), checkout (`/cart/checkout`), order history and
@@ -8,13 +8,14 @@
 //! (`/cart/events`).
 //!
 //! Layout: `model` and `api` (server functions) and `pages` compile for both sides; the rest is the
-//! server half — `store` (carts, items, price projection), `holds` (soft reservations in inventory, one
-//! per line), `carts` (guest carts, merging at sign-in, add/change/remove), `orders` (placing, the
+//! server half — `store` (carts, items, price and stock projections), `holds` (soft reservations in
+//! inventory, one per line of a signed-in shopper; guests hold nothing), `carts` (guest carts, merging at sign-in, add/change/remove), `orders` (placing, the
 //! webhook's effects, inventory's order events, refunds), `payments` (the provider trait and the sandbox
 //! behind it) and `server` (router, migrations, seed, background pass).
 //!
 //! Key decisions: the cart never reads another service's tables; prices come from its projection of
-//! `catalog.product_changed`, stock is held by signed calls to inventory while the shopper waits, and
+//! `catalog.product_changed`, guests' lines are checked against its projection of
+//! `inventory.stock_changed`, a signed-in shopper's stock is held by signed calls to inventory while the shopper waits, and
 //! order outcomes travel as events through the outbox. An order is paid only when the provider's signed
 //! webhook says so. Every query is scoped by the verified user or the guest cookie's cart, so nobody
 //! reaches another shopper's cart or order.

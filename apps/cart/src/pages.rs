@@ -49,7 +49,7 @@ fn who(view: &CartView) -> impl IntoView {
         Some(user) => view! { <p class="signed-in" data-testid="fragment-user">"Signed in as " <strong>{user.name.clone()}</strong></p> }.into_any(),
         None => view! {
             <p class="signed-in" data-testid="fragment-user">"Browsing as a guest. "
-                <a href="/login?next=/cart" rel="external">"Sign in"</a>" to keep this cart in your account."</p>
+                <a href="/login?next=/cart" rel="external">"Sign in"</a>" to keep this cart in your account and have its items held for you."</p>
         }
         .into_any(),
     }

@@ -14,13 +14,13 @@ use shared_auth::extract::MaybeUser;
 use sqlx::migrate::Migrator;
 use tessera_contracts::cart::{CartSummary, SUMMARY_PATH};
 use tessera_contracts::events::{
-    OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged,
+    OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged, StockChanged,
 };
 use tessera_contracts::payments::{SIGNATURE_HEADER, WEBHOOK_PATH};
 use tessera_contracts::ApiError;
 use tessera_kit::api::IntoHttpResponse;
 use tessera_kit::db::Migrations;
-use tessera_kit::fragment::{published, BoxFuture, Fragment, SeedError, Subscriptions};
+use tessera_kit::fragment::{published, BoxFuture, Fragment, HandlerError, SeedError, Subscriptions};
 use tessera_kit::FragmentRuntime;
 
 use crate::orders::Applied;
@@ -74,6 +74,15 @@ impl Fragment for Cart {
             // Prices are a projection of the catalog's product events.
             .on::<ProductChanged>(|_, tx, envelope, event| {
                 Box::pin(async move { Ok(crate::store::apply_product_changed(tx, &event, envelope.sequence).await?) })
+            })
+            // Availability, for guests' lines (they hold nothing): a projection of inventory's stock events.
+            .on::<StockChanged>(|_, tx, envelope, event| {
+                Box::pin(async move {
+                    if event.available < 0 || event.sku != envelope.aggregate_id {
+                        return Err(HandlerError::Refused(format!("the {} payload is malformed: inconsistent stock figures", envelope.event_type)));
+                    }
+                    Ok(crate::store::apply_stock_changed(tx, &event, envelope.sequence).await?)
+                })
             })
             .on::<OrderFulfilled>(|_, tx, _, event| Box::pin(async move { Ok(crate::orders::apply_fulfilled(tx, &event).await?) }))
             // A short order is cancelled; its refund is requested at once rather than at the next pass.

@@ -3,7 +3,7 @@
 
 use sqlx::{AnyConnection, AnyPool, Row};
 use tessera_contracts::domain::Quantity;
-use tessera_contracts::events::ProductChanged;
+use tessera_contracts::events::{ProductChanged, StockChanged};
 use tessera_kit::events::now_ms;
 
 use crate::model::HoldState;
@@ -350,12 +350,34 @@ pub async fn remove_item(connection: &mut AnyConnection, cart_id: &str, sku: &st
 pub async fn carts_needing_holds(db: &AnyPool, limit: i64) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT DISTINCT i.cart_id FROM cart_items i JOIN carts c ON c.id = i.cart_id \
-         WHERE i.hold_state = 'pending' AND c.status = 'open' LIMIT $1",
+         WHERE i.hold_state = 'pending' AND c.status = 'open' AND c.user_id IS NOT NULL LIMIT $1",
     )
     .bind(limit)
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
+}
+
+/// `inventory.stock_changed`: the projection of what each SKU has available (a later sequence wins).
+pub async fn apply_stock_changed(connection: &mut AnyConnection, event: &StockChanged, sequence: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO stock (sku, available, sequence, updated_at_ms) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (sku) DO UPDATE SET available = excluded.available, sequence = excluded.sequence, updated_at_ms = excluded.updated_at_ms \
+         WHERE stock.sequence < excluded.sequence",
+    )
+    .bind(&event.sku)
+    .bind(event.available)
+    .bind(sequence)
+    .bind(now_ms())
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// What inventory last announced as available of `sku`; `None` when it has said nothing of it yet.
+pub async fn available(db: &AnyPool, sku: &str) -> Result<Option<i64>, sqlx::Error> {
+    let row: Option<(i64,)> = sqlx::query_as("SELECT available FROM stock WHERE sku = $1").bind(sku).fetch_optional(db).await?;
+    Ok(row.map(|(available,)| available))
 }
 
 /// Seeds the price projection with the demo catalog, as `catalog.product_changed` would (sequence 0,
