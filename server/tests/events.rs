@@ -314,7 +314,7 @@ async fn admins_see_outbox_depth_oldest_undelivered_and_dead_letters_per_service
     let catalog_status: serde_json::Value = app.get("/catalog/events/status", Some(&ada.both())).await.json().await.unwrap();
     assert_eq!(catalog_status["received"].as_i64(), Some(tessera_contracts::demo::PRODUCTS.len() as i64));
     // A dead letter shows up on the admin page, and the replay button brings it back in line.
-    sqlx::query("UPDATE outbox_deliveries SET status = 'dead', attempts = 8, last_error = 'catalog answered 503' WHERE seq = 1")
+    sqlx::query("UPDATE outbox_deliveries SET status = 'dead', attempts = 8, last_error = 'catalog answered 503' WHERE seq = 1 AND subscriber = 'catalog'")
         .execute(&inventory)
         .await
         .unwrap();
