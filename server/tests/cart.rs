@@ -476,7 +476,16 @@ async fn cancelling_a_paid_order_is_decided_by_inventory_whichever_arrives_first
         // The second line waits until the first order's event is through: one order at a time.
         let second = buy(&app, &sam, "BAG-CNV-01", 2).await;
         eventually("both hard holds", || async { stock(&inventory, "BAG-CNV-01").await == (60, 0, 3) }).await;
-        // From here on, events move only when the test pumps them.
+        // Everything sent so far is through (the app's relay could otherwise be stopped holding a claim on
+        // a delivery, which the test's relay would then have to wait out); from here on, events move only
+        // when the test pumps them.
+        let cart = database(&app, "cart").await;
+        eventually("all events delivered", || async {
+            count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await
+                + count(&cart, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await
+                == 0
+        })
+        .await;
         app.stop_background();
         let reservation = |id: String| {
             let inventory = inventory.clone();
