@@ -14,7 +14,7 @@ import http from 'node:http';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { freePort } from './rollout.mjs';
+import { freePort, secretsFor } from './rollout.mjs';
 
 const SERVICES = { inventory: 'tessera-inventory', cart: 'tessera-cart', catalog: 'tessera-catalog' };
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -71,8 +71,6 @@ export async function startCluster({ binDir, siteDir, pgUrl, natsUrl, relay, ins
     ...(relay ? { TESSERA_OUTBOX_RELAY: relay } : {}),
     TESSERA_PUBLIC_URL: `http://127.0.0.1:${ports.shell[0]}`,
     TESSERA_JWKS_URL: `http://127.0.0.1:${ports.shell[0]}/.well-known/jwks.json`,
-    TESSERA_EVENTS_SECRET: 'faults-events-secret',
-    TESSERA_PAYMENT_WEBHOOK_SECRETS: 'faults-webhook-secret',
     TESSERA_DEMO_EXTRA_PRODUCTS: '0',
     TESSERA_HEALTH_INTERVAL_MS: '200',
     TESSERA_DRAIN_NOTICE_MS: '0',
@@ -82,7 +80,7 @@ export async function startCluster({ binDir, siteDir, pgUrl, natsUrl, relay, ins
   const cluster = { scratch, prefix, pgUrl, ports, common, processes: {}, kills: [] };
   // The shells serve the sandbox payment provider; the cart calls it at either.
   const extra = { cart: { TESSERA_PAYMENT_URL: urls('shell') } };
-  const envFor = (name, index) => ({ ...common, ...(extra[name] ?? {}), TESSERA_DATA_DIR: join(scratch, `${name}-${index}`), TESSERA_SITE_DIR: siteDir });
+  const envFor = (name, index) => ({ ...common, ...(extra[name] ?? {}), ...secretsFor(name, 'faults'), TESSERA_DATA_DIR: join(scratch, `${name}-${index}`), TESSERA_SITE_DIR: siteDir });
   const pair = async (name, bin, args) => {
     const started = ports[name].map((port, index) => launch(bin, args, envFor(name, index), port));
     cluster.processes[name] = await Promise.all(started.map(ready));

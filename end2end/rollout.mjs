@@ -16,8 +16,27 @@ import { join } from 'node:path';
 
 // In the order they start: what a fragment calls is up before it.
 const FRAGMENT_BINARIES = { inventory: 'tessera-inventory', cart: 'tessera-cart', catalog: 'tessera-catalog' };
-const EVENTS_SECRET = 'rollout-events-secret';
-const WEBHOOK_SECRET = 'rollout-webhook-secret';
+
+/**
+ * The shared secrets of a test deployment, one per trust relationship, and who holds which: each process
+ * gets only the secrets of its own relationships (the shell serves the sandbox payment provider, so it
+ * holds the payment secrets and never the events or service secret). A process missing a secret it
+ * needs would generate its own and its calls would be refused, so these runs show the split works.
+ */
+export function secretsFor(name, tag) {
+  const secret = (relationship) => `${tag}-${relationship}-secret-0123456789abcdef`;
+  const events = { TESSERA_EVENTS_SECRET: secret('events') };
+  const services = { TESSERA_SERVICE_SECRET: secret('services') };
+  const payments = { TESSERA_PAYMENT_API_SECRET: secret('payment-api'), TESSERA_PAYMENT_WEBHOOK_SECRETS: secret('webhooks') };
+  const held = {
+    catalog: { ...events },
+    inventory: { ...events, ...services },
+    cart: { ...events, ...services, ...payments },
+    shell: { ...payments },
+  };
+  if (!held[name]) throw new Error(`no secrets are defined for ${name}`);
+  return held[name];
+}
 
 /** A free loopback port (the browser tests use it too). */
 export function freePort() {
@@ -101,14 +120,12 @@ export async function startSite({ binDir, siteDir, rolled }) {
   const common = {
     ...upstreams,
     TESSERA_PUBLIC_URL: shellUrl,
-    TESSERA_EVENTS_SECRET: EVENTS_SECRET,
-    TESSERA_PAYMENT_WEBHOOK_SECRETS: WEBHOOK_SECRET,
     TESSERA_DEMO_EXTRA_PRODUCTS: '0',
     TESSERA_HEALTH_INTERVAL_MS: '200',
     TESSERA_DRAIN_NOTICE_MS: '1000',
   };
   const site = { scratch, shellUrl, processes: {}, rolledInstances: [], binDir, siteDir, common, rolled };
-  const envFor = (name, dir) => ({ ...common, TESSERA_DATA_DIR: join(scratch, name), TESSERA_SITE_DIR: dir ?? siteDir });
+  const envFor = (name, dir) => ({ ...common, ...secretsFor(name, 'rollout'), TESSERA_DATA_DIR: join(scratch, name), TESSERA_SITE_DIR: dir ?? siteDir });
   // The cart pays at the sandbox the shell serves (on the shopper's origin).
   const extra = { cart: { TESSERA_PAYMENT_URL: shellUrl } };
   for (const name of Object.keys(FRAGMENT_BINARIES)) {

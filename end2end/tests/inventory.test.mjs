@@ -5,12 +5,14 @@ import assert from 'node:assert/strict';
 import { createHmac, randomUUID } from 'node:crypto';
 import { ADMIN, hydrated, launchBrowser, login, startTessera } from './helpers.mjs';
 
-const SECRET = 'e2e-services-secret';
+// One secret per relationship (tessera_kit::secrets): service calls and events are signed apart.
+const SERVICE_SECRET = 'e2e-services-secret-0123456789abcdef0123';
+const EVENTS_SECRET = 'e2e-events-secret-0123456789abcdef012345';
 
-/** A JSON POST from the cart service, HMAC-signed over `timestamp.cart.<message>` (tessera_kit::events). */
-function signedPost(url, message, body) {
+/** A JSON POST from the cart service, HMAC-signed with `secret` over `timestamp.cart.<message>` (tessera_kit::events). */
+function signedPost(url, secret, message, body) {
   const timestamp = Math.floor(Date.now() / 1000);
-  const tag = createHmac('sha256', SECRET).update(`${timestamp}.cart.${message}`).digest('base64');
+  const tag = createHmac('sha256', secret).update(`${timestamp}.cart.${message}`).digest('base64');
   return fetch(url, {
     method: 'POST',
     headers: {
@@ -26,7 +28,7 @@ function signedPost(url, message, body) {
 /** A service call: the method and path are signed with the body. */
 function serviceCall(url, path, body) {
   const json = JSON.stringify(body);
-  return signedPost(`${url}${path}`, `POST ${path}\n${json}`, json);
+  return signedPost(`${url}${path}`, SERVICE_SECRET, `POST ${path}\n${json}`, json);
 }
 
 /** An event from the cart, signed like the relay signs it. */
@@ -35,7 +37,7 @@ function sendEvent(url, type, aggregateId, payload) {
     id: randomUUID(), type, version: 1, aggregate_type: 'order', aggregate_id: aggregateId,
     sequence: 1, occurred_at_ms: Date.now(), producer: 'cart', payload,
   });
-  return signedPost(`${url}/admin/inventory/events`, envelope, envelope);
+  return signedPost(`${url}/admin/inventory/events`, EVENTS_SECRET, envelope, envelope);
 }
 
 describe('inventory admin', () => {
@@ -43,7 +45,7 @@ describe('inventory admin', () => {
   let browser;
 
   before(async () => {
-    site = await startTessera({ env: { TESSERA_EVENTS_SECRET: SECRET } });
+    site = await startTessera({ env: { TESSERA_SERVICE_SECRET: SERVICE_SECRET, TESSERA_EVENTS_SECRET: EVENTS_SECRET } });
     browser = await launchBrowser();
   });
 

@@ -15,14 +15,19 @@ use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettin
 use tessera_kit::webhook::WebhookSigner;
 
 /// The secret the site's services sign their events with in these tests.
-const EVENTS_SECRET: &str = "cart-test-events";
+const EVENTS_SECRET: &str = "cart-test-events-secret-0123456789abcd";
+
+/// The secret the cart signs its calls to inventory with in these tests.
+const SERVICE_SECRET: &str = "cart-test-service-secret-0123456789abcd";
 
 /// The site's webhook secrets in these tests: the provider signs with both, the cart accepts either.
-const WEBHOOK_SECRETS: &str = "whsec-new,whsec-old";
+const WHSEC_NEW: &str = "whsec-new-0123456789abcdef0123456789";
+const WHSEC_OLD: &str = "whsec-old-0123456789abcdef0123456789";
 
 fn configure(settings: &mut tessera_server::Settings) {
-    settings.payment_webhook_secrets = Some(WEBHOOK_SECRETS.into());
+    settings.payment_webhook_secrets = Some(format!("{WHSEC_NEW},{WHSEC_OLD}"));
     settings.events_secret = Some(EVENTS_SECRET.into());
+    settings.service_secret = Some(SERVICE_SECRET.into());
 }
 
 async fn start(backend: Backend) -> TestApp {
@@ -631,32 +636,32 @@ async fn webhooks_are_verified_deduplicated_and_applied_in_any_order() {
         // Forged, tampered, stale, unsigned, malformed: refused, nothing changed.
         let (body, header) = signed(&succeeded, &["guessed-secret"], now);
         assert_eq!(deliver(&app, body, Some(header)).await.0, StatusCode::UNAUTHORIZED);
-        let (body, header) = signed(&succeeded, &["whsec-new"], now);
+        let (body, header) = signed(&succeeded, &[WHSEC_NEW], now);
         let tampered = String::from_utf8(body.clone()).unwrap().replace("1945", "1").into_bytes();
         assert_eq!(deliver(&app, tampered, Some(header.clone())).await.0, StatusCode::UNAUTHORIZED);
-        let (stale_body, stale) = signed(&succeeded, &["whsec-new"], now - 301);
+        let (stale_body, stale) = signed(&succeeded, &[WHSEC_NEW], now - 301);
         let (status, json) = deliver(&app, stale_body, Some(stale)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(json["message"].as_str().unwrap().contains("300 seconds"), "{json}");
         assert_eq!(deliver(&app, body.clone(), None).await.0, StatusCode::BAD_REQUEST);
         assert_eq!(deliver(&app, body.clone(), Some("t=abc,v1=zz".into())).await.0, StatusCode::BAD_REQUEST);
         let (garbage, garbage_header) =
-            (b"{\"not\":\"an event\"}".to_vec(), WebhookSigner::new(&[b"whsec-new".to_vec()]).header(b"{\"not\":\"an event\"}", now));
+            (b"{\"not\":\"an event\"}".to_vec(), WebhookSigner::new(&[WHSEC_NEW.as_bytes().to_vec()]).header(b"{\"not\":\"an event\"}", now));
         assert_eq!(deliver(&app, garbage, Some(garbage_header)).await.0, StatusCode::BAD_REQUEST);
         // Another amount, or another order's reference: refused.
         let mut cheaper = payment.clone();
         cheaper.amount_minor = 1;
-        let (body_cheap, header_cheap) = signed(&event("evt-cheap", WebhookKind::PaymentSucceeded, &cheaper), &["whsec-new"], now);
+        let (body_cheap, header_cheap) = signed(&event("evt-cheap", WebhookKind::PaymentSucceeded, &cheaper), &[WHSEC_NEW], now);
         assert_eq!(deliver(&app, body_cheap, Some(header_cheap)).await.0, StatusCode::CONFLICT);
         let mut unknown = payment.clone();
         unknown.reference = "00000000-0000-0000-0000-000000000000".into();
-        let (body_unknown, header_unknown) = signed(&event("evt-unknown", WebhookKind::PaymentSucceeded, &unknown), &["whsec-new"], now);
+        let (body_unknown, header_unknown) = signed(&event("evt-unknown", WebhookKind::PaymentSucceeded, &unknown), &[WHSEC_NEW], now);
         assert_eq!(deliver(&app, body_unknown, Some(header_unknown)).await.0, StatusCode::NOT_FOUND);
         assert_eq!(order_status(&app, &sam, &id).await, "AwaitingPayment");
         assert_eq!(count(&cart_db, "SELECT COUNT(*) FROM outbox").await, 0, "no event went out");
 
         // Signed with the old secret only (rotation in progress): accepted, paid, one event out.
-        let (body, header) = signed(&succeeded, &["whsec-old"], now);
+        let (body, header) = signed(&succeeded, &[WHSEC_OLD], now);
         let (status, json) = deliver(&app, body.clone(), Some(header.clone())).await;
         assert_eq!((status, json["outcome"].as_str()), (StatusCode::OK, Some("applied")), "{json}");
         assert_eq!(order_status(&app, &sam, &id).await, "Paid");
@@ -665,7 +670,7 @@ async fn webhooks_are_verified_deduplicated_and_applied_in_any_order() {
         assert_eq!((status, json["outcome"].as_str()), (StatusCode::OK, Some("duplicate")));
         assert_eq!(count(&cart_db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'cart.order_paid'").await, 1, "{backend:?}");
         // An older failure arriving late does not un-pay the order.
-        let (body, header) = signed(&event("evt-failed-late", WebhookKind::PaymentFailed, &payment), &["whsec-new"], now);
+        let (body, header) = signed(&event("evt-failed-late", WebhookKind::PaymentFailed, &payment), &[WHSEC_NEW], now);
         let (status, json) = deliver(&app, body, Some(header)).await;
         assert_eq!((status, json["outcome"].as_str()), (StatusCode::OK, Some("ignored")));
         assert_eq!(order_status(&app, &sam, &id).await, "Paid");
@@ -677,9 +682,9 @@ async fn webhooks_are_verified_deduplicated_and_applied_in_any_order() {
         let second = placed["order_id"].as_str().unwrap().to_owned();
         let payment_id: (String,) = sqlx::query_as("SELECT payment_id FROM orders WHERE id = $1").bind(&second).fetch_one(&cart_db).await.unwrap();
         let payment = Payment { id: payment_id.0, reference: second.clone(), ..payment.clone() };
-        let (body, header) = signed(&event("evt-2-refunded", WebhookKind::PaymentRefunded, &payment), &["whsec-new"], now);
+        let (body, header) = signed(&event("evt-2-refunded", WebhookKind::PaymentRefunded, &payment), &[WHSEC_NEW], now);
         assert_eq!(deliver(&app, body, Some(header)).await.0, StatusCode::OK);
-        let (body, header) = signed(&event("evt-2-succeeded", WebhookKind::PaymentSucceeded, &payment), &["whsec-new"], now);
+        let (body, header) = signed(&event("evt-2-succeeded", WebhookKind::PaymentSucceeded, &payment), &[WHSEC_NEW], now);
         let (status, json) = deliver(&app, body, Some(header)).await;
         assert_eq!((status, json["outcome"].as_str()), (StatusCode::OK, Some("ignored")), "{json}");
         assert_eq!(order_status(&app, &ada, &second).await, "Refunded");
@@ -853,7 +858,7 @@ async fn a_hold_whose_answer_never_came_is_found_again_not_made_twice() {
 
         // The cart asked inventory to grow the line to 2 under key K; inventory did it, but the answer
         // never arrived, so the line is pending with K kept (what `holds::record` writes then).
-        let signer = tessera_kit::events::EventSigner::new(&[b"cart-test-events".to_vec()]);
+        let signer = tessera_kit::service::CallSigner::new(&[SERVICE_SECRET.as_bytes().to_vec()]);
         let target = tessera_kit::events::Target::http("/admin/inventory", vec![app.url.clone()]);
         let client = tessera_kit::service::ServiceClient::new("cart", "inventory", signer, target, std::time::Duration::from_secs(30));
         let request = ReserveRequest {

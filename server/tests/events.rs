@@ -13,7 +13,7 @@ use tessera_contracts::events::{Envelope, StockChanged};
 use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target, Transport};
 use tessera_server::Mode;
 
-const SECRET: &str = "events-test-secret";
+const SECRET: &str = "events-test-secret-0123456789abcdef01";
 
 fn with_secret(settings: &mut tessera_server::Settings) {
     settings.events_secret = Some(SECRET.into());

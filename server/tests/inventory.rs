@@ -16,12 +16,18 @@ use tessera_contracts::inventory::{reservation_path, ExtendRequest, Line, Reserv
 use tessera_contracts::ApiError;
 use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Target, Transport};
 use tessera_kit::peers::Peers;
-use tessera_kit::service::{CallError, ServiceClient};
+use tessera_kit::service::{CallError, CallSigner, ServiceClient};
 
-const SECRET: &str = "inventory-test-secret";
+const EVENTS_SECRET: &str = "inventory-test-events-secret-0123456789";
+const SERVICE_SECRET: &str = "inventory-test-service-secret-0123456789";
 
 fn with_secret(settings: &mut tessera_server::Settings) {
-    settings.events_secret = Some(SECRET.into());
+    settings.events_secret = Some(EVENTS_SECRET.into());
+    settings.service_secret = Some(SERVICE_SECRET.into());
+}
+
+fn service_signer() -> CallSigner {
+    CallSigner::new(&[SERVICE_SECRET.as_bytes().to_vec()])
 }
 
 async fn start(backend: Backend) -> TestApp {
@@ -34,7 +40,7 @@ fn target(app: &TestApp) -> Target {
 
 /// The cart's client of the reservation API.
 fn cart(app: &TestApp) -> ServiceClient {
-    ServiceClient::new("cart", "inventory", EventSigner::new(&[SECRET.as_bytes().to_vec()]), target(app), Duration::from_secs(60))
+    ServiceClient::new("cart", "inventory", service_signer(), target(app), Duration::from_secs(60))
 }
 
 fn request(key: &str, lines: &[(&str, i64)]) -> ReserveRequest {
@@ -90,7 +96,7 @@ async fn send_event<E: Event>(app: &TestApp, event: &E) -> Result<(), String> {
     };
     let peers = Arc::new(Peers::default());
     peers.set("inventory", target(app));
-    let transport = HttpTransport::new("cart", EventSigner::new(&[SECRET.as_bytes().to_vec()]), peers);
+    let transport = HttpTransport::new("cart", EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]), peers);
     transport.deliver("inventory", &envelope).await
 }
 
@@ -154,7 +160,7 @@ async fn reservations_are_all_or_nothing_idempotent_and_end_once() {
         assert_eq!(counters(&db, "RES-A").await, (5, 2, 0, 0, 0, 0));
 
         // Another service cannot see or touch the cart's reservation.
-        let other = ServiceClient::new("catalog", "inventory", EventSigner::new(&[SECRET.as_bytes().to_vec()]), target(&app), Duration::from_secs(10));
+        let other = ServiceClient::new("catalog", "inventory", service_signer(), target(&app), Duration::from_secs(10));
         let error = other.post::<_, Reservation>(&reservation_path(&first.id, Some("release")), &json!({})).await.unwrap_err();
         assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
 
@@ -211,7 +217,7 @@ async fn a_reservation_can_replace_others_atomically() {
         assert_eq!(kept.status, ReservationStatus::Soft);
 
         // Only the caller's own reservations, only ids, only a bounded number; nothing changes otherwise.
-        let other = ServiceClient::new("catalog", "inventory", EventSigner::new(&[SECRET.as_bytes().to_vec()]), target(&app), Duration::from_secs(10));
+        let other = ServiceClient::new("catalog", "inventory", service_signer(), target(&app), Duration::from_secs(10));
         let error = other.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("steal", 1, vec![grown.id.clone()])).await.unwrap_err();
         assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
         let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("bad-id", 1, vec!["'; DROP TABLE x".into()])).await.unwrap_err();
@@ -288,16 +294,20 @@ async fn the_reservation_api_is_closed_to_browsers_and_forgers() {
             builder.send()
         };
         let now = tessera_kit::db::now_seconds();
-        let right = EventSigner::new(&[SECRET.as_bytes().to_vec()]);
-        let wrong = EventSigner::new(&[b"guessed".to_vec()]);
+        let right = service_signer();
+        let wrong = CallSigner::new(&[b"guessed".to_vec()]);
+        // The events secret is another relationship's: a call signed with it is refused like any other.
+        let events_secret = CallSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
+        let event_signer = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
         type Case<'a> = (&'a str, Vec<(&'static str, String)>, Option<&'a str>, &'a str);
         let cases: Vec<Case> = vec![
             ("a signed-in shopper", vec![], Some(&sam), RESERVATIONS_PATH),
             ("anonymous", vec![], None, RESERVATIONS_PATH),
-            ("a guessed secret", wrong.sign_call("cart", "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
-            ("signed for another path", right.sign_call("cart", "POST", "/admin/inventory/service/other", &body, now).to_vec(), None, RESERVATIONS_PATH),
-            ("an old captured call", right.sign_call("cart", "POST", RESERVATIONS_PATH, &body, now - 3600).to_vec(), None, RESERVATIONS_PATH),
-            ("an event signature", right.sign("cart", &body, now).to_vec(), None, RESERVATIONS_PATH),
+            ("a guessed secret", wrong.sign("cart", "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
+            ("signed with the events secret", events_secret.sign("cart", "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
+            ("signed for another path", right.sign("cart", "POST", "/admin/inventory/service/other", &body, now).to_vec(), None, RESERVATIONS_PATH),
+            ("an old captured call", right.sign("cart", "POST", RESERVATIONS_PATH, &body, now - 3600).to_vec(), None, RESERVATIONS_PATH),
+            ("an event signature", event_signer.sign("cart", &body, now).to_vec(), None, RESERVATIONS_PATH),
         ];
         for (what, headers, cookie, path) in cases {
             let response = post(headers, cookie, path).await.unwrap();

@@ -12,14 +12,14 @@ use hmac::{Hmac, Mac};
 
 use crate::bench::{free_port, load, start_server, LoadResult};
 
-/// The services' shared secret of the benchmark processes.
-const SECRET: &str = "bench-inventory-secret";
+/// The secret the benchmark's calls to inventory are signed with (`TESSERA_SERVICE_SECRET`).
+const SECRET: &str = "bench-inventory-service-secret-0123456789";
 const HOT_UNITS: i64 = 3_000;
 const HOT_ATTEMPTS: usize = 4_000;
 const HOT_CONCURRENCY: usize = 32;
 const SKUS: usize = 10_000;
 
-/// Headers of a signed service call (the format of `tessera_kit::events::EventSigner::sign_call`).
+/// Headers of a signed service call (the format of `tessera_kit::service::CallSigner::sign`).
 fn signed(caller: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
     let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
@@ -167,7 +167,7 @@ pub fn inventory(binary: &Path, site: &Path, scratch: &Path, seconds: u64) -> Re
         let url = format!("http://127.0.0.1:{port}");
         let data = scratch.join(format!("inventory-{}", label.to_lowercase()));
         let mut env = backend.clone();
-        env.push(("TESSERA_EVENTS_SECRET", SECRET.to_owned()));
+        env.push(("TESSERA_SERVICE_SECRET", SECRET.to_owned()));
         env.push(("TESSERA_PUBLIC_URL", url.clone()));
         let server = start_server(binary, site, &data, port, &env, &["--demo"])?;
         println!("bench: inventory on {label}: one hot SKU, then {SKUS} SKUs…");

@@ -16,9 +16,14 @@ use anyhow::{bail, Context, Result};
 
 use crate::{build_binaries, build_fragment, build_fragment_binary, fragment_by_name, fragments, setup, FragmentCrate, WasmProfile, Workspace};
 
-/// The shared secret of the dev site and the fragment (events and service calls); dev only.
-const DEV_EVENTS_SECRET: &str = "tessera-dev-events-secret";
-const DEV_WEBHOOK_SECRET: &str = "tessera-dev-webhook-secret";
+/// The shared secrets of the dev site and the fragment, one per relationship; dev only (a real deployment
+/// generates its own, see `tessera_kit::secrets`).
+const DEV_SECRETS: [(&str, &str); 4] = [
+    ("TESSERA_EVENTS_SECRET", "tessera-dev-events-secret-not-for-production"),
+    ("TESSERA_SERVICE_SECRET", "tessera-dev-service-secret-not-for-production"),
+    ("TESSERA_PAYMENT_API_SECRET", "tessera-dev-payment-api-secret-not-for-production"),
+    ("TESSERA_PAYMENT_WEBHOOK_SECRETS", "tessera-dev-webhook-secret-not-for-production"),
+];
 
 #[derive(clap::Args)]
 pub struct DevArgs {
@@ -121,8 +126,7 @@ fn start_fragment(workspace: &Workspace, fragment: &FragmentCrate, others: &[Fra
         .env("TESSERA_PUBLIC_URL", site_url)
         .env("TESSERA_DATA_DIR", &data)
         .env("TESSERA_SITE_DIR", workspace.site_dir())
-        .env("TESSERA_EVENTS_SECRET", DEV_EVENTS_SECRET)
-        .env("TESSERA_PAYMENT_WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET)
+        .envs(DEV_SECRETS)
         .env("TESSERA_PAYMENT_URL", site_url)
         .env("TESSERA_DRAIN_NOTICE_MS", "300")
         .stdin(Stdio::null());
@@ -162,8 +166,7 @@ pub fn dev(workspace: &Workspace, args: DevArgs) -> Result<()> {
             .env("TESSERA_PUBLIC_URL", &site_url)
             .env("TESSERA_DATA_DIR", workspace.root.join("data").join("dev-site"))
             .env("TESSERA_SITE_DIR", workspace.site_dir())
-            .env("TESSERA_EVENTS_SECRET", DEV_EVENTS_SECRET)
-            .env("TESSERA_PAYMENT_WEBHOOK_SECRETS", DEV_WEBHOOK_SECRET)
+            .envs(DEV_SECRETS)
             .env(format!("TESSERA_FRAGMENTS__{}__UPSTREAMS", fragment.name.to_uppercase()), &fragment_url)
             .stdin(Stdio::null());
         let mut site = Process(command.spawn().context("starting the site")?);

@@ -72,7 +72,8 @@ pub enum Hold {
 
 fn inventory(runtime: &FragmentRuntime) -> Result<ServiceClient, String> {
     let target = runtime.peers.get("inventory").ok_or_else(|| "no route to the inventory service is configured".to_owned())?;
-    Ok(ServiceClient::new(runtime.name, "inventory", runtime.events.signer.clone(), target, INVENTORY_TIMEOUT))
+    let signer = runtime.secrets.services().map_err(|error| error.to_string())?;
+    Ok(ServiceClient::new(runtime.name, "inventory", signer, target, INVENTORY_TIMEOUT))
 }
 
 fn classify(result: Result<Reservation, CallError>) -> Hold {

@@ -23,6 +23,9 @@ pub enum WebhookRefusal {
     BadRequest(String),
     /// A signature that does not match: 401.
     Unauthorized(String),
+    /// The cart cannot check signatures right now (its webhook secrets could not be read): 503, and
+    /// the provider sends it again later.
+    Unavailable(String),
 }
 
 /// What the cart needs from a payment provider.
@@ -37,24 +40,25 @@ pub trait PaymentProvider: Send + Sync {
     fn verify_webhook(&self, signature: Option<&str>, body: &[u8], now_seconds: i64) -> Result<WebhookEvent, WebhookRefusal>;
 }
 
-/// The sandbox provider: signed service calls to `tessera-paysandbox`, webhooks signed with the shared
-/// webhook secrets.
+/// The sandbox provider: service calls to `tessera-paysandbox` signed with the payment API secret,
+/// webhooks signed with the shared webhook secrets.
 pub struct SandboxProvider {
-    client: Option<ServiceClient>,
-    webhooks: WebhookSigner,
+    client: Result<ServiceClient, String>,
+    webhooks: Result<WebhookSigner, String>,
 }
 
 impl SandboxProvider {
     pub fn new(runtime: &FragmentRuntime) -> SandboxProvider {
-        let client = runtime
-            .peers
-            .get("payments")
-            .map(|target| ServiceClient::new(runtime.name, "payments", runtime.events.signer.clone(), target, Duration::from_secs(5)));
-        SandboxProvider { client, webhooks: runtime.webhooks.clone() }
+        let client = match (runtime.peers.get("payments"), runtime.secrets.payment_api()) {
+            (Some(target), Ok(signer)) => Ok(ServiceClient::new(runtime.name, "payments", signer, target, Duration::from_secs(5))),
+            (None, _) => Err("no payment provider is configured".to_owned()),
+            (_, Err(error)) => Err(error.to_string()),
+        };
+        SandboxProvider { client, webhooks: runtime.secrets.payment_webhooks().map_err(|error| error.to_string()) }
     }
 
     fn client(&self) -> Result<&ServiceClient, CallError> {
-        self.client.as_ref().ok_or_else(|| CallError::Unavailable { service: "payments".into(), message: "no payment provider is configured".into() })
+        self.client.as_ref().map_err(|message| CallError::Unavailable { service: "payments".into(), message: message.clone() })
     }
 }
 
@@ -72,7 +76,8 @@ impl PaymentProvider for SandboxProvider {
     }
 
     fn verify_webhook(&self, signature: Option<&str>, body: &[u8], now_seconds: i64) -> Result<WebhookEvent, WebhookRefusal> {
-        match self.webhooks.verify(signature, body, now_seconds) {
+        let webhooks = self.webhooks.as_ref().map_err(|message| WebhookRefusal::Unavailable(message.clone()))?;
+        match webhooks.verify(signature, body, now_seconds) {
             Ok(()) => {}
             Err(error @ WebhookError::Mismatch) => return Err(WebhookRefusal::Unauthorized(error.to_string())),
             Err(error) => return Err(WebhookRefusal::BadRequest(error.to_string())),

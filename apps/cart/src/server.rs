@@ -235,6 +235,10 @@ async fn webhook(State(runtime): State<FragmentRuntime>, headers: HeaderMap, bod
             tracing::warn!(message, "payment webhook with a bad signature");
             return (StatusCode::UNAUTHORIZED, Json(ApiError::BadRequest(message))).into_response();
         }
+        Err(WebhookRefusal::Unavailable(message)) => {
+            tracing::error!(message, "payment webhook secrets unavailable");
+            return ApiError::Unavailable("the cart cannot check webhook signatures right now; send it again later".into()).into_http_response();
+        }
     };
     match crate::orders::apply_payment_event(&runtime, &event).await {
         Ok(applied) => {

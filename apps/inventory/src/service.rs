@@ -39,7 +39,8 @@ fn op_response(error: OpError) -> Response {
 
 /// The calling service, or the refusal to answer.
 fn caller(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> Result<String, ApiError> {
-    tessera_kit::service::verify_caller(&runtime.events.signer, headers, method, uri.path(), body)
+    let signer = runtime.secrets.services().map_err(tessera_kit::internal)?;
+    tessera_kit::service::verify_caller(&signer, headers, method, uri.path(), body)
 }
 
 fn check_id(id: &str) -> Result<(), ApiError> {

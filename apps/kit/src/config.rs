@@ -68,9 +68,16 @@ pub struct Settings {
     pub demo: bool,
     /// Generated products the demo adds to the eight classic ones.
     pub demo_extra_products: usize,
-    /// Shared secret signing event requests between services (all processes of a deployment must share
-    /// it); unset: one is generated in the data dir, which is enough for a single process.
+    /// Shared secret signing event requests between fragments (every fragment process of a deployment
+    /// must share it; at least 32 bytes); unset: one is generated in the data dir, which is enough for a
+    /// single process. See `crate::secrets` for which process holds which secret.
     pub events_secret: Option<String>,
+    /// Shared secret signing calls between fragments (the cart reserving stock in inventory): every
+    /// process of a fragment that calls or is called; at least 32 bytes; unset: generated in the data dir.
+    pub service_secret: Option<String>,
+    /// Shared secret signing the merchant's (the cart's) calls to the payment provider: the cart's
+    /// processes and the provider's; at least 32 bytes; unset: generated in the data dir.
+    pub payment_api_secret: Option<String>,
     /// Delivery attempts before an event becomes a dead letter.
     pub events_max_attempts: i64,
     /// First retry delay; it doubles with every attempt (capped at a minute).
@@ -83,7 +90,7 @@ pub struct Settings {
     pub inbox_retention_days: i64,
     /// Days a session that ended (signed out, revoked, expired) is kept, with its refresh tokens.
     pub sessions_retention_days: i64,
-    /// Secrets that sign and verify payment webhooks, comma-separated. The provider signs with every one
+    /// Secrets that sign and verify payment webhooks, comma-separated (each at least 32 bytes). The provider signs with every one
     /// and the cart accepts any, so a secret is rotated by adding the new one on both sides, then removing
     /// the old. Unset: one is generated in the data dir (enough for a single process).
     pub payment_webhook_secrets: Option<String>,
@@ -196,6 +203,8 @@ impl Default for Settings {
             demo: false,
             demo_extra_products: tessera_contracts::demo::DEFAULT_EXTRA_PRODUCTS,
             events_secret: None,
+            service_secret: None,
+            payment_api_secret: None,
             events_max_attempts: 8,
             events_base_backoff_ms: 200,
             events_retention_days: 7,

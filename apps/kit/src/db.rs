@@ -149,8 +149,17 @@ impl StoreSettings {
         let connect = |source| DbError::Connect { service: service.to_owned(), source };
         let (pool, backend) = match &self.postgres_url {
             None => {
-                std::fs::create_dir_all(&self.data_dir).map_err(|source| DbError::DataDir { path: self.data_dir.clone(), source })?;
+                // Owner-only: the data dir holds every service's data and the generated secrets. The
+                // file is made 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files
+                // the database file's mode.
+                let data_dir_error = |source| DbError::DataDir { path: self.data_dir.clone(), source };
+                crate::secrets::create_private_dir(&self.data_dir).map_err(data_dir_error)?;
                 let path = self.data_dir.join(format!("{service}.sqlite"));
+                match crate::secrets::create_private_file(&path) {
+                    Ok(_) => {}
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => crate::secrets::restrict_to_owner(&path).map_err(data_dir_error)?,
+                    Err(error) => return Err(data_dir_error(error)),
+                }
                 let url = format!("sqlite://{}?mode=rwc", path.display());
                 let options = AnyConnectOptions::from_str(&url).map_err(connect)?;
                 let pool = AnyPoolOptions::new()

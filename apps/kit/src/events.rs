@@ -90,24 +90,6 @@ impl EventSigner {
         [(PRODUCER_HEADER, producer.to_owned()), (TIMESTAMP_HEADER, timestamp.to_string()), (SIGNATURE_HEADER, format!("v1={}", STANDARD.encode(tag.as_ref())))]
     }
 
-    /// The message of a service call: the method and path are signed too, so a captured call cannot be
-    /// replayed against another endpoint.
-    fn call_message(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
-        let mut message = format!("{method} {path}\n").into_bytes();
-        message.extend_from_slice(body);
-        message
-    }
-
-    /// The headers of a signed service-to-service call (see `crate::service`).
-    pub fn sign_call(&self, caller: &str, method: &str, path: &str, body: &[u8], timestamp: i64) -> [(&'static str, String); 3] {
-        self.sign(caller, &EventSigner::call_message(method, path, body), timestamp)
-    }
-
-    /// Checks a service call's signature and returns the calling service.
-    pub fn verify_call(&self, headers: &HeaderMap, method: &str, path: &str, body: &[u8], now_seconds: i64) -> Result<String, SignatureError> {
-        self.verify(headers, &EventSigner::call_message(method, path, body), now_seconds)
-    }
-
     /// Checks a request's signature (constant time) and returns the producer that signed it.
     pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_seconds: i64) -> Result<String, SignatureError> {
         let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());

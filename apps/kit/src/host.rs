@@ -13,7 +13,6 @@
 //!   process exits.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,11 +32,11 @@ use tower_http::trace::TraceLayer;
 use crate::client::{ClientIp, TrustedProxies};
 
 use crate::config::Settings;
-use crate::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target};
+use crate::events::{HttpTransport, Outbox, Relay, RelaySettings, Target};
 use crate::fragment::{Fragment, NavEntry};
 use crate::manifest::ManifestStore;
 use crate::peers::Peers;
-use crate::webhook::WebhookSigner;
+use crate::secrets::Secrets;
 use crate::{FragmentEvents, FragmentRuntime};
 
 /// Where every process describes the fragments it serves, as a JSON list of [`FragmentDescriptor`]s (not
@@ -132,6 +131,8 @@ pub enum HostError {
     Seed { fragment: &'static str, source: crate::fragment::SeedError },
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Secret(#[from] crate::secrets::SecretError),
     #[error("reading or recording event subscriptions: {0}")]
     Subscriptions(sqlx::Error),
 }
@@ -148,10 +149,9 @@ pub struct Local {
 /// The services of one process, being assembled.
 pub struct Host {
     pub settings: Settings,
-    /// Signs and verifies events and service calls (the deployment's shared secret).
-    pub events: EventSigner,
-    /// Signs and verifies payment webhooks.
-    pub webhooks: WebhookSigner,
+    /// The deployment's shared secrets (`crate::secrets`): each loaded when a part of the process first
+    /// needs it, so a process holds only the secrets of what it runs.
+    pub secrets: Arc<Secrets>,
     /// Routes to every service this process knows, shared by all services in it.
     pub peers: Arc<Peers>,
     pub local: Vec<Local>,
@@ -169,20 +169,16 @@ pub fn verifier_settings(settings: &Settings) -> VerifierSettings {
 }
 
 impl Host {
-    /// A host with the deployment's secrets: `TESSERA_EVENTS_SECRET` and
-    /// `TESSERA_PAYMENT_WEBHOOK_SECRETS` when set (every process of a deployment must share them), else
-    /// secrets generated once and kept in the data dir (enough for a single process).
+    /// A host with the deployment's secrets (configured ones are checked now; see `crate::secrets`).
     pub fn new(settings: &Settings) -> Result<Host, HostError> {
-        let events = EventSigner::new(&shared_secrets(&settings.data_dir, settings.events_secret.as_deref().map(|s| vec![s]), "events.secret")?);
-        let configured = settings.payment_webhook_secrets.as_deref().map(|secrets| secrets.split(',').map(str::trim).collect());
-        let webhooks = WebhookSigner::new(&shared_secrets(&settings.data_dir, configured, "payment-webhook.secret")?);
+        let secrets = Arc::new(Secrets::new(settings)?);
         let peers = Arc::new(Peers::default());
         if let Some(base) = &settings.payment_url {
             // Comma-separated: several processes serve the provider (every shell replica does).
             let bases = base.split(',').map(str::trim).filter(|base| !base.is_empty()).map(str::to_owned).collect();
             peers.set("payments", Target::http(tessera_contracts::payments::SANDBOX_PREFIX, bases));
         }
-        Ok(Host { settings: settings.clone(), events, webhooks, peers, local: Vec::new(), background: Vec::new() })
+        Ok(Host { settings: settings.clone(), secrets, peers, local: Vec::new(), background: Vec::new() })
     }
 
     /// Opens `fragment`'s database, builds its runtime and router, and makes it reachable in process.
@@ -203,9 +199,9 @@ impl Host {
             verifier: Verifier::new(verifier_settings(settings), jwks),
             manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site_dir, fragment.name()))),
             csrf: Arc::new(settings.csrf_policy()),
-            events: Arc::new(FragmentEvents { outbox: Outbox::new(fragment.name()), signer: self.events.clone(), subscriptions }),
+            events: Arc::new(FragmentEvents { outbox: Outbox::new(fragment.name()), signer: self.secrets.events()?, subscriptions }),
             peers: self.peers.clone(),
-            webhooks: self.webhooks.clone(),
+            secrets: self.secrets.clone(),
             secure_cookies: settings.secure_cookies(),
         };
         let router = fragment.router(runtime.clone()).layer(CatchPanicLayer::new());
@@ -265,8 +261,8 @@ impl Host {
         self.background.push(tokio::spawn(discovery.run(complete)));
         for local in self.local.iter().filter(|local| !local.fragment.publishes().is_empty()) {
             let transport: Arc<dyn crate::events::Transport> = match &broker {
-                Some(broker) => Arc::new(crate::broker::BrokerTransport::new(broker.clone(), local.fragment.name(), self.events.clone())),
-                None => Arc::new(HttpTransport::new(local.fragment.name(), self.events.clone(), self.peers.clone())),
+                Some(broker) => Arc::new(crate::broker::BrokerTransport::new(broker.clone(), local.fragment.name(), local.runtime.events.signer.clone())),
+                None => Arc::new(HttpTransport::new(local.fragment.name(), local.runtime.events.signer.clone(), self.peers.clone())),
             };
             let relay_settings = RelaySettings {
                 max_attempts: self.settings.events_max_attempts,
@@ -302,7 +298,7 @@ impl Host {
                 seeded.map_err(|source| HostError::Seed { fragment: local.fragment.name(), source })?;
             }
         }
-        Ok(Started { local: self.local, background: self.background, events: self.events, teardown: Teardown(self.peers.clone()) })
+        Ok(Started { local: self.local, background: self.background, secrets: self.secrets, teardown: Teardown(self.peers.clone()) })
     }
 }
 
@@ -310,7 +306,7 @@ impl Host {
 pub struct Started {
     pub local: Vec<Local>,
     pub background: Vec<tokio::task::JoinHandle<()>>,
-    pub events: EventSigner,
+    pub secrets: Arc<Secrets>,
     pub teardown: Teardown,
 }
 
@@ -399,35 +395,6 @@ impl Discovery {
 /// Whether `fragment` publishes `event_type`.
 fn publishes(fragment: &dyn Fragment, event_type: &str) -> bool {
     fragment.publishes().iter().any(|(published, _)| *published == event_type)
-}
-
-/// Configured secrets, or one random secret generated once into `<data dir>/keys/<file>` (mode 0600).
-fn shared_secrets(data_dir: &Path, configured: Option<Vec<&str>>, file: &str) -> Result<Vec<Vec<u8>>, HostError> {
-    let configured: Vec<Vec<u8>> = configured.unwrap_or_default().into_iter().filter(|s| !s.is_empty()).map(|s| s.as_bytes().to_vec()).collect();
-    if !configured.is_empty() {
-        return Ok(configured);
-    }
-    let dir = data_dir.join("keys");
-    let path = dir.join(file);
-    let io = |context: String| move |source| HostError::Io { context, source };
-    if !path.exists() {
-        use ring::rand::SecureRandom;
-        let mut secret = [0u8; 32];
-        ring::rand::SystemRandom::new().fill(&mut secret).map_err(|_| HostError::Config("no system randomness".into()))?;
-        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let written = options.open(&path).and_then(|mut file| std::io::Write::write_all(&mut file, &secret));
-        match written {
-            Ok(()) => {}
-            // Another process of the same data dir made it first: use theirs.
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(error) => return Err(io(format!("writing {}", path.display()))(error)),
-        }
-    }
-    Ok(vec![std::fs::read(&path).map_err(io(format!("reading {}", path.display())))?])
 }
 
 /// `GET /.well-known/tessera-fragments` for the fragments of this process.

@@ -13,6 +13,8 @@
 //!   same over NATS JetStream when configured; `cdc`: the relay fed by PostgreSQL's logical replication
 //!   stream instead of polling, when configured;
 //! - `service`: signed service-to-service calls (the cart reserving stock) and their verification;
+//! - `secrets`: one shared secret per trust relationship (events, service calls, the payment API, its
+//!   webhooks), loaded when first asked for, checked for length, kept owner-only;
 //! - `peers`: how a service reaches the others it calls (in process or over HTTP);
 //! - `lease`: named leases in a fragment's database, so its instances take turns (a cart's changes, a
 //!   sweeper's pass) whatever process they run in;
@@ -43,6 +45,7 @@ pub mod metrics;
 pub mod page;
 pub mod peers;
 pub mod routes;
+pub mod secrets;
 pub mod service;
 pub mod webhook;
 
@@ -74,8 +77,9 @@ pub struct FragmentRuntime {
     pub events: Arc<FragmentEvents>,
     /// Routes to the services this one calls.
     pub peers: Arc<peers::Peers>,
-    /// Verifies (and, for the sandbox provider, signs) payment webhooks.
-    pub webhooks: webhook::WebhookSigner,
+    /// The deployment's shared secrets, loaded when a part of the fragment first needs one (the cart
+    /// the payment secrets, inventory the service secret).
+    pub secrets: Arc<secrets::Secrets>,
     /// Whether cookies the fragment sets itself carry `Secure` (the site is served over https).
     pub secure_cookies: bool,
 }

@@ -1,8 +1,9 @@
 //! Service-to-service calls: signed requests for the few places where a user waits for another
 //! service's answer (the cart reserving stock).
 //!
-//! A call is an ordinary JSON request whose method, path, timestamp and body are signed with the shared
-//! service secret (the one events use, [`EventSigner::sign_call`]). The callee learns which service is
+//! A call is an ordinary JSON request whose method, path, timestamp and body are signed with the secret of
+//! the relationship ([`CallSigner`]: `TESSERA_SERVICE_SECRET` between fragments, `TESSERA_PAYMENT_API_SECRET`
+//! to the payment provider; never the events secret, see `crate::secrets`). The callee learns which service is
 //! calling and refuses anything unsigned, so such endpoints are closed to browsers even though they sit
 //! under the fragment's public prefix. [`ServiceClient`] reaches the callee in process (its router) or over
 //! HTTP, like the event relay.
@@ -15,7 +16,7 @@ use serde::Serialize;
 use tessera_contracts::inventory::InsufficientStock;
 use tessera_contracts::ApiError;
 
-use crate::events::{now_ms, EventSigner, Target};
+use crate::events::{now_ms, EventSigner, SignatureError, Target};
 
 /// Largest answer a client reads.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -34,19 +35,49 @@ pub enum CallError {
     Unavailable { service: String, message: String },
 }
 
+/// Signs and verifies service calls with one relationship's secret. The method and path are signed with
+/// the body, so a captured call cannot be replayed against another endpoint. (It shares the timestamped
+/// HMAC of event requests, with a key of its own.)
+#[derive(Clone, Debug)]
+pub struct CallSigner {
+    hmac: EventSigner,
+}
+
+impl CallSigner {
+    pub fn new(secrets: &[Vec<u8>]) -> CallSigner {
+        CallSigner { hmac: EventSigner::new(secrets) }
+    }
+
+    fn message(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+        let mut message = format!("{method} {path}\n").into_bytes();
+        message.extend_from_slice(body);
+        message
+    }
+
+    /// The headers of a signed call by `caller`.
+    pub fn sign(&self, caller: &str, method: &str, path: &str, body: &[u8], timestamp: i64) -> [(&'static str, String); 3] {
+        self.hmac.sign(caller, &CallSigner::message(method, path, body), timestamp)
+    }
+
+    /// Checks a call's signature and returns the calling service.
+    pub fn verify(&self, headers: &HeaderMap, method: &str, path: &str, body: &[u8], now_seconds: i64) -> Result<String, SignatureError> {
+        self.hmac.verify(headers, &CallSigner::message(method, path, body), now_seconds)
+    }
+}
+
 /// Calls one service on behalf of another.
 #[derive(Clone)]
 pub struct ServiceClient {
     caller: &'static str,
     service: String,
-    signer: EventSigner,
+    signer: CallSigner,
     target: Target,
     timeout: Duration,
 }
 
 impl ServiceClient {
     /// A client that calls `service` (reached through `target`) as `caller`.
-    pub fn new(caller: &'static str, service: &str, signer: EventSigner, target: Target, timeout: Duration) -> ServiceClient {
+    pub fn new(caller: &'static str, service: &str, signer: CallSigner, target: Target, timeout: Duration) -> ServiceClient {
         ServiceClient { caller, service: service.to_owned(), signer, target, timeout }
     }
 
@@ -67,7 +98,7 @@ impl ServiceClient {
 
     async fn call<R: DeserializeOwned>(&self, method: Method, path: &str, body: Vec<u8>) -> Result<R, CallError> {
         let mut headers = vec![("content-type", "application/json".to_owned())];
-        headers.extend(self.signer.sign_call(self.caller, method.as_str(), path, &body, now_ms() / 1000));
+        headers.extend(self.signer.sign(self.caller, method.as_str(), path, &body, now_ms() / 1000));
         let (status, bytes) =
             self.target.send(method, path, &headers, body, MAX_RESPONSE_BYTES, self.timeout).await.map_err(|error| self.unavailable(error))?;
         if (200..300).contains(&status) {
@@ -87,8 +118,8 @@ impl ServiceClient {
 
 /// The calling service of a signed request, or the 403 to answer an unsigned or forged one (signing in
 /// as a person does not help, so it is not a 401).
-pub fn verify_caller(signer: &EventSigner, headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<String, ApiError> {
-    signer.verify_call(headers, method.as_str(), path, body, crate::db::now_seconds()).map_err(|error| {
+pub fn verify_caller(signer: &CallSigner, headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<String, ApiError> {
+    signer.verify(headers, method.as_str(), path, body, crate::db::now_seconds()).map_err(|error| {
         tracing::warn!(%error, path, "service call refused");
         ApiError::Forbidden(format!("this endpoint is for Tessera services only ({error})"))
     })

@@ -36,8 +36,9 @@ use axum::Router;
 use sqlx::migrate::Migrator;
 use sqlx::AnyPool;
 use tessera_kit::db::{DbError, Migrations, StoreSettings};
-use tessera_kit::events::{now_ms, EventSigner};
+use tessera_kit::events::now_ms;
 use tessera_kit::peers::Peers;
+use tessera_kit::service::CallSigner;
 use tessera_kit::webhook::WebhookSigner;
 use tokio::sync::Notify;
 
@@ -60,8 +61,9 @@ pub static MIGRATIONS: Migrations = Migrations { sqlite: &SQLITE, postgres: &POS
 pub struct Sandbox {
     /// The sandbox's own database.
     pub db: AnyPool,
-    /// Verifies the merchant's signed API calls (the services' shared secret).
-    pub signer: EventSigner,
+    /// Verifies the merchant's signed API calls (the payment API secret, never the events or service
+    /// secret: the provider holds only what its two relationships with the merchant need).
+    pub signer: CallSigner,
     /// Signs the webhooks (the secret shared with the merchant for webhooks only).
     pub webhooks: WebhookSigner,
     /// Where the merchant is (`cart`), read on every delivery.
@@ -72,7 +74,7 @@ pub struct Sandbox {
 
 impl Sandbox {
     /// A sandbox on an already migrated pool (see [`open`]).
-    pub fn new(db: AnyPool, signer: EventSigner, webhooks: WebhookSigner, peers: Arc<Peers>) -> Sandbox {
+    pub fn new(db: AnyPool, signer: CallSigner, webhooks: WebhookSigner, peers: Arc<Peers>) -> Sandbox {
         Sandbox { db, signer, webhooks, peers, notify: Arc::new(Notify::new()) }
     }
 
@@ -88,7 +90,7 @@ impl Sandbox {
 }
 
 /// Opens (creating and migrating) the sandbox's database and returns the sandbox on it.
-pub async fn open(store: &StoreSettings, signer: EventSigner, webhooks: WebhookSigner, peers: Arc<Peers>) -> Result<Sandbox, DbError> {
+pub async fn open(store: &StoreSettings, signer: CallSigner, webhooks: WebhookSigner, peers: Arc<Peers>) -> Result<Sandbox, DbError> {
     let db = store.open(NAME, &MIGRATIONS).await?;
     Ok(Sandbox::new(db, signer, webhooks, peers))
 }
@@ -102,7 +104,7 @@ pub fn router(sandbox: Sandbox) -> Router {
 /// Runs the sandbox in `host`'s process: its database, its deliverer, and its routes (returned, to merge
 /// into the process's router). Services of the process reach it as `payments`.
 pub async fn attach(host: &mut tessera_kit::host::Host) -> Result<Router, tessera_kit::host::HostError> {
-    let sandbox = open(&host.settings.store(), host.events.clone(), host.webhooks.clone(), host.peers.clone()).await?;
+    let sandbox = open(&host.settings.store(), host.secrets.payment_api()?, host.secrets.payment_webhooks()?, host.peers.clone()).await?;
     let router = router(sandbox.clone());
     host.add_service("payments", tessera_contracts::payments::SANDBOX_PREFIX, router.clone());
     host.background.push(spawn_deliverer(sandbox));

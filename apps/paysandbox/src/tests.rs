@@ -15,9 +15,9 @@ use tessera_contracts::payments::{
 };
 use tessera_contracts::ApiError;
 use tessera_kit::db::StoreSettings;
-use tessera_kit::events::{EventSigner, Target};
+use tessera_kit::events::Target;
 use tessera_kit::peers::Peers;
-use tessera_kit::service::{CallError, ServiceClient};
+use tessera_kit::service::{CallError, CallSigner, ServiceClient};
 use tessera_kit::webhook::WebhookSigner;
 use tower::ServiceExt;
 
@@ -28,7 +28,7 @@ struct TestApp {
     _dir: tempfile::TempDir,
     sandbox: Sandbox,
     router: Router,
-    service_signer: EventSigner,
+    service_signer: CallSigner,
     merchant: ServiceClient,
     /// Webhooks the stand-in cart accepted, in arrival order.
     received: Arc<Mutex<Vec<WebhookEvent>>>,
@@ -66,7 +66,7 @@ impl TestApp {
     async fn start() -> TestApp {
         let dir = tempfile::tempdir().unwrap();
         let store = StoreSettings { data_dir: dir.path().to_owned(), postgres_url: None, schema_prefix: String::new(), postgres_pool_size: 1 };
-        let service_signer = EventSigner::new(&[b"service secret".to_vec()]);
+        let service_signer = CallSigner::new(&[b"payment api secret".to_vec()]);
         let webhooks = WebhookSigner::new(&[b"webhook secret".to_vec()]);
         let peers = Arc::new(Peers::default());
         let sandbox = open(&store, service_signer.clone(), webhooks.clone(), peers.clone()).await.unwrap();
@@ -79,7 +79,7 @@ impl TestApp {
         TestApp { _dir: dir, sandbox, router, service_signer, merchant, received, cart_answers }
     }
 
-    fn client(caller: &'static str, signer: &EventSigner, router: &Router) -> ServiceClient {
+    fn client(caller: &'static str, signer: &CallSigner, router: &Router) -> ServiceClient {
         let target = Target::InProcess { prefix: SANDBOX_PREFIX.into(), router: router.clone() };
         ServiceClient::new(caller, "paysandbox", signer.clone(), target, Duration::from_secs(5))
     }
