@@ -142,6 +142,13 @@ pub(crate) fn free_port() -> Result<u16> {
 /// A server process that is killed when dropped.
 pub(crate) struct Server(Child);
 
+impl Server {
+    /// The server's process id (the soak samples its memory).
+    pub(crate) fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -16,14 +16,18 @@
 //!
 //! Layout: `main.rs` (commands, the bundle pipeline, the binaries), `setup.rs` (installing what is missing:
 //! the wasm target, npm packages, Chromium), `bench*.rs` (build times, bundle sizes, throughput, rollouts),
-//! `dev.rs` (one team's build-run-watch loop beside the rest of the site).
+//! `dev.rs` (one team's build-run-watch loop beside the rest of the site), `fuzz.rs` (coverage-guided
+//! fuzzing with libFuzzer, the way cargo-fuzz does it), `soak.rs` (minutes of mixed load: errors, latency,
+//! memory).
 
 mod bench;
 mod bench_catalog;
 mod bench_checkout;
 mod bench_inventory;
 mod dev;
+mod fuzz;
 mod setup;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -111,6 +115,10 @@ enum Cmd {
     /// Work on one fragment: build and run only it beside the rest of the site on :3000, and rebuild and
     /// restart it when its sources change.
     Dev(dev::DevArgs),
+    /// Coverage-guided fuzzing of the parsers and verifiers that take untrusted input (libFuzzer).
+    Fuzz(fuzz::FuzzArgs),
+    /// The whole site under a steady mixed load for minutes: 5xx, latency per route, memory over time.
+    Soak(soak::SoakArgs),
 }
 
 /// Paths of this checkout.
@@ -381,6 +389,9 @@ fn run_site(workspace: &Workspace, profile: WasmProfile) -> Result<()> {
     run(&mut command)
 }
 
+/// How long `cargo xtask test` runs each fuzz target (the long runs are `cargo xtask fuzz`).
+const FUZZ_SECONDS_IN_TESTS: u64 = 10;
+
 fn test(workspace: &Workspace, browser: bool) -> Result<()> {
     let started = Instant::now();
     setup::check_test_postgres()?;
@@ -395,6 +406,8 @@ fn test(workspace: &Workspace, browser: bool) -> Result<()> {
     // One wasm build (release, as shipped) serves the browser tests; the server is built by `cargo test`.
     build(workspace, None, WasmProfile::Release)?;
     run(cargo(workspace).args(["test", "--workspace", "--no-fail-fast"]).env("TESSERA_SITE_DIR", workspace.site_dir()))?;
+    // Every fuzz target briefly, over its committed seeds: a finding fails the run like a test.
+    fuzz::fuzz(workspace, &fuzz::FuzzArgs { target: None, seconds: FUZZ_SECONDS_IN_TESTS, merge: false })?;
     if browser {
         let tests: Vec<PathBuf> = std::fs::read_dir(workspace.end2end().join("tests"))?
             .filter_map(|entry| entry.ok().map(|entry| entry.path()))
@@ -431,6 +444,8 @@ fn main() -> Result<()> {
         Cmd::Test { no_browser } => test(&workspace, !no_browser),
         Cmd::Bench(args) => bench::bench(&workspace, args),
         Cmd::Dev(args) => dev::dev(&workspace, args),
+        Cmd::Fuzz(args) => fuzz::fuzz(&workspace, &args).map(|_| ()),
+        Cmd::Soak(args) => soak::soak(&workspace, &args),
     }
 }
 
