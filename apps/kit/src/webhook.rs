@@ -39,8 +39,10 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// Lowercase or uppercase hex digits only: `from_str_radix` alone would take "+f" as a byte, so two
+/// spellings of one signature would both verify.
 fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) || text.len() > 128 {
+    if !text.len().is_multiple_of(2) || text.len() > 128 || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
@@ -118,7 +120,7 @@ mod tests {
         assert_eq!(signer.verify(None, b"{}", 1_000), Err(WebhookError::Missing));
         // A timestamp at the edge of i64 is merely stale, never an overflow.
         assert_eq!(signer.verify(Some("t=-9223372036854775808,v1=00"), b"{}", 1_000), Err(WebhookError::Stale));
-        for bad in ["", "t=x,v1=00", "v1=00", "t=1000", "t=1000,v1=zz", "nonsense"] {
+        for bad in ["", "t=x,v1=00", "v1=00", "t=1000", "t=1000,v1=zz", "t=1000,v1=+0", "nonsense"] {
             assert_eq!(signer.verify(Some(bad), b"{}", 1_000), Err(WebhookError::Malformed), "{bad:?}");
         }
         let other = WebhookSigner::new(&[b"guessed".to_vec()]);
