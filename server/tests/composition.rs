@@ -273,3 +273,111 @@ async fn a_fragment_cannot_weaken_the_security_headers() {
     // Its script without the nonce is served, but no browser will run it.
     assert_eq!(inline_script_nonces(&response.text().await.unwrap()), vec![None]);
 }
+
+/// Reads a compressed stream into `received` until `marker` decodes or `wait` passes; returns what the
+/// bytes received so far decode to.
+async fn decode_until(response: &mut reqwest::Response, received: &mut Vec<u8>, encoding: &str, marker: &str, wait: std::time::Duration) -> String {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
+            Ok(chunk) => chunk.unwrap(),
+            Err(_) => break,
+        };
+        let Some(chunk) = chunk else { break };
+        received.extend_from_slice(&chunk);
+        let text = decompress_prefix(encoding, received);
+        if text.contains(marker) {
+            return text;
+        }
+    }
+    decompress_prefix(encoding, received)
+}
+
+/// What a compressed prefix of a stream decodes to, ignoring that the stream has not ended.
+fn decompress_prefix(encoding: &str, bytes: &[u8]) -> String {
+    use std::io::Read;
+    let mut out = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let mut reader: Box<dyn Read> = match encoding {
+        "gzip" => Box::new(flate2::read::GzDecoder::new(bytes)),
+        _ => Box::new(brotli::Decompressor::new(bytes, 4096)),
+    };
+    // A prefix ends in an unexpected EOF; everything before it was already produced.
+    while let Ok(read) = reader.read(&mut buffer) {
+        if read == 0 {
+            break;
+        }
+        out.extend_from_slice(&buffer[..read]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn composed_pages_are_compressed_without_losing_their_streaming_and_so_is_json() {
+    use futures::StreamExt;
+    // A catalog whose page sends its head and first part, then waits until the test lets it finish (only
+    // the page: the shell's health checks must not take the gate's permits).
+    let gate = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let upstream_gate = gate.clone();
+    let stub = spawn_stub(Router::new().route(
+        "/catalog",
+        axum::routing::get(move || {
+            let gate = upstream_gate.clone();
+            async move {
+                let first = format!(
+                    "<!DOCTYPE html><html><head><title>Catalog</title></head><body><header id=\"{}\"></header><main><p>first part {}</p>",
+                    tessera_contracts::CHROME_SLOT_ID,
+                    "of the page ".repeat(200)
+                );
+                let rest = async move {
+                    gate.acquire().await.unwrap().forget();
+                    Ok::<_, std::convert::Infallible>(axum::body::Bytes::from_static(b"<p>the rest arrived</p></main></body></html>"))
+                };
+                let body =
+                    futures::stream::once(async move { Ok::<_, std::convert::Infallible>(axum::body::Bytes::from(first)) }).chain(futures::stream::once(rest));
+                ([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], axum::body::Body::from_stream(body))
+            }
+        }),
+    ))
+    .await;
+    let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{stub}"), Some(10_000)), ..Options::default() }).await;
+
+    for encoding in ["br", "gzip"] {
+        let mut response = app.client.get(format!("{}/catalog", app.url)).header("accept-encoding", encoding).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-encoding"], encoding);
+        let vary = response.headers().get_all("vary").iter().map(|value| value.to_str().unwrap().to_ascii_lowercase()).collect::<Vec<_>>();
+        assert!(vary.iter().any(|value| value.contains("accept-encoding")), "{vary:?}");
+        // The first part, composed with the chrome, decodes while the fragment still holds the rest.
+        let mut received = Vec::new();
+        let early = decode_until(&mut response, &mut received, encoding, "first part", std::time::Duration::from_secs(5)).await;
+        assert!(early.contains("first part") && early.contains("tessera.css"), "{encoding}: nothing decodable before the fragment finished: {early:?}");
+        assert!(!early.contains("the rest arrived"));
+        gate.add_permits(1);
+        let all = decode_until(&mut response, &mut received, encoding, "</html>", std::time::Duration::from_secs(5)).await;
+        assert!(all.contains("first part") && all.contains("the rest arrived") && all.ends_with("</html>"), "{encoding}: {all:?}");
+    }
+
+    // Asked for nothing, the page comes plain.
+    gate.add_permits(1);
+    let response = app.client.get(format!("{}/catalog", app.url)).send().await.unwrap();
+    assert!(response.headers().get("content-encoding").is_none());
+    assert!(response.text().await.unwrap().contains("the rest arrived"));
+
+    // JSON through the shell is compressed too (the inventory's stock table, in this process).
+    let cookie = app.login_as(ADMIN, PASSWORD).await;
+    let response = app
+        .client
+        .post(format!("{}/admin/inventory/api/stock_page", app.url))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-encoding"], "br");
+    let body = response.bytes().await.unwrap();
+    let json: serde_json::Value = serde_json::from_str(&decompress_prefix("br", &body)).unwrap();
+    assert!(json["rows"].as_array().is_some_and(|rows| !rows.is_empty()), "{json}");
+}

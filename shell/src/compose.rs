@@ -83,7 +83,9 @@ pub fn compose_page(response: Response<Body>, chrome_html: String, head_html: St
             }
         }
     });
-    Response::from_parts(parts, Body::from_stream(stream))
+    // Fused: a body may be polled again after it ended (tower-http's compression does), which an
+    // unfold stream would answer with a panic.
+    Response::from_parts(parts, Body::from_stream(stream.fuse()))
 }
 
 #[cfg(test)]
@@ -97,6 +99,16 @@ mod tests {
         assert!(composed.headers().get(CONTENT_LENGTH).is_none());
         let bytes = axum::body::to_bytes(composed.into_body(), usize::MAX).await.unwrap();
         String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_ended_page_can_be_polled_again() {
+        use http_body_util::BodyExt;
+        let stream = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from("<html><head></head><body>x</body></html>"))]);
+        let composed = compose_page(Response::new(Body::from_stream(stream)), String::new(), String::new());
+        let mut body = composed.into_body();
+        while body.frame().await.is_some() {}
+        assert!(body.frame().await.is_none());
     }
 
     #[tokio::test]

@@ -16,6 +16,11 @@
 //!   `sessions`: sessions and rotating refresh tokens with reuse detection; `throttle`: sign-in throttling;
 //! - `pages`, `account`, `admin`: the shell's handlers; `users`: accounts.
 //!
+//! Responses are compressed on the way out (tower-http's `CompressionLayer`, brotli or gzip as the client
+//! asks): the shell's pages, composed fragment pages — chunk by chunk, so streaming survives — and JSON.
+//! Pages are fetched from fragments uncompressed (the shell must rewrite them); bundle files come
+//! precompressed from the fragment and pass through untouched.
+//!
 //! Every request passes the CSRF check (`shared_auth::csrf`) and the session middleware before anything
 //! else, shell pages and fragment requests alike.
 //!
@@ -42,7 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
-use axum::http::header::{CONTENT_TYPE, COOKIE};
+use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, COOKIE};
 use axum::http::{Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -175,7 +180,21 @@ pub fn router(state: ShellState) -> Router {
         .fallback(to_fragment)
         .layer(axum::middleware::from_fn_with_state(state.clone(), session::session_middleware))
         .layer(axum::middleware::from_fn_with_state(state.csrf.clone(), shared_auth::csrf::reject_cross_site))
+        .layer(compression())
         .with_state(state)
+}
+
+/// Below this many bytes compression costs more than it saves (a frame and a round of the encoder).
+const COMPRESS_ABOVE_BYTES: u16 = 256;
+
+/// Brotli or gzip, whichever the client prefers, for every compressible answer of known size above
+/// [`COMPRESS_ABOVE_BYTES`] and every streamed one. tower-http's default predicate already leaves
+/// images, gRPC and event streams alone, and the layer skips a response that is already encoded (the
+/// precompressed bundle files) and sets `Vary: Accept-Encoding` on what it compresses. Brotli at its
+/// default level for a streamed page is slower than gzip; tower-http's default quality keeps it cheap.
+pub fn compression() -> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
+    tower_http::compression::CompressionLayer::new().compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE_BYTES)))
 }
 
 /// What a request to a fragment is for; only pages are composed and get the fallback page.
@@ -234,13 +253,17 @@ async fn forward_to_fragment(state: &ShellState, fragment: Arc<Fragment>, kind: 
 
     let user = current_user(&request);
     let cookie = request.headers().get(COOKIE).cloned();
+    // The page is rewritten here and compressed on the way out: ask the fragment for plain HTML.
+    let mut request = request;
+    request.headers_mut().remove(ACCEPT_ENCODING);
     let (response, cart_count) =
         tokio::join!(state.registry.forward(&fragment, request, fragment.timeout), widgets::fetch_cart_count(state, user.as_ref(), cookie),);
     let chrome = ChromeContext { registry: &state.registry, user: user.as_ref(), cart_count, current: Some(&fragment.prefix) };
     match response {
         Ok(response) if !response.status().is_server_error() => {
             let is_html = response.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("text/html"));
-            if is_html {
+            // An encoded body cannot be rewritten; a fragment that encodes anyway is passed through as is.
+            if is_html && !response.headers().contains_key(CONTENT_ENCODING) {
                 compose::compose_page(response, chrome_html(&chrome), head_html(&state.stylesheet_url))
             } else {
                 response

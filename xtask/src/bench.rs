@@ -2,6 +2,7 @@
 //!
 //! - build time of one fragment's bundle, cold (fresh target dir) and incremental (one source file touched);
 //! - release bundle sizes per fragment: raw, gzip (level 9) and brotli (quality 11);
+//! - bytes on the wire for a first visit to `/catalog`, uncompressed against gzip and brotli (`weight.rs`);
 //! - requests/s and latency of `/catalog` composed by the shell (in process, and over HTTP to a separate
 //!   catalog process) against the same page served directly by the catalog process, all in one run
 //!   against release binaries on loopback;
@@ -13,7 +14,6 @@
 //! - events/s and commit-to-effect latency over NATS JetStream against HTTP, and checkouts/s with 1 and
 //!   2 instances of every process, on PostgreSQL (`end2end/bench-scaleout.mjs`, the fault test's cluster).
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -35,7 +35,8 @@ pub struct BenchArgs {
     /// Skip the cold/incremental build measurement (it needs a second, fresh target dir).
     #[arg(long)]
     skip_build_times: bool,
-    /// Run only one part of the load benchmarks: `site`, `inventory`, `catalog`, `checkout`, `rollout`,
+    /// Run only one part of the load benchmarks: `transfer` (bytes on the wire per encoding), `site`,
+    /// `inventory`, `catalog`, `checkout`, `rollout`,
     /// `dev` (how long an edit takes to show in `cargo xtask dev`) or `scaleout` (events over NATS
     /// against HTTP, checkouts/s with 1 and 2 instances of every process).
     #[arg(long)]
@@ -105,7 +106,7 @@ fn sizes(workspace: &Workspace) -> Result<()> {
         let mut totals = (0, 0, 0);
         for asset in &manifest.assets {
             let bytes = std::fs::read(bundle.join(&asset.path))?;
-            let (gzip, brotli) = (gzip_len(&bytes)?, brotli_len(&bytes)?);
+            let (gzip, brotli) = (crate::weight::gzip(&bytes)?.len(), crate::weight::brotli(&bytes)?.len());
             totals = (totals.0 + bytes.len(), totals.1 + gzip, totals.2 + brotli);
             println!("| {} | {:?} | {} | {gzip} | {brotli} |", fragment.name, asset.kind, bytes.len());
         }
@@ -113,19 +114,6 @@ fn sizes(workspace: &Workspace) -> Result<()> {
     }
     println!();
     Ok(())
-}
-
-fn gzip_len(bytes: &[u8]) -> Result<usize> {
-    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    encoder.write_all(bytes)?;
-    Ok(encoder.finish()?.len())
-}
-
-fn brotli_len(bytes: &[u8]) -> Result<usize> {
-    let mut output = Vec::new();
-    let params = brotli::enc::BrotliEncoderParams { quality: 11, ..Default::default() };
-    brotli::BrotliCompress(&mut std::io::Cursor::new(bytes), &mut output, &params)?;
-    Ok(output.len())
 }
 
 /// Best effort: drops the PostgreSQL schemas a benchmark made under `prefix` (nothing else uses it).
@@ -371,6 +359,9 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     let data = |name: &str| -> PathBuf { scratch.join(name) };
 
     let part = |name: &str| args.only.as_deref().is_none_or(|only| only == name);
+    if part("transfer") {
+        crate::weight::transfer(&binary, &site, &scratch)?;
+    }
     if part("site") {
         site_benches(&binary, &site, &data, args)?;
     }

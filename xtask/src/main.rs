@@ -9,7 +9,10 @@
 //! 3. for release bundles, `wasm-opt -Oz` from npm's `binaryen` (Debian's binaryen 108 emits wasm that
 //!    fails at run time);
 //! 4. content-hashed file names and a `manifest.json` per fragment (SRI sha384 per asset) in
-//!    `<target>/site/<fragment>/`, which the server reads at run time.
+//!    `<target>/site/<fragment>/`, which the server reads at run time;
+//! 5. for release bundles, brotli and gzip variants beside every file (`weight.rs`), which the server
+//!    picks by `Accept-Encoding`, and in `cargo xtask test` each fragment's brotli size against the budget
+//!    its `Cargo.toml` declares (`budget-brotli-bytes`).
 //!
 //! Fragments are not listed here: every workspace crate with `[package.metadata.tessera]` is one
 //! ([`fragments`]), built as a bundle and as its own binary `tessera-<fragment>`.
@@ -18,7 +21,7 @@
 //! the wasm target, npm packages, Chromium), `bench*.rs` (build times, bundle sizes, throughput, rollouts),
 //! `dev.rs` (one team's build-run-watch loop beside the rest of the site), `fuzz.rs` (coverage-guided
 //! fuzzing with libFuzzer, the way cargo-fuzz does it), `soak.rs` (minutes of mixed load: errors, latency,
-//! memory).
+//! memory), `weight.rs` (compressed variants, size budgets, bytes on the wire).
 
 mod bench;
 mod bench_catalog;
@@ -28,6 +31,7 @@ mod dev;
 mod fuzz;
 mod setup;
 mod soak;
+mod weight;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,6 +53,8 @@ pub struct FragmentCrate {
     pub prefix: String,
     /// The crate's directory.
     pub dir: PathBuf,
+    /// Most brotli bytes its release bundle (js + wasm) may weigh (`budget-brotli-bytes`).
+    pub budget: Option<u64>,
 }
 
 impl FragmentCrate {
@@ -71,7 +77,8 @@ pub fn fragments(workspace: &Workspace) -> Result<Vec<FragmentCrate>> {
         if let (Some(name), Some(prefix)) = (tessera["fragment"].as_str(), tessera["prefix"].as_str()) {
             let dir = Path::new(package["manifest_path"].as_str().context("a manifest path")?).parent().context("a crate dir")?.to_path_buf();
             let package = package["name"].as_str().context("a package name")?.to_owned();
-            found.push(FragmentCrate { name: name.to_owned(), package, prefix: prefix.to_owned(), dir });
+            let budget = tessera["budget-brotli-bytes"].as_u64();
+            found.push(FragmentCrate { name: name.to_owned(), package, prefix: prefix.to_owned(), dir, budget });
         }
     }
     if found.is_empty() {
@@ -265,6 +272,11 @@ pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: 
     let wasm_name = format!("pkg/{}-{}_bg.wasm", fragment.name, hex16(&wasm));
     std::fs::write(bundle_dir.join(&js_name), &js)?;
     std::fs::write(bundle_dir.join(&wasm_name), &wasm)?;
+    // Before the manifest names the files: a server never lists a file whose variants are still missing.
+    if profile == WasmProfile::Release {
+        weight::write_variants(&bundle_dir.join(&js_name))?;
+        weight::write_variants(&bundle_dir.join(&wasm_name))?;
+    }
     let build_id = hex16(&[js.as_slice(), wasm.as_slice()].concat());
     let manifest = FragmentManifest {
         name: fragment.name.clone(),
@@ -301,13 +313,13 @@ fn read_manifest(bundle_dir: &Path) -> Option<FragmentManifest> {
     serde_json::from_slice(&std::fs::read(bundle_dir.join(MANIFEST_FILE)).ok()?).ok()
 }
 
-/// Keeps the files of the new and the previous build (pages already in browsers still load theirs) and
-/// removes older ones.
+/// Keeps the files of the new and the previous build (pages already in browsers still load theirs), with
+/// their compressed variants, and removes older ones.
 fn prune_bundle(bundle_dir: &Path, current: &FragmentManifest, previous: Option<&FragmentManifest>) -> Result<()> {
     let keep: Vec<&str> = current.assets.iter().chain(previous.into_iter().flat_map(|m| m.assets.iter())).map(|a| a.path.as_str()).collect();
     for entry in std::fs::read_dir(bundle_dir.join("pkg"))? {
         let entry = entry?;
-        let relative = format!("pkg/{}", entry.file_name().to_string_lossy());
+        let relative = format!("pkg/{}", weight::base_name(&entry.file_name().to_string_lossy()));
         if !keep.contains(&relative.as_str()) {
             std::fs::remove_file(entry.path())?;
         }
@@ -405,6 +417,8 @@ fn test(workspace: &Workspace, browser: bool) -> Result<()> {
     run(cargo(workspace).args(["clippy", "--workspace", "--all-targets", "--features", "ssr", "--", "-D", "warnings"]))?;
     // One wasm build (release, as shipped) serves the browser tests; the server is built by `cargo test`.
     build(workspace, None, WasmProfile::Release)?;
+    let weights = fragments(workspace)?.iter().map(|fragment| weight::measure(workspace, fragment)).collect::<Result<Vec<_>>>()?;
+    weight::check_budgets(&weights)?;
     run(cargo(workspace).args(["test", "--workspace", "--no-fail-fast"]).env("TESSERA_SITE_DIR", workspace.site_dir()))?;
     // Every fuzz target briefly, over its committed seeds: a finding fails the run like a test.
     fuzz::fuzz(workspace, &fuzz::FuzzArgs { target: None, seconds: FUZZ_SECONDS_IN_TESTS, merge: false })?;
