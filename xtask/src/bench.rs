@@ -351,7 +351,7 @@ async fn event_throughput(shell_url: &str) -> Result<()> {
 
 fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     println!("bench: building the release server…");
-    run(cargo(workspace).args(["build", "--quiet", "--release", "--package", "tessera-server", "--bin", "tessera"]))?;
+    run(cargo(workspace).args(["build", "--release", "--package", "tessera-server", "--bin", "tessera"]))?;
     let binary = workspace.server_binary(true);
     let site = workspace.site_dir();
     let scratch = workspace.target.join("bench-data");

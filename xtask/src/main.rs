@@ -216,9 +216,10 @@ fn sri(bytes: &[u8]) -> String {
 
 /// Compiles one fragment to wasm (no bindgen yet).
 pub fn compile_fragment_wasm(workspace: &Workspace, fragment: &FragmentCrate, profile: WasmProfile) -> Result<PathBuf> {
+    // Cargo's own progress shows (a first build takes minutes); it prints nothing when nothing changed.
+    println!("xtask: compiling the {} fragment to wasm ({} profile)…", fragment.name, profile.cargo_profile());
     run(cargo(workspace).args([
         "rustc",
-        "--quiet",
         "--package",
         &fragment.package,
         "--lib",
@@ -330,8 +331,9 @@ fn prune_bundle(bundle_dir: &Path, current: &FragmentManifest, previous: Option<
 /// Builds every deployable: the all-in-one `tessera`, `tessera-shell` and each fragment's binary, in one
 /// cargo invocation (one feature resolution, so nothing is compiled twice).
 pub fn build_binaries(workspace: &Workspace, release: bool) -> Result<()> {
+    println!("xtask: building the server binaries ({})…", if release { "release" } else { "debug" });
     let mut command = cargo(workspace);
-    command.args(["build", "--quiet", "--package", "tessera-server", "--package", "tessera-shell"]);
+    command.args(["build", "--package", "tessera-server", "--package", "tessera-shell"]);
     for fragment in fragments(workspace)? {
         command.args(["--package", &fragment.package]);
     }
@@ -345,7 +347,8 @@ pub fn build_binaries(workspace: &Workspace, release: bool) -> Result<()> {
 /// One fragment's own binary, alone: what its team deploys.
 fn build_fragment_binary(workspace: &Workspace, fragment: &FragmentCrate, release: bool) -> Result<PathBuf> {
     let mut command = cargo(workspace);
-    command.args(["build", "--quiet", "--package", &fragment.package, "--bin", &fragment.binary(), "--features", "ssr"]);
+    println!("xtask: building {} ({})…", fragment.binary(), if release { "release" } else { "debug" });
+    command.args(["build", "--package", &fragment.package, "--bin", &fragment.binary(), "--features", "ssr"]);
     if release {
         command.arg("--release");
     }
