@@ -105,10 +105,10 @@ fn sizes(workspace: &Workspace) -> Result<()> {
         let manifest: FragmentManifest = serde_json::from_slice(&std::fs::read(bundle.join(MANIFEST_FILE))?)?;
         let mut totals = (0, 0, 0);
         for asset in &manifest.assets {
-            let bytes = std::fs::read(bundle.join(&asset.path))?;
-            let (gzip, brotli) = (crate::weight::gzip(&bytes)?.len(), crate::weight::brotli(&bytes)?.len());
-            totals = (totals.0 + bytes.len(), totals.1 + gzip, totals.2 + brotli);
-            println!("| {} | {:?} | {} | {gzip} | {brotli} |", fragment.name, asset.kind, bytes.len());
+            // The variants the release build wrote beside each file: what the server sends.
+            let (raw, gzip, brotli) = crate::weight::encoded_sizes(&bundle.join(&asset.path))?;
+            totals = (totals.0 + raw, totals.1 + gzip, totals.2 + brotli);
+            println!("| {} | {:?} | {raw} | {gzip} | {brotli} |", fragment.name, asset.kind);
         }
         println!("| {} | **total** | {} | {} | {} |", fragment.name, totals.0, totals.1, totals.2);
     }

@@ -22,13 +22,13 @@ type Encode = fn(&[u8]) -> Result<Vec<u8>>;
 /// The encodings written beside every bundle file, by file suffix.
 const VARIANTS: [(&str, Encode); 2] = [("br", brotli), ("gz", gzip)];
 
-pub fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
     let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     encoder.write_all(bytes)?;
     Ok(encoder.finish()?)
 }
 
-pub fn brotli(bytes: &[u8]) -> Result<Vec<u8>> {
+fn brotli(bytes: &[u8]) -> Result<Vec<u8>> {
     let mut output = Vec::new();
     let params = brotli::enc::BrotliEncoderParams { quality: 11, ..Default::default() };
     brotli::BrotliCompress(&mut std::io::Cursor::new(bytes), &mut output, &params)?;
@@ -61,6 +61,13 @@ fn variant_path(file: &Path, suffix: &str) -> PathBuf {
     name.push(".");
     name.push(suffix);
     file.with_file_name(name)
+}
+
+/// A bundle file's size raw, as gzip and as brotli: its variants' sizes, written first if missing.
+pub fn encoded_sizes(file: &Path) -> Result<(u64, u64, u64)> {
+    write_variants(file)?;
+    let len = |path: &Path| std::fs::metadata(path).map(|metadata| metadata.len()).with_context(|| format!("reading {}", path.display()));
+    Ok((len(file)?, len(&variant_path(file, "gz"))?, len(&variant_path(file, "br"))?))
 }
 
 /// The bundle file a name in `pkg/` belongs to: itself, or the file a compressed variant was made from.
@@ -109,10 +116,9 @@ pub fn measure(workspace: &Workspace, fragment: &FragmentCrate) -> Result<Weight
     }
     let (mut raw, mut brotli) = (0, 0);
     for asset in &manifest.assets {
-        let file = bundle.join(&asset.path);
-        write_variants(&file)?;
-        raw += std::fs::metadata(&file)?.len();
-        brotli += std::fs::metadata(variant_path(&file, "br"))?.len();
+        let (file_raw, _, file_brotli) = encoded_sizes(&bundle.join(&asset.path))?;
+        raw += file_raw;
+        brotli += file_brotli;
     }
     Ok(Weight { fragment: fragment.name.clone(), raw, brotli, budget: fragment.budget, manifest: fragment.dir.join("Cargo.toml") })
 }
