@@ -381,3 +381,74 @@ async fn composed_pages_are_compressed_without_losing_their_streaming_and_so_is_
     let json: serde_json::Value = serde_json::from_str(&decompress_prefix("br", &body)).unwrap();
     assert!(json["rows"].as_array().is_some_and(|rows| !rows.is_empty()), "{json}");
 }
+
+/// The entries of a `Server-Timing` header: name → duration in ms.
+fn server_timing(response: &reqwest::Response) -> BTreeMap<String, f64> {
+    let values: Vec<&str> = response.headers().get_all("server-timing").iter().map(|value| value.to_str().unwrap()).collect();
+    assert_eq!(values.len(), 1, "one Server-Timing header: {values:?}");
+    values[0]
+        .split(", ")
+        .map(|entry| {
+            let mut parts = entry.split(';');
+            let name = parts.next().unwrap().to_owned();
+            let dur = parts.find_map(|part| part.strip_prefix("dur=")).unwrap_or_else(|| panic!("no duration in {entry:?}"));
+            (name, dur.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn pages_and_api_answers_say_where_their_time_went_and_only_to_their_own_origin() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let cookie = app.login_as(SHOPPER, PASSWORD).await;
+    for path in ["/catalog", "/catalog/p/mug-stn-01", "/cart", "/admin/inventory"] {
+        let response = app.get(path, Some(&cookie)).await;
+        let fragment = path.trim_start_matches('/').split('/').next().unwrap().replace("admin", "inventory");
+        let status = response.status();
+        let timings = server_timing(&response);
+        for phase in ["session", "upstream", "badge", "compose", "total"] {
+            assert!(timings.contains_key(phase), "{path} ({status}): no {phase} in {timings:?}");
+        }
+        for phase in ["data", "render"] {
+            assert!(timings.contains_key(&format!("{fragment}-{phase}")), "{path}: no {fragment}-{phase} in {timings:?}");
+        }
+        // The shell's total holds the fragment's time: the upstream wait is part of it.
+        assert!(timings["total"] >= timings["upstream"] && timings["upstream"] > 0.0, "{path}: {timings:?}");
+        assert!(response.headers().get("timing-allow-origin").is_none(), "{path}: readable from other origins");
+    }
+    // A page that reads the database says so: the catalog's listing waits for its query.
+    let listing = server_timing(&app.get("/catalog?q=mug", Some(&cookie)).await);
+    assert!(listing["catalog-data"] > 0.0, "{listing:?}");
+    // Server functions are timed the same way, and the shell's own pages carry the shell's phases.
+    let api = server_timing(&app.post_form("/catalog/api/search_products", "", Some(&cookie)).await);
+    assert!(api.contains_key("upstream") && api["catalog-data"] > 0.0, "{api:?}");
+    let home = server_timing(&app.get("/", Some(&cookie)).await);
+    assert!(home.contains_key("session") && home.contains_key("total") && !home.keys().any(|name| name.contains('-')), "{home:?}");
+}
+
+#[tokio::test]
+async fn a_fragment_cannot_forge_or_open_up_the_timings() {
+    let forging = spawn_stub(Router::new().fallback(|| async {
+        (
+            [
+                ("content-type", "text/html; charset=utf-8"),
+                ("server-timing", "db;dur=4.5, total;dur=0;desc=\"</script>\", evil name;dur=1, broken;dur=NaN"),
+                ("timing-allow-origin", "*"),
+            ],
+            "<!DOCTYPE html><html><head></head><body><header id=\"tessera-chrome\"></header><main>stub</main></body></html>",
+        )
+    }))
+    .await;
+    let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{forging}"), None), ..Options::default() }).await;
+    let response = app.get("/catalog", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get("timing-allow-origin").is_none());
+    let timings = server_timing(&response);
+    assert_eq!(timings.get("catalog-db"), Some(&4.5), "{timings:?}");
+    // Its "total" is its own, under its name; the shell's total is the shell's.
+    assert_eq!(timings.get("catalog-total"), Some(&0.0), "{timings:?}");
+    assert!(timings["total"] > 0.0, "{timings:?}");
+    assert!(!timings.keys().any(|name| name.contains("evil") || name.contains("broken")), "{timings:?}");
+    let raw = response.headers()["server-timing"].to_str().unwrap().to_owned();
+    assert!(!raw.contains("</script>"), "{raw}");
+}

@@ -14,7 +14,8 @@
 //! - `widgets`: the home page's widgets and the cart badge, fetched in parallel with fallbacks;
 //! - `session`: the middleware that refreshes sessions and makes revocations take effect, in one place;
 //!   `sessions`: sessions and rotating refresh tokens with reuse detection; `throttle`: sign-in throttling;
-//! - `pages`, `account`, `admin`: the shell's handlers; `users`: accounts.
+//! - `pages`, `account`, `admin`: the shell's handlers; `users`: accounts;
+//! - `timing`: the `Server-Timing` header, the shell's phases and the fragment's under its name.
 //!
 //! Responses are compressed on the way out (tower-http's `CompressionLayer`, brotli or gzip as the client
 //! asks): the shell's pages, composed fragment pages — chunk by chunk, so streaming survives — and JSON.
@@ -40,6 +41,7 @@ pub mod session;
 pub mod sessions;
 pub mod site;
 pub mod throttle;
+pub mod timing;
 pub mod users;
 pub mod widgets;
 
@@ -180,6 +182,7 @@ pub fn router(state: ShellState) -> Router {
         .fallback(to_fragment)
         .layer(axum::middleware::from_fn_with_state(state.clone(), session::session_middleware))
         .layer(axum::middleware::from_fn_with_state(state.csrf.clone(), shared_auth::csrf::reject_cross_site))
+        .layer(axum::middleware::from_fn(timing::middleware))
         .layer(compression())
         .with_state(state)
 }
@@ -240,9 +243,18 @@ async fn to_fragment(State(state): State<ShellState>, request: Request) -> Respo
 }
 
 async fn forward_to_fragment(state: &ShellState, fragment: Arc<Fragment>, kind: RequestKind, request: Request) -> Response {
+    let timings = timing::Timings::of(request.extensions());
+    let timings = timings.as_ref();
+    const UPSTREAM: &str = "waiting for the fragment's response head";
     if kind == RequestKind::Other {
-        return match state.registry.forward(&fragment, request, fragment.timeout).await {
-            Ok(response) => response,
+        let forwarded = timing::phase(timings, "upstream", UPSTREAM, state.registry.forward(&fragment, request, fragment.timeout)).await;
+        return match forwarded {
+            Ok(mut response) => {
+                if let Some(timings) = timings {
+                    timings.adopt(&fragment.name, response.headers_mut());
+                }
+                response
+            }
             Err(error) => {
                 tracing::warn!(fragment = %fragment.name, %error, "fragment unavailable");
                 let error = ApiError::Unavailable(format!("the {} is not available right now; please try again shortly", fragment.name));
@@ -256,15 +268,25 @@ async fn forward_to_fragment(state: &ShellState, fragment: Arc<Fragment>, kind: 
     // The page is rewritten here and compressed on the way out: ask the fragment for plain HTML.
     let mut request = request;
     request.headers_mut().remove(ACCEPT_ENCODING);
-    let (response, cart_count) =
-        tokio::join!(state.registry.forward(&fragment, request, fragment.timeout), widgets::fetch_cart_count(state, user.as_ref(), cookie),);
+    let (response, cart_count) = tokio::join!(
+        timing::phase(timings, "upstream", UPSTREAM, state.registry.forward(&fragment, request, fragment.timeout)),
+        timing::phase(timings, "badge", "the cart count for the chrome", widgets::fetch_cart_count(state, user.as_ref(), cookie)),
+    );
     let chrome = ChromeContext { registry: &state.registry, user: user.as_ref(), cart_count, current: Some(&fragment.prefix) };
     match response {
-        Ok(response) if !response.status().is_server_error() => {
+        Ok(mut response) if !response.status().is_server_error() => {
+            let composing = std::time::Instant::now();
+            if let Some(timings) = timings {
+                timings.adopt(&fragment.name, response.headers_mut());
+            }
             let is_html = response.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("text/html"));
             // An encoded body cannot be rewritten; a fragment that encodes anyway is passed through as is.
             if is_html && !response.headers().contains_key(CONTENT_ENCODING) {
-                compose::compose_page(response, chrome_html(&chrome), head_html(&state.stylesheet_url))
+                let composed = compose::compose_page(response, chrome_html(&chrome), head_html(&state.stylesheet_url));
+                if let Some(timings) = timings {
+                    timings.record("compose", composing.elapsed(), "rendering the chrome and setting up the rewrite");
+                }
+                composed
             } else {
                 response
             }

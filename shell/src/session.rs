@@ -81,6 +81,7 @@ async fn refresh(state: &ShellState, refresh_token: &str, now: i64) -> Option<(C
 }
 
 pub async fn session_middleware(State(state): State<ShellState>, mut request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let policy = &state.cookies;
     let (access_name, refresh_name) = (policy.access_name(), policy.refresh_name());
     let access = policy.read_access_token(request.headers());
@@ -116,6 +117,9 @@ pub async fn session_middleware(State(state): State<ShellState>, mut request: Re
     let add: Vec<(String, String)> = forwarded_access.into_iter().map(|token| (access_name.clone(), token)).collect();
     rewrite_cookie_header(request.headers_mut(), &remove, &add);
     request.extensions_mut().insert(CurrentSession { claims });
+    if let Some(timings) = crate::timing::Timings::of(request.extensions()) {
+        timings.record("session", started.elapsed(), "verifying or refreshing the session");
+    }
 
     let mut response = next.run(request).await;
     // The handler's own session cookies win (sign-in, sign-out set both); any other cookie it sets — the

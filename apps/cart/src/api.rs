@@ -30,7 +30,8 @@ mod context {
     /// so stopping half-way because the client went away (or the shell's timeout fired) could leave stock
     /// held for a line that was never written.
     pub async fn to_completion<T: Send + 'static>(operation: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static) -> Result<T, ApiError> {
-        tokio::spawn(operation).await.unwrap_or_else(|error| {
+        // All of it is the request's data time (database, calls to inventory and payments).
+        tessera_kit::timing::data(tokio::spawn(operation)).await.unwrap_or_else(|error| {
             tracing::error!(%error, "a cart operation panicked");
             Err(ApiError::Internal)
         })
@@ -147,7 +148,7 @@ pub async fn place_order(
 pub async fn my_orders() -> Result<Vec<OrderSummary>, ApiError> {
     let user = shared_auth::extract::require_user().await?;
     let runtime = tessera_kit::use_runtime()?;
-    crate::orders::list(&runtime.db, &user.id).await.map_err(tessera_kit::internal)
+    tessera_kit::timing::data(crate::orders::list(&runtime.db, &user.id)).await.map_err(tessera_kit::internal)
 }
 
 /// One of the shopper's orders (404 for anyone else's).
@@ -155,8 +156,11 @@ pub async fn my_orders() -> Result<Vec<OrderSummary>, ApiError> {
 pub async fn order_detail(id: String) -> Result<OrderView, ApiError> {
     let user = shared_auth::extract::require_user().await?;
     let runtime = tessera_kit::use_runtime()?;
-    let order = crate::orders::own_order(&runtime.db, &user.id, &id).await?;
-    crate::orders::view(&runtime.db, order).await.map_err(tessera_kit::internal)
+    tessera_kit::timing::data(async {
+        let order = crate::orders::own_order(&runtime.db, &user.id, &id).await?;
+        crate::orders::view(&runtime.db, order).await.map_err(tessera_kit::internal)
+    })
+    .await
 }
 
 /// The payment page of an order awaiting payment.
@@ -164,7 +168,7 @@ pub async fn order_detail(id: String) -> Result<OrderView, ApiError> {
 pub async fn pay_order(id: String) -> Result<PlacedOrder, ApiError> {
     let user = shared_auth::extract::require_user().await?;
     let runtime = tessera_kit::use_runtime()?;
-    crate::orders::pay(&runtime, &user.id, &id).await
+    tessera_kit::timing::data(crate::orders::pay(&runtime, &user.id, &id)).await
 }
 
 /// Cancels one of the shopper's unpaid orders, or asks the warehouse to cancel a paid one (it is refunded
@@ -175,6 +179,9 @@ pub async fn cancel_order(id: String) -> Result<OrderView, ApiError> {
     let runtime = tessera_kit::use_runtime()?;
     let (task_runtime, user_id, order_id) = (runtime.clone(), user.id.clone(), id.clone());
     context::to_completion(async move { crate::orders::cancel(&task_runtime, &user_id, &order_id).await }).await?;
-    let order = crate::orders::own_order(&runtime.db, &user.id, &id).await?;
-    crate::orders::view(&runtime.db, order).await.map_err(tessera_kit::internal)
+    tessera_kit::timing::data(async {
+        let order = crate::orders::own_order(&runtime.db, &user.id, &id).await?;
+        crate::orders::view(&runtime.db, order).await.map_err(tessera_kit::internal)
+    })
+    .await
 }

@@ -109,7 +109,7 @@ pub fn router(runtime: FragmentRuntime) -> Router {
         let render = order_render.clone();
         async move {
             if let Some(user) = user {
-                if crate::orders::own_order(&runtime.db, &user.id, &id).await.is_err() {
+                if tessera_kit::timing::data(crate::orders::own_order(&runtime.db, &user.id, &id)).await.is_err() {
                     let html = tessera_kit::page::status_document(
                         NAME,
                         "Order not found",
@@ -174,7 +174,7 @@ pub fn background(runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>>
 /// shopper's holds alive, in the background).
 async fn summary(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, headers: HeaderMap) -> Response {
     let shopper = Shopper::from_headers(user, &headers);
-    match crate::carts::count(&runtime, &shopper).await {
+    match tessera_kit::timing::data(crate::carts::count(&runtime, &shopper)).await {
         Ok(item_count) => {
             if item_count > 0 {
                 crate::carts::touch(&runtime, &shopper);
@@ -188,7 +188,7 @@ async fn summary(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeU
 /// Server-rendered mini cart for the shell's home page (not hydrated).
 async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, headers: HeaderMap) -> Response {
     let shopper = Shopper::from_headers(user, &headers);
-    let items = crate::carts::visible_items(&runtime, &shopper).await;
+    let items = tessera_kit::timing::data(crate::carts::visible_items(&runtime, &shopper)).await;
     let body = match items {
         Ok(items) if items.is_empty() => view! { <p>"Your cart is empty."</p> }.into_any(),
         Ok(items) => {

@@ -33,14 +33,14 @@ pub fn availability_label(available: Option<i64>) -> (&'static str, &'static str
 pub async fn search_products(#[server(default)] query: ListingQuery) -> Result<Listing, ApiError> {
     let filters = query.validate()?;
     let runtime = tessera_kit::use_runtime()?;
-    queries::listing(&runtime.db, &filters).await.map_err(tessera_kit::internal)
+    tessera_kit::timing::data(queries::listing(&runtime.db, &filters)).await.map_err(tessera_kit::internal)
 }
 
 /// A product page's data; 404 for an unknown product.
 #[server(prefix = "/catalog/api", endpoint = "product_detail")]
 pub async fn product_detail(id: String) -> Result<Detail, ApiError> {
     let runtime = tessera_kit::use_runtime()?;
-    queries::detail(&runtime.db, &id)
+    tessera_kit::timing::data(queries::detail(&runtime.db, &id))
         .await
         .map_err(tessera_kit::internal)?
         .ok_or_else(|| ApiError::NotFound(format!("there is no product {:?}", id.chars().take(80).collect::<String>())))
@@ -50,7 +50,7 @@ pub async fn product_detail(id: String) -> Result<Detail, ApiError> {
 #[server(prefix = "/catalog/api", endpoint = "list_products")]
 pub async fn list_products() -> Result<Vec<Item>, ApiError> {
     let runtime = tessera_kit::use_runtime()?;
-    queries::items(&runtime.db).await.map_err(tessera_kit::internal)
+    tessera_kit::timing::data(queries::items(&runtime.db)).await.map_err(tessera_kit::internal)
 }
 
 /// The signed-in user as this fragment sees it (verified here from the shared cookie).

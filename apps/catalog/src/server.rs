@@ -154,7 +154,7 @@ async fn category_page(State(runtime): State<FragmentRuntime>, Path(slug): Path<
     if let Err(error) = query.validate() {
         return status_page(StatusCode::BAD_REQUEST, "Cannot show these products", &error.to_string());
     }
-    let categories = match queries::categories(&runtime.db).await {
+    let categories = match tessera_kit::timing::data(queries::categories(&runtime.db)).await {
         Ok(categories) => categories,
         Err(error) => return tessera_kit::internal(error).into_http_response(),
     };
@@ -190,7 +190,7 @@ fn json_ld(detail: &Detail) -> String {
 
 /// `/catalog/p/<id>`: a product page with its own title, description, canonical link and JSON-LD.
 async fn product_page(State(runtime): State<FragmentRuntime>, Path(id): Path<String>, request: Request) -> Response {
-    let detail = match queries::detail(&runtime.db, &id).await {
+    let detail = match tessera_kit::timing::data(queries::detail(&runtime.db, &id)).await {
         Ok(Some(detail)) => detail,
         Ok(None) => return status_page(StatusCode::NOT_FOUND, "No such product", "There is no product at this address."),
         Err(error) => return tessera_kit::internal(error).into_http_response(),
@@ -236,7 +236,7 @@ async fn image(Path(file): Path<String>) -> Response {
 
 /// Server-rendered featured products for the shell's home page (not hydrated).
 async fn widget(State(runtime): State<FragmentRuntime>) -> Response {
-    match queries::featured(&runtime.db, 3).await {
+    match tessera_kit::timing::data(queries::featured(&runtime.db, 3)).await {
         Ok(cards) => {
             let items = cards
                 .into_iter()

@@ -66,7 +66,8 @@ pub struct ReservationList {
 pub async fn stock_page(#[server(default)] query: StockQuery) -> Result<StockTable, ApiError> {
     let user = shared_auth::extract::require_role(shared_auth::Role::InventoryAdmin).await?;
     let runtime = tessera_kit::use_runtime()?;
-    let (rows, total) = queries::stock_page(&runtime.db, &query, tessera_kit::events::now_ms()).await.map_err(tessera_kit::internal)?;
+    let (rows, total) =
+        tessera_kit::timing::data(queries::stock_page(&runtime.db, &query, tessera_kit::events::now_ms())).await.map_err(tessera_kit::internal)?;
     let pages = page_count(total);
     Ok(StockTable { user_name: user.name, rows, total, page: query.page.clamp(1, pages), pages })
 }
@@ -77,7 +78,8 @@ pub async fn sku_detail(sku: String) -> Result<SkuView, ApiError> {
     shared_auth::extract::require_role(shared_auth::Role::InventoryAdmin).await?;
     let sku = tessera_contracts::domain::Sku::parse(&sku).map_err(ApiError::BadRequest)?;
     let runtime = tessera_kit::use_runtime()?;
-    let detail = queries::sku_detail(&runtime.db, sku.as_str(), tessera_kit::events::now_ms()).await.map_err(tessera_kit::internal)?;
+    let detail =
+        tessera_kit::timing::data(queries::sku_detail(&runtime.db, sku.as_str(), tessera_kit::events::now_ms())).await.map_err(tessera_kit::internal)?;
     if detail.locations.is_empty() {
         return Err(ApiError::NotFound(format!("{sku} is not stocked anywhere")));
     }
@@ -90,7 +92,8 @@ pub async fn reservation_page(filter: String, page: i64) -> Result<ReservationLi
     shared_auth::extract::require_role(shared_auth::Role::InventoryAdmin).await?;
     let runtime = tessera_kit::use_runtime()?;
     let filter = queries::ReservationFilter::parse(&filter)?;
-    let (rows, total) = queries::reservation_page(&runtime.db, filter, page, tessera_kit::events::now_ms()).await.map_err(tessera_kit::internal)?;
+    let (rows, total) =
+        tessera_kit::timing::data(queries::reservation_page(&runtime.db, filter, page, tessera_kit::events::now_ms())).await.map_err(tessera_kit::internal)?;
     let pages = page_count(total);
     Ok(ReservationList { rows, total, page: page.clamp(1, pages), pages })
 }

@@ -183,7 +183,7 @@ async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUs
     if !user.is_some_and(|user| user.has_role(Role::InventoryAdmin)) {
         return (StatusCode::FORBIDDEN, "inventory admins only").into_response();
     }
-    match queries::low_stock(&runtime.db, LOW_STOCK, tessera_kit::events::now_ms(), 5).await {
+    match tessera_kit::timing::data(queries::low_stock(&runtime.db, LOW_STOCK, tessera_kit::events::now_ms(), 5)).await {
         Ok((levels, count)) => {
             let items = levels
                 .into_iter()

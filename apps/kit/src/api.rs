@@ -21,6 +21,7 @@ pub fn context(runtime: &FragmentRuntime) -> impl Fn() + Clone + Send + Sync + '
     move || {
         provide_context(runtime.verifier.clone());
         provide_context(runtime.clone());
+        crate::timing::provide();
         // The shell's nonce for this page's inline scripts (its Content-Security-Policy names it): Leptos'
         // streaming scripts and the boot script carry it. Reached directly, Leptos' own nonce stays.
         let shell_nonce = use_context::<http::request::Parts>()

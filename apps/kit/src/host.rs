@@ -204,7 +204,8 @@ impl Host {
             secrets: self.secrets.clone(),
             secure_cookies: settings.secure_cookies(),
         };
-        let router = fragment.router(runtime.clone()).layer(CatchPanicLayer::new());
+        // Timed as a whole: the routes a fragment adds to the kit's are pages too (`crate::timing`).
+        let router = fragment.router(runtime.clone()).layer(axum::middleware::from_fn(crate::timing::middleware)).layer(CatchPanicLayer::new());
         self.peers.set(fragment.name(), Target::InProcess { prefix: fragment.prefix().to_owned(), router: router.clone() });
         self.local.push(Local { fragment, runtime, router });
         Ok(self.local.last().expect("just pushed"))

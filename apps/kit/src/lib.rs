@@ -20,6 +20,7 @@
 //!   sweeper's pass) whatever process they run in;
 //! - `metrics`: Prometheus metrics (requests, outbox, relay lag) at `GET /metrics`;
 //! - `webhook`: the payment provider's signed webhooks (timestamped HMAC, rotation-ready);
+//! - `timing`: the `Server-Timing` of a fragment's answers (time waiting for data, time rendering);
 //! - `client`: the client's address, from `X-Forwarded-For` only behind the configured trusted proxies;
 //! - `fragment`: the [`fragment::Fragment`] trait each fragment crate implements (name, prefix, nav,
 //!   migrations, router, jobs, seed, published events, subscriptions with handlers);
@@ -47,6 +48,7 @@ pub mod peers;
 pub mod routes;
 pub mod secrets;
 pub mod service;
+pub mod timing;
 pub mod webhook;
 
 use std::path::PathBuf;

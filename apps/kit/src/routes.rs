@@ -112,9 +112,12 @@ pub(crate) async fn apply(
     Ok(applied)
 }
 
-/// Renders `app` inside the fragment document, with the fragment's context (runtime, verifier). In-order
-/// streaming SSR: the HTML arrives in document order, complete, for the shell's rewriter and for crawlers,
-/// and never carries out-of-order Suspense templates whose ids could collide with another app's.
+/// Renders `app` inside the fragment document, with the fragment's context (runtime, verifier). The page
+/// is rendered whole (its resources loaded) and then sent: in document order, complete, for the shell's
+/// rewriter and for crawlers, never with out-of-order Suspense templates whose ids could collide with
+/// another app's. Streaming it in order instead sent the head a few milliseconds sooner but every
+/// header before the data had loaded, so neither the page's `Server-Timing` (`crate::timing`) nor a
+/// cookie or status set while loading could reach the browser; the shell still streams what it sends.
 pub fn page_renderer<F, V>(
     runtime: &FragmentRuntime,
     title: &'static str,
@@ -125,7 +128,7 @@ where
     V: IntoView + 'static,
 {
     let document_runtime = runtime.clone();
-    leptos_axum::render_app_to_stream_in_order_with_context(api::context(runtime), move || page::document(&document_runtime, title, app.clone()))
+    leptos_axum::render_app_async_with_context(api::context(runtime), move || page::document(&document_runtime, title, app.clone()))
 }
 
 /// Renders `app` like [`page_renderer`], with a `<head>` chosen for this request (title, description,
@@ -136,8 +139,7 @@ where
     V: IntoView + 'static,
 {
     let document_runtime = runtime.clone();
-    let render =
-        leptos_axum::render_app_to_stream_in_order_with_context(api::context(runtime), move || page::document_with(&document_runtime, &head, app.clone()));
+    let render = leptos_axum::render_app_async_with_context(api::context(runtime), move || page::document_with(&document_runtime, &head, app.clone()));
     render(request).await
 }
 
