@@ -3,6 +3,8 @@
 //! - build time of one fragment's bundle, cold (fresh target dir) and incremental (one source file touched);
 //! - release bundle sizes per fragment: raw, gzip (level 9) and brotli (quality 11);
 //! - bytes on the wire for a first visit to `/catalog`, uncompressed against gzip and brotli (`weight.rs`);
+//! - navigation → hydrated and largest contentful paint in Chromium, warm and on an emulated slow first
+//!   visit with and without compression (`end2end/bench-browser.mjs`);
 //! - requests/s and latency of `/catalog` composed by the shell (in process, and over HTTP to a separate
 //!   catalog process) against the same page served directly by the catalog process, all in one run
 //!   against release binaries on loopback;
@@ -35,7 +37,8 @@ pub struct BenchArgs {
     /// Skip the cold/incremental build measurement (it needs a second, fresh target dir).
     #[arg(long)]
     skip_build_times: bool,
-    /// Run only one part of the load benchmarks: `transfer` (bytes on the wire per encoding), `site`,
+    /// Run only one part of the load benchmarks: `transfer` (bytes on the wire per encoding), `browser`
+    /// (navigation → hydrated and LCP in Chromium, warm and on a slow first visit), `site`,
     /// `inventory`, `catalog`, `checkout`, `rollout`,
     /// `dev` (how long an edit takes to show in `cargo xtask dev`) or `scaleout` (events over NATS
     /// against HTTP, checkouts/s with 1 and 2 instances of every process).
@@ -362,6 +365,9 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     if part("transfer") {
         crate::weight::transfer(&binary, &site, &scratch)?;
     }
+    if part("browser") {
+        browser(workspace, &binary, &site)?;
+    }
     if part("site") {
         site_benches(&binary, &site, &data, args)?;
     }
@@ -386,6 +392,13 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     println!();
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// How soon pages are interactive in Chromium (`end2end/bench-browser.mjs`, the release binary).
+fn browser(workspace: &Workspace, binary: &Path, site: &Path) -> Result<()> {
+    setup::ensure_chromium()?;
+    println!();
+    run(Command::new("node").arg("bench-browser.mjs").env("TESSERA_BIN", binary).env("TESSERA_SITE_DIR", site).current_dir(workspace.end2end()))
 }
 
 /// Requests served and failed while two instances of the catalog, then of the cart, are replaced one
