@@ -131,22 +131,42 @@ fn Results(listing: Listing, query: ListingQuery) -> impl IntoView {
     let previous = (page > 1).then(|| view! { <A href=query.href(page - 1) attr:rel="prev">"← Previous"</A> });
     let next = (page < pages).then(|| view! { <A href=query.href(page + 1) attr:rel="next">"Next →"</A> });
     let cards = cards.into_iter().map(|card| view! { <ProductCard card=card/> }).collect_view();
+    // Categories beside the results and the filters above them; on a phone both fold into a line each
+    // (`<details>`, shown open on wide screens by the stylesheet), so the first products are on the
+    // first screen.
     view! {
-        {category_nav(&categories, &query.cat)}
-        <Form method="GET" action=PREFIX attr:class="listing-filters" attr:role="search" attr:data-testid="listing-form">
-            <input type="search" name="q" value=query.q.clone() placeholder="Search name, brand or description" maxlength="200" data-testid="catalog-search" aria-label="Search"/>
-            <select name="cat" aria-label="Category">{options(category_options, &query.cat)}</select>
-            <select name="brand" aria-label="Brand" data-testid="brand-filter">{options(brand_options, &query.brand)}</select>
-            <select name="attr" aria-label="Colour or size">{options(attribute_options, &query.attr)}</select>
-            <label>"From " <input type="number" name="min" min="0" step="0.01" value=query.min.clone() class="price-input"/></label>
-            <label>"to " <input type="number" name="max" min="0" step="0.01" value=query.max.clone() class="price-input"/></label>
-            <label><input type="checkbox" name="stock" value="1" checked=in_stock data-testid="in-stock"/> " In stock only"</label>
-            <select name="sort" aria-label="Sort">{options(sorts, &query.sort)}</select>
-            <button type="submit">"Search"</button>
-        </Form>
-        <p class="result-count" data-testid="result-count">{total} " products"</p>
-        <ul class="products" data-testid="product-list">{cards}</ul>
-        <p class="pager" data-testid="pager">{previous} " Page " {page} " of " {pages} " " {next}</p>
+        <div class="listing">
+            <details class="fold listing-side">
+                <summary>"Categories"</summary>
+                {category_nav(&categories, &query.cat)}
+            </details>
+            <div class="listing-main">
+                <details class="fold">
+                    <summary>"Search and filters"</summary>
+                    <Form method="GET" action=PREFIX attr:class="listing-filters" attr:role="search" attr:data-testid="listing-form">
+                        <label class="field search-field">
+                            <span>"Search"</span>
+                            <input type="search" name="q" value=query.q.clone() placeholder="Name, brand or description" maxlength="200" data-testid="catalog-search"/>
+                        </label>
+                        <label class="field"><span>"Category"</span><select name="cat">{options(category_options, &query.cat)}</select></label>
+                        <label class="field"><span>"Brand"</span><select name="brand" data-testid="brand-filter">{options(brand_options, &query.brand)}</select></label>
+                        <label class="field"><span>"Colour or size"</span><select name="attr">{options(attribute_options, &query.attr)}</select></label>
+                        <fieldset class="field price-range">
+                            <legend>"Price"</legend>
+                            <input type="number" name="min" min="0" step="0.01" value=query.min.clone() class="price-input" placeholder="from" aria-label="Lowest price"/>
+                            <span aria-hidden="true">"–"</span>
+                            <input type="number" name="max" min="0" step="0.01" value=query.max.clone() class="price-input" placeholder="to" aria-label="Highest price"/>
+                        </fieldset>
+                        <label class="field"><span>"Sort"</span><select name="sort">{options(sorts, &query.sort)}</select></label>
+                        <label class="check"><input type="checkbox" name="stock" value="1" checked=in_stock data-testid="in-stock"/> "In stock only"</label>
+                        <button type="submit">"Search"</button>
+                    </Form>
+                </details>
+                <p class="result-count" data-testid="result-count">{total} " products"</p>
+                <ul class="products" data-testid="product-list">{cards}</ul>
+                <p class="pager" data-testid="pager">{previous} " Page " {page} " of " {pages} " " {next}</p>
+            </div>
+        </div>
     }
 }
 

@@ -131,29 +131,76 @@ fn stock_row(row: StockRow, adjust: ServerAction<AdjustStock>) -> impl IntoView 
     }
 }
 
-/// An SVG line chart of on-hand and available after each ledger movement (oldest left).
+/// The levels a chart draws: before the oldest movement shown, then after each one (oldest first), as
+/// (on hand, available). Available is never negative on the page, so the level before a movement that
+/// left it at 0 is a lower bound.
+fn chart_levels(ledger: &[LedgerEntry]) -> Vec<(i64, i64)> {
+    let oldest_first: Vec<&LedgerEntry> = ledger.iter().rev().collect();
+    let Some(first) = oldest_first.first() else {
+        return Vec::new();
+    };
+    let available_delta = first.on_hand_delta - first.soft_delta - first.hard_delta - first.unavailable_delta - first.safety_delta;
+    let before = ((first.on_hand_after - first.on_hand_delta).max(0), (first.available_after - available_delta).max(0));
+    std::iter::once(before).chain(oldest_first.iter().map(|entry| (entry.on_hand_after, entry.available_after))).collect()
+}
+
+/// An SVG step chart of on hand and available: the level before the oldest movement shown and after each
+/// one, so a single movement already shows where stock came from and went, with the scale and the
+/// current levels written beside it.
 fn chart(ledger: &[LedgerEntry]) -> impl IntoView {
     const WIDTH: f64 = 600.0;
     const HEIGHT: f64 = 160.0;
-    let points: Vec<&LedgerEntry> = ledger.iter().rev().collect();
-    let top = points.iter().map(|e| e.on_hand_after.max(e.available_after)).max().unwrap_or(0).max(1) as f64;
-    let step = if points.len() > 1 { WIDTH / (points.len() - 1) as f64 } else { 0.0 };
-    let line = |value: fn(&LedgerEntry) -> i64| {
-        points
-            .iter()
-            .enumerate()
-            .map(|(i, entry)| format!("{:.1},{:.1}", i as f64 * step, HEIGHT - value(entry) as f64 / top * (HEIGHT - 10.0)))
-            .collect::<Vec<_>>()
-            .join(" ")
+    // Room for the scale on the left and the current levels on the right.
+    const LEFT: f64 = 36.0;
+    const RIGHT: f64 = 120.0;
+    const TOP: f64 = 12.0;
+    const BOTTOM: f64 = 24.0;
+    let levels = chart_levels(ledger);
+    let movements = levels.len().saturating_sub(1);
+    let top = levels.iter().map(|&(on_hand, available)| on_hand.max(available)).max().unwrap_or(0).max(1);
+    // Movement `i` (1-based) at x(i); x(0) is the start and x(movements + 1) now, so the level before the
+    // first movement and the level after the last both show as a stretch of line.
+    let x = |i: usize| LEFT + i as f64 * (WIDTH - LEFT - RIGHT) / (movements + 1) as f64;
+    let y = |value: i64| TOP + (HEIGHT - TOP - BOTTOM) * (1.0 - value as f64 / top as f64);
+    // Steps: a level holds until the next movement, then changes at once.
+    let steps = |value: fn(&(i64, i64)) -> i64| {
+        let mut points = Vec::new();
+        for (i, level) in levels.iter().enumerate() {
+            points.push(format!("{:.1},{:.1}", x(i), y(value(level))));
+            points.push(format!("{:.1},{:.1}", x(i + 1), y(value(level))));
+        }
+        points.join(" ")
     };
-    let on_hand = line(|e| e.on_hand_after);
-    let available = line(|e| e.available_after);
-    let label = format!("On hand (solid) and available (dashed) after each of the last {} movements; peak {top}", points.len());
+    let on_hand = steps(|level| level.0);
+    let available = steps(|level| level.1);
+    let &(now_on_hand, now_available) = levels.last().unwrap_or(&(0, 0));
+    let label = format!(
+        "On hand (solid) and available (dashed) before and after each of the last {movements} movements; now {now_on_hand} on hand, {now_available} available"
+    );
+    let markers = ledger
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, entry)| {
+            let title = format!("{} {:+}: {} on hand, {} available", entry.kind, entry.on_hand_delta, entry.on_hand_after, entry.available_after);
+            view! { <circle cx=format!("{:.1}", x(i + 1)) cy=format!("{:.1}", y(entry.on_hand_after)) r="3.5" class="movement"><title>{title}</title></circle> }
+        })
+        .collect_view();
+    let (end, right) = (x(movements + 1), WIDTH - RIGHT + 8.0);
     view! {
         <figure class="chart">
             <svg viewBox=format!("0 0 {WIDTH} {HEIGHT}") width="600" height="160" role="img" aria-label=label.clone() data-testid="stock-chart">
+                <line x1=LEFT y1=y(top) x2=end y2=y(top) class="grid"/>
+                <line x1=LEFT y1=y(0) x2=end y2=y(0) class="axis"/>
+                <text x=LEFT - 6.0 y=y(top) + 4.0 text-anchor="end" class="scale">{top}</text>
+                <text x=LEFT - 6.0 y=y(0) + 4.0 text-anchor="end" class="scale">"0"</text>
+                <text x=LEFT y=HEIGHT - 6.0 class="scale">"before"</text>
+                <text x=end y=HEIGHT - 6.0 text-anchor="end" class="scale">"now"</text>
                 <polyline points=on_hand fill="none" stroke="currentColor" stroke-width="2" class="on-hand-line"/>
                 <polyline points=available fill="none" stroke="currentColor" stroke-width="2" stroke-dasharray="6 4" class="available-line"/>
+                {markers}
+                <text x=right y=y(now_on_hand) + 4.0 class="level">{format!("{now_on_hand} on hand")}</text>
+                <text x=right y=y(now_available) + 16.0 class="level">{format!("{now_available} available")}</text>
             </svg>
             <figcaption>{label}</figcaption>
         </figure>
@@ -414,5 +461,36 @@ mod tests {
         let query = StockQuery { q: "mug<script>".into(), low: true, sort: "available".into(), desc: true, page: 3 };
         assert_eq!(query_string(&query, 4), "/admin/inventory?q=mugscript&low=true&sort=available&desc=true&page=4");
         assert_eq!(query_string(&StockQuery::default(), 1), "/admin/inventory?page=1");
+    }
+
+    fn movement(on_hand_delta: i64, soft_delta: i64, on_hand_after: i64, available_after: i64) -> LedgerEntry {
+        LedgerEntry {
+            seq: 0,
+            location: "main".into(),
+            kind: "receive".into(),
+            quantity: on_hand_delta,
+            on_hand_delta,
+            soft_delta,
+            hard_delta: 0,
+            unavailable_delta: 0,
+            safety_delta: 0,
+            incoming_delta: 0,
+            on_hand_after,
+            available_after,
+            actor: "staff".into(),
+            reason: None,
+            reservation_id: None,
+            order_id: None,
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn one_movement_charts_the_level_before_and_after_it() {
+        // A first receipt of 12 onto nothing: from 0 to 12.
+        assert_eq!(chart_levels(&[movement(12, 0, 12, 12)]), vec![(0, 0), (12, 12)]);
+        // Newest first, as the ledger comes: a hold of 3 after a receipt of 5 onto 10.
+        assert_eq!(chart_levels(&[movement(0, 3, 15, 12), movement(5, 0, 15, 15)]), vec![(10, 10), (15, 15), (15, 12)]);
+        assert!(chart_levels(&[]).is_empty());
     }
 }
