@@ -31,6 +31,11 @@ describe('catalog', () => {
     await login(page, site.url, SHOPPER);
     await page.goto(`${site.url}/catalog`);
     await hydrated(page);
+    // The browser's own timing of the page names where its time went: the shell's phases and the catalog's.
+    const phases = await page.evaluate(() => performance.getEntriesByType('navigation')[0].serverTiming.map((entry) => entry.name));
+    for (const phase of ['session', 'upstream', 'compose', 'catalog-data', 'catalog-render', 'total']) {
+      assert.ok(phases.includes(phase), `${phase} in ${phases.join(', ')}`);
+    }
     // A marker that a full page load would wipe out.
     await page.evaluate(() => { window.tesseraMarker = 'still here'; });
     const count = async () => Number((await page.textContent('[data-testid=result-count]')).replace(/\D/g, ''));
