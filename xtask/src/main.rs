@@ -31,6 +31,7 @@ mod dev;
 mod fuzz;
 mod setup;
 mod soak;
+mod styles;
 mod weight;
 
 use std::path::{Path, PathBuf};
@@ -53,7 +54,7 @@ pub struct FragmentCrate {
     pub prefix: String,
     /// The crate's directory.
     pub dir: PathBuf,
-    /// Most brotli bytes its release bundle (js + wasm) may weigh (`budget-brotli-bytes`).
+    /// Most brotli bytes its release bundle (js + wasm + css) may weigh (`budget-brotli-bytes`).
     pub budget: Option<u64>,
 }
 
@@ -61,6 +62,11 @@ impl FragmentCrate {
     /// The fragment's own binary.
     pub fn binary(&self) -> String {
         format!("tessera-{}", self.name)
+    }
+
+    /// The fragment's own stylesheet (`style.css` beside its `Cargo.toml`), if it has one.
+    pub fn stylesheet(&self) -> PathBuf {
+        self.dir.join("style.css")
     }
 }
 
@@ -273,12 +279,29 @@ pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: 
     let wasm_name = format!("pkg/{}-{}_bg.wasm", fragment.name, hex16(&wasm));
     std::fs::write(bundle_dir.join(&js_name), &js)?;
     std::fs::write(bundle_dir.join(&wasm_name), &wasm)?;
+    let mut assets = vec![
+        ManifestAsset { kind: AssetKind::Js, path: js_name, integrity: sri(&js), bytes: js.len() as u64 },
+        ManifestAsset { kind: AssetKind::Wasm, path: wasm_name, integrity: sri(&wasm), bytes: wasm.len() as u64 },
+    ];
+    // The fragment's own stylesheet, when it has one: scoped to its markup (`styles`), hashed like the rest.
+    let css = match std::fs::read_to_string(fragment.stylesheet()) {
+        Ok(source) => {
+            let css = styles::scoped(&fragment.name, &source).with_context(|| format!("{}", fragment.stylesheet().display()))?.into_bytes();
+            let css_name = format!("pkg/{}-{}.css", fragment.name, hex16(&css));
+            std::fs::write(bundle_dir.join(&css_name), &css)?;
+            assets.push(ManifestAsset { kind: AssetKind::Css, path: css_name, integrity: sri(&css), bytes: css.len() as u64 });
+            css
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(error) => return Err(error).with_context(|| format!("reading {}", fragment.stylesheet().display())),
+    };
     // Before the manifest names the files: a server never lists a file whose variants are still missing.
     if profile == WasmProfile::Release {
-        weight::write_variants(&bundle_dir.join(&js_name))?;
-        weight::write_variants(&bundle_dir.join(&wasm_name))?;
+        for asset in &assets {
+            weight::write_variants(&bundle_dir.join(&asset.path))?;
+        }
     }
-    let build_id = hex16(&[js.as_slice(), wasm.as_slice()].concat());
+    let build_id = hex16(&[js.as_slice(), wasm.as_slice(), css.as_slice()].concat());
     let manifest = FragmentManifest {
         name: fragment.name.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -286,10 +309,7 @@ pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: 
         route_prefix: fragment.prefix.clone(),
         contract_version: tessera_contracts::CONTRACT_VERSION,
         profile: profile.cargo_profile().to_owned(),
-        assets: vec![
-            ManifestAsset { kind: AssetKind::Js, path: js_name, integrity: sri(&js), bytes: js.len() as u64 },
-            ManifestAsset { kind: AssetKind::Wasm, path: wasm_name, integrity: sri(&wasm), bytes: wasm.len() as u64 },
-        ],
+        assets,
     };
     let previous = read_manifest(&bundle_dir);
     // Write then rename: a server reading the manifest never sees half a file.

@@ -125,7 +125,7 @@ pub fn measure(workspace: &Workspace, fragment: &FragmentCrate) -> Result<Weight
 
 /// Prints every fragment's weight against its budget and fails naming each one over (or without) a budget.
 pub fn check_budgets(weights: &[Weight]) -> Result<()> {
-    println!("| fragment bundle (js + wasm) | raw B | brotli B | budget B | |");
+    println!("| fragment bundle (js + wasm + css) | raw B | brotli B | budget B | |");
     println!("|---|--:|--:|--:|---|");
     for weight in weights {
         let budget = weight.budget.map_or("none".to_owned(), |budget| budget.to_string());

@@ -217,7 +217,7 @@ async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUs
         </section>
     }
     .to_html();
-    Html(html).into_response()
+    Html(tessera_kit::page::widget_html(&runtime, html)).into_response()
 }
 
 /// `POST /cart/payments/webhook`: the payment provider's signed callback. The signature is checked on

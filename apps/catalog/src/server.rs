@@ -253,7 +253,7 @@ async fn widget(State(runtime): State<FragmentRuntime>) -> Response {
                 </section>
             }
             .to_html();
-            Html(html).into_response()
+            Html(tessera_kit::page::widget_html(&runtime, html)).into_response()
         }
         Err(error) => {
             tracing::error!(%error, "catalog widget query failed");

@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 /// File name of the manifest inside a fragment's site directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
 
+/// The attribute that marks a fragment's markup: its pages' `<body>` and its widgets' root element. A
+/// fragment's stylesheet applies inside elements that carry it with the fragment's name, and nowhere
+/// else (not in the chrome, not in another fragment's markup).
+pub const FRAGMENT_ATTRIBUTE: &str = "data-fragment";
+
 /// `<site>/<fragment>/manifest.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FragmentManifest {
@@ -45,6 +50,8 @@ pub enum AssetKind {
     Js,
     /// The fragment's WebAssembly module.
     Wasm,
+    /// The fragment's own stylesheet, scoped at build time to its pages and widgets.
+    Css,
 }
 
 impl FragmentManifest {

@@ -201,7 +201,7 @@ async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUs
                 </section>
             }
             .to_html();
-            Html(html).into_response()
+            Html(tessera_kit::page::widget_html(&runtime, html)).into_response()
         }
         Err(error) => {
             tracing::error!(%error, "inventory widget query failed");

@@ -71,6 +71,12 @@ impl ManifestStore {
     }
 }
 
+/// URL and SRI of the fragment's stylesheet, when its bundle has one.
+pub fn stylesheet(manifest: &FragmentManifest) -> Option<(String, String)> {
+    let css = manifest.asset(AssetKind::Css)?;
+    Some((manifest.url(css), css.integrity.clone()))
+}
+
 /// The `<head>` tags that load and hydrate this exact build: a `modulepreload` with SRI for the JS glue, and
 /// a module script that fetches the wasm with SRI and calls the fragment's `hydrate` export.
 ///

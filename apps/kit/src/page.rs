@@ -34,6 +34,9 @@ pub fn document_with<V: IntoView + 'static>(runtime: &FragmentRuntime, head: &Pa
     let manifest = runtime.manifests.current();
     let tags = manifest.as_deref().and_then(hydration_tags);
     let build_id = manifest.as_ref().map(|m| m.build_id.clone()).unwrap_or_else(|| "unbuilt".into());
+    let stylesheet = manifest.as_deref().and_then(crate::manifest::stylesheet).map(|(href, integrity)| {
+        view! { <link rel="stylesheet" href=href integrity=integrity crossorigin="anonymous"/> }
+    });
     let (preload, script) = match tags {
         Some((js_url, js_integrity, script)) => (
             Some(view! { <link rel="modulepreload" href=js_url integrity=js_integrity crossorigin="anonymous"/> }),
@@ -60,6 +63,7 @@ pub fn document_with<V: IntoView + 'static>(runtime: &FragmentRuntime, head: &Pa
                 {description}
                 {canonical}
                 {json_ld}
+                {stylesheet}
                 {preload}
                 {script}
             </head>
@@ -67,6 +71,20 @@ pub fn document_with<V: IntoView + 'static>(runtime: &FragmentRuntime, head: &Pa
                 {app()}
             </body>
         </html>
+    }
+}
+
+/// A widget's HTML with the fragment's stylesheet linked before it (a `<link rel="stylesheet">` may stand
+/// in the body), so a widget on the shell's home page is styled by its own fragment's rules, scoped to
+/// the widget's root (`tessera_contracts::manifest::FRAGMENT_ATTRIBUTE`).
+pub fn widget_html(runtime: &FragmentRuntime, html: String) -> String {
+    let manifest = runtime.manifests.current();
+    match manifest.as_deref().and_then(crate::manifest::stylesheet) {
+        Some((href, integrity)) => {
+            let link = view! { <link rel="stylesheet" href=href integrity=integrity crossorigin="anonymous"/> }.to_html();
+            format!("{link}{html}")
+        }
+        None => html,
     }
 }
 
