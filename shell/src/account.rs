@@ -87,7 +87,7 @@ async fn render(
         </dl>
         <h2>"Where you are signed in"</h2>
         <table class="sessions">
-            <thead><tr><th>"Device"</th><th>"Signed in"</th><th>"Last active"</th><th></th></tr></thead>
+            <thead><tr><th>"Device"</th><th>"Signed in"</th><th>"Last active"</th><th>"Actions"</th></tr></thead>
             <tbody>{rows}</tbody>
         </table>
         <h2>"Change your password"</h2>

@@ -65,7 +65,7 @@ pub fn chrome_html(context: &ChromeContext<'_>) -> String {
     view! {
         <div class="chrome">
             <a class="brand" href="/" rel="external">"Tessera"</a>
-            <nav class="site-nav">{links}</nav>
+            <nav class="site-nav" aria-label="Site">{links}</nav>
             <div class="user-menu">{user_menu}</div>
         </div>
     }

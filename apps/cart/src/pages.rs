@@ -20,7 +20,7 @@ pub fn ElsewhereOnTheSite() -> impl IntoView {
 
 fn subnav() -> impl IntoView {
     view! {
-        <nav class="subnav">
+        <nav class="subnav" aria-label="Cart and orders">
             <a href=PREFIX>"Cart"</a> " · " <a href=format!("{PREFIX}/orders")>"Your orders"</a>
         </nav>
     }
@@ -77,7 +77,7 @@ fn CartLines(initial: CartView) -> impl IntoView {
         {move || who(&cart.get())}
         <Show when=move || !cart.get().lines.is_empty() fallback=|| view! { <p data-testid="cart-empty">"Your cart is empty."</p> }>
             <table class="cart-lines" data-testid="cart-lines">
-                <thead><tr><th>"Item"</th><th>"Price"</th><th>"Quantity"</th><th>"Total"</th><th></th></tr></thead>
+                <thead><tr><th>"Item"</th><th>"Price"</th><th>"Quantity"</th><th>"Total"</th><th>"Actions"</th></tr></thead>
                 <tbody>
                     <For each=move || cart.get().lines key=|line| (line.sku.clone(), line.quantity, line.hold_text.clone()) let:line>
                         {line_row(line, change)}

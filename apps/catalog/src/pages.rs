@@ -176,7 +176,8 @@ fn ProductCard(card: Card) -> impl IntoView {
     let add = card.single_sku.clone().map(|sku| view! { <AddToCart sku=sku/> });
     view! {
         <li class="product" data-product=card.id.clone() data-sku=card.single_sku.clone().unwrap_or_default()>
-            <A href=href.clone()><img src=card.image.clone() alt="" width="160" height="120" loading="lazy"/></A>
+            // The picture repeats the name's link: one tab stop and one name per product for assistive technology.
+            <A href=href.clone() attr:aria-hidden="true" attr:tabindex="-1"><img src=card.image.clone() alt="" width="160" height="120" loading="lazy"/></A>
             <h2><A href=href>{card.name.clone()}</A></h2>
             <p class="brand">{card.brand.clone()}</p>
             <p class="price">{card.price.to_string()}</p>

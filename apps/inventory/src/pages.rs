@@ -44,7 +44,7 @@ pub fn StockList(query: StockQuery) -> impl IntoView {
     view! {
         <section class="inventory">
             <h1>"Inventory"</h1>
-            <nav class="subnav"><a href=PREFIX>"Stock"</a> " · " <a href=format!("{PREFIX}/reservations")>"Reservations"</a></nav>
+            <nav class="subnav" aria-label="Inventory"><a href=PREFIX>"Stock"</a> " · " <a href=format!("{PREFIX}/reservations")>"Reservations"</a></nav>
             <form method="get" action=PREFIX class="filters" role="search">
                 <label>"SKU " <input type="search" name="q" value=q placeholder="e.g. MUG" data-testid="stock-search"/></label>
                 <label><input type="checkbox" name="low" value="true" checked=low/> " Low stock only"</label>
@@ -89,7 +89,7 @@ fn stock_table(page: StockTable, adjust: ServerAction<AdjustStock>, query: Stock
             <th>"Safety"</th>
             <th>{sort_link("incoming", "Incoming")}</th>
             <th>{sort_link("available", "Available")}</th>
-            <th></th>
+            <th>"Actions"</th>
         </tr>
     };
     let message = move || adjust.value().get().and_then(|result| result.err()).map(|error| error.to_string());
@@ -301,7 +301,7 @@ fn reservations_table(rows: Vec<ReservationRow>, fulfil: Option<ServerAction<Ful
         .collect_view();
     view! {
         <table class="reservations" data-testid="reservations">
-            <thead><tr><th>"Id"</th><th>"Status"</th><th>"For"</th><th>"Order"</th><th>"Lines"</th><th>"Created"</th><th>"Expires"</th><th></th></tr></thead>
+            <thead><tr><th>"Id"</th><th>"Status"</th><th>"For"</th><th>"Order"</th><th>"Lines"</th><th>"Created"</th><th>"Expires"</th><th>"Actions"</th></tr></thead>
             <tbody>{rows}</tbody>
         </table>
     }
@@ -388,7 +388,7 @@ pub fn SkuPage(sku: String) -> impl IntoView {
     };
     view! {
         <section class="inventory sku-page">
-            <nav class="subnav"><a href=PREFIX>"← Stock"</a> " · " <a href=format!("{PREFIX}/reservations")>"Reservations"</a></nav>
+            <nav class="subnav" aria-label="Inventory"><a href=PREFIX>"← Stock"</a> " · " <a href=format!("{PREFIX}/reservations")>"Reservations"</a></nav>
             <h1>{sku.clone()}</h1>
             <p class="status" role="status" data-testid="form-status">{message}</p>
             <Suspense fallback=|| view! { <p>"Loading…"</p> }>
@@ -430,7 +430,7 @@ pub fn ReservationsPage(filter: String, page: i64) -> impl IntoView {
     };
     view! {
         <section class="inventory">
-            <nav class="subnav"><a href=PREFIX>"← Stock"</a></nav>
+            <nav class="subnav" aria-label="Inventory"><a href=PREFIX>"← Stock"</a></nav>
             <h1>"Reservations"</h1>
             <p class="filters">{filters}</p>
             <p class="status" role="status">{message}</p>
