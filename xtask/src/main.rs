@@ -465,7 +465,34 @@ fn test(workspace: &Workspace, browser: bool) -> Result<()> {
     Ok(())
 }
 
+/// Checkouts that share one `CARGO_TARGET_DIR` (CI's cache, a second clone) share one `target/debug/xtask`,
+/// and cargo, finding this checkout's build of it up to date, runs whichever checkout built it last: that
+/// binary's paths (and code) are the other checkout's. `cargo run` says which checkout asked
+/// (`CARGO_MANIFEST_DIR` at run time); when it is not the one compiled in, xtask is rebuilt here and run
+/// again, once.
+fn rerun_if_built_for_another_checkout() -> Result<()> {
+    let Some(asked) = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from) else {
+        return Ok(());
+    };
+    if asked == Path::new(env!("CARGO_MANIFEST_DIR")) || std::env::var_os("TESSERA_XTASK_REBUILT").is_some() {
+        return Ok(());
+    }
+    println!("xtask: this xtask was built in {}; rebuilding it for {}", env!("CARGO_MANIFEST_DIR"), asked.display());
+    // A newer source file makes cargo rebuild the binary, which puts this checkout's build in place.
+    std::fs::File::options().append(true).open(asked.join("src/main.rs"))?.set_modified(std::time::SystemTime::now())?;
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["run", "--package", "xtask", "--"])
+        .args(std::env::args_os().skip(1))
+        .current_dir(asked.parent().unwrap_or(&asked))
+        .env("TESSERA_XTASK_REBUILT", "1")
+        .status()
+        .context("rebuilding xtask")?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
 fn main() -> Result<()> {
+    rerun_if_built_for_another_checkout()?;
     let cli = Cli::parse();
     let workspace = Workspace::locate();
     let profile = |dev: bool| {

@@ -216,22 +216,97 @@ async fn editor_page(State(runtime): State<FragmentRuntime>, MaybeUser(user): Ma
     }
 }
 
-/// `/catalog/img/<id>.svg`: a generated picture for products without one (colour and initials from the
-/// id, so it is stable).
+/// `/catalog/img/<id>.svg`: a generated picture for products without one, drawn like a studio shot: the
+/// product's silhouette (a tee, a mug, a cap… from the words of its id) in its colour on a soft backdrop
+/// with a floor shadow. Stable for an id, so it caches well.
 async fn image(Path(file): Path<String>) -> Response {
     let Some(id) = file.strip_suffix(".svg").filter(|id| !id.is_empty() && id.len() <= 80 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')) else {
         return (StatusCode::NOT_FOUND, "no such image").into_response();
     };
-    let hash = id.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
-    let hue = hash % 360;
-    let initials: String = id.split('-').filter_map(|w| w.chars().next()).take(2).collect::<String>().to_uppercase();
-    let svg = format!(
+    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "public, max-age=86400")], product_shot(id)).into_response()
+}
+
+/// The product's colour and a darker shade of it for outlines: a colour its id names, else one of its own.
+fn product_colours(id: &str) -> (String, String) {
+    let named = [
+        (["blk", "black"], (0, 0, 18)),
+        (["blu", "blue"], (222, 62, 48)),
+        (["red", "crimson"], (4, 66, 48)),
+        (["grn", "green"], (140, 40, 40)),
+        (["wht", "white"], (40, 12, 94)),
+        (["stn", "stone"], (36, 14, 72)),
+        (["cnv", "canvas"], (38, 38, 78)),
+    ];
+    let words: Vec<&str> = id.split('-').collect();
+    let (hue, saturation, lightness) =
+        named.iter().find(|(names, _)| words.iter().any(|word| names.contains(word))).map(|(_, hsl)| *hsl).unwrap_or_else(|| {
+            let hash = id.bytes().fold(2_166_136_261u32, |h, b| (h ^ u32::from(b)).wrapping_mul(16_777_619));
+            (hash % 360, 45 + hash / 360 % 20, 45 + hash / 7200 % 15)
+        });
+    (format!("hsl({hue},{saturation}%,{lightness}%)"), format!("hsl({hue},{saturation}%,{}%)", lightness.saturating_sub(18)))
+}
+
+/// The silhouette for the kind of product the id names, in a 160 × 120 box.
+fn silhouette(id: &str, fill: &str, shade: &str) -> String {
+    let words: Vec<&str> = id.split('-').collect();
+    let has = |names: &[&str]| words.iter().any(|word| names.contains(word));
+    let body = format!("fill=\"{fill}\" stroke=\"{shade}\" stroke-width=\"1.5\" stroke-linejoin=\"round\"");
+    if has(&["hoodie", "hod"]) {
+        format!(
+            "<path {body} d=\"M54 32 Q80 14 106 32 L122 64 L108 69 L106 100 L54 100 L52 69 L38 64 Z\"/>\
+             <path fill=\"none\" stroke=\"{shade}\" stroke-width=\"1.5\" d=\"M66 32 Q80 46 94 32 M64 80 L96 80 L92 94 L68 94 Z\"/>"
+        )
+    } else if has(&["tee", "shirt"]) {
+        format!(
+            "<path {body} d=\"M52 30 L67 24 Q80 33 93 24 L108 30 L120 47 L105 54 L104 98 L56 98 L55 54 L40 47 Z\"/>\
+             <path fill=\"none\" stroke=\"{shade}\" stroke-width=\"1.5\" d=\"M67 24 Q80 38 93 24\"/>"
+        )
+    } else if has(&["cap", "hat"]) {
+        format!(
+            "<path {body} d=\"M46 80 Q46 40 80 38 Q112 40 112 78 Z\"/>\
+             <path {body} d=\"M104 74 Q130 76 136 86 Q114 90 96 82 Z\"/><circle cx=\"79\" cy=\"38\" r=\"3\" fill=\"{shade}\"/>"
+        )
+    } else if has(&["mug", "cup"]) {
+        format!(
+            "<path fill=\"none\" stroke=\"{fill}\" stroke-width=\"8\" d=\"M98 52 q20 0 20 17 q0 17 -20 17\"/>\
+             <rect {body} x=\"52\" y=\"36\" width=\"48\" height=\"62\" rx=\"7\"/><ellipse cx=\"76\" cy=\"38\" rx=\"22\" ry=\"3\" fill=\"{shade}\"/>"
+        )
+    } else if has(&["tote", "bag"]) {
+        format!(
+            "<path fill=\"none\" stroke=\"{shade}\" stroke-width=\"4\" d=\"M64 52 Q64 26 80 26 Q96 26 96 52\"/>\
+             <path {body} d=\"M48 50 L112 50 L117 102 L43 102 Z\"/>"
+        )
+    } else if has(&["notebook", "ntb"]) {
+        format!(
+            "<rect {body} x=\"52\" y=\"24\" width=\"56\" height=\"76\" rx=\"4\"/>\
+             <rect x=\"52\" y=\"24\" width=\"9\" height=\"76\" rx=\"3\" fill=\"{shade}\"/><rect x=\"98\" y=\"24\" width=\"3\" height=\"76\" fill=\"{shade}\"/>"
+        )
+    } else if has(&["pen", "pencil"]) {
+        format!(
+            "<g transform=\"rotate(-28 80 62)\"><rect {body} x=\"34\" y=\"56\" width=\"78\" height=\"12\" rx=\"4\"/>\
+             <path fill=\"{shade}\" d=\"M112 56 L128 62 L112 68 Z\"/><rect x=\"40\" y=\"53\" width=\"22\" height=\"3\" rx=\"1.5\" fill=\"{shade}\"/></g>"
+        )
+    } else if has(&["sticker", "stk"]) {
+        format!(
+            "<rect {body} x=\"44\" y=\"34\" width=\"44\" height=\"44\" rx=\"10\" transform=\"rotate(-12 66 56)\"/>\
+             <rect fill=\"#fff\" stroke=\"{shade}\" stroke-width=\"1.5\" x=\"70\" y=\"44\" width=\"44\" height=\"44\" rx=\"22\"/>\
+             <circle cx=\"92\" cy=\"66\" r=\"11\" fill=\"{fill}\"/>"
+        )
+    } else {
+        format!("<rect {body} x=\"50\" y=\"40\" width=\"60\" height=\"56\" rx=\"4\"/><path fill=\"{shade}\" d=\"M50 52 L110 52 L110 56 L50 56 Z\"/>")
+    }
+}
+
+fn product_shot(id: &str) -> String {
+    let (fill, shade) = product_colours(id);
+    let shape = silhouette(id, &fill, &shade);
+    format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 160 120\" width=\"160\" height=\"120\">\
-         <rect width=\"160\" height=\"120\" fill=\"hsl({hue},55%,82%)\"/>\
-         <circle cx=\"80\" cy=\"60\" r=\"38\" fill=\"hsl({hue},45%,55%)\"/>\
-         <text x=\"80\" y=\"72\" font-family=\"sans-serif\" font-size=\"34\" text-anchor=\"middle\" fill=\"#fff\">{initials}</text></svg>"
-    );
-    ([(header::CONTENT_TYPE, "image/svg+xml"), (header::CACHE_CONTROL, "public, max-age=86400")], svg).into_response()
+         <defs><linearGradient id=\"backdrop\" x1=\"0\" y1=\"0\" x2=\"0\" y2=\"1\"><stop offset=\"0\" stop-color=\"#f6f6f3\"/>\
+         <stop offset=\"1\" stop-color=\"#e2e0da\"/></linearGradient>\
+         <radialGradient id=\"floor\"><stop offset=\"0\" stop-color=\"#000\" stop-opacity=\"0.22\"/><stop offset=\"1\" stop-color=\"#000\" stop-opacity=\"0\"/></radialGradient></defs>\
+         <rect width=\"160\" height=\"120\" fill=\"url(#backdrop)\"/><ellipse cx=\"80\" cy=\"104\" rx=\"46\" ry=\"7\" fill=\"url(#floor)\"/>{shape}</svg>"
+    )
 }
 
 /// Server-rendered featured products for the shell's home page (not hydrated).
@@ -259,5 +334,29 @@ async fn widget(State(runtime): State<FragmentRuntime>) -> Response {
             tracing::error!(%error, "catalog widget query failed");
             (StatusCode::INTERNAL_SERVER_ERROR, "catalog widget unavailable").into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{product_colours, product_shot};
+
+    #[test]
+    fn each_kind_of_product_has_its_own_shape_and_a_named_colour_is_kept() {
+        let shapes: Vec<String> =
+            ["classic-tee-1", "classic-hoodie-2", "cap-blk-01", "mug-stn-01", "bag-cnv-01", "ntb-a5-dot", "classic-pen-3", "classic-sticker-pack-4"]
+                .iter()
+                .map(|id| {
+                    let svg = product_shot(id);
+                    assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{svg}");
+                    // The shape is what follows the backdrop and the floor shadow.
+                    svg.split("fill=\"url(#floor)\"/>").nth(1).unwrap().replace(&product_colours(id).0, "").replace(&product_colours(id).1, "")
+                })
+                .collect();
+        for (n, shape) in shapes.iter().enumerate() {
+            assert!(!shapes[..n].contains(shape), "shape {n} repeats an earlier one");
+        }
+        assert_eq!(product_colours("cap-blk-01").0, "hsl(0,0%,18%)");
+        assert_eq!(product_shot("classic-mug-7"), product_shot("classic-mug-7"), "stable for an id");
     }
 }
