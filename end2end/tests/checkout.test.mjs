@@ -50,10 +50,13 @@ describe('checkout', () => {
     assert.equal((await line.locator('[data-testid=quantity]').textContent()).trim(), '2');
     assert.match(await line.locator('[data-testid=hold]').textContent(), /Held for you until \d{4}-\d\d-\d\d \d\d:\d\d UTC/);
     assert.equal((await page.textContent('[data-testid=subtotal]')).trim(), 'EUR 29.00');
+    const step = () => page.textContent('[data-testid=steps] [aria-current=step]');
+    assert.equal(await step(), 'Cart');
 
     // Checkout: address, express shipping, place the order → the provider's payment page.
     await Promise.all([page.waitForURL(/\/cart\/checkout$/), page.click('[data-testid=to-checkout]')]);
     await hydrated(page);
+    assert.equal(await step(), 'Delivery');
     await page.fill('input[name=name]', 'Sam Shopper');
     await page.fill('input[name=street]', '1 Loop Lane');
     await page.fill('input[name=city]', 'Berlin');
@@ -80,6 +83,7 @@ describe('checkout', () => {
     await hydrated(page);
     await page.locator('[data-testid=order-status]', { hasText: 'Paid' }).waitFor({ timeout: 20_000 });
     await page.reload();
+    assert.equal(await step(), 'Confirmed');
     await page.waitForFunction(() => document.querySelector('[data-testid=cart-badge]').textContent.trim() === '0');
 
     // Staff fulfil the paid order in the inventory admin (the same browser: sign in as staff, then back).
