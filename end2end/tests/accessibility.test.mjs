@@ -45,6 +45,23 @@ describe('accessibility', () => {
     await site?.stop();
   });
 
+  test('on a phone the account menu folds behind the name and opens to a tap', async () => {
+    const page = await browser.context.newPage();
+    await login(page, site.url, ADMIN);
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(`${site.url}/admin/inventory`);
+    await hydrated(page);
+    assert.equal(await page.isVisible('[data-testid=logout]'), false, 'folded on a phone');
+    await page.click('.account-menu > summary');
+    assert.equal(await page.isVisible('[data-testid=logout]'), true, 'open after a tap');
+    assert.deepEqual((await violations(page)).filter((violation) => ['critical', 'serious'].includes(violation.impact)), []);
+    await page.setViewportSize({ width: 1280, height: 800 });
+    await page.goto(`${site.url}/admin/inventory`);
+    assert.equal(await page.isVisible('[data-testid=logout]'), true, 'in the bar on a wide screen');
+    assert.equal(await page.isVisible('.account-menu > summary'), false);
+    await page.close();
+  });
+
   for (const [who, paths] of Object.entries(PAGES)) {
     test(`the main pages have no critical or serious violations, as ${who}`, async () => {
       const page = await browser.context.newPage();

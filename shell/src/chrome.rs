@@ -44,16 +44,23 @@ pub fn chrome_html(context: &ChromeContext<'_>) -> String {
         })
         .collect_view();
     let user_menu = match context.user {
+        // A menu that folds behind the user's name on a phone; on a wide screen the stylesheet shows it
+        // open in the bar, without the summary.
         Some(user) => view! {
-            {user.has_role(shared_auth::Role::Admin).then(|| view! {
-                <a href="/admin/users" rel="external">"Accounts"</a>
-                <a href="/admin/events" rel="external">"Events"</a>
-                <a href="/admin/fragments" rel="external">"Fragments"</a>
-            })}
-            <a href="/account" rel="external" data-testid="user-name">{user.name.clone()}</a>
-            <form method="post" action="/logout" class="inline">
-                <button type="submit" data-testid="logout">"Sign out"</button>
-            </form>
+            <details class="account-menu">
+                <summary>{user.name.clone()}</summary>
+                <div class="menu">
+                    {user.has_role(shared_auth::Role::Admin).then(|| view! {
+                        <a href="/admin/users" rel="external">"Accounts"</a>
+                        <a href="/admin/events" rel="external">"Events"</a>
+                        <a href="/admin/fragments" rel="external">"Fragments"</a>
+                    })}
+                    <a href="/account" rel="external" data-testid="user-name">{user.name.clone()}</a>
+                    <form method="post" action="/logout" class="inline">
+                        <button type="submit" data-testid="logout">"Sign out"</button>
+                    </form>
+                </div>
+            </details>
         }
         .into_any(),
         None => view! {
