@@ -69,7 +69,8 @@ export async function startTessera({ args = [], env = {}, port: chosenPort } = {
   };
 }
 
-export async function launchBrowser() {
+/** Chromium with a fresh profile; `args` adds command-line flags (host-resolver rules, say). */
+export async function launchBrowser({ args = [] } = {}) {
   const userDataDir = mkdtempSync(join(tmpdir(), 'tessera-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: '/usr/bin/chromium',
@@ -82,6 +83,7 @@ export async function launchBrowser() {
       '--disable-background-networking',
       '--disable-component-update',
       '--disable-sync',
+      ...args,
     ],
   });
   const errors = [];

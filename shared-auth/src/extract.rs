@@ -32,6 +32,13 @@ async fn user_of(parts: &mut Parts, verifier: &Verifier) -> Option<SessionUser> 
     user
 }
 
+/// Records the user of a request as established by a layer in front of the handlers (a fragment on
+/// another domain signs its users in at the shell: `tessera_kit::relying_party`). Every extractor and
+/// [`current_user`] then take it as it is, without looking at the shell's cookie.
+pub fn vouch(extensions: &mut http::Extensions, user: Option<SessionUser>) {
+    extensions.insert(VerifiedUser(user));
+}
+
 /// The signed-in user, if any.
 #[derive(Debug, Clone)]
 pub struct MaybeUser(pub Option<SessionUser>);

@@ -91,8 +91,14 @@ impl SigningKey {
 
     /// Signs arbitrary claims with this key (`alg` EdDSA, `typ` JWT, `kid`).
     pub fn sign<T: serde::Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        self.sign_typed(claims, "JWT")
+    }
+
+    /// Signs claims with the JOSE header `typ` given (`at+jwt` for RFC 9068 access tokens).
+    pub fn sign_typed<T: serde::Serialize>(&self, claims: &T, typ: &str) -> Result<String, KeyError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
+        header.typ = Some(typ.to_owned());
         Ok(jsonwebtoken::encode(&header, claims, &self.encoding)?)
     }
 }
@@ -306,6 +312,11 @@ impl TokenSigner {
     /// Signs the given claims as they are, with the current key (tests build odd tokens with it).
     pub fn sign_claims<T: serde::Serialize>(&self, claims: &T) -> Result<String, KeyError> {
         self.ring.signing_key(now_seconds()).sign(claims)
+    }
+
+    /// Signs other tokens (the OpenID Connect ones) with the current key and the JOSE `typ` given.
+    pub fn sign_typed<T: serde::Serialize>(&self, claims: &T, typ: &str) -> Result<String, KeyError> {
+        self.ring.signing_key(now_seconds()).sign_typed(claims, typ)
     }
 }
 

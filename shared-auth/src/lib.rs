@@ -11,7 +11,10 @@
 //!   `tessera keys rotate`, kept by the shell in its database), which key signs when, and the JWKS it
 //!   publishes;
 //! - `verify`: [`Verifier`](verify::Verifier), the only way a token becomes a user: pinned algorithm,
-//!   issuer, audience, `typ`, lifetime cap, keys by `kid` with a refetch cooldown;
+//!   issuer, audience, `typ`, lifetime cap, keys by `kid` with a refetch cooldown; the same checks with
+//!   other expectations for the OpenID Connect tokens;
+//! - `oidc`: the OpenID Connect paths, token kinds and claims the shell (provider) and fragments on other
+//!   domains (relying parties) share;
 //! - `password`: argon2id hashing with a bounded input length;
 //! - `cookie`: the session cookies' names and attributes for both deploy shapes (`__Host-` same-origin,
 //!   `Domain` for subdomains);
@@ -34,6 +37,8 @@ pub mod csrf;
 pub mod extract;
 #[cfg(feature = "server")]
 pub mod keys;
+#[cfg(feature = "server")]
+pub mod oidc;
 #[cfg(feature = "server")]
 pub mod password;
 #[cfg(feature = "server")]

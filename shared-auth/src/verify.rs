@@ -95,6 +95,18 @@ impl JwksSource for InProcessJwks {
     }
 }
 
+/// What [`Verifier::verify_other`] expects of a token.
+#[derive(Debug, Clone, Copy)]
+pub struct Expect<'a> {
+    pub issuer: &'a str,
+    /// Any one of these.
+    pub audiences: &'a [&'a str],
+    /// The JOSE header's `typ`.
+    pub typ: &'a str,
+    /// `false` for a token that only says who sent it (an ID token as a sign-out hint), however old.
+    pub check_expiry: bool,
+}
+
 /// Settings of a [`Verifier`].
 #[derive(Debug, Clone)]
 pub struct VerifierSettings {
@@ -193,8 +205,9 @@ impl Verifier {
         }))
     }
 
-    /// Verifies an access token and returns its claims.
-    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+    /// The key of a token, after the checks every token passes first: length, three parts, EdDSA and a
+    /// known `kid`.
+    async fn checked_key(&self, token: &str) -> Result<(jsonwebtoken::Header, DecodingKey), TokenError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenError::TooLong);
         }
@@ -206,11 +219,16 @@ impl Verifier {
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::WrongAlgorithm(format!("{:?}", header.alg)));
         }
-        let kid = header.kid.ok_or(TokenError::MissingKid)?;
+        let kid = header.kid.clone().ok_or(TokenError::MissingKid)?;
         if kid.is_empty() || kid.len() > MAX_KID_BYTES {
             return Err(TokenError::UnknownKid);
         }
-        let key = self.key_for(&kid).await?;
+        Ok((header, self.key_for(&kid).await?))
+    }
+
+    /// Verifies an access token and returns its claims.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let (_, key) = self.checked_key(token).await?;
         let data = jsonwebtoken::decode::<Claims>(token, &key, &self.0.validation).map_err(|error| TokenError::Invalid(error.to_string()))?;
         let claims = data.claims;
         if claims.typ != ACCESS_TOKEN_TYPE {
@@ -221,6 +239,26 @@ impl Verifier {
             return Err(TokenError::LifetimeTooLong);
         }
         Ok(claims)
+    }
+
+    /// Verifies a token of another kind signed with the same keys (the OpenID Connect ID and access
+    /// tokens): the checks of [`Verifier::verify`] before any key is used, then `expect`.
+    pub async fn verify_other<T: serde::de::DeserializeOwned>(&self, token: &str, expect: &Expect<'_>) -> Result<T, TokenError> {
+        let (header, key) = self.checked_key(token).await?;
+        if header.typ.as_deref() != Some(expect.typ) {
+            return Err(TokenError::WrongType);
+        }
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[expect.issuer]);
+        validation.set_audience(expect.audiences);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        validation.validate_exp = expect.check_expiry;
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECONDS;
+        if expect.audiences.is_empty() {
+            return Err(TokenError::Invalid("no audience is accepted".into()));
+        }
+        jsonwebtoken::decode::<T>(token, &key, &validation).map(|data| data.claims).map_err(|error| TokenError::Invalid(error.to_string()))
     }
 
     pub fn settings(&self) -> &VerifierSettings {

@@ -1,7 +1,7 @@
 //! The Tessera shell: the container every page goes through.
 //!
-//! It owns `/`, `/login`, `/logout`, `/register`, `/account`, `/.well-known/jwks.json` and the shared
-//! stylesheet, signs the one login (an Ed25519 JWT in an HttpOnly cookie), and routes every other prefix to
+//! It owns `/`, `/login`, `/logout`, `/register`, `/account`, `/.well-known/jwks.json`, the OpenID Connect
+//! provider's endpoints (`/.well-known/openid-configuration`, `/oauth/*`) and the shared stylesheet, signs the one login (an Ed25519 JWT in an HttpOnly cookie), and routes every other prefix to
 //! the fragment that owns it — in this process or over HTTP — composing pages on the way out.
 //!
 //! Layout:
@@ -15,6 +15,7 @@
 //! - `session`: the middleware that refreshes sessions and makes revocations take effect, in one place;
 //!   `sessions`: sessions and rotating refresh tokens with reuse detection; `throttle`: sign-in throttling;
 //! - `pages`, `account`, `admin`: the shell's handlers; `users`: accounts;
+//! - `oidc`: the shell as an OpenID Connect provider, so fragments on other domains share the one login;
 //! - `timing`: the `Server-Timing` header, the shell's phases and the fragment's under its name.
 //!
 //! Responses are compressed on the way out (tower-http's `CompressionLayer`, brotli or gzip as the client
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod chrome;
 pub mod compose;
 pub mod keys;
+pub mod oidc;
 pub mod pages;
 pub mod registry;
 pub mod security;
@@ -99,6 +101,8 @@ pub struct ShellInner {
     pub csrf: Arc<CsrfPolicy>,
     /// URL of the shared stylesheet, versioned by its content.
     pub stylesheet_url: String,
+    /// The OpenID Connect provider: its issuer and registered clients.
+    pub oidc: oidc::Provider,
 }
 
 /// Cheap-to-clone handle on [`ShellInner`].
@@ -132,6 +136,7 @@ pub struct ShellConfig {
     /// Password hashes at once (0: one per core).
     pub password_hashes_at_once: usize,
     pub csrf: CsrfPolicy,
+    pub oidc: oidc::Provider,
 }
 
 impl ShellState {
@@ -155,6 +160,7 @@ impl ShellState {
             hashing: users::Hashing::new(config.password_hashes_at_once),
             csrf: Arc::new(config.csrf),
             stylesheet_url,
+            oidc: config.oidc,
         }))
     }
 }
@@ -175,6 +181,11 @@ pub fn router(state: ShellState) -> Router {
         .route("/admin/events", get(admin::events_page))
         .route("/admin/fragments", get(admin::fragments_page))
         .route("/.well-known/jwks.json", get(pages::jwks))
+        .route(shared_auth::oidc::DISCOVERY_PATH, get(oidc::discovery))
+        .route(shared_auth::oidc::AUTHORIZE_PATH, get(oidc::authorize))
+        .route(shared_auth::oidc::TOKEN_PATH, post(oidc::token))
+        .route(shared_auth::oidc::USERINFO_PATH, get(oidc::userinfo).post(oidc::userinfo))
+        .route(shared_auth::oidc::END_SESSION_PATH, get(oidc::end_session).post(oidc::end_session_confirmed))
         .route("/style/tessera.css", get(pages::stylesheet))
         .route("/chrome.js", get(pages::chrome_script))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES));

@@ -36,10 +36,19 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
     }
 }
 
+/// Longest `next` followed: an OpenID Connect authorization request waiting for the sign-in fits.
+const MAX_NEXT_BYTES: usize = 4096;
+
 /// Only local paths are followed after login, so `next` cannot send a user to another site.
 pub(crate) fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') && path.len() <= 512 && !path.chars().any(char::is_control) => {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.contains('\\')
+                && path.len() <= MAX_NEXT_BYTES
+                && !path.chars().any(char::is_control) =>
+        {
             path.to_owned()
         }
         _ => "/".to_owned(),

@@ -7,7 +7,8 @@
 //!   a client sent), which puts it on its boot script and on Leptos' streaming scripts. Markup that
 //!   slipped into a page (a product name, a review) cannot know it, so it cannot run. WebAssembly is
 //!   compiled (`'wasm-unsafe-eval'`), nothing else is evaluated. Forms post only to the site and the
-//!   configured payment provider; no page may be framed (`frame-ancestors 'none'`); no `<base>`, no
+//!   configured payment provider, and their redirects may end only there or at a registered OpenID
+//!   Connect client's addresses (`form-action` covers redirects); no page may be framed (`frame-ancestors 'none'`); no `<base>`, no
 //!   plugins.
 //! - `X-Content-Type-Options: nosniff`, `Referrer-Policy: strict-origin-when-cross-origin`,
 //!   `X-Frame-Options: DENY` (for browsers without `frame-ancestors`), and HSTS when the site is served
@@ -42,14 +43,21 @@ pub struct Policy {
 impl Policy {
     /// The policy for the site configured by `settings`.
     pub fn of(settings: &tessera_kit::config::Settings) -> Policy {
-        let form_targets = settings
+        // A form's redirects count too: signing in on behalf of an OpenID Connect client ends at the
+        // client's address, and so does a sign-out it asked for.
+        let client_addresses = settings.oidc_clients.values().flat_map(|client| [client.redirect_uris.as_str(), client.post_logout_redirect_uris.as_str()]);
+        let mut form_targets: Vec<String> = settings
             .payment_url
             .iter()
+            .map(String::as_str)
+            .chain(client_addresses)
             .flat_map(|urls| urls.split(','))
             .filter_map(|url| url::Url::parse(url.trim()).ok())
             .map(|url| url.origin().ascii_serialization())
             .filter(|origin| origin != "null")
             .collect();
+        form_targets.sort();
+        form_targets.dedup();
         Policy { form_targets, https: settings.secure_cookies() }
     }
 
@@ -106,6 +114,7 @@ pub fn protect_static(router: Router, policy: &Policy) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_kit::config::{OidcClientSettings, Settings};
 
     #[test]
     fn the_policy_names_the_nonce_and_the_payment_provider_and_nothing_inline() {
@@ -118,5 +127,22 @@ mod tests {
         let nonces: std::collections::HashSet<String> = (0..100).map(|_| new_nonce()).collect();
         assert_eq!(nonces.len(), 100);
         assert!(nonces.iter().all(|nonce| nonce.len() == 22 && nonce.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')));
+    }
+
+    #[test]
+    fn forms_may_end_at_the_payment_provider_and_the_registered_clients_only() {
+        let mut settings = Settings { payment_url: Some("https://pay.example/p, https://pay.example/q".into()), ..Settings::default() };
+        settings.oidc_clients.insert(
+            "ops".into(),
+            OidcClientSettings {
+                redirect_uris: "https://ops.example/oidc/callback".into(),
+                secret: None,
+                post_logout_redirect_uris: "https://ops.example/admin, https://other.example:8443/bye".into(),
+            },
+        );
+        let policy = Policy::of(&settings);
+        assert_eq!(policy.form_targets, ["https://ops.example", "https://other.example:8443", "https://pay.example"]);
+        assert!(policy.content_security_policy("n").contains("form-action 'self' https://ops.example https://other.example:8443 https://pay.example;"));
+        assert!(Policy::of(&Settings::default()).content_security_policy("n").contains("form-action 'self';"));
     }
 }

@@ -148,6 +148,11 @@ pub async fn status(db: &AnyPool, session_id: &str, user_id: &str, now: i64) -> 
     Ok(row.map(|(revoked_at, expires_at, roles_changed_at)| SessionStatus { active: revoked_at.is_none() && expires_at > now, roles_changed_at }))
 }
 
+/// When session `session_id` started and when it ends at the latest (`None`: there is no such session).
+pub async fn lifetime(db: &AnyPool, session_id: &str) -> Result<Option<(i64, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT created_at, expires_at FROM sessions WHERE id = $1").bind(session_id).fetch_optional(db).await
+}
+
 /// Ends one session.
 pub async fn revoke(db: &AnyPool, session_id: &str, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE sessions SET revoked_at = $1, revoked_reason = $2 WHERE id = $3 AND revoked_at IS NULL")
@@ -244,6 +249,8 @@ pub async fn prune(db: &AnyPool, now: i64, keep_seconds: i64, throttle_window_se
     sign_in_records +=
         sqlx::query("DELETE FROM login_known WHERE succeeded_at < $1").bind(now - KNOWN_PAIRS_KEPT_SECONDS).execute(&mut *tx).await?.rows_affected();
     tx.commit().await?;
+    // Codes of the OpenID Connect provider, spent or not, once no replay of them can matter.
+    crate::oidc::codes::prune(db, now).await?;
     Ok(Pruned { sessions, refresh_tokens, sign_in_records })
 }
 

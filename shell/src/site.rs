@@ -126,6 +126,7 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
             },
             password_hashes_at_once: settings.password_hashes_at_once,
             csrf: settings.csrf_policy(),
+            oidc: crate::oidc::Provider::from_settings(settings).map_err(HostError::Config)?,
         },
     );
     let router = crate::router(shell);

@@ -64,6 +64,14 @@ pub struct Settings {
     pub jwks_url: Option<String>,
     /// Per-fragment settings, by name.
     pub fragments: BTreeMap<String, FragmentSettings>,
+    /// The shell as an OpenID Connect provider: the sites on other domains that sign their users in here,
+    /// by client id (`TESSERA_OIDC_CLIENTS__<ID>__REDIRECT_URIS`, `…__SECRET`, `…__POST_LOGOUT_REDIRECT_URIS`;
+    /// ids are lowercase, as environment keys are read so).
+    pub oidc_clients: BTreeMap<String, OidcClientSettings>,
+    /// A fragment running alone on a domain the shell's cookie does not reach: the shell it signs its
+    /// users in at (`TESSERA_OIDC_PROVIDER__ISSUER`, `…__CLIENT_ID`, `…__CLIENT_SECRET`, `…__URL`,
+    /// `…__SESSION_CHECK_SECONDS`; see `crate::relying_party`).
+    pub oidc_provider: Option<OidcProviderSettings>,
     /// Seed the demo accounts and catalogue.
     pub demo: bool,
     /// Generated products the demo adds to the eight classic ones.
@@ -125,6 +133,59 @@ pub enum OutboxRelay {
     Cdc,
 }
 
+/// A client of the shell's OpenID Connect provider.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct OidcClientSettings {
+    /// The exact addresses the client may be sent back to after sign-in, comma-separated.
+    pub redirect_uris: String,
+    /// The client's secret, at least 32 bytes: it authenticates the client at the token endpoint.
+    pub secret: Option<String>,
+    /// The exact addresses the client may send users to after signing out, comma-separated.
+    #[serde(default)]
+    pub post_logout_redirect_uris: String,
+}
+
+impl std::fmt::Debug for OidcClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcClientSettings")
+            .field("redirect_uris", &self.redirect_uris)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("post_logout_redirect_uris", &self.post_logout_redirect_uris)
+            .finish()
+    }
+}
+
+/// The OpenID Connect provider (the shell) a fragment on another domain signs its users in at.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct OidcProviderSettings {
+    /// The shell's issuer: its public URL, as its discovery document names it.
+    pub issuer: String,
+    /// Where this process reaches the shell for discovery, keys, tokens and userinfo; default: the issuer.
+    #[serde(default)]
+    pub url: Option<String>,
+    pub client_id: String,
+    pub client_secret: String,
+    /// How old the shell's last word on a session may get before it is asked again: the bound within
+    /// which a sign-out at the shell ends the session here.
+    #[serde(default = "default_session_check_seconds")]
+    pub session_check_seconds: u64,
+}
+
+fn default_session_check_seconds() -> u64 {
+    60
+}
+
+impl std::fmt::Debug for OidcProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProviderSettings")
+            .field("issuer", &self.issuer)
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("session_check_seconds", &self.session_check_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
 /// How the shell (and the other services) reach one fragment.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct FragmentSettings {
@@ -164,6 +225,8 @@ impl std::fmt::Debug for Settings {
             .field("outbox_relay", &self.outbox_relay)
             .field("public_url", &self.public_url)
             .field("fragments", &self.fragments)
+            .field("oidc_clients", &self.oidc_clients)
+            .field("oidc_provider", &self.oidc_provider)
             .field("payment_url", &self.payment_url)
             .field("demo", &self.demo)
             .field("demo_extra_products", &self.demo_extra_products)
@@ -200,6 +263,8 @@ impl Default for Settings {
             drain_timeout_ms: 10_000,
             jwks_url: None,
             fragments: BTreeMap::new(),
+            oidc_clients: BTreeMap::new(),
+            oidc_provider: None,
             demo: false,
             demo_extra_products: tessera_contracts::demo::DEFAULT_EXTRA_PRODUCTS,
             events_secret: None,
@@ -309,6 +374,26 @@ mod tests {
             assert_eq!(settings.instances_of("catalog"), ["http://127.0.0.1:3101"]);
             assert_eq!(settings.instances_of("cart"), ["http://127.0.0.1:3201", "http://127.0.0.1:3202"]);
             assert!(settings.instances_of("inventory").is_empty());
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail decides the closure's error type
+    fn openid_connect_clients_and_provider_come_from_the_environment_and_their_secrets_are_never_printed() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TESSERA_OIDC_CLIENTS__OPS__REDIRECT_URIS", "https://ops.example/oidc/callback");
+            jail.set_env("TESSERA_OIDC_CLIENTS__OPS__SECRET", "client-secret-of-thirty-two-bytes-or-more");
+            jail.set_env("TESSERA_OIDC_PROVIDER__ISSUER", "https://shop.example");
+            jail.set_env("TESSERA_OIDC_PROVIDER__CLIENT_ID", "ops");
+            jail.set_env("TESSERA_OIDC_PROVIDER__CLIENT_SECRET", "client-secret-of-thirty-two-bytes-or-more");
+            let settings = Settings::load().map_err(|error| *error)?;
+            assert_eq!(settings.oidc_clients["ops"].redirect_uris, "https://ops.example/oidc/callback");
+            assert_eq!(settings.oidc_clients["ops"].post_logout_redirect_uris, "");
+            let provider = settings.oidc_provider.as_ref().expect("a provider");
+            assert_eq!((provider.issuer.as_str(), provider.client_id.as_str(), provider.url.as_deref()), ("https://shop.example", "ops", None));
+            assert_eq!(provider.session_check_seconds, 60);
+            assert!(!format!("{settings:?}").contains("thirty-two"));
             Ok(())
         });
     }

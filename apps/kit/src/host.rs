@@ -652,6 +652,8 @@ pub async fn run_fragment(settings: &Settings, fragment: &'static dyn Fragment, 
     if let Some(routes) = extra_routes {
         app = app.merge(routes);
     }
+    // On a domain of its own the fragment signs its users in at the shell (OpenID Connect).
+    let app = crate::relying_party::attach(app, settings, fragment.prefix()).map_err(HostError::Config)?;
     let exposure = Exposure::of(&started.local, false);
     serve(settings, app, started.background, started.teardown, exposure).await
 }

@@ -22,6 +22,8 @@
 //! - `webhook`: the payment provider's signed webhooks (timestamped HMAC, rotation-ready);
 //! - `timing`: the `Server-Timing` of a fragment's answers (time waiting for data, time rendering);
 //! - `client`: the client's address, from `X-Forwarded-For` only behind the configured trusted proxies;
+//! - `relying_party`: a fragment running alone on another domain signs its users in at the shell with
+//!   OpenID Connect (the `openidconnect` crate for the code exchange and ID token checks);
 //! - `fragment`: the [`fragment::Fragment`] trait each fragment crate implements (name, prefix, nav,
 //!   migrations, router, jobs, seed, published events, subscriptions with handlers);
 //! - `config` and `host`: the settings of a process and the assembly and serving of one (fragments,
@@ -45,6 +47,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod page;
 pub mod peers;
+pub mod relying_party;
 pub mod routes;
 pub mod secrets;
 pub mod service;

@@ -79,6 +79,10 @@ pub struct Options {
     pub instance_of: Option<(std::path::PathBuf, String)>,
     /// Listen here instead of on a port the system picks.
     pub addr: Option<SocketAddr>,
+    /// The site's public URL (default `http://127.0.0.1`).
+    pub public_url: Option<String>,
+    /// A fragment alone on another domain: the shell it signs its users in at.
+    pub oidc_provider: Option<tessera_server::config::OidcProviderSettings>,
     /// Last word on the settings.
     pub configure: Option<fn(&mut Settings)>,
 }
@@ -107,7 +111,8 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
             Backend::Postgres => Some(postgres_url().expect("TESSERA_TEST_POSTGRES_URL")),
         },
         schema_prefix,
-        public_url: "http://127.0.0.1".into(),
+        public_url: options.public_url.unwrap_or_else(|| "http://127.0.0.1".into()),
+        oidc_provider: options.oidc_provider,
         fragments: options.fragments,
         jwks_url: options.jwks_url,
         demo: options.demo.unwrap_or(true),
