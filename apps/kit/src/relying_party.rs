@@ -19,7 +19,8 @@
 //!   than `session_check_seconds` (default 60 s). That is the bound within which signing out at the
 //!   shell, a password change or an admin's "sign out everywhere" ends the session here, and within
 //!   which a change of roles arrives. When the shell cannot be asked, the request counts as a guest's
-//!   (fail closed) and the next one asks again.
+//!   (fail closed) and the next one asks again; the fragment's pages are still served, to a guest, and
+//!   nobody is sent to a shell that does not answer.
 //! - **Sign-out** (`/logout`, a confirmation page and its form): ends the session here, then at the
 //!   shell (RP-initiated logout with the ID token as hint), which sends the browser back to
 //!   `<public_url><prefix>`.
@@ -648,14 +649,24 @@ pub async fn middleware(State(rp): State<Arc<RelyingParty>>, mut request: Reques
             _ => rp.logout(&parts).await,
         };
     }
-    let (user, mut cookies) = match rp.session(request.headers()).await {
-        Session::Active(user) => (Some(user), Vec::new()),
-        Session::Ended => (None, rp.ended_cookies()),
-        Session::Unverified => (None, Vec::new()),
-        Session::None => (None, Vec::new()),
+    // `may_ask`: whether a page visit without a session should ask the shell; not when the shell just
+    // could not be reached (the visit would end on the shell's error page instead of this page).
+    let (user, mut cookies, may_ask) = match rp.session(request.headers()).await {
+        Session::Active(user) => (Some(user), Vec::new(), false),
+        Session::Ended => (None, rp.ended_cookies(), true),
+        Session::Unverified => (None, Vec::new(), false),
+        Session::None => (None, Vec::new(), true),
     };
     let guest_marked = read_cookie(request.headers(), &rp.cookie_name("tessera_rp_guest")).is_some();
-    if user.is_none() && !guest_marked && is_navigation(&request) {
+    let ask = may_ask && !guest_marked && is_navigation(&request) && {
+        // A fragment whose shell is down still serves its pages, to guests (failure isolation).
+        let reachable = rp.provider(false).await;
+        if let Err(error) = &reachable {
+            tracing::warn!(%error, "relying party: the provider is not reachable; serving the page to a guest");
+        }
+        reachable.is_ok()
+    };
+    if ask {
         let return_to = local_path(request.uri().path_and_query().map(|target| target.as_str()));
         let mut response = rp.start(return_to, true).await;
         for cookie in cookies.drain(..) {

@@ -164,10 +164,15 @@ async fn fake_provider() -> Arc<Fake> {
 
 /// A fragment behind the relying party: it says who it thinks the user is.
 async fn fragment(fake: &Fake) -> String {
+    fragment_of(&fake.url).await
+}
+
+/// The same, signing in at whatever answers at `issuer`.
+async fn fragment_of(issuer: &str) -> String {
     let settings = Settings {
         public_url: PUBLIC.into(),
         oidc_provider: Some(OidcProviderSettings {
-            issuer: fake.url.clone(),
+            issuer: issuer.to_owned(),
             url: None,
             client_id: "ops".into(),
             client_secret: SECRET.into(),
@@ -386,4 +391,19 @@ async fn an_id_token_with_anything_forged_signs_nobody_in() {
     *fake.nonce.lock().unwrap() = query(&authorize, "nonce").unwrap();
     let response = answer(&mut browser, &authorize, "good-code").await;
     assert_eq!(location(&response).as_str(), format!("{PUBLIC}/"));
+}
+
+#[tokio::test]
+async fn with_the_provider_down_pages_are_served_to_a_guest_and_sign_in_says_why_it_cannot() {
+    // An address nothing listens on any more.
+    let gone = {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let mut browser = Browser::new(fragment_of(&gone).await);
+    let response = browser.get("/admin/x", true).await;
+    assert_eq!((response.status(), response.text().await.unwrap()), (StatusCode::OK, "guest".to_owned()));
+    let response = browser.get("/login?next=/admin/x", true).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(response.text().await.unwrap().contains("not reachable right now"));
 }
