@@ -16,6 +16,7 @@
 //! - `oidc`: the OpenID Connect paths, token kinds and claims the shell (provider) and fragments on other
 //!   domains (relying parties) share;
 //! - `password`: argon2id hashing with a bounded input length;
+//! - `redirect`: the one check that a sign-in sends the browser back only to a path of this site;
 //! - `cookie`: the session cookies' names and attributes for both deploy shapes (`__Host-` same-origin,
 //!   `Domain` for subdomains);
 //! - `csrf`: the cross-site request check every state-changing request passes;
@@ -41,6 +42,7 @@ pub mod keys;
 pub mod oidc;
 #[cfg(feature = "server")]
 pub mod password;
+pub mod redirect;
 #[cfg(feature = "server")]
 pub mod verify;
 

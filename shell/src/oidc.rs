@@ -564,20 +564,15 @@ pub(crate) async fn token(State(state): State<ShellState>, headers: HeaderMap, b
     if !pkce_shaped(verifier) || challenge != grant.code_challenge {
         return invalid_grant("the code_verifier does not match the code_challenge");
     }
-    let user = match sessions::status(&state.db, &grant.session_id, &grant.user_id, now).await {
+    // The access token lives as long as the shell session, never longer; the userinfo endpoint checks
+    // the session on every use, so a client asking there learns of a sign-out at once.
+    let (user, session_ends) = match sessions::status(&state.db, &grant.session_id, &grant.user_id, now).await {
         Ok(Some(status)) if status.active => match users::find(&state.db, &grant.user_id).await {
-            Ok(Some(user)) => user,
+            Ok(Some(user)) => (user, status.expires_at),
             Ok(None) => return invalid_grant("the user no longer exists"),
             Err(error) => return unavailable(error),
         },
         Ok(_) => return invalid_grant("the sign-in this code came from has ended"),
-        Err(error) => return unavailable(error),
-    };
-    // The access token lives as long as the shell session, never longer; the userinfo endpoint checks
-    // the session on every use, so a client asking there learns of a sign-out at once.
-    let session_ends = match sessions::lifetime(&state.db, &grant.session_id).await {
-        Ok(Some((_, expires_at))) => expires_at,
-        Ok(None) => return invalid_grant("the sign-in this code came from has ended"),
         Err(error) => return unavailable(error),
     };
 

@@ -132,6 +132,8 @@ pub struct SessionStatus {
     pub active: bool,
     /// Access tokens issued before this are stale (the user's roles changed).
     pub roles_changed_at: i64,
+    /// When the session ends at the latest.
+    pub expires_at: i64,
 }
 
 /// The session `session_id` of user `user_id`; `None` when there is none (or it is another user's: a
@@ -145,7 +147,7 @@ pub async fn status(db: &AnyPool, session_id: &str, user_id: &str, now: i64) -> 
     .bind(user_id)
     .fetch_optional(db)
     .await?;
-    Ok(row.map(|(revoked_at, expires_at, roles_changed_at)| SessionStatus { active: revoked_at.is_none() && expires_at > now, roles_changed_at }))
+    Ok(row.map(|(revoked_at, expires_at, roles_changed_at)| SessionStatus { active: revoked_at.is_none() && expires_at > now, roles_changed_at, expires_at }))
 }
 
 /// When session `session_id` started and when it ends at the latest (`None`: there is no such session).

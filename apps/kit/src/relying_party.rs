@@ -151,14 +151,10 @@ fn now_seconds() -> i64 {
     shared_auth::keys::now_seconds()
 }
 
-/// Only local paths are returned to, so no parameter of the flow can send anyone elsewhere.
+/// Only local paths are returned to, so no parameter of the flow can send anyone elsewhere (kept short:
+/// the return address travels in the flow cookie).
 fn local_path(next: Option<&str>) -> String {
-    match next {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') && path.len() <= 1024 && !path.chars().any(char::is_control) => {
-            path.to_owned()
-        }
-        _ => "/".to_owned(),
-    }
+    shared_auth::redirect::local_path(next, 1024)
 }
 
 fn query_param(request: &Parts, name: &str) -> Option<String> {
