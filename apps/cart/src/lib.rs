@@ -7,7 +7,9 @@
 //! mini-cart widget (`/cart/widget`), the payment webhook (`/cart/payments/webhook`) and the event inbox
 //! (`/cart/events`).
 //!
-//! Layout: `model` and `api` (server functions) and `pages` compile for both sides; the rest is the
+//! Layout: `model` and `api` (server functions) and `pages` compile for both sides (of `pages`, only the
+//! `#[island]`s — the cart's lines, the checkout form, the order page's cancel button and its watcher —
+//! reach the browser; the pages around them are server-rendered HTML); the rest is the
 //! server half — `store` (carts, items, price and stock projections), `holds` (soft reservations in
 //! inventory, one per line of a signed-in shopper; guests hold nothing), `carts` (guest carts, merging at sign-in, add/change/remove), `orders` (placing, the
 //! webhook's effects, inventory's order events, refunds), `payments` (the provider trait and the sandbox
@@ -39,6 +41,7 @@ pub mod server;
 #[cfg(feature = "ssr")]
 pub mod store;
 
+#[cfg(feature = "ssr")]
 use leptos::prelude::*;
 
 /// Fragment name.
@@ -46,31 +49,31 @@ pub const NAME: &str = "cart";
 /// URL prefix this fragment owns.
 pub const PREFIX: &str = "/cart";
 
-/// The whole page body: the empty chrome slot the shell fills, then the cart's pages.
+/// The whole page body: the empty chrome slot the shell fills, then the page the address names.
+/// Server-only (islands mode): only the `#[island]`s inside are hydrated.
+#[cfg(feature = "ssr")]
 #[component]
 pub fn App() -> impl IntoView {
-    use leptos_router::components::{Route, Router, Routes};
-    use leptos_router::path;
+    let path = use_context::<axum::http::request::Parts>().map(|parts| parts.uri.path().to_owned()).unwrap_or_default();
+    let rest = path.strip_prefix(PREFIX).unwrap_or_default().trim_end_matches('/');
+    let page = match rest {
+        "/checkout" => view! { <pages::CheckoutPage/> }.into_any(),
+        "/orders" => view! { <pages::OrdersPage/> }.into_any(),
+        _ => match rest.strip_prefix("/orders/") {
+            Some(id) => view! { <pages::OrderPage id=id.to_owned()/> }.into_any(),
+            None => view! { <pages::CartPage/> }.into_any(),
+        },
+    };
     view! {
         <header id=tessera_contracts::CHROME_SLOT_ID></header>
-        <main class="fragment fragment-cart">
-            <Router>
-                <Routes fallback=pages::ElsewhereOnTheSite>
-                    <Route path=path!("/cart") view=pages::CartPage/>
-                    <Route path=path!("/cart/") view=pages::CartPage/>
-                    <Route path=path!("/cart/checkout") view=pages::CheckoutPage/>
-                    <Route path=path!("/cart/orders") view=pages::OrdersPage/>
-                    <Route path=path!("/cart/orders/:id") view=pages::OrderPage/>
-                </Routes>
-            </Router>
-        </main>
+        <main class="fragment fragment-cart">{page}</main>
     }
 }
 
-/// Browser entry point: hydrates the server-rendered page.
+/// Browser entry point: the islands' shared root (the page runtime then hydrates each island).
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(App);
+    leptos::mount::hydrate_islands();
 }

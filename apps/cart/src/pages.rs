@@ -1,22 +1,15 @@
-//! The cart's pages: cart, checkout, order history and order detail. Rendered on the server, hydrated in
-//! the browser; each has its own address under `/cart`.
+//! The cart's pages: cart, checkout, order history and order detail, each at its own address under
+//! `/cart`. Rendered on the server; the `#[island]`s are what the browser runs: the cart's lines (quantity
+//! buttons), the checkout form, and on an order page the cancel button and the watcher that keeps an
+//! order awaiting payment or a cancellation up to date. After a change an island asks the page runtime
+//! to render the page's `data-refresh` regions again, so what the page shows is what the server says.
 
 use leptos::prelude::*;
-use leptos_router::hooks::use_params_map;
+use tessera_contracts::page::{announce, refresh};
 
 use crate::api::{checkout_view, my_cart, my_orders, order_detail, set_quantity, CancelOrder, PlaceOrder};
 use crate::model::{CartView, CheckoutForm, HoldState, LineView, OrderStatus, OrderView, ShippingMethod};
 use crate::PREFIX;
-
-/// Any address the cart's router does not know belongs to another part of the site: load it for real.
-#[component]
-pub fn ElsewhereOnTheSite() -> impl IntoView {
-    #[cfg(feature = "hydrate")]
-    if let Some(window) = web_sys::window() {
-        let _ = window.location().reload();
-    }
-    view! { <p>"Loading…"</p> }
-}
 
 fn subnav() -> impl IntoView {
     view! {
@@ -73,7 +66,7 @@ fn who(view: &CartView) -> impl IntoView {
     }
 }
 
-#[component]
+#[island]
 fn CartLines(initial: CartView) -> impl IntoView {
     let (cart, set_cart) = signal(initial);
     let (message, set_message) = signal(None::<String>);
@@ -151,46 +144,30 @@ fn line_row(line: LineView, change: impl Fn(String, i64) + Copy + 'static) -> im
 /// `/cart/checkout`: review, address, shipping, place order.
 #[component]
 pub fn CheckoutPage() -> impl IntoView {
-    let place = ServerAction::<PlaceOrder>::new();
-    let data = Resource::new(move || place.version().get(), |_| checkout_view());
-    // After placing, the shopper goes to the provider's payment page (or the order, if it is down).
-    Effect::new(move |_| {
-        if let Some(Ok(placed)) = place.value().get() {
-            let target = placed.pay_url.clone().unwrap_or_else(|| format!("{PREFIX}/orders/{}", placed.order_id));
-            #[cfg(feature = "hydrate")]
-            if let Some(window) = web_sys::window() {
-                let _ = window.location().set_href(&target);
-            }
-            #[cfg(not(feature = "hydrate"))]
-            let _ = target;
-        }
-    });
-    let status = move || match place.value().get() {
-        Some(Ok(placed)) => Some(placed.message.unwrap_or_else(|| "Order placed; taking you to the payment page…".into())),
-        Some(Err(error)) => Some(error.to_string()),
-        None => None,
-    };
+    let data = Resource::new(|| (), |_| checkout_view());
     view! {
         <section class="checkout">
             {subnav()}
             {steps(1)}
             <h1>"Checkout"</h1>
-            <p class="status" role="status" data-testid="checkout-status">{status}</p>
-            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
-                {move || data.get().map(|result| match result {
-                    Ok(view) if view.cart.lines.is_empty() => view! { <p>"Your cart is empty. " <a href="/catalog" rel="external">"Browse the catalog"</a></p> }.into_any(),
-                    Ok(view) => checkout_form(view, place).into_any(),
-                    Err(tessera_contracts::ApiError::Unauthorized) => view! {
-                        <p><a href="/login?next=/cart/checkout" rel="external">"Sign in"</a>" to check out."</p>
-                    }.into_any(),
-                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
-                })}
-            </Suspense>
+            <p class="status" role="status" data-testid="checkout-status" data-page-status=""></p>
+            <div data-refresh="checkout">
+                <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+                    {move || data.get().map(|result| match result {
+                        Ok(view) if view.cart.lines.is_empty() => view! { <p>"Your cart is empty. " <a href="/catalog" rel="external">"Browse the catalog"</a></p> }.into_any(),
+                        Ok(view) => checkout_form(view).into_any(),
+                        Err(tessera_contracts::ApiError::Unauthorized) => view! {
+                            <p><a href="/login?next=/cart/checkout" rel="external">"Sign in"</a>" to check out."</p>
+                        }.into_any(),
+                        Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                    })}
+                </Suspense>
+            </div>
         </section>
     }
 }
 
-fn checkout_form(view: CheckoutForm, place: ServerAction<PlaceOrder>) -> impl IntoView {
+fn checkout_form(view: CheckoutForm) -> impl IntoView {
     let CheckoutForm { cart, key } = view;
     let rows = cart
         .lines
@@ -205,10 +182,43 @@ fn checkout_form(view: CheckoutForm, place: ServerAction<PlaceOrder>) -> impl In
             }
         })
         .collect_view();
+    view! {
+        <h2>"Review"</h2>
+        <table class="review" data-testid="review">
+            <thead><tr><th>"Item"</th><th>"Quantity"</th><th>"Total"</th></tr></thead>
+            <tbody>{rows}</tbody>
+        </table>
+        <p>"Items: " <strong>{cart.subtotal.to_string()}</strong> " plus shipping."</p>
+        <PlaceOrderForm key=key currency=cart.subtotal.currency.clone()/>
+    }
+}
+
+/// The address and shipping form. Placed, the shopper goes to the provider's payment page (or to the
+/// order, if the provider is down); refused, the page shows the cart as it now is and says why.
+#[island]
+fn PlaceOrderForm(key: String, currency: String) -> impl IntoView {
+    let place = ServerAction::<PlaceOrder>::new();
+    Effect::new(move |_| match place.value().get() {
+        Some(Ok(placed)) => {
+            announce(&placed.message.clone().unwrap_or_else(|| "Order placed; taking you to the payment page…".into()));
+            let target = placed.pay_url.clone().unwrap_or_else(|| format!("{PREFIX}/orders/{}", placed.order_id));
+            #[cfg(feature = "hydrate")]
+            if let Some(window) = web_sys::window() {
+                let _ = window.location().set_href(&target);
+            }
+            #[cfg(not(feature = "hydrate"))]
+            let _ = target;
+        }
+        Some(Err(error)) => leptos::task::spawn_local(async move {
+            refresh().await;
+            announce(&error.to_string());
+        }),
+        None => {}
+    });
     let methods = ShippingMethod::ALL
         .into_iter()
         .map(|method| {
-            let price = tessera_contracts::domain::Money { minor: method.price_minor(), currency: cart.subtotal.currency.clone() };
+            let price = tessera_contracts::domain::Money { minor: method.price_minor(), currency: currency.clone() };
             view! {
                 <label class="choice">
                     <input type="radio" name="shipping" value=method.as_str() checked=method == ShippingMethod::Standard/>
@@ -218,12 +228,6 @@ fn checkout_form(view: CheckoutForm, place: ServerAction<PlaceOrder>) -> impl In
         })
         .collect_view();
     view! {
-        <h2>"Review"</h2>
-        <table class="review" data-testid="review">
-            <thead><tr><th>"Item"</th><th>"Quantity"</th><th>"Total"</th></tr></thead>
-            <tbody>{rows}</tbody>
-        </table>
-        <p>"Items: " <strong>{cart.subtotal.to_string()}</strong> " plus shipping."</p>
         <ActionForm action=place attr:data-form="checkout">
             <input type="hidden" name="key" value=key/>
             <fieldset>
@@ -282,45 +286,66 @@ pub fn OrdersPage() -> impl IntoView {
 
 /// `/cart/orders/<id>`: one order with its status timeline.
 #[component]
-pub fn OrderPage() -> impl IntoView {
-    let params = use_params_map();
-    let id = move || params.with(|p| p.get("id").unwrap_or_default());
-    let cancel = ServerAction::<CancelOrder>::new();
-    let order = Resource::new(move || (id(), cancel.version().get()), |(id, _)| order_detail(id));
-    // While the order awaits payment or the warehouse's answer to a cancellation, ask again every two
-    // seconds: the provider's webhook may arrive after the shopper came back from the payment page.
-    #[cfg(feature = "hydrate")]
-    {
-        let poll = move || {
-            if let Some(Ok(view)) = order.get_untracked() {
-                if view.status == OrderStatus::AwaitingPayment || view.cancel_requested {
-                    order.refetch();
-                }
-            }
-        };
-        if let Ok(handle) = set_interval_with_handle(poll, std::time::Duration::from_secs(2)) {
-            on_cleanup(move || handle.clear());
-        }
-    }
-    let message = move || cancel.value().get().and_then(|result| result.err()).map(|error| error.to_string());
+pub fn OrderPage(id: String) -> impl IntoView {
+    let order = Resource::new(move || id.clone(), order_detail);
     view! {
         <section class="order">
             {subnav()}
-            <p class="error" role="status">{message}</p>
-            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
-                {move || order.get().map(|result| match result {
-                    Ok(order) => order_view(order, cancel).into_any(),
-                    Err(tessera_contracts::ApiError::Unauthorized) => view! {
-                        <p><a href="/login?next=/cart/orders" rel="external">"Sign in"</a>" to see your orders."</p>
-                    }.into_any(),
-                    Err(error) => view! { <h1>"Order not found"</h1> <p class="error">{error.to_string()}</p> }.into_any(),
-                })}
-            </Suspense>
+            <p class="error" role="status" data-page-status=""></p>
+            <div data-refresh="order">
+                <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+                    {move || order.get().map(|result| match result {
+                        Ok(order) => order_view(order).into_any(),
+                        Err(tessera_contracts::ApiError::Unauthorized) => view! {
+                            <p><a href="/login?next=/cart/orders" rel="external">"Sign in"</a>" to see your orders."</p>
+                        }.into_any(),
+                        Err(error) => view! { <h1>"Order not found"</h1> <p class="error">{error.to_string()}</p> }.into_any(),
+                    })}
+                </Suspense>
+            </div>
         </section>
     }
 }
 
-fn order_view(order: OrderView, cancel: ServerAction<CancelOrder>) -> impl IntoView {
+/// While it is on the page, asks for the page's regions again every two seconds: the provider's webhook
+/// may arrive after the shopper came back from the payment page, and the warehouse answers a
+/// cancellation later. The refreshed region brings its own watcher when the order still needs one, so
+/// this one stops as soon as it has left the page.
+#[island]
+fn KeepCurrent() -> impl IntoView {
+    let marker = NodeRef::<leptos::html::Span>::new();
+    #[cfg(feature = "hydrate")]
+    Effect::new(move |_| {
+        set_timeout(
+            move || {
+                if marker.get_untracked().is_some_and(|span| span.is_connected()) {
+                    leptos::task::spawn_local(refresh());
+                }
+            },
+            std::time::Duration::from_secs(2),
+        );
+    });
+    view! { <span hidden node_ref=marker data-testid="keeps-current"></span> }
+}
+
+/// "Cancel this order": asks for the cancellation, then shows the order as it now is.
+#[island]
+fn CancelButton(id: String) -> impl IntoView {
+    let cancel = ServerAction::<CancelOrder>::new();
+    Effect::new(move |_| match cancel.value().get() {
+        Some(Ok(_)) => leptos::task::spawn_local(refresh()),
+        Some(Err(error)) => announce(&error.to_string()),
+        None => {}
+    });
+    view! {
+        <ActionForm action=cancel attr:data-form="cancel">
+            <input type="hidden" name="id" value=id/>
+            <button type="submit" class="link" data-testid="cancel-order">"Cancel this order"</button>
+        </ActionForm>
+    }
+}
+
+fn order_view(order: OrderView) -> impl IntoView {
     let OrderView { id, status, placed_at, lines, items, shipping, shipping_method, total, address, timeline, pay_url, cancel_requested } = order;
     let status_class = format!("order-status status-{}", status.as_str());
     let awaiting = status == OrderStatus::AwaitingPayment;
@@ -334,6 +359,7 @@ fn order_view(order: OrderView, cancel: ServerAction<CancelOrder>) -> impl IntoV
         {step.map(steps)}
         <h1>"Order " {id[..8].to_owned()}</h1>
         <p>"Placed " {placed_at} " · " <strong class=status_class data-testid="order-status">{status.label()}</strong></p>
+        {(awaiting || cancel_requested).then(|| view! { <KeepCurrent/> })}
         {awaiting.then(|| view! {
             <p class="notice">"We mark the order paid as soon as the payment provider confirms it; this page updates by itself."</p>
         })}
@@ -358,11 +384,6 @@ fn order_view(order: OrderView, cancel: ServerAction<CancelOrder>) -> impl IntoV
                 <li data-status=entry.status.clone()><time>{entry.at}</time> " — " {entry.note}</li>
             }).collect_view()}
         </ol>
-        {(status.cancellable() && !cancel_requested).then(|| view! {
-            <ActionForm action=cancel attr:data-form="cancel">
-                <input type="hidden" name="id" value=id.clone()/>
-                <button type="submit" class="link" data-testid="cancel-order">"Cancel this order"</button>
-            </ActionForm>
-        })}
+        {(status.cancellable() && !cancel_requested).then(|| view! { <CancelButton id=id.clone()/> })}
     }
 }

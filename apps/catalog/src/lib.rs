@@ -10,10 +10,13 @@
 //! and `availability` (the projection of inventory's `stock_changed` events).
 //!
 //! Key decisions. Every listing state (search, category, brand, price, attribute, stock, sort, page) is in
-//! the URL, so it is shareable and works without JavaScript; after hydration `leptos_router` turns links
-//! and the GET form into client-side navigations and restores filters on back/forward. A link out of the
-//! catalog (chrome, other fragments) ends in the router's fallback, which loads that page for real. (The
-//! router's `base` option would spare that, but its GET form then prefixes the base twice.) Search is SQLite FTS5 (bm25, weighted name > brand >
+//! the URL, so it is shareable and works without JavaScript. Pages are server-rendered in Leptos's
+//! islands mode: the handler looks up what the page shows ([`Page`]) and renders it as plain HTML, and
+//! only the interactive parts — "Add to cart", the product page's variant picker, the editor's form —
+//! are `#[island]`s compiled into the browser bundle (which is why the bundle carries no router, no
+//! listing views and no query code). The page runtime (`tessera_kit`, `islands.js`) turns links and the
+//! GET form under `/catalog` into in-page navigations (fetch the page, swap `<main>`, hydrate its islands)
+//! and restores filters on back/forward; links out of the catalog load for real. Search is SQLite FTS5 (bm25, weighted name > brand >
 //! description) on the embedded default and a weighted `tsvector` with a GIN index on PostgreSQL; user
 //! text is reduced to letters and digits before it reaches either, so no input is query syntax.
 //! Availability comes only from the local projection, never from a call to inventory. Product pages get
@@ -42,32 +45,48 @@ pub const NAME: &str = "catalog";
 /// URL prefix this fragment owns.
 pub const PREFIX: &str = "/catalog";
 
-/// The whole page body: the empty chrome slot the shell fills, then the page the route selects.
+/// What a catalog address shows, looked up by the server handler before rendering (so an unknown
+/// product or category is a real 404 and the `<head>` fits the page).
+#[derive(Debug, Clone)]
+pub enum Page {
+    /// `/catalog` and `/catalog/c/<slug>`: the listing for these filters.
+    Listing(Box<ListingPage>),
+    /// `/catalog/p/<id>`.
+    Product(model::Detail),
+    /// `/catalog/new` (`None`) and `/catalog/p/<id>/edit`.
+    Editor(Option<model::Detail>),
+}
+
+/// A listing page's data: its filters, one page of results, and who is looking.
+#[derive(Debug, Clone)]
+pub struct ListingPage {
+    pub query: model::ListingQuery,
+    pub listing: model::Listing,
+    pub user: Option<shared_auth::SessionUser>,
+}
+
+/// The whole page body: the empty chrome slot the shell fills, then the page. Server-only (islands
+/// mode): only the `#[island]`s inside are hydrated.
 #[component]
-pub fn App() -> impl IntoView {
-    use leptos_router::components::{Route, Router, Routes};
-    use leptos_router::path;
+pub fn App(page: Page) -> impl IntoView {
+    let page = match page {
+        Page::Listing(data) => {
+            let ListingPage { query, listing, user } = *data;
+            view! { <pages::ListingPage query=query listing=listing user=user/> }.into_any()
+        }
+        Page::Product(detail) => view! { <pages::ProductPage detail=detail/> }.into_any(),
+        Page::Editor(existing) => view! { <pages::EditorPage existing=existing/> }.into_any(),
+    };
     view! {
         <header id=tessera_contracts::CHROME_SLOT_ID></header>
-        <main class="fragment fragment-catalog">
-            <Router>
-                <Routes fallback=pages::ElsewhereOnTheSite>
-                    <Route path=path!("/catalog") view=pages::ListingPage/>
-                    <Route path=path!("/catalog/") view=pages::ListingPage/>
-                    <Route path=path!("/catalog/c/:slug") view=pages::ListingPage/>
-                    <Route path=path!("/catalog/p/:id") view=pages::ProductPage/>
-                    <Route path=path!("/catalog/p/:id/edit") view=pages::EditorPage/>
-                    <Route path=path!("/catalog/new") view=pages::EditorPage/>
-                </Routes>
-            </Router>
-        </main>
+        <main class="fragment fragment-catalog">{page}</main>
     }
 }
 
-/// Browser entry point: hydrates the server-rendered page.
+/// Browser entry point: the islands' shared root (the page runtime then hydrates each island).
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(App);
+    leptos::mount::hydrate_islands();
 }

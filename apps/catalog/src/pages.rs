@@ -1,26 +1,19 @@
-//! The catalog's pages. Every listing state lives in the URL; after hydration the router turns links and
-//! the GET filter form into client-side navigations (no reload), and back/forward restore the filters.
+//! The catalog's pages. Every listing state lives in the URL; links and the GET filter form are plain
+//! HTML, which the page runtime turns into in-page navigations (no reload; back/forward restore the
+//! filters). Everything here renders on the server only, except the `#[island]`s: "Add to cart", the
+//! product page's purchase box (variant picker, availability, add) and the product editor's form.
 
 use leptos::prelude::*;
-use leptos_router::components::{Form, A};
-use leptos_router::hooks::{use_params_map, use_query_map};
 use shared_auth::SessionUser;
-use tessera_contracts::ApiError;
 
-use crate::model::{Card, Category, Detail, Listing, ListingQuery, ProductInput};
-use crate::products::{availability_label, product_detail, search_products, whoami, SaveProduct};
+use crate::model::{Card, Category, Detail, Listing, ListingQuery, ProductInput, VariantView};
+use crate::products::{availability_label, SaveProduct};
 use crate::PREFIX;
 
-#[component]
-fn SignedInAs() -> impl IntoView {
-    let me = Resource::new(|| (), |_| whoami());
-    view! {
-        <Suspense fallback=|| ()>
-            {move || me.get().map(|me| match me.ok().flatten() {
-                Some(SessionUser { name, .. }) => view! { <p class="signed-in" data-testid="fragment-user">"Signed in as " <strong>{name}</strong></p> }.into_any(),
-                None => view! { <p class="signed-in" data-testid="fragment-user">"Browsing as a guest"</p> }.into_any(),
-            })}
-        </Suspense>
+fn signed_in_as(user: Option<SessionUser>) -> impl IntoView {
+    match user {
+        Some(SessionUser { name, .. }) => view! { <p class="signed-in" data-testid="fragment-user">"Signed in as " <strong>{name}</strong></p> }.into_any(),
+        None => view! { <p class="signed-in" data-testid="fragment-user">"Browsing as a guest"</p> }.into_any(),
     }
 }
 
@@ -29,50 +22,16 @@ fn availability_badge(available: Option<i64>) -> impl IntoView {
     view! { <p class=format!("availability availability-{class}") data-testid="availability">{label}</p> }
 }
 
-/// What the router shows for an address outside the catalog (a link into another fragment or the shell):
-/// the router has already moved the address there, so the browser loads that page for real.
+/// The listing at `/catalog` and `/catalog/c/<slug>`, for the filters the handler validated.
 #[component]
-pub fn ElsewhereOnTheSite() -> impl IntoView {
-    #[cfg(feature = "hydrate")]
-    if let Some(window) = web_sys::window() {
-        let _ = window.location().reload();
-    }
-    view! { <p>"Loading…"</p> }
-}
-
-/// The listing at `/catalog` and `/catalog/c/<slug>`.
-#[component]
-pub fn ListingPage() -> impl IntoView {
-    let query_map = use_query_map();
-    let params = use_params_map();
-    let query = Memo::new(move |_| {
-        let get = |name: &str| query_map.with(|q| q.get(name).unwrap_or_default());
-        let cat = params.with(|p| p.get("slug")).unwrap_or_else(|| get("cat"));
-        ListingQuery {
-            q: get("q"),
-            cat,
-            brand: get("brand"),
-            min: get("min"),
-            max: get("max"),
-            attr: get("attr"),
-            stock: get("stock"),
-            sort: get("sort"),
-            page: get("page"),
-        }
-    });
-    let results = Resource::new(move || query.get(), search_products);
+pub fn ListingPage(query: ListingQuery, listing: Listing, user: Option<SessionUser>) -> impl IntoView {
     view! {
         <section class="catalog">
             <div class="fragment-heading">
                 <h1>"Catalog"</h1>
-                <SignedInAs/>
+                {signed_in_as(user)}
             </div>
-            <Suspense fallback=|| view! { <p>"Loading products…"</p> }>
-                {move || results.get().map(|result| match result {
-                    Ok(found) => view! { <Results listing=found query=query.get_untracked()/> }.into_any(),
-                    Err(error) => view! { <p class="error" data-testid="listing-error">{error.to_string()}</p> }.into_any(),
-                })}
-            </Suspense>
+            <Results listing=listing query=query/>
         </section>
     }
 }
@@ -85,21 +44,21 @@ fn category_nav(categories: &[Category], current: &str) -> impl IntoView {
             .map(|child| {
                 let current = (child.slug == current).then_some("page");
                 let name = child.name.clone();
-                view! { <li><A href=format!("{PREFIX}/c/{}", child.slug) attr:aria-current=current>{name}</A></li> }
+                view! { <li><a href=format!("{PREFIX}/c/{}", child.slug) aria-current=current>{name}</a></li> }
             })
             .collect_view();
         let current = (root.slug == current).then_some("page");
         let name = root.name.clone();
         view! {
             <li>
-                <A href=format!("{PREFIX}/c/{}", root.slug) attr:aria-current=current>{name}</A>
+                <a href=format!("{PREFIX}/c/{}", root.slug) aria-current=current>{name}</a>
                 <ul>{children}</ul>
             </li>
         }
     });
     view! {
         <nav class="categories" aria-label="Categories" data-testid="categories">
-            <ul><li><A href=PREFIX.to_owned()>"Everything"</A></li>{roots.collect_view()}</ul>
+            <ul><li><a href=PREFIX.to_owned()>"Everything"</a></li>{roots.collect_view()}</ul>
         </nav>
     }
 }
@@ -128,8 +87,8 @@ fn Results(listing: Listing, query: ListingQuery) -> impl IntoView {
         .map(|(v, l)| (v.to_owned(), l.to_owned()))
         .collect();
     let in_stock = !query.stock.is_empty();
-    let previous = (page > 1).then(|| view! { <A href=query.href(page - 1) attr:rel="prev">"← Previous"</A> });
-    let next = (page < pages).then(|| view! { <A href=query.href(page + 1) attr:rel="next">"Next →"</A> });
+    let previous = (page > 1).then(|| view! { <a href=query.href(page - 1) rel="prev">"← Previous"</a> });
+    let next = (page < pages).then(|| view! { <a href=query.href(page + 1) rel="next">"Next →"</a> });
     let cards = cards.into_iter().map(|card| view! { <ProductCard card=card/> }).collect_view();
     // Categories beside the results and the filters above them; on a phone both fold into a line each
     // (`<details>`, shown open on wide screens by the stylesheet), so the first products are on the
@@ -143,7 +102,7 @@ fn Results(listing: Listing, query: ListingQuery) -> impl IntoView {
             <div class="listing-main">
                 <details class="fold">
                     <summary>"Search and filters"</summary>
-                    <Form method="GET" action=PREFIX attr:class="listing-filters" attr:role="search" attr:data-testid="listing-form">
+                    <form method="get" action=PREFIX class="listing-filters" role="search" data-testid="listing-form">
                         <label class="field search-field">
                             <span>"Search"</span>
                             <input type="search" name="q" value=query.q.clone() placeholder="Name, brand or description" maxlength="200" data-testid="catalog-search"/>
@@ -160,7 +119,7 @@ fn Results(listing: Listing, query: ListingQuery) -> impl IntoView {
                         <label class="field"><span>"Sort"</span><select name="sort">{options(sorts, &query.sort)}</select></label>
                         <label class="check"><input type="checkbox" name="stock" value="1" checked=in_stock data-testid="in-stock"/> "In stock only"</label>
                         <button type="submit">"Search"</button>
-                    </Form>
+                    </form>
                 </details>
                 <p class="result-count" data-testid="result-count">{total} " products"</p>
                 <ul class="products" data-testid="product-list">{cards}</ul>
@@ -177,8 +136,8 @@ fn ProductCard(card: Card) -> impl IntoView {
     view! {
         <li class="product" data-product=card.id.clone() data-sku=card.single_sku.clone().unwrap_or_default()>
             // The picture repeats the name's link: one tab stop and one name per product for assistive technology.
-            <A href=href.clone() attr:aria-hidden="true" attr:tabindex="-1"><img src=card.image.clone() alt="" width="160" height="120" loading="lazy"/></A>
-            <h2><A href=href>{card.name.clone()}</A></h2>
+            <a href=href.clone() aria-hidden="true" tabindex="-1"><img src=card.image.clone() alt="" width="160" height="120" loading="lazy"/></a>
+            <h2><a href=href>{card.name.clone()}</a></h2>
             <p class="brand">{card.brand.clone()}</p>
             <p class="price">{card.price.to_string()}</p>
             {availability_badge(card.available)}
@@ -187,40 +146,37 @@ fn ProductCard(card: Card) -> impl IntoView {
     }
 }
 
-/// A product page: breadcrumbs, variant picker, price, availability, add to cart.
+/// A product page: breadcrumbs, picture, price, the purchase box, description.
 #[component]
-pub fn ProductPage() -> impl IntoView {
-    let params = use_params_map();
-    let id = Memo::new(move |_| params.with(|p| p.get("id")).unwrap_or_default());
-    let detail = Resource::new(move || id.get(), product_detail);
-    view! {
-        <Suspense fallback=|| view! { <p>"Loading…"</p> }>
-            {move || detail.get().map(|result| match result {
-                Ok(found) => view! { <ProductView detail=found/> }.into_any(),
-                Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
-            })}
-        </Suspense>
-    }
-}
-
-#[component]
-fn ProductView(detail: Detail) -> impl IntoView {
-    #[cfg(feature = "hydrate")]
-    {
-        // Client-side navigations keep the tab title right (the server already rendered it for full loads).
-        let title = format!("{} · Tessera", detail.name);
-        if let Some(document) = web_sys::window().and_then(|w| w.document()) {
-            document.set_title(&title);
-        }
-    }
+pub fn ProductPage(detail: Detail) -> impl IntoView {
     let Detail { id, name, brand, description, price, image, trail, variants } = detail;
     let crumbs = trail
         .into_iter()
         .map(|c| {
             let name = c.name;
-            view! { <li><A href=format!("{PREFIX}/c/{}", c.slug)>{name}</A></li> }
+            view! { <li><a href=format!("{PREFIX}/c/{}", c.slug)>{name}</a></li> }
         })
         .collect_view();
+    view! {
+        <nav aria-label="Breadcrumbs" class="breadcrumbs" data-testid="breadcrumbs">
+            <ol><li><a href=PREFIX.to_owned()>"Catalog"</a></li>{crumbs}<li aria-current="page">{name.clone()}</li></ol>
+        </nav>
+        <article class="product-page" data-product=id>
+            <img src=image alt=name.clone() width="480" height="360"/>
+            <div>
+                <h1>{name}</h1>
+                <p class="brand">{brand}</p>
+                <p class="price" data-testid="price">{price.to_string()}</p>
+                <Purchase variants=variants/>
+                <p class="description">{description}</p>
+            </div>
+        </article>
+    }
+}
+
+/// The variant picker (when there is more than one), the chosen SKU, its availability and "Add to cart".
+#[island]
+fn Purchase(variants: Vec<VariantView>) -> impl IntoView {
     let (selected, set_selected) = signal(variants.first().map(|v| v.sku.clone()).unwrap_or_default());
     let variants_for_status = variants.clone();
     let available = move || selected.with(|sku| variants_for_status.iter().find(|v| &v.sku == sku).and_then(|v| v.available));
@@ -233,32 +189,26 @@ fn ProductView(detail: Detail) -> impl IntoView {
         }
     });
     view! {
-        <nav aria-label="Breadcrumbs" class="breadcrumbs" data-testid="breadcrumbs">
-            <ol><li><A href=PREFIX.to_owned()>"Catalog"</A></li>{crumbs}<li aria-current="page">{name.clone()}</li></ol>
-        </nav>
-        <article class="product-page" data-product=id>
-            <img src=image alt=name.clone() width="480" height="360"/>
-            <div>
-                <h1>{name}</h1>
-                <p class="brand">{brand}</p>
-                <p class="price" data-testid="price">{price.to_string()}</p>
-                {picker}
-                <p class="sku">"SKU " <span data-testid="selected-sku">{move || selected.get()}</span></p>
-                {move || availability_badge(available())}
-                {move || view! { <AddToCart sku=selected.get()/> }}
-                <p class="description">{description}</p>
-            </div>
-        </article>
+        {picker}
+        <p class="sku">"SKU " <span data-testid="selected-sku">{move || selected.get()}</span></p>
+        {move || availability_badge(available())}
+        {add_button(move || selected.get_untracked())}
     }
 }
 
-/// Adds one unit to the signed-in user's cart through the cart fragment's API.
-#[component]
+/// "Add to cart" for a card's only SKU.
+#[island]
 fn AddToCart(sku: String) -> impl IntoView {
+    add_button(move || sku.clone())
+}
+
+/// Adds one unit of the SKU `sku()` names at the click to the shopper's cart through the cart
+/// fragment's API, and says how it went. One copy for both islands.
+fn add_button(sku: impl Fn() -> String + 'static) -> impl IntoView {
     let (status, set_status) = signal(None::<String>);
     let (busy, set_busy) = signal(false);
     let on_click = move |_| {
-        let sku = sku.clone();
+        let sku = sku();
         set_busy.set(true);
         leptos::task::spawn_local(async move {
             set_status.set(Some(browser::add_to_cart(&sku).await));
@@ -271,22 +221,35 @@ fn AddToCart(sku: String) -> impl IntoView {
     }
 }
 
-/// Create (`/catalog/new`) or edit (`/catalog/p/<id>/edit`) a product: catalog editors only.
+/// Create (`/catalog/new`) or edit (`/catalog/p/<id>/edit`) a product: catalog editors only (the
+/// handler checks the role before rendering).
 #[component]
-pub fn EditorPage() -> impl IntoView {
-    let params = use_params_map();
-    let id = params.with_untracked(|p| p.get("id")).unwrap_or_default();
+pub fn EditorPage(existing: Option<Detail>) -> impl IntoView {
+    let editing = existing.is_some();
+    let input = existing
+        .map(|d| ProductInput {
+            category: d.trail.last().map(|c| c.slug.clone()).unwrap_or_default(),
+            price: format!("{}.{:02}", d.price.minor / 100, d.price.minor % 100),
+            sku: String::new(),
+            image: if d.image.starts_with(&format!("{PREFIX}/img/")) { String::new() } else { d.image },
+            id: d.id,
+            name: d.name,
+            brand: d.brand,
+            description: d.description,
+        })
+        .unwrap_or_default();
+    view! {
+        <section class="catalog-editor">
+            <h1>{if editing { "Edit product" } else { "New product" }}</h1>
+            <ProductEditor input=input editing=editing/>
+        </section>
+    }
+}
+
+/// The editor's form, saved through `save_product` without leaving the page.
+#[island]
+fn ProductEditor(input: ProductInput, editing: bool) -> impl IntoView {
     let save = ServerAction::<SaveProduct>::new();
-    let existing = Resource::new(
-        move || id.clone(),
-        |id| async move {
-            if id.is_empty() {
-                Ok(None)
-            } else {
-                product_detail(id).await.map(Some)
-            }
-        },
-    );
     let message = move || {
         save.value().get().map(|result| match result {
             Ok(saved) => {
@@ -296,39 +259,10 @@ pub fn EditorPage() -> impl IntoView {
             Err(error) => view! { <p role="status" class="error" data-testid="editor-status">{error.to_string()}</p> }.into_any(),
         })
     };
-    view! {
-        <section class="catalog-editor">
-            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
-                {move || existing.get().map(|result: Result<Option<Detail>, ApiError>| match result {
-                    Ok(detail) => editor_form(detail, save).into_any(),
-                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
-                })}
-            </Suspense>
-            {message}
-        </section>
-    }
-}
-
-fn editor_form(detail: Option<Detail>, save: ServerAction<SaveProduct>) -> impl IntoView {
-    let input = detail
-        .as_ref()
-        .map(|d| ProductInput {
-            id: d.id.clone(),
-            name: d.name.clone(),
-            brand: d.brand.clone(),
-            category: d.trail.last().map(|c| c.slug.clone()).unwrap_or_default(),
-            description: d.description.clone(),
-            price: format!("{}.{:02}", d.price.minor / 100, d.price.minor % 100),
-            sku: String::new(),
-            image: if d.image.starts_with(&format!("{PREFIX}/img/")) { String::new() } else { d.image.clone() },
-        })
-        .unwrap_or_default();
-    let heading = if detail.is_some() { "Edit product" } else { "New product" };
-    let sku_field = detail.is_none().then(|| {
+    let sku_field = (!editing).then(|| {
         view! { <label>"SKU (first variant) " <input type="text" name="input[sku]" required maxlength="32" pattern="[A-Z0-9-]+"/></label> }
     });
     view! {
-        <h1>{heading}</h1>
         <ActionForm action=save attr:class="stacked" attr:data-testid="product-editor">
             <input type="hidden" name="input[id]" value=input.id/>
             <label>"Name " <input type="text" name="input[name]" value=input.name required maxlength="200"/></label>
@@ -340,6 +274,7 @@ fn editor_form(detail: Option<Detail>, save: ServerAction<SaveProduct>) -> impl 
             <label>"Description " <textarea name="input[description]" maxlength="5000">{input.description}</textarea></label>
             <button type="submit">"Save"</button>
         </ActionForm>
+        {message}
     }
 }
 

@@ -21,7 +21,7 @@ use tessera_kit::FragmentRuntime;
 use crate::availability;
 use crate::model::{Detail, ListingQuery};
 use crate::products::queries::{self, NewProduct};
-use crate::{App, NAME, PREFIX};
+use crate::{App, ListingPage, Page, NAME, PREFIX};
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
@@ -138,19 +138,37 @@ fn head(title: &str, description: &str, canonical: Option<String>) -> PageHead {
     PageHead { title: title.to_owned(), description: Some(description.to_owned()), canonical, json_ld: None }
 }
 
-/// `/catalog?…`: the listing; a malformed filter is a 400 page that says which.
-async fn listing_page(State(runtime): State<FragmentRuntime>, request: Request) -> Response {
-    let query: ListingQuery = serde_qs::from_str(request.uri().query().unwrap_or_default()).unwrap_or_default();
-    if let Err(error) = query.validate() {
-        return status_page(StatusCode::BAD_REQUEST, "Cannot show these products", &error.to_string());
+/// Renders `page` in the catalog's document with `head`.
+async fn render(runtime: &FragmentRuntime, head: PageHead, page: Page, request: Request) -> Response {
+    tessera_kit::routes::render_with_head(runtime, head, move || view! { <App page=page.clone()/> }, request).await
+}
+
+/// The listing page for `query` (whose `cat` is already the category of the address, if any).
+async fn listing(runtime: &FragmentRuntime, head: PageHead, query: ListingQuery, user: Option<shared_auth::SessionUser>, request: Request) -> Response {
+    let filters = match query.validate() {
+        Ok(filters) => filters,
+        Err(error) => return status_page(StatusCode::BAD_REQUEST, "Cannot show these products", &error.to_string()),
+    };
+    match tessera_kit::timing::data(queries::listing(&runtime.db, &filters)).await {
+        Ok(listing) => render(runtime, head, Page::Listing(Box::new(ListingPage { query, listing, user })), request).await,
+        Err(error) => tessera_kit::internal(error).into_http_response(),
     }
+}
+
+fn listing_query(request: &Request) -> ListingQuery {
+    serde_qs::from_str(request.uri().query().unwrap_or_default()).unwrap_or_default()
+}
+
+/// `/catalog?…`: the listing; a malformed filter is a 400 page that says which.
+async fn listing_page(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, request: Request) -> Response {
+    let query = listing_query(&request);
     let head = head("Catalog", "Every product in the Tessera demo shop: search, filter by category, brand, price and colour.", Some(PREFIX.to_owned()));
-    tessera_kit::routes::render_with_head(&runtime, head, || view! { <App/> }, request).await
+    listing(&runtime, head, query, user, request).await
 }
 
 /// `/catalog/c/<slug>`: a category's listing; 404 for an unknown category.
-async fn category_page(State(runtime): State<FragmentRuntime>, Path(slug): Path<String>, request: Request) -> Response {
-    let query: ListingQuery = serde_qs::from_str(request.uri().query().unwrap_or_default()).unwrap_or_default();
+async fn category_page(State(runtime): State<FragmentRuntime>, Path(slug): Path<String>, MaybeUser(user): MaybeUser, request: Request) -> Response {
+    let mut query = listing_query(&request);
     if let Err(error) = query.validate() {
         return status_page(StatusCode::BAD_REQUEST, "Cannot show these products", &error.to_string());
     }
@@ -162,7 +180,8 @@ async fn category_page(State(runtime): State<FragmentRuntime>, Path(slug): Path<
         return status_page(StatusCode::NOT_FOUND, "No such category", "There is no category at this address.");
     };
     let head = head(&category.name, &format!("{} in the Tessera demo shop.", category.name), Some(format!("{PREFIX}/c/{slug}")));
-    tessera_kit::routes::render_with_head(&runtime, head, || view! { <App/> }, request).await
+    query.cat = slug;
+    listing(&runtime, head, query, user, request).await
 }
 
 /// schema.org `Product` for search engines.
@@ -202,18 +221,28 @@ async fn product_page(State(runtime): State<FragmentRuntime>, Path(id): Path<Str
         canonical: Some(format!("{PREFIX}/p/{}", detail.id)),
         json_ld: Some(json_ld(&detail)),
     };
-    tessera_kit::routes::render_with_head(&runtime, head, || view! { <App/> }, request).await
+    render(&runtime, head, Page::Product(detail), request).await
 }
 
-/// `/catalog/new`, `/catalog/p/<id>/edit`: catalog editors only (401/403 pages for others).
-async fn editor_page(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUser, request: Request) -> Response {
+/// `/catalog/new`, `/catalog/p/<id>/edit`: catalog editors only (401/403 pages for others, 404 for an
+/// unknown product).
+async fn editor_page(State(runtime): State<FragmentRuntime>, id: Option<Path<String>>, MaybeUser(user): MaybeUser, request: Request) -> Response {
     match user {
-        None => status_page(StatusCode::UNAUTHORIZED, "Please sign in", "Editing the catalog is for staff. Sign in with a staff account."),
+        None => return status_page(StatusCode::UNAUTHORIZED, "Please sign in", "Editing the catalog is for staff. Sign in with a staff account."),
         Some(user) if !user.has_role(Role::CatalogEditor) => {
-            status_page(StatusCode::FORBIDDEN, "Not allowed", "Your account does not have the catalog editor role.")
+            return status_page(StatusCode::FORBIDDEN, "Not allowed", "Your account does not have the catalog editor role.")
         }
-        Some(_) => tessera_kit::routes::render_with_head(&runtime, head("Edit the catalog", "Catalog editor", None), || view! { <App/> }, request).await,
+        Some(_) => {}
     }
+    let existing = match id {
+        None => None,
+        Some(Path(id)) => match tessera_kit::timing::data(queries::detail(&runtime.db, &id)).await {
+            Ok(Some(detail)) => Some(detail),
+            Ok(None) => return status_page(StatusCode::NOT_FOUND, "No such product", "There is no product at this address."),
+            Err(error) => return tessera_kit::internal(error).into_http_response(),
+        },
+    };
+    render(&runtime, head("Edit the catalog", "Catalog editor", None), Page::Editor(existing), request).await
 }
 
 /// `/catalog/img/<id>.svg`: a generated picture for products without one, drawn like a studio shot: the

@@ -89,3 +89,48 @@ pub mod dom_events {
     #[cfg(not(feature = "browser"))]
     pub fn announce_cart_count(_item_count: i64) {}
 }
+
+/// What an island tells the page it lives on (the page runtime in `tessera_kit`, `islands.js`): refresh the
+/// page's server-rendered regions after a change, and say what happened in the page's status line.
+pub mod page {
+    /// The page's one status line (`role="status"`), where [`announce`] writes.
+    pub const STATUS_ATTRIBUTE: &str = "data-page-status";
+    /// A region the server renders again on [`refresh`]; the value names it.
+    pub const REFRESH_ATTRIBUTE: &str = "data-refresh";
+
+    /// Re-renders the page's `[data-refresh]` regions from the server (the page runtime fetches the page
+    /// again and swaps them, hydrating their islands) and resolves when they are in place. Without the
+    /// runtime, reloads the page.
+    #[cfg(feature = "browser")]
+    pub async fn refresh() {
+        use wasm_bindgen::{JsCast, JsValue};
+        let Some(window) = web_sys::window() else { return };
+        let runtime = js_sys::Reflect::get(&window, &JsValue::from_str("tesseraPage")).unwrap_or(JsValue::UNDEFINED);
+        let refresh = js_sys::Reflect::get(&runtime, &JsValue::from_str("refresh")).ok().and_then(|f| f.dyn_into::<js_sys::Function>().ok());
+        match refresh.and_then(|refresh| refresh.call0(&runtime).ok()).and_then(|promise| promise.dyn_into::<js_sys::Promise>().ok()) {
+            Some(promise) => {
+                let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+            }
+            None => {
+                let _ = window.location().reload();
+            }
+        }
+    }
+
+    /// Writes `message` into the page's status line.
+    #[cfg(feature = "browser")]
+    pub fn announce(message: &str) {
+        let selector = format!("[{STATUS_ATTRIBUTE}]");
+        if let Some(status) = web_sys::window().and_then(|window| window.document()).and_then(|document| document.query_selector(&selector).ok().flatten()) {
+            status.set_text_content(Some(message));
+        }
+    }
+
+    /// Nothing to refresh outside the browser.
+    #[cfg(not(feature = "browser"))]
+    pub async fn refresh() {}
+
+    /// Nothing to announce outside the browser.
+    #[cfg(not(feature = "browser"))]
+    pub fn announce(_message: &str) {}
+}

@@ -7,7 +7,9 @@
 //! ADJUSTMENT) linked to its cause, and is announced through the outbox as `inventory.stock_changed`.
 //!
 //! Layout:
-//! - `types`, `admin`, `pages` (both builds): page data, the admin server functions, the components.
+//! - `types`, `admin`, `pages` (both builds): page data, the admin server functions, the components
+//!   (server-rendered; of `pages` only the `#[island]`s — the buttons and forms that change stock — reach
+//!   the browser bundle).
 //! - `ledger`, `movements`, `reservations`, `verify`, `service`, `server` (feature `ssr`): the guarded
 //!   counter updates and ledger; staff movements; the reservation lifecycle (soft with TTL and
 //!   idempotency key → hard on `cart.order_paid` → fulfilled; released, expired, cancelled) with lazy
@@ -45,6 +47,7 @@ pub mod service;
 #[cfg(feature = "ssr")]
 pub mod verify;
 
+#[cfg(feature = "ssr")]
 use leptos::prelude::*;
 
 /// Fragment name.
@@ -52,22 +55,13 @@ pub const NAME: &str = "inventory";
 /// URL prefix this fragment owns.
 pub const PREFIX: &str = "/admin/inventory";
 
-/// The page's path and query string, on the server from the request and in the browser from the window,
-/// so both render the same view.
+/// The page's path and query string, from the request being rendered.
+#[cfg(feature = "ssr")]
 fn current_address() -> (String, String) {
-    #[cfg(feature = "ssr")]
-    {
-        use_context::<http::request::Parts>().map(|parts| (parts.uri.path().to_owned(), parts.uri.query().unwrap_or_default().to_owned())).unwrap_or_default()
-    }
-    #[cfg(not(feature = "ssr"))]
-    {
-        let location = web_sys::window().map(|window| window.location());
-        let path = location.as_ref().and_then(|l| l.pathname().ok()).unwrap_or_default();
-        let search = location.as_ref().and_then(|l| l.search().ok()).unwrap_or_default();
-        (path, search.trim_start_matches('?').to_owned())
-    }
+    use_context::<http::request::Parts>().map(|parts| (parts.uri.path().to_owned(), parts.uri.query().unwrap_or_default().to_owned())).unwrap_or_default()
 }
 
+#[cfg(feature = "ssr")]
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
 struct ListQuery {
@@ -76,6 +70,8 @@ struct ListQuery {
 }
 
 /// The whole page body: the empty chrome slot the shell fills, then the page the address asks for.
+/// Server-only (islands mode): only the `#[island]`s inside are hydrated.
+#[cfg(feature = "ssr")]
 #[component]
 pub fn App() -> impl IntoView {
     let (path, query) = current_address();
@@ -95,10 +91,10 @@ pub fn App() -> impl IntoView {
     }
 }
 
-/// Browser entry point: hydrates the server-rendered page.
+/// Browser entry point: the islands' shared root (the page runtime then hydrates each island).
 #[cfg(feature = "hydrate")]
 #[wasm_bindgen::prelude::wasm_bindgen]
 pub fn hydrate() {
     console_error_panic_hook::set_once();
-    leptos::mount::hydrate_body(App);
+    leptos::mount::hydrate_islands();
 }

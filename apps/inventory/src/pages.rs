@@ -1,11 +1,15 @@
-//! The admin pages: stock table, SKU page (ledger, chart, forms), reservations. Rendered on the server,
-//! hydrated in the browser; filters and pages are plain links and GET forms, so every view has an address.
+//! The admin pages: stock table, SKU page (ledger, chart, forms), reservations. Rendered on the server;
+//! filters and pages are plain links and GET forms, so every view has an address. The `#[island]`s are the
+//! buttons and forms that change stock: each calls its server function, then asks the page runtime to
+//! render the page's `data-refresh` regions again and writes the outcome into the page's one status line,
+//! so the tables, chart and counters are always the server's own rendering.
 
 use leptos::prelude::*;
 use tessera_contracts::domain::format_time;
 use tessera_contracts::inventory::ReservationStatus;
+use tessera_contracts::page::{announce, refresh};
 
-use crate::admin::{reservation_page, sku_detail, stock_page, AdjustStock, FulfilOrder, RecordMovement, ReservationList, SkuView, StockQuery, StockTable};
+use crate::admin::{adjust_stock, fulfil_order, reservation_page, sku_detail, stock_page, RecordMovement, ReservationList, SkuView, StockQuery, StockTable};
 use crate::types::{LedgerEntry, ReservationRow, StockRow, LOW_STOCK};
 use crate::PREFIX;
 
@@ -30,17 +34,9 @@ fn query_string(query: &StockQuery, page: i64) -> String {
 /// The stock table.
 #[component]
 pub fn StockList(query: StockQuery) -> impl IntoView {
-    let adjust = ServerAction::<AdjustStock>::new();
-    let new_sku = ServerAction::<RecordMovement>::new();
     let fetch_query = query.clone();
-    let stock = Resource::new(move || (adjust.version().get(), new_sku.version().get()), move |_| stock_page(fetch_query.clone()));
+    let stock = Resource::new(|| (), move |_| stock_page(fetch_query.clone()));
     let (q, low) = (query.q.clone(), query.low);
-    let new_sku_message = move || {
-        new_sku.value().get().map(|result| match result {
-            Ok(row) => format!("{} stocked: {} on hand.", row.sku, row.on_hand),
-            Err(error) => error.to_string(),
-        })
-    };
     view! {
         <section class="inventory">
             <h1>"Inventory"</h1>
@@ -52,27 +48,29 @@ pub fn StockList(query: StockQuery) -> impl IntoView {
             </form>
             <details class="new-sku">
                 <summary>"Stock a new SKU"</summary>
-                <ActionForm action=new_sku attr:data-form="new-sku">
+                <MovementForm form="new-sku".to_owned()>
                     <input type="hidden" name="movement" value="receive"/>
                     <input type="hidden" name="new_sku" value="true"/>
                     <label>"SKU " <input type="text" name="sku" required maxlength="32" pattern="[A-Z0-9-]+"/></label>
                     <label>"Units " <input type="number" name="quantity" min="1" required/></label>
                     <label>"Location " <input type="text" name="location" value="main"/></label>
                     <button type="submit">"Receive"</button>
-                </ActionForm>
-                <p role="status">{new_sku_message}</p>
+                </MovementForm>
             </details>
-            <Suspense fallback=|| view! { <p>"Loading stock…"</p> }>
-                {move || stock.get().map(|result| match result {
-                    Ok(page) => stock_table(page, adjust, query.clone()).into_any(),
-                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
-                })}
-            </Suspense>
+            <p class="status" role="status" data-testid="form-status" data-page-status=""></p>
+            <div data-refresh="stock">
+                <Suspense fallback=|| view! { <p>"Loading stock…"</p> }>
+                    {move || stock.get().map(|result| match result {
+                        Ok(page) => stock_table(page, query.clone()).into_any(),
+                        Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                    })}
+                </Suspense>
+            </div>
         </section>
     }
 }
 
-fn stock_table(page: StockTable, adjust: ServerAction<AdjustStock>, query: StockQuery) -> impl IntoView {
+fn stock_table(page: StockTable, query: StockQuery) -> impl IntoView {
     let StockTable { user_name, rows, total, page, pages } = page;
     let sort_link = |column: &'static str, label: &'static str| {
         let desc = query.sort == column && !query.desc;
@@ -92,13 +90,11 @@ fn stock_table(page: StockTable, adjust: ServerAction<AdjustStock>, query: Stock
             <th>"Actions"</th>
         </tr>
     };
-    let message = move || adjust.value().get().and_then(|result| result.err()).map(|error| error.to_string());
-    let rows = rows.into_iter().map(|row| stock_row(row, adjust)).collect_view();
+    let rows = rows.into_iter().map(stock_row).collect_view();
     let previous = (page > 1).then(|| view! { <a rel="prev" href=query_string(&query, page - 1)>"← Previous"</a> });
     let next = (page < pages).then(|| view! { <a rel="next" href=query_string(&query, page + 1)>"Next →"</a> });
     view! {
         <p class="signed-in" data-testid="fragment-user">"Signed in as " <strong>{user_name}</strong></p>
-        <p class="error" role="status">{message}</p>
         <table class="stock" data-testid="stock-table">
             <thead>{headers}</thead>
             <tbody>{rows}</tbody>
@@ -109,10 +105,10 @@ fn stock_table(page: StockTable, adjust: ServerAction<AdjustStock>, query: Stock
     }
 }
 
-fn stock_row(row: StockRow, adjust: ServerAction<AdjustStock>) -> impl IntoView {
+fn stock_row(row: StockRow) -> impl IntoView {
     let href = format!("{PREFIX}/sku/{}", row.sku);
     let low = row.available < LOW_STOCK;
-    let (receive_sku, remove_sku) = (row.sku.clone(), row.sku.clone());
+    let sku = row.sku.clone();
     view! {
         <tr data-sku=row.sku.clone() class:low=low>
             <td><a href=href>{row.sku.clone()}</a></td>
@@ -123,12 +119,70 @@ fn stock_row(row: StockRow, adjust: ServerAction<AdjustStock>) -> impl IntoView 
             <td>{row.safety_stock}</td>
             <td>{row.incoming}</td>
             <td data-testid="available">{row.available}</td>
-            <td>
-                <button type="button" on:click=move |_| { adjust.dispatch(AdjustStock { sku: receive_sku.clone(), delta: 1 }); }>"Receive 1"</button>
-                <button type="button" on:click=move |_| { adjust.dispatch(AdjustStock { sku: remove_sku.clone(), delta: -1 }); }>"Remove 1"</button>
-            </td>
+            <td><AdjustButtons sku=sku/></td>
         </tr>
     }
+}
+
+/// "Receive 1" and "Remove 1" for a row of the stock table.
+#[island]
+fn AdjustButtons(sku: String) -> impl IntoView {
+    let adjust = move |delta: i64| {
+        let sku = sku.clone();
+        leptos::task::spawn_local(async move {
+            match adjust_stock(sku, delta).await {
+                Ok(_) => {
+                    refresh().await;
+                    announce("");
+                }
+                Err(error) => announce(&error.to_string()),
+            }
+        });
+    };
+    let (receive, remove) = (adjust.clone(), adjust);
+    view! {
+        <button type="button" on:click=move |_| receive(1)>"Receive 1"</button>
+        <button type="button" on:click=move |_| remove(-1)>"Remove 1"</button>
+    }
+}
+
+/// A form posting to `record_movement` (its fields are the server-rendered children); saved, the page's
+/// regions are rendered again and the status line says where the SKU now stands.
+#[island]
+fn MovementForm(form: String, children: Children) -> impl IntoView {
+    let record = ServerAction::<RecordMovement>::new();
+    let new_sku = form == "new-sku";
+    Effect::new(move |_| match record.value().get() {
+        Some(Ok(row)) => leptos::task::spawn_local(async move {
+            refresh().await;
+            if new_sku {
+                announce(&format!("{} stocked: {} on hand.", row.sku, row.on_hand));
+            } else {
+                announce(&format!("Saved: {} on hand, {} available.", row.on_hand, row.available));
+            }
+        }),
+        Some(Err(error)) => announce(&error.to_string()),
+        None => {}
+    });
+    view! { <ActionForm action=record attr:data-form=form>{children()}</ActionForm> }
+}
+
+/// "Fulfil" for a paid order's reservation.
+#[island]
+fn FulfilButton(reservation_id: String) -> impl IntoView {
+    let fulfil = move |_| {
+        let id = reservation_id.clone();
+        leptos::task::spawn_local(async move {
+            match fulfil_order(id).await {
+                Ok(row) => {
+                    refresh().await;
+                    announce(&format!("Order {} fulfilled.", row.order_id.unwrap_or_default()));
+                }
+                Err(error) => announce(&error.to_string()),
+            }
+        });
+    };
+    view! { <button type="button" on:click=fulfil>"Fulfil"</button> }
 }
 
 /// The levels a chart draws: before the oldest movement shown, then after each one (oldest first), as
@@ -273,7 +327,7 @@ fn ledger_table(ledger: Vec<LedgerEntry>) -> impl IntoView {
     }
 }
 
-fn reservations_table(rows: Vec<ReservationRow>, fulfil: Option<ServerAction<FulfilOrder>>) -> impl IntoView {
+fn reservations_table(rows: Vec<ReservationRow>) -> impl IntoView {
     let rows = rows
         .into_iter()
         .map(|row| {
@@ -281,9 +335,7 @@ fn reservations_table(rows: Vec<ReservationRow>, fulfil: Option<ServerAction<Ful
             let lines = row.lines.iter().map(|l| format!("{} × {}", l.quantity, l.sku)).collect::<Vec<_>>().join(", ");
             let can_fulfil = row.status == ReservationStatus::Hard;
             let id = row.id.clone();
-            let button = fulfil.filter(|_| can_fulfil).map(|action| {
-                view! { <button type="button" on:click=move |_| { action.dispatch(FulfilOrder { reservation_id: id.clone() }); }>"Fulfil"</button> }
-            });
+            let button = can_fulfil.then(|| view! { <FulfilButton reservation_id=id/> });
             let expires = if row.status == ReservationStatus::Soft { format_time(row.expires_at_ms) } else { String::new() };
             view! {
                 <tr data-reservation=row.id.clone() data-status=row.status.as_str()>
@@ -308,7 +360,7 @@ fn reservations_table(rows: Vec<ReservationRow>, fulfil: Option<ServerAction<Ful
 }
 
 /// The forms of the SKU page, all posting to `record_movement`.
-fn movement_forms(sku: String, action: ServerAction<RecordMovement>) -> impl IntoView {
+fn movement_forms(sku: String) -> impl IntoView {
     let hidden = |movement: &'static str| {
         let sku = sku.clone();
         view! {
@@ -319,38 +371,38 @@ fn movement_forms(sku: String, action: ServerAction<RecordMovement>) -> impl Int
     let (receive, order, shrinkage, returned, adjust) = (hidden("receive"), hidden("order"), hidden("shrinkage"), hidden("return"), hidden("adjust"));
     view! {
         <div class="movement-forms">
-            <ActionForm action=action attr:data-form="receive">
+            <MovementForm form="receive".to_owned()>
                 <h3>"Receive stock"</h3>
                 {receive}
                 <label>"Units " <input type="number" name="quantity" min="1" required/></label>
                 <label>"Location " <input type="text" name="location" value="main"/></label>
                 <label>"Note " <input type="text" name="reason" maxlength="200"/></label>
                 <button type="submit">"Receive"</button>
-            </ActionForm>
-            <ActionForm action=action attr:data-form="order">
+            </MovementForm>
+            <MovementForm form="order".to_owned()>
                 <h3>"Purchase order (incoming)"</h3>
                 {order}
                 <label>"Units " <input type="number" name="quantity" min="1" required/></label>
                 <label>"PO reference " <input type="text" name="reason" maxlength="200"/></label>
                 <button type="submit">"Record order"</button>
-            </ActionForm>
-            <ActionForm action=action attr:data-form="shrinkage">
+            </MovementForm>
+            <MovementForm form="shrinkage".to_owned()>
                 <h3>"Shrinkage"</h3>
                 {shrinkage}
                 <label>"Units " <input type="number" name="quantity" min="1" required/></label>
                 <label>"Reason " <input type="text" name="reason" maxlength="200" required/></label>
                 <label><input type="checkbox" name="damaged" value="true"/> " From damaged stock"</label>
                 <button type="submit">"Write off"</button>
-            </ActionForm>
-            <ActionForm action=action attr:data-form="return">
+            </MovementForm>
+            <MovementForm form="return".to_owned()>
                 <h3>"Customer return"</h3>
                 {returned}
                 <label>"Units " <input type="number" name="quantity" min="1" required/></label>
                 <label>"Order / note " <input type="text" name="reason" maxlength="200"/></label>
                 <label><input type="checkbox" name="damaged" value="true"/> " Damaged (hold, do not restock)"</label>
                 <button type="submit">"Process return"</button>
-            </ActionForm>
-            <ActionForm action=action attr:data-form="adjust">
+            </MovementForm>
+            <MovementForm form="adjust".to_owned()>
                 <h3>"Adjust"</h3>
                 {adjust}
                 <label>"Counter "
@@ -363,44 +415,36 @@ fn movement_forms(sku: String, action: ServerAction<RecordMovement>) -> impl Int
                 <label>"Change (±) " <input type="number" name="quantity" required/></label>
                 <label>"Reason " <input type="text" name="reason" maxlength="200" required/></label>
                 <button type="submit">"Adjust"</button>
-            </ActionForm>
+            </MovementForm>
         </div>
     }
 }
 
-/// One SKU: counters, chart, forms, reservations, ledger.
+/// One SKU: counters, chart, forms, reservations, ledger. The forms stay put while the counters and
+/// chart (region `counters`) and the reservations and ledger (region `activity`) follow each change.
 #[component]
 pub fn SkuPage(sku: String) -> impl IntoView {
-    let movement = ServerAction::<RecordMovement>::new();
-    let fulfil = ServerAction::<FulfilOrder>::new();
     let fetch_sku = sku.clone();
-    let detail = Resource::new(move || (movement.version().get(), fulfil.version().get()), move |_| sku_detail(fetch_sku.clone()));
-    let message = move || {
-        let moved = movement.value().get().map(|result| match result {
-            Ok(row) => format!("Saved: {} on hand, {} available.", row.on_hand, row.available),
-            Err(error) => error.to_string(),
-        });
-        let fulfilled = fulfil.value().get().map(|result| match result {
-            Ok(row) => format!("Order {} fulfilled.", row.order_id.unwrap_or_default()),
-            Err(error) => error.to_string(),
-        });
-        moved.or(fulfilled)
-    };
+    let detail = Resource::new(|| (), move |_| sku_detail(fetch_sku.clone()));
     view! {
         <section class="inventory sku-page">
             <nav class="subnav" aria-label="Inventory"><a href=PREFIX>"← Stock"</a> " · " <a href=format!("{PREFIX}/reservations")>"Reservations"</a></nav>
             <h1>{sku.clone()}</h1>
-            <p class="status" role="status" data-testid="form-status">{message}</p>
+            <p class="status" role="status" data-testid="form-status" data-page-status=""></p>
             <Suspense fallback=|| view! { <p>"Loading…"</p> }>
                 {move || detail.get().map(|result| match result {
                     Ok(SkuView { sku, locations, ledger, reservations }) => view! {
-                        {counters(locations)}
-                        {chart(&ledger)}
-                        {movement_forms(sku, movement)}
-                        <h2>"Reservations"</h2>
-                        {reservations_table(reservations, Some(fulfil))}
-                        <h2>"Ledger"</h2>
-                        {ledger_table(ledger)}
+                        <div data-refresh="counters">
+                            {counters(locations)}
+                            {chart(&ledger)}
+                        </div>
+                        {movement_forms(sku)}
+                        <div data-refresh="activity">
+                            <h2>"Reservations"</h2>
+                            {reservations_table(reservations)}
+                            <h2>"Ledger"</h2>
+                            {ledger_table(ledger)}
+                        </div>
                     }.into_any(),
                     Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
                 })}
@@ -412,9 +456,8 @@ pub fn SkuPage(sku: String) -> impl IntoView {
 /// Reservations by state, with "Fulfil" for paid orders.
 #[component]
 pub fn ReservationsPage(filter: String, page: i64) -> impl IntoView {
-    let fulfil = ServerAction::<FulfilOrder>::new();
     let fetch_filter = filter.clone();
-    let list = Resource::new(move || fulfil.version().get(), move |_| reservation_page(fetch_filter.clone(), page));
+    let list = Resource::new(|| (), move |_| reservation_page(fetch_filter.clone(), page));
     let filters = ["active", "lapsed", "hard", "fulfilled", "released", "expired", "cancelled", "all"]
         .into_iter()
         .map(|name| {
@@ -422,32 +465,28 @@ pub fn ReservationsPage(filter: String, page: i64) -> impl IntoView {
             view! { <a href=format!("{PREFIX}/reservations?filter={name}") aria-current=current.then_some("page")>{name}</a> " " }
         })
         .collect_view();
-    let message = move || {
-        fulfil.value().get().map(|result| match result {
-            Ok(row) => format!("Order {} fulfilled.", row.order_id.unwrap_or_default()),
-            Err(error) => error.to_string(),
-        })
-    };
     view! {
         <section class="inventory">
             <nav class="subnav" aria-label="Inventory"><a href=PREFIX>"← Stock"</a></nav>
             <h1>"Reservations"</h1>
             <p class="filters">{filters}</p>
-            <p class="status" role="status">{message}</p>
-            <Suspense fallback=|| view! { <p>"Loading…"</p> }>
-                {move || list.get().map(|result| match result {
-                    Ok(ReservationList { rows, total, page, pages }) => {
-                        let base = format!("{PREFIX}/reservations?filter={}", filter);
-                        let previous = (page > 1).then(|| view! { <a rel="prev" href=format!("{base}&page={}", page - 1)>"← Previous"</a> });
-                        let next = (page < pages).then(|| view! { <a rel="next" href=format!("{base}&page={}", page + 1)>"Next →"</a> });
-                        view! {
-                            {reservations_table(rows, Some(fulfil))}
-                            <p class="pager">{previous} " Page " {page} " of " {pages} " (" {total} ") " {next}</p>
-                        }.into_any()
-                    }
-                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
-                })}
-            </Suspense>
+            <p class="status" role="status" data-page-status=""></p>
+            <div data-refresh="reservations">
+                <Suspense fallback=|| view! { <p>"Loading…"</p> }>
+                    {move || list.get().map(|result| match result {
+                        Ok(ReservationList { rows, total, page, pages }) => {
+                            let base = format!("{PREFIX}/reservations?filter={}", filter);
+                            let previous = (page > 1).then(|| view! { <a rel="prev" href=format!("{base}&page={}", page - 1)>"← Previous"</a> });
+                            let next = (page < pages).then(|| view! { <a rel="next" href=format!("{base}&page={}", page + 1)>"Next →"</a> });
+                            view! {
+                                {reservations_table(rows)}
+                                <p class="pager">{previous} " Page " {page} " of " {pages} " (" {total} ") " {next}</p>
+                            }.into_any()
+                        }
+                        Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                    })}
+                </Suspense>
+            </div>
         </section>
     }
 }

@@ -77,14 +77,20 @@ pub fn stylesheet(manifest: &FragmentManifest) -> Option<(String, String)> {
     Some((manifest.url(css), css.integrity.clone()))
 }
 
+/// The page runtime inlined into every fragment page: island hydration, navigation inside the fragment,
+/// refreshing a page's regions (see the file's own comment).
+const ISLANDS_JS: &str = include_str!("islands.js");
+
 /// The `<head>` tags that load and hydrate this exact build: a `modulepreload` with SRI for the JS glue, and
-/// a module script that fetches the wasm with SRI and calls the fragment's `hydrate` export.
+/// a module script that fetches the wasm with SRI, calls the fragment's `hydrate` export (the islands'
+/// shared root) and then hands the bundle to the page runtime ([`ISLANDS_JS`]), which hydrates each
+/// island and keeps navigations under `prefix` inside the page.
 ///
 /// Before hydrating, the script marks the page's API calls with its build and contract version and
 /// reloads the page once if a server of another contract answers with the reload header (see
 /// `tessera_contracts::RELOAD_HEADER`); a second refusal after that reload is left to the page's own error
 /// handling, so a page never reloads in a loop.
-pub fn hydration_tags(manifest: &FragmentManifest) -> Option<(String, String, String)> {
+pub fn hydration_tags(manifest: &FragmentManifest, prefix: &str) -> Option<(String, String, String)> {
     let js = manifest.asset(AssetKind::Js)?;
     let wasm = manifest.asset(AssetKind::Wasm)?;
     let js_url = manifest.url(js);
@@ -105,10 +111,19 @@ pub fn hydration_tags(manifest: &FragmentManifest) -> Option<(String, String, St
            }}\n\
            return response;\n\
          }};\n\
-         import init, {{ hydrate }} from {js:?};\n\
+         import init, * as bundle from {js:?};\n\
+         {islands}\n\
          await init({{ module_or_path: fetch({wasm:?}, {{ integrity: {sri:?} }}) }});\n\
-         hydrate();\n\
+         bundle.hydrate();\n\
+         tesseraPage(bundle, {prefix:?});\n\
          document.body.dataset.hydrated = \"true\";",
+        // Without its comments and the `export` (it is inlined, not imported).
+        islands = ISLANDS_JS
+            .lines()
+            .filter(|line| !line.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n")
+            .replace("export function tesseraPage", "function tesseraPage"),
         js = js_url,
         wasm = wasm_url,
         sri = wasm.integrity,

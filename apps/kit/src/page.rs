@@ -2,7 +2,9 @@
 //!
 //! Each fragment renders a whole document (so `<head>` is its own) with an empty
 //! `<header id="tessera-chrome">` as the first child of `<body>`: the shell fills it with the site chrome
-//! while streaming, and hydration never descends into an element its view left empty.
+//! while streaming. Pages are rendered in Leptos's islands mode: the document and every `#[component]`
+//! are server-only HTML, and only `#[island]` components are hydrated (by the page runtime in
+//! `islands.js`), so nothing in the browser ever walks the chrome or the static parts of a page.
 
 use leptos::prelude::*;
 use tessera_contracts::CHROME_SLOT_ID;
@@ -10,9 +12,9 @@ use tessera_contracts::CHROME_SLOT_ID;
 use crate::manifest::hydration_tags;
 use crate::FragmentRuntime;
 
-/// The document for a hydrated fragment page. `app` must be the same view the fragment's `hydrate()`
-/// mounts on `<body>`, and must start with the empty chrome slot (`<header id="tessera-chrome">`), so that
-/// server and browser agree on the body's children.
+/// The document for a fragment page. `app` must start with the empty chrome slot
+/// (`<header id="tessera-chrome">`) and put the page in `<main class="fragment …">`, the element the page
+/// runtime swaps when it navigates inside the fragment.
 pub fn document<V: IntoView + 'static>(runtime: &FragmentRuntime, title: &str, app: impl FnOnce() -> V) -> impl IntoView {
     document_with(runtime, &PageHead { title: title.to_owned(), ..PageHead::default() }, app)
 }
@@ -31,8 +33,13 @@ pub struct PageHead {
 
 /// [`document`] with a full [`PageHead`].
 pub fn document_with<V: IntoView + 'static>(runtime: &FragmentRuntime, head: &PageHead, app: impl FnOnce() -> V) -> impl IntoView {
+    // Islands mode: what is outside an island renders without hydration markers (an island turns them on
+    // for itself). The setting belongs to this request's render.
+    if let Some(context) = Owner::current_shared_context() {
+        context.set_is_hydrating(false);
+    }
     let manifest = runtime.manifests.current();
-    let tags = manifest.as_deref().and_then(hydration_tags);
+    let tags = manifest.as_deref().and_then(|manifest| hydration_tags(manifest, runtime.prefix));
     let build_id = manifest.as_ref().map(|m| m.build_id.clone()).unwrap_or_else(|| "unbuilt".into());
     let stylesheet = manifest.as_deref().and_then(crate::manifest::stylesheet).map(|(href, integrity)| {
         view! { <link rel="stylesheet" href=href integrity=integrity crossorigin="anonymous"/> }
