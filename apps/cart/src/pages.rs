@@ -5,10 +5,11 @@
 //! to render the page's `data-refresh` regions again, so what the page shows is what the server says.
 
 use leptos::prelude::*;
-use tessera_contracts::page::{announce, refresh};
+use leptos::server_fn::ServerFn;
+use tessera_contracts::page::{announce, form_of, post, read, refresh, submit};
 
-use crate::api::{checkout_view, my_cart, my_orders, order_detail, set_quantity, CancelOrder, PlaceOrder};
-use crate::model::{CartView, CheckoutForm, HoldState, LineView, OrderStatus, OrderView, ShippingMethod};
+use crate::api::{checkout_view, my_cart, my_orders, order_detail, CancelOrder, PlaceOrder, SetQuantity};
+use crate::model::{CartView, CheckoutForm, HoldState, LineView, OrderStatus, OrderView, PlacedOrder, ShippingMethod};
 use crate::PREFIX;
 
 fn subnav() -> impl IntoView {
@@ -36,7 +37,8 @@ fn steps(current: usize) -> impl IntoView {
     view! { <ol class="steps" aria-label="Checkout steps" data-testid="steps" inner_html=items></ol> }
 }
 
-/// `/cart`: the lines with their holds, quantity buttons and the way to checkout.
+/// `/cart`: the lines with their holds, quantity buttons and the way to checkout. The lines are the
+/// server's rendering (region `cart`); a quantity button changes the line and asks for them again.
 #[component]
 pub fn CartPage() -> impl IntoView {
     let cart = Resource::new(|| (), |_| my_cart());
@@ -45,12 +47,15 @@ pub fn CartPage() -> impl IntoView {
             {subnav()}
             {steps(0)}
             <h1>"Your cart"</h1>
-            <Suspense fallback=|| view! { <p>"Loading your cart…"</p> }>
-                {move || cart.get().map(|result| match result {
-                    Ok(view) => view! { <CartLines initial=view/> }.into_any(),
-                    Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
-                })}
-            </Suspense>
+            <div data-refresh="cart">
+                <Suspense fallback=|| view! { <p>"Loading your cart…"</p> }>
+                    {move || cart.get().map(|result| match result {
+                        Ok(view) => cart_lines(view).into_any(),
+                        Err(error) => view! { <p class="error">{error.to_string()}</p> }.into_any(),
+                    })}
+                </Suspense>
+            </div>
+            <p class="error" role="status" data-testid="cart-message" data-page-status=""></p>
         </section>
     }
 }
@@ -66,51 +71,43 @@ fn who(view: &CartView) -> impl IntoView {
     }
 }
 
-#[island]
-fn CartLines(initial: CartView) -> impl IntoView {
-    let (cart, set_cart) = signal(initial);
-    let (message, set_message) = signal(None::<String>);
-    // The page is what the shopper reads: every badge on the page follows it, from the first render
-    // (the chrome's count was fetched beside this page and may predate a merge it made) and after each change.
-    Effect::new(move |_| tessera_contracts::dom_events::announce_cart_count(cart.with(|view| view.item_count)));
-    let change = move |sku: String, quantity: i64| {
-        leptos::task::spawn_local(async move {
-            match set_quantity(sku, quantity).await {
-                Ok(updated) => {
-                    set_cart.set(updated);
-                    set_message.set(None);
-                }
-                Err(error) => set_message.set(Some(error.to_string())),
-            }
-        });
+fn cart_lines(cart: CartView) -> impl IntoView {
+    let who = who(&cart);
+    let next = match (&cart.user, cart.locked) {
+        (_, true) => view! { <p class="notice">"Your order is being placed; the cart is locked."</p> }.into_any(),
+        (Some(_), false) => view! { <a class="button" href=format!("{PREFIX}/checkout") data-testid="to-checkout">"Check out"</a> }.into_any(),
+        (None, false) => view! { <a class="button" href="/login?next=/cart/checkout" rel="external">"Sign in to check out"</a> }.into_any(),
     };
-    view! {
-        {move || who(&cart.get())}
-        <Show when=move || !cart.get().lines.is_empty() fallback=|| view! { <p data-testid="cart-empty">"Your cart is empty."</p> }>
+    let lines = if cart.lines.is_empty() {
+        view! { <p data-testid="cart-empty">"Your cart is empty."</p> }.into_any()
+    } else {
+        view! {
             <table class="cart-lines" data-testid="cart-lines">
                 <thead><tr><th>"Item"</th><th>"Price"</th><th>"Quantity"</th><th>"Total"</th><th>"Actions"</th></tr></thead>
-                <tbody>
-                    <For each=move || cart.get().lines key=|line| (line.sku.clone(), line.quantity, line.hold_text.clone()) let:line>
-                        {line_row(line, change)}
-                    </For>
-                </tbody>
+                <tbody>{cart.lines.into_iter().map(line_row).collect_view()}</tbody>
             </table>
-            <p class="subtotal">"Subtotal: " <strong data-testid="subtotal">{move || cart.get().subtotal.to_string()}</strong></p>
-            {move || {
-                let view = cart.get();
-                match (&view.user, view.locked) {
-                    (_, true) => view! { <p class="notice">"Your order is being placed; the cart is locked."</p> }.into_any(),
-                    (Some(_), false) => view! { <a class="button" href=format!("{PREFIX}/checkout") data-testid="to-checkout">"Check out"</a> }.into_any(),
-                    (None, false) => view! { <a class="button" href="/login?next=/cart/checkout" rel="external">"Sign in to check out"</a> }.into_any(),
-                }
-            }}
-        </Show>
-        <p class="error" role="status" data-testid="cart-message">{move || message.get()}</p>
+            <p class="subtotal">"Subtotal: " <strong data-testid="subtotal">{cart.subtotal.to_string()}</strong></p>
+            {next}
+        }
+        .into_any()
+    };
+    view! {
+        // The page is what the shopper reads: every badge on the page follows it, from the first render
+        // (the chrome's count was fetched beside this page and may predate a merge it made) and after
+        // each change.
+        <AnnounceCount count=cart.item_count/>
+        {who}
+        {lines}
     }
 }
 
-fn line_row(line: LineView, change: impl Fn(String, i64) + Copy + 'static) -> impl IntoView {
-    let (minus, plus, remove) = (line.sku.clone(), line.sku.clone(), line.sku.clone());
+/// Tells the page's cart badges the count of the cart as rendered.
+#[island]
+fn AnnounceCount(count: i64) -> impl IntoView {
+    Effect::new(move |_| tessera_contracts::dom_events::announce_cart_count(count));
+}
+
+fn line_row(line: LineView) -> impl IntoView {
     let quantity = line.quantity;
     let hold_class = match line.hold {
         HoldState::Held => "hold held",
@@ -131,14 +128,34 @@ fn line_row(line: LineView, change: impl Fn(String, i64) + Copy + 'static) -> im
             </td>
             <td>{line.unit_price.to_string()}</td>
             <td>
-                <button type="button" aria-label="one less" on:click=move |_| change(minus.clone(), quantity - 1)>"−"</button>
+                <QuantityButton sku=line.sku.clone() quantity=quantity - 1 label="−".to_owned() hint="one less".to_owned()/>
                 <span class="quantity" data-testid="quantity">{quantity}</span>
-                <button type="button" aria-label="one more" on:click=move |_| change(plus.clone(), quantity + 1)>"+"</button>
+                <QuantityButton sku=line.sku.clone() quantity=quantity + 1 label="+".to_owned() hint="one more".to_owned()/>
             </td>
             <td>{line.line_total.to_string()}</td>
-            <td><button type="button" class="link" on:click=move |_| change(remove.clone(), 0)>"Remove"</button></td>
+            <td><QuantityButton sku=line.sku.clone() quantity=0 label="Remove".to_owned() hint=String::new()/></td>
         </tr>
     }
+}
+
+/// A button that sets a line to `quantity` (0 removes it), then shows the cart as the server now has it.
+#[island]
+fn QuantityButton(sku: String, quantity: i64, label: String, hint: String) -> impl IntoView {
+    let change = move |_| {
+        let sku = sku.clone();
+        leptos::task::spawn_local(async move {
+            match post(SetQuantity::PATH, &[("sku", &sku), ("quantity", &quantity.to_string())]).await {
+                Ok(_) => {
+                    refresh().await;
+                    announce("");
+                }
+                Err(error) => announce(&error.to_string()),
+            }
+        });
+    };
+    let class = (quantity == 0).then_some("link");
+    let hint = (!hint.is_empty()).then_some(hint);
+    view! { <button type="button" class=class aria-label=hint on:click=change>{label}</button> }
 }
 
 /// `/cart/checkout`: review, address, shipping, place order.
@@ -197,24 +214,27 @@ fn checkout_form(view: CheckoutForm) -> impl IntoView {
 /// order, if the provider is down); refused, the page shows the cart as it now is and says why.
 #[island]
 fn PlaceOrderForm(key: String, currency: String) -> impl IntoView {
-    let place = ServerAction::<PlaceOrder>::new();
-    Effect::new(move |_| match place.value().get() {
-        Some(Ok(placed)) => {
-            announce(&placed.message.clone().unwrap_or_else(|| "Order placed; taking you to the payment page…".into()));
-            let target = placed.pay_url.clone().unwrap_or_else(|| format!("{PREFIX}/orders/{}", placed.order_id));
-            #[cfg(feature = "hydrate")]
-            if let Some(window) = web_sys::window() {
-                let _ = window.location().set_href(&target);
+    let on_submit = move |event: leptos::ev::SubmitEvent| {
+        let Some(form) = form_of(&event) else { return };
+        leptos::task::spawn_local(async move {
+            match submit(&form).await.and_then(|body| read::<PlacedOrder>(&body)) {
+                Ok(placed) => {
+                    announce(&placed.message.unwrap_or_else(|| "Order placed; taking you to the payment page…".into()));
+                    let target = placed.pay_url.unwrap_or_else(|| format!("{PREFIX}/orders/{}", placed.order_id));
+                    #[cfg(feature = "hydrate")]
+                    if let Some(window) = web_sys::window() {
+                        let _ = window.location().set_href(&target);
+                    }
+                    #[cfg(not(feature = "hydrate"))]
+                    let _ = target;
+                }
+                Err(error) => {
+                    refresh().await;
+                    announce(&error.to_string());
+                }
             }
-            #[cfg(not(feature = "hydrate"))]
-            let _ = target;
-        }
-        Some(Err(error)) => leptos::task::spawn_local(async move {
-            refresh().await;
-            announce(&error.to_string());
-        }),
-        None => {}
-    });
+        });
+    };
     let methods = ShippingMethod::ALL
         .into_iter()
         .map(|method| {
@@ -228,7 +248,7 @@ fn PlaceOrderForm(key: String, currency: String) -> impl IntoView {
         })
         .collect_view();
     view! {
-        <ActionForm action=place attr:data-form="checkout">
+        <form method="post" action=PlaceOrder::PATH data-form="checkout" on:submit=on_submit>
             <input type="hidden" name="key" value=key/>
             <fieldset>
                 <legend>"Delivery address"</legend>
@@ -243,7 +263,7 @@ fn PlaceOrderForm(key: String, currency: String) -> impl IntoView {
                 {methods}
             </fieldset>
             <button type="submit" data-testid="place-order">"Place order and pay"</button>
-        </ActionForm>
+        </form>
     }
 }
 
@@ -331,17 +351,20 @@ fn KeepCurrent() -> impl IntoView {
 /// "Cancel this order": asks for the cancellation, then shows the order as it now is.
 #[island]
 fn CancelButton(id: String) -> impl IntoView {
-    let cancel = ServerAction::<CancelOrder>::new();
-    Effect::new(move |_| match cancel.value().get() {
-        Some(Ok(_)) => leptos::task::spawn_local(refresh()),
-        Some(Err(error)) => announce(&error.to_string()),
-        None => {}
-    });
+    let on_submit = move |event: leptos::ev::SubmitEvent| {
+        let Some(form) = form_of(&event) else { return };
+        leptos::task::spawn_local(async move {
+            match submit(&form).await {
+                Ok(_) => refresh().await,
+                Err(error) => announce(&error.to_string()),
+            }
+        });
+    };
     view! {
-        <ActionForm action=cancel attr:data-form="cancel">
+        <form method="post" action=CancelOrder::PATH data-form="cancel" on:submit=on_submit>
             <input type="hidden" name="id" value=id/>
             <button type="submit" class="link" data-testid="cancel-order">"Cancel this order"</button>
-        </ActionForm>
+        </form>
     }
 }
 

@@ -3,8 +3,11 @@
 //! filters). Everything here renders on the server only, except the `#[island]`s: "Add to cart", the
 //! product page's purchase box (variant picker, availability, add) and the product editor's form.
 
+use leptos::either::Either;
 use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
 use shared_auth::SessionUser;
+use tessera_contracts::page::{form_of, read, submit};
 
 use crate::model::{Card, Category, Detail, Listing, ListingQuery, ProductInput, VariantView};
 use crate::products::{availability_label, SaveProduct};
@@ -238,79 +241,74 @@ pub fn EditorPage(existing: Option<Detail>) -> impl IntoView {
             description: d.description,
         })
         .unwrap_or_default();
+    let sku_field = (!editing).then(|| {
+        view! { <label>"SKU (first variant) " <input type="text" name="input[sku]" required maxlength="32" pattern="[A-Z0-9\\-]+"/></label> }
+    });
     view! {
         <section class="catalog-editor">
             <h1>{if editing { "Edit product" } else { "New product" }}</h1>
-            <ProductEditor input=input editing=editing/>
+            <ProductEditor>
+                <input type="hidden" name="input[id]" value=input.id/>
+                <label>"Name " <input type="text" name="input[name]" value=input.name required maxlength="200"/></label>
+                <label>"Brand " <input type="text" name="input[brand]" value=input.brand maxlength="80"/></label>
+                <label>"Category slug " <input type="text" name="input[category]" value=input.category maxlength="64"/></label>
+                <label>"Price (EUR) " <input type="text" name="input[price]" value=input.price required inputmode="decimal"/></label>
+                {sku_field}
+                <label>"Image URL (empty: a generated picture) " <input type="text" name="input[image]" value=input.image maxlength="500"/></label>
+                <label>"Description " <textarea name="input[description]" maxlength="5000">{input.description}</textarea></label>
+                <button type="submit">"Save"</button>
+            </ProductEditor>
         </section>
     }
 }
 
-/// The editor's form, saved through `save_product` without leaving the page.
+/// The part of `save_product`'s answer (the product as saved) the editor links to.
+#[derive(serde::Deserialize)]
+struct Saved {
+    id: String,
+    name: String,
+}
+
+/// The editor's form (its fields are the server-rendered children), saved through `save_product`
+/// without leaving the page; without JavaScript the browser posts it itself.
 #[island]
-fn ProductEditor(input: ProductInput, editing: bool) -> impl IntoView {
-    let save = ServerAction::<SaveProduct>::new();
+fn ProductEditor(children: Children) -> impl IntoView {
+    let (outcome, set_outcome) = signal(None::<Result<Saved, String>>);
+    let on_submit = move |event: leptos::ev::SubmitEvent| {
+        let Some(form) = form_of(&event) else { return };
+        leptos::task::spawn_local(async move {
+            let saved = submit(&form).await.and_then(|body| read::<Saved>(&body));
+            set_outcome.set(Some(saved.map_err(|error| error.to_string())));
+        });
+    };
     let message = move || {
-        save.value().get().map(|result| match result {
-            Ok(saved) => {
-                view! { <p role="status" data-testid="editor-status">"Saved. " <a href=format!("{PREFIX}/p/{}", saved.id)>"View " {saved.name}</a></p> }
-                    .into_any()
-            }
-            Err(error) => view! { <p role="status" class="error" data-testid="editor-status">{error.to_string()}</p> }.into_any(),
+        outcome.with(|outcome| match outcome {
+            Some(Ok(saved)) => Some(Either::Left(
+                view! { <p role="status" data-testid="editor-status">"Saved. " <a href=format!("{PREFIX}/p/{}", saved.id)>"View " {saved.name.clone()}</a></p> },
+            )),
+            Some(Err(error)) => Some(Either::Right(view! { <p role="status" class="error" data-testid="editor-status">{error.clone()}</p> })),
+            None => None,
         })
     };
-    let sku_field = (!editing).then(|| {
-        view! { <label>"SKU (first variant) " <input type="text" name="input[sku]" required maxlength="32" pattern="[A-Z0-9-]+"/></label> }
-    });
     view! {
-        <ActionForm action=save attr:class="stacked" attr:data-testid="product-editor">
-            <input type="hidden" name="input[id]" value=input.id/>
-            <label>"Name " <input type="text" name="input[name]" value=input.name required maxlength="200"/></label>
-            <label>"Brand " <input type="text" name="input[brand]" value=input.brand maxlength="80"/></label>
-            <label>"Category slug " <input type="text" name="input[category]" value=input.category maxlength="64"/></label>
-            <label>"Price (EUR) " <input type="text" name="input[price]" value=input.price required inputmode="decimal"/></label>
-            {sku_field}
-            <label>"Image URL (empty: a generated picture) " <input type="text" name="input[image]" value=input.image maxlength="500"/></label>
-            <label>"Description " <textarea name="input[description]" maxlength="5000">{input.description}</textarea></label>
-            <button type="submit">"Save"</button>
-        </ActionForm>
+        <form method="post" action=SaveProduct::PATH class="stacked" data-testid="product-editor" on:submit=on_submit>{children()}</form>
         {message}
     }
 }
 
 mod browser {
+    use tessera_contracts::cart::{CartSummary, ADD_ITEM_PATH};
+    use tessera_contracts::page::{post, read};
+
     /// POSTs to the cart's `add_item` server function and returns a message for the shopper.
-    #[cfg(feature = "hydrate")]
     pub async fn add_to_cart(sku: &str) -> String {
-        use tessera_contracts::cart::{CartSummary, ADD_ITEM_PATH};
-        use tessera_contracts::ApiError;
-
-        let body = format!("sku={}&quantity=1", js_sys::encode_uri_component(sku));
-        let request = gloo_net::http::Request::post(ADD_ITEM_PATH).header("content-type", "application/x-www-form-urlencoded").body(body);
-        let response = match request {
-            Ok(request) => request.send().await,
-            Err(error) => return format!("Could not add: {error}"),
-        };
-        match response {
-            Ok(response) if response.ok() => match response.json::<CartSummary>().await {
-                Ok(summary) => {
-                    tessera_contracts::dom_events::announce_cart_count(summary.item_count);
-                    // The cart may have kept the item without holding it yet (inventory down): say so.
-                    summary.message.map_or_else(|| "Added to your cart".to_owned(), |message| format!("Added to your cart. {message}"))
-                }
-                Err(_) => "Added to your cart".to_owned(),
-            },
-            Ok(response) => match response.json::<ApiError>().await {
-                Ok(error) => error.to_string(),
-                Err(_) => format!("The cart answered {}", response.status()),
-            },
-            Err(_) => "The cart is not reachable right now".to_owned(),
+        match post(ADD_ITEM_PATH, &[("sku", sku), ("quantity", "1")]).await.and_then(|body| read::<CartSummary>(&body)) {
+            Ok(summary) => {
+                tessera_contracts::dom_events::announce_cart_count(summary.item_count);
+                // The cart may have kept the item without holding it yet (inventory down): say so.
+                summary.message.map_or_else(|| "Added to your cart".to_owned(), |message| format!("Added to your cart. {message}"))
+            }
+            Err(error) => error.to_string(),
         }
-    }
-
-    /// Never called on the server: the button only works after hydration.
-    #[cfg(not(feature = "hydrate"))]
-    pub async fn add_to_cart(_sku: &str) -> String {
-        String::new()
     }
 }

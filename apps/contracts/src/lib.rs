@@ -6,7 +6,8 @@
 //! fragment boundaries in the browser ([`dom_events`]), the error every server function returns
 //! ([`ApiError`]), and the demo data that the services seed consistently ([`demo`]).
 //!
-//! The crate compiles for both the server and `wasm32` (only `serde` and `server_fn`), so a fragment's
+//! The crate compiles for both the server and `wasm32` (`serde`, `server_fn`, and the DOM bindings the
+//! browser half of [`page`] names), so a fragment's
 //! browser code and the shell's server code share one definition. [`CONTRACT_VERSION`] is bumped on any
 //! breaking change; manifests carry it so the shell can refuse a fragment built against another contract.
 
@@ -90,9 +91,18 @@ pub mod dom_events {
     pub fn announce_cart_count(_item_count: i64) {}
 }
 
-/// What an island tells the page it lives on (the page runtime in `tessera_kit`, `islands.js`): refresh the
-/// page's server-rendered regions after a change, and say what happened in the page's status line.
+/// What an island tells the page it lives on (the page runtime in `tessera_kit`, `islands.js`) and how it
+/// calls its fragment's server functions: refresh the page's server-rendered regions after a change, say
+/// what happened in the page's status line, and POST a form or a few fields.
+///
+/// The calls go through [`post`] and [`submit`] rather than `server_fn`'s typed client and Leptos's
+/// `ActionForm`: those put a URL-encoder, a form decoder and a decoder of every server function's full
+/// answer into each bundle, while an island needs the answer's status and, at most, two fields of it. One
+/// non-generic path for every call keeps that code in the bundle once. The server side is unchanged: the
+/// same server functions, the same field names (`<Fn as ServerFn>::PATH` names the address).
 pub mod page {
+    use crate::ApiError;
+
     /// The page's one status line (`role="status"`), where [`announce`] writes.
     pub const STATUS_ATTRIBUTE: &str = "data-page-status";
     /// A region the server renders again on [`refresh`]; the value names it.
@@ -126,6 +136,50 @@ pub mod page {
         }
     }
 
+    /// POSTs `fields`, URL-encoded, to `path` (a server function of this site) and returns the body of a
+    /// successful answer, or the [`ApiError`] the server answered with.
+    #[cfg(feature = "browser")]
+    pub async fn post(path: &str, fields: &[(&str, &str)]) -> Result<String, ApiError> {
+        let encode = |text: &str| String::from(js_sys::encode_uri_component(text));
+        let body: Vec<String> = fields.iter().map(|(name, value)| format!("{}={}", encode(name), encode(value))).collect();
+        send(path, body.join("&")).await
+    }
+
+    /// POSTs `form`'s fields to its `action` (a server function of this site), as the browser would
+    /// without JavaScript, and returns what [`post`] returns.
+    #[cfg(feature = "browser")]
+    pub async fn submit(form: &web_sys::HtmlFormElement) -> Result<String, ApiError> {
+        let fields = web_sys::FormData::new_with_form(form)
+            .and_then(|data| web_sys::UrlSearchParams::new_with_str_sequence_sequence(&data))
+            .map_err(|_| ApiError::BadRequest("this form cannot be sent".into()))?;
+        send(&form.action(), String::from(fields.to_string())).await
+    }
+
+    #[cfg(feature = "browser")]
+    async fn send(url: &str, body: String) -> Result<String, ApiError> {
+        use wasm_bindgen::{JsCast, JsValue};
+        use wasm_bindgen_futures::JsFuture;
+        let unreachable = || ApiError::Unavailable("the server is not reachable right now; please try again".into());
+        let window = web_sys::window().ok_or_else(unreachable)?;
+        let headers = js_sys::Object::new();
+        let _ = js_sys::Reflect::set(&headers, &JsValue::from_str("content-type"), &JsValue::from_str("application/x-www-form-urlencoded"));
+        let _ = js_sys::Reflect::set(&headers, &JsValue::from_str("accept"), &JsValue::from_str("application/json"));
+        let init = web_sys::RequestInit::new();
+        init.set_method("POST");
+        init.set_headers(&headers);
+        init.set_body(&JsValue::from_str(&body));
+        let response: web_sys::Response = JsFuture::from(window.fetch_with_str_and_init(url, &init)).await.map_err(|_| unreachable())?.unchecked_into();
+        let text = match response.text() {
+            Ok(promise) => JsFuture::from(promise).await.ok().and_then(|text| text.as_string()).unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if response.ok() {
+            Ok(text)
+        } else {
+            Err(serde_json::from_str(&text).unwrap_or_else(|_| ApiError::Unavailable(format!("the server answered {}", response.status()))))
+        }
+    }
+
     /// Nothing to refresh outside the browser.
     #[cfg(not(feature = "browser"))]
     pub async fn refresh() {}
@@ -133,4 +187,29 @@ pub mod page {
     /// Nothing to announce outside the browser.
     #[cfg(not(feature = "browser"))]
     pub fn announce(_message: &str) {}
+
+    /// Calls are made from the browser only.
+    #[cfg(not(feature = "browser"))]
+    pub async fn post(_path: &str, _fields: &[(&str, &str)]) -> Result<String, ApiError> {
+        Err(ApiError::Unavailable("server functions are called from the browser".into()))
+    }
+
+    /// Forms are sent from the browser only.
+    #[cfg(not(feature = "browser"))]
+    pub async fn submit(_form: &web_sys::HtmlFormElement) -> Result<String, ApiError> {
+        Err(ApiError::Unavailable("forms are sent from the browser".into()))
+    }
+
+    /// The fields of a successful answer an island needs (a struct naming just those: the others are
+    /// skipped, not decoded).
+    pub fn read<T: serde::de::DeserializeOwned>(body: &str) -> Result<T, ApiError> {
+        serde_json::from_str(body).map_err(|_| ApiError::Unavailable("the server's answer could not be read; please reload the page".into()))
+    }
+
+    /// The form an island's `submit` event is for, with the browser's own sending stopped.
+    pub fn form_of(event: &web_sys::Event) -> Option<web_sys::HtmlFormElement> {
+        use wasm_bindgen::JsCast;
+        event.prevent_default();
+        event.target().and_then(|target| target.dyn_into::<web_sys::HtmlFormElement>().ok())
+    }
 }

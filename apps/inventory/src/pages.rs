@@ -5,11 +5,12 @@
 //! so the tables, chart and counters are always the server's own rendering.
 
 use leptos::prelude::*;
+use leptos::server_fn::ServerFn;
 use tessera_contracts::domain::format_time;
 use tessera_contracts::inventory::ReservationStatus;
-use tessera_contracts::page::{announce, refresh};
+use tessera_contracts::page::{announce, form_of, post, read, refresh, submit};
 
-use crate::admin::{adjust_stock, fulfil_order, reservation_page, sku_detail, stock_page, RecordMovement, ReservationList, SkuView, StockQuery, StockTable};
+use crate::admin::{reservation_page, sku_detail, stock_page, AdjustStock, FulfilOrder, RecordMovement, ReservationList, SkuView, StockQuery, StockTable};
 use crate::types::{LedgerEntry, ReservationRow, StockRow, LOW_STOCK};
 use crate::PREFIX;
 
@@ -51,7 +52,7 @@ pub fn StockList(query: StockQuery) -> impl IntoView {
                 <MovementForm form="new-sku".to_owned()>
                     <input type="hidden" name="movement" value="receive"/>
                     <input type="hidden" name="new_sku" value="true"/>
-                    <label>"SKU " <input type="text" name="sku" required maxlength="32" pattern="[A-Z0-9-]+"/></label>
+                    <label>"SKU " <input type="text" name="sku" required maxlength="32" pattern="[A-Z0-9\\-]+"/></label>
                     <label>"Units " <input type="number" name="quantity" min="1" required/></label>
                     <label>"Location " <input type="text" name="location" value="main"/></label>
                     <button type="submit">"Receive"</button>
@@ -127,10 +128,10 @@ fn stock_row(row: StockRow) -> impl IntoView {
 /// "Receive 1" and "Remove 1" for a row of the stock table.
 #[island]
 fn AdjustButtons(sku: String) -> impl IntoView {
-    let adjust = move |delta: i64| {
+    let adjust = move |delta: &'static str| {
         let sku = sku.clone();
         leptos::task::spawn_local(async move {
-            match adjust_stock(sku, delta).await {
+            match post(AdjustStock::PATH, &[("sku", &sku), ("delta", delta)]).await {
                 Ok(_) => {
                     refresh().await;
                     announce("");
@@ -141,30 +142,50 @@ fn AdjustButtons(sku: String) -> impl IntoView {
     };
     let (receive, remove) = (adjust.clone(), adjust);
     view! {
-        <button type="button" on:click=move |_| receive(1)>"Receive 1"</button>
-        <button type="button" on:click=move |_| remove(-1)>"Remove 1"</button>
+        <button type="button" on:click=move |_| receive("1")>"Receive 1"</button>
+        <button type="button" on:click=move |_| remove("-1")>"Remove 1"</button>
     }
 }
 
-/// A form posting to `record_movement` (its fields are the server-rendered children); saved, the page's
-/// regions are rendered again and the status line says where the SKU now stands.
+/// The part of `record_movement`'s answer (a stock row) the page says back.
+#[derive(serde::Deserialize)]
+struct Recorded {
+    sku: String,
+    on_hand: i64,
+    available: i64,
+}
+
+/// A form posting to `record_movement` (its fields are the server-rendered children; without JavaScript
+/// the browser posts it itself); saved, the page's regions are rendered again and the status line says
+/// where the SKU now stands.
 #[island]
 fn MovementForm(form: String, children: Children) -> impl IntoView {
-    let record = ServerAction::<RecordMovement>::new();
     let new_sku = form == "new-sku";
-    Effect::new(move |_| match record.value().get() {
-        Some(Ok(row)) => leptos::task::spawn_local(async move {
-            refresh().await;
-            if new_sku {
-                announce(&format!("{} stocked: {} on hand.", row.sku, row.on_hand));
-            } else {
-                announce(&format!("Saved: {} on hand, {} available.", row.on_hand, row.available));
+    let on_submit = move |event: leptos::ev::SubmitEvent| {
+        let Some(element) = form_of(&event) else { return };
+        leptos::task::spawn_local(async move {
+            match submit(&element).await.and_then(|body| read::<Recorded>(&body)) {
+                Ok(row) => {
+                    refresh().await;
+                    if new_sku {
+                        announce(&format!("{} stocked: {} on hand.", row.sku, row.on_hand));
+                    } else {
+                        announce(&format!("Saved: {} on hand, {} available.", row.on_hand, row.available));
+                    }
+                }
+                Err(error) => announce(&error.to_string()),
             }
-        }),
-        Some(Err(error)) => announce(&error.to_string()),
-        None => {}
-    });
-    view! { <ActionForm action=record attr:data-form=form>{children()}</ActionForm> }
+        });
+    };
+    view! {
+        <form method="post" action=RecordMovement::PATH data-form=form on:submit=on_submit>{children()}</form>
+    }
+}
+
+/// The part of `fulfil_order`'s answer (a reservation row) the page says back.
+#[derive(serde::Deserialize)]
+struct Fulfilled {
+    order_id: Option<String>,
 }
 
 /// "Fulfil" for a paid order's reservation.
@@ -173,7 +194,7 @@ fn FulfilButton(reservation_id: String) -> impl IntoView {
     let fulfil = move |_| {
         let id = reservation_id.clone();
         leptos::task::spawn_local(async move {
-            match fulfil_order(id).await {
+            match post(FulfilOrder::PATH, &[("reservation_id", &id)]).await.and_then(|body| read::<Fulfilled>(&body)) {
                 Ok(row) => {
                     refresh().await;
                     announce(&format!("Order {} fulfilled.", row.order_id.unwrap_or_default()));
