@@ -6,8 +6,11 @@
 //!   URL is configured, with the service's embedded migrations for that backend — and, for a fragment, the
 //!   runtime's own event tables (`migrations/`: outbox, deliveries, inbox);
 //! - `manifest`: the build manifest read at run time (re-read when the file changes, so a fragment
-//!   redeploy needs no restart) and the hydration tags with SRI that load exactly that build;
-//! - `page`: the HTML document every fragment page renders into, with the empty chrome slot the shell fills;
+//!   redeploy needs no restart) and the hydration tags with SRI that load exactly that build, with the
+//!   page runtime (`islands.js`: island hydration, in-page navigation inside the fragment, region refresh)
+//!   inlined into them;
+//! - `page`: the HTML document every fragment page renders into (in Leptos's islands mode), with the
+//!   empty chrome slot the shell fills;
 //! - `api`: the server-function route and the one place that maps [`ApiError`] kinds to HTTP statuses;
 //! - `events`: transactional outbox, relay, signed transport and inbox between services; `broker`: the
 //!   same over NATS JetStream when configured; `cdc`: the relay fed by PostgreSQL's logical replication

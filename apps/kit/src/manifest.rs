@@ -81,7 +81,18 @@ pub fn stylesheet(manifest: &FragmentManifest) -> Option<(String, String)> {
 /// refreshing a page's regions (see the file's own comment).
 const ISLANDS_JS: &str = include_str!("islands.js");
 
-/// The `<head>` tags that load and hydrate this exact build: a `modulepreload` with SRI for the JS glue, and
+/// What a page's `<head>` needs to load and hydrate one build (see [`hydration_tags`]).
+pub struct HydrationTags {
+    pub js_url: String,
+    pub js_integrity: String,
+    pub wasm_url: String,
+    pub wasm_integrity: String,
+    /// The inline module script.
+    pub script: String,
+}
+
+/// The `<head>` tags that load and hydrate this exact build: a `modulepreload` with SRI for the JS glue, a
+/// `preload` of the wasm (so it downloads while the page parses, not after the glue has run), and
 /// a module script that fetches the wasm with SRI, calls the fragment's `hydrate` export (the islands'
 /// shared root) and then hands the bundle to the page runtime ([`ISLANDS_JS`]), which hydrates each
 /// island and keeps navigations under `prefix` inside the page.
@@ -90,7 +101,7 @@ const ISLANDS_JS: &str = include_str!("islands.js");
 /// reloads the page once if a server of another contract answers with the reload header (see
 /// `tessera_contracts::RELOAD_HEADER`); a second refusal after that reload is left to the page's own error
 /// handling, so a page never reloads in a loop.
-pub fn hydration_tags(manifest: &FragmentManifest, prefix: &str) -> Option<(String, String, String)> {
+pub fn hydration_tags(manifest: &FragmentManifest, prefix: &str) -> Option<HydrationTags> {
     let js = manifest.asset(AssetKind::Js)?;
     let wasm = manifest.asset(AssetKind::Wasm)?;
     let js_url = manifest.url(js);
@@ -133,5 +144,5 @@ pub fn hydration_tags(manifest: &FragmentManifest, prefix: &str) -> Option<(Stri
         build = manifest.build_id,
         contract = manifest.contract_version.to_string(),
     );
-    Some((js_url, js.integrity.clone(), script))
+    Some(HydrationTags { js_url, js_integrity: js.integrity.clone(), wasm_url, wasm_integrity: wasm.integrity.clone(), script })
 }

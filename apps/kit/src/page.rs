@@ -9,7 +9,7 @@
 use leptos::prelude::*;
 use tessera_contracts::CHROME_SLOT_ID;
 
-use crate::manifest::hydration_tags;
+use crate::manifest::{hydration_tags, HydrationTags};
 use crate::FragmentRuntime;
 
 /// The document for a fragment page. `app` must start with the empty chrome slot
@@ -45,8 +45,13 @@ pub fn document_with<V: IntoView + 'static>(runtime: &FragmentRuntime, head: &Pa
         view! { <link rel="stylesheet" href=href integrity=integrity crossorigin="anonymous"/> }
     });
     let (preload, script) = match tags {
-        Some((js_url, js_integrity, script)) => (
-            Some(view! { <link rel="modulepreload" href=js_url integrity=js_integrity crossorigin="anonymous"/> }),
+        Some(HydrationTags { js_url, js_integrity, wasm_url, wasm_integrity, script }) => (
+            Some(view! {
+                <link rel="modulepreload" href=js_url integrity=js_integrity crossorigin="anonymous"/>
+                // Matches the script's `fetch(wasm, { integrity })` (a CORS request with same-origin
+                // credentials), so that fetch is answered by this download.
+                <link rel="preload" href=wasm_url r#as="fetch" r#type="application/wasm" integrity=wasm_integrity crossorigin="anonymous"/>
+            }),
             Some(view! { <script type="module" nonce=leptos::nonce::use_nonce().map(|nonce| nonce.to_string()) inner_html=script></script> }),
         ),
         None => (None, None),
