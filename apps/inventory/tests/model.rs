@@ -540,7 +540,13 @@ async fn run(ops: Vec<Op>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
+    // Failures are kept in `tests/model.proptest-regressions` (committed) and replayed first on every run,
+    // so a history that once broke the service is checked again for good.
+    #![proptest_config(ProptestConfig {
+        cases: 128,
+        failure_persistence: Some(Box::new(proptest::test_runner::FileFailurePersistence::SourceParallel("proptest-regressions"))),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn the_service_behaves_like_the_model(ops in prop::collection::vec(op(), 1..50)) {

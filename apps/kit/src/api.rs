@@ -3,7 +3,6 @@
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{post, MethodRouter};
 use leptos::prelude::{provide_context, use_context};
@@ -75,10 +74,6 @@ fn refuse_other_contract(headers: &axum::http::HeaderMap) -> Option<Response> {
 
 /// `server_fn` answers every error with 500. This reads the [`ApiError`] in the body and sets the status
 /// its kind maps to, so bad input is a 4xx and only real faults are 5xx.
-pub async fn map_api_error_status(request: Request, next: Next) -> Response {
-    with_api_error_status(next.run(request).await).await
-}
-
 async fn with_api_error_status(response: Response) -> Response {
     if !response.headers().contains_key(SERVER_FN_ERROR_HEADER) {
         return response;
