@@ -2,7 +2,7 @@
 // and move back and forward through their filters, all without a page reload after hydration.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SHOPPER, hydrated, launchBrowser, login, startTessera } from './helpers.mjs';
+import { ADMIN, SHOPPER, hydrated, launchBrowser, login, startTessera } from './helpers.mjs';
 
 describe('catalog', () => {
   let site;
@@ -11,14 +11,20 @@ describe('catalog', () => {
   before(async () => {
     site = await startTessera();
     browser = await launchBrowser();
-    // The inventory's seed reaches the catalog as events; wait until every SKU's availability is known,
-    // so the in-stock filter gives the same answer every time below.
+    // The inventory's seed reaches the catalog as events; wait until inventory has delivered every one
+    // (its event status, as a site admin reads it), so the in-stock filter gives the same answer every
+    // time below.
+    const admin = await browser.context.newPage();
+    await login(admin, site.url, ADMIN);
     for (let attempt = 0; ; attempt += 1) {
-      const items = await (await fetch(`${site.url}/catalog/api/list_products`, { method: 'POST' })).json();
-      if (items.every((item) => item.available !== null)) break;
-      if (attempt > 600) throw new Error('the availability projection never filled');
+      const status = await (await admin.request.get(`${site.url}/admin/inventory/events/status`)).json();
+      if (status.outbox_depth === 0) break;
+      if (attempt > 600) throw new Error(`inventory's seed events were never all delivered: ${JSON.stringify(status)}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
+    await admin.close();
+    // The tests below start as a guest again.
+    await browser.context.clearCookies();
   });
 
   after(async () => {

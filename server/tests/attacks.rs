@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared_auth::keys::KeyRing;
-use support::{backends, spawn_with, Backend, Options, Session, TestApp, ADMIN, PASSWORD, SHOPPER};
+use support::{each_backend, spawn_with, Backend, Options, Session, TestApp, ADMIN, PASSWORD, SHOPPER};
 
 fn b64(value: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(value)
@@ -235,29 +235,30 @@ async fn try_attempt(app: &TestApp, attempt: &Attempt) -> (StatusCode, String, S
     (page_status, html, api.status())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_hostile_token_and_cookie_is_refused_without_changing_anything() {
-    for backend in backends() {
-        let app = spawn_with(backend, Options::default()).await;
-        let sam = app.sign_in(SHOPPER, PASSWORD).await;
-        let revoked = app.sign_in(ADMIN, PASSWORD).await;
-        app.post_form("/logout", "", Some(&revoked.both())).await;
-        let cases = tokio::task::block_in_place(|| token_cases(&app, &sam, &revoked));
-        for case in &cases {
-            let (page_status, html, api_status) = try_attempt(&app, &case.attempt).await;
-            assert!(!page_status.is_server_error() && !api_status.is_server_error(), "{backend:?} {}: 5xx", case.name);
-            assert!(page_status.is_success() || page_status.is_client_error(), "{}: {page_status}", case.name);
-            if page_status.is_success() {
-                assert!(html.contains("Browsing as a guest"), "{backend:?} {}: accepted on a page", case.name);
-            }
-            assert!(api_status.is_client_error(), "{backend:?} {}: server function answered {api_status}", case.name);
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    every_hostile_token_and_cookie_is_refused_without_changing_anything
+);
+async fn every_hostile_token_and_cookie_is_refused_without_changing_anything(backend: Backend) {
+    let app = spawn_with(backend, Options::default()).await;
+    let sam = app.sign_in(SHOPPER, PASSWORD).await;
+    let revoked = app.sign_in(ADMIN, PASSWORD).await;
+    app.post_form("/logout", "", Some(&revoked.both())).await;
+    let cases = tokio::task::block_in_place(|| token_cases(&app, &sam, &revoked));
+    for case in &cases {
+        let (page_status, html, api_status) = try_attempt(&app, &case.attempt).await;
+        assert!(!page_status.is_server_error() && !api_status.is_server_error(), "{backend:?} {}: 5xx", case.name);
+        assert!(page_status.is_success() || page_status.is_client_error(), "{}: {page_status}", case.name);
+        if page_status.is_success() {
+            assert!(html.contains("Browsing as a guest"), "{backend:?} {}: accepted on a page", case.name);
         }
-        // Nothing changed: Sam's cart is still empty, the stock untouched, Sam's real session still works.
-        assert_eq!(app.cart_count(Some(&sam.access)).await, 0);
-        assert_eq!(app.catalog_user(&sam.access).await.as_deref(), Some("Sam Shopper"));
-        eprintln!("attack suite ({backend:?}): {} hostile tokens and cookies refused", cases.len());
-        assert!(cases.len() >= 56, "the suite shrank to {}", cases.len());
+        assert!(api_status.is_client_error(), "{backend:?} {}: server function answered {api_status}", case.name);
     }
+    // Nothing changed: Sam's cart is still empty, the stock untouched, Sam's real session still works.
+    assert_eq!(app.cart_count(Some(&sam.access)).await, 0);
+    assert_eq!(app.catalog_user(&sam.access).await.as_deref(), Some("Sam Shopper"));
+    eprintln!("attack suite ({backend:?}): {} hostile tokens and cookies refused", cases.len());
+    assert!(cases.len() >= 56, "the suite shrank to {}", cases.len());
 }
 
 #[tokio::test]

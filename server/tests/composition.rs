@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use reqwest::StatusCode;
-use support::{backends, spawn_app, spawn_with, Backend, Options, ADMIN, PASSWORD, SHOPPER};
+use support::{each_backend, spawn_app, spawn_with, Backend, Options, ADMIN, PASSWORD, SHOPPER};
 use tessera_server::config::FragmentSettings;
 use tessera_server::Mode;
 
@@ -36,7 +36,7 @@ async fn assert_catalog_falls_back_while_the_rest_works(app: &support::TestApp) 
     assert!(html.contains("data-testid=\"fragment-fallback\"") && html.contains("not available"), "{html}");
     assert!(html.contains("Sam Shopper"), "the fallback page keeps the chrome and the login");
     // API calls through the shell get a JSON 503, not a hang or an HTML page.
-    let response = app.post_form("/catalog/api/list_products", "", Some(&cookie)).await;
+    let response = app.post_form("/catalog/api/search_products", "", Some(&cookie)).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     let error: serde_json::Value = response.json().await.unwrap();
     assert_eq!(error["kind"], "unavailable");
@@ -85,57 +85,53 @@ async fn a_fragment_answering_5xx_gets_the_fallback_page() {
     assert_eq!(status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn a_fragment_in_its_own_process_verifies_the_login_with_the_shells_jwks() {
-    for backend in backends() {
-        // The shell first (its JWKS is what the catalog verifies with), then the catalog alone, then a
-        // second shell that reaches that catalog over HTTP.
-        let site = spawn_app(backend).await;
-        let catalog = spawn_with(
-            backend,
-            Options { mode: Some(Mode::Fragment("catalog".into())), jwks_url: Some(format!("{}/.well-known/jwks.json", site.url)), ..Options::default() },
-        )
-        .await;
-        let cookie = site.login_as(ADMIN, PASSWORD).await;
-        // Directly: the fragment's own page, without chrome, knows the user.
-        let (status, html) = catalog.text("/catalog", Some(&cookie)).await;
-        assert_eq!(status, StatusCode::OK, "{backend:?}");
-        assert!(html.contains("Signed in as <strong>Ada Admin</strong>"));
-        assert!(html.contains("<header id=\"tessera-chrome\"></header>"), "served alone, the slot stays empty");
-        // A token signed by another key is refused by the standalone fragment too.
-        let other_site = spawn_app(backend).await;
-        let foreign = other_site.login_as(ADMIN, PASSWORD).await;
-        let (_, html) = catalog.text("/catalog", Some(&foreign)).await;
-        assert!(html.contains("Browsing as a guest"), "{backend:?}: a key the shell never published");
+each_backend!(a_fragment_in_its_own_process_verifies_the_login_with_the_shells_jwks);
+async fn a_fragment_in_its_own_process_verifies_the_login_with_the_shells_jwks(backend: Backend) {
+    // The shell first (its JWKS is what the catalog verifies with), then the catalog alone, then a
+    // second shell that reaches that catalog over HTTP.
+    let site = spawn_app(backend).await;
+    let catalog = spawn_with(
+        backend,
+        Options { mode: Some(Mode::Fragment("catalog".into())), jwks_url: Some(format!("{}/.well-known/jwks.json", site.url)), ..Options::default() },
+    )
+    .await;
+    let cookie = site.login_as(ADMIN, PASSWORD).await;
+    // Directly: the fragment's own page, without chrome, knows the user.
+    let (status, html) = catalog.text("/catalog", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK, "{backend:?}");
+    assert!(html.contains("Signed in as <strong>Ada Admin</strong>"));
+    assert!(html.contains("<header id=\"tessera-chrome\"></header>"), "served alone, the slot stays empty");
+    // A token signed by another key is refused by the standalone fragment too.
+    let other_site = spawn_app(backend).await;
+    let foreign = other_site.login_as(ADMIN, PASSWORD).await;
+    let (_, html) = catalog.text("/catalog", Some(&foreign)).await;
+    assert!(html.contains("Browsing as a guest"), "{backend:?}: a key the shell never published");
 
-        // Composed through the shell over HTTP.
-        let mut fragments = BTreeMap::new();
-        fragments.insert("catalog".to_owned(), FragmentSettings { upstream: Some(catalog.url.clone()), ..FragmentSettings::default() });
-        let shell = spawn_with(backend, Options { fragments, ..Options::default() }).await;
-        // This second shell signs with its own key (the browser tests cover a signed-in user composed over
-        // HTTP); here: the page arrives through the shell with the chrome in its slot.
-        let (status, html) = shell.text("/catalog", None).await;
-        assert_eq!(status, StatusCode::OK);
-        assert_eq!(html.matches("data-testid=\"login-link\"").count(), 1, "chrome composed over HTTP");
-        assert!(html.contains("Browsing as a guest"));
-    }
+    // Composed through the shell over HTTP.
+    let mut fragments = BTreeMap::new();
+    fragments.insert("catalog".to_owned(), FragmentSettings { upstream: Some(catalog.url.clone()), ..FragmentSettings::default() });
+    let shell = spawn_with(backend, Options { fragments, ..Options::default() }).await;
+    // This second shell signs with its own key (the browser tests cover a signed-in user composed over
+    // HTTP); here: the page arrives through the shell with the chrome in its slot.
+    let (status, html) = shell.text("/catalog", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(html.matches("data-testid=\"login-link\"").count(), 1, "chrome composed over HTTP");
+    assert!(html.contains("Browsing as a guest"));
 }
 
-#[tokio::test]
-async fn the_home_page_gathers_one_widget_per_fragment_for_the_user() {
-    for backend in backends() {
-        let app = spawn_app(backend).await;
-        let (status, html) = app.text("/", None).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(html.contains("Featured") && html.contains("/catalog/p/mug-stn-01"), "catalog widget: featured products");
-        assert!(html.contains("Your cart is empty"), "cart widget for visitors (a guest cart starts with the first item)");
-        assert!(!html.contains("data-widget=\"inventory\""), "inventory widget only for admins");
+each_backend!(the_home_page_gathers_one_widget_per_fragment_for_the_user);
+async fn the_home_page_gathers_one_widget_per_fragment_for_the_user(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let (status, html) = app.text("/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Featured") && html.contains("/catalog/p/mug-stn-01"), "catalog widget: featured products");
+    assert!(html.contains("Your cart is empty"), "cart widget for visitors (a guest cart starts with the first item)");
+    assert!(!html.contains("data-widget=\"inventory\""), "inventory widget only for admins");
 
-        let ada = app.login_as(ADMIN, PASSWORD).await;
-        let (_, html) = app.text("/", Some(&ada)).await;
-        assert!(html.contains("Low stock") && html.contains("CAP-BLK-01"), "{backend:?}: inventory widget for admins");
-        assert!(html.contains("Your cart is empty"));
-    }
+    let ada = app.login_as(ADMIN, PASSWORD).await;
+    let (_, html) = app.text("/", Some(&ada)).await;
+    assert!(html.contains("Low stock") && html.contains("CAP-BLK-01"), "{backend:?}: inventory widget for admins");
+    assert!(html.contains("Your cart is empty"));
 }
 
 #[tokio::test]

@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
-use support::{backends, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD};
+use support::{each_backend, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD};
 use tessera_contracts::events::Event;
 use tessera_kit::db::Migrations;
 use tessera_kit::fragment::{BoxFuture, Fragment, HandlerError, NavEntry, SeedError, Subscriptions};
@@ -176,56 +176,52 @@ fn load(site: &TestApp, path: &'static str, workers: usize, stop: Arc<std::sync:
         .collect()
 }
 
-#[tokio::test]
-async fn an_instance_that_stops_under_load_loses_no_request() {
-    for backend in backends() {
-        let mut catalog_one =
-            spawn_with(backend, Options { mode: Some(Mode::Fragment("catalog".into())), configure: Some(fast_checks), ..Options::default() }).await;
-        let shared = Some((catalog_one.settings.data_dir.clone(), catalog_one.settings.schema_prefix.clone()));
-        let catalog_two = spawn_with(
-            backend,
-            Options { mode: Some(Mode::Fragment("catalog".into())), instance_of: shared, configure: Some(fast_checks), ..Options::default() },
-        )
-        .await;
-        let mut fragments = std::collections::BTreeMap::new();
-        let both = format!("{},{}", catalog_one.url, catalog_two.url);
-        fragments.insert("catalog".to_owned(), FragmentSettings { upstreams: Some(both), ..FragmentSettings::default() });
-        let site = spawn_with(backend, Options { fragments, configure: Some(fast_checks), ..Options::default() }).await;
+each_backend!(an_instance_that_stops_under_load_loses_no_request);
+async fn an_instance_that_stops_under_load_loses_no_request(backend: Backend) {
+    let mut catalog_one =
+        spawn_with(backend, Options { mode: Some(Mode::Fragment("catalog".into())), configure: Some(fast_checks), ..Options::default() }).await;
+    let shared = Some((catalog_one.settings.data_dir.clone(), catalog_one.settings.schema_prefix.clone()));
+    let catalog_two =
+        spawn_with(backend, Options { mode: Some(Mode::Fragment("catalog".into())), instance_of: shared, configure: Some(fast_checks), ..Options::default() })
+            .await;
+    let mut fragments = std::collections::BTreeMap::new();
+    let both = format!("{},{}", catalog_one.url, catalog_two.url);
+    fragments.insert("catalog".to_owned(), FragmentSettings { upstreams: Some(both), ..FragmentSettings::default() });
+    let site = spawn_with(backend, Options { fragments, configure: Some(fast_checks), ..Options::default() }).await;
 
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let loaders = load(&site, "/catalog", 3, stop.clone());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        // SIGTERM, as Kubernetes sends it: not ready at once, still serving, then gone.
-        catalog_one.stop.notify_one();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let ready = site.client.get(format!("{}/readyz", catalog_one.url)).send().await.unwrap();
-        assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE, "{backend:?}: a draining instance says it is not ready");
-        let served = site.client.get(format!("{}/catalog", catalog_one.url)).send().await.unwrap();
-        assert_eq!(served.status(), StatusCode::OK, "{backend:?}: ... and still serves while balancers notice");
-        tokio::time::timeout(Duration::from_secs(10), &mut catalog_one.handle).await.expect("the instance exits after draining").unwrap().unwrap();
-        assert!(site.client.get(format!("{}/readyz", catalog_one.url)).send().await.is_err(), "{backend:?}: gone");
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        stop.store(true, Ordering::SeqCst);
-        let mut seen = Vec::new();
-        for loader in loaders {
-            seen.extend(loader.await.unwrap());
-        }
-        let failed = seen.iter().filter(|(status, fallback)| *status != 200 || *fallback).count();
-        assert!(seen.len() > 20, "{backend:?}: the load ran ({} requests)", seen.len());
-        assert_eq!(
-            failed,
-            0,
-            "{backend:?}: {failed} of {} requests failed: {:?}",
-            seen.len(),
-            seen.iter().filter(|(s, f)| *s != 200 || *f).take(5).collect::<Vec<_>>()
-        );
-
-        // The shell took the stopped instance out of rotation, and says so.
-        let admin = site.login_as(ADMIN, PASSWORD).await;
-        let (_, page) = site.text("/admin/fragments", Some(&admin)).await;
-        assert!(page.contains(&format!("data-instance=\"{}/\" data-ready=\"false\"", catalog_one.url)), "{page}");
-        assert!(page.contains(&format!("data-instance=\"{}/\" data-ready=\"true\"", catalog_two.url)), "{page}");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loaders = load(&site, "/catalog", 3, stop.clone());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // SIGTERM, as Kubernetes sends it: not ready at once, still serving, then gone.
+    catalog_one.stop.notify_one();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let ready = site.client.get(format!("{}/readyz", catalog_one.url)).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE, "{backend:?}: a draining instance says it is not ready");
+    let served = site.client.get(format!("{}/catalog", catalog_one.url)).send().await.unwrap();
+    assert_eq!(served.status(), StatusCode::OK, "{backend:?}: ... and still serves while balancers notice");
+    tokio::time::timeout(Duration::from_secs(10), &mut catalog_one.handle).await.expect("the instance exits after draining").unwrap().unwrap();
+    assert!(site.client.get(format!("{}/readyz", catalog_one.url)).send().await.is_err(), "{backend:?}: gone");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let mut seen = Vec::new();
+    for loader in loaders {
+        seen.extend(loader.await.unwrap());
     }
+    let failed = seen.iter().filter(|(status, fallback)| *status != 200 || *fallback).count();
+    assert!(seen.len() > 20, "{backend:?}: the load ran ({} requests)", seen.len());
+    assert_eq!(
+        failed,
+        0,
+        "{backend:?}: {failed} of {} requests failed: {:?}",
+        seen.len(),
+        seen.iter().filter(|(s, f)| *s != 200 || *f).take(5).collect::<Vec<_>>()
+    );
+
+    // The shell took the stopped instance out of rotation, and says so.
+    let admin = site.login_as(ADMIN, PASSWORD).await;
+    let (_, page) = site.text("/admin/fragments", Some(&admin)).await;
+    assert!(page.contains(&format!("data-instance=\"{}/\" data-ready=\"false\"", catalog_one.url)), "{page}");
+    assert!(page.contains(&format!("data-instance=\"{}/\" data-ready=\"true\"", catalog_two.url)), "{page}");
 }
 
 #[tokio::test]
@@ -233,7 +229,7 @@ async fn a_page_of_another_contract_is_asked_to_reload_and_one_of_another_build_
     let site = spawn_with(Backend::Sqlite, Options::default()).await;
     let call = |contract: &'static str, build: &'static str| {
         site.client
-            .post(format!("{}/catalog/api/list_products", site.url))
+            .post(format!("{}/catalog/api/search_products", site.url))
             .header("content-type", "application/x-www-form-urlencoded")
             .header(tessera_contracts::CONTRACT_HEADER, contract)
             .header(tessera_contracts::BUILD_HEADER, build)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use reqwest::StatusCode;
 use sqlx::AnyPool;
-use support::{backends, count, database, eventually, spawn_app, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD};
+use support::{count, database, each_backend, eventually, spawn_app, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD};
 use tessera_contracts::events::{Envelope, StockChanged};
 use tessera_kit::events::{EventSigner, HttpTransport, Outbox, Relay, RelaySettings, Target, Transport};
 use tessera_server::Mode;
@@ -19,60 +19,60 @@ fn with_secret(settings: &mut tessera_server::Settings) {
     settings.events_secret = Some(SECRET.into());
 }
 
+/// What the catalog's product page says is available of a demo SKU (a classic demo product's id is its
+/// SKU in lower case).
 async fn availability(app: &TestApp, sku: &str) -> Option<i64> {
-    let products: serde_json::Value = app.post_form("/catalog/api/list_products", "", None).await.json().await.unwrap();
-    products.as_array().unwrap().iter().find(|p| p["sku"] == sku).and_then(|p| p["available"].as_i64())
+    let id = sku.to_ascii_lowercase();
+    let detail: serde_json::Value = app.post_form("/catalog/api/product_detail", &format!("id={id}"), None).await.json().await.unwrap();
+    let variants = detail["variants"].as_array().unwrap_or_else(|| panic!("{id}: {detail}"));
+    variants.iter().find(|v| v["sku"] == sku).unwrap_or_else(|| panic!("{sku} in {detail}"))["available"].as_i64()
 }
 
-#[tokio::test]
-async fn stock_changes_reach_the_catalog_which_keeps_working_without_inventory() {
-    for backend in backends() {
-        let app = spawn_app(backend).await;
-        // The demo seed announced every stock level; the catalog's projection fills in.
-        eventually("the seeded availability of every product", || async {
-            let mut all = true;
-            for product in tessera_contracts::demo::PRODUCTS {
-                all &= availability(&app, product.sku).await == Some(product.stock);
-            }
-            all
-        })
-        .await;
-        let (_, html) = app.text("/catalog", None).await;
-        assert!(html.contains("Out of stock") && html.contains("Only a few left") && html.contains("In stock"), "{backend:?}");
+each_backend!(stock_changes_reach_the_catalog_which_keeps_working_without_inventory);
+async fn stock_changes_reach_the_catalog_which_keeps_working_without_inventory(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // The demo seed announced every stock level; the catalog's projection fills in.
+    eventually("the seeded availability of every product", || async {
+        let mut all = true;
+        for product in tessera_contracts::demo::PRODUCTS {
+            all &= availability(&app, product.sku).await == Some(product.stock);
+        }
+        all
+    })
+    .await;
+    let (_, html) = app.text("/catalog", None).await;
+    assert!(html.contains("Out of stock") && html.contains("Only a few left") && html.contains("In stock"), "{backend:?}");
 
-        let ada = app.sign_in(ADMIN, PASSWORD).await;
-        let response = app.post_form("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=-4", Some(&ada.both())).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        eventually("the adjustment", || async { availability(&app, "PEN-GEL-BK").await == Some(0) }).await;
+    let ada = app.sign_in(ADMIN, PASSWORD).await;
+    let response = app.post_form("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=-4", Some(&ada.both())).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    eventually("the adjustment", || async { availability(&app, "PEN-GEL-BK").await == Some(0) }).await;
 
-        // The catalog answers from its own projection: a broken inventory database does not matter to it.
-        let inventory = database(&app, "inventory").await;
-        sqlx::query("DROP TABLE stock_levels").execute(&inventory).await.unwrap();
-        let (status, html) = app.text("/catalog", None).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(html.contains("Out of stock"));
-    }
+    // The catalog answers from its own projection: a broken inventory database does not matter to it.
+    let inventory = database(&app, "inventory").await;
+    sqlx::query("DROP TABLE stock_levels").execute(&inventory).await.unwrap();
+    let (status, html) = app.text("/catalog", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Out of stock"));
 }
 
-#[tokio::test]
-async fn an_event_enqueued_in_a_rolled_back_transaction_never_exists() {
-    for backend in backends() {
-        let app = spawn_with(backend, Options { demo: Some(false), ..Options::default() }).await;
-        let db = database(&app, "inventory").await;
-        let outbox = Outbox::new("inventory");
-        outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
-        let event = StockChanged { sku: "MUG-STN-01".into(), on_hand: 1, available: 1 };
-        let mut tx = db.begin().await.unwrap();
-        outbox.enqueue(&mut tx, &event).await.unwrap();
-        tx.rollback().await.unwrap();
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 0, "{backend:?}");
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries").await, 0);
-        let mut tx = db.begin().await.unwrap();
-        outbox.enqueue(&mut tx, &event).await.unwrap();
-        tx.commit().await.unwrap();
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 1);
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber = 'catalog' AND status = 'pending'").await, 1);
-    }
+each_backend!(an_event_enqueued_in_a_rolled_back_transaction_never_exists);
+async fn an_event_enqueued_in_a_rolled_back_transaction_never_exists(backend: Backend) {
+    let app = spawn_with(backend, Options { demo: Some(false), ..Options::default() }).await;
+    let db = database(&app, "inventory").await;
+    let outbox = Outbox::new("inventory");
+    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
+    let event = StockChanged { sku: "MUG-STN-01".into(), on_hand: 1, available: 1 };
+    let mut tx = db.begin().await.unwrap();
+    outbox.enqueue(&mut tx, &event).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 0, "{backend:?}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries").await, 0);
+    let mut tx = db.begin().await.unwrap();
+    outbox.enqueue(&mut tx, &event).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 1);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber = 'catalog' AND status = 'pending'").await, 1);
 }
 
 /// An inventory database with its own outbox, and a catalog running alone as the subscriber.
@@ -114,20 +114,18 @@ async fn announce(setup: &Setup, sku: &str, on_hand: i64) {
     tx.commit().await.unwrap();
 }
 
-#[tokio::test]
-async fn a_relay_that_died_between_commit_and_publish_delivers_after_restart() {
-    for backend in backends() {
-        let setup = setup(backend).await;
-        // Committed while no relay ran (it had died); nothing reached the catalog.
-        announce(&setup, "MUG-STN-01", 7).await;
-        assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, None);
-        // The restarted relay finds the row and delivers it.
-        let relay = relay(&setup, Arc::new(transport_to(&setup.catalog.url)), 5);
-        assert_eq!(relay.run_once().await.unwrap(), 1);
-        assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, Some(7), "{backend:?}");
-        assert_eq!(count(&setup.db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'delivered'").await, 1);
-        drop(setup.inventory);
-    }
+each_backend!(a_relay_that_died_between_commit_and_publish_delivers_after_restart);
+async fn a_relay_that_died_between_commit_and_publish_delivers_after_restart(backend: Backend) {
+    let setup = setup(backend).await;
+    // Committed while no relay ran (it had died); nothing reached the catalog.
+    announce(&setup, "MUG-STN-01", 7).await;
+    assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, None);
+    // The restarted relay finds the row and delivers it.
+    let relay = relay(&setup, Arc::new(transport_to(&setup.catalog.url)), 5);
+    assert_eq!(relay.run_once().await.unwrap(), 1);
+    assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, Some(7), "{backend:?}");
+    assert_eq!(count(&setup.db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'delivered'").await, 1);
+    drop(setup.inventory);
 }
 
 /// Delivers for real, then fails once as if the relay died before marking the delivery.
@@ -152,46 +150,45 @@ impl Transport for DiesAfterFirstDelivery {
     }
 }
 
-#[tokio::test]
-async fn a_relay_that_died_after_delivery_delivers_a_duplicate_that_the_consumer_applies_once() {
-    for backend in backends() {
-        let setup = setup(backend).await;
-        announce(&setup, "MUG-STN-01", 9).await;
-        let transport = Arc::new(DiesAfterFirstDelivery { inner: transport_to(&setup.catalog.url), died: AtomicBool::new(false) });
-        let relay = relay(&setup, transport, 5);
-        relay.run_once().await.unwrap();
-        assert_eq!(count(&setup.db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'pending'").await, 1, "not marked");
-        relay.run_once().await.unwrap();
-        assert_eq!(count(&setup.db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'delivered'").await, 1);
-        let catalog_db = database(&setup.catalog, "catalog").await;
-        assert_eq!(count(&catalog_db, "SELECT COUNT(*) FROM inbox").await, 1, "{backend:?}: delivered twice, applied once");
-        assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, Some(9));
-    }
+each_backend!(a_relay_that_died_after_delivery_delivers_a_duplicate_that_the_consumer_applies_once);
+async fn a_relay_that_died_after_delivery_delivers_a_duplicate_that_the_consumer_applies_once(backend: Backend) {
+    let setup = setup(backend).await;
+    announce(&setup, "MUG-STN-01", 9).await;
+    let transport = Arc::new(DiesAfterFirstDelivery { inner: transport_to(&setup.catalog.url), died: AtomicBool::new(false) });
+    let relay = relay(&setup, transport, 5);
+    relay.run_once().await.unwrap();
+    assert_eq!(count(&setup.db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'pending'").await, 1, "not marked");
+    relay.run_once().await.unwrap();
+    assert_eq!(count(&setup.db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'delivered'").await, 1);
+    let catalog_db = database(&setup.catalog, "catalog").await;
+    assert_eq!(count(&catalog_db, "SELECT COUNT(*) FROM inbox").await, 1, "{backend:?}: delivered twice, applied once");
+    assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, Some(9));
 }
 
-#[tokio::test]
-async fn a_subscriber_that_is_down_gets_retries_then_a_dead_letter_then_a_replay_delivers() {
-    for backend in backends() {
-        let setup = setup(backend).await;
-        announce(&setup, "MUG-STN-01", 4).await;
-        let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-        let relay_down = relay(&setup, Arc::new(transport_to(&format!("http://{down}"))), 3);
-        for attempt in 1..=3 {
-            relay_down.run_once().await.unwrap();
-            let (attempts, status): (i64, String) = sqlx::query_as("SELECT attempts, status FROM outbox_deliveries").fetch_one(&setup.db).await.unwrap();
-            assert_eq!(attempts, attempt);
-            assert_eq!(status, if attempt < 3 { "pending" } else { "dead" }, "{backend:?}");
-        }
-        // The dead letter is visible and stays put.
-        let status = tessera_kit::events::status(&setup.db, "inventory").await.unwrap();
-        assert_eq!(status.dead_letters.len(), 1);
-        assert!(status.dead_letters[0].last_error.contains("error") || !status.dead_letters[0].last_error.is_empty());
-        assert_eq!(relay_down.run_once().await.unwrap(), 0, "dead letters are not retried by themselves");
-        // Replayed once the subscriber is back (a relay that knows its address).
-        assert_eq!(tessera_kit::events::replay_dead_letters(&setup.db, &setup.outbox, None).await.unwrap(), 1);
-        relay(&setup, Arc::new(transport_to(&setup.catalog.url)), 3).run_once().await.unwrap();
-        assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, Some(4));
+each_backend!(a_subscriber_that_is_down_gets_retries_then_a_dead_letter_then_a_replay_delivers);
+async fn a_subscriber_that_is_down_gets_retries_then_a_dead_letter_then_a_replay_delivers(backend: Backend) {
+    let setup = setup(backend).await;
+    announce(&setup, "MUG-STN-01", 4).await;
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let relay_down = relay(&setup, Arc::new(transport_to(&format!("http://{down}"))), 3);
+    for attempt in 1..=3 {
+        relay_down.run_once().await.unwrap();
+        let (attempts, status): (i64, String) = sqlx::query_as("SELECT attempts, status FROM outbox_deliveries").fetch_one(&setup.db).await.unwrap();
+        assert_eq!(attempts, attempt);
+        assert_eq!(status, if attempt < 3 { "pending" } else { "dead" }, "{backend:?}");
     }
+    // The dead letter is visible and stays put.
+    let status = tessera_kit::events::status(&setup.db, "inventory").await.unwrap();
+    assert_eq!(status.dead_letters.len(), 1);
+    let dead = &status.dead_letters[0];
+    assert_eq!((dead.subscriber.as_str(), dead.aggregate_id.as_str(), dead.attempts), ("catalog", "MUG-STN-01", 3), "{backend:?}");
+    // The reason names the subscriber's address that could not be reached, for the person replaying it.
+    assert!(dead.last_error.contains(&format!("http://{down}/catalog/")), "{backend:?}: {}", dead.last_error);
+    assert_eq!(relay_down.run_once().await.unwrap(), 0, "dead letters are not retried by themselves");
+    // Replayed once the subscriber is back (a relay that knows its address).
+    assert_eq!(tessera_kit::events::replay_dead_letters(&setup.db, &setup.outbox, None).await.unwrap(), 1);
+    relay(&setup, Arc::new(transport_to(&setup.catalog.url)), 3).run_once().await.unwrap();
+    assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, Some(4));
 }
 
 #[tokio::test]
@@ -209,33 +206,34 @@ async fn a_failed_event_holds_back_later_events_of_its_aggregate_only() {
     assert_eq!(attempted, vec![(1, 1), (2, 0), (3, 1)], "MUG #2 waits behind MUG #1; TEE is independent");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_of_one_aggregate_arrive_in_order_under_concurrent_producers() {
-    for backend in backends() {
-        let app = spawn_app(backend).await;
-        let ada = app.sign_in(ADMIN, PASSWORD).await;
-        eventually("the seeded availability", || async { availability(&app, "STK-RST-10").await == Some(100) }).await;
-        let calls = (0..30).map(|n| {
-            let sku = if n % 2 == 0 { "STK-RST-10" } else { "BAG-CNV-01" };
-            let body = format!("sku={sku}&delta={}", if n % 3 == 0 { -1 } else { 1 });
-            let cookie = ada.both();
-            let app = &app;
-            async move { app.post_form("/admin/inventory/api/adjust_stock", body, Some(&cookie)).await.status() }
-        });
-        for status in futures::future::join_all(calls).await {
-            assert_eq!(status, StatusCode::OK);
-        }
-        let inventory = database(&app, "inventory").await;
-        eventually("every delivery", || async { count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await == 0 }).await;
-        let catalog = database(&app, "catalog").await;
-        for sku in ["STK-RST-10", "BAG-CNV-01"] {
-            let arrived: Vec<(i64,)> =
-                sqlx::query_as("SELECT sequence FROM inbox WHERE aggregate_id = $1 ORDER BY position").bind(sku).fetch_all(&catalog).await.unwrap();
-            assert!(arrived.len() >= 16, "{sku}: {}", arrived.len());
-            assert!(arrived.windows(2).all(|pair| pair[0].0 < pair[1].0), "{backend:?} {sku} arrived out of order: {arrived:?}");
-            let (on_hand,): (i64,) = sqlx::query_as("SELECT on_hand FROM stock_levels WHERE sku = $1").bind(sku).fetch_one(&inventory).await.unwrap();
-            assert_eq!(availability(&app, sku).await, Some(on_hand), "the projection ends where inventory is");
-        }
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    events_of_one_aggregate_arrive_in_order_under_concurrent_producers
+);
+async fn events_of_one_aggregate_arrive_in_order_under_concurrent_producers(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ada = app.sign_in(ADMIN, PASSWORD).await;
+    eventually("the seeded availability", || async { availability(&app, "STK-RST-10").await == Some(100) }).await;
+    let calls = (0..30).map(|n| {
+        let sku = if n % 2 == 0 { "STK-RST-10" } else { "BAG-CNV-01" };
+        let body = format!("sku={sku}&delta={}", if n % 3 == 0 { -1 } else { 1 });
+        let cookie = ada.both();
+        let app = &app;
+        async move { app.post_form("/admin/inventory/api/adjust_stock", body, Some(&cookie)).await.status() }
+    });
+    for status in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    let inventory = database(&app, "inventory").await;
+    eventually("every delivery", || async { count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await == 0 }).await;
+    let catalog = database(&app, "catalog").await;
+    for sku in ["STK-RST-10", "BAG-CNV-01"] {
+        let arrived: Vec<(i64,)> =
+            sqlx::query_as("SELECT sequence FROM inbox WHERE aggregate_id = $1 ORDER BY position").bind(sku).fetch_all(&catalog).await.unwrap();
+        assert!(arrived.len() >= 16, "{sku}: {}", arrived.len());
+        assert!(arrived.windows(2).all(|pair| pair[0].0 < pair[1].0), "{backend:?} {sku} arrived out of order: {arrived:?}");
+        let (on_hand,): (i64,) = sqlx::query_as("SELECT on_hand FROM stock_levels WHERE sku = $1").bind(sku).fetch_one(&inventory).await.unwrap();
+        assert_eq!(availability(&app, sku).await, Some(on_hand), "the projection ends where inventory is");
     }
 }
 
@@ -340,50 +338,48 @@ fn with_secret_and_fast_discovery(settings: &mut tessera_server::Settings) {
     settings.events_base_backoff_ms = 50;
 }
 
-#[tokio::test]
-async fn a_consumer_that_comes_up_after_the_producer_published_gets_every_event_it_subscribes_to() {
-    for backend in backends() {
-        // Inventory runs alone, told where the catalog will be, and seeds its stock (announcing every SKU)
-        // while nothing listens there: the catalog has not described itself, so nobody has subscribed yet.
-        let catalog_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-        let mut fragments = std::collections::BTreeMap::new();
-        fragments
-            .insert("catalog".to_owned(), tessera_server::config::FragmentSettings { upstreams: Some(format!("http://{catalog_addr}")), ..Default::default() });
-        let inventory = spawn_with(
-            backend,
-            Options { mode: Some(Mode::Fragment("inventory".into())), fragments, configure: Some(with_secret_and_fast_discovery), ..Options::default() },
-        )
-        .await;
-        let inventory_db = database(&inventory, "inventory").await;
-        assert!(
-            count(&inventory_db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await >= 8,
-            "{backend:?}: the seed announced its stock"
-        );
-        assert_eq!(count(&inventory_db, "SELECT COUNT(*) FROM subscriptions").await, 0, "{backend:?}: no subscriber yet");
+each_backend!(a_consumer_that_comes_up_after_the_producer_published_gets_every_event_it_subscribes_to);
+async fn a_consumer_that_comes_up_after_the_producer_published_gets_every_event_it_subscribes_to(backend: Backend) {
+    // Inventory runs alone, told where the catalog will be, and seeds its stock (announcing every SKU)
+    // while nothing listens there: the catalog has not described itself, so nobody has subscribed yet.
+    let catalog_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut fragments = std::collections::BTreeMap::new();
+    fragments
+        .insert("catalog".to_owned(), tessera_server::config::FragmentSettings { upstreams: Some(format!("http://{catalog_addr}")), ..Default::default() });
+    let inventory = spawn_with(
+        backend,
+        Options { mode: Some(Mode::Fragment("inventory".into())), fragments, configure: Some(with_secret_and_fast_discovery), ..Options::default() },
+    )
+    .await;
+    let inventory_db = database(&inventory, "inventory").await;
+    assert!(
+        count(&inventory_db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await >= 8,
+        "{backend:?}: the seed announced its stock"
+    );
+    assert_eq!(count(&inventory_db, "SELECT COUNT(*) FROM subscriptions").await, 0, "{backend:?}: no subscriber yet");
 
-        // The catalog comes up on its address: inventory reads its description, records the subscription
-        // and addresses every stock event already in its outbox to it.
-        let catalog = spawn_with(
-            backend,
-            Options { mode: Some(Mode::Fragment("catalog".into())), addr: Some(catalog_addr), configure: Some(with_secret), ..Options::default() },
-        )
-        .await;
-        eventually("every seeded stock level in the late catalog", || async {
-            let mut all = true;
-            for product in tessera_contracts::demo::PRODUCTS {
-                all &= availability(&catalog, product.sku).await == Some(product.stock);
-            }
-            all
-        })
-        .await;
-        assert_eq!(
-            count(&inventory_db, "SELECT COUNT(*) FROM subscriptions WHERE subscriber = 'catalog' AND event_type = 'inventory.stock_changed'").await,
-            1,
-            "{backend:?}: the subscription is recorded"
-        );
-        // Recorded means a restarted inventory addresses new events to the catalog before it answers again.
-        let outbox = Outbox::new("inventory");
-        outbox.load_subscriptions(&inventory_db).await.unwrap();
-        assert_eq!(outbox.subscribers("inventory.stock_changed"), ["catalog"]);
-    }
+    // The catalog comes up on its address: inventory reads its description, records the subscription
+    // and addresses every stock event already in its outbox to it.
+    let catalog = spawn_with(
+        backend,
+        Options { mode: Some(Mode::Fragment("catalog".into())), addr: Some(catalog_addr), configure: Some(with_secret), ..Options::default() },
+    )
+    .await;
+    eventually("every seeded stock level in the late catalog", || async {
+        let mut all = true;
+        for product in tessera_contracts::demo::PRODUCTS {
+            all &= availability(&catalog, product.sku).await == Some(product.stock);
+        }
+        all
+    })
+    .await;
+    assert_eq!(
+        count(&inventory_db, "SELECT COUNT(*) FROM subscriptions WHERE subscriber = 'catalog' AND event_type = 'inventory.stock_changed'").await,
+        1,
+        "{backend:?}: the subscription is recorded"
+    );
+    // Recorded means a restarted inventory addresses new events to the catalog before it answers again.
+    let outbox = Outbox::new("inventory");
+    outbox.load_subscriptions(&inventory_db).await.unwrap();
+    assert_eq!(outbox.subscribers("inventory.stock_changed"), ["catalog"]);
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::AnyPool;
-use support::{backends, count, database, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use support::{count, database, each_backend, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
 use tessera_contracts::events::{Envelope, Event, OrderCancelled, OrderPaid, StockChanged};
 use tessera_contracts::inventory::{reservation_path, ExtendRequest, Line, Reservation, ReservationStatus, ReserveRequest, RESERVATIONS_PATH};
 use tessera_contracts::ApiError;
@@ -100,341 +100,327 @@ async fn send_event<E: Event>(app: &TestApp, event: &E) -> Result<(), String> {
     transport.deliver("inventory", &envelope).await
 }
 
-#[tokio::test]
-async fn five_hundred_buyers_of_the_last_units_never_oversell() {
+each_backend!(five_hundred_buyers_of_the_last_units_never_oversell);
+async fn five_hundred_buyers_of_the_last_units_never_oversell(backend: Backend) {
     const UNITS: i64 = 7;
     const BUYERS: usize = 500;
-    for backend in backends() {
-        let app = start(backend).await;
-        let ada = app.login_as(ADMIN, PASSWORD).await;
-        stock_new(&app, &ada, "HOT-1", UNITS).await;
-        let client = cart(&app);
-        let attempts = (0..BUYERS).map(|i| {
-            let client = client.clone();
-            tokio::spawn(async move { client.post::<_, Reservation>(RESERVATIONS_PATH, &request(&format!("buyer-{i}"), &[("HOT-1", 1)])).await })
-        });
-        let results: Vec<_> = futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
-        let won = results.iter().filter(|r| r.is_ok()).count();
-        assert_eq!(won as i64, UNITS, "{backend:?}: exactly the units on hand were reserved");
-        for result in results.iter().filter_map(|r| r.as_ref().err()) {
-            match result {
-                CallError::InsufficientStock(short) => {
-                    assert_eq!(short.shortages[0].sku, "HOT-1");
-                    assert_eq!(short.shortages[0].available, 0);
-                    assert!(short.message.contains("HOT-1 has 0 available, 1 requested"), "{}", short.message);
-                }
-                other => panic!("{backend:?}: a losing buyer got {other:?}"),
+    let app = start(backend).await;
+    let ada = app.login_as(ADMIN, PASSWORD).await;
+    stock_new(&app, &ada, "HOT-1", UNITS).await;
+    let client = cart(&app);
+    let attempts = (0..BUYERS).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move { client.post::<_, Reservation>(RESERVATIONS_PATH, &request(&format!("buyer-{i}"), &[("HOT-1", 1)])).await })
+    });
+    let results: Vec<_> = futures::future::join_all(attempts).await.into_iter().map(Result::unwrap).collect();
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won as i64, UNITS, "{backend:?}: exactly the units on hand were reserved");
+    for result in results.iter().filter_map(|r| r.as_ref().err()) {
+        match result {
+            CallError::InsufficientStock(short) => {
+                assert_eq!(short.shortages[0].sku, "HOT-1");
+                assert_eq!(short.shortages[0].available, 0);
+                assert!(short.message.contains("HOT-1 has 0 available, 1 requested"), "{}", short.message);
             }
+            other => panic!("{backend:?}: a losing buyer got {other:?}"),
         }
-        let db = database(&app, "inventory").await;
-        assert_eq!(counters(&db, "HOT-1").await, (UNITS, UNITS, 0, 0, 0, 0));
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, UNITS);
-        assert_invariants(&db, "after the rush").await;
     }
+    let db = database(&app, "inventory").await;
+    assert_eq!(counters(&db, "HOT-1").await, (UNITS, UNITS, 0, 0, 0, 0));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, UNITS);
+    assert_invariants(&db, "after the rush").await;
 }
 
-#[tokio::test]
-async fn reservations_are_all_or_nothing_idempotent_and_end_once() {
-    for backend in backends() {
-        let app = start(backend).await;
-        let ada = app.login_as(ADMIN, PASSWORD).await;
-        stock_new(&app, &ada, "RES-A", 5).await;
-        stock_new(&app, &ada, "RES-B", 2).await;
-        let client = cart(&app);
-        let db = database(&app, "inventory").await;
+each_backend!(reservations_are_all_or_nothing_idempotent_and_end_once);
+async fn reservations_are_all_or_nothing_idempotent_and_end_once(backend: Backend) {
+    let app = start(backend).await;
+    let ada = app.login_as(ADMIN, PASSWORD).await;
+    stock_new(&app, &ada, "RES-A", 5).await;
+    stock_new(&app, &ada, "RES-B", 2).await;
+    let client = cart(&app);
+    let db = database(&app, "inventory").await;
 
-        // All or nothing: B is short, so A is not held either, and the error names B and what is left.
-        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &request("k1", &[("RES-A", 1), ("RES-B", 3)])).await.unwrap_err();
-        let CallError::InsufficientStock(short) = error else { panic!("{backend:?}: {error:?}") };
-        assert_eq!(short.shortages.len(), 1);
-        assert_eq!((short.shortages[0].sku.as_str(), short.shortages[0].requested, short.shortages[0].available), ("RES-B", 3, 2));
-        assert_eq!(counters(&db, "RES-A").await.1, 0, "{backend:?}: nothing held after a refusal");
+    // All or nothing: B is short, so A is not held either, and the error names B and what is left.
+    let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &request("k1", &[("RES-A", 1), ("RES-B", 3)])).await.unwrap_err();
+    let CallError::InsufficientStock(short) = error else { panic!("{backend:?}: {error:?}") };
+    assert_eq!(short.shortages.len(), 1);
+    assert_eq!((short.shortages[0].sku.as_str(), short.shortages[0].requested, short.shortages[0].available), ("RES-B", 3, 2));
+    assert_eq!(counters(&db, "RES-A").await.1, 0, "{backend:?}: nothing held after a refusal");
 
-        // Created once; the same key and body replays the same reservation; another body is a conflict.
-        let first: Reservation = client.post(RESERVATIONS_PATH, &request("k2", &[("RES-A", 2), ("RES-B", 2)])).await.unwrap();
-        assert_eq!((first.status, first.replayed), (ReservationStatus::Soft, false));
-        let again: Reservation = client.post(RESERVATIONS_PATH, &request("k2", &[("RES-B", 2), ("RES-A", 2)])).await.unwrap();
-        assert_eq!((again.id.as_str(), again.replayed), (first.id.as_str(), true));
-        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &request("k2", &[("RES-A", 1)])).await.unwrap_err();
-        assert!(matches!(&error, CallError::Api(ApiError::Conflict(m)) if m.contains("already used")), "{error:?}");
-        assert_eq!(counters(&db, "RES-A").await, (5, 2, 0, 0, 0, 0));
+    // Created once; the same key and body replays the same reservation; another body is a conflict.
+    let first: Reservation = client.post(RESERVATIONS_PATH, &request("k2", &[("RES-A", 2), ("RES-B", 2)])).await.unwrap();
+    assert_eq!((first.status, first.replayed), (ReservationStatus::Soft, false));
+    let again: Reservation = client.post(RESERVATIONS_PATH, &request("k2", &[("RES-B", 2), ("RES-A", 2)])).await.unwrap();
+    assert_eq!((again.id.as_str(), again.replayed), (first.id.as_str(), true));
+    let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &request("k2", &[("RES-A", 1)])).await.unwrap_err();
+    assert!(matches!(&error, CallError::Api(ApiError::Conflict(m)) if m.contains("already used")), "{error:?}");
+    assert_eq!(counters(&db, "RES-A").await, (5, 2, 0, 0, 0, 0));
 
-        // Another service cannot see or touch the cart's reservation.
-        let other = ServiceClient::new("catalog", "inventory", service_signer(), target(&app), Duration::from_secs(10));
-        let error = other.post::<_, Reservation>(&reservation_path(&first.id, Some("release")), &json!({})).await.unwrap_err();
-        assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
+    // Another service cannot see or touch the cart's reservation.
+    let other = ServiceClient::new("catalog", "inventory", service_signer(), target(&app), Duration::from_secs(10));
+    let error = other.post::<_, Reservation>(&reservation_path(&first.id, Some("release")), &json!({})).await.unwrap_err();
+    assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
 
-        // Extend, read back, release twice (the second changes nothing), then extending is refused.
-        let extended: Reservation = client.post(&reservation_path(&first.id, Some("extend")), &ExtendRequest { ttl_seconds: 1200 }).await.unwrap();
-        assert!(extended.expires_at_ms > first.expires_at_ms);
-        let shown: Reservation = client.get(&reservation_path(&first.id, None)).await.unwrap();
-        assert_eq!(shown.expires_at_ms, extended.expires_at_ms);
-        for _ in 0..2 {
-            let released: Reservation = client.post(&reservation_path(&first.id, Some("release")), &json!({})).await.unwrap();
-            assert_eq!(released.status, ReservationStatus::Released);
-        }
-        let error = client.post::<_, Reservation>(&reservation_path(&first.id, Some("extend")), &ExtendRequest { ttl_seconds: 60 }).await.unwrap_err();
-        assert!(matches!(&error, CallError::Api(ApiError::Conflict(m)) if m.contains("released")), "{error:?}");
-        assert_eq!(counters(&db, "RES-A").await, (5, 0, 0, 0, 0, 0));
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM ledger WHERE kind = 'CANCELLED'").await, 2, "{backend:?}: one ending per line");
-
-        // Expiry: a lapsed hold is ignored when stock runs short and the sweeper frees the rest.
-        let hold: Reservation = client.post(RESERVATIONS_PATH, &request("k3", &[("RES-B", 2)])).await.unwrap();
-        let outbox = Outbox::new("inventory");
-        outbox.subscribe(&db, StockChanged::TYPE, "catalog").await.unwrap();
-        let later = hold.expires_at_ms + 1;
-        let swept = tessera_inventory::reservations::sweep(&db, &outbox, later, 100).await.unwrap();
-        assert_eq!(swept, 1);
-        assert_eq!(tessera_inventory::reservations::sweep(&db, &outbox, later, 100).await.unwrap(), 0, "expired once");
-        let shown: Reservation = client.get(&reservation_path(&hold.id, None)).await.unwrap();
-        assert_eq!(shown.status, ReservationStatus::Expired);
-        assert_eq!(counters(&db, "RES-B").await.1, 0);
-        assert_invariants(&db, "after the lifecycle").await;
+    // Extend, read back, release twice (the second changes nothing), then extending is refused.
+    let extended: Reservation = client.post(&reservation_path(&first.id, Some("extend")), &ExtendRequest { ttl_seconds: 1200 }).await.unwrap();
+    assert!(extended.expires_at_ms > first.expires_at_ms);
+    let shown: Reservation = client.get(&reservation_path(&first.id, None)).await.unwrap();
+    assert_eq!(shown.expires_at_ms, extended.expires_at_ms);
+    for _ in 0..2 {
+        let released: Reservation = client.post(&reservation_path(&first.id, Some("release")), &json!({})).await.unwrap();
+        assert_eq!(released.status, ReservationStatus::Released);
     }
+    let error = client.post::<_, Reservation>(&reservation_path(&first.id, Some("extend")), &ExtendRequest { ttl_seconds: 60 }).await.unwrap_err();
+    assert!(matches!(&error, CallError::Api(ApiError::Conflict(m)) if m.contains("released")), "{error:?}");
+    assert_eq!(counters(&db, "RES-A").await, (5, 0, 0, 0, 0, 0));
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM ledger WHERE kind = 'CANCELLED'").await, 2, "{backend:?}: one ending per line");
+
+    // Expiry: a lapsed hold is ignored when stock runs short and the sweeper frees the rest.
+    let hold: Reservation = client.post(RESERVATIONS_PATH, &request("k3", &[("RES-B", 2)])).await.unwrap();
+    let outbox = Outbox::new("inventory");
+    outbox.subscribe(&db, StockChanged::TYPE, "catalog").await.unwrap();
+    let later = hold.expires_at_ms + 1;
+    let swept = tessera_inventory::reservations::sweep(&db, &outbox, later, 100).await.unwrap();
+    assert_eq!(swept, 1);
+    assert_eq!(tessera_inventory::reservations::sweep(&db, &outbox, later, 100).await.unwrap(), 0, "expired once");
+    let shown: Reservation = client.get(&reservation_path(&hold.id, None)).await.unwrap();
+    assert_eq!(shown.status, ReservationStatus::Expired);
+    assert_eq!(counters(&db, "RES-B").await.1, 0);
+    assert_invariants(&db, "after the lifecycle").await;
 }
 
-#[tokio::test]
-async fn a_reservation_can_replace_others_atomically() {
-    for backend in backends() {
-        let app = start(backend).await;
-        let ada = app.login_as(ADMIN, PASSWORD).await;
-        stock_new(&app, &ada, "REP-A", 4).await;
-        let client = cart(&app);
-        let db = database(&app, "inventory").await;
-        let replacing = |key: &str, quantity: i64, replaces: Vec<String>| ReserveRequest { replaces, ..request(key, &[("REP-A", quantity)]) };
+each_backend!(a_reservation_can_replace_others_atomically);
+async fn a_reservation_can_replace_others_atomically(backend: Backend) {
+    let app = start(backend).await;
+    let ada = app.login_as(ADMIN, PASSWORD).await;
+    stock_new(&app, &ada, "REP-A", 4).await;
+    let client = cart(&app);
+    let db = database(&app, "inventory").await;
+    let replacing = |key: &str, quantity: i64, replaces: Vec<String>| ReserveRequest { replaces, ..request(key, &[("REP-A", quantity)]) };
 
-        // A cart line of 3 grows to 4: its own 3 count towards the new hold (only 1 is free).
-        let line: Reservation = client.post(RESERVATIONS_PATH, &request("line-1", &[("REP-A", 3)])).await.unwrap();
-        let grown: Reservation = client.post(RESERVATIONS_PATH, &replacing("line-2", 4, vec![line.id.clone()])).await.unwrap();
-        assert_eq!(counters(&db, "REP-A").await.1, 4, "{backend:?}: replaced, not added");
-        let old: Reservation = client.get(&reservation_path(&line.id, None)).await.unwrap();
-        assert_eq!(old.status, ReservationStatus::Released);
+    // A cart line of 3 grows to 4: its own 3 count towards the new hold (only 1 is free).
+    let line: Reservation = client.post(RESERVATIONS_PATH, &request("line-1", &[("REP-A", 3)])).await.unwrap();
+    let grown: Reservation = client.post(RESERVATIONS_PATH, &replacing("line-2", 4, vec![line.id.clone()])).await.unwrap();
+    assert_eq!(counters(&db, "REP-A").await.1, 4, "{backend:?}: replaced, not added");
+    let old: Reservation = client.get(&reservation_path(&line.id, None)).await.unwrap();
+    assert_eq!(old.status, ReservationStatus::Released);
 
-        // Refused (5 > 4): the replaced hold stays as it was.
-        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("line-3", 5, vec![grown.id.clone()])).await.unwrap_err();
-        assert!(matches!(error, CallError::InsufficientStock(_)), "{error:?}");
-        let kept: Reservation = client.get(&reservation_path(&grown.id, None)).await.unwrap();
-        assert_eq!(kept.status, ReservationStatus::Soft);
+    // Refused (5 > 4): the replaced hold stays as it was.
+    let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("line-3", 5, vec![grown.id.clone()])).await.unwrap_err();
+    assert!(matches!(error, CallError::InsufficientStock(_)), "{error:?}");
+    let kept: Reservation = client.get(&reservation_path(&grown.id, None)).await.unwrap();
+    assert_eq!(kept.status, ReservationStatus::Soft);
 
-        // Only the caller's own reservations, only ids, only a bounded number; nothing changes otherwise.
-        let other = ServiceClient::new("catalog", "inventory", service_signer(), target(&app), Duration::from_secs(10));
-        let error = other.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("steal", 1, vec![grown.id.clone()])).await.unwrap_err();
-        assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
-        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("bad-id", 1, vec!["'; DROP TABLE x".into()])).await.unwrap_err();
-        assert!(matches!(error, CallError::Api(ApiError::BadRequest(_))), "{error:?}");
-        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("too-many", 1, vec![grown.id.clone(); 51])).await.unwrap_err();
-        assert!(matches!(error, CallError::Api(ApiError::BadRequest(_))), "{error:?}");
-        assert_eq!(counters(&db, "REP-A").await.1, 4);
-        assert_invariants(&db, "after replacing").await;
-    }
+    // Only the caller's own reservations, only ids, only a bounded number; nothing changes otherwise.
+    let other = ServiceClient::new("catalog", "inventory", service_signer(), target(&app), Duration::from_secs(10));
+    let error = other.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("steal", 1, vec![grown.id.clone()])).await.unwrap_err();
+    assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
+    let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("bad-id", 1, vec!["'; DROP TABLE x".into()])).await.unwrap_err();
+    assert!(matches!(error, CallError::Api(ApiError::BadRequest(_))), "{error:?}");
+    let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("too-many", 1, vec![grown.id.clone(); 51])).await.unwrap_err();
+    assert!(matches!(error, CallError::Api(ApiError::BadRequest(_))), "{error:?}");
+    assert_eq!(counters(&db, "REP-A").await.1, 4);
+    assert_invariants(&db, "after replacing").await;
 }
 
-#[tokio::test]
-async fn an_order_is_held_hard_when_paid_released_when_cancelled_and_consumed_when_fulfilled() {
-    for backend in backends() {
-        let app = start(backend).await;
-        let ada = app.login_as(ADMIN, PASSWORD).await;
-        stock_new(&app, &ada, "ORD-1", 10).await;
-        let client = cart(&app);
-        let db = database(&app, "inventory").await;
+each_backend!(an_order_is_held_hard_when_paid_released_when_cancelled_and_consumed_when_fulfilled);
+async fn an_order_is_held_hard_when_paid_released_when_cancelled_and_consumed_when_fulfilled(backend: Backend) {
+    let app = start(backend).await;
+    let ada = app.login_as(ADMIN, PASSWORD).await;
+    stock_new(&app, &ada, "ORD-1", 10).await;
+    let client = cart(&app);
+    let db = database(&app, "inventory").await;
 
-        let paid: Reservation = client.post(RESERVATIONS_PATH, &request("o1", &[("ORD-1", 3)])).await.unwrap();
-        let event = OrderPaid { order_id: "order-1".into(), reservation_id: paid.id.clone(), lines: paid.lines.clone() };
-        send_event(&app, &event).await.unwrap();
-        send_event(&app, &event).await.unwrap(); // a second delivery (new id) finds the order reserved
-        assert_eq!(counters(&db, "ORD-1").await, (10, 0, 3, 0, 0, 0), "{backend:?}: soft became hard");
+    let paid: Reservation = client.post(RESERVATIONS_PATH, &request("o1", &[("ORD-1", 3)])).await.unwrap();
+    let event = OrderPaid { order_id: "order-1".into(), reservation_id: paid.id.clone(), lines: paid.lines.clone() };
+    send_event(&app, &event).await.unwrap();
+    send_event(&app, &event).await.unwrap(); // a second delivery (new id) finds the order reserved
+    assert_eq!(counters(&db, "ORD-1").await, (10, 0, 3, 0, 0, 0), "{backend:?}: soft became hard");
 
-        let cancelled: Reservation = client.post(RESERVATIONS_PATH, &request("o2", &[("ORD-1", 4)])).await.unwrap();
-        send_event(&app, &OrderPaid { order_id: "order-2".into(), reservation_id: cancelled.id.clone(), lines: cancelled.lines.clone() }).await.unwrap();
-        send_event(&app, &OrderCancelled { order_id: "order-2".into(), reservation_id: cancelled.id.clone() }).await.unwrap();
-        assert_eq!(counters(&db, "ORD-1").await, (10, 0, 3, 0, 0, 0), "{backend:?}: the cancelled order's units are back");
+    let cancelled: Reservation = client.post(RESERVATIONS_PATH, &request("o2", &[("ORD-1", 4)])).await.unwrap();
+    send_event(&app, &OrderPaid { order_id: "order-2".into(), reservation_id: cancelled.id.clone(), lines: cancelled.lines.clone() }).await.unwrap();
+    send_event(&app, &OrderCancelled { order_id: "order-2".into(), reservation_id: cancelled.id.clone() }).await.unwrap();
+    assert_eq!(counters(&db, "ORD-1").await, (10, 0, 3, 0, 0, 0), "{backend:?}: the cancelled order's units are back");
 
-        // A paid order whose hold lapsed is reserved again, hard, while the stock is there.
-        let lapsed_id = uuid::Uuid::new_v4().to_string();
-        send_event(&app, &OrderPaid { order_id: "order-3".into(), reservation_id: lapsed_id, lines: vec![Line { sku: "ORD-1".into(), quantity: 2 }] })
-            .await
-            .unwrap();
-        assert_eq!(counters(&db, "ORD-1").await.2, 5);
-        // …and when it is not, the order is reported short and nothing changes.
-        send_event(&app, &OrderPaid { order_id: "order-4".into(), reservation_id: "gone".into(), lines: vec![Line { sku: "ORD-1".into(), quantity: 9 }] })
-            .await
-            .unwrap();
-        assert_eq!(counters(&db, "ORD-1").await.2, 5);
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.order_short'").await, 1);
+    // A paid order whose hold lapsed is reserved again, hard, while the stock is there.
+    let lapsed_id = uuid::Uuid::new_v4().to_string();
+    send_event(&app, &OrderPaid { order_id: "order-3".into(), reservation_id: lapsed_id, lines: vec![Line { sku: "ORD-1".into(), quantity: 2 }] })
+        .await
+        .unwrap();
+    assert_eq!(counters(&db, "ORD-1").await.2, 5);
+    // …and when it is not, the order is reported short and nothing changes.
+    send_event(&app, &OrderPaid { order_id: "order-4".into(), reservation_id: "gone".into(), lines: vec![Line { sku: "ORD-1".into(), quantity: 9 }] })
+        .await
+        .unwrap();
+    assert_eq!(counters(&db, "ORD-1").await.2, 5);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.order_short'").await, 1);
 
-        // Staff fulfil the paid order: the units leave on-hand and the hold; a second click is a conflict.
-        let (status, json) = admin(&app, "fulfil_order", &format!("reservation_id={}", paid.id), &ada).await;
-        assert_eq!(status, StatusCode::OK, "{json}");
-        assert_eq!(counters(&db, "ORD-1").await, (7, 0, 2, 0, 0, 0));
-        let (status, json) = admin(&app, "fulfil_order", &format!("reservation_id={}", paid.id), &ada).await;
-        assert_eq!(status, StatusCode::CONFLICT, "{json}");
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.order_fulfilled'").await, 1);
-        // A cancellation after shipping is refused loudly (it would dead-letter), not half-applied.
-        let refused = send_event(&app, &OrderCancelled { order_id: "order-1".into(), reservation_id: paid.id.clone() }).await.unwrap_err();
-        assert!(refused.contains("422") && refused.contains("already fulfilled"), "{refused}");
-        assert_eq!(counters(&db, "ORD-1").await, (7, 0, 2, 0, 0, 0));
-        assert_invariants(&db, "after orders").await;
-    }
+    // Staff fulfil the paid order: the units leave on-hand and the hold; a second click is a conflict.
+    let (status, json) = admin(&app, "fulfil_order", &format!("reservation_id={}", paid.id), &ada).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(counters(&db, "ORD-1").await, (7, 0, 2, 0, 0, 0));
+    let (status, json) = admin(&app, "fulfil_order", &format!("reservation_id={}", paid.id), &ada).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{json}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.order_fulfilled'").await, 1);
+    // A cancellation after shipping is refused loudly (it would dead-letter), not half-applied.
+    let refused = send_event(&app, &OrderCancelled { order_id: "order-1".into(), reservation_id: paid.id.clone() }).await.unwrap_err();
+    assert!(refused.contains("422") && refused.contains("already fulfilled"), "{refused}");
+    assert_eq!(counters(&db, "ORD-1").await, (7, 0, 2, 0, 0, 0));
+    assert_invariants(&db, "after orders").await;
 }
 
-#[tokio::test]
-async fn the_reservation_api_is_closed_to_browsers_and_forgers() {
-    for backend in backends() {
-        let app = start(backend).await;
-        let sam = app.login_as(SHOPPER, PASSWORD).await;
-        let body = serde_json::to_vec(&request("mine", &[("MUG-STN-01", 1)])).unwrap();
-        let post = |headers: Vec<(&'static str, String)>, cookie: Option<&str>, path: &str| {
-            let mut builder = app.client.post(format!("{}{path}", app.url)).header("content-type", "application/json").body(body.clone());
-            for (name, value) in headers {
-                builder = builder.header(name, value);
-            }
-            if let Some(cookie) = cookie {
-                builder = builder.header("cookie", cookie);
-            }
-            builder.send()
-        };
-        let now = tessera_kit::db::now_seconds();
-        let right = service_signer();
-        let wrong = CallSigner::new(&[b"guessed".to_vec()]);
-        // The events secret is another relationship's: a call signed with it is refused like any other.
-        let events_secret = CallSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
-        let event_signer = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
-        type Case<'a> = (&'a str, Vec<(&'static str, String)>, Option<&'a str>, &'a str);
-        let cases: Vec<Case> = vec![
-            ("a signed-in shopper", vec![], Some(&sam), RESERVATIONS_PATH),
-            ("anonymous", vec![], None, RESERVATIONS_PATH),
-            ("a guessed secret", wrong.sign("cart", "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
-            ("signed with the events secret", events_secret.sign("cart", "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
-            ("signed for another path", right.sign("cart", "POST", "/admin/inventory/service/other", &body, now).to_vec(), None, RESERVATIONS_PATH),
-            ("an old captured call", right.sign("cart", "POST", RESERVATIONS_PATH, &body, now - 3600).to_vec(), None, RESERVATIONS_PATH),
-            ("an event signature", event_signer.sign("cart", &body, now).to_vec(), None, RESERVATIONS_PATH),
-        ];
-        for (what, headers, cookie, path) in cases {
-            let response = post(headers, cookie, path).await.unwrap();
-            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{backend:?}: {what}");
-            let error: ApiError = response.json().await.unwrap();
-            assert!(error.to_string().contains("for Tessera services only"), "{what}: {error}");
+each_backend!(the_reservation_api_is_closed_to_browsers_and_forgers);
+async fn the_reservation_api_is_closed_to_browsers_and_forgers(backend: Backend) {
+    let app = start(backend).await;
+    let sam = app.login_as(SHOPPER, PASSWORD).await;
+    let body = serde_json::to_vec(&request("mine", &[("MUG-STN-01", 1)])).unwrap();
+    let post = |headers: Vec<(&'static str, String)>, cookie: Option<&str>, path: &str| {
+        let mut builder = app.client.post(format!("{}{path}", app.url)).header("content-type", "application/json").body(body.clone());
+        for (name, value) in headers {
+            builder = builder.header(name, value);
         }
-        let db = database(&app, "inventory").await;
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations").await, 0, "{backend:?}: nothing was reserved");
+        if let Some(cookie) = cookie {
+            builder = builder.header("cookie", cookie);
+        }
+        builder.send()
+    };
+    let now = tessera_kit::db::now_seconds();
+    let right = service_signer();
+    let wrong = CallSigner::new(&[b"guessed".to_vec()]);
+    // The events secret is another relationship's: a call signed with it is refused like any other.
+    let events_secret = CallSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
+    let event_signer = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
+    type Case<'a> = (&'a str, Vec<(&'static str, String)>, Option<&'a str>, &'a str);
+    let cases: Vec<Case> = vec![
+        ("a signed-in shopper", vec![], Some(&sam), RESERVATIONS_PATH),
+        ("anonymous", vec![], None, RESERVATIONS_PATH),
+        ("a guessed secret", wrong.sign("cart", "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("signed with the events secret", events_secret.sign("cart", "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("signed for another path", right.sign("cart", "POST", "/admin/inventory/service/other", &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("an old captured call", right.sign("cart", "POST", RESERVATIONS_PATH, &body, now - 3600).to_vec(), None, RESERVATIONS_PATH),
+        ("an event signature", event_signer.sign("cart", &body, now).to_vec(), None, RESERVATIONS_PATH),
+    ];
+    for (what, headers, cookie, path) in cases {
+        let response = post(headers, cookie, path).await.unwrap();
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{backend:?}: {what}");
+        let error: ApiError = response.json().await.unwrap();
+        assert!(error.to_string().contains("for Tessera services only"), "{what}: {error}");
     }
+    let db = database(&app, "inventory").await;
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations").await, 0, "{backend:?}: nothing was reserved");
 }
 
-#[tokio::test]
-async fn bad_reservation_requests_get_a_clear_4xx_and_change_nothing() {
-    for backend in backends() {
-        let app = start(backend).await;
-        let client = cart(&app);
-        let db = database(&app, "inventory").await;
-        let before = (count(&db, "SELECT COUNT(*) FROM ledger").await, counters(&db, "MUG-STN-01").await);
-        let many: Vec<(String, i64)> = (0..51).map(|i| (format!("SKU-{i}"), 1)).collect();
-        let many: Vec<(&str, i64)> = many.iter().map(|(s, q)| (s.as_str(), *q)).collect();
-        let cases: Vec<(&str, Value, &str)> = vec![
-            ("zero", json!(request("b1", &[("MUG-STN-01", 0)])), "between 1 and 99"),
-            ("negative", json!(request("b2", &[("MUG-STN-01", -3)])), "between 1 and 99"),
-            ("huge", json!(request("b3", &[("MUG-STN-01", 1_000_000_000_000)])), "between 1 and 99"),
-            ("beyond i64", json!({"idempotency_key": "b4", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1e30}]}), "invalid request body"),
-            ("no lines", json!(request("b5", &[])), "1 to 50 lines"),
-            ("too many lines", json!(request("b6", &many)), "1 to 50 lines"),
-            ("the same SKU twice", json!(request("b7", &[("MUG-STN-01", 1), ("MUG-STN-01", 2)])), "two lines"),
-            ("a malformed SKU", json!(request("b8", &[("mug; drop", 1)])), "not a SKU"),
-            ("no key", json!(request("", &[("MUG-STN-01", 1)])), "idempotency_key"),
-            ("a huge key", json!(request(&"k".repeat(129), &[("MUG-STN-01", 1)])), "idempotency_key"),
-            ("a short hold", json!({"idempotency_key": "b9", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1}], "ttl_seconds": 1}), "ttl_seconds"),
-            (
-                "a week-long hold",
-                json!({"idempotency_key": "b10", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1}], "ttl_seconds": 604800}),
-                "ttl_seconds",
-            ),
-            ("not JSON", json!("lines"), "invalid request body"),
-        ];
-        for (what, body, needle) in cases {
-            let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &body).await.unwrap_err();
-            assert!(matches!(&error, CallError::Api(ApiError::BadRequest(m)) if m.contains(needle)), "{backend:?} {what}: {error:?}");
-        }
-        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &request("b11", &[("NOPE-1", 1)])).await.unwrap_err();
-        assert!(matches!(&error, CallError::Api(ApiError::NotFound(m)) if m.contains("NOPE-1")), "{error:?}");
-        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &json!({"idempotency_key": "x".repeat(20_000)})).await.unwrap_err();
-        assert!(matches!(&error, CallError::Unavailable { message, .. } if message.contains("413")), "oversized: {error:?}");
-        let error = client.get::<Reservation>(&reservation_path("not-a-reservation", None)).await.unwrap_err();
-        assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
-        let error = client.post::<_, Reservation>(&reservation_path(&"a".repeat(200), Some("release")), &json!({})).await.unwrap_err();
-        assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
-        let after = (count(&db, "SELECT COUNT(*) FROM ledger").await, counters(&db, "MUG-STN-01").await);
-        assert_eq!(before, after, "{backend:?}: nothing changed");
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations").await, 0);
+each_backend!(bad_reservation_requests_get_a_clear_4xx_and_change_nothing);
+async fn bad_reservation_requests_get_a_clear_4xx_and_change_nothing(backend: Backend) {
+    let app = start(backend).await;
+    let client = cart(&app);
+    let db = database(&app, "inventory").await;
+    let before = (count(&db, "SELECT COUNT(*) FROM ledger").await, counters(&db, "MUG-STN-01").await);
+    let many: Vec<(String, i64)> = (0..51).map(|i| (format!("SKU-{i}"), 1)).collect();
+    let many: Vec<(&str, i64)> = many.iter().map(|(s, q)| (s.as_str(), *q)).collect();
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("zero", json!(request("b1", &[("MUG-STN-01", 0)])), "between 1 and 99"),
+        ("negative", json!(request("b2", &[("MUG-STN-01", -3)])), "between 1 and 99"),
+        ("huge", json!(request("b3", &[("MUG-STN-01", 1_000_000_000_000)])), "between 1 and 99"),
+        ("beyond i64", json!({"idempotency_key": "b4", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1e30}]}), "invalid request body"),
+        ("no lines", json!(request("b5", &[])), "1 to 50 lines"),
+        ("too many lines", json!(request("b6", &many)), "1 to 50 lines"),
+        ("the same SKU twice", json!(request("b7", &[("MUG-STN-01", 1), ("MUG-STN-01", 2)])), "two lines"),
+        ("a malformed SKU", json!(request("b8", &[("mug; drop", 1)])), "not a SKU"),
+        ("no key", json!(request("", &[("MUG-STN-01", 1)])), "idempotency_key"),
+        ("a huge key", json!(request(&"k".repeat(129), &[("MUG-STN-01", 1)])), "idempotency_key"),
+        ("a short hold", json!({"idempotency_key": "b9", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1}], "ttl_seconds": 1}), "ttl_seconds"),
+        (
+            "a week-long hold",
+            json!({"idempotency_key": "b10", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1}], "ttl_seconds": 604800}),
+            "ttl_seconds",
+        ),
+        ("not JSON", json!("lines"), "invalid request body"),
+    ];
+    for (what, body, needle) in cases {
+        let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &body).await.unwrap_err();
+        assert!(matches!(&error, CallError::Api(ApiError::BadRequest(m)) if m.contains(needle)), "{backend:?} {what}: {error:?}");
     }
+    let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &request("b11", &[("NOPE-1", 1)])).await.unwrap_err();
+    assert!(matches!(&error, CallError::Api(ApiError::NotFound(m)) if m.contains("NOPE-1")), "{error:?}");
+    let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &json!({"idempotency_key": "x".repeat(20_000)})).await.unwrap_err();
+    assert!(matches!(&error, CallError::Unavailable { message, .. } if message.contains("413")), "oversized: {error:?}");
+    let error = client.get::<Reservation>(&reservation_path("not-a-reservation", None)).await.unwrap_err();
+    assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
+    let error = client.post::<_, Reservation>(&reservation_path(&"a".repeat(200), Some("release")), &json!({})).await.unwrap_err();
+    assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
+    let after = (count(&db, "SELECT COUNT(*) FROM ledger").await, counters(&db, "MUG-STN-01").await);
+    assert_eq!(before, after, "{backend:?}: nothing changed");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations").await, 0);
 }
 
-#[tokio::test]
-async fn staff_movements_are_checked_recorded_and_shown() {
-    for backend in backends() {
-        let app = start(backend).await;
-        let ada = app.login_as(ADMIN, PASSWORD).await;
-        let sam = app.login_as(SHOPPER, PASSWORD).await;
-        let db = database(&app, "inventory").await;
-        stock_new(&app, &ada, "MOVE-1", 20).await;
-        let record = |body: String| {
-            let (app, ada) = (&app, ada.clone());
-            async move { admin(app, "record_movement", &format!("sku=MOVE-1&{body}"), &ada).await }
-        };
-        for (body, expected) in [
-            ("movement=order&quantity=30&reason=PO-7", (20, 0, 0, 0, 0, 30)),
-            ("movement=receive&quantity=12", (32, 0, 0, 0, 0, 18)),
-            ("movement=shrinkage&quantity=2&reason=broken%20in%20transit", (30, 0, 0, 0, 0, 18)),
-            ("movement=return&quantity=3&damaged=true&reason=order-9", (33, 0, 0, 3, 0, 18)),
-            ("movement=shrinkage&quantity=1&damaged=true&reason=binned", (32, 0, 0, 2, 0, 18)),
-            ("movement=return&quantity=1&reason=order-10", (33, 0, 0, 2, 0, 18)),
-            ("movement=adjust&counter=safety_stock&quantity=5&reason=buffer", (33, 0, 0, 2, 5, 18)),
-            ("movement=adjust&counter=on_hand&quantity=-3&reason=count", (30, 0, 0, 2, 5, 18)),
-        ] {
-            let (status, json) = record(body.to_owned()).await;
-            assert_eq!(status, StatusCode::OK, "{backend:?} {body}: {json}");
-            assert_eq!(counters(&db, "MOVE-1").await, expected, "{backend:?} after {body}");
-        }
-        let ledger_rows = count(&db, "SELECT COUNT(*) FROM ledger").await;
-        for (body, expected, needle) in [
-            ("movement=receive&quantity=0", StatusCode::BAD_REQUEST, "between 1 and 10000"),
-            ("movement=receive&quantity=-4", StatusCode::BAD_REQUEST, "between 1 and 10000"),
-            ("movement=receive&quantity=99999999999", StatusCode::BAD_REQUEST, "between 1 and 10000"),
-            ("movement=receive&quantity=lots", StatusCode::BAD_REQUEST, "invalid request"),
-            ("movement=shrinkage&quantity=1", StatusCode::BAD_REQUEST, "reason"),
-            ("movement=shrinkage&quantity=29&reason=x", StatusCode::CONFLICT, "only 28 unreserved units"),
-            ("movement=shrinkage&quantity=3&damaged=true&reason=x", StatusCode::CONFLICT, "only 2 damaged units"),
-            ("movement=adjust&counter=safety_stock&quantity=-6&reason=x", StatusCode::CONFLICT, "safety stock"),
-            ("movement=adjust&counter=bogus&quantity=1&reason=x", StatusCode::BAD_REQUEST, "not a counter"),
-            ("movement=adjust&quantity=0&reason=x", StatusCode::BAD_REQUEST, "adjustment"),
-            ("movement=teleport&quantity=1", StatusCode::BAD_REQUEST, "not a movement"),
-            ("movement=receive&quantity=1&location=Main%20Hall", StatusCode::BAD_REQUEST, "not a location"),
-            ("movement=receive&quantity=1&location=annex", StatusCode::NOT_FOUND, "not stocked at annex"),
-        ] {
-            let (status, json) = record(body.to_owned()).await;
-            assert_eq!(status, expected, "{backend:?} {body}: {json}");
-            assert!(json.to_string().contains(needle), "{backend:?} {body}: {json}");
-        }
-        let long_reason = format!("movement=adjust&quantity=1&reason={}", "x".repeat(201));
-        assert_eq!(record(long_reason).await.0, StatusCode::BAD_REQUEST);
-        let (status, _) = admin(&app, "record_movement", "sku=NOPE-9&movement=receive&quantity=1", &ada).await;
-        assert_eq!(status, StatusCode::NOT_FOUND, "a typo does not create stock");
-        let (status, _) = admin(&app, "record_movement", "sku=MOVE-1&movement=receive&quantity=1", &sam).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "shoppers cannot move stock");
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM ledger").await, ledger_rows, "{backend:?}: refusals recorded nothing");
-        assert_eq!(counters(&db, "MOVE-1").await, (30, 0, 0, 2, 5, 18));
-
-        // The SKU page shows the counters, the chart and every movement with its cause.
-        let (status, html) = app.text("/admin/inventory/sku/MOVE-1", Some(&ada)).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(html.contains("data-testid=\"stock-chart\"") && html.contains("<polyline"), "chart");
-        for kind in ["RECEIVED", "ORDERED", "SHRINKAGE", "RETURNED", "ADJUSTMENT"] {
-            assert!(html.contains(&format!("data-kind=\"{kind}\"")), "{backend:?}: {kind} in the ledger");
-        }
-        assert!(html.contains("broken in transit") && html.contains("PO-7"));
-        let (status, _) = app.text("/admin/inventory/sku/NOPE-9", Some(&ada)).await;
-        assert_eq!(status, StatusCode::OK, "the page renders and says the SKU is not stocked");
-        let (status, _) = app.text("/admin/inventory/sku/MOVE-1", Some(&sam)).await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert_invariants(&db, "after movements").await;
+each_backend!(staff_movements_are_checked_recorded_and_shown);
+async fn staff_movements_are_checked_recorded_and_shown(backend: Backend) {
+    let app = start(backend).await;
+    let ada = app.login_as(ADMIN, PASSWORD).await;
+    let sam = app.login_as(SHOPPER, PASSWORD).await;
+    let db = database(&app, "inventory").await;
+    stock_new(&app, &ada, "MOVE-1", 20).await;
+    let record = |body: String| {
+        let (app, ada) = (&app, ada.clone());
+        async move { admin(app, "record_movement", &format!("sku=MOVE-1&{body}"), &ada).await }
+    };
+    for (body, expected) in [
+        ("movement=order&quantity=30&reason=PO-7", (20, 0, 0, 0, 0, 30)),
+        ("movement=receive&quantity=12", (32, 0, 0, 0, 0, 18)),
+        ("movement=shrinkage&quantity=2&reason=broken%20in%20transit", (30, 0, 0, 0, 0, 18)),
+        ("movement=return&quantity=3&damaged=true&reason=order-9", (33, 0, 0, 3, 0, 18)),
+        ("movement=shrinkage&quantity=1&damaged=true&reason=binned", (32, 0, 0, 2, 0, 18)),
+        ("movement=return&quantity=1&reason=order-10", (33, 0, 0, 2, 0, 18)),
+        ("movement=adjust&counter=safety_stock&quantity=5&reason=buffer", (33, 0, 0, 2, 5, 18)),
+        ("movement=adjust&counter=on_hand&quantity=-3&reason=count", (30, 0, 0, 2, 5, 18)),
+    ] {
+        let (status, json) = record(body.to_owned()).await;
+        assert_eq!(status, StatusCode::OK, "{backend:?} {body}: {json}");
+        assert_eq!(counters(&db, "MOVE-1").await, expected, "{backend:?} after {body}");
     }
+    let ledger_rows = count(&db, "SELECT COUNT(*) FROM ledger").await;
+    for (body, expected, needle) in [
+        ("movement=receive&quantity=0", StatusCode::BAD_REQUEST, "between 1 and 10000"),
+        ("movement=receive&quantity=-4", StatusCode::BAD_REQUEST, "between 1 and 10000"),
+        ("movement=receive&quantity=99999999999", StatusCode::BAD_REQUEST, "between 1 and 10000"),
+        ("movement=receive&quantity=lots", StatusCode::BAD_REQUEST, "invalid request"),
+        ("movement=shrinkage&quantity=1", StatusCode::BAD_REQUEST, "reason"),
+        ("movement=shrinkage&quantity=29&reason=x", StatusCode::CONFLICT, "only 28 unreserved units"),
+        ("movement=shrinkage&quantity=3&damaged=true&reason=x", StatusCode::CONFLICT, "only 2 damaged units"),
+        ("movement=adjust&counter=safety_stock&quantity=-6&reason=x", StatusCode::CONFLICT, "safety stock"),
+        ("movement=adjust&counter=bogus&quantity=1&reason=x", StatusCode::BAD_REQUEST, "not a counter"),
+        ("movement=adjust&quantity=0&reason=x", StatusCode::BAD_REQUEST, "adjustment"),
+        ("movement=teleport&quantity=1", StatusCode::BAD_REQUEST, "not a movement"),
+        ("movement=receive&quantity=1&location=Main%20Hall", StatusCode::BAD_REQUEST, "not a location"),
+        ("movement=receive&quantity=1&location=annex", StatusCode::NOT_FOUND, "not stocked at annex"),
+    ] {
+        let (status, json) = record(body.to_owned()).await;
+        assert_eq!(status, expected, "{backend:?} {body}: {json}");
+        assert!(json.to_string().contains(needle), "{backend:?} {body}: {json}");
+    }
+    let long_reason = format!("movement=adjust&quantity=1&reason={}", "x".repeat(201));
+    assert_eq!(record(long_reason).await.0, StatusCode::BAD_REQUEST);
+    let (status, _) = admin(&app, "record_movement", "sku=NOPE-9&movement=receive&quantity=1", &ada).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "a typo does not create stock");
+    let (status, _) = admin(&app, "record_movement", "sku=MOVE-1&movement=receive&quantity=1", &sam).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "shoppers cannot move stock");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM ledger").await, ledger_rows, "{backend:?}: refusals recorded nothing");
+    assert_eq!(counters(&db, "MOVE-1").await, (30, 0, 0, 2, 5, 18));
+
+    // The SKU page shows the counters, the chart and every movement with its cause.
+    let (status, html) = app.text("/admin/inventory/sku/MOVE-1", Some(&ada)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("data-testid=\"stock-chart\"") && html.contains("<polyline"), "chart");
+    for kind in ["RECEIVED", "ORDERED", "SHRINKAGE", "RETURNED", "ADJUSTMENT"] {
+        assert!(html.contains(&format!("data-kind=\"{kind}\"")), "{backend:?}: {kind} in the ledger");
+    }
+    assert!(html.contains("broken in transit") && html.contains("PO-7"));
+    let (status, _) = app.text("/admin/inventory/sku/NOPE-9", Some(&ada)).await;
+    assert_eq!(status, StatusCode::OK, "the page renders and says the SKU is not stocked");
+    let (status, _) = app.text("/admin/inventory/sku/MOVE-1", Some(&sam)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_invariants(&db, "after movements").await;
 }
 
 #[tokio::test]
@@ -472,50 +458,48 @@ async fn the_stock_table_searches_filters_sorts_and_pages() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
 }
 
-#[tokio::test]
-async fn inventory_verify_checks_the_live_database_and_names_what_is_broken() {
-    for backend in backends() {
-        let app = start(backend).await;
-        let ada = app.login_as(ADMIN, PASSWORD).await;
-        stock_new(&app, &ada, "VER-1", 4).await;
-        let client = cart(&app);
-        let _held: Reservation = client.post(RESERVATIONS_PATH, &request("v1", &[("VER-1", 2)])).await.unwrap();
-        let verify = || {
-            let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
-            command.args(["inventory", "verify"]).env("TESSERA_DATA_DIR", &app.settings.data_dir).env("TESSERA_LOG", "error");
-            match &app.settings.postgres_url {
-                Some(url) => command.env("TESSERA_POSTGRES_URL", url).env("TESSERA_SCHEMA_PREFIX", &app.settings.schema_prefix),
-                None => command.env_remove("TESSERA_POSTGRES_URL"),
-            };
-            command.output().unwrap()
+each_backend!(inventory_verify_checks_the_live_database_and_names_what_is_broken);
+async fn inventory_verify_checks_the_live_database_and_names_what_is_broken(backend: Backend) {
+    let app = start(backend).await;
+    let ada = app.login_as(ADMIN, PASSWORD).await;
+    stock_new(&app, &ada, "VER-1", 4).await;
+    let client = cart(&app);
+    let _held: Reservation = client.post(RESERVATIONS_PATH, &request("v1", &[("VER-1", 2)])).await.unwrap();
+    let verify = || {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
+        command.args(["inventory", "verify"]).env("TESSERA_DATA_DIR", &app.settings.data_dir).env("TESSERA_LOG", "error");
+        match &app.settings.postgres_url {
+            Some(url) => command.env("TESSERA_POSTGRES_URL", url).env("TESSERA_SCHEMA_PREFIX", &app.settings.schema_prefix),
+            None => command.env_remove("TESSERA_POSTGRES_URL"),
         };
-        let output = verify();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert!(output.status.success(), "{backend:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
-        assert!(stdout.contains(": 0 violations"), "{stdout}");
+        command.output().unwrap()
+    };
+    let output = verify();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "{backend:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains(": 0 violations"), "{stdout}");
 
-        // Someone edits a counter by hand: the schema allows it, the ledger no longer replays to it.
-        let db = database(&app, "inventory").await;
-        sqlx::query("UPDATE stock_levels SET on_hand = on_hand + 5 WHERE sku = 'VER-1'").execute(&db).await.unwrap();
-        let output = verify();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        assert_eq!(output.status.code(), Some(1), "{backend:?}: {stdout}");
-        assert!(stdout.contains("VER-1 at main: on_hand is 9 but the ledger replays to 4"), "{stdout}");
+    // Someone edits a counter by hand: the schema allows it, the ledger no longer replays to it.
+    let db = database(&app, "inventory").await;
+    sqlx::query("UPDATE stock_levels SET on_hand = on_hand + 5 WHERE sku = 'VER-1'").execute(&db).await.unwrap();
+    let output = verify();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{backend:?}: {stdout}");
+    assert!(stdout.contains("VER-1 at main: on_hand is 9 but the ledger replays to 4"), "{stdout}");
 
-        // And what the schema refuses outright.
-        for sql in [
-            "UPDATE stock_levels SET soft_reserved = 50 WHERE sku = 'VER-1'",
-            "UPDATE stock_levels SET incoming = -1 WHERE sku = 'VER-1'",
-            "UPDATE ledger SET quantity = 1",
-            "DELETE FROM ledger",
-            "UPDATE reservations SET status = 'fulfilled'",
-            "DELETE FROM reservation_lines",
-        ] {
-            assert!(sqlx::query(sql).execute(&db).await.is_err(), "{backend:?}: the schema refuses {sql}");
-        }
-        sqlx::query("UPDATE reservations SET status = 'released'").execute(&db).await.unwrap();
-        assert!(sqlx::query("UPDATE reservations SET status = 'soft'").execute(&db).await.is_err(), "{backend:?}: terminal states are final");
+    // And what the schema refuses outright.
+    for sql in [
+        "UPDATE stock_levels SET soft_reserved = 50 WHERE sku = 'VER-1'",
+        "UPDATE stock_levels SET incoming = -1 WHERE sku = 'VER-1'",
+        "UPDATE ledger SET quantity = 1",
+        "DELETE FROM ledger",
+        "UPDATE reservations SET status = 'fulfilled'",
+        "DELETE FROM reservation_lines",
+    ] {
+        assert!(sqlx::query(sql).execute(&db).await.is_err(), "{backend:?}: the schema refuses {sql}");
     }
+    sqlx::query("UPDATE reservations SET status = 'released'").execute(&db).await.unwrap();
+    assert!(sqlx::query("UPDATE reservations SET status = 'soft'").execute(&db).await.is_err(), "{backend:?}: terminal states are final");
 }
 
 #[tokio::test]

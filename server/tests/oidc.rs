@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::header::{CACHE_CONTROL, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{backends, spawn_with, urlencode, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use support::{each_backend, spawn_with, urlencode, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
 use tessera_server::config::OidcClientSettings;
 use tessera_server::Settings;
 
@@ -129,150 +129,140 @@ async fn discovery_describes_the_code_flow_with_pkce_and_eddsa() {
     assert_eq!(document["response_types_supported"], serde_json::json!(["code"]));
 }
 
-#[tokio::test]
-async fn a_signed_in_user_goes_straight_back_with_a_code_that_buys_tokens_naming_them() {
-    for backend in backends() {
-        let app = provider(backend).await;
-        let session = app.sign_in(SHOPPER, PASSWORD).await;
-        let pkce = new_pkce();
-        let code = code_for(&app, &session.both(), "ops", OPS_CALLBACK, &pkce).await;
+each_backend!(a_signed_in_user_goes_straight_back_with_a_code_that_buys_tokens_naming_them);
+async fn a_signed_in_user_goes_straight_back_with_a_code_that_buys_tokens_naming_them(backend: Backend) {
+    let app = provider(backend).await;
+    let session = app.sign_in(SHOPPER, PASSWORD).await;
+    let pkce = new_pkce();
+    let code = code_for(&app, &session.both(), "ops", OPS_CALLBACK, &pkce).await;
 
-        let (status, headers, tokens) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
-        assert_eq!(status, StatusCode::OK, "{backend:?}: {tokens}");
-        assert_eq!(headers[CACHE_CONTROL], "no-store");
-        assert_eq!(tokens["token_type"], "Bearer");
-        let id_token = tokens["id_token"].as_str().unwrap();
-        let claims = verify(&app, id_token, "ops").await;
-        assert_eq!(claims["nonce"], "n-1");
-        assert_eq!(claims["email"], SHOPPER);
-        assert_eq!(claims["roles"], serde_json::json!(["shopper"]));
-        assert!(claims["sid"].as_str().is_some_and(|sid| !sid.is_empty()));
-        assert!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() <= 300);
+    let (status, headers, tokens) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
+    assert_eq!(status, StatusCode::OK, "{backend:?}: {tokens}");
+    assert_eq!(headers[CACHE_CONTROL], "no-store");
+    assert_eq!(tokens["token_type"], "Bearer");
+    let id_token = tokens["id_token"].as_str().unwrap();
+    let claims = verify(&app, id_token, "ops").await;
+    assert_eq!(claims["nonce"], "n-1");
+    assert_eq!(claims["email"], SHOPPER);
+    assert_eq!(claims["roles"], serde_json::json!(["shopper"]));
+    assert!(claims["sid"].as_str().is_some_and(|sid| !sid.is_empty()));
+    assert!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() <= 300);
 
-        let access = tokens["access_token"].as_str().unwrap();
-        assert_eq!(jsonwebtoken::decode_header(access).unwrap().typ.as_deref(), Some("at+jwt"));
-        assert_eq!(verify(&app, access, "ops").await["sid"], claims["sid"]);
-        let (status, info) = userinfo(&app, access).await;
-        assert_eq!(status, StatusCode::OK, "{info}");
-        assert_eq!(
-            (info["sub"].clone(), info["email"].clone(), info["roles"].clone()),
-            (claims["sub"].clone(), SHOPPER.into(), serde_json::json!(["shopper"]))
-        );
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(jsonwebtoken::decode_header(access).unwrap().typ.as_deref(), Some("at+jwt"));
+    assert_eq!(verify(&app, access, "ops").await["sid"], claims["sid"]);
+    let (status, info) = userinfo(&app, access).await;
+    assert_eq!(status, StatusCode::OK, "{info}");
+    assert_eq!((info["sub"].clone(), info["email"].clone(), info["roles"].clone()), (claims["sub"].clone(), SHOPPER.into(), serde_json::json!(["shopper"])));
 
-        // Neither token is a shell session: the fragments behind the shell do not take them.
-        for token in [access, id_token] {
-            assert_eq!(app.catalog_user(&format!("tessera_access={token}")).await, None, "{backend:?}");
-        }
-        // The ID token is not an access token at the userinfo endpoint either.
-        assert_eq!(userinfo(&app, id_token).await.0, StatusCode::UNAUTHORIZED);
-
-        // Signing out at the shell ends what the client holds.
-        let response = app.post_form("/logout", "", Some(&session.both())).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        let (status, info) = userinfo(&app, access).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: {info}");
+    // Neither token is a shell session: the fragments behind the shell do not take them.
+    for token in [access, id_token] {
+        assert_eq!(app.catalog_user(&format!("tessera_access={token}")).await, None, "{backend:?}");
     }
+    // The ID token is not an access token at the userinfo endpoint either.
+    assert_eq!(userinfo(&app, id_token).await.0, StatusCode::UNAUTHORIZED);
+
+    // Signing out at the shell ends what the client holds.
+    let response = app.post_form("/logout", "", Some(&session.both())).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (status, info) = userinfo(&app, access).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{backend:?}: {info}");
 }
 
-#[tokio::test]
-async fn a_guest_signs_in_first_and_comes_back_to_the_same_request() {
-    for backend in backends() {
-        let app = provider(backend).await;
-        let pkce = new_pkce();
-        let path = authorize_path("ops", OPS_CALLBACK, &pkce.challenge, "");
-        let response = app.get(&path, None).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        let (location, params) = location_params(&response);
-        assert!(location.starts_with("/login?next="), "{location}");
-        let next = param(&params, "next").unwrap().to_owned();
-        assert_eq!(next, path);
-        let (status, html) = app.text(&location, None).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(html.contains("name=\"next\""), "{html}");
+each_backend!(a_guest_signs_in_first_and_comes_back_to_the_same_request);
+async fn a_guest_signs_in_first_and_comes_back_to_the_same_request(backend: Backend) {
+    let app = provider(backend).await;
+    let pkce = new_pkce();
+    let path = authorize_path("ops", OPS_CALLBACK, &pkce.challenge, "");
+    let response = app.get(&path, None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let (location, params) = location_params(&response);
+    assert!(location.starts_with("/login?next="), "{location}");
+    let next = param(&params, "next").unwrap().to_owned();
+    assert_eq!(next, path);
+    let (status, html) = app.text(&location, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("name=\"next\""), "{html}");
 
-        let body = format!("email={}&password={PASSWORD}&next={}", urlencode(ADMIN), urlencode(&next));
-        let response = app.post_form("/login", body, None).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        assert_eq!(response.headers()[LOCATION].to_str().unwrap(), path);
-        let cookie = support::access_cookie(&response).unwrap();
-        let response = app.get(&path, Some(&cookie)).await;
-        let (location, params) = location_params(&response);
-        assert!(location.starts_with(OPS_CALLBACK) && param(&params, "code").is_some(), "{backend:?}: {location}");
+    let body = format!("email={}&password={PASSWORD}&next={}", urlencode(ADMIN), urlencode(&next));
+    let response = app.post_form("/login", body, None).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION].to_str().unwrap(), path);
+    let cookie = support::access_cookie(&response).unwrap();
+    let response = app.get(&path, Some(&cookie)).await;
+    let (location, params) = location_params(&response);
+    assert!(location.starts_with(OPS_CALLBACK) && param(&params, "code").is_some(), "{backend:?}: {location}");
 
-        // prompt=none asks without showing anything: a guest comes back with login_required.
-        let response = app.get(&format!("{path}&prompt=none"), None).await;
-        let (location, params) = location_params(&response);
-        assert!(location.starts_with(OPS_CALLBACK), "{location}");
-        assert_eq!((param(&params, "error"), param(&params, "state"), param(&params, "code")), (Some("login_required"), Some("st-1"), None));
-    }
+    // prompt=none asks without showing anything: a guest comes back with login_required.
+    let response = app.get(&format!("{path}&prompt=none"), None).await;
+    let (location, params) = location_params(&response);
+    assert!(location.starts_with(OPS_CALLBACK), "{location}");
+    assert_eq!((param(&params, "error"), param(&params, "state"), param(&params, "code")), (Some("login_required"), Some("st-1"), None));
 }
 
-#[tokio::test]
-async fn a_code_works_once_for_its_own_client_address_and_verifier() {
-    for backend in backends() {
-        let app = provider(backend).await;
-        let session = app.sign_in(SHOPPER, PASSWORD).await;
-        let cookie = session.both();
-        let pkce = new_pkce();
+each_backend!(a_code_works_once_for_its_own_client_address_and_verifier);
+async fn a_code_works_once_for_its_own_client_address_and_verifier(backend: Backend) {
+    let app = provider(backend).await;
+    let session = app.sign_in(SHOPPER, PASSWORD).await;
+    let cookie = session.both();
+    let pkce = new_pkce();
 
-        // Another client cannot use a code issued to this one; the attempt spends it.
-        let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
-        let (status, _, error) = token_request(&app, Some(("other", OTHER_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
-        assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{backend:?}: {error}");
-        assert!(error["error_description"].as_str().unwrap().contains("another client"), "{error}");
+    // Another client cannot use a code issued to this one; the attempt spends it.
+    let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
+    let (status, _, error) = token_request(&app, Some(("other", OTHER_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{backend:?}: {error}");
+    assert!(error["error_description"].as_str().unwrap().contains("another client"), "{error}");
 
-        // A redirect URI that differs by one character.
-        let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
-        let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, &format!("{OPS_CALLBACK}x"), &pkce.verifier)).await;
-        assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
+    // A redirect URI that differs by one character.
+    let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
+    let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, &format!("{OPS_CALLBACK}x"), &pkce.verifier)).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
 
-        // A missing, then a wrong PKCE verifier.
-        let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
-        let form = format!("grant_type=authorization_code&code={}&redirect_uri={}", urlencode(&code), urlencode(OPS_CALLBACK));
-        let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), form).await;
-        assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")), "{error}");
-        let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
-        let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &new_pkce().verifier)).await;
-        assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
+    // A missing, then a wrong PKCE verifier.
+    let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
+    let form = format!("grant_type=authorization_code&code={}&redirect_uri={}", urlencode(&code), urlencode(OPS_CALLBACK));
+    let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), form).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")), "{error}");
+    let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
+    let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &new_pkce().verifier)).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
 
-        // A wrong client secret, and none at all.
-        let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
-        let (status, headers, error) = token_request(&app, Some(("ops", OTHER_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
-        assert_eq!((status, error["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")), "{error}");
-        assert!(headers.contains_key(WWW_AUTHENTICATE));
-        let (status, _, error) = token_request(&app, None, format!("client_id=ops&{}", exchange_form(&code, OPS_CALLBACK, &pkce.verifier))).await;
-        assert_eq!((status, error["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")), "{error}");
-        // The client secret in the form works as well as in the header; the refused attempts did not spend the code.
-        let form = format!("client_id=ops&client_secret={}&{}", urlencode(OPS_SECRET), exchange_form(&code, OPS_CALLBACK, &pkce.verifier));
-        let (status, _, tokens) = token_request(&app, None, form).await;
-        assert_eq!(status, StatusCode::OK, "{backend:?}: {tokens}");
-        let access = tokens["access_token"].as_str().unwrap().to_owned();
-        assert_eq!(userinfo(&app, &access).await.0, StatusCode::OK);
+    // A wrong client secret, and none at all.
+    let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
+    let (status, headers, error) = token_request(&app, Some(("ops", OTHER_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")), "{error}");
+    assert!(headers.contains_key(WWW_AUTHENTICATE));
+    let (status, _, error) = token_request(&app, None, format!("client_id=ops&{}", exchange_form(&code, OPS_CALLBACK, &pkce.verifier))).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid_client")), "{error}");
+    // The client secret in the form works as well as in the header; the refused attempts did not spend the code.
+    let form = format!("client_id=ops&client_secret={}&{}", urlencode(OPS_SECRET), exchange_form(&code, OPS_CALLBACK, &pkce.verifier));
+    let (status, _, tokens) = token_request(&app, None, form).await;
+    assert_eq!(status, StatusCode::OK, "{backend:?}: {tokens}");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(userinfo(&app, &access).await.0, StatusCode::OK);
 
-        // Replayed: refused, and the sign-in it came from ends, with every token issued for it.
-        let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
-        assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
-        assert!(error["error_description"].as_str().unwrap().contains("already used"), "{error}");
-        assert_eq!(userinfo(&app, &access).await.0, StatusCode::UNAUTHORIZED);
-        assert_eq!(app.catalog_user(&cookie).await, None, "{backend:?}: the replayed code's session still works");
+    // Replayed: refused, and the sign-in it came from ends, with every token issued for it.
+    let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
+    assert!(error["error_description"].as_str().unwrap().contains("already used"), "{error}");
+    assert_eq!(userinfo(&app, &access).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.catalog_user(&cookie).await, None, "{backend:?}: the replayed code's session still works");
 
-        // An expired code.
-        let session = app.sign_in(SHOPPER, PASSWORD).await;
-        let code = code_for(&app, &session.both(), "ops", OPS_CALLBACK, &pkce).await;
-        let db = support::database(&app, "shell").await;
-        sqlx::query("UPDATE oidc_codes SET expires_at = 0 WHERE used_at IS NULL").execute(&db).await.unwrap();
-        let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
-        assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
-        assert!(error["error_description"].as_str().unwrap().contains("expired"), "{error}");
-        // A made-up code, an unsupported grant, a JSON body.
-        let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form("made-up", OPS_CALLBACK, &pkce.verifier)).await;
-        assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
-        let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), "grant_type=password&username=a&password=b".into()).await;
-        assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")), "{error}");
-        let response =
-            app.client.post(format!("{}/oauth/token", app.url)).basic_auth("ops", Some(OPS_SECRET)).json(&serde_json::json!({})).send().await.unwrap();
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-    }
+    // An expired code.
+    let session = app.sign_in(SHOPPER, PASSWORD).await;
+    let code = code_for(&app, &session.both(), "ops", OPS_CALLBACK, &pkce).await;
+    let db = support::database(&app, "shell").await;
+    sqlx::query("UPDATE oidc_codes SET expires_at = 0 WHERE used_at IS NULL").execute(&db).await.unwrap();
+    let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
+    assert!(error["error_description"].as_str().unwrap().contains("expired"), "{error}");
+    // A made-up code, an unsupported grant, a JSON body.
+    let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form("made-up", OPS_CALLBACK, &pkce.verifier)).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
+    let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), "grant_type=password&username=a&password=b".into()).await;
+    assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("unsupported_grant_type")), "{error}");
+    let response = app.client.post(format!("{}/oauth/token", app.url)).basic_auth("ops", Some(OPS_SECRET)).json(&serde_json::json!({})).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
@@ -317,64 +307,62 @@ async fn an_authorization_request_is_followed_only_to_a_registered_address() {
     }
 }
 
-#[tokio::test]
-async fn signing_out_from_a_client_ends_the_session_at_once_only_with_its_proof() {
-    for backend in backends() {
-        let app = provider(backend).await;
-        let session = app.sign_in(SHOPPER, PASSWORD).await;
-        let cookie = session.both();
-        let pkce = new_pkce();
-        let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
-        let (_, _, tokens) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
-        let id_token = tokens["id_token"].as_str().unwrap().to_owned();
-        let back = urlencode(OPS_SIGNED_OUT);
+each_backend!(signing_out_from_a_client_ends_the_session_at_once_only_with_its_proof);
+async fn signing_out_from_a_client_ends_the_session_at_once_only_with_its_proof(backend: Backend) {
+    let app = provider(backend).await;
+    let session = app.sign_in(SHOPPER, PASSWORD).await;
+    let cookie = session.both();
+    let pkce = new_pkce();
+    let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
+    let (_, _, tokens) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
+    let id_token = tokens["id_token"].as_str().unwrap().to_owned();
+    let back = urlencode(OPS_SIGNED_OUT);
 
-        // Not registered as a place to go after signing out: an error page, never a redirect.
-        for target in ["https://evil.test/", OPS_CALLBACK, "https://ops.example/admin/inventoryX"] {
-            let response = app.get(&format!("/oauth/logout?client_id=ops&post_logout_redirect_uri={}", urlencode(target)), Some(&cookie)).await;
-            assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{target}");
-            assert!(response.headers().get(LOCATION).is_none(), "{target}");
-        }
-        // A forged hint is refused.
-        let forged = format!("{}x", &id_token[..id_token.len() - 1]);
-        let response = app.get(&format!("/oauth/logout?id_token_hint={forged}&post_logout_redirect_uri={back}"), Some(&cookie)).await;
-        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
-
-        // Without proof of the session (a link anyone could send), the user is asked first.
-        let (status, html) = app.text(&format!("/oauth/logout?client_id=ops&post_logout_redirect_uri={back}&state=s-1"), Some(&cookie)).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(html.contains("action=\"/oauth/logout\"") && html.contains("name=\"post_logout_redirect_uri\""), "{html}");
-        assert_eq!(app.catalog_user(&cookie).await.as_deref(), Some("Sam Shopper"), "{backend:?}: asking signed the user out");
-
-        // With the ID token of this very session: signed out at once, and back to the client.
-        let response = app.get(&format!("/oauth/logout?id_token_hint={id_token}&post_logout_redirect_uri={back}&state=s-1"), Some(&cookie)).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        assert_eq!(response.headers()[LOCATION], format!("{OPS_SIGNED_OUT}?state=s-1"));
-        assert!(response.headers().get_all(SET_COOKIE).iter().any(|value| value.to_str().unwrap().starts_with("tessera_access=;")));
-        assert_eq!(app.catalog_user(&cookie).await, None, "{backend:?}");
-        assert_eq!(userinfo(&app, tokens["access_token"].as_str().unwrap()).await.0, StatusCode::UNAUTHORIZED);
-
-        // The confirmation form signs out too.
-        let session = app.sign_in(SHOPPER, PASSWORD).await;
-        let response = app.post_form("/oauth/logout", format!("client_id=ops&post_logout_redirect_uri={back}"), Some(&session.both())).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        assert_eq!(response.headers()[LOCATION], OPS_SIGNED_OUT);
-        assert_eq!(app.catalog_user(&session.both()).await, None);
-        // …but not when posted from another site.
-        let session = app.sign_in(SHOPPER, PASSWORD).await;
-        let response = app
-            .client
-            .post(format!("{}/oauth/logout", app.url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("origin", "https://evil.test")
-            .header("cookie", session.both())
-            .body("client_id=ops")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        assert!(app.catalog_user(&session.both()).await.is_some());
+    // Not registered as a place to go after signing out: an error page, never a redirect.
+    for target in ["https://evil.test/", OPS_CALLBACK, "https://ops.example/admin/inventoryX"] {
+        let response = app.get(&format!("/oauth/logout?client_id=ops&post_logout_redirect_uri={}", urlencode(target)), Some(&cookie)).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{target}");
+        assert!(response.headers().get(LOCATION).is_none(), "{target}");
     }
+    // A forged hint is refused.
+    let forged = format!("{}x", &id_token[..id_token.len() - 1]);
+    let response = app.get(&format!("/oauth/logout?id_token_hint={forged}&post_logout_redirect_uri={back}"), Some(&cookie)).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+
+    // Without proof of the session (a link anyone could send), the user is asked first.
+    let (status, html) = app.text(&format!("/oauth/logout?client_id=ops&post_logout_redirect_uri={back}&state=s-1"), Some(&cookie)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("action=\"/oauth/logout\"") && html.contains("name=\"post_logout_redirect_uri\""), "{html}");
+    assert_eq!(app.catalog_user(&cookie).await.as_deref(), Some("Sam Shopper"), "{backend:?}: asking signed the user out");
+
+    // With the ID token of this very session: signed out at once, and back to the client.
+    let response = app.get(&format!("/oauth/logout?id_token_hint={id_token}&post_logout_redirect_uri={back}&state=s-1"), Some(&cookie)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], format!("{OPS_SIGNED_OUT}?state=s-1"));
+    assert!(response.headers().get_all(SET_COOKIE).iter().any(|value| value.to_str().unwrap().starts_with("tessera_access=;")));
+    assert_eq!(app.catalog_user(&cookie).await, None, "{backend:?}");
+    assert_eq!(userinfo(&app, tokens["access_token"].as_str().unwrap()).await.0, StatusCode::UNAUTHORIZED);
+
+    // The confirmation form signs out too.
+    let session = app.sign_in(SHOPPER, PASSWORD).await;
+    let response = app.post_form("/oauth/logout", format!("client_id=ops&post_logout_redirect_uri={back}"), Some(&session.both())).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[LOCATION], OPS_SIGNED_OUT);
+    assert_eq!(app.catalog_user(&session.both()).await, None);
+    // …but not when posted from another site.
+    let session = app.sign_in(SHOPPER, PASSWORD).await;
+    let response = app
+        .client
+        .post(format!("{}/oauth/logout", app.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", "https://evil.test")
+        .header("cookie", session.both())
+        .body("client_id=ops")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert!(app.catalog_user(&session.both()).await.is_some());
 }
 
 #[tokio::test]
@@ -432,53 +420,51 @@ async fn visit_ops(ops: &TestApp, jar: &mut Jar, path_and_query: &str, navigate:
     response
 }
 
-#[tokio::test]
-async fn the_inventory_on_another_domain_signs_in_at_the_shell_and_follows_its_sign_out() {
-    for backend in backends() {
-        let shell = provider(backend).await;
-        let ops = spawn_with(
-            backend,
-            Options {
-                mode: Some(tessera_server::Mode::Fragment("inventory".into())),
-                public_url: Some("https://ops.example".into()),
-                jwks_url: Some(format!("{}/.well-known/jwks.json", shell.url)),
-                oidc_provider: Some(tessera_server::config::OidcProviderSettings {
-                    issuer: ISSUER.into(),
-                    url: Some(shell.url.clone()),
-                    client_id: "ops".into(),
-                    client_secret: OPS_SECRET.into(),
-                    session_check_seconds: 1,
-                }),
-                ..Options::default()
-            },
-        )
-        .await;
-        let session = shell.sign_in(ADMIN, PASSWORD).await;
-        let mut jar = Jar::default();
+each_backend!(the_inventory_on_another_domain_signs_in_at_the_shell_and_follows_its_sign_out);
+async fn the_inventory_on_another_domain_signs_in_at_the_shell_and_follows_its_sign_out(backend: Backend) {
+    let shell = provider(backend).await;
+    let ops = spawn_with(
+        backend,
+        Options {
+            mode: Some(tessera_server::Mode::Fragment("inventory".into())),
+            public_url: Some("https://ops.example".into()),
+            jwks_url: Some(format!("{}/.well-known/jwks.json", shell.url)),
+            oidc_provider: Some(tessera_server::config::OidcProviderSettings {
+                issuer: ISSUER.into(),
+                url: Some(shell.url.clone()),
+                client_id: "ops".into(),
+                client_secret: OPS_SECRET.into(),
+                session_check_seconds: 1,
+            }),
+            ..Options::default()
+        },
+    )
+    .await;
+    let session = shell.sign_in(ADMIN, PASSWORD).await;
+    let mut jar = Jar::default();
 
-        // The first visit goes through the shell, which knows the user, and comes back with a code.
-        let response = visit_ops(&ops, &mut jar, "/admin/inventory", true).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{backend:?}");
-        let (authorize, _) = location_params(&response);
-        let authorize = authorize.strip_prefix(ISSUER).expect("sent to the shell's authorization endpoint").to_owned();
-        let response = shell.get(&authorize, Some(&session.both())).await;
-        let (callback, params) = location_params(&response);
-        assert!(param(&params, "code").is_some(), "{backend:?}: {callback}");
-        let callback = callback.strip_prefix("https://ops.example").unwrap().to_owned();
-        let response = visit_ops(&ops, &mut jar, &callback, true).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{backend:?}: {:?}", response.text().await);
-        assert_eq!(response.headers()[LOCATION], "/admin/inventory");
-        assert!(jar.0.contains_key("__Host-tessera_rp_session"), "{:?}", jar.0.keys());
+    // The first visit goes through the shell, which knows the user, and comes back with a code.
+    let response = visit_ops(&ops, &mut jar, "/admin/inventory", true).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{backend:?}");
+    let (authorize, _) = location_params(&response);
+    let authorize = authorize.strip_prefix(ISSUER).expect("sent to the shell's authorization endpoint").to_owned();
+    let response = shell.get(&authorize, Some(&session.both())).await;
+    let (callback, params) = location_params(&response);
+    assert!(param(&params, "code").is_some(), "{backend:?}: {callback}");
+    let callback = callback.strip_prefix("https://ops.example").unwrap().to_owned();
+    let response = visit_ops(&ops, &mut jar, &callback, true).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER, "{backend:?}: {:?}", response.text().await);
+    assert_eq!(response.headers()[LOCATION], "/admin/inventory");
+    assert!(jar.0.contains_key("__Host-tessera_rp_session"), "{:?}", jar.0.keys());
 
-        let response = visit_ops(&ops, &mut jar, "/admin/inventory", true).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        assert!(response.text().await.unwrap().contains("Signed in as <strong>Ada Admin</strong>"));
+    let response = visit_ops(&ops, &mut jar, "/admin/inventory", true).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.text().await.unwrap().contains("Signed in as <strong>Ada Admin</strong>"));
 
-        // Signed out at the shell: within the fragment's bound (1 s here) its session ends too.
-        assert_eq!(shell.post_form("/logout", "", Some(&session.both())).await.status(), StatusCode::SEE_OTHER);
-        tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
-        let response = visit_ops(&ops, &mut jar, "/admin/inventory", false).await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{backend:?}");
-        assert!(!jar.0.contains_key("__Host-tessera_rp_session"));
-    }
+    // Signed out at the shell: within the fragment's bound (1 s here) its session ends too.
+    assert_eq!(shell.post_form("/logout", "", Some(&session.both())).await.status(), StatusCode::SEE_OTHER);
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let response = visit_ops(&ops, &mut jar, "/admin/inventory", false).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{backend:?}");
+    assert!(!jar.0.contains_key("__Host-tessera_rp_session"));
 }

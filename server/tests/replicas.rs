@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use support::{backends, count, database, eventually, sign_in_from, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use support::{count, database, each_backend, eventually, sign_in_from, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
 use tessera_contracts::events::{Envelope, StockChanged};
 use tessera_kit::events::{Outbox, Relay, RelaySettings, Transport};
 use tessera_kit::lease::Lease;
@@ -23,7 +23,7 @@ async fn instance_of(app: &TestApp, mode: Option<Mode>) -> TestApp {
 
 #[tokio::test]
 async fn instances_starting_at_the_same_moment_migrate_and_seed_once() {
-    if !backends().contains(&Backend::Postgres) {
+    if !support::postgres_configured() {
         return;
     }
     let data = tempfile::tempdir().unwrap();
@@ -91,108 +91,110 @@ impl Transport for Recording {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_relays_on_one_outbox_send_each_event_once_in_order_per_aggregate() {
-    for backend in backends() {
-        let mut app = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("inventory".into())), ..Options::default() }).await;
-        // Only the three relays below work on this outbox.
-        app.stop_background();
-        let db = database(&app, "inventory").await;
-        let outbox = Outbox::new("inventory");
-        outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
-        const EVENTS: i64 = 240;
-        for n in 0..EVENTS {
-            let mut tx = db.begin().await.unwrap();
-            let event = StockChanged { sku: format!("SKU-{:02}", n % 8), on_hand: n, available: n };
-            outbox.enqueue(&mut tx, &event).await.unwrap();
-            tx.commit().await.unwrap();
-        }
-        let recorder = Arc::new(Recorder::default());
-        // Three instances' relays, each with its own pool (as separate processes have).
-        let mut relays = Vec::new();
-        for _ in 0..3 {
-            let pool = database(&app, "inventory").await;
-            let settings = RelaySettings { batch: 20, idle_poll_ms: 10, ..RelaySettings::default() };
-            relays.push(Relay::new(pool, &outbox, Arc::new(Recording(recorder.clone())), settings).spawn());
-        }
-        eventually("every event delivered", || async { count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'delivered'").await == EVENTS }).await;
-        for relay in relays {
-            relay.abort();
-        }
-        let delivered = recorder.delivered.lock().unwrap().clone();
-        assert_eq!(delivered.len() as i64, EVENTS, "{backend:?}: each event sent once");
-        let mut per_aggregate: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-        for (aggregate, seq) in &delivered {
-            per_aggregate.entry(aggregate).or_default().push(*seq);
-        }
-        assert_eq!(per_aggregate.len(), 8);
-        for (aggregate, seqs) in per_aggregate {
-            assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{backend:?}: {aggregate} out of order: {seqs:?}");
-        }
-        assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new(), "{backend:?}");
-        assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE claimed_by IS NOT NULL").await, 0);
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    three_relays_on_one_outbox_send_each_event_once_in_order_per_aggregate
+);
+async fn three_relays_on_one_outbox_send_each_event_once_in_order_per_aggregate(backend: Backend) {
+    let mut app = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("inventory".into())), ..Options::default() }).await;
+    // Only the three relays below work on this outbox.
+    app.stop_background();
+    let db = database(&app, "inventory").await;
+    let outbox = Outbox::new("inventory");
+    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
+    const EVENTS: i64 = 240;
+    for n in 0..EVENTS {
+        let mut tx = db.begin().await.unwrap();
+        let event = StockChanged { sku: format!("SKU-{:02}", n % 8), on_hand: n, available: n };
+        outbox.enqueue(&mut tx, &event).await.unwrap();
+        tx.commit().await.unwrap();
     }
+    let recorder = Arc::new(Recorder::default());
+    // Three instances' relays, each with its own pool (as separate processes have).
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        let pool = database(&app, "inventory").await;
+        let settings = RelaySettings { batch: 20, idle_poll_ms: 10, ..RelaySettings::default() };
+        relays.push(Relay::new(pool, &outbox, Arc::new(Recording(recorder.clone())), settings).spawn());
+    }
+    eventually("every event delivered", || async { count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'delivered'").await == EVENTS }).await;
+    for relay in relays {
+        relay.abort();
+    }
+    let delivered = recorder.delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len() as i64, EVENTS, "{backend:?}: each event sent once");
+    let mut per_aggregate: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (aggregate, seq) in &delivered {
+        per_aggregate.entry(aggregate).or_default().push(*seq);
+    }
+    assert_eq!(per_aggregate.len(), 8);
+    for (aggregate, seqs) in per_aggregate {
+        assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{backend:?}: {aggregate} out of order: {seqs:?}");
+    }
+    assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new(), "{backend:?}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE claimed_by IS NOT NULL").await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lease_is_held_by_one_holder_at_a_time_and_runs_out_when_its_holder_dies() {
-    for backend in backends() {
-        let app = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("catalog".into())), ..Options::default() }).await;
-        let pools = [database(&app, "catalog").await, database(&app, "catalog").await];
-        let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let overlaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for n in 0..16 {
-            let (db, inside, overlaps) = (pools[n % 2].clone(), inside.clone(), overlaps.clone());
-            tasks.push(tokio::spawn(async move {
-                let lease = Lease::take(&db, "cart:one", Duration::from_secs(30), Duration::from_secs(30)).await.unwrap();
-                if inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst) != 0 {
-                    overlaps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                }
-                tokio::time::sleep(Duration::from_millis(3)).await;
-                inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-                lease.release().await;
-            }));
-        }
-        for task in tasks {
-            task.await.unwrap();
-        }
-        assert_eq!(overlaps.load(std::sync::atomic::Ordering::SeqCst), 0, "{backend:?}");
-        // A holder that never releases (it died) loses the lease when its time runs out.
-        let held = Lease::try_take(&pools[0], "job:sweep", Duration::from_millis(200)).await.unwrap().expect("free");
-        std::mem::forget(held);
-        assert!(Lease::try_take(&pools[1], "job:sweep", Duration::from_secs(1)).await.unwrap().is_none());
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(Lease::try_take(&pools[1], "job:sweep", Duration::from_secs(1)).await.unwrap().is_some());
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_lease_is_held_by_one_holder_at_a_time_and_runs_out_when_its_holder_dies
+);
+async fn a_lease_is_held_by_one_holder_at_a_time_and_runs_out_when_its_holder_dies(backend: Backend) {
+    let app = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("catalog".into())), ..Options::default() }).await;
+    let pools = [database(&app, "catalog").await, database(&app, "catalog").await];
+    let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let overlaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let (db, inside, overlaps) = (pools[n % 2].clone(), inside.clone(), overlaps.clone());
+        tasks.push(tokio::spawn(async move {
+            let lease = Lease::take(&db, "cart:one", Duration::from_secs(30), Duration::from_secs(30)).await.unwrap();
+            if inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst) != 0 {
+                overlaps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            lease.release().await;
+        }));
     }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(overlaps.load(std::sync::atomic::Ordering::SeqCst), 0, "{backend:?}");
+    // A holder that never releases (it died) loses the lease when its time runs out.
+    let held = Lease::try_take(&pools[0], "job:sweep", Duration::from_millis(200)).await.unwrap().expect("free");
+    std::mem::forget(held);
+    assert!(Lease::try_take(&pools[1], "job:sweep", Duration::from_secs(1)).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(Lease::try_take(&pools[1], "job:sweep", Duration::from_secs(1)).await.unwrap().is_some());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_cart_changed_through_two_instances_at_once_keeps_every_unit_and_one_hold() {
-    for backend in backends() {
-        let first = spawn_with(backend, Options::default()).await;
-        let second = instance_of(&first, None).await;
-        let shopper = first.sign_in(SHOPPER, PASSWORD).await.both();
-        // Eight additions of one mug, half through each instance, all at once.
-        let adds = (0..8).map(|n| {
-            let (app, cookie) = (if n % 2 == 0 { &first } else { &second }, shopper.clone());
-            async move { app.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", Some(&cookie)).await.status() }
-        });
-        let statuses = futures::future::join_all(adds).await;
-        assert!(statuses.iter().all(|status| *status == StatusCode::OK), "{backend:?}: {statuses:?}");
-        let cart = database(&first, "cart").await;
-        let inventory = database(&first, "inventory").await;
-        assert_eq!(count(&cart, "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM cart_items WHERE sku = 'MUG-STN-01'").await, 8, "{backend:?}");
-        // Exactly one active hold for the line, of all eight units: no reservation was left behind.
-        let held = "SELECT CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) FROM reservation_lines l JOIN reservations r ON r.id = l.reservation_id \
-                    WHERE r.status = 'soft' AND l.sku = 'MUG-STN-01'";
-        assert_eq!(count(&inventory, held).await, 8, "{backend:?}");
-        assert_eq!(count(&inventory, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, 1, "{backend:?}");
-        let (reservation,): (Option<String>,) =
-            sqlx::query_as("SELECT reservation_id FROM cart_items WHERE sku = 'MUG-STN-01'").fetch_one(&cart).await.unwrap();
-        let (status,): (String,) = sqlx::query_as("SELECT status FROM reservations WHERE id = $1").bind(reservation).fetch_one(&inventory).await.unwrap();
-        assert_eq!(status, "soft");
-    }
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    one_cart_changed_through_two_instances_at_once_keeps_every_unit_and_one_hold
+);
+async fn one_cart_changed_through_two_instances_at_once_keeps_every_unit_and_one_hold(backend: Backend) {
+    let first = spawn_with(backend, Options::default()).await;
+    let second = instance_of(&first, None).await;
+    let shopper = first.sign_in(SHOPPER, PASSWORD).await.both();
+    // Eight additions of one mug, half through each instance, all at once.
+    let adds = (0..8).map(|n| {
+        let (app, cookie) = (if n % 2 == 0 { &first } else { &second }, shopper.clone());
+        async move { app.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", Some(&cookie)).await.status() }
+    });
+    let statuses = futures::future::join_all(adds).await;
+    assert!(statuses.iter().all(|status| *status == StatusCode::OK), "{backend:?}: {statuses:?}");
+    let cart = database(&first, "cart").await;
+    let inventory = database(&first, "inventory").await;
+    assert_eq!(count(&cart, "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM cart_items WHERE sku = 'MUG-STN-01'").await, 8, "{backend:?}");
+    // Exactly one active hold for the line, of all eight units: no reservation was left behind.
+    let held = "SELECT CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) FROM reservation_lines l JOIN reservations r ON r.id = l.reservation_id \
+                WHERE r.status = 'soft' AND l.sku = 'MUG-STN-01'";
+    assert_eq!(count(&inventory, held).await, 8, "{backend:?}");
+    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, 1, "{backend:?}");
+    let (reservation,): (Option<String>,) = sqlx::query_as("SELECT reservation_id FROM cart_items WHERE sku = 'MUG-STN-01'").fetch_one(&cart).await.unwrap();
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM reservations WHERE id = $1").bind(reservation).fetch_one(&inventory).await.unwrap();
+    assert_eq!(status, "soft");
 }
 
 fn strict_address_limit(settings: &mut tessera_server::Settings) {
@@ -292,27 +294,25 @@ fn kid_of(cookie: &str) -> String {
     serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn shell_replicas_share_one_key_ring_and_a_rotation_reaches_every_one() {
-    for backend in backends() {
-        let first = spawn_with(backend, Options::default()).await;
-        let second = instance_of(&first, None).await;
-        let kids = published_kids(&first).await;
-        assert_eq!(kids.len(), 1, "{backend:?}");
-        assert_eq!(published_kids(&second).await, kids);
-        // A login at one replica is a login at the other.
-        let session = first.sign_in(SHOPPER, PASSWORD).await;
-        assert_eq!(second.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"));
-        // `keys rotate` (immediate) reaches both replicas; each signs with the new key and accepts the other's tokens.
-        let entry = tessera_shell::site::rotate_keys(&first.settings, 0).await.unwrap();
-        for app in [&first, &second] {
-            eventually("the new key published by every replica", || async { published_kids(app).await.contains(&entry.kid) }).await;
-        }
-        let later = second.sign_in(SHOPPER, PASSWORD).await;
-        assert_eq!(kid_of(&later.access), entry.kid, "{backend:?}");
-        assert_eq!(first.catalog_user(&later.access).await.as_deref(), Some("Sam Shopper"));
-        assert_eq!(second.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"), "tokens of the old key keep working");
+each_backend!(shell_replicas_share_one_key_ring_and_a_rotation_reaches_every_one);
+async fn shell_replicas_share_one_key_ring_and_a_rotation_reaches_every_one(backend: Backend) {
+    let first = spawn_with(backend, Options::default()).await;
+    let second = instance_of(&first, None).await;
+    let kids = published_kids(&first).await;
+    assert_eq!(kids.len(), 1, "{backend:?}");
+    assert_eq!(published_kids(&second).await, kids);
+    // A login at one replica is a login at the other.
+    let session = first.sign_in(SHOPPER, PASSWORD).await;
+    assert_eq!(second.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"));
+    // `keys rotate` (immediate) reaches both replicas; each signs with the new key and accepts the other's tokens.
+    let entry = tessera_shell::site::rotate_keys(&first.settings, 0).await.unwrap();
+    for app in [&first, &second] {
+        eventually("the new key published by every replica", || async { published_kids(app).await.contains(&entry.kid) }).await;
     }
+    let later = second.sign_in(SHOPPER, PASSWORD).await;
+    assert_eq!(kid_of(&later.access), entry.kid, "{backend:?}");
+    assert_eq!(first.catalog_user(&later.access).await.as_deref(), Some("Sam Shopper"));
+    assert_eq!(second.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"), "tokens of the old key keep working");
 }
 
 #[tokio::test]
@@ -342,71 +342,72 @@ async fn availability_of(app: &TestApp, sku: &str) -> Option<i64> {
     row.map(|(available,)| available)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consumer() {
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consumer
+);
+async fn over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consumer(backend: Backend) {
     if support::nats_url().is_none() {
         eprintln!("TESSERA_TEST_NATS_URL is not set: skipped");
         return;
     }
-    for backend in backends() {
-        let app = spawn_with(backend, Options { configure: Some(support::over_nats), ..Options::default() }).await;
-        // The demo seed's stock levels reach the catalog through JetStream.
-        for product in tessera_contracts::demo::PRODUCTS {
-            eventually("seeded availability over NATS", || async { availability_of(&app, product.sku).await == Some(product.stock) }).await;
-        }
-        let inventory = database(&app, "inventory").await;
-        let events = count(&inventory, "SELECT COUNT(*) FROM outbox").await;
-        // Addressed once each, to the broker, and delivered.
-        assert_eq!(
-            count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber = 'jetstream' AND status = 'delivered'").await,
-            events,
-            "{backend:?}"
-        );
-        assert_eq!(count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber <> 'jetstream'").await, 0);
+    let app = spawn_with(backend, Options { configure: Some(support::over_nats), ..Options::default() }).await;
+    // The demo seed's stock levels reach the catalog through JetStream.
+    for product in tessera_contracts::demo::PRODUCTS {
+        eventually("seeded availability over NATS", || async { availability_of(&app, product.sku).await == Some(product.stock) }).await;
+    }
+    let inventory = database(&app, "inventory").await;
+    let events = count(&inventory, "SELECT COUNT(*) FROM outbox").await;
+    // Addressed once each, to the broker, and delivered.
+    assert_eq!(
+        count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber = 'jetstream' AND status = 'delivered'").await,
+        events,
+        "{backend:?}"
+    );
+    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber <> 'jetstream'").await, 0);
 
-        // The stream holds each event once, even when the relay publishes one again.
-        let broker = tessera_kit::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.nats_prefix).await.unwrap();
-        let mut stream = broker.stream("inventory").await.unwrap();
-        assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "{backend:?}");
-        let (id, payload): (String, String) = sqlx::query_as("SELECT id, payload FROM outbox ORDER BY seq LIMIT 1").fetch_one(&inventory).await.unwrap();
-        let again = tessera_contracts::events::Envelope {
-            id,
-            event_type: "inventory.stock_changed".into(),
-            version: 1,
-            aggregate_type: "sku".into(),
-            aggregate_id: "again".into(),
-            sequence: 1,
-            occurred_at_ms: 0,
-            producer: "inventory".into(),
-            payload: serde_json::from_str(&payload).unwrap(),
-        };
-        let signer = tessera_kit::events::EventSigner::new(&[std::fs::read(app.settings.data_dir.join("keys/events.secret")).unwrap()]);
-        let transport = tessera_kit::broker::BrokerTransport::new(broker.clone(), "inventory", signer);
-        transport.deliver("catalog", &again).await.unwrap();
-        assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "a republished event is dropped as a duplicate");
+    // The stream holds each event once, even when the relay publishes one again.
+    let broker = tessera_kit::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.nats_prefix).await.unwrap();
+    let mut stream = broker.stream("inventory").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "{backend:?}");
+    let (id, payload): (String, String) = sqlx::query_as("SELECT id, payload FROM outbox ORDER BY seq LIMIT 1").fetch_one(&inventory).await.unwrap();
+    let again = tessera_contracts::events::Envelope {
+        id,
+        event_type: "inventory.stock_changed".into(),
+        version: 1,
+        aggregate_type: "sku".into(),
+        aggregate_id: "again".into(),
+        sequence: 1,
+        occurred_at_ms: 0,
+        producer: "inventory".into(),
+        payload: serde_json::from_str(&payload).unwrap(),
+    };
+    let signer = tessera_kit::events::EventSigner::new(&[std::fs::read(app.settings.data_dir.join("keys/events.secret")).unwrap()]);
+    let transport = tessera_kit::broker::BrokerTransport::new(broker.clone(), "inventory", signer);
+    transport.deliver("catalog", &again).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "a republished event is dropped as a duplicate");
 
-        // The catalog applied every stock event once.
-        let catalog = database(&app, "catalog").await;
-        let stock_events = count(&inventory, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await;
-        eventually("every stock event applied once", || async {
-            count(&catalog, "SELECT COUNT(*) FROM inbox WHERE event_type = 'inventory.stock_changed'").await == stock_events
-        })
-        .await;
-        assert_eq!(count(&catalog, "SELECT COUNT(DISTINCT event_id) FROM inbox").await, count(&catalog, "SELECT COUNT(*) FROM inbox").await);
-        let consumers: Vec<String> = {
-            let mut names = Vec::new();
-            let mut list = stream.consumer_names();
-            use futures::StreamExt;
-            while let Some(name) = list.next().await {
-                names.push(name.unwrap());
-            }
-            names.sort();
-            names
-        };
-        assert_eq!(consumers, vec!["cart".to_owned(), "catalog".to_owned()], "{backend:?}: each consumer of inventory owns its durable consumer");
-        for name in ["INVENTORY", "CART", "CATALOG"] {
-            let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.nats_prefix.to_ascii_uppercase())).await;
+    // The catalog applied every stock event once.
+    let catalog = database(&app, "catalog").await;
+    let stock_events = count(&inventory, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await;
+    eventually("every stock event applied once", || async {
+        count(&catalog, "SELECT COUNT(*) FROM inbox WHERE event_type = 'inventory.stock_changed'").await == stock_events
+    })
+    .await;
+    assert_eq!(count(&catalog, "SELECT COUNT(DISTINCT event_id) FROM inbox").await, count(&catalog, "SELECT COUNT(*) FROM inbox").await);
+    let consumers: Vec<String> = {
+        let mut names = Vec::new();
+        let mut list = stream.consumer_names();
+        use futures::StreamExt;
+        while let Some(name) = list.next().await {
+            names.push(name.unwrap());
         }
+        names.sort();
+        names
+    };
+    assert_eq!(consumers, vec!["cart".to_owned(), "catalog".to_owned()], "{backend:?}: each consumer of inventory owns its durable consumer");
+    for name in ["INVENTORY", "CART", "CATALOG"] {
+        let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.nats_prefix.to_ascii_uppercase())).await;
     }
 }
 
@@ -473,7 +474,7 @@ fn streamed_strict(settings: &mut tessera_server::Settings) {
 /// Whether the test PostgreSQL can stream logical changes (`wal_level = logical`; `.ci/run` sets it). A
 /// failure with `CI=true`, a skip otherwise.
 async fn logical_decoding() -> bool {
-    if !backends().contains(&Backend::Postgres) {
+    if !support::postgres_configured() {
         return false;
     }
     let app_less = sqlx::any::AnyPoolOptions::new().max_connections(1);

@@ -5,7 +5,7 @@ mod support;
 
 use reqwest::header::SET_COOKIE;
 use reqwest::StatusCode;
-use support::{backends, count, database, set_cookie, sign_in_from, spawn_app, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use support::{count, database, each_backend, set_cookie, sign_in_from, spawn_app, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
 use tessera_server::Mode;
 
 /// A server function only a signed-in user may call (guests may fill a cart, but have no orders).
@@ -13,26 +13,24 @@ async fn my_orders(app: &TestApp, cookie: &str) -> reqwest::Response {
     app.post_form("/cart/api/my_orders", "", Some(cookie)).await
 }
 
-#[tokio::test]
-async fn without_an_access_token_the_refresh_cookie_signs_in_transparently_pages_and_server_functions_alike() {
-    for backend in backends() {
-        let app = spawn_app(backend).await;
-        let session = app.sign_in(SHOPPER, PASSWORD).await;
-        // The browser dropped the expired access cookie; only the refresh cookie is left.
-        let response = app.get("/catalog", Some(&session.refresh)).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        let new_access = set_cookie(&response, "tessera_access").expect("a new access cookie");
-        let new_refresh = set_cookie(&response, "tessera_refresh").expect("the next refresh token");
-        assert_ne!(new_refresh, session.refresh, "{backend:?}: rotated");
-        assert!(response.text().await.unwrap().contains("Signed in as <strong>Sam Shopper</strong>"));
-        assert_eq!(app.catalog_user(&new_access).await.as_deref(), Some("Sam Shopper"));
+each_backend!(without_an_access_token_the_refresh_cookie_signs_in_transparently_pages_and_server_functions_alike);
+async fn without_an_access_token_the_refresh_cookie_signs_in_transparently_pages_and_server_functions_alike(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let session = app.sign_in(SHOPPER, PASSWORD).await;
+    // The browser dropped the expired access cookie; only the refresh cookie is left.
+    let response = app.get("/catalog", Some(&session.refresh)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let new_access = set_cookie(&response, "tessera_access").expect("a new access cookie");
+    let new_refresh = set_cookie(&response, "tessera_refresh").expect("the next refresh token");
+    assert_ne!(new_refresh, session.refresh, "{backend:?}: rotated");
+    assert!(response.text().await.unwrap().contains("Signed in as <strong>Sam Shopper</strong>"));
+    assert_eq!(app.catalog_user(&new_access).await.as_deref(), Some("Sam Shopper"));
 
-        // A server-function call from a hydrated page with an unusable access token.
-        let response = my_orders(&app, &format!("tessera_access=expired.or.garbage; {new_refresh}")).await;
-        assert_eq!(response.status(), StatusCode::OK, "{backend:?}");
-        assert!(set_cookie(&response, "tessera_access").is_some());
-        assert_eq!(response.text().await.unwrap(), "[]", "answered as the signed-in user (no orders yet)");
-    }
+    // A server-function call from a hydrated page with an unusable access token.
+    let response = my_orders(&app, &format!("tessera_access=expired.or.garbage; {new_refresh}")).await;
+    assert_eq!(response.status(), StatusCode::OK, "{backend:?}");
+    assert!(set_cookie(&response, "tessera_access").is_some());
+    assert_eq!(response.text().await.unwrap(), "[]", "answered as the signed-in user (no orders yet)");
 }
 
 #[tokio::test]
@@ -95,63 +93,59 @@ async fn concurrent_requests_with_one_refresh_token_all_succeed_within_the_grace
     assert_eq!(rotated, 1, "exactly one request rotates the token");
 }
 
-#[tokio::test]
-async fn logout_ends_the_session_at_once_through_the_shell_and_within_the_token_lifetime_directly() {
-    for backend in backends() {
-        let app = spawn_app(backend).await;
-        let catalog = spawn_with(
-            backend,
-            Options { mode: Some(Mode::Fragment("catalog".into())), jwks_url: Some(format!("{}/.well-known/jwks.json", app.url)), ..Options::default() },
-        )
-        .await;
-        let session = app.sign_in(SHOPPER, PASSWORD).await;
-        assert_eq!(app.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"));
-        let response = app.post_form("/logout", "", Some(&session.both())).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
+each_backend!(logout_ends_the_session_at_once_through_the_shell_and_within_the_token_lifetime_directly);
+async fn logout_ends_the_session_at_once_through_the_shell_and_within_the_token_lifetime_directly(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let catalog = spawn_with(
+        backend,
+        Options { mode: Some(Mode::Fragment("catalog".into())), jwks_url: Some(format!("{}/.well-known/jwks.json", app.url)), ..Options::default() },
+    )
+    .await;
+    let session = app.sign_in(SHOPPER, PASSWORD).await;
+    assert_eq!(app.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"));
+    let response = app.post_form("/logout", "", Some(&session.both())).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
 
-        // Through the shell: at once, for the access token and the refresh token.
-        assert_eq!(app.catalog_user(&session.access).await, None, "{backend:?}");
-        assert_eq!(app.catalog_user(&session.both()).await, None);
-        let response = my_orders(&app, &session.both()).await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        // A fragment reached directly cannot ask the shell's database: the access token works there until
-        // it expires (access_ttl_seconds, 5 minutes by default). This is the documented trade-off.
-        assert_eq!(catalog.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"));
-    }
+    // Through the shell: at once, for the access token and the refresh token.
+    assert_eq!(app.catalog_user(&session.access).await, None, "{backend:?}");
+    assert_eq!(app.catalog_user(&session.both()).await, None);
+    let response = my_orders(&app, &session.both()).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // A fragment reached directly cannot ask the shell's database: the access token works there until
+    // it expires (access_ttl_seconds, 5 minutes by default). This is the documented trade-off.
+    assert_eq!(catalog.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"));
 }
 
 async fn account_form(app: &TestApp, cookie: &str, path: &str, body: String) -> reqwest::Response {
     app.post_form(path, body, Some(cookie)).await
 }
 
-#[tokio::test]
-async fn changing_the_password_signs_out_every_session_and_keeps_this_browser_signed_in() {
-    for backend in backends() {
-        let app = spawn_app(backend).await;
-        let here = app.sign_in(SHOPPER, PASSWORD).await;
-        let elsewhere = app.sign_in(SHOPPER, PASSWORD).await;
+each_backend!(changing_the_password_signs_out_every_session_and_keeps_this_browser_signed_in);
+async fn changing_the_password_signs_out_every_session_and_keeps_this_browser_signed_in(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let here = app.sign_in(SHOPPER, PASSWORD).await;
+    let elsewhere = app.sign_in(SHOPPER, PASSWORD).await;
 
-        let bad = [
-            ("current_password=wrong-one&new_password=a-new-password", StatusCode::UNPROCESSABLE_ENTITY),
-            ("current_password=tessera-demo&new_password=short", StatusCode::UNPROCESSABLE_ENTITY),
-            ("current_password=tessera-demo", StatusCode::BAD_REQUEST),
-        ];
-        for (body, expected) in bad {
-            let response = account_form(&app, &here.both(), "/account/password", body.into()).await;
-            assert_eq!(response.status(), expected, "{backend:?} {body}");
-        }
-        assert_eq!(app.catalog_user(&elsewhere.access).await.as_deref(), Some("Sam Shopper"), "nothing changed yet");
-
-        let response = account_form(&app, &here.both(), "/account/password", "current_password=tessera-demo&new_password=a-new-password".into()).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        let renewed = set_cookie(&response, "tessera_access").unwrap();
-        assert_eq!(app.catalog_user(&renewed).await.as_deref(), Some("Sam Shopper"), "this browser stays signed in");
-        assert_eq!(app.catalog_user(&elsewhere.both()).await, None, "{backend:?}: the other session ended");
-        assert_eq!(app.catalog_user(&here.both()).await, None, "the old session of this browser ended too");
-        let old = app.post_form("/login", format!("email=shopper%40example.com&password={PASSWORD}"), None).await;
-        assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
-        app.sign_in(SHOPPER, "a-new-password").await;
+    let bad = [
+        ("current_password=wrong-one&new_password=a-new-password", StatusCode::UNPROCESSABLE_ENTITY),
+        ("current_password=tessera-demo&new_password=short", StatusCode::UNPROCESSABLE_ENTITY),
+        ("current_password=tessera-demo", StatusCode::BAD_REQUEST),
+    ];
+    for (body, expected) in bad {
+        let response = account_form(&app, &here.both(), "/account/password", body.into()).await;
+        assert_eq!(response.status(), expected, "{backend:?} {body}");
     }
+    assert_eq!(app.catalog_user(&elsewhere.access).await.as_deref(), Some("Sam Shopper"), "nothing changed yet");
+
+    let response = account_form(&app, &here.both(), "/account/password", "current_password=tessera-demo&new_password=a-new-password".into()).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let renewed = set_cookie(&response, "tessera_access").unwrap();
+    assert_eq!(app.catalog_user(&renewed).await.as_deref(), Some("Sam Shopper"), "this browser stays signed in");
+    assert_eq!(app.catalog_user(&elsewhere.both()).await, None, "{backend:?}: the other session ended");
+    assert_eq!(app.catalog_user(&here.both()).await, None, "the old session of this browser ended too");
+    let old = app.post_form("/login", format!("email=shopper%40example.com&password={PASSWORD}"), None).await;
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    app.sign_in(SHOPPER, "a-new-password").await;
 }
 
 #[tokio::test]
@@ -250,56 +244,54 @@ async fn the_account_page_lists_sessions_and_signs_out_only_the_users_own() {
     assert_eq!(app.catalog_user(&sam.access).await.as_deref(), Some("Sam Shopper"));
 }
 
-#[tokio::test]
-async fn a_site_admin_manages_roles_and_signs_users_out_everywhere() {
-    for backend in backends() {
-        let app = spawn_app(backend).await;
-        let ada = app.sign_in(ADMIN, PASSWORD).await;
-        let sam = app.sign_in(SHOPPER, PASSWORD).await;
-        let (status, html) = app.text("/admin/users", Some(&sam.both())).await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
-        assert!(!html.contains("admin@example.com"));
-        let (status, html) = app.text("/admin/users", Some(&ada.both())).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(html.contains("href=\"/admin/events\""), "site admins find the admin pages in the chrome");
-        let (_, home) = app.text("/", Some(&sam.both())).await;
-        assert!(!home.contains("href=\"/admin/users\""), "shoppers do not");
-        let user_id = |email: &str| {
-            let row = html.split(&format!("<tr data-email=\"{email}\">")).nth(1).unwrap();
-            let rest = row.split("name=\"user_id\" value=\"").nth(1).unwrap();
-            rest[..rest.find('"').unwrap()].to_owned()
-        };
-        let (sam_id, ada_id) = (user_id("shopper@example.com"), user_id("admin@example.com"));
+each_backend!(a_site_admin_manages_roles_and_signs_users_out_everywhere);
+async fn a_site_admin_manages_roles_and_signs_users_out_everywhere(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ada = app.sign_in(ADMIN, PASSWORD).await;
+    let sam = app.sign_in(SHOPPER, PASSWORD).await;
+    let (status, html) = app.text("/admin/users", Some(&sam.both())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(!html.contains("admin@example.com"));
+    let (status, html) = app.text("/admin/users", Some(&ada.both())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("href=\"/admin/events\""), "site admins find the admin pages in the chrome");
+    let (_, home) = app.text("/", Some(&sam.both())).await;
+    assert!(!home.contains("href=\"/admin/users\""), "shoppers do not");
+    let user_id = |email: &str| {
+        let row = html.split(&format!("<tr data-email=\"{email}\">")).nth(1).unwrap();
+        let rest = row.split("name=\"user_id\" value=\"").nth(1).unwrap();
+        rest[..rest.find('"').unwrap()].to_owned()
+    };
+    let (sam_id, ada_id) = (user_id("shopper@example.com"), user_id("admin@example.com"));
 
-        // A shopper cannot grant roles; bad forms change nothing.
-        let grant = format!("user_id={sam_id}&shopper=on&inventory_admin=on");
-        let response = account_form(&app, &sam.both(), "/admin/users/roles", grant.clone()).await;
-        assert_eq!(response.status(), StatusCode::FORBIDDEN);
-        for (body, expected) in [
-            (format!("user_id={sam_id}&root=on"), StatusCode::UNPROCESSABLE_ENTITY),
-            ("shopper=on".to_owned(), StatusCode::BAD_REQUEST),
-            ("user_id=nobody&shopper=on".to_owned(), StatusCode::NOT_FOUND),
-            (format!("user_id={ada_id}&shopper=on"), StatusCode::CONFLICT),
-        ] {
-            let response = account_form(&app, &ada.both(), "/admin/users/roles", body.clone()).await;
-            assert_eq!(response.status(), expected, "{backend:?} {body}");
-        }
-        let (status, _) = app.text("/admin/inventory", Some(&sam.both())).await;
-        assert_eq!(status, StatusCode::FORBIDDEN);
-
-        // Granted: Sam's next request through the shell carries the new role (his old token is refreshed).
-        let response = account_form(&app, &ada.both(), "/admin/users/roles", grant).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-        let response = app.get("/admin/inventory", Some(&sam.both())).await;
-        assert_eq!(response.status(), StatusCode::OK, "{backend:?}: the new role applies");
-
-        // Sign out everywhere.
-        let response = account_form(&app, &ada.both(), "/admin/users/sign-out", format!("user_id={sam_id}")).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER);
-        assert_eq!(app.catalog_user(&sam.both()).await, None);
-        assert_eq!(app.catalog_user(&ada.both()).await.as_deref(), Some("Ada Admin"), "only Sam's sessions");
+    // A shopper cannot grant roles; bad forms change nothing.
+    let grant = format!("user_id={sam_id}&shopper=on&inventory_admin=on");
+    let response = account_form(&app, &sam.both(), "/admin/users/roles", grant.clone()).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    for (body, expected) in [
+        (format!("user_id={sam_id}&root=on"), StatusCode::UNPROCESSABLE_ENTITY),
+        ("shopper=on".to_owned(), StatusCode::BAD_REQUEST),
+        ("user_id=nobody&shopper=on".to_owned(), StatusCode::NOT_FOUND),
+        (format!("user_id={ada_id}&shopper=on"), StatusCode::CONFLICT),
+    ] {
+        let response = account_form(&app, &ada.both(), "/admin/users/roles", body.clone()).await;
+        assert_eq!(response.status(), expected, "{backend:?} {body}");
     }
+    let (status, _) = app.text("/admin/inventory", Some(&sam.both())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // Granted: Sam's next request through the shell carries the new role (his old token is refreshed).
+    let response = account_form(&app, &ada.both(), "/admin/users/roles", grant).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let response = app.get("/admin/inventory", Some(&sam.both())).await;
+    assert_eq!(response.status(), StatusCode::OK, "{backend:?}: the new role applies");
+
+    // Sign out everywhere.
+    let response = account_form(&app, &ada.both(), "/admin/users/sign-out", format!("user_id={sam_id}")).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(app.catalog_user(&sam.both()).await, None);
+    assert_eq!(app.catalog_user(&ada.both()).await.as_deref(), Some("Ada Admin"), "only Sam's sessions");
 }
 
 #[tokio::test]
@@ -354,33 +346,30 @@ async fn sign_in_is_throttled_per_client_address() {
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_parallel_wrong_passwords_reaches_the_password_check_at_most_the_limit_times() {
-    for backend in backends() {
-        let app = std::sync::Arc::new(spawn_with(backend, Options { configure: Some(|s| s.login_max_failures_per_account = 5), ..Options::default() }).await);
-        let attempts = (0..200).map(|_| {
-            let app = app.clone();
-            async move { app.post_form("/login", "email=shopper%40example.com&password=guess", None).await.status() }
-        });
-        let statuses = futures::future::join_all(attempts).await;
-        let checked = statuses.iter().filter(|status| **status == StatusCode::UNAUTHORIZED).count();
-        let waited = statuses.iter().filter(|status| **status == StatusCode::TOO_MANY_REQUESTS).count();
-        assert_eq!(checked + waited, 200, "{backend:?}: {statuses:?}");
-        // At most the limit's worth (possibly none: attempts that all arrive together all see each other).
-        assert!(checked <= 5, "{backend:?}: {checked} attempts reached the password check");
-        // Only the checked attempts stay as failures; the refused ones took theirs back, so the rest of the
-        // limit is still there, one attempt at a time, and then no more.
-        let shell = database(&app, "shell").await;
-        assert_eq!(
-            count(&shell, "SELECT COUNT(*) FROM login_failures WHERE throttle_key = 'account:shopper@example.com'").await,
-            checked as i64,
-            "{backend:?}"
-        );
-        for _ in checked..5 {
-            assert_eq!(app.post_form("/login", "email=shopper%40example.com&password=guess", None).await.status(), StatusCode::UNAUTHORIZED);
-        }
-        assert_eq!(app.post_form("/login", "email=shopper%40example.com&password=guess", None).await.status(), StatusCode::TOO_MANY_REQUESTS);
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_burst_of_parallel_wrong_passwords_reaches_the_password_check_at_most_the_limit_times
+);
+async fn a_burst_of_parallel_wrong_passwords_reaches_the_password_check_at_most_the_limit_times(backend: Backend) {
+    let app = std::sync::Arc::new(spawn_with(backend, Options { configure: Some(|s| s.login_max_failures_per_account = 5), ..Options::default() }).await);
+    let attempts = (0..200).map(|_| {
+        let app = app.clone();
+        async move { app.post_form("/login", "email=shopper%40example.com&password=guess", None).await.status() }
+    });
+    let statuses = futures::future::join_all(attempts).await;
+    let checked = statuses.iter().filter(|status| **status == StatusCode::UNAUTHORIZED).count();
+    let waited = statuses.iter().filter(|status| **status == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!(checked + waited, 200, "{backend:?}: {statuses:?}");
+    // At most the limit's worth (possibly none: attempts that all arrive together all see each other).
+    assert!(checked <= 5, "{backend:?}: {checked} attempts reached the password check");
+    // Only the checked attempts stay as failures; the refused ones took theirs back, so the rest of the
+    // limit is still there, one attempt at a time, and then no more.
+    let shell = database(&app, "shell").await;
+    assert_eq!(count(&shell, "SELECT COUNT(*) FROM login_failures WHERE throttle_key = 'account:shopper@example.com'").await, checked as i64, "{backend:?}");
+    for _ in checked..5 {
+        assert_eq!(app.post_form("/login", "email=shopper%40example.com&password=guess", None).await.status(), StatusCode::UNAUTHORIZED);
     }
+    assert_eq!(app.post_form("/login", "email=shopper%40example.com&password=guess", None).await.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 fn neighbours_behind_a_proxy(settings: &mut tessera_server::Settings) {
@@ -466,58 +455,56 @@ async fn same_origin_https_deploys_use_host_cookies_and_subdomain_deploys_use_a_
     assert!(refresh.starts_with("__Host-tessera_refresh=") && !refresh.contains("Domain") && refresh.contains("Secure"), "{refresh}");
 }
 
-#[tokio::test]
-async fn cross_site_posts_are_refused_everywhere_and_change_nothing() {
-    for backend in backends() {
-        let app = spawn_app(backend).await;
-        let sam = app.sign_in(SHOPPER, PASSWORD).await;
-        let posts: [(&str, &str); 7] = [
-            ("/login", "email=shopper%40example.com&password=tessera-demo"),
-            ("/register", "email=new%40example.com&name=New&password=long-enough"),
-            ("/logout", ""),
-            ("/account/password", "current_password=tessera-demo&new_password=hijacked-password"),
-            ("/cart/api/add_item", "sku=MUG-STN-01&quantity=5"),
-            ("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=-4"),
-            ("/admin/users/sign-out", "user_id=x"),
-        ];
-        let hostile: [(&str, &str); 4] =
-            [("sec-fetch-site", "cross-site"), ("sec-fetch-site", "same-site"), ("origin", "https://evil.example"), ("origin", "null")];
-        for (path, body) in posts {
-            for (header, value) in hostile {
-                let response = app
-                    .client
-                    .post(format!("{}{path}", app.url))
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .header("cookie", sam.both())
-                    .header(header, value)
-                    .body(body)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), StatusCode::FORBIDDEN, "{backend:?} {path} with {header}: {value}");
-                assert!(response.headers().get(SET_COOKIE).is_none(), "{path}: no session change");
-            }
+each_backend!(cross_site_posts_are_refused_everywhere_and_change_nothing);
+async fn cross_site_posts_are_refused_everywhere_and_change_nothing(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let sam = app.sign_in(SHOPPER, PASSWORD).await;
+    let posts: [(&str, &str); 7] = [
+        ("/login", "email=shopper%40example.com&password=tessera-demo"),
+        ("/register", "email=new%40example.com&name=New&password=long-enough"),
+        ("/logout", ""),
+        ("/account/password", "current_password=tessera-demo&new_password=hijacked-password"),
+        ("/cart/api/add_item", "sku=MUG-STN-01&quantity=5"),
+        ("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=-4"),
+        ("/admin/users/sign-out", "user_id=x"),
+    ];
+    let hostile: [(&str, &str); 4] =
+        [("sec-fetch-site", "cross-site"), ("sec-fetch-site", "same-site"), ("origin", "https://evil.example"), ("origin", "null")];
+    for (path, body) in posts {
+        for (header, value) in hostile {
+            let response = app
+                .client
+                .post(format!("{}{path}", app.url))
+                .header("content-type", "application/x-www-form-urlencoded")
+                .header("cookie", sam.both())
+                .header(header, value)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::FORBIDDEN, "{backend:?} {path} with {header}: {value}");
+            assert!(response.headers().get(SET_COOKIE).is_none(), "{path}: no session change");
         }
-        // Nothing changed: still signed in with the old password, the cart is empty, no account was made.
-        assert_eq!(app.catalog_user(&sam.both()).await.as_deref(), Some("Sam Shopper"));
-        assert_eq!(app.cart_count(Some(&sam.access)).await, 0);
-        app.sign_in(SHOPPER, PASSWORD).await;
-        let response = app.post_form("/login", "email=new%40example.com&password=long-enough", None).await;
-        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-        // The same request from the site itself works.
-        let response = app
-            .client
-            .post(format!("{}/cart/api/add_item", app.url))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .header("cookie", sam.both())
-            .header("sec-fetch-site", "same-origin")
-            .header("origin", app.settings.public_url.clone())
-            .body("sku=MUG-STN-01&quantity=1")
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
     }
+    // Nothing changed: still signed in with the old password, the cart is empty, no account was made.
+    assert_eq!(app.catalog_user(&sam.both()).await.as_deref(), Some("Sam Shopper"));
+    assert_eq!(app.cart_count(Some(&sam.access)).await, 0);
+    app.sign_in(SHOPPER, PASSWORD).await;
+    let response = app.post_form("/login", "email=new%40example.com&password=long-enough", None).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // The same request from the site itself works.
+    let response = app
+        .client
+        .post(format!("{}/cart/api/add_item", app.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", sam.both())
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", app.settings.public_url.clone())
+        .body("sku=MUG-STN-01&quantity=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
 }
 
 #[tokio::test]

@@ -162,9 +162,9 @@ pub fn transfer(binary: &Path, site: &Path, scratch: &Path) -> Result<()> {
             ("/catalog page (composed, streamed)".to_owned(), client.get(format!("{url}/catalog"))),
             ("/ home page".to_owned(), client.get(format!("{url}/"))),
             (
-                "POST /catalog/api/list_products (JSON)".to_owned(),
+                "POST /catalog/api/search_products (JSON)".to_owned(),
                 client
-                    .post(format!("{url}/catalog/api/list_products"))
+                    .post(format!("{url}/catalog/api/search_products"))
                     .header("content-type", "application/x-www-form-urlencoded")
                     .header("accept", "application/json")
                     .body(""),

@@ -1,22 +1,10 @@
 //! The catalog's server functions (`/catalog/api/*`) and the queries behind them.
 
 use leptos::prelude::*;
-use serde::{Deserialize, Serialize};
 use shared_auth::SessionUser;
-use tessera_contracts::domain::Money;
 use tessera_contracts::ApiError;
 
 use crate::model::{Detail, Listing, ListingQuery, ProductInput};
-
-/// One sellable SKU with its product's name and price (for tools and other services).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Item {
-    pub sku: String,
-    pub product_id: String,
-    pub name: String,
-    pub price: Money,
-    pub available: Option<i64>,
-}
 
 /// What the catalog says about stock.
 pub fn availability_label(available: Option<i64>) -> (&'static str, &'static str) {
@@ -46,13 +34,6 @@ pub async fn product_detail(id: String) -> Result<Detail, ApiError> {
         .ok_or_else(|| ApiError::NotFound(format!("there is no product {:?}", id.chars().take(80).collect::<String>())))
 }
 
-/// Every sellable SKU with its availability.
-#[server(prefix = "/catalog/api", endpoint = "list_products")]
-pub async fn list_products() -> Result<Vec<Item>, ApiError> {
-    let runtime = tessera_kit::use_runtime()?;
-    tessera_kit::timing::data(queries::items(&runtime.db)).await.map_err(tessera_kit::internal)
-}
-
 /// The signed-in user as this fragment sees it (verified here from the shared cookie).
 #[server(prefix = "/catalog/api", endpoint = "whoami")]
 pub async fn whoami() -> Result<Option<SessionUser>, ApiError> {
@@ -77,7 +58,6 @@ pub mod queries {
     use tessera_contracts::ApiError;
     use tessera_kit::events::{now_ms, Outbox};
 
-    use super::Item;
     use crate::model::{Card, Category, Detail, Filters, Listing, Sort, ValidProduct, VariantView, PER_PAGE};
 
     /// Whether the pool talks to PostgreSQL (search differs: tsvector there, FTS5 on SQLite).
@@ -240,19 +220,6 @@ pub mod queries {
             trail,
             variants: variants.into_iter().map(|(sku, label, available)| VariantView { sku, label, available }).collect(),
         }))
-    }
-
-    pub async fn items(db: &AnyPool) -> Result<Vec<Item>, sqlx::Error> {
-        let rows: Vec<(String, String, String, i64, String, Option<i64>)> = sqlx::query_as(
-            "SELECT v.sku, p.id, p.name, p.price_minor, p.currency, a.available FROM variants v JOIN products p ON p.id = v.product_id \
-             LEFT JOIN availability a ON a.sku = v.sku ORDER BY p.name, v.sku",
-        )
-        .fetch_all(db)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(sku, product_id, name, minor, currency, available)| Item { sku, product_id, name, price: Money { minor, currency }, available })
-            .collect())
     }
 
     /// Keeps the SQLite search index in step with a product (PostgreSQL's is a generated column).
