@@ -1,5 +1,6 @@
 //! The cart's server functions (`/cart/api/*`): thin wrappers that find the shopper from the request
-//! (verified login and/or guest cookie) and call the domain modules.
+//! (verified login and/or guest cookie) and call the domain modules. They are the edge where the domain's
+//! [`CartError`](crate::error::CartError) becomes the wire's `ApiError` (its `From`, by `?`).
 
 use leptos::prelude::*;
 use tessera_contracts::cart::CartSummary;
@@ -15,6 +16,7 @@ mod context {
     use tessera_kit::FragmentRuntime;
 
     use crate::carts::CookieChange;
+    use crate::error::CartError;
     use crate::model::CART_COOKIE;
     use crate::store::Shopper;
 
@@ -29,12 +31,15 @@ mod context {
     /// Runs a cart operation to completion in its own task: it calls inventory and the payment provider,
     /// so stopping half-way because the client went away (or the shell's timeout fired) could leave stock
     /// held for a line that was never written.
-    pub async fn to_completion<T: Send + 'static>(operation: impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static) -> Result<T, ApiError> {
+    pub async fn to_completion<T: Send + 'static>(operation: impl std::future::Future<Output = Result<T, CartError>> + Send + 'static) -> Result<T, ApiError> {
         // All of it is the request's data time (database, calls to inventory and payments).
-        tessera_kit::timing::data(tokio::spawn(operation)).await.unwrap_or_else(|error| {
-            tracing::error!(%error, "a cart operation panicked");
-            Err(ApiError::Internal)
-        })
+        match tessera_kit::timing::data(tokio::spawn(operation)).await {
+            Ok(result) => Ok(result?),
+            Err(error) => {
+                tracing::error!(%error, "a cart operation panicked");
+                Err(ApiError::Internal)
+            }
+        }
     }
 
     /// Sends the guest cart cookie change with the response (a guest cart is kept for 30 days).
@@ -61,7 +66,7 @@ pub async fn my_cart() -> Result<CartView, ApiError> {
     let (runtime, shopper) = context::shopper().await?;
     let (result, cookie) = context::to_completion(view_task(runtime.clone(), shopper)).await?;
     context::apply(&runtime, cookie);
-    result
+    Ok(result?)
 }
 
 /// Finds (and merges) the shopper's cart and brings its holds up to date, to completion: both may call
@@ -70,7 +75,7 @@ pub async fn my_cart() -> Result<CartView, ApiError> {
 async fn view_task(
     runtime: tessera_kit::FragmentRuntime,
     shopper: crate::store::Shopper,
-) -> Result<(Result<CartView, ApiError>, crate::carts::CookieChange), ApiError> {
+) -> Result<(Result<CartView, crate::error::CartError>, crate::carts::CookieChange), crate::error::CartError> {
     let mut cookie = crate::carts::CookieChange::None;
     let result = match crate::carts::resolve(&runtime, &shopper, &mut cookie).await {
         Ok(cart) => crate::carts::view(&runtime, &shopper, cart).await,
@@ -91,7 +96,7 @@ pub async fn add_item(sku: String, quantity: i64) -> Result<CartSummary, ApiErro
     })
     .await?;
     context::apply(&runtime, cookie);
-    result
+    Ok(result?)
 }
 
 /// Sets the quantity of a line; 0 removes it. Returns the updated cart.
@@ -106,7 +111,7 @@ pub async fn set_quantity(sku: String, quantity: i64) -> Result<CartView, ApiErr
     })
     .await?;
     context::apply(&runtime, cookie);
-    result
+    Ok(result?)
 }
 
 /// The checkout page's data: the cart and a fresh idempotency key (signed-in shoppers only).
@@ -138,6 +143,7 @@ pub async fn place_order(
     if shopper.user.is_none() {
         return Err(ApiError::Unauthorized);
     }
+    // Checked here, at the edge: the same checks run in the browser (`model`), which speaks `ApiError`.
     let address = Address::parse(&name, &street, &city, &postcode, &country)?;
     let shipping = ShippingMethod::parse(&shipping)?;
     context::to_completion(async move { crate::orders::place(&runtime, &shopper, &key, &address, shipping).await }).await
@@ -148,7 +154,7 @@ pub async fn place_order(
 pub async fn my_orders() -> Result<Vec<OrderSummary>, ApiError> {
     let user = shared_auth::extract::require_user().await?;
     let runtime = tessera_kit::use_runtime()?;
-    tessera_kit::timing::data(crate::orders::list(&runtime.db, &user.id)).await.map_err(tessera_kit::internal)
+    Ok(tessera_kit::timing::data(crate::orders::list(&runtime.db, &user.id)).await.map_err(crate::error::CartError::from)?)
 }
 
 /// One of the shopper's orders (404 for anyone else's).
@@ -156,11 +162,14 @@ pub async fn my_orders() -> Result<Vec<OrderSummary>, ApiError> {
 pub async fn order_detail(id: String) -> Result<OrderView, ApiError> {
     let user = shared_auth::extract::require_user().await?;
     let runtime = tessera_kit::use_runtime()?;
-    tessera_kit::timing::data(async {
-        let order = crate::orders::own_order(&runtime.db, &user.id, &id).await?;
-        crate::orders::view(&runtime.db, order).await.map_err(tessera_kit::internal)
-    })
-    .await
+    Ok(tessera_kit::timing::data(order_view(&runtime, &user.id, &id)).await?)
+}
+
+/// One of the user's orders as its page shows it.
+#[cfg(feature = "ssr")]
+async fn order_view(runtime: &tessera_kit::FragmentRuntime, user_id: &str, id: &str) -> Result<OrderView, crate::error::CartError> {
+    let order = crate::orders::own_order(&runtime.db, user_id, id).await?;
+    Ok(crate::orders::view(&runtime.db, order).await?)
 }
 
 /// The payment page of an order awaiting payment.
@@ -168,7 +177,7 @@ pub async fn order_detail(id: String) -> Result<OrderView, ApiError> {
 pub async fn pay_order(id: String) -> Result<PlacedOrder, ApiError> {
     let user = shared_auth::extract::require_user().await?;
     let runtime = tessera_kit::use_runtime()?;
-    tessera_kit::timing::data(crate::orders::pay(&runtime, &user.id, &id)).await
+    Ok(tessera_kit::timing::data(crate::orders::pay(&runtime, &user.id, &id)).await?)
 }
 
 /// Cancels one of the shopper's unpaid orders, or asks the warehouse to cancel a paid one (it is refunded
@@ -179,9 +188,5 @@ pub async fn cancel_order(id: String) -> Result<OrderView, ApiError> {
     let runtime = tessera_kit::use_runtime()?;
     let (task_runtime, user_id, order_id) = (runtime.clone(), user.id.clone(), id.clone());
     context::to_completion(async move { crate::orders::cancel(&task_runtime, &user_id, &order_id).await }).await?;
-    tessera_kit::timing::data(async {
-        let order = crate::orders::own_order(&runtime.db, &user.id, &id).await?;
-        crate::orders::view(&runtime.db, order).await.map_err(tessera_kit::internal)
-    })
-    .await
+    Ok(tessera_kit::timing::data(order_view(&runtime, &user.id, &id)).await?)
 }

@@ -4,14 +4,14 @@
 use tessera_contracts::cart::CartSummary;
 use tessera_contracts::domain::{Quantity, Sku};
 use tessera_contracts::inventory::Line;
-use tessera_contracts::ApiError;
 use tessera_kit::events::now_ms;
+use tessera_kit::lease::LeaseError;
 use tessera_kit::FragmentRuntime;
 
+use crate::error::CartError;
 use crate::holds::{self, Hold};
 use crate::model::{money, CartView, LineView, HOLD_TTL_SECONDS, MAX_LINES};
-use crate::store::{self, CartRow, Item, Shopper};
-use tessera_kit::lease::LeaseError;
+use crate::store::{self, CartRow, CartStatus, Item, Shopper};
 
 /// What a request did to the anonymous cart cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,33 +23,25 @@ pub enum CookieChange {
     Clear,
 }
 
-fn internal(error: sqlx::Error) -> ApiError {
-    tessera_kit::internal(error)
-}
-
-async fn cart_status(runtime: &FragmentRuntime, cart_id: &str) -> Result<String, ApiError> {
-    let (status,): (String,) = sqlx::query_as("SELECT status FROM carts WHERE id = $1").bind(cart_id).fetch_one(&runtime.db).await.map_err(internal)?;
-    Ok(status)
-}
-
-fn locked() -> ApiError {
-    ApiError::Conflict("your cart is locked while your order is being placed; wait a moment".into())
+/// Whether a cart (the caller holds its lock) may change now.
+async fn is_open(runtime: &FragmentRuntime, cart_id: &str) -> Result<bool, sqlx::Error> {
+    Ok(store::cart_status(&runtime.db, cart_id).await? == CartStatus::Open)
 }
 
 /// The shopper's active cart, if any. A signed-in shopper who still has a guest cart gets it merged
 /// into theirs first (the cookie is then cleared).
-pub async fn resolve(runtime: &FragmentRuntime, shopper: &Shopper, cookie: &mut CookieChange) -> Result<Option<CartRow>, ApiError> {
+pub async fn resolve(runtime: &FragmentRuntime, shopper: &Shopper, cookie: &mut CookieChange) -> Result<Option<CartRow>, CartError> {
     let db = &runtime.db;
     let Some(user) = &shopper.user else {
         return match &shopper.token {
-            Some(token) => store::guest_cart(db, token).await.map_err(internal),
+            Some(token) => Ok(store::guest_cart(db, token).await?),
             None => Ok(None),
         };
     };
     if let Some(token) = &shopper.token {
-        let merged = match store::guest_cart(db, token).await.map_err(internal)? {
+        let merged = match store::guest_cart(db, token).await? {
             Some(guest) => {
-                let cart = store::ensure_user_cart(db, &user.id).await.map_err(internal)?;
+                let cart = store::ensure_user_cart(db, &user.id).await?;
                 merge(runtime, &guest, &cart).await?
             }
             // Merged before, or gone: the cookie has nothing more to find.
@@ -59,38 +51,32 @@ pub async fn resolve(runtime: &FragmentRuntime, shopper: &Shopper, cookie: &mut 
             *cookie = CookieChange::Clear;
         }
     }
-    store::user_cart(db, &user.id).await.map_err(internal)
+    Ok(store::user_cart(db, &user.id).await?)
 }
 
 /// Moves a guest cart's lines into the user's cart. A SKU in both becomes one line of the summed
 /// quantity (at most the maximum), held by one reservation replacing both. Returns false when it has to
 /// wait (the user's cart is being checked out): the guest cart stays, to merge on a later request.
-async fn merge(runtime: &FragmentRuntime, guest: &CartRow, cart: &CartRow) -> Result<bool, ApiError> {
+async fn merge(runtime: &FragmentRuntime, guest: &CartRow, cart: &CartRow) -> Result<bool, CartError> {
     if cart.is_locked() {
         return Ok(false);
     }
     let (first, second) = if guest.id < cart.id { (&guest.id, &cart.id) } else { (&cart.id, &guest.id) };
-    let _first = holds::lock(runtime, first).await.map_err(holds::busy)?;
-    let _second = holds::lock(runtime, second).await.map_err(holds::busy)?;
+    let _first = holds::lock(runtime, first).await?;
+    let _second = holds::lock(runtime, second).await?;
     // Again under the locks: an order may have been placed from the user's cart meanwhile.
-    if cart_status(runtime, &cart.id).await? != "open" || cart_status(runtime, &guest.id).await? != "open" {
+    if !is_open(runtime, &cart.id).await? || !is_open(runtime, &guest.id).await? {
         return Ok(false);
     }
-    let mut connection = runtime.db.acquire().await.map_err(internal)?;
-    let guest_items = store::items(&mut connection, &guest.id).await.map_err(internal)?;
-    let mine = store::items(&mut connection, &cart.id).await.map_err(internal)?;
+    let mut connection = runtime.db.acquire().await?;
+    let guest_items = store::items(&mut connection, &guest.id).await?;
+    let mine = store::items(&mut connection, &cart.id).await?;
     drop(connection);
     for item in guest_items {
         let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
         match mine.iter().find(|existing| existing.sku == item.sku) {
             None => {
-                sqlx::query("UPDATE cart_items SET cart_id = $1 WHERE cart_id = $2 AND sku = $3")
-                    .bind(&cart.id)
-                    .bind(&guest.id)
-                    .bind(&item.sku)
-                    .execute(&runtime.db)
-                    .await
-                    .map_err(internal)?;
+                store::move_item(&runtime.db, &guest.id, &cart.id, &item.sku).await?;
             }
             Some(existing) => {
                 let quantity = (existing.quantity + item.quantity).min(Quantity::MAX);
@@ -99,10 +85,10 @@ async fn merge(runtime: &FragmentRuntime, guest: &CartRow, cart: &CartRow) -> Re
                 let key = holds::new_key();
                 let outcome = holds::reserve(runtime, &store::cart_owner(&cart.id), Some(key.clone()), lines, replaces, HOLD_TTL_SECONDS).await;
                 let record = holds::record(&outcome, &name, existing.reservation_id.as_deref(), &key);
-                let mut tx = runtime.db.begin().await.map_err(internal)?;
-                store::put_item(&mut tx, &cart.id, &item.sku, quantity, existing.seen_price_minor, &record).await.map_err(internal)?;
-                store::remove_item(&mut tx, &guest.id, &item.sku).await.map_err(internal)?;
-                tx.commit().await.map_err(internal)?;
+                let mut tx = runtime.db.begin().await?;
+                store::put_item(&mut tx, &cart.id, &item.sku, quantity, existing.seen_price_minor, &record).await?;
+                store::remove_item(&mut tx, &guest.id, &item.sku).await?;
+                tx.commit().await?;
                 if !matches!(outcome, Hold::Held(_)) {
                     // The guest line's own hold was not replaced: let it go.
                     if let Some(id) = &item.reservation_id {
@@ -112,48 +98,48 @@ async fn merge(runtime: &FragmentRuntime, guest: &CartRow, cart: &CartRow) -> Re
             }
         }
     }
-    let mut connection = runtime.db.acquire().await.map_err(internal)?;
-    store::set_cart_status(&mut connection, &guest.id, "open", "merged").await.map_err(internal)?;
+    let mut connection = runtime.db.acquire().await?;
+    store::set_cart_status(&mut connection, &guest.id, CartStatus::Open, CartStatus::Merged).await?;
     Ok(true)
 }
 
 /// Adds `quantity` of `sku` to the shopper's cart, holding the line's new total in inventory.
-pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quantity: i64, cookie: &mut CookieChange) -> Result<CartSummary, ApiError> {
-    let sku = Sku::parse(sku).map_err(ApiError::BadRequest)?;
-    let quantity = Quantity::parse(quantity).map_err(ApiError::BadRequest)?;
+pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quantity: i64, cookie: &mut CookieChange) -> Result<CartSummary, CartError> {
+    let sku = Sku::parse(sku).map_err(CartError::Invalid)?;
+    let quantity = Quantity::parse(quantity).map_err(CartError::Invalid)?;
     let db = &runtime.db;
-    let price = store::price(db, sku.as_str()).await.map_err(internal)?.ok_or_else(|| ApiError::NotFound(format!("{sku} is not sold here")))?;
+    let price = store::price(db, sku.as_str()).await?.ok_or_else(|| CartError::NotFound(format!("{sku} is not sold here")))?;
     let cart = match resolve(runtime, shopper, cookie).await? {
         Some(cart) => cart,
         None => match (&shopper.user, &shopper.token) {
-            (Some(user), _) => store::ensure_user_cart(db, &user.id).await.map_err(internal)?,
+            (Some(user), _) => store::ensure_user_cart(db, &user.id).await?,
             // No active cart behind the cookie (merged, ordered, or never ours): a new cart with a token of
             // our own, never one the client chose.
             (None, _) => {
                 let token = store::new_token();
-                let cart = store::create_guest_cart(db, &token).await.map_err(internal)?;
+                let cart = store::create_guest_cart(db, &token).await?;
                 *cookie = CookieChange::Set(token);
                 cart
             }
         },
     };
-    let _guard = holds::lock(runtime, &cart.id).await.map_err(holds::busy)?;
-    if cart_status(runtime, &cart.id).await? != "open" {
-        return Err(locked());
+    let _guard = holds::lock(runtime, &cart.id).await?;
+    if !is_open(runtime, &cart.id).await? {
+        return Err(CartError::Locked);
     }
-    let mut connection = db.acquire().await.map_err(internal)?;
-    let items = store::items(&mut connection, &cart.id).await.map_err(internal)?;
+    let mut connection = db.acquire().await?;
+    let items = store::items(&mut connection, &cart.id).await?;
     drop(connection);
     let existing = items.iter().find(|item| item.sku == sku.as_str());
     if existing.is_none() && items.len() >= MAX_LINES {
-        return Err(ApiError::Conflict(format!("a cart holds at most {MAX_LINES} different items")));
+        return Err(CartError::Conflict(format!("a cart holds at most {MAX_LINES} different items")));
     }
     if let Some(other) = items.iter().filter_map(|item| item.price.as_ref()).find(|other| other.currency != price.currency) {
-        return Err(ApiError::Conflict(format!("your cart is priced in {}; {sku} is priced in {}", other.currency, price.currency)));
+        return Err(CartError::Conflict(format!("your cart is priced in {}; {sku} is priced in {}", other.currency, price.currency)));
     }
     let total = existing.map_or(0, |item| item.quantity) + quantity.get();
     if total > Quantity::MAX {
-        return Err(ApiError::Conflict(format!("you can have at most {} of {} in your cart", Quantity::MAX, price.name)));
+        return Err(CartError::Conflict(format!("you can have at most {} of {} in your cart", Quantity::MAX, price.name)));
     }
     let previous = existing.and_then(|item| item.reservation_id.clone());
     let in_cart = |message: String| match existing {
@@ -162,7 +148,7 @@ pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quanti
     };
     let (record, message) = if shopper.user.is_none() {
         let record = holds::guest_line(runtime, sku.as_str(), &price.name, total, previous.as_deref()).await.map_err(|error| match error {
-            ApiError::Conflict(message) => ApiError::Conflict(in_cart(message)),
+            CartError::Conflict(message) => CartError::Conflict(in_cart(message)),
             other => other,
         })?;
         (record, None)
@@ -172,8 +158,8 @@ pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quanti
         let outcome =
             holds::reserve(runtime, &store::cart_owner(&cart.id), Some(key.clone()), lines, previous.iter().cloned().collect(), HOLD_TTL_SECONDS).await;
         let message = match &outcome {
-            Hold::Short(short) => return Err(ApiError::Conflict(in_cart(holds::short_note(&price.name, short)))),
-            Hold::Refused(error) => return Err(error.clone()),
+            Hold::Short(short) => return Err(CartError::Conflict(in_cart(holds::short_note(&price.name, short)))),
+            Hold::Refused(error) => return Err(CartError::Refused(error.clone())),
             Hold::Unavailable(reason) => {
                 tracing::warn!(reason, "inventory unavailable; the line is kept and its hold retried");
                 Some(holds::PENDING_NOTE.to_owned())
@@ -182,30 +168,30 @@ pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quanti
         };
         (holds::record(&outcome, &price.name, previous.as_deref(), &key), message)
     };
-    let mut connection = db.acquire().await.map_err(internal)?;
-    store::put_item(&mut connection, &cart.id, sku.as_str(), total, Some(price.price_minor), &record).await.map_err(internal)?;
+    let mut connection = db.acquire().await?;
+    store::put_item(&mut connection, &cart.id, sku.as_str(), total, Some(price.price_minor), &record).await?;
     drop(connection);
-    let item_count = store::item_count(db, &cart.id).await.map_err(internal)?;
+    let item_count = store::item_count(db, &cart.id).await?;
     Ok(CartSummary { item_count, message })
 }
 
 /// Sets a line's quantity (0 removes it), holding the new quantity in place of the old.
-pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quantity: i64, cookie: &mut CookieChange) -> Result<CartView, ApiError> {
-    let sku = Sku::parse(sku).map_err(ApiError::BadRequest)?;
-    let quantity = if quantity == 0 { None } else { Some(Quantity::parse(quantity).map_err(ApiError::BadRequest)?) };
-    let not_in_cart = || ApiError::NotFound(format!("{sku} is not in your cart"));
+pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quantity: i64, cookie: &mut CookieChange) -> Result<CartView, CartError> {
+    let sku = Sku::parse(sku).map_err(CartError::Invalid)?;
+    let quantity = if quantity == 0 { None } else { Some(Quantity::parse(quantity).map_err(CartError::Invalid)?) };
+    let not_in_cart = || CartError::NotFound(format!("{sku} is not in your cart"));
     let cart = resolve(runtime, shopper, cookie).await?.ok_or_else(not_in_cart)?;
     {
-        let _guard = holds::lock(runtime, &cart.id).await.map_err(holds::busy)?;
-        if cart_status(runtime, &cart.id).await? != "open" {
-            return Err(locked());
+        let _guard = holds::lock(runtime, &cart.id).await?;
+        if !is_open(runtime, &cart.id).await? {
+            return Err(CartError::Locked);
         }
-        let mut connection = runtime.db.acquire().await.map_err(internal)?;
-        let items = store::items(&mut connection, &cart.id).await.map_err(internal)?;
+        let mut connection = runtime.db.acquire().await?;
+        let items = store::items(&mut connection, &cart.id).await?;
         let item = items.into_iter().find(|item| item.sku == sku.as_str()).ok_or_else(not_in_cart)?;
         match quantity {
             None => {
-                store::remove_item(&mut connection, &cart.id, sku.as_str()).await.map_err(internal)?;
+                store::remove_item(&mut connection, &cart.id, sku.as_str()).await?;
                 drop(connection);
                 if let Some(id) = &item.reservation_id {
                     holds::release(runtime, id).await;
@@ -216,12 +202,12 @@ pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &st
                 let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
                 let record =
                     holds::guest_line(runtime, sku.as_str(), &name, quantity.get(), item.reservation_id.as_deref()).await.map_err(|error| match error {
-                        ApiError::Conflict(message) => ApiError::Conflict(format!("{message} You have {} in your cart.", item.quantity)),
+                        CartError::Conflict(message) => CartError::Conflict(format!("{message} You have {} in your cart.", item.quantity)),
                         other => other,
                     })?;
                 let seen = item.price.as_ref().map(|price| price.price_minor).or(item.seen_price_minor);
-                let mut connection = runtime.db.acquire().await.map_err(internal)?;
-                store::put_item(&mut connection, &cart.id, sku.as_str(), quantity.get(), seen, &record).await.map_err(internal)?;
+                let mut connection = runtime.db.acquire().await?;
+                store::put_item(&mut connection, &cart.id, sku.as_str(), quantity.get(), seen, &record).await?;
             }
             Some(quantity) => {
                 drop(connection);
@@ -239,15 +225,15 @@ pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &st
                 .await;
                 match &outcome {
                     Hold::Short(short) => {
-                        return Err(ApiError::Conflict(format!("{} You have {} in your cart.", holds::short_note(&name, short), item.quantity)))
+                        return Err(CartError::Conflict(format!("{} You have {} in your cart.", holds::short_note(&name, short), item.quantity)))
                     }
-                    Hold::Refused(error) => return Err(error.clone()),
+                    Hold::Refused(error) => return Err(CartError::Refused(error.clone())),
                     Hold::Held(_) | Hold::Unavailable(_) => {}
                 }
                 let record = holds::record(&outcome, &name, item.reservation_id.as_deref(), &key);
                 let seen = item.price.as_ref().map(|price| price.price_minor).or(item.seen_price_minor);
-                let mut connection = runtime.db.acquire().await.map_err(internal)?;
-                store::put_item(&mut connection, &cart.id, sku.as_str(), quantity.get(), seen, &record).await.map_err(internal)?;
+                let mut connection = runtime.db.acquire().await?;
+                store::put_item(&mut connection, &cart.id, sku.as_str(), quantity.get(), seen, &record).await?;
             }
         }
     }
@@ -255,7 +241,7 @@ pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &st
 }
 
 /// The cart page's data; holds are brought up to date first (extended while the shopper is active).
-pub async fn view(runtime: &FragmentRuntime, shopper: &Shopper, cart: Option<CartRow>) -> Result<CartView, ApiError> {
+pub async fn view(runtime: &FragmentRuntime, shopper: &Shopper, cart: Option<CartRow>) -> Result<CartView, CartError> {
     let Some(cart) = cart else {
         return Ok(CartView {
             user: shopper.user.clone(),
@@ -266,13 +252,13 @@ pub async fn view(runtime: &FragmentRuntime, shopper: &Shopper, cart: Option<Car
         });
     };
     if !cart.is_locked() {
-        let _guard = holds::lock(runtime, &cart.id).await.map_err(holds::busy)?;
+        let _guard = holds::lock(runtime, &cart.id).await?;
         if let Err(error) = holds::refresh(runtime, &cart.id).await {
             tracing::warn!(%error, cart = cart.id, "could not refresh the cart's holds");
         }
     }
-    let mut connection = runtime.db.acquire().await.map_err(internal)?;
-    let items = store::items(&mut connection, &cart.id).await.map_err(internal)?;
+    let mut connection = runtime.db.acquire().await?;
+    let items = store::items(&mut connection, &cart.id).await?;
     let now = now_ms();
     let lines: Vec<LineView> = items.iter().map(|item| line_view(item, now)).collect();
     let currency = lines.first().map(|line| line.unit_price.currency.clone()).unwrap_or_else(|| tessera_contracts::demo::CURRENCY.to_owned());

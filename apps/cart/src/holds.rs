@@ -25,6 +25,7 @@ use tessera_kit::lease::{Lease, LeaseError};
 use tessera_kit::service::{CallError, ServiceClient};
 use tessera_kit::FragmentRuntime;
 
+use crate::error::CartError;
 use crate::model::{HoldState, HOLD_TTL_SECONDS};
 use crate::store::{self, HoldRecord, Item};
 
@@ -49,14 +50,6 @@ pub async fn lock(runtime: &FragmentRuntime, cart_id: &str) -> Result<CartGuard,
     let lease = Lease::take(&runtime.db, &format!("cart:{cart_id}"), CART_LEASE, CART_LEASE + Duration::from_secs(5)).await?;
     // Renewed while held: a refresh that waits long on inventory keeps the cart.
     Ok(CartGuard { _lease: lease.kept(CART_LEASE) })
-}
-
-/// The answer when a cart could not be locked.
-pub fn busy(error: LeaseError) -> ApiError {
-    match error {
-        LeaseError::Busy(_) => ApiError::Unavailable("Your cart is being changed elsewhere; try again in a moment.".into()),
-        LeaseError::Database(error) => tessera_kit::internal(error),
-    }
 }
 
 /// The outcome of asking inventory to hold stock.
@@ -130,11 +123,11 @@ pub const GUEST_NOTE: &str = "Sign in to have it held for you: we set stock asid
 
 /// A guest's line of `quantity` × `sku` (see the module docs): refused when inventory last announced less
 /// than that, else kept unheld (a hold it had from before, if any, stays until signing in replaces it).
-pub async fn guest_line(runtime: &FragmentRuntime, sku: &str, name: &str, quantity: i64, previous: Option<&str>) -> Result<HoldRecord, ApiError> {
-    if let Some(available) = store::available(&runtime.db, sku).await.map_err(tessera_kit::internal)? {
+pub async fn guest_line(runtime: &FragmentRuntime, sku: &str, name: &str, quantity: i64, previous: Option<&str>) -> Result<HoldRecord, CartError> {
+    if let Some(available) = store::available(&runtime.db, sku).await? {
         if quantity > available {
             let short = InsufficientStock::new(vec![Shortage { sku: sku.to_owned(), requested: quantity, available }]);
-            return Err(ApiError::Conflict(short_note(name, &short)));
+            return Err(CartError::Conflict(short_note(name, &short)));
         }
     }
     Ok(HoldRecord { reservation_id: previous.map(str::to_owned), held_until_ms: None, hold: HoldState::Pending, note: Some(GUEST_NOTE.into()), key: None })
@@ -174,9 +167,8 @@ pub async fn refresh(runtime: &FragmentRuntime, cart_id: &str) -> Result<bool, s
     let mut connection = runtime.db.acquire().await?;
     // Only a user's open cart holds stock of its own (an ordered cart's went into its order; guests hold
     // nothing).
-    let cart: Option<(String, Option<String>)> =
-        sqlx::query_as("SELECT status, user_id FROM carts WHERE id = $1").bind(cart_id).fetch_optional(&mut *connection).await?;
-    if cart.is_none_or(|(status, user_id)| status != "open" || user_id.is_none()) {
+    let cart = store::cart(&mut connection, cart_id).await?;
+    if cart.is_none_or(|cart| cart.status != store::CartStatus::Open || !cart.of_user) {
         return Ok(false);
     }
     let items = store::items(&mut connection, cart_id).await?;

@@ -9,11 +9,21 @@
 //!
 //! Layout: `model` and `api` (server functions) and `pages` compile for both sides (of `pages`, only the
 //! `#[island]`s — the cart's lines, the checkout form, the order page's cancel button and its watcher —
-//! reach the browser; the pages around them are server-rendered HTML); the rest is the
-//! server half — `store` (carts, items, price and stock projections), `holds` (soft reservations in
-//! inventory, one per line of a signed-in shopper; guests hold nothing), `carts` (guest carts, merging at sign-in, add/change/remove), `orders` (placing, the
-//! webhook's effects, inventory's order events, refunds), `payments` (the provider trait and the sandbox
-//! behind it) and `server` (router, migrations, seed, background pass).
+//! reach the browser; the pages around them are server-rendered HTML); the rest is the server half:
+//! - `store` owns the tables `carts` and `cart_items` and the projections `prices` and `stock`, and
+//!   `orders` owns `orders`, `order_items`, `order_timeline` and `payment_events`: every statement on a
+//!   table is in its owner, and the other modules call it;
+//! - `carts` (guest carts, merging at sign-in, add/change/remove), `holds` (soft reservations in
+//!   inventory, one per line of a signed-in shopper; guests hold nothing), `orders` (placing — a saga of
+//!   its steps' own functions —, the webhook's effects, inventory's order events, refunds), `payments`
+//!   (the provider trait and the sandbox behind it) and `server` (router, migrations, seed, background
+//!   pass);
+//! - `error`: [`error::CartError`], the one error of every operation, turned into the wire's `ApiError`
+//!   only at the edges (`api`, the webhook).
+//!
+//! Every state is a type that is the only way to write or read it: a cart's [`store::CartStatus`], an
+//! order's [`model::OrderStatus`], a line's [`model::HoldState`] (`tessera_kit::text_column!` stores
+//! each as its text, and a text no variant knows fails to decode).
 //!
 //! Key decisions: the cart never reads another service's tables; prices come from its projection of
 //! `catalog.product_changed`, guests' lines are checked against its projection of
@@ -28,6 +38,8 @@
 pub mod api;
 #[cfg(feature = "ssr")]
 pub mod carts;
+#[cfg(feature = "ssr")]
+pub mod error;
 #[cfg(feature = "ssr")]
 pub mod holds;
 pub mod model;

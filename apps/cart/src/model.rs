@@ -34,14 +34,13 @@ impl HoldState {
             HoldState::Short => "short",
         }
     }
-    pub fn parse(text: &str) -> HoldState {
-        match text {
-            "held" => HoldState::Held,
-            "short" => HoldState::Short,
-            _ => HoldState::Pending,
-        }
+    pub fn parse(text: &str) -> Option<HoldState> {
+        [HoldState::Held, HoldState::Pending, HoldState::Short].into_iter().find(|state| state.as_str() == text)
     }
 }
+
+#[cfg(feature = "ssr")]
+tessera_kit::text_column!(HoldState);
 
 /// One cart line as the shopper sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +211,9 @@ impl OrderStatus {
         matches!(self, OrderStatus::AwaitingPayment | OrderStatus::Paid)
     }
 }
+
+#[cfg(feature = "ssr")]
+tessera_kit::text_column!(OrderStatus);
 
 /// A row of the order history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

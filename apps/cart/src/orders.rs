@@ -22,17 +22,17 @@
 use sqlx::{AnyConnection, AnyPool, Row};
 use tessera_contracts::domain::format_time;
 use tessera_contracts::events::{OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort};
-use tessera_contracts::inventory::Line;
+use tessera_contracts::inventory::{InsufficientStock, Line, Reservation};
 use tessera_contracts::payments::{CancelRequest, CreatePayment, RefundRequest, WebhookEvent, WebhookKind};
-use tessera_contracts::ApiError;
 use tessera_kit::db::retrying;
 use tessera_kit::events::now_ms;
 use tessera_kit::FragmentRuntime;
 
+use crate::error::CartError;
 use crate::holds::{self, Hold};
 use crate::model::{money, Address, OrderLine, OrderStatus, OrderSummary, OrderView, PlacedOrder, ShippingMethod, TimelineEntry, CHECKOUT_TTL_SECONDS};
 use crate::payments::{self, PaymentProvider};
-use crate::store::{self, Shopper};
+use crate::store::{self, CartStatus, Item, Price, Shopper};
 
 /// An order as stored.
 #[derive(Debug, Clone)]
@@ -62,13 +62,12 @@ const ORDER_COLUMNS: &str = "id, user_id, cart_id, request_hash, status, failure
      cancel_requested_at_ms";
 
 fn order_of(row: &sqlx::any::AnyRow) -> Result<OrderRow, sqlx::Error> {
-    let status: String = row.try_get("status")?;
     Ok(OrderRow {
         id: row.try_get("id")?,
         user_id: row.try_get("user_id")?,
         cart_id: row.try_get("cart_id")?,
         request_hash: row.try_get("request_hash")?,
-        status: OrderStatus::parse(&status).ok_or_else(|| sqlx::Error::Decode(format!("unknown order status {status:?}").into()))?,
+        status: row.try_get("status")?,
         failure: row.try_get("failure")?,
         address: Address {
             name: row.try_get("ship_name")?,
@@ -105,11 +104,39 @@ async fn find_by_key(db: &AnyPool, user_id: &str, key: &str) -> Result<Option<Or
     row.as_ref().map(order_of).transpose()
 }
 
-async fn timeline(connection: &mut AnyConnection, order_id: &str, status: &str, note: &str) -> Result<(), sqlx::Error> {
+/// What an order's timeline records: the status it moved to, or something that happened to it and left
+/// its status as it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Became(OrderStatus),
+    PaymentFailed,
+    /// A payment succeeded after the order was cancelled (it is refunded).
+    PaymentAfterCancel,
+    CancelRequested,
+    /// Inventory answered that the order had shipped.
+    CancelRefused,
+    /// The warehouse reports an order shipped that is no longer paid here (cancelled, refunded).
+    FulfilledLate,
+}
+
+impl Step {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Became(status) => status.as_str(),
+            Step::PaymentFailed => "payment_failed",
+            Step::PaymentAfterCancel => "payment_after_cancel",
+            Step::CancelRequested => "cancel_requested",
+            Step::CancelRefused => "cancel_refused",
+            Step::FulfilledLate => "fulfilled_late",
+        }
+    }
+}
+
+async fn timeline(connection: &mut AnyConnection, order_id: &str, step: Step, note: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO order_timeline (order_id, at_ms, status, note) VALUES ($1, $2, $3, $4)")
         .bind(order_id)
         .bind(now_ms())
-        .bind(status)
+        .bind(step.as_str())
         .bind(note)
         .execute(&mut *connection)
         .await?;
@@ -118,14 +145,13 @@ async fn timeline(connection: &mut AnyConnection, order_id: &str, status: &str, 
 
 /// Moves an order from one of `from` to `to`; whether this call did it.
 async fn transition(connection: &mut AnyConnection, order_id: &str, from: &[OrderStatus], to: OrderStatus) -> Result<bool, sqlx::Error> {
-    let from: Vec<String> = from.iter().map(|status| format!("'{}'", status.as_str())).collect();
-    let updated = sqlx::query(&format!("UPDATE orders SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status IN ({})", from.join(", ")))
-        .bind(to.as_str())
-        .bind(now_ms())
-        .bind(order_id)
-        .execute(&mut *connection)
-        .await?;
-    Ok(updated.rows_affected() == 1)
+    let from_placeholders: Vec<String> = (0..from.len()).map(|n| format!("${}", n + 4)).collect();
+    let sql = format!("UPDATE orders SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status IN ({})", from_placeholders.join(", "));
+    let mut update = sqlx::query(&sql).bind(to).bind(now_ms()).bind(order_id);
+    for status in from {
+        update = update.bind(*status);
+    }
+    Ok(update.execute(&mut *connection).await?.rows_affected() == 1)
 }
 
 async fn mark_refund_due(connection: &mut AnyConnection, order_id: &str, reason: &str) -> Result<(), sqlx::Error> {
@@ -139,9 +165,10 @@ async fn mark_refund_due(connection: &mut AnyConnection, order_id: &str, reason:
 
 /// Marks the refund of a cancelled order's payment as due; whether the order is cancelled.
 async fn mark_refund_due_if_cancelled(connection: &mut AnyConnection, order_id: &str, reason: &str) -> Result<bool, sqlx::Error> {
-    let updated = sqlx::query("UPDATE orders SET refund_due = 1, refund_reason = $1 WHERE id = $2 AND status = 'cancelled' AND payment_id IS NOT NULL")
+    let updated = sqlx::query("UPDATE orders SET refund_due = 1, refund_reason = $1 WHERE id = $2 AND status = $3 AND payment_id IS NOT NULL")
         .bind(reason)
         .bind(order_id)
+        .bind(OrderStatus::Cancelled)
         .execute(&mut *connection)
         .await?;
     Ok(updated.rows_affected() == 1)
@@ -159,92 +186,155 @@ fn request_hash(address: &Address, shipping: ShippingMethod) -> String {
     digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
-fn check_key(key: &str) -> Result<(), ApiError> {
+fn check_key(key: &str) -> Result<(), CartError> {
     if key.is_empty() || key.len() > 128 || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-        return Err(ApiError::BadRequest("the checkout form is out of date; reload the page and try again".into()));
+        return Err(CartError::Invalid("the checkout form is out of date; reload the page and try again".into()));
     }
     Ok(())
 }
 
 /// The answer for a key that was used before.
-fn replay(existing: &OrderRow, hash: &str) -> Result<PlacedOrder, ApiError> {
+fn replay(existing: &OrderRow, hash: &str) -> Result<PlacedOrder, CartError> {
     if existing.request_hash != hash {
-        return Err(ApiError::Conflict("this checkout form was already used for a different order; reload the page to start again".into()));
+        return Err(CartError::Conflict("this checkout form was already used for a different order; reload the page to start again".into()));
     }
     match existing.status {
-        OrderStatus::Placing => Err(ApiError::Conflict("your order is being placed; wait a moment and look at your orders".into())),
-        OrderStatus::Failed => Err(ApiError::Conflict(existing.failure.clone().unwrap_or_else(|| "the order could not be placed".into()))),
+        OrderStatus::Placing => Err(CartError::Conflict("your order is being placed; wait a moment and look at your orders".into())),
+        OrderStatus::Failed => Err(CartError::Conflict(existing.failure.clone().unwrap_or_else(|| "the order could not be placed".into()))),
         _ => Ok(PlacedOrder { order_id: existing.id.clone(), pay_url: existing.pay_url.clone(), message: None }),
     }
 }
 
-/// Places the signed-in shopper's cart as an order (see the module docs).
-pub async fn place(runtime: &FragmentRuntime, shopper: &Shopper, key: &str, address: &Address, shipping: ShippingMethod) -> Result<PlacedOrder, ApiError> {
-    let user = shopper.user.as_ref().ok_or(ApiError::Unauthorized)?;
+/// The idempotency key of an order's reservation in inventory.
+fn reservation_key(order_id: &str) -> String {
+    format!("checkout-{order_id}")
+}
+
+/// An order about to be placed: the shopper's request and their cart's lines at today's prices.
+struct Draft<'a> {
+    order_id: String,
+    user_id: &'a str,
+    cart_id: &'a str,
+    key: &'a str,
+    request_hash: String,
+    address: &'a Address,
+    shipping: ShippingMethod,
+    lines: Vec<(Item, Price)>,
+    currency: String,
+    items_minor: i64,
+}
+
+impl Draft<'_> {
+    fn total_minor(&self) -> i64 {
+        self.items_minor + self.shipping.price_minor()
+    }
+
+    /// The lines' holds, which the order's reservation replaces.
+    fn replaces(&self) -> Vec<String> {
+        self.lines.iter().filter_map(|(item, _)| item.reservation_id.clone()).collect()
+    }
+
+    /// A SKU's name as the shopper knows it.
+    fn name_of<'n>(&'n self, sku: &'n str) -> &'n str {
+        self.lines.iter().find(|(item, _)| item.sku == sku).map_or(sku, |(_, price)| price.name.as_str())
+    }
+}
+
+/// Prices a cart's lines for an order: refused when the cart is empty, a line is no longer sold, or the
+/// lines are priced in more than one currency.
+fn priced(items: Vec<Item>) -> Result<(Vec<(Item, Price)>, String), CartError> {
+    let mut lines = Vec::with_capacity(items.len());
+    for item in items {
+        let price = item.price.clone().ok_or_else(|| CartError::Conflict(format!("{} is no longer sold; remove it from your cart", item.sku)))?;
+        lines.push((item, price));
+    }
+    let currency = lines.first().map(|(_, price)| price.currency.clone()).ok_or(CartError::EmptyCart)?;
+    if lines.iter().any(|(_, price)| price.currency != currency) {
+        return Err(CartError::Conflict("your cart mixes currencies; remove the items priced in another currency".into()));
+    }
+    Ok((lines, currency))
+}
+
+/// Places the signed-in shopper's cart as an order (see the module docs): the order and the cart's lock
+/// are written together, inventory reserves the whole order, the outcome is recorded, and the payment is
+/// prepared.
+pub async fn place(runtime: &FragmentRuntime, shopper: &Shopper, key: &str, address: &Address, shipping: ShippingMethod) -> Result<PlacedOrder, CartError> {
+    let user = shopper.user.as_ref().ok_or(CartError::SignInFirst)?;
     check_key(key)?;
     let db = &runtime.db;
     let hash = request_hash(address, shipping);
-    if let Some(existing) = find_by_key(db, &user.id, key).await.map_err(tessera_kit::internal)? {
+    if let Some(existing) = find_by_key(db, &user.id, key).await? {
         return replay(&existing, &hash);
     }
-    let cart = store::user_cart(db, &user.id).await.map_err(tessera_kit::internal)?.ok_or_else(|| ApiError::BadRequest("your cart is empty".into()))?;
-    let _guard = holds::lock(runtime, &cart.id).await.map_err(holds::busy)?;
-    let mut connection = db.acquire().await.map_err(tessera_kit::internal)?;
-    let items = store::items(&mut connection, &cart.id).await.map_err(tessera_kit::internal)?;
-    drop(connection);
-    if items.is_empty() {
-        return Err(ApiError::BadRequest("your cart is empty".into()));
+    let cart = store::user_cart(db, &user.id).await?.ok_or(CartError::EmptyCart)?;
+    let _guard = holds::lock(runtime, &cart.id).await?;
+    let items = store::items(&mut *db.acquire().await?, &cart.id).await?;
+    let (lines, currency) = priced(items)?;
+    let items_minor = lines.iter().map(|(item, price)| item.quantity * price.price_minor).sum();
+    let draft = Draft {
+        order_id: uuid::Uuid::new_v4().to_string(),
+        user_id: &user.id,
+        cart_id: &cart.id,
+        key,
+        request_hash: hash,
+        address,
+        shipping,
+        lines,
+        currency,
+        items_minor,
+    };
+    if !open_order(db, &draft).await? {
+        // A racing request with the same key got there first.
+        let existing = find_by_key(db, &user.id, key).await?.ok_or(sqlx::Error::RowNotFound)?;
+        return replay(&existing, &draft.request_hash);
     }
-    let mut priced = Vec::with_capacity(items.len());
-    for item in &items {
-        let price = item.price.clone().ok_or_else(|| ApiError::Conflict(format!("{} is no longer sold; remove it from your cart", item.sku)))?;
-        priced.push((item, price));
-    }
-    let currency = priced[0].1.currency.clone();
-    if priced.iter().any(|(_, price)| price.currency != currency) {
-        return Err(ApiError::Conflict("your cart mixes currencies; remove the items priced in another currency".into()));
-    }
-    let items_minor: i64 = priced.iter().map(|(item, price)| item.quantity * price.price_minor).sum();
-    let shipping_minor = shipping.price_minor();
-    let order_id = uuid::Uuid::new_v4().to_string();
-    let now = now_ms();
+    let outcome = reserve_order(runtime, shopper, &draft).await;
+    record_outcome(db, &draft, &outcome).await?;
+    // If the provider is down, the order waits and the shopper can pay later.
+    let order = find(&mut *db.acquire().await?, &draft.order_id).await?.ok_or(sqlx::Error::RowNotFound)?;
+    Ok(start_payment(runtime, &order).await)
+}
 
-    // 1. The order row (the key's lock) and the cart lock, together.
-    let started = retrying(|| async {
+/// Writes the order (status `placing`: the key's lock) and locks the cart, in one transaction. `false`
+/// when the key was taken meanwhile; a conflict when the cart is being checked out in another window.
+async fn open_order(db: &AnyPool, draft: &Draft<'_>) -> Result<bool, CartError> {
+    retrying(|| async {
         let mut tx = db.begin().await?;
+        let now = now_ms();
         let inserted = sqlx::query(
             "INSERT INTO orders (id, user_id, cart_id, idempotency_key, request_hash, status, ship_name, ship_street, ship_city, \
              ship_postcode, ship_country, shipping_method, shipping_minor, items_minor, total_minor, currency, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, 'placing', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) \
              ON CONFLICT (user_id, idempotency_key) DO NOTHING",
         )
-        .bind(&order_id)
-        .bind(&user.id)
-        .bind(&cart.id)
-        .bind(key)
-        .bind(&hash)
-        .bind(&address.name)
-        .bind(&address.street)
-        .bind(&address.city)
-        .bind(&address.postcode)
-        .bind(&address.country)
-        .bind(shipping.as_str())
-        .bind(shipping_minor)
-        .bind(items_minor)
-        .bind(items_minor + shipping_minor)
-        .bind(&currency)
+        .bind(&draft.order_id)
+        .bind(draft.user_id)
+        .bind(draft.cart_id)
+        .bind(draft.key)
+        .bind(&draft.request_hash)
+        .bind(OrderStatus::Placing)
+        .bind(&draft.address.name)
+        .bind(&draft.address.street)
+        .bind(&draft.address.city)
+        .bind(&draft.address.postcode)
+        .bind(&draft.address.country)
+        .bind(draft.shipping.as_str())
+        .bind(draft.shipping.price_minor())
+        .bind(draft.items_minor)
+        .bind(draft.total_minor())
+        .bind(&draft.currency)
         .bind(now)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Ok(Err(None));
+            return Ok(false);
         }
-        if !store::set_cart_status(&mut tx, &cart.id, "open", "checking_out").await? {
-            return Ok(Err(Some(ApiError::Conflict("this cart is already being checked out in another window".into()))));
+        if !store::set_cart_status(&mut tx, draft.cart_id, CartStatus::Open, CartStatus::CheckingOut).await? {
+            return Err(CartError::Conflict("this cart is already being checked out in another window".into()));
         }
-        for (item, price) in &priced {
+        for (item, price) in &draft.lines {
             sqlx::query("INSERT INTO order_items (order_id, sku, name, unit_price_minor, quantity) VALUES ($1, $2, $3, $4, $5)")
-                .bind(&order_id)
+                .bind(&draft.order_id)
                 .bind(&item.sku)
                 .bind(&price.name)
                 .bind(price.price_minor)
@@ -253,105 +343,105 @@ pub async fn place(runtime: &FragmentRuntime, shopper: &Shopper, key: &str, addr
                 .await?;
         }
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(Ok(()))
+        Ok::<_, CartError>(true)
     })
     .await
-    .map_err(tessera_kit::internal)?;
-    match started {
-        Ok(()) => {}
-        Err(Some(error)) => return Err(error),
-        // A racing request with the same key got there first.
-        Err(None) => {
-            let existing = find_by_key(db, &user.id, key).await.map_err(tessera_kit::internal)?.ok_or(ApiError::Internal)?;
-            return replay(&existing, &hash);
+}
+
+/// One reservation in inventory for the whole order, replacing the lines' holds.
+async fn reserve_order(runtime: &FragmentRuntime, shopper: &Shopper, draft: &Draft<'_>) -> Hold {
+    let lines = draft.lines.iter().map(|(item, _)| Line { sku: item.sku.clone(), quantity: item.quantity }).collect();
+    let key = Some(reservation_key(&draft.order_id));
+    holds::reserve(runtime, &shopper.owner(), key, lines, draft.replaces(), CHECKOUT_TTL_SECONDS).await
+}
+
+/// Records inventory's answer: held, the order awaits payment and the cart is ordered; otherwise the
+/// order failed, the cart is open again, and the shopper is told why (the error returned).
+async fn record_outcome(db: &AnyPool, draft: &Draft<'_>, outcome: &Hold) -> Result<(), CartError> {
+    let failure = match outcome {
+        Hold::Held(reservation) => {
+            retrying(|| async {
+                let mut tx = db.begin().await?;
+                await_payment(&mut tx, draft, reservation).await?;
+                tx.commit().await
+            })
+            .await?;
+            return Ok(());
         }
-    }
-
-    // 2. One reservation for the whole order, replacing the lines' holds.
-    let lines: Vec<Line> = items.iter().map(|item| Line { sku: item.sku.clone(), quantity: item.quantity }).collect();
-    let replaces: Vec<String> = items.iter().filter_map(|item| item.reservation_id.clone()).collect();
-    let outcome = holds::reserve(runtime, &shopper.owner(), Some(format!("checkout-{order_id}")), lines, replaces.clone(), CHECKOUT_TTL_SECONDS).await;
-
-    // 3. Record the outcome.
-    let failure = match &outcome {
-        Hold::Held(_) => None,
         Hold::Short(short) => {
             let names: Vec<String> = short
                 .shortages
                 .iter()
-                .map(|s| {
-                    let name = priced.iter().find(|(item, _)| item.sku == s.sku).map(|(_, price)| price.name.clone()).unwrap_or_else(|| s.sku.clone());
-                    holds::short_note(&name, &tessera_contracts::inventory::InsufficientStock::new(vec![s.clone()]))
-                })
+                .map(|shortage| holds::short_note(draft.name_of(&shortage.sku), &InsufficientStock::new(vec![shortage.clone()])))
                 .collect();
-            Some(format!("Not enough stock to place your order: {} Your cart is unchanged otherwise.", names.join(" ")))
+            format!("Not enough stock to place your order: {} Your cart is unchanged otherwise.", names.join(" "))
         }
-        Hold::Unavailable(_) => Some("The stock service is not answering, so the order was not placed. Your cart is kept; try again in a moment.".into()),
-        Hold::Refused(error) => Some(format!("The order could not be placed: {error}")),
+        Hold::Unavailable(_) => "The stock service is not answering, so the order was not placed. Your cart is kept; try again in a moment.".into(),
+        Hold::Refused(error) => format!("The order could not be placed: {error}"),
     };
     retrying(|| async {
         let mut tx = db.begin().await?;
-        match (&outcome, &failure) {
-            (Hold::Held(reservation), _) => {
-                sqlx::query("UPDATE orders SET status = 'awaiting_payment', reservation_id = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'placing'")
-                    .bind(&reservation.id)
-                    .bind(now_ms())
-                    .bind(&order_id)
-                    .execute(&mut *tx)
-                    .await?;
-                timeline(&mut tx, &order_id, OrderStatus::AwaitingPayment.as_str(), "Order placed; your items are held while you pay.").await?;
-                store::set_cart_status(&mut tx, &cart.id, "checking_out", "ordered").await?;
-            }
-            (_, failure) => {
-                sqlx::query("UPDATE orders SET status = 'failed', failure = $1, updated_at_ms = $2 WHERE id = $3 AND status = 'placing'")
-                    .bind(failure)
-                    .bind(now_ms())
-                    .bind(&order_id)
-                    .execute(&mut *tx)
-                    .await?;
-                store::set_cart_status(&mut tx, &cart.id, "checking_out", "open").await?;
-                if let Hold::Unavailable(_) = &outcome {
-                    // Inventory may have made the order's reservation (releasing the lines' holds) and
-                    // answered too late: the background pass finds it again by its key and releases it,
-                    // and the lines are held again, replacing whatever they pointed at.
-                    sqlx::query("UPDATE orders SET release_due = 1, checkout_replaces = $1 WHERE id = $2")
-                        .bind(replaces.join(","))
-                        .bind(&order_id)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query("UPDATE cart_items SET hold_state = 'pending', hold_note = $1 WHERE cart_id = $2")
-                        .bind(holds::PENDING_NOTE)
-                        .bind(&cart.id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                if let Hold::Short(short) = &outcome {
-                    for shortage in &short.shortages {
-                        if let Some((item, price)) = priced.iter().find(|(item, _)| item.sku == shortage.sku) {
-                            let single = tessera_contracts::inventory::InsufficientStock::new(vec![shortage.clone()]);
-                            let record = holds::record(&Hold::Short(single), &price.name, item.reservation_id.as_deref(), "");
-                            store::set_hold(&mut tx, &cart.id, &item.sku, &record).await?;
-                        }
-                    }
+        fail_order(&mut tx, draft, outcome, &failure).await?;
+        tx.commit().await
+    })
+    .await?;
+    Err(match outcome {
+        Hold::Unavailable(_) => CartError::Unavailable(failure),
+        _ => CartError::Conflict(failure),
+    })
+}
+
+/// The order is reserved: it awaits payment, and its cart is done.
+async fn await_payment(connection: &mut AnyConnection, draft: &Draft<'_>, reservation: &Reservation) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE orders SET status = $1, reservation_id = $2, updated_at_ms = $3 WHERE id = $4 AND status = $5")
+        .bind(OrderStatus::AwaitingPayment)
+        .bind(&reservation.id)
+        .bind(now_ms())
+        .bind(&draft.order_id)
+        .bind(OrderStatus::Placing)
+        .execute(&mut *connection)
+        .await?;
+    timeline(connection, &draft.order_id, Step::Became(OrderStatus::AwaitingPayment), "Order placed; your items are held while you pay.").await?;
+    store::set_cart_status(connection, draft.cart_id, CartStatus::CheckingOut, CartStatus::Ordered).await?;
+    Ok(())
+}
+
+/// The order could not be reserved: it failed with `failure`, its cart is open again, and the lines say
+/// what became of their holds.
+async fn fail_order(connection: &mut AnyConnection, draft: &Draft<'_>, outcome: &Hold, failure: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE orders SET status = $1, failure = $2, updated_at_ms = $3 WHERE id = $4 AND status = $5")
+        .bind(OrderStatus::Failed)
+        .bind(failure)
+        .bind(now_ms())
+        .bind(&draft.order_id)
+        .bind(OrderStatus::Placing)
+        .execute(&mut *connection)
+        .await?;
+    store::set_cart_status(connection, draft.cart_id, CartStatus::CheckingOut, CartStatus::Open).await?;
+    match outcome {
+        Hold::Unavailable(_) => {
+            // Inventory may have made the order's reservation (releasing the lines' holds) and answered
+            // too late: the background pass finds it again by its key and releases it, and the lines are
+            // held again, replacing whatever they pointed at.
+            sqlx::query("UPDATE orders SET release_due = 1, checkout_replaces = $1 WHERE id = $2")
+                .bind(draft.replaces().join(","))
+                .bind(&draft.order_id)
+                .execute(&mut *connection)
+                .await?;
+            store::mark_holds_pending(connection, draft.cart_id, holds::PENDING_NOTE).await?;
+        }
+        Hold::Short(short) => {
+            for shortage in &short.shortages {
+                if let Some((item, price)) = draft.lines.iter().find(|(item, _)| item.sku == shortage.sku) {
+                    let single = InsufficientStock::new(vec![shortage.clone()]);
+                    let record = holds::record(&Hold::Short(single), &price.name, item.reservation_id.as_deref(), "");
+                    store::set_hold(connection, draft.cart_id, &item.sku, &record).await?;
                 }
             }
         }
-        tx.commit().await
-    })
-    .await
-    .map_err(tessera_kit::internal)?;
-    if let Some(failure) = failure {
-        return Err(match outcome {
-            Hold::Unavailable(_) => ApiError::Unavailable(failure),
-            _ => ApiError::Conflict(failure),
-        });
+        Hold::Held(_) | Hold::Refused(_) => {}
     }
-
-    // 4. The payment (if the provider is down, the order waits and the shopper can pay later).
-    let mut connection = db.acquire().await.map_err(tessera_kit::internal)?;
-    let order = find(&mut connection, &order_id).await.map_err(tessera_kit::internal)?.ok_or(ApiError::Internal)?;
-    drop(connection);
-    Ok(start_payment(runtime, &order).await)
+    Ok(())
 }
 
 /// Creates (or finds again) the order's payment at the provider.
@@ -390,23 +480,22 @@ pub async fn start_payment(runtime: &FragmentRuntime, order: &OrderRow) -> Place
 }
 
 /// The shopper's own order, or 404 (another user's order is indistinguishable from a missing one).
-pub async fn own_order(db: &AnyPool, user_id: &str, order_id: &str) -> Result<OrderRow, ApiError> {
-    let not_found = || ApiError::NotFound("there is no such order in your account".into());
+pub async fn own_order(db: &AnyPool, user_id: &str, order_id: &str) -> Result<OrderRow, CartError> {
+    let not_found = || CartError::NotFound("there is no such order in your account".into());
     if order_id.len() > 64 || !order_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
         return Err(not_found());
     }
-    let mut connection = db.acquire().await.map_err(tessera_kit::internal)?;
-    match find(&mut connection, order_id).await.map_err(tessera_kit::internal)? {
+    match find(&mut *db.acquire().await?, order_id).await? {
         Some(order) if order.user_id == user_id && order.status != OrderStatus::Placing => Ok(order),
         _ => Err(not_found()),
     }
 }
 
 /// "Pay now" on an order awaiting payment: its payment page (created again if the provider was down).
-pub async fn pay(runtime: &FragmentRuntime, user_id: &str, order_id: &str) -> Result<PlacedOrder, ApiError> {
+pub async fn pay(runtime: &FragmentRuntime, user_id: &str, order_id: &str) -> Result<PlacedOrder, CartError> {
     let order = own_order(&runtime.db, user_id, order_id).await?;
     if order.status != OrderStatus::AwaitingPayment {
-        return Err(ApiError::Conflict(format!("this order is {}; there is nothing to pay", order.status.label().to_lowercase())));
+        return Err(CartError::Conflict(format!("this order is {}; there is nothing to pay", order.status.label().to_lowercase())));
     }
     if let Some(pay_url) = &order.pay_url {
         return Ok(PlacedOrder { order_id: order.id.clone(), pay_url: Some(pay_url.clone()), message: None });
@@ -414,7 +503,7 @@ pub async fn pay(runtime: &FragmentRuntime, user_id: &str, order_id: &str) -> Re
     let placed = start_payment(runtime, &order).await;
     match &placed.pay_url {
         Some(_) => Ok(placed),
-        None => Err(ApiError::Unavailable(placed.message.unwrap_or_default())),
+        None => Err(CartError::Unavailable(placed.message.unwrap_or_default())),
     }
 }
 
@@ -435,10 +524,10 @@ pub enum Cancelled {
 /// nothing is refunded, and inventory — where cancelling and fulfilling meet on one reservation row —
 /// confirms (then the order is cancelled and refunded) or refuses because it shipped (then the order is
 /// left as it was and its timeline tells the shopper why).
-pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) -> Result<Cancelled, ApiError> {
+pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) -> Result<Cancelled, CartError> {
     let order = own_order(&runtime.db, user_id, order_id).await?;
     if !order.status.cancellable() {
-        return Err(ApiError::Conflict(format!("this order is {}; it can no longer be cancelled", order.status.label().to_lowercase())));
+        return Err(CartError::Conflict(format!("this order is {}; it can no longer be cancelled", order.status.label().to_lowercase())));
     }
     if order.cancel_requested {
         return Ok(Cancelled::Requested);
@@ -449,12 +538,12 @@ pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) ->
         // Decided by the updates themselves, never by an earlier read: a payment committing meanwhile
         // makes the request the one that matches.
         let done = if request_cancel(&mut tx, &order.id).await? {
-            timeline(&mut tx, &order.id, "cancel_requested", "You asked to cancel. We are checking with the warehouse that it has not shipped.").await?;
+            timeline(&mut tx, &order.id, Step::CancelRequested, "You asked to cancel. We are checking with the warehouse that it has not shipped.").await?;
             let reservation_id = order.reservation_id.clone().unwrap_or_default();
             outbox.enqueue(&mut tx, &OrderCancelRequested { order_id: order.id.clone(), reservation_id }).await?;
             Cancelled::Requested
         } else if transition(&mut tx, &order.id, &[OrderStatus::AwaitingPayment], OrderStatus::Cancelled).await? {
-            timeline(&mut tx, &order.id, OrderStatus::Cancelled.as_str(), "Cancelled by you before payment.").await?;
+            timeline(&mut tx, &order.id, Step::Became(OrderStatus::Cancelled), "Cancelled by you before payment.").await?;
             if let Some(reservation_id) = &order.reservation_id {
                 outbox.enqueue(&mut tx, &OrderCancelled { order_id: order.id.clone(), reservation_id: reservation_id.clone() }).await?;
             }
@@ -465,14 +554,13 @@ pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) ->
         tx.commit().await?;
         Ok::<_, sqlx::Error>(Some(done))
     })
-    .await
-    .map_err(tessera_kit::internal)?;
+    .await?;
     let Some(done) = done else {
         // Asked twice at once: the other request is the one being answered.
         if own_order(&runtime.db, user_id, order_id).await?.cancel_requested {
             return Ok(Cancelled::Requested);
         }
-        return Err(ApiError::Conflict("the order changed meanwhile (it may have shipped); reload to see where it stands".into()));
+        return Err(CartError::Conflict("the order changed meanwhile (it may have shipped); reload to see where it stands".into()));
     };
     outbox.committed();
     if done == Cancelled::Now {
@@ -490,9 +578,10 @@ pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) ->
 async fn request_cancel(connection: &mut AnyConnection, order_id: &str) -> Result<bool, sqlx::Error> {
     let now = now_ms();
     let updated =
-        sqlx::query("UPDATE orders SET cancel_requested_at_ms = $1, updated_at_ms = $1 WHERE id = $2 AND status = 'paid' AND cancel_requested_at_ms IS NULL")
+        sqlx::query("UPDATE orders SET cancel_requested_at_ms = $1, updated_at_ms = $1 WHERE id = $2 AND status = $3 AND cancel_requested_at_ms IS NULL")
             .bind(now)
             .bind(order_id)
+            .bind(OrderStatus::Paid)
             .execute(&mut *connection)
             .await?;
     Ok(updated.rows_affected() == 1)
@@ -502,15 +591,17 @@ async fn request_cancel(connection: &mut AnyConnection, order_id: &str) -> Resul
 /// so it cannot ship: the order is cancelled and its refund is due (requested after the commit).
 pub async fn apply_cancel_confirmed(connection: &mut AnyConnection, event: &OrderCancelConfirmed) -> Result<(), sqlx::Error> {
     let cancelled = sqlx::query(
-        "UPDATE orders SET status = 'cancelled', cancel_requested_at_ms = NULL, updated_at_ms = $1 \
-         WHERE id = $2 AND status = 'paid' AND cancel_requested_at_ms IS NOT NULL",
+        "UPDATE orders SET status = $3, cancel_requested_at_ms = NULL, updated_at_ms = $1 \
+         WHERE id = $2 AND status = $4 AND cancel_requested_at_ms IS NOT NULL",
     )
     .bind(now_ms())
     .bind(&event.order_id)
+    .bind(OrderStatus::Cancelled)
+    .bind(OrderStatus::Paid)
     .execute(&mut *connection)
     .await?;
     if cancelled.rows_affected() == 1 {
-        timeline(connection, &event.order_id, OrderStatus::Cancelled.as_str(), "Cancelled as you asked; your payment will be refunded.").await?;
+        timeline(connection, &event.order_id, Step::Became(OrderStatus::Cancelled), "Cancelled as you asked; your payment will be refunded.").await?;
         mark_refund_due(connection, &event.order_id, "You cancelled the order.").await?;
     }
     Ok(())
@@ -526,7 +617,7 @@ pub async fn apply_cancel_refused(connection: &mut AnyConnection, event: &OrderC
         .await?;
     if answered.rows_affected() == 1 {
         let reason: String = event.reason.chars().take(200).collect();
-        timeline(connection, &event.order_id, "cancel_refused", &format!("We could not cancel your order: {reason}. Nothing was refunded.")).await?;
+        timeline(connection, &event.order_id, Step::CancelRefused, &format!("We could not cancel your order: {reason}. Nothing was refunded.")).await?;
     }
     Ok(())
 }
@@ -542,7 +633,7 @@ pub enum Applied {
 }
 
 /// Applies a verified payment webhook (see the module docs for the rules).
-pub async fn apply_payment_event(runtime: &FragmentRuntime, event: &WebhookEvent) -> Result<Applied, ApiError> {
+pub async fn apply_payment_event(runtime: &FragmentRuntime, event: &WebhookEvent) -> Result<Applied, CartError> {
     let outbox = &runtime.events.outbox;
     let outcome = retrying(|| async {
         let mut tx = runtime.db.begin().await?;
@@ -556,29 +647,29 @@ pub async fn apply_payment_event(runtime: &FragmentRuntime, event: &WebhookEvent
                 .execute(&mut *tx)
                 .await?;
         if recorded.rows_affected() == 0 {
-            return Ok(Ok(Applied::Duplicate));
+            return Ok(Applied::Duplicate);
         }
         let Some(order) = find(&mut tx, &event.payment.reference).await? else {
-            return Ok(Err(ApiError::NotFound(format!("there is no order {:?}", event.payment.reference.chars().take(64).collect::<String>()))));
+            return Err(CartError::NotFound(format!("there is no order {:?}", event.payment.reference.chars().take(64).collect::<String>())));
         };
         if order.payment_id.as_deref() != Some(event.payment.id.as_str()) {
-            return Ok(Err(ApiError::Conflict(format!("payment {} is not the payment of order {}", event.payment.id, order.id))));
+            return Err(CartError::Conflict(format!("payment {} is not the payment of order {}", event.payment.id, order.id)));
         }
         if event.payment.amount_minor != order.total_minor || event.payment.currency != order.currency {
             tracing::error!(order = order.id, payment = event.payment.id, "a payment's amount does not match its order");
-            return Ok(Err(ApiError::Conflict(format!("payment {} is for another amount than order {}", event.payment.id, order.id))));
+            return Err(CartError::Conflict(format!("payment {} is for another amount than order {}", event.payment.id, order.id)));
         }
         let applied = match event.kind {
             WebhookKind::PaymentSucceeded => {
                 if transition(&mut tx, &order.id, &[OrderStatus::AwaitingPayment], OrderStatus::Paid).await? {
-                    timeline(&mut tx, &order.id, OrderStatus::Paid.as_str(), "Payment received.").await?;
+                    timeline(&mut tx, &order.id, Step::Became(OrderStatus::Paid), "Payment received.").await?;
                     let lines = order_lines(&mut tx, &order.id).await?;
                     let reservation_id = order.reservation_id.clone().unwrap_or_default();
                     outbox.enqueue(&mut tx, &OrderPaid { order_id: order.id.clone(), reservation_id, lines }).await?;
                     Applied::Changed
                 } else if mark_refund_due_if_cancelled(&mut tx, &order.id, "The order was cancelled before the payment completed.").await? {
                     // Decided by the update, not by the row read above: a cancel may have committed since.
-                    timeline(&mut tx, &order.id, "payment_after_cancel", "A payment arrived after the order was cancelled; it will be refunded.").await?;
+                    timeline(&mut tx, &order.id, Step::PaymentAfterCancel, "A payment arrived after the order was cancelled; it will be refunded.").await?;
                     Applied::Changed
                 } else {
                     Applied::Ignored
@@ -587,7 +678,7 @@ pub async fn apply_payment_event(runtime: &FragmentRuntime, event: &WebhookEvent
             WebhookKind::PaymentFailed => {
                 if order.status == OrderStatus::AwaitingPayment {
                     let note = event.message.clone().unwrap_or_else(|| "A payment attempt failed.".into());
-                    timeline(&mut tx, &order.id, "payment_failed", &format!("Payment attempt failed: {note}")).await?;
+                    timeline(&mut tx, &order.id, Step::PaymentFailed, &format!("Payment attempt failed: {note}")).await?;
                     Applied::Changed
                 } else {
                     Applied::Ignored
@@ -598,7 +689,7 @@ pub async fn apply_payment_event(runtime: &FragmentRuntime, event: &WebhookEvent
                 if transition(&mut tx, &order.id, &from, OrderStatus::Refunded).await? {
                     sqlx::query("UPDATE orders SET refund_due = 0 WHERE id = $1").bind(&order.id).execute(&mut *tx).await?;
                     let note = event.message.clone().unwrap_or_else(|| "Refunded.".into());
-                    timeline(&mut tx, &order.id, OrderStatus::Refunded.as_str(), &format!("Your payment was refunded: {note}")).await?;
+                    timeline(&mut tx, &order.id, Step::Became(OrderStatus::Refunded), &format!("Your payment was refunded: {note}")).await?;
                     if order.status != OrderStatus::Cancelled {
                         // Not cancelled through the cart (refunded at the provider): let the stock go.
                         if let Some(reservation_id) = &order.reservation_id {
@@ -613,11 +704,10 @@ pub async fn apply_payment_event(runtime: &FragmentRuntime, event: &WebhookEvent
             WebhookKind::PaymentCanceled => Applied::Ignored,
         };
         tx.commit().await?;
-        Ok::<_, sqlx::Error>(Ok(applied))
+        Ok::<_, CartError>(applied)
     })
-    .await
-    .map_err(tessera_kit::internal)?;
-    if outcome == Ok(Applied::Changed) {
+    .await;
+    if matches!(outcome, Ok(Applied::Changed)) {
         outbox.committed();
     }
     outcome
@@ -626,9 +716,9 @@ pub async fn apply_payment_event(runtime: &FragmentRuntime, event: &WebhookEvent
 /// `inventory.order_fulfilled`: the order shipped.
 pub async fn apply_fulfilled(connection: &mut AnyConnection, event: &OrderFulfilled) -> Result<(), sqlx::Error> {
     if transition(connection, &event.order_id, &[OrderStatus::Paid], OrderStatus::Fulfilled).await? {
-        timeline(connection, &event.order_id, OrderStatus::Fulfilled.as_str(), "Your order has shipped.").await?;
+        timeline(connection, &event.order_id, Step::Became(OrderStatus::Fulfilled), "Your order has shipped.").await?;
     } else if find(connection, &event.order_id).await?.is_some() {
-        timeline(connection, &event.order_id, "fulfilled_late", "The warehouse reports this order as shipped.").await?;
+        timeline(connection, &event.order_id, Step::FulfilledLate, "The warehouse reports this order as shipped.").await?;
     }
     Ok(())
 }
@@ -642,33 +732,40 @@ pub async fn apply_short(connection: &mut AnyConnection, event: &OrderShort) -> 
             "Sorry: your hold on the items lapsed before the payment arrived, and {} sold out meanwhile. We cancelled the order and are refunding your payment in full.",
             skus.join(", ")
         );
-        timeline(connection, &event.order_id, OrderStatus::Cancelled.as_str(), &note).await?;
+        timeline(connection, &event.order_id, Step::Became(OrderStatus::Cancelled), &note).await?;
         mark_refund_due(connection, &event.order_id, "The items sold out before your payment arrived.").await?;
     }
     Ok(())
 }
 
-/// Requests the refunds that are due; the provider's idempotency key makes a repeat harmless.
+/// Requests the refunds that are due; the provider's idempotency key makes a repeat harmless. A refund
+/// the provider does not accept yet, or a database failure, is logged and left due for the next pass.
 pub async fn settle_refunds(runtime: &FragmentRuntime) {
-    let due: Result<Vec<(String, String, Option<String>)>, _> =
+    if let Err(error) = request_due_refunds(runtime).await {
+        tracing::warn!(%error, "could not settle the refunds that are due; the next pass tries again");
+    }
+}
+
+async fn request_due_refunds(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
+    let due: Vec<(String, String, Option<String>)> =
         sqlx::query_as("SELECT id, payment_id, refund_reason FROM orders WHERE refund_due = 1 AND payment_id IS NOT NULL ORDER BY updated_at_ms LIMIT 50")
             .fetch_all(&runtime.db)
-            .await;
-    let Ok(due) = due else { return };
+            .await?;
     let provider = payments::provider(runtime);
     for (order_id, payment_id, reason) in due {
         let request = RefundRequest { idempotency_key: format!("refund-{order_id}"), reason: reason.unwrap_or_else(|| "Refund".into()) };
         match provider.refund(&payment_id, &request).await {
             Ok(_) => {
-                let _ = sqlx::query("UPDATE orders SET refund_due = 0 WHERE id = $1").bind(&order_id).execute(&runtime.db).await;
+                sqlx::query("UPDATE orders SET refund_due = 0 WHERE id = $1").bind(&order_id).execute(&runtime.db).await?;
             }
             Err(error) => {
                 tracing::warn!(%error, order = order_id, "refund not accepted yet; retrying later");
                 // To the back of the queue, so one refused refund cannot hold up the others.
-                let _ = sqlx::query("UPDATE orders SET updated_at_ms = $1 WHERE id = $2").bind(now_ms()).bind(&order_id).execute(&runtime.db).await;
+                sqlx::query("UPDATE orders SET updated_at_ms = $1 WHERE id = $2").bind(now_ms()).bind(&order_id).execute(&runtime.db).await?;
             }
         }
     }
+    Ok(())
 }
 
 /// Releases the reservations of checkouts whose answer from inventory never came: the same request
@@ -676,13 +773,16 @@ pub async fn settle_refunds(runtime: &FragmentRuntime) {
 /// released at once.
 pub async fn release_unanswered_checkouts(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
     let due: Vec<(String, String, Option<String>)> =
-        sqlx::query_as("SELECT id, user_id, checkout_replaces FROM orders WHERE release_due = 1 AND status = 'failed' LIMIT 20").fetch_all(&runtime.db).await?;
+        sqlx::query_as("SELECT id, user_id, checkout_replaces FROM orders WHERE release_due = 1 AND status = $1 LIMIT 20")
+            .bind(OrderStatus::Failed)
+            .fetch_all(&runtime.db)
+            .await?;
     for (order_id, user_id, replaces) in due {
         let mut connection = runtime.db.acquire().await?;
         let lines = order_lines(&mut connection, &order_id).await?;
         drop(connection);
         let replaces: Vec<String> = replaces.unwrap_or_default().split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect();
-        let key = Some(format!("checkout-{order_id}"));
+        let key = Some(reservation_key(&order_id));
         let settled = match holds::reserve(runtime, &store::user_owner(&user_id), key, lines, replaces, CHECKOUT_TTL_SECONDS).await {
             Hold::Held(reservation) => {
                 holds::release(runtime, &reservation.id).await;
@@ -704,7 +804,8 @@ const STALE_PLACING_MS: i64 = 120_000;
 
 /// Fails orders stuck in `placing` and reopens their carts.
 pub async fn fail_stale_placing(db: &AnyPool) -> Result<(), sqlx::Error> {
-    let stale: Vec<(String, String)> = sqlx::query_as("SELECT id, cart_id FROM orders WHERE status = 'placing' AND created_at_ms < $1")
+    let stale: Vec<(String, String)> = sqlx::query_as("SELECT id, cart_id FROM orders WHERE status = $1 AND created_at_ms < $2")
+        .bind(OrderStatus::Placing)
         .bind(now_ms() - STALE_PLACING_MS)
         .fetch_all(db)
         .await?;
@@ -712,7 +813,7 @@ pub async fn fail_stale_placing(db: &AnyPool) -> Result<(), sqlx::Error> {
         let mut tx = db.begin().await?;
         if transition(&mut tx, &order_id, &[OrderStatus::Placing], OrderStatus::Failed).await? {
             sqlx::query("UPDATE orders SET failure = 'The order was interrupted; place it again.' WHERE id = $1").bind(&order_id).execute(&mut *tx).await?;
-            store::set_cart_status(&mut tx, &cart_id, "checking_out", "open").await?;
+            store::set_cart_status(&mut tx, &cart_id, CartStatus::CheckingOut, CartStatus::Open).await?;
         }
         tx.commit().await?;
     }
@@ -724,9 +825,11 @@ pub async fn list(db: &AnyPool, user_id: &str) -> Result<Vec<OrderSummary>, sqlx
     let rows = sqlx::query(
         "SELECT o.id, o.status, o.created_at_ms, o.total_minor, o.currency, \
          CAST((SELECT COALESCE(SUM(quantity), 0) FROM order_items i WHERE i.order_id = o.id) AS BIGINT) AS item_count \
-         FROM orders o WHERE o.user_id = $1 AND o.status NOT IN ('placing', 'failed') ORDER BY o.created_at_ms DESC LIMIT 100",
+         FROM orders o WHERE o.user_id = $1 AND o.status NOT IN ($2, $3) ORDER BY o.created_at_ms DESC LIMIT 100",
     )
     .bind(user_id)
+    .bind(OrderStatus::Placing)
+    .bind(OrderStatus::Failed)
     .fetch_all(db)
     .await?;
     rows.iter()
@@ -734,7 +837,7 @@ pub async fn list(db: &AnyPool, user_id: &str) -> Result<Vec<OrderSummary>, sqlx
             let currency: String = row.try_get("currency")?;
             Ok(OrderSummary {
                 id: row.try_get("id")?,
-                status: OrderStatus::parse(&row.try_get::<String, _>("status")?).unwrap_or(OrderStatus::Failed),
+                status: row.try_get("status")?,
                 placed_at: format_time(row.try_get("created_at_ms")?),
                 total: money(row.try_get("total_minor")?, &currency),
                 item_count: row.try_get("item_count")?,

@@ -233,7 +233,7 @@ async fn webhook(State(runtime): State<FragmentRuntime>, headers: HeaderMap, bod
         }
         Err(WebhookRefusal::Unauthorized(message)) => {
             tracing::warn!(message, "payment webhook with a bad signature");
-            return (StatusCode::UNAUTHORIZED, Json(ApiError::BadRequest(message))).into_response();
+            return ApiError::Unauthorized.into_http_response();
         }
         Err(WebhookRefusal::Unavailable(message)) => {
             tracing::error!(message, "payment webhook secrets unavailable");
@@ -254,7 +254,7 @@ async fn webhook(State(runtime): State<FragmentRuntime>, headers: HeaderMap, bod
         }
         Err(error) => {
             tracing::warn!(%error, event = event.id, "payment webhook not applied");
-            error.into_http_response()
+            ApiError::from(error).into_http_response()
         }
     }
 }

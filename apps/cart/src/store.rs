@@ -1,5 +1,7 @@
-//! The cart's tables: carts, their items, the price projection. Every query is scoped by a cart id the
-//! caller resolved from the verified user or the anonymous cookie, never by one taken from a request.
+//! The cart's tables `carts` and `cart_items`, and its projections of other services' events (`prices`
+//! from the catalog, `stock` from inventory): every statement on them is here, and the other modules
+//! call these functions. (The order tables are `orders`'.) Every query is scoped by a cart id the caller
+//! resolved from the verified user or the anonymous cookie, never by one taken from a request.
 
 use sqlx::{AnyConnection, AnyPool, Row};
 use tessera_contracts::domain::Quantity;
@@ -64,24 +66,78 @@ pub fn token_hash(token: &str) -> String {
     digest.as_ref().iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// Where a cart is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CartStatus {
+    /// The shopper may change it.
+    Open,
+    /// An order is being placed from it: it cannot change until that ends (ordered, or open again).
+    CheckingOut,
+    /// Its order was placed; the shopper's next line starts a new cart.
+    Ordered,
+    /// A guest cart whose lines moved into the user's cart at sign-in.
+    Merged,
+}
+
+impl CartStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CartStatus::Open => "open",
+            CartStatus::CheckingOut => "checking_out",
+            CartStatus::Ordered => "ordered",
+            CartStatus::Merged => "merged",
+        }
+    }
+    pub fn parse(text: &str) -> Option<CartStatus> {
+        [CartStatus::Open, CartStatus::CheckingOut, CartStatus::Ordered, CartStatus::Merged].into_iter().find(|status| status.as_str() == text)
+    }
+}
+
+tessera_kit::text_column!(CartStatus);
+
 /// A cart's id and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CartRow {
     pub id: String,
-    pub status: String,
+    pub status: CartStatus,
+    /// Whose it is: a signed-in user's (`true`) or a guest's.
+    pub of_user: bool,
 }
 
 impl CartRow {
     pub fn is_locked(&self) -> bool {
-        self.status == "checking_out"
+        self.status == CartStatus::CheckingOut
     }
+}
+
+/// A cart's columns as [`CartRow`] reads them.
+const CART_COLUMNS: &str = "id, status, user_id";
+
+fn cart_of((id, status, user_id): (String, CartStatus, Option<String>)) -> CartRow {
+    CartRow { id, status, of_user: user_id.is_some() }
+}
+
+/// A cart by id, whatever its status.
+pub async fn cart(connection: &mut AnyConnection, cart_id: &str) -> Result<Option<CartRow>, sqlx::Error> {
+    let row = sqlx::query_as(&format!("SELECT {CART_COLUMNS} FROM carts WHERE id = $1")).bind(cart_id).fetch_optional(&mut *connection).await?;
+    Ok(row.map(cart_of))
+}
+
+/// The status of a cart that exists.
+pub async fn cart_status(db: &AnyPool, cart_id: &str) -> Result<CartStatus, sqlx::Error> {
+    let (status,): (CartStatus,) = sqlx::query_as("SELECT status FROM carts WHERE id = $1").bind(cart_id).fetch_one(db).await?;
+    Ok(status)
 }
 
 /// The signed-in user's active cart (open or being checked out).
 pub async fn user_cart(db: &AnyPool, user_id: &str) -> Result<Option<CartRow>, sqlx::Error> {
-    let row: Option<(String, String)> =
-        sqlx::query_as("SELECT id, status FROM carts WHERE user_id = $1 AND status IN ('open', 'checking_out')").bind(user_id).fetch_optional(db).await?;
-    Ok(row.map(|(id, status)| CartRow { id, status }))
+    let row = sqlx::query_as(&format!("SELECT {CART_COLUMNS} FROM carts WHERE user_id = $1 AND status IN ($2, $3)"))
+        .bind(user_id)
+        .bind(CartStatus::Open)
+        .bind(CartStatus::CheckingOut)
+        .fetch_optional(db)
+        .await?;
+    Ok(row.map(cart_of))
 }
 
 /// How long a guest's cart cookie lives (set once, when the cart is made): a guest cart older than this
@@ -93,22 +149,27 @@ pub const GUEST_COOKIE_SECONDS: i64 = 30 * 24 * 3600;
 /// A cart with an order is never deleted. Returns how many carts went.
 pub async fn prune_guest_carts(db: &AnyPool, now_ms: i64) -> Result<u64, sqlx::Error> {
     let cutoff = now_ms - GUEST_COOKIE_SECONDS * 1000;
-    let abandoned = "SELECT id FROM carts WHERE user_id IS NULL AND created_at_ms < $1 AND status IN ('open', 'merged') \
+    // The one read of another module's table: whether an order (`orders`') points at the cart, in the
+    // same statement as the delete, so an order placed meanwhile keeps its cart.
+    let abandoned = "SELECT id FROM carts WHERE user_id IS NULL AND created_at_ms < $1 AND status IN ($2, $3) \
                      AND NOT EXISTS (SELECT 1 FROM orders WHERE orders.cart_id = carts.id)";
+    let (items, carts) = (format!("DELETE FROM cart_items WHERE cart_id IN ({abandoned})"), format!("DELETE FROM carts WHERE id IN ({abandoned})"));
     let mut tx = db.begin().await?;
-    sqlx::query(&format!("DELETE FROM cart_items WHERE cart_id IN ({abandoned})")).bind(cutoff).execute(&mut *tx).await?;
-    let deleted = sqlx::query(&format!("DELETE FROM carts WHERE id IN ({abandoned})")).bind(cutoff).execute(&mut *tx).await?;
+    sqlx::query(&items).bind(cutoff).bind(CartStatus::Open).bind(CartStatus::Merged).execute(&mut *tx).await?;
+    let deleted = sqlx::query(&carts).bind(cutoff).bind(CartStatus::Open).bind(CartStatus::Merged).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(deleted.rows_affected())
 }
 
 /// The anonymous cart a cookie token points at, if it is still active.
 pub async fn guest_cart(db: &AnyPool, token: &str) -> Result<Option<CartRow>, sqlx::Error> {
-    let row: Option<(String, String)> = sqlx::query_as("SELECT id, status FROM carts WHERE token_hash = $1 AND status IN ('open', 'checking_out')")
+    let row = sqlx::query_as(&format!("SELECT {CART_COLUMNS} FROM carts WHERE token_hash = $1 AND status IN ($2, $3)"))
         .bind(token_hash(token))
+        .bind(CartStatus::Open)
+        .bind(CartStatus::CheckingOut)
         .fetch_optional(db)
         .await?;
-    Ok(row.map(|(id, status)| CartRow { id, status }))
+    Ok(row.map(cart_of))
 }
 
 /// The user's active cart, created if there is none (two racing creations end with the same cart).
@@ -118,11 +179,12 @@ pub async fn ensure_user_cart(db: &AnyPool, user_id: &str) -> Result<CartRow, sq
     }
     let now = now_ms();
     sqlx::query(
-        "INSERT INTO carts (id, user_id, token_hash, status, created_at_ms, updated_at_ms) VALUES ($1, $2, NULL, 'open', $3, $3) \
+        "INSERT INTO carts (id, user_id, token_hash, status, created_at_ms, updated_at_ms) VALUES ($1, $2, NULL, $3, $4, $4) \
          ON CONFLICT DO NOTHING",
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(user_id)
+    .bind(CartStatus::Open)
     .bind(now)
     .execute(db)
     .await?;
@@ -133,17 +195,18 @@ pub async fn ensure_user_cart(db: &AnyPool, user_id: &str) -> Result<CartRow, sq
 pub async fn create_guest_cart(db: &AnyPool, token: &str) -> Result<CartRow, sqlx::Error> {
     let id = uuid::Uuid::new_v4().to_string();
     let now = now_ms();
-    sqlx::query("INSERT INTO carts (id, user_id, token_hash, status, created_at_ms, updated_at_ms) VALUES ($1, NULL, $2, 'open', $3, $3)")
+    sqlx::query("INSERT INTO carts (id, user_id, token_hash, status, created_at_ms, updated_at_ms) VALUES ($1, NULL, $2, $3, $4, $4)")
         .bind(&id)
         .bind(token_hash(token))
+        .bind(CartStatus::Open)
         .bind(now)
         .execute(db)
         .await?;
-    Ok(CartRow { id, status: "open".into() })
+    Ok(CartRow { id, status: CartStatus::Open, of_user: false })
 }
 
 /// Moves a cart from one status to another; whether this call did it.
-pub async fn set_cart_status(connection: &mut AnyConnection, cart_id: &str, from: &str, to: &str) -> Result<bool, sqlx::Error> {
+pub async fn set_cart_status(connection: &mut AnyConnection, cart_id: &str, from: CartStatus, to: CartStatus) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query("UPDATE carts SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = $4")
         .bind(to)
         .bind(now_ms())
@@ -223,7 +286,7 @@ fn item_of(row: &sqlx::any::AnyRow) -> Result<Item, sqlx::Error> {
         seen_price_minor: row.try_get("seen_price_minor")?,
         reservation_id: row.try_get("reservation_id")?,
         held_until_ms: row.try_get("held_until_ms")?,
-        hold: HoldState::parse(&row.try_get::<String, _>("hold_state")?),
+        hold: row.try_get("hold_state")?,
         hold_note: row.try_get("hold_note")?,
         hold_key: row.try_get("hold_key")?,
         price,
@@ -248,11 +311,13 @@ pub async fn visible_items(db: &AnyPool, user_id: Option<&str>, token: Option<&s
     }
     let rows = sqlx::query(&format!(
         "SELECT {ITEM_COLUMNS} FROM cart_items i JOIN carts c ON c.id = i.cart_id LEFT JOIN prices p ON p.sku = i.sku \
-         WHERE c.status IN ('open', 'checking_out') AND (c.user_id = $1 OR c.token_hash = $2) \
+         WHERE c.status IN ($3, $4) AND (c.user_id = $1 OR c.token_hash = $2) \
          ORDER BY (c.user_id IS NULL), i.added_at_ms, i.sku"
     ))
     .bind(user_id)
     .bind(token.map(token_hash))
+    .bind(CartStatus::Open)
+    .bind(CartStatus::CheckingOut)
     .fetch_all(db)
     .await?;
     let items = rows.iter().map(item_of).collect::<Result<Vec<_>, _>>()?;
@@ -313,7 +378,7 @@ pub async fn put_item(
     .bind(seen_price_minor)
     .bind(&hold.reservation_id)
     .bind(hold.held_until_ms)
-    .bind(hold.hold.as_str())
+    .bind(hold.hold)
     .bind(&hold.note)
     .bind(now)
     .bind(&hold.key)
@@ -330,7 +395,7 @@ pub async fn set_hold(connection: &mut AnyConnection, cart_id: &str, sku: &str, 
     )
     .bind(&hold.reservation_id)
     .bind(hold.held_until_ms)
-    .bind(hold.hold.as_str())
+    .bind(hold.hold)
     .bind(&hold.note)
     .bind(now_ms())
     .bind(cart_id)
@@ -346,13 +411,33 @@ pub async fn remove_item(connection: &mut AnyConnection, cart_id: &str, sku: &st
     Ok(deleted.rows_affected() == 1)
 }
 
+/// Moves a line from one cart to another (a guest's line into the user's cart, at sign-in).
+pub async fn move_item(db: &AnyPool, from_cart: &str, to_cart: &str, sku: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE cart_items SET cart_id = $1 WHERE cart_id = $2 AND sku = $3").bind(to_cart).bind(from_cart).bind(sku).execute(db).await?;
+    Ok(())
+}
+
+/// Marks every line of a cart as waiting for its hold, with `note` for the shopper (inventory may have
+/// taken their stock into a checkout whose answer never came: the retry holds them again).
+pub async fn mark_holds_pending(connection: &mut AnyConnection, cart_id: &str, note: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE cart_items SET hold_state = $1, hold_note = $2 WHERE cart_id = $3")
+        .bind(HoldState::Pending)
+        .bind(note)
+        .bind(cart_id)
+        .execute(&mut *connection)
+        .await?;
+    Ok(())
+}
+
 /// Carts with items whose hold should be retried (inventory was down, or stock may be back).
 pub async fn carts_needing_holds(db: &AnyPool, limit: i64) -> Result<Vec<String>, sqlx::Error> {
     let rows: Vec<(String,)> = sqlx::query_as(
         "SELECT DISTINCT i.cart_id FROM cart_items i JOIN carts c ON c.id = i.cart_id \
-         WHERE i.hold_state = 'pending' AND c.status = 'open' AND c.user_id IS NOT NULL LIMIT $1",
+         WHERE i.hold_state = $2 AND c.status = $3 AND c.user_id IS NOT NULL LIMIT $1",
     )
     .bind(limit)
+    .bind(HoldState::Pending)
+    .bind(CartStatus::Open)
     .fetch_all(db)
     .await?;
     Ok(rows.into_iter().map(|(id,)| id).collect())
