@@ -62,7 +62,7 @@ async fn ended_sessions_and_old_used_tokens_go_while_live_sessions_keep_working(
     sqlx::query("UPDATE refresh_tokens SET used_at = used_at - $1 WHERE used_at IS NOT NULL").bind(2 * DAY).execute(&shell).await.unwrap();
     let sessions = count(&shell, "SELECT COUNT(*) FROM sessions").await;
 
-    let pruned = tessera_shell::sessions::prune(&shell, now, 7 * DAY, 900).await.unwrap();
+    let pruned = tessera_shell::session_store::prune(&shell, now, 7 * DAY, 900).await.unwrap();
     assert_eq!(pruned.sessions, 1, "{backend:?}");
     assert_eq!(count(&shell, "SELECT COUNT(*) FROM sessions").await, sessions - 1);
     assert_eq!(count(&shell, "SELECT COUNT(*) FROM refresh_tokens WHERE used_at IS NOT NULL").await, 0);

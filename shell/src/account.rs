@@ -11,8 +11,8 @@ use shared_auth::extract::MaybeUser;
 use shared_auth::SessionUser;
 
 use crate::pages::{page, see_other, server_error, start_session};
-use crate::session::CurrentSession;
-use crate::sessions::{self, now_seconds};
+use crate::session_middleware::CurrentSession;
+use crate::session_store::{self, now_seconds};
 use crate::users::{self, NewPassword};
 use crate::{throttle, ShellState};
 
@@ -48,7 +48,7 @@ async fn render(
         }
     };
     let now = now_seconds();
-    let active = match sessions::list_active(&state.db, &stored.id, now).await {
+    let active = match session_store::list_active(&state.db, &stored.id, now).await {
         Ok(active) => active,
         Err(error) => {
             tracing::error!(%error, "session list failed");
@@ -149,7 +149,7 @@ pub(crate) async fn change_password(
     // Wrong current passwords count like failed sign-ins (a stolen session must not become a way to
     // guess the password), counted first; a right one is taken back.
     let key = format!("password:{}", user.id);
-    let counted = match throttle::count(&state.db, &state.throttle, &key, state.throttle.max_failures_per_account, sessions::now_seconds()).await {
+    let counted = match throttle::count(&state.db, &state.throttle, &key, state.throttle.max_failures_per_account, session_store::now_seconds()).await {
         Ok(Some(counted)) => counted,
         Ok(None) => {
             let message = "Too many wrong current passwords. Please wait a few minutes and try again.".to_owned();
@@ -194,7 +194,7 @@ pub(crate) async fn change_password(
             return server_error(&state);
         }
     }
-    match sessions::revoke_all(&state.db, &user.id, "password changed").await {
+    match session_store::revoke_all(&state.db, &user.id, "password changed").await {
         Ok(count) => {
             tracing::info!(user = %user.id, sessions = count, "password changed; sessions revoked")
         }
@@ -224,7 +224,7 @@ pub(crate) async fn revoke_session(
     let Ok(Form(form)) = form else {
         return render(&state, &user, current.session_id(), None, Some("Which session? The form was incomplete.".into()), StatusCode::BAD_REQUEST).await;
     };
-    match sessions::revoke_own(&state.db, &user.id, &form.session_id).await {
+    match session_store::revoke_own(&state.db, &user.id, &form.session_id).await {
         Ok(true) if current.session_id() == Some(form.session_id.as_str()) => see_other("/", state.cookies.clear_cookies()),
         Ok(true) => see_other("/account?notice=session-ended", []),
         Ok(false) => {

@@ -14,7 +14,7 @@ use shared_auth::extract::MaybeUser;
 use shared_auth::{Role, SessionUser};
 
 use crate::pages::{page, see_other, server_error};
-use crate::{sessions, users, ShellState};
+use crate::{session_store, users, ShellState};
 
 /// The signed-in site admin, or the page that says why not.
 fn require_admin(state: &ShellState, user: Option<SessionUser>) -> Result<SessionUser, Box<Response>> {
@@ -165,7 +165,7 @@ pub(crate) async fn sign_out_everywhere(
             return server_error(&state);
         }
     }
-    match sessions::revoke_all(&state.db, &form.user_id, "signed out everywhere by an admin").await {
+    match session_store::revoke_all(&state.db, &form.user_id, "signed out everywhere by an admin").await {
         Ok(count) => {
             tracing::info!(admin = %admin.id, user = %form.user_id, sessions = count, "signed out everywhere");
             see_other("/admin/users?notice=signed-out", [])

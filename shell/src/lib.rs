@@ -12,8 +12,8 @@
 //! - `compose`: the streaming `lol_html` rewrite that puts the chrome into a fragment page;
 //! - `chrome`: the chrome and the shell's own documents;
 //! - `widgets`: the home page's widgets and the cart badge, fetched in parallel with fallbacks;
-//! - `session`: the middleware that refreshes sessions and makes revocations take effect, in one place;
-//!   `sessions`: sessions and rotating refresh tokens with reuse detection; `throttle`: sign-in throttling;
+//! - `session_middleware`: the middleware that refreshes sessions and makes revocations take effect, in one place;
+//!   `session_store`: sessions and rotating refresh tokens with reuse detection; `throttle`: sign-in throttling;
 //! - `pages`, `account`, `admin`: the shell's handlers; `users`: accounts;
 //! - `oidc`: the shell as an OpenID Connect provider, so fragments on other domains share the one login;
 //! - `timing`: the `Server-Timing` header, the shell's phases and the fragment's under its name.
@@ -39,8 +39,8 @@ pub mod oidc;
 pub mod pages;
 pub mod registry;
 pub mod security;
-pub mod session;
-pub mod sessions;
+pub mod session_middleware;
+pub mod session_store;
 pub mod site;
 pub mod throttle;
 pub mod timing;
@@ -67,7 +67,7 @@ use tessera_contracts::ApiError;
 
 use crate::chrome::{chrome_html, head_html, ChromeContext};
 use crate::registry::{Fragment, FragmentRegistry};
-use crate::sessions::SessionSettings;
+use crate::session_store::SessionSettings;
 use crate::throttle::ThrottleSettings;
 
 pub use registry::Upstream;
@@ -191,7 +191,7 @@ pub fn router(state: ShellState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES));
     shell_routes
         .fallback(to_fragment)
-        .layer(axum::middleware::from_fn_with_state(state.clone(), session::session_middleware))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), session_middleware::session_middleware))
         .layer(axum::middleware::from_fn_with_state(state.csrf.clone(), shared_auth::csrf::reject_cross_site))
         .layer(axum::middleware::from_fn(timing::middleware))
         .layer(compression())
@@ -230,7 +230,7 @@ fn request_kind(fragment: &Fragment, method: &Method, path: &str) -> RequestKind
 
 /// The user of the session the middleware verified (token, session and roles checked once per request).
 fn current_user(request: &Request) -> Option<shared_auth::SessionUser> {
-    request.extensions().get::<session::CurrentSession>().and_then(|current| current.claims.clone()).map(Into::into)
+    request.extensions().get::<session_middleware::CurrentSession>().and_then(|current| current.claims.clone()).map(Into::into)
 }
 
 async fn to_fragment(State(state): State<ShellState>, request: Request) -> Response {

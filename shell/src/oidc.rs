@@ -51,8 +51,8 @@ use shared_auth::SessionUser;
 use tessera_kit::config::Settings;
 
 use crate::pages::{page, see_other};
-use crate::session::CurrentSession;
-use crate::{sessions, users, ShellState};
+use crate::session_middleware::CurrentSession;
+use crate::{session_store, users, ShellState};
 
 /// How long a code may wait for its exchange.
 pub const CODE_TTL_SECONDS: i64 = 60;
@@ -315,8 +315,8 @@ pub(crate) async fn authorize(State(state): State<ShellState>, Extension(current
         // The login page follows local paths only; this one brings the user back with the same request.
         return see_other(&format!("/login?next={}", url_encode(&format!("/oauth/authorize?{query}"))), []);
     };
-    let now = sessions::now_seconds();
-    let auth_time = match sessions::lifetime(&state.db, &claims.sid).await {
+    let now = session_store::now_seconds();
+    let auth_time = match session_store::lifetime(&state.db, &claims.sid).await {
         Ok(Some((created_at, _))) => created_at,
         Ok(None) => return back.error("login_required", "the session has ended; sign in again"),
         Err(error) => {
@@ -532,7 +532,7 @@ pub(crate) async fn token(State(state): State<ShellState>, headers: HeaderMap, b
     let Some(verifier) = params.get("code_verifier") else {
         return token_error(StatusCode::BAD_REQUEST, "invalid_request", "code_verifier is required (PKCE)");
     };
-    let now = sessions::now_seconds();
+    let now = session_store::now_seconds();
     let unavailable = |error: sqlx::Error| {
         tracing::error!(%error, "token request failed in the database");
         token_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "please try again shortly")
@@ -542,7 +542,7 @@ pub(crate) async fn token(State(state): State<ShellState>, headers: HeaderMap, b
         Ok(codes::Spent::Again(grant)) => {
             // RFC 6749 §10.5: revoke what the code gave. Its tokens are bound to the session; end it.
             tracing::warn!(client = %client.id, code_client = %grant.client_id, session = %grant.session_id, "authorization code replayed; ending its session");
-            if let Err(error) = sessions::revoke(&state.db, &grant.session_id, "an authorization code of this session was replayed").await {
+            if let Err(error) = session_store::revoke(&state.db, &grant.session_id, "an authorization code of this session was replayed").await {
                 return unavailable(error);
             }
             return invalid_grant("this code was already used; the sign-in it came from has been ended");
@@ -566,7 +566,7 @@ pub(crate) async fn token(State(state): State<ShellState>, headers: HeaderMap, b
     }
     // The access token lives as long as the shell session, never longer; the userinfo endpoint checks
     // the session on every use, so a client asking there learns of a sign-out at once.
-    let (user, session_ends) = match sessions::status(&state.db, &grant.session_id, &grant.user_id, now).await {
+    let (user, session_ends) = match session_store::status(&state.db, &grant.session_id, &grant.user_id, now).await {
         Ok(Some(status)) if status.active => match users::find(&state.db, &grant.user_id).await {
             Ok(Some(user)) => (user, status.expires_at),
             Ok(None) => return invalid_grant("the user no longer exists"),
@@ -648,8 +648,8 @@ pub(crate) async fn userinfo(State(state): State<ShellState>, headers: HeaderMap
             return bearer_error(Some("the access token is not valid"));
         }
     };
-    let now = sessions::now_seconds();
-    let user = match sessions::status(&state.db, &claims.sid, &claims.sub, now).await {
+    let now = session_store::now_seconds();
+    let user = match session_store::status(&state.db, &claims.sid, &claims.sub, now).await {
         Ok(Some(status)) if status.active => users::find(&state.db, &claims.sub).await,
         Ok(_) => return bearer_error(Some("the session of this token has ended")),
         Err(error) => Err(error),
@@ -729,7 +729,7 @@ async fn end_session_with(state: &ShellState, current: &CurrentSession, raw: Str
     };
     let proven = hint.as_ref().is_some_and(|hint| hint.sid == session_id);
     if proven || confirmed {
-        if let Err(error) = sessions::revoke(&state.db, session_id, "signed out from an application").await {
+        if let Err(error) = session_store::revoke(&state.db, session_id, "signed out from an application").await {
             tracing::error!(%error, "cannot revoke the session at an application's sign-out");
             return crate::pages::server_error(state);
         }

@@ -12,11 +12,11 @@ use shared_auth::extract::MaybeUser;
 use shared_auth::{Role, SessionUser};
 
 use crate::chrome::{chrome_html, document, ChromeContext};
-use crate::session::CurrentSession;
+use crate::session_middleware::CurrentSession;
 use crate::users::{self, DisplayName, Email, NewPassword, UserError};
 use crate::widgets::{fetch_cart_count, fetch_widgets, Widget};
 use crate::ShellState;
-use crate::{sessions, throttle};
+use crate::{session_store, throttle};
 
 /// Renders a shell page with chrome for `user`.
 pub(crate) fn page(state: &ShellState, user: Option<&SessionUser>, cart_count: Option<i64>, title: &str, main: impl IntoView + 'static) -> String {
@@ -60,8 +60,8 @@ pub(crate) fn see_other(location: &str, cookies: impl IntoIterator<Item = String
 
 /// Starts a new session for `user` (a fresh session id on every sign-in: no fixation) and redirects.
 pub(crate) async fn start_session(state: &ShellState, user: &SessionUser, headers: &HeaderMap, next: &str) -> Response {
-    let now = sessions::now_seconds();
-    let session = match sessions::create(&state.db, &state.sessions, &user.id, &crate::session::user_agent(headers), now).await {
+    let now = session_store::now_seconds();
+    let session = match session_store::create(&state.db, &state.sessions, &user.id, &crate::session_middleware::user_agent(headers), now).await {
         Ok(session) => session,
         Err(error) => {
             tracing::error!(%error, "cannot create a session");
@@ -171,7 +171,7 @@ pub(crate) async fn login(
         }
     };
     let next = local_path(form.next.as_deref());
-    let now = sessions::now_seconds();
+    let now = session_store::now_seconds();
     let address = address.map(|address| address.to_string());
     let attempt = match throttle::attempt(&state.db, &state.throttle, &form.email, address.as_deref(), now).await {
         Ok(Some(attempt)) => attempt,
@@ -253,7 +253,7 @@ pub(crate) async fn logout_page(State(state): State<ShellState>, MaybeUser(user)
 /// once) and both cookies are removed, for every fragment at the same time.
 pub(crate) async fn logout(State(state): State<ShellState>, Extension(current): Extension<CurrentSession>) -> Response {
     if let Some(session_id) = current.session_id() {
-        if let Err(error) = sessions::revoke(&state.db, session_id, "signed out").await {
+        if let Err(error) = session_store::revoke(&state.db, session_id, "signed out").await {
             tracing::error!(%error, "cannot revoke the session at logout");
             return server_error(&state);
         }
@@ -318,7 +318,7 @@ pub(crate) async fn register(
     // Each registration hashes a password, and a taken email's answer tells that the account exists: both
     // are bounded per address (the answer is kept, see below).
     let key = format!("register:{}", address.map(|address| address.to_string()).unwrap_or_else(|| "-".into()));
-    let counted = match throttle::count(&state.db, &state.throttle, &key, state.throttle.max_registrations_per_address, sessions::now_seconds()).await {
+    let counted = match throttle::count(&state.db, &state.throttle, &key, state.throttle.max_registrations_per_address, session_store::now_seconds()).await {
         Ok(Some(counted)) => counted,
         Ok(None) => {
             tracing::warn!(%key, "registration throttled");

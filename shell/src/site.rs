@@ -113,7 +113,7 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
         registry.clone(),
         ShellConfig {
             cookies: settings.cookie_policy(),
-            sessions: crate::sessions::SessionSettings {
+            sessions: crate::session_store::SessionSettings {
                 session_ttl_seconds: settings.session_ttl_seconds,
                 reuse_grace_seconds: settings.refresh_reuse_grace_seconds,
             },
@@ -139,7 +139,7 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     registry.check_health().await;
     let mut started = host.start().await?;
     started.background.push(crate::keys::follow(keys_db, keys_signer));
-    started.background.push(crate::sessions::spawn_pruning(pruned_db, settings.sessions_retention_days.max(1) * 24 * 3600));
+    started.background.push(crate::session_store::spawn_pruning(pruned_db, settings.sessions_retention_days.max(1) * 24 * 3600));
     started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
     // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
     let router = router.merge(host::descriptors_route(&started.local));

@@ -7,7 +7,7 @@
 //! mini-cart widget (`/cart/widget`), the payment webhook (`/cart/payments/webhook`) and the event inbox
 //! (`/cart/events`).
 //!
-//! Layout: `model` and `api` (server functions) and `pages` compile for both sides (of `pages`, only the
+//! Layout: `model`, `server_fns` (the server functions) and `pages` compile for both sides (of `pages`, only the
 //! `#[island]`s — the cart's lines, the checkout form, the order page's cancel button and its watcher —
 //! reach the browser; the pages around them are server-rendered HTML); the rest is the server half:
 //! - `store` owns the tables `carts` and `cart_items` and the projections `prices` and `stock`, and
@@ -19,7 +19,7 @@
 //!   (the provider trait and the sandbox behind it) and `server` (router, migrations, seed, background
 //!   pass);
 //! - `error`: [`error::CartError`], the one error of every operation, turned into the wire's `ApiError`
-//!   only at the edges (`api`, the webhook).
+//!   only at the edges (`server_fns`, the webhook).
 //!
 //! Every state is a type that is the only way to write or read it: a cart's [`store::CartStatus`], an
 //! order's [`model::OrderStatus`], a line's [`model::HoldState`] (`tessera_kit::text_column!` stores
@@ -35,7 +35,6 @@
 // Leptos view types nest deeply; the default limit is too low for the hydrate build.
 #![recursion_limit = "512"]
 
-pub mod api;
 #[cfg(feature = "ssr")]
 pub mod carts;
 #[cfg(feature = "ssr")]
@@ -50,6 +49,7 @@ pub mod pages;
 pub mod payments;
 #[cfg(feature = "ssr")]
 pub mod server;
+pub mod server_fns;
 #[cfg(feature = "ssr")]
 pub mod store;
 

@@ -8,8 +8,8 @@ use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use tessera_contracts::page::{announce, form_of, post, read, refresh, submit};
 
-use crate::api::{checkout_view, my_cart, my_orders, order_detail, CancelOrder, PlaceOrder, SetQuantity};
 use crate::model::{CartView, CheckoutForm, HoldState, LineView, OrderStatus, OrderView, PlacedOrder, ShippingMethod};
+use crate::server_fns::{checkout_view, my_cart, my_orders, order_detail, CancelOrder, PlaceOrder, SetQuantity};
 use crate::PREFIX;
 
 fn subnav() -> impl IntoView {

@@ -4,10 +4,12 @@
 //! for the shell's home page (`/catalog/widget`) and bundle (`/catalog/pkg/*`). It keeps products in its
 //! own database and never reads another service's tables.
 //!
-//! Layout: `model` (listing filters, cards, product pages, editor input and their checks), `products`
-//! (server functions and the queries behind them), `pages` (components), and with feature `ssr` `server`
-//! (router, page handlers that answer 404/400 and set the `<head>`, generated images, demo seed, widget)
-//! and `availability` (the projection of inventory's `stock_changed` events).
+//! Layout (the same names in every fragment): `model` (listing filters, cards, product pages, editor input
+//! and their checks), `server_fns` (the server functions) and `pages` (components) compile for both
+//! sides; with feature `ssr` (the default) come `store` (the catalog's SQL: products, variants,
+//! categories, search), `availability` (the projection of inventory's `stock_changed` events) and
+//! `server` (router, page handlers that answer 404/400 and set the `<head>`, generated images, demo seed,
+//! widget).
 //!
 //! Key decisions. Every listing state (search, category, brand, price, attribute, stock, sort, page) is in
 //! the URL, so it is shareable and works without JavaScript. Pages are server-rendered in Leptos's
@@ -35,9 +37,11 @@
 pub mod availability;
 pub mod model;
 pub mod pages;
-pub mod products;
 #[cfg(feature = "ssr")]
 pub mod server;
+pub mod server_fns;
+#[cfg(feature = "ssr")]
+pub mod store;
 
 use leptos::prelude::*;
 

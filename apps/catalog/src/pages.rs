@@ -10,7 +10,7 @@ use shared_auth::SessionUser;
 use tessera_contracts::page::{form_of, read, submit};
 
 use crate::model::{Card, Category, Detail, Listing, ListingQuery, ProductInput, VariantView};
-use crate::products::{availability_label, SaveProduct};
+use crate::server_fns::{availability_label, SaveProduct};
 use crate::PREFIX;
 
 fn signed_in_as(user: Option<SessionUser>) -> impl IntoView {

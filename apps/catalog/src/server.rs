@@ -20,7 +20,7 @@ use tessera_kit::FragmentRuntime;
 
 use crate::availability;
 use crate::model::{Detail, ListingQuery};
-use crate::products::queries::{self, NewProduct};
+use crate::store::{self, NewProduct};
 use crate::{App, ListingPage, Page, NAME, PREFIX};
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -37,7 +37,7 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), sq
     if count > 0 {
         return Ok(());
     }
-    let postgres = queries::is_postgres(db);
+    let postgres = store::is_postgres(db);
     let mut tx = db.begin().await?;
     for (position, (slug, name, parent)) in demo::CATEGORIES.iter().enumerate() {
         sqlx::query("INSERT INTO categories (slug, name, parent_slug, position) VALUES ($1, $2, $3, $4)")
@@ -75,7 +75,7 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), sq
             created_at: if n < demo::PRODUCTS.len() { start + 1_000_000 - n as i64 } else { start + n as i64 },
             variants: product.variants.into_iter().map(|v| (v.sku, v.label, v.attributes)).collect(),
         };
-        queries::insert(&mut tx, postgres, &new).await?;
+        store::insert(&mut tx, postgres, &new).await?;
     }
     sqlx::query("UPDATE products SET featured = 1 WHERE id IN ('mug-stn-01', 'bag-cnv-01', 'ntb-a5-dot')").execute(&mut *tx).await?;
     tx.commit().await?;
@@ -149,7 +149,7 @@ async fn listing(runtime: &FragmentRuntime, head: PageHead, query: ListingQuery,
         Ok(filters) => filters,
         Err(error) => return status_page(StatusCode::BAD_REQUEST, "Cannot show these products", &error.to_string()),
     };
-    match tessera_kit::timing::data(queries::listing(&runtime.db, &filters)).await {
+    match tessera_kit::timing::data(store::listing(&runtime.db, &filters)).await {
         Ok(listing) => render(runtime, head, Page::Listing(Box::new(ListingPage { query, listing, user })), request).await,
         Err(error) => tessera_kit::internal(error).into_http_response(),
     }
@@ -172,7 +172,7 @@ async fn category_page(State(runtime): State<FragmentRuntime>, Path(slug): Path<
     if let Err(error) = query.validate() {
         return status_page(StatusCode::BAD_REQUEST, "Cannot show these products", &error.to_string());
     }
-    let categories = match tessera_kit::timing::data(queries::categories(&runtime.db)).await {
+    let categories = match tessera_kit::timing::data(store::categories(&runtime.db)).await {
         Ok(categories) => categories,
         Err(error) => return tessera_kit::internal(error).into_http_response(),
     };
@@ -209,7 +209,7 @@ fn json_ld(detail: &Detail) -> String {
 
 /// `/catalog/p/<id>`: a product page with its own title, description, canonical link and JSON-LD.
 async fn product_page(State(runtime): State<FragmentRuntime>, Path(id): Path<String>, request: Request) -> Response {
-    let detail = match tessera_kit::timing::data(queries::detail(&runtime.db, &id)).await {
+    let detail = match tessera_kit::timing::data(store::detail(&runtime.db, &id)).await {
         Ok(Some(detail)) => detail,
         Ok(None) => return status_page(StatusCode::NOT_FOUND, "No such product", "There is no product at this address."),
         Err(error) => return tessera_kit::internal(error).into_http_response(),
@@ -236,7 +236,7 @@ async fn editor_page(State(runtime): State<FragmentRuntime>, id: Option<Path<Str
     }
     let existing = match id {
         None => None,
-        Some(Path(id)) => match tessera_kit::timing::data(queries::detail(&runtime.db, &id)).await {
+        Some(Path(id)) => match tessera_kit::timing::data(store::detail(&runtime.db, &id)).await {
             Ok(Some(detail)) => Some(detail),
             Ok(None) => return status_page(StatusCode::NOT_FOUND, "No such product", "There is no product at this address."),
             Err(error) => return tessera_kit::internal(error).into_http_response(),
@@ -340,7 +340,7 @@ fn product_shot(id: &str) -> String {
 
 /// Server-rendered featured products for the shell's home page (not hydrated).
 async fn widget(State(runtime): State<FragmentRuntime>) -> Response {
-    match tessera_kit::timing::data(queries::featured(&runtime.db, 3)).await {
+    match tessera_kit::timing::data(store::featured(&runtime.db, 3)).await {
         Ok(cards) => {
             let items = cards
                 .into_iter()

@@ -10,7 +10,7 @@ use sqlx::{AnyConnection, AnyPool};
 use tessera_contracts::events::StockChanged;
 use tessera_kit::events::Outbox;
 
-use crate::types::StockRow;
+use crate::model::StockRow;
 
 /// Transaction types (Broadleaf's, plus expiry and adjustment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

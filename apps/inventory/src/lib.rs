@@ -6,14 +6,15 @@
 //! is a typed, append-only ledger movement (Broadleaf's SOFT_RESERVED … SHRINKAGE, plus EXPIRED and
 //! ADJUSTMENT) linked to its cause, and is announced through the outbox as `inventory.stock_changed`.
 //!
-//! Layout:
-//! - `types`, `admin`, `pages` (both builds): page data, the admin server functions, the components
+//! Layout (the same names in every fragment):
+//! - `model`, `server_fns`, `pages` (both builds): page data, the admin server functions, the components
 //!   (server-rendered; of `pages` only the `#[island]`s — the buttons and forms that change stock — reach
 //!   the browser bundle).
-//! - `ledger`, `movements`, `reservations`, `verify`, `service`, `server` (feature `ssr`): the guarded
-//!   counter updates and ledger; staff movements; the reservation lifecycle (soft with TTL and
-//!   idempotency key → hard on `cart.order_paid` → fulfilled; released, expired, cancelled) with lazy
-//!   expiry and a sweeper; the invariant checker behind `tessera inventory verify`; the signed service API
+//! - `ledger`, `movements`, `reservations`, `store`, `verify`, `service`, `server` (feature `ssr`, the
+//!   default): the guarded counter updates and ledger (which own the stock tables); staff movements; the
+//!   reservation lifecycle (soft with TTL and idempotency key → hard on `cart.order_paid` → fulfilled;
+//!   released, expired, cancelled) with lazy expiry and a sweeper (which owns the reservation tables); the
+//!   admin pages' reads; the invariant checker behind `tessera inventory verify`; the signed service API
 //!   for the cart and the event inbox; the router with its role gate, migrations and demo seed.
 //!
 //! Key decisions. The rules live in the database as well as in code: CHECK constraints keep every counter
@@ -30,9 +31,9 @@
 // Leptos view types nest deeply; the default limit is too low for the hydrate build.
 #![recursion_limit = "512"]
 
-pub mod admin;
+pub mod model;
 pub mod pages;
-pub mod types;
+pub mod server_fns;
 
 #[cfg(feature = "ssr")]
 pub mod ledger;
@@ -44,6 +45,8 @@ pub mod reservations;
 pub mod server;
 #[cfg(feature = "ssr")]
 pub mod service;
+#[cfg(feature = "ssr")]
+pub mod store;
 #[cfg(feature = "ssr")]
 pub mod verify;
 
@@ -82,7 +85,7 @@ pub fn App() -> impl IntoView {
         let ListQuery { filter, page } = serde_qs::from_str(&query).unwrap_or_default();
         view! { <pages::ReservationsPage filter=filter page=page/> }.into_any()
     } else {
-        let query: admin::StockQuery = serde_qs::from_str(&query).unwrap_or_default();
+        let query: server_fns::StockQuery = serde_qs::from_str(&query).unwrap_or_default();
         view! { <pages::StockList query=query/> }.into_any()
     };
     view! {

@@ -8,7 +8,7 @@ use tessera_contracts::ApiError;
 use tessera_kit::events::Outbox;
 
 use crate::ledger::{self, AsDbError, Cause, Deltas, Kind, Movement, Refused};
-use crate::types::{Counter, StockRow, MAX_MOVEMENT, MAX_REASON};
+use crate::model::{Counter, StockRow, MAX_MOVEMENT, MAX_REASON};
 
 /// Why an inventory operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +65,7 @@ pub enum StaffMovement {
 /// Checks a location name: 1–32 lowercase letters, digits and dashes.
 pub fn parse_location(input: &str) -> Result<String, ApiError> {
     let input = input.trim();
-    let input = if input.is_empty() { crate::types::MAIN_LOCATION } else { input };
+    let input = if input.is_empty() { crate::model::MAIN_LOCATION } else { input };
     if input.len() > 32 || !input.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
         return Err(ApiError::BadRequest(format!("{input:?} is not a location (up to 32 lowercase letters, digits and dashes)")));
     }

@@ -10,8 +10,8 @@ use tessera_contracts::domain::format_time;
 use tessera_contracts::inventory::ReservationStatus;
 use tessera_contracts::page::{announce, form_of, post, read, refresh, submit};
 
-use crate::admin::{reservation_page, sku_detail, stock_page, AdjustStock, FulfilOrder, RecordMovement, ReservationList, SkuView, StockQuery, StockTable};
-use crate::types::{LedgerEntry, ReservationRow, StockRow, LOW_STOCK};
+use crate::model::{LedgerEntry, ReservationRow, StockRow, LOW_STOCK};
+use crate::server_fns::{reservation_page, sku_detail, stock_page, AdjustStock, FulfilOrder, RecordMovement, ReservationList, SkuView, StockQuery, StockTable};
 use crate::PREFIX;
 
 fn query_string(query: &StockQuery, page: i64) -> String {

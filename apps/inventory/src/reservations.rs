@@ -16,8 +16,8 @@ use tessera_contracts::ApiError;
 use tessera_kit::events::Outbox;
 
 use crate::ledger::{self, Cause, Deltas, Kind, Movement, Refused};
+use crate::model::{ReservationRow, MAIN_LOCATION};
 use crate::movements::OpError;
-use crate::types::{ReservationRow, MAIN_LOCATION};
 
 /// A reservation request that passed validation: lines sorted by SKU (the order rows are locked in).
 #[derive(Debug, Clone)]

@@ -20,11 +20,11 @@ use tessera_kit::events::now_ms;
 use tessera_kit::fragment::{published, BoxFuture, Fragment, HandlerError, NavEntry, SeedError, Subscriptions};
 use tessera_kit::FragmentRuntime;
 
-use crate::admin::queries;
 use crate::ledger::Cause;
+use crate::model::{LOW_STOCK, MAIN_LOCATION};
 use crate::movements::{self, OpError};
 use crate::reservations;
-use crate::types::{LOW_STOCK, MAIN_LOCATION};
+use crate::store as queries;
 use crate::{App, NAME, PREFIX};
 
 static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");

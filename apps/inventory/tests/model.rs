@@ -12,9 +12,9 @@ use tessera_contracts::events::{Envelope, OrderCancelled, OrderPaid};
 use tessera_contracts::inventory::{Line, ReservationStatus, ReserveRequest};
 use tessera_contracts::ApiError;
 use tessera_inventory::ledger::Cause;
+use tessera_inventory::model::Counter;
 use tessera_inventory::movements::{self, OpError, StaffMovement};
 use tessera_inventory::reservations::{self, Applied, ValidRequest};
-use tessera_inventory::types::Counter;
 use tessera_kit::db::StoreSettings;
 use tessera_kit::events::Outbox;
 

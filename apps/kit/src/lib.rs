@@ -31,7 +31,10 @@
 //!   migrations, router, jobs, seed, published events, subscriptions with handlers);
 //! - `config` and `host`: the settings of a process and the assembly and serving of one (fragments,
 //!   relays, peers, health and readiness, draining on SIGTERM), shared by every binary;
-//! - [`FragmentRuntime`]: the state a fragment's router, SSR and server functions share.
+//! - [`FragmentRuntime`]: the state a fragment's router, SSR and server functions share;
+//! - `testing` (feature `testing`, for dev-dependencies): one fragment alone in its own crate's tests,
+//!   on its own database, with signed-in users, signed events and calls in, and test doubles of the
+//!   other services' contracts out.
 //!
 //! The runtime uses sqlx's `Any` driver so one query text serves both backends: queries use `$1`
 //! placeholders (SQLite accepts them too) and only the types both backends share (`BIGINT`, `TEXT`).
@@ -54,6 +57,8 @@ pub mod relying_party;
 pub mod routes;
 pub mod secrets;
 pub mod service;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod timing;
 pub mod webhook;
 

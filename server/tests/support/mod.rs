@@ -19,52 +19,12 @@ pub const PASSWORD: &str = "tessera-demo";
 pub const SHOPPER: &str = "shopper@example.com";
 pub const ADMIN: &str = "admin@example.com";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// Whether PostgreSQL tests can run (`TESSERA_TEST_POSTGRES_URL` is set); says so on stderr when not.
-/// `cargo xtask test` sets it to the local server, and under `CI=true` fails when that is missing, so a
-/// skip here happens only in a plain `cargo test` on a machine without PostgreSQL.
-pub fn postgres_configured() -> bool {
-    let configured = postgres_url().is_some();
-    if !configured {
-        eprintln!("TESSERA_TEST_POSTGRES_URL is not set: the PostgreSQL case is skipped");
-    }
-    configured
-}
-
-/// One test case per backend for `async fn name(backend: Backend)`: `name::sqlite` and `name::postgres`,
-/// so the runner reports each (a SQLite failure does not hide the PostgreSQL result) and
-/// `cargo test name::postgres` runs one. The test attribute is `#[tokio::test]` unless given first.
-#[allow(unused_macros)]
-macro_rules! each_backend {
-    ($name:ident) => {
-        $crate::support::each_backend!(
-            #[tokio::test]
-            $name
-        );
-    };
-    (#[$test:meta] $name:ident) => {
-        mod $name {
-            #[$test]
-            async fn sqlite() {
-                super::$name($crate::support::Backend::Sqlite).await
-            }
-
-            #[$test]
-            async fn postgres() {
-                if $crate::support::postgres_configured() {
-                    super::$name($crate::support::Backend::Postgres).await
-                }
-            }
-        }
-    };
-}
+// Where a test's data lives, and one test case per backend: the fragments' own tests use the same.
 #[allow(unused_imports)]
-pub(crate) use each_backend;
+pub use tessera_kit::each_backend;
+use tessera_kit::testing::postgres_url;
+#[allow(unused_imports)]
+pub use tessera_kit::testing::{postgres_configured, Backend};
 
 /// The NATS server of the broker tests (`TESSERA_TEST_NATS_URL`), if any.
 pub fn nats_url() -> Option<String> {
@@ -76,10 +36,6 @@ pub fn nats_url() -> Option<String> {
 pub fn over_nats(settings: &mut Settings) {
     settings.nats_url = Some(nats_url().expect("TESSERA_TEST_NATS_URL"));
     settings.nats_prefix = settings.schema_prefix.trim_end_matches('_').to_owned();
-}
-
-fn postgres_url() -> Option<String> {
-    std::env::var("TESSERA_TEST_POSTGRES_URL").ok().filter(|url| !url.is_empty())
 }
 
 /// A running `tessera` process-in-a-task with its own data.

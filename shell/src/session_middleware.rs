@@ -22,7 +22,7 @@ use axum::response::Response;
 use shared_auth::cookie::rewrite_cookie_header;
 use shared_auth::Claims;
 
-use crate::sessions::{self, now_seconds, Refresh};
+use crate::session_store::{self, now_seconds, Refresh};
 use crate::{users, ShellState};
 
 /// The verified session of this request, for the shell's own handlers.
@@ -39,7 +39,7 @@ impl CurrentSession {
 
 async fn valid_access(state: &ShellState, token: &str, now: i64) -> Option<Claims> {
     let claims = state.verifier.verify(token).await.ok()?;
-    match sessions::status(&state.db, &claims.sid, &claims.sub, now).await {
+    match session_store::status(&state.db, &claims.sid, &claims.sub, now).await {
         Ok(Some(status)) if status.active && (status.roles_changed_at == 0 || claims.iat > status.roles_changed_at) => Some(claims),
         Ok(_) => None,
         Err(error) => {
@@ -52,7 +52,7 @@ async fn valid_access(state: &ShellState, token: &str, now: i64) -> Option<Claim
 
 /// A new access token (and maybe refresh token) from a refresh token, or `None` when it is not good.
 async fn refresh(state: &ShellState, refresh_token: &str, now: i64) -> Option<(Claims, String, Option<String>)> {
-    let outcome = sessions::rotate(&state.db, &state.sessions, refresh_token, now).await;
+    let outcome = session_store::rotate(&state.db, &state.sessions, refresh_token, now).await;
     match outcome {
         Ok(Refresh::Rotated { session_id, user_id, refresh_token }) => {
             let user = match users::find(&state.db, &user_id).await {
