@@ -276,8 +276,8 @@ pub(crate) async fn fragments_page(State(state): State<ShellState>, MaybeUser(us
         .into_iter()
         .map(|fragment| {
             let instances = match &fragment.upstream {
-                crate::registry::Upstream::InProcess(_) => view! { <li>"in this process"</li> }.into_any(),
-                crate::registry::Upstream::Http(pool) => pool
+                tessera_kit::peers::Target::InProcess { .. } => view! { <li>"in this process"</li> }.into_any(),
+                tessera_kit::peers::Target::Http { pool, .. } => pool
                     .instances
                     .iter()
                     .map(|instance| {

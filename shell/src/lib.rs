@@ -70,8 +70,6 @@ use crate::registry::{Fragment, FragmentRegistry};
 use crate::session_store::SessionSettings;
 use crate::throttle::ThrottleSettings;
 
-pub use registry::Upstream;
-
 /// The shared stylesheet, compiled in from `style/`.
 pub const STYLESHEET: &str = include_str!("../../style/tessera.css");
 

@@ -14,152 +14,28 @@
 //! Every request waits at most the fragment's timeout for the response head, so a slow or stopped fragment
 //! becomes a [`ForwardError`] the shell answers with a fallback instead of hanging.
 //!
+//! The instances, their health check, the selection and the process's HTTP clients are the kit's
+//! (`tessera_kit::peers`: `Target`, `Pool`, `Instance::check`, `Clients`), the same ones a fragment uses
+//! to reach the services it calls; what is the shell's own here is forwarding a browser's request whole
+//! (streamed answer, hop-by-hop headers, the client's address) and the contract check.
+//!
 //! Why not tower's `balance`: the shell must know which instance it picked, to eject it and to resend the
 //! request elsewhere, and its instances change with each health check; a small selector over a shared
 //! list says that more plainly than a `Discover` stream and a retry policy around `Balance`.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use shared_auth::Role;
-use tessera_kit::host::{describe, EventContract, FragmentDescriptor};
+use tessera_kit::host::{EventContract, FragmentDescriptor};
+use tessera_kit::peers::{Clients, Instance, Pool, Target};
 use tower::ServiceExt;
 
 /// Largest request body the shell forwards (it keeps the body to resend it to another instance); every
 /// fragment endpoint accepts far less.
 pub const MAX_FORWARD_BODY_BYTES: usize = 2 * 1024 * 1024;
-
-/// How the shell reaches a fragment.
-#[derive(Clone)]
-pub enum Upstream {
-    /// The fragment's router, in this process.
-    InProcess(axum::Router),
-    /// Instances of a separate process.
-    Http(Arc<Pool>),
-}
-
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Upstream::InProcess(_) => f.write_str("in-process"),
-            Upstream::Http(pool) => f.debug_list().entries(pool.instances.iter().map(|instance| instance.base.as_str())).finish(),
-        }
-    }
-}
-
-/// One instance of a fragment process.
-#[derive(Debug)]
-pub struct Instance {
-    /// Base URL, e.g. `http://127.0.0.1:3101`.
-    pub base: url::Url,
-    ready: AtomicBool,
-    /// False once it described itself with contracts this site does not speak: never routed to.
-    compatible: AtomicBool,
-    in_flight: AtomicUsize,
-    /// What the instance last said about itself.
-    descriptor: RwLock<Option<FragmentDescriptor>>,
-    /// Why it is out of rotation, if it is.
-    problem: RwLock<Option<String>>,
-}
-
-impl Instance {
-    fn new(base: url::Url) -> Instance {
-        // Optimistic until the first check: a shell that starts beside its fragments serves at once.
-        Instance {
-            base,
-            ready: AtomicBool::new(true),
-            compatible: AtomicBool::new(true),
-            in_flight: AtomicUsize::new(0),
-            descriptor: RwLock::new(None),
-            problem: RwLock::new(None),
-        }
-    }
-
-    pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
-    }
-
-    pub fn is_compatible(&self) -> bool {
-        self.compatible.load(Ordering::SeqCst)
-    }
-
-    /// Whether this instance's bundle has `asset` (`pkg/…`), as far as its description says.
-    fn has_asset(&self, asset: &str) -> bool {
-        self.descriptor
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .as_ref()
-            .is_some_and(|descriptor| descriptor.assets.iter().any(|known| known == asset))
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::SeqCst)
-    }
-
-    pub fn descriptor(&self) -> Option<FragmentDescriptor> {
-        self.descriptor.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-    }
-
-    pub fn problem(&self) -> Option<String> {
-        self.problem.read().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
-    }
-
-    fn mark(&self, ready: bool, problem: Option<String>) {
-        let was = self.ready.swap(ready, Ordering::SeqCst);
-        if was != ready {
-            if ready {
-                tracing::info!(instance = %self.base, "instance back in rotation");
-            } else {
-                tracing::warn!(instance = %self.base, problem = problem.as_deref().unwrap_or(""), "instance out of rotation");
-            }
-        }
-        *self.problem.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = problem;
-    }
-}
-
-/// The instances of one fragment.
-#[derive(Debug)]
-pub struct Pool {
-    pub instances: Vec<Arc<Instance>>,
-    cursor: AtomicUsize,
-}
-
-impl Pool {
-    pub fn new(bases: Vec<url::Url>) -> Pool {
-        Pool { instances: bases.into_iter().map(|base| Arc::new(Instance::new(base))).collect(), cursor: AtomicUsize::new(0) }
-    }
-
-    /// An instance for the next request, other than `except`: the less busy of two ready ones (the power
-    /// of two choices); if none is ready, any compatible one (a check may simply not have run yet). For a
-    /// bundle file (`asset`), instances whose build has it come first: a page rendered by one build loads
-    /// that build's files while instances of two builds run side by side.
-    fn pick(&self, except: Option<&Arc<Instance>>, asset: Option<&str>) -> Option<Arc<Instance>> {
-        let mut candidates: Vec<&Arc<Instance>> =
-            self.instances.iter().filter(|instance| instance.is_compatible() && except.is_none_or(|except| !Arc::ptr_eq(instance, except))).collect();
-        if let Some(asset) = asset {
-            let with_asset: Vec<&Arc<Instance>> = candidates.iter().copied().filter(|instance| instance.has_asset(asset)).collect();
-            if !with_asset.is_empty() {
-                candidates = with_asset;
-            }
-        }
-        let ready: Vec<&Arc<Instance>> = candidates.iter().copied().filter(|instance| instance.is_ready()).collect();
-        let pool = if ready.is_empty() { candidates } else { ready };
-        match pool.len() {
-            0 => None,
-            1 => Some(pool[0].clone()),
-            count => {
-                // Two distinct candidates from a rotating start, so ties spread evenly.
-                let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-                let first = pool[start % count];
-                let second = pool[(start + 1 + rand::random::<usize>() % (count - 1)) % count];
-                Some(if second.in_flight() < first.in_flight() { second.clone() } else { first.clone() })
-            }
-        }
-    }
-}
 
 /// One registered fragment.
 #[derive(Clone, Debug)]
@@ -170,7 +46,9 @@ pub struct Fragment {
     pub title: String,
     /// URL prefix it owns, e.g. `/catalog`.
     pub prefix: String,
-    pub upstream: Upstream,
+    /// Its router in this process, or its instances (`tessera_kit::peers`: the same routes the kit's
+    /// calls between services take).
+    pub upstream: Target,
     /// Longest wait for the response head.
     pub timeout: Duration,
     /// Whether it has a navigation link.
@@ -224,10 +102,9 @@ struct Pending {
 pub struct FragmentRegistry {
     fragments: RwLock<Vec<Arc<Fragment>>>,
     pending: Vec<Pending>,
-    client: reqwest::Client,
-    /// For forwarded requests that change something: a connection of their own each, so a dead instance
-    /// refuses it and the request can go to another (`tessera_kit::peers::fresh_connection_client`).
-    fresh: reqwest::Client,
+    /// The process's clients: forwarded requests that change something get a connection of their own
+    /// each, so a dead instance refuses it and the request can go to another.
+    clients: Clients,
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded.
@@ -244,12 +121,11 @@ fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HeaderMap) {
 impl FragmentRegistry {
     /// A registry of fragments known now; `pending` fragments (name, instances, timeout) are added when
     /// an instance first describes itself (see [`FragmentRegistry::check_health`]).
-    pub fn new(fragments: Vec<Fragment>, pending: Vec<(String, Arc<Pool>, Duration)>) -> FragmentRegistry {
+    pub fn new(fragments: Vec<Fragment>, pending: Vec<(String, Arc<Pool>, Duration)>, clients: Clients) -> FragmentRegistry {
         FragmentRegistry {
             fragments: RwLock::new(fragments.into_iter().map(Arc::new).collect()),
             pending: pending.into_iter().map(|(name, pool, timeout)| Pending { name, pool, timeout }).collect(),
-            client: tessera_kit::peers::http_client(),
-            fresh: tessera_kit::peers::fresh_connection_client(),
+            clients,
         }
     }
 
@@ -273,8 +149,8 @@ impl FragmentRegistry {
             .fragments()
             .iter()
             .filter_map(|fragment| match &fragment.upstream {
-                Upstream::Http(pool) => Some((fragment.name.clone(), pool.clone())),
-                Upstream::InProcess(_) => None,
+                Target::Http { pool, .. } => Some((fragment.name.clone(), pool.clone())),
+                Target::InProcess { .. } => None,
             })
             .collect();
         for pending in &self.pending {
@@ -292,15 +168,15 @@ impl FragmentRegistry {
             pool.instances.clone().into_iter().map(move |instance| {
                 let name = name.clone();
                 async move {
-                    let outcome = self.check_instance(&name, &instance).await;
+                    let outcome = instance.check(&self.clients, &name).await;
                     match outcome {
                         Ok(descriptor) => {
                             let incompatibility = self.incompatibility(&descriptor);
-                            let was = instance.compatible.swap(incompatibility.is_none(), Ordering::SeqCst);
+                            let was = instance.set_compatible(incompatibility.is_none());
                             if let (true, Some(reason)) = (was, &incompatibility) {
                                 tracing::error!(instance = %instance.base, fragment = %name, %reason, "refusing to route to an instance with incompatible contracts");
                             }
-                            *instance.descriptor.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(descriptor);
+                            instance.set_descriptor(descriptor);
                             instance.mark(incompatibility.is_none(), incompatibility);
                         }
                         Err(problem) => instance.mark(false, Some(problem)),
@@ -325,7 +201,7 @@ impl FragmentRegistry {
                 name: descriptor.name.clone(),
                 title: descriptor.title.clone(),
                 prefix: descriptor.prefix.clone(),
-                upstream: Upstream::Http(pending.pool.clone()),
+                upstream: Target::remote(descriptor.prefix.clone(), pending.pool.clone(), &self.clients),
                 timeout: pending.timeout,
                 in_nav: descriptor.nav.is_some(),
                 nav_role: descriptor.nav.as_ref().and_then(|nav| nav.role),
@@ -362,17 +238,6 @@ impl FragmentRegistry {
         None
     }
 
-    async fn check_instance(&self, name: &str, instance: &Instance) -> Result<FragmentDescriptor, String> {
-        let timeout = Duration::from_secs(1);
-        let ready = self.client.get(instance.base.join("/readyz").map_err(|error| error.to_string())?).timeout(timeout).send().await;
-        match ready {
-            Ok(response) if response.status().is_success() => {}
-            Ok(response) => return Err(format!("not ready ({})", response.status())),
-            Err(error) => return Err(format!("not reachable: {error}")),
-        }
-        describe(&self.client, instance.base.as_str(), name, timeout).await
-    }
-
     /// Checks every instance every `every`, until the task is aborted.
     pub fn spawn_health_checks(registry: Arc<FragmentRegistry>, every: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
@@ -397,11 +262,11 @@ impl FragmentRegistry {
 
     async fn forward_once(&self, fragment: &Fragment, request: Request<Body>, timeout: Duration) -> Result<Response<Body>, ForwardError> {
         match &fragment.upstream {
-            Upstream::InProcess(router) => tokio::time::timeout(timeout, router.clone().oneshot(request))
+            Target::InProcess { router, .. } => tokio::time::timeout(timeout, router.clone().oneshot(request))
                 .await
                 .map_err(|_| ForwardError::Timeout(timeout))?
                 .map_err(|error| ForwardError::Unreachable(error.to_string())),
-            Upstream::Http(pool) => {
+            Target::Http { pool, .. } => {
                 let (parts, body) = request.into_parts();
                 let body = axum::body::to_bytes(body, MAX_FORWARD_BODY_BYTES).await.map_err(|_| ForwardError::TooLarge)?;
                 let deadline = tokio::time::Instant::now() + timeout;
@@ -452,11 +317,10 @@ impl FragmentRegistry {
             headers.insert(HeaderName::from_static(tessera_kit::client::FORWARDED_FOR), HeaderValue::from_str(&client.0.to_string()).expect("an address"));
         }
         let idempotent = tessera_kit::peers::is_idempotent(&parts.method);
-        let client = if idempotent { &self.client } else { &self.fresh };
-        let request = client.request(parts.method.clone(), url).headers(headers).body(body);
-        instance.in_flight.fetch_add(1, Ordering::SeqCst);
+        let request = self.clients.for_method(&parts.method).request(parts.method.clone(), url).headers(headers).body(body);
+        let in_flight = instance.start_request();
         let sent = tokio::time::timeout_at(deadline, request.send()).await;
-        instance.in_flight.fetch_sub(1, Ordering::SeqCst);
+        drop(in_flight);
         let response = match sent {
             Err(_) => return Err(Attempt::Failed(ForwardError::Timeout(timeout))),
             Ok(Err(error)) => {
@@ -491,7 +355,7 @@ mod tests {
             name: name.into(),
             title: name.into(),
             prefix: prefix.into(),
-            upstream: Upstream::Http(Arc::new(Pool::new(vec![url::Url::parse("http://127.0.0.1:9").unwrap()]))),
+            upstream: Target::http(prefix, vec!["http://127.0.0.1:9".into()]),
             timeout: Duration::from_secs(1),
             in_nav: true,
             nav_role: None,
@@ -502,45 +366,12 @@ mod tests {
 
     #[test]
     fn prefixes_match_whole_segments_and_the_longest_wins() {
-        let registry = FragmentRegistry::new(vec![fragment("admin", "/admin"), fragment("inventory", "/admin/inventory")], Vec::new());
+        let registry = FragmentRegistry::new(vec![fragment("admin", "/admin"), fragment("inventory", "/admin/inventory")], Vec::new(), Clients::new());
         assert_eq!(registry.route("/admin/inventory").unwrap().name, "inventory");
         assert_eq!(registry.route("/admin/inventory/api/x").unwrap().name, "inventory");
         assert_eq!(registry.route("/admin/users").unwrap().name, "admin");
         assert!(registry.route("/administrator").is_none());
         assert!(registry.route("/").is_none());
-    }
-
-    #[test]
-    fn picking_prefers_ready_and_less_busy_instances_and_skips_the_failed_one() {
-        let urls = ["http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3"];
-        let pool = Pool::new(urls.iter().map(|url| url::Url::parse(url).unwrap()).collect());
-        let [a, b, c] = [&pool.instances[0], &pool.instances[1], &pool.instances[2]];
-        // c is out of rotation: never picked while others are ready.
-        c.mark(false, Some("down".into()));
-        for _ in 0..50 {
-            assert!(!Arc::ptr_eq(&pool.pick(None, None).unwrap(), c));
-        }
-        // a is busy: b wins every comparison between the two.
-        a.in_flight.store(10, Ordering::SeqCst);
-        for _ in 0..50 {
-            assert!(Arc::ptr_eq(&pool.pick(None, None).unwrap(), b));
-        }
-        // A resend never goes back to the instance that failed.
-        for _ in 0..50 {
-            assert!(Arc::ptr_eq(&pool.pick(Some(b), None).unwrap(), a));
-        }
-        // Nothing ready: any instance rather than none.
-        a.mark(false, None);
-        b.mark(false, None);
-        assert!(pool.pick(None, None).is_some());
-        // An instance with incompatible contracts is never picked, not even then.
-        a.compatible.store(false, Ordering::SeqCst);
-        b.compatible.store(false, Ordering::SeqCst);
-        for _ in 0..20 {
-            assert!(Arc::ptr_eq(&pool.pick(None, None).unwrap(), c));
-        }
-        c.compatible.store(false, Ordering::SeqCst);
-        assert!(pool.pick(None, None).is_none());
     }
 
     fn descriptor(name: &str, assets: &[&str]) -> FragmentDescriptor {
@@ -559,24 +390,10 @@ mod tests {
     }
 
     #[test]
-    fn a_bundle_file_goes_to_an_instance_of_the_build_that_has_it() {
-        let pool = Pool::new(vec![url::Url::parse("http://127.0.0.1:1").unwrap(), url::Url::parse("http://127.0.0.1:2").unwrap()]);
-        let (old, new) = (&pool.instances[0], &pool.instances[1]);
-        *old.descriptor.write().unwrap() = Some(descriptor("catalog", &["pkg/catalog-aaaa.js"]));
-        *new.descriptor.write().unwrap() = Some(descriptor("catalog", &["pkg/catalog-bbbb.js"]));
-        for _ in 0..20 {
-            assert!(Arc::ptr_eq(&pool.pick(None, Some("pkg/catalog-aaaa.js")).unwrap(), old));
-            assert!(Arc::ptr_eq(&pool.pick(None, Some("pkg/catalog-bbbb.js")).unwrap(), new));
-        }
-        // A file no build names (an old page after both rolled over): any instance answers (a 404).
-        assert!(pool.pick(None, Some("pkg/catalog-cccc.js")).is_some());
-    }
-
-    #[test]
     fn contracts_that_differ_from_the_site_or_the_other_fragments_are_named() {
         let mut cart = fragment("cart", "/cart");
         cart.publishes = vec![EventContract { event_type: "cart.order_paid".into(), version: 1 }];
-        let registry = FragmentRegistry::new(vec![cart], Vec::new());
+        let registry = FragmentRegistry::new(vec![cart], Vec::new(), Clients::new());
         let mut inventory = descriptor("inventory", &[]);
         assert_eq!(registry.incompatibility(&inventory), None);
         inventory.consumes = vec![EventContract { event_type: "cart.order_paid".into(), version: 2 }];

@@ -19,8 +19,9 @@ use tessera_kit::db::Migrations;
 use tessera_kit::fragment::Fragment as FragmentCrate;
 use tessera_kit::host::{self, EventContract, Host, HostError, Running};
 
-use crate::registry::{Fragment, FragmentRegistry, Pool, Upstream};
+use crate::registry::{Fragment, FragmentRegistry};
 use crate::{ShellConfig, ShellState};
+use tessera_kit::peers::{Pool, Target};
 
 /// A built site: its router and the background tasks it runs.
 pub struct Site {
@@ -80,8 +81,11 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     for &fragment in contained {
         let timeout = fragment_timeout(settings, fragment.name());
         let upstream = match instances(settings, fragment.name())? {
-            Some(pool) => Upstream::Http(pool),
-            None => Upstream::InProcess(host.add_fragment(fragment, crate::in_process_jwks(&signer)).await?.router.clone()),
+            Some(pool) => Target::remote(fragment.prefix(), pool, host.peers.clients()),
+            None => {
+                let router = host.add_fragment(fragment, crate::in_process_jwks(&signer)).await?.router.clone();
+                Target::InProcess { prefix: fragment.prefix().to_owned(), router }
+            }
         };
         let nav = fragment.nav();
         let event = |&(event_type, version): &(&str, u32)| EventContract { event_type: event_type.to_owned(), version };
@@ -104,7 +108,7 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
             pending.push((name.clone(), pool, fragment_timeout(settings, name)));
         }
     }
-    let registry = Arc::new(FragmentRegistry::new(fragments, pending));
+    let registry = Arc::new(FragmentRegistry::new(fragments, pending, host.peers.clients().clone()));
     let pruned_db = shell_db.clone();
     let shell = ShellState::new(
         shell_db,

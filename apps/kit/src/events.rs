@@ -22,19 +22,17 @@
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{HeaderMap, Request};
+use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Serialize;
 use sqlx::{AnyConnection, AnyPool};
 use tessera_contracts::events::{Envelope, Event};
 use tokio::sync::Notify;
-use tower::ServiceExt;
 
 pub const PRODUCER_HEADER: &str = "x-tessera-event-producer";
 pub const TIMESTAMP_HEADER: &str = "x-tessera-event-timestamp";
@@ -273,123 +271,7 @@ pub trait Transport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, subscriber: &'a str, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
-/// How to reach another service (a subscriber's `<prefix>/events`, a service API, a webhook).
-#[derive(Clone)]
-pub enum Target {
-    InProcess {
-        prefix: String,
-        router: axum::Router,
-    },
-    /// One or more instances of a separate process, tried in turn.
-    Http {
-        prefix: String,
-        instances: Instances,
-    },
-}
-
-/// The base URLs of a service's instances (`http://127.0.0.1:3101`), used round-robin, and the HTTP
-/// clients every call to them shares. A request that could not connect to one instance is sent once more
-/// to the next: it never reached the first, so even a non-idempotent request is safe to send again (such
-/// requests always open a connection of their own, so "could not connect" is exact).
-#[derive(Clone, Debug)]
-pub struct Instances {
-    bases: Arc<[String]>,
-    cursor: Arc<AtomicUsize>,
-    client: reqwest::Client,
-    /// For requests that change something: a connection of their own (`crate::peers::fresh_connection_client`).
-    fresh: reqwest::Client,
-}
-
-impl Instances {
-    pub fn new(bases: Vec<String>) -> Instances {
-        let bases: Vec<String> = bases.into_iter().map(|base| base.trim_end_matches('/').to_owned()).filter(|base| !base.is_empty()).collect();
-        Instances {
-            bases: bases.into(),
-            cursor: Arc::new(AtomicUsize::new(0)),
-            client: crate::peers::http_client(),
-            fresh: crate::peers::fresh_connection_client(),
-        }
-    }
-
-    pub fn bases(&self) -> &[String] {
-        &self.bases
-    }
-
-    /// The instances in the order to try them for the next request.
-    fn rotation(&self) -> impl Iterator<Item = &String> {
-        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
-        let count = self.bases.len();
-        (0..count).map(move |offset| &self.bases[(start + offset) % count])
-    }
-}
-
-impl Target {
-    /// A separate process at one or more base URLs.
-    pub fn http(prefix: impl Into<String>, bases: Vec<String>) -> Target {
-        Target::Http { prefix: prefix.into(), instances: Instances::new(bases) }
-    }
-
-    /// The prefix the service owns.
-    pub fn prefix(&self) -> &str {
-        match self {
-            Target::InProcess { prefix, .. } | Target::Http { prefix, .. } => prefix,
-        }
-    }
-
-    /// Sends one request to `path` on this service (its router in process, or `<base><path>` with
-    /// `client`) and returns the status and up to `max_bytes` of the answer. `Err` when it could not be
-    /// sent, or over HTTP not answered within `timeout` (in process the callee is not cut off half-way;
-    /// a caller that wants a bound there too wraps the call).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn send(
-        &self,
-        method: axum::http::Method,
-        path: &str,
-        headers: &[(&str, String)],
-        body: Vec<u8>,
-        max_bytes: usize,
-        timeout: Duration,
-    ) -> Result<(u16, Vec<u8>), String> {
-        match self {
-            Target::InProcess { router, .. } => {
-                let mut request = Request::builder().method(method).uri(path);
-                for (name, value) in headers {
-                    request = request.header(*name, value);
-                }
-                let request = request.body(Body::from(body)).map_err(|error| error.to_string())?;
-                let response = router.clone().oneshot(request).await.map_err(|error| error.to_string())?;
-                let status = response.status().as_u16();
-                // An answer over the limit is read as empty: the status still counts.
-                let bytes = axum::body::to_bytes(response.into_body(), max_bytes).await.map(|bytes| bytes.to_vec()).unwrap_or_default();
-                Ok((status, bytes))
-            }
-            Target::Http { instances, .. } => {
-                let mut last_error = "no instances configured".to_owned();
-                // At most two instances: the chosen one and, if it could not be connected to, the next.
-                let client = if crate::peers::is_idempotent(&method) { &instances.client } else { &instances.fresh };
-                for base in instances.rotation().take(2) {
-                    let mut request = client.request(method.clone(), format!("{base}{path}")).timeout(timeout);
-                    for (name, value) in headers {
-                        request = request.header(*name, value);
-                    }
-                    match request.body(body.clone()).send().await {
-                        Ok(response) => {
-                            let status = response.status().as_u16();
-                            let bytes = response.bytes().await.map_err(|error| error.to_string())?;
-                            return Ok((status, bytes.iter().take(max_bytes).copied().collect()));
-                        }
-                        Err(error) if error.is_connect() => {
-                            tracing::debug!(%base, %error, "instance refused the connection; trying the next");
-                            last_error = error.to_string();
-                        }
-                        Err(error) => return Err(error.to_string()),
-                    }
-                }
-                Err(last_error)
-            }
-        }
-    }
-}
+pub use crate::peers::Target;
 
 /// How long one event delivery may take.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -35,7 +35,7 @@ use crate::config::Settings;
 use crate::events::{HttpTransport, Outbox, Relay, RelaySettings, Target};
 use crate::fragment::{Fragment, NavEntry};
 use crate::manifest::ManifestStore;
-use crate::peers::Peers;
+use crate::peers::{Clients, Peers, Pool};
 use crate::secrets::Secrets;
 use crate::{FragmentEvents, FragmentRuntime};
 
@@ -172,11 +172,12 @@ impl Host {
     /// A host with the deployment's secrets (configured ones are checked now; see `crate::secrets`).
     pub fn new(settings: &Settings) -> Result<Host, HostError> {
         let secrets = Arc::new(Secrets::new(settings)?);
-        let peers = Arc::new(Peers::default());
+        // The process's one pair of HTTP clients: every route to another service shares it.
+        let peers = Arc::new(Peers::new(Clients::new()));
         if let Some(base) = &settings.payment_url {
             // Comma-separated: several processes serve the provider (every shell replica does).
-            let bases = base.split(',').map(str::trim).filter(|base| !base.is_empty()).map(str::to_owned).collect();
-            peers.set("payments", Target::http(tessera_contracts::payments::SANDBOX_PREFIX, bases));
+            let bases: Vec<String> = base.split(',').map(str::to_owned).collect();
+            peers.set("payments", Target::remote(tessera_contracts::payments::SANDBOX_PREFIX, Arc::new(Pool::of(&bases)), peers.clients()));
         }
         Ok(Host { settings: settings.clone(), secrets, peers, local: Vec::new(), background: Vec::new() })
     }
@@ -322,13 +323,13 @@ impl Drop for Teardown {
     }
 }
 
-/// Reads the descriptions of the services configured as upstreams: where they are (their prefix, for
-/// events and calls) and what they consume (so local producers address events to them).
+/// Checks the instances of the services configured as upstreams (the same check as the shell's
+/// registry, `Instance::check`): which are ready, where the service is (its prefix, for events and
+/// calls) and what it consumes (so local producers address events to it).
 struct Discovery {
-    remotes: Vec<(String, Vec<String>)>,
+    remotes: Vec<(String, Arc<Pool>)>,
     producers: Vec<(&'static dyn Fragment, FragmentRuntime)>,
     peers: Arc<Peers>,
-    client: reqwest::Client,
 }
 
 impl Discovery {
@@ -338,41 +339,32 @@ impl Discovery {
             .fragments
             .keys()
             .filter(|name| host.local(name).is_none())
-            .map(|name| (name.clone(), host.settings.instances_of(name)))
-            .filter(|(_, instances)| !instances.is_empty())
+            .map(|name| (name.clone(), Arc::new(Pool::of(&host.settings.instances_of(name)))))
+            .filter(|(_, pool)| !pool.instances.is_empty())
             .collect();
         let producers = host.local.iter().map(|local| (local.fragment, local.runtime.clone())).collect();
-        let discovery = Discovery { remotes, producers, peers: host.peers.clone(), client: crate::peers::http_client() };
+        let discovery = Discovery { remotes, producers, peers: host.peers.clone() };
         // Calls use full paths from the contracts, so they can go out before the description is read;
         // event deliveries wait for the prefix (see `HttpTransport`).
-        for (name, instances) in &discovery.remotes {
-            discovery.peers.set(name, Target::http("", instances.clone()));
+        for (name, pool) in &discovery.remotes {
+            discovery.peers.set(name, Target::remote("", pool.clone(), discovery.peers.clients()));
         }
         discovery
     }
 
-    /// Reads every description; returns whether every configured service has been described.
+    /// Checks every instance; returns whether every configured service has been described.
     async fn run_once(&self) -> bool {
         let mut complete = true;
-        for (name, instances) in &self.remotes {
-            let mut found = None;
-            for base in instances {
-                match describe(&self.client, base, name, Duration::from_secs(2)).await {
-                    Ok(descriptor) => {
-                        found = Some(descriptor);
-                        break;
-                    }
-                    Err(problem) => tracing::debug!(%name, %base, %problem, "no description"),
-                }
-            }
-            let Some(descriptor) = found else {
+        for (name, pool) in &self.remotes {
+            let Some(descriptor) = pool.check_all(self.peers.clients(), name).await else {
                 if self.peers.get(name).is_none_or(|target| target.prefix().is_empty()) {
                     complete = false;
                     tracing::debug!(%name, "no instance of this service described itself yet; events to it wait");
                 }
                 continue;
             };
-            self.peers.set(name, Target::http(descriptor.prefix.clone(), instances.clone()));
+            // The same pool: what the checks and failed calls learned about its instances is kept.
+            self.peers.set(name, Target::remote(descriptor.prefix.clone(), pool.clone(), self.peers.clients()));
             for consumed in &descriptor.consumes {
                 for (_, runtime) in self.producers.iter().filter(|(producer, _)| publishes(*producer, &consumed.event_type)) {
                     if let Err(error) = runtime.events.outbox.subscribe(&runtime.db, &consumed.event_type, name).await {

@@ -18,7 +18,9 @@
 //! - `service`: signed service-to-service calls (the cart reserving stock) and their verification;
 //! - `secrets`: one shared secret per trust relationship (events, service calls, the payment API, its
 //!   webhooks), loaded when first asked for, checked for length, kept owner-only;
-//! - `peers`: how a service reaches the others it calls (in process or over HTTP);
+//! - `peers`: how a service reaches another, the one abstraction of every process (the shell's registry
+//!   too): a `Target` in process or over HTTP, a `Pool` of instances with their health check and the
+//!   power-of-two-choices pick, and the process's one pair of HTTP `Clients`;
 //! - `lease`: named leases in a fragment's database, so its instances take turns (a cart's changes, a
 //!   sweeper's pass) whatever process they run in;
 //! - `metrics`: Prometheus metrics (requests, outbox, relay lag) at `GET /metrics`;
