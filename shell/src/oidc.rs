@@ -434,10 +434,6 @@ fn no_store(headers: &mut HeaderMap) {
     headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
-fn invalid_grant(description: &str) -> Response {
-    token_error(StatusCode::BAD_REQUEST, "invalid_grant", description)
-}
-
 /// `application/x-www-form-urlencoded` decoding of one value (RFC 6749 §2.3.1 encodes Basic credentials so).
 fn form_decoded(value: &str) -> Option<String> {
     percent_encoding::percent_decode_str(&value.replace('+', " ")).decode_utf8().ok().map(|decoded| decoded.into_owned())
@@ -508,76 +504,122 @@ struct TokenResponse {
 
 /// `POST /oauth/token`.
 pub(crate) async fn token(State(state): State<ShellState>, headers: HeaderMap, body: Bytes) -> Response {
+    let redeemed = async {
+        let params = read_token_form(&headers, &body)?;
+        let request = CodeRequest::of(&state.oidc, &headers, &params)?;
+        let now = session_store::now_seconds();
+        let (grant, user, session_ends) = spend_code(&state, &request, now).await?;
+        issue_tokens(&state, request.client, grant, &user, session_ends, now)
+    };
+    redeemed.await.unwrap_or_else(TokenRefusal::into_response)
+}
+
+/// Why a token request is refused: the answer RFC 6749 §5.2 gives it.
+enum TokenRefusal {
+    Error(StatusCode, &'static str, String),
+    Client(ClientRefused),
+}
+
+impl TokenRefusal {
+    fn invalid_request(description: &str) -> TokenRefusal {
+        TokenRefusal::Error(StatusCode::BAD_REQUEST, "invalid_request", description.to_owned())
+    }
+
+    fn invalid_grant(description: &str) -> TokenRefusal {
+        TokenRefusal::Error(StatusCode::BAD_REQUEST, "invalid_grant", description.to_owned())
+    }
+
+    /// The database or the signing key failed: the client may try again.
+    fn unavailable(error: impl std::fmt::Display) -> TokenRefusal {
+        tracing::error!(%error, "token request failed on our side");
+        TokenRefusal::Error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "please try again shortly".into())
+    }
+
+    fn into_response(self) -> Response {
+        match self {
+            TokenRefusal::Error(status, error, description) => token_error(status, error, &description),
+            TokenRefusal::Client(refused) => refused.into_response(),
+        }
+    }
+}
+
+/// The token request's form.
+fn read_token_form(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenRefusal> {
     let form = headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"));
     if !form {
-        return token_error(StatusCode::BAD_REQUEST, "invalid_request", "send the request as application/x-www-form-urlencoded");
+        return Err(TokenRefusal::invalid_request("send the request as application/x-www-form-urlencoded"));
     }
-    let Ok(body) = std::str::from_utf8(&body) else {
-        return token_error(StatusCode::BAD_REQUEST, "invalid_request", "the request is not UTF-8");
-    };
-    let params = match Params::parse(body) {
-        Ok(params) => params,
-        Err(problem) => return token_error(StatusCode::BAD_REQUEST, "invalid_request", &problem),
-    };
-    let client = match authenticate(&state.oidc, &headers, &params) {
-        Ok(client) => client,
-        Err(refused) => return refused.into_response(),
-    };
-    if params.get("grant_type") != Some("authorization_code") {
-        return token_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only grant_type=authorization_code is supported");
+    let body = std::str::from_utf8(body).map_err(|_| TokenRefusal::invalid_request("the request is not UTF-8"))?;
+    Params::parse(body).map_err(|problem| TokenRefusal::invalid_request(&problem))
+}
+
+/// An authenticated client's request to exchange a code.
+struct CodeRequest<'a> {
+    client: &'a Client,
+    code: &'a str,
+    redirect_uri: &'a str,
+    verifier: &'a str,
+}
+
+impl<'a> CodeRequest<'a> {
+    fn of(provider: &'a Provider, headers: &HeaderMap, params: &'a Params) -> Result<CodeRequest<'a>, TokenRefusal> {
+        let client = authenticate(provider, headers, params).map_err(TokenRefusal::Client)?;
+        if params.get("grant_type") != Some("authorization_code") {
+            return Err(TokenRefusal::Error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only grant_type=authorization_code is supported".into()));
+        }
+        let (Some(code), Some(redirect_uri)) = (params.get("code"), params.get("redirect_uri")) else {
+            return Err(TokenRefusal::invalid_request("code and redirect_uri are required"));
+        };
+        let verifier = params.get("code_verifier").ok_or_else(|| TokenRefusal::invalid_request("code_verifier is required (PKCE)"))?;
+        Ok(CodeRequest { client, code, redirect_uri, verifier })
     }
-    let (Some(code), Some(redirect_uri)) = (params.get("code"), params.get("redirect_uri")) else {
-        return token_error(StatusCode::BAD_REQUEST, "invalid_request", "code and redirect_uri are required");
-    };
-    let Some(verifier) = params.get("code_verifier") else {
-        return token_error(StatusCode::BAD_REQUEST, "invalid_request", "code_verifier is required (PKCE)");
-    };
-    let now = session_store::now_seconds();
-    let unavailable = |error: sqlx::Error| {
-        tracing::error!(%error, "token request failed in the database");
-        token_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "please try again shortly")
-    };
-    let grant = match codes::spend(&state.db, &code_hash(code), now).await {
-        Ok(codes::Spent::First(grant)) => grant,
-        Ok(codes::Spent::Again(grant)) => {
+}
+
+/// Spends the code once and checks it against the request (client, redirect, PKCE) and its session:
+/// the grant, its user and when the session ends.
+async fn spend_code(state: &ShellState, request: &CodeRequest<'_>, now: i64) -> Result<(Grant, SessionUser, i64), TokenRefusal> {
+    let client = request.client;
+    let grant = match codes::spend(&state.db, &code_hash(request.code), now).await.map_err(TokenRefusal::unavailable)? {
+        codes::Spent::First(grant) => grant,
+        codes::Spent::Again(grant) => {
             // RFC 6749 §10.5: revoke what the code gave. Its tokens are bound to the session; end it.
             tracing::warn!(client = %client.id, code_client = %grant.client_id, session = %grant.session_id, "authorization code replayed; ending its session");
-            if let Err(error) = session_store::revoke(&state.db, &grant.session_id, "an authorization code of this session was replayed").await {
-                return unavailable(error);
-            }
-            return invalid_grant("this code was already used; the sign-in it came from has been ended");
+            session_store::revoke(&state.db, &grant.session_id, "an authorization code of this session was replayed")
+                .await
+                .map_err(TokenRefusal::unavailable)?;
+            return Err(TokenRefusal::invalid_grant("this code was already used; the sign-in it came from has been ended"));
         }
-        Ok(codes::Spent::Unknown) => return invalid_grant("the code is unknown"),
-        Err(error) => return unavailable(error),
+        codes::Spent::Unknown => return Err(TokenRefusal::invalid_grant("the code is unknown")),
     };
     if grant.expires_at <= now {
-        return invalid_grant("the code has expired; sign in again");
+        return Err(TokenRefusal::invalid_grant("the code has expired; sign in again"));
     }
     if grant.client_id != client.id {
         tracing::warn!(client = %client.id, code_client = %grant.client_id, "authorization code presented by another client");
-        return invalid_grant("the code was issued to another client");
+        return Err(TokenRefusal::invalid_grant("the code was issued to another client"));
     }
-    if grant.redirect_uri != redirect_uri {
-        return invalid_grant("redirect_uri differs from the one the code was issued for");
+    if grant.redirect_uri != request.redirect_uri {
+        return Err(TokenRefusal::invalid_grant("redirect_uri differs from the one the code was issued for"));
     }
-    let challenge = URL_SAFE_NO_PAD.encode(sha256(verifier.as_bytes()));
-    if !pkce_shaped(verifier) || challenge != grant.code_challenge {
-        return invalid_grant("the code_verifier does not match the code_challenge");
+    let challenge = URL_SAFE_NO_PAD.encode(sha256(request.verifier.as_bytes()));
+    if !pkce_shaped(request.verifier) || challenge != grant.code_challenge {
+        return Err(TokenRefusal::invalid_grant("the code_verifier does not match the code_challenge"));
     }
-    // The access token lives as long as the shell session, never longer; the userinfo endpoint checks
-    // the session on every use, so a client asking there learns of a sign-out at once.
-    let (user, session_ends) = match session_store::status(&state.db, &grant.session_id, &grant.user_id, now).await {
-        Ok(Some(status)) if status.active => match users::find(&state.db, &grant.user_id).await {
-            Ok(Some(user)) => (user, status.expires_at),
-            Ok(None) => return invalid_grant("the user no longer exists"),
-            Err(error) => return unavailable(error),
+    match session_store::status(&state.db, &grant.session_id, &grant.user_id, now).await.map_err(TokenRefusal::unavailable)? {
+        Some(status) if status.active => match users::find(&state.db, &grant.user_id).await.map_err(TokenRefusal::unavailable)? {
+            Some(user) => Ok((grant, user, status.expires_at)),
+            None => Err(TokenRefusal::invalid_grant("the user no longer exists")),
         },
-        Ok(_) => return invalid_grant("the sign-in this code came from has ended"),
-        Err(error) => return unavailable(error),
-    };
+        _ => Err(TokenRefusal::invalid_grant("the sign-in this code came from has ended")),
+    }
+}
 
+/// The ID token and access token of a spent code. The access token lives as long as the shell session,
+/// never longer; the userinfo endpoint checks the session on every use, so a client asking there learns
+/// of a sign-out at once.
+fn issue_tokens(state: &ShellState, client: &Client, grant: Grant, user: &SessionUser, session_ends: i64, now: i64) -> Result<Response, TokenRefusal> {
     let issuer = state.oidc.issuer().to_owned();
-    let granted = UserInfo::granted(&user, &grant.session_id, &grant.scope);
+    let granted = UserInfo::granted(user, &grant.session_id, &grant.scope);
     let id_token = IdTokenClaims {
         iss: issuer.clone(),
         sub: user.id.clone(),
@@ -603,18 +645,12 @@ pub(crate) async fn token(State(state): State<ShellState>, headers: HeaderMap, b
         scope: grant.scope.clone(),
         sid: grant.session_id.clone(),
     };
-    let signed = state.signer.sign_typed(&id_token, ID_TOKEN_JWT_TYPE).and_then(|id| Ok((id, state.signer.sign_typed(&access_token, ACCESS_TOKEN_JWT_TYPE)?)));
-    let (id_token, access_token) = match signed {
-        Ok(tokens) => tokens,
-        Err(error) => {
-            tracing::error!(%error, "cannot sign OpenID Connect tokens");
-            return token_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "please try again shortly");
-        }
-    };
+    let id_token = state.signer.sign_typed(&id_token, ID_TOKEN_JWT_TYPE).map_err(TokenRefusal::unavailable)?;
+    let access_token = state.signer.sign_typed(&access_token, ACCESS_TOKEN_JWT_TYPE).map_err(TokenRefusal::unavailable)?;
     tracing::info!(client = %client.id, user = %user.id, session = %grant.session_id, "tokens issued for a code");
     let mut response = Json(TokenResponse { access_token, token_type: "Bearer", expires_in: access_ttl, id_token, scope: grant.scope }).into_response();
     no_store(response.headers_mut());
-    response
+    Ok(response)
 }
 
 /// A refusal of the userinfo endpoint (RFC 6750 §3).
