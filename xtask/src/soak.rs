@@ -353,6 +353,23 @@ pub fn soak(workspace: &Workspace, args: &SoakArgs) -> Result<()> {
 
 async fn drive(url: &str, pid: u32, args: &SoakArgs) -> Result<()> {
     let stats = Arc::new(Stats::default());
+    let crowd = assemble(url, pid, args, &stats).await?;
+    let minutes = args.minutes.max(1);
+    println!("soak: {} shoppers and one staff member, {:.0} actions/s for {minutes} min against {url} (pid {pid})…", crowd.shoppers.len(), args.rate);
+    let run = load(&crowd, pid, minutes, args.rate).await;
+    report(&stats, &run, minutes)
+}
+
+/// Who acts in a soak: one staff member, the shoppers, and what they browse.
+struct Crowd {
+    staff: Arc<User>,
+    shoppers: Vec<Arc<User>>,
+    catalogue: Arc<Catalogue>,
+}
+
+/// Waits for the demo data, signs the staff member in, stocks every SKU the shoppers buy and registers
+/// the shoppers.
+async fn assemble(url: &str, pid: u32, args: &SoakArgs, stats: &Arc<Stats>) -> Result<Crowd> {
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(30)).build()?;
     let user = |stats: &Arc<Stats>| User { client: client.clone(), url: url.to_owned(), jar: Jar::default(), busy: false.into(), stats: stats.clone() };
     // Wait until the demo data is there (the seed runs at start).
@@ -369,7 +386,7 @@ async fn drive(url: &str, pid: u32, args: &SoakArgs) -> Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let staff = Arc::new(user(&stats));
+    let staff = Arc::new(user(stats));
     let (status, _) = staff
         .request(
             "POST /login",
@@ -402,7 +419,7 @@ async fn drive(url: &str, pid: u32, args: &SoakArgs) -> Result<()> {
     }
     let mut shoppers = Vec::new();
     for n in 0..args.shoppers.min(20) {
-        let shopper = user(&stats);
+        let shopper = user(stats);
         let form = format!("email=soak{n}-{pid}%40example.com&name=Soak+{n}&password=soak-password-{n}");
         let (status, _) = shopper.request("POST /register", reqwest::Method::POST, "/register", Body::Form(form)).await?;
         if status != 303 {
@@ -410,9 +427,23 @@ async fn drive(url: &str, pid: u32, args: &SoakArgs) -> Result<()> {
         }
         shoppers.push(Arc::new(shopper));
     }
+    Ok(Crowd { staff, shoppers, catalogue })
+}
 
-    let minutes = args.minutes.max(1);
-    println!("soak: {} shoppers and one staff member, {:.0} actions/s for {minutes} min against {url} (pid {pid})…", shoppers.len(), args.rate);
+/// What a soak's load did, beside the per-route figures in `Stats`.
+struct Run {
+    elapsed: f64,
+    /// Actions skipped because their user was still busy with the last one.
+    missed: usize,
+    failures: Vec<String>,
+    /// (minute, resident KiB) of the server.
+    memory: Vec<(f64, u64)>,
+}
+
+/// Acts at `rate` actions a second for `minutes` (open loop: one action at a time per user), sampling
+/// the server's resident memory every minute.
+async fn load(crowd: &Crowd, pid: u32, minutes: u64, rate: f64) -> Run {
+    let Crowd { staff, shoppers, catalogue } = crowd;
     let started = Instant::now();
     let end = started + Duration::from_secs(minutes * 60);
     let memory = Arc::new(Mutex::new(vec![(0.0, resident_kib(pid).unwrap_or(0))]));
@@ -431,7 +462,7 @@ async fn drive(url: &str, pid: u32, args: &SoakArgs) -> Result<()> {
     let mut dice = Dice(0x9E37_79B9_7F4A_7C15 ^ pid as u64);
     let (missed, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(Mutex::new(Vec::<String>::new())));
     let mut tasks = Vec::new();
-    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate.max(0.1)));
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(0.1)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while Instant::now() < end {
         interval.tick().await;
@@ -458,6 +489,15 @@ async fn drive(url: &str, pid: u32, args: &SoakArgs) -> Result<()> {
     let _ = sampler.await;
     let elapsed = started.elapsed().as_secs_f64();
 
+    let memory = memory.lock().unwrap().clone();
+    let failures = failures.lock().unwrap().clone();
+    Run { elapsed, missed: missed.load(Ordering::Relaxed), failures, memory }
+}
+
+/// Prints the routes' figures and the memory curve; fails on any 5xx, failed action or growing memory.
+fn report(stats: &Stats, run: &Run, minutes: u64) -> Result<()> {
+    let Run { elapsed, missed, failures, memory: samples } = run;
+    let elapsed = *elapsed;
     let routes = std::mem::take(&mut *stats.0.lock().unwrap());
     let (mut total, mut server_errors, mut transport_errors) = (0, 0, 0);
     println!();
@@ -481,16 +521,11 @@ async fn drive(url: &str, pid: u32, args: &SoakArgs) -> Result<()> {
         }
     }
     println!();
-    println!(
-        "{total} requests in {elapsed:.0} s ({:.1}/s); {} actions skipped because their user was still busy",
-        total as f64 / elapsed,
-        missed.load(Ordering::Relaxed)
-    );
-    let samples = memory.lock().unwrap().clone();
+    println!("{total} requests in {elapsed:.0} s ({:.1}/s); {} actions skipped because their user was still busy", total as f64 / elapsed, missed);
     println!();
     println!("| minute | resident MiB |");
     println!("|--:|--:|");
-    for (minute, kib) in &samples {
+    for (minute, kib) in samples {
         println!("| {minute:.0} | {:.1} |", *kib as f64 / 1024.0);
     }
     // After a warm-up third (caches, pools and the allocator settle), memory should stay level.
@@ -504,7 +539,6 @@ async fn drive(url: &str, pid: u32, args: &SoakArgs) -> Result<()> {
         growth / 1024.0,
         100.0 * growth / level.max(1.0)
     );
-    let failures = failures.lock().unwrap();
     for failure in failures.iter().take(10) {
         println!("soak: failed action: {failure}");
     }
