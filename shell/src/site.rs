@@ -63,6 +63,38 @@ pub async fn rotate_keys(settings: &Settings, publish_delay_seconds: i64) -> Res
 /// contained fragment without upstreams in this process, the registry, and the sandbox provider.
 pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]) -> Result<Site, HostError> {
     tessera_kit::init_executor();
+    let (shell_db, signer) = open_shell(settings).await?;
+    let (keys_db, keys_signer) = (shell_db.clone(), signer.clone());
+    let mut host = Host::new(settings)?;
+    let registry = Arc::new(registry(settings, contained, &mut host, &signer).await?);
+    let pruned_db = shell_db.clone();
+    let shell = ShellState::new(shell_db, signer, host::verifier_settings(settings), registry.clone(), shell_config(settings)?);
+    let router = crate::router(shell);
+    // The provider's pages are not part of the store: no chrome, served beside the shell.
+    let sandbox = match settings.payment_url {
+        None => Some(tessera_paysandbox::attach(&mut host).await?),
+        Some(_) => None,
+    };
+    // Learn what is out there before the first request, then keep checking.
+    registry.check_health().await;
+    let mut started = host.start().await?;
+    started.background.push(crate::keys::follow(keys_db, keys_signer));
+    started.background.push(crate::session_store::spawn_pruning(pruned_db, settings.sessions_retention_days.max(1) * 24 * 3600));
+    started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
+    // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
+    let router = router.merge(host::descriptors_route(&started.local));
+    // Last, so every response has them: the shell's and every fragment's; the sandbox keeps its own policy.
+    let policy = crate::security::Policy::of(settings);
+    let mut router = crate::security::protect(router, &policy);
+    if let Some(sandbox) = sandbox {
+        router = router.merge(crate::security::protect_static(sandbox, &policy));
+    }
+    let exposure = host::Exposure::of(&started.local, true);
+    Ok(Site { router, background: started.background, teardown: started.teardown, exposure })
+}
+
+/// The shell's database (with the demo accounts if asked) and the token signer of its key ring.
+async fn open_shell(settings: &Settings) -> Result<(sqlx::AnyPool, Arc<TokenSigner>), HostError> {
     let (sqlite, postgres) = crate::migrators();
     let shell_db = settings.store().open("shell", &Migrations { sqlite, postgres }).await?;
     if settings.demo {
@@ -73,17 +105,24 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     let ring = crate::keys::open(&shell_db, &settings.data_dir.join("keys"), settings.access_ttl_seconds).await;
     lock.release().await;
     let ring = ring.map_err(|error| HostError::Config(format!("opening the signing keys: {error}")))?;
-    let signer = Arc::new(TokenSigner::new(ring, &settings.issuer, &settings.audience, settings.access_ttl_seconds));
-    let (keys_db, keys_signer) = (shell_db.clone(), signer.clone());
+    Ok((shell_db, Arc::new(TokenSigner::new(ring, &settings.issuer, &settings.audience, settings.access_ttl_seconds))))
+}
 
-    let mut host = Host::new(settings)?;
+/// The fragments the shell composes: each contained one in this process unless upstreams are
+/// configured for it, and configured ones this binary does not contain, learned from their description.
+async fn registry(
+    settings: &Settings,
+    contained: &[&'static dyn FragmentCrate],
+    host: &mut Host,
+    signer: &Arc<TokenSigner>,
+) -> Result<FragmentRegistry, HostError> {
     let mut fragments = Vec::new();
     for &fragment in contained {
         let timeout = fragment_timeout(settings, fragment.name());
         let upstream = match instances(settings, fragment.name())? {
             Some(pool) => Target::remote(fragment.prefix(), pool, host.peers.clients()),
             None => {
-                let router = host.add_fragment(fragment, crate::in_process_jwks(&signer)).await?.router.clone();
+                let router = host.add_fragment(fragment, crate::in_process_jwks(signer)).await?.router.clone();
                 Target::InProcess { prefix: fragment.prefix().to_owned(), router }
             }
         };
@@ -108,53 +147,28 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
             pending.push((name.clone(), pool, fragment_timeout(settings, name)));
         }
     }
-    let registry = Arc::new(FragmentRegistry::new(fragments, pending, host.peers.clients().clone()));
-    let pruned_db = shell_db.clone();
-    let shell = ShellState::new(
-        shell_db,
-        signer,
-        host::verifier_settings(settings),
-        registry.clone(),
-        ShellConfig {
-            cookies: settings.cookie_policy(),
-            sessions: crate::session_store::SessionSettings {
-                session_ttl_seconds: settings.session_ttl_seconds,
-                reuse_grace_seconds: settings.refresh_reuse_grace_seconds,
-            },
-            throttle: crate::throttle::ThrottleSettings {
-                window_seconds: settings.login_throttle_window_seconds,
-                max_failures_per_account: settings.login_max_failures_per_account,
-                max_failures_per_account_total: settings.login_max_failures_per_account_total,
-                max_failures_per_address: settings.login_max_failures_per_address,
-                max_registrations_per_address: settings.registration_max_per_address,
-            },
-            password_hashes_at_once: settings.password_hashes_at_once,
-            csrf: settings.csrf_policy(),
-            oidc: crate::oidc::Provider::from_settings(settings).map_err(HostError::Config)?,
+    Ok(FragmentRegistry::new(fragments, pending, host.peers.clients().clone()))
+}
+
+/// The shell's settings, from the process's.
+fn shell_config(settings: &Settings) -> Result<ShellConfig, HostError> {
+    Ok(ShellConfig {
+        cookies: settings.cookie_policy(),
+        sessions: crate::session_store::SessionSettings {
+            session_ttl_seconds: settings.session_ttl_seconds,
+            reuse_grace_seconds: settings.refresh_reuse_grace_seconds,
         },
-    );
-    let router = crate::router(shell);
-    // The provider's pages are not part of the store: no chrome, served beside the shell.
-    let sandbox = match settings.payment_url {
-        None => Some(tessera_paysandbox::attach(&mut host).await?),
-        Some(_) => None,
-    };
-    // Learn what is out there before the first request, then keep checking.
-    registry.check_health().await;
-    let mut started = host.start().await?;
-    started.background.push(crate::keys::follow(keys_db, keys_signer));
-    started.background.push(crate::session_store::spawn_pruning(pruned_db, settings.sessions_retention_days.max(1) * 24 * 3600));
-    started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
-    // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
-    let router = router.merge(host::descriptors_route(&started.local));
-    // Last, so every response has them: the shell's and every fragment's; the sandbox keeps its own policy.
-    let policy = crate::security::Policy::of(settings);
-    let mut router = crate::security::protect(router, &policy);
-    if let Some(sandbox) = sandbox {
-        router = router.merge(crate::security::protect_static(sandbox, &policy));
-    }
-    let exposure = host::Exposure::of(&started.local, true);
-    Ok(Site { router, background: started.background, teardown: started.teardown, exposure })
+        throttle: crate::throttle::ThrottleSettings {
+            window_seconds: settings.login_throttle_window_seconds,
+            max_failures_per_account: settings.login_max_failures_per_account,
+            max_failures_per_account_total: settings.login_max_failures_per_account_total,
+            max_failures_per_address: settings.login_max_failures_per_address,
+            max_registrations_per_address: settings.registration_max_per_address,
+        },
+        password_hashes_at_once: settings.password_hashes_at_once,
+        csrf: settings.csrf_policy(),
+        oidc: crate::oidc::Provider::from_settings(settings).map_err(HostError::Config)?,
+    })
 }
 
 fn fragment_timeout(settings: &Settings, name: &str) -> Duration {
