@@ -33,6 +33,7 @@
 //! built without TLS features, like every other outbound client here (the deployment terminates TLS).
 
 use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -474,93 +475,112 @@ impl RelyingParty {
         }
     }
 
-    /// `GET /oidc/callback`.
+    /// `GET /oidc/callback`: checks the answer against the sign-in this browser started, redeems its
+    /// code, and signs the user in here.
     async fn callback(&self, request: &Parts) -> Response {
         let clear_flow = self.cookie("tessera_rp_flow", "", 0);
         let Some(flow) = self.read_flow(&request.headers) else {
             let message = "This sign-in answer does not belong to a sign-in started in this browser in the last ten minutes.";
             return failed(StatusCode::BAD_REQUEST, message, vec![clear_flow]);
         };
+        let code = match self.code_of(request, &flow) {
+            ControlFlow::Continue(code) => code,
+            ControlFlow::Break(response) => return response,
+        };
+        let SignedIn { user, sid, expires_at, access_token, id_token } = match self.redeem(&flow, code).await {
+            ControlFlow::Continue(signed_in) => signed_in,
+            ControlFlow::Break(response) => return response,
+        };
+        tracing::info!(user = %user.id, session = %sid, "relying party: signed in at the provider");
+        self.remember(&sid, user);
+        let mut cookies = self.session_cookies(&access_token, &id_token, expires_at - now_seconds());
+        cookies.push(clear_flow);
+        see_other(&flow.return_to, cookies)
+    }
+
+    /// The code of an answer that belongs to `flow` (same state, same issuer, no error), or the answer to
+    /// give instead (a silent sign-in the shell declined makes a guest).
+    fn code_of(&self, request: &Parts, flow: &Flow) -> ControlFlow<Response, String> {
+        let clear_flow = || vec![self.cookie("tessera_rp_flow", "", 0)];
         let state = query_param(request, "state").unwrap_or_default();
         if !same(&state, &flow.state) {
             tracing::warn!("relying party: a sign-in answer with a state of another sign-in");
             let message = "This sign-in answer does not belong to the sign-in started in this browser.";
-            return failed(StatusCode::BAD_REQUEST, message, vec![clear_flow]);
+            return ControlFlow::Break(failed(StatusCode::BAD_REQUEST, message, clear_flow()));
         }
         if query_param(request, "iss").is_some_and(|iss| iss.trim_end_matches('/') != self.issuer) {
-            return failed(StatusCode::BAD_REQUEST, "This sign-in answer comes from another site's sign-in.", vec![clear_flow]);
+            return ControlFlow::Break(failed(StatusCode::BAD_REQUEST, "This sign-in answer comes from another site's sign-in.", clear_flow()));
         }
         if let Some(error) = query_param(request, "error") {
             if flow.silent && matches!(error.as_str(), "login_required" | "interaction_required" | "consent_required") {
                 // Not signed in at the shell: a guest here, asked again after the bound.
-                return see_other(&flow.return_to, vec![clear_flow, self.guest_cookie()]);
+                let mut cookies = clear_flow();
+                cookies.push(self.guest_cookie());
+                return ControlFlow::Break(see_other(&flow.return_to, cookies));
             }
             let description = query_param(request, "error_description").unwrap_or_else(|| error.clone());
-            return failed(StatusCode::BAD_REQUEST, &format!("The site's sign-in refused: {description}."), vec![clear_flow]);
+            return ControlFlow::Break(failed(StatusCode::BAD_REQUEST, &format!("The site's sign-in refused: {description}."), clear_flow()));
         }
-        let Some(code) = query_param(request, "code") else {
-            return failed(StatusCode::BAD_REQUEST, "This sign-in answer carries no code.", vec![clear_flow]);
-        };
+        match query_param(request, "code") {
+            Some(code) => ControlFlow::Continue(code),
+            None => ControlFlow::Break(failed(StatusCode::BAD_REQUEST, "This sign-in answer carries no code.", clear_flow())),
+        }
+    }
+
+    /// Exchanges the code (with the flow's PKCE verifier) and checks what came back: the ID token (its
+    /// signature, audience and nonce), the access token (for the same subject) and the userinfo (the
+    /// session still open, for the same subject and session).
+    async fn redeem(&self, flow: &Flow, code: String) -> ControlFlow<Response, SignedIn> {
+        let clear_flow = || vec![self.cookie("tessera_rp_flow", "", 0)];
+        let refuse = |status: StatusCode, message: &str| ControlFlow::Break(failed(status, message, clear_flow()));
         let unavailable = |error: String| {
             tracing::warn!(%error, "relying party: the provider is not reachable");
-            failed(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "The site's sign-in is not reachable right now. Please try again shortly.",
-                vec![self.cookie("tessera_rp_flow", "", 0)],
-            )
+            refuse(StatusCode::SERVICE_UNAVAILABLE, "The site's sign-in is not reachable right now. Please try again shortly.")
         };
         // Fresh discovery and keys for every sign-in: a rotated key is known at once.
         let info = match self.provider(true).await {
             Ok(info) => info,
             Err(error) => return unavailable(error),
         };
-        let jwks = match self.jwks(&info).await {
-            Ok(jwks) => jwks,
-            Err(error) => return unavailable(error),
-        };
-        let client = match self.client(&info, jwks) {
+        let client = match self.jwks(&info).await.and_then(|jwks| self.client(&info, jwks)) {
             Ok(client) => client,
             Err(error) => return unavailable(error),
         };
-        let tokens = match client
-            .exchange_code(AuthorizationCode::new(code))
-            .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.clone()))
-            .request_async(&self.http)
-            .await
-        {
+        let exchange = client.exchange_code(AuthorizationCode::new(code)).set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.clone()));
+        let tokens = match exchange.request_async(&self.http).await {
             Ok(tokens) => tokens,
             Err(error) => {
                 tracing::warn!(error = %error, "relying party: the code exchange failed");
-                return failed(StatusCode::BAD_REQUEST, "The site's sign-in did not accept this answer; it may have been used already.", vec![clear_flow]);
+                return refuse(StatusCode::BAD_REQUEST, "The site's sign-in did not accept this answer; it may have been used already.");
             }
         };
         let Some(id_token) = tokens.id_token() else {
-            return failed(StatusCode::BAD_GATEWAY, "The site's sign-in answered without an ID token.", vec![clear_flow]);
+            return refuse(StatusCode::BAD_GATEWAY, "The site's sign-in answered without an ID token.");
         };
         let id_verifier = client.id_token_verifier().set_allowed_algs([CoreJwsSigningAlgorithm::EdDsa]);
         let claims = match id_token.claims(&id_verifier, &Nonce::new(flow.nonce.clone())) {
             Ok(claims) => claims,
             Err(error) => {
                 tracing::warn!(%error, "relying party: ID token refused");
-                return failed(StatusCode::BAD_REQUEST, "The sign-in answer's ID token is not valid here.", vec![clear_flow]);
+                return refuse(StatusCode::BAD_REQUEST, "The sign-in answer's ID token is not valid here.");
             }
         };
         let subject = claims.subject().as_str().to_owned();
         let access_token = tokens.access_token().secret().clone();
         let Some(access) = self.access_claims(&access_token).await.filter(|access| access.sub == subject) else {
-            return failed(StatusCode::BAD_REQUEST, "The sign-in answer's access token is not valid here.", vec![clear_flow]);
+            return refuse(StatusCode::BAD_REQUEST, "The sign-in answer's access token is not valid here.");
         };
-        let info = match self.userinfo(&info.userinfo_endpoint, &access_token).await {
-            Ok(Some(info)) if info.sub == subject && info.sid == access.sid => info,
-            Ok(_) => return failed(StatusCode::BAD_REQUEST, "The site's sign-in ended this session at once.", vec![clear_flow]),
-            Err(error) => return unavailable(error),
-        };
-        let user = info.into_user();
-        tracing::info!(user = %user.id, session = %access.sid, "relying party: signed in at the provider");
-        self.remember(&access.sid, user);
-        let mut cookies = self.session_cookies(&access_token, &id_token.to_string(), access.exp - now_seconds());
-        cookies.push(clear_flow);
-        see_other(&flow.return_to, cookies)
+        match self.userinfo(&info.userinfo_endpoint, &access_token).await {
+            Ok(Some(info)) if info.sub == subject && info.sid == access.sid => ControlFlow::Continue(SignedIn {
+                user: info.into_user(),
+                sid: access.sid,
+                expires_at: access.exp,
+                access_token,
+                id_token: id_token.to_string(),
+            }),
+            Ok(_) => refuse(StatusCode::BAD_REQUEST, "The site's sign-in ended this session at once."),
+            Err(error) => unavailable(error),
+        }
     }
 
     /// `GET /logout`: asks first (a link on another site must not sign anyone out); `POST`: signs out here,
@@ -688,6 +708,16 @@ pub fn attach(app: Router, settings: &Settings, prefix: &str) -> Result<Router, 
     let rp = Arc::new(RelyingParty::new(settings, provider, prefix)?);
     tracing::info!(issuer = %rp.issuer, client = %rp.client_id, check_every = ?rp.check_every, "signing in at an OpenID Connect provider");
     Ok(app.layer(axum::middleware::from_fn_with_state(rp, middleware)))
+}
+
+/// A user signed in at the provider, as a redeemed code says.
+struct SignedIn {
+    user: SessionUser,
+    sid: String,
+    /// When the access token ends (seconds since the epoch).
+    expires_at: i64,
+    access_token: String,
+    id_token: String,
 }
 
 #[cfg(test)]
