@@ -32,6 +32,7 @@
 //! - No consent screen: every client is a part of the same site, registered by its operator.
 
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
@@ -47,7 +48,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use shared_auth::oidc::{AccessTokenClaims, IdTokenClaims, UserInfo, ACCESS_TOKEN_JWT_TYPE, ID_TOKEN_JWT_TYPE, SCOPES};
 use shared_auth::verify::Expect;
-use shared_auth::SessionUser;
+use shared_auth::{Claims, SessionUser};
 use tessera_kit::config::Settings;
 
 use crate::pages::{page, see_other};
@@ -277,44 +278,70 @@ pub(crate) async fn authorize(State(state): State<ShellState>, Extension(current
     };
     // From here on the client is known and so is its address: errors go back there (RFC 6749 §4.1.2.1).
     let back = Back { redirect_uri, state: params.get("state").filter(|value| value.len() <= MAX_VALUE_BYTES), issuer: state.oidc.issuer() };
-    if params.get("state").is_some_and(|value| value.len() > MAX_VALUE_BYTES) {
-        return back.error("invalid_request", "state is longer than 512 characters");
-    }
-    if params.get("request").is_some() || params.get("request_uri").is_some() {
-        return back.error("request_not_supported", "request objects are not supported; send the parameters in the query");
-    }
-    if params.get("response_type") != Some("code") {
-        return back.error("unsupported_response_type", "only the authorization code flow (response_type=code) is supported");
-    }
-    if params.get("response_mode").is_some_and(|mode| mode != "query") {
-        return back.error("invalid_request", "only response_mode=query is supported");
-    }
-    let scopes = known_scopes(params.get("scope").unwrap_or_default());
-    if !scopes.contains(&"openid") {
-        return back.error("invalid_scope", "the scope must include openid");
-    }
-    if params.get("code_challenge_method") != Some("S256") {
-        return back.error("invalid_request", "PKCE is required, with code_challenge_method=S256");
-    }
-    let Some(challenge) = params.get("code_challenge").filter(|challenge| pkce_shaped(challenge)) else {
-        return back.error("invalid_request", "code_challenge must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~");
+    let asked = match Asked::of(&params, &back) {
+        ControlFlow::Continue(asked) => asked,
+        ControlFlow::Break(refusal) => return refusal,
     };
-    let nonce = params.get("nonce");
-    if nonce.is_some_and(|nonce| nonce.len() > MAX_VALUE_BYTES) {
-        return back.error("invalid_request", "nonce is longer than 512 characters");
-    }
-    let prompt: Vec<&str> = params.get("prompt").unwrap_or_default().split(' ').filter(|word| !word.is_empty()).collect();
-    if prompt.contains(&"none") && prompt.len() > 1 {
-        return back.error("invalid_request", "prompt=none cannot be combined with other prompts");
-    }
-
     let Some(claims) = current.claims else {
-        if prompt.contains(&"none") {
+        if asked.prompt_none {
             return back.error("login_required", "the user is not signed in");
         }
         // The login page follows local paths only; this one brings the user back with the same request.
         return see_other(&format!("/login?next={}", url_encode(&format!("/oauth/authorize?{query}"))), []);
     };
+    issue_code(&state, client, &claims, &asked, &back).await
+}
+
+/// What an authorization request asks for, once it is one this provider serves.
+struct Asked<'p> {
+    scopes: Vec<&'static str>,
+    challenge: &'p str,
+    nonce: Option<&'p str>,
+    /// `prompt=none`: answer at once, never show a page.
+    prompt_none: bool,
+}
+
+impl<'p> Asked<'p> {
+    /// The request's protocol checks (RFC 6749 §4.1.1, OpenID Connect Core §3.1.2.1, PKCE); a refusal
+    /// goes back to the client's address.
+    fn of(params: &'p Params, back: &Back<'_>) -> ControlFlow<Response, Asked<'p>> {
+        if params.get("state").is_some_and(|value| value.len() > MAX_VALUE_BYTES) {
+            return ControlFlow::Break(back.error("invalid_request", "state is longer than 512 characters"));
+        }
+        if params.get("request").is_some() || params.get("request_uri").is_some() {
+            return ControlFlow::Break(back.error("request_not_supported", "request objects are not supported; send the parameters in the query"));
+        }
+        if params.get("response_type") != Some("code") {
+            return ControlFlow::Break(back.error("unsupported_response_type", "only the authorization code flow (response_type=code) is supported"));
+        }
+        if params.get("response_mode").is_some_and(|mode| mode != "query") {
+            return ControlFlow::Break(back.error("invalid_request", "only response_mode=query is supported"));
+        }
+        let scopes = known_scopes(params.get("scope").unwrap_or_default());
+        if !scopes.contains(&"openid") {
+            return ControlFlow::Break(back.error("invalid_scope", "the scope must include openid"));
+        }
+        if params.get("code_challenge_method") != Some("S256") {
+            return ControlFlow::Break(back.error("invalid_request", "PKCE is required, with code_challenge_method=S256"));
+        }
+        let Some(challenge) = params.get("code_challenge").filter(|challenge| pkce_shaped(challenge)) else {
+            return ControlFlow::Break(back.error("invalid_request", "code_challenge must be 43 to 128 characters of A-Z a-z 0-9 - . _ ~"));
+        };
+        let nonce = params.get("nonce");
+        if nonce.is_some_and(|nonce| nonce.len() > MAX_VALUE_BYTES) {
+            return ControlFlow::Break(back.error("invalid_request", "nonce is longer than 512 characters"));
+        }
+        let prompt: Vec<&str> = params.get("prompt").unwrap_or_default().split(' ').filter(|word| !word.is_empty()).collect();
+        if prompt.contains(&"none") && prompt.len() > 1 {
+            return ControlFlow::Break(back.error("invalid_request", "prompt=none cannot be combined with other prompts"));
+        }
+
+        ControlFlow::Continue(Asked { scopes, challenge, nonce, prompt_none: prompt.contains(&"none") })
+    }
+}
+
+/// Issues a code for the signed-in user's session and sends it back to the client.
+async fn issue_code(state: &ShellState, client: &Client, claims: &Claims, asked: &Asked<'_>, back: &Back<'_>) -> Response {
     let now = session_store::now_seconds();
     let auth_time = match session_store::lifetime(&state.db, &claims.sid).await {
         Ok(Some((created_at, _))) => created_at,
@@ -327,12 +354,12 @@ pub(crate) async fn authorize(State(state): State<ShellState>, Extension(current
     let code = new_code();
     let grant = Grant {
         client_id: client.id.clone(),
-        redirect_uri: redirect_uri.to_owned(),
+        redirect_uri: back.redirect_uri.to_owned(),
         user_id: claims.sub.clone(),
         session_id: claims.sid.clone(),
-        code_challenge: challenge.to_owned(),
-        nonce: nonce.map(str::to_owned),
-        scope: scopes.join(" "),
+        code_challenge: asked.challenge.to_owned(),
+        nonce: asked.nonce.map(str::to_owned),
+        scope: asked.scopes.join(" "),
         auth_time,
         expires_at: now + CODE_TTL_SECONDS,
     };
