@@ -246,31 +246,7 @@ pub fn compile_fragment_wasm(workspace: &Workspace, fragment: &FragmentCrate, pr
 pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: WasmProfile) -> Result<FragmentManifest> {
     let started = Instant::now();
     let wasm = compile_fragment_wasm(workspace, fragment, profile)?;
-    let bindgen_dir = workspace.target.join("xtask").join("bindgen").join(&fragment.name).join(profile.cargo_profile());
-    let js_path = bindgen_dir.join(format!("{}.js", fragment.name));
-    let wasm_path = bindgen_dir.join(format!("{}_bg.wasm", fragment.name));
-    // bindgen and wasm-opt are deterministic: when cargo's output did not change, reuse their output.
-    let input_hash = hex16(&std::fs::read(&wasm)?);
-    let stamp = bindgen_dir.join("input.hash");
-    let reusable = std::fs::read_to_string(&stamp).is_ok_and(|hash| hash == input_hash) && js_path.exists() && wasm_path.exists();
-    if !reusable {
-        let _ = std::fs::remove_dir_all(&bindgen_dir);
-        std::fs::create_dir_all(&bindgen_dir)?;
-        wasm_bindgen_cli_support::Bindgen::new()
-            .input_path(&wasm)
-            .out_name(&fragment.name)
-            .web(true)?
-            .typescript(false)
-            .omit_default_module_path(true)
-            .generate(&bindgen_dir)
-            .map_err(|error| anyhow::anyhow!("wasm-bindgen on {}: {error:#}", wasm.display()))?;
-        if profile == WasmProfile::Release {
-            setup::wasm_opt(workspace, &wasm_path)?;
-        }
-        std::fs::write(&stamp, &input_hash)?;
-    }
-    let js = std::fs::read(&js_path)?;
-    let wasm = std::fs::read(&wasm_path)?;
+    let (js, wasm) = bindgen(workspace, fragment, profile, &wasm)?;
 
     let bundle_dir = workspace.site_dir().join(&fragment.name);
     let pkg_dir = bundle_dir.join("pkg");
@@ -283,18 +259,7 @@ pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: 
         ManifestAsset { kind: AssetKind::Js, path: js_name, integrity: sri(&js), bytes: js.len() as u64 },
         ManifestAsset { kind: AssetKind::Wasm, path: wasm_name, integrity: sri(&wasm), bytes: wasm.len() as u64 },
     ];
-    // The fragment's own stylesheet, when it has one: scoped to its markup (`styles`), hashed like the rest.
-    let css = match std::fs::read_to_string(fragment.stylesheet()) {
-        Ok(source) => {
-            let css = styles::scoped(&fragment.name, &source).with_context(|| format!("{}", fragment.stylesheet().display()))?.into_bytes();
-            let css_name = format!("pkg/{}-{}.css", fragment.name, hex16(&css));
-            std::fs::write(bundle_dir.join(&css_name), &css)?;
-            assets.push(ManifestAsset { kind: AssetKind::Css, path: css_name, integrity: sri(&css), bytes: css.len() as u64 });
-            css
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(error) => return Err(error).with_context(|| format!("reading {}", fragment.stylesheet().display())),
-    };
+    let css = write_stylesheet(fragment, &bundle_dir, &mut assets)?;
     // Before the manifest names the files: a server never lists a file whose variants are still missing.
     if profile == WasmProfile::Release {
         for asset in &assets {
@@ -328,6 +293,51 @@ pub fn build_fragment(workspace: &Workspace, fragment: &FragmentCrate, profile: 
         started.elapsed().as_secs_f64()
     );
     Ok(manifest)
+}
+
+/// The fragment's JS glue and wasm after wasm-bindgen (and wasm-opt for a release). Both are
+/// deterministic: when cargo's output did not change, their last output is reused.
+fn bindgen(workspace: &Workspace, fragment: &FragmentCrate, profile: WasmProfile, wasm: &Path) -> Result<(Vec<u8>, Vec<u8>)> {
+    let bindgen_dir = workspace.target.join("xtask").join("bindgen").join(&fragment.name).join(profile.cargo_profile());
+    let js_path = bindgen_dir.join(format!("{}.js", fragment.name));
+    let wasm_path = bindgen_dir.join(format!("{}_bg.wasm", fragment.name));
+    // bindgen and wasm-opt are deterministic: when cargo's output did not change, reuse their output.
+    let input_hash = hex16(&std::fs::read(wasm)?);
+    let stamp = bindgen_dir.join("input.hash");
+    let reusable = std::fs::read_to_string(&stamp).is_ok_and(|hash| hash == input_hash) && js_path.exists() && wasm_path.exists();
+    if !reusable {
+        let _ = std::fs::remove_dir_all(&bindgen_dir);
+        std::fs::create_dir_all(&bindgen_dir)?;
+        wasm_bindgen_cli_support::Bindgen::new()
+            .input_path(wasm)
+            .out_name(&fragment.name)
+            .web(true)?
+            .typescript(false)
+            .omit_default_module_path(true)
+            .generate(&bindgen_dir)
+            .map_err(|error| anyhow::anyhow!("wasm-bindgen on {}: {error:#}", wasm.display()))?;
+        if profile == WasmProfile::Release {
+            setup::wasm_opt(workspace, &wasm_path)?;
+        }
+        std::fs::write(&stamp, &input_hash)?;
+    }
+    Ok((std::fs::read(&js_path)?, std::fs::read(&wasm_path)?))
+}
+
+/// Writes the fragment's own stylesheet, when it has one: scoped to its markup (`styles`), hashed like
+/// the rest, and listed in `assets`. Returns its bytes (empty without one).
+fn write_stylesheet(fragment: &FragmentCrate, bundle_dir: &Path, assets: &mut Vec<ManifestAsset>) -> Result<Vec<u8>> {
+    match std::fs::read_to_string(fragment.stylesheet()) {
+        Ok(source) => {
+            let css = styles::scoped(&fragment.name, &source).with_context(|| format!("{}", fragment.stylesheet().display()))?.into_bytes();
+            let css_name = format!("pkg/{}-{}.css", fragment.name, hex16(&css));
+            std::fs::write(bundle_dir.join(&css_name), &css)?;
+            assets.push(ManifestAsset { kind: AssetKind::Css, path: css_name, integrity: sri(&css), bytes: css.len() as u64 });
+            Ok(css)
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(error) => Err(error).with_context(|| format!("reading {}", fragment.stylesheet().display())),
+    }
 }
 
 fn read_manifest(bundle_dir: &Path) -> Option<FragmentManifest> {
