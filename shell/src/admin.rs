@@ -14,6 +14,7 @@ use shared_auth::extract::MaybeUser;
 use shared_auth::{Role, SessionUser};
 
 use crate::pages::{page, see_other, server_error};
+use crate::registry::Fragment;
 use crate::{session_store, users, ShellState};
 
 /// The signed-in site admin, or the page that says why not.
@@ -186,72 +187,8 @@ pub(crate) async fn events_page(State(state): State<ShellState>, MaybeUser(user)
     };
     let cookie = headers.get(axum::http::header::COOKIE).cloned();
     let fragments = state.registry.fragments();
-    let fetches = fragments.iter().map(|fragment| {
-        let cookie = cookie.clone();
-        let state = state.clone();
-        async move {
-            let mut request = axum::http::Request::get(format!("{}/events/status", fragment.prefix)).body(axum::body::Body::empty()).expect("a request");
-            if let Some(cookie) = cookie {
-                request.headers_mut().insert(axum::http::header::COOKIE, cookie);
-            }
-            let status = match state.registry.forward(fragment, request, fragment.timeout).await {
-                Ok(response) if response.status().is_success() => {
-                    axum::body::to_bytes(response.into_body(), 256 * 1024).await.ok().and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
-                }
-                _ => None,
-            };
-            (fragment.clone(), status)
-        }
-    });
-    let rows = futures::future::join_all(fetches)
-        .await
-        .into_iter()
-        .map(|(fragment, status)| match status {
-            None => view! {
-                <tr data-service=fragment.name.clone()><td>{fragment.title.clone()}</td><td colspan="4">"not reachable right now"</td></tr>
-            }
-            .into_any(),
-            Some(status) => {
-                let depth = status["outbox_depth"].as_i64().unwrap_or_default();
-                let oldest = status["oldest_undelivered_age_ms"].as_i64().map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_else(|| "—".into());
-                let received = status["received"].as_i64().unwrap_or_default();
-                let dead = status["dead_letters"].as_array().cloned().unwrap_or_default();
-                let dead_count = dead.len();
-                let replay_action = format!("{}/events/replay", fragment.prefix);
-                let dead_list = dead
-                    .into_iter()
-                    .map(|letter| {
-                        let text = format!(
-                            "#{} {} {} → {} ({} attempts): {}",
-                            letter["seq"],
-                            letter["event_type"].as_str().unwrap_or(""),
-                            letter["aggregate_id"].as_str().unwrap_or(""),
-                            letter["subscriber"].as_str().unwrap_or(""),
-                            letter["attempts"],
-                            letter["last_error"].as_str().unwrap_or("")
-                        );
-                        view! { <li>{text}</li> }
-                    })
-                    .collect_view();
-                view! {
-                    <tr data-service=fragment.name.clone()>
-                        <td>{fragment.title.clone()}</td>
-                        <td data-testid="outbox-depth">{depth}</td>
-                        <td>{oldest}</td>
-                        <td>{received}</td>
-                        <td>
-                            <span data-testid="dead-letters">{dead_count}</span>
-                            <ul>{dead_list}</ul>
-                            {(dead_count > 0).then(|| view! {
-                                <form method="post" action=replay_action class="inline"><button type="submit">"Replay dead letters"</button></form>
-                            })}
-                        </td>
-                    </tr>
-                }
-                .into_any()
-            }
-        })
-        .collect_view();
+    let statuses = futures::future::join_all(fragments.iter().map(|fragment| event_status(&state, fragment, cookie.clone()))).await;
+    let rows = fragments.iter().zip(statuses).map(|(fragment, status)| event_row(fragment, status)).collect_view();
     let main = view! {
         <h1>"Events"</h1>
         <table class="events">
@@ -260,6 +197,69 @@ pub(crate) async fn events_page(State(state): State<ShellState>, MaybeUser(user)
         </table>
     };
     Html(page(&state, Some(&admin), None, "Events", main)).into_response()
+}
+
+/// A fragment's event status (`<prefix>/events/status`, asked as the signed-in admin), if it answers.
+async fn event_status(state: &ShellState, fragment: &Fragment, cookie: Option<axum::http::HeaderValue>) -> Option<serde_json::Value> {
+    let mut request = axum::http::Request::get(format!("{}/events/status", fragment.prefix)).body(axum::body::Body::empty()).expect("a request");
+    if let Some(cookie) = cookie {
+        request.headers_mut().insert(axum::http::header::COOKIE, cookie);
+    }
+    match state.registry.forward(fragment, request, fragment.timeout).await {
+        Ok(response) if response.status().is_success() => {
+            axum::body::to_bytes(response.into_body(), 256 * 1024).await.ok().and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())
+        }
+        _ => None,
+    }
+}
+
+/// One service's row of the events page: outbox depth, oldest undelivered, received, dead letters.
+fn event_row(fragment: &Fragment, status: Option<serde_json::Value>) -> AnyView {
+    match status {
+        None => view! {
+            <tr data-service=fragment.name.clone()><td>{fragment.title.clone()}</td><td colspan="4">"not reachable right now"</td></tr>
+        }
+        .into_any(),
+        Some(status) => {
+            let depth = status["outbox_depth"].as_i64().unwrap_or_default();
+            let oldest = status["oldest_undelivered_age_ms"].as_i64().map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_else(|| "—".into());
+            let received = status["received"].as_i64().unwrap_or_default();
+            let dead = status["dead_letters"].as_array().cloned().unwrap_or_default();
+            let dead_count = dead.len();
+            let replay_action = format!("{}/events/replay", fragment.prefix);
+            let dead_list = dead
+                .into_iter()
+                .map(|letter| {
+                    let text = format!(
+                        "#{} {} {} → {} ({} attempts): {}",
+                        letter["seq"],
+                        letter["event_type"].as_str().unwrap_or(""),
+                        letter["aggregate_id"].as_str().unwrap_or(""),
+                        letter["subscriber"].as_str().unwrap_or(""),
+                        letter["attempts"],
+                        letter["last_error"].as_str().unwrap_or("")
+                    );
+                    view! { <li>{text}</li> }
+                })
+                .collect_view();
+            view! {
+                <tr data-service=fragment.name.clone()>
+                    <td>{fragment.title.clone()}</td>
+                    <td data-testid="outbox-depth">{depth}</td>
+                    <td>{oldest}</td>
+                    <td>{received}</td>
+                    <td>
+                        <span data-testid="dead-letters">{dead_count}</span>
+                        <ul>{dead_list}</ul>
+                        {(dead_count > 0).then(|| view! {
+                            <form method="post" action=replay_action class="inline"><button type="submit">"Replay dead letters"</button></form>
+                        })}
+                    </td>
+                </tr>
+            }
+            .into_any()
+        }
+    }
 }
 
 /// `GET /admin/fragments`: every fragment the site routes to — in this process or its instances, with

@@ -182,38 +182,49 @@ pub fn inventory(binary: &Path, site: &Path, scratch: &Path, seconds: u64) -> Re
         }
         hot_rows.push((label.to_string(), hot, checked));
 
-        let pages = runtime.block_on(async {
-            let cookie = sign_in_admin(&client, &url).await?;
-            let skus: Vec<String> = (0..SKUS).map(|n| format!("BENCH-{n:05}")).collect();
-            let started = Instant::now();
-            stock(&client, &url, &cookie, skus, 1 + (SKUS as i64 % 40), 16).await?;
-            let seeded = started.elapsed();
-            // A fresh sign-in: the page loads below send this cookie unchanged for their whole run.
-            let cookie = sign_in_admin(&client, &url).await?;
-            let mut rows = Vec::new();
-            for (what, path) in [
-                ("stock table, page 1 by SKU", "/admin/inventory"),
-                ("stock table, sorted by available, page 100", "/admin/inventory?sort=available&desc=true&page=100"),
-                ("stock table, search + low-stock filter", "/admin/inventory?q=BENCH-09&low=true"),
-                ("SKU page (ledger, chart, forms)", "/admin/inventory/sku/BENCH-04242"),
-            ] {
-                let target = format!("{url}{path}");
-                load(target.clone(), 4, Duration::from_millis(300), Some(cookie.clone())).await;
-                rows.push((what, load(target, 4, Duration::from_secs(seconds), Some(cookie.clone())).await));
-            }
-            anyhow::Ok((seeded, rows))
-        })?;
+        let pages = runtime.block_on(admin_pages(&client, &url, seconds))?;
         page_rows.push((label.to_string(), pages));
         drop(server);
     }
     if postgres.is_some() {
         crate::bench::drop_bench_schemas(&postgres.unwrap_or_default(), &prefix);
     }
+    print_tables(&hot_rows, &page_rows, seconds);
+    Ok(())
+}
 
+/// Each admin page's figures: the time seeding took, then (page, result) per page.
+type PageRows = (Duration, Vec<(&'static str, LoadResult)>);
+
+/// Seeds the SKUs through the admin API, then loads each admin page for `seconds`.
+async fn admin_pages(client: &reqwest::Client, url: &str, seconds: u64) -> Result<PageRows> {
+    let cookie = sign_in_admin(client, url).await?;
+    let skus: Vec<String> = (0..SKUS).map(|n| format!("BENCH-{n:05}")).collect();
+    let started = Instant::now();
+    stock(client, url, &cookie, skus, 1 + (SKUS as i64 % 40), 16).await?;
+    let seeded = started.elapsed();
+    // A fresh sign-in: the page loads below send this cookie unchanged for their whole run.
+    let cookie = sign_in_admin(client, url).await?;
+    let mut rows = Vec::new();
+    for (what, path) in [
+        ("stock table, page 1 by SKU", "/admin/inventory"),
+        ("stock table, sorted by available, page 100", "/admin/inventory?sort=available&desc=true&page=100"),
+        ("stock table, search + low-stock filter", "/admin/inventory?q=BENCH-09&low=true"),
+        ("SKU page (ledger, chart, forms)", "/admin/inventory/sku/BENCH-04242"),
+    ] {
+        let target = format!("{url}{path}");
+        load(target.clone(), 4, Duration::from_millis(300), Some(cookie.clone())).await;
+        rows.push((what, load(target, 4, Duration::from_secs(seconds), Some(cookie.clone())).await));
+    }
+    Ok((seeded, rows))
+}
+
+/// The hot-SKU table (with `tessera inventory verify` afterwards) and the admin pages' table.
+fn print_tables(hot_rows: &[(String, HotResult, String)], page_rows: &[(String, PageRows)], seconds: u64) {
     println!();
     println!("| hot SKU: {HOT_ATTEMPTS} one-unit soft reservations of {HOT_UNITS} units, {HOT_CONCURRENCY} concurrent signed calls, release | attempts/s | p50 ms | p99 ms | won | refused (insufficient) | oversold |");
     println!("|---|--:|--:|--:|--:|--:|--:|");
-    for (label, hot, _) in &hot_rows {
+    for (label, hot, _) in hot_rows {
         let percentile = |p: f64| hot.latencies[((hot.latencies.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
         println!(
             "| {label} | {:.0} | {:.1} | {:.1} | {} | {} | {} |",
@@ -225,19 +236,18 @@ pub fn inventory(binary: &Path, site: &Path, scratch: &Path, seconds: u64) -> Re
             hot.won as i64 - HOT_UNITS.min(hot.won as i64)
         );
     }
-    for (label, _, checked) in &hot_rows {
+    for (label, _, checked) in hot_rows {
         println!("| {label}: `tessera inventory verify` afterwards | {checked} |||||");
     }
     println!();
     println!("| admin pages with {SKUS} SKUs (+ demo), 4 connections, {seconds} s each, release | req/s | p50 ms | p99 ms | errors |");
     println!("|---|--:|--:|--:|--:|");
-    for (label, (seeded, rows)) in &page_rows {
+    for (label, (seeded, rows)) in page_rows {
         for (what, result) in rows {
             print_row(&format!("{label}: {what}"), result);
         }
         println!("| {label}: seeding {SKUS} SKUs through the admin API (16 concurrent) took | {:.1} s ||||", seeded.as_secs_f64());
     }
-    Ok(())
 }
 
 /// One table row: requests/s, p50, p99, errors.

@@ -250,231 +250,12 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
             });
             (expected, real.staff(sku, StaffMovement::Adjust { counter, delta }, now).await)
         }
-        Op::Reserve { key, lines, ttl } => {
-            let Some(named) = sorted_lines(&lines) else {
-                return (Outcome::Nothing, Outcome::Nothing);
-            };
-            let key = format!("key-{key}");
-            let request = ReserveRequest {
-                idempotency_key: key.clone(),
-                owner: "model".into(),
-                lines: named.iter().map(|(sku, quantity)| Line { sku: sku.clone(), quantity: *quantity }).collect(),
-                ttl_seconds: ttl,
-                replaces: Vec::new(),
-            };
-            let valid = ValidRequest::parse(&request).unwrap();
-            let expected = match model.keys.get(&key) {
-                Some((hash, _)) if *hash == valid.hash => Outcome::Replayed,
-                Some(_) => Outcome::Conflict,
-                None => match model.hold(&named, false) {
-                    Ok(()) => Outcome::Ok,
-                    Err(short) => Outcome::Short(short),
-                },
-            };
-            let actual = match reservations::reserve(&real.db, &real.outbox, "cart", &valid, now).await {
-                Ok(reservation) if reservation.replayed => {
-                    assert_eq!(reservation.id, model.reservations[model.keys[&key].1].id, "a replay returns the first reservation");
-                    Outcome::Replayed
-                }
-                Ok(reservation) => {
-                    if expected == Outcome::Ok {
-                        model.keys.insert(key, (valid.hash.clone(), model.reservations.len()));
-                        model.reservations.push(ModelReservation {
-                            id: reservation.id,
-                            lines: named,
-                            status: ReservationStatus::Soft,
-                            expires_at: now + ttl * 1000,
-                            order_id: None,
-                        });
-                    }
-                    Outcome::Ok
-                }
-                Err(error) => outcome_of(error),
-            };
-            (expected, actual)
-        }
-        Op::Extend { reservation, ttl } => {
-            let Some(index) = pick(model, reservation) else {
-                return (Outcome::Nothing, Outcome::Nothing);
-            };
-            let live = model.reservations[index].status == ReservationStatus::Soft && !model.lapsed(index);
-            let expected = if live {
-                model.reservations[index].expires_at = now + ttl * 1000;
-                Outcome::Ok
-            } else {
-                Outcome::Conflict
-            };
-            let actual = match reservations::extend(&real.db, "cart", &model.reservations[index].id, ttl, now).await {
-                Ok(_) => Outcome::Ok,
-                Err(error) => outcome_of(error),
-            };
-            (expected, actual)
-        }
-        Op::Release { reservation } => {
-            let Some(index) = pick(model, reservation) else {
-                return (Outcome::Nothing, Outcome::Nothing);
-            };
-            let expected = match model.reservations[index].status {
-                ReservationStatus::Soft if model.lapsed(index) => {
-                    model.expire(index);
-                    Outcome::Ok
-                }
-                ReservationStatus::Soft => {
-                    model.expire(index);
-                    model.reservations[index].status = ReservationStatus::Released;
-                    Outcome::Ok
-                }
-                ReservationStatus::Hard => Outcome::Conflict,
-                _ => Outcome::Ok,
-            };
-            let id = model.reservations[index].id.clone();
-            let actual = match reservations::release(&real.db, &real.outbox, "cart", &id, now).await {
-                Ok(_) => Outcome::Ok,
-                Err(error) => outcome_of(error),
-            };
-            (expected, actual)
-        }
-        Op::Pay { reservation } => {
-            let Some(index) = pick(model, reservation) else {
-                return (Outcome::Nothing, Outcome::Nothing);
-            };
-            let order_id = format!("order-{index}");
-            let r = model.reservations[index].clone();
-            let expected = if r.status == ReservationStatus::Soft && !model.lapsed(index) {
-                for (sku, quantity) in &r.lines {
-                    let counters = model.stock.get_mut(sku).unwrap();
-                    counters.soft -= quantity;
-                    counters.hard += quantity;
-                }
-                model.reservations[index].status = ReservationStatus::Hard;
-                model.reservations[index].order_id = Some(order_id.clone());
-                Outcome::Ok
-            } else if r.status == ReservationStatus::Hard && r.order_id.as_deref() == Some(order_id.as_str()) {
-                Outcome::Nothing
-            } else if matches!(r.status, ReservationStatus::Hard | ReservationStatus::Fulfilled | ReservationStatus::Cancelled) {
-                Outcome::Conflict
-            } else {
-                if model.lapsed(index) {
-                    model.expire(index);
-                }
-                let of_order =
-                    |status: ReservationStatus| model.reservations.iter().any(|m| m.order_id.as_deref() == Some(order_id.as_str()) && m.status == status);
-                if of_order(ReservationStatus::Hard) || of_order(ReservationStatus::Fulfilled) {
-                    Outcome::Nothing
-                } else if of_order(ReservationStatus::Cancelled) {
-                    Outcome::Conflict
-                } else {
-                    match model.hold(&r.lines, true) {
-                        Ok(()) => {
-                            model.reservations.push(ModelReservation {
-                                id: String::new(), // filled from the database below
-                                lines: r.lines.clone(),
-                                status: ReservationStatus::Hard,
-                                expires_at: now,
-                                order_id: Some(order_id.clone()),
-                            });
-                            Outcome::Ok
-                        }
-                        Err(_) => Outcome::Short(Vec::new()),
-                    }
-                }
-            };
-            let event = OrderPaid {
-                order_id: order_id.clone(),
-                reservation_id: r.id.clone(),
-                lines: r.lines.iter().map(|(sku, quantity)| Line { sku: sku.clone(), quantity: *quantity }).collect(),
-            };
-            let envelope = envelope("cart.order_paid", &order_id, serde_json::to_value(&event).unwrap());
-            // As the runtime's event endpoint runs it: one transaction, committed when the handler succeeds.
-            let mut tx = real.db.begin().await.unwrap();
-            let actual = match reservations::order_paid(&mut tx, &real.outbox, &envelope, &event, now).await {
-                Ok(applied) => {
-                    tx.commit().await.unwrap();
-                    match applied {
-                        Applied::Done => Outcome::Ok,
-                        Applied::Nothing(_) => Outcome::Nothing,
-                        Applied::Short(_) => Outcome::Short(Vec::new()),
-                    }
-                }
-                Err(error) => outcome_of(error),
-            };
-            if let Some(last) = model.reservations.last_mut().filter(|m| m.id.is_empty() && actual == Outcome::Ok) {
-                let (id,): (String,) = sqlx::query_as("SELECT id FROM reservations WHERE order_id = $1 AND status = 'hard'")
-                    .bind(&order_id)
-                    .fetch_one(&real.db)
-                    .await
-                    .expect("the new hard reservation");
-                last.id = id;
-            }
-            (expected, actual)
-        }
-        Op::Cancel { reservation } => {
-            let Some(index) = pick(model, reservation) else {
-                return (Outcome::Nothing, Outcome::Nothing);
-            };
-            let order_id = format!("order-{index}");
-            let id = model.reservations[index].id.clone();
-            let matching: Vec<usize> = (0..model.reservations.len())
-                .filter(|i| model.reservations[*i].id == id || model.reservations[*i].order_id.as_deref() == Some(order_id.as_str()))
-                .collect();
-            let active: Vec<usize> = matching.iter().copied().filter(|i| !model.reservations[*i].status.is_terminal()).collect();
-            let expected = if !active.is_empty() {
-                for i in active {
-                    let hard = model.reservations[i].status == ReservationStatus::Hard;
-                    for (sku, quantity) in model.reservations[i].lines.clone() {
-                        let counters = model.stock.get_mut(&sku).unwrap();
-                        if hard {
-                            counters.hard -= quantity;
-                        } else {
-                            counters.soft -= quantity;
-                        }
-                    }
-                    model.reservations[i].status = ReservationStatus::Cancelled;
-                    model.reservations[i].order_id.get_or_insert_with(|| order_id.clone());
-                }
-                Outcome::Ok
-            } else if matching.iter().any(|i| model.reservations[*i].status == ReservationStatus::Fulfilled) {
-                Outcome::Conflict
-            } else {
-                Outcome::Nothing
-            };
-            let event = OrderCancelled { order_id: order_id.clone(), reservation_id: id };
-            let envelope = envelope("cart.order_cancelled", &order_id, serde_json::to_value(&event).unwrap());
-            let mut tx = real.db.begin().await.unwrap();
-            let actual = match reservations::order_cancelled(&mut tx, &real.outbox, &envelope, &event, now).await {
-                Ok(applied) => {
-                    tx.commit().await.unwrap();
-                    if matches!(applied, Applied::Done) {
-                        Outcome::Ok
-                    } else {
-                        Outcome::Nothing
-                    }
-                }
-                Err(error) => outcome_of(error),
-            };
-            (expected, actual)
-        }
-        Op::Fulfil { reservation } => {
-            let Some(index) = pick(model, reservation) else {
-                return (Outcome::Nothing, Outcome::Nothing);
-            };
-            let expected = if model.reservations[index].status == ReservationStatus::Hard {
-                for (sku, quantity) in model.reservations[index].lines.clone() {
-                    let counters = model.stock.get_mut(&sku).unwrap();
-                    counters.hard -= quantity;
-                    counters.on_hand -= quantity;
-                }
-                model.reservations[index].status = ReservationStatus::Fulfilled;
-                Outcome::Ok
-            } else {
-                Outcome::Conflict
-            };
-            let actual = match reservations::fulfil(&real.db, &real.outbox, &model.reservations[index].id, "model", now).await {
-                Ok(_) => Outcome::Ok,
-                Err(error) => outcome_of(error),
-            };
-            (expected, actual)
-        }
+        Op::Reserve { key, lines, ttl } => reserve(model, real, now, key, lines, ttl).await,
+        Op::Extend { reservation, ttl } => extend(model, real, now, reservation, ttl).await,
+        Op::Release { reservation } => release(model, real, now, reservation).await,
+        Op::Pay { reservation } => pay(model, real, now, reservation).await,
+        Op::Cancel { reservation } => cancel(model, real, now, reservation).await,
+        Op::Fulfil { reservation } => fulfil(model, real, now, reservation).await,
         Op::Advance { seconds } => {
             model.now += seconds * 1000;
             (Outcome::Ok, Outcome::Ok)
@@ -489,6 +270,242 @@ async fn step(model: &mut Model, real: &Real, op: &Op) -> (Outcome, Outcome) {
             (Outcome::Ok, Outcome::Ok)
         }
     }
+}
+
+/// A new soft reservation: all or nothing against what is available, replayed for a key used before.
+async fn reserve(model: &mut Model, real: &Real, now: i64, key: usize, lines: Vec<(usize, i64)>, ttl: i64) -> (Outcome, Outcome) {
+    let Some(named) = sorted_lines(&lines) else {
+        return (Outcome::Nothing, Outcome::Nothing);
+    };
+    let key = format!("key-{key}");
+    let request = ReserveRequest {
+        idempotency_key: key.clone(),
+        owner: "model".into(),
+        lines: named.iter().map(|(sku, quantity)| Line { sku: sku.clone(), quantity: *quantity }).collect(),
+        ttl_seconds: ttl,
+        replaces: Vec::new(),
+    };
+    let valid = ValidRequest::parse(&request).unwrap();
+    let expected = match model.keys.get(&key) {
+        Some((hash, _)) if *hash == valid.hash => Outcome::Replayed,
+        Some(_) => Outcome::Conflict,
+        None => match model.hold(&named, false) {
+            Ok(()) => Outcome::Ok,
+            Err(short) => Outcome::Short(short),
+        },
+    };
+    let actual = match reservations::reserve(&real.db, &real.outbox, "cart", &valid, now).await {
+        Ok(reservation) if reservation.replayed => {
+            assert_eq!(reservation.id, model.reservations[model.keys[&key].1].id, "a replay returns the first reservation");
+            Outcome::Replayed
+        }
+        Ok(reservation) => {
+            if expected == Outcome::Ok {
+                model.keys.insert(key, (valid.hash.clone(), model.reservations.len()));
+                model.reservations.push(ModelReservation {
+                    id: reservation.id,
+                    lines: named,
+                    status: ReservationStatus::Soft,
+                    expires_at: now + ttl * 1000,
+                    order_id: None,
+                });
+            }
+            Outcome::Ok
+        }
+        Err(error) => outcome_of(error),
+    };
+    (expected, actual)
+}
+
+/// A live soft reservation held longer; an ended or lapsed one refused.
+async fn extend(model: &mut Model, real: &Real, now: i64, reservation: usize, ttl: i64) -> (Outcome, Outcome) {
+    let Some(index) = pick(model, reservation) else {
+        return (Outcome::Nothing, Outcome::Nothing);
+    };
+    let live = model.reservations[index].status == ReservationStatus::Soft && !model.lapsed(index);
+    let expected = if live {
+        model.reservations[index].expires_at = now + ttl * 1000;
+        Outcome::Ok
+    } else {
+        Outcome::Conflict
+    };
+    let actual = match reservations::extend(&real.db, "cart", &model.reservations[index].id, ttl, now).await {
+        Ok(_) => Outcome::Ok,
+        Err(error) => outcome_of(error),
+    };
+    (expected, actual)
+}
+
+/// The cart lets a soft reservation go (one that lapsed unswept is expired instead).
+async fn release(model: &mut Model, real: &Real, now: i64, reservation: usize) -> (Outcome, Outcome) {
+    let Some(index) = pick(model, reservation) else {
+        return (Outcome::Nothing, Outcome::Nothing);
+    };
+    let expected = match model.reservations[index].status {
+        ReservationStatus::Soft if model.lapsed(index) => {
+            model.expire(index);
+            Outcome::Ok
+        }
+        ReservationStatus::Soft => {
+            model.expire(index);
+            model.reservations[index].status = ReservationStatus::Released;
+            Outcome::Ok
+        }
+        ReservationStatus::Hard => Outcome::Conflict,
+        _ => Outcome::Ok,
+    };
+    let id = model.reservations[index].id.clone();
+    let actual = match reservations::release(&real.db, &real.outbox, "cart", &id, now).await {
+        Ok(_) => Outcome::Ok,
+        Err(error) => outcome_of(error),
+    };
+    (expected, actual)
+}
+
+/// `cart.order_paid`: a soft reservation becomes hard, or the order is short.
+async fn pay(model: &mut Model, real: &Real, now: i64, reservation: usize) -> (Outcome, Outcome) {
+    let Some(index) = pick(model, reservation) else {
+        return (Outcome::Nothing, Outcome::Nothing);
+    };
+    let order_id = format!("order-{index}");
+    let r = model.reservations[index].clone();
+    let expected = if r.status == ReservationStatus::Soft && !model.lapsed(index) {
+        for (sku, quantity) in &r.lines {
+            let counters = model.stock.get_mut(sku).unwrap();
+            counters.soft -= quantity;
+            counters.hard += quantity;
+        }
+        model.reservations[index].status = ReservationStatus::Hard;
+        model.reservations[index].order_id = Some(order_id.clone());
+        Outcome::Ok
+    } else if r.status == ReservationStatus::Hard && r.order_id.as_deref() == Some(order_id.as_str()) {
+        Outcome::Nothing
+    } else if matches!(r.status, ReservationStatus::Hard | ReservationStatus::Fulfilled | ReservationStatus::Cancelled) {
+        Outcome::Conflict
+    } else {
+        if model.lapsed(index) {
+            model.expire(index);
+        }
+        let of_order = |status: ReservationStatus| model.reservations.iter().any(|m| m.order_id.as_deref() == Some(order_id.as_str()) && m.status == status);
+        if of_order(ReservationStatus::Hard) || of_order(ReservationStatus::Fulfilled) {
+            Outcome::Nothing
+        } else if of_order(ReservationStatus::Cancelled) {
+            Outcome::Conflict
+        } else {
+            match model.hold(&r.lines, true) {
+                Ok(()) => {
+                    model.reservations.push(ModelReservation {
+                        id: String::new(), // filled from the database below
+                        lines: r.lines.clone(),
+                        status: ReservationStatus::Hard,
+                        expires_at: now,
+                        order_id: Some(order_id.clone()),
+                    });
+                    Outcome::Ok
+                }
+                Err(_) => Outcome::Short(Vec::new()),
+            }
+        }
+    };
+    let event = OrderPaid {
+        order_id: order_id.clone(),
+        reservation_id: r.id.clone(),
+        lines: r.lines.iter().map(|(sku, quantity)| Line { sku: sku.clone(), quantity: *quantity }).collect(),
+    };
+    let envelope = envelope("cart.order_paid", &order_id, serde_json::to_value(&event).unwrap());
+    // As the runtime's event endpoint runs it: one transaction, committed when the handler succeeds.
+    let mut tx = real.db.begin().await.unwrap();
+    let actual = match reservations::order_paid(&mut tx, &real.outbox, &envelope, &event, now).await {
+        Ok(applied) => {
+            tx.commit().await.unwrap();
+            match applied {
+                Applied::Done => Outcome::Ok,
+                Applied::Nothing(_) => Outcome::Nothing,
+                Applied::Short(_) => Outcome::Short(Vec::new()),
+            }
+        }
+        Err(error) => outcome_of(error),
+    };
+    if let Some(last) = model.reservations.last_mut().filter(|m| m.id.is_empty() && actual == Outcome::Ok) {
+        let (id,): (String,) = sqlx::query_as("SELECT id FROM reservations WHERE order_id = $1 AND status = 'hard'")
+            .bind(&order_id)
+            .fetch_one(&real.db)
+            .await
+            .expect("the new hard reservation");
+        last.id = id;
+    }
+    (expected, actual)
+}
+
+/// `cart.order_cancelled`: the order's stock goes back on sale.
+async fn cancel(model: &mut Model, real: &Real, now: i64, reservation: usize) -> (Outcome, Outcome) {
+    let Some(index) = pick(model, reservation) else {
+        return (Outcome::Nothing, Outcome::Nothing);
+    };
+    let order_id = format!("order-{index}");
+    let id = model.reservations[index].id.clone();
+    let matching: Vec<usize> = (0..model.reservations.len())
+        .filter(|i| model.reservations[*i].id == id || model.reservations[*i].order_id.as_deref() == Some(order_id.as_str()))
+        .collect();
+    let active: Vec<usize> = matching.iter().copied().filter(|i| !model.reservations[*i].status.is_terminal()).collect();
+    let expected = if !active.is_empty() {
+        for i in active {
+            let hard = model.reservations[i].status == ReservationStatus::Hard;
+            for (sku, quantity) in model.reservations[i].lines.clone() {
+                let counters = model.stock.get_mut(&sku).unwrap();
+                if hard {
+                    counters.hard -= quantity;
+                } else {
+                    counters.soft -= quantity;
+                }
+            }
+            model.reservations[i].status = ReservationStatus::Cancelled;
+            model.reservations[i].order_id.get_or_insert_with(|| order_id.clone());
+        }
+        Outcome::Ok
+    } else if matching.iter().any(|i| model.reservations[*i].status == ReservationStatus::Fulfilled) {
+        Outcome::Conflict
+    } else {
+        Outcome::Nothing
+    };
+    let event = OrderCancelled { order_id: order_id.clone(), reservation_id: id };
+    let envelope = envelope("cart.order_cancelled", &order_id, serde_json::to_value(&event).unwrap());
+    let mut tx = real.db.begin().await.unwrap();
+    let actual = match reservations::order_cancelled(&mut tx, &real.outbox, &envelope, &event, now).await {
+        Ok(applied) => {
+            tx.commit().await.unwrap();
+            if matches!(applied, Applied::Done) {
+                Outcome::Ok
+            } else {
+                Outcome::Nothing
+            }
+        }
+        Err(error) => outcome_of(error),
+    };
+    (expected, actual)
+}
+
+/// Staff ship a paid order: its units leave on-hand.
+async fn fulfil(model: &mut Model, real: &Real, now: i64, reservation: usize) -> (Outcome, Outcome) {
+    let Some(index) = pick(model, reservation) else {
+        return (Outcome::Nothing, Outcome::Nothing);
+    };
+    let expected = if model.reservations[index].status == ReservationStatus::Hard {
+        for (sku, quantity) in model.reservations[index].lines.clone() {
+            let counters = model.stock.get_mut(&sku).unwrap();
+            counters.hard -= quantity;
+            counters.on_hand -= quantity;
+        }
+        model.reservations[index].status = ReservationStatus::Fulfilled;
+        Outcome::Ok
+    } else {
+        Outcome::Conflict
+    };
+    let actual = match reservations::fulfil(&real.db, &real.outbox, &model.reservations[index].id, "model", now).await {
+        Ok(_) => Outcome::Ok,
+        Err(error) => outcome_of(error),
+    };
+    (expected, actual)
 }
 
 fn pick(model: &Model, reservation: usize) -> Option<usize> {

@@ -146,70 +146,9 @@ impl StoreSettings {
     }
 
     async fn open_and_migrate(&self, service: &str, sets: &[&Migrations]) -> Result<AnyPool, DbError> {
-        let connect = |source| DbError::Connect { service: service.to_owned(), source };
         let (pool, backend) = match &self.postgres_url {
-            None => {
-                // Owner-only: the data dir holds every service's data and the generated secrets. The
-                // file is made 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files
-                // the database file's mode.
-                let data_dir_error = |source| DbError::DataDir { path: self.data_dir.clone(), source };
-                crate::secrets::create_private_dir(&self.data_dir).map_err(data_dir_error)?;
-                let path = self.data_dir.join(format!("{service}.sqlite"));
-                match crate::secrets::create_private_file(&path) {
-                    Ok(_) => {}
-                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => crate::secrets::restrict_to_owner(&path).map_err(data_dir_error)?,
-                    Err(error) => return Err(data_dir_error(error)),
-                }
-                let url = format!("sqlite://{}?mode=rwc", path.display());
-                let options = AnyConnectOptions::from_str(&url).map_err(connect)?;
-                let pool = AnyPoolOptions::new()
-                    .max_connections(8)
-                    .acquire_timeout(Duration::from_secs(10))
-                    .after_connect(|connection, _| {
-                        Box::pin(async move {
-                            // WAL lets readers run beside the writer; busy_timeout queues writers instead
-                            // of failing them; foreign keys are off by default in SQLite.
-                            connection.execute("PRAGMA journal_mode = WAL").await?;
-                            connection.execute("PRAGMA busy_timeout = 5000").await?;
-                            connection.execute("PRAGMA foreign_keys = ON").await?;
-                            connection.execute("PRAGMA synchronous = NORMAL").await?;
-                            Ok(())
-                        })
-                    })
-                    .connect_with(options)
-                    .await
-                    .map_err(connect)?;
-                (pool, Backend::Sqlite)
-            }
-            Some(url) => {
-                let schema = format!("{}{service}", self.schema_prefix);
-                if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                    return Err(DbError::ServiceName(schema));
-                }
-                let options = AnyConnectOptions::from_str(url).map_err(connect)?;
-                // Create the schema once with a plain connection, then pin every pooled connection to it.
-                let bootstrap = AnyPoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(connect)?;
-                bootstrap.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await.map_err(connect)?;
-                bootstrap.close().await;
-                // JIT compilation pays off for long analytical queries, not for these short ones, and the
-                // large cost estimates of generic plans can trigger it. (Measured on the catalog listing: no
-                // difference either way; missing statistics after a bulk load were the real cost.)
-                let search_path = format!("SET search_path TO {schema}; SET jit = off");
-                let pool = AnyPoolOptions::new()
-                    .max_connections(self.postgres_pool_size.max(1))
-                    .acquire_timeout(Duration::from_secs(10))
-                    .after_connect(move |connection, _| {
-                        let search_path = search_path.clone();
-                        Box::pin(async move {
-                            connection.execute(search_path.as_str()).await?;
-                            Ok(())
-                        })
-                    })
-                    .connect_with(options)
-                    .await
-                    .map_err(connect)?;
-                (pool, Backend::Postgres)
-            }
+            None => (self.open_sqlite(service).await?, Backend::Sqlite),
+            Some(url) => (self.open_postgres(url, service).await?, Backend::Postgres),
         };
         let migrate = |source| DbError::Migrate { service: service.to_owned(), source };
         for set in sets {
@@ -226,6 +165,72 @@ impl StoreSettings {
             shared.run(&pool).await.map_err(migrate)?;
         }
         Ok(pool)
+    }
+
+    /// The service's SQLite file in the data dir, owner-only, in WAL mode.
+    async fn open_sqlite(&self, service: &str) -> Result<AnyPool, DbError> {
+        let connect = |source| DbError::Connect { service: service.to_owned(), source };
+        // Owner-only: the data dir holds every service's data and the generated secrets. The
+        // file is made 0600 before SQLite opens it; SQLite gives its WAL and shared-memory files
+        // the database file's mode.
+        let data_dir_error = |source| DbError::DataDir { path: self.data_dir.clone(), source };
+        crate::secrets::create_private_dir(&self.data_dir).map_err(data_dir_error)?;
+        let path = self.data_dir.join(format!("{service}.sqlite"));
+        match crate::secrets::create_private_file(&path) {
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => crate::secrets::restrict_to_owner(&path).map_err(data_dir_error)?,
+            Err(error) => return Err(data_dir_error(error)),
+        }
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let options = AnyConnectOptions::from_str(&url).map_err(connect)?;
+        AnyPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    // WAL lets readers run beside the writer; busy_timeout queues writers instead
+                    // of failing them; foreign keys are off by default in SQLite.
+                    connection.execute("PRAGMA journal_mode = WAL").await?;
+                    connection.execute("PRAGMA busy_timeout = 5000").await?;
+                    connection.execute("PRAGMA foreign_keys = ON").await?;
+                    connection.execute("PRAGMA synchronous = NORMAL").await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(connect)
+    }
+
+    /// A pool of connections pinned to the service's own schema (created if missing).
+    async fn open_postgres(&self, url: &str, service: &str) -> Result<AnyPool, DbError> {
+        let connect = |source| DbError::Connect { service: service.to_owned(), source };
+        let schema = format!("{}{service}", self.schema_prefix);
+        if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(DbError::ServiceName(schema));
+        }
+        let options = AnyConnectOptions::from_str(url).map_err(connect)?;
+        // Create the schema once with a plain connection, then pin every pooled connection to it.
+        let bootstrap = AnyPoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(connect)?;
+        bootstrap.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await.map_err(connect)?;
+        bootstrap.close().await;
+        // JIT compilation pays off for long analytical queries, not for these short ones, and the
+        // large cost estimates of generic plans can trigger it. (Measured on the catalog listing: no
+        // difference either way; missing statistics after a bulk load were the real cost.)
+        let search_path = format!("SET search_path TO {schema}; SET jit = off");
+        AnyPoolOptions::new()
+            .max_connections(self.postgres_pool_size.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |connection, _| {
+                let search_path = search_path.clone();
+                Box::pin(async move {
+                    connection.execute(search_path.as_str()).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .map_err(connect)
     }
 }
 
