@@ -67,41 +67,27 @@ fn case(name: impl Into<String>, attempt: Attempt) -> Case {
 /// Every hostile token and request, built around a real session of Sam and the admin's claims.
 fn token_cases(app: &TestApp, sam: &Session, revoked: &Session) -> Vec<Case> {
     let real = sam.access.split_once('=').unwrap().1.to_owned();
-    let parts = segments(&real);
-    let header = decode_segment(&parts[0]);
-    let claims = decode_segment(&parts[1]);
-    let kid = header["kid"].as_str().unwrap().to_owned();
-    // The shell's real key, from its database: forged claims with a valid signature.
-    let ring = {
-        let shell = support::store(app);
-        let stored = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            runtime.block_on(async move {
-                let (sqlite, postgres) = tessera_shell::migrators();
-                let db = shell.open("shell", &tessera_kit::db::Migrations { sqlite, postgres }).await.unwrap();
-                let stored = tessera_shell::keys::load(&db).await.unwrap();
-                db.close().await;
-                stored
-            })
-        })
-        .join()
-        .unwrap();
-        KeyRing::new(&stored, app.settings.access_ttl_seconds).unwrap()
-    };
-    let real_sign = |claims: &Value| ring.signing_key(now()).sign(claims).unwrap();
-    let with = |changes: &[(&str, Value)]| {
-        let mut claims = claims.clone();
-        for (key, value) in changes {
-            claims[*key] = value.clone();
-        }
-        claims
-    };
-    let without = |key: &str| {
-        let mut claims = claims.clone();
-        claims.as_object_mut().unwrap().remove(key);
-        claims
-    };
-    let admin_claims = with(&[("roles", json!(["shopper", "inventory_admin", "admin"]))]);
+    let mut cases = forged_signatures(app, &real);
+    cases.extend(wrong_claims_under_the_real_key(app, &real, revoked));
+    cases.extend(tokens_in_the_wrong_place(sam, &real));
+    cases
+}
+
+/// Sam's claims with `changes` made.
+fn with_claims(claims: &Value, changes: &[(&str, Value)]) -> Value {
+    let mut claims = claims.clone();
+    for (key, value) in changes {
+        claims[*key] = value.clone();
+    }
+    claims
+}
+
+/// Tokens claiming the admin's roles whose signature is forged, stripped or mangled, or whose header
+/// asks for another algorithm or key.
+fn forged_signatures(app: &TestApp, real: &str) -> Vec<Case> {
+    let parts = segments(real);
+    let kid = decode_segment(&parts[0])["kid"].as_str().unwrap().to_owned();
+    let admin_claims = with_claims(&decode_segment(&parts[1]), &[("roles", json!(["shopper", "inventory_admin", "admin"]))]);
     let jwks: Value = {
         let path = format!("{}/.well-known/jwks.json", app.url);
         let body = std::thread::spawn(move || {
@@ -174,6 +160,38 @@ fn token_cases(app: &TestApp, sam: &Session, revoked: &Session) -> Vec<Case> {
         cases.push(case(format!("hostile kid {label:?}"), Attempt::AccessToken(attacker_sign(hostile, &admin_claims))));
     }
 
+    cases
+}
+
+/// Claims the shell would never sign, signed with its real key (from its database): each must still be
+/// refused for what it says.
+fn wrong_claims_under_the_real_key(app: &TestApp, real: &str, revoked: &Session) -> Vec<Case> {
+    let claims = decode_segment(&segments(real)[1]);
+    // The shell's real key, from its database: forged claims with a valid signature.
+    let ring = {
+        let shell = support::store(app);
+        let stored = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            runtime.block_on(async move {
+                let (sqlite, postgres) = tessera_shell::migrators();
+                let db = shell.open("shell", &tessera_kit::db::Migrations { sqlite, postgres }).await.unwrap();
+                let stored = tessera_shell::keys::load(&db).await.unwrap();
+                db.close().await;
+                stored
+            })
+        })
+        .join()
+        .unwrap();
+        KeyRing::new(&stored, app.settings.access_ttl_seconds).unwrap()
+    };
+    let real_sign = |claims: &Value| ring.signing_key(now()).sign(claims).unwrap();
+    let with = |changes: &[(&str, Value)]| with_claims(&claims, changes);
+    let without = |key: &str| {
+        let mut claims = claims.clone();
+        claims.as_object_mut().unwrap().remove(key);
+        claims
+    };
+    let mut cases = Vec::new();
     let t = now();
     let real_signed: Vec<(&str, Value)> = vec![
         ("expired (real key)", with(&[("exp", json!(t - 3600)), ("iat", json!(t - 3900))])),
@@ -195,6 +213,13 @@ fn token_cases(app: &TestApp, sam: &Session, revoked: &Session) -> Vec<Case> {
         cases.push(case(label, Attempt::AccessToken(real_sign(&claims))));
     }
 
+    cases
+}
+
+/// A real token where a token does not go (the URL, a header, another cookie), the refresh token in
+/// its place, and oversized or countless cookies.
+fn tokens_in_the_wrong_place(sam: &Session, real: &str) -> Vec<Case> {
+    let mut cases = Vec::new();
     let refresh_value = sam.refresh.split_once('=').unwrap().1.to_owned();
     cases.push(case("refresh token as the access token", Attempt::AccessToken(refresh_value)));
     cases.push(case("access token as the refresh token", Attempt::Cookie(format!("tessera_refresh={real}"))));
