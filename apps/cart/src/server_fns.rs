@@ -42,6 +42,20 @@ mod context {
         }
     }
 
+    /// Runs a cart operation of the current shopper that may change the guest cart cookie (it finds,
+    /// merges or makes the cart), to completion, and sends the cookie's change with the response.
+    pub async fn in_cart<T, Fut>(operation: impl FnOnce(FragmentRuntime, crate::store::Shopper) -> Fut) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        Fut: std::future::Future<Output = (Result<T, CartError>, CookieChange)> + Send + 'static,
+    {
+        let (runtime, shopper) = shopper().await?;
+        let operation = operation(runtime.clone(), shopper);
+        let (result, cookie) = to_completion(async move { Ok(operation.await) }).await?;
+        apply(&runtime, cookie);
+        Ok(result?)
+    }
+
     /// Sends the guest cart cookie change with the response (a guest cart is kept for 30 days).
     pub fn apply(runtime: &FragmentRuntime, cookie: CookieChange) {
         let secure = if runtime.secure_cookies { "; Secure" } else { "" };
@@ -63,10 +77,7 @@ mod context {
 /// The visitor's cart (a guest cart by cookie, or the signed-in user's with a guest cart merged in).
 #[server(prefix = "/cart/api", endpoint = "my_cart")]
 pub async fn my_cart() -> Result<CartView, ApiError> {
-    let (runtime, shopper) = context::shopper().await?;
-    let (result, cookie) = context::to_completion(view_task(runtime.clone(), shopper)).await?;
-    context::apply(&runtime, cookie);
-    Ok(result?)
+    context::in_cart(view_task).await
 }
 
 /// Finds (and merges) the shopper's cart and brings its holds up to date, to completion: both may call
@@ -75,55 +86,45 @@ pub async fn my_cart() -> Result<CartView, ApiError> {
 async fn view_task(
     runtime: tessera_kit::FragmentRuntime,
     shopper: crate::store::Shopper,
-) -> Result<(Result<CartView, crate::error::CartError>, crate::carts::CookieChange), crate::error::CartError> {
+) -> (Result<CartView, crate::error::CartError>, crate::carts::CookieChange) {
     let mut cookie = crate::carts::CookieChange::None;
     let result = match crate::carts::resolve(&runtime, &shopper, &mut cookie).await {
         Ok(cart) => crate::carts::view(&runtime, &shopper, cart).await,
         Err(error) => Err(error),
     };
-    Ok((result, cookie))
+    (result, cookie)
 }
 
 /// Adds `quantity` of `sku` to the visitor's cart (the typed API the catalog calls), holding the stock.
 #[server(prefix = "/cart/api", endpoint = "add_item")]
 pub async fn add_item(sku: String, quantity: i64) -> Result<CartSummary, ApiError> {
-    let (runtime, shopper) = context::shopper().await?;
-    let task_runtime = runtime.clone();
-    let (result, cookie) = context::to_completion(async move {
+    context::in_cart(move |runtime, shopper| async move {
         let mut cookie = crate::carts::CookieChange::None;
-        let result = crate::carts::add(&task_runtime, &shopper, &sku, quantity, &mut cookie).await;
-        Ok((result, cookie))
+        (crate::carts::add(&runtime, &shopper, &sku, quantity, &mut cookie).await, cookie)
     })
-    .await?;
-    context::apply(&runtime, cookie);
-    Ok(result?)
+    .await
 }
 
 /// Sets the quantity of a line; 0 removes it. Returns the updated cart.
 #[server(prefix = "/cart/api", endpoint = "set_quantity")]
 pub async fn set_quantity(sku: String, quantity: i64) -> Result<CartView, ApiError> {
-    let (runtime, shopper) = context::shopper().await?;
-    let task_runtime = runtime.clone();
-    let (result, cookie) = context::to_completion(async move {
+    context::in_cart(move |runtime, shopper| async move {
         let mut cookie = crate::carts::CookieChange::None;
-        let result = crate::carts::set_quantity(&task_runtime, &shopper, &sku, quantity, &mut cookie).await;
-        Ok((result, cookie))
+        (crate::carts::set_quantity(&runtime, &shopper, &sku, quantity, &mut cookie).await, cookie)
     })
-    .await?;
-    context::apply(&runtime, cookie);
-    Ok(result?)
+    .await
 }
 
 /// The checkout page's data: the cart and a fresh idempotency key (signed-in shoppers only).
 #[server(prefix = "/cart/api", endpoint = "checkout")]
 pub async fn checkout_view() -> Result<CheckoutForm, ApiError> {
-    let (runtime, shopper) = context::shopper().await?;
-    if shopper.user.is_none() {
-        return Err(ApiError::Unauthorized);
-    }
-    let (cart, cookie) = context::to_completion(view_task(runtime.clone(), shopper)).await?;
-    context::apply(&runtime, cookie);
-    let cart = cart?;
+    let cart = context::in_cart(|runtime, shopper| async move {
+        if shopper.user.is_none() {
+            return (Err(crate::error::CartError::SignInFirst), crate::carts::CookieChange::None);
+        }
+        view_task(runtime, shopper).await
+    })
+    .await?;
     Ok(CheckoutForm { cart, key: uuid::Uuid::new_v4().to_string() })
 }
 
