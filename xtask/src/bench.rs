@@ -16,14 +16,14 @@
 //! - events/s and commit-to-effect latency over NATS JetStream against HTTP, and checkouts/s with 1 and
 //!   2 instances of every process, on PostgreSQL (`end2end/bench-scaleout.mjs`, the fault test's cluster).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use tessera_contracts::manifest::{FragmentManifest, MANIFEST_FILE};
 
+use crate::bench_support::{free_port, load, start_server};
 use crate::{build_fragment, cargo, fragments, run, setup, WasmProfile, Workspace};
 
 #[derive(clap::Args)]
@@ -69,7 +69,7 @@ fn build_times(workspace: &Workspace) -> Result<()> {
     build_fragment(&cold, catalog, WasmProfile::Release)?;
     let cold_seconds = started.elapsed().as_secs_f64();
 
-    let source = workspace.root.join("apps/catalog/src/lib.rs");
+    let source = workspace.root.join("fragments/catalog/src/lib.rs");
     let touch = || -> Result<()> {
         let file = std::fs::OpenOptions::new().append(true).open(&source)?;
         file.set_modified(std::time::SystemTime::now())?;
@@ -119,124 +119,6 @@ fn sizes(workspace: &Workspace) -> Result<()> {
     Ok(())
 }
 
-/// Best effort: drops the PostgreSQL schemas a benchmark made under `prefix` (nothing else uses it).
-pub(crate) fn drop_bench_schemas(url: &str, prefix: &str) {
-    for service in ["shell", "catalog", "cart", "inventory", "paysandbox"] {
-        let _ = Command::new("psql").args([url, "-q", "-c", &format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")]).output();
-    }
-}
-
-pub(crate) fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
-/// A server process that is killed when dropped.
-pub(crate) struct Server(Child);
-
-impl Server {
-    /// The server's process id (the soak samples its memory).
-    pub(crate) fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub(crate) fn start_server(binary: &Path, site: &Path, data: &Path, port: u16, extra: &[(&str, String)], args: &[&str]) -> Result<Server> {
-    // The server logs to stdout; keep it beside its data for when a run goes wrong.
-    std::fs::create_dir_all(data)?;
-    let log = std::fs::File::create(data.join("server.log"))?;
-    let mut command = Command::new(binary);
-    command
-        .arg("serve")
-        .args(args)
-        .env("TESSERA_ADDR", format!("127.0.0.1:{port}"))
-        .env("TESSERA_DATA_DIR", data)
-        .env("TESSERA_SITE_DIR", site)
-        .env("TESSERA_LOG", "warn")
-        .stdout(Stdio::from(log));
-    for (key, value) in extra {
-        command.env(key, value);
-    }
-    let server = Server(command.spawn().context("starting tessera")?);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while Instant::now() < deadline {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(server);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    bail!("tessera did not start listening on port {port}")
-}
-
-pub(crate) struct LoadResult {
-    pub(crate) requests: usize,
-    pub(crate) errors: usize,
-    pub(crate) seconds: f64,
-    pub(crate) latencies: Vec<Duration>,
-}
-
-impl LoadResult {
-    pub(crate) fn percentile(&self, p: f64) -> f64 {
-        if self.latencies.is_empty() {
-            return f64::NAN;
-        }
-        let index = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies[index].as_secs_f64() * 1000.0
-    }
-}
-
-/// GETs `url` from `concurrency` connections for `duration`, with `cookie` if given.
-pub(crate) async fn load(url: String, concurrency: usize, duration: Duration, cookie: Option<String>) -> LoadResult {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("an HTTP client");
-    let started = Instant::now();
-    let deadline = started + duration;
-    let workers = (0..concurrency).map(|_| {
-        let client = client.clone();
-        let url = url.clone();
-        let cookie = cookie.clone();
-        tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            while Instant::now() < deadline {
-                let sent = Instant::now();
-                let mut request = client.get(&url);
-                if let Some(cookie) = &cookie {
-                    request = request.header("cookie", cookie);
-                }
-                let ok = match request.send().await {
-                    Ok(response) if response.status().is_success() => response.bytes().await.is_ok(),
-                    _ => false,
-                };
-                if ok {
-                    latencies.push(sent.elapsed());
-                } else {
-                    errors += 1;
-                }
-            }
-            (latencies, errors)
-        })
-    });
-    // Spawn every worker now: a lazy iterator would start each one only after the previous finished.
-    let workers: Vec<_> = workers.collect();
-    let mut result = LoadResult { requests: 0, errors: 0, seconds: 0.0, latencies: Vec::new() };
-    for worker in workers {
-        if let Ok((latencies, errors)) = worker.await {
-            result.requests += latencies.len();
-            result.errors += errors;
-            result.latencies.extend(latencies);
-        }
-    }
-    result.seconds = started.elapsed().as_secs_f64();
-    result.latencies.sort();
-    result
-}
-
 /// Sequential sign-ins with the right password: the argon2id verification dominates.
 async fn login_latency(shell_url: &str) -> Result<()> {
     const SIGN_INS: usize = 40;
@@ -275,7 +157,7 @@ async fn event_throughput(shell_url: &str) -> Result<()> {
     const CHANGES: usize = 2000;
     const CONCURRENCY: usize = 16;
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
-    let cookie = crate::bench_inventory::sign_in_admin(&client, shell_url).await?;
+    let cookie = crate::bench_support::sign_in_admin(&client, shell_url).await?;
     let status = |client: reqwest::Client, cookie: String| {
         let url = format!("{shell_url}/catalog/events/status");
         async move {
@@ -354,7 +236,7 @@ async fn event_throughput(shell_url: &str) -> Result<()> {
 
 fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     println!("bench: building the release server…");
-    run(cargo(workspace).args(["build", "--release", "--package", "tessera-server", "--bin", "tessera"]))?;
+    run(cargo(workspace).args(["build", "--release", "--package", "tessera-site", "--bin", "tessera"]))?;
     let binary = workspace.server_binary(true);
     let site = workspace.site_dir();
     let scratch = workspace.target.join("bench-data");
@@ -448,7 +330,7 @@ fn dev_loop(workspace: &Workspace) -> Result<()> {
         .spawn()
         .context("starting cargo xtask dev")?;
     let stdout = child.stdout.take().context("the dev loop's output")?;
-    let source = workspace.root.join("apps/catalog/src/pages.rs");
+    let source = workspace.root.join("fragments/catalog/src/pages.rs");
     let mut live = None;
     for line in std::io::BufReader::new(stdout).lines() {
         let line = line?;
@@ -518,7 +400,7 @@ fn site_benches(binary: &Path, site: &Path, data: &dyn Fn(&str) -> PathBuf, args
         // Warm up connections and caches first.
         runtime.block_on(load(url.clone(), args.concurrency, Duration::from_millis(500), None));
         let result = runtime.block_on(load(url, args.concurrency, duration, None));
-        crate::bench_inventory::print_row(label, &result);
+        crate::bench_support::print_row(label, &result);
     }
     println!();
     Ok(())

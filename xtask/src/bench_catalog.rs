@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::bench::{free_port, load, start_server};
-use crate::bench_inventory::print_row;
+use crate::bench_support::{free_port, load, print_row, start_server};
 
 const PRODUCTS: usize = 10_000;
 

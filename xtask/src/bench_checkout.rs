@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{free_port, start_server};
-use crate::bench_inventory::{session_cookie, sign_in_admin};
+use crate::bench_support::{free_port, session_cookie, sign_in_admin, start_server};
 
 const SKU: &str = "STK-RST-10";
 
@@ -187,7 +186,7 @@ pub fn checkout(binary: &Path, site: &Path, scratch: &Path, seconds: u64) -> Res
             let outcome = runtime.block_on(run(url, shoppers, Duration::from_secs(seconds)));
             drop(server);
             if let Some(postgres) = &extra {
-                crate::bench::drop_bench_schemas(postgres, &prefix);
+                crate::bench_support::drop_bench_schemas(postgres, &prefix);
             }
             let outcome = outcome?;
             println!(

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use base64::Engine;
 use hmac::{Hmac, Mac};
 
-use crate::bench::{free_port, load, start_server, LoadResult};
+use crate::bench_support::{free_port, load, print_row, sign_in_admin, start_server, LoadResult};
 
 /// The secret the benchmark's calls to inventory are signed with (`TESSERA_SERVICE_SECRET`).
 const SECRET: &str = "bench-inventory-service-secret-0123456789";
@@ -19,7 +19,7 @@ const HOT_ATTEMPTS: usize = 4_000;
 const HOT_CONCURRENCY: usize = 32;
 const SKUS: usize = 10_000;
 
-/// Headers of a signed service call (the format of `tessera_kit::service::CallSigner::sign`).
+/// Headers of a signed service call (the format of `tessera_fragment::signature::CallSigner::sign`).
 fn signed(caller: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
     let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
@@ -31,29 +31,6 @@ fn signed(caller: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> 
         ("x-tessera-event-timestamp", timestamp.to_string()),
         ("x-tessera-event-signature", format!("v1={tag}")),
     ]
-}
-
-/// Signs in the demo admin; returns the `Cookie` header to send.
-pub(crate) async fn sign_in_admin(client: &reqwest::Client, url: &str) -> Result<String> {
-    let login = client
-        .post(format!("{url}/login"))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("email=admin%40example.com&password={}", tessera_contracts::demo::PASSWORD))
-        .send()
-        .await?;
-    session_cookie(&login).with_context(|| format!("the admin sign-in failed: {}", login.status()))
-}
-
-/// The `Cookie` header that sends back every cookie a response set (a sign-in's session).
-pub(crate) fn session_cookie(response: &reqwest::Response) -> Option<String> {
-    let cookies: Vec<String> = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .map(|value| value.split(';').next().unwrap_or_default().to_owned())
-        .collect();
-    (!cookies.is_empty()).then(|| cookies.join("; "))
 }
 
 /// Receives `quantity` of each SKU (new to the inventory) through the admin server function.
@@ -187,7 +164,7 @@ pub fn inventory(binary: &Path, site: &Path, scratch: &Path, seconds: u64) -> Re
         drop(server);
     }
     if postgres.is_some() {
-        crate::bench::drop_bench_schemas(&postgres.unwrap_or_default(), &prefix);
+        crate::bench_support::drop_bench_schemas(&postgres.unwrap_or_default(), &prefix);
     }
     print_tables(&hot_rows, &page_rows, seconds);
     Ok(())
@@ -248,15 +225,4 @@ fn print_tables(hot_rows: &[(String, HotResult, String)], page_rows: &[(String, 
         }
         println!("| {label}: seeding {SKUS} SKUs through the admin API (16 concurrent) took | {:.1} s ||||", seeded.as_secs_f64());
     }
-}
-
-/// One table row: requests/s, p50, p99, errors.
-pub(crate) fn print_row(label: &str, result: &LoadResult) {
-    println!(
-        "| {label} | {:.0} | {:.2} | {:.2} | {} |",
-        result.requests as f64 / result.seconds,
-        result.percentile(0.50),
-        result.percentile(0.99),
-        result.errors
-    );
 }

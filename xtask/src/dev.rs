@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use crate::{build_binaries, build_fragment, build_fragment_binary, fragment_by_name, fragments, setup, FragmentCrate, WasmProfile, Workspace};
 
 /// The shared secrets of the dev site and the fragment, one per relationship; dev only (a real deployment
-/// generates its own, see `tessera_kit::secrets`).
+/// generates its own, see `tessera_fragment::secrets`).
 const DEV_SECRETS: [(&str, &str); 4] = [
     ("TESSERA_EVENTS_SECRET", "tessera-dev-events-secret-not-for-production"),
     ("TESSERA_SERVICE_SECRET", "tessera-dev-service-secret-not-for-production"),
@@ -176,11 +176,16 @@ pub fn dev(workspace: &Workspace, args: DevArgs) -> Result<()> {
 
     let mut running = start_fragment(workspace, &fragment, &others, &binary, &args, &site_url)?;
     wait_ready(&fragment_url, &mut running.0, Duration::from_secs(60))?;
-    let watched: Vec<PathBuf> =
-        [fragment.dir.clone(), workspace.root.join("apps/kit"), workspace.root.join("apps/contracts"), workspace.root.join("shared-auth")]
-            .into_iter()
-            .filter(|dir| dir.is_dir())
-            .collect();
+    let watched: Vec<PathBuf> = [
+        fragment.dir.clone(),
+        workspace.root.join("platform/fragment"),
+        workspace.root.join("platform/host"),
+        workspace.root.join("platform/contracts"),
+        workspace.root.join("platform/shared-auth"),
+    ]
+    .into_iter()
+    .filter(|dir| dir.is_dir())
+    .collect();
     let mut seen = newest_source(&watched);
     // Only now: a change saved from here on is seen (the line tells scripts they may edit).
     println!("xtask dev: {} is served from {fragment_url} at {site_url}{}; watching its sources (Ctrl-C stops).", fragment.name, fragment.prefix);

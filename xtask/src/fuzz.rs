@@ -1,7 +1,7 @@
 //! `cargo xtask fuzz`: coverage-guided fuzzing with libFuzzer, what `cargo fuzz run` does, without
 //! installing cargo-fuzz or a nightly toolchain.
 //!
-//! Fuzz crates live beside what they fuzz (`shared-auth/fuzz`, `apps/kit/fuzz`, `apps/catalog/fuzz`),
+//! Fuzz crates live beside what they fuzz (`platform/shared-auth/fuzz`, `platform/fragment/fuzz`, `fragments/catalog/fuzz`),
 //! marked `[package.metadata] cargo-fuzz = true`; each binary is one target, built against
 //! `libfuzzer-sys` (libFuzzer compiled from source by its build script). The build passes the same
 //! SanitizerCoverage flags cargo-fuzz passes (all stable `-C` options) for the host triple named

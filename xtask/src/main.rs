@@ -17,7 +17,8 @@
 //! Fragments are not listed here: every workspace crate with `[package.metadata.tessera]` is one
 //! ([`fragments`]), built as a bundle and as its own binary `tessera-<fragment>`.
 //!
-//! Layout: `main.rs` (commands, the bundle pipeline, the binaries), `setup.rs` (installing what is missing:
+//! Layout: `main.rs` (commands, the bundle pipeline, the binaries), `layering.rs` (who may depend on
+//! whom: fragments on the SDK, contracts and shared-auth only), `setup.rs` (installing what is missing:
 //! the wasm target, npm packages, Chromium), `bench*.rs` (build times, bundle sizes, throughput, rollouts),
 //! `dev.rs` (one team's build-run-watch loop beside the rest of the site), `fuzz.rs` (coverage-guided
 //! fuzzing with libFuzzer, the way cargo-fuzz does it), `soak.rs` (minutes of mixed load: errors, latency,
@@ -27,8 +28,10 @@ mod bench;
 mod bench_catalog;
 mod bench_checkout;
 mod bench_inventory;
+mod bench_support;
 mod dev;
 mod fuzz;
+mod layering;
 mod setup;
 mod soak;
 mod styles;
@@ -62,6 +65,12 @@ impl FragmentCrate {
     /// The fragment's own binary.
     pub fn binary(&self) -> String {
         format!("tessera-{}", self.name)
+    }
+
+    /// The package that builds [`FragmentCrate::binary`]: `bin/` beside the fragment's crate, where the
+    /// fragment meets the process host (the fragment crate itself never depends on the host).
+    pub fn binary_package(&self) -> String {
+        format!("{}-bin", self.package)
     }
 
     /// The fragment's own stylesheet (`style.css` beside its `Cargo.toml`), if it has one.
@@ -132,6 +141,8 @@ enum Cmd {
     Fuzz(fuzz::FuzzArgs),
     /// The whole site under a steady mixed load for minutes: 5xx, latency per route, memory over time.
     Soak(soak::SoakArgs),
+    /// Check the workspace's layering: fragments depend on the SDK, contracts and shared-auth only.
+    Layering,
 }
 
 /// Paths of this checkout.
@@ -358,14 +369,14 @@ fn prune_bundle(bundle_dir: &Path, current: &FragmentManifest, previous: Option<
     Ok(())
 }
 
-/// Builds every deployable: the all-in-one `tessera`, `tessera-shell` and each fragment's binary, in one
-/// cargo invocation (one feature resolution, so nothing is compiled twice).
+/// Builds every deployable: the all-in-one `tessera`, `tessera-shell`, `tessera-paysandbox` and each
+/// fragment's binary, in one cargo invocation (one feature resolution, so nothing is compiled twice).
 pub fn build_binaries(workspace: &Workspace, release: bool) -> Result<()> {
     println!("xtask: building the server binaries ({})…", if release { "release" } else { "debug" });
     let mut command = cargo(workspace);
-    command.args(["build", "--package", "tessera-server", "--package", "tessera-shell"]);
+    command.args(["build", "--package", "tessera-site", "--package", "tessera-shell", "--package", "tessera-paysandbox"]);
     for fragment in fragments(workspace)? {
-        command.args(["--package", &fragment.package]);
+        command.args(["--package", &fragment.binary_package()]);
     }
     command.arg("--bins");
     if release {
@@ -378,7 +389,7 @@ pub fn build_binaries(workspace: &Workspace, release: bool) -> Result<()> {
 fn build_fragment_binary(workspace: &Workspace, fragment: &FragmentCrate, release: bool) -> Result<PathBuf> {
     let mut command = cargo(workspace);
     println!("xtask: building {} ({})…", fragment.binary(), if release { "release" } else { "debug" });
-    command.args(["build", "--package", &fragment.package, "--bin", &fragment.binary(), "--features", "ssr"]);
+    command.args(["build", "--package", &fragment.binary_package(), "--bin", &fragment.binary()]);
     if release {
         command.arg("--release");
     }
@@ -448,6 +459,8 @@ fn test(workspace: &Workspace, browser: bool) -> Result<()> {
     setup::ensure_lint_tools()?;
     run(cargo(workspace).args(["fmt", "--all", "--check"]))?;
     run(cargo(workspace).args(["clippy", "--workspace", "--all-targets", "--features", "ssr", "--", "-D", "warnings"]))?;
+    // Who may depend on whom (fragments on the SDK only): a broken rule fails before any test runs.
+    layering::check(workspace)?;
     // One wasm build (release, as shipped) serves the browser tests; the server is built by `cargo test`.
     build(workspace, None, WasmProfile::Release)?;
     let weights = fragments(workspace)?.iter().map(|fragment| weight::measure(workspace, fragment)).collect::<Result<Vec<_>>>()?;
@@ -520,55 +533,13 @@ fn main() -> Result<()> {
         Cmd::Dev(args) => dev::dev(&workspace, args),
         Cmd::Fuzz(args) => fuzz::fuzz(&workspace, &args).map(|_| ()),
         Cmd::Soak(args) => soak::soak(&workspace, &args),
+        Cmd::Layering => layering::check(&workspace),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// "Deployed on its own" holds for server code too: no fragment crate depends, directly or through
-    /// another crate, on another fragment crate, so `tessera-<fragment>` links its own crate only.
-    #[test]
-    fn no_fragment_links_another_fragment() {
-        let workspace = Workspace::locate();
-        let fragments = fragments(&workspace).unwrap();
-        let output = cargo(&workspace).args(["metadata", "--format-version", "1"]).output().unwrap();
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-        let name_of = |id: &str| -> String {
-            metadata["packages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|package| package["id"] == id)
-                .map(|package| package["name"].as_str().unwrap().to_owned())
-                .unwrap()
-        };
-        let nodes = metadata["resolve"]["nodes"].as_array().unwrap();
-        for fragment in &fragments {
-            let start = metadata["packages"].as_array().unwrap().iter().find(|package| package["name"] == fragment.package.as_str()).unwrap()["id"].clone();
-            let mut seen = vec![start.as_str().unwrap().to_owned()];
-            let mut queue = seen.clone();
-            while let Some(id) = queue.pop() {
-                let node = nodes.iter().find(|node| node["id"] == id.as_str()).unwrap();
-                for dep in node["deps"].as_array().unwrap() {
-                    // Normal dependencies only: what the binary links (tests may use anything).
-                    let normal = dep["dep_kinds"].as_array().unwrap().iter().any(|kind| kind["kind"].is_null());
-                    let dep_id = dep["pkg"].as_str().unwrap().to_owned();
-                    if normal && !seen.contains(&dep_id) {
-                        seen.push(dep_id.clone());
-                        queue.push(dep_id);
-                    }
-                }
-            }
-            let linked: Vec<String> = seen.iter().map(|id| name_of(id)).collect();
-            for other in fragments.iter().filter(|other| other.package != fragment.package) {
-                assert!(!linked.contains(&other.package), "{} links {}", fragment.package, other.package);
-            }
-        }
-        assert!(fragments.len() >= 3, "every fragment crate declares itself: {fragments:?}");
-    }
 
     #[test]
     fn sri_is_sha384_base64() {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{free_port, start_server};
+use crate::bench_support::{free_port, start_server};
 use crate::{build_fragment, cargo, fragments, run, setup, WasmProfile, Workspace};
 
 #[derive(clap::Args)]
@@ -329,7 +329,7 @@ pub fn soak(workspace: &Workspace, args: &SoakArgs) -> Result<()> {
         build_fragment(workspace, &fragment, WasmProfile::Release)?;
     }
     println!("soak: building the release server…");
-    run(cargo(workspace).args(["build", "--release", "--package", "tessera-server", "--bin", "tessera"]))?;
+    run(cargo(workspace).args(["build", "--release", "--package", "tessera-site", "--bin", "tessera"]))?;
     let scratch = workspace.target.join("soak-data");
     let _ = std::fs::remove_dir_all(&scratch);
     let port = free_port()?;
@@ -345,7 +345,7 @@ pub fn soak(workspace: &Workspace, args: &SoakArgs) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let outcome = runtime.block_on(drive(&url, pid, args));
     if args.postgres {
-        crate::bench::drop_bench_schemas(&std::env::var("TESSERA_TEST_POSTGRES_URL")?, &format!("soak{}_", std::process::id()));
+        crate::bench_support::drop_bench_schemas(&std::env::var("TESSERA_TEST_POSTGRES_URL")?, &format!("soak{}_", std::process::id()));
     }
     drop(server);
     outcome

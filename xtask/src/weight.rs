@@ -143,9 +143,9 @@ pub fn check_budgets(weights: &[Weight]) -> Result<()> {
 /// as served uncompressed (what every response was before compression), as gzip and as brotli, from the
 /// release server on loopback.
 pub fn transfer(binary: &Path, site: &Path, scratch: &Path) -> Result<()> {
-    let port = crate::bench::free_port()?;
+    let port = crate::bench_support::free_port()?;
     let url = format!("http://127.0.0.1:{port}");
-    let _server = crate::bench::start_server(
+    let _server = crate::bench_support::start_server(
         binary,
         site,
         &scratch.join("transfer"),
@@ -218,14 +218,14 @@ mod tests {
     use super::*;
 
     fn weight(brotli: u64, budget: Option<u64>) -> Weight {
-        Weight { fragment: "catalog".into(), raw: brotli * 3, brotli, budget, manifest: PathBuf::from("apps/catalog/Cargo.toml") }
+        Weight { fragment: "catalog".into(), raw: brotli * 3, brotli, budget, manifest: PathBuf::from("fragments/catalog/Cargo.toml") }
     }
 
     #[test]
     fn budgets_fail_naming_the_bytes_and_where_to_change_them() {
         assert!(check_budgets(&[weight(100, Some(100)), weight(99, Some(100))]).is_ok());
         let error = check_budgets(&[weight(150, Some(100))]).unwrap_err().to_string();
-        assert!(error.contains("150 B brotli") && error.contains("budget of 100 B by 50 B") && error.contains("apps/catalog/Cargo.toml"), "{error}");
+        assert!(error.contains("150 B brotli") && error.contains("budget of 100 B by 50 B") && error.contains("fragments/catalog/Cargo.toml"), "{error}");
         let error = check_budgets(&[weight(10, None)]).unwrap_err().to_string();
         assert!(error.contains("declares no size budget") && error.contains("budget-brotli-bytes"), "{error}");
     }

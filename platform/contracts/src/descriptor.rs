@@ -1,0 +1,74 @@
+//! What every fragment process says about itself at [`DESCRIPTOR_PATH`], and the shell reads to route to
+//! it: the wire format between a fragment and the platform, so it lives here, under the contracts'
+//! snapshot test (`tests/contracts.rs`), and changes only with [`crate::CONTRACT_VERSION`].
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::Role;
+
+/// Where every process describes the fragments it serves, as a JSON list of [`FragmentDescriptor`]s (not
+/// under a prefix: only the shell and other services ask). A fragment's own binary lists one; a site
+/// that runs fragments in process lists those, so a fragment run alone can find them there too.
+pub const DESCRIPTOR_PATH: &str = "/.well-known/tessera-fragments";
+
+/// The readiness endpoint every process answers (`200` while it takes traffic, `503` from SIGTERM on).
+pub const READINESS_PATH: &str = "/readyz";
+
+/// A fragment's entry in the site navigation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NavEntry {
+    /// The link's label.
+    pub label: String,
+    /// Only users with this role see the link (`None`: everyone).
+    pub role: Option<Role>,
+}
+
+/// An event type and the version a fragment writes (published) or decodes (consumed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventContract {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: u32,
+}
+
+/// What a fragment process publishes about itself at [`DESCRIPTOR_PATH`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FragmentDescriptor {
+    pub name: String,
+    pub prefix: String,
+    pub title: String,
+    pub nav: Option<NavEntry>,
+    /// The site contract version ([`crate::CONTRACT_VERSION`]: cart API, DOM events, manifest, value
+    /// types, this description) the server code was built against; the shell routes only to its own.
+    pub contract_version: u32,
+    /// The bundle this instance serves (`None`: built without one, pages do not hydrate).
+    pub build_id: Option<String>,
+    /// The bundle's files (`pkg/catalog-<hash>.js`, …), so asset requests reach an instance that has them.
+    #[serde(default)]
+    pub assets: Vec<String>,
+    /// Event types it publishes, with the version it writes.
+    pub publishes: Vec<EventContract>,
+    /// Event types it consumes, with the version its handler decodes.
+    pub consumes: Vec<EventContract>,
+    /// Readiness endpoint.
+    pub health: String,
+}
+
+impl FragmentDescriptor {
+    /// A description with only a name and prefix (no navigation, build, bundle or events), for tests and
+    /// tools that stand in for a fragment: add what the case needs with struct update syntax.
+    pub fn named(name: &str, prefix: &str) -> FragmentDescriptor {
+        FragmentDescriptor {
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            title: name.to_owned(),
+            nav: None,
+            contract_version: crate::CONTRACT_VERSION,
+            build_id: None,
+            assets: Vec::new(),
+            publishes: Vec::new(),
+            consumes: Vec::new(),
+            health: READINESS_PATH.to_owned(),
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The routes every fragment has, under its prefix, in one place: its page and widget, its server
+//! functions, its bundle, the event endpoint with its status and replay for site admins, and a 404 page
+//! for anything else ([`fragment_router`]); and how a page is rendered into the fragment document
+//! ([`page_renderer`], [`render_with_head`]).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::MethodRouter;
+use axum::Router;
+use leptos::prelude::IntoView;
+
+use crate::api::{self, IntoHttpResponse};
+use crate::assets::asset_service;
+use crate::event_admin;
+use crate::inbox::{self, MAX_EVENT_BYTES};
+use crate::page;
+use crate::runtime::{internal, FragmentRuntime};
+use crate::subscriptions::HandlerError;
+
+/// `GET <prefix>/events/status`: outbox depth, oldest undelivered age, dead letters (site admins only).
+async fn event_status(
+    axum::extract::State(runtime): axum::extract::State<FragmentRuntime>,
+    shared_auth::extract::RequireRole(_, _): shared_auth::extract::RequireRole<shared_auth::extract::SiteAdmin>,
+) -> Response {
+    match event_admin::status(&runtime.db, runtime.name).await {
+        Ok(status) => axum::Json(status).into_response(),
+        Err(error) => internal(error).into_http_response(),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ReplayForm {
+    seq: Option<i64>,
+}
+
+/// `POST <prefix>/events/replay` (`seq` optional): puts dead letters back in line (site admins only).
+async fn replay_dead_letters(
+    axum::extract::State(runtime): axum::extract::State<FragmentRuntime>,
+    shared_auth::extract::RequireRole(_, _): shared_auth::extract::RequireRole<shared_auth::extract::SiteAdmin>,
+    form: Result<axum::Form<ReplayForm>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    let Ok(axum::Form(form)) = form else {
+        return tessera_contracts::ApiError::BadRequest("seq must be a number".into()).into_http_response();
+    };
+    let replayed = async {
+        let outgoing = event_admin::replay_dead_letters(&runtime.db, &runtime.events.outbox, form.seq).await?;
+        let received = event_admin::replay_received(&runtime, form.seq).await?;
+        Ok::<_, sqlx::Error>(outgoing + received)
+    };
+    match replayed.await {
+        Ok(count) => {
+            tracing::info!(service = runtime.name, count, "dead letters replayed");
+            // Back to the page the admin came from.
+            (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, "/admin/events")]).into_response()
+        }
+        Err(error) => internal(error).into_http_response(),
+    }
+}
+
+/// `POST <prefix>/events`: the one event endpoint of every consuming fragment. The request must be signed
+/// by a Tessera service (401 otherwise); the envelope must be one the fragment subscribed to, in the version
+/// its handler decodes (422 otherwise: the producer dead-letters it, visibly). The inbox row and the
+/// handler's effect commit in one transaction, so a redelivered event has its effect once.
+async fn receive_event(
+    axum::extract::State(runtime): axum::extract::State<FragmentRuntime>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let envelope = match inbox::accept_envelope(&runtime.events.signer, &headers, &body) {
+        Ok(envelope) => envelope,
+        Err(error) => return error.into_http_response(),
+    };
+    let refuse = |message: String| {
+        tracing::error!(event = %envelope.id, event_type = %envelope.event_type, %message, "event refused");
+        (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(tessera_contracts::ApiError::BadRequest(message))).into_response()
+    };
+    let Some(subscription) = runtime.events.subscriptions.get(&envelope.event_type) else {
+        return refuse(format!("the {} service does not subscribe to {:?}", runtime.name, envelope.event_type));
+    };
+    match inbox::apply(&runtime, subscription, &envelope).await {
+        Ok(applied) => axum::Json(serde_json::json!({ "applied": applied, "duplicate": !applied })).into_response(),
+        Err(HandlerError::Refused(message)) => refuse(message),
+        Err(HandlerError::Database(error)) => internal(error).into_http_response(),
+    }
+}
+
+/// Renders `app` inside the fragment document, with the fragment's context (runtime, verifier). The page
+/// is rendered whole (its resources loaded) and then sent: in document order, complete, for the shell's
+/// rewriter and for crawlers, never with out-of-order Suspense templates whose ids could collide with
+/// another app's. Streaming it in order instead sent the head a few milliseconds sooner but every
+/// header before the data had loaded, so neither the page's `Server-Timing` (`crate::timing`) nor a
+/// cookie or status set while loading could reach the browser; the shell still streams what it sends.
+pub fn page_renderer<F, V>(
+    runtime: &FragmentRuntime,
+    title: &'static str,
+    app: F,
+) -> impl Fn(Request<Body>) -> Pin<Box<dyn Future<Output = Response> + Send>> + Clone + Send + Sync + 'static
+where
+    F: Fn() -> V + Clone + Send + Sync + 'static,
+    V: IntoView + 'static,
+{
+    let document_runtime = runtime.clone();
+    leptos_axum::render_app_async_with_context(api::context(runtime), move || page::document(&document_runtime, title, app.clone()))
+}
+
+/// Renders `app` like [`page_renderer`], with a `<head>` chosen for this request (title, description,
+/// canonical URL, JSON-LD), e.g. from the product the handler looked up first.
+pub async fn render_with_head<F, V>(runtime: &FragmentRuntime, head: page::PageHead, app: F, request: Request<Body>) -> Response
+where
+    F: Fn() -> V + Clone + Send + Sync + 'static,
+    V: IntoView + 'static,
+{
+    let document_runtime = runtime.clone();
+    let render = leptos_axum::render_app_async_with_context(api::context(runtime), move || page::document_with(&document_runtime, &head, app.clone()));
+    render(request).await
+}
+
+/// `<prefix>` and `<prefix>/` (the page), `<prefix>/api/*` (server functions), `<prefix>/widget` (the
+/// home-page widget), `<prefix>/pkg/*` (the bundle), `<prefix>/events` (the event endpoint) and its status
+/// and replay, and a 404 page under the prefix for anything else.
+/// Fragments add their own extra routes to the result before `with_state`.
+pub fn fragment_router(runtime: &FragmentRuntime, page: MethodRouter<FragmentRuntime>, widget: MethodRouter<FragmentRuntime>) -> Router<FragmentRuntime> {
+    let prefix = runtime.prefix;
+    let (name, home) = (runtime.name, runtime.prefix);
+    Router::new()
+        .route(prefix, page.clone())
+        .route(&format!("{prefix}/"), page)
+        .route(&format!("{prefix}/api/{{*name}}"), api::server_fn_route(runtime))
+        .route(&format!("{prefix}{}", tessera_contracts::WIDGET_PATH), widget)
+        .route(&format!("{prefix}/events/status"), axum::routing::get(event_status))
+        .route(&format!("{prefix}/events/replay"), axum::routing::post(replay_dead_letters))
+        .route(&format!("{prefix}/events"), axum::routing::post(receive_event).layer(axum::extract::DefaultBodyLimit::max(MAX_EVENT_BYTES)))
+        .nest_service(&format!("{prefix}/pkg"), asset_service(&runtime.manifests.bundle_dir()))
+        .fallback(move || async move {
+            let message = format!("There is no {name} page at this address.");
+            let html = page::status_document(name, "Not found", &message, Some((home, "Back to the start")));
+            (StatusCode::NOT_FOUND, Html(html)).into_response()
+        })
+        // Zero trust: the fragment checks cross-site requests itself, whether or not a shell is in front.
+        .layer(axum::middleware::from_fn_with_state(runtime.csrf.clone(), shared_auth::csrf::reject_cross_site))
+}

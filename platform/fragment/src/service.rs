@@ -1,0 +1,100 @@
+//! Service-to-service calls: signed requests for the few places where a user waits for another
+//! service's answer (the cart reserving stock).
+//!
+//! A call is an ordinary JSON request whose method, path, timestamp and body are signed with the secret of
+//! the relationship ([`CallSigner`]: `TESSERA_SERVICE_SECRET` between fragments, `TESSERA_PAYMENT_API_SECRET`
+//! to the payment provider; never the events secret, see `crate::secrets`). The callee learns which service is
+//! calling and refuses anything unsigned, so such endpoints are closed to browsers even though they sit
+//! under the fragment's public prefix. [`ServiceClient`] reaches the callee through a `crate::peers::Target`:
+//! in process (its router) or over HTTP (the host's instance pools), like the event relay. Signing is
+//! `crate::signature::CallSigner`.
+
+use std::time::Duration;
+
+use axum::http::{HeaderMap, Method};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tessera_contracts::inventory::InsufficientStock;
+use tessera_contracts::ApiError;
+
+use crate::db::{now_ms, now_seconds};
+use crate::peers::{Outgoing, Target};
+use crate::signature::CallSigner;
+
+/// Largest answer a client reads.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024;
+
+/// Why a call failed, as the caller needs to tell it apart.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The callee refused with one of the usual API errors.
+    #[error("{0}")]
+    Api(ApiError),
+    /// Not enough stock (inventory's reservation endpoint).
+    #[error("{}", .0.message)]
+    InsufficientStock(InsufficientStock),
+    /// The callee could not be reached or answered something unreadable.
+    #[error("the {service} service is unavailable: {message}")]
+    Unavailable { service: String, message: String },
+}
+
+/// Calls one service on behalf of another.
+#[derive(Clone)]
+pub struct ServiceClient {
+    caller: &'static str,
+    service: String,
+    signer: CallSigner,
+    target: Target,
+    timeout: Duration,
+}
+
+impl ServiceClient {
+    /// A client that calls `service` (reached through `target`) as `caller`.
+    pub fn new(caller: &'static str, service: &str, signer: CallSigner, target: Target, timeout: Duration) -> ServiceClient {
+        ServiceClient { caller, service: service.to_owned(), signer, target, timeout }
+    }
+
+    /// `GET path`.
+    pub async fn get<R: DeserializeOwned>(&self, path: &str) -> Result<R, CallError> {
+        self.call(Method::GET, path, Vec::new()).await
+    }
+
+    /// `POST path` with `body` as JSON.
+    pub async fn post<B: Serialize, R: DeserializeOwned>(&self, path: &str, body: &B) -> Result<R, CallError> {
+        let body = serde_json::to_vec(body).map_err(|error| self.unavailable(error))?;
+        self.call(Method::POST, path, body).await
+    }
+
+    fn unavailable(&self, message: impl std::fmt::Display) -> CallError {
+        CallError::Unavailable { service: self.service.clone(), message: message.to_string() }
+    }
+
+    async fn call<R: DeserializeOwned>(&self, method: Method, path: &str, body: Vec<u8>) -> Result<R, CallError> {
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        headers.extend(self.signer.sign(self.caller, method.as_str(), path, &body, now_ms() / 1000));
+        let outgoing = Outgoing { method, path, headers: &headers, body, max_bytes: MAX_RESPONSE_BYTES, timeout: self.timeout };
+        let reply = self.target.send(outgoing).await.map_err(|error| self.unavailable(error))?;
+        let (status, bytes) = (reply.status, reply.body);
+        if (200..300).contains(&status) {
+            return serde_json::from_slice(&bytes).map_err(|error| self.unavailable(format!("unreadable answer: {error}")));
+        }
+        if let Ok(refusal) = serde_json::from_slice::<InsufficientStock>(&bytes) {
+            if refusal.kind == InsufficientStock::KIND {
+                return Err(CallError::InsufficientStock(refusal));
+            }
+        }
+        match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(error) => Err(CallError::Api(error)),
+            Err(_) => Err(self.unavailable(format!("answered {status}: {}", String::from_utf8_lossy(&bytes).chars().take(200).collect::<String>()))),
+        }
+    }
+}
+
+/// The calling service of a signed request, or the 403 to answer an unsigned or forged one (signing in
+/// as a person does not help, so it is not a 401).
+pub fn verify_caller(signer: &CallSigner, headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<String, ApiError> {
+    signer.verify(headers, method.as_str(), path, body, now_seconds()).map_err(|error| {
+        tracing::warn!(%error, path, "service call refused");
+        ApiError::Forbidden(format!("this endpoint is for Tessera services only ({error})"))
+    })
+}

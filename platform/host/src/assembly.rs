@@ -1,0 +1,265 @@
+//! Assembling a Tessera process, whatever it contains: one fragment (`tessera-catalog`), the shell with
+//! none (`tessera-shell`), or the shell with every fragment (`tessera`).
+//!
+//! [`Host`] opens each local fragment's database, builds its runtime and router, and connects the
+//! services to each other: in process when they run here, over HTTP (several instances each,
+//! `crate::pool`) when they are configured as upstreams. Which services a fragment's events go to comes
+//! from the consumers' subscriptions: of the local fragments directly, of the others from their published
+//! description, read at start and again every few seconds (`crate::discovery`). [`Host::start`] starts
+//! the relays (`crate::relay`, over HTTP or `crate::broker`, fed by polling or `crate::cdc`), the
+//! fragments' jobs and the event retention, and seeds demo data; `crate::serve` then serves the result.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use shared_auth::verify::{JwksSource, Verifier, VerifierSettings};
+use tessera_contracts::descriptor::{FragmentDescriptor, DESCRIPTOR_PATH};
+use tessera_fragment::db::now_ms;
+use tessera_fragment::event_admin::{prune, Retention};
+use tessera_fragment::fragment::{describe, publishes, Fragment};
+use tessera_fragment::lease::once_per_period;
+use tessera_fragment::manifest::ManifestStore;
+use tessera_fragment::outbox::Outbox;
+use tessera_fragment::peers::{Peers, Target};
+use tessera_fragment::runtime::{FragmentEvents, FragmentRuntime};
+use tessera_fragment::secrets::Secrets;
+use tessera_fragment::timing;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::broker::{self, producer_of, Broker, BrokerTransport};
+use crate::cdc;
+use crate::discovery::Discovery;
+use crate::error::HostError;
+use crate::pool::{Clients, Pool, Remote};
+use crate::relay::{HttpTransport, Relay, RelaySettings, Transport};
+use crate::settings::{OutboxRelay, Settings};
+
+/// A fragment running in this process.
+#[derive(Clone)]
+pub struct Local {
+    pub fragment: &'static dyn Fragment,
+    pub runtime: FragmentRuntime,
+    /// Its router, with panics turned into 500s (and so into the shell's fallback page).
+    pub router: Router,
+}
+
+/// The services of one process, being assembled.
+pub struct Host {
+    pub settings: Settings,
+    /// The deployment's shared secrets (`tessera_fragment::secrets`): each loaded when a part of the process first
+    /// needs it, so a process holds only the secrets of what it runs.
+    pub secrets: Arc<Secrets>,
+    /// Routes to every service this process knows, shared by all services in it.
+    pub peers: Arc<Peers>,
+    /// The process's one pair of HTTP clients: every route to another process shares its connections.
+    pub clients: Clients,
+    pub local: Vec<Local>,
+    /// Background tasks started so far.
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The verifier settings every service uses for the shared login.
+pub fn verifier_settings(settings: &Settings) -> VerifierSettings {
+    let mut verifier = VerifierSettings::new(&settings.issuer, &settings.audience);
+    verifier.access_cookie = settings.cookie_policy().access_name();
+    // No token the shell issues lives longer than this; anything longer is forged or misconfigured.
+    verifier.max_lifetime = Duration::from_secs(settings.access_ttl_seconds.max(60) as u64 + 60);
+    verifier
+}
+
+impl Host {
+    /// A host with the deployment's secrets (configured ones are checked now; see
+    /// `tessera_fragment::secrets`).
+    pub fn new(settings: &Settings) -> Result<Host, HostError> {
+        let secrets = Arc::new(Secrets::new(&settings.secrets(), &settings.data_dir)?);
+        let clients = Clients::new();
+        let peers = Arc::new(Peers::default());
+        if let Some(base) = &settings.payment_url {
+            // Comma-separated: several processes serve the provider (every shell replica does).
+            let bases: Vec<String> = base.split(',').map(str::to_owned).collect();
+            peers.set("payments", Remote::target(tessera_contracts::payments::SANDBOX_PREFIX, Arc::new(Pool::of(&bases)), &clients));
+        }
+        Ok(Host { settings: settings.clone(), secrets, peers, clients, local: Vec::new(), background: Vec::new() })
+    }
+
+    /// Opens `fragment`'s database, builds its runtime and router, and makes it reachable in process.
+    /// `jwks` is where it finds the shell's public keys.
+    pub async fn add_fragment(&mut self, fragment: &'static dyn Fragment, jwks: impl JwksSource) -> Result<&Local, HostError> {
+        let settings = &self.settings;
+        // Event types are named after their producer (`<producer>.<what happened>`): a broker's streams
+        // and a consumer's choice of stream rely on it.
+        if let Some((event_type, _)) = fragment.publishes().iter().find(|(event_type, _)| producer_of(event_type) != Some(fragment.name())) {
+            return Err(HostError::Config(format!("{} publishes {event_type:?}, which is not named {}.<event>", fragment.name(), fragment.name())));
+        }
+        let db = settings.store().open_fragment(fragment.name(), fragment.migrations()).await?;
+        let subscriptions = fragment.subscriptions();
+        let runtime = FragmentRuntime {
+            name: fragment.name(),
+            prefix: fragment.prefix(),
+            db,
+            verifier: Verifier::new(verifier_settings(settings), jwks),
+            manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site_dir, fragment.name()))),
+            csrf: Arc::new(settings.csrf_policy()),
+            events: Arc::new(FragmentEvents { outbox: Outbox::new(fragment.name()), signer: self.secrets.events()?, subscriptions }),
+            peers: self.peers.clone(),
+            secrets: self.secrets.clone(),
+            secure_cookies: settings.secure_cookies(),
+        };
+        // Timed as a whole: the routes a fragment adds to the SDK's are pages too (`tessera_fragment::timing`).
+        let router = fragment.router(runtime.clone()).layer(axum::middleware::from_fn(timing::middleware)).layer(CatchPanicLayer::new());
+        self.peers.set(fragment.name(), Target::in_process(fragment.prefix(), router.clone()));
+        self.local.push(Local { fragment, runtime, router });
+        Ok(self.local.last().expect("just pushed"))
+    }
+
+    /// Makes another service of this process (the sandbox payment provider) reachable by `name`.
+    pub fn add_service(&mut self, name: &str, prefix: &str, router: Router) {
+        self.peers.set(name, Target::in_process(prefix, router));
+    }
+
+    /// The fragment of this process called `name`.
+    pub fn local(&self, name: &str) -> Option<&Local> {
+        self.local.iter().find(|local| local.fragment.name() == name)
+    }
+
+    /// Connects the services and starts them: local consumers subscribe to local producers; services
+    /// configured as upstreams are discovered (now, and every few seconds in the background); every
+    /// producer's relay and every fragment's background jobs start; then demo data is seeded if asked
+    /// (after the relays, so the seed's events flow).
+    pub async fn start(mut self) -> Result<Started, HostError> {
+        let broker = match &self.settings.nats_url {
+            Some(url) => Some(Broker::connect(url, &self.settings.nats_prefix).await.map_err(|error| HostError::Config(error.to_string()))?),
+            None => None,
+        };
+        if broker.is_some() {
+            for producer in &self.local {
+                producer.runtime.events.outbox.use_broker();
+            }
+        }
+        let streamed = self.settings.outbox_relay == OutboxRelay::Cdc;
+        if streamed {
+            let Some(url) = &self.settings.postgres_url else {
+                return Err(HostError::Config("TESSERA_OUTBOX_RELAY=cdc reads PostgreSQL's logical replication stream: set TESSERA_POSTGRES_URL too".into()));
+            };
+            cdc::Source::new(url, "").map_err(HostError::Config)?;
+            for producer in self.local.iter().filter(|local| !local.fragment.publishes().is_empty()) {
+                cdc::check_server(&producer.runtime.db).await.map_err(HostError::Config)?;
+                producer.runtime.events.outbox.use_stream();
+            }
+        }
+        for producer in &self.local {
+            producer.runtime.events.outbox.load_subscriptions(&producer.runtime.db).await.map_err(HostError::Subscriptions)?;
+        }
+        for consumer in &self.local {
+            for (event_type, _) in consumer.runtime.events.subscriptions.types() {
+                for producer in self.local.iter().filter(|producer| publishes(producer.fragment, event_type)) {
+                    let outbox = &producer.runtime.events.outbox;
+                    outbox.subscribe(&producer.runtime.db, event_type, consumer.fragment.name()).await.map_err(HostError::Subscriptions)?;
+                }
+            }
+        }
+        let local = self.local.iter().map(|local| (local.fragment, local.runtime.clone())).collect();
+        let discovery = Discovery::new(&self.settings, local, self.peers.clone(), &self.clients);
+        let complete = discovery.run_once().await;
+        self.background.push(tokio::spawn(discovery.run(complete)));
+        for local in self.local.iter().filter(|local| !local.fragment.publishes().is_empty()) {
+            let transport: Arc<dyn Transport> = match &broker {
+                Some(broker) => Arc::new(BrokerTransport::new(broker.clone(), local.fragment.name(), local.runtime.events.signer.clone())),
+                None => Arc::new(HttpTransport::new(local.fragment.name(), local.runtime.events.signer.clone(), self.peers.clone())),
+            };
+            let relay_settings = RelaySettings {
+                max_attempts: self.settings.events_max_attempts,
+                base_backoff_ms: self.settings.events_base_backoff_ms,
+                ..RelaySettings::default()
+            };
+            let relay = Relay::new(local.runtime.db.clone(), &local.runtime.events.outbox, transport, relay_settings);
+            let task = match (&self.settings.postgres_url, streamed) {
+                (Some(url), true) => {
+                    let schema = format!("{}{}", self.settings.schema_prefix, local.fragment.name());
+                    let source = cdc::Source::new(url, &schema).map_err(HostError::Config)?;
+                    cdc::StreamingRelay::new(relay, local.runtime.db.clone(), source, local.fragment.name()).spawn()
+                }
+                _ => relay.spawn(),
+            };
+            self.background.push(task);
+        }
+        if let Some(broker) = &broker {
+            let runtimes: Vec<FragmentRuntime> = self.local.iter().map(|local| local.runtime.clone()).collect();
+            self.background.extend(broker::spawn_all(broker, &runtimes, self.settings.events_max_attempts, self.settings.events_base_backoff_ms));
+        }
+        for local in &self.local {
+            self.background.extend(local.fragment.background(&local.runtime));
+            self.background.push(spawn_event_retention(local.runtime.db.clone(), self.settings.retention()));
+        }
+        if self.settings.demo {
+            let store = self.settings.store();
+            for local in &self.local {
+                // Instances starting together seed once: the others wait, then find the data there.
+                let lock = store.start_lock(local.fragment.name()).await?;
+                let seeded = local.fragment.seed_demo(&local.runtime, self.settings.demo_extra_products).await;
+                lock.release().await;
+                seeded.map_err(|source| HostError::Seed { fragment: local.fragment.name(), source })?;
+            }
+        }
+        Ok(Started { local: self.local, background: self.background, secrets: self.secrets, clients: self.clients, teardown: Teardown(self.peers.clone()) })
+    }
+}
+
+/// A started process's services.
+pub struct Started {
+    pub local: Vec<Local>,
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+    pub secrets: Arc<Secrets>,
+    pub clients: Clients,
+    pub teardown: Teardown,
+}
+
+/// Empties the routes between the services of a process when dropped. Services reach each other through
+/// [`Peers`], whose in-process targets hold routers whose state holds the same `Peers`: a reference cycle
+/// that would keep every database pool of a stopped server open (tests start many servers in one process).
+pub struct Teardown(Arc<Peers>);
+
+impl Drop for Teardown {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// `GET /.well-known/tessera-fragments` for the fragments of this process.
+pub fn descriptors_route(local: &[Local]) -> Router {
+    let described: Arc<Vec<Local>> = Arc::new(local.to_vec());
+    Router::new().route(
+        DESCRIPTOR_PATH,
+        get(move || {
+            let list: Vec<FragmentDescriptor> = described.iter().map(|local| describe(local.fragment, &local.runtime)).collect();
+            async move { axum::Json(list) }
+        }),
+    )
+}
+
+/// The router of a process that serves one fragment alone: its routes, and its description.
+pub fn fragment_app(local: &Local) -> Router {
+    local.router.clone().merge(descriptors_route(std::slice::from_ref(local)))
+}
+
+/// How often a fragment's old event rows are pruned (one instance per period).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// Prunes a fragment's event tables every hour, from now on (`tessera_fragment::event_admin::prune`).
+fn spawn_event_retention(db: sqlx::AnyPool, retention: Retention) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(RETENTION_EVERY);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let pass = prune(&db, retention, now_ms());
+            match once_per_period(&db, "event-retention", RETENTION_EVERY, pass).await {
+                Ok(Some(Ok((events, inbox)))) if events + inbox > 0 => tracing::info!(events, inbox, "pruned old event rows"),
+                Ok(Some(Err(error))) | Err(error) => tracing::warn!(%error, "pruning old event rows failed"),
+                Ok(_) => {}
+            }
+        }
+    })
+}

@@ -1,0 +1,614 @@
+//! The outbox relay fed by PostgreSQL's logical replication stream (change data capture), chosen with
+//! `TESSERA_OUTBOX_RELAY=cdc`; the polling relay (`crate::relay::Relay`) stays the default.
+//!
+//! Application events are still written by the application, in the transaction of their change (the
+//! outbox); what changes is how the relay learns of them. The polling relay asks the outbox tables for
+//! due deliveries after every local commit and every half second besides. This one asks PostgreSQL to
+//! push the rows inserted into `outbox` and `outbox_deliveries` as their transactions commit (the
+//! `pgoutput` plugin over a replication connection, through `pgwire-replication`, which owns the wire
+//! protocol and acknowledgements; the few `pgoutput` messages it leaves to its user, relation and insert,
+//! are decoded here). A committed transaction's deliveries are sent at once from the stream's own copy
+//! of the rows: no query finds them, and an idle shop sends no query at all.
+//!
+//! Key decisions:
+//! - **One leader per fragment.** Every instance runs this relay; one leads, holding a session advisory
+//!   lock of the schema on an ordinary connection, and the others wait for that lock in one blocked
+//!   statement (nothing polls). The leader's slot has a fixed name per schema and is *temporary*: it
+//!   disappears with its session, so a dead leader never leaves PostgreSQL keeping WAL for nobody, and
+//!   its lock goes with its connection, so the next leader starts at once.
+//! - **The tables stay the truth.** The stream says what to send; each send is still claimed, recorded,
+//!   retried with backoff and dead-lettered through the delivery rows, exactly as the polling relay does
+//!   (`Relay::claim`, `Relay::send_claimed`). What the stream cannot carry is swept from the table by
+//!   the polling relay's pass, run by the leader only: the backlog when it takes over (events committed
+//!   while no one streamed), retries as they come due, and a rare row its claim could not see yet. A
+//!   dead letter put back in line updates a row, which the stream does not carry, so the replay writes a
+//!   logical message (`tessera_fragment::outbox::wake_stream`) that makes the leader sweep at once.
+//! - **Order.** A claim is refused while an earlier event of the same aggregate for the same subscriber
+//!   is pending, so such an event waits for the sweep, which sends them in order. The stream itself
+//!   arrives in commit order, which for one aggregate is its order (its transactions are serialised by
+//!   the aggregate's row locks).
+//! - PostgreSQL only: the server needs `wal_level = logical` and the role the `REPLICATION` attribute
+//!   (checked at start, with a message that says so).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Buf;
+use pgwire_replication::lsn::Lsn;
+use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use sqlx::AnyPool;
+
+use tessera_fragment::outbox::STREAM_WAKE_PREFIX as WAKE_PREFIX;
+
+use crate::relay::{OutboxRow, Relay};
+/// How long an instance waits to try again after leading ended or waiting to lead failed.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How often the leader sweeps when it knows of nothing waiting (a backstop: nothing should be there).
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// The soonest the leader sweeps again while deliveries wait.
+const RETRY_SWEEP: Duration = Duration::from_millis(500);
+
+/// Where a fragment's replication stream comes from: its PostgreSQL server and schema.
+#[derive(Clone)]
+pub struct Source {
+    /// The URL itself, for the leadership lock's ordinary connection.
+    url: String,
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+    database: String,
+    schema: String,
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("Source").field("host", &self.host).field("port", &self.port).field("database", &self.database).field("schema", &self.schema).finish()
+    }
+}
+
+impl Source {
+    /// The stream of `schema`'s outbox on the server at `url` (a `postgres://` URL, as for the pools).
+    pub fn new(url: &str, schema: &str) -> Result<Source, String> {
+        let parsed = url::Url::parse(url).map_err(|error| format!("the PostgreSQL URL is not valid: {error}"))?;
+        let host = parsed.host_str().filter(|host| !host.is_empty()).ok_or("the PostgreSQL URL names no host")?.to_owned();
+        let user = match parsed.username() {
+            "" => std::env::var("USER").unwrap_or_else(|_| "postgres".into()),
+            user => percent_decode(user),
+        };
+        let database = match parsed.path().trim_start_matches('/') {
+            "" => user.clone(),
+            name => percent_decode(name),
+        };
+        Ok(Source {
+            url: url.to_owned(),
+            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            port: parsed.port().unwrap_or(5432),
+            user,
+            password: parsed.password().map(percent_decode).unwrap_or_default(),
+            database,
+            schema: schema.to_owned(),
+        })
+    }
+
+    /// The temporary slot of this schema's relay leader (one per schema: holding it is leading).
+    pub fn slot(&self) -> String {
+        object_name("tessera_relay_", &self.schema)
+    }
+
+    /// The publication of this schema's outbox tables.
+    pub fn publication(&self) -> String {
+        object_name("tessera_outbox_", &self.schema)
+    }
+}
+
+/// A slot or publication name for `schema`: lower-case, within PostgreSQL's 63 bytes.
+fn object_name(kind: &str, schema: &str) -> String {
+    let name = format!("{kind}{}", schema.to_ascii_lowercase());
+    if name.len() <= 63 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return name;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, schema.as_bytes());
+    let hex: String = digest.as_ref()[..12].iter().map(|byte| format!("{byte:02x}")).collect();
+    format!("{kind}{hex}")
+}
+
+fn percent_decode(text: &str) -> String {
+    percent_encoding::percent_decode_str(text).decode_utf8_lossy().into_owned()
+}
+
+/// Checks that the server can stream the outbox: `wal_level = logical`, a role allowed to replicate.
+pub async fn check_server(db: &AnyPool) -> Result<(), String> {
+    let (level,): (String,) = sqlx::query_as("SELECT setting FROM pg_settings WHERE name = 'wal_level'")
+        .fetch_one(db)
+        .await
+        .map_err(|error| format!("cannot read the server's wal_level: {error}"))?;
+    if level != "logical" {
+        return Err(format!(
+            "TESSERA_OUTBOX_RELAY=cdc reads PostgreSQL's logical replication stream, which needs wal_level = logical (the server has {level}): \
+             run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL, or use the polling relay"
+        ));
+    }
+    let (allowed,): (bool,) = sqlx::query_as("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user")
+        .fetch_one(db)
+        .await
+        .map_err(|error| format!("cannot read the role's attributes: {error}"))?;
+    if !allowed {
+        return Err("TESSERA_OUTBOX_RELAY=cdc needs a PostgreSQL role with the REPLICATION attribute (ALTER ROLE … REPLICATION)".into());
+    }
+    Ok(())
+}
+
+/// Why leading stopped.
+#[derive(Debug)]
+enum Stop {
+    /// Another instance holds the slot.
+    Standby,
+    Failed(String),
+}
+
+impl From<sqlx::Error> for Stop {
+    fn from(error: sqlx::Error) -> Stop {
+        Stop::Failed(error.to_string())
+    }
+}
+
+impl From<pgwire_replication::error::PgWireError> for Stop {
+    fn from(error: pgwire_replication::error::PgWireError) -> Stop {
+        Stop::Failed(error.to_string())
+    }
+}
+
+/// The outbox relay of one fragment, fed by the replication stream (see the module docs).
+pub struct StreamingRelay {
+    relay: Arc<Relay>,
+    db: AnyPool,
+    source: Source,
+    producer: &'static str,
+}
+
+impl StreamingRelay {
+    pub fn new(relay: Relay, db: AnyPool, source: Source, producer: &'static str) -> StreamingRelay {
+        StreamingRelay { relay: Arc::new(relay), db, source, producer }
+    }
+
+    /// Runs until the task is aborted: leads while it holds the leadership lock and the slot, otherwise
+    /// waits to.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let leader = metrics::gauge!("tessera_relay_leader", "producer" => self.producer);
+            loop {
+                let lock = match self.wait_to_lead().await {
+                    Ok(lock) => lock,
+                    Err(error) => {
+                        tracing::warn!(producer = self.producer, %error, "cannot wait for the relay's leadership; retrying");
+                        tokio::time::sleep(RETRY_AFTER).await;
+                        continue;
+                    }
+                };
+                let outcome = self.lead(&leader).await;
+                leader.set(0.0);
+                let _ = sqlx::Connection::close(lock).await;
+                match outcome {
+                    // The last leader's session is still going away with its slot.
+                    Stop::Standby => tracing::debug!(producer = self.producer, "the relay's slot is still held; retrying"),
+                    Stop::Failed(error) => tracing::warn!(producer = self.producer, %error, "the relay's replication stream ended; retrying"),
+                }
+                tokio::time::sleep(RETRY_AFTER).await;
+            }
+        })
+    }
+
+    /// Waits until no other instance leads: a session advisory lock on a connection of its own, held
+    /// while leading. An instance that does not lead waits in one blocked statement (no polling), and a
+    /// leader that dies releases the lock with its connection, so the next one starts at once.
+    async fn wait_to_lead(&self) -> Result<sqlx::AnyConnection, sqlx::Error> {
+        use sqlx::Connection;
+        let mut connection = sqlx::AnyConnection::connect(&self.source.url).await?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, format!("tessera-relay:{}", self.source.schema).as_bytes());
+        let key = i64::from_be_bytes(digest.as_ref()[..8].try_into().expect("eight bytes"));
+        // `pg_advisory_lock` returns void, which the Any driver cannot decode: select from it instead.
+        sqlx::query("SELECT 1 FROM (SELECT pg_advisory_lock($1)) AS locked").bind(key).execute(&mut connection).await?;
+        Ok(connection)
+    }
+
+    /// Creates the publication of the outbox tables unless it exists (two instances may race: one wins).
+    async fn publish(&self) -> Result<(), Stop> {
+        let publication = self.source.publication();
+        let (exists,): (bool,) =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $1)").bind(&publication).fetch_one(&self.db).await?;
+        if exists {
+            return Ok(());
+        }
+        let schema = &self.source.schema;
+        let create = format!("CREATE PUBLICATION {publication} FOR TABLE {schema}.outbox, {schema}.outbox_deliveries WITH (publish = 'insert')");
+        match sqlx::query(&create).execute(&self.db).await {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(error)) if error.code().as_deref() == Some("42710") => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Takes the slot and relays from the stream until it ends.
+    async fn lead(&self, leader: &metrics::Gauge) -> Stop {
+        match self.try_lead(leader).await {
+            Ok(never) => match never {},
+            Err(stop) => stop,
+        }
+    }
+
+    async fn try_lead(&self, leader: &metrics::Gauge) -> Result<std::convert::Infallible, Stop> {
+        self.publish().await?;
+        let source = &self.source;
+        let config = ReplicationConfig::new(&source.host, &source.user, &source.password, &source.database, source.slot(), source.publication().as_str())
+            .with_port(source.port)
+            .with_tls(TlsConfig::disabled())
+            .with_start_lsn(Lsn(0))
+            .with_status_interval(Duration::from_secs(1))
+            .with_wakeup_interval(Duration::from_secs(10))
+            .with_buffer_size(1024)
+            .with_application_name(format!("tessera-relay-{}", self.producer));
+        let mut client = ReplicationClient::connect_gated(config).await?;
+        let create = format!("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput NOEXPORT_SNAPSHOT", self.source.slot());
+        if let Err(error) = client.simple_query(&create).await {
+            return Err(match error.to_string().contains("already exists") {
+                true => Stop::Standby,
+                false => Stop::Failed(error.to_string()),
+            });
+        }
+        client.start().await?;
+        client.wait_started().await?;
+        leader.set(1.0);
+        tracing::info!(producer = self.producer, slot = %self.source.slot(), "leading the relay from the replication stream");
+        // What committed before the slot existed is in the table, not in the stream.
+        let mut next_sweep = self.sweep().await?;
+        let mut decoder = Decoder::new(&self.source.schema);
+        loop {
+            tokio::select! {
+                event = client.recv() => {
+                    let Some(event) = event? else {
+                        return Err(Stop::Failed("the server ended the stream".into()));
+                    };
+                    match event {
+                        ReplicationEvent::Begin { .. } => decoder.begin(),
+                        ReplicationEvent::XLogData { data, .. } => decoder.decode(data).map_err(Stop::Failed)?,
+                        ReplicationEvent::Commit { end_lsn, .. } => {
+                            let transaction = decoder.commit();
+                            if !transaction.deliveries.is_empty() && !self.send(transaction).await? {
+                                next_sweep = next_sweep.min(tokio::time::Instant::now() + RETRY_SWEEP);
+                            }
+                            client.update_applied_lsn(end_lsn);
+                        }
+                        ReplicationEvent::KeepAlive { wal_end, .. } if !decoder.in_transaction() => client.update_applied_lsn(wal_end),
+                        ReplicationEvent::Message { prefix, .. } if prefix == WAKE_PREFIX => next_sweep = tokio::time::Instant::now(),
+                        _ => {}
+                    }
+                }
+                _ = tokio::time::sleep_until(next_sweep) => next_sweep = self.sweep().await?,
+            }
+        }
+    }
+
+    /// Sends a committed transaction's deliveries; returns whether every one went out.
+    async fn send(&self, transaction: Transaction) -> Result<bool, Stop> {
+        let mut all_sent = true;
+        for delivery in transaction.deliveries {
+            // A backfill addresses events committed earlier: their rows are in the table, not here.
+            let envelope = match transaction.events.get(&delivery.seq) {
+                Some(row) => self.relay.envelope_of(row.clone()),
+                None => match self.relay.envelope(delivery.seq).await? {
+                    Some(envelope) => envelope,
+                    None => continue,
+                },
+            };
+            // Refused: an earlier event of the aggregate waits, another relay holds it, or (rarely) the
+            // commit is not visible to a new snapshot yet. The sweep sends it.
+            let Some(attempts) = self.relay.claim(delivery.seq, &delivery.subscriber, &delivery.aggregate_key).await? else {
+                all_sent = false;
+                continue;
+            };
+            if !self.relay.send_claimed(&delivery.subscriber, attempts, &envelope).await? {
+                all_sent = false;
+            }
+        }
+        Ok(all_sent)
+    }
+
+    /// Sends what the table holds and the stream did not (see the module docs); returns when to sweep
+    /// next: when the first waiting delivery comes due (its retry, or the end of a dead relay's claim),
+    /// soon if one is due already (behind an earlier event, or not yet visible to its claim), and after
+    /// [`SWEEP_EVERY`] at the latest.
+    async fn sweep(&self) -> Result<tokio::time::Instant, Stop> {
+        while self.relay.pass().await?.1 > 0 {}
+        let (due,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(CASE WHEN claimed_until_ms > next_attempt_at_ms THEN claimed_until_ms ELSE next_attempt_at_ms END) \
+             FROM outbox_deliveries WHERE status = 'pending'",
+        )
+        .fetch_one(&self.db)
+        .await?;
+        let wait = match due {
+            None => SWEEP_EVERY,
+            Some(due) => Duration::from_millis(u64::try_from(due - tessera_fragment::db::now_ms()).unwrap_or(0)).clamp(RETRY_SWEEP, SWEEP_EVERY),
+        };
+        Ok(tokio::time::Instant::now() + wait)
+    }
+}
+
+/// A delivery row as inserted.
+#[derive(Debug, PartialEq)]
+struct Delivery {
+    seq: i64,
+    subscriber: String,
+    aggregate_key: String,
+}
+
+/// The outbox rows and delivery rows one transaction inserted.
+#[derive(Debug, Default)]
+struct Transaction {
+    events: HashMap<i64, OutboxRow>,
+    deliveries: Vec<Delivery>,
+}
+
+/// Which of the schema's tables a relation is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Table {
+    Outbox,
+    Deliveries,
+    Other,
+}
+
+/// Decodes the `pgoutput` messages the replication client hands over as data: relations (sent before
+/// the first change to each table in a session, and again when one changes) and inserts into the two
+/// outbox tables of one schema.
+struct Decoder {
+    schema: String,
+    relations: HashMap<u32, (Table, Vec<String>)>,
+    open: Option<Transaction>,
+}
+
+impl Decoder {
+    fn new(schema: &str) -> Decoder {
+        Decoder { schema: schema.to_ascii_lowercase(), relations: HashMap::new(), open: None }
+    }
+
+    fn begin(&mut self) {
+        self.open = Some(Transaction::default());
+    }
+
+    fn in_transaction(&self) -> bool {
+        self.open.is_some()
+    }
+
+    fn commit(&mut self) -> Transaction {
+        self.open.take().unwrap_or_default()
+    }
+
+    fn decode(&mut self, mut data: bytes::Bytes) -> Result<(), String> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        match data.get_u8() {
+            b'R' => {
+                let id = take_u32(&mut data)?;
+                let namespace = take_string(&mut data)?;
+                let name = take_string(&mut data)?;
+                let _replica_identity = take_u8(&mut data)?;
+                let count = take_u16(&mut data)?;
+                let mut columns = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let _flags = take_u8(&mut data)?;
+                    columns.push(take_string(&mut data)?);
+                    let _type_id = take_u32(&mut data)?;
+                    let _type_modifier = take_u32(&mut data)?;
+                }
+                let table = match (namespace == self.schema, name.as_str()) {
+                    (true, "outbox") => Table::Outbox,
+                    (true, "outbox_deliveries") => Table::Deliveries,
+                    _ => Table::Other,
+                };
+                self.relations.insert(id, (table, columns));
+            }
+            b'I' => {
+                let id = take_u32(&mut data)?;
+                if take_u8(&mut data)? != b'N' {
+                    return Err("an insert without a new tuple".into());
+                }
+                let Some((table, columns)) = self.relations.get(&id) else {
+                    return Err(format!("an insert into relation {id}, which was never described"));
+                };
+                let values = take_tuple(&mut data)?;
+                let row: HashMap<&str, Option<String>> = columns.iter().map(String::as_str).zip(values).collect();
+                let transaction = self.open.get_or_insert_with(Transaction::default);
+                match table {
+                    Table::Outbox => {
+                        let event = outbox_row(&row)?;
+                        transaction.events.insert(event.seq, event);
+                    }
+                    Table::Deliveries => transaction.deliveries.push(Delivery {
+                        seq: number(&row, "seq")?,
+                        subscriber: text(&row, "subscriber")?,
+                        aggregate_key: text(&row, "aggregate_key")?,
+                    }),
+                    Table::Other => {}
+                }
+            }
+            // Types, origins, truncates, updates and deletes (not published) say nothing to the relay.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn text(row: &HashMap<&str, Option<String>>, column: &str) -> Result<String, String> {
+    row.get(column).cloned().flatten().ok_or_else(|| format!("the stream's row has no {column}"))
+}
+
+fn number(row: &HashMap<&str, Option<String>>, column: &str) -> Result<i64, String> {
+    text(row, column)?.parse().map_err(|_| format!("the stream's {column} is not a number"))
+}
+
+fn outbox_row(row: &HashMap<&str, Option<String>>) -> Result<OutboxRow, String> {
+    Ok(OutboxRow {
+        seq: number(row, "seq")?,
+        id: text(row, "id")?,
+        version: number(row, "version")?,
+        event_type: text(row, "event_type")?,
+        aggregate_type: text(row, "aggregate_type")?,
+        aggregate_id: text(row, "aggregate_id")?,
+        payload: text(row, "payload")?,
+        occurred_at_ms: number(row, "occurred_at_ms")?,
+    })
+}
+
+fn need(data: &bytes::Bytes, bytes: usize) -> Result<(), String> {
+    if data.remaining() < bytes {
+        return Err("a pgoutput message ended early".into());
+    }
+    Ok(())
+}
+
+fn take_u8(data: &mut bytes::Bytes) -> Result<u8, String> {
+    need(data, 1)?;
+    Ok(data.get_u8())
+}
+
+fn take_u16(data: &mut bytes::Bytes) -> Result<u16, String> {
+    need(data, 2)?;
+    Ok(data.get_u16())
+}
+
+fn take_u32(data: &mut bytes::Bytes) -> Result<u32, String> {
+    need(data, 4)?;
+    Ok(data.get_u32())
+}
+
+fn take_string(data: &mut bytes::Bytes) -> Result<String, String> {
+    let end = data.iter().position(|&byte| byte == 0).ok_or("a pgoutput string without its terminator")?;
+    let text = String::from_utf8(data.split_to(end).to_vec()).map_err(|_| "a pgoutput string that is not UTF-8")?;
+    data.advance(1);
+    Ok(text)
+}
+
+/// A tuple's columns in text form (`None`: NULL, or a value the stream left out).
+fn take_tuple(data: &mut bytes::Bytes) -> Result<Vec<Option<String>>, String> {
+    let count = take_u16(data)?;
+    let mut values = Vec::with_capacity(usize::from(count));
+    for _ in 0..count {
+        match take_u8(data)? {
+            b't' | b'b' => {
+                let length = take_u32(data)? as usize;
+                need(data, length)?;
+                let value = data.split_to(length);
+                values.push(Some(String::from_utf8(value.to_vec()).map_err(|_| "a pgoutput value that is not UTF-8")?));
+            }
+            // 'n': NULL; 'u': an unchanged TOASTed value (updates only).
+            _ => values.push(None),
+        }
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn string(out: &mut Vec<u8>, text: &str) {
+        out.extend_from_slice(text.as_bytes());
+        out.push(0);
+    }
+
+    fn relation(id: u32, namespace: &str, name: &str, columns: &[&str]) -> bytes::Bytes {
+        let mut out = vec![b'R'];
+        out.extend_from_slice(&id.to_be_bytes());
+        string(&mut out, namespace);
+        string(&mut out, name);
+        out.push(b'd');
+        out.extend_from_slice(&(columns.len() as u16).to_be_bytes());
+        for column in columns {
+            out.push(0);
+            string(&mut out, column);
+            out.extend_from_slice(&25u32.to_be_bytes());
+            out.extend_from_slice(&(-1i32).to_be_bytes());
+        }
+        out.into()
+    }
+
+    fn insert(id: u32, values: &[Option<&str>]) -> bytes::Bytes {
+        let mut out = vec![b'I'];
+        out.extend_from_slice(&id.to_be_bytes());
+        out.push(b'N');
+        out.extend_from_slice(&(values.len() as u16).to_be_bytes());
+        for value in values {
+            match value {
+                Some(text) => {
+                    out.push(b't');
+                    out.extend_from_slice(&(text.len() as u32).to_be_bytes());
+                    out.extend_from_slice(text.as_bytes());
+                }
+                None => out.push(b'n'),
+            }
+        }
+        out.into()
+    }
+
+    #[test]
+    fn a_transaction_s_outbox_rows_and_deliveries_are_decoded_and_other_tables_ignored() {
+        let mut decoder = Decoder::new("t1_inventory");
+        let outbox = ["seq", "id", "event_type", "version", "aggregate_type", "aggregate_id", "payload", "occurred_at_ms"];
+        decoder.decode(relation(10, "t1_inventory", "outbox", &outbox)).unwrap();
+        decoder.decode(relation(11, "t1_inventory", "outbox_deliveries", &["seq", "subscriber", "aggregate_key", "status", "attempts", "last_error"])).unwrap();
+        // The same table name in another schema (another fragment's outbox on the same server).
+        decoder.decode(relation(12, "t1_catalog", "outbox", &outbox)).unwrap();
+        decoder.begin();
+        assert!(decoder.in_transaction());
+        let payload = r#"{"sku":"MUG","available":3}"#;
+        decoder
+            .decode(insert(10, &[Some("7"), Some("e-7"), Some("inventory.stock_changed"), Some("1"), Some("sku"), Some("MUG"), Some(payload), Some("1700")]))
+            .unwrap();
+        decoder.decode(insert(11, &[Some("7"), Some("catalog"), Some("sku:MUG"), Some("pending"), Some("0"), None])).unwrap();
+        decoder.decode(insert(12, &[Some("9"), Some("x"), Some("catalog.x"), Some("1"), Some("p"), Some("1"), Some("{}"), Some("1")])).unwrap();
+        let transaction = decoder.commit();
+        assert!(!decoder.in_transaction());
+        assert_eq!(transaction.deliveries, vec![Delivery { seq: 7, subscriber: "catalog".into(), aggregate_key: "sku:MUG".into() }]);
+        assert_eq!(transaction.events.len(), 1);
+        let event = &transaction.events[&7];
+        assert_eq!(
+            (event.id.as_str(), event.event_type.as_str(), event.version, event.payload.as_str(), event.occurred_at_ms),
+            ("e-7", "inventory.stock_changed", 1, payload, 1700)
+        );
+    }
+
+    #[test]
+    fn truncated_or_unknown_messages_are_errors_not_panics() {
+        let mut decoder = Decoder::new("s");
+        let whole = relation(1, "s", "outbox", &["seq"]);
+        for cut in 1..whole.len() {
+            assert!(decoder.decode(whole.slice(..cut)).is_err(), "a relation cut at {cut}");
+        }
+        assert!(decoder.decode(insert(99, &[Some("1")])).unwrap_err().contains("never described"));
+        decoder.decode(whole).unwrap();
+        let row = insert(1, &[Some("12")]);
+        for cut in 1..row.len() {
+            assert!(decoder.decode(row.slice(..cut)).is_err(), "an insert cut at {cut}");
+        }
+        // An outbox row missing its columns is refused with the column's name.
+        assert!(decoder.decode(row).unwrap_err().contains("has no id"));
+    }
+
+    #[test]
+    fn sources_come_from_the_pools_url_and_name_objects_per_schema() {
+        let source = Source::new("postgres://relay:p%40ss@db.internal:6543/shop?sslmode=disable", "tessera_inventory").unwrap();
+        assert_eq!(
+            (source.host.as_str(), source.port, source.user.as_str(), source.password.as_str(), source.database.as_str()),
+            ("db.internal", 6543, "relay", "p@ss", "shop")
+        );
+        assert_eq!(source.slot(), "tessera_relay_tessera_inventory");
+        assert_eq!(source.publication(), "tessera_outbox_tessera_inventory");
+        assert!(!format!("{source:?}").contains("p@ss"));
+        let long = Source::new("postgres://u@h/d", &"x".repeat(60)).unwrap();
+        assert!(long.slot().len() <= 63 && long.slot().starts_with("tessera_relay_"));
+        assert!(Source::new("not a url", "s").is_err());
+    }
+}

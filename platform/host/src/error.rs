@@ -1,0 +1,23 @@
+//! The one error of this crate: why a process could not be assembled or started. Each is fatal at start
+//! and printed by the binary's `main`, naming the setting or the service at fault.
+
+use tessera_fragment::db::DbError;
+use tessera_fragment::fragment::SeedError;
+use tessera_fragment::secrets::SecretError;
+
+/// Why a process could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{context}: {source}")]
+    Io { context: String, source: std::io::Error },
+    #[error("seeding the {fragment} demo data: {source}")]
+    Seed { fragment: &'static str, source: SeedError },
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    #[error("reading or recording event subscriptions: {0}")]
+    Subscriptions(sqlx::Error),
+}

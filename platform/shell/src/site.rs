@@ -1,0 +1,181 @@
+//! A site: the shell, the fragments a binary contains, and the fragments it is told to reach.
+//!
+//! The one place that chooses which fragments a binary contains is that binary's `main`: `tessera-shell`
+//! passes none, the all-in-one `tessera` passes every fragment. A fragment with configured upstreams
+//! (`TESSERA_FRAGMENTS__<NAME>__UPSTREAM(S)`) is reached over HTTP even when the binary contains it; a
+//! configured name the binary does not know is registered when one of its instances first describes
+//! itself, so adding a fragment to a running deployment needs no shell rebuild.
+//!
+//! Unless `TESSERA_PAYMENT_URL` names another process, the sandbox payment provider runs here too: its
+//! pages must be on the origin the shopper's browser uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use shared_auth::keys::TokenSigner;
+use tessera_contracts::descriptor::EventContract;
+use tessera_fragment::db::Migrations;
+use tessera_fragment::fragment::Fragment as FragmentCrate;
+use tessera_host::assembly::{descriptors_route, verifier_settings, Host, Teardown};
+use tessera_host::pool::Pool;
+use tessera_host::serve::{Exposure, Running};
+use tessera_host::{HostError, Settings};
+
+use crate::registry::{Fragment, FragmentRegistry, Upstream};
+use crate::{ShellConfig, ShellState};
+
+/// A built site: its router and the background tasks it runs.
+pub struct Site {
+    pub router: Router,
+    pub background: Vec<tokio::task::JoinHandle<()>>,
+    pub teardown: Teardown,
+    /// The site faces the public: metrics only on their own listener.
+    pub exposure: Exposure,
+}
+
+fn instances(settings: &Settings, name: &str) -> Result<Option<Arc<Pool>>, HostError> {
+    let bases = settings.instances_of(name);
+    if bases.is_empty() {
+        return Ok(None);
+    }
+    let urls = bases
+        .iter()
+        .map(|base| url::Url::parse(base).map_err(|error| HostError::Config(format!("upstream of {name}: {base:?}: {error}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Some(Arc::new(Pool::new(urls))))
+}
+
+/// `keys rotate`: adds a signing key to the shell's database (importing a file ring of an earlier
+/// release first, if the table is still empty). Running replicas follow within seconds.
+pub async fn rotate_keys(settings: &Settings, publish_delay_seconds: i64) -> Result<shared_auth::keys::KeyEntry, HostError> {
+    let (sqlite, postgres) = crate::migrators();
+    let shell_db = settings.store().open("shell", &Migrations { sqlite, postgres }).await?;
+    let failed = |error: crate::keys::KeysError| HostError::Config(format!("rotating the signing keys: {error}"));
+    let lock = settings.store().start_lock("shell").await?;
+    let opened = crate::keys::open(&shell_db, &settings.data_dir.join("keys"), settings.access_ttl_seconds).await;
+    lock.release().await;
+    opened.map_err(failed)?;
+    let entry = crate::keys::rotate(&shell_db, publish_delay_seconds).await.map_err(failed)?;
+    shell_db.close().await;
+    Ok(entry)
+}
+
+/// Builds the site: opens the shell's database (seeding the demo accounts if asked), its key ring, every
+/// contained fragment without upstreams in this process, the registry, and the sandbox provider.
+pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]) -> Result<Site, HostError> {
+    tessera_fragment::init_executor();
+    let (shell_db, signer) = open_shell(settings).await?;
+    let (keys_db, keys_signer) = (shell_db.clone(), signer.clone());
+    let mut host = Host::new(settings)?;
+    let registry = Arc::new(registry(settings, contained, &mut host, &signer).await?);
+    let pruned_db = shell_db.clone();
+    let shell = ShellState::new(shell_db, signer, verifier_settings(settings), registry.clone(), shell_config(settings)?);
+    let router = crate::router(shell);
+    // The provider's pages are not part of the store: no chrome, served beside the shell.
+    let sandbox = match settings.payment_url {
+        None => Some(tessera_paysandbox::attach(&mut host).await?),
+        Some(_) => None,
+    };
+    // Learn what is out there before the first request, then keep checking.
+    registry.check_health().await;
+    let mut started = host.start().await?;
+    started.background.push(crate::keys::follow(keys_db, keys_signer));
+    started.background.push(crate::retention::spawn_pruning(pruned_db, settings.sessions_retention_days.max(1) * 24 * 3600));
+    started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
+    // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
+    let router = router.merge(descriptors_route(&started.local));
+    // Last, so every response has them: the shell's and every fragment's; the sandbox keeps its own policy.
+    let policy = crate::security::Policy::of(settings);
+    let mut router = crate::security::protect(router, &policy);
+    if let Some(sandbox) = sandbox {
+        router = router.merge(crate::security::protect_static(sandbox, &policy));
+    }
+    let exposure = Exposure::of(&started.local, true);
+    Ok(Site { router, background: started.background, teardown: started.teardown, exposure })
+}
+
+/// The shell's database (with the demo accounts if asked) and the token signer of its key ring.
+async fn open_shell(settings: &Settings) -> Result<(sqlx::AnyPool, Arc<TokenSigner>), HostError> {
+    let (sqlite, postgres) = crate::migrators();
+    let shell_db = settings.store().open("shell", &Migrations { sqlite, postgres }).await?;
+    if settings.demo {
+        crate::users::seed_demo(&shell_db).await.map_err(|error| HostError::Config(format!("seeding the demo accounts: {error}")))?;
+    }
+    // Replicas starting together on an empty table create one first key, not one each.
+    let lock = settings.store().start_lock("shell").await?;
+    let ring = crate::keys::open(&shell_db, &settings.data_dir.join("keys"), settings.access_ttl_seconds).await;
+    lock.release().await;
+    let ring = ring.map_err(|error| HostError::Config(format!("opening the signing keys: {error}")))?;
+    Ok((shell_db, Arc::new(TokenSigner::new(ring, &settings.issuer, &settings.audience, settings.access_ttl_seconds))))
+}
+
+/// The fragments the shell composes: each contained one in this process unless upstreams are
+/// configured for it, and configured ones this binary does not contain, learned from their description.
+async fn registry(
+    settings: &Settings,
+    contained: &[&'static dyn FragmentCrate],
+    host: &mut Host,
+    signer: &Arc<TokenSigner>,
+) -> Result<FragmentRegistry, HostError> {
+    let mut fragments = Vec::new();
+    for &fragment in contained {
+        let timeout = fragment_timeout(settings, fragment.name());
+        let upstream = match instances(settings, fragment.name())? {
+            Some(pool) => Upstream::Instances(pool),
+            None => Upstream::InProcess(host.add_fragment(fragment, crate::in_process_jwks(signer)).await?.router.clone()),
+        };
+        let nav = fragment.nav();
+        let event = |&(event_type, version): &(&str, u32)| EventContract { event_type: event_type.to_owned(), version };
+        fragments.push(Fragment {
+            publishes: fragment.publishes().iter().map(event).collect(),
+            consumes: fragment.subscriptions().types().iter().map(event).collect(),
+            name: fragment.name().into(),
+            title: fragment.title().into(),
+            prefix: fragment.prefix().into(),
+            upstream,
+            timeout,
+            in_nav: nav.is_some(),
+            nav_role: nav.and_then(|nav| nav.role),
+        });
+    }
+    // Configured fragments this binary does not contain: learned from their own description.
+    let mut pending = Vec::new();
+    for name in settings.fragments.keys().filter(|name| !contained.iter().any(|fragment| fragment.name() == name.as_str())) {
+        if let Some(pool) = instances(settings, name)? {
+            pending.push((name.clone(), pool, fragment_timeout(settings, name)));
+        }
+    }
+    Ok(FragmentRegistry::new(fragments, pending, host.clients.clone()))
+}
+
+/// The shell's settings, from the process's.
+fn shell_config(settings: &Settings) -> Result<ShellConfig, HostError> {
+    Ok(ShellConfig {
+        cookies: settings.cookie_policy(),
+        sessions: crate::session_store::SessionSettings {
+            session_ttl_seconds: settings.session_ttl_seconds,
+            reuse_grace_seconds: settings.refresh_reuse_grace_seconds,
+        },
+        throttle: crate::throttle::ThrottleSettings {
+            window_seconds: settings.login_throttle_window_seconds,
+            max_failures_per_account: settings.login_max_failures_per_account,
+            max_failures_per_account_total: settings.login_max_failures_per_account_total,
+            max_failures_per_address: settings.login_max_failures_per_address,
+            max_registrations_per_address: settings.registration_max_per_address,
+        },
+        password_hashes_at_once: settings.password_hashes_at_once,
+        csrf: settings.csrf_policy(),
+        oidc: crate::oidc::Provider::from_settings(settings).map_err(HostError::Config)?,
+    })
+}
+
+fn fragment_timeout(settings: &Settings, name: &str) -> Duration {
+    Duration::from_millis(settings.fragments.get(name).and_then(|fragment| fragment.timeout_ms).unwrap_or(settings.fragment_timeout_ms))
+}
+
+/// Builds the site and serves it on `settings.addr` until SIGTERM (then drains).
+pub async fn serve(settings: &Settings, contained: &[&'static dyn FragmentCrate]) -> Result<Running, HostError> {
+    let Site { router, background, teardown, exposure } = build(settings, contained).await?;
+    tessera_host::serve::serve(settings, router, background, teardown, exposure).await
+}

@@ -1,0 +1,388 @@
+//! Events between services through the real outbox, relay, transport and inbox: nothing lost, nothing
+//! doubled, order kept per aggregate, forged requests refused.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use reqwest::StatusCode;
+use sqlx::AnyPool;
+use support::{count, database, each_backend, eventually, spawn_app, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD};
+use tessera_contracts::events::{Envelope, StockChanged};
+use tessera_fragment::outbox::Outbox;
+use tessera_fragment::signature::EventSigner;
+use tessera_host::pool::Remote;
+use tessera_host::relay::{HttpTransport, Relay, RelaySettings, Transport};
+use tessera_site::Mode;
+
+const SECRET: &str = "events-test-secret-0123456789abcdef01";
+
+fn with_secret(settings: &mut tessera_site::Settings) {
+    settings.events_secret = Some(SECRET.into());
+}
+
+/// What the catalog's product page says is available of a demo SKU (a classic demo product's id is its
+/// SKU in lower case).
+async fn availability(app: &TestApp, sku: &str) -> Option<i64> {
+    let id = sku.to_ascii_lowercase();
+    let detail: serde_json::Value = app.post_form("/catalog/api/product_detail", &format!("id={id}"), None).await.json().await.unwrap();
+    let variants = detail["variants"].as_array().unwrap_or_else(|| panic!("{id}: {detail}"));
+    variants.iter().find(|v| v["sku"] == sku).unwrap_or_else(|| panic!("{sku} in {detail}"))["available"].as_i64()
+}
+
+each_backend!(stock_changes_reach_the_catalog_which_keeps_working_without_inventory);
+async fn stock_changes_reach_the_catalog_which_keeps_working_without_inventory(backend: Backend) {
+    let app = spawn_app(backend).await;
+    // The demo seed announced every stock level; the catalog's projection fills in.
+    eventually("the seeded availability of every product", || async {
+        let mut all = true;
+        for product in tessera_contracts::demo::PRODUCTS {
+            all &= availability(&app, product.sku).await == Some(product.stock);
+        }
+        all
+    })
+    .await;
+    let (_, html) = app.text("/catalog", None).await;
+    assert!(html.contains("Out of stock") && html.contains("Only a few left") && html.contains("In stock"), "{backend:?}");
+
+    let ada = app.sign_in(ADMIN, PASSWORD).await;
+    let response = app.post_form("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=-4", Some(&ada.both())).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    eventually("the adjustment", || async { availability(&app, "PEN-GEL-BK").await == Some(0) }).await;
+
+    // The catalog answers from its own projection: a broken inventory database does not matter to it.
+    let inventory = database(&app, "inventory").await;
+    sqlx::query("DROP TABLE stock_levels").execute(&inventory).await.unwrap();
+    let (status, html) = app.text("/catalog", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Out of stock"));
+}
+
+each_backend!(an_event_enqueued_in_a_rolled_back_transaction_never_exists);
+async fn an_event_enqueued_in_a_rolled_back_transaction_never_exists(backend: Backend) {
+    let app = spawn_with(backend, Options { demo: Some(false), ..Options::default() }).await;
+    let db = database(&app, "inventory").await;
+    let outbox = Outbox::new("inventory");
+    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
+    let event = StockChanged { sku: "MUG-STN-01".into(), on_hand: 1, available: 1 };
+    let mut tx = db.begin().await.unwrap();
+    outbox.enqueue(&mut tx, &event).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 0, "{backend:?}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries").await, 0);
+    let mut tx = db.begin().await.unwrap();
+    outbox.enqueue(&mut tx, &event).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 1);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber = 'catalog' AND status = 'pending'").await, 1);
+}
+
+/// An inventory database with its own outbox, and a catalog running alone as the subscriber.
+struct Setup {
+    inventory: TestApp,
+    catalog: TestApp,
+    db: AnyPool,
+    outbox: Outbox,
+}
+
+async fn setup(backend: Backend) -> Setup {
+    let mut inventory =
+        spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("inventory".into())), configure: Some(with_secret), ..Options::default() })
+            .await;
+    // Its own relay is stopped (it "died"): the tests drive the relay on its outbox step by step.
+    inventory.stop_background();
+    let catalog =
+        spawn_with(backend, Options { demo: Some(true), mode: Some(Mode::Fragment("catalog".into())), configure: Some(with_secret), ..Options::default() })
+            .await;
+    let db = database(&inventory, "inventory").await;
+    let outbox = Outbox::new("inventory");
+    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
+    Setup { inventory, catalog, db, outbox }
+}
+
+fn transport_to(catalog_url: &str) -> HttpTransport {
+    let peers = Arc::new(tessera_fragment::peers::Peers::default());
+    peers.set("catalog", Remote::at("/catalog", vec![catalog_url.to_owned()]));
+    HttpTransport::new("inventory", EventSigner::new(&[SECRET.as_bytes().to_vec()]), peers)
+}
+
+fn relay(setup: &Setup, transport: Arc<dyn Transport>, max_attempts: i64) -> Relay {
+    Relay::new(setup.db.clone(), &setup.outbox, transport, RelaySettings { max_attempts, base_backoff_ms: 0, ..RelaySettings::default() })
+}
+
+async fn announce(setup: &Setup, sku: &str, on_hand: i64) {
+    let mut tx = setup.db.begin().await.unwrap();
+    setup.outbox.enqueue(&mut tx, &StockChanged { sku: sku.into(), on_hand, available: on_hand }).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+each_backend!(a_relay_that_died_between_commit_and_publish_delivers_after_restart);
+async fn a_relay_that_died_between_commit_and_publish_delivers_after_restart(backend: Backend) {
+    let setup = setup(backend).await;
+    // Committed while no relay ran (it had died); nothing reached the catalog.
+    announce(&setup, "MUG-STN-01", 7).await;
+    assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, None);
+    // The restarted relay finds the row and delivers it.
+    let relay = relay(&setup, Arc::new(transport_to(&setup.catalog.url)), 5);
+    assert_eq!(relay.run_once().await.unwrap(), 1);
+    assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, Some(7), "{backend:?}");
+    assert_eq!(count(&setup.db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'delivered'").await, 1);
+    drop(setup.inventory);
+}
+
+/// Delivers for real, then fails once as if the relay died before marking the delivery.
+struct DiesAfterFirstDelivery {
+    inner: HttpTransport,
+    died: AtomicBool,
+}
+
+impl Transport for DiesAfterFirstDelivery {
+    fn deliver<'a>(
+        &'a self,
+        subscriber: &'a str,
+        envelope: &'a Envelope,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            self.inner.deliver(subscriber, envelope).await?;
+            if !self.died.swap(true, Ordering::SeqCst) {
+                return Err("relay died after delivery, before marking".into());
+            }
+            Ok(())
+        })
+    }
+}
+
+each_backend!(a_relay_that_died_after_delivery_delivers_a_duplicate_that_the_consumer_applies_once);
+async fn a_relay_that_died_after_delivery_delivers_a_duplicate_that_the_consumer_applies_once(backend: Backend) {
+    let setup = setup(backend).await;
+    announce(&setup, "MUG-STN-01", 9).await;
+    let transport = Arc::new(DiesAfterFirstDelivery { inner: transport_to(&setup.catalog.url), died: AtomicBool::new(false) });
+    let relay = relay(&setup, transport, 5);
+    relay.run_once().await.unwrap();
+    assert_eq!(count(&setup.db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'pending'").await, 1, "not marked");
+    relay.run_once().await.unwrap();
+    assert_eq!(count(&setup.db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'delivered'").await, 1);
+    let catalog_db = database(&setup.catalog, "catalog").await;
+    assert_eq!(count(&catalog_db, "SELECT COUNT(*) FROM inbox").await, 1, "{backend:?}: delivered twice, applied once");
+    assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, Some(9));
+}
+
+each_backend!(a_subscriber_that_is_down_gets_retries_then_a_dead_letter_then_a_replay_delivers);
+async fn a_subscriber_that_is_down_gets_retries_then_a_dead_letter_then_a_replay_delivers(backend: Backend) {
+    let setup = setup(backend).await;
+    announce(&setup, "MUG-STN-01", 4).await;
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let relay_down = relay(&setup, Arc::new(transport_to(&format!("http://{down}"))), 3);
+    for attempt in 1..=3 {
+        relay_down.run_once().await.unwrap();
+        let (attempts, status): (i64, String) = sqlx::query_as("SELECT attempts, status FROM outbox_deliveries").fetch_one(&setup.db).await.unwrap();
+        assert_eq!(attempts, attempt);
+        assert_eq!(status, if attempt < 3 { "pending" } else { "dead" }, "{backend:?}");
+    }
+    // The dead letter is visible and stays put.
+    let status = tessera_fragment::event_admin::status(&setup.db, "inventory").await.unwrap();
+    assert_eq!(status.dead_letters.len(), 1);
+    let dead = &status.dead_letters[0];
+    assert_eq!((dead.subscriber.as_str(), dead.aggregate_id.as_str(), dead.attempts), ("catalog", "MUG-STN-01", 3), "{backend:?}");
+    // The reason names the subscriber's address that could not be reached, for the person replaying it.
+    assert!(dead.last_error.contains(&format!("http://{down}/catalog/")), "{backend:?}: {}", dead.last_error);
+    assert_eq!(relay_down.run_once().await.unwrap(), 0, "dead letters are not retried by themselves");
+    // Replayed once the subscriber is back (a relay that knows its address).
+    assert_eq!(tessera_fragment::event_admin::replay_dead_letters(&setup.db, &setup.outbox, None).await.unwrap(), 1);
+    relay(&setup, Arc::new(transport_to(&setup.catalog.url)), 3).run_once().await.unwrap();
+    assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, Some(4));
+}
+
+#[tokio::test]
+async fn a_failed_event_holds_back_later_events_of_its_aggregate_only() {
+    let setup = setup(Backend::Sqlite).await;
+    announce(&setup, "MUG-STN-01", 1).await;
+    announce(&setup, "MUG-STN-01", 2).await;
+    announce(&setup, "TEE-BLU-M", 5).await;
+    let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    relay(&setup, Arc::new(transport_to(&format!("http://{down}"))), 10).run_once().await.unwrap();
+    // Deliver everything except the first MUG event: make it fail on its own by pointing it nowhere.
+    let (attempts,): (i64,) = sqlx::query_as("SELECT MAX(attempts) FROM outbox_deliveries").fetch_one(&setup.db).await.unwrap();
+    assert_eq!(attempts, 1);
+    let attempted: Vec<(i64, i64)> = sqlx::query_as("SELECT seq, attempts FROM outbox_deliveries ORDER BY seq").fetch_all(&setup.db).await.unwrap();
+    assert_eq!(attempted, vec![(1, 1), (2, 0), (3, 1)], "MUG #2 waits behind MUG #1; TEE is independent");
+}
+
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    events_of_one_aggregate_arrive_in_order_under_concurrent_producers
+);
+async fn events_of_one_aggregate_arrive_in_order_under_concurrent_producers(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let ada = app.sign_in(ADMIN, PASSWORD).await;
+    eventually("the seeded availability", || async { availability(&app, "STK-RST-10").await == Some(100) }).await;
+    let calls = (0..30).map(|n| {
+        let sku = if n % 2 == 0 { "STK-RST-10" } else { "BAG-CNV-01" };
+        let body = format!("sku={sku}&delta={}", if n % 3 == 0 { -1 } else { 1 });
+        let cookie = ada.both();
+        let app = &app;
+        async move { app.post_form("/admin/inventory/api/adjust_stock", body, Some(&cookie)).await.status() }
+    });
+    for status in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    let inventory = database(&app, "inventory").await;
+    eventually("every delivery", || async { count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await == 0 }).await;
+    let catalog = database(&app, "catalog").await;
+    for sku in ["STK-RST-10", "BAG-CNV-01"] {
+        let arrived: Vec<(i64,)> =
+            sqlx::query_as("SELECT sequence FROM inbox WHERE aggregate_id = $1 ORDER BY position").bind(sku).fetch_all(&catalog).await.unwrap();
+        assert!(arrived.len() >= 16, "{sku}: {}", arrived.len());
+        assert!(arrived.windows(2).all(|pair| pair[0].0 < pair[1].0), "{backend:?} {sku} arrived out of order: {arrived:?}");
+        let (on_hand,): (i64,) = sqlx::query_as("SELECT on_hand FROM stock_levels WHERE sku = $1").bind(sku).fetch_one(&inventory).await.unwrap();
+        assert_eq!(availability(&app, sku).await, Some(on_hand), "the projection ends where inventory is");
+    }
+}
+
+#[tokio::test]
+async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_nothing() {
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(with_secret), ..Options::default() }).await;
+    eventually("the seeded availability", || async { availability(&app, "MUG-STN-01").await == Some(25) }).await;
+    let envelope = |version: u32, event_type: &str, producer: &str, payload: serde_json::Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "id": uuid::Uuid::new_v4().to_string(), "type": event_type, "version": version, "aggregate_type": "sku",
+            "aggregate_id": "MUG-STN-01", "sequence": 999_999, "occurred_at_ms": 0, "producer": producer, "payload": payload
+        }))
+        .unwrap()
+    };
+    let good_payload = serde_json::json!({"sku": "MUG-STN-01", "on_hand": 0, "available": 0});
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let signer = EventSigner::new(&[SECRET.as_bytes().to_vec()]);
+    let forger = EventSigner::new(&[b"guessed-secret".to_vec()]);
+    let send = |body: Vec<u8>, headers: Option<[(&'static str, String); 3]>| {
+        let mut request = app.client.post(format!("{}/catalog/events", app.url)).header("content-type", "application/json");
+        for (name, value) in headers.into_iter().flatten() {
+            request = request.header(name, value);
+        }
+        async move { request.body(body).send().await.unwrap().status() }
+    };
+    let body = envelope(1, "inventory.stock_changed", "inventory", good_payload.clone());
+    // Headers: `None` signs the body correctly as the producer it claims; `Some(None)` sends it unsigned.
+    type Headers = Option<Option<[(&'static str, String); 3]>>;
+    let cases: Vec<(&str, Vec<u8>, Headers, StatusCode)> = vec![
+        ("unsigned", body.clone(), Some(None), StatusCode::UNAUTHORIZED),
+        ("signed with a guessed secret", body.clone(), Some(Some(forger.sign("inventory", &body, now()))), StatusCode::UNAUTHORIZED),
+        ("an old captured request", body.clone(), Some(Some(signer.sign("inventory", &body, now() - 3600))), StatusCode::UNAUTHORIZED),
+        ("signed for another body", body.clone(), Some(Some(signer.sign("inventory", b"{}", now()))), StatusCode::UNAUTHORIZED),
+        ("not JSON", b"not json".to_vec(), None, StatusCode::BAD_REQUEST),
+        ("claims another producer", envelope(1, "inventory.stock_changed", "cart", good_payload.clone()), None, StatusCode::BAD_REQUEST),
+        ("unknown version", envelope(2, "inventory.stock_changed", "inventory", good_payload.clone()), None, StatusCode::UNPROCESSABLE_ENTITY),
+        ("unknown type", envelope(1, "inventory.exploded", "inventory", good_payload.clone()), None, StatusCode::UNPROCESSABLE_ENTITY),
+        ("malformed payload", envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": 1})), None, StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "negative stock",
+            envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": "MUG-STN-01", "on_hand": -5, "available": -5})),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (name, body, headers, expected) in cases {
+        // Cases without explicit headers are correctly signed by the producer they claim.
+        let headers = headers.unwrap_or_else(|| Some(signer.sign("inventory", &body, now())));
+        assert_eq!(send(body, headers).await, expected, "{name}");
+    }
+    let huge =
+        envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": "MUG-STN-01", "on_hand": 0, "available": 0, "pad": "x".repeat(100_000)}));
+    let headers = signer.sign("inventory", &huge, now());
+    assert_eq!(send(huge, Some(headers)).await, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(availability(&app, "MUG-STN-01").await, Some(25), "nothing changed");
+
+    // The same envelope correctly signed is applied, once.
+    let headers = signer.sign("inventory", &body, now());
+    assert_eq!(send(body.clone(), Some(headers.clone())).await, StatusCode::OK);
+    assert_eq!(send(body, Some(headers)).await, StatusCode::OK);
+    assert_eq!(availability(&app, "MUG-STN-01").await, Some(0));
+}
+
+#[tokio::test]
+async fn admins_see_outbox_depth_oldest_undelivered_and_dead_letters_per_service() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let ada = app.sign_in(ADMIN, PASSWORD).await;
+    let sam = app.sign_in(support::SHOPPER, PASSWORD).await;
+    let response = app.get("/admin/inventory/events/status", Some(&sam.both())).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let inventory = database(&app, "inventory").await;
+    eventually("delivered", || async { count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await == 0 }).await;
+    let status: serde_json::Value = app.get("/admin/inventory/events/status", Some(&ada.both())).await.json().await.unwrap();
+    assert_eq!(status["outbox_depth"], 0);
+    assert!(status["oldest_undelivered_age_ms"].is_null());
+    let catalog_status: serde_json::Value = app.get("/catalog/events/status", Some(&ada.both())).await.json().await.unwrap();
+    assert_eq!(catalog_status["received"].as_i64(), Some(tessera_contracts::demo::PRODUCTS.len() as i64));
+    // A dead letter shows up on the admin page, and the replay button brings it back in line.
+    sqlx::query("UPDATE outbox_deliveries SET status = 'dead', attempts = 8, last_error = 'catalog answered 503' WHERE seq = 1 AND subscriber = 'catalog'")
+        .execute(&inventory)
+        .await
+        .unwrap();
+    let (status, html) = app.text("/admin/events", Some(&ada.both())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("catalog answered 503") && html.contains("Replay dead letters"), "{html}");
+    let (status, _) = app.text("/admin/events", Some(&sam.both())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let response = app.post_form("/admin/inventory/events/replay", "", Some(&sam.both())).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let response = app.get("/admin/inventory/events/status", None).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = app.post_form("/admin/inventory/events/replay", "seq=abc", Some(&ada.both())).await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'dead'").await, 1, "bad requests replayed nothing");
+    let response = app.post_form("/admin/inventory/events/replay", "", Some(&ada.both())).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    eventually("the replayed delivery", || async { count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await == 0 }).await;
+}
+
+fn with_secret_and_fast_discovery(settings: &mut tessera_site::Settings) {
+    with_secret(settings);
+    settings.events_base_backoff_ms = 50;
+}
+
+each_backend!(a_consumer_that_comes_up_after_the_producer_published_gets_every_event_it_subscribes_to);
+async fn a_consumer_that_comes_up_after_the_producer_published_gets_every_event_it_subscribes_to(backend: Backend) {
+    // Inventory runs alone, told where the catalog will be, and seeds its stock (announcing every SKU)
+    // while nothing listens there: the catalog has not described itself, so nobody has subscribed yet.
+    let catalog_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let mut fragments = std::collections::BTreeMap::new();
+    fragments
+        .insert("catalog".to_owned(), tessera_site::settings::FragmentSettings { upstreams: Some(format!("http://{catalog_addr}")), ..Default::default() });
+    let inventory = spawn_with(
+        backend,
+        Options { mode: Some(Mode::Fragment("inventory".into())), fragments, configure: Some(with_secret_and_fast_discovery), ..Options::default() },
+    )
+    .await;
+    let inventory_db = database(&inventory, "inventory").await;
+    assert!(
+        count(&inventory_db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await >= 8,
+        "{backend:?}: the seed announced its stock"
+    );
+    assert_eq!(count(&inventory_db, "SELECT COUNT(*) FROM subscriptions").await, 0, "{backend:?}: no subscriber yet");
+
+    // The catalog comes up on its address: inventory reads its description, records the subscription
+    // and addresses every stock event already in its outbox to it.
+    let catalog = spawn_with(
+        backend,
+        Options { mode: Some(Mode::Fragment("catalog".into())), addr: Some(catalog_addr), configure: Some(with_secret), ..Options::default() },
+    )
+    .await;
+    eventually("every seeded stock level in the late catalog", || async {
+        let mut all = true;
+        for product in tessera_contracts::demo::PRODUCTS {
+            all &= availability(&catalog, product.sku).await == Some(product.stock);
+        }
+        all
+    })
+    .await;
+    assert_eq!(
+        count(&inventory_db, "SELECT COUNT(*) FROM subscriptions WHERE subscriber = 'catalog' AND event_type = 'inventory.stock_changed'").await,
+        1,
+        "{backend:?}: the subscription is recorded"
+    );
+    // Recorded means a restarted inventory addresses new events to the catalog before it answers again.
+    let outbox = Outbox::new("inventory");
+    outbox.load_subscriptions(&inventory_db).await.unwrap();
+    assert_eq!(outbox.subscribers("inventory.stock_changed"), ["catalog"]);
+}

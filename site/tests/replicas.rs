@@ -1,0 +1,606 @@
+//! Several instances of every part on one database each: they start together, their relays share one
+//! outbox, their periodic jobs take turns, and one cart changes one request at a time whichever
+//! instance serves it.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use support::{count, database, each_backend, eventually, sign_in_from, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use tessera_contracts::events::{Envelope, StockChanged};
+use tessera_fragment::lease::Lease;
+use tessera_fragment::outbox::Outbox;
+use tessera_host::relay::{Relay, RelaySettings, Transport};
+use tessera_site::Mode;
+
+/// Another instance of `app`: the same data (SQLite files or PostgreSQL schemas), its own process state.
+async fn instance_of(app: &TestApp, mode: Option<Mode>) -> TestApp {
+    spawn_with(app.backend, Options { mode, instance_of: Some((app.settings.data_dir.clone(), app.settings.schema_prefix.clone())), ..Options::default() })
+        .await
+}
+
+#[tokio::test]
+async fn instances_starting_at_the_same_moment_migrate_and_seed_once() {
+    if !support::postgres_configured() {
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let start = |fragment: &str| {
+        let options =
+            Options { mode: Some(Mode::Fragment(fragment.to_owned())), instance_of: Some((data.path().to_path_buf(), prefix.clone())), ..Options::default() };
+        spawn_with(Backend::Postgres, options)
+    };
+    // Three of each, all at once, on schemas that do not exist yet.
+    let apps = futures::future::join_all(["catalog", "inventory", "catalog", "inventory", "catalog", "inventory"].map(start)).await;
+    let catalog = database(&apps[0], "catalog").await;
+    let inventory = database(&apps[1], "inventory").await;
+    assert_eq!(count(&catalog, "SELECT COUNT(*) FROM categories").await, tessera_contracts::demo::CATEGORIES.len() as i64);
+    let products = tessera_contracts::demo::PRODUCTS.len() as i64;
+    assert_eq!(count(&catalog, "SELECT COUNT(*) FROM products").await, products);
+    // One receipt per SKU in stock: the stock was seeded once, not three times.
+    let in_stock = tessera_contracts::demo::PRODUCTS.iter().filter(|product| product.stock > 0).count() as i64;
+    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM ledger WHERE kind = 'RECEIVED'").await, in_stock);
+    for app in &apps {
+        assert_eq!(app.get("/healthz", None).await.status(), StatusCode::OK);
+    }
+}
+
+/// Records every delivery; refuses (and records) an event delivered while an earlier one of its
+/// aggregate is still in flight or after a later one.
+#[derive(Default)]
+struct Recorder {
+    delivered: Mutex<Vec<(String, i64)>>,
+    in_flight: Mutex<HashSet<String>>,
+    violations: Mutex<Vec<String>>,
+}
+
+struct Recording(Arc<Recorder>);
+
+impl Transport for Recording {
+    fn deliver<'a>(
+        &'a self,
+        _subscriber: &'a str,
+        envelope: &'a Envelope,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(async move {
+            let recorder = &self.0;
+            if !recorder.in_flight.lock().unwrap().insert(envelope.aggregate_id.clone()) {
+                recorder
+                    .violations
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} sent while an earlier event of {} was in flight", envelope.sequence, envelope.aggregate_id));
+            }
+            // Long enough for the other relays to try the same rows.
+            tokio::time::sleep(Duration::from_millis(1 + (envelope.sequence % 3) as u64)).await;
+            {
+                let mut delivered = recorder.delivered.lock().unwrap();
+                if let Some((_, last)) = delivered.iter().rev().find(|(aggregate, _)| *aggregate == envelope.aggregate_id) {
+                    if *last > envelope.sequence {
+                        recorder.violations.lock().unwrap().push(format!("{} of {} after {last}", envelope.sequence, envelope.aggregate_id));
+                    }
+                }
+                delivered.push((envelope.aggregate_id.clone(), envelope.sequence));
+            }
+            recorder.in_flight.lock().unwrap().remove(&envelope.aggregate_id);
+            Ok(())
+        })
+    }
+}
+
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    three_relays_on_one_outbox_send_each_event_once_in_order_per_aggregate
+);
+async fn three_relays_on_one_outbox_send_each_event_once_in_order_per_aggregate(backend: Backend) {
+    let mut app = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("inventory".into())), ..Options::default() }).await;
+    // Only the three relays below work on this outbox.
+    app.stop_background();
+    let db = database(&app, "inventory").await;
+    let outbox = Outbox::new("inventory");
+    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
+    const EVENTS: i64 = 240;
+    for n in 0..EVENTS {
+        let mut tx = db.begin().await.unwrap();
+        let event = StockChanged { sku: format!("SKU-{:02}", n % 8), on_hand: n, available: n };
+        outbox.enqueue(&mut tx, &event).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    let recorder = Arc::new(Recorder::default());
+    // Three instances' relays, each with its own pool (as separate processes have).
+    let mut relays = Vec::new();
+    for _ in 0..3 {
+        let pool = database(&app, "inventory").await;
+        let settings = RelaySettings { batch: 20, idle_poll_ms: 10, ..RelaySettings::default() };
+        relays.push(Relay::new(pool, &outbox, Arc::new(Recording(recorder.clone())), settings).spawn());
+    }
+    eventually("every event delivered", || async { count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'delivered'").await == EVENTS }).await;
+    for relay in relays {
+        relay.abort();
+    }
+    let delivered = recorder.delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len() as i64, EVENTS, "{backend:?}: each event sent once");
+    let mut per_aggregate: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+    for (aggregate, seq) in &delivered {
+        per_aggregate.entry(aggregate).or_default().push(*seq);
+    }
+    assert_eq!(per_aggregate.len(), 8);
+    for (aggregate, seqs) in per_aggregate {
+        assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{backend:?}: {aggregate} out of order: {seqs:?}");
+    }
+    assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new(), "{backend:?}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE claimed_by IS NOT NULL").await, 0);
+}
+
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_lease_is_held_by_one_holder_at_a_time_and_runs_out_when_its_holder_dies
+);
+async fn a_lease_is_held_by_one_holder_at_a_time_and_runs_out_when_its_holder_dies(backend: Backend) {
+    let app = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("catalog".into())), ..Options::default() }).await;
+    let pools = [database(&app, "catalog").await, database(&app, "catalog").await];
+    let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let overlaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for n in 0..16 {
+        let (db, inside, overlaps) = (pools[n % 2].clone(), inside.clone(), overlaps.clone());
+        tasks.push(tokio::spawn(async move {
+            let lease = Lease::take(&db, "cart:one", Duration::from_secs(30), Duration::from_secs(30)).await.unwrap();
+            if inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst) != 0 {
+                overlaps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            tokio::time::sleep(Duration::from_millis(3)).await;
+            inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            lease.release().await;
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(overlaps.load(std::sync::atomic::Ordering::SeqCst), 0, "{backend:?}");
+    // A holder that never releases (it died) loses the lease when its time runs out.
+    let held = Lease::try_take(&pools[0], "job:sweep", Duration::from_millis(200)).await.unwrap().expect("free");
+    std::mem::forget(held);
+    assert!(Lease::try_take(&pools[1], "job:sweep", Duration::from_secs(1)).await.unwrap().is_none());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert!(Lease::try_take(&pools[1], "job:sweep", Duration::from_secs(1)).await.unwrap().is_some());
+}
+
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    one_cart_changed_through_two_instances_at_once_keeps_every_unit_and_one_hold
+);
+async fn one_cart_changed_through_two_instances_at_once_keeps_every_unit_and_one_hold(backend: Backend) {
+    let first = spawn_with(backend, Options::default()).await;
+    let second = instance_of(&first, None).await;
+    let shopper = first.sign_in(SHOPPER, PASSWORD).await.both();
+    // Eight additions of one mug, half through each instance, all at once.
+    let adds = (0..8).map(|n| {
+        let (app, cookie) = (if n % 2 == 0 { &first } else { &second }, shopper.clone());
+        async move { app.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", Some(&cookie)).await.status() }
+    });
+    let statuses = futures::future::join_all(adds).await;
+    assert!(statuses.iter().all(|status| *status == StatusCode::OK), "{backend:?}: {statuses:?}");
+    let cart = database(&first, "cart").await;
+    let inventory = database(&first, "inventory").await;
+    assert_eq!(count(&cart, "SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM cart_items WHERE sku = 'MUG-STN-01'").await, 8, "{backend:?}");
+    // Exactly one active hold for the line, of all eight units: no reservation was left behind.
+    let held = "SELECT CAST(COALESCE(SUM(l.quantity), 0) AS BIGINT) FROM reservation_lines l JOIN reservations r ON r.id = l.reservation_id \
+                WHERE r.status = 'soft' AND l.sku = 'MUG-STN-01'";
+    assert_eq!(count(&inventory, held).await, 8, "{backend:?}");
+    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, 1, "{backend:?}");
+    let (reservation,): (Option<String>,) = sqlx::query_as("SELECT reservation_id FROM cart_items WHERE sku = 'MUG-STN-01'").fetch_one(&cart).await.unwrap();
+    let (status,): (String,) = sqlx::query_as("SELECT status FROM reservations WHERE id = $1").bind(reservation).fetch_one(&inventory).await.unwrap();
+    assert_eq!(status, "soft");
+}
+
+fn strict_address_limit(settings: &mut tessera_site::Settings) {
+    settings.login_max_failures_per_address = 3;
+    settings.login_max_failures_per_account = 100;
+}
+
+fn behind_local_proxy(settings: &mut tessera_site::Settings) {
+    strict_address_limit(settings);
+    settings.trusted_proxies = Some("127.0.0.0/8, ::1".into());
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_client_has_its_own_address_and_none_can_choose_it() {
+    let backend = Backend::Sqlite;
+    // Behind the proxy: one client's failures throttle that client, not the next one.
+    let app = spawn_with(backend, Options { configure: Some(behind_local_proxy), ..Options::default() }).await;
+    for n in 0..3 {
+        assert_eq!(sign_in_from(&app, "203.0.113.9", &format!("nobody{n}@example.com"), "wrong-password").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sign_in_from(&app, "203.0.113.9", SHOPPER, PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(sign_in_from(&app, "198.51.100.2", SHOPPER, PASSWORD).await, StatusCode::SEE_OTHER);
+    // The leftmost entry (6.6.6.6) is what the client wrote: never its address.
+    let shell = database(&app, "shell").await;
+    let recorded = count(&shell, "SELECT COUNT(*) FROM login_failures WHERE throttle_key = 'address:203.0.113.9'").await;
+    assert_eq!(recorded, 3);
+    assert_eq!(count(&shell, "SELECT COUNT(*) FROM login_failures WHERE throttle_key = 'address:6.6.6.6'").await, 0);
+
+    // Without trusted proxies the header is ignored: a client cannot dodge the limit by inventing one.
+    let app = spawn_with(backend, Options { configure: Some(strict_address_limit), ..Options::default() }).await;
+    for n in 0..3 {
+        assert_eq!(sign_in_from(&app, &format!("203.0.113.{n}"), &format!("nobody{n}@example.com"), "wrong-password").await, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(sign_in_from(&app, "198.51.100.2", SHOPPER, PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+fn metrics_on_own_port(settings: &mut tessera_site::Settings) {
+    settings.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+}
+
+/// One sample of a metric line in the Prometheus text format (`name{labels} value`), by name and labels.
+fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .find(|line| labels.iter().all(|label| line.contains(label)))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+#[tokio::test]
+async fn every_process_serves_metrics_where_the_public_cannot_reach_them() {
+    let backend = Backend::Sqlite;
+    // The whole site (public): nothing on its own routes, everything on the metrics listener.
+    let site = spawn_with(backend, Options { configure: Some(metrics_on_own_port), ..Options::default() }).await;
+    assert_eq!(site.get("/metrics", None).await.status(), StatusCode::NOT_FOUND);
+    let shopper = site.sign_in(SHOPPER, PASSWORD).await.both();
+    assert_eq!(site.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", Some(&shopper)).await.status(), StatusCode::OK);
+    assert_eq!(site.post_form("/cart/api/add_item", "sku=CAP-BLK-01&quantity=1", Some(&shopper)).await.status(), StatusCode::CONFLICT);
+    assert_eq!(site.get("/catalog", None).await.status(), StatusCode::OK);
+    let metrics_url = format!("http://{}/metrics", site.metrics_addr.expect("a metrics listener"));
+    let response = site.client.get(&metrics_url).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = response.text().await.unwrap();
+    assert!(sample(&text, "http_requests_total", &["route=\"/login\"", "status=\"303\""]).unwrap_or(0.0) >= 1.0, "{text}");
+    assert!(sample(&text, "http_request_duration_seconds_count", &["route=\"/cart/api/*\""]).unwrap_or(0.0) >= 2.0, "{text}");
+    assert!(sample(&text, "http_requests_total", &["route=\"/catalog (page)\"", "status=\"200\""]).unwrap_or(0.0) >= 1.0, "{text}");
+    assert!(sample(&text, "tessera_reservations_total", &["outcome=\"held\""]).unwrap_or(0.0) >= 1.0, "{text}");
+    assert!(sample(&text, "tessera_reservations_total", &["outcome=\"short\""]).unwrap_or(0.0) >= 1.0, "{text}");
+    for producer in ["catalog", "cart", "inventory"] {
+        assert!(sample(&text, "tessera_outbox_depth", &[&format!("producer=\"{producer}\"")]).is_some(), "{producer}: {text}");
+        assert!(sample(&text, "tessera_dead_letters", &[&format!("producer=\"{producer}\"")]).is_some(), "{producer}: {text}");
+    }
+    // The demo seed's stock events were delivered: their lag was measured.
+    assert!(sample(&text, "tessera_event_delivery_lag_seconds_count", &["producer=\"inventory\""]).unwrap_or(0.0) >= 1.0, "{text}");
+
+    // A fragment alone (never public: the shell forwards only its prefix) serves them on its own listener.
+    let catalog = spawn_with(backend, Options { mode: Some(Mode::Fragment("catalog".into())), ..Options::default() }).await;
+    let text = catalog.get("/metrics", None).await.text().await.unwrap();
+    assert!(sample(&text, "tessera_outbox_depth", &["producer=\"catalog\""]).is_some(), "{text}");
+    // Through the shell, /catalog/metrics is the catalog's own 404 page, not its metrics.
+    let (status, html) = site.text("/catalog/metrics", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(!html.contains("http_requests_total"));
+}
+
+async fn published_kids(app: &TestApp) -> Vec<String> {
+    let json: serde_json::Value = app.get("/.well-known/jwks.json", None).await.json().await.unwrap();
+    json["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap().to_owned()).collect()
+}
+
+fn kid_of(cookie: &str) -> String {
+    use base64::Engine;
+    let token = cookie.split_once('=').unwrap().1;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
+    serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"].as_str().unwrap().to_owned()
+}
+
+each_backend!(shell_replicas_share_one_key_ring_and_a_rotation_reaches_every_one);
+async fn shell_replicas_share_one_key_ring_and_a_rotation_reaches_every_one(backend: Backend) {
+    let first = spawn_with(backend, Options::default()).await;
+    let second = instance_of(&first, None).await;
+    let kids = published_kids(&first).await;
+    assert_eq!(kids.len(), 1, "{backend:?}");
+    assert_eq!(published_kids(&second).await, kids);
+    // A login at one replica is a login at the other.
+    let session = first.sign_in(SHOPPER, PASSWORD).await;
+    assert_eq!(second.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"));
+    // `keys rotate` (immediate) reaches both replicas; each signs with the new key and accepts the other's tokens.
+    let entry = tessera_shell::site::rotate_keys(&first.settings, 0).await.unwrap();
+    for app in [&first, &second] {
+        eventually("the new key published by every replica", || async { published_kids(app).await.contains(&entry.kid) }).await;
+    }
+    let later = second.sign_in(SHOPPER, PASSWORD).await;
+    assert_eq!(kid_of(&later.access), entry.kid, "{backend:?}");
+    assert_eq!(first.catalog_user(&later.access).await.as_deref(), Some("Sam Shopper"));
+    assert_eq!(second.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"), "tokens of the old key keep working");
+}
+
+#[tokio::test]
+async fn a_key_ring_an_earlier_release_kept_in_files_is_imported_so_its_sessions_stay_valid() {
+    let data = tempfile::tempdir().unwrap();
+    let keys = data.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let key = shared_auth::keys::StoredKey::generate(0).unwrap();
+    std::fs::write(keys.join(format!("{}.p8", key.entry.kid)), &key.pkcs8).unwrap();
+    std::fs::write(keys.join(shared_auth::keys::KEYRING_FILE), serde_json::json!({ "keys": [key.entry] }).to_string()).unwrap();
+    let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let app = spawn_with(Backend::Sqlite, Options { instance_of: Some((data.path().to_path_buf(), prefix)), ..Options::default() }).await;
+    assert_eq!(published_kids(&app).await, vec![key.entry.kid.clone()]);
+    let session = app.sign_in(SHOPPER, PASSWORD).await;
+    assert_eq!(kid_of(&session.access), key.entry.kid);
+}
+
+fn over_nats_strict(settings: &mut tessera_site::Settings) {
+    support::over_nats(settings);
+    settings.events_max_attempts = 3;
+    settings.events_base_backoff_ms = 20;
+}
+
+async fn availability_of(app: &TestApp, sku: &str) -> Option<i64> {
+    let catalog = database(app, "catalog").await;
+    let row: Option<(i64,)> = sqlx::query_as("SELECT available FROM availability WHERE sku = $1").bind(sku).fetch_optional(&catalog).await.unwrap();
+    row.map(|(available,)| available)
+}
+
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consumer
+);
+async fn over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consumer(backend: Backend) {
+    if support::nats_url().is_none() {
+        eprintln!("TESSERA_TEST_NATS_URL is not set: skipped");
+        return;
+    }
+    let app = spawn_with(backend, Options { configure: Some(support::over_nats), ..Options::default() }).await;
+    // The demo seed's stock levels reach the catalog through JetStream.
+    for product in tessera_contracts::demo::PRODUCTS {
+        eventually("seeded availability over NATS", || async { availability_of(&app, product.sku).await == Some(product.stock) }).await;
+    }
+    let inventory = database(&app, "inventory").await;
+    let events = count(&inventory, "SELECT COUNT(*) FROM outbox").await;
+    // Addressed once each, to the broker, and delivered.
+    assert_eq!(
+        count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber = 'jetstream' AND status = 'delivered'").await,
+        events,
+        "{backend:?}"
+    );
+    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber <> 'jetstream'").await, 0);
+
+    // The stream holds each event once, even when the relay publishes one again.
+    let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.nats_prefix).await.unwrap();
+    let mut stream = broker.stream("inventory").await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "{backend:?}");
+    let (id, payload): (String, String) = sqlx::query_as("SELECT id, payload FROM outbox ORDER BY seq LIMIT 1").fetch_one(&inventory).await.unwrap();
+    let again = tessera_contracts::events::Envelope {
+        id,
+        event_type: "inventory.stock_changed".into(),
+        version: 1,
+        aggregate_type: "sku".into(),
+        aggregate_id: "again".into(),
+        sequence: 1,
+        occurred_at_ms: 0,
+        producer: "inventory".into(),
+        payload: serde_json::from_str(&payload).unwrap(),
+    };
+    let signer = tessera_fragment::signature::EventSigner::new(&[std::fs::read(app.settings.data_dir.join("keys/events.secret")).unwrap()]);
+    let transport = tessera_host::broker::BrokerTransport::new(broker.clone(), "inventory", signer);
+    transport.deliver("catalog", &again).await.unwrap();
+    assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "a republished event is dropped as a duplicate");
+
+    // The catalog applied every stock event once.
+    let catalog = database(&app, "catalog").await;
+    let stock_events = count(&inventory, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await;
+    eventually("every stock event applied once", || async {
+        count(&catalog, "SELECT COUNT(*) FROM inbox WHERE event_type = 'inventory.stock_changed'").await == stock_events
+    })
+    .await;
+    assert_eq!(count(&catalog, "SELECT COUNT(DISTINCT event_id) FROM inbox").await, count(&catalog, "SELECT COUNT(*) FROM inbox").await);
+    let consumers: Vec<String> = {
+        let mut names = Vec::new();
+        let mut list = stream.consumer_names();
+        use futures::StreamExt;
+        while let Some(name) = list.next().await {
+            names.push(name.unwrap());
+        }
+        names.sort();
+        names
+    };
+    assert_eq!(consumers, vec!["cart".to_owned(), "catalog".to_owned()], "{backend:?}: each consumer of inventory owns its durable consumer");
+    for name in ["INVENTORY", "CART", "CATALOG"] {
+        let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.nats_prefix.to_ascii_uppercase())).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_jetstream_an_event_that_keeps_failing_becomes_a_dead_letter_that_can_be_replayed() {
+    if support::nats_url().is_none() {
+        eprintln!("TESSERA_TEST_NATS_URL is not set: skipped");
+        return;
+    }
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(over_nats_strict), ..Options::default() }).await;
+    eventually("seeded availability", || async { availability_of(&app, "PEN-GEL-BK").await == Some(4) }).await;
+    let catalog = database(&app, "catalog").await;
+    // The catalog's projection is gone (a bad deploy): applying a stock change fails every time.
+    sqlx::query("ALTER TABLE availability RENAME TO availability_away").execute(&catalog).await.unwrap();
+    let admin = app.sign_in(support::ADMIN, PASSWORD).await.both();
+    let response = app.post_form("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=-1", Some(&admin)).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let status = || async {
+        let response = app.get("/catalog/events/status", Some(&admin)).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json::<serde_json::Value>().await.unwrap()
+    };
+    eventually("a dead letter after three deliveries", || async { !status().await["dead_letters"].as_array().unwrap().is_empty() }).await;
+    let letter = status().await["dead_letters"][0].clone();
+    assert_eq!(letter["event_type"], "inventory.stock_changed");
+    assert_eq!(letter["attempts"], 3);
+    assert!(letter["last_error"].as_str().unwrap().contains("availability"), "{letter}");
+    // The admin page shows it.
+    let (_, html) = app.text("/admin/events", Some(&admin)).await;
+    assert!(html.contains("inventory.stock_changed"), "{html}");
+    // A forged message (anyone who can publish to the broker): unsigned, a dead letter at once.
+    let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.nats_prefix).await.unwrap();
+    let forged = serde_json::json!({
+        "id": "forged-1", "type": "inventory.stock_changed", "version": 1, "aggregate_type": "sku", "aggregate_id": "PEN-GEL-BK",
+        "sequence": 999_999, "occurred_at_ms": 0, "producer": "inventory", "payload": { "sku": "PEN-GEL-BK", "on_hand": 999, "available": 999 }
+    });
+    let subject = broker.subject("inventory", "inventory.stock_changed");
+    broker.jetstream().publish(subject, forged.to_string().into()).await.unwrap().await.unwrap();
+    eventually("the forged message dead-lettered", || async {
+        status().await["dead_letters"].as_array().unwrap().iter().any(|letter| letter["event_type"] == "(invalid)")
+    })
+    .await;
+    // Fixed, then replayed: applied once, and gone from the list; the forged one is never applied.
+    sqlx::query("ALTER TABLE availability_away RENAME TO availability").execute(&catalog).await.unwrap();
+    let response = app.post_form("/catalog/events/replay", "", Some(&admin)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(availability_of(&app, "PEN-GEL-BK").await, Some(3));
+    let left = status().await["dead_letters"].as_array().unwrap().clone();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0]["event_type"], "(invalid)");
+    assert!(left[0]["last_error"].as_str().unwrap().contains("not signed"), "{left:?}");
+    for name in ["INVENTORY", "CART", "CATALOG"] {
+        let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.nats_prefix.to_ascii_uppercase())).await;
+    }
+}
+
+/// The streaming relay (`TESSERA_OUTBOX_RELAY=cdc`), quick to dead-letter.
+fn streamed_strict(settings: &mut tessera_site::Settings) {
+    settings.outbox_relay = tessera_host::settings::OutboxRelay::Cdc;
+    settings.events_max_attempts = 2;
+    settings.events_base_backoff_ms = 20;
+}
+
+/// Whether the test PostgreSQL can stream logical changes (`wal_level = logical`; `.ci/run` sets it). A
+/// failure with `CI=true`, a skip otherwise.
+async fn logical_decoding() -> bool {
+    if !support::postgres_configured() {
+        return false;
+    }
+    let app_less = sqlx::any::AnyPoolOptions::new().max_connections(1);
+    sqlx::any::install_default_drivers();
+    let pool = app_less.connect(&std::env::var("TESSERA_TEST_POSTGRES_URL").unwrap()).await.unwrap();
+    let (level,): (String,) = sqlx::query_as("SELECT setting FROM pg_settings WHERE name = 'wal_level'").fetch_one(&pool).await.unwrap();
+    pool.close().await;
+    if level == "logical" {
+        return true;
+    }
+    let how = "ALTER SYSTEM SET wal_level = logical, then restart PostgreSQL";
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "the test PostgreSQL has wal_level = {level}: {how}");
+    eprintln!("the test PostgreSQL has wal_level = {level} ({how}): skipped");
+    false
+}
+
+/// The backend pid holding the temporary slot of `app`'s inventory relay (`None`: nobody leads).
+async fn relay_leader(app: &TestApp) -> Option<i64> {
+    let inventory = database(app, "inventory").await;
+    let slot = format!("tessera_relay_{}inventory", app.settings.schema_prefix);
+    let leaders: Vec<(Option<i32>,)> = sqlx::query_as("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND temporary AND active")
+        .bind(&slot)
+        .fetch_all(&inventory)
+        .await
+        .unwrap();
+    assert!(leaders.len() <= 1);
+    leaders.first().and_then(|(pid,)| pid.map(i64::from))
+}
+
+/// Every stock event inventory committed reached the catalog once, in each SKU's order, and nothing waits.
+async fn assert_stock_events_applied_once_in_order(app: &TestApp) {
+    let inventory = database(app, "inventory").await;
+    let catalog = database(app, "catalog").await;
+    let stock_events = count(&inventory, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await;
+    eventually("every stock event applied by the catalog", || async {
+        count(&catalog, "SELECT COUNT(*) FROM inbox WHERE event_type = 'inventory.stock_changed'").await == stock_events
+            && count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'pending'").await == 0
+    })
+    .await;
+    let applied: Vec<(String, i64)> =
+        sqlx::query_as("SELECT aggregate_id, sequence FROM inbox WHERE producer = 'inventory' ORDER BY position").fetch_all(&catalog).await.unwrap();
+    let mut last: BTreeMap<String, i64> = BTreeMap::new();
+    for (sku, sequence) in applied {
+        let previous = last.insert(sku.clone(), sequence);
+        assert!(previous.is_none_or(|previous| previous < sequence), "{sku}: event {sequence} applied after {previous:?}");
+    }
+    // The catalog shows what the last event of each SKU said.
+    let events: Vec<(String, String)> = sqlx::query_as("SELECT aggregate_id, payload FROM outbox WHERE event_type = 'inventory.stock_changed' ORDER BY seq")
+        .fetch_all(&inventory)
+        .await
+        .unwrap();
+    let mut latest = BTreeMap::new();
+    for (sku, payload) in events {
+        latest.insert(sku, serde_json::from_str::<serde_json::Value>(&payload).unwrap()["available"].as_i64());
+    }
+    for (sku, available) in latest {
+        assert_eq!(availability_of(app, &sku).await, available, "{sku}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streaming_relay_has_one_leader_sends_each_event_once_in_order_and_hands_over_when_it_stops() {
+    if !logical_decoding().await {
+        return;
+    }
+    let mut first = spawn_with(Backend::Postgres, Options { configure: Some(streamed_strict), ..Options::default() }).await;
+    eventually("the first instance leads", || async { relay_leader(&first).await.is_some() }).await;
+    let leader = relay_leader(&first).await;
+    let second = spawn_with(
+        Backend::Postgres,
+        Options {
+            configure: Some(streamed_strict),
+            instance_of: Some((first.settings.data_dir.clone(), first.settings.schema_prefix.clone())),
+            ..Options::default()
+        },
+    )
+    .await;
+    // Changes through both instances, several per SKU: one relay sends them all, in order.
+    let admin = first.login_as(ADMIN, PASSWORD).await;
+    let skus = ["TEE-BLU-M", "MUG-STN-01", "PEN-GEL-BK"];
+    for n in 0..24 {
+        let app = if n % 2 == 0 { &first } else { &second };
+        let (status, json) = support::api(app, "/admin/inventory/api/adjust_stock", &format!("sku={}&delta=1", skus[n % skus.len()]), Some(&admin)).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+    }
+    assert_stock_events_applied_once_in_order(&first).await;
+    assert_eq!(relay_leader(&first).await, leader, "the second instance waits while the first leads");
+    let inventory = database(&first, "inventory").await;
+    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE attempts <> 1").await, 0, "each delivery sent once");
+
+    // A consumer that keeps failing: retried from the table, then a dead letter; replayed once fixed,
+    // at once (the replay wakes the leader through the WAL; its backstop sweep is far later).
+    let catalog = database(&first, "catalog").await;
+    sqlx::query("ALTER TABLE availability RENAME TO availability_away").execute(&catalog).await.unwrap();
+    let (status, _) = support::api(&second, "/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=5", Some(&admin)).await;
+    assert_eq!(status, StatusCode::OK);
+    eventually("the failing delivery dead-lettered after its retries", || async {
+        count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'dead' AND attempts = 2").await == 1
+    })
+    .await;
+    sqlx::query("ALTER TABLE availability_away RENAME TO availability").execute(&catalog).await.unwrap();
+    let response = second.post_form("/admin/inventory/events/replay", "", Some(&admin)).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_stock_events_applied_once_in_order(&second).await;
+
+    // The leader's relay stops (as with its process): its slot goes with its session, and the other
+    // instance takes over.
+    first.stop_background();
+    eventually("the second instance leads", || async { relay_leader(&second).await.is_some_and(|pid| Some(pid) != leader) }).await;
+    for sku in skus {
+        let (status, _) = support::api(&second, "/admin/inventory/api/adjust_stock", &format!("sku={sku}&delta=-1"), Some(&admin)).await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_stock_events_applied_once_in_order(&second).await;
+}
+
+#[tokio::test]
+async fn the_streaming_relay_without_postgresql_is_refused_at_start_with_the_reason() {
+    let data = tempfile::tempdir().unwrap();
+    let settings = tessera_site::Settings {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data.path().to_path_buf(),
+        outbox_relay: tessera_host::settings::OutboxRelay::Cdc,
+        ..tessera_site::Settings::default()
+    };
+    let error = tessera_site::spawn(&settings, &tessera_site::Mode::Fragment("inventory".into())).await.err().expect("refused");
+    assert!(error.to_string().contains("TESSERA_POSTGRES_URL"), "{error}");
+}
