@@ -4,6 +4,7 @@ use anyhow::Context;
 use tessera_fragment::fragment::Fragment;
 use tessera_host::binary::{run_fragment, Extra};
 use tessera_host::{Running, Settings};
+use tessera_shell::settings::ShellSettings;
 
 /// Every fragment of the storefront, in navigation order.
 pub const FRAGMENTS: [&dyn Fragment; 3] = [&tessera_catalog::server::Catalog, &tessera_cart::server::Cart, &tessera_inventory::server::Inventory];
@@ -25,8 +26,8 @@ pub fn fragment(name: &str) -> anyhow::Result<&'static dyn Fragment> {
     })
 }
 
-/// Binds `settings.addr` (port 0 picks a free one) and serves `mode` in the background.
-pub async fn spawn(settings: &Settings, mode: &Mode) -> anyhow::Result<Running> {
+/// Binds `TESSERA_ADDR` (port 0 picks a free one) and serves `mode` in the background.
+pub async fn spawn(settings: &ShellSettings, mode: &Mode) -> anyhow::Result<Running> {
     match mode {
         Mode::Site => Ok(tessera_shell::site::serve(settings, &FRAGMENTS).await?),
         Mode::Fragment(name) => {
@@ -35,14 +36,14 @@ pub async fn spawn(settings: &Settings, mode: &Mode) -> anyhow::Result<Running> 
             // is configured (`tessera-cart` itself reaches a provider over HTTP only).
             let extra: Option<Extra> = (fragment.name() == tessera_cart::NAME).then_some(|host| {
                 Box::pin(async move {
-                    if host.settings.payment_url.is_none() {
+                    if host.settings.site.payment_url.is_none() {
                         Ok(Some(tessera_paysandbox::attach(host).await?))
                     } else {
                         Ok(None)
                     }
                 })
             });
-            Ok(run_fragment(settings, fragment, extra).await?)
+            Ok(run_fragment(&settings.host, fragment, extra).await?)
         }
     }
 }
@@ -50,7 +51,7 @@ pub async fn spawn(settings: &Settings, mode: &Mode) -> anyhow::Result<Running> 
 /// `tessera inventory verify`: checks the inventory's invariants on its database (the same one `serve`
 /// uses with these settings). Returns the report; the caller decides the exit status.
 pub async fn verify_inventory(settings: &Settings) -> anyhow::Result<tessera_inventory::verify::Report> {
-    let db = settings.store().open_fragment(tessera_inventory::NAME, &tessera_inventory::server::MIGRATIONS).await?;
+    let db = settings.store.open_fragment(tessera_inventory::NAME, &tessera_inventory::server::MIGRATIONS).await?;
     let report = tessera_inventory::verify::verify(&db).await.context("reading the inventory database")?;
     db.close().await;
     Ok(report)

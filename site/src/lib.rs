@@ -13,5 +13,5 @@
 pub mod app;
 
 pub use app::{spawn, Mode, FRAGMENTS};
-pub use tessera_host::settings;
 pub use tessera_host::{Running, Settings};
+pub use tessera_shell::settings::ShellSettings;

@@ -1,6 +1,6 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tessera_site::{Mode, Settings};
+use tessera_site::{Mode, ShellSettings};
 
 /// Tessera: a storefront of independently built Leptos fragments behind one login.
 #[derive(Parser)]
@@ -56,16 +56,16 @@ enum KeysCommand {
 async fn main() -> anyhow::Result<()> {
     tessera_host::binary::init_tracing();
     let cli = Cli::parse();
-    let mut settings = Settings::load().context("reading the configuration")?;
+    let mut settings = ShellSettings::load().context("reading the configuration")?;
     let (fragment, demo) = match cli.command {
         Command::Serve { fragment, demo } => (fragment, demo),
         Command::Keys { command: KeysCommand::Rotate { delay_seconds } } => {
-            let entry = tessera_shell::site::rotate_keys(&settings, delay_seconds).await?;
+            let entry = tessera_shell::site::rotate_keys(&settings.host, delay_seconds).await?;
             println!("{}", tessera_shell::keys::describe_rotation(&entry));
             return Ok(());
         }
         Command::Inventory { command: InventoryCommand::Verify } => {
-            let report = tessera_site::app::verify_inventory(&settings).await?;
+            let report = tessera_site::app::verify_inventory(&settings.host).await?;
             println!(
                 "checked {} stock rows, {} ledger rows, {} reservations: {} violations",
                 report.stock_rows,
@@ -82,7 +82,7 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
     };
-    settings.demo |= demo;
+    settings.host.site.demo |= demo;
     let mode = fragment.map(Mode::Fragment).unwrap_or(Mode::Site);
     tracing::info!(?settings, ?mode, "starting");
     let running = tessera_site::spawn(&settings, &mode).await?;

@@ -182,7 +182,7 @@ fn wrong_claims_under_the_real_key(app: &TestApp, real: &str, revoked: &Session)
         })
         .join()
         .unwrap();
-        KeyRing::new(&stored, app.settings.access_ttl_seconds).unwrap()
+        KeyRing::new(&stored, app.settings.host.login.access_ttl_seconds).unwrap()
     };
     let real_sign = |claims: &Value| ring.signing_key(now()).sign(claims).unwrap();
     let with = |changes: &[(&str, Value)]| with_claims(&claims, changes);
@@ -349,7 +349,7 @@ async fn session_fixation_a_planted_session_is_replaced_at_sign_in() {
 
 #[tokio::test]
 async fn a_replayed_refresh_token_and_other_users_ids_change_nothing() {
-    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.refresh_reuse_grace_seconds = 0), ..Options::default() }).await;
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.sessions.reuse_grace_seconds = 0), ..Options::default() }).await;
     let sam = app.sign_in(SHOPPER, PASSWORD).await;
     app.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=2", Some(&sam.access)).await;
     let ada = app.sign_in(ADMIN, PASSWORD).await;

@@ -27,10 +27,10 @@ const SERVICE_SECRET: &str = "cart-test-service-secret-0123456789abcd";
 const WHSEC_NEW: &str = "whsec-new-0123456789abcdef0123456789";
 const WHSEC_OLD: &str = "whsec-old-0123456789abcdef0123456789";
 
-fn configure(settings: &mut tessera_site::Settings) {
-    settings.payment_webhook_secrets = Some(format!("{WHSEC_NEW},{WHSEC_OLD}"));
-    settings.events_secret = Some(EVENTS_SECRET.into());
-    settings.service_secret = Some(SERVICE_SECRET.into());
+fn configure(settings: &mut tessera_site::ShellSettings) {
+    settings.host.secrets.payment_webhook_secrets = Some(format!("{WHSEC_NEW},{WHSEC_OLD}"));
+    settings.host.secrets.events_secret = Some(EVENTS_SECRET.into());
+    settings.host.secrets.service_secret = Some(SERVICE_SECRET.into());
 }
 
 async fn start(backend: Backend) -> TestApp {
@@ -281,17 +281,19 @@ async fn each_line_holds_its_stock_and_a_change_replaces_the_hold(backend: Backe
 /// The free port the "inventory" process of the next test listens on.
 static INVENTORY_PORT: AtomicU16 = AtomicU16::new(0);
 
-fn inventory_elsewhere(settings: &mut tessera_site::Settings) {
+fn inventory_elsewhere(settings: &mut tessera_site::ShellSettings) {
     configure(settings);
     let port = INVENTORY_PORT.load(Ordering::SeqCst);
     settings
+        .host
+        .site
         .fragments
-        .insert("inventory".into(), tessera_site::settings::FragmentSettings { upstream: Some(format!("http://127.0.0.1:{port}")), ..Default::default() });
+        .insert("inventory".into(), tessera_host::settings::FragmentSettings { upstream: Some(format!("http://127.0.0.1:{port}")), ..Default::default() });
 }
 
-fn inventory_process(settings: &mut tessera_site::Settings) {
+fn inventory_process(settings: &mut tessera_site::ShellSettings) {
     configure(settings);
-    settings.addr = format!("127.0.0.1:{}", INVENTORY_PORT.load(Ordering::SeqCst)).parse().unwrap();
+    settings.host.server.addr = format!("127.0.0.1:{}", INVENTORY_PORT.load(Ordering::SeqCst)).parse().unwrap();
 }
 
 #[tokio::test]
@@ -749,11 +751,11 @@ async fn two_hundred_shoppers_rush_five_units_and_exactly_five_orders_are_paid(b
     const SHOPPERS: usize = 200;
     // A burst of 200 on a loaded 2-core test machine (debug build) can exceed the shell's 3-second
     // fragment timeout; this test is about who gets the units, not latency (that is the benchmark's).
-    fn patient(settings: &mut tessera_site::Settings) {
+    fn patient(settings: &mut tessera_site::ShellSettings) {
         configure(settings);
         // All two hundred register from one address.
-        settings.registration_max_per_address = 1000;
-        settings.fragment_timeout_ms = 120_000;
+        settings.throttle.max_registrations_per_address = 1000;
+        settings.registry.fragment_timeout_ms = 120_000;
     }
     let app = spawn_with(backend, Options { configure: Some(patient), ..Options::default() }).await;
     let inventory = database(&app, "inventory").await;
@@ -807,10 +809,10 @@ async fn two_hundred_shoppers_rush_five_units_and_exactly_five_orders_are_paid(b
     eprintln!("rush ({backend:?}): {} shoppers, {} paid, {} told the tee is sold out", SHOPPERS, paid.len(), refusals.len());
 }
 
-fn provider_down(settings: &mut tessera_site::Settings) {
+fn provider_down(settings: &mut tessera_site::ShellSettings) {
     configure(settings);
     // Nothing listens there: the provider is unreachable.
-    settings.payment_url = Some("http://127.0.0.1:9".into());
+    settings.host.site.payment_url = Some("http://127.0.0.1:9".into());
 }
 
 #[tokio::test]

@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use support::{spawn_with, Backend, Options, TestApp};
 
-fn with_generated_products(settings: &mut tessera_site::Settings) {
-    settings.demo_extra_products = 60;
+fn with_generated_products(settings: &mut tessera_site::ShellSettings) {
+    settings.host.site.demo_extra_products = 60;
 }
 
 async fn start(backend: Backend) -> TestApp {

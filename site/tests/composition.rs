@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use axum::Router;
 use reqwest::StatusCode;
 use support::{each_backend, spawn_app, spawn_with, Backend, Options, ADMIN, PASSWORD, SHOPPER};
-use tessera_site::settings::FragmentSettings;
+use tessera_host::settings::FragmentSettings;
 use tessera_site::Mode;
 
 /// A stand-in upstream that misbehaves in a chosen way.
@@ -237,7 +237,7 @@ async fn every_response_has_the_security_headers_and_inline_scripts_carry_the_re
         assert_eq!(response.headers()["x-frame-options"], "DENY");
         assert!(inline_script_nonces(&response.text().await.unwrap()).is_empty(), "the shell's pages have no inline script");
     }
-    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.public_url = "https://shop.example".into()), ..Options::default() }).await;
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.host.login.public_url = "https://shop.example".into()), ..Options::default() }).await;
     assert_eq!(app.get("/login", None).await.headers()["strict-transport-security"], "max-age=31536000");
 }
 

@@ -21,7 +21,7 @@ use tessera_fragment::fragment::{BoxFuture, Fragment, SeedError};
 use tessera_fragment::runtime::Subscriptions;
 use tessera_fragment::subscriptions::HandlerError;
 use tessera_fragment::FragmentRuntime;
-use tessera_site::settings::FragmentSettings;
+use tessera_host::settings::FragmentSettings;
 use tessera_site::Mode;
 
 static NO_TABLES: Migrator = Migrator::DEFAULT;
@@ -90,13 +90,8 @@ impl Event for StockChangedV2 {
 
 /// Serves `fragment` alone on a free port, the way its own binary would; returns its base URL.
 async fn serve_alone(fragment: &'static dyn Fragment, data: &tempfile::TempDir) -> (String, tessera_host::Running) {
-    let settings = tessera_site::Settings {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data.path().to_path_buf(),
-        site_dir: data.path().join("site"),
-        public_url: "http://127.0.0.1".into(),
-        ..tessera_site::Settings::default()
-    };
+    let mut settings = tessera_testing::test_settings(data.path(), tessera_testing::Backend::Sqlite);
+    settings.login.public_url = "http://127.0.0.1".into();
     let running = tessera_host::binary::run_fragment(&settings, fragment, None).await.expect("the fragment starts");
     (format!("http://{}", running.addr), running)
 }
@@ -107,9 +102,9 @@ fn upstreams(list: &[&str]) -> std::collections::BTreeMap<String, FragmentSettin
     fragments
 }
 
-fn fast_checks(settings: &mut tessera_site::Settings) {
-    settings.health_interval_ms = 100;
-    settings.drain_notice_ms = 400;
+fn fast_checks(settings: &mut tessera_site::ShellSettings) {
+    settings.registry.health_interval_ms = 100;
+    settings.host.server.drain_notice_ms = 400;
 }
 
 #[tokio::test]
@@ -183,7 +178,7 @@ each_backend!(an_instance_that_stops_under_load_loses_no_request);
 async fn an_instance_that_stops_under_load_loses_no_request(backend: Backend) {
     let mut catalog_one =
         spawn_with(backend, Options { mode: Some(Mode::Fragment("catalog".into())), configure: Some(fast_checks), ..Options::default() }).await;
-    let shared = Some((catalog_one.settings.data_dir.clone(), catalog_one.settings.schema_prefix.clone()));
+    let shared = Some((catalog_one.settings.host.store.data_dir.clone(), catalog_one.settings.host.store.schema_prefix.clone()));
     let catalog_two =
         spawn_with(backend, Options { mode: Some(Mode::Fragment("catalog".into())), instance_of: shared, configure: Some(fast_checks), ..Options::default() })
             .await;
@@ -253,8 +248,8 @@ async fn a_page_of_another_contract_is_asked_to_reload_and_one_of_another_build_
 
 #[tokio::test]
 async fn every_process_answers_health_and_readiness() {
-    fn with_notice(settings: &mut tessera_site::Settings) {
-        settings.drain_notice_ms = 2_000;
+    fn with_notice(settings: &mut tessera_site::ShellSettings) {
+        settings.host.server.drain_notice_ms = 2_000;
     }
     let site = spawn_with(Backend::Sqlite, Options { configure: Some(with_notice), ..Options::default() }).await;
     let catalog = spawn_with(Backend::Sqlite, Options { mode: Some(Mode::Fragment("catalog".into())), ..Options::default() }).await;

@@ -18,8 +18,8 @@ use tessera_site::Mode;
 
 const SECRET: &str = "events-test-secret-0123456789abcdef01";
 
-fn with_secret(settings: &mut tessera_site::Settings) {
-    settings.events_secret = Some(SECRET.into());
+fn with_secret(settings: &mut tessera_site::ShellSettings) {
+    settings.host.secrets.events_secret = Some(SECRET.into());
 }
 
 /// What the catalog's product page says is available of a demo SKU (a classic demo product's id is its
@@ -336,9 +336,9 @@ async fn admins_see_outbox_depth_oldest_undelivered_and_dead_letters_per_service
     eventually("the replayed delivery", || async { count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await == 0 }).await;
 }
 
-fn with_secret_and_fast_discovery(settings: &mut tessera_site::Settings) {
+fn with_secret_and_fast_discovery(settings: &mut tessera_site::ShellSettings) {
     with_secret(settings);
-    settings.events_base_backoff_ms = 50;
+    settings.host.events.events_base_backoff_ms = 50;
 }
 
 each_backend!(a_consumer_that_comes_up_after_the_producer_published_gets_every_event_it_subscribes_to);
@@ -348,7 +348,7 @@ async fn a_consumer_that_comes_up_after_the_producer_published_gets_every_event_
     let catalog_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut fragments = std::collections::BTreeMap::new();
     fragments
-        .insert("catalog".to_owned(), tessera_site::settings::FragmentSettings { upstreams: Some(format!("http://{catalog_addr}")), ..Default::default() });
+        .insert("catalog".to_owned(), tessera_host::settings::FragmentSettings { upstreams: Some(format!("http://{catalog_addr}")), ..Default::default() });
     let inventory = spawn_with(
         backend,
         Options { mode: Some(Mode::Fragment("inventory".into())), fragments, configure: Some(with_secret_and_fast_discovery), ..Options::default() },

@@ -19,9 +19,9 @@ use tessera_host::pool::Remote;
 const EVENTS_SECRET: &str = "inventory-test-events-secret-0123456789";
 const SERVICE_SECRET: &str = "inventory-test-service-secret-0123456789";
 
-fn with_secret(settings: &mut tessera_site::Settings) {
-    settings.events_secret = Some(EVENTS_SECRET.into());
-    settings.service_secret = Some(SERVICE_SECRET.into());
+fn with_secret(settings: &mut tessera_site::ShellSettings) {
+    settings.host.secrets.events_secret = Some(EVENTS_SECRET.into());
+    settings.host.secrets.service_secret = Some(SERVICE_SECRET.into());
 }
 
 fn service_signer() -> CallSigner {
@@ -74,9 +74,9 @@ async fn inventory_verify_checks_the_live_database_and_names_what_is_broken(back
     let _held: Reservation = client.post(RESERVATIONS_PATH, &request("v1", &[("VER-1", 2)])).await.unwrap();
     let verify = || {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"));
-        command.args(["inventory", "verify"]).env("TESSERA_DATA_DIR", &app.settings.data_dir).env("TESSERA_LOG", "error");
-        match &app.settings.postgres_url {
-            Some(url) => command.env("TESSERA_POSTGRES_URL", url).env("TESSERA_SCHEMA_PREFIX", &app.settings.schema_prefix),
+        command.args(["inventory", "verify"]).env("TESSERA_DATA_DIR", &app.settings.host.store.data_dir).env("TESSERA_LOG", "error");
+        match &app.settings.host.store.postgres_url {
+            Some(url) => command.env("TESSERA_POSTGRES_URL", url).env("TESSERA_SCHEMA_PREFIX", &app.settings.host.store.schema_prefix),
             None => command.env_remove("TESSERA_POSTGRES_URL"),
         };
         command.output().unwrap()

@@ -10,8 +10,8 @@ use reqwest::header::{CACHE_CONTROL, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::{each_backend, spawn_with, urlencode, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
-use tessera_site::settings::OidcClientSettings;
-use tessera_site::Settings;
+use tessera_shell::oidc::OidcClientSettings;
+use tessera_site::ShellSettings;
 
 const ISSUER: &str = "http://127.0.0.1";
 const OPS_SECRET: &str = "ops-client-secret-that-is-at-least-32-bytes";
@@ -20,14 +20,14 @@ const OPS_CALLBACK: &str = "https://ops.example/oidc/callback";
 const OPS_SIGNED_OUT: &str = "https://ops.example/admin/inventory";
 const OTHER_CALLBACK: &str = "https://other.example/cb";
 
-fn with_clients(settings: &mut Settings) {
+fn with_clients(settings: &mut ShellSettings) {
     let client = |redirect: &str, secret: &str, signed_out: &str| OidcClientSettings {
         redirect_uris: redirect.into(),
         secret: Some(secret.into()),
         post_logout_redirect_uris: signed_out.into(),
     };
-    settings.oidc_clients.insert("ops".into(), client(OPS_CALLBACK, OPS_SECRET, OPS_SIGNED_OUT));
-    settings.oidc_clients.insert("other".into(), client(OTHER_CALLBACK, OTHER_SECRET, ""));
+    settings.oidc.oidc_clients.insert("ops".into(), client(OPS_CALLBACK, OPS_SECRET, OPS_SIGNED_OUT));
+    settings.oidc.oidc_clients.insert("other".into(), client(OTHER_CALLBACK, OTHER_SECRET, ""));
 }
 
 async fn provider(backend: support::Backend) -> TestApp {
@@ -429,7 +429,7 @@ async fn the_inventory_on_another_domain_signs_in_at_the_shell_and_follows_its_s
             mode: Some(tessera_site::Mode::Fragment("inventory".into())),
             public_url: Some("https://ops.example".into()),
             jwks_url: Some(format!("{}/.well-known/jwks.json", shell.url)),
-            oidc_provider: Some(tessera_site::settings::OidcProviderSettings {
+            oidc_provider: Some(tessera_host::relying_party::OidcProviderSettings {
                 issuer: ISSUER.into(),
                 url: Some(shell.url.clone()),
                 client_id: "ops".into(),

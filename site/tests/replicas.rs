@@ -18,8 +18,11 @@ use tessera_site::Mode;
 
 /// Another instance of `app`: the same data (SQLite files or PostgreSQL schemas), its own process state.
 async fn instance_of(app: &TestApp, mode: Option<Mode>) -> TestApp {
-    spawn_with(app.backend, Options { mode, instance_of: Some((app.settings.data_dir.clone(), app.settings.schema_prefix.clone())), ..Options::default() })
-        .await
+    spawn_with(
+        app.backend,
+        Options { mode, instance_of: Some((app.settings.host.store.data_dir.clone(), app.settings.host.store.schema_prefix.clone())), ..Options::default() },
+    )
+    .await
 }
 
 #[tokio::test]
@@ -198,14 +201,14 @@ async fn one_cart_changed_through_two_instances_at_once_keeps_every_unit_and_one
     assert_eq!(status, "soft");
 }
 
-fn strict_address_limit(settings: &mut tessera_site::Settings) {
-    settings.login_max_failures_per_address = 3;
-    settings.login_max_failures_per_account = 100;
+fn strict_address_limit(settings: &mut tessera_site::ShellSettings) {
+    settings.throttle.max_failures_per_address = 3;
+    settings.throttle.max_failures_per_account = 100;
 }
 
-fn behind_local_proxy(settings: &mut tessera_site::Settings) {
+fn behind_local_proxy(settings: &mut tessera_site::ShellSettings) {
     strict_address_limit(settings);
-    settings.trusted_proxies = Some("127.0.0.0/8, ::1".into());
+    settings.host.server.trusted_proxies = Some("127.0.0.0/8, ::1".into());
 }
 
 #[tokio::test]
@@ -232,8 +235,8 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_address_and_none_can_cho
     assert_eq!(sign_in_from(&app, "198.51.100.2", SHOPPER, PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
 }
 
-fn metrics_on_own_port(settings: &mut tessera_site::Settings) {
-    settings.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
+fn metrics_on_own_port(settings: &mut tessera_site::ShellSettings) {
+    settings.host.server.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
 }
 
 /// One sample of a metric line in the Prometheus text format (`name{labels} value`), by name and labels.
@@ -306,7 +309,7 @@ async fn shell_replicas_share_one_key_ring_and_a_rotation_reaches_every_one(back
     let session = first.sign_in(SHOPPER, PASSWORD).await;
     assert_eq!(second.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"));
     // `keys rotate` (immediate) reaches both replicas; each signs with the new key and accepts the other's tokens.
-    let entry = tessera_shell::site::rotate_keys(&first.settings, 0).await.unwrap();
+    let entry = tessera_shell::site::rotate_keys(&first.settings.host, 0).await.unwrap();
     for app in [&first, &second] {
         eventually("the new key published by every replica", || async { published_kids(app).await.contains(&entry.kid) }).await;
     }
@@ -331,10 +334,10 @@ async fn a_key_ring_an_earlier_release_kept_in_files_is_imported_so_its_sessions
     assert_eq!(kid_of(&session.access), key.entry.kid);
 }
 
-fn over_nats_strict(settings: &mut tessera_site::Settings) {
+fn over_nats_strict(settings: &mut tessera_site::ShellSettings) {
     support::over_nats(settings);
-    settings.events_max_attempts = 3;
-    settings.events_base_backoff_ms = 20;
+    settings.host.events.events_max_attempts = 3;
+    settings.host.events.events_base_backoff_ms = 20;
 }
 
 async fn availability_of(app: &TestApp, sku: &str) -> Option<i64> {
@@ -368,7 +371,7 @@ async fn over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consu
     assert_eq!(count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber <> 'jetstream'").await, 0);
 
     // The stream holds each event once, even when the relay publishes one again.
-    let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.nats_prefix).await.unwrap();
+    let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.host.events.nats_prefix).await.unwrap();
     let mut stream = broker.stream("inventory").await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "{backend:?}");
     let (id, payload): (String, String) = sqlx::query_as("SELECT id, payload FROM outbox ORDER BY seq LIMIT 1").fetch_one(&inventory).await.unwrap();
@@ -383,7 +386,7 @@ async fn over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consu
         producer: "inventory".into(),
         payload: serde_json::from_str(&payload).unwrap(),
     };
-    let signer = tessera_fragment::signature::EventSigner::new(&[std::fs::read(app.settings.data_dir.join("keys/events.secret")).unwrap()]);
+    let signer = tessera_fragment::signature::EventSigner::new(&[std::fs::read(app.settings.host.store.data_dir.join("keys/events.secret")).unwrap()]);
     let transport = tessera_host::broker::BrokerTransport::new(broker.clone(), "inventory", signer);
     transport.deliver("catalog", &again).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "a republished event is dropped as a duplicate");
@@ -408,7 +411,7 @@ async fn over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consu
     };
     assert_eq!(consumers, vec!["cart".to_owned(), "catalog".to_owned()], "{backend:?}: each consumer of inventory owns its durable consumer");
     for name in ["INVENTORY", "CART", "CATALOG"] {
-        let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.nats_prefix.to_ascii_uppercase())).await;
+        let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.host.events.nats_prefix.to_ascii_uppercase())).await;
     }
 }
 
@@ -440,7 +443,7 @@ async fn over_jetstream_an_event_that_keeps_failing_becomes_a_dead_letter_that_c
     let (_, html) = app.text("/admin/events", Some(&admin)).await;
     assert!(html.contains("inventory.stock_changed"), "{html}");
     // A forged message (anyone who can publish to the broker): unsigned, a dead letter at once.
-    let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.nats_prefix).await.unwrap();
+    let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.host.events.nats_prefix).await.unwrap();
     let forged = serde_json::json!({
         "id": "forged-1", "type": "inventory.stock_changed", "version": 1, "aggregate_type": "sku", "aggregate_id": "PEN-GEL-BK",
         "sequence": 999_999, "occurred_at_ms": 0, "producer": "inventory", "payload": { "sku": "PEN-GEL-BK", "on_hand": 999, "available": 999 }
@@ -461,15 +464,15 @@ async fn over_jetstream_an_event_that_keeps_failing_becomes_a_dead_letter_that_c
     assert_eq!(left[0]["event_type"], "(invalid)");
     assert!(left[0]["last_error"].as_str().unwrap().contains("not signed"), "{left:?}");
     for name in ["INVENTORY", "CART", "CATALOG"] {
-        let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.nats_prefix.to_ascii_uppercase())).await;
+        let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.host.events.nats_prefix.to_ascii_uppercase())).await;
     }
 }
 
 /// The streaming relay (`TESSERA_OUTBOX_RELAY=cdc`), quick to dead-letter.
-fn streamed_strict(settings: &mut tessera_site::Settings) {
-    settings.outbox_relay = tessera_host::settings::OutboxRelay::Cdc;
-    settings.events_max_attempts = 2;
-    settings.events_base_backoff_ms = 20;
+fn streamed_strict(settings: &mut tessera_site::ShellSettings) {
+    settings.host.events.outbox_relay = tessera_host::relay::OutboxRelay::Cdc;
+    settings.host.events.events_max_attempts = 2;
+    settings.host.events.events_base_backoff_ms = 20;
 }
 
 /// Whether the test PostgreSQL can stream logical changes (`wal_level = logical`; `.ci/run` sets it). A
@@ -495,7 +498,7 @@ async fn logical_decoding() -> bool {
 /// The backend pid holding the temporary slot of `app`'s inventory relay (`None`: nobody leads).
 async fn relay_leader(app: &TestApp) -> Option<i64> {
     let inventory = database(app, "inventory").await;
-    let slot = format!("tessera_relay_{}inventory", app.settings.schema_prefix);
+    let slot = format!("tessera_relay_{}inventory", app.settings.host.store.schema_prefix);
     let leaders: Vec<(Option<i32>,)> = sqlx::query_as("SELECT active_pid FROM pg_replication_slots WHERE slot_name = $1 AND temporary AND active")
         .bind(&slot)
         .fetch_all(&inventory)
@@ -548,7 +551,7 @@ async fn the_streaming_relay_has_one_leader_sends_each_event_once_in_order_and_h
         Backend::Postgres,
         Options {
             configure: Some(streamed_strict),
-            instance_of: Some((first.settings.data_dir.clone(), first.settings.schema_prefix.clone())),
+            instance_of: Some((first.settings.host.store.data_dir.clone(), first.settings.host.store.schema_prefix.clone())),
             ..Options::default()
         },
     )
@@ -595,12 +598,10 @@ async fn the_streaming_relay_has_one_leader_sends_each_event_once_in_order_and_h
 #[tokio::test]
 async fn the_streaming_relay_without_postgresql_is_refused_at_start_with_the_reason() {
     let data = tempfile::tempdir().unwrap();
-    let settings = tessera_site::Settings {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data.path().to_path_buf(),
-        outbox_relay: tessera_host::settings::OutboxRelay::Cdc,
-        ..tessera_site::Settings::default()
-    };
+    let mut settings = tessera_site::ShellSettings::default();
+    settings.host.server.addr = "127.0.0.1:0".parse().unwrap();
+    settings.host.store.data_dir = data.path().to_path_buf();
+    settings.host.events.outbox_relay = tessera_host::relay::OutboxRelay::Cdc;
     let error = tessera_site::spawn(&settings, &tessera_site::Mode::Fragment("inventory".into())).await.err().expect("refused");
     assert!(error.to_string().contains("TESSERA_POSTGRES_URL"), "{error}");
 }

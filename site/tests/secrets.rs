@@ -9,7 +9,7 @@ use std::path::Path;
 
 use reqwest::StatusCode;
 use support::{spawn_app, spawn_with, Backend, Options, PASSWORD, SHOPPER};
-use tessera_site::settings::FragmentSettings;
+use tessera_host::settings::FragmentSettings;
 use tessera_site::Mode;
 
 /// The secrets a process generated for itself (none was configured), by file name.
@@ -25,7 +25,7 @@ async fn each_process_holds_only_the_secrets_of_its_relationships() {
     // The catalog alone publishes nothing and calls nobody, but consumes events.
     let catalog = spawn_with(Backend::Sqlite, Options { mode: Some(Mode::Fragment("catalog".into())), demo: Some(false), ..Options::default() }).await;
     assert_eq!(catalog.client.get(format!("{}/catalog", catalog.url)).send().await.unwrap().status(), StatusCode::OK);
-    assert_eq!(generated_secrets(&catalog.settings.data_dir), ["events.secret"]);
+    assert_eq!(generated_secrets(&catalog.settings.host.store.data_dir), ["events.secret"]);
 
     // The shell with every fragment elsewhere serves the sandbox payment provider: the payment secrets,
     // never the events or service secret (it could otherwise forge stock reservations and events).
@@ -35,16 +35,16 @@ async fn each_process_holds_only_the_secrets_of_its_relationships() {
     }
     let shell = spawn_with(Backend::Sqlite, Options { fragments, ..Options::default() }).await;
     assert_eq!(shell.client.get(format!("{}/login", shell.url)).send().await.unwrap().status(), StatusCode::OK);
-    assert_eq!(generated_secrets(&shell.settings.data_dir), ["payment-api.secret", "payment-webhook.secret"]);
+    assert_eq!(generated_secrets(&shell.settings.host.store.data_dir), ["payment-api.secret", "payment-webhook.secret"]);
 
     // The whole site in one process holds all four, each its own (no two files alike).
     let site = spawn_app(Backend::Sqlite).await;
     let sam = site.sign_in(SHOPPER, PASSWORD).await;
     let added = site.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", Some(&sam.both())).await;
     assert_eq!(added.status(), StatusCode::OK, "a signed-in add holds stock in inventory (a service call)");
-    let files = generated_secrets(&site.settings.data_dir);
+    let files = generated_secrets(&site.settings.host.store.data_dir);
     assert_eq!(files, ["events.secret", "payment-api.secret", "payment-webhook.secret", "services.secret"]);
-    let mut contents: Vec<Vec<u8>> = files.iter().map(|file| std::fs::read(site.settings.data_dir.join("keys").join(file)).unwrap()).collect();
+    let mut contents: Vec<Vec<u8>> = files.iter().map(|file| std::fs::read(site.settings.host.store.data_dir.join("keys").join(file)).unwrap()).collect();
     contents.sort();
     contents.dedup();
     assert_eq!(contents.len(), 4, "every relationship has a secret of its own");
@@ -54,13 +54,15 @@ async fn each_process_holds_only_the_secrets_of_its_relationships() {
 async fn a_shared_secret_shorter_than_32_bytes_stops_the_process_and_names_the_setting() {
     let data = tempfile::tempdir().unwrap();
     for variable in ["TESSERA_EVENTS_SECRET", "TESSERA_SERVICE_SECRET", "TESSERA_PAYMENT_API_SECRET", "TESSERA_PAYMENT_WEBHOOK_SECRETS"] {
-        let mut settings = tessera_site::Settings { addr: "127.0.0.1:0".parse().unwrap(), data_dir: data.path().join("data"), ..Default::default() };
+        let mut settings = tessera_site::ShellSettings::default();
+        settings.host.server.addr = "127.0.0.1:0".parse().unwrap();
+        settings.host.store.data_dir = data.path().join("data");
         let weak = Some("change-me".to_owned());
         match variable {
-            "TESSERA_EVENTS_SECRET" => settings.events_secret = weak,
-            "TESSERA_SERVICE_SECRET" => settings.service_secret = weak,
-            "TESSERA_PAYMENT_API_SECRET" => settings.payment_api_secret = weak,
-            _ => settings.payment_webhook_secrets = Some(format!("{},change-me", "a".repeat(32))),
+            "TESSERA_EVENTS_SECRET" => settings.host.secrets.events_secret = weak,
+            "TESSERA_SERVICE_SECRET" => settings.host.secrets.service_secret = weak,
+            "TESSERA_PAYMENT_API_SECRET" => settings.host.secrets.payment_api_secret = weak,
+            _ => settings.host.secrets.payment_webhook_secrets = Some(format!("{},change-me", "a".repeat(32))),
         }
         let error = match tessera_site::spawn(&settings, &Mode::Fragment("cart".into())).await {
             Ok(_) => panic!("{variable}: a 9-byte secret was accepted"),
@@ -81,7 +83,7 @@ async fn everything_a_process_writes_in_its_data_dir_is_for_its_owner_only() {
     let sam = site.sign_in(SHOPPER, PASSWORD).await;
     assert_eq!(site.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", Some(&sam.both())).await.status(), StatusCode::OK);
     let mut seen = 0;
-    let mut queue = vec![site.settings.data_dir.clone()];
+    let mut queue = vec![site.settings.host.store.data_dir.clone()];
     while let Some(dir) = queue.pop() {
         let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o700, "{}", dir.display());
@@ -98,8 +100,8 @@ async fn everything_a_process_writes_in_its_data_dir_is_for_its_owner_only() {
     }
     let databases = ["shell", "catalog", "cart", "inventory", "paysandbox"];
     for database in databases {
-        assert!(site.settings.data_dir.join(format!("{database}.sqlite")).exists(), "{database}");
+        assert!(site.settings.host.store.data_dir.join(format!("{database}.sqlite")).exists(), "{database}");
     }
-    assert!(site.settings.data_dir.join("cart.sqlite-wal").exists(), "the write-ahead logs were checked too");
+    assert!(site.settings.host.store.data_dir.join("cart.sqlite-wal").exists(), "the write-ahead logs were checked too");
     assert!(seen > databases.len() + 2, "{seen} files");
 }

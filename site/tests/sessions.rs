@@ -35,7 +35,7 @@ async fn without_an_access_token_the_refresh_cookie_signs_in_transparently_pages
 
 #[tokio::test]
 async fn a_refresh_on_a_response_that_sets_its_own_cookie_still_rotates_the_session_cookies() {
-    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.refresh_reuse_grace_seconds = 0), ..Options::default() }).await;
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.sessions.reuse_grace_seconds = 0), ..Options::default() }).await;
     // A guest fills a cart, then signs in.
     let added = app.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", None).await;
     assert_eq!(added.status(), StatusCode::OK);
@@ -59,7 +59,7 @@ async fn a_refresh_on_a_response_that_sets_its_own_cookie_still_rotates_the_sess
 
 #[tokio::test]
 async fn refresh_tokens_rotate_and_a_replay_after_the_grace_period_revokes_the_session() {
-    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.refresh_reuse_grace_seconds = 0), ..Options::default() }).await;
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.sessions.reuse_grace_seconds = 0), ..Options::default() }).await;
     let first = app.sign_in(SHOPPER, PASSWORD).await;
     let response = app.get("/", Some(&first.refresh)).await;
     let second = set_cookie(&response, "tessera_refresh").unwrap();
@@ -150,7 +150,7 @@ async fn changing_the_password_signs_out_every_session_and_keeps_this_browser_si
 
 #[tokio::test]
 async fn wrong_current_passwords_are_throttled_like_sign_ins_and_change_nothing() {
-    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.login_max_failures_per_account = 3), ..Options::default() }).await;
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.throttle.max_failures_per_account = 3), ..Options::default() }).await;
     let here = app.sign_in(SHOPPER, PASSWORD).await;
     for _ in 0..3 {
         let response = account_form(&app, &here.both(), "/account/password", "current_password=guess&new_password=a-new-password".into()).await;
@@ -166,7 +166,7 @@ async fn wrong_current_passwords_are_throttled_like_sign_ins_and_change_nothing(
 
 #[tokio::test]
 async fn registrations_are_bounded_per_address_and_a_refused_one_creates_nothing() {
-    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.registration_max_per_address = 3), ..Options::default() }).await;
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.throttle.max_registrations_per_address = 3), ..Options::default() }).await;
     app.register("one@example.com", "One", "password-one").await;
     // A taken email counts too: it is what would make the form an oracle for email lists.
     let taken = app.post_form("/register", "email=shopper%40example.com&name=Sam&password=whatever-long", None).await;
@@ -184,9 +184,9 @@ async fn registrations_are_bounded_per_address_and_a_refused_one_creates_nothing
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_hashing_is_bounded_and_a_request_without_a_turn_is_asked_to_come_back() {
-    fn one_hash_at_a_time(settings: &mut tessera_site::Settings) {
-        settings.password_hashes_at_once = 1;
-        settings.registration_max_per_address = 1000;
+    fn one_hash_at_a_time(settings: &mut tessera_site::ShellSettings) {
+        settings.throttle.password_hashes_at_once = 1;
+        settings.throttle.max_registrations_per_address = 1000;
     }
     let app = std::sync::Arc::new(spawn_with(Backend::Sqlite, Options { configure: Some(one_hash_at_a_time), ..Options::default() }).await);
     let registrations = (0..200).map(|n| {
@@ -300,8 +300,8 @@ async fn sign_in_is_throttled_per_account_with_one_answer_and_lets_the_real_user
         Backend::Sqlite,
         Options {
             configure: Some(|s| {
-                s.login_throttle_window_seconds = 2;
-                s.login_max_failures_per_account = 3;
+                s.throttle.window_seconds = 2;
+                s.throttle.max_failures_per_account = 3;
             }),
             ..Options::default()
         },
@@ -331,8 +331,8 @@ async fn sign_in_is_throttled_per_client_address() {
         Backend::Sqlite,
         Options {
             configure: Some(|s| {
-                s.login_max_failures_per_account = 100;
-                s.login_max_failures_per_address = 4;
+                s.throttle.max_failures_per_account = 100;
+                s.throttle.max_failures_per_address = 4;
             }),
             ..Options::default()
         },
@@ -351,7 +351,7 @@ each_backend!(
     a_burst_of_parallel_wrong_passwords_reaches_the_password_check_at_most_the_limit_times
 );
 async fn a_burst_of_parallel_wrong_passwords_reaches_the_password_check_at_most_the_limit_times(backend: Backend) {
-    let app = std::sync::Arc::new(spawn_with(backend, Options { configure: Some(|s| s.login_max_failures_per_account = 5), ..Options::default() }).await);
+    let app = std::sync::Arc::new(spawn_with(backend, Options { configure: Some(|s| s.throttle.max_failures_per_account = 5), ..Options::default() }).await);
     let attempts = (0..200).map(|_| {
         let app = app.clone();
         async move { app.post_form("/login", "email=shopper%40example.com&password=guess", None).await.status() }
@@ -372,11 +372,11 @@ async fn a_burst_of_parallel_wrong_passwords_reaches_the_password_check_at_most_
     assert_eq!(app.post_form("/login", "email=shopper%40example.com&password=guess", None).await.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
-fn neighbours_behind_a_proxy(settings: &mut tessera_site::Settings) {
-    settings.trusted_proxies = Some("127.0.0.0/8, ::1".into());
-    settings.login_max_failures_per_account = 3;
-    settings.login_max_failures_per_account_total = 5;
-    settings.login_max_failures_per_address = 4;
+fn neighbours_behind_a_proxy(settings: &mut tessera_site::ShellSettings) {
+    settings.host.server.trusted_proxies = Some("127.0.0.0/8, ::1".into());
+    settings.throttle.max_failures_per_account = 3;
+    settings.throttle.max_failures_per_account_total = 5;
+    settings.throttle.max_failures_per_address = 4;
 }
 
 #[tokio::test]
@@ -420,7 +420,7 @@ async fn guessing_and_spraying_do_not_lock_out_an_account_that_signed_in_from_it
 
 #[tokio::test]
 async fn same_origin_https_deploys_use_host_cookies_and_subdomain_deploys_use_a_domain_cookie() {
-    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.public_url = "https://shop.example".into()), ..Options::default() }).await;
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.host.login.public_url = "https://shop.example".into()), ..Options::default() }).await;
     let response = app.post_form("/login", format!("email=shopper%40example.com&password={PASSWORD}"), None).await;
     let cookies: Vec<String> = response.headers().get_all(SET_COOKIE).iter().map(|v| v.to_str().unwrap().to_owned()).collect();
     assert_eq!(cookies.len(), 2);
@@ -439,8 +439,8 @@ async fn same_origin_https_deploys_use_host_cookies_and_subdomain_deploys_use_a_
         Backend::Sqlite,
         Options {
             configure: Some(|s| {
-                s.public_url = "https://shop.example".into();
-                s.cookie_domain = Some("shop.example".into());
+                s.host.login.public_url = "https://shop.example".into();
+                s.host.login.cookie_domain = Some("shop.example".into());
             }),
             ..Options::default()
         },
@@ -499,7 +499,7 @@ async fn cross_site_posts_are_refused_everywhere_and_change_nothing(backend: Bac
         .header("content-type", "application/x-www-form-urlencoded")
         .header("cookie", sam.both())
         .header("sec-fetch-site", "same-origin")
-        .header("origin", app.settings.public_url.clone())
+        .header("origin", app.settings.host.login.public_url.clone())
         .body("sku=MUG-STN-01&quantity=1")
         .send()
         .await

@@ -143,6 +143,8 @@ enum Cmd {
     Soak(soak::SoakArgs),
     /// Check the workspace's layering: fragments depend on the SDK, contracts and shared-auth only.
     Layering,
+    /// Write docs/settings.md, the reference of every setting, from the settings' definitions.
+    Settings,
 }
 
 /// Paths of this checkout.
@@ -445,6 +447,16 @@ fn run_site(workspace: &Workspace, profile: WasmProfile) -> Result<()> {
     run(&mut command)
 }
 
+/// Writes `docs/settings.md` from the settings' own definitions: the test that holds the file to the code
+/// (`platform/shell/tests/settings_reference.rs`), asked to write it instead.
+fn write_settings_reference(workspace: &Workspace) -> Result<()> {
+    let mut command = cargo(workspace);
+    command.args(["test", "--package", "tessera-shell", "--test", "settings_reference", "--", "--exact", "the_settings_reference_is_what_the_code_says"]);
+    run(command.env("TESSERA_WRITE_SETTINGS_REFERENCE", "1"))?;
+    println!("xtask: wrote {}", workspace.root.join("docs/settings.md").display());
+    Ok(())
+}
+
 /// How long `cargo xtask test` runs each fuzz target (the long runs are `cargo xtask fuzz`).
 const FUZZ_SECONDS_IN_TESTS: u64 = 10;
 
@@ -534,6 +546,7 @@ fn main() -> Result<()> {
         Cmd::Fuzz(args) => fuzz::fuzz(&workspace, &args).map(|_| ()),
         Cmd::Soak(args) => soak::soak(&workspace, &args),
         Cmd::Layering => layering::check(&workspace),
+        Cmd::Settings => write_settings_reference(&workspace),
     }
 }
 

@@ -39,6 +39,23 @@ impl Peers {
     }
 }
 
+/// Empties a process's [`Peers`] when dropped: its in-process targets hold routers whose state holds the
+/// same peers, a reference cycle that would keep every database pool of a stopped server open (tests start
+/// many servers in one process). The host keeps one with each running server.
+pub struct ClearOnDrop(Arc<Peers>);
+
+impl ClearOnDrop {
+    pub fn new(peers: Arc<Peers>) -> ClearOnDrop {
+        ClearOnDrop(peers)
+    }
+}
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// One request to another service: what [`Route::send`] carries.
 #[derive(Debug, Clone)]
 pub struct Outgoing<'a> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use shared_auth::verify::{JwksSource, Verifier, VerifierSettings};
+use shared_auth::verify::{JwksSource, Verifier};
 use tessera_contracts::descriptor::{FragmentDescriptor, DESCRIPTOR_PATH};
 use tessera_fragment::db::now_ms;
 use tessera_fragment::event_admin::{prune, Retention};
@@ -22,7 +22,7 @@ use tessera_fragment::fragment::{describe, publishes, Fragment};
 use tessera_fragment::lease::once_per_period;
 use tessera_fragment::manifest::ManifestStore;
 use tessera_fragment::outbox::Outbox;
-use tessera_fragment::peers::{Peers, Target};
+use tessera_fragment::peers::{ClearOnDrop, Peers, Target};
 use tessera_fragment::runtime::{FragmentEvents, FragmentRuntime};
 use tessera_fragment::secrets::Secrets;
 use tessera_fragment::timing;
@@ -32,9 +32,12 @@ use crate::broker::{self, producer_of, Broker, BrokerTransport};
 use crate::cdc;
 use crate::discovery::Discovery;
 use crate::error::HostError;
+use crate::login::verifier_settings;
+use crate::metrics;
 use crate::pool::{Clients, Pool, Remote};
-use crate::relay::{HttpTransport, Relay, RelaySettings, Transport};
-use crate::settings::{OutboxRelay, Settings};
+use crate::relay::{HttpTransport, OutboxRelay, Relay, Transport};
+use crate::serve::Exposure;
+use crate::settings::Settings;
 
 /// A fragment running in this process.
 #[derive(Clone)]
@@ -60,23 +63,14 @@ pub struct Host {
     pub background: Vec<tokio::task::JoinHandle<()>>,
 }
 
-/// The verifier settings every service uses for the shared login.
-pub fn verifier_settings(settings: &Settings) -> VerifierSettings {
-    let mut verifier = VerifierSettings::new(&settings.issuer, &settings.audience);
-    verifier.access_cookie = settings.cookie_policy().access_name();
-    // No token the shell issues lives longer than this; anything longer is forged or misconfigured.
-    verifier.max_lifetime = Duration::from_secs(settings.access_ttl_seconds.max(60) as u64 + 60);
-    verifier
-}
-
 impl Host {
     /// A host with the deployment's secrets (configured ones are checked now; see
     /// `tessera_fragment::secrets`).
     pub fn new(settings: &Settings) -> Result<Host, HostError> {
-        let secrets = Arc::new(Secrets::new(&settings.secrets(), &settings.data_dir)?);
+        let secrets = Arc::new(Secrets::new(&settings.secrets, &settings.store.data_dir)?);
         let clients = Clients::new();
         let peers = Arc::new(Peers::default());
-        if let Some(base) = &settings.payment_url {
+        if let Some(base) = &settings.site.payment_url {
             // Comma-separated: several processes serve the provider (every shell replica does).
             let bases: Vec<String> = base.split(',').map(str::to_owned).collect();
             peers.set("payments", Remote::target(tessera_contracts::payments::SANDBOX_PREFIX, Arc::new(Pool::of(&bases)), &clients));
@@ -93,19 +87,19 @@ impl Host {
         if let Some((event_type, _)) = fragment.publishes().iter().find(|(event_type, _)| producer_of(event_type) != Some(fragment.name())) {
             return Err(HostError::Config(format!("{} publishes {event_type:?}, which is not named {}.<event>", fragment.name(), fragment.name())));
         }
-        let db = settings.store().open_fragment(fragment.name(), fragment.migrations()).await?;
+        let db = settings.store.open_fragment(fragment.name(), fragment.migrations()).await?;
         let subscriptions = fragment.subscriptions();
         let runtime = FragmentRuntime {
             name: fragment.name(),
             prefix: fragment.prefix(),
             db,
-            verifier: Verifier::new(verifier_settings(settings), jwks),
-            manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site_dir, fragment.name()))),
-            csrf: Arc::new(settings.csrf_policy()),
+            verifier: Verifier::new(verifier_settings(&settings.login), jwks),
+            manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site.site_dir, fragment.name()))),
+            csrf: Arc::new(settings.login.csrf_policy()),
             events: Arc::new(FragmentEvents { outbox: Outbox::new(fragment.name()), signer: self.secrets.events()?, subscriptions }),
             peers: self.peers.clone(),
             secrets: self.secrets.clone(),
-            secure_cookies: settings.secure_cookies(),
+            secure_cookies: settings.login.secure_cookies(),
         };
         // Timed as a whole: the routes a fragment adds to the SDK's are pages too (`tessera_fragment::timing`).
         let router = fragment.router(runtime.clone()).layer(axum::middleware::from_fn(timing::middleware)).layer(CatchPanicLayer::new());
@@ -129,8 +123,9 @@ impl Host {
     /// producer's relay and every fragment's background jobs start; then demo data is seeded if asked
     /// (after the relays, so the seed's events flow).
     pub async fn start(mut self) -> Result<Started, HostError> {
-        let broker = match &self.settings.nats_url {
-            Some(url) => Some(Broker::connect(url, &self.settings.nats_prefix).await.map_err(|error| HostError::Config(error.to_string()))?),
+        let events = &self.settings.events;
+        let broker = match &events.nats_url {
+            Some(url) => Some(Broker::connect(url, &events.nats_prefix).await.map_err(|error| HostError::Config(error.to_string()))?),
             None => None,
         };
         if broker.is_some() {
@@ -138,9 +133,9 @@ impl Host {
                 producer.runtime.events.outbox.use_broker();
             }
         }
-        let streamed = self.settings.outbox_relay == OutboxRelay::Cdc;
+        let streamed = events.outbox_relay == OutboxRelay::Cdc;
         if streamed {
-            let Some(url) = &self.settings.postgres_url else {
+            let Some(url) = &self.settings.store.postgres_url else {
                 return Err(HostError::Config("TESSERA_OUTBOX_RELAY=cdc reads PostgreSQL's logical replication stream: set TESSERA_POSTGRES_URL too".into()));
             };
             cdc::Source::new(url, "").map_err(HostError::Config)?;
@@ -169,15 +164,10 @@ impl Host {
                 Some(broker) => Arc::new(BrokerTransport::new(broker.clone(), local.fragment.name(), local.runtime.events.signer.clone())),
                 None => Arc::new(HttpTransport::new(local.fragment.name(), local.runtime.events.signer.clone(), self.peers.clone())),
             };
-            let relay_settings = RelaySettings {
-                max_attempts: self.settings.events_max_attempts,
-                base_backoff_ms: self.settings.events_base_backoff_ms,
-                ..RelaySettings::default()
-            };
-            let relay = Relay::new(local.runtime.db.clone(), &local.runtime.events.outbox, transport, relay_settings);
-            let task = match (&self.settings.postgres_url, streamed) {
+            let relay = Relay::new(local.runtime.db.clone(), &local.runtime.events.outbox, transport, self.settings.events.relay());
+            let task = match (&self.settings.store.postgres_url, streamed) {
                 (Some(url), true) => {
-                    let schema = format!("{}{}", self.settings.schema_prefix, local.fragment.name());
+                    let schema = format!("{}{}", self.settings.store.schema_prefix, local.fragment.name());
                     let source = cdc::Source::new(url, &schema).map_err(HostError::Config)?;
                     cdc::StreamingRelay::new(relay, local.runtime.db.clone(), source, local.fragment.name()).spawn()
                 }
@@ -187,23 +177,29 @@ impl Host {
         }
         if let Some(broker) = &broker {
             let runtimes: Vec<FragmentRuntime> = self.local.iter().map(|local| local.runtime.clone()).collect();
-            self.background.extend(broker::spawn_all(broker, &runtimes, self.settings.events_max_attempts, self.settings.events_base_backoff_ms));
+            self.background.extend(broker::spawn_all(broker, &runtimes, self.settings.events.events_max_attempts, self.settings.events.events_base_backoff_ms));
         }
         for local in &self.local {
             self.background.extend(local.fragment.background(&local.runtime));
-            self.background.push(spawn_event_retention(local.runtime.db.clone(), self.settings.retention()));
+            self.background.push(spawn_event_retention(local.runtime.db.clone(), self.settings.events.retention()));
         }
-        if self.settings.demo {
-            let store = self.settings.store();
+        if self.settings.site.demo {
+            let store = &self.settings.store;
             for local in &self.local {
                 // Instances starting together seed once: the others wait, then find the data there.
                 let lock = store.start_lock(local.fragment.name()).await?;
-                let seeded = local.fragment.seed_demo(&local.runtime, self.settings.demo_extra_products).await;
+                let seeded = local.fragment.seed_demo(&local.runtime, self.settings.site.demo_extra_products).await;
                 lock.release().await;
                 seeded.map_err(|source| HostError::Seed { fragment: local.fragment.name(), source })?;
             }
         }
-        Ok(Started { local: self.local, background: self.background, secrets: self.secrets, clients: self.clients, teardown: Teardown(self.peers.clone()) })
+        Ok(Started {
+            local: self.local,
+            background: self.background,
+            secrets: self.secrets,
+            clients: self.clients,
+            teardown: ClearOnDrop::new(self.peers.clone()),
+        })
     }
 }
 
@@ -213,17 +209,16 @@ pub struct Started {
     pub background: Vec<tokio::task::JoinHandle<()>>,
     pub secrets: Arc<Secrets>,
     pub clients: Clients,
-    pub teardown: Teardown,
+    /// Breaks the services' reference cycle when the process stops (see `ClearOnDrop`).
+    pub teardown: ClearOnDrop,
 }
 
-/// Empties the routes between the services of a process when dropped. Services reach each other through
-/// [`Peers`], whose in-process targets hold routers whose state holds the same `Peers`: a reference cycle
-/// that would keep every database pool of a stopped server open (tests start many servers in one process).
-pub struct Teardown(Arc<Peers>);
-
-impl Drop for Teardown {
-    fn drop(&mut self) {
-        self.0.clear();
+impl Started {
+    /// Where this process's metrics are served and what a scrape reads (its fragments' event tables);
+    /// `public`: the process faces the public (it has the shell).
+    pub fn exposure(&self, public: bool) -> Exposure {
+        let producers = self.local.iter().map(|local| (local.fragment.name(), local.runtime.db.clone())).collect();
+        Exposure { scrape: metrics::Scrape { producers }, public }
     }
 }
 

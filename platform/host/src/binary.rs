@@ -12,7 +12,7 @@ use crate::assembly::{fragment_app, Host};
 use crate::error::HostError;
 use crate::pool::{Pool, Remote};
 use crate::relying_party;
-use crate::serve::{serve, Exposure, Running};
+use crate::serve::{serve, Running};
 use crate::settings::Settings;
 
 /// Starts tracing (`TESSERA_LOG` filter) for a binary.
@@ -31,25 +31,25 @@ pub type Extra = for<'a> fn(&'a mut Host) -> BoxFuture<'a, Result<Option<Router>
 pub async fn run_fragment(settings: &Settings, fragment: &'static dyn Fragment, extra: Option<Extra>) -> Result<Running, HostError> {
     init_executor();
     let mut host = Host::new(settings)?;
-    if settings.payment_url.is_none() {
-        let shell = settings.public_url.trim_end_matches('/').to_owned();
+    if settings.site.payment_url.is_none() {
+        let shell = settings.login.public_url.trim_end_matches('/').to_owned();
         host.peers.set("payments", Remote::target(tessera_contracts::payments::SANDBOX_PREFIX, Arc::new(Pool::of(&[shell])), &host.clients));
     }
-    host.add_fragment(fragment, shared_auth::verify::HttpJwks::new(settings.jwks_url())).await?;
+    host.add_fragment(fragment, shared_auth::verify::HttpJwks::new(settings.login.jwks_url())).await?;
     let extra_routes = match extra {
         Some(extra) => extra(&mut host).await?,
         None => None,
     };
-    tracing::info!(fragment = fragment.name(), jwks = %settings.jwks_url(), "serving one fragment");
+    tracing::info!(fragment = fragment.name(), jwks = %settings.login.jwks_url(), "serving one fragment");
     let started = host.start().await?;
     let mut app = fragment_app(&started.local[0]);
     if let Some(routes) = extra_routes {
         app = app.merge(routes);
     }
     // On a domain of its own the fragment signs its users in at the shell (OpenID Connect).
-    let app = relying_party::attach(app, settings, fragment.prefix()).map_err(HostError::Config)?;
-    let exposure = Exposure::of(&started.local, false);
-    serve(settings, app, started.background, started.teardown, exposure).await
+    let app = relying_party::attach(app, settings.site.oidc_provider.as_ref(), &settings.login, fragment.prefix()).map_err(HostError::Config)?;
+    let exposure = started.exposure(false);
+    serve(&settings.server, app, started.background, started.teardown, exposure).await
 }
 
 /// The `main` of a fragment's own binary (`tessera-<fragment>`): settings from the environment (and
@@ -59,11 +59,11 @@ pub async fn main_of(fragment: &'static dyn Fragment) -> Result<(), Box<dyn std:
     let mut settings = Settings::load()?;
     for argument in std::env::args().skip(1) {
         match argument.as_str() {
-            "--demo" => settings.demo = true,
+            "--demo" => settings.site.demo = true,
             "--help" | "-h" => {
                 println!(
                     "tessera-{name}: the {name} fragment alone, on TESSERA_ADDR (default 127.0.0.1:3000).\n\
-                     Options: --demo (seed demo data). Settings: TESSERA_* variables, see the README.",
+                     Options: --demo (seed demo data). Settings: TESSERA_* variables (docs/settings.md).",
                     name = fragment.name()
                 );
                 return Ok(());

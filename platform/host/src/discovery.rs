@@ -35,6 +35,7 @@ impl Discovery {
     pub fn new(settings: &Settings, local: Vec<(&'static dyn Fragment, FragmentRuntime)>, peers: Arc<Peers>, clients: &Clients) -> Discovery {
         let is_local = |name: &str| local.iter().any(|(fragment, _)| fragment.name() == name);
         let remotes = settings
+            .site
             .fragments
             .keys()
             .filter(|name| !is_local(name))

@@ -17,7 +17,8 @@
 //!   and the process's HTTP clients — the shell's registry uses the same;
 //! - [`relying_party`]: a fragment on a domain of its own signs its users in at the shell (OpenID
 //!   Connect);
-//! - [`settings`]: typed, layered settings (defaults, a TOML file, `TESSERA_*` variables);
+//! - [`settings`]: typed, layered settings (defaults, a TOML file, `TESSERA_*` variables), in sections
+//!   owned by what reads them; [`login`]: the shared login's settings and the verifier made from them;
 //!   [`metrics`]: Prometheus; [`client_ip`]: the client's address behind trusted proxies; [`error`].
 //!
 //! Libraries, chosen rather than written: `figment` (layered config), `async-nats` (JetStream),
@@ -31,6 +32,7 @@ pub mod cdc;
 pub mod client_ip;
 pub mod discovery;
 pub mod error;
+pub mod login;
 pub mod metrics;
 pub mod pool;
 pub mod relay;

@@ -16,12 +16,91 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use sqlx::AnyPool;
 use tessera_contracts::events::Envelope;
 use tessera_fragment::db::now_ms;
+use tessera_fragment::event_admin::Retention;
 use tessera_fragment::outbox::{Outbox, OutboxSignals};
 use tessera_fragment::peers::{Outgoing, Peers, Reply};
 use tessera_fragment::signature::EventSigner;
+
+/// How events travel: this module's section of the process settings (every process of a deployment must
+/// agree on the transport, every instance of a fragment on the relay).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct EventSettings {
+    /// NATS server carrying events between services over JetStream (`TESSERA_NATS_URL`, `crate::broker`);
+    /// unset: events travel over HTTP.
+    pub nats_url: Option<String>,
+    /// Prefix of the NATS subjects and streams of this deployment (several may share one server).
+    pub nats_prefix: String,
+    /// How a producer's relay learns of committed events (`TESSERA_OUTBOX_RELAY`): `poll` (default) or
+    /// `cdc`, PostgreSQL's logical replication stream.
+    pub outbox_relay: OutboxRelay,
+    /// Delivery attempts before an event becomes a dead letter.
+    pub events_max_attempts: i64,
+    /// First retry delay; it doubles with every attempt (capped at a minute).
+    pub events_base_backoff_ms: i64,
+    /// Days a delivered event is kept in its producer's outbox (a subscriber that appears later is
+    /// backfilled with the events still kept).
+    pub events_retention_days: i64,
+    /// Days a consumer keeps the inbox row of an event it applied (a redelivery within them has no
+    /// effect); longer than a dead letter may wait for its replay and than NATS keeps messages (30).
+    pub inbox_retention_days: i64,
+}
+
+impl Default for EventSettings {
+    fn default() -> Self {
+        EventSettings {
+            nats_url: None,
+            nats_prefix: "tessera".into(),
+            outbox_relay: OutboxRelay::Poll,
+            events_max_attempts: 8,
+            events_base_backoff_ms: 200,
+            events_retention_days: 7,
+            inbox_retention_days: 45,
+        }
+    }
+}
+
+impl std::fmt::Debug for EventSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // A NATS URL may hold credentials: never print it.
+        f.debug_struct("EventSettings")
+            .field("nats", &self.nats_url.as_ref().map(|_| "<set>"))
+            .field("nats_prefix", &self.nats_prefix)
+            .field("outbox_relay", &self.outbox_relay)
+            .field("events_max_attempts", &self.events_max_attempts)
+            .field("events_base_backoff_ms", &self.events_base_backoff_ms)
+            .field("events_retention_days", &self.events_retention_days)
+            .field("inbox_retention_days", &self.inbox_retention_days)
+            .finish()
+    }
+}
+
+impl EventSettings {
+    /// How long the runtime keeps event rows.
+    pub fn retention(&self) -> Retention {
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        Retention { events_ms: self.events_retention_days.max(1) * DAY_MS, inbox_ms: self.inbox_retention_days.max(1) * DAY_MS }
+    }
+
+    /// The relay's tuning.
+    pub fn relay(&self) -> RelaySettings {
+        RelaySettings { max_attempts: self.events_max_attempts, base_backoff_ms: self.events_base_backoff_ms, ..RelaySettings::default() }
+    }
+}
+
+/// How a producer's relay learns of committed events.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutboxRelay {
+    /// Queries the delivery table after each local commit and every half second ([`Relay`]).
+    #[default]
+    Poll,
+    /// Reads committed outbox rows from PostgreSQL's logical replication stream (`crate::cdc`).
+    Cdc,
+}
 
 /// Delivers an envelope to a subscriber.
 pub trait Transport: Send + Sync + 'static {

@@ -58,7 +58,7 @@ use shared_auth::oidc::{AccessTokenClaims, UserInfo, ACCESS_TOKEN_JWT_TYPE};
 use shared_auth::verify::{Expect, HttpJwks, Verifier, VerifierSettings};
 use shared_auth::SessionUser;
 
-use crate::settings::{OidcProviderSettings, Settings};
+use crate::login::LoginSettings;
 
 /// Paths this layer answers on the fragment's domain.
 pub const CALLBACK_PATH: &str = "/oidc/callback";
@@ -72,6 +72,40 @@ const DISCOVERY_TTL: Duration = Duration::from_secs(300);
 const MAX_REMEMBERED: usize = 10_000;
 /// A bound on every call to the shell.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The OpenID Connect provider (the shell) a fragment on another domain signs its users in at.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct OidcProviderSettings {
+    /// The shell's issuer: its public URL, as its discovery document names it.
+    pub issuer: String,
+    /// Where this process reaches the shell for discovery, keys, tokens and userinfo; default: the issuer.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// This fragment's client id at the shell (registered there as `TESSERA_OIDC_CLIENTS__<ID>__…`).
+    pub client_id: String,
+    /// The client's secret, the same as the shell's `TESSERA_OIDC_CLIENTS__<ID>__SECRET` (at least 32
+    /// bytes): it authenticates this fragment at the shell's token endpoint.
+    pub client_secret: String,
+    /// How old the shell's last word on a session may get before it is asked again: the bound within
+    /// which a sign-out at the shell ends the session here.
+    #[serde(default = "default_session_check_seconds")]
+    pub session_check_seconds: u64,
+}
+
+fn default_session_check_seconds() -> u64 {
+    60
+}
+
+impl std::fmt::Debug for OidcProviderSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProviderSettings")
+            .field("issuer", &self.issuer)
+            .field("url", &self.url)
+            .field("client_id", &self.client_id)
+            .field("session_check_seconds", &self.session_check_seconds)
+            .finish_non_exhaustive()
+    }
+}
 
 type OidcClient = CoreClient<EndpointSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet, EndpointNotSet>;
 
@@ -226,8 +260,8 @@ fn failed(status: StatusCode, message: &str, cookies: Vec<String>) -> Response {
 }
 
 impl RelyingParty {
-    /// The relying party of a fragment served at `prefix` of `settings.public_url`.
-    pub fn new(settings: &Settings, provider: &OidcProviderSettings, prefix: &str) -> Result<RelyingParty, String> {
+    /// The relying party of a fragment served at `prefix` of `login.public_url`.
+    pub fn new(login: &LoginSettings, provider: &OidcProviderSettings, prefix: &str) -> Result<RelyingParty, String> {
         let issuer = provider.issuer.trim_end_matches('/').to_owned();
         IssuerUrl::new(issuer.clone()).map_err(|error| format!("TESSERA_OIDC_PROVIDER__ISSUER {issuer:?}: {error}"))?;
         let base = provider.url.clone().unwrap_or_else(|| issuer.clone()).trim_end_matches('/').to_owned();
@@ -235,7 +269,7 @@ impl RelyingParty {
         if provider.client_id.is_empty() || provider.client_secret.len() < 32 {
             return Err("TESSERA_OIDC_PROVIDER__CLIENT_ID must be set and TESSERA_OIDC_PROVIDER__CLIENT_SECRET be at least 32 bytes".into());
         }
-        let public = settings.public_url.trim_end_matches('/');
+        let public = login.public_url.trim_end_matches('/');
         let public_url = url::Url::parse(public).map_err(|error| format!("TESSERA_PUBLIC_URL {public:?}: {error}"))?;
         let public_host = match (public_url.host_str(), public_url.port()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
@@ -263,8 +297,8 @@ impl RelyingParty {
             post_logout_redirect_uri: format!("{public}{prefix}"),
             public_host,
             check_every: Duration::from_secs(provider.session_check_seconds.max(1)),
-            secure: settings.secure_cookies(),
-            csrf: settings.csrf_policy(),
+            secure: login.secure_cookies(),
+            csrf: login.csrf_policy(),
             flow_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_ref()),
             http,
             provider: Mutex::new(None),
@@ -703,9 +737,9 @@ pub async fn middleware(State(rp): State<Arc<RelyingParty>>, mut request: Reques
 }
 
 /// `app` behind a relying party when `settings` name a provider; as it is otherwise.
-pub fn attach(app: Router, settings: &Settings, prefix: &str) -> Result<Router, String> {
-    let Some(provider) = &settings.oidc_provider else { return Ok(app) };
-    let rp = Arc::new(RelyingParty::new(settings, provider, prefix)?);
+pub fn attach(app: Router, provider: Option<&OidcProviderSettings>, login: &LoginSettings, prefix: &str) -> Result<Router, String> {
+    let Some(provider) = provider else { return Ok(app) };
+    let rp = Arc::new(RelyingParty::new(login, provider, prefix)?);
     tracing::info!(issuer = %rp.issuer, client = %rp.client_id, check_every = ?rp.check_every, "signing in at an OpenID Connect provider");
     Ok(app.layer(axum::middleware::from_fn_with_state(rp, middleware)))
 }

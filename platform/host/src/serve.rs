@@ -20,11 +20,50 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::assembly::{Local, Teardown};
+use serde::{Deserialize, Serialize};
+use tessera_fragment::peers::ClearOnDrop;
+
 use crate::client_ip::{self, ClientIp, TrustedProxies};
 use crate::error::HostError;
 use crate::metrics;
-use crate::settings::Settings;
+
+/// How a process serves: this module's section of the process settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ServerSettings {
+    /// Address to listen on (`TESSERA_ADDR`; port 0 picks a free one).
+    pub addr: SocketAddr,
+    /// On SIGTERM: how long `/readyz` answers 503 before the listener closes, so balancers stop sending
+    /// new requests first (`TESSERA_DRAIN_NOTICE_MS`).
+    pub drain_notice_ms: u64,
+    /// Then how long requests in flight have to finish (`TESSERA_DRAIN_TIMEOUT_MS`).
+    pub drain_timeout_ms: u64,
+    /// Where this process serves its Prometheus metrics (`GET /metrics`) on a listener of their own
+    /// (`TESSERA_METRICS_ADDR`); unset: a fragment process serves them on its main listener, and a process
+    /// with the shell serves none.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Proxies whose `X-Forwarded-For` is believed, comma-separated addresses or CIDRs
+    /// (`TESSERA_TRUSTED_PROXIES`, see `crate::client_ip`); unset: the socket peer is the client.
+    pub trusted_proxies: Option<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            drain_notice_ms: 2000,
+            drain_timeout_ms: 10_000,
+            metrics_addr: None,
+            trusted_proxies: None,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The proxies whose `X-Forwarded-For` is believed.
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, String> {
+        TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or_default()).map_err(|error| format!("TESSERA_TRUSTED_PROXIES: {error}"))
+    }
+}
 
 /// Largest header block accepted (all names and values together). Real requests, cookies included, stay
 /// far below it; past it a request is refused before any handler runs.
@@ -113,7 +152,7 @@ pub struct Running {
     /// Starts a drain as SIGTERM would (tests use it).
     pub stop: Arc<tokio::sync::Notify>,
     /// Breaks the services' reference cycle when the running server is dropped.
-    pub teardown: Teardown,
+    pub teardown: ClearOnDrop,
 }
 
 /// Where a process's metrics are served.
@@ -126,23 +165,15 @@ pub struct Exposure {
     pub public: bool,
 }
 
-impl Exposure {
-    /// The fragments of a started process, as a scrape reads them.
-    pub fn of(local: &[Local], public: bool) -> Exposure {
-        let producers = local.iter().map(|local| (local.fragment.name(), local.runtime.db.clone())).collect();
-        Exposure { scrape: metrics::Scrape { producers }, public }
-    }
-}
-
 /// Binds `settings.addr` (port 0 picks a free one) and serves `app` (with the common layers, health and
 /// readiness) in the background until SIGTERM, Ctrl-C or [`Running::stop`], then drains. Metrics go on
 /// their own listener when `TESSERA_METRICS_ADDR` is set, else on the main one unless the process is
 /// public ([`Exposure`]).
 pub async fn serve(
-    settings: &Settings,
+    settings: &ServerSettings,
     app: Router,
     background: Vec<tokio::task::JoinHandle<()>>,
-    teardown: Teardown,
+    teardown: ClearOnDrop,
     exposure: Exposure,
 ) -> Result<Running, HostError> {
     let readiness = Readiness::default();

@@ -16,7 +16,8 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared_auth::extract::MaybeUser;
 use shared_auth::verify::{InProcessJwks, Verifier, VerifierSettings};
-use tessera_host::settings::{OidcProviderSettings, Settings};
+use tessera_host::login::LoginSettings;
+use tessera_host::relying_party::OidcProviderSettings;
 
 const SECRET: &str = "relying-party-secret-of-at-least-32-bytes";
 const PUBLIC: &str = "http://ops.example";
@@ -169,17 +170,9 @@ async fn fragment(fake: &Fake) -> String {
 
 /// The same, signing in at whatever answers at `issuer`.
 async fn fragment_of(issuer: &str) -> String {
-    let settings = Settings {
-        public_url: PUBLIC.into(),
-        oidc_provider: Some(OidcProviderSettings {
-            issuer: issuer.to_owned(),
-            url: None,
-            client_id: "ops".into(),
-            client_secret: SECRET.into(),
-            session_check_seconds: 1,
-        }),
-        ..Settings::default()
-    };
+    let login = LoginSettings { public_url: PUBLIC.into(), ..LoginSettings::default() };
+    let provider =
+        OidcProviderSettings { issuer: issuer.to_owned(), url: None, client_id: "ops".into(), client_secret: SECRET.into(), session_check_seconds: 1 };
     let unused = Verifier::new(VerifierSettings::new("unused", "unused"), InProcessJwks(Arc::new(|| jsonwebtoken::jwk::JwkSet { keys: Vec::new() })));
     let whoami = |MaybeUser(user): MaybeUser| async move {
         match user {
@@ -188,7 +181,7 @@ async fn fragment_of(issuer: &str) -> String {
         }
     };
     let app = Router::new().route("/admin/x", get(whoami)).route("/admin/x/api/me", get(whoami)).with_state(unused);
-    listen(tessera_host::relying_party::attach(app, &settings, "/admin/x").unwrap()).await
+    listen(tessera_host::relying_party::attach(app, Some(&provider), &login, "/admin/x").unwrap()).await
 }
 
 /// One browser's cookies for the fragment's domain.

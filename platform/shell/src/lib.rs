@@ -42,6 +42,7 @@ pub mod retention;
 pub mod security;
 pub mod session_middleware;
 pub mod session_store;
+pub mod settings;
 pub mod site;
 pub mod throttle;
 pub mod timing;
@@ -132,8 +133,6 @@ pub struct ShellConfig {
     pub cookies: CookiePolicy,
     pub sessions: SessionSettings,
     pub throttle: ThrottleSettings,
-    /// Password hashes at once (0: one per core).
-    pub password_hashes_at_once: usize,
     pub csrf: CsrfPolicy,
     pub oidc: oidc::Provider,
 }
@@ -155,8 +154,8 @@ impl ShellState {
             registry,
             cookies: config.cookies,
             sessions: config.sessions,
+            hashing: users::Hashing::new(config.throttle.password_hashes_at_once),
             throttle: config.throttle,
-            hashing: users::Hashing::new(config.password_hashes_at_once),
             csrf: Arc::new(config.csrf),
             stylesheet_url,
             oidc: config.oidc,

@@ -4,7 +4,7 @@
 //! `TESSERA_PAYMENT_URL` names another, answers `/healthz` and `/readyz`, and drains on SIGTERM.
 
 use clap::{Parser, Subcommand};
-use tessera_host::settings::Settings;
+use tessera_shell::settings::ShellSettings;
 
 #[derive(Parser)]
 #[command(name = "tessera-shell", version)]
@@ -42,11 +42,11 @@ enum KeysCommand {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tessera_host::binary::init_tracing();
     let cli = Cli::parse();
-    let mut settings = Settings::load()?;
+    let mut settings = ShellSettings::load()?;
     match cli.command.unwrap_or(Command::Serve { demo: false }) {
-        Command::Serve { demo } => settings.demo |= demo,
+        Command::Serve { demo } => settings.host.site.demo |= demo,
         Command::Keys { command: KeysCommand::Rotate { delay_seconds } } => {
-            let entry = tessera_shell::site::rotate_keys(&settings, delay_seconds).await?;
+            let entry = tessera_shell::site::rotate_keys(&settings.host, delay_seconds).await?;
             println!("{}", tessera_shell::keys::describe_rotation(&entry));
             return Ok(());
         }

@@ -44,12 +44,12 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use leptos::prelude::*;
 use ring::rand::SecureRandom;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shared_auth::oidc::{AccessTokenClaims, IdTokenClaims, UserInfo, ACCESS_TOKEN_JWT_TYPE, ID_TOKEN_JWT_TYPE, SCOPES};
 use shared_auth::verify::Expect;
 use shared_auth::{Claims, SessionUser};
-use tessera_host::settings::Settings;
+use tessera_host::login::LoginSettings;
 
 use crate::pages::{page, see_other};
 use crate::session_middleware::CurrentSession;
@@ -115,18 +115,50 @@ fn addresses(list: &str, what: &str, client: &str, plain_http: bool) -> Result<V
     Ok(found)
 }
 
+/// The provider's section of the shell's settings.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct OidcSettings {
+    /// The sites on other domains that sign their users in here, by client id
+    /// (`TESSERA_OIDC_CLIENTS__<ID>__REDIRECT_URIS`, `…__SECRET`, `…__POST_LOGOUT_REDIRECT_URIS`; ids are
+    /// lowercase, as environment keys are read so).
+    pub oidc_clients: BTreeMap<String, OidcClientSettings>,
+}
+
+/// A client of the shell's OpenID Connect provider.
+#[derive(Clone, Default, Serialize, Deserialize)]
+pub struct OidcClientSettings {
+    /// The exact addresses the client may be sent back to after sign-in, comma-separated.
+    pub redirect_uris: String,
+    /// The client's secret, at least 32 bytes: it authenticates the client at the token endpoint.
+    pub secret: Option<String>,
+    /// The exact addresses the client may send users to after signing out, comma-separated.
+    #[serde(default)]
+    pub post_logout_redirect_uris: String,
+}
+
+impl std::fmt::Debug for OidcClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcClientSettings")
+            .field("redirect_uris", &self.redirect_uris)
+            .field("secret", &self.secret.as_ref().map(|_| "<set>"))
+            .field("post_logout_redirect_uris", &self.post_logout_redirect_uris)
+            .finish()
+    }
+}
+
 impl Provider {
-    /// The provider of `settings`: issuer from `public_url`, clients from `oidc_clients`, each checked.
-    pub fn from_settings(settings: &Settings) -> Result<Provider, String> {
-        let issuer = settings.public_url.trim_end_matches('/').to_owned();
+    /// The provider of this site: issuer from `login.public_url`, and the registered `clients`
+    /// (`TESSERA_OIDC_CLIENTS__<ID>__…`), each checked.
+    pub fn from_settings(login: &LoginSettings, registered_clients: &BTreeMap<String, OidcClientSettings>) -> Result<Provider, String> {
+        let issuer = login.public_url.trim_end_matches('/').to_owned();
         let plain_http = issuer.starts_with("http://");
         let mut clients = BTreeMap::new();
-        for (id, registered) in &settings.oidc_clients {
+        for (id, registered) in registered_clients {
             let valid_id = !id.is_empty() && id.len() <= 64 && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
             if !valid_id {
                 return Err(format!("OpenID Connect client id {id:?}: 1 to 64 letters, digits, '-' or '_'"));
             }
-            if *id == settings.audience {
+            if *id == login.audience {
                 return Err(format!("OpenID Connect client id {id:?} is the audience of the shell's own tokens; pick another"));
             }
             let secret = registered.secret.as_deref().unwrap_or_default();
@@ -842,24 +874,28 @@ pub(crate) async fn discovery(State(state): State<ShellState>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_host::settings::OidcClientSettings;
 
-    fn settings(clients: &[(&str, &str, &str)]) -> Settings {
-        let mut settings = Settings { public_url: "https://shop.example/".into(), ..Settings::default() };
-        for (id, redirect_uris, secret) in clients {
-            settings.oidc_clients.insert(
-                (*id).into(),
-                OidcClientSettings { redirect_uris: (*redirect_uris).into(), secret: Some((*secret).into()), post_logout_redirect_uris: String::new() },
-            );
-        }
-        settings
+    fn provider_of(login: &LoginSettings, clients: &[(&str, &str, &str)]) -> Result<Provider, String> {
+        let registered = clients
+            .iter()
+            .map(|(id, redirect_uris, secret)| {
+                let client =
+                    OidcClientSettings { redirect_uris: (*redirect_uris).into(), secret: Some((*secret).into()), post_logout_redirect_uris: String::new() };
+                ((*id).to_owned(), client)
+            })
+            .collect();
+        Provider::from_settings(login, &registered)
+    }
+
+    fn shop() -> LoginSettings {
+        LoginSettings { public_url: "https://shop.example/".into(), ..LoginSettings::default() }
     }
 
     const SECRET: &str = "a-secret-of-at-least-thirty-two-bytes";
 
     #[test]
     fn clients_are_checked_when_the_shell_starts() {
-        let provider = Provider::from_settings(&settings(&[("ops", "https://ops.example/cb, https://ops.example/cb2", SECRET)])).unwrap();
+        let provider = provider_of(&shop(), &[("ops", "https://ops.example/cb, https://ops.example/cb2", SECRET)]).unwrap();
         assert_eq!(provider.issuer(), "https://shop.example");
         assert_eq!(provider.client("ops").unwrap().redirect_uris, ["https://ops.example/cb", "https://ops.example/cb2"]);
         for (clients, why) in [
@@ -872,14 +908,13 @@ mod tests {
             (vec![("tessera", "https://ops.example/cb", SECRET)], "audience"),
             (vec![("o ps", "https://ops.example/cb", SECRET)], "client id"),
         ] {
-            let error = Provider::from_settings(&settings(&clients)).unwrap_err();
+            let error = provider_of(&shop(), &clients).unwrap_err();
             assert!(error.contains(why), "{clients:?}: {error}");
         }
         // Loopback may be plain http (a developer's machine), as may anything when the site itself is.
-        Provider::from_settings(&settings(&[("dev", "http://127.0.0.1:4000/cb", SECRET)])).unwrap();
-        let mut plain = settings(&[("ops", "http://ops.example/cb", SECRET)]);
-        plain.public_url = "http://shop.test".into();
-        Provider::from_settings(&plain).unwrap();
+        provider_of(&shop(), &[("dev", "http://127.0.0.1:4000/cb", SECRET)]).unwrap();
+        let plain = LoginSettings { public_url: "http://shop.test".into(), ..LoginSettings::default() };
+        provider_of(&plain, &[("ops", "http://ops.example/cb", SECRET)]).unwrap();
     }
 
     #[test]

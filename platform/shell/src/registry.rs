@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
+use serde::{Deserialize, Serialize};
 use shared_auth::Role;
 use tessera_contracts::descriptor::{EventContract, FragmentDescriptor};
 use tessera_host::client_ip::{ClientIp, FORWARDED_FOR};
@@ -37,6 +38,22 @@ use tower::ServiceExt;
 /// Largest request body the shell forwards (it keeps the body to resend it to another instance); every
 /// fragment endpoint accepts far less.
 pub const MAX_FORWARD_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// How the shell reaches fragments: this module's section of the shell's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegistrySettings {
+    /// Default time a fragment has to start answering (`TESSERA_FRAGMENT_TIMEOUT_MS`;
+    /// `TESSERA_FRAGMENTS__<NAME>__TIMEOUT_MS` for one fragment).
+    pub fragment_timeout_ms: u64,
+    /// How often the shell asks each fragment instance whether it is ready (`TESSERA_HEALTH_INTERVAL_MS`).
+    pub health_interval_ms: u64,
+}
+
+impl Default for RegistrySettings {
+    fn default() -> Self {
+        RegistrySettings { fragment_timeout_ms: 3000, health_interval_ms: 1000 }
+    }
+}
 
 /// One registered fragment.
 #[derive(Clone, Debug)]

@@ -42,11 +42,14 @@ pub struct Policy {
 
 impl Policy {
     /// The policy for the site configured by `settings`.
-    pub fn of(settings: &tessera_host::settings::Settings) -> Policy {
+    pub fn of(settings: &crate::settings::ShellSettings) -> Policy {
         // A form's redirects count too: signing in on behalf of an OpenID Connect client ends at the
         // client's address, and so does a sign-out it asked for.
-        let client_addresses = settings.oidc_clients.values().flat_map(|client| [client.redirect_uris.as_str(), client.post_logout_redirect_uris.as_str()]);
+        let client_addresses =
+            settings.oidc.oidc_clients.values().flat_map(|client| [client.redirect_uris.as_str(), client.post_logout_redirect_uris.as_str()]);
         let mut form_targets: Vec<String> = settings
+            .host
+            .site
             .payment_url
             .iter()
             .map(String::as_str)
@@ -58,7 +61,7 @@ impl Policy {
             .collect();
         form_targets.sort();
         form_targets.dedup();
-        Policy { form_targets, https: settings.secure_cookies() }
+        Policy { form_targets, https: settings.host.login.secure_cookies() }
     }
 
     /// The Content-Security-Policy of a response whose inline scripts carry `nonce`.
@@ -114,7 +117,8 @@ pub fn protect_static(router: Router, policy: &Policy) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_host::settings::{OidcClientSettings, Settings};
+    use crate::oidc::OidcClientSettings;
+    use crate::settings::ShellSettings;
 
     #[test]
     fn the_policy_names_the_nonce_and_the_payment_provider_and_nothing_inline() {
@@ -131,8 +135,9 @@ mod tests {
 
     #[test]
     fn forms_may_end_at_the_payment_provider_and_the_registered_clients_only() {
-        let mut settings = Settings { payment_url: Some("https://pay.example/p, https://pay.example/q".into()), ..Settings::default() };
-        settings.oidc_clients.insert(
+        let mut settings = ShellSettings::default();
+        settings.host.site.payment_url = Some("https://pay.example/p, https://pay.example/q".into());
+        settings.oidc.oidc_clients.insert(
             "ops".into(),
             OidcClientSettings {
                 redirect_uris: "https://ops.example/oidc/callback".into(),
@@ -143,6 +148,6 @@ mod tests {
         let policy = Policy::of(&settings);
         assert_eq!(policy.form_targets, ["https://ops.example", "https://other.example:8443", "https://pay.example"]);
         assert!(policy.content_security_policy("n").contains("form-action 'self' https://ops.example https://other.example:8443 https://pay.example;"));
-        assert!(Policy::of(&Settings::default()).content_security_policy("n").contains("form-action 'self';"));
+        assert!(Policy::of(&ShellSettings::default()).content_security_policy("n").contains("form-action 'self';"));
     }
 }

@@ -9,18 +9,31 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ring::rand::SecureRandom;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sqlx::AnyPool;
 
 pub use shared_auth::keys::now_seconds;
 
 /// Session lifetimes.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionSettings {
-    /// Absolute lifetime of a session (and of its refresh cookie).
+    /// Absolute lifetime of a session (and of its refresh cookie), its refresh tokens rotating within it
+    /// (`TESSERA_SESSION_TTL_SECONDS`).
     pub session_ttl_seconds: i64,
-    /// How long after its use a refresh token still counts as "the same browser racing itself".
+    /// How long after its use a refresh token still counts as "the same browser racing itself"
+    /// (`TESSERA_REFRESH_REUSE_GRACE_SECONDS`); presented again later, it revokes the session.
+    #[serde(rename = "refresh_reuse_grace_seconds")]
     pub reuse_grace_seconds: i64,
+    /// Days a session that ended (signed out, revoked, expired) is kept, with its refresh tokens
+    /// (`TESSERA_SESSIONS_RETENTION_DAYS`).
+    pub sessions_retention_days: i64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        SessionSettings { session_ttl_seconds: 30 * 24 * 3600, reuse_grace_seconds: 10, sessions_retention_days: 7 }
+    }
 }
 
 /// Longest refresh token looked up (ours are 43 characters).

@@ -17,19 +17,22 @@ use shared_auth::keys::TokenSigner;
 use tessera_contracts::descriptor::EventContract;
 use tessera_fragment::db::Migrations;
 use tessera_fragment::fragment::Fragment as FragmentCrate;
-use tessera_host::assembly::{descriptors_route, verifier_settings, Host, Teardown};
+use tessera_fragment::peers::ClearOnDrop;
+use tessera_host::assembly::{descriptors_route, Host};
+use tessera_host::login::verifier_settings;
 use tessera_host::pool::Pool;
 use tessera_host::serve::{Exposure, Running};
 use tessera_host::{HostError, Settings};
 
 use crate::registry::{Fragment, FragmentRegistry, Upstream};
+use crate::settings::ShellSettings;
 use crate::{ShellConfig, ShellState};
 
 /// A built site: its router and the background tasks it runs.
 pub struct Site {
     pub router: Router,
     pub background: Vec<tokio::task::JoinHandle<()>>,
-    pub teardown: Teardown,
+    pub teardown: ClearOnDrop,
     /// The site faces the public: metrics only on their own listener.
     pub exposure: Exposure,
 }
@@ -50,10 +53,10 @@ fn instances(settings: &Settings, name: &str) -> Result<Option<Arc<Pool>>, HostE
 /// release first, if the table is still empty). Running replicas follow within seconds.
 pub async fn rotate_keys(settings: &Settings, publish_delay_seconds: i64) -> Result<shared_auth::keys::KeyEntry, HostError> {
     let (sqlite, postgres) = crate::migrators();
-    let shell_db = settings.store().open("shell", &Migrations { sqlite, postgres }).await?;
+    let shell_db = settings.store.open("shell", &Migrations { sqlite, postgres }).await?;
     let failed = |error: crate::keys::KeysError| HostError::Config(format!("rotating the signing keys: {error}"));
-    let lock = settings.store().start_lock("shell").await?;
-    let opened = crate::keys::open(&shell_db, &settings.data_dir.join("keys"), settings.access_ttl_seconds).await;
+    let lock = settings.store.start_lock("shell").await?;
+    let opened = crate::keys::open(&shell_db, &settings.store.data_dir.join("keys"), settings.login.access_ttl_seconds).await;
     lock.release().await;
     opened.map_err(failed)?;
     let entry = crate::keys::rotate(&shell_db, publish_delay_seconds).await.map_err(failed)?;
@@ -63,17 +66,17 @@ pub async fn rotate_keys(settings: &Settings, publish_delay_seconds: i64) -> Res
 
 /// Builds the site: opens the shell's database (seeding the demo accounts if asked), its key ring, every
 /// contained fragment without upstreams in this process, the registry, and the sandbox provider.
-pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]) -> Result<Site, HostError> {
+pub async fn build(settings: &ShellSettings, contained: &[&'static dyn FragmentCrate]) -> Result<Site, HostError> {
     tessera_fragment::init_executor();
-    let (shell_db, signer) = open_shell(settings).await?;
+    let (shell_db, signer) = open_shell(&settings.host).await?;
     let (keys_db, keys_signer) = (shell_db.clone(), signer.clone());
-    let mut host = Host::new(settings)?;
+    let mut host = Host::new(&settings.host)?;
     let registry = Arc::new(registry(settings, contained, &mut host, &signer).await?);
     let pruned_db = shell_db.clone();
-    let shell = ShellState::new(shell_db, signer, verifier_settings(settings), registry.clone(), shell_config(settings)?);
+    let shell = ShellState::new(shell_db, signer, verifier_settings(&settings.host.login), registry.clone(), shell_config(settings)?);
     let router = crate::router(shell);
     // The provider's pages are not part of the store: no chrome, served beside the shell.
-    let sandbox = match settings.payment_url {
+    let sandbox = match settings.host.site.payment_url {
         None => Some(tessera_paysandbox::attach(&mut host).await?),
         Some(_) => None,
     };
@@ -81,8 +84,8 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     registry.check_health().await;
     let mut started = host.start().await?;
     started.background.push(crate::keys::follow(keys_db, keys_signer));
-    started.background.push(crate::retention::spawn_pruning(pruned_db, settings.sessions_retention_days.max(1) * 24 * 3600));
-    started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.health_interval_ms.max(100))));
+    started.background.push(crate::retention::spawn_pruning(pruned_db, settings.sessions.sessions_retention_days.max(1) * 24 * 3600));
+    started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.registry.health_interval_ms.max(100))));
     // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
     let router = router.merge(descriptors_route(&started.local));
     // Last, so every response has them: the shell's and every fragment's; the sandbox keeps its own policy.
@@ -91,29 +94,29 @@ pub async fn build(settings: &Settings, contained: &[&'static dyn FragmentCrate]
     if let Some(sandbox) = sandbox {
         router = router.merge(crate::security::protect_static(sandbox, &policy));
     }
-    let exposure = Exposure::of(&started.local, true);
+    let exposure = started.exposure(true);
     Ok(Site { router, background: started.background, teardown: started.teardown, exposure })
 }
 
 /// The shell's database (with the demo accounts if asked) and the token signer of its key ring.
 async fn open_shell(settings: &Settings) -> Result<(sqlx::AnyPool, Arc<TokenSigner>), HostError> {
     let (sqlite, postgres) = crate::migrators();
-    let shell_db = settings.store().open("shell", &Migrations { sqlite, postgres }).await?;
-    if settings.demo {
+    let shell_db = settings.store.open("shell", &Migrations { sqlite, postgres }).await?;
+    if settings.site.demo {
         crate::users::seed_demo(&shell_db).await.map_err(|error| HostError::Config(format!("seeding the demo accounts: {error}")))?;
     }
     // Replicas starting together on an empty table create one first key, not one each.
-    let lock = settings.store().start_lock("shell").await?;
-    let ring = crate::keys::open(&shell_db, &settings.data_dir.join("keys"), settings.access_ttl_seconds).await;
+    let lock = settings.store.start_lock("shell").await?;
+    let ring = crate::keys::open(&shell_db, &settings.store.data_dir.join("keys"), settings.login.access_ttl_seconds).await;
     lock.release().await;
     let ring = ring.map_err(|error| HostError::Config(format!("opening the signing keys: {error}")))?;
-    Ok((shell_db, Arc::new(TokenSigner::new(ring, &settings.issuer, &settings.audience, settings.access_ttl_seconds))))
+    Ok((shell_db, Arc::new(TokenSigner::new(ring, &settings.login.issuer, &settings.login.audience, settings.login.access_ttl_seconds))))
 }
 
 /// The fragments the shell composes: each contained one in this process unless upstreams are
 /// configured for it, and configured ones this binary does not contain, learned from their description.
 async fn registry(
-    settings: &Settings,
+    settings: &ShellSettings,
     contained: &[&'static dyn FragmentCrate],
     host: &mut Host,
     signer: &Arc<TokenSigner>,
@@ -121,7 +124,7 @@ async fn registry(
     let mut fragments = Vec::new();
     for &fragment in contained {
         let timeout = fragment_timeout(settings, fragment.name());
-        let upstream = match instances(settings, fragment.name())? {
+        let upstream = match instances(&settings.host, fragment.name())? {
             Some(pool) => Upstream::Instances(pool),
             None => Upstream::InProcess(host.add_fragment(fragment, crate::in_process_jwks(signer)).await?.router.clone()),
         };
@@ -141,8 +144,8 @@ async fn registry(
     }
     // Configured fragments this binary does not contain: learned from their own description.
     let mut pending = Vec::new();
-    for name in settings.fragments.keys().filter(|name| !contained.iter().any(|fragment| fragment.name() == name.as_str())) {
-        if let Some(pool) = instances(settings, name)? {
+    for name in settings.host.site.fragments.keys().filter(|name| !contained.iter().any(|fragment| fragment.name() == name.as_str())) {
+        if let Some(pool) = instances(&settings.host, name)? {
             pending.push((name.clone(), pool, fragment_timeout(settings, name)));
         }
     }
@@ -150,32 +153,23 @@ async fn registry(
 }
 
 /// The shell's settings, from the process's.
-fn shell_config(settings: &Settings) -> Result<ShellConfig, HostError> {
+fn shell_config(settings: &ShellSettings) -> Result<ShellConfig, HostError> {
     Ok(ShellConfig {
-        cookies: settings.cookie_policy(),
-        sessions: crate::session_store::SessionSettings {
-            session_ttl_seconds: settings.session_ttl_seconds,
-            reuse_grace_seconds: settings.refresh_reuse_grace_seconds,
-        },
-        throttle: crate::throttle::ThrottleSettings {
-            window_seconds: settings.login_throttle_window_seconds,
-            max_failures_per_account: settings.login_max_failures_per_account,
-            max_failures_per_account_total: settings.login_max_failures_per_account_total,
-            max_failures_per_address: settings.login_max_failures_per_address,
-            max_registrations_per_address: settings.registration_max_per_address,
-        },
-        password_hashes_at_once: settings.password_hashes_at_once,
-        csrf: settings.csrf_policy(),
-        oidc: crate::oidc::Provider::from_settings(settings).map_err(HostError::Config)?,
+        cookies: settings.host.login.cookie_policy(),
+        sessions: settings.sessions.clone(),
+        throttle: settings.throttle.clone(),
+        csrf: settings.host.login.csrf_policy(),
+        oidc: crate::oidc::Provider::from_settings(&settings.host.login, &settings.oidc.oidc_clients).map_err(HostError::Config)?,
     })
 }
 
-fn fragment_timeout(settings: &Settings, name: &str) -> Duration {
-    Duration::from_millis(settings.fragments.get(name).and_then(|fragment| fragment.timeout_ms).unwrap_or(settings.fragment_timeout_ms))
+fn fragment_timeout(settings: &ShellSettings, name: &str) -> Duration {
+    let configured = settings.host.site.fragments.get(name).and_then(|fragment| fragment.timeout_ms);
+    Duration::from_millis(configured.unwrap_or(settings.registry.fragment_timeout_ms))
 }
 
 /// Builds the site and serves it on `settings.addr` until SIGTERM (then drains).
-pub async fn serve(settings: &Settings, contained: &[&'static dyn FragmentCrate]) -> Result<Running, HostError> {
+pub async fn serve(settings: &ShellSettings, contained: &[&'static dyn FragmentCrate]) -> Result<Running, HostError> {
     let Site { router, background, teardown, exposure } = build(settings, contained).await?;
-    tessera_host::serve::serve(settings, router, background, teardown, exposure).await
+    tessera_host::serve::serve(&settings.host.server, router, background, teardown, exposure).await
 }

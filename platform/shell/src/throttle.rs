@@ -23,20 +23,47 @@
 //! them as failures; one that succeeds takes them back, forgets its pair's failures and makes the pair
 //! known. Unknown accounts are counted like real ones, so no answer reveals which emails exist.
 
+use serde::{Deserialize, Serialize};
 use sqlx::AnyPool;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ThrottleSettings {
+    /// The window failures are counted in (`TESSERA_LOGIN_THROTTLE_WINDOW_SECONDS`).
+    #[serde(rename = "login_throttle_window_seconds")]
     pub window_seconds: i64,
     /// Registrations from one address (each hashes a password; the answer to a taken email tells that
-    /// the account exists, so this also bounds how fast emails can be tried).
+    /// the account exists, so this also bounds how fast emails can be tried;
+    /// `TESSERA_REGISTRATION_MAX_PER_ADDRESS`).
+    #[serde(rename = "registration_max_per_address")]
     pub max_registrations_per_address: i64,
-    /// Failures of one account from one address.
+    /// Failures of one account from one address (`TESSERA_LOGIN_MAX_FAILURES_PER_ACCOUNT`).
+    #[serde(rename = "login_max_failures_per_account")]
     pub max_failures_per_account: i64,
-    /// Failures of one account from every address (binds pairs that are not known).
+    /// Failures of one account from every address (binds pairs that are not known;
+    /// `TESSERA_LOGIN_MAX_FAILURES_PER_ACCOUNT_TOTAL`).
+    #[serde(rename = "login_max_failures_per_account_total")]
     pub max_failures_per_account_total: i64,
-    /// Failures from one address over every account (binds pairs that are not known).
+    /// Failures from one address over every account (binds pairs that are not known;
+    /// `TESSERA_LOGIN_MAX_FAILURES_PER_ADDRESS`).
+    #[serde(rename = "login_max_failures_per_address")]
     pub max_failures_per_address: i64,
+    /// Password hashes (sign-in checks, registrations, password changes) running at once; 0: one per
+    /// core (`TESSERA_PASSWORD_HASHES_AT_ONCE`). Past it requests wait up to 2 s for a turn, then get 503
+    /// with `Retry-After`.
+    pub password_hashes_at_once: usize,
+}
+
+impl Default for ThrottleSettings {
+    fn default() -> Self {
+        ThrottleSettings {
+            window_seconds: 900,
+            max_registrations_per_address: 20,
+            max_failures_per_account: 5,
+            max_failures_per_account_total: 50,
+            max_failures_per_address: 50,
+            password_hashes_at_once: 0,
+        }
+    }
 }
 
 /// How long a successful sign-in keeps its pair of account and address known.

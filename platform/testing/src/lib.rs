@@ -28,14 +28,15 @@ use tessera_contracts::events::{Envelope, Event};
 
 use tessera_fragment::db::now_ms;
 use tessera_fragment::fragment::Fragment;
+use tessera_fragment::peers::ClearOnDrop;
 use tessera_fragment::peers::Peers;
 use tessera_fragment::service::ServiceClient;
 use tessera_fragment::signature::{CallSigner, EventSigner};
 use tessera_fragment::{init_executor, FragmentRuntime};
-use tessera_host::assembly::{fragment_app, Host, Teardown};
+use tessera_host::assembly::{fragment_app, Host};
 use tessera_host::pool::Remote;
 use tessera_host::relay::{HttpTransport, Transport};
-use tessera_host::serve::{serve, Exposure};
+use tessera_host::serve::serve;
 use tessera_host::Settings;
 
 /// The events secret of a fragment under test (what its producers and it share).
@@ -94,6 +95,24 @@ macro_rules! each_backend {
     };
 }
 
+/// The settings every test process starts from: a port of its own, its data and bundles under `dir`, a
+/// PostgreSQL schema prefix of its own (`t<12 hex>_`) when on PostgreSQL, small pools, and no drain notice.
+pub fn test_settings(dir: &std::path::Path, backend: Backend) -> Settings {
+    let mut settings = Settings::default();
+    settings.server.addr = "127.0.0.1:0".parse().expect("an address");
+    settings.server.drain_notice_ms = 0;
+    settings.server.drain_timeout_ms = 2_000;
+    settings.store.data_dir = dir.join("data");
+    settings.store.postgres_url = match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => Some(postgres_url().expect("TESSERA_TEST_POSTGRES_URL")),
+    };
+    settings.store.schema_prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    settings.store.postgres_pool_size = 3;
+    settings.site.site_dir = dir.join("site");
+    settings
+}
+
 /// Another service, as the fragment under test reaches it: its name (`inventory`), the prefix it owns
 /// and a router answering the contract paths the test needs.
 pub struct Double {
@@ -125,7 +144,7 @@ pub struct Alone {
     tokens: Arc<TokenSigner>,
     stop: Arc<tokio::sync::Notify>,
     background: Vec<tokio::task::JoinHandle<()>>,
-    _teardown: Teardown,
+    _teardown: ClearOnDrop,
     _data: tempfile::TempDir,
 }
 
@@ -134,29 +153,17 @@ impl Alone {
     pub async fn start(fragment: &'static dyn Fragment, backend: Backend, options: Options) -> Alone {
         init_executor();
         let data = tempfile::tempdir().expect("a temporary directory");
-        let mut settings = Settings {
-            addr: "127.0.0.1:0".parse().expect("an address"),
-            data_dir: data.path().join("data"),
-            site_dir: data.path().join("site"),
-            postgres_url: match backend {
-                Backend::Sqlite => None,
-                Backend::Postgres => Some(postgres_url().expect("TESSERA_TEST_POSTGRES_URL")),
-            },
-            schema_prefix: format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]),
-            postgres_pool_size: 3,
-            events_secret: Some(EVENTS_SECRET.into()),
-            service_secret: Some(SERVICE_SECRET.into()),
-            demo: options.demo.is_some(),
-            demo_extra_products: options.demo.unwrap_or(0),
-            drain_notice_ms: 0,
-            drain_timeout_ms: 2_000,
-            ..Settings::default()
-        };
+        let mut settings = test_settings(data.path(), backend);
+        settings.secrets.events_secret = Some(EVENTS_SECRET.into());
+        settings.secrets.service_secret = Some(SERVICE_SECRET.into());
+        settings.site.demo = options.demo.is_some();
+        settings.site.demo_extra_products = options.demo.unwrap_or(0);
         if let Some(configure) = options.configure {
             configure(&mut settings);
         }
-        let access_ttl = settings.access_ttl_seconds.max(60);
-        let tokens = Arc::new(TokenSigner::new(KeyRing::ephemeral(access_ttl), settings.issuer.clone(), settings.audience.clone(), access_ttl));
+        let login = &settings.login;
+        let access_ttl = login.access_ttl_seconds.max(60);
+        let tokens = Arc::new(TokenSigner::new(KeyRing::ephemeral(access_ttl), login.issuer.clone(), login.audience.clone(), access_ttl));
         let published = tokens.clone();
         let jwks = InProcessJwks(Arc::new(move || published.jwks()));
         let mut host = Host::new(&settings).expect("the host's settings");
@@ -167,8 +174,8 @@ impl Alone {
         let started = host.start().await.expect("the fragment starts");
         let runtime = started.local[0].runtime.clone();
         let app = fragment_app(&started.local[0]);
-        let exposure = Exposure::of(&started.local, false);
-        let running = serve(&settings, app, started.background, started.teardown, exposure).await.expect("the fragment listens");
+        let exposure = started.exposure(false);
+        let running = serve(&settings.server, app, started.background, started.teardown, exposure).await.expect("the fragment listens");
         let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(Duration::from_secs(30)).build().expect("a client");
         Alone {
             url: format!("http://{}", running.addr),
@@ -187,7 +194,7 @@ impl Alone {
     /// The `Cookie` header of a signed-in user with these roles (as the shell's login would set it).
     pub fn cookie_of(&self, user: &SessionUser) -> String {
         let token = self.tokens.issue_access_token(user, &uuid::Uuid::new_v4().to_string()).expect("a signed token");
-        format!("{}={token}", self.settings.cookie_policy().access_name())
+        format!("{}={token}", self.settings.login.cookie_policy().access_name())
     }
 
     /// A user of the test's making: `id` doubles as the e-mail's local part.
@@ -265,8 +272,8 @@ impl Drop for Alone {
         for task in &self.background {
             task.abort();
         }
-        if let (Backend::Postgres, Some(url)) = (self.backend, self.settings.postgres_url.clone()) {
-            let schema = format!("{}{}", self.settings.schema_prefix, self.runtime.name);
+        if let (Backend::Postgres, Some(url)) = (self.backend, self.settings.store.postgres_url.clone()) {
+            let schema = format!("{}{}", self.settings.store.schema_prefix, self.runtime.name);
             // On a thread of its own: a drop may run inside the test's runtime, which cannot block on itself.
             let _ = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");

@@ -40,7 +40,7 @@ use tessera_fragment::db::{DbError, Migrations, StoreSettings};
 use tessera_fragment::peers::Peers;
 use tessera_fragment::signature::CallSigner;
 use tessera_fragment::webhook::WebhookSigner;
-use tessera_host::serve::{serve, Exposure, Running};
+use tessera_host::serve::{serve, Running};
 use tessera_host::{Host, HostError, Settings};
 use tokio::sync::Notify;
 
@@ -106,7 +106,7 @@ pub fn router(sandbox: Sandbox) -> Router {
 /// Runs the sandbox in `host`'s process: its database, its deliverer, and its routes (returned, to merge
 /// into the process's router). Services of the process reach it as `payments`.
 pub async fn attach(host: &mut Host) -> Result<Router, HostError> {
-    let sandbox = open(&host.settings.store(), host.secrets.payment_api()?, host.secrets.payment_webhooks()?, host.peers.clone()).await?;
+    let sandbox = open(&host.settings.store, host.secrets.payment_api()?, host.secrets.payment_webhooks()?, host.peers.clone()).await?;
     let router = router(sandbox.clone());
     host.add_service("payments", tessera_contracts::payments::SANDBOX_PREFIX, router.clone());
     host.background.push(spawn_deliverer(sandbox));
@@ -119,6 +119,6 @@ pub async fn run_alone(settings: &Settings) -> Result<Running, HostError> {
     let mut host = Host::new(settings)?;
     let routes = attach(&mut host).await?;
     let started = host.start().await?;
-    let exposure = Exposure::of(&started.local, false);
-    serve(settings, routes, started.background, started.teardown, exposure).await
+    let exposure = started.exposure(false);
+    serve(&settings.server, routes, started.background, started.teardown, exposure).await
 }

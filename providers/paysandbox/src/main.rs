@@ -8,7 +8,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tessera_host::binary::init_tracing();
     let settings = tessera_host::Settings::load()?;
     if std::env::args().skip(1).any(|argument| argument == "--help" || argument == "-h") {
-        println!("tessera-paysandbox: the sandbox payment provider alone, on TESSERA_ADDR. Settings: TESSERA_* variables (docs/operating.md).");
+        println!("tessera-paysandbox: the sandbox payment provider alone, on TESSERA_ADDR. Settings: TESSERA_* variables (docs/settings.md).");
         return Ok(());
     }
     tracing::info!(?settings, "starting the sandbox payment provider");

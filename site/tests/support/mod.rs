@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
 use reqwest::{Response, StatusCode};
 use std::time::Duration;
-use tessera_site::settings::FragmentSettings;
+use tessera_host::settings::FragmentSettings;
 
 use sqlx::AnyPool;
 use tessera_fragment::db::StoreSettings;
-use tessera_site::{Mode, Settings};
+use tessera_site::{Mode, ShellSettings};
 
 pub const PASSWORD: &str = "tessera-demo";
 pub const SHOPPER: &str = "shopper@example.com";
@@ -22,7 +22,6 @@ pub const ADMIN: &str = "admin@example.com";
 // Where a test's data lives, and one test case per backend: the fragments' own tests use the same.
 #[allow(unused_imports)]
 pub use tessera_testing::each_backend;
-use tessera_testing::postgres_url;
 #[allow(unused_imports)]
 pub use tessera_testing::{postgres_configured, Backend};
 
@@ -33,9 +32,9 @@ pub fn nats_url() -> Option<String> {
 
 /// Events over NATS JetStream, in streams of this app's own (named after its schema prefix, which its
 /// other instances share).
-pub fn over_nats(settings: &mut Settings) {
-    settings.nats_url = Some(nats_url().expect("TESSERA_TEST_NATS_URL"));
-    settings.nats_prefix = settings.schema_prefix.trim_end_matches('_').to_owned();
+pub fn over_nats(settings: &mut ShellSettings) {
+    settings.host.events.nats_url = Some(nats_url().expect("TESSERA_TEST_NATS_URL"));
+    settings.host.events.nats_prefix = settings.host.store.schema_prefix.trim_end_matches('_').to_owned();
 }
 
 /// A running `tessera` process-in-a-task with its own data.
@@ -45,13 +44,13 @@ pub struct TestApp {
     pub metrics_addr: Option<SocketAddr>,
     pub url: String,
     pub client: reqwest::Client,
-    pub settings: Settings,
+    pub settings: ShellSettings,
     pub backend: Backend,
     _data: tempfile::TempDir,
     pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
     /// Starts a drain, as SIGTERM does.
     pub stop: std::sync::Arc<tokio::sync::Notify>,
-    _teardown: tessera_host::assembly::Teardown,
+    _teardown: tessera_fragment::peers::ClearOnDrop,
     background: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -70,9 +69,9 @@ pub struct Options {
     /// The site's public URL (default `http://127.0.0.1`).
     pub public_url: Option<String>,
     /// A fragment alone on another domain: the shell it signs its users in at.
-    pub oidc_provider: Option<tessera_site::settings::OidcProviderSettings>,
+    pub oidc_provider: Option<tessera_host::relying_party::OidcProviderSettings>,
     /// Last word on the settings.
-    pub configure: Option<fn(&mut Settings)>,
+    pub configure: Option<fn(&mut ShellSettings)>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -89,36 +88,24 @@ fn init_logging() {
 pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
     init_logging();
     let data = tempfile::tempdir().expect("a temp dir");
-    let schema_prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let mut settings = Settings {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        data_dir: data.path().join("data"),
-        site_dir: options.site_dir.unwrap_or_else(|| data.path().join("site")),
-        postgres_url: match backend {
-            Backend::Sqlite => None,
-            Backend::Postgres => Some(postgres_url().expect("TESSERA_TEST_POSTGRES_URL")),
-        },
-        schema_prefix,
-        public_url: options.public_url.unwrap_or_else(|| "http://127.0.0.1".into()),
-        oidc_provider: options.oidc_provider,
-        fragments: options.fragments,
-        jwks_url: options.jwks_url,
-        demo: options.demo.unwrap_or(true),
-        // The classic eight products: fast to seed; catalog tests that need more say so in `configure`.
-        demo_extra_products: 0,
-        // Two tests at a time, five services each, plus the tests' own pools: within PostgreSQL's 100.
-        postgres_pool_size: 3,
-        // Tests stop servers at once (no balancer needs notice) and wait little for requests in flight.
-        drain_notice_ms: 0,
-        drain_timeout_ms: 2_000,
-        ..Settings::default()
-    };
+    let mut settings = ShellSettings { host: tessera_testing::test_settings(data.path(), backend), ..ShellSettings::default() };
+    let host = &mut settings.host;
+    if let Some(site_dir) = options.site_dir {
+        host.site.site_dir = site_dir;
+    }
+    host.login.public_url = options.public_url.unwrap_or_else(|| "http://127.0.0.1".into());
+    host.login.jwks_url = options.jwks_url;
+    host.site.oidc_provider = options.oidc_provider;
+    host.site.fragments = options.fragments;
+    host.site.demo = options.demo.unwrap_or(true);
+    // The classic eight products: fast to seed; catalog tests that need more say so in `configure`.
+    host.site.demo_extra_products = 0;
     if let Some(addr) = options.addr {
-        settings.addr = addr;
+        settings.host.server.addr = addr;
     }
     if let Some((data_dir, schema_prefix)) = options.instance_of {
-        settings.data_dir = data_dir;
-        settings.schema_prefix = schema_prefix;
+        settings.host.store.data_dir = data_dir;
+        settings.host.store.schema_prefix = schema_prefix;
     }
     if let Some(configure) = options.configure {
         configure(&mut settings);
@@ -159,9 +146,9 @@ impl Drop for TestApp {
         for task in &self.background {
             task.abort();
         }
-        if let (Backend::Postgres, Some(url)) = (self.backend, self.settings.postgres_url.clone()) {
+        if let (Backend::Postgres, Some(url)) = (self.backend, self.settings.host.store.postgres_url.clone()) {
             // Leave no schemas behind in the shared test database.
-            let prefix = self.settings.schema_prefix.clone();
+            let prefix = self.settings.host.store.schema_prefix.clone();
             let _ = std::thread::spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
                 runtime.block_on(async move {
@@ -313,12 +300,7 @@ pub fn urlencode(value: &str) -> String {
 }
 
 pub fn store(app: &TestApp) -> StoreSettings {
-    StoreSettings {
-        data_dir: app.settings.data_dir.clone(),
-        postgres_url: app.settings.postgres_url.clone(),
-        schema_prefix: app.settings.schema_prefix.clone(),
-        postgres_pool_size: 2,
-    }
+    StoreSettings { postgres_pool_size: 2, ..app.settings.host.store.clone() }
 }
 
 /// A service's database, opened beside the running app (as an operator's tool would).
