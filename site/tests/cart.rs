@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::AnyPool;
-use support::{api, count, database, each_backend, eventually, spawn_with, urlencode, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use support::{count, database, each_backend, eventually, spawn_with, urlencode, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
 use tessera_contracts::payments::{test_cards, Payment, PaymentStatus, WebhookEvent, WebhookKind, SIGNATURE_HEADER, WEBHOOK_PATH};
 use tessera_fragment::outbox::Outbox;
 use tessera_fragment::signature::EventSigner;
@@ -43,11 +43,11 @@ fn cart_cookie(response: &reqwest::Response) -> Option<String> {
 }
 
 async fn add(app: &TestApp, cookie: Option<&str>, sku: &str, quantity: i64) -> (StatusCode, Value) {
-    api(app, "/cart/api/add_item", &format!("sku={sku}&quantity={quantity}"), cookie).await
+    app.api("/cart/api/add_item", &format!("sku={sku}&quantity={quantity}"), cookie).await
 }
 
 async fn cart(app: &TestApp, cookie: Option<&str>) -> Value {
-    let (status, json) = api(app, "/cart/api/my_cart", "", cookie).await;
+    let (status, json) = app.api("/cart/api/my_cart", "", cookie).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     json
 }
@@ -68,13 +68,13 @@ const ADDRESS: &str = "name=Sam+Shopper&street=1+Loop+Lane&city=Berlin&postcode=
 
 /// A checkout key from the checkout page's data.
 async fn checkout_key(app: &TestApp, cookie: &str) -> String {
-    let (status, json) = api(app, "/cart/api/checkout", "", Some(cookie)).await;
+    let (status, json) = app.api("/cart/api/checkout", "", Some(cookie)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     json["key"].as_str().unwrap().to_owned()
 }
 
 async fn place(app: &TestApp, cookie: &str, key: &str) -> (StatusCode, Value) {
-    api(app, "/cart/api/place_order", &format!("key={key}&{ADDRESS}"), Some(cookie)).await
+    app.api("/cart/api/place_order", &format!("key={key}&{ADDRESS}"), Some(cookie)).await
 }
 
 /// Pays at the sandbox's page with `card`; returns the response (a redirect back on success).
@@ -83,7 +83,7 @@ async fn pay(app: &TestApp, pay_url: &str, card: &str) -> reqwest::Response {
 }
 
 async fn order(app: &TestApp, cookie: &str, id: &str) -> Value {
-    let (status, json) = api(app, "/cart/api/order", &format!("id={id}"), Some(cookie)).await;
+    let (status, json) = app.api("/cart/api/order", &format!("id={id}"), Some(cookie)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     json
 }
@@ -203,7 +203,7 @@ async fn anonymous_carts_cannot_take_stock_off_sale(backend: Backend) {
     assert_eq!(status, StatusCode::CONFLICT, "{json}");
     assert!(json["message"].as_str().unwrap().contains(&format!("Only {on_hand} of Stoneware mug")), "{json}");
     assert_eq!(app.cart_count(Some(&guest)).await, 1);
-    let (status, json) = api(&app, "/cart/api/set_quantity", &format!("sku=MUG-STN-01&quantity={}", on_hand + 1), Some(&guest)).await;
+    let (status, json) = app.api("/cart/api/set_quantity", &format!("sku=MUG-STN-01&quantity={}", on_hand + 1), Some(&guest)).await;
     assert_eq!(status, StatusCode::CONFLICT, "{json}");
 
     // A signed-in shopper holds every unit, and buys.
@@ -234,22 +234,22 @@ async fn each_line_holds_its_stock_and_a_change_replaces_the_hold(backend: Backe
     assert_eq!(add(&app, Some(&sam), "PEN-GEL-BK", 2).await.0, StatusCode::OK);
     assert_eq!(stock(&inventory, "PEN-GEL-BK").await.1, 2);
     // Up to all four: the line's own two count towards the new hold.
-    let (status, json) = api(&app, "/cart/api/set_quantity", "sku=PEN-GEL-BK&quantity=4", Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/set_quantity", "sku=PEN-GEL-BK&quantity=4", Some(&sam)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(stock(&inventory, "PEN-GEL-BK").await.1, 4);
     // Nobody else gets one, and is told why; nothing changes.
     let (status, json) = add(&app, Some(&ada), "PEN-GEL-BK", 1).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(json["message"], "Gel pen is sold out.", "{json}");
-    let (status, json) = api(&app, "/cart/api/set_quantity", "sku=PEN-GEL-BK&quantity=5", Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/set_quantity", "sku=PEN-GEL-BK&quantity=5", Some(&sam)).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(json["message"].as_str().unwrap().contains("Only 4 of Gel pen are available. You have 4 in your cart."), "{json}");
     assert_eq!(stock(&inventory, "PEN-GEL-BK").await.1, 4, "a refused change keeps the old hold");
     // Down to one frees three for Ada.
-    api(&app, "/cart/api/set_quantity", "sku=PEN-GEL-BK&quantity=1", Some(&sam)).await;
+    app.api("/cart/api/set_quantity", "sku=PEN-GEL-BK&quantity=1", Some(&sam)).await;
     assert_eq!(add(&app, Some(&ada), "PEN-GEL-BK", 3).await.0, StatusCode::OK);
     // Removing lets the last one go.
-    let (status, json) = api(&app, "/cart/api/set_quantity", "sku=PEN-GEL-BK&quantity=0", Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/set_quantity", "sku=PEN-GEL-BK&quantity=0", Some(&sam)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json["lines"].as_array().unwrap().len(), 0);
     assert_eq!(stock(&inventory, "PEN-GEL-BK").await.1, 3, "{backend:?}");
@@ -270,7 +270,7 @@ async fn each_line_holds_its_stock_and_a_change_replaces_the_hold(backend: Backe
     // A price change in the catalog reaches the cart (catalog.product_changed) and is pointed out.
     let edit =
         "input[id]=pen-gel-bk&input[name]=Gel+pen&input[brand]=Ferris+%26+Co&input[category]=pens&input[price]=4.00&input[description]=0.5+mm+black+gel+pen.";
-    let (status, json) = api(&app, "/catalog/api/save_product", edit, Some(&ada)).await;
+    let (status, json) = app.api("/catalog/api/save_product", edit, Some(&ada)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     eventually("the new price in the cart", || async { line(&cart(&app, Some(&ada)).await, "PEN-GEL-BK")["unit_price"]["minor"] == 400 }).await;
     let view = cart(&app, Some(&ada)).await;
@@ -345,7 +345,7 @@ async fn an_order_is_paid_only_by_the_providers_callback_and_then_fulfilled(back
     // A double click or retried request: the same order. The same key for another address: refused.
     let (status, again) = place(&app, &sam, &key).await;
     assert_eq!((status, &again["order_id"]), (StatusCode::OK, &placed["order_id"]));
-    let (status, json) = api(&app, "/cart/api/place_order", &format!("key={key}&{}", ADDRESS.replace("Berlin", "Paris")), Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/place_order", &format!("key={key}&{}", ADDRESS.replace("Berlin", "Paris")), Some(&sam)).await;
     assert_eq!(status, StatusCode::CONFLICT, "{json}");
     // The cart became the order: its lines moved into one reservation for the order.
     assert_eq!(app.cart_count(Some(&sam)).await, 0);
@@ -391,7 +391,7 @@ async fn an_order_is_paid_only_by_the_providers_callback_and_then_fulfilled(back
     let ada = app.login_as(ADMIN, PASSWORD).await;
     let (reservation,): (String,) =
         sqlx::query_as("SELECT id FROM reservations WHERE order_id = $1 AND status = 'hard'").bind(&id).fetch_one(&inventory).await.unwrap();
-    let (status, json) = api(&app, "/admin/inventory/api/fulfil_order", &format!("reservation_id={reservation}"), Some(&ada)).await;
+    let (status, json) = app.api("/admin/inventory/api/fulfil_order", &format!("reservation_id={reservation}"), Some(&ada)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     wait_for_status(&app, &sam, &id, "Fulfilled").await;
     let detail = order(&app, &sam, &id).await;
@@ -404,7 +404,7 @@ async fn an_order_is_paid_only_by_the_providers_callback_and_then_fulfilled(back
     let (_, html) = app.text("/cart/orders", Some(&sam)).await;
     assert!(html.contains(&id[..8]));
     // A fulfilled order can no longer be cancelled.
-    let (status, _) = api(&app, "/cart/api/cancel_order", &format!("id={id}"), Some(&sam)).await;
+    let (status, _) = app.api("/cart/api/cancel_order", &format!("id={id}"), Some(&sam)).await;
     assert_eq!(status, StatusCode::CONFLICT);
 }
 
@@ -418,7 +418,7 @@ async fn cancelling_releases_the_stock_and_refunds_a_paid_order(backend: Backend
     let key = checkout_key(&app, &sam).await;
     let (_, placed) = place(&app, &sam, &key).await;
     let unpaid = placed["order_id"].as_str().unwrap().to_owned();
-    let (status, json) = api(&app, "/cart/api/cancel_order", &format!("id={unpaid}"), Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/cancel_order", &format!("id={unpaid}"), Some(&sam)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["status"], "Cancelled");
     eventually("the hold released", || async { stock(&inventory, "BAG-CNV-01").await == (60, 0, 0) }).await;
@@ -428,11 +428,11 @@ async fn cancelling_releases_the_stock_and_refunds_a_paid_order(backend: Backend
     // Paid: cancelled, the hard hold released, the payment refunded (from the provider's webhook).
     let paid = buy(&app, &sam, "BAG-CNV-01", 3).await;
     eventually("hard hold", || async { stock(&inventory, "BAG-CNV-01").await == (60, 0, 3) }).await;
-    let (status, _) = api(&app, "/cart/api/cancel_order", &format!("id={paid}"), Some(&sam)).await;
+    let (status, _) = app.api("/cart/api/cancel_order", &format!("id={paid}"), Some(&sam)).await;
     assert_eq!(status, StatusCode::OK);
     eventually("the hard hold released", || async { stock(&inventory, "BAG-CNV-01").await == (60, 0, 0) }).await;
     wait_for_status(&app, &sam, &paid, "Refunded").await;
-    let (status, _) = api(&app, "/cart/api/cancel_order", &format!("id={paid}"), Some(&sam)).await;
+    let (status, _) = app.api("/cart/api/cancel_order", &format!("id={paid}"), Some(&sam)).await;
     assert_eq!(status, StatusCode::CONFLICT, "{backend:?}: cancelled once");
 }
 
@@ -496,15 +496,15 @@ async fn cancelling_a_paid_order_is_decided_by_inventory_whichever_arrives_first
     };
     let fulfil = |reservation: String| {
         let (app, ada) = (&app, &ada);
-        async move { api(app, "/admin/inventory/api/fulfil_order", &format!("reservation_id={reservation}"), Some(ada)).await }
+        async move { app.api("/admin/inventory/api/fulfil_order", &format!("reservation_id={reservation}"), Some(ada)).await }
     };
 
     // 1. The cancel reaches inventory first: confirmed, refunded; the warehouse can no longer ship it.
-    let (status, json) = api(&app, "/cart/api/cancel_order", &format!("id={first}"), Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/cancel_order", &format!("id={first}"), Some(&sam)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!((json["status"].as_str(), json["cancel_requested"].as_bool()), (Some("Paid"), Some(true)), "{backend:?}: asked, not yet cancelled");
     assert_eq!(refund_state(&app, &first).await, ("succeeded".into(), 0), "nothing refunded before inventory answers");
-    let (status, again) = api(&app, "/cart/api/cancel_order", &format!("id={first}"), Some(&sam)).await;
+    let (status, again) = app.api("/cart/api/cancel_order", &format!("id={first}"), Some(&sam)).await;
     assert_eq!((status, &again["cancel_requested"]), (StatusCode::OK, &json!(true)), "asking twice asks once");
     pump(&app, "cart").await;
     assert_eq!(stock(&inventory, "BAG-CNV-01").await, (60, 0, 2), "{backend:?}: inventory released the first order");
@@ -520,7 +520,7 @@ async fn cancelling_a_paid_order_is_decided_by_inventory_whichever_arrives_first
     let (status, json) = fulfil(reservation(second.clone()).await).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(order_status(&app, &sam, &second).await, "Paid", "the cart has not heard yet");
-    let (status, json) = api(&app, "/cart/api/cancel_order", &format!("id={second}"), Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/cancel_order", &format!("id={second}"), Some(&sam)).await;
     assert_eq!((status, &json["cancel_requested"]), (StatusCode::OK, &json!(true)), "{json}");
     pump(&app, "cart").await;
     assert_eq!(stock(&inventory, "BAG-CNV-01").await, (58, 0, 0), "{backend:?}: shipped, nothing put back");
@@ -690,9 +690,9 @@ async fn shoppers_see_only_their_own_orders_and_bad_checkouts_change_nothing(bac
     let ada = app.login_as(ADMIN, PASSWORD).await;
     let id = buy(&app, &sam, "MUG-STN-01", 1).await;
     for (path, body) in [("/cart/api/order", format!("id={id}")), ("/cart/api/pay_order", format!("id={id}")), ("/cart/api/cancel_order", format!("id={id}"))] {
-        let (status, json) = api(&app, path, &body, Some(&ada)).await;
+        let (status, json) = app.api(path, &body, Some(&ada)).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {json}");
-        let (status, _) = api(&app, path, &body, None).await;
+        let (status, _) = app.api(path, &body, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}");
     }
     let (status, html) = app.text(&format!("/cart/orders/{id}"), Some(&ada)).await;
@@ -701,7 +701,7 @@ async fn shoppers_see_only_their_own_orders_and_bad_checkouts_change_nothing(bac
     for private in ["Sam Shopper", "Loop Lane", "10115", "MUG-STN-01"] {
         assert!(!html.contains(private), "another shopper's order leaks {private:?}");
     }
-    let (_, orders) = api(&app, "/cart/api/my_orders", "", Some(&ada)).await;
+    let (_, orders) = app.api("/cart/api/my_orders", "", Some(&ada)).await;
     assert_eq!(orders, json!([]), "Ada has no orders");
     assert_eq!(order_status(&app, &sam, &id).await, "Paid", "Sam's order untouched");
 
@@ -721,7 +721,7 @@ async fn shoppers_see_only_their_own_orders_and_bad_checkouts_change_nothing(bac
         (format!("key={key}&{}&pad={}", ADDRESS, "x".repeat(40_000)), Some(&sam), StatusCode::PAYLOAD_TOO_LARGE),
     ];
     for (body, cookie, expected) in cases {
-        let (status, json) = api(&app, "/cart/api/place_order", &body, cookie).await;
+        let (status, json) = app.api("/cart/api/place_order", &body, cookie).await;
         assert_eq!(status, expected, "{backend:?} {}: {json}", &body[..body.len().min(80)]);
     }
     assert_eq!(count(&cart_db, "SELECT COUNT(*) FROM orders").await, orders_before, "{backend:?}: no order");
@@ -762,7 +762,7 @@ async fn two_hundred_shoppers_rush_five_units_and_exactly_five_orders_are_paid(b
     let cart_db = database(&app, "cart").await;
     // The five red tees… plus two more received, so there are exactly five.
     let ada = app.login_as(ADMIN, PASSWORD).await;
-    let (status, json) = api(&app, "/admin/inventory/api/adjust_stock", "sku=TEE-RED-L&delta=2", Some(&ada)).await;
+    let (status, json) = app.api("/admin/inventory/api/adjust_stock", "sku=TEE-RED-L&delta=2", Some(&ada)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     let cookies = shoppers(&app, SHOPPERS).await;
     let app = std::sync::Arc::new(app);
@@ -828,7 +828,7 @@ async fn with_the_provider_down_the_order_waits_for_payment_and_says_so() {
     let id = placed["order_id"].as_str().unwrap();
     assert_eq!(order_status(&app, &sam, id).await, "AwaitingPayment", "the order is kept");
     assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 1, "and its stock held");
-    let (status, json) = api(&app, "/cart/api/pay_order", &format!("id={id}"), Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/pay_order", &format!("id={id}"), Some(&sam)).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
     assert!(json["message"].as_str().unwrap().contains("try paying again"), "{json}");
 }

@@ -4,26 +4,7 @@
 mod support;
 
 use reqwest::StatusCode;
-use support::{api, each_backend, spawn_app, Backend, ADMIN, PASSWORD, SHOPPER};
-
-each_backend!(every_fragment_shows_the_user_from_the_shared_cookie);
-async fn every_fragment_shows_the_user_from_the_shared_cookie(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let cookie = app.login_as(ADMIN, PASSWORD).await;
-    for path in ["/catalog", "/cart", "/admin/inventory"] {
-        let (status, html) = app.text(path, Some(&cookie)).await;
-        assert_eq!(status, StatusCode::OK, "{backend:?} {path}");
-        // Rendered by the fragment itself after verifying the cookie with the shell's public key ...
-        assert!(html.contains("Signed in as <strong>Ada Admin</strong>"), "{path}: {html}");
-        // ... and the shell's chrome, composed into the fragment's slot exactly once.
-        assert_eq!(html.matches("data-testid=\"user-name\"").count(), 1, "{path}");
-        assert_eq!(html.matches("id=\"tessera-chrome\"").count(), 1, "{path}");
-        assert!(html.contains("/style/tessera.css?v="), "{path}: shared stylesheet");
-    }
-    // Anonymous visitors are guests in the fragments that allow them.
-    let (_, html) = app.text("/catalog", None).await;
-    assert!(html.contains("Browsing as a guest"));
-}
+use support::{each_backend, spawn_app, Backend, ADMIN, PASSWORD, SHOPPER};
 
 each_backend!(the_catalog_lists_products_from_its_own_database);
 async fn the_catalog_lists_products_from_its_own_database(backend: Backend) {
@@ -33,7 +14,7 @@ async fn the_catalog_lists_products_from_its_own_database(backend: Backend) {
     for product in tessera_contracts::demo::PRODUCTS {
         assert!(html.contains(product.name), "{backend:?}: {} missing", product.name);
     }
-    let (status, json) = api(&app, "/catalog/api/search_products", "", None).await;
+    let (status, json) = app.api("/catalog/api/search_products", "", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json["total"], tessera_contracts::demo::PRODUCTS.len(), "{json}");
 }
@@ -43,7 +24,7 @@ async fn cart_lines_belong_to_their_user_only(backend: Backend) {
     let app = spawn_app(backend).await;
     let sam = app.login_as(SHOPPER, PASSWORD).await;
     let ada = app.login_as(ADMIN, PASSWORD).await;
-    let (status, json) = api(&app, "/cart/api/add_item", "sku=MUG-STN-01&quantity=2", Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/add_item", "sku=MUG-STN-01&quantity=2", Some(&sam)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["item_count"], 2);
     assert_eq!(app.cart_count(Some(&sam)).await, 2);
@@ -51,7 +32,7 @@ async fn cart_lines_belong_to_their_user_only(backend: Backend) {
     assert_eq!(app.cart_count(None).await, 0);
 
     // Ada cannot change Sam's line: she has no such line.
-    let (status, json) = api(&app, "/cart/api/set_quantity", "sku=MUG-STN-01&quantity=5", Some(&ada)).await;
+    let (status, json) = app.api("/cart/api/set_quantity", "sku=MUG-STN-01&quantity=5", Some(&ada)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{json}");
     assert_eq!(app.cart_count(Some(&sam)).await, 2);
 
@@ -61,10 +42,10 @@ async fn cart_lines_belong_to_their_user_only(backend: Backend) {
     assert!(!html.contains("MUG-STN-01"));
 
     // Sam changes and removes his line.
-    let (status, json) = api(&app, "/cart/api/set_quantity", "sku=MUG-STN-01&quantity=3", Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/set_quantity", "sku=MUG-STN-01&quantity=3", Some(&sam)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["lines"][0]["quantity"], 3);
-    let (status, json) = api(&app, "/cart/api/set_quantity", "sku=MUG-STN-01&quantity=0", Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/set_quantity", "sku=MUG-STN-01&quantity=0", Some(&sam)).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json["lines"].as_array().unwrap().len(), 0);
 }
@@ -73,7 +54,7 @@ each_backend!(cart_server_functions_refuse_bad_input_and_change_nothing);
 async fn cart_server_functions_refuse_bad_input_and_change_nothing(backend: Backend) {
     let app = spawn_app(backend).await;
     let sam = app.login_as(SHOPPER, PASSWORD).await;
-    let (status, json) = api(&app, "/cart/api/add_item", "sku=STK-RST-10&quantity=98", Some(&sam)).await;
+    let (status, json) = app.api("/cart/api/add_item", "sku=STK-RST-10&quantity=98", Some(&sam)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     let cases: Vec<(&str, String, Option<&str>, StatusCode)> = vec![
         ("/cart/api/add_item", "sku=ZZZ-NOPE-01&quantity=1".into(), Some(&sam), StatusCode::NOT_FOUND),
@@ -98,7 +79,7 @@ async fn cart_server_functions_refuse_bad_input_and_change_nothing(backend: Back
         ("/cart/api/no_such_function", "".into(), Some(&sam), StatusCode::BAD_REQUEST),
     ];
     for (path, body, cookie, expected) in cases {
-        let (status, json) = api(&app, path, &body, cookie).await;
+        let (status, json) = app.api(path, &body, cookie).await;
         assert_eq!(status, expected, "{backend:?} {path} {}: {json}", &body[..body.len().min(60)]);
         if expected != StatusCode::BAD_REQUEST || path != "/cart/api/no_such_function" {
             assert!(json.get("message").is_some() || json.get("kind").is_some(), "{path}: a readable error: {json}");
@@ -123,13 +104,13 @@ async fn inventory_is_for_inventory_admins_only(backend: Backend) {
     assert!(!html.contains("PEN-GEL-BK"), "no stock data leaks into the 403 page");
 
     for (path, body) in [("/admin/inventory/api/stock_page", ""), ("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=5")] {
-        let (status, _) = api(&app, path, body, None).await;
+        let (status, _) = app.api(path, body, None).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{path} anonymous");
-        let (status, json) = api(&app, path, body, Some(&sam)).await;
+        let (status, json) = app.api(path, body, Some(&sam)).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path} shopper: {json}");
     }
     let ada = app.login_as(ADMIN, PASSWORD).await;
-    let (status, json) = api(&app, "/admin/inventory/api/stock_page", "", Some(&ada)).await;
+    let (status, json) = app.api("/admin/inventory/api/stock_page", "", Some(&ada)).await;
     assert_eq!(status, StatusCode::OK);
     let pen = json["rows"].as_array().unwrap().iter().find(|level| level["sku"] == "PEN-GEL-BK").unwrap().clone();
     assert_eq!(pen["on_hand"], 4, "the shopper's attempt changed nothing");
@@ -139,7 +120,7 @@ each_backend!(stock_adjustments_are_checked_and_never_go_below_zero);
 async fn stock_adjustments_are_checked_and_never_go_below_zero(backend: Backend) {
     let app = spawn_app(backend).await;
     let ada = app.login_as(ADMIN, PASSWORD).await;
-    let (status, json) = api(&app, "/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=3", Some(&ada)).await;
+    let (status, json) = app.api("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=3", Some(&ada)).await;
     assert_eq!(status, StatusCode::OK, "{json}");
     assert_eq!(json["on_hand"], 7);
     let cases = [
@@ -152,32 +133,9 @@ async fn stock_adjustments_are_checked_and_never_go_below_zero(backend: Backend)
         ("sku=bad sku&delta=1", StatusCode::BAD_REQUEST),
     ];
     for (body, expected) in cases {
-        let (status, json) = api(&app, "/admin/inventory/api/adjust_stock", body, Some(&ada)).await;
+        let (status, json) = app.api("/admin/inventory/api/adjust_stock", body, Some(&ada)).await;
         assert_eq!(status, expected, "{backend:?} {body}: {json}");
     }
-    let (_, json) = api(&app, "/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=-7", Some(&ada)).await;
+    let (_, json) = app.api("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=-7", Some(&ada)).await;
     assert_eq!(json["on_hand"], 0, "{backend:?}: every refused adjustment changed nothing");
-}
-
-each_backend!(a_forged_or_foreign_cookie_is_nobody_everywhere);
-async fn a_forged_or_foreign_cookie_is_nobody_everywhere(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let real = app.login_as(ADMIN, PASSWORD).await;
-    let token = real.trim_start_matches("tessera_access=");
-    let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-    // Flip one character of the signature.
-    let flipped = if parts[2].ends_with('A') { 'B' } else { 'A' };
-    parts[2].pop();
-    parts[2].push(flipped);
-    let forged = format!("tessera_access={}", parts.join("."));
-    let none = "tessera_access=eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4In0.";
-    for cookie in [forged.as_str(), none, "tessera_access=garbage", &format!("tessera_access={}", "x".repeat(5000))] {
-        let (status, html) = app.text("/catalog", Some(cookie)).await;
-        assert_eq!(status, StatusCode::OK);
-        assert!(html.contains("Browsing as a guest"), "{backend:?}: {}", &cookie[..cookie.len().min(40)]);
-        let (status, _) = app.text("/admin/inventory", Some(cookie)).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-        let (status, _) = api(&app, "/cart/api/my_orders", "", Some(cookie)).await;
-        assert_eq!(status, StatusCode::UNAUTHORIZED);
-    }
 }

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use support::{count, database, each_backend, eventually, sign_in_from, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use support::{count, database, each_backend, eventually, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
 use tessera_contracts::events::{Envelope, StockChanged};
 use tessera_fragment::lease::Lease;
 use tessera_fragment::outbox::Outbox;
@@ -201,40 +201,6 @@ async fn one_cart_changed_through_two_instances_at_once_keeps_every_unit_and_one
     assert_eq!(status, "soft");
 }
 
-fn strict_address_limit(settings: &mut tessera_site::ShellSettings) {
-    settings.throttle.max_failures_per_address = 3;
-    settings.throttle.max_failures_per_account = 100;
-}
-
-fn behind_local_proxy(settings: &mut tessera_site::ShellSettings) {
-    strict_address_limit(settings);
-    settings.host.server.trusted_proxies = Some("127.0.0.0/8, ::1".into());
-}
-
-#[tokio::test]
-async fn behind_a_trusted_proxy_each_client_has_its_own_address_and_none_can_choose_it() {
-    let backend = Backend::Sqlite;
-    // Behind the proxy: one client's failures throttle that client, not the next one.
-    let app = spawn_with(backend, Options { configure: Some(behind_local_proxy), ..Options::default() }).await;
-    for n in 0..3 {
-        assert_eq!(sign_in_from(&app, "203.0.113.9", &format!("nobody{n}@example.com"), "wrong-password").await, StatusCode::UNAUTHORIZED);
-    }
-    assert_eq!(sign_in_from(&app, "203.0.113.9", SHOPPER, PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(sign_in_from(&app, "198.51.100.2", SHOPPER, PASSWORD).await, StatusCode::SEE_OTHER);
-    // The leftmost entry (6.6.6.6) is what the client wrote: never its address.
-    let shell = database(&app, "shell").await;
-    let recorded = count(&shell, "SELECT COUNT(*) FROM login_failures WHERE throttle_key = 'address:203.0.113.9'").await;
-    assert_eq!(recorded, 3);
-    assert_eq!(count(&shell, "SELECT COUNT(*) FROM login_failures WHERE throttle_key = 'address:6.6.6.6'").await, 0);
-
-    // Without trusted proxies the header is ignored: a client cannot dodge the limit by inventing one.
-    let app = spawn_with(backend, Options { configure: Some(strict_address_limit), ..Options::default() }).await;
-    for n in 0..3 {
-        assert_eq!(sign_in_from(&app, &format!("203.0.113.{n}"), &format!("nobody{n}@example.com"), "wrong-password").await, StatusCode::UNAUTHORIZED);
-    }
-    assert_eq!(sign_in_from(&app, "198.51.100.2", SHOPPER, PASSWORD).await, StatusCode::TOO_MANY_REQUESTS);
-}
-
 fn metrics_on_own_port(settings: &mut tessera_site::ShellSettings) {
     settings.host.server.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
 }
@@ -284,54 +250,6 @@ async fn every_process_serves_metrics_where_the_public_cannot_reach_them() {
     let (status, html) = site.text("/catalog/metrics", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(!html.contains("http_requests_total"));
-}
-
-async fn published_kids(app: &TestApp) -> Vec<String> {
-    let json: serde_json::Value = app.get("/.well-known/jwks.json", None).await.json().await.unwrap();
-    json["keys"].as_array().unwrap().iter().map(|key| key["kid"].as_str().unwrap().to_owned()).collect()
-}
-
-fn kid_of(cookie: &str) -> String {
-    use base64::Engine;
-    let token = cookie.split_once('=').unwrap().1;
-    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token.split('.').next().unwrap()).unwrap();
-    serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"].as_str().unwrap().to_owned()
-}
-
-each_backend!(shell_replicas_share_one_key_ring_and_a_rotation_reaches_every_one);
-async fn shell_replicas_share_one_key_ring_and_a_rotation_reaches_every_one(backend: Backend) {
-    let first = spawn_with(backend, Options::default()).await;
-    let second = instance_of(&first, None).await;
-    let kids = published_kids(&first).await;
-    assert_eq!(kids.len(), 1, "{backend:?}");
-    assert_eq!(published_kids(&second).await, kids);
-    // A login at one replica is a login at the other.
-    let session = first.sign_in(SHOPPER, PASSWORD).await;
-    assert_eq!(second.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"));
-    // `keys rotate` (immediate) reaches both replicas; each signs with the new key and accepts the other's tokens.
-    let entry = tessera_shell::site::rotate_keys(&first.settings.host, 0).await.unwrap();
-    for app in [&first, &second] {
-        eventually("the new key published by every replica", || async { published_kids(app).await.contains(&entry.kid) }).await;
-    }
-    let later = second.sign_in(SHOPPER, PASSWORD).await;
-    assert_eq!(kid_of(&later.access), entry.kid, "{backend:?}");
-    assert_eq!(first.catalog_user(&later.access).await.as_deref(), Some("Sam Shopper"));
-    assert_eq!(second.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"), "tokens of the old key keep working");
-}
-
-#[tokio::test]
-async fn a_key_ring_an_earlier_release_kept_in_files_is_imported_so_its_sessions_stay_valid() {
-    let data = tempfile::tempdir().unwrap();
-    let keys = data.path().join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    let key = shared_auth::keys::StoredKey::generate(0).unwrap();
-    std::fs::write(keys.join(format!("{}.p8", key.entry.kid)), &key.pkcs8).unwrap();
-    std::fs::write(keys.join(shared_auth::keys::KEYRING_FILE), serde_json::json!({ "keys": [key.entry] }).to_string()).unwrap();
-    let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let app = spawn_with(Backend::Sqlite, Options { instance_of: Some((data.path().to_path_buf(), prefix)), ..Options::default() }).await;
-    assert_eq!(published_kids(&app).await, vec![key.entry.kid.clone()]);
-    let session = app.sign_in(SHOPPER, PASSWORD).await;
-    assert_eq!(kid_of(&session.access), key.entry.kid);
 }
 
 fn over_nats_strict(settings: &mut tessera_site::ShellSettings) {
@@ -561,7 +479,7 @@ async fn the_streaming_relay_has_one_leader_sends_each_event_once_in_order_and_h
     let skus = ["TEE-BLU-M", "MUG-STN-01", "PEN-GEL-BK"];
     for n in 0..24 {
         let app = if n % 2 == 0 { &first } else { &second };
-        let (status, json) = support::api(app, "/admin/inventory/api/adjust_stock", &format!("sku={}&delta=1", skus[n % skus.len()]), Some(&admin)).await;
+        let (status, json) = app.api("/admin/inventory/api/adjust_stock", &format!("sku={}&delta=1", skus[n % skus.len()]), Some(&admin)).await;
         assert_eq!(status, StatusCode::OK, "{json}");
     }
     assert_stock_events_applied_once_in_order(&first).await;
@@ -573,7 +491,7 @@ async fn the_streaming_relay_has_one_leader_sends_each_event_once_in_order_and_h
     // at once (the replay wakes the leader through the WAL; its backstop sweep is far later).
     let catalog = database(&first, "catalog").await;
     sqlx::query("ALTER TABLE availability RENAME TO availability_away").execute(&catalog).await.unwrap();
-    let (status, _) = support::api(&second, "/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=5", Some(&admin)).await;
+    let (status, _) = second.api("/admin/inventory/api/adjust_stock", "sku=PEN-GEL-BK&delta=5", Some(&admin)).await;
     assert_eq!(status, StatusCode::OK);
     eventually("the failing delivery dead-lettered after its retries", || async {
         count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'dead' AND attempts = 2").await == 1
@@ -589,7 +507,7 @@ async fn the_streaming_relay_has_one_leader_sends_each_event_once_in_order_and_h
     first.stop_background();
     eventually("the second instance leads", || async { relay_leader(&second).await.is_some_and(|pid| Some(pid) != leader) }).await;
     for sku in skus {
-        let (status, _) = support::api(&second, "/admin/inventory/api/adjust_stock", &format!("sku={sku}&delta=-1"), Some(&admin)).await;
+        let (status, _) = second.api("/admin/inventory/api/adjust_stock", &format!("sku={sku}&delta=-1"), Some(&admin)).await;
         assert_eq!(status, StatusCode::OK);
     }
     assert_stock_events_applied_once_in_order(&second).await;

@@ -6,7 +6,6 @@ use reqwest::StatusCode;
 use support::{count, database, each_backend, set_cookie, spawn_app, Backend, PASSWORD, SHOPPER};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
-const DAY: i64 = 24 * 3600;
 
 each_backend!(delivered_events_and_old_inbox_rows_go_while_undelivered_events_stay);
 async fn delivered_events_and_old_inbox_rows_go_while_undelivered_events_stay(backend: Backend) {
@@ -43,34 +42,6 @@ async fn delivered_events_and_old_inbox_rows_go_while_undelivered_events_stay(ba
     let (_, inbox) = tessera_fragment::event_admin::prune(&catalog, retention, now).await.unwrap();
     assert_eq!(inbox, 1);
     assert_eq!(count(&catalog, "SELECT COUNT(*) FROM inbox").await, received - 1);
-}
-
-each_backend!(ended_sessions_and_old_used_tokens_go_while_live_sessions_keep_working);
-async fn ended_sessions_and_old_used_tokens_go_while_live_sessions_keep_working(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let shell = database(&app, "shell").await;
-    let gone = app.sign_in(SHOPPER, PASSWORD).await;
-    assert_eq!(app.post_form("/logout", "", Some(&gone.both())).await.status(), StatusCode::SEE_OTHER);
-    let live = app.sign_in(SHOPPER, PASSWORD).await;
-    // The live session refreshes once: its first refresh token is now used.
-    let response = app.get("/catalog", Some(&live.refresh)).await;
-    let refresh = set_cookie(&response, "tessera_refresh").expect("rotated");
-    let access = set_cookie(&response, "tessera_access").expect("refreshed");
-    let now = shared_auth::keys::now_seconds();
-    // Eight days pass for the ended session and the used token.
-    sqlx::query("UPDATE sessions SET revoked_at = revoked_at - $1 WHERE revoked_at IS NOT NULL").bind(8 * DAY).execute(&shell).await.unwrap();
-    sqlx::query("UPDATE refresh_tokens SET used_at = used_at - $1 WHERE used_at IS NOT NULL").bind(2 * DAY).execute(&shell).await.unwrap();
-    let sessions = count(&shell, "SELECT COUNT(*) FROM sessions").await;
-
-    let pruned = tessera_shell::session_store::prune(&shell, now, 7 * DAY, 900).await.unwrap();
-    assert_eq!(pruned.sessions, 1, "{backend:?}");
-    assert_eq!(count(&shell, "SELECT COUNT(*) FROM sessions").await, sessions - 1);
-    assert_eq!(count(&shell, "SELECT COUNT(*) FROM refresh_tokens WHERE used_at IS NOT NULL").await, 0);
-    assert_eq!(count(&shell, "SELECT COUNT(*) FROM refresh_tokens r WHERE NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = r.session_id)").await, 0);
-    // The live session goes on, by its access token and by its current refresh token.
-    assert_eq!(app.catalog_user(&access).await.as_deref(), Some("Sam Shopper"));
-    let response = app.get("/catalog", Some(&refresh)).await;
-    assert!(set_cookie(&response, "tessera_access").is_some(), "{backend:?}: the current refresh token still refreshes");
 }
 
 each_backend!(guest_carts_no_cookie_can_reach_go_while_younger_ones_stay);

@@ -6,29 +6,21 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
-use reqwest::header::{CONTENT_TYPE, COOKIE, SET_COOKIE};
-use reqwest::{Response, StatusCode};
-use std::time::Duration;
+use reqwest::StatusCode;
 use tessera_host::settings::FragmentSettings;
 
 use sqlx::AnyPool;
 use tessera_fragment::db::StoreSettings;
 use tessera_site::{Mode, ShellSettings};
 
-pub const PASSWORD: &str = "tessera-demo";
-pub const SHOPPER: &str = "shopper@example.com";
-pub const ADMIN: &str = "admin@example.com";
-
-// Where a test's data lives, and one test case per backend: the fragments' own tests use the same.
+// The one set of helpers every harness shares (requests, sign-in, cookies, waiting), and one test case
+// per backend: the shell's and the fragments' own tests use the same.
 #[allow(unused_imports)]
 pub use tessera_testing::each_backend;
 #[allow(unused_imports)]
-pub use tessera_testing::{postgres_configured, Backend};
-
-/// The NATS server of the broker tests (`TESSERA_TEST_NATS_URL`), if any.
-pub fn nats_url() -> Option<String> {
-    std::env::var("TESSERA_TEST_NATS_URL").ok().filter(|url| !url.is_empty())
-}
+pub use tessera_testing::web::{access_cookie, count, eventually, set_cookie, urlencode, Http, Session, ADMIN, PASSWORD, SHOPPER};
+#[allow(unused_imports)]
+pub use tessera_testing::{nats_url, postgres_configured, Backend};
 
 /// Events over NATS JetStream, in streams of this app's own (named after its schema prefix, which its
 /// other instances share).
@@ -42,8 +34,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The metrics listener, when `metrics_addr` was set.
     pub metrics_addr: Option<SocketAddr>,
-    pub url: String,
-    pub client: reqwest::Client,
+    /// Requests to the app (`TestApp` derefs to it: `app.text(path, cookie)`, `app.login_as(…)`).
+    pub http: Http,
     pub settings: ShellSettings,
     pub backend: Backend,
     _data: tempfile::TempDir,
@@ -111,13 +103,10 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         configure(&mut settings);
     }
     let running = tessera_site::spawn(&settings, &options.mode.unwrap_or(tessera_site::Mode::Site)).await.expect("the server starts");
-    // A bound on every request: a hung server fails its test instead of hanging the run.
-    let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(std::time::Duration::from_secs(30)).build().unwrap();
     TestApp {
         addr: running.addr,
         metrics_addr: running.metrics_addr,
-        url: format!("http://{}", running.addr),
-        client,
+        http: Http::new(format!("http://{}", running.addr)),
         settings,
         backend,
         _data: data,
@@ -148,134 +137,18 @@ impl Drop for TestApp {
         }
         if let (Backend::Postgres, Some(url)) = (self.backend, self.settings.host.store.postgres_url.clone()) {
             // Leave no schemas behind in the shared test database.
-            let prefix = self.settings.host.store.schema_prefix.clone();
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-                runtime.block_on(async move {
-                    sqlx::any::install_default_drivers();
-                    // Bounded: the aborted server's connections may still hold locks for a moment, and a
-                    // cleanup must never hang the test run (at worst a schema is left behind).
-                    let cleanup = async {
-                        if let Ok(pool) = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&url).await {
-                            let _ = sqlx::query("SET lock_timeout = '3s'").execute(&pool).await;
-                            for service in ["shell", "catalog", "cart", "inventory", "paysandbox"] {
-                                let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")).execute(&pool).await;
-                                // The streaming relay's publication (`tessera_host::cdc`), if it ran.
-                                let _ = sqlx::query(&format!("DROP PUBLICATION IF EXISTS tessera_outbox_{prefix}{service}")).execute(&pool).await;
-                            }
-                            pool.close().await;
-                        }
-                    };
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), cleanup).await;
-                });
-            })
-            .join();
+            let services = ["shell", "catalog", "cart", "inventory", "paysandbox"].map(str::to_owned).to_vec();
+            tessera_testing::backend::drop_schemas(url, self.settings.host.store.schema_prefix.clone(), services);
         }
-    }
-}
-
-/// A sign-in attempt as a proxy would forward it, for the client at `client` (the leftmost entry is what
-/// the client itself wrote, which an app that trusts the proxy must ignore).
-pub async fn sign_in_from(app: &TestApp, client: &str, email: &str, password: &str) -> StatusCode {
-    let body = format!("email={}&password={}", urlencode(email), urlencode(password));
-    let response = app
-        .client
-        .post(format!("{}/login", app.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("origin", "http://127.0.0.1")
-        .header("x-forwarded-for", format!("6.6.6.6, {client}"))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    response.status()
-}
-
-/// The `name=value` part of the access cookie in a response, if it sets one.
-pub fn access_cookie(response: &Response) -> Option<String> {
-    set_cookie(response, "tessera_access")
-}
-
-/// The `name=value` part of a cookie a response sets to a non-empty value.
-pub fn set_cookie(response: &Response, name: &str) -> Option<String> {
-    response
-        .headers()
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .map(|value| value.split(';').next().unwrap().to_owned())
-        .find(|pair| pair.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')).is_some_and(|value| !value.is_empty()))
-}
-
-/// Both session cookies of a sign-in, as `name=value`.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub access: String,
-    pub refresh: String,
-}
-
-impl Session {
-    /// The `Cookie` header a browser would send.
-    pub fn both(&self) -> String {
-        format!("{}; {}", self.access, self.refresh)
     }
 }
 
 impl TestApp {
-    pub async fn get(&self, path: &str, cookie: Option<&str>) -> Response {
-        let mut request = self.client.get(format!("{}{path}", self.url));
-        if let Some(cookie) = cookie {
-            request = request.header(COOKIE, cookie);
-        }
-        request.send().await.expect("request sent")
-    }
-
-    pub async fn post_form(&self, path: &str, body: impl Into<String>, cookie: Option<&str>) -> Response {
-        let mut request = self.client.post(format!("{}{path}", self.url)).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(body.into());
-        if let Some(cookie) = cookie {
-            request = request.header(COOKIE, cookie);
-        }
-        request.send().await.expect("request sent")
-    }
-
-    pub async fn text(&self, path: &str, cookie: Option<&str>) -> (StatusCode, String) {
-        let response = self.get(path, cookie).await;
-        let status = response.status();
-        (status, response.text().await.unwrap())
-    }
-
-    /// Signs in through the login form and returns the cookie to send back.
-    pub async fn login_as(&self, email: &str, password: &str) -> String {
-        let body = format!("email={}&password={}", urlencode(email), urlencode(password));
-        let response = self.post_form("/login", body, None).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER, "login of {email} failed");
-        access_cookie(&response).expect("login sets the access cookie")
-    }
-
-    /// Signs in and returns both cookies.
-    pub async fn sign_in(&self, email: &str, password: &str) -> Session {
-        let body = format!("email={}&password={}", urlencode(email), urlencode(password));
-        let response = self.post_form("/login", body, None).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER, "login of {email} failed");
-        Session {
-            access: set_cookie(&response, "tessera_access").expect("an access cookie"),
-            refresh: set_cookie(&response, "tessera_refresh").expect("a refresh cookie"),
-        }
-    }
-
     /// Whether the catalog (through the shell) sees a signed-in user with these cookies.
     pub async fn catalog_user(&self, cookie: &str) -> Option<String> {
         let (_, html) = self.text("/catalog", Some(cookie)).await;
         let start = html.find("Signed in as <strong>")? + "Signed in as <strong>".len();
         Some(html[start..start + html[start..].find("</strong>")?].to_owned())
-    }
-
-    /// Registers a new shopper and returns the cookie.
-    pub async fn register(&self, email: &str, name: &str, password: &str) -> String {
-        let body = format!("email={}&name={}&password={}", urlencode(email), urlencode(name), urlencode(password));
-        let response = self.post_form("/register", body, None).await;
-        assert_eq!(response.status(), StatusCode::SEE_OTHER, "registration of {email} failed");
-        access_cookie(&response).expect("registration signs in")
     }
 
     /// The badge count the cart reports for this cookie.
@@ -286,17 +159,12 @@ impl TestApp {
     }
 }
 
-/// Calls a server function (form-encoded) and returns the status and the JSON answer (or the text).
-pub async fn api(app: &TestApp, path: &str, body: &str, cookie: Option<&str>) -> (StatusCode, serde_json::Value) {
-    let response = app.post_form(path, body.to_owned(), cookie).await;
-    let status = response.status();
-    let text = response.text().await.unwrap();
-    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
-    (status, json)
-}
+impl std::ops::Deref for TestApp {
+    type Target = Http;
 
-pub fn urlencode(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes()).collect()
+    fn deref(&self) -> &Http {
+        &self.http
+    }
 }
 
 pub fn store(app: &TestApp) -> StoreSettings {
@@ -319,24 +187,4 @@ pub async fn database(app: &TestApp, service: &str) -> AnyPool {
         other => panic!("no {other}"),
     };
     store(app).open_fragment(service, migrations).await.unwrap()
-}
-
-pub async fn count(db: &AnyPool, sql: &str) -> i64 {
-    let (n,): (i64,) = sqlx::query_as(sql).fetch_one(db).await.unwrap();
-    n
-}
-
-/// Polls until `check` holds (events are asynchronous), failing after a generous bound.
-pub async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for: {what}");
 }

@@ -1,14 +1,14 @@
-//! The shared login through the real server: JWKS, login, register, logout, account, bad input.
+//! The shared login at the shell: JWKS, login, register, logout, account, bad input.
 
 mod support;
 
 use reqwest::header::{LOCATION, SET_COOKIE};
 use reqwest::StatusCode;
-use support::{access_cookie, each_backend, spawn_app, urlencode, Backend, ADMIN, PASSWORD, SHOPPER};
+use support::{access_cookie, each_backend, spawn_shell, urlencode, Backend, ADMIN, PASSWORD, SHOPPER};
 
 each_backend!(jwks_publishes_one_ed25519_public_key);
 async fn jwks_publishes_one_ed25519_public_key(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_shell(backend).await;
     let response = app.get("/.well-known/jwks.json", None).await;
     assert_eq!(response.status(), StatusCode::OK);
     let jwks: serde_json::Value = response.json().await.unwrap();
@@ -22,7 +22,7 @@ async fn jwks_publishes_one_ed25519_public_key(backend: Backend) {
 
 each_backend!(login_sets_an_http_only_lax_cookie_and_redirects_to_a_local_next);
 async fn login_sets_an_http_only_lax_cookie_and_redirects_to_a_local_next(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_shell(backend).await;
     let body = format!("email={}&password={PASSWORD}&next=%2Fcart", urlencode(SHOPPER));
     let response = app.post_form("/login", body, None).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
@@ -41,7 +41,7 @@ async fn login_sets_an_http_only_lax_cookie_and_redirects_to_a_local_next(backen
 
 each_backend!(a_failed_login_says_the_same_thing_for_unknown_users_and_wrong_passwords);
 async fn a_failed_login_says_the_same_thing_for_unknown_users_and_wrong_passwords(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_shell(backend).await;
     let wrong_password = app.post_form("/login", format!("email={}&password=nope-nope", urlencode(SHOPPER)), None).await;
     let unknown_user = app.post_form("/login", "email=nobody%40example.com&password=nope-nope", None).await;
     for response in [wrong_password, unknown_user] {
@@ -54,7 +54,7 @@ async fn a_failed_login_says_the_same_thing_for_unknown_users_and_wrong_password
 
 each_backend!(malformed_login_and_registration_requests_get_clear_4xx_answers);
 async fn malformed_login_and_registration_requests_get_clear_4xx_answers(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_shell(backend).await;
     let cases: Vec<(&str, String, StatusCode)> = vec![
         ("/login", "".into(), StatusCode::BAD_REQUEST),
         ("/login", "email=a%40b.c".into(), StatusCode::BAD_REQUEST),
@@ -87,7 +87,7 @@ async fn malformed_login_and_registration_requests_get_clear_4xx_answers(backend
 
 each_backend!(registering_signs_in_as_a_shopper_and_the_account_page_shows_it);
 async fn registering_signs_in_as_a_shopper_and_the_account_page_shows_it(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_shell(backend).await;
     let cookie = app.register(" New.Person@Example.com ", "New Person", "a good password").await;
     let (status, html) = app.text("/account", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
@@ -100,7 +100,7 @@ async fn registering_signs_in_as_a_shopper_and_the_account_page_shows_it(backend
 
 each_backend!(the_account_page_needs_a_login_and_logout_clears_the_cookie);
 async fn the_account_page_needs_a_login_and_logout_clears_the_cookie(backend: Backend) {
-    let app = spawn_app(backend).await;
+    let app = spawn_shell(backend).await;
     let response = app.get("/account", None).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     assert_eq!(response.headers()[LOCATION], "/login?next=/account");

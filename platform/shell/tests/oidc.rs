@@ -1,5 +1,6 @@
-//! The shell as an OpenID Connect provider, through the real server: discovery, the code flow with PKCE,
-//! tokens and userinfo, sign-out, and the attacks on each step.
+//! The shell as an OpenID Connect provider: discovery, the code flow with PKCE, tokens and userinfo,
+//! sign-out, the attacks on each step, and a fragment on another domain (a probe behind the host's
+//! relying party) signing in at the shell.
 
 mod support;
 
@@ -9,9 +10,10 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use reqwest::header::{CACHE_CONTROL, LOCATION, SET_COOKIE, WWW_AUTHENTICATE};
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{each_backend, spawn_with, urlencode, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use support::{each_backend, spawn_fragment_alone_with, spawn_with, urlencode, Backend, Jar, Options, TestShell, ADMIN, PASSWORD, SHOPPER};
+use tessera_host::relying_party::OidcProviderSettings;
 use tessera_shell::oidc::OidcClientSettings;
-use tessera_site::ShellSettings;
+use tessera_shell::settings::ShellSettings;
 
 const ISSUER: &str = "http://127.0.0.1";
 const OPS_SECRET: &str = "ops-client-secret-that-is-at-least-32-bytes";
@@ -30,7 +32,7 @@ fn with_clients(settings: &mut ShellSettings) {
     settings.oidc.oidc_clients.insert("other".into(), client(OTHER_CALLBACK, OTHER_SECRET, ""));
 }
 
-async fn provider(backend: support::Backend) -> TestApp {
+async fn provider(backend: support::Backend) -> TestShell {
     spawn_with(backend, Options { configure: Some(with_clients), ..Options::default() }).await
 }
 
@@ -66,7 +68,7 @@ fn param<'a>(params: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// A code for the signed-in `cookie`, issued to `client` for `redirect`.
-async fn code_for(app: &TestApp, cookie: &str, client: &str, redirect: &str, pkce: &Pkce) -> String {
+async fn code_for(app: &TestShell, cookie: &str, client: &str, redirect: &str, pkce: &Pkce) -> String {
     let response = app.get(&authorize_path(client, redirect, &pkce.challenge, ""), Some(cookie)).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "{:?}", response.text().await);
     let (location, params) = location_params(&response);
@@ -77,7 +79,7 @@ async fn code_for(app: &TestApp, cookie: &str, client: &str, redirect: &str, pkc
 }
 
 /// A token request with HTTP Basic client authentication (when `client` is given).
-async fn token_request(app: &TestApp, client: Option<(&str, &str)>, form: String) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+async fn token_request(app: &TestShell, client: Option<(&str, &str)>, form: String) -> (StatusCode, reqwest::header::HeaderMap, Value) {
     let mut request = app.client.post(format!("{}/oauth/token", app.url)).header("content-type", "application/x-www-form-urlencoded").body(form);
     if let Some((id, secret)) = client {
         request = request.basic_auth(id, Some(secret));
@@ -91,14 +93,14 @@ fn exchange_form(code: &str, redirect: &str, verifier: &str) -> String {
     format!("grant_type=authorization_code&code={}&redirect_uri={}&code_verifier={verifier}", urlencode(code), urlencode(redirect))
 }
 
-async fn userinfo(app: &TestApp, token: &str) -> (StatusCode, Value) {
+async fn userinfo(app: &TestShell, token: &str) -> (StatusCode, Value) {
     let response = app.client.get(format!("{}/oauth/userinfo", app.url)).bearer_auth(token).send().await.unwrap();
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// Verifies a token as a relying party would, with the published keys.
-async fn verify(app: &TestApp, token: &str, audience: &str) -> Value {
+async fn verify(app: &TestShell, token: &str, audience: &str) -> Value {
     let jwks: jsonwebtoken::jwk::JwkSet = app.get("/.well-known/jwks.json", None).await.json().await.unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("signed by a published key");
@@ -251,7 +253,7 @@ async fn a_code_works_once_for_its_own_client_address_and_verifier(backend: Back
     // An expired code.
     let session = app.sign_in(SHOPPER, PASSWORD).await;
     let code = code_for(&app, &session.both(), "ops", OPS_CALLBACK, &pkce).await;
-    let db = support::database(&app, "shell").await;
+    let db = app.database().await;
     sqlx::query("UPDATE oidc_codes SET expires_at = 0 WHERE used_at IS NULL").execute(&db).await.unwrap();
     let (status, _, error) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
     assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{error}");
@@ -387,30 +389,8 @@ async fn userinfo_wants_a_valid_access_token() {
     }
 }
 
-/// The cookies one browser holds for one host.
-#[derive(Default)]
-struct Jar(std::collections::BTreeMap<String, String>);
-
-impl Jar {
-    fn take(&mut self, response: &reqwest::Response) {
-        for value in response.headers().get_all(SET_COOKIE) {
-            let value = value.to_str().unwrap();
-            let (name, cookie) = value.split(';').next().unwrap().split_once('=').unwrap();
-            if cookie.is_empty() || value.contains("Max-Age=0") {
-                self.0.remove(name);
-            } else {
-                self.0.insert(name.into(), cookie.into());
-            }
-        }
-    }
-
-    fn header(&self) -> String {
-        self.0.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join("; ")
-    }
-}
-
 /// A page visit to the fragment on its own domain (`ops.example`, as a browser that resolved it says).
-async fn visit_ops(ops: &TestApp, jar: &mut Jar, path_and_query: &str, navigate: bool) -> reqwest::Response {
+async fn visit_ops(ops: &support::FragmentAlone, jar: &mut Jar, path_and_query: &str, navigate: bool) -> reqwest::Response {
     let mut request = ops.client.get(format!("{}{path_and_query}", ops.url)).header("host", "ops.example").header("cookie", jar.header());
     if navigate {
         request = request.header("sec-fetch-mode", "navigate");
@@ -423,28 +403,23 @@ async fn visit_ops(ops: &TestApp, jar: &mut Jar, path_and_query: &str, navigate:
 each_backend!(the_inventory_on_another_domain_signs_in_at_the_shell_and_follows_its_sign_out);
 async fn the_inventory_on_another_domain_signs_in_at_the_shell_and_follows_its_sign_out(backend: Backend) {
     let shell = provider(backend).await;
-    let ops = spawn_with(
-        backend,
-        Options {
-            mode: Some(tessera_site::Mode::Fragment("inventory".into())),
-            public_url: Some("https://ops.example".into()),
-            jwks_url: Some(format!("{}/.well-known/jwks.json", shell.url)),
-            oidc_provider: Some(tessera_host::relying_party::OidcProviderSettings {
-                issuer: ISSUER.into(),
-                url: Some(shell.url.clone()),
-                client_id: "ops".into(),
-                client_secret: OPS_SECRET.into(),
-                session_check_seconds: 1,
-            }),
-            ..Options::default()
-        },
-    )
+    let shell_url = shell.url.clone();
+    let ops = spawn_fragment_alone_with(&support::probe::INVENTORY, &shell, |settings| {
+        settings.login.public_url = "https://ops.example".into();
+        settings.site.oidc_provider = Some(OidcProviderSettings {
+            issuer: ISSUER.into(),
+            url: Some(shell_url),
+            client_id: "ops".into(),
+            client_secret: OPS_SECRET.into(),
+            session_check_seconds: 1,
+        });
+    })
     .await;
     let session = shell.sign_in(ADMIN, PASSWORD).await;
     let mut jar = Jar::default();
 
     // The first visit goes through the shell, which knows the user, and comes back with a code.
-    let response = visit_ops(&ops, &mut jar, "/admin/inventory", true).await;
+    let response = visit_ops(&ops, &mut jar, "/admin/inventory/staff", true).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "{backend:?}");
     let (authorize, _) = location_params(&response);
     let authorize = authorize.strip_prefix(ISSUER).expect("sent to the shell's authorization endpoint").to_owned();
@@ -454,17 +429,17 @@ async fn the_inventory_on_another_domain_signs_in_at_the_shell_and_follows_its_s
     let callback = callback.strip_prefix("https://ops.example").unwrap().to_owned();
     let response = visit_ops(&ops, &mut jar, &callback, true).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "{backend:?}: {:?}", response.text().await);
-    assert_eq!(response.headers()[LOCATION], "/admin/inventory");
-    assert!(jar.0.contains_key("__Host-tessera_rp_session"), "{:?}", jar.0.keys());
+    assert_eq!(response.headers()[LOCATION], "/admin/inventory/staff");
+    assert!(jar.get("__Host-tessera_rp_session").is_some(), "{}", jar.header());
 
-    let response = visit_ops(&ops, &mut jar, "/admin/inventory", true).await;
+    let response = visit_ops(&ops, &mut jar, "/admin/inventory/staff", true).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.text().await.unwrap().contains("Signed in as <strong>Ada Admin</strong>"));
+    assert!(response.text().await.unwrap().contains("Staff page for Ada Admin"));
 
     // Signed out at the shell: within the fragment's bound (1 s here) its session ends too.
     assert_eq!(shell.post_form("/logout", "", Some(&session.both())).await.status(), StatusCode::SEE_OTHER);
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
-    let response = visit_ops(&ops, &mut jar, "/admin/inventory", false).await;
+    let response = visit_ops(&ops, &mut jar, "/admin/inventory/staff", false).await;
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{backend:?}");
-    assert!(!jar.0.contains_key("__Host-tessera_rp_session"));
+    assert!(jar.get("__Host-tessera_rp_session").is_none());
 }

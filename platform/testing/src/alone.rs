@@ -1,0 +1,168 @@
+//! One fragment alone in its own crate's tests: served as its binary serves it — the same host, router,
+//! layers, relays and background jobs, on a port of its own — against a database of its own, with the
+//! rest of the site met only at the contract boundary (see the crate's docs).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use shared_auth::keys::{KeyRing, TokenSigner};
+use shared_auth::verify::InProcessJwks;
+use shared_auth::{Role, SessionUser};
+use tessera_contracts::events::{Envelope, Event};
+use tessera_fragment::db::now_ms;
+use tessera_fragment::fragment::Fragment;
+use tessera_fragment::peers::{ClearOnDrop, Peers};
+use tessera_fragment::service::ServiceClient;
+use tessera_fragment::signature::{CallSigner, EventSigner};
+use tessera_fragment::{init_executor, FragmentRuntime};
+use tessera_host::assembly::{fragment_app, Host};
+use tessera_host::pool::Remote;
+use tessera_host::relay::{HttpTransport, Transport};
+use tessera_host::serve::serve;
+use tessera_host::Settings;
+
+use crate::backend::{drop_schemas, test_settings, Backend};
+use crate::web::Http;
+
+/// The events secret of a fragment under test (what its producers and it share).
+pub const EVENTS_SECRET: &str = "fragment-test-events-secret-0123456789ab";
+/// The service-call secret of a fragment under test.
+pub const SERVICE_SECRET: &str = "fragment-test-service-secret-0123456789a";
+
+/// Another service, as the fragment under test reaches it: its name (`inventory`), the prefix it owns
+/// and a router answering the contract paths the test needs.
+pub struct Double {
+    pub name: &'static str,
+    pub prefix: &'static str,
+    pub router: Router,
+}
+
+/// How to start a fragment alone.
+#[derive(Default)]
+pub struct Options {
+    /// Seed the fragment's demo data (with this many generated products beyond the classic eight).
+    pub demo: Option<usize>,
+    /// The other services it calls.
+    pub doubles: Vec<Double>,
+    /// Last word on the settings.
+    pub configure: Option<fn(&mut Settings)>,
+}
+
+/// A fragment running alone for a test (see the module docs). Dropping it stops the fragment and
+/// removes its PostgreSQL schema.
+pub struct Alone {
+    /// Requests to the fragment (`Alone` derefs to it: `alone.text(path, cookie)`, `alone.api(…)`).
+    pub http: Http,
+    pub runtime: FragmentRuntime,
+    pub backend: Backend,
+    pub settings: Settings,
+    tokens: Arc<TokenSigner>,
+    stop: Arc<tokio::sync::Notify>,
+    background: Vec<tokio::task::JoinHandle<()>>,
+    _teardown: ClearOnDrop,
+    _data: tempfile::TempDir,
+}
+
+impl Alone {
+    /// Starts `fragment` alone on `backend`.
+    pub async fn start(fragment: &'static dyn Fragment, backend: Backend, options: Options) -> Alone {
+        init_executor();
+        let data = tempfile::tempdir().expect("a temporary directory");
+        let mut settings = test_settings(data.path(), backend);
+        settings.secrets.events_secret = Some(EVENTS_SECRET.into());
+        settings.secrets.service_secret = Some(SERVICE_SECRET.into());
+        settings.site.demo = options.demo.is_some();
+        settings.site.demo_extra_products = options.demo.unwrap_or(0);
+        if let Some(configure) = options.configure {
+            configure(&mut settings);
+        }
+        let login = &settings.login;
+        let access_ttl = login.access_ttl_seconds.max(60);
+        let tokens = Arc::new(TokenSigner::new(KeyRing::ephemeral(access_ttl), login.issuer.clone(), login.audience.clone(), access_ttl));
+        let published = tokens.clone();
+        let jwks = InProcessJwks(Arc::new(move || published.jwks()));
+        let mut host = Host::new(&settings).expect("the host's settings");
+        host.add_fragment(fragment, jwks).await.expect("the fragment's database and router");
+        for double in options.doubles {
+            host.add_service(double.name, double.prefix, double.router);
+        }
+        let started = host.start().await.expect("the fragment starts");
+        let runtime = started.local[0].runtime.clone();
+        let app = fragment_app(&started.local[0]);
+        let exposure = started.exposure(false);
+        let running = serve(&settings.server, app, started.background, started.teardown, exposure).await.expect("the fragment listens");
+        Alone {
+            http: Http::new(format!("http://{}", running.addr)),
+            runtime,
+            backend,
+            settings,
+            tokens,
+            stop: running.stop,
+            background: running.background,
+            _teardown: running.teardown,
+            _data: data,
+        }
+    }
+
+    /// The `Cookie` header of a signed-in user with these roles (as the shell's login would set it).
+    pub fn cookie_of(&self, user: &SessionUser) -> String {
+        let token = self.tokens.issue_access_token(user, &uuid::Uuid::new_v4().to_string()).expect("a signed token");
+        format!("{}={token}", self.settings.login.cookie_policy().access_name())
+    }
+
+    /// A user of the test's making: `id` doubles as the e-mail's local part.
+    pub fn user(id: &str, roles: &[Role]) -> SessionUser {
+        SessionUser { id: id.to_owned(), email: format!("{id}@example.com"), name: format!("User {id}"), roles: roles.to_vec() }
+    }
+
+    /// Delivers `event` from `producer` to the fragment's inbox, signed with `secret` (the deployment's
+    /// events secret is [`EVENTS_SECRET`]), as the producer's relay would: `Err` with the refusal.
+    pub async fn deliver<E: Event>(&self, producer: &'static str, event: &E, sequence: i64, secret: &str) -> Result<(), String> {
+        let envelope = Envelope {
+            id: uuid::Uuid::new_v4().to_string(),
+            event_type: E::TYPE.into(),
+            version: E::VERSION,
+            aggregate_type: E::AGGREGATE.into(),
+            aggregate_id: event.aggregate_id(),
+            sequence,
+            occurred_at_ms: now_ms(),
+            producer: producer.into(),
+            payload: serde_json::to_value(event).expect("an event is JSON"),
+        };
+        let peers = Arc::new(Peers::default());
+        peers.set(self.runtime.name, Remote::at(self.runtime.prefix, vec![self.http.url.clone()]));
+        HttpTransport::new(producer, EventSigner::new(&[secret.as_bytes().to_vec()]), peers).deliver(self.runtime.name, &envelope).await
+    }
+
+    /// A client of this fragment's service API, as `caller` (another fragment) would sign its calls.
+    pub fn service_client(&self, caller: &'static str, secret: &str) -> ServiceClient {
+        let target = Remote::at(self.runtime.prefix, vec![self.http.url.clone()]);
+        ServiceClient::new(caller, self.runtime.name, CallSigner::new(&[secret.as_bytes().to_vec()]), target, Duration::from_secs(30))
+    }
+
+    /// The event types in the fragment's outbox, oldest first: what it announced.
+    pub async fn announced(&self) -> Vec<(String, String)> {
+        sqlx::query_as("SELECT event_type, aggregate_id FROM outbox ORDER BY seq").fetch_all(&self.runtime.db).await.expect("the outbox")
+    }
+}
+
+impl std::ops::Deref for Alone {
+    type Target = Http;
+
+    fn deref(&self) -> &Http {
+        &self.http
+    }
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        self.stop.notify_one();
+        for task in &self.background {
+            task.abort();
+        }
+        if let (Backend::Postgres, Some(url)) = (self.backend, self.settings.store.postgres_url.clone()) {
+            drop_schemas(url, self.settings.store.schema_prefix.clone(), vec![self.runtime.name.to_owned()]);
+        }
+    }
+}
