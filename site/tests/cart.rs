@@ -1,10 +1,10 @@
-//! Cart & checkout through the real site: guest carts merged at sign-in, lines held in inventory,
-//! inventory down, checkout (idempotent, cart locked), payment through the sandbox provider and its
-//! signed webhook (duplicates, disorder, forgeries), orders fulfilled and cancelled, and who may see what.
+//! Cart & checkout through the real site, across the cart, inventory and the sandbox payment provider:
+//! guest carts merged at sign-in, lines held in inventory, checkout (idempotent, cart locked), payment
+//! through the provider and its signed webhook (duplicates, disorder, forgeries), orders fulfilled and
+//! cancelled, and who may see what. (The cart's own behaviour against test doubles of inventory and the
+//! provider is in `fragments/cart/tests`.)
 
 mod support;
-
-use std::sync::atomic::{AtomicU16, Ordering};
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -276,56 +276,6 @@ async fn each_line_holds_its_stock_and_a_change_replaces_the_hold(backend: Backe
     let view = cart(&app, Some(&ada)).await;
     assert_eq!(line(&view, "PEN-GEL-BK")["unit_price"]["minor"], 400);
     assert_eq!(line(&view, "PEN-GEL-BK")["price_note"], "The price changed from EUR 3.50 to EUR 4.00 since you added it.");
-}
-
-/// The free port the "inventory" process of the next test listens on.
-static INVENTORY_PORT: AtomicU16 = AtomicU16::new(0);
-
-fn inventory_elsewhere(settings: &mut tessera_site::ShellSettings) {
-    configure(settings);
-    let port = INVENTORY_PORT.load(Ordering::SeqCst);
-    settings
-        .host
-        .site
-        .fragments
-        .insert("inventory".into(), tessera_host::settings::FragmentSettings { upstream: Some(format!("http://127.0.0.1:{port}")), ..Default::default() });
-}
-
-fn inventory_process(settings: &mut tessera_site::ShellSettings) {
-    configure(settings);
-    settings.host.server.addr = format!("127.0.0.1:{}", INVENTORY_PORT.load(Ordering::SeqCst)).parse().unwrap();
-}
-
-#[tokio::test]
-async fn with_inventory_down_the_line_is_kept_and_held_once_it_is_back() {
-    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    INVENTORY_PORT.store(free.local_addr().unwrap().port(), Ordering::SeqCst);
-    drop(free);
-    let app = spawn_with(Backend::Sqlite, Options { configure: Some(inventory_elsewhere), ..Options::default() }).await;
-    let sam = app.login_as(SHOPPER, PASSWORD).await;
-    let (status, json) = add(&app, Some(&sam), "MUG-STN-01", 2).await;
-    assert_eq!(status, StatusCode::OK, "{json}");
-    assert!(json["message"].as_str().unwrap().contains("not answering"), "{json}");
-    let view = cart(&app, Some(&sam)).await;
-    assert_eq!(line(&view, "MUG-STN-01")["hold"], "Pending");
-    assert_eq!(line(&view, "MUG-STN-01")["quantity"], 2, "the line is kept");
-    // Checking out needs the stock: a clear refusal, the cart untouched and open.
-    let key = checkout_key(&app, &sam).await;
-    let (status, json) = place(&app, &sam, &key).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
-    assert!(json["message"].as_str().unwrap().contains("Your cart is kept"), "{json}");
-    assert_eq!(app.cart_count(Some(&sam)).await, 2);
-
-    // Inventory comes up on its own (another process): the background pass holds the line.
-    let inventory = spawn_with(
-        Backend::Sqlite,
-        Options { mode: Some(tessera_site::Mode::Fragment("inventory".into())), configure: Some(inventory_process), ..Options::default() },
-    )
-    .await;
-    let inventory_db = database(&inventory, "inventory").await;
-    eventually("the pending line is held", || async { stock(&inventory_db, "MUG-STN-01").await.1 == 2 }).await;
-    let view = cart(&app, Some(&sam)).await;
-    assert_eq!(line(&view, "MUG-STN-01")["hold"], "Held", "{view}");
 }
 
 each_backend!(an_order_is_paid_only_by_the_providers_callback_and_then_fulfilled);
@@ -807,67 +757,4 @@ async fn two_hundred_shoppers_rush_five_units_and_exactly_five_orders_are_paid(b
     let report = tessera_inventory::verify::verify(&inventory).await.unwrap();
     assert!(report.violations.is_empty(), "{backend:?}: {:?}", report.violations);
     eprintln!("rush ({backend:?}): {} shoppers, {} paid, {} told the tee is sold out", SHOPPERS, paid.len(), refusals.len());
-}
-
-fn provider_down(settings: &mut tessera_site::ShellSettings) {
-    configure(settings);
-    // Nothing listens there: the provider is unreachable.
-    settings.host.site.payment_url = Some("http://127.0.0.1:9".into());
-}
-
-#[tokio::test]
-async fn with_the_provider_down_the_order_waits_for_payment_and_says_so() {
-    let app = spawn_with(Backend::Sqlite, Options { configure: Some(provider_down), ..Options::default() }).await;
-    let inventory = database(&app, "inventory").await;
-    let sam = app.login_as(SHOPPER, PASSWORD).await;
-    assert_eq!(add(&app, Some(&sam), "MUG-STN-01", 1).await.0, StatusCode::OK);
-    let (status, placed) = place(&app, &sam, &checkout_key(&app, &sam).await).await;
-    assert_eq!(status, StatusCode::OK, "{placed}");
-    assert_eq!(placed["pay_url"], Value::Null);
-    assert!(placed["message"].as_str().unwrap().contains("payment provider is not answering"), "{placed}");
-    let id = placed["order_id"].as_str().unwrap();
-    assert_eq!(order_status(&app, &sam, id).await, "AwaitingPayment", "the order is kept");
-    assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 1, "and its stock held");
-    let (status, json) = app.api("/cart/api/pay_order", &format!("id={id}"), Some(&sam)).await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{json}");
-    assert!(json["message"].as_str().unwrap().contains("try paying again"), "{json}");
-}
-
-each_backend!(a_hold_whose_answer_never_came_is_found_again_not_made_twice);
-async fn a_hold_whose_answer_never_came_is_found_again_not_made_twice(backend: Backend) {
-    use tessera_contracts::inventory::{Line, Reservation, ReserveRequest, RESERVATIONS_PATH};
-    let app = start(backend).await;
-    let inventory = database(&app, "inventory").await;
-    let cart_db = database(&app, "cart").await;
-    let sam = app.login_as(SHOPPER, PASSWORD).await;
-    assert_eq!(add(&app, Some(&sam), "MUG-STN-01", 1).await.0, StatusCode::OK);
-    let (cart_id, first): (String, String) =
-        sqlx::query_as("SELECT cart_id, reservation_id FROM cart_items WHERE sku = 'MUG-STN-01'").fetch_one(&cart_db).await.unwrap();
-
-    // The cart asked inventory to grow the line to 2 under key K; inventory did it, but the answer
-    // never arrived, so the line is pending with K kept (what `holds::record` writes then).
-    let signer = tessera_fragment::signature::CallSigner::new(&[SERVICE_SECRET.as_bytes().to_vec()]);
-    let target = tessera_host::pool::Remote::at("/admin/inventory", vec![app.url.clone()]);
-    let client = tessera_fragment::service::ServiceClient::new("cart", "inventory", signer, target, std::time::Duration::from_secs(30));
-    let request = ReserveRequest {
-        idempotency_key: "unanswered-key".into(),
-        owner: tessera_cart::store::cart_owner(&cart_id),
-        lines: vec![Line { sku: "MUG-STN-01".into(), quantity: 2 }],
-        ttl_seconds: tessera_cart::model::HOLD_TTL_SECONDS,
-        replaces: vec![first.clone()],
-    };
-    let made: Reservation = client.post(RESERVATIONS_PATH, &request).await.unwrap();
-    sqlx::query("UPDATE cart_items SET quantity = 2, hold_state = 'pending', hold_key = 'unanswered-key' WHERE cart_id = $1")
-        .bind(&cart_id)
-        .execute(&cart_db)
-        .await
-        .unwrap();
-
-    // The next visit retries under the same key: inventory answers with the reservation it made.
-    let view = cart(&app, Some(&sam)).await;
-    assert_eq!(line(&view, "MUG-STN-01")["hold"], "Held", "{view}");
-    let (now_held,): (String,) = sqlx::query_as("SELECT reservation_id FROM cart_items WHERE cart_id = $1").bind(&cart_id).fetch_one(&cart_db).await.unwrap();
-    assert_eq!(now_held, made.id, "{backend:?}: the same reservation, found again");
-    assert_eq!(stock(&inventory, "MUG-STN-01").await.1, 2, "held once, not twice");
-    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, 1);
 }

@@ -1,7 +1,6 @@
-//! Inventory in the whole site: `tessera inventory verify` on the live database of a running site, and
-//! the admin API and home-page widget as the shell composes them. The service's own behaviour —
-//! concurrent buyers, reservations, order events, staff movements and pages, bad input — is tested with
-//! inventory alone, in `fragments/inventory/tests/alone.rs`.
+//! The all-in-one binary's `tessera inventory verify`, on the live database of a running site. The
+//! service's own behaviour — concurrent buyers, reservations, order events, staff movements and pages,
+//! access, bad input, its widget — is tested with inventory alone, in `fragments/inventory/tests/alone.rs`.
 
 mod support;
 
@@ -9,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::{database, each_backend, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use support::{database, each_backend, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD};
 use tessera_contracts::inventory::{Line, Reservation, ReserveRequest, RESERVATIONS_PATH};
 use tessera_fragment::peers::Target;
 use tessera_fragment::service::ServiceClient;
@@ -107,19 +106,4 @@ async fn inventory_verify_checks_the_live_database_and_names_what_is_broken(back
     }
     sqlx::query("UPDATE reservations SET status = 'released'").execute(&db).await.unwrap();
     assert!(sqlx::query("UPDATE reservations SET status = 'soft'").execute(&db).await.is_err(), "{backend:?}: terminal states are final");
-}
-
-#[tokio::test]
-async fn shoppers_cannot_see_the_admin_api_and_the_home_widget_lists_low_stock() {
-    let app = start(Backend::Sqlite).await;
-    let sam = app.login_as(SHOPPER, PASSWORD).await;
-    for (endpoint, body) in
-        [("stock_page", ""), ("sku_detail", "sku=MUG-STN-01"), ("reservation_page", "filter=all&page=1"), ("fulfil_order", "reservation_id=x")]
-    {
-        let (status, json) = admin(&app, endpoint, body, &sam).await;
-        assert_eq!(status, StatusCode::FORBIDDEN, "{endpoint}: {json}");
-    }
-    let ada = app.login_as(ADMIN, PASSWORD).await;
-    let (_, html) = app.text("/", Some(&ada)).await;
-    assert!(html.contains("Low stock") && html.contains("/admin/inventory/sku/CAP-BLK-01"), "the widget links low SKUs");
 }

@@ -1,6 +1,9 @@
-//! Several instances of every part on one database each: they start together, their relays share one
-//! outbox, their periodic jobs take turns, and one cart changes one request at a time whichever
-//! instance serves it.
+//! Several instances of the real services on one database each: they start together, their relays share
+//! one outbox, one cart changes one request at a time whichever instance serves it and reserves in the
+//! real inventory, events travel over NATS JetStream and PostgreSQL's replication stream between
+//! inventory, the catalog and the cart, and every process serves its metrics where the public cannot
+//! reach them. (Leases alone are tested in `platform/fragment/tests/lease.rs`; the shell's replicas in
+//! `platform/shell/tests/replicas.rs`.)
 
 mod support;
 
@@ -11,7 +14,6 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use support::{count, database, each_backend, eventually, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
 use tessera_contracts::events::{Envelope, StockChanged};
-use tessera_fragment::lease::Lease;
 use tessera_fragment::outbox::Outbox;
 use tessera_host::relay::{Relay, RelaySettings, Transport};
 use tessera_site::Mode;
@@ -137,40 +139,6 @@ async fn three_relays_on_one_outbox_send_each_event_once_in_order_per_aggregate(
     }
     assert_eq!(*recorder.violations.lock().unwrap(), Vec::<String>::new(), "{backend:?}");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE claimed_by IS NOT NULL").await, 0);
-}
-
-each_backend!(
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    a_lease_is_held_by_one_holder_at_a_time_and_runs_out_when_its_holder_dies
-);
-async fn a_lease_is_held_by_one_holder_at_a_time_and_runs_out_when_its_holder_dies(backend: Backend) {
-    let app = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("catalog".into())), ..Options::default() }).await;
-    let pools = [database(&app, "catalog").await, database(&app, "catalog").await];
-    let inside = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let overlaps = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for n in 0..16 {
-        let (db, inside, overlaps) = (pools[n % 2].clone(), inside.clone(), overlaps.clone());
-        tasks.push(tokio::spawn(async move {
-            let lease = Lease::take(&db, "cart:one", Duration::from_secs(30), Duration::from_secs(30)).await.unwrap();
-            if inside.fetch_add(1, std::sync::atomic::Ordering::SeqCst) != 0 {
-                overlaps.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-            tokio::time::sleep(Duration::from_millis(3)).await;
-            inside.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-            lease.release().await;
-        }));
-    }
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert_eq!(overlaps.load(std::sync::atomic::Ordering::SeqCst), 0, "{backend:?}");
-    // A holder that never releases (it died) loses the lease when its time runs out.
-    let held = Lease::try_take(&pools[0], "job:sweep", Duration::from_millis(200)).await.unwrap().expect("free");
-    std::mem::forget(held);
-    assert!(Lease::try_take(&pools[1], "job:sweep", Duration::from_secs(1)).await.unwrap().is_none());
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    assert!(Lease::try_take(&pools[1], "job:sweep", Duration::from_secs(1)).await.unwrap().is_some());
 }
 
 each_backend!(

@@ -2,8 +2,7 @@
 
 mod support;
 
-use reqwest::StatusCode;
-use support::{count, database, each_backend, set_cookie, spawn_app, Backend, PASSWORD, SHOPPER};
+use support::{count, database, each_backend, spawn_app, Backend};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 
@@ -42,32 +41,4 @@ async fn delivered_events_and_old_inbox_rows_go_while_undelivered_events_stay(ba
     let (_, inbox) = tessera_fragment::event_admin::prune(&catalog, retention, now).await.unwrap();
     assert_eq!(inbox, 1);
     assert_eq!(count(&catalog, "SELECT COUNT(*) FROM inbox").await, received - 1);
-}
-
-each_backend!(guest_carts_no_cookie_can_reach_go_while_younger_ones_stay);
-async fn guest_carts_no_cookie_can_reach_go_while_younger_ones_stay(backend: Backend) {
-    let app = spawn_app(backend).await;
-    let cart = database(&app, "cart").await;
-    let mut cookies = Vec::new();
-    for sku in ["MUG-STN-01", "TEE-BLU-M"] {
-        let response = app.post_form("/cart/api/add_item", format!("sku={sku}&quantity=1"), None).await;
-        assert_eq!(response.status(), StatusCode::OK);
-        cookies.push(set_cookie(&response, "tessera_cart").expect("a guest cart"));
-    }
-    // The first cart was made 31 days ago: its cookie has expired in every browser.
-    sqlx::query("UPDATE carts SET created_at_ms = created_at_ms - $1 WHERE id = (SELECT cart_id FROM cart_items WHERE sku = 'MUG-STN-01')")
-        .bind(31 * DAY_MS)
-        .execute(&cart)
-        .await
-        .unwrap();
-    let pruned = tessera_cart::store::prune_guest_carts(&cart, tessera_fragment::db::now_ms()).await.unwrap();
-    assert_eq!(pruned, 1, "{backend:?}");
-    assert_eq!(count(&cart, "SELECT COUNT(*) FROM cart_items WHERE sku = 'MUG-STN-01'").await, 0);
-    assert_eq!(app.cart_count(Some(&cookies[1])).await, 1, "the younger guest cart stays");
-    // A signed-in shopper's cart is never a guest cart, however old.
-    let sam = app.login_as(SHOPPER, PASSWORD).await;
-    assert_eq!(app.post_form("/cart/api/add_item", "sku=BAG-CNV-01&quantity=1", Some(&sam)).await.status(), StatusCode::OK);
-    sqlx::query("UPDATE carts SET created_at_ms = created_at_ms - $1 WHERE user_id IS NOT NULL").bind(90 * DAY_MS).execute(&cart).await.unwrap();
-    assert_eq!(tessera_cart::store::prune_guest_carts(&cart, tessera_fragment::db::now_ms()).await.unwrap(), 0);
-    assert_eq!(app.cart_count(Some(&sam)).await, 1);
 }

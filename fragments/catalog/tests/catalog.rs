@@ -1,12 +1,14 @@
 //! The catalog alone, as its team ships it: its own database (SQLite, and PostgreSQL when configured),
 //! users signed in by a key of the test's own, inventory met only as the signed `inventory.stock_changed`
-//! events it sends. Listing, search, filters, sort and pages; the availability projection; editing and
-//! its announcements. What crosses fragments (pages in the shell's chrome, a price reaching the cart)
-//! is tested in `site/tests/`.
+//! events it sends. Listing, search, filters, sort and pages; bad input; product pages for people and
+//! crawlers; the availability projection; editing and its announcements; the bundle its pages load and
+//! the reload a page of another contract is asked for. What crosses fragments (a price reaching the
+//! cart) is tested in `site/tests/`; the shell's composition, with probe fragments, in the shell's.
 
 use serde_json::Value;
 use shared_auth::Role;
 use tessera_contracts::events::StockChanged;
+use tessera_fragment::signature::EventSigner;
 use tessera_testing::each_backend;
 use tessera_testing::{Alone, Backend, Options, StatusCode, EVENTS_SECRET};
 
@@ -17,7 +19,7 @@ async fn start(backend: Backend) -> Alone {
 
 /// The listing as JSON, through the server function the page uses.
 async fn search(catalog: &Alone, query: &str) -> (StatusCode, Value) {
-    catalog.call("/catalog/api/search_products", query, None).await
+    catalog.api("/catalog/api/search_products", query, None).await
 }
 
 fn names(listing: &Value) -> Vec<String> {
@@ -27,7 +29,7 @@ fn names(listing: &Value) -> Vec<String> {
 /// What the product page says is available of a classic demo SKU (its product's id is the SKU in
 /// lower case).
 async fn available(catalog: &Alone, sku: &str) -> Option<i64> {
-    let (status, detail) = catalog.call("/catalog/api/product_detail", &format!("id={}", sku.to_ascii_lowercase()), None).await;
+    let (status, detail) = catalog.api("/catalog/api/product_detail", &format!("id={}", sku.to_ascii_lowercase()), None).await;
     assert_eq!(status, StatusCode::OK, "{detail}");
     detail["variants"].as_array().unwrap().iter().find(|v| v["sku"] == sku).unwrap_or_else(|| panic!("{sku}: {detail}"))["available"].as_i64()
 }
@@ -103,7 +105,7 @@ async fn availability_follows_signed_stock_events_in_order_and_nothing_else(back
     let inconsistent = StockChanged { sku: "MUG-STN-01".into(), on_hand: -1, available: 4 };
     assert!(catalog.deliver("inventory", &inconsistent, 4, EVENTS_SECRET).await.is_err(), "{backend:?}: a malformed event is refused");
     assert_eq!(available(&catalog, "MUG-STN-01").await, Some(0), "{backend:?}: and changes nothing");
-    let (_, html) = catalog.page("/catalog/p/mug-stn-01", None).await;
+    let (_, html) = catalog.text("/catalog/p/mug-stn-01", None).await;
     assert!(html.contains("Out of stock"), "{backend:?}: the product page says so");
 }
 
@@ -112,7 +114,7 @@ async fn catalog_editors_create_and_edit_products_and_each_change_is_announced(b
     let catalog = start(backend).await;
     let editor: &'static str = catalog.cookie_of(&Alone::user("ada", &[Role::CatalogEditor])).leak();
     let shopper: &'static str = catalog.cookie_of(&Alone::user("sam", &[Role::Shopper])).leak();
-    let save = |body: &'static str, cookie: Option<&'static str>| catalog.call("/catalog/api/save_product", body, cookie);
+    let save = |body: &'static str, cookie: Option<&'static str>| catalog.api("/catalog/api/save_product", body, cookie);
     let create =
         "input[name]=Glacier+bottle&input[brand]=Pebble&input[category]=home&input[price]=24.90&input[sku]=BTL-GLC-01&input[description]=Keeps+water+cold";
     assert_eq!(save(create, None).await.0, StatusCode::UNAUTHORIZED);
@@ -148,9 +150,212 @@ async fn catalog_editors_create_and_edit_products_and_each_change_is_announced(b
     let announced: Vec<(String, String)> = catalog.announced().await.into_iter().filter(|(_, id)| id == "glacier-bottle").collect();
     assert_eq!(announced, vec![("catalog.product_changed".to_owned(), "glacier-bottle".to_owned()); 2], "{backend:?}");
 
-    let (status, _) = catalog.page("/catalog/new", Some(shopper)).await;
+    let (status, _) = catalog.text("/catalog/new", Some(shopper)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
-    let (status, html) = catalog.page("/catalog/p/glacier-bottle/edit", Some(editor)).await;
+    let (status, html) = catalog.text("/catalog/p/glacier-bottle/edit", Some(editor)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("data-testid=\"product-editor\"") && html.contains("Glacier bottle XL"));
+}
+
+each_backend!(the_catalog_lists_products_from_its_own_database);
+async fn the_catalog_lists_products_from_its_own_database(backend: Backend) {
+    let app = Alone::start(&tessera_catalog::server::Catalog, backend, Options { demo: Some(0), ..Options::default() }).await;
+    let (status, html) = app.text("/catalog", None).await;
+    assert_eq!(status, StatusCode::OK);
+    for product in tessera_contracts::demo::PRODUCTS {
+        assert!(html.contains(product.name), "{backend:?}: {} missing", product.name);
+    }
+    let (status, json) = app.api("/catalog/api/search_products", "", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(json["total"], tessera_contracts::demo::PRODUCTS.len(), "{json}");
+}
+
+#[tokio::test]
+async fn bad_listing_input_gets_a_clear_answer_never_a_500() {
+    let app = start(Backend::Sqlite).await;
+    let long = "a".repeat(10_000);
+    for (query, expected) in [
+        ("q=%22*%29%28%3A%5E-NEAR%2F2", StatusCode::OK),
+        ("q=%27%20OR%201%3D1%3B%20DROP%20TABLE%20products%3B--", StatusCode::OK),
+        ("q=AND%20OR%20NOT", StatusCode::OK),
+        ("page=99999999999", StatusCode::OK),
+        ("page=-5", StatusCode::OK),
+        ("page=abc", StatusCode::BAD_REQUEST),
+        ("min=cheap", StatusCode::BAD_REQUEST),
+        ("min=30&max=10", StatusCode::BAD_REQUEST),
+        ("sort=random()", StatusCode::BAD_REQUEST),
+        ("attr=blue", StatusCode::BAD_REQUEST),
+        (&format!("q={long}"), StatusCode::BAD_REQUEST),
+    ] {
+        let (status, html) = app.text(&format!("/catalog?{query}"), None).await;
+        assert_eq!(status, expected, "{}: {}", &query[..query.len().min(60)], &html[..html.len().min(300)]);
+        assert!(html.contains("<header id=\"tessera-chrome\"></header>"), "the page keeps the slot for the shell's chrome");
+        let api: Vec<String> = query.split('&').map(|pair| format!("query[{}", pair.replacen('=', "]=", 1))).collect();
+        let (status, _) = search(&app, &api.join("&")).await;
+        assert_eq!(status, expected, "API {}", &query[..query.len().min(60)]);
+    }
+    let (_, html) = app.text("/catalog?page=99999999999", None).await;
+    assert!(html.replace("<!>", "").contains("Page 3 of 3"), "an absurd page shows the last one");
+    for path in ["/catalog/p/nope", "/catalog/c/nope", "/catalog/p/%00", &format!("/catalog/p/{}", "x".repeat(500))] {
+        let (status, html) = app.text(path, None).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert!(html.contains("<header id=\"tessera-chrome\"></header>") && html.contains("Browse the catalog"), "{path}: a 404 page with the chrome's slot");
+    }
+    let (status, _) = app.text("/catalog/img/..%2F..%2Fetc%2Fpasswd", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let response = app.get("/catalog/img/mug-stn-01.svg", None).await;
+    assert_eq!(response.headers()["content-type"], "image/svg+xml");
+}
+
+#[tokio::test]
+async fn product_pages_are_complete_for_people_and_crawlers() {
+    let app = start(Backend::Sqlite).await;
+    let (status, html) = app.text("/catalog/p/mug-stn-01", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("<title>Stoneware mug · Ferris &amp; Co · Tessera</title>"), "{}", &html[..600]);
+    assert!(html.contains("<meta name=\"description\" content=\"Hand-glazed 350 ml mug.\""));
+    assert!(html.contains("<link rel=\"canonical\" href=\"/catalog/p/mug-stn-01\""));
+    let start = html.find("<script type=\"application/ld+json\">").expect("JSON-LD") + "<script type=\"application/ld+json\">".len();
+    let json: Value = serde_json::from_str(&html[start..start + html[start..].find("</script>").unwrap()]).unwrap();
+    assert_eq!((json["@type"].as_str(), json["sku"].as_str()), (Some("Product"), Some("MUG-STN-01")));
+    assert_eq!((json["offers"]["price"].as_str(), json["offers"]["priceCurrency"].as_str()), (Some("14.50"), Some("EUR")));
+    assert!(html.contains("data-testid=\"breadcrumbs\"") && html.contains("href=\"/catalog/c/mugs\""), "breadcrumbs to the category");
+    assert!(html.contains("data-testid=\"price\" class=\"price\">EUR 14.50</p>"), "the price, as people read it");
+
+    // A product with variants offers a picker.
+    let (_, listing) = search(&app, "query[cat]=tees").await;
+    let id = listing["cards"].as_array().unwrap().iter().find(|c| c["single_sku"].is_null()).expect("a tee with sizes")["id"].as_str().unwrap().to_owned();
+    let (_, html) = app.text(&format!("/catalog/p/{id}"), None).await;
+    assert!(html.contains("data-testid=\"variant-picker\""), "{id}");
+}
+
+#[tokio::test]
+async fn pages_reference_the_bundle_in_the_manifest_and_follow_a_redeploy_without_restart() {
+    // The catalog reads its bundle's manifest at run time from `<site dir>/catalog`, as a deploy writes it.
+    let app = start(Backend::Sqlite).await;
+    let bundle = app.settings.site.site_dir.join("catalog");
+    std::fs::create_dir_all(bundle.join("pkg")).unwrap();
+    let write_manifest = |build: &str| {
+        let manifest = serde_json::json!({
+            "name": "catalog", "version": "0.1.0", "build_id": build, "route_prefix": "/catalog",
+            "contract_version": 1, "profile": "wasm-release",
+            "assets": [
+                {"kind": "js", "path": format!("pkg/catalog-{build}.js"), "integrity": format!("sha384-js{build}"), "bytes": 1},
+                {"kind": "wasm", "path": format!("pkg/catalog-{build}_bg.wasm"), "integrity": format!("sha384-wasm{build}"), "bytes": 1}
+            ]
+        });
+        std::fs::write(bundle.join("manifest.json.tmp"), manifest.to_string()).unwrap();
+        std::fs::rename(bundle.join("manifest.json.tmp"), bundle.join("manifest.json")).unwrap();
+    };
+    write_manifest("aaaa");
+    std::fs::write(bundle.join("pkg/catalog-aaaa.js"), "export default 1;").unwrap();
+    let (_, html) = app.text("/catalog", None).await;
+    assert!(html.contains("href=\"/catalog/pkg/catalog-aaaa.js\"") && html.contains("integrity=\"sha384-jsaaaa\""), "{html}");
+    assert!(html.contains("\"/catalog/pkg/catalog-aaaa_bg.wasm\"") && html.contains("sha384-wasmaaaa"));
+    let asset = app.get("/catalog/pkg/catalog-aaaa.js", None).await;
+    assert_eq!(asset.status(), StatusCode::OK);
+    assert!(asset.headers()["cache-control"].to_str().unwrap().contains("immutable"));
+
+    // Make sure the file's modification time moves on coarse-grained filesystems.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_manifest("bbbb");
+    let file = std::fs::File::options().append(true).open(bundle.join("manifest.json")).unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(5)).unwrap();
+    let (_, html) = app.text("/catalog", None).await;
+    assert!(html.contains("catalog-bbbb.js") && !html.contains("catalog-aaaa.js"), "the new build is served without restart");
+
+    // A bundle built against another contract version is not loaded; the page still renders.
+    let manifest = std::fs::read_to_string(bundle.join("manifest.json")).unwrap().replace("\"contract_version\":1", "\"contract_version\":99");
+    std::fs::write(bundle.join("manifest.json"), manifest).unwrap();
+    let file = std::fs::File::options().append(true).open(bundle.join("manifest.json")).unwrap();
+    file.set_modified(std::time::SystemTime::now() + std::time::Duration::from_secs(10)).unwrap();
+    let (status, html) = app.text("/catalog", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!html.contains("catalog-bbbb.js") && !html.contains("modulepreload"), "no hydration with a foreign contract");
+    assert!(html.contains("Black cap"), "the server-rendered page is complete");
+}
+
+#[tokio::test]
+async fn a_page_of_another_contract_is_asked_to_reload_and_one_of_another_build_is_served() {
+    let site = start(Backend::Sqlite).await;
+    let call = |contract: &'static str, build: &'static str| {
+        site.client
+            .post(format!("{}/catalog/api/search_products", site.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header(tessera_contracts::CONTRACT_HEADER, contract)
+            .header(tessera_contracts::BUILD_HEADER, build)
+            .send()
+    };
+    // Same contract, another build (a page rendered before a compatible redeploy): it works.
+    let current = tessera_contracts::CONTRACT_VERSION.to_string().leak();
+    let response = call(current, "0123456789abcdef").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().get(tessera_contracts::RELOAD_HEADER).is_none());
+    // Another contract: a clear refusal the page turns into one reload, never a silent wrong answer.
+    let response = call("999", "0123456789abcdef").await.unwrap();
+    assert_eq!(response.status(), StatusCode::CONFLICT);
+    assert_eq!(response.headers().get(tessera_contracts::RELOAD_HEADER).unwrap(), "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body.to_string().contains("another version of the site"), "{body}");
+}
+
+#[tokio::test]
+async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_nothing() {
+    let app = start(Backend::Sqlite).await;
+    app.deliver("inventory", &stock("MUG-STN-01", 25), 1, EVENTS_SECRET).await.unwrap();
+    assert_eq!(available(&app, "MUG-STN-01").await, Some(25));
+    let envelope = |version: u32, event_type: &str, producer: &str, payload: serde_json::Value| {
+        serde_json::to_vec(&serde_json::json!({
+            "id": uuid::Uuid::new_v4().to_string(), "type": event_type, "version": version, "aggregate_type": "sku",
+            "aggregate_id": "MUG-STN-01", "sequence": 999_999, "occurred_at_ms": 0, "producer": producer, "payload": payload
+        }))
+        .unwrap()
+    };
+    let good_payload = serde_json::json!({"sku": "MUG-STN-01", "on_hand": 0, "available": 0});
+    let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let signer = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
+    let forger = EventSigner::new(&[b"guessed-secret".to_vec()]);
+    let send = |body: Vec<u8>, headers: Option<[(&'static str, String); 3]>| {
+        let mut request = app.client.post(format!("{}/catalog/events", app.url)).header("content-type", "application/json");
+        for (name, value) in headers.into_iter().flatten() {
+            request = request.header(name, value);
+        }
+        async move { request.body(body).send().await.unwrap().status() }
+    };
+    let body = envelope(1, "inventory.stock_changed", "inventory", good_payload.clone());
+    // Headers: `None` signs the body correctly as the producer it claims; `Some(None)` sends it unsigned.
+    type Headers = Option<Option<[(&'static str, String); 3]>>;
+    let cases: Vec<(&str, Vec<u8>, Headers, StatusCode)> = vec![
+        ("unsigned", body.clone(), Some(None), StatusCode::UNAUTHORIZED),
+        ("signed with a guessed secret", body.clone(), Some(Some(forger.sign("inventory", &body, now()))), StatusCode::UNAUTHORIZED),
+        ("an old captured request", body.clone(), Some(Some(signer.sign("inventory", &body, now() - 3600))), StatusCode::UNAUTHORIZED),
+        ("signed for another body", body.clone(), Some(Some(signer.sign("inventory", b"{}", now()))), StatusCode::UNAUTHORIZED),
+        ("not JSON", b"not json".to_vec(), None, StatusCode::BAD_REQUEST),
+        ("claims another producer", envelope(1, "inventory.stock_changed", "cart", good_payload.clone()), None, StatusCode::BAD_REQUEST),
+        ("unknown version", envelope(2, "inventory.stock_changed", "inventory", good_payload.clone()), None, StatusCode::UNPROCESSABLE_ENTITY),
+        ("unknown type", envelope(1, "inventory.exploded", "inventory", good_payload.clone()), None, StatusCode::UNPROCESSABLE_ENTITY),
+        ("malformed payload", envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": 1})), None, StatusCode::UNPROCESSABLE_ENTITY),
+        (
+            "negative stock",
+            envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": "MUG-STN-01", "on_hand": -5, "available": -5})),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ];
+    for (name, body, headers, expected) in cases {
+        // Cases without explicit headers are correctly signed by the producer they claim.
+        let headers = headers.unwrap_or_else(|| Some(signer.sign("inventory", &body, now())));
+        assert_eq!(send(body, headers).await, expected, "{name}");
+    }
+    let huge =
+        envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": "MUG-STN-01", "on_hand": 0, "available": 0, "pad": "x".repeat(100_000)}));
+    let headers = signer.sign("inventory", &huge, now());
+    assert_eq!(send(huge, Some(headers)).await, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(available(&app, "MUG-STN-01").await, Some(25), "nothing changed");
+
+    // The same envelope correctly signed is applied, once.
+    let headers = signer.sign("inventory", &body, now());
+    assert_eq!(send(body.clone(), Some(headers.clone())).await, StatusCode::OK);
+    assert_eq!(send(body, Some(headers)).await, StatusCode::OK);
+    assert_eq!(available(&app, "MUG-STN-01").await, Some(0));
 }

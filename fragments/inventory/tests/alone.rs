@@ -2,8 +2,9 @@
 //! configured), staff and shoppers signed in by a key of the test's own, and the cart met only at the
 //! contract boundary — its signed calls to the reservation API and the signed order events it sends.
 //! Concurrent buyers of the last units, reservations (signed, idempotent, all or nothing, replacing
-//! others), order events, refusals of browsers, forgers and bad input, staff movements and pages. The
-//! home page's widget and `tessera inventory verify` are tested with the whole site in `site/tests/`.
+//! others), order events, refusals of browsers, forgers, shoppers, tampered tokens and bad input, staff
+//! movements and pages, the home page's widget. `tessera inventory verify` (the all-in-one binary's
+//! command) is tested with the whole site in `site/tests/`.
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -52,7 +53,7 @@ fn request(key: &str, lines: &[(&str, i64)]) -> ReserveRequest {
 
 /// Calls an admin server function as `cookie`; returns status and JSON.
 async fn admin(app: &Alone, endpoint: &str, body: &str, cookie: &str) -> (StatusCode, Value) {
-    app.call(&format!("/admin/inventory/api/{endpoint}"), body, Some(cookie)).await
+    app.api(&format!("/admin/inventory/api/{endpoint}"), body, Some(cookie)).await
 }
 
 /// Receives `quantity` of a SKU the inventory does not stock yet.
@@ -385,16 +386,16 @@ async fn staff_movements_are_checked_recorded_and_shown(backend: Backend) {
     assert_eq!(counters(&db, "MOVE-1").await, (30, 0, 0, 2, 5, 18));
 
     // The SKU page shows the counters, the chart and every movement with its cause.
-    let (status, html) = app.page("/admin/inventory/sku/MOVE-1", Some(&ada)).await;
+    let (status, html) = app.text("/admin/inventory/sku/MOVE-1", Some(&ada)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("data-testid=\"stock-chart\"") && html.contains("<polyline"), "chart");
     for kind in ["RECEIVED", "ORDERED", "SHRINKAGE", "RETURNED", "ADJUSTMENT"] {
         assert!(html.contains(&format!("data-kind=\"{kind}\"")), "{backend:?}: {kind} in the ledger");
     }
     assert!(html.contains("broken in transit") && html.contains("PO-7"));
-    let (status, _) = app.page("/admin/inventory/sku/NOPE-9", Some(&ada)).await;
+    let (status, _) = app.text("/admin/inventory/sku/NOPE-9", Some(&ada)).await;
     assert_eq!(status, StatusCode::OK, "the page renders and says the SKU is not stocked");
-    let (status, _) = app.page("/admin/inventory/sku/MOVE-1", Some(&sam)).await;
+    let (status, _) = app.text("/admin/inventory/sku/MOVE-1", Some(&sam)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_invariants(&db, "after movements").await;
 }
@@ -410,7 +411,7 @@ async fn the_stock_table_searches_filters_sorts_and_pages() {
     let page = |query: &str| {
         let (app, ada) = (&app, ada.clone());
         let query = query.to_owned();
-        async move { app.page(&format!("/admin/inventory?{query}"), Some(&ada)).await.1.replace("<!>", "") }
+        async move { app.text(&format!("/admin/inventory?{query}"), Some(&ada)).await.1.replace("<!>", "") }
     };
     let html = page("q=bulk").await;
     assert!(html.contains("Page 1 of 2 (60 SKUs)"), "60 matches on two pages");
@@ -427,9 +428,124 @@ async fn the_stock_table_searches_filters_sorts_and_pages() {
     let (status, json) = admin(&app, "stock_page", "query[q]=BULK-05&query[sort]=available", &ada).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json["total"], 10);
-    let (status, html) = app.page("/admin/inventory/reservations?filter=all", Some(&ada)).await;
+    let (status, html) = app.text("/admin/inventory/reservations?filter=all", Some(&ada)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("data-testid=\"reservations\""));
     let (status, json) = admin(&app, "reservation_page", "filter=bogus&page=1", &ada).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+}
+
+each_backend!(inventory_is_for_inventory_admins_only);
+async fn inventory_is_for_inventory_admins_only(backend: Backend) {
+    let app = start(backend).await;
+    let (status, html) = app.text("/admin/inventory", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(html.contains("Please sign in") && html.contains("<header id=\"tessera-chrome\"></header>"), "a page with the chrome's slot");
+    let sam = app.cookie_of(&Alone::user("sam", &[Role::Shopper]));
+    let (status, html) = app.text("/admin/inventory", Some(&sam)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(html.contains("Not allowed"), "{html}");
+    assert!(!html.contains("PEN-GEL-BK"), "no stock data leaks into the 403 page");
+
+    for (endpoint, body) in [
+        ("stock_page", ""),
+        ("adjust_stock", "sku=PEN-GEL-BK&delta=5"),
+        ("sku_detail", "sku=MUG-STN-01"),
+        ("reservation_page", "filter=all&page=1"),
+        ("fulfil_order", "reservation_id=x"),
+    ] {
+        let (status, _) = app.api(&format!("/admin/inventory/api/{endpoint}"), body, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{endpoint} anonymous");
+        let (status, json) = admin(&app, endpoint, body, &sam).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{endpoint} shopper: {json}");
+    }
+    let ada = app.cookie_of(&Alone::user("ada", &[Role::InventoryAdmin]));
+    let (status, json) = admin(&app, "stock_page", "", &ada).await;
+    assert_eq!(status, StatusCode::OK);
+    let pen = json["rows"].as_array().unwrap().iter().find(|level| level["sku"] == "PEN-GEL-BK").unwrap().clone();
+    assert_eq!(pen["on_hand"], 4, "the shopper's attempts changed nothing");
+}
+
+#[tokio::test]
+async fn a_shoppers_token_with_admin_roles_swapped_in_reaches_no_admin_endpoint() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let app = start(Backend::Sqlite).await;
+    let sam = app.cookie_of(&Alone::user("sam", &[Role::Shopper]));
+    let (name, token) = sam.split_once('=').unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let mut claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    claims["roles"] = json!(["shopper", "inventory_admin", "admin"]);
+    let swapped = format!("{name}={}.{}.{}", parts[0], URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims).unwrap()), parts[2]);
+    let (status, _) = app.text("/admin/inventory", Some(&swapped)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a signature that does not match is nobody");
+    for (endpoint, body) in
+        [("adjust_stock", "sku=PEN-GEL-BK&delta=-4"), ("stock_page", ""), ("record_movement", "sku=PEN-GEL-BK&movement=shrinkage&quantity=4&reason=x")]
+    {
+        let (status, json) = admin(&app, endpoint, body, &swapped).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{endpoint}: {json}");
+    }
+    let ada = app.cookie_of(&Alone::user("ada", &[Role::InventoryAdmin]));
+    let (_, json) = admin(&app, "stock_page", "", &ada).await;
+    let pen = json["rows"].as_array().unwrap().iter().find(|level| level["sku"] == "PEN-GEL-BK").unwrap().clone();
+    assert_eq!(pen["on_hand"], 4, "no hostile request changed the stock");
+}
+
+each_backend!(stock_adjustments_are_checked_and_never_go_below_zero);
+async fn stock_adjustments_are_checked_and_never_go_below_zero(backend: Backend) {
+    let app = start(backend).await;
+    let ada = app.cookie_of(&Alone::user("ada", &[Role::InventoryAdmin]));
+    let (status, json) = admin(&app, "adjust_stock", "sku=PEN-GEL-BK&delta=3", &ada).await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(json["on_hand"], 7);
+    let cases = [
+        ("sku=PEN-GEL-BK&delta=-8", StatusCode::CONFLICT),
+        ("sku=PEN-GEL-BK&delta=0", StatusCode::BAD_REQUEST),
+        ("sku=PEN-GEL-BK&delta=10001", StatusCode::BAD_REQUEST),
+        ("sku=PEN-GEL-BK&delta=-9223372036854775808", StatusCode::BAD_REQUEST),
+        ("sku=PEN-GEL-BK", StatusCode::BAD_REQUEST),
+        ("sku=NOPE-1&delta=1", StatusCode::NOT_FOUND),
+        ("sku=bad sku&delta=1", StatusCode::BAD_REQUEST),
+    ];
+    for (body, expected) in cases {
+        let (status, json) = admin(&app, "adjust_stock", body, &ada).await;
+        assert_eq!(status, expected, "{backend:?} {body}: {json}");
+    }
+    let (_, json) = admin(&app, "adjust_stock", "sku=PEN-GEL-BK&delta=-7", &ada).await;
+    assert_eq!(json["on_hand"], 0, "{backend:?}: every refused adjustment changed nothing");
+}
+
+#[tokio::test]
+async fn the_home_page_widget_lists_low_stock_for_staff_only() {
+    let app = start(Backend::Sqlite).await;
+    // Refused for guests and shoppers: the shell leaves a refused widget out of the home page.
+    let sam = app.cookie_of(&Alone::user("sam", &[Role::Shopper]));
+    for cookie in [None, Some(sam.as_str())] {
+        let (status, html) = app.text("/admin/inventory/widget", cookie).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{cookie:?}");
+        assert!(!html.contains("CAP-BLK-01"), "no stock data for {cookie:?}");
+    }
+    let ada = app.cookie_of(&Alone::user("ada", &[Role::InventoryAdmin]));
+    let (status, html) = app.text("/admin/inventory/widget", Some(&ada)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("Low stock") && html.contains("/admin/inventory/sku/CAP-BLK-01"), "the widget links low SKUs: {html}");
+}
+
+each_backend!(an_event_enqueued_in_a_rolled_back_transaction_never_exists);
+async fn an_event_enqueued_in_a_rolled_back_transaction_never_exists(backend: Backend) {
+    let app = Alone::start(&tessera_inventory::server::Inventory, backend, Options::default()).await;
+    let db = app.runtime.db.clone();
+    let outbox = Outbox::new("inventory");
+    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
+    let event = StockChanged { sku: "MUG-STN-01".into(), on_hand: 1, available: 1 };
+    let mut tx = db.begin().await.unwrap();
+    outbox.enqueue(&mut tx, &event).await.unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 0, "{backend:?}");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries").await, 0);
+    let mut tx = db.begin().await.unwrap();
+    outbox.enqueue(&mut tx, &event).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox").await, 1);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber = 'catalog' AND status = 'pending'").await, 1);
 }
