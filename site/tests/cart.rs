@@ -436,7 +436,7 @@ async fn cancelling_a_paid_order_is_decided_by_inventory_whichever_arrives_first
             == 0
     })
     .await;
-    app.stop_background();
+    app.served.stop_background();
     let reservation = |id: String| {
         let inventory = inventory.clone();
         async move {

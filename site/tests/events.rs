@@ -74,7 +74,7 @@ async fn setup(backend: Backend) -> Setup {
         spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("inventory".into())), configure: Some(with_secret), ..Options::default() })
             .await;
     // Its own relay is stopped (it "died"): the tests drive the relay on its outbox step by step.
-    inventory.stop_background();
+    inventory.served.stop_background();
     let catalog =
         spawn_with(backend, Options { demo: Some(true), mode: Some(Mode::Fragment("catalog".into())), configure: Some(with_secret), ..Options::default() })
             .await;

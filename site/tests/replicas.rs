@@ -104,7 +104,7 @@ each_backend!(
 async fn three_relays_on_one_outbox_send_each_event_once_in_order_per_aggregate(backend: Backend) {
     let mut app = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("inventory".into())), ..Options::default() }).await;
     // Only the three relays below work on this outbox.
-    app.stop_background();
+    app.served.stop_background();
     let db = database(&app, "inventory").await;
     let outbox = Outbox::new("inventory");
     outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
@@ -472,7 +472,7 @@ async fn the_streaming_relay_has_one_leader_sends_each_event_once_in_order_and_h
 
     // The leader's relay stops (as with its process): its slot goes with its session, and the other
     // instance takes over.
-    first.stop_background();
+    first.served.stop_background();
     eventually("the second instance leads", || async { relay_leader(&second).await.is_some_and(|pid| Some(pid) != leader) }).await;
     for sku in skus {
         let (status, _) = second.api("/admin/inventory/api/adjust_stock", &format!("sku={sku}&delta=-1"), Some(&admin)).await;

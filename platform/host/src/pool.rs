@@ -380,18 +380,8 @@ mod tests {
     }
 
     fn descriptor(name: &str, assets: &[&str]) -> FragmentDescriptor {
-        FragmentDescriptor {
-            name: name.into(),
-            prefix: format!("/{name}"),
-            title: name.into(),
-            nav: None,
-            contract_version: tessera_contracts::CONTRACT_VERSION,
-            build_id: Some("b".into()),
-            assets: assets.iter().map(|asset| asset.to_string()).collect(),
-            publishes: Vec::new(),
-            consumes: Vec::new(),
-            health: "/readyz".into(),
-        }
+        let assets = assets.iter().map(|asset| asset.to_string()).collect();
+        FragmentDescriptor { build_id: Some("b".into()), assets, ..FragmentDescriptor::named(name, &format!("/{name}")) }
     }
 
     #[test]

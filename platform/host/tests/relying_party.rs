@@ -11,13 +11,14 @@ use axum::{Json, Router};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use reqwest::header::{LOCATION, SET_COOKIE};
+use reqwest::header::LOCATION;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared_auth::extract::MaybeUser;
 use shared_auth::verify::{InProcessJwks, Verifier, VerifierSettings};
 use tessera_host::login::LoginSettings;
 use tessera_host::relying_party::OidcProviderSettings;
+use tessera_testing::web::Jar;
 
 const SECRET: &str = "relying-party-secret-of-at-least-32-bytes";
 const PUBLIC: &str = "http://ops.example";
@@ -184,29 +185,6 @@ async fn fragment_of(issuer: &str) -> String {
     listen(tessera_host::relying_party::attach(app, Some(&provider), &login, "/admin/x").unwrap()).await
 }
 
-/// One browser's cookies for the fragment's domain.
-#[derive(Default)]
-struct Jar(BTreeMap<String, String>);
-
-impl Jar {
-    fn take(&mut self, response: &reqwest::Response) {
-        for value in response.headers().get_all(SET_COOKIE) {
-            let value = value.to_str().unwrap();
-            let pair = value.split(';').next().unwrap();
-            let (name, cookie) = pair.split_once('=').unwrap();
-            if cookie.is_empty() || value.contains("Max-Age=0") {
-                self.0.remove(name);
-            } else {
-                self.0.insert(name.into(), cookie.into());
-            }
-        }
-    }
-
-    fn header(&self) -> String {
-        self.0.iter().map(|(name, value)| format!("{name}={value}")).collect::<Vec<_>>().join("; ")
-    }
-}
-
 struct Browser {
     base: String,
     http: reqwest::Client,
@@ -307,17 +285,17 @@ async fn a_silent_check_then_a_sign_in_then_the_provider_ending_the_session() {
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "{:?}", response.text().await);
     let response_location = location(&response);
     assert_eq!(response_location.path(), "/admin/x");
-    let session_cookie = browser.jar.0.get("tessera_rp_session").cloned().expect("a session cookie");
+    let session_cookie = browser.jar.get("tessera_rp_session").map(str::to_owned).expect("a session cookie");
     assert_eq!(browser.get("/admin/x", false).await.text().await.unwrap(), "user Olive Ops [InventoryAdmin]");
     // The same answer again (a replayed callback URL) finds no sign-in under way.
     assert_eq!(answer(&mut browser, &authorize, "good-code").await.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(browser.jar.0.get("tessera_rp_session"), Some(&session_cookie), "a refused answer ended the session");
+    assert_eq!(browser.jar.get("tessera_rp_session"), Some(session_cookie.as_str()), "a refused answer ended the session");
 
     // The provider ends the session: within the bound (1 s here) the fragment sees a guest and drops it.
     fake.ended.store(true, Ordering::SeqCst);
     tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
     assert_eq!(browser.get("/admin/x/api/me", false).await.text().await.unwrap(), "guest");
-    assert!(!browser.jar.0.contains_key("tessera_rp_session"));
+    assert!(browser.jar.get("tessera_rp_session").is_none());
 }
 
 #[tokio::test]
@@ -333,16 +311,16 @@ async fn sign_out_here_asks_then_ends_the_session_here_and_at_the_provider() {
     // From another site: refused, still signed in.
     let response = browser.send(reqwest::Method::POST, "/logout", false, &[("origin", "https://evil.test")]).await;
     assert_eq!(response.status(), StatusCode::FORBIDDEN);
-    assert!(browser.jar.0.contains_key("tessera_rp_session"));
+    assert!(browser.jar.get("tessera_rp_session").is_some());
 
-    let id_token = browser.jar.0.get("tessera_rp_id").cloned().expect("the ID token, for the hint");
+    let id_token = browser.jar.get("tessera_rp_id").map(str::to_owned).expect("the ID token, for the hint");
     let response = browser.send(reqwest::Method::POST, "/logout", true, &[]).await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let end_session = location(&response);
     assert!(end_session.as_str().starts_with(&format!("{}/oauth/logout?", fake.url)), "{end_session}");
     assert_eq!(query(&end_session, "id_token_hint"), Some(id_token));
     assert_eq!(query(&end_session, "post_logout_redirect_uri").as_deref(), Some("http://ops.example/admin/x"));
-    assert!(!browser.jar.0.contains_key("tessera_rp_session"));
+    assert!(browser.jar.get("tessera_rp_session").is_none());
     assert_eq!(browser.get("/admin/x", true).await.text().await.unwrap(), "guest");
 }
 
@@ -357,7 +335,7 @@ async fn an_id_token_with_anything_forged_signs_nobody_in() {
         let mut browser = Browser::new(base.clone());
         let authorize = start(&mut browser, &fake).await;
         let response = answer(&mut browser, &authorize, "good-code").await;
-        let signed_in = browser.jar.0.contains_key("tessera_rp_session");
+        let signed_in = browser.jar.get("tessera_rp_session").is_some();
         if forge == Forge::Nothing {
             // The control: the same provider, nothing forged, signs in — so each refusal above is the check's.
             assert_eq!((response.status(), signed_in), (StatusCode::SEE_OTHER, true));

@@ -182,13 +182,13 @@ async fn an_instance_that_stops_under_load_loses_no_request(backend: Backend) {
     let loaders = load(&site, "/catalog", 3, stop.clone());
     tokio::time::sleep(Duration::from_millis(300)).await;
     // SIGTERM, as Kubernetes sends it: not ready at once, still serving, then gone.
-    catalog_one.running.stop.notify_one();
+    catalog_one.served.stop();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let ready = site.client.get(format!("{}/readyz", catalog_one.url)).send().await.unwrap();
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE, "{backend:?}: a draining instance says it is not ready");
     let served = site.client.get(format!("{}/catalog", catalog_one.url)).send().await.unwrap();
     assert_eq!(served.status(), StatusCode::OK, "{backend:?}: ... and still serves while balancers notice");
-    tokio::time::timeout(Duration::from_secs(10), &mut catalog_one.running.handle).await.expect("the instance exits after draining").unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), &mut catalog_one.served.running.handle).await.expect("the instance exits after draining").unwrap().unwrap();
     assert!(site.client.get(format!("{}/readyz", catalog_one.url)).send().await.is_err(), "{backend:?}: gone");
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::SeqCst);
@@ -226,7 +226,7 @@ async fn every_process_answers_health_and_readiness() {
             assert_eq!(status, StatusCode::OK, "{path}");
         }
     }
-    site.stop.notify_one();
+    site.served.stop();
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, body) = site.text("/readyz", None).await;
     assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "draining"));

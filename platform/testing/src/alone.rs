@@ -12,7 +12,7 @@ use shared_auth::{Role, SessionUser};
 use tessera_contracts::events::{Envelope, Event};
 use tessera_fragment::db::now_ms;
 use tessera_fragment::fragment::Fragment;
-use tessera_fragment::peers::{ClearOnDrop, Peers};
+use tessera_fragment::peers::Peers;
 use tessera_fragment::service::ServiceClient;
 use tessera_fragment::signature::{CallSigner, EventSigner};
 use tessera_fragment::{init_executor, FragmentRuntime};
@@ -22,7 +22,8 @@ use tessera_host::relay::{HttpTransport, Transport};
 use tessera_host::serve::serve;
 use tessera_host::Settings;
 
-use crate::backend::{drop_schemas, test_settings, Backend};
+use crate::backend::{test_settings, Backend};
+use crate::served::Served;
 use crate::web::Http;
 
 /// The events secret of a fragment under test (what its producers and it share).
@@ -58,10 +59,7 @@ pub struct Alone {
     pub backend: Backend,
     pub settings: Settings,
     tokens: Arc<TokenSigner>,
-    stop: Arc<tokio::sync::Notify>,
-    background: Vec<tokio::task::JoinHandle<()>>,
-    _teardown: ClearOnDrop,
-    _data: tempfile::TempDir,
+    _served: Served,
 }
 
 impl Alone {
@@ -92,17 +90,8 @@ impl Alone {
         let app = fragment_app(&started.local[0]);
         let exposure = started.exposure(false);
         let running = serve(&settings.server, app, started.background, started.teardown, exposure).await.expect("the fragment listens");
-        Alone {
-            http: Http::new(format!("http://{}", running.addr)),
-            runtime,
-            backend,
-            settings,
-            tokens,
-            stop: running.stop,
-            background: running.background,
-            _teardown: running.teardown,
-            _data: data,
-        }
+        let served = Served::new(running, data, &settings.store, &[fragment.name()]);
+        Alone { http: Http::new(format!("http://{}", served.running.addr)), runtime, backend, settings, tokens, _served: served }
     }
 
     /// The `Cookie` header of a signed-in user with these roles (as the shell's login would set it).
@@ -152,17 +141,5 @@ impl std::ops::Deref for Alone {
 
     fn deref(&self) -> &Http {
         &self.http
-    }
-}
-
-impl Drop for Alone {
-    fn drop(&mut self) {
-        self.stop.notify_one();
-        for task in &self.background {
-            task.abort();
-        }
-        if let (Backend::Postgres, Some(url)) = (self.backend, self.settings.store.postgres_url.clone()) {
-            drop_schemas(url, self.settings.store.schema_prefix.clone(), vec![self.runtime.name.to_owned()]);
-        }
     }
 }

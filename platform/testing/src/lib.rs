@@ -12,6 +12,7 @@
 //!     that service's contract paths, never a stand-in for anyone's database.
 //! - [`web`]: talking to any running process — the one set of request, sign-in, cookie and waiting
 //!   helpers the fragments', the shell's and the whole site's harnesses share.
+//! - [`served`]: a server a test started ([`Served`]), drained and cleaned up when the test lets go.
 //! - [`backend`]: SQLite or PostgreSQL ([`Backend`], [`each_backend!`](crate::each_backend)), the
 //!   settings every test process starts from, and cleaning up PostgreSQL schemas.
 //!
@@ -21,9 +22,11 @@
 
 pub mod alone;
 pub mod backend;
+pub mod served;
 pub mod web;
 
 pub use alone::{Alone, Double, Options, EVENTS_SECRET, SERVICE_SECRET};
 pub use backend::{nats_url, postgres_configured, postgres_url, test_settings, Backend};
 pub use reqwest::StatusCode;
+pub use served::Served;
 pub use web::Http;

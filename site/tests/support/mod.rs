@@ -20,7 +20,7 @@ pub use tessera_testing::each_backend;
 #[allow(unused_imports)]
 pub use tessera_testing::web::{access_cookie, count, eventually, set_cookie, urlencode, Http, Session, ADMIN, PASSWORD, SHOPPER};
 #[allow(unused_imports)]
-pub use tessera_testing::{nats_url, postgres_configured, Backend};
+pub use tessera_testing::{nats_url, postgres_configured, Backend, Served};
 
 /// Events over NATS JetStream, in streams of this app's own (named after its schema prefix, which its
 /// other instances share).
@@ -29,7 +29,7 @@ pub fn over_nats(settings: &mut ShellSettings) {
     settings.host.events.nats_prefix = settings.host.store.schema_prefix.trim_end_matches('_').to_owned();
 }
 
-/// A running `tessera` process-in-a-task with its own data.
+/// A running `tessera` process-in-a-task with its own data (dropped: drained, and its schemas dropped).
 pub struct TestApp {
     pub addr: SocketAddr,
     /// The metrics listener, when `metrics_addr` was set.
@@ -38,13 +38,11 @@ pub struct TestApp {
     pub http: Http,
     pub settings: ShellSettings,
     pub backend: Backend,
-    _data: tempfile::TempDir,
-    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// Starts a drain, as SIGTERM does.
-    pub stop: std::sync::Arc<tokio::sync::Notify>,
-    _teardown: tessera_fragment::peers::ClearOnDrop,
-    background: Vec<tokio::task::JoinHandle<()>>,
+    pub served: Served,
 }
+
+/// Every schema the site's processes make.
+const SERVICES: [&str; 5] = ["shell", "catalog", "cart", "inventory", "paysandbox"];
 
 /// Options for [`spawn_with`].
 #[derive(Default)]
@@ -103,44 +101,9 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
         configure(&mut settings);
     }
     let running = tessera_site::spawn(&settings, &options.mode.unwrap_or(tessera_site::Mode::Site)).await.expect("the server starts");
-    TestApp {
-        addr: running.addr,
-        metrics_addr: running.metrics_addr,
-        http: Http::new(format!("http://{}", running.addr)),
-        settings,
-        backend,
-        _data: data,
-        handle: running.handle,
-        stop: running.stop,
-        _teardown: running.teardown,
-        background: running.background,
-    }
-}
-
-impl TestApp {
-    /// Stops the app's background work (its relays, sweepers, discovery) while it keeps serving: a test
-    /// that drives a relay of its own on the app's outbox then has the only one.
-    pub fn stop_background(&mut self) {
-        for task in self.background.drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        // A graceful stop, not an abort: the server closes its kept-alive connections, so no connection
-        // task (another test app's client may hold one open) keeps this app's pools alive after the test.
-        self.stop.notify_one();
-        for task in &self.background {
-            task.abort();
-        }
-        if let (Backend::Postgres, Some(url)) = (self.backend, self.settings.host.store.postgres_url.clone()) {
-            // Leave no schemas behind in the shared test database.
-            let services = ["shell", "catalog", "cart", "inventory", "paysandbox"].map(str::to_owned).to_vec();
-            tessera_testing::backend::drop_schemas(url, self.settings.host.store.schema_prefix.clone(), services);
-        }
-    }
+    let (addr, metrics_addr) = (running.addr, running.metrics_addr);
+    let served = Served::new(running, data, &settings.host.store, &SERVICES);
+    TestApp { addr, metrics_addr, http: Http::new(format!("http://{addr}")), settings, backend, served }
 }
 
 impl TestApp {

@@ -15,7 +15,6 @@ use reqwest::StatusCode;
 use sqlx::AnyPool;
 use tessera_fragment::db::{Migrations, StoreSettings};
 use tessera_fragment::fragment::Fragment;
-use tessera_fragment::peers::ClearOnDrop;
 use tessera_host::settings::FragmentSettings;
 use tessera_shell::settings::ShellSettings;
 
@@ -24,9 +23,12 @@ pub use tessera_testing::each_backend;
 #[allow(unused_imports)]
 pub use tessera_testing::web::{access_cookie, count, eventually, form, set_cookie, urlencode, Http, Jar, Session, ADMIN, PASSWORD, SHOPPER};
 #[allow(unused_imports)]
-pub use tessera_testing::{postgres_configured, Backend};
+pub use tessera_testing::{postgres_configured, Backend, Served};
 
-/// A running shell with its own data.
+/// Every schema a shell's process may make.
+const SERVICES: [&str; 5] = ["shell", "catalog", "cart", "inventory", "paysandbox"];
+
+/// A running shell with its own data (dropped: drained, and its schemas dropped).
 pub struct TestShell {
     pub addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
@@ -34,12 +36,7 @@ pub struct TestShell {
     pub http: Http,
     pub settings: ShellSettings,
     pub backend: Backend,
-    _data: tempfile::TempDir,
-    pub handle: tokio::task::JoinHandle<std::io::Result<()>>,
-    /// Starts a drain, as SIGTERM does.
-    pub stop: std::sync::Arc<tokio::sync::Notify>,
-    _teardown: ClearOnDrop,
-    background: Vec<tokio::task::JoinHandle<()>>,
+    pub served: Served,
 }
 
 /// How to start a shell.
@@ -85,18 +82,9 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestShell {
         configure(&mut settings);
     }
     let running = tessera_shell::site::serve(&settings, &options.contained).await.expect("the shell starts");
-    TestShell {
-        addr: running.addr,
-        metrics_addr: running.metrics_addr,
-        http: Http::new(format!("http://{}", running.addr)),
-        settings,
-        backend,
-        _data: data,
-        handle: running.handle,
-        stop: running.stop,
-        _teardown: running.teardown,
-        background: running.background,
-    }
+    let (addr, metrics_addr) = (running.addr, running.metrics_addr);
+    let served = Served::new(running, data, &settings.host.store, &SERVICES);
+    TestShell { addr, metrics_addr, http: Http::new(format!("http://{addr}")), settings, backend, served }
 }
 
 impl std::ops::Deref for TestShell {
@@ -118,11 +106,10 @@ pub async fn signed_in_as(http: &Http, path: &str, cookie: &str) -> Option<Strin
 /// keys `shell` publishes.
 pub struct FragmentAlone {
     pub http: Http,
-    pub running: tessera_host::Running,
+    pub served: Served,
     pub settings: tessera_host::Settings,
     /// The probe's page.
     pub path: &'static str,
-    _data: tempfile::TempDir,
 }
 
 impl FragmentAlone {
@@ -137,15 +124,6 @@ impl std::ops::Deref for FragmentAlone {
 
     fn deref(&self) -> &Http {
         &self.http
-    }
-}
-
-impl Drop for FragmentAlone {
-    fn drop(&mut self) {
-        self.running.stop.notify_one();
-        for task in &self.running.background {
-            task.abort();
-        }
     }
 }
 
@@ -165,7 +143,9 @@ pub async fn spawn_fragment_alone_with(
     settings.login.jwks_url = Some(format!("{}/.well-known/jwks.json", shell.url));
     configure(&mut settings);
     let running = tessera_host::binary::run_fragment(&settings, fragment, None).await.expect("the fragment starts");
-    FragmentAlone { http: Http::new(format!("http://{}", running.addr)), running, settings, _data: data, path: fragment.prefix() }
+    let http = Http::new(format!("http://{}", running.addr));
+    let served = Served::new(running, data, &settings.store, &[fragment.name()]);
+    FragmentAlone { http, served, settings, path: fragment.prefix() }
 }
 
 impl TestShell {
@@ -191,21 +171,6 @@ impl TestShell {
     /// Where another replica finds this shell's data.
     pub fn data(&self) -> (std::path::PathBuf, String) {
         (self.settings.host.store.data_dir.clone(), self.settings.host.store.schema_prefix.clone())
-    }
-}
-
-impl Drop for TestShell {
-    fn drop(&mut self) {
-        // A graceful stop: the server closes its kept-alive connections, so no connection task keeps this
-        // shell's pools alive after the test.
-        self.stop.notify_one();
-        for task in &self.background {
-            task.abort();
-        }
-        if let (Backend::Postgres, Some(url)) = (self.backend, self.settings.host.store.postgres_url.clone()) {
-            let services = ["shell", "catalog", "cart", "inventory", "paysandbox"].map(str::to_owned).to_vec();
-            tessera_testing::backend::drop_schemas(url, self.settings.host.store.schema_prefix.clone(), services);
-        }
     }
 }
 
