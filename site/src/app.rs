@@ -20,8 +20,8 @@ pub enum Mode {
 
 /// The fragment called `name`.
 pub fn fragment(name: &str) -> anyhow::Result<&'static dyn Fragment> {
-    FRAGMENTS.iter().copied().find(|fragment| fragment.name() == name).with_context(|| {
-        let names: Vec<&str> = FRAGMENTS.iter().map(|fragment| fragment.name()).collect();
+    FRAGMENTS.iter().copied().find(|fragment| fragment.name().as_str() == name).with_context(|| {
+        let names: Vec<String> = FRAGMENTS.iter().map(|fragment| fragment.name().to_string()).collect();
         format!("there is no fragment called {name:?} ({})", names.join(", "))
     })
 }
@@ -51,7 +51,7 @@ pub async fn spawn(settings: &ShellSettings, mode: &Mode) -> anyhow::Result<Runn
 /// `tessera inventory verify`: checks the inventory's invariants on its database (the same one `serve`
 /// uses with these settings). Returns the report; the caller decides the exit status.
 pub async fn verify_inventory(settings: &Settings) -> anyhow::Result<tessera_inventory::verify::Report> {
-    let db = settings.store.open_fragment(tessera_inventory::NAME, &tessera_inventory::server::MIGRATIONS).await?;
+    let db = settings.store.open_fragment(tessera_inventory::NAME.as_str(), &tessera_inventory::server::MIGRATIONS).await?;
     let report = tessera_inventory::verify::verify(&db).await.context("reading the inventory database")?;
     db.close().await;
     Ok(report)

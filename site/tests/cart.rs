@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::AnyPool;
 use support::{count, database, each_backend, eventually, spawn_with, urlencode, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::payments::{test_cards, Payment, PaymentStatus, WebhookEvent, WebhookKind, SIGNATURE_HEADER, WEBHOOK_PATH};
 use tessera_fragment::outbox::Outbox;
 use tessera_fragment::signature::EventSigner;
@@ -388,14 +389,15 @@ async fn cancelling_releases_the_stock_and_refunds_a_paid_order(backend: Backend
 
 /// Delivers every due event of `producer`'s outbox to the site, with the app's own relay stopped, until
 /// nothing is left: the test decides when each side hears of the other.
-async fn pump(app: &TestApp, producer: &'static str) {
+async fn pump(app: &TestApp, producer: ServiceName) {
     let peers = std::sync::Arc::new(tessera_fragment::peers::Peers::default());
-    for (name, prefix) in [("catalog", "/catalog"), ("cart", "/cart"), ("inventory", "/admin/inventory")] {
+    for (name, prefix) in [(ServiceName::CATALOG, "/catalog"), (ServiceName::CART, "/cart"), (ServiceName::INVENTORY, "/admin/inventory")] {
         peers.set(name, Remote::at(prefix, vec![app.url.clone()]));
     }
     let signer = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
-    let transport = std::sync::Arc::new(HttpTransport::new(producer, signer, peers));
-    let relay = Relay::new(database(app, producer).await, &Outbox::new(producer), transport, RelaySettings { base_backoff_ms: 0, ..RelaySettings::default() });
+    let transport = std::sync::Arc::new(HttpTransport::new(producer.clone(), signer, peers));
+    let relay =
+        Relay::new(database(app, producer.as_str()).await, &Outbox::new(producer), transport, RelaySettings { base_backoff_ms: 0, ..RelaySettings::default() });
     while relay.run_once().await.unwrap() > 0 {}
 }
 
@@ -456,11 +458,11 @@ async fn cancelling_a_paid_order_is_decided_by_inventory_whichever_arrives_first
     assert_eq!(refund_state(&app, &first).await, ("succeeded".into(), 0), "nothing refunded before inventory answers");
     let (status, again) = app.api("/cart/api/cancel_order", &format!("id={first}"), Some(&sam)).await;
     assert_eq!((status, &again["cancel_requested"]), (StatusCode::OK, &json!(true)), "asking twice asks once");
-    pump(&app, "cart").await;
+    pump(&app, ServiceName::CART).await;
     assert_eq!(stock(&inventory, "BAG-CNV-01").await, (60, 0, 2), "{backend:?}: inventory released the first order");
     let (status, refused) = fulfil(reservation(first.clone()).await).await;
     assert_eq!(status, StatusCode::CONFLICT, "a cancelled order cannot ship: {refused}");
-    pump(&app, "inventory").await;
+    pump(&app, ServiceName::INVENTORY).await;
     assert_eq!(order_status(&app, &sam, &first).await, "Cancelled");
     assert_eq!(refund_state(&app, &first).await, ("refunded".into(), 0), "{backend:?}: refunded once confirmed");
     assert_eq!(timeline_steps(&order(&app, &sam, &first).await), ["awaiting_payment", "paid", "cancel_requested", "cancelled"]);
@@ -472,9 +474,9 @@ async fn cancelling_a_paid_order_is_decided_by_inventory_whichever_arrives_first
     assert_eq!(order_status(&app, &sam, &second).await, "Paid", "the cart has not heard yet");
     let (status, json) = app.api("/cart/api/cancel_order", &format!("id={second}"), Some(&sam)).await;
     assert_eq!((status, &json["cancel_requested"]), (StatusCode::OK, &json!(true)), "{json}");
-    pump(&app, "cart").await;
+    pump(&app, ServiceName::CART).await;
     assert_eq!(stock(&inventory, "BAG-CNV-01").await, (58, 0, 0), "{backend:?}: shipped, nothing put back");
-    pump(&app, "inventory").await;
+    pump(&app, ServiceName::INVENTORY).await;
     let shipped = order(&app, &sam, &second).await;
     assert_eq!((shipped["status"].as_str(), shipped["cancel_requested"].as_bool()), (Some("Fulfilled"), Some(false)), "{shipped}");
     assert_eq!(timeline_steps(&shipped), ["awaiting_payment", "paid", "cancel_requested", "fulfilled", "cancel_refused"], "{backend:?}");

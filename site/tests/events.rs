@@ -11,10 +11,13 @@ use std::sync::Arc;
 use reqwest::StatusCode;
 use sqlx::AnyPool;
 use support::{count, database, each_backend, eventually, spawn_app, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD};
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::{Envelope, StockChanged};
 use tessera_fragment::outbox::Outbox;
+use tessera_fragment::peers::SendError;
 use tessera_fragment::signature::EventSigner;
 use tessera_host::pool::Remote;
+use tessera_host::relay::DeliveryError;
 use tessera_host::relay::{HttpTransport, Relay, RelaySettings, Transport};
 use tessera_site::Mode;
 
@@ -79,15 +82,15 @@ async fn setup(backend: Backend) -> Setup {
         spawn_with(backend, Options { demo: Some(true), mode: Some(Mode::Fragment("catalog".into())), configure: Some(with_secret), ..Options::default() })
             .await;
     let db = database(&inventory, "inventory").await;
-    let outbox = Outbox::new("inventory");
-    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
+    let outbox = Outbox::new(ServiceName::INVENTORY);
+    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, &ServiceName::CATALOG).await.unwrap();
     Setup { inventory, catalog, db, outbox }
 }
 
 fn transport_to(catalog_url: &str) -> HttpTransport {
     let peers = Arc::new(tessera_fragment::peers::Peers::default());
-    peers.set("catalog", Remote::at("/catalog", vec![catalog_url.to_owned()]));
-    HttpTransport::new("inventory", EventSigner::new(&[SECRET.as_bytes().to_vec()]), peers)
+    peers.set(ServiceName::CATALOG, Remote::at("/catalog", vec![catalog_url.to_owned()]));
+    HttpTransport::new(ServiceName::INVENTORY, EventSigner::new(&[SECRET.as_bytes().to_vec()]), peers)
 }
 
 fn relay(setup: &Setup, transport: Arc<dyn Transport>, max_attempts: i64) -> Relay {
@@ -96,7 +99,7 @@ fn relay(setup: &Setup, transport: Arc<dyn Transport>, max_attempts: i64) -> Rel
 
 async fn announce(setup: &Setup, sku: &str, on_hand: i64) {
     let mut tx = setup.db.begin().await.unwrap();
-    setup.outbox.enqueue(&mut tx, &StockChanged { sku: sku.into(), on_hand, available: on_hand }).await.unwrap();
+    setup.outbox.enqueue(&mut tx, &StockChanged { sku: sku.parse().unwrap(), on_hand, available: on_hand }).await.unwrap();
     tx.commit().await.unwrap();
 }
 
@@ -123,13 +126,13 @@ struct DiesAfterFirstDelivery {
 impl Transport for DiesAfterFirstDelivery {
     fn deliver<'a>(
         &'a self,
-        subscriber: &'a str,
+        subscriber: &'a ServiceName,
         envelope: &'a Envelope,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             self.inner.deliver(subscriber, envelope).await?;
             if !self.died.swap(true, Ordering::SeqCst) {
-                return Err("relay died after delivery, before marking".into());
+                return Err(DeliveryError::Unreachable(SendError("relay died after delivery, before marking".into())));
             }
             Ok(())
         })
@@ -164,7 +167,7 @@ async fn a_subscriber_that_is_down_gets_retries_then_a_dead_letter_then_a_replay
         assert_eq!(status, if attempt < 3 { "pending" } else { "dead" }, "{backend:?}");
     }
     // The dead letter is visible and stays put.
-    let status = tessera_fragment::event_admin::status(&setup.db, "inventory").await.unwrap();
+    let status = tessera_fragment::event_admin::status(&setup.db, &ServiceName::INVENTORY).await.unwrap();
     assert_eq!(status.dead_letters.len(), 1);
     let dead = &status.dead_letters[0];
     assert_eq!((dead.subscriber.as_str(), dead.aggregate_id.as_str(), dead.attempts), ("catalog", "MUG-STN-01", 3), "{backend:?}");
@@ -270,8 +273,10 @@ async fn a_consumer_that_comes_up_after_the_producer_published_gets_every_event_
     // while nothing listens there: the catalog has not described itself, so nobody has subscribed yet.
     let catalog_addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let mut fragments = std::collections::BTreeMap::new();
-    fragments
-        .insert("catalog".to_owned(), tessera_host::settings::FragmentSettings { upstreams: Some(format!("http://{catalog_addr}")), ..Default::default() });
+    fragments.insert(
+        ServiceName::parse("catalog").unwrap(),
+        tessera_host::settings::FragmentSettings { upstreams: Some(format!("http://{catalog_addr}")), ..Default::default() },
+    );
     let inventory = spawn_with(
         backend,
         Options { mode: Some(Mode::Fragment("inventory".into())), fragments, configure: Some(with_secret_and_fast_discovery), ..Options::default() },
@@ -305,7 +310,7 @@ async fn a_consumer_that_comes_up_after_the_producer_published_gets_every_event_
         "{backend:?}: the subscription is recorded"
     );
     // Recorded means a restarted inventory addresses new events to the catalog before it answers again.
-    let outbox = Outbox::new("inventory");
+    let outbox = Outbox::new(ServiceName::INVENTORY);
     outbox.load_subscriptions(&inventory_db).await.unwrap();
-    assert_eq!(outbox.subscribers("inventory.stock_changed"), ["catalog"]);
+    assert_eq!(outbox.subscribers("inventory.stock_changed"), [ServiceName::CATALOG]);
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::Value;
 use support::{database, each_backend, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD};
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::inventory::{Line, Reservation, ReserveRequest, RESERVATIONS_PATH};
 use tessera_fragment::peers::Target;
 use tessera_fragment::service::ServiceClient;
@@ -37,17 +38,11 @@ fn target(app: &TestApp) -> Target {
 
 /// The cart's client of the reservation API.
 fn cart(app: &TestApp) -> ServiceClient {
-    ServiceClient::new("cart", "inventory", service_signer(), target(app), Duration::from_secs(60))
+    ServiceClient::new(ServiceName::CART, ServiceName::INVENTORY, service_signer(), target(app), Duration::from_secs(60))
 }
 
 fn request(key: &str, lines: &[(&str, i64)]) -> ReserveRequest {
-    ReserveRequest {
-        idempotency_key: key.into(),
-        owner: "user-1".into(),
-        lines: lines.iter().map(|(sku, quantity)| Line { sku: (*sku).into(), quantity: *quantity }).collect(),
-        ttl_seconds: 600,
-        replaces: Vec::new(),
-    }
+    ReserveRequest::new(key, "user-1", lines.iter().map(|(sku, quantity)| Line::of(sku, *quantity).unwrap()).collect())
 }
 
 /// Calls an admin server function as `cookie`; returns status and JSON.

@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use support::{count, database, each_backend, eventually, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD, SHOPPER};
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::{Envelope, StockChanged};
 use tessera_fragment::outbox::Outbox;
+use tessera_host::relay::DeliveryError;
 use tessera_host::relay::{Relay, RelaySettings, Transport};
 use tessera_site::Mode;
 
@@ -68,9 +70,9 @@ struct Recording(Arc<Recorder>);
 impl Transport for Recording {
     fn deliver<'a>(
         &'a self,
-        _subscriber: &'a str,
+        _subscriber: &'a ServiceName,
         envelope: &'a Envelope,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             let recorder = &self.0;
             if !recorder.in_flight.lock().unwrap().insert(envelope.aggregate_id.clone()) {
@@ -106,12 +108,12 @@ async fn three_relays_on_one_outbox_send_each_event_once_in_order_per_aggregate(
     // Only the three relays below work on this outbox.
     app.served.stop_background();
     let db = database(&app, "inventory").await;
-    let outbox = Outbox::new("inventory");
-    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
+    let outbox = Outbox::new(ServiceName::INVENTORY);
+    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, &ServiceName::CATALOG).await.unwrap();
     const EVENTS: i64 = 240;
     for n in 0..EVENTS {
         let mut tx = db.begin().await.unwrap();
-        let event = StockChanged { sku: format!("SKU-{:02}", n % 8), on_hand: n, available: n };
+        let event = StockChanged { sku: format!("SKU-{:02}", n % 8).parse().unwrap(), on_hand: n, available: n };
         outbox.enqueue(&mut tx, &event).await.unwrap();
         tx.commit().await.unwrap();
     }
@@ -258,7 +260,7 @@ async fn over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consu
 
     // The stream holds each event once, even when the relay publishes one again.
     let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.host.events.nats_prefix).await.unwrap();
-    let mut stream = broker.stream("inventory").await.unwrap();
+    let mut stream = broker.stream(&ServiceName::INVENTORY).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "{backend:?}");
     let (id, payload): (String, String) = sqlx::query_as("SELECT id, payload FROM outbox ORDER BY seq LIMIT 1").fetch_one(&inventory).await.unwrap();
     let again = tessera_contracts::events::Envelope {
@@ -269,12 +271,12 @@ async fn over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consu
         aggregate_id: "again".into(),
         sequence: 1,
         occurred_at_ms: 0,
-        producer: "inventory".into(),
+        producer: ServiceName::INVENTORY,
         payload: serde_json::from_str(&payload).unwrap(),
     };
     let signer = tessera_fragment::signature::EventSigner::new(&[std::fs::read(app.settings.host.store.data_dir.join("keys/events.secret")).unwrap()]);
-    let transport = tessera_host::broker::BrokerTransport::new(broker.clone(), "inventory", signer);
-    transport.deliver("catalog", &again).await.unwrap();
+    let transport = tessera_host::broker::BrokerTransport::new(broker.clone(), ServiceName::INVENTORY, signer);
+    transport.deliver(&ServiceName::CATALOG, &again).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "a republished event is dropped as a duplicate");
 
     // The catalog applied every stock event once.
@@ -334,7 +336,7 @@ async fn over_jetstream_an_event_that_keeps_failing_becomes_a_dead_letter_that_c
         "id": "forged-1", "type": "inventory.stock_changed", "version": 1, "aggregate_type": "sku", "aggregate_id": "PEN-GEL-BK",
         "sequence": 999_999, "occurred_at_ms": 0, "producer": "inventory", "payload": { "sku": "PEN-GEL-BK", "on_hand": 999, "available": 999 }
     });
-    let subject = broker.subject("inventory", "inventory.stock_changed");
+    let subject = broker.subject(&ServiceName::INVENTORY, "inventory.stock_changed");
     broker.jetstream().publish(subject, forged.to_string().into()).await.unwrap().await.unwrap();
     eventually("the forged message dead-lettered", || async {
         status().await["dead_letters"].as_array().unwrap().iter().any(|letter| letter["event_type"] == "(invalid)")

@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use tessera_contracts::domain::ServiceName;
 
 use reqwest::StatusCode;
 use support::{spawn_app, spawn_with, Backend, Options, PASSWORD, SHOPPER};
@@ -31,7 +32,7 @@ async fn each_process_holds_only_the_secrets_of_its_relationships() {
     // never the events or service secret (it could otherwise forge stock reservations and events).
     let mut fragments = BTreeMap::new();
     for name in ["catalog", "cart", "inventory"] {
-        fragments.insert(name.to_owned(), FragmentSettings { upstream: Some("http://127.0.0.1:9".into()), ..FragmentSettings::default() });
+        fragments.insert(ServiceName::parse(name).unwrap(), FragmentSettings { upstream: Some("http://127.0.0.1:9".into()), ..FragmentSettings::default() });
     }
     let shell = spawn_with(Backend::Sqlite, Options { fragments, ..Options::default() }).await;
     assert_eq!(shell.client.get(format!("{}/login", shell.url)).send().await.unwrap().status(), StatusCode::OK);

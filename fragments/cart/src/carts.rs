@@ -2,7 +2,7 @@
 //! removing lines with their holds, and the cart as the shopper sees it.
 
 use tessera_contracts::cart::CartSummary;
-use tessera_contracts::domain::{Quantity, Sku};
+use tessera_contracts::domain::{CartId, Quantity, ReservationId, Sku};
 use tessera_contracts::inventory::Line;
 use tessera_fragment::db::now_ms;
 use tessera_fragment::lease::LeaseError;
@@ -24,7 +24,7 @@ pub enum CookieChange {
 }
 
 /// Whether a cart (the caller holds its lock) may change now.
-async fn is_open(runtime: &FragmentRuntime, cart_id: &str) -> Result<bool, sqlx::Error> {
+async fn is_open(runtime: &FragmentRuntime, cart_id: &CartId) -> Result<bool, sqlx::Error> {
     Ok(store::cart_status(&runtime.db, cart_id).await? == CartStatus::Open)
 }
 
@@ -73,18 +73,18 @@ async fn merge(runtime: &FragmentRuntime, guest: &CartRow, cart: &CartRow) -> Re
     let mine = store::items(&mut connection, &cart.id).await?;
     drop(connection);
     for item in guest_items {
-        let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
+        let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.to_string());
         match mine.iter().find(|existing| existing.sku == item.sku) {
             None => {
                 store::move_item(&runtime.db, &guest.id, &cart.id, &item.sku).await?;
             }
             Some(existing) => {
-                let quantity = (existing.quantity + item.quantity).min(Quantity::MAX);
-                let replaces: Vec<String> = [&existing.reservation_id, &item.reservation_id].into_iter().flatten().cloned().collect();
+                let quantity = existing.quantity.saturating_add(item.quantity);
+                let replaces: Vec<ReservationId> = [&existing.reservation_id, &item.reservation_id].into_iter().flatten().cloned().collect();
                 let lines = vec![Line { sku: item.sku.clone(), quantity }];
                 let key = holds::new_key();
                 let outcome = holds::reserve(runtime, &store::cart_owner(&cart.id), Some(key.clone()), lines, replaces, HOLD_TTL_SECONDS).await;
-                let record = holds::record(&outcome, &name, existing.reservation_id.as_deref(), &key);
+                let record = holds::record(&outcome, &name, existing.reservation_id.as_ref(), &key);
                 let mut tx = runtime.db.begin().await?;
                 store::put_item(&mut tx, &cart.id, &item.sku, quantity, existing.seen_price_minor, &record).await?;
                 store::remove_item(&mut tx, &guest.id, &item.sku).await?;
@@ -105,10 +105,10 @@ async fn merge(runtime: &FragmentRuntime, guest: &CartRow, cart: &CartRow) -> Re
 
 /// Adds `quantity` of `sku` to the shopper's cart, holding the line's new total in inventory.
 pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quantity: i64, cookie: &mut CookieChange) -> Result<CartSummary, CartError> {
-    let sku = Sku::parse(sku).map_err(CartError::Invalid)?;
-    let quantity = Quantity::parse(quantity).map_err(CartError::Invalid)?;
+    let sku = Sku::parse(sku)?;
+    let quantity = Quantity::parse(quantity)?;
     let db = &runtime.db;
-    let price = store::price(db, sku.as_str()).await?.ok_or_else(|| CartError::NotFound(format!("{sku} is not sold here")))?;
+    let price = store::price(db, &sku).await?.ok_or_else(|| CartError::NotFound(format!("{sku} is not sold here")))?;
     let cart = match resolve(runtime, shopper, cookie).await? {
         Some(cart) => cart,
         None => match (&shopper.user, &shopper.token) {
@@ -130,30 +130,28 @@ pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quanti
     let mut connection = db.acquire().await?;
     let items = store::items(&mut connection, &cart.id).await?;
     drop(connection);
-    let existing = items.iter().find(|item| item.sku == sku.as_str());
+    let existing = items.iter().find(|item| item.sku == sku);
     if existing.is_none() && items.len() >= MAX_LINES {
         return Err(CartError::Conflict(format!("a cart holds at most {MAX_LINES} different items")));
     }
     if let Some(other) = items.iter().filter_map(|item| item.price.as_ref()).find(|other| other.currency != price.currency) {
         return Err(CartError::Conflict(format!("your cart is priced in {}; {sku} is priced in {}", other.currency, price.currency)));
     }
-    let total = existing.map_or(0, |item| item.quantity) + quantity.get();
-    if total > Quantity::MAX {
-        return Err(CartError::Conflict(format!("you can have at most {} of {} in your cart", Quantity::MAX, price.name)));
-    }
+    let too_many = || CartError::Conflict(format!("you can have at most {} of {} in your cart", Quantity::MAX, price.name));
+    let total = Quantity::parse(existing.map_or(0, |item| item.quantity.get()) + quantity.get()).map_err(|_| too_many())?;
     let previous = existing.and_then(|item| item.reservation_id.clone());
     let in_cart = |message: String| match existing {
         Some(item) => format!("{message} You have {} in your cart.", item.quantity),
         None => message,
     };
     let (record, message) = if shopper.user.is_none() {
-        let record = holds::guest_line(runtime, sku.as_str(), &price.name, total, previous.as_deref()).await.map_err(|error| match error {
+        let record = holds::guest_line(runtime, &sku, &price.name, total, previous.as_ref()).await.map_err(|error| match error {
             CartError::Conflict(message) => CartError::Conflict(in_cart(message)),
             other => other,
         })?;
         (record, None)
     } else {
-        let lines = vec![Line { sku: sku.to_string(), quantity: total }];
+        let lines = vec![Line { sku: sku.clone(), quantity: total }];
         let key = holds::new_key();
         let outcome =
             holds::reserve(runtime, &store::cart_owner(&cart.id), Some(key.clone()), lines, previous.iter().cloned().collect(), HOLD_TTL_SECONDS).await;
@@ -166,10 +164,10 @@ pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quanti
             }
             Hold::Held(_) => None,
         };
-        (holds::record(&outcome, &price.name, previous.as_deref(), &key), message)
+        (holds::record(&outcome, &price.name, previous.as_ref(), &key), message)
     };
     let mut connection = db.acquire().await?;
-    store::put_item(&mut connection, &cart.id, sku.as_str(), total, Some(price.price_minor), &record).await?;
+    store::put_item(&mut connection, &cart.id, &sku, total, Some(price.price_minor), &record).await?;
     drop(connection);
     let item_count = store::item_count(db, &cart.id).await?;
     Ok(CartSummary { item_count, message })
@@ -177,8 +175,8 @@ pub async fn add(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quanti
 
 /// Sets a line's quantity (0 removes it), holding the new quantity in place of the old.
 pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &str, quantity: i64, cookie: &mut CookieChange) -> Result<CartView, CartError> {
-    let sku = Sku::parse(sku).map_err(CartError::Invalid)?;
-    let quantity = if quantity == 0 { None } else { Some(Quantity::parse(quantity).map_err(CartError::Invalid)?) };
+    let sku = Sku::parse(sku)?;
+    let quantity = if quantity == 0 { None } else { Some(Quantity::parse(quantity)?) };
     let not_in_cart = || CartError::NotFound(format!("{sku} is not in your cart"));
     let cart = resolve(runtime, shopper, cookie).await?.ok_or_else(not_in_cart)?;
     {
@@ -188,10 +186,10 @@ pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &st
         }
         let mut connection = runtime.db.acquire().await?;
         let items = store::items(&mut connection, &cart.id).await?;
-        let item = items.into_iter().find(|item| item.sku == sku.as_str()).ok_or_else(not_in_cart)?;
+        let item = items.into_iter().find(|item| item.sku == sku).ok_or_else(not_in_cart)?;
         match quantity {
             None => {
-                store::remove_item(&mut connection, &cart.id, sku.as_str()).await?;
+                store::remove_item(&mut connection, &cart.id, &sku).await?;
                 drop(connection);
                 if let Some(id) = &item.reservation_id {
                     holds::release(runtime, id).await;
@@ -199,20 +197,19 @@ pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &st
             }
             Some(quantity) if shopper.user.is_none() => {
                 drop(connection);
-                let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
-                let record =
-                    holds::guest_line(runtime, sku.as_str(), &name, quantity.get(), item.reservation_id.as_deref()).await.map_err(|error| match error {
-                        CartError::Conflict(message) => CartError::Conflict(format!("{message} You have {} in your cart.", item.quantity)),
-                        other => other,
-                    })?;
+                let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.to_string());
+                let record = holds::guest_line(runtime, &sku, &name, quantity, item.reservation_id.as_ref()).await.map_err(|error| match error {
+                    CartError::Conflict(message) => CartError::Conflict(format!("{message} You have {} in your cart.", item.quantity)),
+                    other => other,
+                })?;
                 let seen = item.price.as_ref().map(|price| price.price_minor).or(item.seen_price_minor);
                 let mut connection = runtime.db.acquire().await?;
-                store::put_item(&mut connection, &cart.id, sku.as_str(), quantity.get(), seen, &record).await?;
+                store::put_item(&mut connection, &cart.id, &sku, quantity, seen, &record).await?;
             }
             Some(quantity) => {
                 drop(connection);
-                let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
-                let lines = vec![Line { sku: sku.to_string(), quantity: quantity.get() }];
+                let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.to_string());
+                let lines = vec![Line { sku: sku.clone(), quantity }];
                 let key = holds::new_key();
                 let outcome = holds::reserve(
                     runtime,
@@ -230,10 +227,10 @@ pub async fn set_quantity(runtime: &FragmentRuntime, shopper: &Shopper, sku: &st
                     Hold::Refused(error) => return Err(CartError::Refused(error.clone())),
                     Hold::Held(_) | Hold::Unavailable(_) => {}
                 }
-                let record = holds::record(&outcome, &name, item.reservation_id.as_deref(), &key);
+                let record = holds::record(&outcome, &name, item.reservation_id.as_ref(), &key);
                 let seen = item.price.as_ref().map(|price| price.price_minor).or(item.seen_price_minor);
                 let mut connection = runtime.db.acquire().await?;
-                store::put_item(&mut connection, &cart.id, sku.as_str(), quantity.get(), seen, &record).await?;
+                store::put_item(&mut connection, &cart.id, &sku, quantity, seen, &record).await?;
             }
         }
     }
@@ -254,7 +251,7 @@ pub async fn view(runtime: &FragmentRuntime, shopper: &Shopper, cart: Option<Car
     if !cart.is_locked() {
         let _guard = holds::lock(runtime, &cart.id).await?;
         if let Err(error) = holds::refresh(runtime, &cart.id).await {
-            tracing::warn!(%error, cart = cart.id, "could not refresh the cart's holds");
+            tracing::warn!(%error, cart = %cart.id, "could not refresh the cart's holds");
         }
     }
     let mut connection = runtime.db.acquire().await?;
@@ -265,7 +262,7 @@ pub async fn view(runtime: &FragmentRuntime, shopper: &Shopper, cart: Option<Car
     let subtotal = lines.iter().map(|line| line.line_total.minor).sum();
     Ok(CartView {
         user: shopper.user.clone(),
-        item_count: items.iter().map(|item| item.quantity).sum(),
+        item_count: items.iter().map(|item| item.quantity.get()).sum(),
         subtotal: money(subtotal, &currency),
         lines,
         locked: cart.is_locked(),
@@ -282,19 +279,19 @@ fn line_view(item: &Item, now: i64) -> LineView {
         }
         None => (
             String::new(),
-            item.sku.clone(),
+            item.sku.to_string(),
             0,
             tessera_contracts::demo::CURRENCY.to_owned(),
             Some("This item is no longer sold; remove it to check out.".into()),
         ),
     };
     LineView {
-        sku: item.sku.clone(),
+        sku: item.sku.to_string(),
         product_id,
         name,
-        quantity: item.quantity,
+        quantity: item.quantity.get(),
         unit_price: money(unit, &currency),
-        line_total: money(unit * item.quantity, &currency),
+        line_total: money(unit * item.quantity.get(), &currency),
         hold: item.hold,
         hold_text: holds::hold_text(item, now),
         held_until_ms: item.held_until_ms,
@@ -311,7 +308,7 @@ pub async fn visible_items(runtime: &FragmentRuntime, shopper: &Shopper) -> Resu
 
 /// The badge count: the sum of [`visible_items`].
 pub async fn count(runtime: &FragmentRuntime, shopper: &Shopper) -> Result<i64, sqlx::Error> {
-    Ok(visible_items(runtime, shopper).await?.iter().map(|item| item.quantity).sum())
+    Ok(visible_items(runtime, shopper).await?.iter().map(|item| item.quantity.get()).sum())
 }
 
 /// The shopper is active somewhere on the site (the shell asked for their badge): bring their cart's
@@ -331,7 +328,7 @@ pub fn touch(runtime: &FragmentRuntime, shopper: &Shopper) {
                     return;
                 };
                 if let Err(error) = holds::refresh(&runtime, &cart.id).await {
-                    tracing::warn!(%error, cart = cart.id, "could not refresh the cart's holds");
+                    tracing::warn!(%error, cart = %cart.id, "could not refresh the cart's holds");
                 }
             }
         }

@@ -46,6 +46,18 @@ pub enum CartError {
     Store(#[from] sqlx::Error),
 }
 
+impl From<tessera_contracts::domain::SkuError> for CartError {
+    fn from(error: tessera_contracts::domain::SkuError) -> CartError {
+        CartError::Invalid(error.to_string())
+    }
+}
+
+impl From<tessera_contracts::domain::QuantityError> for CartError {
+    fn from(error: tessera_contracts::domain::QuantityError) -> CartError {
+        CartError::Invalid(error.to_string())
+    }
+}
+
 impl From<LeaseError> for CartError {
     fn from(error: LeaseError) -> CartError {
         match error {

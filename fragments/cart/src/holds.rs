@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use tessera_contracts::domain::format_time;
+use tessera_contracts::domain::{format_time, CartId, Quantity, ReservationId, ServiceName, Sku};
 use tessera_contracts::inventory::{reservation_path, ExtendRequest, InsufficientStock, Line, Reservation, ReserveRequest, Shortage, RESERVATIONS_PATH};
 use tessera_contracts::ApiError;
 use tessera_fragment::db::now_ms;
@@ -46,7 +46,7 @@ pub struct CartGuard {
 /// cart database (`tessera_fragment::lease`). A waiter polls, a few milliseconds apart at first: two changes
 /// of one cart at once are rare (two tabs), so no queue is kept. Waits at most a little longer than a
 /// lease lasts.
-pub async fn lock(runtime: &FragmentRuntime, cart_id: &str) -> Result<CartGuard, LeaseError> {
+pub async fn lock(runtime: &FragmentRuntime, cart_id: &CartId) -> Result<CartGuard, LeaseError> {
     let lease = Lease::take(&runtime.db, &format!("cart:{cart_id}"), CART_LEASE, CART_LEASE + Duration::from_secs(5)).await?;
     // Renewed while held: a refresh that waits long on inventory keeps the cart.
     Ok(CartGuard { _lease: lease.kept(CART_LEASE) })
@@ -63,10 +63,19 @@ pub enum Hold {
     Refused(ApiError),
 }
 
-fn inventory(runtime: &FragmentRuntime) -> Result<ServiceClient, String> {
-    let target = runtime.peers.get("inventory").ok_or_else(|| "no route to the inventory service is configured".to_owned())?;
-    let signer = runtime.secrets.services().map_err(|error| error.to_string())?;
-    Ok(ServiceClient::new(runtime.name, "inventory", signer, target, INVENTORY_TIMEOUT))
+/// Why inventory cannot be called at all from this process.
+#[derive(Debug, thiserror::Error)]
+enum NoInventory {
+    #[error("no route to the inventory service is configured")]
+    NoRoute,
+    #[error(transparent)]
+    Secret(#[from] tessera_fragment::secrets::SecretError),
+}
+
+fn inventory(runtime: &FragmentRuntime) -> Result<ServiceClient, NoInventory> {
+    let target = runtime.peers.get(&ServiceName::INVENTORY).ok_or(NoInventory::NoRoute)?;
+    let signer = runtime.secrets.services()?;
+    Ok(ServiceClient::new(runtime.name.clone(), ServiceName::INVENTORY, signer, target, INVENTORY_TIMEOUT))
 }
 
 fn classify(result: Result<Reservation, CallError>) -> Hold {
@@ -81,31 +90,31 @@ fn classify(result: Result<Reservation, CallError>) -> Hold {
 }
 
 /// Reserves `lines` under a fresh key (or `key`), releasing `replaces` in the same inventory transaction.
-pub async fn reserve(runtime: &FragmentRuntime, owner: &str, key: Option<String>, lines: Vec<Line>, replaces: Vec<String>, ttl_seconds: i64) -> Hold {
+pub async fn reserve(runtime: &FragmentRuntime, owner: &str, key: Option<String>, lines: Vec<Line>, replaces: Vec<ReservationId>, ttl_seconds: i64) -> Hold {
     let client = match inventory(runtime) {
         Ok(client) => client,
-        Err(message) => return Hold::Unavailable(message),
+        Err(error) => return Hold::Unavailable(error.to_string()),
     };
     let request = ReserveRequest { idempotency_key: key.unwrap_or_else(new_key), owner: owner.to_owned(), lines, ttl_seconds, replaces };
     classify(client.post(RESERVATIONS_PATH, &request).await)
 }
 
 /// Extends a hold; `Err` with the reason when it cannot be (lapsed, ended, inventory down).
-pub async fn extend(runtime: &FragmentRuntime, reservation_id: &str, ttl_seconds: i64) -> Hold {
+pub async fn extend(runtime: &FragmentRuntime, reservation_id: &ReservationId, ttl_seconds: i64) -> Hold {
     let client = match inventory(runtime) {
         Ok(client) => client,
-        Err(message) => return Hold::Unavailable(message),
+        Err(error) => return Hold::Unavailable(error.to_string()),
     };
     classify(client.post(&reservation_path(reservation_id, Some("extend")), &ExtendRequest { ttl_seconds }).await)
 }
 
 /// Releases a hold (best effort: an unreleased hold lapses on its own).
-pub async fn release(runtime: &FragmentRuntime, reservation_id: &str) {
+pub async fn release(runtime: &FragmentRuntime, reservation_id: &ReservationId) {
     let Ok(client) = inventory(runtime) else {
         return;
     };
     if let Err(error) = client.post::<_, Reservation>(&reservation_path(reservation_id, Some("release")), &serde_json::json!({})).await {
-        tracing::warn!(%error, reservation = reservation_id, "could not release a cart hold; it will lapse");
+        tracing::warn!(%error, reservation = %reservation_id, "could not release a cart hold; it will lapse");
     }
 }
 
@@ -123,14 +132,20 @@ pub const GUEST_NOTE: &str = "Sign in to have it held for you: we set stock asid
 
 /// A guest's line of `quantity` × `sku` (see the module docs): refused when inventory last announced less
 /// than that, else kept unheld (a hold it had from before, if any, stays until signing in replaces it).
-pub async fn guest_line(runtime: &FragmentRuntime, sku: &str, name: &str, quantity: i64, previous: Option<&str>) -> Result<HoldRecord, CartError> {
+pub async fn guest_line(
+    runtime: &FragmentRuntime,
+    sku: &Sku,
+    name: &str,
+    quantity: Quantity,
+    previous: Option<&ReservationId>,
+) -> Result<HoldRecord, CartError> {
     if let Some(available) = store::available(&runtime.db, sku).await? {
-        if quantity > available {
-            let short = InsufficientStock::new(vec![Shortage { sku: sku.to_owned(), requested: quantity, available }]);
+        if quantity.get() > available {
+            let short = InsufficientStock::new(vec![Shortage { sku: sku.clone(), requested: quantity.get(), available }]);
             return Err(CartError::Conflict(short_note(name, &short)));
         }
     }
-    Ok(HoldRecord { reservation_id: previous.map(str::to_owned), held_until_ms: None, hold: HoldState::Pending, note: Some(GUEST_NOTE.into()), key: None })
+    Ok(HoldRecord { reservation_id: previous.cloned(), held_until_ms: None, hold: HoldState::Pending, note: Some(GUEST_NOTE.into()), key: None })
 }
 
 pub const PENDING_NOTE: &str = "The stock service is not answering right now. The item stays in your cart and we will hold it as soon as it is back.";
@@ -143,8 +158,8 @@ pub fn new_key() -> String {
 /// The hold record of an attempt under `key`, for a line that had `previous` as its reservation. When
 /// the answer never came, the key is kept: the retry sends it again, so a reservation inventory made
 /// unseen is found rather than made twice.
-pub fn record(outcome: &Hold, name: &str, previous: Option<&str>, key: &str) -> HoldRecord {
-    let unchanged = |hold, note| HoldRecord { reservation_id: previous.map(str::to_owned), held_until_ms: None, hold, note: Some(note), key: None };
+pub fn record(outcome: &Hold, name: &str, previous: Option<&ReservationId>, key: &str) -> HoldRecord {
+    let unchanged = |hold, note| HoldRecord { reservation_id: previous.cloned(), held_until_ms: None, hold, note: Some(note), key: None };
     match outcome {
         Hold::Held(reservation) => HoldRecord {
             reservation_id: Some(reservation.id.clone()),
@@ -162,7 +177,7 @@ pub fn record(outcome: &Hold, name: &str, previous: Option<&str>, key: &str) -> 
 
 /// Brings every hold of a cart up to date (the caller holds the cart's lock): extends live holds past
 /// half their life, reserves again lapsed, pending or short ones. Returns whether anything changed.
-pub async fn refresh(runtime: &FragmentRuntime, cart_id: &str) -> Result<bool, sqlx::Error> {
+pub async fn refresh(runtime: &FragmentRuntime, cart_id: &CartId) -> Result<bool, sqlx::Error> {
     let owner = &store::cart_owner(cart_id);
     let mut connection = runtime.db.acquire().await?;
     // Only a user's open cart holds stock of its own (an ordered cart's went into its order; guests hold
@@ -176,7 +191,7 @@ pub async fn refresh(runtime: &FragmentRuntime, cart_id: &str) -> Result<bool, s
     let now = now_ms();
     let mut changed = false;
     for item in items {
-        let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.clone());
+        let name = item.price.as_ref().map(|price| price.name.clone()).unwrap_or_else(|| item.sku.to_string());
         let live = item.hold == HoldState::Held && item.held_until_ms.is_some_and(|until| until > now);
         let fresh = item.held_until_ms.is_some_and(|until| until - now > HOLD_TTL_SECONDS * 1000 / 2);
         if live && fresh {
@@ -196,7 +211,7 @@ pub async fn refresh(runtime: &FragmentRuntime, cart_id: &str) -> Result<bool, s
         if !matches!(outcome, Hold::Held(_)) {
             (outcome, key) = rehold(runtime, owner, &item).await;
         }
-        let record = record(&outcome, &name, item.reservation_id.as_deref(), &key);
+        let record = record(&outcome, &name, item.reservation_id.as_ref(), &key);
         let mut connection = runtime.db.acquire().await?;
         store::set_hold(&mut connection, cart_id, &item.sku, &record).await?;
         changed = true;
@@ -208,7 +223,7 @@ pub async fn refresh(runtime: &FragmentRuntime, cart_id: &str) -> Result<bool, s
 /// if there is one (inventory replays what it made), else a new one. Returns the outcome and its key.
 async fn rehold(runtime: &FragmentRuntime, owner: &str, item: &Item) -> (Hold, String) {
     let lines = vec![Line { sku: item.sku.clone(), quantity: item.quantity }];
-    let replaces: Vec<String> = item.reservation_id.iter().cloned().collect();
+    let replaces: Vec<ReservationId> = item.reservation_id.iter().cloned().collect();
     if let Some(key) = &item.hold_key {
         let outcome = reserve(runtime, owner, Some(key.clone()), lines.clone(), replaces.clone(), HOLD_TTL_SECONDS).await;
         // A conflict means the line changed since that attempt (another body under the key): start afresh.

@@ -57,7 +57,7 @@ pub mod store;
 use leptos::prelude::*;
 
 /// Fragment name.
-pub const NAME: &str = "cart";
+pub const NAME: tessera_contracts::domain::ServiceName = tessera_contracts::domain::ServiceName::CART;
 /// URL prefix this fragment owns.
 pub const PREFIX: &str = "/cart";
 

@@ -19,8 +19,8 @@
 //!   Refunds are recorded as due in the state change's transaction and requested by the background pass
 //!   until the provider accepts, so none is lost when the provider is down.
 
-use sqlx::{AnyConnection, AnyPool, Row};
-use tessera_contracts::domain::format_time;
+use sqlx::{AnyConnection, AnyPool};
+use tessera_contracts::domain::{format_time, CartId, OrderId, Quantity, ReservationId, Sku};
 use tessera_contracts::events::{OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort};
 use tessera_contracts::inventory::{InsufficientStock, Line, Reservation};
 use tessera_contracts::payments::{CancelRequest, CreatePayment, RefundRequest, WebhookEvent, WebhookKind};
@@ -37,9 +37,9 @@ use crate::store::{self, CartStatus, Item, Price, Shopper};
 /// An order as stored.
 #[derive(Debug, Clone)]
 pub struct OrderRow {
-    pub id: String,
+    pub id: OrderId,
     pub user_id: String,
-    pub cart_id: String,
+    pub cart_id: CartId,
     pub request_hash: String,
     pub status: OrderStatus,
     pub failure: Option<String>,
@@ -49,7 +49,7 @@ pub struct OrderRow {
     pub items_minor: i64,
     pub total_minor: i64,
     pub currency: String,
-    pub reservation_id: Option<String>,
+    pub reservation_id: Option<ReservationId>,
     pub payment_id: Option<String>,
     pub pay_url: Option<String>,
     pub created_at_ms: i64,
@@ -61,47 +61,78 @@ const ORDER_COLUMNS: &str = "id, user_id, cart_id, request_hash, status, failure
      ship_country, shipping_method, shipping_minor, items_minor, total_minor, currency, reservation_id, payment_id, pay_url, created_at_ms, \
      cancel_requested_at_ms";
 
-fn order_of(row: &sqlx::any::AnyRow) -> Result<OrderRow, sqlx::Error> {
-    Ok(OrderRow {
-        id: row.try_get("id")?,
-        user_id: row.try_get("user_id")?,
-        cart_id: row.try_get("cart_id")?,
-        request_hash: row.try_get("request_hash")?,
-        status: row.try_get("status")?,
-        failure: row.try_get("failure")?,
-        address: Address {
-            name: row.try_get("ship_name")?,
-            street: row.try_get("ship_street")?,
-            city: row.try_get("ship_city")?,
-            postcode: row.try_get("ship_postcode")?,
-            country: row.try_get("ship_country")?,
-        },
-        shipping_method: row.try_get("shipping_method")?,
-        shipping_minor: row.try_get("shipping_minor")?,
-        items_minor: row.try_get("items_minor")?,
-        total_minor: row.try_get("total_minor")?,
-        currency: row.try_get("currency")?,
-        reservation_id: row.try_get("reservation_id")?,
-        payment_id: row.try_get("payment_id")?,
-        pay_url: row.try_get("pay_url")?,
-        created_at_ms: row.try_get("created_at_ms")?,
-        cancel_requested: row.try_get::<Option<i64>, _>("cancel_requested_at_ms")?.is_some(),
-    })
+/// An `orders` row as [`ORDER_COLUMNS`] read it; [`OrderRow`] gathers the address.
+#[derive(sqlx::FromRow)]
+struct StoredOrder {
+    id: OrderId,
+    user_id: String,
+    cart_id: CartId,
+    request_hash: String,
+    status: OrderStatus,
+    failure: Option<String>,
+    ship_name: String,
+    ship_street: String,
+    ship_city: String,
+    ship_postcode: String,
+    ship_country: String,
+    shipping_method: String,
+    shipping_minor: i64,
+    items_minor: i64,
+    total_minor: i64,
+    currency: String,
+    reservation_id: Option<ReservationId>,
+    payment_id: Option<String>,
+    pay_url: Option<String>,
+    created_at_ms: i64,
+    cancel_requested_at_ms: Option<i64>,
+}
+
+impl OrderRow {
+    /// The order's reservation in inventory: every order that got as far as awaiting payment has one
+    /// (reserving is what placed it).
+    fn reservation(&self) -> Result<ReservationId, sqlx::Error> {
+        self.reservation_id.clone().ok_or_else(|| sqlx::Error::Protocol(format!("order {} has no reservation", self.id)))
+    }
+}
+
+impl From<StoredOrder> for OrderRow {
+    fn from(row: StoredOrder) -> OrderRow {
+        OrderRow {
+            id: row.id,
+            user_id: row.user_id,
+            cart_id: row.cart_id,
+            request_hash: row.request_hash,
+            status: row.status,
+            failure: row.failure,
+            address: Address { name: row.ship_name, street: row.ship_street, city: row.ship_city, postcode: row.ship_postcode, country: row.ship_country },
+            shipping_method: row.shipping_method,
+            shipping_minor: row.shipping_minor,
+            items_minor: row.items_minor,
+            total_minor: row.total_minor,
+            currency: row.currency,
+            reservation_id: row.reservation_id,
+            payment_id: row.payment_id,
+            pay_url: row.pay_url,
+            created_at_ms: row.created_at_ms,
+            cancel_requested: row.cancel_requested_at_ms.is_some(),
+        }
+    }
 }
 
 /// One order by id (any user's: callers scope by user themselves).
-pub async fn find(connection: &mut AnyConnection, id: &str) -> Result<Option<OrderRow>, sqlx::Error> {
-    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1")).bind(id).fetch_optional(&mut *connection).await?;
-    row.as_ref().map(order_of).transpose()
+pub async fn find(connection: &mut AnyConnection, id: &OrderId) -> Result<Option<OrderRow>, sqlx::Error> {
+    let row: Option<StoredOrder> =
+        sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1")).bind(id).fetch_optional(&mut *connection).await?;
+    Ok(row.map(OrderRow::from))
 }
 
 async fn find_by_key(db: &AnyPool, user_id: &str, key: &str) -> Result<Option<OrderRow>, sqlx::Error> {
-    let row = sqlx::query(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND idempotency_key = $2"))
+    let row: Option<StoredOrder> = sqlx::query_as(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE user_id = $1 AND idempotency_key = $2"))
         .bind(user_id)
         .bind(key)
         .fetch_optional(db)
         .await?;
-    row.as_ref().map(order_of).transpose()
+    Ok(row.map(OrderRow::from))
 }
 
 /// What an order's timeline records: the status it moved to, or something that happened to it and left
@@ -132,7 +163,7 @@ impl Step {
     }
 }
 
-async fn timeline(connection: &mut AnyConnection, order_id: &str, step: Step, note: &str) -> Result<(), sqlx::Error> {
+async fn timeline(connection: &mut AnyConnection, order_id: &OrderId, step: Step, note: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO order_timeline (order_id, at_ms, status, note) VALUES ($1, $2, $3, $4)")
         .bind(order_id)
         .bind(now_ms())
@@ -144,7 +175,7 @@ async fn timeline(connection: &mut AnyConnection, order_id: &str, step: Step, no
 }
 
 /// Moves an order from one of `from` to `to`; whether this call did it.
-async fn transition(connection: &mut AnyConnection, order_id: &str, from: &[OrderStatus], to: OrderStatus) -> Result<bool, sqlx::Error> {
+async fn transition(connection: &mut AnyConnection, order_id: &OrderId, from: &[OrderStatus], to: OrderStatus) -> Result<bool, sqlx::Error> {
     let from_placeholders: Vec<String> = (0..from.len()).map(|n| format!("${}", n + 4)).collect();
     let sql = format!("UPDATE orders SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status IN ({})", from_placeholders.join(", "));
     let mut update = sqlx::query(&sql).bind(to).bind(now_ms()).bind(order_id);
@@ -154,7 +185,7 @@ async fn transition(connection: &mut AnyConnection, order_id: &str, from: &[Orde
     Ok(update.execute(&mut *connection).await?.rows_affected() == 1)
 }
 
-async fn mark_refund_due(connection: &mut AnyConnection, order_id: &str, reason: &str) -> Result<(), sqlx::Error> {
+async fn mark_refund_due(connection: &mut AnyConnection, order_id: &OrderId, reason: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE orders SET refund_due = 1, refund_reason = $1 WHERE id = $2 AND payment_id IS NOT NULL")
         .bind(reason)
         .bind(order_id)
@@ -164,7 +195,7 @@ async fn mark_refund_due(connection: &mut AnyConnection, order_id: &str, reason:
 }
 
 /// Marks the refund of a cancelled order's payment as due; whether the order is cancelled.
-async fn mark_refund_due_if_cancelled(connection: &mut AnyConnection, order_id: &str, reason: &str) -> Result<bool, sqlx::Error> {
+async fn mark_refund_due_if_cancelled(connection: &mut AnyConnection, order_id: &OrderId, reason: &str) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query("UPDATE orders SET refund_due = 1, refund_reason = $1 WHERE id = $2 AND status = $3 AND payment_id IS NOT NULL")
         .bind(reason)
         .bind(order_id)
@@ -174,8 +205,8 @@ async fn mark_refund_due_if_cancelled(connection: &mut AnyConnection, order_id: 
     Ok(updated.rows_affected() == 1)
 }
 
-async fn order_lines(connection: &mut AnyConnection, order_id: &str) -> Result<Vec<Line>, sqlx::Error> {
-    let rows: Vec<(String, i64)> =
+async fn order_lines(connection: &mut AnyConnection, order_id: &OrderId) -> Result<Vec<Line>, sqlx::Error> {
+    let rows: Vec<(Sku, Quantity)> =
         sqlx::query_as("SELECT sku, quantity FROM order_items WHERE order_id = $1 ORDER BY sku").bind(order_id).fetch_all(&mut *connection).await?;
     Ok(rows.into_iter().map(|(sku, quantity)| Line { sku, quantity }).collect())
 }
@@ -201,20 +232,20 @@ fn replay(existing: &OrderRow, hash: &str) -> Result<PlacedOrder, CartError> {
     match existing.status {
         OrderStatus::Placing => Err(CartError::Conflict("your order is being placed; wait a moment and look at your orders".into())),
         OrderStatus::Failed => Err(CartError::Conflict(existing.failure.clone().unwrap_or_else(|| "the order could not be placed".into()))),
-        _ => Ok(PlacedOrder { order_id: existing.id.clone(), pay_url: existing.pay_url.clone(), message: None }),
+        _ => Ok(PlacedOrder { order_id: existing.id.to_string(), pay_url: existing.pay_url.clone(), message: None }),
     }
 }
 
 /// The idempotency key of an order's reservation in inventory.
-fn reservation_key(order_id: &str) -> String {
+fn reservation_key(order_id: &OrderId) -> String {
     format!("checkout-{order_id}")
 }
 
 /// An order about to be placed: the shopper's request and their cart's lines at today's prices.
 struct Draft<'a> {
-    order_id: String,
+    order_id: OrderId,
     user_id: &'a str,
-    cart_id: &'a str,
+    cart_id: &'a CartId,
     key: &'a str,
     request_hash: String,
     address: &'a Address,
@@ -230,13 +261,13 @@ impl Draft<'_> {
     }
 
     /// The lines' holds, which the order's reservation replaces.
-    fn replaces(&self) -> Vec<String> {
+    fn replaces(&self) -> Vec<ReservationId> {
         self.lines.iter().filter_map(|(item, _)| item.reservation_id.clone()).collect()
     }
 
     /// A SKU's name as the shopper knows it.
-    fn name_of<'n>(&'n self, sku: &'n str) -> &'n str {
-        self.lines.iter().find(|(item, _)| item.sku == sku).map_or(sku, |(_, price)| price.name.as_str())
+    fn name_of<'n>(&'n self, sku: &'n Sku) -> &'n str {
+        self.lines.iter().find(|(item, _)| &item.sku == sku).map_or(sku.as_str(), |(_, price)| price.name.as_str())
     }
 }
 
@@ -270,19 +301,9 @@ pub async fn place(runtime: &FragmentRuntime, shopper: &Shopper, key: &str, addr
     let _guard = holds::lock(runtime, &cart.id).await?;
     let items = store::items(&mut *db.acquire().await?, &cart.id).await?;
     let (lines, currency) = priced(items)?;
-    let items_minor = lines.iter().map(|(item, price)| item.quantity * price.price_minor).sum();
-    let draft = Draft {
-        order_id: uuid::Uuid::new_v4().to_string(),
-        user_id: &user.id,
-        cart_id: &cart.id,
-        key,
-        request_hash: hash,
-        address,
-        shipping,
-        lines,
-        currency,
-        items_minor,
-    };
+    let items_minor = lines.iter().map(|(item, price)| item.quantity.get() * price.price_minor).sum();
+    let draft =
+        Draft { order_id: OrderId::random(), user_id: &user.id, cart_id: &cart.id, key, request_hash: hash, address, shipping, lines, currency, items_minor };
     if !open_order(db, &draft).await? {
         // A racing request with the same key got there first.
         let existing = find_by_key(db, &user.id, key).await?.ok_or(sqlx::Error::RowNotFound)?;
@@ -424,7 +445,7 @@ async fn fail_order(connection: &mut AnyConnection, draft: &Draft<'_>, outcome: 
             // too late: the background pass finds it again by its key and releases it, and the lines are
             // held again, replacing whatever they pointed at.
             sqlx::query("UPDATE orders SET release_due = 1, checkout_replaces = $1 WHERE id = $2")
-                .bind(draft.replaces().join(","))
+                .bind(draft.replaces().iter().map(ReservationId::as_str).collect::<Vec<_>>().join(","))
                 .bind(&draft.order_id)
                 .execute(&mut *connection)
                 .await?;
@@ -434,7 +455,7 @@ async fn fail_order(connection: &mut AnyConnection, draft: &Draft<'_>, outcome: 
             for shortage in &short.shortages {
                 if let Some((item, price)) = draft.lines.iter().find(|(item, _)| item.sku == shortage.sku) {
                     let single = InsufficientStock::new(vec![shortage.clone()]);
-                    let record = holds::record(&Hold::Short(single), &price.name, item.reservation_id.as_deref(), "");
+                    let record = holds::record(&Hold::Short(single), &price.name, item.reservation_id.as_ref(), "");
                     store::set_hold(connection, draft.cart_id, &item.sku, &record).await?;
                 }
             }
@@ -448,10 +469,10 @@ async fn fail_order(connection: &mut AnyConnection, draft: &Draft<'_>, outcome: 
 pub async fn start_payment(runtime: &FragmentRuntime, order: &OrderRow) -> PlacedOrder {
     let request = CreatePayment {
         idempotency_key: format!("order-{}", order.id),
-        reference: order.id.clone(),
+        reference: order.id.to_string(),
         amount_minor: order.total_minor,
         currency: order.currency.clone(),
-        description: format!("Tessera order {}", &order.id[..8]),
+        description: format!("Tessera order {}", &order.id.as_str()[..8.min(order.id.as_str().len())]),
         return_url: format!("{}/orders/{}", crate::PREFIX, order.id),
     };
     match payments::provider(runtime).create(&request).await {
@@ -466,26 +487,24 @@ pub async fn start_payment(runtime: &FragmentRuntime, order: &OrderRow) -> Place
             if let Err(error) = saved {
                 // Its webhooks would not find it: the shopper must not pay it. "Pay" creates it again
                 // (the same idempotency key finds the same payment) and saves it then.
-                tracing::error!(%error, order = order.id, "could not save the payment of an order");
+                tracing::error!(%error, order = %order.id, "could not save the payment of an order");
                 return PlacedOrder {
-                    order_id: order.id.clone(),
+                    order_id: order.id.to_string(),
                     pay_url: None,
                     message: Some("We could not prepare the payment; try paying again in a moment.".into()),
                 };
             }
-            PlacedOrder { order_id: order.id.clone(), pay_url: Some(payment.pay_url), message: None }
+            PlacedOrder { order_id: order.id.to_string(), pay_url: Some(payment.pay_url), message: None }
         }
-        Err(error) => PlacedOrder { order_id: order.id.clone(), pay_url: None, message: Some(payments::unavailable(&error).to_string()) },
+        Err(error) => PlacedOrder { order_id: order.id.to_string(), pay_url: None, message: Some(payments::unavailable(&error).to_string()) },
     }
 }
 
 /// The shopper's own order, or 404 (another user's order is indistinguishable from a missing one).
 pub async fn own_order(db: &AnyPool, user_id: &str, order_id: &str) -> Result<OrderRow, CartError> {
     let not_found = || CartError::NotFound("there is no such order in your account".into());
-    if order_id.len() > 64 || !order_id.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
-        return Err(not_found());
-    }
-    match find(&mut *db.acquire().await?, order_id).await? {
+    let order_id = OrderId::parse(order_id).map_err(|_| not_found())?;
+    match find(&mut *db.acquire().await?, &order_id).await? {
         Some(order) if order.user_id == user_id && order.status != OrderStatus::Placing => Ok(order),
         _ => Err(not_found()),
     }
@@ -498,7 +517,7 @@ pub async fn pay(runtime: &FragmentRuntime, user_id: &str, order_id: &str) -> Re
         return Err(CartError::Conflict(format!("this order is {}; there is nothing to pay", order.status.label().to_lowercase())));
     }
     if let Some(pay_url) = &order.pay_url {
-        return Ok(PlacedOrder { order_id: order.id.clone(), pay_url: Some(pay_url.clone()), message: None });
+        return Ok(PlacedOrder { order_id: order.id.to_string(), pay_url: Some(pay_url.clone()), message: None });
     }
     let placed = start_payment(runtime, &order).await;
     match &placed.pay_url {
@@ -539,7 +558,7 @@ pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) ->
         // makes the request the one that matches.
         let done = if request_cancel(&mut tx, &order.id).await? {
             timeline(&mut tx, &order.id, Step::CancelRequested, "You asked to cancel. We are checking with the warehouse that it has not shipped.").await?;
-            let reservation_id = order.reservation_id.clone().unwrap_or_default();
+            let reservation_id = order.reservation()?;
             outbox.enqueue(&mut tx, &OrderCancelRequested { order_id: order.id.clone(), reservation_id }).await?;
             Cancelled::Requested
         } else if transition(&mut tx, &order.id, &[OrderStatus::AwaitingPayment], OrderStatus::Cancelled).await? {
@@ -567,7 +586,7 @@ pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) ->
         if let Some(payment_id) = &order.payment_id {
             // So the shopper cannot pay a cancelled order; if they already are, the success is refunded.
             if let Err(error) = payments::provider(runtime).cancel(payment_id, &CancelRequest { reason: "order cancelled".into() }).await {
-                tracing::warn!(%error, order = order.id, "could not cancel the payment; a late success will be refunded");
+                tracing::warn!(%error, order = %order.id, "could not cancel the payment; a late success will be refunded");
             }
         }
     }
@@ -575,7 +594,7 @@ pub async fn cancel(runtime: &FragmentRuntime, user_id: &str, order_id: &str) ->
 }
 
 /// Marks a paid order's cancellation as requested; whether this call did it.
-async fn request_cancel(connection: &mut AnyConnection, order_id: &str) -> Result<bool, sqlx::Error> {
+async fn request_cancel(connection: &mut AnyConnection, order_id: &OrderId) -> Result<bool, sqlx::Error> {
     let now = now_ms();
     let updated =
         sqlx::query("UPDATE orders SET cancel_requested_at_ms = $1, updated_at_ms = $1 WHERE id = $2 AND status = $3 AND cancel_requested_at_ms IS NULL")
@@ -649,14 +668,16 @@ pub async fn apply_payment_event(runtime: &FragmentRuntime, event: &WebhookEvent
         if recorded.rows_affected() == 0 {
             return Ok(Applied::Duplicate);
         }
-        let Some(order) = find(&mut tx, &event.payment.reference).await? else {
-            return Err(CartError::NotFound(format!("there is no order {:?}", event.payment.reference.chars().take(64).collect::<String>())));
+        let no_order = || CartError::NotFound(format!("there is no order {:?}", event.payment.reference.chars().take(64).collect::<String>()));
+        let order_id = OrderId::parse(&event.payment.reference).map_err(|_| no_order())?;
+        let Some(order) = find(&mut tx, &order_id).await? else {
+            return Err(no_order());
         };
         if order.payment_id.as_deref() != Some(event.payment.id.as_str()) {
             return Err(CartError::Conflict(format!("payment {} is not the payment of order {}", event.payment.id, order.id)));
         }
         if event.payment.amount_minor != order.total_minor || event.payment.currency != order.currency {
-            tracing::error!(order = order.id, payment = event.payment.id, "a payment's amount does not match its order");
+            tracing::error!(order = %order.id, payment = event.payment.id, "a payment's amount does not match its order");
             return Err(CartError::Conflict(format!("payment {} is for another amount than order {}", event.payment.id, order.id)));
         }
         let applied = match event.kind {
@@ -664,7 +685,7 @@ pub async fn apply_payment_event(runtime: &FragmentRuntime, event: &WebhookEvent
                 if transition(&mut tx, &order.id, &[OrderStatus::AwaitingPayment], OrderStatus::Paid).await? {
                     timeline(&mut tx, &order.id, Step::Became(OrderStatus::Paid), "Payment received.").await?;
                     let lines = order_lines(&mut tx, &order.id).await?;
-                    let reservation_id = order.reservation_id.clone().unwrap_or_default();
+                    let reservation_id = order.reservation()?;
                     outbox.enqueue(&mut tx, &OrderPaid { order_id: order.id.clone(), reservation_id, lines }).await?;
                     Applied::Changed
                 } else if mark_refund_due_if_cancelled(&mut tx, &order.id, "The order was cancelled before the payment completed.").await? {
@@ -747,7 +768,7 @@ pub async fn settle_refunds(runtime: &FragmentRuntime) {
 }
 
 async fn request_due_refunds(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
-    let due: Vec<(String, String, Option<String>)> =
+    let due: Vec<(OrderId, String, Option<String>)> =
         sqlx::query_as("SELECT id, payment_id, refund_reason FROM orders WHERE refund_due = 1 AND payment_id IS NOT NULL ORDER BY updated_at_ms LIMIT 50")
             .fetch_all(&runtime.db)
             .await?;
@@ -759,7 +780,7 @@ async fn request_due_refunds(runtime: &FragmentRuntime) -> Result<(), sqlx::Erro
                 sqlx::query("UPDATE orders SET refund_due = 0 WHERE id = $1").bind(&order_id).execute(&runtime.db).await?;
             }
             Err(error) => {
-                tracing::warn!(%error, order = order_id, "refund not accepted yet; retrying later");
+                tracing::warn!(%error, order = %order_id, "refund not accepted yet; retrying later");
                 // To the back of the queue, so one refused refund cannot hold up the others.
                 sqlx::query("UPDATE orders SET updated_at_ms = $1 WHERE id = $2").bind(now_ms()).bind(&order_id).execute(&runtime.db).await?;
             }
@@ -772,7 +793,7 @@ async fn request_due_refunds(runtime: &FragmentRuntime) -> Result<(), sqlx::Erro
 /// under the same key finds the reservation inventory made unseen (or makes it, all or nothing), and it is
 /// released at once.
 pub async fn release_unanswered_checkouts(runtime: &FragmentRuntime) -> Result<(), sqlx::Error> {
-    let due: Vec<(String, String, Option<String>)> =
+    let due: Vec<(OrderId, String, Option<String>)> =
         sqlx::query_as("SELECT id, user_id, checkout_replaces FROM orders WHERE release_due = 1 AND status = $1 LIMIT 20")
             .bind(OrderStatus::Failed)
             .fetch_all(&runtime.db)
@@ -781,7 +802,8 @@ pub async fn release_unanswered_checkouts(runtime: &FragmentRuntime) -> Result<(
         let mut connection = runtime.db.acquire().await?;
         let lines = order_lines(&mut connection, &order_id).await?;
         drop(connection);
-        let replaces: Vec<String> = replaces.unwrap_or_default().split(',').filter(|id| !id.is_empty()).map(str::to_owned).collect();
+        // Written by `fail_order` from ids it held: one that does not parse is not a reservation to replace.
+        let replaces: Vec<ReservationId> = replaces.unwrap_or_default().split(',').filter_map(|id| ReservationId::parse(id).ok()).collect();
         let key = Some(reservation_key(&order_id));
         let settled = match holds::reserve(runtime, &store::user_owner(&user_id), key, lines, replaces, CHECKOUT_TTL_SECONDS).await {
             Hold::Held(reservation) => {
@@ -804,7 +826,7 @@ const STALE_PLACING_MS: i64 = 120_000;
 
 /// Fails orders stuck in `placing` and reopens their carts.
 pub async fn fail_stale_placing(db: &AnyPool) -> Result<(), sqlx::Error> {
-    let stale: Vec<(String, String)> = sqlx::query_as("SELECT id, cart_id FROM orders WHERE status = $1 AND created_at_ms < $2")
+    let stale: Vec<(OrderId, CartId)> = sqlx::query_as("SELECT id, cart_id FROM orders WHERE status = $1 AND created_at_ms < $2")
         .bind(OrderStatus::Placing)
         .bind(now_ms() - STALE_PLACING_MS)
         .fetch_all(db)
@@ -822,7 +844,16 @@ pub async fn fail_stale_placing(db: &AnyPool) -> Result<(), sqlx::Error> {
 
 /// The shopper's orders, newest first.
 pub async fn list(db: &AnyPool, user_id: &str) -> Result<Vec<OrderSummary>, sqlx::Error> {
-    let rows = sqlx::query(
+    #[derive(sqlx::FromRow)]
+    struct Listed {
+        id: OrderId,
+        status: OrderStatus,
+        created_at_ms: i64,
+        total_minor: i64,
+        currency: String,
+        item_count: i64,
+    }
+    let rows: Vec<Listed> = sqlx::query_as(
         "SELECT o.id, o.status, o.created_at_ms, o.total_minor, o.currency, \
          CAST((SELECT COALESCE(SUM(quantity), 0) FROM order_items i WHERE i.order_id = o.id) AS BIGINT) AS item_count \
          FROM orders o WHERE o.user_id = $1 AND o.status NOT IN ($2, $3) ORDER BY o.created_at_ms DESC LIMIT 100",
@@ -832,28 +863,32 @@ pub async fn list(db: &AnyPool, user_id: &str) -> Result<Vec<OrderSummary>, sqlx
     .bind(OrderStatus::Failed)
     .fetch_all(db)
     .await?;
-    rows.iter()
-        .map(|row| {
-            let currency: String = row.try_get("currency")?;
-            Ok(OrderSummary {
-                id: row.try_get("id")?,
-                status: row.try_get("status")?,
-                placed_at: format_time(row.try_get("created_at_ms")?),
-                total: money(row.try_get("total_minor")?, &currency),
-                item_count: row.try_get("item_count")?,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|row| OrderSummary {
+            id: row.id.to_string(),
+            status: row.status,
+            placed_at: format_time(row.created_at_ms),
+            total: money(row.total_minor, &row.currency),
+            item_count: row.item_count,
         })
-        .collect()
+        .collect())
 }
 
 /// The order page's data.
 pub async fn view(db: &AnyPool, order: OrderRow) -> Result<OrderView, sqlx::Error> {
     let mut connection = db.acquire().await?;
-    let lines: Vec<(String, String, i64, i64)> =
-        sqlx::query_as("SELECT sku, name, unit_price_minor, quantity FROM order_items WHERE order_id = $1 ORDER BY sku")
-            .bind(&order.id)
-            .fetch_all(&mut *connection)
-            .await?;
+    #[derive(sqlx::FromRow)]
+    struct Ordered {
+        sku: Sku,
+        name: String,
+        unit_price_minor: i64,
+        quantity: Quantity,
+    }
+    let lines: Vec<Ordered> = sqlx::query_as("SELECT sku, name, unit_price_minor, quantity FROM order_items WHERE order_id = $1 ORDER BY sku")
+        .bind(&order.id)
+        .fetch_all(&mut *connection)
+        .await?;
     let timeline: Vec<(i64, String, String)> = sqlx::query_as("SELECT at_ms, status, note FROM order_timeline WHERE order_id = $1 ORDER BY position")
         .bind(&order.id)
         .fetch_all(&mut *connection)
@@ -861,17 +896,17 @@ pub async fn view(db: &AnyPool, order: OrderRow) -> Result<OrderView, sqlx::Erro
     let currency = order.currency.clone();
     let shipping = ShippingMethod::parse(&order.shipping_method).map(|method| method.label().to_owned()).unwrap_or(order.shipping_method.clone());
     Ok(OrderView {
-        id: order.id.clone(),
+        id: order.id.to_string(),
         status: order.status,
         placed_at: format_time(order.created_at_ms),
         lines: lines
             .into_iter()
-            .map(|(sku, name, unit, quantity)| OrderLine {
-                sku,
-                name,
-                quantity,
-                unit_price: money(unit, &currency),
-                line_total: money(unit * quantity, &currency),
+            .map(|line| OrderLine {
+                sku: line.sku.to_string(),
+                name: line.name,
+                quantity: line.quantity.get(),
+                unit_price: money(line.unit_price_minor, &currency),
+                line_total: money(line.unit_price_minor * line.quantity.get(), &currency),
             })
             .collect(),
         items: money(order.items_minor, &currency),

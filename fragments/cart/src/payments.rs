@@ -8,8 +8,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::payments::{payment_path, CancelRequest, CreatePayment, Payment, RefundRequest, WebhookEvent, PAYMENTS_PATH};
 use tessera_contracts::ApiError;
+use tessera_fragment::secrets::SecretError;
 use tessera_fragment::service::{CallError, ServiceClient};
 use tessera_fragment::webhook::{WebhookError, WebhookSigner};
 use tessera_fragment::FragmentRuntime;
@@ -43,22 +45,31 @@ pub trait PaymentProvider: Send + Sync {
 /// The sandbox provider: service calls to `tessera-paysandbox` signed with the payment API secret,
 /// webhooks signed with the shared webhook secrets.
 pub struct SandboxProvider {
-    client: Result<ServiceClient, String>,
-    webhooks: Result<WebhookSigner, String>,
+    client: Result<ServiceClient, NoProvider>,
+    webhooks: Result<WebhookSigner, std::sync::Arc<SecretError>>,
+}
+
+/// Why the provider cannot be called from this process (every call then answers "unavailable").
+#[derive(Debug, thiserror::Error)]
+enum NoProvider {
+    #[error("no payment provider is configured")]
+    NoRoute,
+    #[error(transparent)]
+    Secret(#[from] SecretError),
 }
 
 impl SandboxProvider {
     pub fn new(runtime: &FragmentRuntime) -> SandboxProvider {
-        let client = match (runtime.peers.get("payments"), runtime.secrets.payment_api()) {
-            (Some(target), Ok(signer)) => Ok(ServiceClient::new(runtime.name, "payments", signer, target, Duration::from_secs(5))),
-            (None, _) => Err("no payment provider is configured".to_owned()),
-            (_, Err(error)) => Err(error.to_string()),
+        let client = match (runtime.peers.get(&ServiceName::PAYMENTS), runtime.secrets.payment_api()) {
+            (Some(target), Ok(signer)) => Ok(ServiceClient::new(runtime.name.clone(), ServiceName::PAYMENTS, signer, target, Duration::from_secs(5))),
+            (None, _) => Err(NoProvider::NoRoute),
+            (_, Err(error)) => Err(error.into()),
         };
-        SandboxProvider { client, webhooks: runtime.secrets.payment_webhooks().map_err(|error| error.to_string()) }
+        SandboxProvider { client, webhooks: runtime.secrets.payment_webhooks().map_err(std::sync::Arc::new) }
     }
 
     fn client(&self) -> Result<&ServiceClient, CallError> {
-        self.client.as_ref().map_err(|message| CallError::Unavailable { service: "payments".into(), message: message.clone() })
+        self.client.as_ref().map_err(|error| CallError::Unavailable { service: ServiceName::PAYMENTS, message: error.to_string() })
     }
 }
 
@@ -76,7 +87,7 @@ impl PaymentProvider for SandboxProvider {
     }
 
     fn verify_webhook(&self, signature: Option<&str>, body: &[u8], now_seconds: i64) -> Result<WebhookEvent, WebhookRefusal> {
-        let webhooks = self.webhooks.as_ref().map_err(|message| WebhookRefusal::Unavailable(message.clone()))?;
+        let webhooks = self.webhooks.as_ref().map_err(|error| WebhookRefusal::Unavailable(error.to_string()))?;
         match webhooks.verify(signature, body, now_seconds) {
             Ok(()) => {}
             Err(error @ WebhookError::Mismatch) => return Err(WebhookRefusal::Unauthorized(error.to_string())),

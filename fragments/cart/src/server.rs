@@ -46,7 +46,7 @@ const MAX_WEBHOOK_BYTES: usize = 64 * 1024;
 pub struct Cart;
 
 impl Fragment for Cart {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> tessera_contracts::domain::ServiceName {
         NAME
     }
     fn prefix(&self) -> &'static str {
@@ -80,7 +80,7 @@ impl Fragment for Cart {
             // Availability, for guests' lines (they hold nothing): a projection of inventory's stock events.
             .on::<StockChanged>(|_, tx, envelope, event| {
                 Box::pin(async move {
-                    if event.available < 0 || event.sku != envelope.aggregate_id {
+                    if event.available < 0 || event.sku.as_str() != envelope.aggregate_id {
                         return Err(HandlerError::Refused(format!("the {} payload is malformed: inconsistent stock figures", envelope.event_type)));
                     }
                     Ok(crate::store::apply_stock_changed(tx, &event, envelope.sequence).await?)
@@ -113,7 +113,7 @@ pub fn router(runtime: FragmentRuntime) -> Router {
             if let Some(user) = user {
                 if tessera_fragment::timing::data(crate::orders::own_order(&runtime.db, &user.id, &id)).await.is_err() {
                     let html = tessera_fragment::page::status_document(
-                        NAME,
+                        NAME.as_str(),
                         "Order not found",
                         "There is no such order in your account.",
                         Some(("/cart/orders", "Your orders")),
@@ -194,12 +194,12 @@ async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUs
     let body = match items {
         Ok(items) if items.is_empty() => view! { <p>"Your cart is empty."</p> }.into_any(),
         Ok(items) => {
-            let count: i64 = items.iter().map(|item| item.quantity).sum();
+            let count: i64 = items.iter().map(|item| item.quantity.get()).sum();
             let rows = items
                 .into_iter()
                 .take(3)
                 .map(|item| {
-                    let name = item.price.map(|price| price.name).unwrap_or(item.sku);
+                    let name = item.price.map(|price| price.name).unwrap_or_else(|| item.sku.to_string());
                     view! { <li>{format!("{} × {name}", item.quantity)}</li> }
                 })
                 .collect_view();
@@ -212,7 +212,7 @@ async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUs
         }
     };
     let html = view! {
-        <section class="widget widget-cart" data-fragment=NAME>
+        <section class="widget widget-cart" data-fragment=NAME.to_string()>
             <h2>"Your cart"</h2>
             {body}
             <a href=PREFIX>"Open the cart"</a>

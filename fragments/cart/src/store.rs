@@ -3,8 +3,8 @@
 //! call these functions. (The order tables are `orders`'.) Every query is scoped by a cart id the caller
 //! resolved from the verified user or the anonymous cookie, never by one taken from a request.
 
-use sqlx::{AnyConnection, AnyPool, Row};
-use tessera_contracts::domain::Quantity;
+use sqlx::{AnyConnection, AnyPool};
+use tessera_contracts::domain::{CartId, Quantity, ReservationId, Sku};
 use tessera_contracts::events::{ProductChanged, StockChanged};
 use tessera_fragment::db::now_ms;
 
@@ -51,7 +51,7 @@ pub fn user_owner(user_id: &str) -> String {
 
 /// The reference inventory shows staff for a cart line's hold. It depends only on the cart, so a retried
 /// attempt sends exactly the request it sent before.
-pub fn cart_owner(cart_id: &str) -> String {
+pub fn cart_owner(cart_id: &CartId) -> String {
     format!("cart {cart_id}")
 }
 
@@ -98,7 +98,7 @@ tessera_fragment::text_column!(CartStatus);
 /// A cart's id and status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CartRow {
-    pub id: String,
+    pub id: CartId,
     pub status: CartStatus,
     /// Whose it is: a signed-in user's (`true`) or a guest's.
     pub of_user: bool,
@@ -113,18 +113,18 @@ impl CartRow {
 /// A cart's columns as [`CartRow`] reads them.
 const CART_COLUMNS: &str = "id, status, user_id";
 
-fn cart_of((id, status, user_id): (String, CartStatus, Option<String>)) -> CartRow {
+fn cart_of((id, status, user_id): (CartId, CartStatus, Option<String>)) -> CartRow {
     CartRow { id, status, of_user: user_id.is_some() }
 }
 
 /// A cart by id, whatever its status.
-pub async fn cart(connection: &mut AnyConnection, cart_id: &str) -> Result<Option<CartRow>, sqlx::Error> {
+pub async fn cart(connection: &mut AnyConnection, cart_id: &CartId) -> Result<Option<CartRow>, sqlx::Error> {
     let row = sqlx::query_as(&format!("SELECT {CART_COLUMNS} FROM carts WHERE id = $1")).bind(cart_id).fetch_optional(&mut *connection).await?;
     Ok(row.map(cart_of))
 }
 
 /// The status of a cart that exists.
-pub async fn cart_status(db: &AnyPool, cart_id: &str) -> Result<CartStatus, sqlx::Error> {
+pub async fn cart_status(db: &AnyPool, cart_id: &CartId) -> Result<CartStatus, sqlx::Error> {
     let (status,): (CartStatus,) = sqlx::query_as("SELECT status FROM carts WHERE id = $1").bind(cart_id).fetch_one(db).await?;
     Ok(status)
 }
@@ -182,7 +182,7 @@ pub async fn ensure_user_cart(db: &AnyPool, user_id: &str) -> Result<CartRow, sq
         "INSERT INTO carts (id, user_id, token_hash, status, created_at_ms, updated_at_ms) VALUES ($1, $2, NULL, $3, $4, $4) \
          ON CONFLICT DO NOTHING",
     )
-    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(CartId::random())
     .bind(user_id)
     .bind(CartStatus::Open)
     .bind(now)
@@ -193,7 +193,7 @@ pub async fn ensure_user_cart(db: &AnyPool, user_id: &str) -> Result<CartRow, sq
 
 /// A new anonymous cart for `token`.
 pub async fn create_guest_cart(db: &AnyPool, token: &str) -> Result<CartRow, sqlx::Error> {
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = CartId::random();
     let now = now_ms();
     sqlx::query("INSERT INTO carts (id, user_id, token_hash, status, created_at_ms, updated_at_ms) VALUES ($1, NULL, $2, $3, $4, $4)")
         .bind(&id)
@@ -206,7 +206,7 @@ pub async fn create_guest_cart(db: &AnyPool, token: &str) -> Result<CartRow, sql
 }
 
 /// Moves a cart from one status to another; whether this call did it.
-pub async fn set_cart_status(connection: &mut AnyConnection, cart_id: &str, from: CartStatus, to: CartStatus) -> Result<bool, sqlx::Error> {
+pub async fn set_cart_status(connection: &mut AnyConnection, cart_id: &CartId, from: CartStatus, to: CartStatus) -> Result<bool, sqlx::Error> {
     let updated = sqlx::query("UPDATE carts SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status = $4")
         .bind(to)
         .bind(now_ms())
@@ -218,7 +218,7 @@ pub async fn set_cart_status(connection: &mut AnyConnection, cart_id: &str, from
 }
 
 /// What the catalog says a SKU is and costs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Price {
     pub product_id: String,
     pub name: String,
@@ -226,10 +226,8 @@ pub struct Price {
     pub currency: String,
 }
 
-pub async fn price(db: &AnyPool, sku: &str) -> Result<Option<Price>, sqlx::Error> {
-    let row: Option<(String, String, i64, String)> =
-        sqlx::query_as("SELECT product_id, name, price_minor, currency FROM prices WHERE sku = $1").bind(sku).fetch_optional(db).await?;
-    Ok(row.map(|(product_id, name, price_minor, currency)| Price { product_id, name, price_minor, currency }))
+pub async fn price(db: &AnyPool, sku: &Sku) -> Result<Option<Price>, sqlx::Error> {
+    sqlx::query_as("SELECT product_id, name, price_minor, currency FROM prices WHERE sku = $1").bind(sku).fetch_optional(db).await
 }
 
 /// Applies `catalog.product_changed` to the price projection, unless a newer event already did.
@@ -256,10 +254,10 @@ pub async fn apply_product_changed(connection: &mut AnyConnection, event: &Produ
 /// One item of a cart with its current catalog price (if the catalog still sells it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Item {
-    pub sku: String,
-    pub quantity: i64,
+    pub sku: Sku,
+    pub quantity: Quantity,
     pub seen_price_minor: Option<i64>,
-    pub reservation_id: Option<String>,
+    pub reservation_id: Option<ReservationId>,
     pub held_until_ms: Option<i64>,
     pub hold: HoldState,
     pub hold_note: Option<String>,
@@ -268,38 +266,56 @@ pub struct Item {
     pub price: Option<Price>,
 }
 
-/// The columns [`item_of`] reads, for a query over `cart_items i LEFT JOIN prices p`.
+/// The columns of [`StoredItem`], for a query over `cart_items i LEFT JOIN prices p`.
 const ITEM_COLUMNS: &str = "i.sku, i.quantity, i.seen_price_minor, i.reservation_id, i.held_until_ms, i.hold_state, i.hold_note, i.hold_key, \
                             p.product_id, p.name, p.price_minor, p.currency";
 
-fn item_of(row: &sqlx::any::AnyRow) -> Result<Item, sqlx::Error> {
-    let product_id: Option<String> = row.try_get("product_id")?;
-    let price = match product_id {
-        Some(product_id) => {
-            Some(Price { product_id, name: row.try_get("name")?, price_minor: row.try_get("price_minor")?, currency: row.try_get("currency")? })
-        }
-        None => None,
-    };
-    Ok(Item {
-        sku: row.try_get("sku")?,
-        quantity: row.try_get("quantity")?,
-        seen_price_minor: row.try_get("seen_price_minor")?,
-        reservation_id: row.try_get("reservation_id")?,
-        held_until_ms: row.try_get("held_until_ms")?,
-        hold: row.try_get("hold_state")?,
-        hold_note: row.try_get("hold_note")?,
-        hold_key: row.try_get("hold_key")?,
-        price,
-    })
+/// A line as [`ITEM_COLUMNS`] read it: the price's columns are empty when the catalog no longer sells
+/// the SKU.
+#[derive(sqlx::FromRow)]
+struct StoredItem {
+    sku: Sku,
+    quantity: Quantity,
+    seen_price_minor: Option<i64>,
+    reservation_id: Option<ReservationId>,
+    held_until_ms: Option<i64>,
+    hold_state: HoldState,
+    hold_note: Option<String>,
+    hold_key: Option<String>,
+    product_id: Option<String>,
+    name: Option<String>,
+    price_minor: Option<i64>,
+    currency: Option<String>,
 }
 
-pub async fn items(connection: &mut AnyConnection, cart_id: &str) -> Result<Vec<Item>, sqlx::Error> {
-    let rows =
-        sqlx::query(&format!("SELECT {ITEM_COLUMNS} FROM cart_items i LEFT JOIN prices p ON p.sku = i.sku WHERE i.cart_id = $1 ORDER BY i.added_at_ms, i.sku"))
-            .bind(cart_id)
-            .fetch_all(&mut *connection)
-            .await?;
-    rows.iter().map(item_of).collect()
+impl From<StoredItem> for Item {
+    fn from(row: StoredItem) -> Item {
+        let price = match (row.product_id, row.name, row.price_minor, row.currency) {
+            (Some(product_id), Some(name), Some(price_minor), Some(currency)) => Some(Price { product_id, name, price_minor, currency }),
+            _ => None,
+        };
+        Item {
+            sku: row.sku,
+            quantity: row.quantity,
+            seen_price_minor: row.seen_price_minor,
+            reservation_id: row.reservation_id,
+            held_until_ms: row.held_until_ms,
+            hold: row.hold_state,
+            hold_note: row.hold_note,
+            hold_key: row.hold_key,
+            price,
+        }
+    }
+}
+
+pub async fn items(connection: &mut AnyConnection, cart_id: &CartId) -> Result<Vec<Item>, sqlx::Error> {
+    let rows: Vec<StoredItem> = sqlx::query_as(&format!(
+        "SELECT {ITEM_COLUMNS} FROM cart_items i LEFT JOIN prices p ON p.sku = i.sku WHERE i.cart_id = $1 ORDER BY i.added_at_ms, i.sku"
+    ))
+    .bind(cart_id)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(rows.into_iter().map(Item::from).collect())
 }
 
 /// The lines of the signed-in user's active cart and of the guest cart the cookie points at, read in one
@@ -309,7 +325,7 @@ pub async fn visible_items(db: &AnyPool, user_id: Option<&str>, token: Option<&s
     if user_id.is_none() && token.is_none() {
         return Ok(Vec::new());
     }
-    let rows = sqlx::query(&format!(
+    let rows: Vec<StoredItem> = sqlx::query_as(&format!(
         "SELECT {ITEM_COLUMNS} FROM cart_items i JOIN carts c ON c.id = i.cart_id LEFT JOIN prices p ON p.sku = i.sku \
          WHERE c.status IN ($3, $4) AND (c.user_id = $1 OR c.token_hash = $2) \
          ORDER BY (c.user_id IS NULL), i.added_at_ms, i.sku"
@@ -320,8 +336,7 @@ pub async fn visible_items(db: &AnyPool, user_id: Option<&str>, token: Option<&s
     .bind(CartStatus::CheckingOut)
     .fetch_all(db)
     .await?;
-    let items = rows.iter().map(item_of).collect::<Result<Vec<_>, _>>()?;
-    Ok(fold_lines(items))
+    Ok(fold_lines(rows.into_iter().map(Item::from).collect()))
 }
 
 /// Lines of one SKU become one, of the summed quantity (at most [`Quantity::MAX`]): what the cart will
@@ -330,7 +345,7 @@ pub fn fold_lines(items: Vec<Item>) -> Vec<Item> {
     let mut folded: Vec<Item> = Vec::with_capacity(items.len());
     for item in items {
         match folded.iter_mut().find(|line| line.sku == item.sku) {
-            Some(line) => line.quantity = (line.quantity + item.quantity).min(Quantity::MAX),
+            Some(line) => line.quantity = line.quantity.saturating_add(item.quantity),
             None => folded.push(item),
         }
     }
@@ -338,7 +353,7 @@ pub fn fold_lines(items: Vec<Item>) -> Vec<Item> {
 }
 
 /// The sum of quantities in a cart.
-pub async fn item_count(db: &AnyPool, cart_id: &str) -> Result<i64, sqlx::Error> {
+pub async fn item_count(db: &AnyPool, cart_id: &CartId) -> Result<i64, sqlx::Error> {
     let (count,): (i64,) =
         sqlx::query_as("SELECT CAST(COALESCE(SUM(quantity), 0) AS BIGINT) FROM cart_items WHERE cart_id = $1").bind(cart_id).fetch_one(db).await?;
     Ok(count)
@@ -347,7 +362,7 @@ pub async fn item_count(db: &AnyPool, cart_id: &str) -> Result<i64, sqlx::Error>
 /// How an item's stock is held after a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldRecord {
-    pub reservation_id: Option<String>,
+    pub reservation_id: Option<ReservationId>,
     pub held_until_ms: Option<i64>,
     pub hold: HoldState,
     pub note: Option<String>,
@@ -358,9 +373,9 @@ pub struct HoldRecord {
 /// Writes an item (new or changed) with its hold; the shopper has now seen `seen_price_minor`.
 pub async fn put_item(
     connection: &mut AnyConnection,
-    cart_id: &str,
-    sku: &str,
-    quantity: i64,
+    cart_id: &CartId,
+    sku: &Sku,
+    quantity: Quantity,
     seen_price_minor: Option<i64>,
     hold: &HoldRecord,
 ) -> Result<(), sqlx::Error> {
@@ -388,7 +403,7 @@ pub async fn put_item(
 }
 
 /// Updates only the hold of an existing item.
-pub async fn set_hold(connection: &mut AnyConnection, cart_id: &str, sku: &str, hold: &HoldRecord) -> Result<(), sqlx::Error> {
+pub async fn set_hold(connection: &mut AnyConnection, cart_id: &CartId, sku: &Sku, hold: &HoldRecord) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE cart_items SET reservation_id = $1, held_until_ms = $2, hold_state = $3, hold_note = $4, updated_at_ms = $5, hold_key = $8 \
          WHERE cart_id = $6 AND sku = $7",
@@ -406,20 +421,20 @@ pub async fn set_hold(connection: &mut AnyConnection, cart_id: &str, sku: &str, 
     Ok(())
 }
 
-pub async fn remove_item(connection: &mut AnyConnection, cart_id: &str, sku: &str) -> Result<bool, sqlx::Error> {
+pub async fn remove_item(connection: &mut AnyConnection, cart_id: &CartId, sku: &Sku) -> Result<bool, sqlx::Error> {
     let deleted = sqlx::query("DELETE FROM cart_items WHERE cart_id = $1 AND sku = $2").bind(cart_id).bind(sku).execute(&mut *connection).await?;
     Ok(deleted.rows_affected() == 1)
 }
 
 /// Moves a line from one cart to another (a guest's line into the user's cart, at sign-in).
-pub async fn move_item(db: &AnyPool, from_cart: &str, to_cart: &str, sku: &str) -> Result<(), sqlx::Error> {
+pub async fn move_item(db: &AnyPool, from_cart: &CartId, to_cart: &CartId, sku: &Sku) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE cart_items SET cart_id = $1 WHERE cart_id = $2 AND sku = $3").bind(to_cart).bind(from_cart).bind(sku).execute(db).await?;
     Ok(())
 }
 
 /// Marks every line of a cart as waiting for its hold, with `note` for the shopper (inventory may have
 /// taken their stock into a checkout whose answer never came: the retry holds them again).
-pub async fn mark_holds_pending(connection: &mut AnyConnection, cart_id: &str, note: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_holds_pending(connection: &mut AnyConnection, cart_id: &CartId, note: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE cart_items SET hold_state = $1, hold_note = $2 WHERE cart_id = $3")
         .bind(HoldState::Pending)
         .bind(note)
@@ -430,8 +445,8 @@ pub async fn mark_holds_pending(connection: &mut AnyConnection, cart_id: &str, n
 }
 
 /// Carts with items whose hold should be retried (inventory was down, or stock may be back).
-pub async fn carts_needing_holds(db: &AnyPool, limit: i64) -> Result<Vec<String>, sqlx::Error> {
-    let rows: Vec<(String,)> = sqlx::query_as(
+pub async fn carts_needing_holds(db: &AnyPool, limit: i64) -> Result<Vec<CartId>, sqlx::Error> {
+    let rows: Vec<(CartId,)> = sqlx::query_as(
         "SELECT DISTINCT i.cart_id FROM cart_items i JOIN carts c ON c.id = i.cart_id \
          WHERE i.hold_state = $2 AND c.status = $3 AND c.user_id IS NOT NULL LIMIT $1",
     )
@@ -460,7 +475,7 @@ pub async fn apply_stock_changed(connection: &mut AnyConnection, event: &StockCh
 }
 
 /// What inventory last announced as available of `sku`; `None` when it has said nothing of it yet.
-pub async fn available(db: &AnyPool, sku: &str) -> Result<Option<i64>, sqlx::Error> {
+pub async fn available(db: &AnyPool, sku: &Sku) -> Result<Option<i64>, sqlx::Error> {
     let row: Option<(i64,)> = sqlx::query_as("SELECT available FROM stock WHERE sku = $1").bind(sku).fetch_optional(db).await?;
     Ok(row.map(|(available,)| available))
 }
@@ -475,7 +490,7 @@ pub async fn seed_prices(db: &AnyPool, extra: usize) -> Result<(), sqlx::Error> 
             name: product.name.clone(),
             price_minor: product.price_minor,
             currency: tessera_contracts::demo::CURRENCY.to_owned(),
-            skus: product.variants.iter().map(|variant| variant.sku.clone()).collect(),
+            skus: product.variants.iter().filter_map(|variant| Sku::parse(&variant.sku).ok()).collect(),
         };
         sqlx::query("DELETE FROM prices WHERE sequence = 0 AND product_id = $1").bind(&event.product_id).execute(&mut *tx).await?;
         apply_product_changed(&mut tx, &event, 0).await?;

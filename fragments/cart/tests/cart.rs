@@ -17,6 +17,7 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde_json::Value;
 use shared_auth::Role;
+use tessera_contracts::domain::{CartId, Quantity, ReservationId, ServiceName, Sku};
 use tessera_contracts::events::{ProductChanged, StockChanged};
 use tessera_contracts::inventory::{InsufficientStock, Reservation, ReservationStatus, ReserveRequest, Shortage, RESERVATIONS_PATH};
 use tessera_contracts::ApiError;
@@ -47,7 +48,7 @@ impl Inventory {
     fn held(&self) -> Vec<(String, i64)> {
         let reservations = self.reservations.lock().unwrap();
         let live = reservations.iter().filter(|(_, r)| r.status == ReservationStatus::Soft);
-        let mut lines: Vec<(String, i64)> = live.flat_map(|(_, r)| r.lines.iter().map(|l| (l.sku.clone(), l.quantity))).collect();
+        let mut lines: Vec<(String, i64)> = live.flat_map(|(_, r)| r.lines.iter().map(|l| (l.sku.to_string(), l.quantity.get()))).collect();
         lines.sort();
         lines
     }
@@ -58,7 +59,7 @@ impl Inventory {
             .route(&format!("{RESERVATIONS_PATH}/{{id}}/release"), post(release))
             .route(&format!("{RESERVATIONS_PATH}/{{id}}/extend"), post(extend))
             .with_state(self.clone());
-        Double { name: "inventory", prefix: "/admin/inventory", router }
+        Double { name: ServiceName::INVENTORY, prefix: "/admin/inventory", router }
     }
 
     /// Why a call is refused: inventory is down, or the call is not the cart's signed call.
@@ -69,7 +70,7 @@ impl Inventory {
         let signer = CallSigner::new(&[SERVICE_SECRET.as_bytes().to_vec()]);
         match verify_caller(&signer, headers, &Method::POST, path, body) {
             Ok(caller) => {
-                self.callers.lock().unwrap().push(caller);
+                self.callers.lock().unwrap().push(caller.to_string());
                 None
             }
             Err(error) => Some((Http::FORBIDDEN, Json(error)).into_response()),
@@ -88,17 +89,17 @@ async fn reserve(State(inventory): State<Arc<Inventory>>, headers: HeaderMap, bo
     if let Some((_, made)) = reservations.iter().find(|(key, _)| *key == request.idempotency_key) {
         return Json(Reservation { replayed: true, ..made.clone() }).into_response();
     }
-    let held_elsewhere = |sku: &str| -> i64 {
+    let held_elsewhere = |sku: &Sku| -> i64 {
         let live = reservations.iter().filter(|(_, r)| r.status == ReservationStatus::Soft && !request.replaces.contains(&r.id));
-        live.flat_map(|(_, r)| &r.lines).filter(|l| l.sku == sku).map(|l| l.quantity).sum()
+        live.flat_map(|(_, r)| &r.lines).filter(|l| &l.sku == sku).map(|l| l.quantity.get()).sum()
     };
     let on_hand = inventory.on_hand.lock().unwrap();
     let shortages: Vec<Shortage> = request
         .lines
         .iter()
         .filter_map(|line| {
-            let available = on_hand.get(&line.sku).copied().unwrap_or(0) - held_elsewhere(&line.sku);
-            (line.quantity > available).then(|| Shortage { sku: line.sku.clone(), requested: line.quantity, available: available.max(0) })
+            let available = on_hand.get(line.sku.as_str()).copied().unwrap_or(0) - held_elsewhere(&line.sku);
+            (line.quantity.get() > available).then(|| Shortage { sku: line.sku.clone(), requested: line.quantity.get(), available: available.max(0) })
         })
         .collect();
     if !shortages.is_empty() {
@@ -108,7 +109,7 @@ async fn reserve(State(inventory): State<Arc<Inventory>>, headers: HeaderMap, bo
         replaced.status = ReservationStatus::Released;
     }
     let reservation = Reservation {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: uuid::Uuid::new_v4().to_string().parse().unwrap(),
         status: ReservationStatus::Soft,
         owner: request.owner.clone(),
         order_id: None,
@@ -126,7 +127,7 @@ async fn release(State(inventory): State<Arc<Inventory>>, Path(id): Path<String>
         return refusal;
     }
     let mut reservations = inventory.reservations.lock().unwrap();
-    match reservations.iter_mut().find(|(_, r)| r.id == id) {
+    match reservations.iter_mut().find(|(_, r)| r.id.as_str() == id) {
         Some((_, reservation)) => {
             reservation.status = ReservationStatus::Released;
             Json(reservation.clone()).into_response()
@@ -140,7 +141,7 @@ async fn extend(State(inventory): State<Arc<Inventory>>, Path(id): Path<String>,
         return refusal;
     }
     let mut reservations = inventory.reservations.lock().unwrap();
-    match reservations.iter_mut().find(|(_, r)| r.id == id && r.status == ReservationStatus::Soft) {
+    match reservations.iter_mut().find(|(_, r)| r.id.as_str() == id && r.status == ReservationStatus::Soft) {
         Some((_, reservation)) => {
             reservation.expires_at_ms = tessera_fragment::db::now_ms() + 900_000;
             Json(reservation.clone()).into_response()
@@ -241,7 +242,7 @@ each_backend!(guests_hold_nothing_and_are_checked_against_what_inventory_announc
 async fn guests_hold_nothing_and_are_checked_against_what_inventory_announced(backend: Backend) {
     let inventory = Inventory::with_stock(&[("BAG-CNV-01", 50)]);
     let cart = start(backend, &inventory).await;
-    cart.deliver("inventory", &StockChanged { sku: "BAG-CNV-01".into(), on_hand: 2, available: 2 }, 1, EVENTS_SECRET).await.unwrap();
+    cart.deliver(ServiceName::INVENTORY, &StockChanged { sku: "BAG-CNV-01".parse().unwrap(), on_hand: 2, available: 2 }, 1, EVENTS_SECRET).await.unwrap();
 
     let response = cart.post_form("/cart/api/add_item", "sku=BAG-CNV-01&quantity=3", None).await;
     assert_eq!(response.status(), StatusCode::CONFLICT, "{backend:?}: more than inventory announced");
@@ -256,8 +257,8 @@ async fn guests_hold_nothing_and_are_checked_against_what_inventory_announced(ba
     assert!(inventory.callers.lock().unwrap().is_empty(), "{backend:?}: inventory was not even asked");
 
     // A forged announcement changes nothing.
-    let forged = StockChanged { sku: "BAG-CNV-01".into(), on_hand: 500, available: 500 };
-    assert!(cart.deliver("inventory", &forged, 2, "a-secret-the-deployment-does-not-have-0123").await.is_err());
+    let forged = StockChanged { sku: "BAG-CNV-01".parse().unwrap(), on_hand: 500, available: 500 };
+    assert!(cart.deliver(ServiceName::INVENTORY, &forged, 2, "a-secret-the-deployment-does-not-have-0123").await.is_err());
     assert_eq!(cart.api("/cart/api/set_quantity", "sku=BAG-CNV-01&quantity=3", Some(&guest)).await.0, StatusCode::CONFLICT, "{backend:?}");
 }
 
@@ -272,9 +273,9 @@ async fn a_price_the_catalog_changes_reaches_the_line_with_a_note(backend: Backe
         name: "Stoneware mug".into(),
         price_minor: 1650,
         currency: "EUR".into(),
-        skus: vec!["MUG-STN-01".into()],
+        skus: vec!["MUG-STN-01".parse().unwrap()],
     };
-    cart.deliver("catalog", &dearer, 1, EVENTS_SECRET).await.unwrap();
+    cart.deliver(ServiceName::CATALOG, &dearer, 1, EVENTS_SECRET).await.unwrap();
     let view = my_cart(&cart, Some(&sam)).await;
     let mug = line(&view, "MUG-STN-01");
     assert_eq!((mug["unit_price"]["minor"].as_i64(), view["subtotal"]["minor"].as_i64()), (Some(1650), Some(3300)), "{backend:?}: {view}");
@@ -396,7 +397,7 @@ async fn with_the_provider_down_the_order_waits_for_payment_and_says_so() {
     let inventory = Inventory::with_stock(&[("MUG-STN-01", 5)]);
     // The payment provider answers nothing but "unavailable".
     let provider = Double {
-        name: "payments",
+        name: ServiceName::PAYMENTS,
         prefix: tessera_contracts::payments::SANDBOX_PREFIX,
         router: Router::new().fallback(|| async { (Http::SERVICE_UNAVAILABLE, "restarting") }),
     };
@@ -425,18 +426,18 @@ async fn a_hold_whose_answer_never_came_is_found_again_not_made_twice(backend: B
     let sam = cart.cookie_of(&Alone::user("sam", &[Role::Shopper]));
     assert_eq!(add(&cart, Some(&sam), "MUG-STN-01", 1).await.0, StatusCode::OK);
     let db = cart.runtime.db.clone();
-    let (cart_id, first): (String, String) =
+    let (cart_id, first): (CartId, ReservationId) =
         sqlx::query_as("SELECT cart_id, reservation_id FROM cart_items WHERE sku = 'MUG-STN-01'").fetch_one(&db).await.unwrap();
 
     // The cart asked inventory to grow the line to 2 under key K; inventory did it, but the answer
     // never arrived, so the line is pending with K kept (what `holds::record` writes then).
     let signer = CallSigner::new(&[SERVICE_SECRET.as_bytes().to_vec()]);
     let target = tessera_fragment::peers::Target::in_process("/admin/inventory", inventory.double().router);
-    let client = tessera_fragment::service::ServiceClient::new("cart", "inventory", signer, target, std::time::Duration::from_secs(30));
+    let client = tessera_fragment::service::ServiceClient::new(ServiceName::CART, ServiceName::INVENTORY, signer, target, std::time::Duration::from_secs(30));
     let request = ReserveRequest {
         idempotency_key: "unanswered-key".into(),
         owner: tessera_cart::store::cart_owner(&cart_id),
-        lines: vec![Line { sku: "MUG-STN-01".into(), quantity: 2 }],
+        lines: vec![Line { sku: "MUG-STN-01".parse().unwrap(), quantity: Quantity::parse(2).unwrap() }],
         ttl_seconds: tessera_cart::model::HOLD_TTL_SECONDS,
         replaces: vec![first.clone()],
     };
@@ -450,7 +451,7 @@ async fn a_hold_whose_answer_never_came_is_found_again_not_made_twice(backend: B
     // The next visit retries under the same key: inventory answers with the reservation it made.
     let view = my_cart(&cart, Some(&sam)).await;
     assert_eq!(line(&view, "MUG-STN-01")["hold"], "Held", "{view}");
-    let (now_held,): (String,) = sqlx::query_as("SELECT reservation_id FROM cart_items WHERE cart_id = $1").bind(&cart_id).fetch_one(&db).await.unwrap();
+    let (now_held,): (ReservationId,) = sqlx::query_as("SELECT reservation_id FROM cart_items WHERE cart_id = $1").bind(&cart_id).fetch_one(&db).await.unwrap();
     assert_eq!(now_held, made.id, "{backend:?}: the same reservation, found again");
     assert_eq!(inventory.held(), [("MUG-STN-01".to_owned(), 2)], "{backend:?}: held once, not twice");
 }
@@ -464,7 +465,7 @@ async fn guest_carts_no_cookie_can_reach_go_while_younger_ones_stay(backend: Bac
     let cart = app.runtime.db.clone();
     // Guests are checked against the stock inventory announced.
     for (n, sku) in ["MUG-STN-01", "TEE-BLU-M"].into_iter().enumerate() {
-        app.deliver("inventory", &StockChanged { sku: sku.into(), on_hand: 5, available: 5 }, n as i64 + 1, EVENTS_SECRET).await.unwrap();
+        app.deliver(ServiceName::INVENTORY, &StockChanged { sku: sku.parse().unwrap(), on_hand: 5, available: 5 }, n as i64 + 1, EVENTS_SECRET).await.unwrap();
     }
     let mut cookies = Vec::new();
     for sku in ["MUG-STN-01", "TEE-BLU-M"] {

@@ -7,7 +7,7 @@ use tessera_fragment::subscriptions::HandlerError;
 
 /// Applies `inventory.stock_changed` on the event's transaction (which also holds its inbox row).
 pub async fn apply_stock_changed(tx: &mut AnyConnection, envelope: &Envelope, event: &StockChanged) -> Result<(), HandlerError> {
-    if event.on_hand < 0 || event.available < 0 || event.sku.is_empty() || event.sku != envelope.aggregate_id {
+    if event.on_hand < 0 || event.available < 0 || event.sku.as_str() != envelope.aggregate_id {
         return Err(HandlerError::Refused(format!("the {} payload is malformed: inconsistent stock figures", envelope.event_type)));
     }
     sqlx::query(

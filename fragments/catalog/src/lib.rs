@@ -46,7 +46,7 @@ pub mod store;
 use leptos::prelude::*;
 
 /// Fragment name.
-pub const NAME: &str = "catalog";
+pub const NAME: tessera_contracts::domain::ServiceName = tessera_contracts::domain::ServiceName::CATALOG;
 /// URL prefix this fragment owns.
 pub const PREFIX: &str = "/catalog";
 

@@ -299,7 +299,7 @@ impl ProductInput {
             if id.is_empty() {
                 return Err(bad("the name needs letters or digits".into()));
             }
-            (id, Some(tessera_contracts::domain::Sku::parse(&self.sku).map_err(bad)?))
+            (id, Some(tessera_contracts::domain::Sku::parse(&self.sku)?))
         } else {
             (self.id.trim().to_owned(), None)
         };

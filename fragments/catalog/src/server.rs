@@ -92,7 +92,7 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), sq
 pub struct Catalog;
 
 impl Fragment for Catalog {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> tessera_contracts::domain::ServiceName {
         NAME
     }
     fn prefix(&self) -> &'static str {
@@ -132,7 +132,7 @@ pub fn router(runtime: FragmentRuntime) -> Router {
 }
 
 fn status_page(status: StatusCode, title: &str, message: &str) -> Response {
-    (status, Html(tessera_fragment::page::status_document(NAME, title, message, Some((PREFIX, "Browse the catalog"))))).into_response()
+    (status, Html(tessera_fragment::page::status_document(NAME.as_str(), title, message, Some((PREFIX, "Browse the catalog"))))).into_response()
 }
 
 fn head(title: &str, description: &str, canonical: Option<String>) -> PageHead {
@@ -351,7 +351,7 @@ async fn widget(State(runtime): State<FragmentRuntime>) -> Response {
                 })
                 .collect_view();
             let html = view! {
-                <section class="widget widget-catalog" data-fragment=NAME>
+                <section class="widget widget-catalog" data-fragment=NAME.to_string()>
                     <h2>"Featured"</h2>
                     <ul>{items}</ul>
                     <a href=PREFIX>"Browse the catalog"</a>

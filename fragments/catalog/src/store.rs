@@ -4,7 +4,7 @@
 //! PostgreSQL.
 
 use sqlx::{AnyConnection, AnyPool};
-use tessera_contracts::domain::Money;
+use tessera_contracts::domain::{Money, Sku};
 use tessera_contracts::events::ProductChanged;
 use tessera_contracts::ApiError;
 use {tessera_fragment::db::now_ms, tessera_fragment::outbox::Outbox};
@@ -341,7 +341,7 @@ async fn try_save(db: &AnyPool, outbox: &Outbox, product: &ValidProduct) -> Resu
             index(&mut tx, postgres, &product.id).await?;
         }
     }
-    let skus: Vec<(String,)> = sqlx::query_as("SELECT sku FROM variants WHERE product_id = $1 ORDER BY sku").bind(&product.id).fetch_all(&mut *tx).await?;
+    let skus: Vec<(Sku,)> = sqlx::query_as("SELECT sku FROM variants WHERE product_id = $1 ORDER BY sku").bind(&product.id).fetch_all(&mut *tx).await?;
     let (currency,): (String,) = sqlx::query_as("SELECT currency FROM products WHERE id = $1").bind(&product.id).fetch_one(&mut *tx).await?;
     let event = ProductChanged {
         product_id: product.id.clone(),

@@ -7,6 +7,7 @@
 
 use serde_json::Value;
 use shared_auth::Role;
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::StockChanged;
 use tessera_fragment::signature::EventSigner;
 use tessera_testing::each_backend;
@@ -35,7 +36,7 @@ async fn available(catalog: &Alone, sku: &str) -> Option<i64> {
 }
 
 fn stock(sku: &str, available: i64) -> StockChanged {
-    StockChanged { sku: sku.into(), on_hand: available, available }
+    StockChanged { sku: sku.parse().unwrap(), on_hand: available, available }
 }
 
 each_backend!(search_filters_sort_and_pages);
@@ -78,8 +79,8 @@ async fn search_filters_sort_and_pages(backend: Backend) {
     // In stock: what inventory said is available, nothing it has not spoken of.
     let (_, none) = search(&catalog, "query[stock]=1").await;
     assert_eq!(none["total"], 0, "{backend:?}: no stock event yet, so nothing is known to be in stock: {none}");
-    catalog.deliver("inventory", &stock("MUG-STN-01", 5), 1, EVENTS_SECRET).await.unwrap();
-    catalog.deliver("inventory", &stock("PEN-GEL-BK", 0), 2, EVENTS_SECRET).await.unwrap();
+    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 5), 1, EVENTS_SECRET).await.unwrap();
+    catalog.deliver(ServiceName::INVENTORY, &stock("PEN-GEL-BK", 0), 2, EVENTS_SECRET).await.unwrap();
     let (_, in_stock) = search(&catalog, "query[stock]=1").await;
     assert_eq!(names(&in_stock), ["Stoneware mug"], "{backend:?}: {in_stock}");
     let (_, in_stock_mugs) = search(&catalog, "query[stock]=1&query[cat]=mugs&query[q]=mug").await;
@@ -91,19 +92,19 @@ async fn availability_follows_signed_stock_events_in_order_and_nothing_else(back
     let catalog = start(backend).await;
     assert_eq!(available(&catalog, "MUG-STN-01").await, None, "{backend:?}: unknown until inventory says");
 
-    let forged = catalog.deliver("inventory", &stock("MUG-STN-01", 99), 1, "a-secret-the-deployment-does-not-have-0123").await;
+    let forged = catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 99), 1, "a-secret-the-deployment-does-not-have-0123").await;
     assert!(forged.is_err(), "{backend:?}: a forged event is refused");
     assert_eq!(available(&catalog, "MUG-STN-01").await, None, "{backend:?}: and changes nothing");
 
-    catalog.deliver("inventory", &stock("MUG-STN-01", 7), 2, EVENTS_SECRET).await.unwrap();
+    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 7), 2, EVENTS_SECRET).await.unwrap();
     assert_eq!(available(&catalog, "MUG-STN-01").await, Some(7), "{backend:?}");
-    catalog.deliver("inventory", &stock("MUG-STN-01", 3), 1, EVENTS_SECRET).await.unwrap();
+    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 3), 1, EVENTS_SECRET).await.unwrap();
     assert_eq!(available(&catalog, "MUG-STN-01").await, Some(7), "{backend:?}: an older event arriving late changes nothing");
-    catalog.deliver("inventory", &stock("MUG-STN-01", 0), 3, EVENTS_SECRET).await.unwrap();
+    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 0), 3, EVENTS_SECRET).await.unwrap();
     assert_eq!(available(&catalog, "MUG-STN-01").await, Some(0), "{backend:?}: sold out");
 
-    let inconsistent = StockChanged { sku: "MUG-STN-01".into(), on_hand: -1, available: 4 };
-    assert!(catalog.deliver("inventory", &inconsistent, 4, EVENTS_SECRET).await.is_err(), "{backend:?}: a malformed event is refused");
+    let inconsistent = StockChanged { sku: "MUG-STN-01".parse().unwrap(), on_hand: -1, available: 4 };
+    assert!(catalog.deliver(ServiceName::INVENTORY, &inconsistent, 4, EVENTS_SECRET).await.is_err(), "{backend:?}: a malformed event is refused");
     assert_eq!(available(&catalog, "MUG-STN-01").await, Some(0), "{backend:?}: and changes nothing");
     let (_, html) = catalog.text("/catalog/p/mug-stn-01", None).await;
     assert!(html.contains("Out of stock"), "{backend:?}: the product page says so");
@@ -302,7 +303,7 @@ async fn a_page_of_another_contract_is_asked_to_reload_and_one_of_another_build_
 #[tokio::test]
 async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_nothing() {
     let app = start(Backend::Sqlite).await;
-    app.deliver("inventory", &stock("MUG-STN-01", 25), 1, EVENTS_SECRET).await.unwrap();
+    app.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 25), 1, EVENTS_SECRET).await.unwrap();
     assert_eq!(available(&app, "MUG-STN-01").await, Some(25));
     let envelope = |version: u32, event_type: &str, producer: &str, payload: serde_json::Value| {
         serde_json::to_vec(&serde_json::json!({
@@ -327,9 +328,9 @@ async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_not
     type Headers = Option<Option<[(&'static str, String); 3]>>;
     let cases: Vec<(&str, Vec<u8>, Headers, StatusCode)> = vec![
         ("unsigned", body.clone(), Some(None), StatusCode::UNAUTHORIZED),
-        ("signed with a guessed secret", body.clone(), Some(Some(forger.sign("inventory", &body, now()))), StatusCode::UNAUTHORIZED),
-        ("an old captured request", body.clone(), Some(Some(signer.sign("inventory", &body, now() - 3600))), StatusCode::UNAUTHORIZED),
-        ("signed for another body", body.clone(), Some(Some(signer.sign("inventory", b"{}", now()))), StatusCode::UNAUTHORIZED),
+        ("signed with a guessed secret", body.clone(), Some(Some(forger.sign(&ServiceName::INVENTORY, &body, now()))), StatusCode::UNAUTHORIZED),
+        ("an old captured request", body.clone(), Some(Some(signer.sign(&ServiceName::INVENTORY, &body, now() - 3600))), StatusCode::UNAUTHORIZED),
+        ("signed for another body", body.clone(), Some(Some(signer.sign(&ServiceName::INVENTORY, b"{}", now()))), StatusCode::UNAUTHORIZED),
         ("not JSON", b"not json".to_vec(), None, StatusCode::BAD_REQUEST),
         ("claims another producer", envelope(1, "inventory.stock_changed", "cart", good_payload.clone()), None, StatusCode::BAD_REQUEST),
         ("unknown version", envelope(2, "inventory.stock_changed", "inventory", good_payload.clone()), None, StatusCode::UNPROCESSABLE_ENTITY),
@@ -344,17 +345,17 @@ async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_not
     ];
     for (name, body, headers, expected) in cases {
         // Cases without explicit headers are correctly signed by the producer they claim.
-        let headers = headers.unwrap_or_else(|| Some(signer.sign("inventory", &body, now())));
+        let headers = headers.unwrap_or_else(|| Some(signer.sign(&ServiceName::INVENTORY, &body, now())));
         assert_eq!(send(body, headers).await, expected, "{name}");
     }
     let huge =
         envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": "MUG-STN-01", "on_hand": 0, "available": 0, "pad": "x".repeat(100_000)}));
-    let headers = signer.sign("inventory", &huge, now());
+    let headers = signer.sign(&ServiceName::INVENTORY, &huge, now());
     assert_eq!(send(huge, Some(headers)).await, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(available(&app, "MUG-STN-01").await, Some(25), "nothing changed");
 
     // The same envelope correctly signed is applied, once.
-    let headers = signer.sign("inventory", &body, now());
+    let headers = signer.sign(&ServiceName::INVENTORY, &body, now());
     assert_eq!(send(body.clone(), Some(headers.clone())).await, StatusCode::OK);
     assert_eq!(send(body, Some(headers)).await, StatusCode::OK);
     assert_eq!(available(&app, "MUG-STN-01").await, Some(0));

@@ -7,6 +7,7 @@
 //! triggers back the same rules, so a bug here fails loudly instead of corrupting stock.
 
 use sqlx::{AnyConnection, AnyPool};
+use tessera_contracts::domain::{OrderId, ReservationId, Sku};
 use tessera_contracts::events::StockChanged;
 use tessera_fragment::outbox::Outbox;
 
@@ -42,7 +43,26 @@ impl Kind {
             Kind::Adjustment => "ADJUSTMENT",
         }
     }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+
+    pub const ALL: [Kind; 10] = [
+        Kind::SoftReserved,
+        Kind::HardReserved,
+        Kind::Fulfilled,
+        Kind::Cancelled,
+        Kind::Ordered,
+        Kind::Returned,
+        Kind::Received,
+        Kind::Shrinkage,
+        Kind::Expired,
+        Kind::Adjustment,
+    ];
 }
+
+tessera_fragment::text_column!(Kind);
 
 /// How a movement changes each counter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,8 +80,8 @@ pub struct Deltas {
 pub struct Cause {
     pub actor: String,
     pub reason: Option<String>,
-    pub reservation_id: Option<String>,
-    pub order_id: Option<String>,
+    pub reservation_id: Option<ReservationId>,
+    pub order_id: Option<OrderId>,
     pub event_id: Option<String>,
 }
 
@@ -74,7 +94,7 @@ impl Cause {
 /// One movement of one SKU at one location.
 #[derive(Debug, Clone)]
 pub struct Movement<'a> {
-    pub sku: &'a str,
+    pub sku: &'a Sku,
     pub location: &'a str,
     pub kind: Kind,
     /// Units moved (positive); the deltas say where.
@@ -95,16 +115,28 @@ pub enum Refused {
 
 const STOCK_COLUMNS: &str = "sku, location, on_hand, soft_reserved, hard_reserved, unavailable, safety_stock, incoming";
 
-type StockTuple = (String, String, i64, i64, i64, i64, i64, i64);
+/// A `stock_levels` row as stored ([`STOCK_COLUMNS`]); [`StockRow`] adds what is available.
+#[derive(sqlx::FromRow)]
+struct StoredStock {
+    sku: Sku,
+    location: String,
+    on_hand: i64,
+    soft_reserved: i64,
+    hard_reserved: i64,
+    unavailable: i64,
+    safety_stock: i64,
+    incoming: i64,
+}
 
-fn stock_row((sku, location, on_hand, soft_reserved, hard_reserved, unavailable, safety_stock, incoming): StockTuple) -> StockRow {
+fn stock_row(stored: StoredStock) -> StockRow {
+    let StoredStock { sku, location, on_hand, soft_reserved, hard_reserved, unavailable, safety_stock, incoming } = stored;
     let available = (on_hand - soft_reserved - hard_reserved - unavailable - safety_stock).max(0);
     StockRow { sku, location, on_hand, soft_reserved, hard_reserved, unavailable, safety_stock, incoming, available }
 }
 
 /// A stock row as stored (soft reservations counted whether or not they expired).
-pub async fn stock(connection: &mut AnyConnection, sku: &str, location: &str) -> Result<Option<StockRow>, sqlx::Error> {
-    let row: Option<StockTuple> = sqlx::query_as(&format!("SELECT {STOCK_COLUMNS} FROM stock_levels WHERE sku = $1 AND location = $2"))
+pub async fn stock(connection: &mut AnyConnection, sku: &Sku, location: &str) -> Result<Option<StockRow>, sqlx::Error> {
+    let row: Option<StoredStock> = sqlx::query_as(&format!("SELECT {STOCK_COLUMNS} FROM stock_levels WHERE sku = $1 AND location = $2"))
         .bind(sku)
         .bind(location)
         .fetch_optional(&mut *connection)
@@ -113,7 +145,7 @@ pub async fn stock(connection: &mut AnyConnection, sku: &str, location: &str) ->
 }
 
 /// Locks a stock row for the rest of the transaction with a harmless write.
-pub async fn lock_stock(connection: &mut AnyConnection, sku: &str, location: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+pub async fn lock_stock(connection: &mut AnyConnection, sku: &Sku, location: &str, now_ms: i64) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE stock_levels SET updated_at = $1 WHERE sku = $2 AND location = $3")
         .bind(now_ms / 1000)
         .bind(sku)
@@ -124,7 +156,7 @@ pub async fn lock_stock(connection: &mut AnyConnection, sku: &str, location: &st
 }
 
 /// Creates an empty stock row if there is none (receipts and purchase orders may introduce a SKU).
-pub async fn ensure_stock(connection: &mut AnyConnection, sku: &str, location: &str, now_ms: i64) -> Result<(), sqlx::Error> {
+pub async fn ensure_stock(connection: &mut AnyConnection, sku: &Sku, location: &str, now_ms: i64) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO stock_levels (sku, location, updated_at) VALUES ($1, $2, $3) ON CONFLICT (sku, location) DO NOTHING")
         .bind(sku)
         .bind(location)
@@ -143,7 +175,7 @@ pub async fn post(
     now_ms: i64,
 ) -> Result<Result<StockRow, Refused>, sqlx::Error> {
     let d = movement.deltas;
-    let updated: Option<StockTuple> = sqlx::query_as(&format!(
+    let updated: Option<StoredStock> = sqlx::query_as(&format!(
         "UPDATE stock_levels SET on_hand = on_hand + $1, soft_reserved = soft_reserved + $2, \
          hard_reserved = hard_reserved + $3, unavailable = unavailable + $4, safety_stock = safety_stock + $5, \
          incoming = incoming + $6, updated_at = $7 \
@@ -179,7 +211,7 @@ pub async fn post(
     )
     .bind(movement.sku)
     .bind(movement.location)
-    .bind(movement.kind.as_str())
+    .bind(movement.kind)
     .bind(movement.quantity)
     .bind(d.on_hand)
     .bind(d.soft)
@@ -191,8 +223,8 @@ pub async fn post(
     .bind(updated.available)
     .bind(&cause.actor)
     .bind(cause.reason.as_deref())
-    .bind(cause.reservation_id.as_deref())
-    .bind(cause.order_id.as_deref())
+    .bind(cause.reservation_id.as_ref())
+    .bind(cause.order_id.as_ref())
     .bind(cause.event_id.as_deref())
     .bind(now_ms)
     .execute(&mut *connection)
@@ -202,7 +234,7 @@ pub async fn post(
 }
 
 /// `inventory.stock_changed` for a SKU (all locations together), into the caller's transaction.
-pub async fn announce(connection: &mut AnyConnection, outbox: &Outbox, sku: &str) -> Result<(), sqlx::Error> {
+pub async fn announce(connection: &mut AnyConnection, outbox: &Outbox, sku: &Sku) -> Result<(), sqlx::Error> {
     let (on_hand, available): (i64, i64) = sqlx::query_as(
         "SELECT CAST(COALESCE(SUM(on_hand), 0) AS BIGINT), \
          CAST(COALESCE(SUM(CASE WHEN on_hand - soft_reserved - hard_reserved - unavailable - safety_stock > 0 \
@@ -212,13 +244,13 @@ pub async fn announce(connection: &mut AnyConnection, outbox: &Outbox, sku: &str
     .bind(sku)
     .fetch_one(&mut *connection)
     .await?;
-    outbox.enqueue(connection, &StockChanged { sku: sku.to_owned(), on_hand, available }).await
+    outbox.enqueue(connection, &StockChanged { sku: sku.clone(), on_hand, available }).await
 }
 
 pub use tessera_fragment::db::{is_transient, retrying, AsDbError};
 
 /// Every stock row, for tests and the verifier.
 pub async fn all_stock(db: &AnyPool) -> Result<Vec<StockRow>, sqlx::Error> {
-    let rows: Vec<StockTuple> = sqlx::query_as(&format!("SELECT {STOCK_COLUMNS} FROM stock_levels ORDER BY sku, location")).fetch_all(db).await?;
+    let rows: Vec<StoredStock> = sqlx::query_as(&format!("SELECT {STOCK_COLUMNS} FROM stock_levels ORDER BY sku, location")).fetch_all(db).await?;
     Ok(rows.into_iter().map(stock_row).collect())
 }

@@ -54,7 +54,7 @@ pub mod verify;
 use leptos::prelude::*;
 
 /// Fragment name.
-pub const NAME: &str = "inventory";
+pub const NAME: tessera_contracts::domain::ServiceName = tessera_contracts::domain::ServiceName::INVENTORY;
 /// URL prefix this fragment owns.
 pub const PREFIX: &str = "/admin/inventory";
 

@@ -1,6 +1,7 @@
 //! What the admin pages show: plain data shared by the server and the browser build.
 
 use serde::{Deserialize, Serialize};
+use tessera_contracts::domain::{OrderId, ReservationId, ServiceName, Sku};
 use tessera_contracts::inventory::{Line, ReservationStatus};
 use tessera_contracts::ApiError;
 
@@ -15,8 +16,9 @@ pub const MAX_REASON: usize = 200;
 
 /// Every counter of one SKU at one location.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct StockRow {
-    pub sku: String,
+    pub sku: Sku,
     pub location: String,
     pub on_hand: i64,
     pub soft_reserved: i64,
@@ -31,6 +33,7 @@ pub struct StockRow {
 
 /// One ledger row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(sqlx::FromRow))]
 pub struct LedgerEntry {
     pub seq: i64,
     pub location: String,
@@ -46,18 +49,18 @@ pub struct LedgerEntry {
     pub available_after: i64,
     pub actor: String,
     pub reason: Option<String>,
-    pub reservation_id: Option<String>,
-    pub order_id: Option<String>,
+    pub reservation_id: Option<ReservationId>,
+    pub order_id: Option<OrderId>,
     pub at_ms: i64,
 }
 
 /// A reservation as staff see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReservationRow {
-    pub id: String,
-    pub caller: String,
+    pub id: ReservationId,
+    pub caller: ServiceName,
     pub owner: String,
-    pub order_id: Option<String>,
+    pub order_id: Option<OrderId>,
     pub status: ReservationStatus,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
@@ -127,7 +130,7 @@ pub struct StockTable {
 /// Everything the SKU page shows.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkuView {
-    pub sku: String,
+    pub sku: Sku,
     pub locations: Vec<StockRow>,
     /// Newest first.
     pub ledger: Vec<LedgerEntry>,

@@ -198,22 +198,16 @@ pub async fn record(
     let row = ledger::retrying(|| async {
         let mut tx = db.begin().await?;
         if new_stock && movement.creates_stock() {
-            ledger::ensure_stock(&mut tx, sku.as_str(), &location, now_ms).await?;
+            ledger::ensure_stock(&mut tx, sku, &location, now_ms).await?;
         }
         // Lock the row before reading it (a write first: PostgreSQL locks the row, SQLite takes its write
         // lock), so the deltas are computed from the state they apply to.
-        ledger::lock_stock(&mut tx, sku.as_str(), &location, now_ms).await?;
-        let Some(current) = ledger::stock(&mut tx, sku.as_str(), &location).await? else {
+        ledger::lock_stock(&mut tx, sku, &location, now_ms).await?;
+        let Some(current) = ledger::stock(&mut tx, sku, &location).await? else {
             return Err(OpError::Api(ApiError::NotFound(format!("{sku} is not stocked at {location}; receive it as a new SKU first"))));
         };
-        let step = Movement {
-            sku: sku.as_str(),
-            location: &location,
-            kind: movement.kind(),
-            quantity: movement.quantity(),
-            deltas: movement.deltas(&current),
-            needs_available: 0,
-        };
+        let step =
+            Movement { sku, location: &location, kind: movement.kind(), quantity: movement.quantity(), deltas: movement.deltas(&current), needs_available: 0 };
         match ledger::post(&mut tx, outbox, &step, &cause, now_ms).await? {
             Ok(row) => {
                 tx.commit().await?;
@@ -248,7 +242,7 @@ mod tests {
     #[test]
     fn a_receipt_settles_purchase_orders_first() {
         let row = StockRow {
-            sku: "A-1".into(),
+            sku: "A-1".parse().unwrap(),
             location: "main".into(),
             on_hand: 0,
             soft_reserved: 0,

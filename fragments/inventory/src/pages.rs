@@ -109,10 +109,10 @@ fn stock_table(page: StockTable, query: StockQuery) -> impl IntoView {
 fn stock_row(row: StockRow) -> impl IntoView {
     let href = format!("{PREFIX}/sku/{}", row.sku);
     let low = row.available < LOW_STOCK;
-    let sku = row.sku.clone();
+    let sku = row.sku.to_string();
     view! {
-        <tr data-sku=row.sku.clone() class:low=low>
-            <td><a href=href>{row.sku.clone()}</a></td>
+        <tr data-sku=sku.clone() class:low=low>
+            <td><a href=href>{sku.clone()}</a></td>
             <td>{row.location}</td>
             <td class="on-hand" data-testid="on-hand">{row.on_hand}</td>
             <td>{row.soft_reserved + row.hard_reserved}</td>
@@ -120,7 +120,7 @@ fn stock_row(row: StockRow) -> impl IntoView {
             <td>{row.safety_stock}</td>
             <td>{row.incoming}</td>
             <td data-testid="available">{row.available}</td>
-            <td><AdjustButtons sku=sku/></td>
+            <td><AdjustButtons sku=sku.clone()/></td>
         </tr>
     }
 }
@@ -355,15 +355,15 @@ fn reservations_table(rows: Vec<ReservationRow>) -> impl IntoView {
             let status = if row.lapsed { "expired (not yet swept)".to_owned() } else { row.status.as_str().to_owned() };
             let lines = row.lines.iter().map(|l| format!("{} × {}", l.quantity, l.sku)).collect::<Vec<_>>().join(", ");
             let can_fulfil = row.status == ReservationStatus::Hard;
-            let id = row.id.clone();
-            let button = can_fulfil.then(|| view! { <FulfilButton reservation_id=id/> });
+            let id = row.id.to_string();
+            let button = can_fulfil.then(|| view! { <FulfilButton reservation_id=id.clone()/> });
             let expires = if row.status == ReservationStatus::Soft { format_time(row.expires_at_ms) } else { String::new() };
             view! {
-                <tr data-reservation=row.id.clone() data-status=row.status.as_str()>
-                    <td title=row.id.clone()>{row.id.chars().take(8).collect::<String>()}</td>
+                <tr data-reservation=id.clone() data-status=row.status.as_str()>
+                    <td title=id.clone()>{id.chars().take(8).collect::<String>()}</td>
                     <td>{status}</td>
                     <td>{row.owner}</td>
-                    <td>{row.order_id.unwrap_or_default()}</td>
+                    <td>{row.order_id.map(String::from).unwrap_or_default()}</td>
                     <td>{lines}</td>
                     <td>{format_time(row.created_at_ms)}</td>
                     <td>{expires}</td>
@@ -459,7 +459,7 @@ pub fn SkuPage(sku: String) -> impl IntoView {
                             {counters(locations)}
                             {chart(&ledger)}
                         </div>
-                        {movement_forms(sku)}
+                        {movement_forms(sku.to_string())}
                         <div data-refresh="activity">
                             <h2>"Reservations"</h2>
                             {reservations_table(reservations)}

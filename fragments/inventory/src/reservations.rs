@@ -7,7 +7,7 @@
 //! database's lifecycle trigger refuses any other transition.
 
 use sqlx::{AnyConnection, AnyPool};
-use tessera_contracts::domain::{Quantity, Sku};
+use tessera_contracts::domain::{OrderId, Quantity, ReservationId, ServiceName, Sku};
 use tessera_contracts::events::{OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort};
 use tessera_contracts::inventory::{
     InsufficientStock, Line, Reservation, ReservationStatus, ReserveRequest, Shortage, MAX_KEY_LENGTH, MAX_LINES, MAX_TTL_SECONDS, MIN_TTL_SECONDS,
@@ -27,7 +27,7 @@ pub struct ValidRequest {
     pub lines: Vec<(Sku, Quantity)>,
     pub ttl_seconds: i64,
     /// Reservations released in the same transaction (sorted, no duplicates).
-    pub replaces: Vec<String>,
+    pub replaces: Vec<ReservationId>,
     /// Fingerprint of everything but the key, to tell a replay from a different request.
     pub hash: String,
 }
@@ -52,12 +52,9 @@ fn check_lines(lines: &[Line]) -> Result<Vec<(Sku, Quantity)>, ApiError> {
     if lines.is_empty() || lines.len() > MAX_LINES {
         return Err(ApiError::BadRequest(format!("a reservation has 1 to {MAX_LINES} lines, not {}", lines.len())));
     }
-    let mut parsed = Vec::with_capacity(lines.len());
-    for line in lines {
-        let sku = Sku::parse(&line.sku).map_err(ApiError::BadRequest)?;
-        let quantity = Quantity::parse(line.quantity).map_err(|message| ApiError::BadRequest(format!("{sku}: {message}")))?;
-        parsed.push((sku, quantity));
-    }
+    // Each line's SKU and quantity were checked when the request was read (they are a `Sku` and a
+    // `Quantity`); what is left is the request as a whole.
+    let mut parsed: Vec<(Sku, Quantity)> = lines.iter().map(|line| (line.sku.clone(), line.quantity)).collect();
     parsed.sort_by(|a, b| a.0.cmp(&b.0));
     if let Some(pair) = parsed.windows(2).find(|pair| pair[0].0 == pair[1].0) {
         return Err(ApiError::BadRequest(format!("{} appears on two lines; send one line per SKU", pair[0].0)));
@@ -65,25 +62,17 @@ fn check_lines(lines: &[Line]) -> Result<Vec<(Sku, Quantity)>, ApiError> {
     Ok(parsed)
 }
 
-fn check_replaces(ids: &[String]) -> Result<Vec<String>, ApiError> {
+fn check_replaces(ids: &[ReservationId]) -> Result<Vec<ReservationId>, ApiError> {
     if ids.len() > MAX_LINES {
         return Err(ApiError::BadRequest(format!("a reservation replaces at most {MAX_LINES} others, not {}", ids.len())));
     }
-    let mut ids: Vec<String> = ids.to_vec();
-    if let Some(bad) = ids.iter().find(|id| !is_reservation_id(id)) {
-        return Err(ApiError::BadRequest(format!("{:?} is not a reservation id", bad.chars().take(64).collect::<String>())));
-    }
+    let mut ids: Vec<ReservationId> = ids.to_vec();
     ids.sort();
     ids.dedup();
     Ok(ids)
 }
 
-/// Whether `id` looks like a reservation id (a UUID), before it reaches a query.
-pub fn is_reservation_id(id: &str) -> bool {
-    id.len() <= 64 && !id.is_empty() && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
-}
-
-fn fingerprint(owner: &str, lines: &[(Sku, Quantity)], ttl_seconds: i64, replaces: &[String]) -> String {
+fn fingerprint(owner: &str, lines: &[(Sku, Quantity)], ttl_seconds: i64, replaces: &[ReservationId]) -> String {
     let mut text = format!("{owner}\n{ttl_seconds}\n");
     for (sku, quantity) in lines {
         text.push_str(&format!("{sku}:{}\n", quantity.get()));
@@ -107,38 +96,50 @@ impl ValidRequest {
     }
 }
 
-type ReservationTuple = (String, String, String, Option<String>, String, i64, i64);
+/// A `reservations` row as stored; [`ReservationRow`] adds its lines and whether it lapsed.
+#[derive(sqlx::FromRow)]
+struct StoredReservation {
+    id: ReservationId,
+    caller: ServiceName,
+    owner: String,
+    order_id: Option<OrderId>,
+    status: ReservationStatus,
+    created_at_ms: i64,
+    expires_at_ms: i64,
+}
 
-const RESERVATION_COLUMNS: &str = "id, caller, owner, order_id, status, created_at_ms, expires_at_ms";
-
-async fn lines_of(connection: &mut AnyConnection, id: &str) -> Result<Vec<Line>, sqlx::Error> {
-    let rows: Vec<(String, i64)> = sqlx::query_as("SELECT sku, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku, location")
+async fn lines_of(connection: &mut AnyConnection, id: &ReservationId) -> Result<Vec<Line>, sqlx::Error> {
+    let rows: Vec<(Sku, i64)> = sqlx::query_as("SELECT sku, quantity FROM reservation_lines WHERE reservation_id = $1 ORDER BY sku, location")
         .bind(id)
         .fetch_all(&mut *connection)
         .await?;
-    Ok(rows.into_iter().map(|(sku, quantity)| Line { sku, quantity }).collect())
-}
-
-fn parse_status(text: &str) -> Result<ReservationStatus, sqlx::Error> {
-    ReservationStatus::parse(text).ok_or_else(|| sqlx::Error::Decode(format!("unknown reservation status {text:?}").into()))
-}
-
-async fn load_row(connection: &mut AnyConnection, tuple: ReservationTuple, now_ms: i64) -> Result<ReservationRow, sqlx::Error> {
-    let (id, caller, owner, order_id, status, created_at_ms, expires_at_ms) = tuple;
-    let status = parse_status(&status)?;
-    let lines = lines_of(connection, &id).await?;
-    let lapsed = status == ReservationStatus::Soft && expires_at_ms <= now_ms;
-    Ok(ReservationRow { id, caller, owner, order_id, status, created_at_ms, expires_at_ms, lapsed, lines })
+    rows.into_iter()
+        .map(|(sku, quantity)| {
+            let quantity = Quantity::parse(quantity).map_err(|error| sqlx::Error::Decode(Box::new(error)))?;
+            Ok(Line { sku, quantity })
+        })
+        .collect()
 }
 
 /// One reservation, if it exists and (when `caller` is given) belongs to that caller.
-pub async fn find(connection: &mut AnyConnection, id: &str, caller: Option<&str>, now_ms: i64) -> Result<Option<ReservationRow>, sqlx::Error> {
-    let tuple: Option<ReservationTuple> =
-        sqlx::query_as(&format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = $1")).bind(id).fetch_optional(&mut *connection).await?;
-    match tuple {
-        Some(tuple) if caller.is_none_or(|caller| caller == tuple.1) => Ok(Some(load_row(connection, tuple, now_ms).await?)),
-        _ => Ok(None),
-    }
+pub async fn find(
+    connection: &mut AnyConnection,
+    id: &ReservationId,
+    caller: Option<&ServiceName>,
+    now_ms: i64,
+) -> Result<Option<ReservationRow>, sqlx::Error> {
+    let stored: Option<StoredReservation> =
+        sqlx::query_as("SELECT id, caller, owner, order_id, status, created_at_ms, expires_at_ms FROM reservations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *connection)
+            .await?;
+    let Some(stored) = stored.filter(|stored| caller.is_none_or(|caller| caller == &stored.caller)) else {
+        return Ok(None);
+    };
+    let StoredReservation { id, caller, owner, order_id, status, created_at_ms, expires_at_ms } = stored;
+    let lines = lines_of(connection, &id).await?;
+    let lapsed = status == ReservationStatus::Soft && expires_at_ms <= now_ms;
+    Ok(Some(ReservationRow { id, caller, owner, order_id, status, created_at_ms, expires_at_ms, lapsed, lines }))
 }
 
 /// The API view of a reservation.
@@ -155,7 +156,7 @@ pub fn to_contract(row: ReservationRow, replayed: bool) -> Reservation {
     }
 }
 
-fn not_found(id: &str) -> OpError {
+fn not_found(id: &ReservationId) -> OpError {
     OpError::Api(ApiError::NotFound(format!("there is no reservation {id}")))
 }
 
@@ -176,25 +177,25 @@ async fn hold_lines(
             Kind::HardReserved => Deltas { hard: quantity, ..Deltas::default() },
             _ => Deltas { soft: quantity, ..Deltas::default() },
         };
-        let movement = Movement { sku: sku.as_str(), location: MAIN_LOCATION, kind, quantity, deltas, needs_available: quantity };
+        let movement = Movement { sku, location: MAIN_LOCATION, kind, quantity, deltas, needs_available: quantity };
         let mut outcome = ledger::post(connection, outbox, &movement, cause, now_ms).await?;
-        if matches!(outcome, Err(Refused::Guard(_))) && expire_lapsed_holding(connection, outbox, sku.as_str(), now_ms).await? > 0 {
+        if matches!(outcome, Err(Refused::Guard(_))) && expire_lapsed_holding(connection, outbox, sku, now_ms).await? > 0 {
             outcome = ledger::post(connection, outbox, &movement, cause, now_ms).await?;
         }
         match outcome {
             Ok(_) => {}
             Err(Refused::Unknown) => return Err(OpError::Api(ApiError::NotFound(format!("{sku} is not stocked")))),
-            Err(Refused::Guard(row)) => shortages.push(Shortage { sku: sku.to_string(), requested: quantity, available: row.available }),
+            Err(Refused::Guard(row)) => shortages.push(Shortage { sku: sku.clone(), requested: quantity, available: row.available }),
         }
     }
     Ok(shortages)
 }
 
-async fn insert_lines(connection: &mut AnyConnection, id: &str, lines: &[(Sku, Quantity)]) -> Result<(), sqlx::Error> {
+async fn insert_lines(connection: &mut AnyConnection, id: &ReservationId, lines: &[(Sku, Quantity)]) -> Result<(), sqlx::Error> {
     for (sku, quantity) in lines {
         sqlx::query("INSERT INTO reservation_lines (reservation_id, sku, location, quantity) VALUES ($1, $2, $3, $4)")
             .bind(id)
-            .bind(sku.as_str())
+            .bind(sku)
             .bind(MAIN_LOCATION)
             .bind(quantity.get())
             .execute(&mut *connection)
@@ -205,15 +206,15 @@ async fn insert_lines(connection: &mut AnyConnection, id: &str, lines: &[(Sku, Q
 
 /// Creates a soft reservation of every line, or none. The same idempotency key with the same request
 /// returns the first answer; with a different request it is a conflict.
-pub async fn reserve(db: &AnyPool, outbox: &Outbox, caller: &str, request: &ValidRequest, now_ms: i64) -> Result<Reservation, OpError> {
+pub async fn reserve(db: &AnyPool, outbox: &Outbox, caller: &ServiceName, request: &ValidRequest, now_ms: i64) -> Result<Reservation, OpError> {
     let created = ledger::retrying(|| async {
         let mut tx = db.begin().await?;
-        let id = uuid::Uuid::new_v4().to_string();
+        let id = ReservationId::random();
         // The first statement writes, so SQLite takes the write lock here (waiting its turn) rather than
         // failing a read-then-write upgrade later.
         let inserted = sqlx::query(
             "INSERT INTO reservations (id, caller, idempotency_key, request_hash, owner, status, created_at_ms, expires_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, 'soft', $6, $7, $6) ON CONFLICT (caller, idempotency_key) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $8, $6, $7, $6) ON CONFLICT (caller, idempotency_key) DO NOTHING",
         )
         .bind(&id)
         .bind(caller)
@@ -222,6 +223,7 @@ pub async fn reserve(db: &AnyPool, outbox: &Outbox, caller: &str, request: &Vali
         .bind(&request.owner)
         .bind(now_ms)
         .bind(now_ms + request.ttl_seconds * 1000)
+        .bind(ReservationStatus::Soft)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -247,7 +249,7 @@ pub async fn reserve(db: &AnyPool, outbox: &Outbox, caller: &str, request: &Vali
     }
     // The key was used before: the same request gets the same answer, a different one a conflict.
     let mut connection = db.acquire().await?;
-    let existing: Option<(String, String)> = sqlx::query_as("SELECT id, request_hash FROM reservations WHERE caller = $1 AND idempotency_key = $2")
+    let existing: Option<(ReservationId, String)> = sqlx::query_as("SELECT id, request_hash FROM reservations WHERE caller = $1 AND idempotency_key = $2")
         .bind(caller)
         .bind(&request.idempotency_key)
         .fetch_optional(&mut *connection)
@@ -269,14 +271,14 @@ pub async fn reserve(db: &AnyPool, outbox: &Outbox, caller: &str, request: &Vali
 async fn unhold(
     connection: &mut AnyConnection,
     outbox: &Outbox,
-    id: &str,
+    id: &ReservationId,
     from: ReservationStatus,
     kind: Kind,
     cause: &Cause,
     now_ms: i64,
 ) -> Result<(), OpError> {
     for line in lines_of(connection, id).await? {
-        let q = line.quantity;
+        let q = line.quantity.get();
         let deltas = match (from, kind) {
             (ReservationStatus::Soft, Kind::HardReserved) => Deltas { soft: -q, hard: q, ..Deltas::default() },
             (ReservationStatus::Soft, _) => Deltas { soft: -q, ..Deltas::default() },
@@ -287,7 +289,7 @@ async fn unhold(
         if let Err(refused) = ledger::post(connection, outbox, &movement, cause, now_ms).await? {
             // The counters include every active reservation, so this means they disagree with the
             // reservations: refuse and roll back rather than record something false.
-            tracing::error!(reservation = id, sku = line.sku, ?refused, "stock counters disagree with a reservation");
+            tracing::error!(reservation = %id, sku = %line.sku, ?refused, "stock counters disagree with a reservation");
             return Err(OpError::Api(ApiError::Conflict(format!("the stock of {} does not cover reservation {id}; run `tessera inventory verify`", line.sku))));
         }
     }
@@ -298,10 +300,10 @@ async fn unhold(
 /// unless `lapsed_only`). Returns whether this call made the change.
 async fn transition(
     connection: &mut AnyConnection,
-    id: &str,
+    id: &ReservationId,
     from: ReservationStatus,
     to: ReservationStatus,
-    order_id: Option<&str>,
+    order_id: Option<&OrderId>,
     expiry: Expiry,
     now_ms: i64,
 ) -> Result<bool, sqlx::Error> {
@@ -314,9 +316,9 @@ async fn transition(
         "UPDATE reservations SET status = $1, order_id = COALESCE(order_id, $5), updated_at_ms = $4 \
          WHERE id = $2 AND status = $3{expiry_clause}"
     ))
-    .bind(to.as_str())
+    .bind(to)
     .bind(id)
-    .bind(from.as_str())
+    .bind(from)
     .bind(now_ms)
     .bind(order_id)
     .execute(&mut *connection)
@@ -332,24 +334,25 @@ enum Expiry {
 }
 
 /// Expires one lapsed soft reservation (if it still is one) and frees its units.
-async fn expire_one(connection: &mut AnyConnection, outbox: &Outbox, id: &str, actor: &str, now_ms: i64) -> Result<bool, OpError> {
+async fn expire_one(connection: &mut AnyConnection, outbox: &Outbox, id: &ReservationId, actor: &str, now_ms: i64) -> Result<bool, OpError> {
     if !transition(connection, id, ReservationStatus::Soft, ReservationStatus::Expired, None, Expiry::Lapsed, now_ms).await? {
         return Ok(false);
     }
-    let cause = Cause { reservation_id: Some(id.to_owned()), ..Cause::by(actor) };
+    let cause = Cause { reservation_id: Some(id.clone()), ..Cause::by(actor) };
     unhold(connection, outbox, id, ReservationStatus::Soft, Kind::Expired, &cause, now_ms).await?;
     Ok(true)
 }
 
 /// Expires the lapsed soft reservations that hold `sku`, inside the caller's transaction.
-async fn expire_lapsed_holding(connection: &mut AnyConnection, outbox: &Outbox, sku: &str, now_ms: i64) -> Result<usize, OpError> {
-    let ids: Vec<(String,)> = sqlx::query_as(
+async fn expire_lapsed_holding(connection: &mut AnyConnection, outbox: &Outbox, sku: &Sku, now_ms: i64) -> Result<usize, OpError> {
+    let ids: Vec<(ReservationId,)> = sqlx::query_as(
         "SELECT r.id FROM reservations r JOIN reservation_lines l ON l.reservation_id = r.id \
-         WHERE l.sku = $1 AND l.location = $2 AND r.status = 'soft' AND r.expires_at_ms <= $3 ORDER BY r.id LIMIT 200",
+         WHERE l.sku = $1 AND l.location = $2 AND r.status = $4 AND r.expires_at_ms <= $3 ORDER BY r.id LIMIT 200",
     )
     .bind(sku)
     .bind(MAIN_LOCATION)
     .bind(now_ms)
+    .bind(ReservationStatus::Soft)
     .fetch_all(&mut *connection)
     .await?;
     let mut expired = 0;
@@ -362,17 +365,18 @@ async fn expire_lapsed_holding(connection: &mut AnyConnection, outbox: &Outbox, 
 }
 
 /// Holds a caller's soft reservation for `ttl_seconds` from now.
-pub async fn extend(db: &AnyPool, caller: &str, id: &str, ttl_seconds: i64, now_ms: i64) -> Result<Reservation, OpError> {
+pub async fn extend(db: &AnyPool, caller: &ServiceName, id: &ReservationId, ttl_seconds: i64, now_ms: i64) -> Result<Reservation, OpError> {
     let ttl_seconds = check_ttl(ttl_seconds)?;
     let mut connection = db.acquire().await?;
     let updated = sqlx::query(
         "UPDATE reservations SET expires_at_ms = $1, updated_at_ms = $2 \
-         WHERE id = $3 AND caller = $4 AND status = 'soft' AND expires_at_ms > $2",
+         WHERE id = $3 AND caller = $4 AND status = $5 AND expires_at_ms > $2",
     )
     .bind(now_ms + ttl_seconds * 1000)
     .bind(now_ms)
     .bind(id)
     .bind(caller)
+    .bind(ReservationStatus::Soft)
     .execute(&mut *connection)
     .await?;
     let row = find(&mut connection, id, Some(caller), now_ms).await?.ok_or_else(|| not_found(id))?;
@@ -385,7 +389,7 @@ pub async fn extend(db: &AnyPool, caller: &str, id: &str, ttl_seconds: i64, now_
 
 /// Ends a caller's soft reservation and puts its units back on sale. Releasing one that already ended
 /// (released, expired, cancelled) changes nothing and says where it stands; a paid one is a conflict.
-pub async fn release(db: &AnyPool, outbox: &Outbox, caller: &str, id: &str, now_ms: i64) -> Result<Reservation, OpError> {
+pub async fn release(db: &AnyPool, outbox: &Outbox, caller: &ServiceName, id: &ReservationId, now_ms: i64) -> Result<Reservation, OpError> {
     let row = ledger::retrying(|| async {
         let mut tx = db.begin().await?;
         release_in(&mut tx, outbox, caller, id, "released by the cart", now_ms).await?;
@@ -399,18 +403,27 @@ pub async fn release(db: &AnyPool, outbox: &Outbox, caller: &str, id: &str, now_
 }
 
 /// [`release`] inside the caller's transaction (also used for the reservations a new one replaces).
-async fn release_in(connection: &mut AnyConnection, outbox: &Outbox, caller: &str, id: &str, reason: &str, now_ms: i64) -> Result<(), OpError> {
+async fn release_in(
+    connection: &mut AnyConnection,
+    outbox: &Outbox,
+    caller: &ServiceName,
+    id: &ReservationId,
+    reason: &str,
+    now_ms: i64,
+) -> Result<(), OpError> {
     let released = sqlx::query(
-        "UPDATE reservations SET status = 'released', updated_at_ms = $1 \
-         WHERE id = $2 AND caller = $3 AND status = 'soft' AND expires_at_ms > $1",
+        "UPDATE reservations SET status = $4, updated_at_ms = $1 \
+         WHERE id = $2 AND caller = $3 AND status = $5 AND expires_at_ms > $1",
     )
     .bind(now_ms)
     .bind(id)
     .bind(caller)
+    .bind(ReservationStatus::Released)
+    .bind(ReservationStatus::Soft)
     .execute(&mut *connection)
     .await?;
     if released.rows_affected() == 1 {
-        let cause = Cause { reservation_id: Some(id.to_owned()), reason: Some(reason.into()), ..Cause::by(format!("service:{caller}")) };
+        let cause = Cause { reservation_id: Some(id.clone()), reason: Some(reason.into()), ..Cause::by(format!("service:{caller}")) };
         return unhold(connection, outbox, id, ReservationStatus::Soft, Kind::Cancelled, &cause, now_ms).await;
     }
     let row = find(connection, id, Some(caller), now_ms).await?.ok_or_else(|| not_found(id))?;
@@ -465,7 +478,7 @@ pub async fn order_paid(
         }
     }
     outbox.enqueue(tx, &OrderShort { order_id: event.order_id.clone(), shortages: shortages.clone() }).await?;
-    tracing::warn!(order = event.order_id, ?shortages, "a paid order could not be reserved");
+    tracing::warn!(order = %event.order_id, ?shortages, "a paid order could not be reserved");
     Ok(Applied::Short(shortages))
 }
 
@@ -485,7 +498,7 @@ async fn pay_order(
     }
     let existing = find(tx, &event.reservation_id, None, now_ms).await?;
     if let Some(row) = &existing {
-        if row.status == ReservationStatus::Hard && row.order_id.as_deref() == Some(event.order_id.as_str()) {
+        if row.status == ReservationStatus::Hard && row.order_id.as_ref() == Some(&event.order_id) {
             return Ok(Applied::Nothing("the order is already reserved".into()));
         }
         if matches!(row.status, ReservationStatus::Hard | ReservationStatus::Fulfilled | ReservationStatus::Cancelled) {
@@ -501,19 +514,20 @@ async fn pay_order(
             expire_one(tx, outbox, &row.id, "lazy expiry", now_ms).await?;
         }
     }
-    let of_order: Vec<(String,)> = sqlx::query_as("SELECT status FROM reservations WHERE order_id = $1").bind(&event.order_id).fetch_all(&mut *tx).await?;
-    if of_order.iter().any(|(status,)| status == "hard" || status == "fulfilled") {
+    let of_order: Vec<(ReservationStatus,)> =
+        sqlx::query_as("SELECT status FROM reservations WHERE order_id = $1").bind(&event.order_id).fetch_all(&mut *tx).await?;
+    if of_order.iter().any(|(status,)| matches!(status, ReservationStatus::Hard | ReservationStatus::Fulfilled)) {
         return Ok(Applied::Nothing("the order is already reserved".into()));
     }
-    if of_order.iter().any(|(status,)| status == "cancelled") {
+    if of_order.iter().any(|(status,)| *status == ReservationStatus::Cancelled) {
         return Err(OpError::Api(ApiError::Conflict(format!("order {} was cancelled; it cannot be paid", event.order_id))));
     }
     // The hold lapsed or never existed: reserve the order's lines again, hard, if the stock is there.
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = ReservationId::random();
     let owner = existing.map(|row| row.owner).unwrap_or_else(|| format!("order {}", event.order_id));
     let inserted = sqlx::query(
         "INSERT INTO reservations (id, caller, idempotency_key, request_hash, owner, order_id, status, created_at_ms, expires_at_ms, updated_at_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, 'hard', $7, $7, $7) ON CONFLICT (caller, idempotency_key) DO NOTHING",
+         VALUES ($1, $2, $3, $4, $5, $6, $8, $7, $7, $7) ON CONFLICT (caller, idempotency_key) DO NOTHING",
     )
     .bind(&id)
     .bind(&envelope.producer)
@@ -522,6 +536,7 @@ async fn pay_order(
     .bind(&owner)
     .bind(&event.order_id)
     .bind(now_ms)
+    .bind(ReservationStatus::Hard)
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 0 {
@@ -553,30 +568,32 @@ async fn end_order(
     tx: &mut AnyConnection,
     outbox: &Outbox,
     envelope: &tessera_contracts::events::Envelope,
-    order_id: &str,
-    reservation_id: &str,
+    order_id: &OrderId,
+    reservation_id: &ReservationId,
     now_ms: i64,
 ) -> Result<Ended, OpError> {
-    let active: Vec<(String, String)> =
-        sqlx::query_as("SELECT id, status FROM reservations WHERE (id = $1 OR order_id = $2) AND status IN ('soft', 'hard') ORDER BY id")
+    let active: Vec<(ReservationId, ReservationStatus)> =
+        sqlx::query_as("SELECT id, status FROM reservations WHERE (id = $1 OR order_id = $2) AND status IN ($3, $4) ORDER BY id")
             .bind(reservation_id)
             .bind(order_id)
+            .bind(ReservationStatus::Soft)
+            .bind(ReservationStatus::Hard)
             .fetch_all(&mut *tx)
             .await?;
     if active.is_empty() {
-        let fulfilled: Option<(String,)> = sqlx::query_as("SELECT id FROM reservations WHERE (id = $1 OR order_id = $2) AND status = 'fulfilled'")
+        let fulfilled: Option<(ReservationId,)> = sqlx::query_as("SELECT id FROM reservations WHERE (id = $1 OR order_id = $2) AND status = $3")
             .bind(reservation_id)
             .bind(order_id)
+            .bind(ReservationStatus::Fulfilled)
             .fetch_optional(&mut *tx)
             .await?;
         return Ok(if fulfilled.is_some() { Ended::Fulfilled } else { Ended::HeldNothing });
     }
-    for (id, status) in active {
-        let from = parse_status(&status)?;
+    for (id, from) in active {
         if transition(tx, &id, from, ReservationStatus::Cancelled, Some(order_id), Expiry::Any, now_ms).await? {
             let cause = Cause {
                 reservation_id: Some(id.clone()),
-                order_id: Some(order_id.to_owned()),
+                order_id: Some(order_id.clone()),
                 event_id: Some(envelope.id.clone()),
                 reason: Some("order cancelled".into()),
                 ..Cause::by(format!("event:{}", envelope.producer))
@@ -633,7 +650,7 @@ pub async fn order_cancel_requested(
 }
 
 /// Staff shipped a paid order: its units leave the stock, and `inventory.order_fulfilled` goes out.
-pub async fn fulfil(db: &AnyPool, outbox: &Outbox, id: &str, actor: &str, now_ms: i64) -> Result<ReservationRow, OpError> {
+pub async fn fulfil(db: &AnyPool, outbox: &Outbox, id: &ReservationId, actor: &str, now_ms: i64) -> Result<ReservationRow, OpError> {
     let row = ledger::retrying(|| async {
         let mut tx = db.begin().await?;
         if !transition(&mut tx, id, ReservationStatus::Hard, ReservationStatus::Fulfilled, None, Expiry::Any, now_ms).await? {
@@ -644,10 +661,12 @@ pub async fn fulfil(db: &AnyPool, outbox: &Outbox, id: &str, actor: &str, now_ms
             ))));
         }
         let row = find(&mut tx, id, None, now_ms).await?.ok_or_else(|| not_found(id))?;
-        let order_id = row.order_id.clone().unwrap_or_default();
-        let cause = Cause { reservation_id: Some(id.to_owned()), order_id: row.order_id.clone(), ..Cause::by(actor) };
+        let cause = Cause { reservation_id: Some(id.clone()), order_id: row.order_id.clone(), ..Cause::by(actor) };
         unhold(&mut tx, outbox, id, ReservationStatus::Hard, Kind::Fulfilled, &cause, now_ms).await?;
-        outbox.enqueue(&mut tx, &OrderFulfilled { order_id, reservation_id: id.to_owned() }).await?;
+        // A hard reservation is always an order's (paying it is what made it hard).
+        if let Some(order_id) = row.order_id.clone() {
+            outbox.enqueue(&mut tx, &OrderFulfilled { order_id, reservation_id: id.clone() }).await?;
+        }
         tx.commit().await?;
         Ok::<_, OpError>(row)
     })
@@ -658,9 +677,10 @@ pub async fn fulfil(db: &AnyPool, outbox: &Outbox, id: &str, actor: &str, now_ms
 
 /// Expires lapsed soft reservations (at most `limit`), each in its own transaction. Returns how many.
 pub async fn sweep(db: &AnyPool, outbox: &Outbox, now_ms: i64, limit: i64) -> Result<usize, OpError> {
-    let ids: Vec<(String,)> = sqlx::query_as("SELECT id FROM reservations WHERE status = 'soft' AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2")
+    let ids: Vec<(ReservationId,)> = sqlx::query_as("SELECT id FROM reservations WHERE status = $3 AND expires_at_ms <= $1 ORDER BY expires_at_ms LIMIT $2")
         .bind(now_ms)
         .bind(limit)
+        .bind(ReservationStatus::Soft)
         .fetch_all(db)
         .await?;
     let mut expired = 0;

@@ -52,15 +52,15 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), mo
     let cause = Cause { reason: Some("demo stock".into()), ..Cause::by("demo seed") };
     let mut tx = runtime.db.begin().await?;
     for variant in demo::catalog(extra).into_iter().flat_map(|product| product.variants) {
-        let sku = Sku::parse(&variant.sku).map_err(|error| movements::OpError::Api(tessera_contracts::ApiError::BadRequest(error)))?;
-        ledger::ensure_stock(&mut tx, sku.as_str(), MAIN_LOCATION, now).await?;
+        let sku = Sku::parse(&variant.sku).map_err(|error| movements::OpError::Api(error.into()))?;
+        ledger::ensure_stock(&mut tx, &sku, MAIN_LOCATION, now).await?;
         if variant.stock == 0 {
             // Stocked, none on hand: a row without movements, announced so the catalog shows "sold out".
-            ledger::announce(&mut tx, &runtime.events.outbox, sku.as_str()).await?;
+            ledger::announce(&mut tx, &runtime.events.outbox, &sku).await?;
             continue;
         }
         let movement = Movement {
-            sku: sku.as_str(),
+            sku: &sku,
             location: MAIN_LOCATION,
             kind: Kind::Received,
             quantity: variant.stock,
@@ -85,7 +85,7 @@ pub fn background(runtime: &FragmentRuntime) -> Vec<tokio::task::JoinHandle<()>>
 pub struct Inventory;
 
 impl Fragment for Inventory {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> tessera_contracts::domain::ServiceName {
         NAME
     }
     fn prefix(&self) -> &'static str {
@@ -177,7 +177,7 @@ pub fn router(runtime: FragmentRuntime) -> Router {
 }
 
 fn gate_page(status: StatusCode, title: &str, message: &str, link: Option<(&str, &str)>) -> Response {
-    (status, Html(tessera_fragment::page::status_document(NAME, title, message, link))).into_response()
+    (status, Html(tessera_fragment::page::status_document(NAME.as_str(), title, message, link))).into_response()
 }
 
 /// Server-rendered low-stock list for the shell's home page; 403 for anyone but inventory admins (the
@@ -192,11 +192,11 @@ async fn widget(State(runtime): State<FragmentRuntime>, MaybeUser(user): MaybeUs
                 .into_iter()
                 .map(|level| {
                     let href = format!("{PREFIX}/sku/{}", level.sku);
-                    view! { <li><a href=href>{level.sku}</a> ": " {level.available} " available"</li> }
+                    view! { <li><a href=href>{level.sku.to_string()}</a> ": " {level.available} " available"</li> }
                 })
                 .collect_view();
             let html = view! {
-                <section class="widget widget-inventory" data-fragment=NAME>
+                <section class="widget widget-inventory" data-fragment=NAME.to_string()>
                     <h2>"Low stock"</h2>
                     <p>{count} " SKUs with fewer than " {LOW_STOCK} " available"</p>
                     <ul>{items}</ul>

@@ -25,9 +25,9 @@ pub async fn stock_page(#[server(default)] query: StockQuery) -> Result<StockTab
 #[server(prefix = "/admin/inventory/api", endpoint = "sku_detail")]
 pub async fn sku_detail(sku: String) -> Result<SkuView, ApiError> {
     shared_auth::extract::require_role(shared_auth::Role::InventoryAdmin).await?;
-    let sku = tessera_contracts::domain::Sku::parse(&sku).map_err(ApiError::BadRequest)?;
+    let sku = tessera_contracts::domain::Sku::parse(&sku)?;
     let runtime = tessera_fragment::use_runtime()?;
-    let detail = tessera_fragment::timing::data(crate::store::sku_detail(&runtime.db, sku.as_str(), tessera_fragment::db::now_ms()))
+    let detail = tessera_fragment::timing::data(crate::store::sku_detail(&runtime.db, &sku, tessera_fragment::db::now_ms()))
         .await
         .map_err(tessera_fragment::internal)?;
     if detail.locations.is_empty() {
@@ -68,7 +68,7 @@ pub async fn record_movement(
     use crate::model::Counter;
     use crate::movements::StaffMovement;
     let user = shared_auth::extract::require_role(shared_auth::Role::InventoryAdmin).await?;
-    let sku = tessera_contracts::domain::Sku::parse(&sku).map_err(ApiError::BadRequest)?;
+    let sku = tessera_contracts::domain::Sku::parse(&sku)?;
     let checked = |value: Option<String>| value.is_some_and(|value| !value.is_empty() && value != "false");
     let (damaged, new_sku) = (checked(damaged), checked(new_sku));
     let movement = match movement.as_str() {
@@ -109,6 +109,8 @@ pub async fn fulfil_order(reservation_id: String) -> Result<ReservationRow, ApiE
     if reservation_id.is_empty() || reservation_id.len() > 64 {
         return Err(ApiError::BadRequest("reservation_id is required".into()));
     }
+    let reservation_id = tessera_contracts::domain::ReservationId::parse(&reservation_id)
+        .map_err(|error| ApiError::NotFound(format!("there is no reservation {}", error.text)))?;
     let runtime = tessera_fragment::use_runtime()?;
     crate::reservations::fulfil(&runtime.db, &runtime.events.outbox, &reservation_id, &format!("user:{}", user.id), tessera_fragment::db::now_ms())
         .await

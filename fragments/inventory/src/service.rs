@@ -8,6 +8,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tessera_contracts::domain::{ReservationId, ServiceName};
 use tessera_contracts::inventory::{ExtendRequest, ReserveRequest, RESERVATIONS_PATH};
 use tessera_contracts::ApiError;
 use tessera_fragment::api::IntoHttpResponse;
@@ -38,17 +39,14 @@ fn op_response(error: OpError) -> Response {
 }
 
 /// The calling service, or the refusal to answer.
-fn caller(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> Result<String, ApiError> {
+fn caller(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> Result<ServiceName, ApiError> {
     let signer = runtime.secrets.services().map_err(tessera_fragment::internal)?;
     tessera_fragment::service::verify_caller(&signer, headers, method, uri.path(), body)
 }
 
-fn check_id(id: &str) -> Result<(), ApiError> {
-    if reservations::is_reservation_id(id) {
-        Ok(())
-    } else {
-        Err(ApiError::NotFound(format!("there is no reservation {:?}", id.chars().take(64).collect::<String>())))
-    }
+/// The reservation a path names; a text that cannot be one names none.
+fn reservation_id(id: &str) -> Result<ReservationId, ApiError> {
+    ReservationId::parse(id).map_err(|error| ApiError::NotFound(format!("there is no reservation {:?}", error.text)))
 }
 
 fn json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -86,8 +84,8 @@ async fn create(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri
 
 /// `GET …/reservations/{id}`: one of the caller's reservations.
 async fn show(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let caller = match caller_of(&runtime, &headers, &method, &uri, &id, &[]) {
-        Ok(caller) => caller,
+    let (caller, id) = match caller_of(&runtime, &headers, &method, &uri, &id, &[]) {
+        Ok(found) => found,
         Err(error) => return error.into_http_response(),
     };
     let mut connection = match runtime.db.acquire().await {
@@ -101,17 +99,24 @@ async fn show(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, 
     }
 }
 
-/// The calling service of a signed call about reservation `id`, or the refusal to answer.
-fn caller_of(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, id: &str, body: &[u8]) -> Result<String, ApiError> {
+/// The calling service of a signed call about reservation `id`, and the reservation, or the refusal to
+/// answer.
+fn caller_of(
+    runtime: &FragmentRuntime,
+    headers: &HeaderMap,
+    method: &Method,
+    uri: &Uri,
+    id: &str,
+    body: &[u8],
+) -> Result<(ServiceName, ReservationId), ApiError> {
     let caller = caller(runtime, headers, method, uri, body)?;
-    check_id(id)?;
-    Ok(caller)
+    Ok((caller, reservation_id(id)?))
 }
 
 /// `POST …/reservations/{id}/extend`: hold for `ttl_seconds` more from now.
 async fn extend(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
-    let result = match caller_of(&runtime, &headers, &method, &uri, &id, &body).and_then(|caller| Ok((caller, json::<ExtendRequest>(&body)?))) {
-        Ok((caller, request)) => reservations::extend(&runtime.db, &caller, &id, request.ttl_seconds, now_ms()).await,
+    let result = match caller_of(&runtime, &headers, &method, &uri, &id, &body).and_then(|found| Ok((found, json::<ExtendRequest>(&body)?))) {
+        Ok(((caller, id), request)) => reservations::extend(&runtime.db, &caller, &id, request.ttl_seconds, now_ms()).await,
         Err(error) => return error.into_http_response(),
     };
     match result {
@@ -123,7 +128,7 @@ async fn extend(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri
 /// `POST …/reservations/{id}/release`: the cart lets go of the stock.
 async fn release(State(runtime): State<FragmentRuntime>, method: Method, uri: Uri, headers: HeaderMap, Path(id): Path<String>, body: Bytes) -> Response {
     let result = match caller_of(&runtime, &headers, &method, &uri, &id, &body) {
-        Ok(caller) => reservations::release(&runtime.db, &runtime.events.outbox, &caller, &id, now_ms()).await,
+        Ok((caller, id)) => reservations::release(&runtime.db, &runtime.events.outbox, &caller, &id, now_ms()).await,
         Err(error) => return error.into_http_response(),
     };
     match result {

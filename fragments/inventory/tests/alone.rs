@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{json, Value};
 use shared_auth::Role;
 use sqlx::AnyPool;
+use tessera_contracts::domain::{OrderId, Quantity, ReservationId, ServiceName};
 use tessera_contracts::events::{Event, OrderCancelled, OrderPaid, StockChanged};
 use tessera_contracts::inventory::{reservation_path, ExtendRequest, Line, Reservation, ReservationStatus, ReserveRequest, RESERVATIONS_PATH};
 use tessera_contracts::ApiError;
@@ -28,12 +29,17 @@ fn service_signer() -> CallSigner {
 
 /// The cart's client of the reservation API.
 fn cart(app: &Alone) -> tessera_fragment::service::ServiceClient {
-    app.service_client("cart", SERVICE_SECRET)
+    app.service_client(ServiceName::CART, SERVICE_SECRET)
 }
 
 /// A signed event from the cart, delivered as its relay would.
 async fn send_event<E: Event>(app: &Alone, event: &E) -> Result<(), String> {
-    app.deliver("cart", event, 1, EVENTS_SECRET).await
+    app.deliver(ServiceName::CART, event, 1, EVENTS_SECRET).await.map_err(|error| error.to_string())
+}
+
+/// Order `n` (an order id is a UUID's text: hex digits).
+fn order(n: u32) -> OrderId {
+    format!("{n:08x}").parse().unwrap()
 }
 
 async fn count(db: &AnyPool, sql: &str) -> i64 {
@@ -42,13 +48,13 @@ async fn count(db: &AnyPool, sql: &str) -> i64 {
 }
 
 fn request(key: &str, lines: &[(&str, i64)]) -> ReserveRequest {
-    ReserveRequest {
-        idempotency_key: key.into(),
-        owner: "user-1".into(),
-        lines: lines.iter().map(|(sku, quantity)| Line { sku: (*sku).into(), quantity: *quantity }).collect(),
-        ttl_seconds: 600,
-        replaces: Vec::new(),
-    }
+    ReserveRequest::new(key, "user-1", lines.iter().map(|(sku, quantity)| Line::of(sku, *quantity).unwrap()).collect())
+}
+
+/// A reservation request as JSON, with whatever SKUs and quantities a caller might send.
+fn raw_request(key: &str, lines: &[(&str, i64)]) -> Value {
+    let lines: Vec<Value> = lines.iter().map(|(sku, quantity)| json!({"sku": sku, "quantity": quantity})).collect();
+    json!({"idempotency_key": key, "owner": "user-1", "lines": lines, "ttl_seconds": 600})
 }
 
 /// Calls an admin server function as `cookie`; returns status and JSON.
@@ -95,7 +101,7 @@ async fn five_hundred_buyers_of_the_last_units_never_oversell(backend: Backend) 
     for result in results.iter().filter_map(|r| r.as_ref().err()) {
         match result {
             CallError::InsufficientStock(short) => {
-                assert_eq!(short.shortages[0].sku, "HOT-1");
+                assert_eq!(short.shortages[0].sku.as_str(), "HOT-1");
                 assert_eq!(short.shortages[0].available, 0);
                 assert!(short.message.contains("HOT-1 has 0 available, 1 requested"), "{}", short.message);
             }
@@ -134,7 +140,7 @@ async fn reservations_are_all_or_nothing_idempotent_and_end_once(backend: Backen
     assert_eq!(counters(&db, "RES-A").await, (5, 2, 0, 0, 0, 0));
 
     // Another service cannot see or touch the cart's reservation.
-    let other = app.service_client("catalog", SERVICE_SECRET);
+    let other = app.service_client(ServiceName::CATALOG, SERVICE_SECRET);
     let error = other.post::<_, Reservation>(&reservation_path(&first.id, Some("release")), &json!({})).await.unwrap_err();
     assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
 
@@ -154,8 +160,8 @@ async fn reservations_are_all_or_nothing_idempotent_and_end_once(backend: Backen
 
     // Expiry: a lapsed hold is ignored when stock runs short and the sweeper frees the rest.
     let hold: Reservation = client.post(RESERVATIONS_PATH, &request("k3", &[("RES-B", 2)])).await.unwrap();
-    let outbox = Outbox::new("inventory");
-    outbox.subscribe(&db, StockChanged::TYPE, "catalog").await.unwrap();
+    let outbox = Outbox::new(ServiceName::INVENTORY);
+    outbox.subscribe(&db, StockChanged::TYPE, &ServiceName::CATALOG).await.unwrap();
     let later = hold.expires_at_ms + 1;
     let swept = tessera_inventory::reservations::sweep(&db, &outbox, later, 100).await.unwrap();
     assert_eq!(swept, 1);
@@ -173,7 +179,7 @@ async fn a_reservation_can_replace_others_atomically(backend: Backend) {
     stock_new(&app, &ada, "REP-A", 4).await;
     let client = cart(&app);
     let db = app.runtime.db.clone();
-    let replacing = |key: &str, quantity: i64, replaces: Vec<String>| ReserveRequest { replaces, ..request(key, &[("REP-A", quantity)]) };
+    let replacing = |key: &str, quantity: i64, replaces: Vec<ReservationId>| ReserveRequest { replaces, ..request(key, &[("REP-A", quantity)]) };
 
     // A cart line of 3 grows to 4: its own 3 count towards the new hold (only 1 is free).
     let line: Reservation = client.post(RESERVATIONS_PATH, &request("line-1", &[("REP-A", 3)])).await.unwrap();
@@ -189,10 +195,12 @@ async fn a_reservation_can_replace_others_atomically(backend: Backend) {
     assert_eq!(kept.status, ReservationStatus::Soft);
 
     // Only the caller's own reservations, only ids, only a bounded number; nothing changes otherwise.
-    let other = app.service_client("catalog", SERVICE_SECRET);
+    let other = app.service_client(ServiceName::CATALOG, SERVICE_SECRET);
     let error = other.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("steal", 1, vec![grown.id.clone()])).await.unwrap_err();
     assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
-    let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("bad-id", 1, vec!["'; DROP TABLE x".into()])).await.unwrap_err();
+    let mut bad_id = serde_json::to_value(replacing("bad-id", 1, Vec::new())).unwrap();
+    bad_id["replaces"] = json!(["'; DROP TABLE x"]);
+    let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &bad_id).await.unwrap_err();
     assert!(matches!(error, CallError::Api(ApiError::BadRequest(_))), "{error:?}");
     let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("too-many", 1, vec![grown.id.clone(); 51])).await.unwrap_err();
     assert!(matches!(error, CallError::Api(ApiError::BadRequest(_))), "{error:?}");
@@ -209,24 +217,26 @@ async fn an_order_is_held_hard_when_paid_released_when_cancelled_and_consumed_wh
     let db = app.runtime.db.clone();
 
     let paid: Reservation = client.post(RESERVATIONS_PATH, &request("o1", &[("ORD-1", 3)])).await.unwrap();
-    let event = OrderPaid { order_id: "order-1".into(), reservation_id: paid.id.clone(), lines: paid.lines.clone() };
+    let event = OrderPaid { order_id: order(1), reservation_id: paid.id.clone(), lines: paid.lines.clone() };
     send_event(&app, &event).await.unwrap();
     send_event(&app, &event).await.unwrap(); // a second delivery (new id) finds the order reserved
     assert_eq!(counters(&db, "ORD-1").await, (10, 0, 3, 0, 0, 0), "{backend:?}: soft became hard");
 
     let cancelled: Reservation = client.post(RESERVATIONS_PATH, &request("o2", &[("ORD-1", 4)])).await.unwrap();
-    send_event(&app, &OrderPaid { order_id: "order-2".into(), reservation_id: cancelled.id.clone(), lines: cancelled.lines.clone() }).await.unwrap();
-    send_event(&app, &OrderCancelled { order_id: "order-2".into(), reservation_id: cancelled.id.clone() }).await.unwrap();
+    send_event(&app, &OrderPaid { order_id: order(2), reservation_id: cancelled.id.clone(), lines: cancelled.lines.clone() }).await.unwrap();
+    send_event(&app, &OrderCancelled { order_id: order(2), reservation_id: cancelled.id.clone() }).await.unwrap();
     assert_eq!(counters(&db, "ORD-1").await, (10, 0, 3, 0, 0, 0), "{backend:?}: the cancelled order's units are back");
 
     // A paid order whose hold lapsed is reserved again, hard, while the stock is there.
-    let lapsed_id = uuid::Uuid::new_v4().to_string();
-    send_event(&app, &OrderPaid { order_id: "order-3".into(), reservation_id: lapsed_id, lines: vec![Line { sku: "ORD-1".into(), quantity: 2 }] })
+    let lapsed_id: ReservationId = uuid::Uuid::new_v4().to_string().parse().unwrap();
+    let two = Quantity::parse(2).unwrap();
+    send_event(&app, &OrderPaid { order_id: order(3), reservation_id: lapsed_id, lines: vec![Line { sku: "ORD-1".parse().unwrap(), quantity: two }] })
         .await
         .unwrap();
     assert_eq!(counters(&db, "ORD-1").await.2, 5);
     // …and when it is not, the order is reported short and nothing changes.
-    send_event(&app, &OrderPaid { order_id: "order-4".into(), reservation_id: "gone".into(), lines: vec![Line { sku: "ORD-1".into(), quantity: 9 }] })
+    let (gone, nine) = ("dead-beef".parse().unwrap(), Quantity::parse(9).unwrap());
+    send_event(&app, &OrderPaid { order_id: order(4), reservation_id: gone, lines: vec![Line { sku: "ORD-1".parse().unwrap(), quantity: nine }] })
         .await
         .unwrap();
     assert_eq!(counters(&db, "ORD-1").await.2, 5);
@@ -240,7 +250,7 @@ async fn an_order_is_held_hard_when_paid_released_when_cancelled_and_consumed_wh
     assert_eq!(status, StatusCode::CONFLICT, "{json}");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.order_fulfilled'").await, 1);
     // A cancellation after shipping is refused loudly (it would dead-letter), not half-applied.
-    let refused = send_event(&app, &OrderCancelled { order_id: "order-1".into(), reservation_id: paid.id.clone() }).await.unwrap_err();
+    let refused = send_event(&app, &OrderCancelled { order_id: order(1), reservation_id: paid.id.clone() }).await.unwrap_err();
     assert!(refused.contains("422") && refused.contains("already fulfilled"), "{refused}");
     assert_eq!(counters(&db, "ORD-1").await, (7, 0, 2, 0, 0, 0));
     assert_invariants(&db, "after orders").await;
@@ -271,11 +281,11 @@ async fn the_reservation_api_is_closed_to_browsers_and_forgers(backend: Backend)
     let cases: Vec<Case> = vec![
         ("a signed-in shopper", vec![], Some(&sam), RESERVATIONS_PATH),
         ("anonymous", vec![], None, RESERVATIONS_PATH),
-        ("a guessed secret", wrong.sign("cart", "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
-        ("signed with the events secret", events_secret.sign("cart", "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
-        ("signed for another path", right.sign("cart", "POST", "/admin/inventory/service/other", &body, now).to_vec(), None, RESERVATIONS_PATH),
-        ("an old captured call", right.sign("cart", "POST", RESERVATIONS_PATH, &body, now - 3600).to_vec(), None, RESERVATIONS_PATH),
-        ("an event signature", event_signer.sign("cart", &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("a guessed secret", wrong.sign(&ServiceName::CART, "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("signed with the events secret", events_secret.sign(&ServiceName::CART, "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("signed for another path", right.sign(&ServiceName::CART, "POST", "/admin/inventory/service/other", &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("an old captured call", right.sign(&ServiceName::CART, "POST", RESERVATIONS_PATH, &body, now - 3600).to_vec(), None, RESERVATIONS_PATH),
+        ("an event signature", event_signer.sign(&ServiceName::CART, &body, now).to_vec(), None, RESERVATIONS_PATH),
     ];
     for (what, headers, cookie, path) in cases {
         let response = post(headers, cookie, path).await.unwrap();
@@ -296,16 +306,16 @@ async fn bad_reservation_requests_get_a_clear_4xx_and_change_nothing(backend: Ba
     let many: Vec<(String, i64)> = (0..51).map(|i| (format!("SKU-{i}"), 1)).collect();
     let many: Vec<(&str, i64)> = many.iter().map(|(s, q)| (s.as_str(), *q)).collect();
     let cases: Vec<(&str, Value, &str)> = vec![
-        ("zero", json!(request("b1", &[("MUG-STN-01", 0)])), "between 1 and 99"),
-        ("negative", json!(request("b2", &[("MUG-STN-01", -3)])), "between 1 and 99"),
-        ("huge", json!(request("b3", &[("MUG-STN-01", 1_000_000_000_000)])), "between 1 and 99"),
+        ("zero", raw_request("b1", &[("MUG-STN-01", 0)]), "between 1 and 99"),
+        ("negative", raw_request("b2", &[("MUG-STN-01", -3)]), "between 1 and 99"),
+        ("huge", raw_request("b3", &[("MUG-STN-01", 1_000_000_000_000)]), "between 1 and 99"),
         ("beyond i64", json!({"idempotency_key": "b4", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1e30}]}), "invalid request body"),
-        ("no lines", json!(request("b5", &[])), "1 to 50 lines"),
-        ("too many lines", json!(request("b6", &many)), "1 to 50 lines"),
-        ("the same SKU twice", json!(request("b7", &[("MUG-STN-01", 1), ("MUG-STN-01", 2)])), "two lines"),
-        ("a malformed SKU", json!(request("b8", &[("mug; drop", 1)])), "not a SKU"),
-        ("no key", json!(request("", &[("MUG-STN-01", 1)])), "idempotency_key"),
-        ("a huge key", json!(request(&"k".repeat(129), &[("MUG-STN-01", 1)])), "idempotency_key"),
+        ("no lines", raw_request("b5", &[]), "1 to 50 lines"),
+        ("too many lines", raw_request("b6", &many), "1 to 50 lines"),
+        ("the same SKU twice", raw_request("b7", &[("MUG-STN-01", 1), ("MUG-STN-01", 2)]), "two lines"),
+        ("a malformed SKU", raw_request("b8", &[("mug; drop", 1)]), "not a SKU"),
+        ("no key", raw_request("", &[("MUG-STN-01", 1)]), "idempotency_key"),
+        ("a huge key", raw_request(&"k".repeat(129), &[("MUG-STN-01", 1)]), "idempotency_key"),
         ("a short hold", json!({"idempotency_key": "b9", "owner": "u", "lines": [{"sku": "MUG-STN-01", "quantity": 1}], "ttl_seconds": 1}), "ttl_seconds"),
         (
             "a week-long hold",
@@ -322,9 +332,9 @@ async fn bad_reservation_requests_get_a_clear_4xx_and_change_nothing(backend: Ba
     assert!(matches!(&error, CallError::Api(ApiError::NotFound(m)) if m.contains("NOPE-1")), "{error:?}");
     let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &json!({"idempotency_key": "x".repeat(20_000)})).await.unwrap_err();
     assert!(matches!(&error, CallError::Unavailable { message, .. } if message.contains("413")), "oversized: {error:?}");
-    let error = client.get::<Reservation>(&reservation_path("not-a-reservation", None)).await.unwrap_err();
+    let error = client.get::<Reservation>(&format!("{RESERVATIONS_PATH}/not-a-reservation")).await.unwrap_err();
     assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
-    let error = client.post::<_, Reservation>(&reservation_path(&"a".repeat(200), Some("release")), &json!({})).await.unwrap_err();
+    let error = client.post::<_, Reservation>(&format!("{RESERVATIONS_PATH}/{}/release", "a".repeat(200)), &json!({})).await.unwrap_err();
     assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
     let after = (count(&db, "SELECT COUNT(*) FROM ledger").await, counters(&db, "MUG-STN-01").await);
     assert_eq!(before, after, "{backend:?}: nothing changed");
@@ -535,9 +545,9 @@ each_backend!(an_event_enqueued_in_a_rolled_back_transaction_never_exists);
 async fn an_event_enqueued_in_a_rolled_back_transaction_never_exists(backend: Backend) {
     let app = Alone::start(&tessera_inventory::server::Inventory, backend, Options::default()).await;
     let db = app.runtime.db.clone();
-    let outbox = Outbox::new("inventory");
-    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, "catalog").await.unwrap();
-    let event = StockChanged { sku: "MUG-STN-01".into(), on_hand: 1, available: 1 };
+    let outbox = Outbox::new(ServiceName::INVENTORY);
+    outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, &ServiceName::CATALOG).await.unwrap();
+    let event = StockChanged { sku: "MUG-STN-01".parse().unwrap(), on_hand: 1, available: 1 };
     let mut tx = db.begin().await.unwrap();
     outbox.enqueue(&mut tx, &event).await.unwrap();
     tx.rollback().await.unwrap();

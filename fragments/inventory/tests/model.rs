@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
 use sqlx::AnyPool;
-use tessera_contracts::domain::Sku;
+use tessera_contracts::domain::{OrderId, Quantity, ReservationId, ServiceName, Sku};
 use tessera_contracts::events::{Envelope, OrderCancelled, OrderPaid};
 use tessera_contracts::inventory::{Line, ReservationStatus, ReserveRequest};
 use tessera_contracts::ApiError;
@@ -112,7 +112,7 @@ enum Outcome {
 
 fn outcome_of(error: OpError) -> Outcome {
     match error {
-        OpError::Short(short) => Outcome::Short(short.shortages.into_iter().map(|s| (s.sku, s.available)).collect()),
+        OpError::Short(short) => Outcome::Short(short.shortages.into_iter().map(|s| (s.sku.to_string(), s.available)).collect()),
         OpError::Api(ApiError::Conflict(_)) => Outcome::Conflict,
         OpError::Api(ApiError::NotFound(_)) => Outcome::NotFound,
         other => panic!("unexpected error: {other:?}"),
@@ -175,6 +175,21 @@ impl Model {
     }
 }
 
+/// The model's lines as the contract carries them.
+fn contract_lines(lines: &[(String, i64)]) -> Vec<Line> {
+    lines.iter().map(|(sku, quantity)| Line { sku: sku.parse().unwrap(), quantity: Quantity::parse(*quantity).unwrap() }).collect()
+}
+
+/// A reservation the model knows by its text (empty until the database said which it is).
+fn rid(id: &str) -> ReservationId {
+    ReservationId::parse(if id.is_empty() { "0" } else { id }).unwrap()
+}
+
+/// The order of the model's reservation `index` (an order id is a UUID's text: hex digits).
+fn order_of(index: usize) -> String {
+    format!("{index:08x}")
+}
+
 fn sorted_lines(lines: &[(usize, i64)]) -> Option<Vec<(String, i64)>> {
     let mut named: Vec<(String, i64)> = lines.iter().map(|(s, q)| (SKUS[*s].to_owned(), *q)).collect();
     named.sort();
@@ -196,7 +211,7 @@ fn envelope(event_type: &str, aggregate: &str, payload: serde_json::Value) -> En
         aggregate_id: aggregate.into(),
         sequence: 1,
         occurred_at_ms: 0,
-        producer: "cart".into(),
+        producer: ServiceName::CART,
         payload,
     }
 }
@@ -278,13 +293,7 @@ async fn reserve(model: &mut Model, real: &Real, now: i64, key: usize, lines: Ve
         return (Outcome::Nothing, Outcome::Nothing);
     };
     let key = format!("key-{key}");
-    let request = ReserveRequest {
-        idempotency_key: key.clone(),
-        owner: "model".into(),
-        lines: named.iter().map(|(sku, quantity)| Line { sku: sku.clone(), quantity: *quantity }).collect(),
-        ttl_seconds: ttl,
-        replaces: Vec::new(),
-    };
+    let request = ReserveRequest { idempotency_key: key.clone(), owner: "model".into(), lines: contract_lines(&named), ttl_seconds: ttl, replaces: Vec::new() };
     let valid = ValidRequest::parse(&request).unwrap();
     let expected = match model.keys.get(&key) {
         Some((hash, _)) if *hash == valid.hash => Outcome::Replayed,
@@ -294,16 +303,16 @@ async fn reserve(model: &mut Model, real: &Real, now: i64, key: usize, lines: Ve
             Err(short) => Outcome::Short(short),
         },
     };
-    let actual = match reservations::reserve(&real.db, &real.outbox, "cart", &valid, now).await {
+    let actual = match reservations::reserve(&real.db, &real.outbox, &ServiceName::CART, &valid, now).await {
         Ok(reservation) if reservation.replayed => {
-            assert_eq!(reservation.id, model.reservations[model.keys[&key].1].id, "a replay returns the first reservation");
+            assert_eq!(reservation.id.as_str(), model.reservations[model.keys[&key].1].id, "a replay returns the first reservation");
             Outcome::Replayed
         }
         Ok(reservation) => {
             if expected == Outcome::Ok {
                 model.keys.insert(key, (valid.hash.clone(), model.reservations.len()));
                 model.reservations.push(ModelReservation {
-                    id: reservation.id,
+                    id: reservation.id.to_string(),
                     lines: named,
                     status: ReservationStatus::Soft,
                     expires_at: now + ttl * 1000,
@@ -329,7 +338,7 @@ async fn extend(model: &mut Model, real: &Real, now: i64, reservation: usize, tt
     } else {
         Outcome::Conflict
     };
-    let actual = match reservations::extend(&real.db, "cart", &model.reservations[index].id, ttl, now).await {
+    let actual = match reservations::extend(&real.db, &ServiceName::CART, &rid(&model.reservations[index].id), ttl, now).await {
         Ok(_) => Outcome::Ok,
         Err(error) => outcome_of(error),
     };
@@ -355,7 +364,7 @@ async fn release(model: &mut Model, real: &Real, now: i64, reservation: usize) -
         _ => Outcome::Ok,
     };
     let id = model.reservations[index].id.clone();
-    let actual = match reservations::release(&real.db, &real.outbox, "cart", &id, now).await {
+    let actual = match reservations::release(&real.db, &real.outbox, &ServiceName::CART, &rid(&id), now).await {
         Ok(_) => Outcome::Ok,
         Err(error) => outcome_of(error),
     };
@@ -367,7 +376,7 @@ async fn pay(model: &mut Model, real: &Real, now: i64, reservation: usize) -> (O
     let Some(index) = pick(model, reservation) else {
         return (Outcome::Nothing, Outcome::Nothing);
     };
-    let order_id = format!("order-{index}");
+    let order_id = order_of(index);
     let r = model.reservations[index].clone();
     let expected = if r.status == ReservationStatus::Soft && !model.lapsed(index) {
         for (sku, quantity) in &r.lines {
@@ -407,11 +416,7 @@ async fn pay(model: &mut Model, real: &Real, now: i64, reservation: usize) -> (O
             }
         }
     };
-    let event = OrderPaid {
-        order_id: order_id.clone(),
-        reservation_id: r.id.clone(),
-        lines: r.lines.iter().map(|(sku, quantity)| Line { sku: sku.clone(), quantity: *quantity }).collect(),
-    };
+    let event = OrderPaid { order_id: OrderId::parse(&order_id).unwrap(), reservation_id: rid(&r.id), lines: contract_lines(&r.lines) };
     let envelope = envelope("cart.order_paid", &order_id, serde_json::to_value(&event).unwrap());
     // As the runtime's event endpoint runs it: one transaction, committed when the handler succeeds.
     let mut tx = real.db.begin().await.unwrap();
@@ -427,8 +432,9 @@ async fn pay(model: &mut Model, real: &Real, now: i64, reservation: usize) -> (O
         Err(error) => outcome_of(error),
     };
     if let Some(last) = model.reservations.last_mut().filter(|m| m.id.is_empty() && actual == Outcome::Ok) {
-        let (id,): (String,) = sqlx::query_as("SELECT id FROM reservations WHERE order_id = $1 AND status = 'hard'")
+        let (id,): (String,) = sqlx::query_as("SELECT id FROM reservations WHERE order_id = $1 AND status = $2")
             .bind(&order_id)
+            .bind(ReservationStatus::Hard)
             .fetch_one(&real.db)
             .await
             .expect("the new hard reservation");
@@ -442,7 +448,7 @@ async fn cancel(model: &mut Model, real: &Real, now: i64, reservation: usize) ->
     let Some(index) = pick(model, reservation) else {
         return (Outcome::Nothing, Outcome::Nothing);
     };
-    let order_id = format!("order-{index}");
+    let order_id = order_of(index);
     let id = model.reservations[index].id.clone();
     let matching: Vec<usize> = (0..model.reservations.len())
         .filter(|i| model.reservations[*i].id == id || model.reservations[*i].order_id.as_deref() == Some(order_id.as_str()))
@@ -468,7 +474,7 @@ async fn cancel(model: &mut Model, real: &Real, now: i64, reservation: usize) ->
     } else {
         Outcome::Nothing
     };
-    let event = OrderCancelled { order_id: order_id.clone(), reservation_id: id };
+    let event = OrderCancelled { order_id: OrderId::parse(&order_id).unwrap(), reservation_id: rid(&id) };
     let envelope = envelope("cart.order_cancelled", &order_id, serde_json::to_value(&event).unwrap());
     let mut tx = real.db.begin().await.unwrap();
     let actual = match reservations::order_cancelled(&mut tx, &real.outbox, &envelope, &event, now).await {
@@ -501,7 +507,7 @@ async fn fulfil(model: &mut Model, real: &Real, now: i64, reservation: usize) ->
     } else {
         Outcome::Conflict
     };
-    let actual = match reservations::fulfil(&real.db, &real.outbox, &model.reservations[index].id, "model", now).await {
+    let actual = match reservations::fulfil(&real.db, &real.outbox, &rid(&model.reservations[index].id), "model", now).await {
         Ok(_) => Outcome::Ok,
         Err(error) => outcome_of(error),
     };
@@ -515,7 +521,7 @@ fn pick(model: &Model, reservation: usize) -> Option<usize> {
 async fn check_state(model: &Model, real: &Real, history: &[Op]) {
     let rows = tessera_inventory::ledger::all_stock(&real.db).await.unwrap();
     for row in rows {
-        let expected = model.stock[&row.sku];
+        let expected = model.stock[row.sku.as_str()];
         let actual = Counters {
             on_hand: row.on_hand,
             soft: row.soft_reserved,
@@ -539,7 +545,7 @@ async fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
     let store = StoreSettings { data_dir: dir.path().to_owned(), postgres_url: None, schema_prefix: String::new(), postgres_pool_size: 1 };
     let db = store.open_fragment("inventory", &tessera_inventory::server::MIGRATIONS).await.unwrap();
-    let real = Real { db, outbox: Outbox::new("inventory") };
+    let real = Real { db, outbox: Outbox::new(ServiceName::INVENTORY) };
     let mut model = Model { now: START_MS, stock: BTreeMap::new(), reservations: Vec::new(), keys: HashMap::new() };
     for sku in SKUS {
         let sku = Sku::parse(sku).unwrap();

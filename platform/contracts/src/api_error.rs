@@ -28,6 +28,19 @@ pub enum ApiError {
     Internal,
 }
 
+/// A value that is not what the request said it is (a SKU, a quantity): the request is refused, saying why.
+impl From<crate::domain::SkuError> for ApiError {
+    fn from(error: crate::domain::SkuError) -> ApiError {
+        ApiError::BadRequest(error.to_string())
+    }
+}
+
+impl From<crate::domain::QuantityError> for ApiError {
+    fn from(error: crate::domain::QuantityError) -> ApiError {
+        ApiError::BadRequest(error.to_string())
+    }
+}
+
 impl ApiError {
     /// HTTP status for this error: the single place where kinds map to codes.
     pub fn status(&self) -> u16 {

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::ServiceName;
+
 use crate::domain::Role;
 
 /// Where every process describes the fragments it serves, as a JSON list of [`FragmentDescriptor`]s (not
@@ -34,7 +36,7 @@ pub struct EventContract {
 /// What a fragment process publishes about itself at [`DESCRIPTOR_PATH`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FragmentDescriptor {
-    pub name: String,
+    pub name: ServiceName,
     pub prefix: String,
     pub title: String,
     pub nav: Option<NavEntry>,
@@ -57,11 +59,11 @@ pub struct FragmentDescriptor {
 impl FragmentDescriptor {
     /// A description with only a name and prefix (no navigation, build, bundle or events), for tests and
     /// tools that stand in for a fragment: add what the case needs with struct update syntax.
-    pub fn named(name: &str, prefix: &str) -> FragmentDescriptor {
+    pub fn named(name: ServiceName, prefix: &str) -> FragmentDescriptor {
         FragmentDescriptor {
-            name: name.to_owned(),
+            title: name.to_string(),
+            name,
             prefix: prefix.to_owned(),
-            title: name.to_owned(),
             nav: None,
             contract_version: crate::CONTRACT_VERSION,
             build_id: None,

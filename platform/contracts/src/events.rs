@@ -8,6 +8,8 @@
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{OrderId, ReservationId, ServiceName, Sku};
+
 /// The wire form of every event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -27,7 +29,7 @@ pub struct Envelope {
     /// When the state change committed, milliseconds since the epoch.
     pub occurred_at_ms: i64,
     /// Service that produced it, e.g. `inventory`.
-    pub producer: String,
+    pub producer: ServiceName,
     pub payload: serde_json::Value,
 }
 
@@ -66,7 +68,7 @@ impl Envelope {
 /// `inventory.stock_changed` v1: the stock of a SKU changed (received, removed, adjusted, seeded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockChanged {
-    pub sku: String,
+    pub sku: Sku,
     /// Units on hand after the change.
     pub on_hand: i64,
     /// Units that can be sold after the change.
@@ -78,7 +80,7 @@ impl Event for StockChanged {
     const VERSION: u32 = 1;
     const AGGREGATE: &'static str = "sku";
     fn aggregate_id(&self) -> String {
-        self.sku.clone()
+        self.sku.to_string()
     }
 }
 
@@ -86,8 +88,8 @@ impl Event for StockChanged {
 /// reservation hard (or, if it lapsed, reserves the lines again, hard).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderPaid {
-    pub order_id: String,
-    pub reservation_id: String,
+    pub order_id: OrderId,
+    pub reservation_id: ReservationId,
     pub lines: Vec<crate::inventory::Line>,
 }
 
@@ -96,7 +98,7 @@ impl Event for OrderPaid {
     const VERSION: u32 = 1;
     const AGGREGATE: &'static str = "order";
     fn aggregate_id(&self) -> String {
-        self.order_id.clone()
+        self.order_id.to_string()
     }
 }
 
@@ -104,8 +106,8 @@ impl Event for OrderPaid {
 /// was cancelled; its reserved stock goes back on sale.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelled {
-    pub order_id: String,
-    pub reservation_id: String,
+    pub order_id: OrderId,
+    pub reservation_id: ReservationId,
 }
 
 impl Event for OrderCancelled {
@@ -113,7 +115,7 @@ impl Event for OrderCancelled {
     const VERSION: u32 = 1;
     const AGGREGATE: &'static str = "order";
     fn aggregate_id(&self) -> String {
-        self.order_id.clone()
+        self.order_id.to_string()
     }
 }
 
@@ -122,8 +124,8 @@ impl Event for OrderCancelled {
 /// it can no longer ship) or [`OrderCancelRefused`] (it already shipped).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelRequested {
-    pub order_id: String,
-    pub reservation_id: String,
+    pub order_id: OrderId,
+    pub reservation_id: ReservationId,
 }
 
 impl Event for OrderCancelRequested {
@@ -131,7 +133,7 @@ impl Event for OrderCancelRequested {
     const VERSION: u32 = 1;
     const AGGREGATE: &'static str = "order";
     fn aggregate_id(&self) -> String {
-        self.order_id.clone()
+        self.order_id.to_string()
     }
 }
 
@@ -139,7 +141,7 @@ impl Event for OrderCancelRequested {
 /// [`OrderCancelRequested`]; nothing of it can ship any more.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelConfirmed {
-    pub order_id: String,
+    pub order_id: OrderId,
 }
 
 impl Event for OrderCancelConfirmed {
@@ -147,7 +149,7 @@ impl Event for OrderCancelConfirmed {
     const VERSION: u32 = 1;
     const AGGREGATE: &'static str = "order";
     fn aggregate_id(&self) -> String {
-        self.order_id.clone()
+        self.order_id.to_string()
     }
 }
 
@@ -155,7 +157,7 @@ impl Event for OrderCancelConfirmed {
 /// reason is for the shopper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderCancelRefused {
-    pub order_id: String,
+    pub order_id: OrderId,
     pub reason: String,
 }
 
@@ -164,15 +166,15 @@ impl Event for OrderCancelRefused {
     const VERSION: u32 = 1;
     const AGGREGATE: &'static str = "order";
     fn aggregate_id(&self) -> String {
-        self.order_id.clone()
+        self.order_id.to_string()
     }
 }
 
 /// `inventory.order_fulfilled` v1: the warehouse shipped an order; its units left the stock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderFulfilled {
-    pub order_id: String,
-    pub reservation_id: String,
+    pub order_id: OrderId,
+    pub reservation_id: ReservationId,
 }
 
 impl Event for OrderFulfilled {
@@ -180,7 +182,7 @@ impl Event for OrderFulfilled {
     const VERSION: u32 = 1;
     const AGGREGATE: &'static str = "order";
     fn aggregate_id(&self) -> String {
-        self.order_id.clone()
+        self.order_id.to_string()
     }
 }
 
@@ -188,7 +190,7 @@ impl Event for OrderFulfilled {
 /// cannot be reserved and needs a refund or a back order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderShort {
-    pub order_id: String,
+    pub order_id: OrderId,
     pub shortages: Vec<crate::inventory::Shortage>,
 }
 
@@ -197,7 +199,7 @@ impl Event for OrderShort {
     const VERSION: u32 = 1;
     const AGGREGATE: &'static str = "order";
     fn aggregate_id(&self) -> String {
-        self.order_id.clone()
+        self.order_id.to_string()
     }
 }
 
@@ -209,7 +211,7 @@ pub struct ProductChanged {
     pub name: String,
     pub price_minor: i64,
     pub currency: String,
-    pub skus: Vec<String>,
+    pub skus: Vec<Sku>,
 }
 
 impl Event for ProductChanged {
@@ -237,7 +239,7 @@ mod tests {
             aggregate_id: "MUG-STN-01".into(),
             sequence: 1,
             occurred_at_ms: 0,
-            producer: "inventory".into(),
+            producer: ServiceName::INVENTORY,
             payload,
         }
     }

@@ -7,11 +7,13 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::{OrderId, Quantity, QuantityError, ReservationId, Sku, SkuError};
+
 /// `POST`: create a soft reservation ([`ReserveRequest`] → [`Reservation`]). All lines or none.
 pub const RESERVATIONS_PATH: &str = "/admin/inventory/service/reservations";
 
 /// `GET <RESERVATIONS_PATH>/<id>`, `POST …/<id>/extend` ([`ExtendRequest`]), `POST …/<id>/release`.
-pub fn reservation_path(id: &str, action: Option<&str>) -> String {
+pub fn reservation_path(id: &ReservationId, action: Option<&str>) -> String {
     match action {
         Some(action) => format!("{RESERVATIONS_PATH}/{id}/{action}"),
         None => format!("{RESERVATIONS_PATH}/{id}"),
@@ -30,8 +32,8 @@ pub const MAX_KEY_LENGTH: usize = 128;
 /// One SKU and how many units of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Line {
-    pub sku: String,
-    pub quantity: i64,
+    pub sku: Sku,
+    pub quantity: Quantity,
 }
 
 /// A soft reservation request. Sending the same `idempotency_key` again with the same body returns the
@@ -49,7 +51,30 @@ pub struct ReserveRequest {
     /// units count towards this one (a cart line changing quantity, a cart becoming an order). If this
     /// reservation cannot be made, they stay as they were.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub replaces: Vec<String>,
+    pub replaces: Vec<ReservationId>,
+}
+
+impl ReserveRequest {
+    /// A request for `lines` under `idempotency_key`, held for [`DEFAULT_TTL_SECONDS`], replacing nothing.
+    pub fn new(idempotency_key: impl Into<String>, owner: impl Into<String>, lines: Vec<Line>) -> ReserveRequest {
+        ReserveRequest { idempotency_key: idempotency_key.into(), owner: owner.into(), lines, ttl_seconds: DEFAULT_TTL_SECONDS, replaces: Vec::new() }
+    }
+}
+
+/// Why a SKU and a number are not a [`Line`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error(transparent)]
+    Sku(#[from] SkuError),
+    #[error(transparent)]
+    Quantity(#[from] QuantityError),
+}
+
+impl Line {
+    /// `quantity` of `sku`, both checked.
+    pub fn of(sku: &str, quantity: i64) -> Result<Line, LineError> {
+        Ok(Line { sku: Sku::parse(sku)?, quantity: Quantity::parse(quantity)? })
+    }
 }
 
 fn default_ttl() -> i64 {
@@ -110,10 +135,10 @@ impl ReservationStatus {
 /// A reservation as the service reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reservation {
-    pub id: String,
+    pub id: ReservationId,
     pub status: ReservationStatus,
     pub owner: String,
-    pub order_id: Option<String>,
+    pub order_id: Option<OrderId>,
     pub lines: Vec<Line>,
     pub created_at_ms: i64,
     /// When a soft reservation stops holding stock.
@@ -126,7 +151,7 @@ pub struct Reservation {
 /// One line that could not be reserved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shortage {
-    pub sku: String,
+    pub sku: Sku,
     pub requested: i64,
     pub available: i64,
 }
@@ -165,9 +190,13 @@ mod tests {
 
     #[test]
     fn a_shortage_names_the_sku_and_what_is_left() {
-        let refusal = InsufficientStock::new(vec![Shortage { sku: "MUG-STN-01".into(), requested: 5, available: 2 }]);
+        let refusal = InsufficientStock::new(vec![Shortage { sku: Sku::parse("MUG-STN-01").unwrap(), requested: 5, available: 2 }]);
         assert_eq!(refusal.message, "not enough stock: MUG-STN-01 has 2 available, 5 requested");
         let request: ReserveRequest = serde_json::from_str(r#"{"idempotency_key":"k","owner":"u1","lines":[{"sku":"A-1","quantity":1}]}"#).unwrap();
         assert_eq!(request.ttl_seconds, DEFAULT_TTL_SECONDS);
+        let lowercase = serde_json::from_str::<ReserveRequest>(r#"{"idempotency_key":"k","owner":"u1","lines":[{"sku":"a-1","quantity":1}]}"#);
+        assert!(lowercase.unwrap_err().to_string().contains("is not a SKU"));
+        let too_many = serde_json::from_str::<ReserveRequest>(r#"{"idempotency_key":"k","owner":"u1","lines":[{"sku":"A-1","quantity":100}]}"#);
+        assert!(too_many.unwrap_err().to_string().contains("quantity must be between 1 and 99"));
     }
 }

@@ -12,6 +12,8 @@
 //! browser code and the shell's server code share one definition. [`CONTRACT_VERSION`] is bumped on any
 //! breaking change; manifests carry it so the shell can refuse a fragment built against another contract.
 
+#[cfg(feature = "server")]
+mod column;
 pub mod demo;
 pub mod descriptor;
 pub mod domain;

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use serde_json::{json, Value};
 use tessera_contracts::descriptor::{EventContract, FragmentDescriptor, NavEntry};
-use tessera_contracts::domain::{Money, Role};
+use tessera_contracts::domain::{Money, OrderId, Quantity, ReservationId, Role, ServiceName, Sku};
 use tessera_contracts::events::{
     Event, OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged, StockChanged,
 };
@@ -54,12 +54,24 @@ fn event<E: Event>(example: E) -> (String, Value) {
     (E::TYPE.to_owned(), json!({ "version": E::VERSION, "aggregate": E::AGGREGATE, "payload": of(&example) }))
 }
 
+fn sku() -> Sku {
+    Sku::parse("MUG-STN-01").unwrap()
+}
+
+fn order() -> OrderId {
+    OrderId::parse("0a1b").unwrap()
+}
+
+fn reservation() -> ReservationId {
+    ReservationId::parse("2c3d").unwrap()
+}
+
 fn line() -> Line {
-    Line { sku: "MUG-STN-01".into(), quantity: 2 }
+    Line { sku: sku(), quantity: Quantity::parse(2).unwrap() }
 }
 
 fn shortage() -> Shortage {
-    Shortage { sku: "MUG-STN-01".into(), requested: 3, available: 1 }
+    Shortage { sku: sku(), requested: 3, available: 1 }
 }
 
 fn payment() -> Payment {
@@ -77,15 +89,15 @@ fn payment() -> Payment {
 /// Everything that crosses a deployment boundary, as it is now.
 fn surface() -> Value {
     let events: BTreeMap<String, Value> = [
-        event(StockChanged { sku: "MUG-STN-01".into(), on_hand: 3, available: 2 }),
-        event(OrderPaid { order_id: "o".into(), reservation_id: "r".into(), lines: vec![line()] }),
-        event(OrderCancelled { order_id: "o".into(), reservation_id: "r".into() }),
-        event(OrderCancelRequested { order_id: "o".into(), reservation_id: "r".into() }),
-        event(OrderCancelConfirmed { order_id: "o".into() }),
-        event(OrderCancelRefused { order_id: "o".into(), reason: "shipped".into() }),
-        event(OrderFulfilled { order_id: "o".into(), reservation_id: "r".into() }),
-        event(OrderShort { order_id: "o".into(), shortages: vec![shortage()] }),
-        event(ProductChanged { product_id: "p".into(), name: "Mug".into(), price_minor: 1450, currency: "EUR".into(), skus: vec!["MUG-STN-01".into()] }),
+        event(StockChanged { sku: sku(), on_hand: 3, available: 2 }),
+        event(OrderPaid { order_id: order(), reservation_id: reservation(), lines: vec![line()] }),
+        event(OrderCancelled { order_id: order(), reservation_id: reservation() }),
+        event(OrderCancelRequested { order_id: order(), reservation_id: reservation() }),
+        event(OrderCancelConfirmed { order_id: order() }),
+        event(OrderCancelRefused { order_id: order(), reason: "shipped".into() }),
+        event(OrderFulfilled { order_id: order(), reservation_id: reservation() }),
+        event(OrderShort { order_id: order(), shortages: vec![shortage()] }),
+        event(ProductChanged { product_id: "p".into(), name: "Mug".into(), price_minor: 1450, currency: "EUR".into(), skus: vec![sku()] }),
     ]
     .into_iter()
     .collect();
@@ -93,9 +105,9 @@ fn surface() -> Value {
     let site = json!({
         "cart.CartSummary": of(&CartSummary { item_count: 1, message: Some("held".into()) }),
         "domain.Money": of(&Money { minor: 100, currency: "EUR".into() }),
-        "inventory.ReserveRequest": of(&ReserveRequest { idempotency_key: "k".into(), owner: "o".into(), lines: vec![line()], ttl_seconds: 60, replaces: vec!["r".into()] }),
+        "inventory.ReserveRequest": of(&ReserveRequest { idempotency_key: "k".into(), owner: "o".into(), lines: vec![line()], ttl_seconds: 60, replaces: vec![reservation()] }),
         "inventory.ExtendRequest": of(&ExtendRequest { ttl_seconds: 60 }),
-        "inventory.Reservation": of(&Reservation { id: "r".into(), status: ReservationStatus::Soft, owner: "o".into(), order_id: Some("o".into()), lines: vec![line()], created_at_ms: 1, expires_at_ms: 2, replayed: true }),
+        "inventory.Reservation": of(&Reservation { id: reservation(), status: ReservationStatus::Soft, owner: "o".into(), order_id: Some(order()), lines: vec![line()], created_at_ms: 1, expires_at_ms: 2, replayed: true }),
         "inventory.InsufficientStock": of(&InsufficientStock::new(vec![shortage()])),
         "manifest.FragmentManifest": of(&FragmentManifest { name: "n".into(), version: "1".into(), build_id: "b".into(), route_prefix: "/n".into(), contract_version: 1, profile: "dev".into(), assets: vec![asset] }),
         "payments.CreatePayment": of(&CreatePayment { idempotency_key: "k".into(), reference: "r".into(), amount_minor: 1, currency: "EUR".into(), description: "d".into(), return_url: "/".into() }),
@@ -109,7 +121,7 @@ fn surface() -> Value {
             assets: vec!["pkg/n-1.js".into()],
             publishes: vec![EventContract { event_type: "n.changed".into(), version: 1 }],
             consumes: vec![EventContract { event_type: "m.changed".into(), version: 1 }],
-            ..FragmentDescriptor::named("n", "/n")
+            ..FragmentDescriptor::named(ServiceName::of("n"), "/n")
         }),
         "enum domain.Role": names(&Role::ALL),
         "ApiError": of(&ApiError::BadRequest("m".into())),

@@ -295,37 +295,6 @@ where
     }
 }
 
-/// Stores an enum of states as its text in a column, so a state is written and read only through its
-/// type: `.bind(OrderStatus::Paid)`, `row.try_get::<OrderStatus, _>("status")`. The type needs
-/// `fn as_str(self) -> &'static str` and `fn parse(&str) -> Option<Self>`. A text the type does not know
-/// fails to decode, with both named, instead of turning silently into some default state.
-#[macro_export]
-macro_rules! text_column {
-    ($type:ty) => {
-        impl ::sqlx::Type<::sqlx::Any> for $type {
-            fn type_info() -> ::sqlx::any::AnyTypeInfo {
-                <str as ::sqlx::Type<::sqlx::Any>>::type_info()
-            }
-        }
-
-        impl<'q> ::sqlx::Encode<'q, ::sqlx::Any> for $type {
-            fn encode_by_ref(
-                &self,
-                buf: &mut <::sqlx::Any as ::sqlx::Database>::ArgumentBuffer<'q>,
-            ) -> Result<::sqlx::encode::IsNull, ::sqlx::error::BoxDynError> {
-                <&'q str as ::sqlx::Encode<'q, ::sqlx::Any>>::encode(self.as_str(), buf)
-            }
-        }
-
-        impl<'r> ::sqlx::Decode<'r, ::sqlx::Any> for $type {
-            fn decode(value: <::sqlx::Any as ::sqlx::Database>::ValueRef<'r>) -> Result<Self, ::sqlx::error::BoxDynError> {
-                let text = <String as ::sqlx::Decode<'r, ::sqlx::Any>>::decode(value)?;
-                <$type>::parse(&text).ok_or_else(|| format!("{text:?} is not a {}", stringify!($type)).into())
-            }
-        }
-    };
-}
-
 /// Errors that may wrap a database error.
 pub trait AsDbError {
     fn db_error(&self) -> Option<&sqlx::Error>;

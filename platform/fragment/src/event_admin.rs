@@ -6,17 +6,18 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::AnyPool;
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::Envelope;
 
 use crate::db::now_ms;
 use crate::inbox::{apply, MAX_EVENT_BYTES};
-use crate::outbox::{wake_stream, Outbox};
+use crate::outbox::{wake_stream, DeliveryStatus, Outbox};
 use crate::runtime::FragmentRuntime;
 
 /// What the admin sees of a service's event traffic.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EventStatus {
-    pub service: String,
+    pub service: ServiceName,
     /// Deliveries not yet made.
     pub outbox_depth: i64,
     /// Age of the oldest undelivered event, milliseconds.
@@ -36,55 +37,52 @@ pub struct Latency {
     pub max: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeadLetter {
     pub seq: i64,
-    pub subscriber: String,
+    pub subscriber: ServiceName,
     pub event_type: String,
     pub aggregate_id: String,
     pub attempts: i64,
     pub last_error: String,
 }
 
+/// A received event this service could not apply (`dead_letters`): the subscriber is the service itself.
+#[derive(sqlx::FromRow)]
+struct ReceivedDead {
+    seq: i64,
+    event_type: String,
+    aggregate_id: String,
+    attempts: i64,
+    last_error: String,
+}
+
 /// The event status of a fragment's database (every fragment has the runtime's event tables).
-pub async fn status(db: &AnyPool, service: &str) -> Result<EventStatus, sqlx::Error> {
+pub async fn status(db: &AnyPool, service: &ServiceName) -> Result<EventStatus, sqlx::Error> {
     let mut status =
-        EventStatus { service: service.to_owned(), outbox_depth: 0, oldest_undelivered_age_ms: None, dead_letters: Vec::new(), received: 0, latency_ms: None };
-    let (depth, oldest): (i64, Option<i64>) =
-        sqlx::query_as("SELECT COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = 'pending'")
-            .fetch_one(db)
-            .await?;
+        EventStatus { service: service.clone(), outbox_depth: 0, oldest_undelivered_age_ms: None, dead_letters: Vec::new(), received: 0, latency_ms: None };
+    let (depth, oldest) = pending(db).await?;
     status.outbox_depth = depth;
     status.oldest_undelivered_age_ms = oldest.map(|at| (now_ms() - at).max(0));
-    let dead: Vec<(i64, String, String, String, i64, Option<String>)> = sqlx::query_as(
-        "SELECT d.seq, d.subscriber, o.event_type, o.aggregate_id, d.attempts, d.last_error \
-         FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = 'dead' ORDER BY d.seq LIMIT 100",
+    status.dead_letters = sqlx::query_as(
+        "SELECT d.seq, d.subscriber, o.event_type, o.aggregate_id, d.attempts, COALESCE(d.last_error, '') AS last_error \
+         FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = $1 ORDER BY d.seq LIMIT 100",
     )
+    .bind(DeliveryStatus::Dead)
     .fetch_all(db)
     .await?;
-    status.dead_letters = dead
-        .into_iter()
-        .map(|(seq, subscriber, event_type, aggregate_id, attempts, last_error)| DeadLetter {
-            seq,
-            subscriber,
-            event_type,
-            aggregate_id,
-            attempts,
-            last_error: last_error.unwrap_or_default(),
-        })
-        .collect();
     // Events received from a broker that could not be applied (the host's NATS consumers).
-    let received_dead: Vec<(i64, String, String, i64, String)> =
-        sqlx::query_as("SELECT sequence, event_type, aggregate_id, attempts, last_error FROM dead_letters ORDER BY failed_at_ms LIMIT 100")
+    let received_dead: Vec<ReceivedDead> =
+        sqlx::query_as("SELECT sequence AS seq, event_type, aggregate_id, attempts, last_error FROM dead_letters ORDER BY failed_at_ms LIMIT 100")
             .fetch_all(db)
             .await?;
-    status.dead_letters.extend(received_dead.into_iter().map(|(seq, event_type, aggregate_id, attempts, last_error)| DeadLetter {
-        seq,
-        subscriber: service.to_owned(),
-        event_type,
-        aggregate_id,
-        attempts,
-        last_error,
+    status.dead_letters.extend(received_dead.into_iter().map(|dead| DeadLetter {
+        seq: dead.seq,
+        subscriber: service.clone(),
+        event_type: dead.event_type,
+        aggregate_id: dead.aggregate_id,
+        attempts: dead.attempts,
+        last_error: dead.last_error,
     }));
     let (received,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM inbox").fetch_one(db).await?;
     status.received = received;
@@ -108,15 +106,22 @@ pub struct OutboxGauges {
     pub dead: i64,
 }
 
+/// How many deliveries are pending, and when the oldest of their events occurred.
+async fn pending(db: &AnyPool) -> Result<(i64, Option<i64>), sqlx::Error> {
+    sqlx::query_as("SELECT COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = $1")
+        .bind(DeliveryStatus::Pending)
+        .fetch_one(db)
+        .await
+}
+
 /// Reads [`OutboxGauges`]: two small aggregate queries on the deliveries' status index.
 pub async fn outbox_gauges(db: &AnyPool) -> Result<OutboxGauges, sqlx::Error> {
-    let (depth, oldest): (i64, Option<i64>) =
-        sqlx::query_as("SELECT COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq WHERE d.status = 'pending'")
-            .fetch_one(db)
-            .await?;
+    let (depth, oldest) = pending(db).await?;
     // Dead letters either way: undeliverable here, or received from a broker and not applicable here.
-    let (dead,): (i64,) =
-        sqlx::query_as("SELECT (SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'dead') + (SELECT COUNT(*) FROM dead_letters)").fetch_one(db).await?;
+    let (dead,): (i64,) = sqlx::query_as("SELECT (SELECT COUNT(*) FROM outbox_deliveries WHERE status = $1) + (SELECT COUNT(*) FROM dead_letters)")
+        .bind(DeliveryStatus::Dead)
+        .fetch_one(db)
+        .await?;
     Ok(OutboxGauges { depth, oldest_age_ms: oldest.map(|at| (now_ms() - at).max(0)).unwrap_or(0), dead })
 }
 
@@ -125,15 +130,19 @@ pub async fn outbox_gauges(db: &AnyPool) -> Result<OutboxGauges, sqlx::Error> {
 pub async fn replay_dead_letters(db: &AnyPool, outbox: &Outbox, seq: Option<i64>) -> Result<u64, sqlx::Error> {
     let result = match seq {
         Some(seq) => {
-            sqlx::query("UPDATE outbox_deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $1 WHERE status = 'dead' AND seq = $2")
+            sqlx::query("UPDATE outbox_deliveries SET status = $3, attempts = 0, next_attempt_at_ms = $1 WHERE status = $4 AND seq = $2")
                 .bind(now_ms())
                 .bind(seq)
+                .bind(DeliveryStatus::Pending)
+                .bind(DeliveryStatus::Dead)
                 .execute(db)
                 .await?
         }
         None => {
-            sqlx::query("UPDATE outbox_deliveries SET status = 'pending', attempts = 0, next_attempt_at_ms = $1 WHERE status = 'dead'")
+            sqlx::query("UPDATE outbox_deliveries SET status = $2, attempts = 0, next_attempt_at_ms = $1 WHERE status = $3")
                 .bind(now_ms())
+                .bind(DeliveryStatus::Pending)
+                .bind(DeliveryStatus::Dead)
                 .execute(db)
                 .await?
         }
@@ -150,7 +159,7 @@ pub async fn replay_dead_letters(db: &AnyPool, outbox: &Outbox, seq: Option<i64>
 /// message was not even a valid, signed envelope; `payload` is kept either way).
 pub async fn record_dead_letter(
     db: &AnyPool,
-    producer: &str,
+    producer: &ServiceName,
     envelope: Option<&Envelope>,
     payload: &[u8],
     error: &str,
@@ -230,9 +239,9 @@ pub struct Retention {
 pub async fn prune(db: &AnyPool, retention: Retention, now: i64) -> Result<(u64, u64), sqlx::Error> {
     let events_before = now - retention.events_ms;
     let done = "SELECT o.seq FROM outbox o WHERE o.occurred_at_ms < $1 \
-                AND NOT EXISTS (SELECT 1 FROM outbox_deliveries d WHERE d.seq = o.seq AND d.status <> 'delivered')";
+                AND NOT EXISTS (SELECT 1 FROM outbox_deliveries d WHERE d.seq = o.seq AND d.status <> $2)";
     let mut tx = db.begin().await?;
-    sqlx::query(&format!("DELETE FROM outbox_deliveries WHERE seq IN ({done})")).bind(events_before).execute(&mut *tx).await?;
+    sqlx::query(&format!("DELETE FROM outbox_deliveries WHERE seq IN ({done})")).bind(events_before).bind(DeliveryStatus::Delivered).execute(&mut *tx).await?;
     let events = sqlx::query("DELETE FROM outbox WHERE occurred_at_ms < $1 AND NOT EXISTS (SELECT 1 FROM outbox_deliveries d WHERE d.seq = outbox.seq)")
         .bind(events_before)
         .execute(&mut *tx)

@@ -9,6 +9,7 @@
 
 use axum::Router;
 use tessera_contracts::descriptor::{EventContract, FragmentDescriptor, NavEntry, READINESS_PATH};
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::Event;
 
 use crate::db::Migrations;
@@ -22,7 +23,7 @@ pub type SeedError = Box<dyn std::error::Error + Send + Sync>;
 /// One Tessera fragment, as the runtime assembles it.
 pub trait Fragment: Send + Sync + 'static {
     /// Name, e.g. `catalog`: also its database's name and its service name in events and calls.
-    fn name(&self) -> &'static str;
+    fn name(&self) -> ServiceName;
     /// The URL prefix it owns, e.g. `/catalog`.
     fn prefix(&self) -> &'static str;
     /// Human title, e.g. `Catalog` (fallback pages, admin pages).
@@ -68,7 +69,7 @@ pub fn describe(fragment: &dyn Fragment, runtime: &FragmentRuntime) -> FragmentD
     let manifest = runtime.manifests.current();
     let contract = |(event_type, version): (&str, u32)| EventContract { event_type: event_type.to_owned(), version };
     FragmentDescriptor {
-        name: fragment.name().to_owned(),
+        name: fragment.name(),
         prefix: fragment.prefix().to_owned(),
         title: fragment.title().to_owned(),
         nav: fragment.nav(),

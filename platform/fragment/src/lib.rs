@@ -56,4 +56,6 @@ pub mod webhook;
 
 pub use fragment::Fragment;
 pub use runtime::{init_executor, internal, use_runtime, FragmentRuntime};
+/// Stores a fragment's own enum of states as its text in a column (see `tessera_contracts::text_column`).
+pub use tessera_contracts::text_column;
 pub use tessera_contracts::ApiError;

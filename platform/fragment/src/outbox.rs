@@ -15,14 +15,44 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use sqlx::{AnyConnection, AnyPool};
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::Event;
 use tokio::sync::Notify;
 
 use crate::db::now_ms;
 
+/// Where one delivery of an event to one subscriber stands (`outbox_deliveries.status`): waiting to be
+/// sent (or sent again after a failure), delivered, or dead after its last attempt (a dead letter, until
+/// an admin replays it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Dead,
+}
+
+impl DeliveryStatus {
+    pub const ALL: [DeliveryStatus; 3] = [DeliveryStatus::Pending, DeliveryStatus::Delivered, DeliveryStatus::Dead];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Dead => "dead",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<DeliveryStatus> {
+        DeliveryStatus::ALL.into_iter().find(|status| status.as_str() == text)
+    }
+}
+
+crate::text_column!(DeliveryStatus);
+
 /// The one subscriber an event is addressed to when a broker carries the events: the broker's stream,
 /// which every consumer reads for itself.
-pub const BROKER_SUBSCRIBER: &str = "jetstream";
+pub const BROKER_SUBSCRIBER: ServiceName = ServiceName::of("jetstream");
 
 /// The prefix of the logical replication messages that wake a streaming relay ([`wake_stream`]).
 pub const STREAM_WAKE_PREFIX: &str = "tessera.relay.wake";
@@ -36,13 +66,13 @@ pub const STREAM_WAKE_PREFIX: &str = "tessera.relay.wake";
 /// subscriber gets every event of its types already in the outbox, like a durable stream consumer that
 /// starts at the beginning. An event gets one delivery row for each subscriber known when it commits.
 pub struct Outbox {
-    producer: &'static str,
+    producer: ServiceName,
     /// A broker carries the events (the host's NATS relay): each event is addressed once, to it.
     broker: AtomicBool,
     /// The replication stream feeds the relay (the host's CDC relay), which a commit here does not wake.
     streamed: AtomicBool,
     /// Event type → subscriber names.
-    routes: RwLock<HashMap<String, BTreeSet<String>>>,
+    routes: RwLock<HashMap<String, BTreeSet<ServiceName>>>,
     /// What the relay is told: commits, and the second backfill passes of new subscriptions.
     signals: OutboxSignals,
 }
@@ -52,7 +82,7 @@ pub struct Outbox {
 const SECOND_BACKFILL_AFTER: Duration = Duration::from_secs(5);
 
 impl Outbox {
-    pub fn new(producer: &'static str) -> Outbox {
+    pub fn new(producer: ServiceName) -> Outbox {
         Outbox {
             producer,
             broker: AtomicBool::new(false),
@@ -62,8 +92,8 @@ impl Outbox {
         }
     }
 
-    pub fn producer(&self) -> &'static str {
-        self.producer
+    pub fn producer(&self) -> &ServiceName {
+        &self.producer
     }
 
     /// From now on a broker carries this producer's events: every event gets one delivery, to the
@@ -92,14 +122,14 @@ impl Outbox {
         self.broker.load(Ordering::SeqCst)
     }
 
-    fn route(&self, event_type: &str, subscriber: &str) -> bool {
+    fn route(&self, event_type: &str, subscriber: &ServiceName) -> bool {
         let mut routes = self.routes.write().unwrap_or_else(|poisoned| poisoned.into_inner());
-        routes.entry(event_type.to_owned()).or_default().insert(subscriber.to_owned())
+        routes.entry(event_type.to_owned()).or_default().insert(subscriber.clone())
     }
 
     /// The subscriptions recorded in `db` (at start, before anything is enqueued).
     pub async fn load_subscriptions(&self, db: &AnyPool) -> Result<(), sqlx::Error> {
-        let rows: Vec<(String, String)> = sqlx::query_as("SELECT event_type, subscriber FROM subscriptions").fetch_all(db).await?;
+        let rows: Vec<(String, ServiceName)> = sqlx::query_as("SELECT event_type, subscriber FROM subscriptions").fetch_all(db).await?;
         for (event_type, subscriber) in rows {
             self.route(&event_type, &subscriber);
         }
@@ -110,7 +140,7 @@ impl Outbox {
     /// already in the outbox is addressed to it too — now, and once more a few seconds later for an event
     /// whose transaction was committing meanwhile (the delivery key makes the second pass add only what
     /// the first missed). Returns whether the subscription is new.
-    pub async fn subscribe(&self, db: &AnyPool, event_type: &str, subscriber: &str) -> Result<bool, sqlx::Error> {
+    pub async fn subscribe(&self, db: &AnyPool, event_type: &str, subscriber: &ServiceName) -> Result<bool, sqlx::Error> {
         if self.uses_broker() {
             return Ok(false);
         }
@@ -128,15 +158,15 @@ impl Outbox {
             return Ok(false);
         }
         let backfilled = backfill(db, event_type, subscriber).await?;
-        tracing::info!(producer = self.producer, subscriber, event_type, backfilled, "new subscriber");
+        tracing::info!(producer = %self.producer, %subscriber, event_type, backfilled, "new subscriber");
         let due = tokio::time::Instant::now() + SECOND_BACKFILL_AFTER;
-        self.signals.backfills.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((event_type.to_owned(), subscriber.to_owned(), due));
+        self.signals.backfills.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push((event_type.to_owned(), subscriber.clone(), due));
         self.committed();
         Ok(true)
     }
 
     /// The subscribers of `event_type`, sorted.
-    pub fn subscribers(&self, event_type: &str) -> Vec<String> {
+    pub fn subscribers(&self, event_type: &str) -> Vec<ServiceName> {
         let routes = self.routes.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         routes.get(event_type).map(|subscribers| subscribers.iter().cloned().collect()).unwrap_or_default()
     }
@@ -160,7 +190,7 @@ impl Outbox {
         .bind(now)
         .fetch_one(&mut *connection)
         .await?;
-        let subscribers = if self.uses_broker() { vec![BROKER_SUBSCRIBER.to_owned()] } else { self.subscribers(E::TYPE) };
+        let subscribers = if self.uses_broker() { vec![BROKER_SUBSCRIBER] } else { self.subscribers(E::TYPE) };
         for subscriber in subscribers {
             sqlx::query("INSERT INTO outbox_deliveries (seq, subscriber, aggregate_key, next_attempt_at_ms) VALUES ($1, $2, $3, $4)")
                 .bind(seq)
@@ -180,7 +210,7 @@ impl Outbox {
 }
 
 /// Addresses every event of `event_type` in the outbox to `subscriber` (those it has no delivery of yet).
-pub async fn backfill(db: &AnyPool, event_type: &str, subscriber: &str) -> Result<u64, sqlx::Error> {
+pub async fn backfill(db: &AnyPool, event_type: &str, subscriber: &ServiceName) -> Result<u64, sqlx::Error> {
     let result = sqlx::query(
         "INSERT INTO outbox_deliveries (seq, subscriber, aggregate_key, next_attempt_at_ms) \
          SELECT seq, $1, aggregate_type || ':' || aggregate_id, $2 FROM outbox WHERE event_type = $3 \
@@ -200,7 +230,7 @@ pub async fn backfill(db: &AnyPool, event_type: &str, subscriber: &str) -> Resul
 pub struct OutboxSignals {
     wake: Arc<Notify>,
     /// Second backfill passes of new subscriptions (event type, subscriber, due).
-    backfills: Arc<Mutex<Vec<(String, String, tokio::time::Instant)>>>,
+    backfills: Arc<Mutex<Vec<(String, ServiceName, tokio::time::Instant)>>>,
 }
 
 impl OutboxSignals {
@@ -211,9 +241,9 @@ impl OutboxSignals {
 
     /// Runs the second backfill pass of each new subscription whose time has come (see
     /// [`Outbox::subscribe`]).
-    pub async fn run_due_backfills(&self, db: &AnyPool, producer: &str) -> Result<(), sqlx::Error> {
+    pub async fn run_due_backfills(&self, db: &AnyPool, producer: &ServiceName) -> Result<(), sqlx::Error> {
         let now = tokio::time::Instant::now();
-        let due: Vec<(String, String, tokio::time::Instant)> = {
+        let due: Vec<(String, ServiceName, tokio::time::Instant)> = {
             let mut pending = self.backfills.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             let (due, later) = pending.drain(..).partition(|(_, _, at)| *at <= now);
             *pending = later;
@@ -222,7 +252,7 @@ impl OutboxSignals {
         for (event_type, subscriber, _) in due {
             let added = backfill(db, &event_type, &subscriber).await?;
             if added > 0 {
-                tracing::info!(producer, %subscriber, %event_type, added, "second backfill pass addressed events committed meanwhile");
+                tracing::info!(%producer, %subscriber, %event_type, added, "second backfill pass addressed events committed meanwhile");
             }
         }
         Ok(())

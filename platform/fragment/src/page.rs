@@ -69,7 +69,7 @@ pub fn document_with<V: IntoView + 'static>(runtime: &FragmentRuntime, head: &Pa
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
-                <meta name="tessera-fragment" content=runtime.name/>
+                <meta name="tessera-fragment" content=runtime.name.to_string()/>
                 <meta name="tessera-build" content=build_id/>
                 <title>{title}</title>
                 {description}
@@ -79,7 +79,7 @@ pub fn document_with<V: IntoView + 'static>(runtime: &FragmentRuntime, head: &Pa
                 {preload}
                 {script}
             </head>
-            <body data-fragment=runtime.name>
+            <body data-fragment=runtime.name.to_string()>
                 {app()}
             </body>
         </html>

@@ -3,7 +3,7 @@
 //! A [`Target`] is a route to one service and the prefix it owns. In the all-in-one process it is the
 //! service's own router, called in process ([`Target::in_process`]); in a deployment of separate processes
 //! it is the host's pool of that service's instances, with their health checks and balancing
-//! (`tessera_host::pool`). A fragment's code is the same either way: `runtime.peers.get("inventory")`,
+//! (`tessera_host::pool`). A fragment's code is the same either way: `runtime.peers.get(&ServiceName::INVENTORY)`,
 //! then a signed call through `crate::service::ServiceClient`. The process host fills [`Peers`] after
 //! every router exists (services may call each other in both directions), and read on each call.
 
@@ -14,17 +14,18 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request};
 use futures::future::BoxFuture;
+use tessera_contracts::domain::ServiceName;
 use tower::ServiceExt;
 
 /// Routes to the other services, by name (`inventory`, `payments`, `cart`).
 #[derive(Default)]
 pub struct Peers {
-    targets: RwLock<HashMap<String, Target>>,
+    targets: RwLock<HashMap<ServiceName, Target>>,
 }
 
 impl Peers {
-    pub fn set(&self, name: &str, target: Target) {
-        self.targets.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(name.to_owned(), target);
+    pub fn set(&self, name: ServiceName, target: Target) {
+        self.targets.write().unwrap_or_else(|poisoned| poisoned.into_inner()).insert(name, target);
     }
 
     /// Forgets every route (the host's teardown: in-process targets hold routers whose state holds these
@@ -34,7 +35,7 @@ impl Peers {
     }
 
     /// The route to `name`, if the process host configured one.
-    pub fn get(&self, name: &str) -> Option<Target> {
+    pub fn get(&self, name: &ServiceName) -> Option<Target> {
         self.targets.read().unwrap_or_else(|poisoned| poisoned.into_inner()).get(name).cloned()
     }
 }
@@ -172,14 +173,15 @@ mod tests {
     async fn an_in_process_target_calls_the_router_and_bounds_what_it_reads() {
         let router = axum::Router::new().route("/svc/x", axum::routing::post(|body: String| async move { format!("got {body}") }));
         let peers = Peers::default();
-        peers.set("svc", Target::in_process("/svc", router));
-        let target = peers.get("svc").expect("a route");
+        let svc = ServiceName::of("svc");
+        peers.set(svc.clone(), Target::in_process("/svc", router));
+        let target = peers.get(&svc).expect("a route");
         let request =
             |max_bytes| Outgoing { method: Method::POST, path: "/svc/x", headers: &[], body: b"hi".to_vec(), max_bytes, timeout: Duration::from_secs(1) };
         assert_eq!(target.send(request(100)).await, Ok(Reply { status: 200, body: b"got hi".to_vec() }));
         assert_eq!(target.send(request(3)).await.map(|reply| (reply.status, reply.body.len())), Ok((200, 0)), "over the limit reads as empty");
         assert_eq!(format!("{target:?}"), "/svc in process");
         peers.clear();
-        assert!(peers.get("svc").is_none());
+        assert!(peers.get(&svc).is_none());
     }
 }

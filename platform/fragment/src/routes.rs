@@ -26,7 +26,7 @@ async fn event_status(
     axum::extract::State(runtime): axum::extract::State<FragmentRuntime>,
     shared_auth::extract::RequireRole(_, _): shared_auth::extract::RequireRole<shared_auth::extract::SiteAdmin>,
 ) -> Response {
-    match event_admin::status(&runtime.db, runtime.name).await {
+    match event_admin::status(&runtime.db, &runtime.name).await {
         Ok(status) => axum::Json(status).into_response(),
         Err(error) => internal(error).into_http_response(),
     }
@@ -53,7 +53,7 @@ async fn replay_dead_letters(
     };
     match replayed.await {
         Ok(count) => {
-            tracing::info!(service = runtime.name, count, "dead letters replayed");
+            tracing::info!(service = %runtime.name, count, "dead letters replayed");
             // Back to the page the admin came from.
             (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, "/admin/events")]).into_response()
         }
@@ -125,7 +125,7 @@ where
 /// Fragments add their own extra routes to the result before `with_state`.
 pub fn fragment_router(runtime: &FragmentRuntime, page: MethodRouter<FragmentRuntime>, widget: MethodRouter<FragmentRuntime>) -> Router<FragmentRuntime> {
     let prefix = runtime.prefix;
-    let (name, home) = (runtime.name, runtime.prefix);
+    let (name, home) = (runtime.name.clone(), runtime.prefix);
     Router::new()
         .route(prefix, page.clone())
         .route(&format!("{prefix}/"), page)
@@ -137,7 +137,7 @@ pub fn fragment_router(runtime: &FragmentRuntime, page: MethodRouter<FragmentRun
         .nest_service(&format!("{prefix}/pkg"), asset_service(&runtime.manifests.bundle_dir()))
         .fallback(move || async move {
             let message = format!("There is no {name} page at this address.");
-            let html = page::status_document(name, "Not found", &message, Some((home, "Back to the start")));
+            let html = page::status_document(name.as_str(), "Not found", &message, Some((home, "Back to the start")));
             (StatusCode::NOT_FOUND, Html(html)).into_response()
         })
         // Zero trust: the fragment checks cross-site requests itself, whether or not a shell is in front.

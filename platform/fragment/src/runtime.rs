@@ -8,6 +8,7 @@ use axum::extract::FromRef;
 use shared_auth::csrf::CsrfPolicy;
 use shared_auth::verify::Verifier;
 use sqlx::AnyPool;
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::ApiError;
 
 use crate::manifest::ManifestStore;
@@ -23,7 +24,7 @@ pub type Subscriptions = crate::subscriptions::Subscriptions<FragmentRuntime>;
 #[derive(Clone)]
 pub struct FragmentRuntime {
     /// Fragment name, e.g. `catalog`.
-    pub name: &'static str,
+    pub name: ServiceName,
     /// URL prefix it owns, e.g. `/catalog`.
     pub prefix: &'static str,
     /// The fragment's own database.

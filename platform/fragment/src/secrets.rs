@@ -217,6 +217,7 @@ fn generated(dir: &Path, file: &str) -> Result<Vec<u8>, SecretError> {
 mod tests {
     use super::*;
     use crate::fs::restrict_to_owner;
+    use tessera_contracts::domain::ServiceName;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tessera-secrets-{name}-{}", std::process::id()));
@@ -246,16 +247,19 @@ mod tests {
         let services = secrets.services().unwrap();
         let payments = secrets.payment_api().unwrap();
         assert_eq!(secrets.loaded(), [Secret::Services, Secret::PaymentApi]);
-        let headers: axum::http::HeaderMap =
-            services.sign("cart", "POST", "/x", b"{}", 1_000).into_iter().map(|(name, value)| (name.parse().unwrap(), value.parse().unwrap())).collect();
-        assert_eq!(services.verify(&headers, "POST", "/x", b"{}", 1_000).as_deref(), Ok("cart"));
+        let headers: axum::http::HeaderMap = services
+            .sign(&ServiceName::CART, "POST", "/x", b"{}", 1_000)
+            .into_iter()
+            .map(|(name, value)| (name.parse().unwrap(), value.parse().unwrap()))
+            .collect();
+        assert_eq!(services.verify(&headers, "POST", "/x", b"{}", 1_000), Ok(ServiceName::CART));
         assert!(payments.verify(&headers, "POST", "/x", b"{}", 1_000).is_err(), "the payment secret does not vouch for a service call");
         let mut files: Vec<String> = std::fs::read_dir(dir.join("keys")).unwrap().map(|entry| entry.unwrap().file_name().into_string().unwrap()).collect();
         files.sort();
         assert_eq!(files, ["payment-api.secret", "services.secret"], "no events or webhook secret was made");
         // A second process on the same data dir reads the same secrets.
         let again = Secrets::new(&SecretSettings::default(), &dir).unwrap().services().unwrap();
-        assert_eq!(again.verify(&headers, "POST", "/x", b"{}", 1_000).as_deref(), Ok("cart"));
+        assert_eq!(again.verify(&headers, "POST", "/x", b"{}", 1_000), Ok(ServiceName::CART));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -14,6 +14,7 @@ use std::time::Duration;
 use axum::http::{HeaderMap, Method};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::inventory::InsufficientStock;
 use tessera_contracts::ApiError;
 
@@ -35,14 +36,14 @@ pub enum CallError {
     InsufficientStock(InsufficientStock),
     /// The callee could not be reached or answered something unreadable.
     #[error("the {service} service is unavailable: {message}")]
-    Unavailable { service: String, message: String },
+    Unavailable { service: ServiceName, message: String },
 }
 
 /// Calls one service on behalf of another.
 #[derive(Clone)]
 pub struct ServiceClient {
-    caller: &'static str,
-    service: String,
+    caller: ServiceName,
+    service: ServiceName,
     signer: CallSigner,
     target: Target,
     timeout: Duration,
@@ -50,8 +51,8 @@ pub struct ServiceClient {
 
 impl ServiceClient {
     /// A client that calls `service` (reached through `target`) as `caller`.
-    pub fn new(caller: &'static str, service: &str, signer: CallSigner, target: Target, timeout: Duration) -> ServiceClient {
-        ServiceClient { caller, service: service.to_owned(), signer, target, timeout }
+    pub fn new(caller: ServiceName, service: ServiceName, signer: CallSigner, target: Target, timeout: Duration) -> ServiceClient {
+        ServiceClient { caller, service, signer, target, timeout }
     }
 
     /// `GET path`.
@@ -71,7 +72,7 @@ impl ServiceClient {
 
     async fn call<R: DeserializeOwned>(&self, method: Method, path: &str, body: Vec<u8>) -> Result<R, CallError> {
         let mut headers = vec![("content-type", "application/json".to_owned())];
-        headers.extend(self.signer.sign(self.caller, method.as_str(), path, &body, now_ms() / 1000));
+        headers.extend(self.signer.sign(&self.caller, method.as_str(), path, &body, now_ms() / 1000));
         let outgoing = Outgoing { method, path, headers: &headers, body, max_bytes: MAX_RESPONSE_BYTES, timeout: self.timeout };
         let reply = self.target.send(outgoing).await.map_err(|error| self.unavailable(error))?;
         let (status, bytes) = (reply.status, reply.body);
@@ -92,7 +93,7 @@ impl ServiceClient {
 
 /// The calling service of a signed request, or the 403 to answer an unsigned or forged one (signing in
 /// as a person does not help, so it is not a 401).
-pub fn verify_caller(signer: &CallSigner, headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<String, ApiError> {
+pub fn verify_caller(signer: &CallSigner, headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<ServiceName, ApiError> {
     signer.verify(headers, method.as_str(), path, body, now_seconds()).map_err(|error| {
         tracing::warn!(%error, path, "service call refused");
         ApiError::Forbidden(format!("this endpoint is for Tessera services only ({error})"))

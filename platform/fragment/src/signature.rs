@@ -15,6 +15,7 @@ use std::sync::Arc;
 use axum::http::HeaderMap;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use tessera_contracts::domain::ServiceName;
 
 pub const PRODUCER_HEADER: &str = "x-tessera-event-producer";
 pub const TIMESTAMP_HEADER: &str = "x-tessera-event-timestamp";
@@ -44,6 +45,8 @@ pub enum SignatureError {
     Stale,
     #[error("the event request's signature does not match")]
     Mismatch,
+    #[error("the request is signed by {0:?}, which is not a service name")]
+    NotAService(String),
 }
 
 impl EventSigner {
@@ -59,13 +62,17 @@ impl EventSigner {
     }
 
     /// The three headers of a signed event request.
-    pub fn sign(&self, producer: &str, body: &[u8], timestamp: i64) -> [(&'static str, String); 3] {
-        let tag = ring::hmac::sign(&self.keys[0], &EventSigner::message(timestamp, producer, body));
-        [(PRODUCER_HEADER, producer.to_owned()), (TIMESTAMP_HEADER, timestamp.to_string()), (SIGNATURE_HEADER, format!("v1={}", STANDARD.encode(tag.as_ref())))]
+    pub fn sign(&self, producer: &ServiceName, body: &[u8], timestamp: i64) -> [(&'static str, String); 3] {
+        let tag = ring::hmac::sign(&self.keys[0], &EventSigner::message(timestamp, producer.as_str(), body));
+        [
+            (PRODUCER_HEADER, producer.to_string()),
+            (TIMESTAMP_HEADER, timestamp.to_string()),
+            (SIGNATURE_HEADER, format!("v1={}", STANDARD.encode(tag.as_ref()))),
+        ]
     }
 
     /// Checks a request's signature (constant time) and returns the producer that signed it.
-    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_seconds: i64) -> Result<String, SignatureError> {
+    pub fn verify(&self, headers: &HeaderMap, body: &[u8], now_seconds: i64) -> Result<ServiceName, SignatureError> {
         let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
         let (Some(producer), Some(signature)) = (header(PRODUCER_HEADER), header(SIGNATURE_HEADER)) else {
             return Err(SignatureError::Missing);
@@ -77,7 +84,7 @@ impl EventSigner {
         let tag = signature.strip_prefix("v1=").and_then(|tag| STANDARD.decode(tag).ok()).ok_or(SignatureError::Mismatch)?;
         let message = EventSigner::message(timestamp, producer, body);
         if self.keys.iter().any(|key| ring::hmac::verify(key, &message, &tag).is_ok()) {
-            Ok(producer.to_owned())
+            ServiceName::parse(producer).map_err(|_| SignatureError::NotAService(producer.chars().take(64).collect()))
         } else {
             Err(SignatureError::Mismatch)
         }
@@ -104,12 +111,12 @@ impl CallSigner {
     }
 
     /// The headers of a signed call by `caller`.
-    pub fn sign(&self, caller: &str, method: &str, path: &str, body: &[u8], timestamp: i64) -> [(&'static str, String); 3] {
+    pub fn sign(&self, caller: &ServiceName, method: &str, path: &str, body: &[u8], timestamp: i64) -> [(&'static str, String); 3] {
         self.hmac.sign(caller, &CallSigner::message(method, path, body), timestamp)
     }
 
     /// Checks a call's signature and returns the calling service.
-    pub fn verify(&self, headers: &HeaderMap, method: &str, path: &str, body: &[u8], now_seconds: i64) -> Result<String, SignatureError> {
+    pub fn verify(&self, headers: &HeaderMap, method: &str, path: &str, body: &[u8], now_seconds: i64) -> Result<ServiceName, SignatureError> {
         self.hmac.verify(headers, &CallSigner::message(method, path, body), now_seconds)
     }
 }
@@ -123,10 +130,10 @@ mod tests {
         let signer = EventSigner::new(&[b"secret-one".to_vec()]);
         let body = br#"{"id":"1"}"#;
         let mut headers = HeaderMap::new();
-        for (name, value) in signer.sign("inventory", body, 1_000) {
+        for (name, value) in signer.sign(&ServiceName::INVENTORY, body, 1_000) {
             headers.insert(name, value.parse().unwrap());
         }
-        assert_eq!(signer.verify(&headers, body, 1_000).as_deref(), Ok("inventory"));
+        assert_eq!(signer.verify(&headers, body, 1_000), Ok(ServiceName::INVENTORY));
         assert_eq!(signer.verify(&headers, br#"{"id":"2"}"#, 1_000), Err(SignatureError::Mismatch));
         assert_eq!(signer.verify(&headers, body, 1_000 + SIGNATURE_TOLERANCE_SECONDS + 1), Err(SignatureError::Stale));
         assert_eq!(EventSigner::new(&[b"other".to_vec()]).verify(&headers, body, 1_000), Err(SignatureError::Mismatch));
@@ -138,5 +145,11 @@ mod tests {
         let rotated = EventSigner::new(&[b"secret-two".to_vec(), b"secret-one".to_vec()]);
         headers.insert(PRODUCER_HEADER, "inventory".parse().unwrap());
         assert!(rotated.verify(&headers, body, 1_000).is_ok());
+        // A holder of the secret still cannot name a service that cannot exist.
+        let mut odd = HeaderMap::new();
+        for (name, value) in signer.sign(&ServiceName::of("Not/A name"), body, 1_000) {
+            odd.insert(name, value.parse().unwrap());
+        }
+        assert_eq!(signer.verify(&odd, body, 1_000), Err(SignatureError::NotAService("Not/A name".into())));
     }
 }

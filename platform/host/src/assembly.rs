@@ -16,6 +16,7 @@ use axum::routing::get;
 use axum::Router;
 use shared_auth::verify::{JwksSource, Verifier};
 use tessera_contracts::descriptor::{FragmentDescriptor, DESCRIPTOR_PATH};
+use tessera_contracts::domain::ServiceName;
 use tessera_fragment::db::now_ms;
 use tessera_fragment::event_admin::{prune, Retention};
 use tessera_fragment::fragment::{describe, publishes, Fragment};
@@ -73,7 +74,7 @@ impl Host {
         if let Some(base) = &settings.site.payment_url {
             // Comma-separated: several processes serve the provider (every shell replica does).
             let bases: Vec<String> = base.split(',').map(str::to_owned).collect();
-            peers.set("payments", Remote::target(tessera_contracts::payments::SANDBOX_PREFIX, Arc::new(Pool::of(&bases)), &clients));
+            peers.set(ServiceName::PAYMENTS, Remote::target(tessera_contracts::payments::SANDBOX_PREFIX, Arc::new(Pool::of(&bases)), &clients));
         }
         Ok(Host { settings: settings.clone(), secrets, peers, clients, local: Vec::new(), background: Vec::new() })
     }
@@ -87,14 +88,14 @@ impl Host {
         if let Some((event_type, _)) = fragment.publishes().iter().find(|(event_type, _)| producer_of(event_type) != Some(fragment.name())) {
             return Err(HostError::Config(format!("{} publishes {event_type:?}, which is not named {}.<event>", fragment.name(), fragment.name())));
         }
-        let db = settings.store.open_fragment(fragment.name(), fragment.migrations()).await?;
+        let db = settings.store.open_fragment(fragment.name().as_str(), fragment.migrations()).await?;
         let subscriptions = fragment.subscriptions();
         let runtime = FragmentRuntime {
             name: fragment.name(),
             prefix: fragment.prefix(),
             db,
             verifier: Verifier::new(verifier_settings(&settings.login), jwks),
-            manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site.site_dir, fragment.name()))),
+            manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site.site_dir, fragment.name().as_str()))),
             csrf: Arc::new(settings.login.csrf_policy()),
             events: Arc::new(FragmentEvents { outbox: Outbox::new(fragment.name()), signer: self.secrets.events()?, subscriptions }),
             peers: self.peers.clone(),
@@ -109,13 +110,13 @@ impl Host {
     }
 
     /// Makes another service of this process (the sandbox payment provider) reachable by `name`.
-    pub fn add_service(&mut self, name: &str, prefix: &str, router: Router) {
+    pub fn add_service(&mut self, name: ServiceName, prefix: &str, router: Router) {
         self.peers.set(name, Target::in_process(prefix, router));
     }
 
     /// The fragment of this process called `name`.
-    pub fn local(&self, name: &str) -> Option<&Local> {
-        self.local.iter().find(|local| local.fragment.name() == name)
+    pub fn local(&self, name: &ServiceName) -> Option<&Local> {
+        self.local.iter().find(|local| &local.fragment.name() == name)
     }
 
     /// Connects the services and starts them: local consumers subscribe to local producers; services
@@ -125,7 +126,7 @@ impl Host {
     pub async fn start(mut self) -> Result<Started, HostError> {
         let events = &self.settings.events;
         let broker = match &events.nats_url {
-            Some(url) => Some(Broker::connect(url, &events.nats_prefix).await.map_err(|error| HostError::Config(error.to_string()))?),
+            Some(url) => Some(Broker::connect(url, &events.nats_prefix).await?),
             None => None,
         };
         if broker.is_some() {
@@ -138,9 +139,9 @@ impl Host {
             let Some(url) = &self.settings.store.postgres_url else {
                 return Err(HostError::Config("TESSERA_OUTBOX_RELAY=cdc reads PostgreSQL's logical replication stream: set TESSERA_POSTGRES_URL too".into()));
             };
-            cdc::Source::new(url, "").map_err(HostError::Config)?;
+            cdc::Source::new(url, "")?;
             for producer in self.local.iter().filter(|local| !local.fragment.publishes().is_empty()) {
-                cdc::check_server(&producer.runtime.db).await.map_err(HostError::Config)?;
+                cdc::check_server(&producer.runtime.db).await?;
                 producer.runtime.events.outbox.use_stream();
             }
         }
@@ -151,7 +152,7 @@ impl Host {
             for (event_type, _) in consumer.runtime.events.subscriptions.types() {
                 for producer in self.local.iter().filter(|producer| publishes(producer.fragment, event_type)) {
                     let outbox = &producer.runtime.events.outbox;
-                    outbox.subscribe(&producer.runtime.db, event_type, consumer.fragment.name()).await.map_err(HostError::Subscriptions)?;
+                    outbox.subscribe(&producer.runtime.db, event_type, &consumer.fragment.name()).await.map_err(HostError::Subscriptions)?;
                 }
             }
         }
@@ -168,7 +169,7 @@ impl Host {
             let task = match (&self.settings.store.postgres_url, streamed) {
                 (Some(url), true) => {
                     let schema = format!("{}{}", self.settings.store.schema_prefix, local.fragment.name());
-                    let source = cdc::Source::new(url, &schema).map_err(HostError::Config)?;
+                    let source = cdc::Source::new(url, &schema)?;
                     cdc::StreamingRelay::new(relay, local.runtime.db.clone(), source, local.fragment.name()).spawn()
                 }
                 _ => relay.spawn(),
@@ -187,7 +188,7 @@ impl Host {
             let store = &self.settings.store;
             for local in &self.local {
                 // Instances starting together seed once: the others wait, then find the data there.
-                let lock = store.start_lock(local.fragment.name()).await?;
+                let lock = store.start_lock(local.fragment.name().as_str()).await?;
                 let seeded = local.fragment.seed_demo(&local.runtime, self.settings.site.demo_extra_products).await;
                 lock.release().await;
                 seeded.map_err(|source| HostError::Seed { fragment: local.fragment.name(), source })?;

@@ -2,6 +2,7 @@
 //! (`tessera-catalog`, `tessera-cart`, `tessera-inventory`, and `tessera serve --fragment NAME`).
 
 use std::sync::Arc;
+use tessera_contracts::domain::ServiceName;
 
 use axum::Router;
 use futures::future::BoxFuture;
@@ -33,14 +34,14 @@ pub async fn run_fragment(settings: &Settings, fragment: &'static dyn Fragment, 
     let mut host = Host::new(settings)?;
     if settings.site.payment_url.is_none() {
         let shell = settings.login.public_url.trim_end_matches('/').to_owned();
-        host.peers.set("payments", Remote::target(tessera_contracts::payments::SANDBOX_PREFIX, Arc::new(Pool::of(&[shell])), &host.clients));
+        host.peers.set(ServiceName::PAYMENTS, Remote::target(tessera_contracts::payments::SANDBOX_PREFIX, Arc::new(Pool::of(&[shell])), &host.clients));
     }
     host.add_fragment(fragment, shared_auth::verify::HttpJwks::new(settings.login.jwks_url())).await?;
     let extra_routes = match extra {
         Some(extra) => extra(&mut host).await?,
         None => None,
     };
-    tracing::info!(fragment = fragment.name(), jwks = %settings.login.jwks_url(), "serving one fragment");
+    tracing::info!(fragment = %fragment.name(), jwks = %settings.login.jwks_url(), "serving one fragment");
     let started = host.start().await?;
     let mut app = fragment_app(&started.local[0]);
     if let Some(routes) = extra_routes {
@@ -71,7 +72,7 @@ pub async fn main_of(fragment: &'static dyn Fragment) -> Result<(), Box<dyn std:
             other => return Err(format!("unknown argument {other:?} (try --help)").into()),
         }
     }
-    tracing::info!(?settings, fragment = fragment.name(), "starting");
+    tracing::info!(?settings, fragment = %fragment.name(), "starting");
     let running = run_fragment(&settings, fragment, None).await?;
     tracing::info!(addr = %running.addr, "listening on http://{}", running.addr);
     running.handle.await??;

@@ -31,14 +31,15 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, AckKind};
 use futures::StreamExt;
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::Envelope;
 use tessera_fragment::db::now_ms;
 use tessera_fragment::event_admin::record_dead_letter;
 use tessera_fragment::inbox::apply;
 use tessera_fragment::runtime::FragmentRuntime;
-use tessera_fragment::signature::{EventSigner, PRODUCER_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
+use tessera_fragment::signature::{EventSigner, SignatureError, PRODUCER_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
-use crate::relay::Transport;
+use crate::relay::{DeliveryError, Transport};
 
 /// How long JetStream remembers message ids to drop duplicates (its default; longer than any relay
 /// retry of a publish that was stored but not marked).
@@ -63,6 +64,32 @@ pub enum BrokerError {
     Settings(String),
     #[error("cannot reach NATS at {url}: {source}")]
     Connect { url: String, source: async_nats::ConnectError },
+    #[error("stream of {producer}: {message}")]
+    Stream { producer: ServiceName, message: String },
+    #[error("publishing to NATS: {0}")]
+    Publish(String),
+    #[error("NATS did not confirm the publish: {0}")]
+    Unconfirmed(String),
+    #[error("consumer: {0}")]
+    Consumer(String),
+    #[error("pulling: {0}")]
+    Pull(String),
+    #[error("receiving: {0}")]
+    Receive(String),
+    #[error("the message stream ended")]
+    Ended,
+}
+
+/// Why a message on a stream is not an event this consumer may apply (a dead letter at once: it never
+/// becomes one, however often it comes).
+#[derive(Debug, thiserror::Error)]
+enum Unacceptable {
+    #[error(transparent)]
+    Signature(#[from] SignatureError),
+    #[error("not an event envelope: {0}")]
+    NotAnEnvelope(#[from] serde_json::Error),
+    #[error("signed by {signed} but claims to come from {claimed}")]
+    OtherProducer { signed: ServiceName, claimed: ServiceName },
 }
 
 /// The URL without credentials, for messages.
@@ -100,17 +127,17 @@ impl Broker {
     }
 
     /// The stream of `producer`'s events.
-    pub fn stream_name(&self, producer: &str) -> String {
+    pub fn stream_name(&self, producer: &ServiceName) -> String {
         format!("{}_{}", self.prefix, producer).to_ascii_uppercase()
     }
 
     /// The subject of one event.
-    pub fn subject(&self, producer: &str, event_type: &str) -> String {
+    pub fn subject(&self, producer: &ServiceName, event_type: &str) -> String {
         format!("{}.{producer}.{event_type}", self.prefix)
     }
 
     /// The producer's stream, created if missing.
-    pub async fn stream(&self, producer: &str) -> Result<stream::Stream, String> {
+    pub async fn stream(&self, producer: &ServiceName) -> Result<stream::Stream, BrokerError> {
         let config = stream::Config {
             name: self.stream_name(producer),
             subjects: vec![format!("{}.{producer}.>", self.prefix)],
@@ -120,7 +147,7 @@ impl Broker {
             storage: stream::StorageType::File,
             ..Default::default()
         };
-        self.jetstream.get_or_create_stream(config).await.map_err(|error| format!("stream of {producer}: {error}"))
+        self.jetstream.get_or_create_stream(config).await.map_err(|error| BrokerError::Stream { producer: producer.clone(), message: error.to_string() })
     }
 
     /// The JetStream context (tests inspect streams with it).
@@ -132,13 +159,13 @@ impl Broker {
 /// The relay's transport when a broker carries events: publishes to the producer's stream.
 pub struct BrokerTransport {
     broker: Broker,
-    producer: &'static str,
+    producer: ServiceName,
     signer: EventSigner,
     stream_ready: tokio::sync::OnceCell<()>,
 }
 
 impl BrokerTransport {
-    pub fn new(broker: Broker, producer: &'static str, signer: EventSigner) -> BrokerTransport {
+    pub fn new(broker: Broker, producer: ServiceName, signer: EventSigner) -> BrokerTransport {
         BrokerTransport { broker, producer, signer, stream_ready: tokio::sync::OnceCell::new() }
     }
 }
@@ -146,34 +173,34 @@ impl BrokerTransport {
 impl Transport for BrokerTransport {
     fn deliver<'a>(
         &'a self,
-        _subscriber: &'a str,
+        _subscriber: &'a ServiceName,
         envelope: &'a Envelope,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
-            self.stream_ready.get_or_try_init(|| async { self.broker.stream(self.producer).await.map(drop) }).await?;
-            let body = serde_json::to_vec(envelope).map_err(|error| error.to_string())?;
+            self.stream_ready.get_or_try_init(|| async { self.broker.stream(&self.producer).await.map(drop) }).await?;
+            let body = serde_json::to_vec(envelope)?;
             let mut headers = async_nats::HeaderMap::new();
-            for (name, value) in self.signer.sign(self.producer, &body, now_ms() / 1000) {
+            for (name, value) in self.signer.sign(&self.producer, &body, now_ms() / 1000) {
                 headers.insert(name, value.as_str());
             }
             let publish = jetstream::message::PublishMessage::build().payload(body.into()).headers(headers).message_id(&envelope.id);
-            let subject = self.broker.subject(self.producer, &envelope.event_type);
-            let ack = self.broker.jetstream.send_publish(subject, publish).await.map_err(|error| format!("publishing to NATS: {error}"))?;
+            let subject = self.broker.subject(&self.producer, &envelope.event_type);
+            let ack = self.broker.jetstream.send_publish(subject, publish).await.map_err(|error| BrokerError::Publish(error.to_string()))?;
             // Stored (or recognised as a duplicate and dropped): either way the stream has it once.
-            ack.await.map(drop).map_err(|error| format!("NATS did not confirm the publish: {error}"))
+            ack.await.map(drop).map_err(|error| BrokerError::Unconfirmed(error.to_string()).into())
         })
     }
 }
 
 /// The producer of an event type: event types are named `<producer>.<what happened>`, which
 /// `crate::assembly` checks for every fragment's published types.
-pub fn producer_of(event_type: &str) -> Option<&str> {
-    event_type.split_once('.').map(|(producer, _)| producer).filter(|producer| valid_name(producer))
+pub fn producer_of(event_type: &str) -> Option<ServiceName> {
+    event_type.split_once('.').and_then(|(producer, _)| ServiceName::parse(producer).ok())
 }
 
 /// Starts the consumers of a fragment: one per producer it consumes from. They run until aborted.
 fn spawn_consumers(broker: &Broker, runtime: &FragmentRuntime, max_deliveries: i64, base_backoff_ms: i64) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut producers: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    let mut producers: BTreeMap<ServiceName, Vec<&str>> = BTreeMap::new();
     for (event_type, _) in runtime.events.subscriptions.types() {
         if let Some(producer) = producer_of(event_type) {
             producers.entry(producer).or_default().push(event_type);
@@ -187,7 +214,7 @@ fn spawn_consumers(broker: &Broker, runtime: &FragmentRuntime, max_deliveries: i
             let consumer = Consumer {
                 broker: broker.clone(),
                 runtime: runtime.clone(),
-                producer: producer.to_owned(),
+                producer,
                 max_deliveries: max_deliveries.max(1),
                 base_backoff_ms: base_backoff_ms.max(0),
             };
@@ -200,7 +227,7 @@ fn spawn_consumers(broker: &Broker, runtime: &FragmentRuntime, max_deliveries: i
 struct Consumer {
     broker: Broker,
     runtime: FragmentRuntime,
-    producer: String,
+    producer: ServiceName,
     max_deliveries: i64,
     base_backoff_ms: i64,
 }
@@ -218,15 +245,15 @@ impl Consumer {
     async fn run(self) {
         loop {
             if let Err(error) = self.consume().await {
-                tracing::warn!(subscriber = self.runtime.name, producer = %self.producer, %error, "event consumer stopped; starting again");
+                tracing::warn!(subscriber = %self.runtime.name, producer = %self.producer, %error, "event consumer stopped; starting again");
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
-    async fn consume(&self) -> Result<(), String> {
+    async fn consume(&self) -> Result<(), BrokerError> {
         let stream = self.broker.stream(&self.producer).await?;
-        let name = self.runtime.name.to_owned();
+        let name = self.runtime.name.to_string();
         let config = consumer::pull::Config {
             durable_name: Some(name.clone()),
             description: Some(format!("{} consuming the events of {}", self.runtime.name, self.producer)),
@@ -240,29 +267,29 @@ impl Consumer {
             filter_subject: format!("{}.{}.>", self.broker.prefix, self.producer),
             ..Default::default()
         };
-        let consumer: consumer::PullConsumer = stream.get_or_create_consumer(&name, config).await.map_err(|error| format!("consumer: {error}"))?;
-        let mut messages = consumer.messages().await.map_err(|error| format!("pulling: {error}"))?;
+        let consumer: consumer::PullConsumer = stream.get_or_create_consumer(&name, config).await.map_err(|error| BrokerError::Consumer(error.to_string()))?;
+        let mut messages = consumer.messages().await.map_err(|error| BrokerError::Pull(error.to_string()))?;
         while let Some(message) = messages.next().await {
-            let message = message.map_err(|error| format!("receiving: {error}"))?;
+            let message = message.map_err(|error| BrokerError::Receive(error.to_string()))?;
             let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
             let acked = match self.handle(&message.payload, message.headers.as_ref(), delivered).await {
                 Outcome::Applied | Outcome::Skipped => message.double_ack().await,
                 Outcome::Retry(error) => {
                     let delay = self.redelivery_delay(delivered);
-                    tracing::warn!(subscriber = self.runtime.name, producer = %self.producer, delivered, %error, "event not applied; offered again later");
+                    tracing::warn!(subscriber = %self.runtime.name, producer = %self.producer, delivered, %error, "event not applied; offered again later");
                     message.ack_with(AckKind::Nak(Some(delay))).await
                 }
                 Outcome::Dead(error) => {
-                    tracing::error!(subscriber = self.runtime.name, producer = %self.producer, delivered, %error, "event failed for good: dead letter");
+                    tracing::error!(subscriber = %self.runtime.name, producer = %self.producer, delivered, %error, "event failed for good: dead letter");
                     message.double_ack_with(AckKind::Term).await
                 }
             };
             if let Err(error) = acked {
                 // The message comes again after the ack wait; the inbox makes that harmless.
-                tracing::warn!(subscriber = self.runtime.name, %error, "cannot acknowledge an event");
+                tracing::warn!(subscriber = %self.runtime.name, %error, "cannot acknowledge an event");
             }
         }
-        Err("the message stream ended".into())
+        Err(BrokerError::Ended)
     }
 
     fn redelivery_delay(&self, delivered: i64) -> Duration {
@@ -275,7 +302,7 @@ impl Consumer {
         let envelope = match self.accept(payload, headers) {
             Ok(envelope) => envelope,
             // Never applicable, however often it comes: a dead letter at once.
-            Err(error) => return self.bury(None, payload, &error, delivered).await,
+            Err(error) => return self.bury(None, payload, &error.to_string(), delivered).await,
         };
         let Some(subscription) = self.runtime.events.subscriptions.get(&envelope.event_type) else {
             return Outcome::Skipped;
@@ -294,7 +321,7 @@ impl Consumer {
     /// The envelope of a message: signed by a Tessera service that is the producer it names. The
     /// signature's age is not checked: a message may be redelivered long after it was published, and
     /// the inbox, not the clock, refuses a replay.
-    fn accept(&self, payload: &[u8], headers: Option<&async_nats::HeaderMap>) -> Result<Envelope, String> {
+    fn accept(&self, payload: &[u8], headers: Option<&async_nats::HeaderMap>) -> Result<Envelope, Unacceptable> {
         let mut http = axum::http::HeaderMap::new();
         for name in [PRODUCER_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER] {
             if let Some(value) = headers.and_then(|headers| headers.get(name)).and_then(|value| axum::http::HeaderValue::from_str(value.as_str()).ok()) {
@@ -302,10 +329,10 @@ impl Consumer {
             }
         }
         let signed_at = http.get(TIMESTAMP_HEADER).and_then(|value| value.to_str().ok()).and_then(|value| value.parse().ok()).unwrap_or_default();
-        let producer = self.runtime.events.signer.verify(&http, payload, signed_at).map_err(|error| error.to_string())?;
-        let envelope: Envelope = serde_json::from_slice(payload).map_err(|error| format!("not an event envelope: {error}"))?;
+        let producer = self.runtime.events.signer.verify(&http, payload, signed_at)?;
+        let envelope: Envelope = serde_json::from_slice(payload)?;
         if envelope.producer != producer || producer != self.producer {
-            return Err(format!("signed by {producer} but claims to come from {}", envelope.producer));
+            return Err(Unacceptable::OtherProducer { signed: producer, claimed: envelope.producer });
         }
         Ok(envelope)
     }

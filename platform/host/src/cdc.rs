@@ -39,7 +39,8 @@ use pgwire_replication::lsn::Lsn;
 use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
 use sqlx::AnyPool;
 
-use tessera_fragment::outbox::STREAM_WAKE_PREFIX as WAKE_PREFIX;
+use tessera_contracts::domain::ServiceName;
+use tessera_fragment::outbox::{DeliveryStatus, STREAM_WAKE_PREFIX as WAKE_PREFIX};
 
 use crate::relay::{OutboxRow, Relay};
 /// How long an instance waits to try again after leading ended or waiting to lead failed.
@@ -69,11 +70,48 @@ impl std::fmt::Debug for Source {
     }
 }
 
+/// Why the streaming relay cannot run with these settings on this server (the process does not start).
+#[derive(Debug, thiserror::Error)]
+pub enum CdcError {
+    #[error("the PostgreSQL URL is not valid: {0}")]
+    Url(#[from] url::ParseError),
+    #[error("the PostgreSQL URL names no host")]
+    NoHost,
+    #[error("cannot read the server's {what}: {source}")]
+    Unreadable { what: &'static str, source: sqlx::Error },
+    #[error(
+        "TESSERA_OUTBOX_RELAY=cdc reads PostgreSQL's logical replication stream, which needs wal_level = logical (the server has {0}): \
+         run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL, or use the polling relay"
+    )]
+    WalLevel(String),
+    #[error("TESSERA_OUTBOX_RELAY=cdc needs a PostgreSQL role with the REPLICATION attribute (ALTER ROLE … REPLICATION)")]
+    NoReplication,
+}
+
+/// Why a `pgoutput` message from the replication stream could not be read (the stream is restarted).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    #[error("a pgoutput message ended early")]
+    EndedEarly,
+    #[error("a pgoutput {0} that is not UTF-8")]
+    NotUtf8(&'static str),
+    #[error("a pgoutput string without its terminator")]
+    Unterminated,
+    #[error("an insert without a new tuple")]
+    NoNewTuple,
+    #[error("an insert into relation {0}, which was never described")]
+    UnknownRelation(u32),
+    #[error("the stream's row has no {0}")]
+    MissingColumn(String),
+    #[error("the stream's {0} is not {1}")]
+    BadValue(String, &'static str),
+}
+
 impl Source {
     /// The stream of `schema`'s outbox on the server at `url` (a `postgres://` URL, as for the pools).
-    pub fn new(url: &str, schema: &str) -> Result<Source, String> {
-        let parsed = url::Url::parse(url).map_err(|error| format!("the PostgreSQL URL is not valid: {error}"))?;
-        let host = parsed.host_str().filter(|host| !host.is_empty()).ok_or("the PostgreSQL URL names no host")?.to_owned();
+    pub fn new(url: &str, schema: &str) -> Result<Source, CdcError> {
+        let parsed = url::Url::parse(url)?;
+        let host = parsed.host_str().filter(|host| !host.is_empty()).ok_or(CdcError::NoHost)?.to_owned();
         let user = match parsed.username() {
             "" => std::env::var("USER").unwrap_or_else(|_| "postgres".into()),
             user => percent_decode(user),
@@ -120,23 +158,20 @@ fn percent_decode(text: &str) -> String {
 }
 
 /// Checks that the server can stream the outbox: `wal_level = logical`, a role allowed to replicate.
-pub async fn check_server(db: &AnyPool) -> Result<(), String> {
+pub async fn check_server(db: &AnyPool) -> Result<(), CdcError> {
     let (level,): (String,) = sqlx::query_as("SELECT setting FROM pg_settings WHERE name = 'wal_level'")
         .fetch_one(db)
         .await
-        .map_err(|error| format!("cannot read the server's wal_level: {error}"))?;
+        .map_err(|source| CdcError::Unreadable { what: "wal_level", source })?;
     if level != "logical" {
-        return Err(format!(
-            "TESSERA_OUTBOX_RELAY=cdc reads PostgreSQL's logical replication stream, which needs wal_level = logical (the server has {level}): \
-             run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL, or use the polling relay"
-        ));
+        return Err(CdcError::WalLevel(level));
     }
     let (allowed,): (bool,) = sqlx::query_as("SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user")
         .fetch_one(db)
         .await
-        .map_err(|error| format!("cannot read the role's attributes: {error}"))?;
+        .map_err(|source| CdcError::Unreadable { what: "role's attributes", source })?;
     if !allowed {
-        return Err("TESSERA_OUTBOX_RELAY=cdc needs a PostgreSQL role with the REPLICATION attribute (ALTER ROLE … REPLICATION)".into());
+        return Err(CdcError::NoReplication);
     }
     Ok(())
 }
@@ -155,6 +190,12 @@ impl From<sqlx::Error> for Stop {
     }
 }
 
+impl From<StreamError> for Stop {
+    fn from(error: StreamError) -> Stop {
+        Stop::Failed(error.to_string())
+    }
+}
+
 impl From<pgwire_replication::error::PgWireError> for Stop {
     fn from(error: pgwire_replication::error::PgWireError) -> Stop {
         Stop::Failed(error.to_string())
@@ -166,11 +207,11 @@ pub struct StreamingRelay {
     relay: Arc<Relay>,
     db: AnyPool,
     source: Source,
-    producer: &'static str,
+    producer: ServiceName,
 }
 
 impl StreamingRelay {
-    pub fn new(relay: Relay, db: AnyPool, source: Source, producer: &'static str) -> StreamingRelay {
+    pub fn new(relay: Relay, db: AnyPool, source: Source, producer: ServiceName) -> StreamingRelay {
         StreamingRelay { relay: Arc::new(relay), db, source, producer }
     }
 
@@ -178,12 +219,12 @@ impl StreamingRelay {
     /// waits to.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
-            let leader = metrics::gauge!("tessera_relay_leader", "producer" => self.producer);
+            let leader = metrics::gauge!("tessera_relay_leader", "producer" => self.producer.to_string());
             loop {
                 let lock = match self.wait_to_lead().await {
                     Ok(lock) => lock,
                     Err(error) => {
-                        tracing::warn!(producer = self.producer, %error, "cannot wait for the relay's leadership; retrying");
+                        tracing::warn!(producer = %self.producer, %error, "cannot wait for the relay's leadership; retrying");
                         tokio::time::sleep(RETRY_AFTER).await;
                         continue;
                     }
@@ -193,8 +234,8 @@ impl StreamingRelay {
                 let _ = sqlx::Connection::close(lock).await;
                 match outcome {
                     // The last leader's session is still going away with its slot.
-                    Stop::Standby => tracing::debug!(producer = self.producer, "the relay's slot is still held; retrying"),
-                    Stop::Failed(error) => tracing::warn!(producer = self.producer, %error, "the relay's replication stream ended; retrying"),
+                    Stop::Standby => tracing::debug!(producer = %self.producer, "the relay's slot is still held; retrying"),
+                    Stop::Failed(error) => tracing::warn!(producer = %self.producer, %error, "the relay's replication stream ended; retrying"),
                 }
                 tokio::time::sleep(RETRY_AFTER).await;
             }
@@ -261,7 +302,7 @@ impl StreamingRelay {
         client.start().await?;
         client.wait_started().await?;
         leader.set(1.0);
-        tracing::info!(producer = self.producer, slot = %self.source.slot(), "leading the relay from the replication stream");
+        tracing::info!(producer = %self.producer, slot = %self.source.slot(), "leading the relay from the replication stream");
         // What committed before the slot existed is in the table, not in the stream.
         let mut next_sweep = self.sweep().await?;
         let mut decoder = Decoder::new(&self.source.schema);
@@ -273,7 +314,7 @@ impl StreamingRelay {
                     };
                     match event {
                         ReplicationEvent::Begin { .. } => decoder.begin(),
-                        ReplicationEvent::XLogData { data, .. } => decoder.decode(data).map_err(Stop::Failed)?,
+                        ReplicationEvent::XLogData { data, .. } => decoder.decode(data)?,
                         ReplicationEvent::Commit { end_lsn, .. } => {
                             let transaction = decoder.commit();
                             if !transaction.deliveries.is_empty() && !self.send(transaction).await? {
@@ -324,8 +365,9 @@ impl StreamingRelay {
         while self.relay.pass().await?.1 > 0 {}
         let (due,): (Option<i64>,) = sqlx::query_as(
             "SELECT MIN(CASE WHEN claimed_until_ms > next_attempt_at_ms THEN claimed_until_ms ELSE next_attempt_at_ms END) \
-             FROM outbox_deliveries WHERE status = 'pending'",
+             FROM outbox_deliveries WHERE status = $1",
         )
+        .bind(DeliveryStatus::Pending)
         .fetch_one(&self.db)
         .await?;
         let wait = match due {
@@ -340,7 +382,7 @@ impl StreamingRelay {
 #[derive(Debug, PartialEq)]
 struct Delivery {
     seq: i64,
-    subscriber: String,
+    subscriber: ServiceName,
     aggregate_key: String,
 }
 
@@ -385,7 +427,7 @@ impl Decoder {
         self.open.take().unwrap_or_default()
     }
 
-    fn decode(&mut self, mut data: bytes::Bytes) -> Result<(), String> {
+    fn decode(&mut self, mut data: bytes::Bytes) -> Result<(), StreamError> {
         if data.is_empty() {
             return Ok(());
         }
@@ -413,10 +455,10 @@ impl Decoder {
             b'I' => {
                 let id = take_u32(&mut data)?;
                 if take_u8(&mut data)? != b'N' {
-                    return Err("an insert without a new tuple".into());
+                    return Err(StreamError::NoNewTuple);
                 }
                 let Some((table, columns)) = self.relations.get(&id) else {
-                    return Err(format!("an insert into relation {id}, which was never described"));
+                    return Err(StreamError::UnknownRelation(id));
                 };
                 let values = take_tuple(&mut data)?;
                 let row: HashMap<&str, Option<String>> = columns.iter().map(String::as_str).zip(values).collect();
@@ -428,7 +470,7 @@ impl Decoder {
                     }
                     Table::Deliveries => transaction.deliveries.push(Delivery {
                         seq: number(&row, "seq")?,
-                        subscriber: text(&row, "subscriber")?,
+                        subscriber: ServiceName::parse(&text(&row, "subscriber")?).map_err(|_| StreamError::BadValue("subscriber".into(), "a service name"))?,
                         aggregate_key: text(&row, "aggregate_key")?,
                     }),
                     Table::Other => {}
@@ -441,15 +483,15 @@ impl Decoder {
     }
 }
 
-fn text(row: &HashMap<&str, Option<String>>, column: &str) -> Result<String, String> {
-    row.get(column).cloned().flatten().ok_or_else(|| format!("the stream's row has no {column}"))
+fn text(row: &HashMap<&str, Option<String>>, column: &str) -> Result<String, StreamError> {
+    row.get(column).cloned().flatten().ok_or_else(|| StreamError::MissingColumn(column.to_owned()))
 }
 
-fn number(row: &HashMap<&str, Option<String>>, column: &str) -> Result<i64, String> {
-    text(row, column)?.parse().map_err(|_| format!("the stream's {column} is not a number"))
+fn number(row: &HashMap<&str, Option<String>>, column: &str) -> Result<i64, StreamError> {
+    text(row, column)?.parse().map_err(|_| StreamError::BadValue(column.to_owned(), "a number"))
 }
 
-fn outbox_row(row: &HashMap<&str, Option<String>>) -> Result<OutboxRow, String> {
+fn outbox_row(row: &HashMap<&str, Option<String>>) -> Result<OutboxRow, StreamError> {
     Ok(OutboxRow {
         seq: number(row, "seq")?,
         id: text(row, "id")?,
@@ -462,37 +504,37 @@ fn outbox_row(row: &HashMap<&str, Option<String>>) -> Result<OutboxRow, String> 
     })
 }
 
-fn need(data: &bytes::Bytes, bytes: usize) -> Result<(), String> {
+fn need(data: &bytes::Bytes, bytes: usize) -> Result<(), StreamError> {
     if data.remaining() < bytes {
-        return Err("a pgoutput message ended early".into());
+        return Err(StreamError::EndedEarly);
     }
     Ok(())
 }
 
-fn take_u8(data: &mut bytes::Bytes) -> Result<u8, String> {
+fn take_u8(data: &mut bytes::Bytes) -> Result<u8, StreamError> {
     need(data, 1)?;
     Ok(data.get_u8())
 }
 
-fn take_u16(data: &mut bytes::Bytes) -> Result<u16, String> {
+fn take_u16(data: &mut bytes::Bytes) -> Result<u16, StreamError> {
     need(data, 2)?;
     Ok(data.get_u16())
 }
 
-fn take_u32(data: &mut bytes::Bytes) -> Result<u32, String> {
+fn take_u32(data: &mut bytes::Bytes) -> Result<u32, StreamError> {
     need(data, 4)?;
     Ok(data.get_u32())
 }
 
-fn take_string(data: &mut bytes::Bytes) -> Result<String, String> {
-    let end = data.iter().position(|&byte| byte == 0).ok_or("a pgoutput string without its terminator")?;
-    let text = String::from_utf8(data.split_to(end).to_vec()).map_err(|_| "a pgoutput string that is not UTF-8")?;
+fn take_string(data: &mut bytes::Bytes) -> Result<String, StreamError> {
+    let end = data.iter().position(|&byte| byte == 0).ok_or(StreamError::Unterminated)?;
+    let text = String::from_utf8(data.split_to(end).to_vec()).map_err(|_| StreamError::NotUtf8("string"))?;
     data.advance(1);
     Ok(text)
 }
 
 /// A tuple's columns in text form (`None`: NULL, or a value the stream left out).
-fn take_tuple(data: &mut bytes::Bytes) -> Result<Vec<Option<String>>, String> {
+fn take_tuple(data: &mut bytes::Bytes) -> Result<Vec<Option<String>>, StreamError> {
     let count = take_u16(data)?;
     let mut values = Vec::with_capacity(usize::from(count));
     for _ in 0..count {
@@ -501,7 +543,7 @@ fn take_tuple(data: &mut bytes::Bytes) -> Result<Vec<Option<String>>, String> {
                 let length = take_u32(data)? as usize;
                 need(data, length)?;
                 let value = data.split_to(length);
-                values.push(Some(String::from_utf8(value.to_vec()).map_err(|_| "a pgoutput value that is not UTF-8")?));
+                values.push(Some(String::from_utf8(value.to_vec()).map_err(|_| StreamError::NotUtf8("value"))?));
             }
             // 'n': NULL; 'u': an unchanged TOASTed value (updates only).
             _ => values.push(None),
@@ -571,7 +613,7 @@ mod tests {
         decoder.decode(insert(12, &[Some("9"), Some("x"), Some("catalog.x"), Some("1"), Some("p"), Some("1"), Some("{}"), Some("1")])).unwrap();
         let transaction = decoder.commit();
         assert!(!decoder.in_transaction());
-        assert_eq!(transaction.deliveries, vec![Delivery { seq: 7, subscriber: "catalog".into(), aggregate_key: "sku:MUG".into() }]);
+        assert_eq!(transaction.deliveries, vec![Delivery { seq: 7, subscriber: ServiceName::CATALOG, aggregate_key: "sku:MUG".into() }]);
         assert_eq!(transaction.events.len(), 1);
         let event = &transaction.events[&7];
         assert_eq!(
@@ -587,14 +629,14 @@ mod tests {
         for cut in 1..whole.len() {
             assert!(decoder.decode(whole.slice(..cut)).is_err(), "a relation cut at {cut}");
         }
-        assert!(decoder.decode(insert(99, &[Some("1")])).unwrap_err().contains("never described"));
+        assert_eq!(decoder.decode(insert(99, &[Some("1")])), Err(StreamError::UnknownRelation(99)));
         decoder.decode(whole).unwrap();
         let row = insert(1, &[Some("12")]);
         for cut in 1..row.len() {
             assert!(decoder.decode(row.slice(..cut)).is_err(), "an insert cut at {cut}");
         }
         // An outbox row missing its columns is refused with the column's name.
-        assert!(decoder.decode(row).unwrap_err().contains("has no id"));
+        assert_eq!(decoder.decode(row), Err(StreamError::MissingColumn("id".into())));
     }
 
     #[test]

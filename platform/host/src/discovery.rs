@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tessera_contracts::domain::ServiceName;
 use tessera_fragment::fragment::{publishes, Fragment};
 use tessera_fragment::peers::Peers;
 use tessera_fragment::runtime::FragmentRuntime;
@@ -22,7 +23,7 @@ const DISCOVERY_RETRY: Duration = Duration::from_millis(500);
 /// registry, `Instance::check`): which are ready, where the service is (its prefix, for events and
 /// calls) and what it consumes (so local producers address events to it).
 pub struct Discovery {
-    remotes: Vec<(String, Arc<Pool>)>,
+    remotes: Vec<(ServiceName, Arc<Pool>)>,
     producers: Vec<(&'static dyn Fragment, FragmentRuntime)>,
     peers: Arc<Peers>,
     clients: Clients,
@@ -33,7 +34,7 @@ impl Discovery {
     /// fragments with their runtimes, whose outboxes learn the remote subscribers); it sets their routes in
     /// `peers` at once (without a prefix until they describe themselves).
     pub fn new(settings: &Settings, local: Vec<(&'static dyn Fragment, FragmentRuntime)>, peers: Arc<Peers>, clients: &Clients) -> Discovery {
-        let is_local = |name: &str| local.iter().any(|(fragment, _)| fragment.name() == name);
+        let is_local = |name: &ServiceName| local.iter().any(|(fragment, _)| &fragment.name() == name);
         let remotes = settings
             .site
             .fragments
@@ -46,7 +47,7 @@ impl Discovery {
         // Calls use full paths from the contracts, so they can go out before the description is read;
         // event deliveries wait for the prefix (see `HttpTransport`).
         for (name, pool) in &discovery.remotes {
-            discovery.peers.set(name, Remote::target("", pool.clone(), &discovery.clients));
+            discovery.peers.set(name.clone(), Remote::target("", pool.clone(), &discovery.clients));
         }
         discovery
     }
@@ -63,7 +64,7 @@ impl Discovery {
                 continue;
             };
             // The same pool: what the checks and failed calls learned about its instances is kept.
-            self.peers.set(name, Remote::target(descriptor.prefix.clone(), pool.clone(), &self.clients));
+            self.peers.set(name.clone(), Remote::target(descriptor.prefix.clone(), pool.clone(), &self.clients));
             for consumed in &descriptor.consumes {
                 for (_, runtime) in self.producers.iter().filter(|(producer, _)| publishes(*producer, &consumed.event_type)) {
                     if let Err(error) = runtime.events.outbox.subscribe(&runtime.db, &consumed.event_type, name).await {

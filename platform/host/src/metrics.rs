@@ -22,6 +22,7 @@ use axum::extract::MatchedPath;
 use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::AnyPool;
+use tessera_contracts::domain::ServiceName;
 
 /// Seconds: from a fast API answer to a slow page or a late event.
 const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -85,7 +86,7 @@ pub async fn track(request: axum::extract::Request, next: axum::middleware::Next
 /// What a scrape reads from the databases of the fragments a process runs (name, pool).
 #[derive(Clone, Default)]
 pub struct Scrape {
-    pub producers: Vec<(&'static str, AnyPool)>,
+    pub producers: Vec<(ServiceName, AnyPool)>,
 }
 
 impl Scrape {
@@ -93,11 +94,12 @@ impl Scrape {
         for (producer, db) in &self.producers {
             match tessera_fragment::event_admin::outbox_gauges(db).await {
                 Ok(gauges) => {
-                    metrics::gauge!("tessera_outbox_depth", "producer" => *producer).set(gauges.depth as f64);
-                    metrics::gauge!("tessera_outbox_oldest_undelivered_seconds", "producer" => *producer).set(gauges.oldest_age_ms as f64 / 1000.0);
-                    metrics::gauge!("tessera_dead_letters", "producer" => *producer).set(gauges.dead as f64);
+                    let label = || ("producer", producer.to_string());
+                    metrics::gauge!("tessera_outbox_depth", &[label()]).set(gauges.depth as f64);
+                    metrics::gauge!("tessera_outbox_oldest_undelivered_seconds", &[label()]).set(gauges.oldest_age_ms as f64 / 1000.0);
+                    metrics::gauge!("tessera_dead_letters", &[label()]).set(gauges.dead as f64);
                 }
-                Err(error) => tracing::warn!(producer, %error, "cannot read the outbox for metrics"),
+                Err(error) => tracing::warn!(%producer, %error, "cannot read the outbox for metrics"),
             }
         }
     }

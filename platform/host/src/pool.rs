@@ -16,19 +16,35 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tessera_contracts::descriptor::{FragmentDescriptor, DESCRIPTOR_PATH};
+use tessera_contracts::domain::ServiceName;
 use tessera_fragment::peers::{Outgoing, Reply, Route, SendError, Target};
 
+/// Why a health check took an instance out of rotation (the registry page shows it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    #[error("not reachable: {0}")]
+    Unreachable(String),
+    #[error("not ready ({0})")]
+    NotReady(reqwest::StatusCode),
+    #[error("no description ({0})")]
+    NoDescription(reqwest::StatusCode),
+    #[error("unreadable description: {0}")]
+    Unreadable(String),
+    #[error("serves {serves:?}, not the {wanted:?} fragment")]
+    OtherService { serves: Vec<String>, wanted: ServiceName },
+}
+
 /// The description of `name` among those a process at `base` publishes.
-pub async fn describe(client: &reqwest::Client, base: &str, name: &str, timeout: Duration) -> Result<FragmentDescriptor, String> {
+pub async fn describe(client: &reqwest::Client, base: &str, name: &ServiceName, timeout: Duration) -> Result<FragmentDescriptor, CheckError> {
     let response = client.get(format!("{}{DESCRIPTOR_PATH}", base.trim_end_matches('/'))).timeout(timeout).send().await;
-    let response = response.map_err(|error| format!("not reachable: {error}"))?;
+    let response = response.map_err(|error| CheckError::Unreachable(error.to_string()))?;
     if !response.status().is_success() {
-        return Err(format!("no description ({})", response.status()));
+        return Err(CheckError::NoDescription(response.status()));
     }
-    let body = response.bytes().await.map_err(|error| format!("unreadable description: {error}"))?;
-    let descriptors: Vec<FragmentDescriptor> = serde_json::from_slice(&body).map_err(|error| format!("unreadable description: {error}"))?;
-    let names: Vec<String> = descriptors.iter().map(|descriptor| descriptor.name.clone()).collect();
-    descriptors.into_iter().find(|descriptor| descriptor.name == name).ok_or_else(|| format!("serves {names:?}, not the {name:?} fragment"))
+    let body = response.bytes().await.map_err(|error| CheckError::Unreadable(error.to_string()))?;
+    let descriptors: Vec<FragmentDescriptor> = serde_json::from_slice(&body).map_err(|error| CheckError::Unreadable(error.to_string()))?;
+    let serves: Vec<String> = descriptors.iter().map(|descriptor| descriptor.name.to_string()).collect();
+    descriptors.into_iter().find(|descriptor| &descriptor.name == name).ok_or_else(|| CheckError::OtherService { serves, wanted: name.clone() })
 }
 
 /// The HTTP clients of one process, for calls between services: no redirects followed, kept-alive
@@ -177,13 +193,13 @@ impl Instance {
 
     /// The health check: whether it is ready (`GET /readyz`), and then what it says it is (the `name`
     /// service's description). Callers put it in rotation or take it out by the answer.
-    pub async fn check(&self, clients: &Clients, name: &str) -> Result<FragmentDescriptor, String> {
+    pub async fn check(&self, clients: &Clients, name: &ServiceName) -> Result<FragmentDescriptor, CheckError> {
         let timeout = Duration::from_secs(1);
-        let ready = clients.pooled().get(self.base.join("/readyz").map_err(|error| error.to_string())?).timeout(timeout).send().await;
+        let ready = clients.pooled().get(self.base.join("/readyz").map_err(|error| CheckError::Unreachable(error.to_string()))?).timeout(timeout).send().await;
         match ready {
             Ok(response) if response.status().is_success() => {}
-            Ok(response) => return Err(format!("not ready ({})", response.status())),
-            Err(error) => return Err(format!("not reachable: {error}")),
+            Ok(response) => return Err(CheckError::NotReady(response.status())),
+            Err(error) => return Err(CheckError::Unreachable(error.to_string())),
         }
         describe(clients.pooled(), self.base.as_str(), name, timeout).await
     }
@@ -249,7 +265,7 @@ impl Pool {
 
     /// Checks every instance ([`Instance::check`]) and puts each in rotation or out; returns the first
     /// description read.
-    pub async fn check_all(&self, clients: &Clients, name: &str) -> Option<FragmentDescriptor> {
+    pub async fn check_all(&self, clients: &Clients, name: &ServiceName) -> Option<FragmentDescriptor> {
         let checks = self.instances.iter().map(|instance| async move {
             match instance.check(clients, name).await {
                 Ok(descriptor) => {
@@ -259,7 +275,7 @@ impl Pool {
                 }
                 Err(problem) => {
                     tracing::debug!(instance = %instance.base, %problem, "instance check failed");
-                    instance.mark(false, Some(problem));
+                    instance.mark(false, Some(problem.to_string()));
                     None
                 }
             }
@@ -381,7 +397,7 @@ mod tests {
 
     fn descriptor(name: &str, assets: &[&str]) -> FragmentDescriptor {
         let assets = assets.iter().map(|asset| asset.to_string()).collect();
-        FragmentDescriptor { build_id: Some("b".into()), assets, ..FragmentDescriptor::named(name, &format!("/{name}")) }
+        FragmentDescriptor { build_id: Some("b".into()), assets, ..FragmentDescriptor::named(ServiceName::parse(name).unwrap(), &format!("/{name}")) }
     }
 
     #[test]

@@ -18,11 +18,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::AnyPool;
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::Envelope;
 use tessera_fragment::db::now_ms;
 use tessera_fragment::event_admin::Retention;
-use tessera_fragment::outbox::{Outbox, OutboxSignals};
-use tessera_fragment::peers::{Outgoing, Peers, Reply};
+use tessera_fragment::outbox::{DeliveryStatus, Outbox, OutboxSignals};
+use tessera_fragment::peers::{Outgoing, Peers, Reply, SendError};
 use tessera_fragment::signature::EventSigner;
 
 /// How events travel: this module's section of the process settings (every process of a deployment must
@@ -104,7 +105,27 @@ pub enum OutboxRelay {
 
 /// Delivers an envelope to a subscriber.
 pub trait Transport: Send + Sync + 'static {
-    fn deliver<'a>(&'a self, subscriber: &'a str, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+    fn deliver<'a>(&'a self, subscriber: &'a ServiceName, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
+}
+
+/// Why one delivery failed: logged, and kept as text in the delivery's `last_error` (the event status
+/// page shows it with the dead letters).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("no route to subscriber {0:?}")]
+    NoRoute(ServiceName),
+    #[error("{0} has not described itself yet (its prefix is unknown)")]
+    NotDescribed(ServiceName),
+    #[error("{0}")]
+    Unreachable(SendError),
+    #[error("{subscriber} answered {status}: {answer}")]
+    Refused { subscriber: ServiceName, status: u16, answer: String },
+    #[error("{0} did not answer within {1:?}")]
+    TimedOut(ServiceName, Duration),
+    #[error("the envelope cannot be encoded: {0}")]
+    Encode(#[from] serde_json::Error),
+    #[error(transparent)]
+    Broker(#[from] crate::broker::BrokerError),
 }
 
 /// How long one event delivery may take.
@@ -113,35 +134,35 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Signed HTTP POSTs to each subscriber's `<prefix>/events` (in process or over the network), found
 /// among the producer's peers by the subscriber's name.
 pub struct HttpTransport {
-    producer: &'static str,
+    producer: ServiceName,
     signer: EventSigner,
     peers: Arc<Peers>,
 }
 
 impl HttpTransport {
-    pub fn new(producer: &'static str, signer: EventSigner, peers: Arc<Peers>) -> HttpTransport {
+    pub fn new(producer: ServiceName, signer: EventSigner, peers: Arc<Peers>) -> HttpTransport {
         HttpTransport { producer, signer, peers }
     }
 }
 
 impl Transport for HttpTransport {
-    fn deliver<'a>(&'a self, subscriber: &'a str, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>> {
+    fn deliver<'a>(&'a self, subscriber: &'a ServiceName, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
-            let target = self.peers.get(subscriber).ok_or_else(|| format!("no route to subscriber {subscriber:?}"))?;
+            let target = self.peers.get(subscriber).ok_or_else(|| DeliveryError::NoRoute(subscriber.clone()))?;
             if target.prefix().is_empty() {
-                return Err(format!("{subscriber} has not described itself yet (its prefix is unknown)"));
+                return Err(DeliveryError::NotDescribed(subscriber.clone()));
             }
-            let body = serde_json::to_vec(envelope).map_err(|error| error.to_string())?;
+            let body = serde_json::to_vec(envelope)?;
             let mut headers = vec![("content-type", "application/json".to_owned())];
-            headers.extend(self.signer.sign(self.producer, &body, now_ms() / 1000));
+            headers.extend(self.signer.sign(&self.producer, &body, now_ms() / 1000));
             let path = format!("{}/events", target.prefix());
             let outgoing = Outgoing { method: axum::http::Method::POST, path: &path, headers: &headers, body, max_bytes: 4096, timeout: DELIVERY_TIMEOUT };
-            let Reply { status, body: answer } = target.send(outgoing).await.map_err(|error| error.to_string())?;
-            let text = String::from_utf8_lossy(&answer);
+            let Reply { status, body: answer } = target.send(outgoing).await.map_err(DeliveryError::Unreachable)?;
             if (200..300).contains(&status) {
                 Ok(())
             } else {
-                Err(format!("{subscriber} answered {status}: {}", text.chars().take(300).collect::<String>()))
+                let answer = String::from_utf8_lossy(&answer).chars().take(300).collect();
+                Err(DeliveryError::Refused { subscriber: subscriber.clone(), status, answer })
             }
         })
     }
@@ -165,10 +186,22 @@ impl Default for RelaySettings {
     }
 }
 
-type DueRow = (i64, String, String, String, i64, String, String, String, i64);
+/// A delivery that is due, with its event (one row of a pass's query).
+#[derive(sqlx::FromRow)]
+struct DueRow {
+    seq: i64,
+    subscriber: ServiceName,
+    aggregate_key: String,
+    id: String,
+    version: i64,
+    event_type: String,
+    aggregate_type: String,
+    payload: String,
+    occurred_at_ms: i64,
+}
 
 /// An outbox row as the relay reads it (from the table, or from the replication stream).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OutboxRow {
     pub seq: i64,
     pub id: String,
@@ -190,7 +223,7 @@ pub struct Relay {
     /// Names this relay's claims.
     id: String,
     db: AnyPool,
-    producer: &'static str,
+    producer: ServiceName,
     transport: Arc<dyn Transport>,
     /// Commits and due backfills of the outbox it delivers.
     signals: OutboxSignals,
@@ -199,7 +232,7 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(db: AnyPool, outbox: &Outbox, transport: Arc<dyn Transport>, settings: RelaySettings) -> Relay {
-        Relay { id: uuid::Uuid::new_v4().to_string(), db, producer: outbox.producer(), transport, signals: outbox.signals(), settings }
+        Relay { id: uuid::Uuid::new_v4().to_string(), db, producer: outbox.producer().clone(), transport, signals: outbox.signals(), settings }
     }
 
     fn backoff_ms(&self, attempts: i64) -> i64 {
@@ -212,13 +245,13 @@ impl Relay {
     /// aggregate for the same subscriber is still pending (claimed or not). So while one relay sends an
     /// event no relay sends the next of the same aggregate: order holds across instances, whether the
     /// delivery was found by a pass's query or on the replication stream (`crate::cdc`).
-    pub(crate) async fn claim(&self, seq: i64, subscriber: &str, aggregate_key: &str) -> Result<Option<i64>, sqlx::Error> {
+    pub(crate) async fn claim(&self, seq: i64, subscriber: &ServiceName, aggregate_key: &str) -> Result<Option<i64>, sqlx::Error> {
         let now = now_ms();
         sqlx::query_as::<_, (i64,)>(
             "UPDATE outbox_deliveries SET claimed_by = $1, claimed_until_ms = $2 \
-             WHERE seq = $3 AND subscriber = $4 AND status = 'pending' AND (claimed_until_ms IS NULL OR claimed_until_ms < $5) \
+             WHERE seq = $3 AND subscriber = $4 AND status = $7 AND (claimed_until_ms IS NULL OR claimed_until_ms < $5) \
                AND NOT EXISTS (SELECT 1 FROM outbox_deliveries e WHERE e.subscriber = $4 AND e.aggregate_key = $6 \
-                   AND e.status = 'pending' AND e.seq < $3) \
+                   AND e.status = $7 AND e.seq < $3) \
              RETURNING attempts",
         )
         .bind(&self.id)
@@ -227,6 +260,7 @@ impl Relay {
         .bind(subscriber)
         .bind(now)
         .bind(aggregate_key)
+        .bind(DeliveryStatus::Pending)
         .fetch_optional(&self.db)
         .await
         .map(|claimed| claimed.map(|(attempts,)| attempts))
@@ -234,14 +268,12 @@ impl Relay {
 
     /// The event of outbox row `seq`, as it goes out (`None`: no such row).
     pub(crate) async fn envelope(&self, seq: i64) -> Result<Option<Envelope>, sqlx::Error> {
-        let row: Option<(String, i64, String, String, String, String, i64)> =
-            sqlx::query_as("SELECT id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms FROM outbox WHERE seq = $1")
+        let row: Option<OutboxRow> =
+            sqlx::query_as("SELECT seq, id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms FROM outbox WHERE seq = $1")
                 .bind(seq)
                 .fetch_optional(&self.db)
                 .await?;
-        Ok(row.map(|(id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms)| {
-            self.envelope_of(OutboxRow { seq, id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms })
-        }))
+        Ok(row.map(|row| self.envelope_of(row)))
     }
 
     pub(crate) fn envelope_of(&self, row: OutboxRow) -> Envelope {
@@ -253,7 +285,7 @@ impl Relay {
             aggregate_id: row.aggregate_id,
             sequence: row.seq,
             occurred_at_ms: row.occurred_at_ms,
-            producer: self.producer.to_owned(),
+            producer: self.producer.clone(),
             payload: serde_json::from_str(&row.payload).unwrap_or(serde_json::Value::Null),
         }
     }
@@ -267,19 +299,20 @@ impl Relay {
 
     /// One pass: (attempted, delivered).
     pub(crate) async fn pass(&self) -> Result<(usize, usize), sqlx::Error> {
-        self.signals.run_due_backfills(&self.db, self.producer).await?;
+        self.signals.run_due_backfills(&self.db, &self.producer).await?;
         let now = now_ms();
         let due: Vec<DueRow> = sqlx::query_as(
             "SELECT d.seq, d.subscriber, d.aggregate_key, o.id, o.version, o.event_type, o.aggregate_type, o.payload, o.occurred_at_ms \
              FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq \
-             WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1 \
+             WHERE d.status = $3 AND d.next_attempt_at_ms <= $1 \
                AND (d.claimed_until_ms IS NULL OR d.claimed_until_ms < $1) \
                AND NOT EXISTS (SELECT 1 FROM outbox_deliveries e WHERE e.subscriber = d.subscriber \
-                   AND e.aggregate_key = d.aggregate_key AND e.status = 'pending' AND e.seq < d.seq) \
+                   AND e.aggregate_key = d.aggregate_key AND e.status = $3 AND e.seq < d.seq) \
              ORDER BY d.seq LIMIT $2",
         )
         .bind(now)
         .bind(self.settings.batch)
+        .bind(DeliveryStatus::Pending)
         .fetch_all(&self.db)
         .await?;
         // Every row is the oldest pending event of its aggregate for its subscriber (the query says so).
@@ -287,7 +320,7 @@ impl Relay {
         // lock (measured: 5x slower), and one at a time keeps the relay easy to reason about.
         let mut attempted = 0;
         let mut delivered = 0;
-        for (seq, subscriber, aggregate_key, id, version, event_type, aggregate_type, payload, occurred_at_ms) in due {
+        for DueRow { seq, subscriber, aggregate_key, id, version, event_type, aggregate_type, payload, occurred_at_ms } in due {
             let Some(attempts) = self.claim(seq, &subscriber, &aggregate_key).await? else {
                 // Another instance's relay took it since the query: it delivers it.
                 continue;
@@ -304,18 +337,18 @@ impl Relay {
 
     /// Sends a delivery this relay claimed and records the outcome (delivered; or failed, to be retried
     /// after a backoff or, after the last attempt, dead). Returns whether it was delivered.
-    pub(crate) async fn send_claimed(&self, subscriber: &str, attempts: i64, envelope: &Envelope) -> Result<bool, sqlx::Error> {
+    pub(crate) async fn send_claimed(&self, subscriber: &ServiceName, attempts: i64, envelope: &Envelope) -> Result<bool, sqlx::Error> {
         let seq = envelope.sequence;
         // Bounded also in process (an HTTP delivery has its own timeout), so it ends within the claim.
         let delivered_in_time = tokio::time::timeout(2 * DELIVERY_TIMEOUT, self.transport.deliver(subscriber, envelope))
             .await
-            .unwrap_or_else(|_| Err(format!("{subscriber} did not answer within {:?}", 2 * DELIVERY_TIMEOUT)));
+            .unwrap_or_else(|_| Err(DeliveryError::TimedOut(subscriber.clone(), 2 * DELIVERY_TIMEOUT)));
         match delivered_in_time {
             Ok(()) => {
                 let lag = (now_ms() - envelope.occurred_at_ms).max(0) as f64 / 1000.0;
-                metrics::histogram!("tessera_event_delivery_lag_seconds", "producer" => self.producer).record(lag);
+                metrics::histogram!("tessera_event_delivery_lag_seconds", "producer" => self.producer.to_string()).record(lag);
                 sqlx::query(
-                    "UPDATE outbox_deliveries SET status = 'delivered', attempts = $1, delivered_at_ms = $2, last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL \
+                    "UPDATE outbox_deliveries SET status = $6, attempts = $1, delivered_at_ms = $2, last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL \
                      WHERE seq = $3 AND subscriber = $4 AND claimed_by = $5",
                 )
                 .bind(attempts + 1)
@@ -323,6 +356,7 @@ impl Relay {
                 .bind(seq)
                 .bind(subscriber)
                 .bind(&self.id)
+                .bind(DeliveryStatus::Delivered)
                 .execute(&self.db)
                 .await?;
                 Ok(true)
@@ -331,18 +365,18 @@ impl Relay {
                 let attempts = attempts + 1;
                 let dead = attempts >= self.settings.max_attempts;
                 if dead {
-                    tracing::error!(producer = self.producer, %subscriber, seq, %error, "event delivery failed for good: dead letter");
+                    tracing::error!(producer = %self.producer, %subscriber, seq, %error, "event delivery failed for good: dead letter");
                 } else {
-                    tracing::warn!(producer = self.producer, %subscriber, seq, attempts, %error, "event delivery failed; will retry");
+                    tracing::warn!(producer = %self.producer, %subscriber, seq, attempts, %error, "event delivery failed; will retry");
                 }
                 sqlx::query(
                     "UPDATE outbox_deliveries SET status = $1, attempts = $2, next_attempt_at_ms = $3, last_error = $4, claimed_by = NULL, claimed_until_ms = NULL \
                      WHERE seq = $5 AND subscriber = $6 AND claimed_by = $7",
                 )
-                .bind(if dead { "dead" } else { "pending" })
+                .bind(if dead { DeliveryStatus::Dead } else { DeliveryStatus::Pending })
                 .bind(attempts)
                 .bind(now_ms() + self.backoff_ms(attempts - 1))
-                .bind(error.chars().take(500).collect::<String>())
+                .bind(error.to_string().chars().take(500).collect::<String>())
                 .bind(seq)
                 .bind(subscriber)
                 .bind(&self.id)
@@ -361,7 +395,7 @@ impl Relay {
                 let busy = match self.pass().await {
                     Ok((_, delivered)) => delivered > 0,
                     Err(error) => {
-                        tracing::error!(producer = self.producer, %error, "relay pass failed");
+                        tracing::error!(producer = %self.producer, %error, "relay pass failed");
                         false
                     }
                 };

@@ -24,6 +24,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tessera_contracts::domain::ServiceName;
 use tessera_fragment::db::StoreSettings;
 use tessera_fragment::secrets::SecretSettings;
 
@@ -66,7 +67,7 @@ pub struct SiteSettings {
     /// Where `cargo xtask build` put the fragments' bundles and manifests (`TESSERA_SITE_DIR`).
     pub site_dir: PathBuf,
     /// Per-fragment settings, by name (`TESSERA_FRAGMENTS__<NAME>__UPSTREAMS`, `…__TIMEOUT_MS`).
-    pub fragments: BTreeMap<String, FragmentSettings>,
+    pub fragments: BTreeMap<ServiceName, FragmentSettings>,
     /// A fragment running alone on a domain the shell's cookie does not reach: the shell it signs its
     /// users in at (`TESSERA_OIDC_PROVIDER__ISSUER`, `…__CLIENT_ID`, `…__CLIENT_SECRET`, `…__URL`,
     /// `…__SESSION_CHECK_SECONDS`; see `crate::relying_party`).
@@ -142,7 +143,7 @@ impl Settings {
     }
 
     /// The instances configured for fragment `name` (empty: none, it runs in this process or nowhere).
-    pub fn instances_of(&self, name: &str) -> Vec<String> {
+    pub fn instances_of(&self, name: &ServiceName) -> Vec<String> {
         self.site.fragments.get(name).map(FragmentSettings::instances).unwrap_or_default()
     }
 }
@@ -182,9 +183,9 @@ mod tests {
             let catalog = &settings.site.fragments["catalog"];
             assert_eq!(catalog.upstream.as_deref(), Some("http://127.0.0.1:3101"));
             assert_eq!(catalog.timeout_ms, Some(250));
-            assert_eq!(settings.instances_of("catalog"), ["http://127.0.0.1:3101"]);
-            assert_eq!(settings.instances_of("cart"), ["http://127.0.0.1:3201", "http://127.0.0.1:3202"]);
-            assert!(settings.instances_of("inventory").is_empty());
+            assert_eq!(settings.instances_of(&ServiceName::CATALOG), ["http://127.0.0.1:3101"]);
+            assert_eq!(settings.instances_of(&ServiceName::CART), ["http://127.0.0.1:3201", "http://127.0.0.1:3202"]);
+            assert!(settings.instances_of(&ServiceName::INVENTORY).is_empty());
             Ok(())
         });
     }

@@ -217,7 +217,7 @@ async fn event_status(state: &ShellState, fragment: &Fragment, cookie: Option<ax
 fn event_row(fragment: &Fragment, status: Option<serde_json::Value>) -> AnyView {
     match status {
         None => view! {
-            <tr data-service=fragment.name.clone()><td>{fragment.title.clone()}</td><td colspan="4">"not reachable right now"</td></tr>
+            <tr data-service=fragment.name.to_string()><td>{fragment.title.clone()}</td><td colspan="4">"not reachable right now"</td></tr>
         }
         .into_any(),
         Some(status) => {
@@ -243,7 +243,7 @@ fn event_row(fragment: &Fragment, status: Option<serde_json::Value>) -> AnyView 
                 })
                 .collect_view();
             view! {
-                <tr data-service=fragment.name.clone()>
+                <tr data-service=fragment.name.to_string()>
                     <td>{fragment.title.clone()}</td>
                     <td data-testid="outbox-depth">{depth}</td>
                     <td>{oldest}</td>
@@ -304,7 +304,7 @@ pub(crate) async fn fragments_page(State(state): State<ShellState>, MaybeUser(us
                 .collect::<Vec<_>>()
                 .join(", ");
             view! {
-                <tr data-fragment=fragment.name.clone()>
+                <tr data-fragment=fragment.name.to_string()>
                     <td>{fragment.title.clone()}<br/><small><code>{fragment.prefix.clone()}</code></small></td>
                     <td><ul>{instances}</ul></td>
                     <td><small>{events}</small></td>

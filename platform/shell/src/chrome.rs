@@ -5,6 +5,7 @@
 use leptos::prelude::*;
 use shared_auth::SessionUser;
 use tessera_contracts::dom_events::CART_UPDATED;
+use tessera_contracts::domain::ServiceName;
 
 use crate::registry::FragmentRegistry;
 
@@ -31,7 +32,7 @@ pub fn chrome_html(context: &ChromeContext<'_>) -> String {
         })
         .map(|fragment| {
             let current = context.current == Some(fragment.prefix.as_str());
-            let badge = (fragment.name == "cart").then(|| {
+            let badge = (fragment.name == ServiceName::CART).then(|| {
                 let count = context.cart_count.map(|count| count.to_string()).unwrap_or_default();
                 view! { " " <span class="badge" data-cart-badge="" data-testid="cart-badge">{count}</span> }
             });

@@ -260,7 +260,7 @@ async fn forward_to_fragment(state: &ShellState, fragment: Arc<Fragment>, kind: 
         return match forwarded {
             Ok(mut response) => {
                 if let Some(timings) = timings {
-                    timings.adopt(&fragment.name, response.headers_mut());
+                    timings.adopt(fragment.name.as_str(), response.headers_mut());
                 }
                 response
             }
@@ -286,7 +286,7 @@ async fn forward_to_fragment(state: &ShellState, fragment: Arc<Fragment>, kind: 
         Ok(mut response) if !response.status().is_server_error() => {
             let composing = std::time::Instant::now();
             if let Some(timings) = timings {
-                timings.adopt(&fragment.name, response.headers_mut());
+                timings.adopt(fragment.name.as_str(), response.headers_mut());
             }
             let is_html = response.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).is_some_and(|value| value.starts_with("text/html"));
             // An encoded body cannot be rewritten; a fragment that encodes anyway is passed through as is.
@@ -313,7 +313,7 @@ async fn forward_to_fragment(state: &ShellState, fragment: Arc<Fragment>, kind: 
 
 /// The 503 page with the chrome, for a fragment that is down, slow or failing.
 fn fallback_page(state: &ShellState, fragment: &Fragment, chrome: &ChromeContext<'_>) -> Response {
-    metrics::counter!("tessera_fragment_fallbacks_total", "fragment" => fragment.name.clone()).increment(1);
+    metrics::counter!("tessera_fragment_fallbacks_total", "fragment" => fragment.name.to_string()).increment(1);
     let message = format!("The {} is not available right now. Everything else on the site keeps working; please try again in a moment.", fragment.title);
     let main = view! {
         <div class="fallback" data-testid="fragment-fallback">

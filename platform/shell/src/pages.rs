@@ -104,10 +104,10 @@ pub(crate) async fn home(State(state): State<ShellState>, MaybeUser(user): Maybe
     };
     let widgets = widgets
         .into_iter()
-        .filter_map(|(fragment, widget)| match widget {
-            Widget::Html(html) => Some(view! { <div class="widget-slot" data-widget=fragment inner_html=html></div> }.into_any()),
-            Widget::Hidden => None,
-            Widget::Unavailable => {
+        .filter_map(|(fragment, widget)| match (fragment.to_string(), widget) {
+            (fragment, Widget::Html(html)) => Some(view! { <div class="widget-slot" data-widget=fragment inner_html=html></div> }.into_any()),
+            (_, Widget::Hidden) => None,
+            (fragment, Widget::Unavailable) => {
                 let message = format!("The {fragment} is not available right now. The rest of the site works.");
                 Some(view! { <div class="widget-slot widget-fallback" data-widget=fragment><p>{message}</p></div> }.into_any())
             }

@@ -31,6 +31,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Request, Response};
 use serde::{Deserialize, Serialize};
 use shared_auth::Role;
 use tessera_contracts::descriptor::{EventContract, FragmentDescriptor};
+use tessera_contracts::domain::ServiceName;
 use tessera_host::client_ip::{ClientIp, FORWARDED_FOR};
 use tessera_host::pool::{is_idempotent, Clients, Instance, Pool};
 use tower::ServiceExt;
@@ -59,7 +60,7 @@ impl Default for RegistrySettings {
 #[derive(Clone, Debug)]
 pub struct Fragment {
     /// Name, e.g. `catalog`.
-    pub name: String,
+    pub name: ServiceName,
     /// Label in the site navigation.
     pub title: String,
     /// URL prefix it owns, e.g. `/catalog`.
@@ -127,7 +128,7 @@ impl ForwardError {
 /// A fragment configured by its upstreams only, whose description has not been read yet.
 #[derive(Debug)]
 struct Pending {
-    name: String,
+    name: ServiceName,
     pool: Arc<Pool>,
     timeout: Duration,
 }
@@ -156,7 +157,7 @@ fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HeaderMap) {
 impl FragmentRegistry {
     /// A registry of fragments known now; `pending` fragments (name, instances, timeout) are added when
     /// an instance first describes itself (see [`FragmentRegistry::check_health`]).
-    pub fn new(fragments: Vec<Fragment>, pending: Vec<(String, Arc<Pool>, Duration)>, clients: Clients) -> FragmentRegistry {
+    pub fn new(fragments: Vec<Fragment>, pending: Vec<(ServiceName, Arc<Pool>, Duration)>, clients: Clients) -> FragmentRegistry {
         FragmentRegistry {
             fragments: RwLock::new(fragments.into_iter().map(Arc::new).collect()),
             pending: pending.into_iter().map(|(name, pool, timeout)| Pending { name, pool, timeout }).collect(),
@@ -170,7 +171,7 @@ impl FragmentRegistry {
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Fragment>> {
-        self.fragments().into_iter().find(|fragment| fragment.name == name)
+        self.fragments().into_iter().find(|fragment| fragment.name.as_str() == name)
     }
 
     /// The fragment owning `path` (longest prefix wins).
@@ -179,8 +180,8 @@ impl FragmentRegistry {
     }
 
     /// Every instance pool: of known fragments and of those not described yet.
-    fn pools(&self) -> Vec<(String, Arc<Pool>)> {
-        let mut pools: Vec<(String, Arc<Pool>)> = self
+    fn pools(&self) -> Vec<(ServiceName, Arc<Pool>)> {
+        let mut pools: Vec<(ServiceName, Arc<Pool>)> = self
             .fragments()
             .iter()
             .filter_map(|fragment| match &fragment.upstream {
@@ -214,14 +215,14 @@ impl FragmentRegistry {
                             instance.set_descriptor(descriptor);
                             instance.mark(incompatibility.is_none(), incompatibility);
                         }
-                        Err(problem) => instance.mark(false, Some(problem)),
+                        Err(problem) => instance.mark(false, Some(problem.to_string())),
                     }
                 }
             })
         });
         futures::future::join_all(checks).await;
         for pending in &self.pending {
-            if self.get(&pending.name).is_some() {
+            if self.get(pending.name.as_str()).is_some() {
                 continue;
             }
             // Registered even when no instance is compatible: its prefix then gets the fallback page and
@@ -290,7 +291,7 @@ impl FragmentRegistry {
     pub async fn forward(&self, fragment: &Fragment, request: Request<Body>, timeout: Duration) -> Result<Response<Body>, ForwardError> {
         let result = self.forward_once(fragment, request, timeout).await;
         if let Err(error) = &result {
-            metrics::counter!("tessera_upstream_errors_total", "fragment" => fragment.name.clone(), "kind" => error.kind()).increment(1);
+            metrics::counter!("tessera_upstream_errors_total", "fragment" => fragment.name.to_string(), "kind" => error.kind()).increment(1);
         }
         result
     }
@@ -317,7 +318,7 @@ impl FragmentRegistry {
                             return Err(error);
                         };
                         tracing::info!(fragment = %fragment.name, from = %first.base, to = %second.base, %error, "resending to another instance");
-                        metrics::counter!("tessera_upstream_resends_total", "fragment" => fragment.name.clone()).increment(1);
+                        metrics::counter!("tessera_upstream_resends_total", "fragment" => fragment.name.to_string()).increment(1);
                         self.send(&second, &parts, body, deadline, timeout).await.map_err(|attempt| match attempt {
                             Attempt::Retryable(error) => {
                                 second.mark(false, Some(error.to_string()));
@@ -387,7 +388,7 @@ mod tests {
 
     fn fragment(name: &str, prefix: &str) -> Fragment {
         Fragment {
-            name: name.into(),
+            name: ServiceName::parse(name).unwrap(),
             title: name.into(),
             prefix: prefix.into(),
             upstream: Upstream::Instances(Arc::new(Pool::of(&["http://127.0.0.1:9".into()]))),
@@ -402,9 +403,9 @@ mod tests {
     #[test]
     fn prefixes_match_whole_segments_and_the_longest_wins() {
         let registry = FragmentRegistry::new(vec![fragment("admin", "/admin"), fragment("inventory", "/admin/inventory")], Vec::new(), Clients::new());
-        assert_eq!(registry.route("/admin/inventory").unwrap().name, "inventory");
-        assert_eq!(registry.route("/admin/inventory/api/x").unwrap().name, "inventory");
-        assert_eq!(registry.route("/admin/users").unwrap().name, "admin");
+        assert_eq!(registry.route("/admin/inventory").unwrap().name, ServiceName::INVENTORY);
+        assert_eq!(registry.route("/admin/inventory/api/x").unwrap().name, ServiceName::INVENTORY);
+        assert_eq!(registry.route("/admin/users").unwrap().name.as_str(), "admin");
         assert!(registry.route("/administrator").is_none());
         assert!(registry.route("/").is_none());
     }
@@ -414,7 +415,7 @@ mod tests {
         let mut cart = fragment("cart", "/cart");
         cart.publishes = vec![EventContract { event_type: "cart.order_paid".into(), version: 1 }];
         let registry = FragmentRegistry::new(vec![cart], Vec::new(), Clients::new());
-        let mut inventory = FragmentDescriptor::named("inventory", "/inventory");
+        let mut inventory = FragmentDescriptor::named(ServiceName::INVENTORY, "/inventory");
         assert_eq!(registry.incompatibility(&inventory), None);
         inventory.consumes = vec![EventContract { event_type: "cart.order_paid".into(), version: 2 }];
         assert_eq!(registry.incompatibility(&inventory).unwrap(), "consumes cart.order_paid v2 but cart publishes v1");

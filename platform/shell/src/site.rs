@@ -15,6 +15,7 @@ use std::time::Duration;
 use axum::Router;
 use shared_auth::keys::TokenSigner;
 use tessera_contracts::descriptor::EventContract;
+use tessera_contracts::domain::ServiceName;
 use tessera_fragment::db::Migrations;
 use tessera_fragment::fragment::Fragment as FragmentCrate;
 use tessera_fragment::peers::ClearOnDrop;
@@ -37,7 +38,7 @@ pub struct Site {
     pub exposure: Exposure,
 }
 
-fn instances(settings: &Settings, name: &str) -> Result<Option<Arc<Pool>>, HostError> {
+fn instances(settings: &Settings, name: &ServiceName) -> Result<Option<Arc<Pool>>, HostError> {
     let bases = settings.instances_of(name);
     if bases.is_empty() {
         return Ok(None);
@@ -123,8 +124,8 @@ async fn registry(
 ) -> Result<FragmentRegistry, HostError> {
     let mut fragments = Vec::new();
     for &fragment in contained {
-        let timeout = fragment_timeout(settings, fragment.name());
-        let upstream = match instances(&settings.host, fragment.name())? {
+        let timeout = fragment_timeout(settings, &fragment.name());
+        let upstream = match instances(&settings.host, &fragment.name())? {
             Some(pool) => Upstream::Instances(pool),
             None => Upstream::InProcess(host.add_fragment(fragment, crate::in_process_jwks(signer)).await?.router.clone()),
         };
@@ -133,7 +134,7 @@ async fn registry(
         fragments.push(Fragment {
             publishes: fragment.publishes().iter().map(event).collect(),
             consumes: fragment.subscriptions().types().iter().map(event).collect(),
-            name: fragment.name().into(),
+            name: fragment.name(),
             title: fragment.title().into(),
             prefix: fragment.prefix().into(),
             upstream,
@@ -144,7 +145,7 @@ async fn registry(
     }
     // Configured fragments this binary does not contain: learned from their own description.
     let mut pending = Vec::new();
-    for name in settings.host.site.fragments.keys().filter(|name| !contained.iter().any(|fragment| fragment.name() == name.as_str())) {
+    for name in settings.host.site.fragments.keys().filter(|name| !contained.iter().any(|fragment| &fragment.name() == *name)) {
         if let Some(pool) = instances(&settings.host, name)? {
             pending.push((name.clone(), pool, fragment_timeout(settings, name)));
         }
@@ -163,7 +164,7 @@ fn shell_config(settings: &ShellSettings) -> Result<ShellConfig, HostError> {
     })
 }
 
-fn fragment_timeout(settings: &ShellSettings, name: &str) -> Duration {
+fn fragment_timeout(settings: &ShellSettings, name: &ServiceName) -> Duration {
     let configured = settings.host.site.fragments.get(name).and_then(|fragment| fragment.timeout_ms);
     Duration::from_millis(configured.unwrap_or(settings.registry.fragment_timeout_ms))
 }

@@ -8,6 +8,7 @@ use axum::http::header::COOKIE;
 use axum::http::{HeaderValue, Request, StatusCode};
 use shared_auth::SessionUser;
 use tessera_contracts::cart::{CartSummary, CART_COOKIE, SUMMARY_PATH};
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::WIDGET_PATH;
 
 use crate::registry::Fragment;
@@ -70,7 +71,7 @@ async fn fetch_widget(state: &ShellState, fragment: &Fragment, cookie: Option<He
 }
 
 /// Every fragment's widget, in registry order, fetched concurrently.
-pub async fn fetch_widgets(state: &ShellState, cookie: Option<HeaderValue>) -> Vec<(String, Widget)> {
+pub async fn fetch_widgets(state: &ShellState, cookie: Option<HeaderValue>) -> Vec<(ServiceName, Widget)> {
     let fragments = state.registry.fragments();
     let fetches = fragments.iter().map(|fragment| {
         let cookie = cookie.clone();

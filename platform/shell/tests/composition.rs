@@ -5,14 +5,15 @@
 mod support;
 
 use std::collections::BTreeMap;
+use tessera_contracts::domain::ServiceName;
 
 use axum::Router;
 use reqwest::StatusCode;
 use support::{closed_port, each_backend, spawn_fragment_alone, spawn_shell, spawn_stub, spawn_with, Backend, Options, ADMIN, PASSWORD, SHOPPER};
 use tessera_host::settings::FragmentSettings;
 
-fn catalog_upstream(url: String, timeout_ms: Option<u64>) -> BTreeMap<String, FragmentSettings> {
-    BTreeMap::from([("catalog".to_owned(), FragmentSettings { upstream: Some(url), timeout_ms, ..FragmentSettings::default() })])
+fn catalog_upstream(url: String, timeout_ms: Option<u64>) -> BTreeMap<ServiceName, FragmentSettings> {
+    BTreeMap::from([(ServiceName::parse("catalog").unwrap(), FragmentSettings { upstream: Some(url), timeout_ms, ..FragmentSettings::default() })])
 }
 
 async fn assert_catalog_falls_back_while_the_rest_works(app: &support::TestShell) {
@@ -91,7 +92,7 @@ async fn a_fragment_in_its_own_process_verifies_the_login_with_the_shells_jwks(b
 
     // Composed through the shell over HTTP.
     let mut fragments = BTreeMap::new();
-    fragments.insert("catalog".to_owned(), FragmentSettings { upstream: Some(catalog.url.clone()), ..FragmentSettings::default() });
+    fragments.insert(ServiceName::parse("catalog").unwrap(), FragmentSettings { upstream: Some(catalog.url.clone()), ..FragmentSettings::default() });
     let shell = spawn_with(backend, Options { fragments, ..Options::default() }).await;
     // This second shell signs with its own key (the browser tests cover a signed-in user composed over
     // HTTP); here: the page arrives through the shell with the chrome in its slot.

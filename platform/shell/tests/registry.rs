@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
 use support::{each_backend, spawn_fragment_alone, spawn_fragment_alone_with, spawn_with, Backend, Options, TestShell, ADMIN, PASSWORD};
 use tessera_contracts::descriptor::NavEntry;
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::Event;
 use tessera_fragment::db::Migrations;
 use tessera_fragment::fragment::{BoxFuture, Fragment, SeedError};
@@ -36,8 +37,8 @@ static GUESTBOOK: Guestbook = Guestbook { outdated: false };
 static OUTDATED_GUESTBOOK: Guestbook = Guestbook { outdated: true };
 
 impl Fragment for Guestbook {
-    fn name(&self) -> &'static str {
-        "guestbook"
+    fn name(&self) -> ServiceName {
+        ServiceName::of("guestbook")
     }
     fn prefix(&self) -> &'static str {
         "/guestbook"
@@ -87,9 +88,9 @@ impl Event for StockChangedV2 {
     }
 }
 
-fn upstreams(list: &[&str]) -> std::collections::BTreeMap<String, FragmentSettings> {
+fn upstreams(list: &[&str]) -> std::collections::BTreeMap<ServiceName, FragmentSettings> {
     let mut fragments = std::collections::BTreeMap::new();
-    fragments.insert("guestbook".to_owned(), FragmentSettings { upstreams: Some(list.join(",")), ..FragmentSettings::default() });
+    fragments.insert(ServiceName::parse("guestbook").unwrap(), FragmentSettings { upstreams: Some(list.join(",")), ..FragmentSettings::default() });
     fragments
 }
 
@@ -175,7 +176,7 @@ async fn an_instance_that_stops_under_load_loses_no_request(backend: Backend) {
     let catalog_two = spawn_fragment_alone_with(&support::probe::CATALOG, &keys, with_notice).await;
     let mut fragments = std::collections::BTreeMap::new();
     let both = format!("{},{}", catalog_one.url, catalog_two.url);
-    fragments.insert("catalog".to_owned(), FragmentSettings { upstreams: Some(both), ..FragmentSettings::default() });
+    fragments.insert(ServiceName::parse("catalog").unwrap(), FragmentSettings { upstreams: Some(both), ..FragmentSettings::default() });
     let site = spawn_with(backend, Options { fragments, configure: Some(fast_checks), ..Options::default() }).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -9,6 +9,7 @@ use axum::Router;
 use shared_auth::keys::{KeyRing, TokenSigner};
 use shared_auth::verify::InProcessJwks;
 use shared_auth::{Role, SessionUser};
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::{Envelope, Event};
 use tessera_fragment::db::now_ms;
 use tessera_fragment::fragment::Fragment;
@@ -18,7 +19,7 @@ use tessera_fragment::signature::{CallSigner, EventSigner};
 use tessera_fragment::{init_executor, FragmentRuntime};
 use tessera_host::assembly::{fragment_app, Host};
 use tessera_host::pool::Remote;
-use tessera_host::relay::{HttpTransport, Transport};
+use tessera_host::relay::{DeliveryError, HttpTransport, Transport};
 use tessera_host::serve::serve;
 use tessera_host::Settings;
 
@@ -34,7 +35,7 @@ pub const SERVICE_SECRET: &str = "fragment-test-service-secret-0123456789a";
 /// Another service, as the fragment under test reaches it: its name (`inventory`), the prefix it owns
 /// and a router answering the contract paths the test needs.
 pub struct Double {
-    pub name: &'static str,
+    pub name: ServiceName,
     pub prefix: &'static str,
     pub router: Router,
 }
@@ -90,7 +91,7 @@ impl Alone {
         let app = fragment_app(&started.local[0]);
         let exposure = started.exposure(false);
         let running = serve(&settings.server, app, started.background, started.teardown, exposure).await.expect("the fragment listens");
-        let served = Served::new(running, data, &settings.store, &[fragment.name()]);
+        let served = Served::new(running, data, &settings.store, &[fragment.name().as_str()]);
         Alone { http: Http::new(format!("http://{}", served.running.addr)), runtime, backend, settings, tokens, _served: served }
     }
 
@@ -107,7 +108,7 @@ impl Alone {
 
     /// Delivers `event` from `producer` to the fragment's inbox, signed with `secret` (the deployment's
     /// events secret is [`EVENTS_SECRET`]), as the producer's relay would: `Err` with the refusal.
-    pub async fn deliver<E: Event>(&self, producer: &'static str, event: &E, sequence: i64, secret: &str) -> Result<(), String> {
+    pub async fn deliver<E: Event>(&self, producer: ServiceName, event: &E, sequence: i64, secret: &str) -> Result<(), DeliveryError> {
         let envelope = Envelope {
             id: uuid::Uuid::new_v4().to_string(),
             event_type: E::TYPE.into(),
@@ -116,18 +117,18 @@ impl Alone {
             aggregate_id: event.aggregate_id(),
             sequence,
             occurred_at_ms: now_ms(),
-            producer: producer.into(),
+            producer: producer.clone(),
             payload: serde_json::to_value(event).expect("an event is JSON"),
         };
         let peers = Arc::new(Peers::default());
-        peers.set(self.runtime.name, Remote::at(self.runtime.prefix, vec![self.http.url.clone()]));
-        HttpTransport::new(producer, EventSigner::new(&[secret.as_bytes().to_vec()]), peers).deliver(self.runtime.name, &envelope).await
+        peers.set(self.runtime.name.clone(), Remote::at(self.runtime.prefix, vec![self.http.url.clone()]));
+        HttpTransport::new(producer, EventSigner::new(&[secret.as_bytes().to_vec()]), peers).deliver(&self.runtime.name, &envelope).await
     }
 
     /// A client of this fragment's service API, as `caller` (another fragment) would sign its calls.
-    pub fn service_client(&self, caller: &'static str, secret: &str) -> ServiceClient {
+    pub fn service_client(&self, caller: ServiceName, secret: &str) -> ServiceClient {
         let target = Remote::at(self.runtime.prefix, vec![self.http.url.clone()]);
-        ServiceClient::new(caller, self.runtime.name, CallSigner::new(&[secret.as_bytes().to_vec()]), target, Duration::from_secs(30))
+        ServiceClient::new(caller, self.runtime.name.clone(), CallSigner::new(&[secret.as_bytes().to_vec()]), target, Duration::from_secs(30))
     }
 
     /// The event types in the fragment's outbox, oldest first: what it announced.

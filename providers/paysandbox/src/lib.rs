@@ -108,7 +108,7 @@ pub fn router(sandbox: Sandbox) -> Router {
 pub async fn attach(host: &mut Host) -> Result<Router, HostError> {
     let sandbox = open(&host.settings.store, host.secrets.payment_api()?, host.secrets.payment_webhooks()?, host.peers.clone()).await?;
     let router = router(sandbox.clone());
-    host.add_service("payments", tessera_contracts::payments::SANDBOX_PREFIX, router.clone());
+    host.add_service(tessera_contracts::domain::ServiceName::PAYMENTS, tessera_contracts::payments::SANDBOX_PREFIX, router.clone());
     host.background.push(spawn_deliverer(sandbox));
     Ok(router)
 }

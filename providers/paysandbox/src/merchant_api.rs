@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::payments::{CancelRequest, CreatePayment, PaymentStatus, RefundRequest, WebhookKind, PAYMENTS_PATH};
 use tessera_contracts::ApiError;
 use tessera_fragment::api::IntoHttpResponse;
@@ -41,7 +42,7 @@ struct Call {
 impl Call {
     /// The calling service, or the 403 for an unsigned or forged call. The path checked is the one the
     /// request arrived with, which is the one the caller signed.
-    fn caller(&self, sandbox: &Sandbox) -> Result<String, ApiError> {
+    fn caller(&self, sandbox: &Sandbox) -> Result<ServiceName, ApiError> {
         verify_caller(&sandbox.signer, &self.headers, &self.method, self.uri.path(), &self.body)
     }
 
@@ -70,7 +71,7 @@ async fn create(sandbox: &Sandbox, call: &Call) -> Result<Response, Error> {
     let request = NewPayment::parse(call.json::<CreatePayment>()?)?;
     match payments::create(&sandbox.db, &caller, &request, now_ms()).await? {
         Created::New(record) => {
-            tracing::info!(payment = %record.id, caller, reference = %record.reference, amount = %record.amount(), "sandbox payment created");
+            tracing::info!(payment = %record.id, %caller, reference = %record.reference, amount = %record.amount(), "sandbox payment created");
             Ok(payment_json(StatusCode::CREATED, &record))
         }
         Created::Replayed(record) => Ok(payment_json(StatusCode::OK, &record)),
@@ -78,7 +79,7 @@ async fn create(sandbox: &Sandbox, call: &Call) -> Result<Response, Error> {
 }
 
 /// The signed caller and its payment `id`, or why not (403, then 404).
-async fn callers_payment(sandbox: &Sandbox, call: &Call, id: &str) -> Result<(String, PaymentRecord), Error> {
+async fn callers_payment(sandbox: &Sandbox, call: &Call, id: &str) -> Result<(ServiceName, PaymentRecord), Error> {
     let caller = call.caller(sandbox)?;
     if !payments::plausible_id(id) {
         return Err(payments::not_found(id).into());
@@ -118,7 +119,7 @@ async fn refund(sandbox: &Sandbox, call: &Call, id: &str) -> Result<Response, Er
         webhook: Some((WebhookKind::PaymentRefunded, non_empty(&request.reason))),
     };
     if let Some(record) = sandbox.apply(id, &change).await? {
-        tracing::info!(payment = id, caller, amount = %record.amount(), "sandbox payment refunded");
+        tracing::info!(payment = id, %caller, amount = %record.amount(), "sandbox payment refunded");
         return Ok(payment_json(StatusCode::OK, &record));
     }
     // Not refunded now: say why, from the payment as it is.
@@ -153,7 +154,7 @@ async fn cancel(sandbox: &Sandbox, call: &Call, id: &str) -> Result<Response, Er
         webhook: Some((WebhookKind::PaymentCanceled, non_empty(&request.reason))),
     };
     if let Some(record) = sandbox.apply(id, &change).await? {
-        tracing::info!(payment = id, caller, "sandbox payment canceled");
+        tracing::info!(payment = id, %caller, "sandbox payment canceled");
         return Ok(payment_json(StatusCode::OK, &record));
     }
     let record = payments::find_for_caller(&sandbox.db, id, &caller).await?;

@@ -17,7 +17,7 @@ use tessera_fragment::db::now_ms;
 
 use crate::card::{self, TestCard};
 use crate::html::{self, Entered};
-use crate::payments::{self, Attempt, Change, PaymentRecord};
+use crate::payments::{self, Attempt, Change, Outcome, PaymentRecord};
 use crate::Sandbox;
 
 /// What the shopper reads (and the merchant's webhook carries) after a declined card.
@@ -176,17 +176,17 @@ async fn submit_card(State(sandbox): State<Sandbox>, Path(id): Path<String>, for
         TestCard::Succeeds => Change {
             from: &from,
             to: PaymentStatus::Succeeded,
-            attempt: Some(Attempt::Card { last4, outcome: "succeeded" }),
+            attempt: Some(Attempt::Card { last4, outcome: Outcome::Succeeded }),
             webhook: Some((WebhookKind::PaymentSucceeded, None)),
         },
         TestCard::Declined => Change {
             from: &from,
             to: PaymentStatus::RequiresPaymentMethod,
-            attempt: Some(Attempt::Card { last4, outcome: "declined" }),
+            attempt: Some(Attempt::Card { last4, outcome: Outcome::Declined }),
             webhook: Some((WebhookKind::PaymentFailed, Some(DECLINED_MESSAGE.to_owned()))),
         },
         TestCard::NeedsConfirmation => {
-            Change { from: &from, to: PaymentStatus::RequiresAction, attempt: Some(Attempt::Card { last4, outcome: "requires_action" }), webhook: None }
+            Change { from: &from, to: PaymentStatus::RequiresAction, attempt: Some(Attempt::Card { last4, outcome: Outcome::RequiresAction }), webhook: None }
         }
     };
     let updated = match sandbox.apply(&id, &change).await {
@@ -238,14 +238,14 @@ async fn submit_decision(State(sandbox): State<Sandbox>, Path(id): Path<String>,
         Change {
             from: &[PaymentStatus::RequiresAction],
             to: PaymentStatus::Succeeded,
-            attempt: Some(Attempt::Confirmation { outcome: "confirmed" }),
+            attempt: Some(Attempt::Confirmation { outcome: Outcome::Confirmed }),
             webhook: Some((WebhookKind::PaymentSucceeded, None)),
         }
     } else {
         Change {
             from: &[PaymentStatus::RequiresAction],
             to: PaymentStatus::RequiresPaymentMethod,
-            attempt: Some(Attempt::Confirmation { outcome: "not_confirmed" }),
+            attempt: Some(Attempt::Confirmation { outcome: Outcome::NotConfirmed }),
             webhook: Some((WebhookKind::PaymentFailed, Some(NOT_CONFIRMED_MESSAGE.to_owned()))),
         }
     };

@@ -6,9 +6,8 @@
 //! submits of the same form therefore cannot both succeed: the second finds the status already changed,
 //! changes nothing and sends nothing.
 
-use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, AnyPool, Row};
-use tessera_contracts::domain::Money;
+use sqlx::{AnyConnection, AnyPool};
+use tessera_contracts::domain::{Money, ServiceName};
 use tessera_contracts::payments::{pay_page_path, CreatePayment, Payment, PaymentStatus, WebhookKind};
 use tessera_contracts::ApiError;
 
@@ -100,11 +99,11 @@ impl NewPayment {
 }
 
 /// A stored payment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PaymentRecord {
     pub id: String,
     /// The service that created it; only that service may read, refund or cancel it.
-    pub caller: String,
+    pub caller: ServiceName,
     pub reference: String,
     pub amount_minor: i64,
     pub currency: String,
@@ -112,25 +111,6 @@ pub struct PaymentRecord {
     pub return_url: String,
     pub status: PaymentStatus,
     pub created_at_ms: i64,
-}
-
-impl<'r> sqlx::FromRow<'r, AnyRow> for PaymentRecord {
-    fn from_row(row: &'r AnyRow) -> Result<PaymentRecord, sqlx::Error> {
-        let status: String = row.try_get("status")?;
-        let status = PaymentStatus::parse(&status)
-            .ok_or_else(|| sqlx::Error::ColumnDecode { index: "status".into(), source: format!("unknown payment status {status:?}").into() })?;
-        Ok(PaymentRecord {
-            id: row.try_get("id")?,
-            caller: row.try_get("caller")?,
-            reference: row.try_get("reference")?,
-            amount_minor: row.try_get("amount_minor")?,
-            currency: row.try_get("currency")?,
-            description: row.try_get("description")?,
-            return_url: row.try_get("return_url")?,
-            status,
-            created_at_ms: row.try_get("created_at_ms")?,
-        })
-    }
 }
 
 impl PaymentRecord {
@@ -173,7 +153,7 @@ pub enum Created {
 
 /// Creates the payment, or finds the one an earlier request with the same key created. The unique
 /// `(caller, idempotency_key)` decides between concurrent identical requests: exactly one insert wins.
-pub async fn create(db: &AnyPool, caller: &str, request: &NewPayment, now_ms: i64) -> Result<Created, Error> {
+pub async fn create(db: &AnyPool, caller: &ServiceName, request: &NewPayment, now_ms: i64) -> Result<Created, Error> {
     let hash = request.request_hash();
     let NewPayment(fields) = request;
     let inserted = sqlx::query(
@@ -190,7 +170,7 @@ pub async fn create(db: &AnyPool, caller: &str, request: &NewPayment, now_ms: i6
     .bind(&fields.currency)
     .bind(&fields.description)
     .bind(&fields.return_url)
-    .bind(PaymentStatus::RequiresPaymentMethod.as_str())
+    .bind(PaymentStatus::RequiresPaymentMethod)
     .bind(now_ms)
     .execute(db)
     .await?
@@ -213,20 +193,53 @@ pub async fn find(db: &AnyPool, id: &str) -> Result<Option<PaymentRecord>, sqlx:
 }
 
 /// The payment `id` if `caller` created it (the merchant API: one merchant never sees another's).
-pub async fn find_for_caller(db: &AnyPool, id: &str, caller: &str) -> Result<PaymentRecord, Error> {
+pub async fn find_for_caller(db: &AnyPool, id: &str, caller: &ServiceName) -> Result<PaymentRecord, Error> {
     match find(db, id).await? {
-        Some(record) if record.caller == caller => Ok(record),
+        Some(record) if &record.caller == caller => Ok(record),
         _ => Err(not_found(id).into()),
     }
 }
+
+/// How one attempt at paying ended (`attempts.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The card was charged.
+    Succeeded,
+    Declined,
+    /// The bank asked the shopper to confirm.
+    RequiresAction,
+    /// The shopper confirmed, or did not.
+    Confirmed,
+    NotConfirmed,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 5] = [Outcome::Succeeded, Outcome::Declined, Outcome::RequiresAction, Outcome::Confirmed, Outcome::NotConfirmed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Succeeded => "succeeded",
+            Outcome::Declined => "declined",
+            Outcome::RequiresAction => "requires_action",
+            Outcome::Confirmed => "confirmed",
+            Outcome::NotConfirmed => "not_confirmed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Outcome> {
+        Outcome::ALL.into_iter().find(|outcome| outcome.as_str() == text)
+    }
+}
+
+tessera_fragment::text_column!(Outcome);
 
 /// A card attempt to record with a state change.
 #[derive(Debug, Clone, Copy)]
 pub enum Attempt<'a> {
     /// The shopper submitted a card ending in `last4`.
-    Card { last4: &'a str, outcome: &'a str },
+    Card { last4: &'a str, outcome: Outcome },
     /// The shopper answered the bank's confirmation for the card of their last attempt.
-    Confirmation { outcome: &'a str },
+    Confirmation { outcome: Outcome },
 }
 
 /// A state change and what comes with it; applied only while the payment is in one of `from`.
@@ -245,9 +258,9 @@ pub async fn apply(db: &AnyPool, id: &str, change: &Change<'_>, now_ms: i64) -> 
     let mut tx = db.begin().await?;
     let expected = (0..change.from.len()).map(|n| format!("${}", n + 4)).collect::<Vec<_>>().join(", ");
     let update = format!("UPDATE payments SET status = $1, updated_at_ms = $2 WHERE id = $3 AND status IN ({expected}) RETURNING {COLUMNS}");
-    let mut query = sqlx::query_as::<_, PaymentRecord>(&update).bind(change.to.as_str()).bind(now_ms).bind(id);
+    let mut query = sqlx::query_as::<_, PaymentRecord>(&update).bind(change.to).bind(now_ms).bind(id);
     for status in change.from {
-        query = query.bind(status.as_str());
+        query = query.bind(*status);
     }
     let Some(record) = query.fetch_optional(&mut *tx).await? else {
         tx.rollback().await?;
@@ -341,7 +354,7 @@ mod tests {
     fn amounts_are_shown_in_major_units() {
         let record = |amount_minor: i64, currency: &str| PaymentRecord {
             id: "id".into(),
-            caller: "cart".into(),
+            caller: ServiceName::CART,
             reference: "r".into(),
             amount_minor,
             currency: currency.into(),

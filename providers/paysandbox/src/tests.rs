@@ -9,6 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderMap, Request, StatusCode};
 use axum::routing::post;
 use axum::Router;
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::payments::{
     payment_path, test_cards, CancelRequest, CreatePayment, Payment, PaymentStatus, RefundRequest, WebhookEvent, WebhookKind, PAYMENTS_PATH, SANDBOX_PREFIX,
     SIGNATURE_HEADER, WEBHOOK_PATH,
@@ -77,14 +78,14 @@ impl TestApp {
         let received = Arc::new(Mutex::new(Vec::new()));
         let cart_answers = Arc::new(AtomicU16::new(204));
         let cart = stand_in_cart(webhooks, received.clone(), cart_answers.clone());
-        peers.set("cart", Target::in_process("/cart", cart));
-        let merchant = TestApp::client("cart", &service_signer, &router);
+        peers.set(ServiceName::CART, Target::in_process("/cart", cart));
+        let merchant = TestApp::client(ServiceName::CART, &service_signer, &router);
         TestApp { _dir: dir, sandbox, router, service_signer, merchant, received, cart_answers }
     }
 
-    fn client(caller: &'static str, signer: &CallSigner, router: &Router) -> ServiceClient {
+    fn client(caller: ServiceName, signer: &CallSigner, router: &Router) -> ServiceClient {
         let target = Target::in_process(SANDBOX_PREFIX, router.clone());
-        ServiceClient::new(caller, "paysandbox", signer.clone(), target, Duration::from_secs(5))
+        ServiceClient::new(caller, ServiceName::parse("paysandbox").unwrap(), signer.clone(), target, Duration::from_secs(5))
     }
 
     async fn create(&self, key: &str, amount_minor: i64) -> Result<Payment, CallError> {
@@ -158,7 +159,7 @@ async fn a_payment_is_created_paid_and_refunded_with_signed_webhooks() {
     assert!(matches!(app.create("k2", 0).await, Err(CallError::Api(ApiError::BadRequest(message))) if message.contains("amount_minor")));
     // Unsigned callers are refused; another service does not see the cart's payments.
     assert_eq!(app.get(&payment_path(&payment.id, None)).await.status, StatusCode::FORBIDDEN);
-    let inventory = TestApp::client("inventory", &app.service_signer, &app.router);
+    let inventory = TestApp::client(ServiceName::INVENTORY, &app.service_signer, &app.router);
     assert!(matches!(inventory.get::<Payment>(&payment_path(&payment.id, None)).await, Err(CallError::Api(ApiError::NotFound(_)))));
 
     let page = app.get(&payment.pay_url).await;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use sqlx::AnyConnection;
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::payments::{Payment, WebhookEvent, WebhookKind, SIGNATURE_HEADER, WEBHOOK_PATH};
 use tessera_fragment::db::now_ms;
 use tessera_fragment::peers::{Outgoing, Reply};
@@ -18,7 +19,7 @@ use tessera_fragment::peers::{Outgoing, Reply};
 use crate::Sandbox;
 
 /// The peer name of the merchant the webhooks go to.
-pub const MERCHANT: &str = "cart";
+pub const MERCHANT: ServiceName = ServiceName::CART;
 /// After this many failed attempts (about a day at the one-minute cap, like real providers' retry
 /// windows: a merchant outage must not lose a payment's confirmation) a webhook is left alone, its last
 /// error kept for inspection.
@@ -98,7 +99,7 @@ async fn deliver_due(sandbox: &Sandbox) -> Result<usize, sqlx::Error> {
 }
 
 /// Marks a webhook delivered, or schedules its retry (or gives up after [`MAX_ATTEMPTS`]).
-async fn record_outcome(sandbox: &Sandbox, event_id: &str, attempts: i64, outcome: Result<(), String>) -> Result<(), sqlx::Error> {
+async fn record_outcome(sandbox: &Sandbox, event_id: &str, attempts: i64, outcome: Result<(), WebhookError>) -> Result<(), sqlx::Error> {
     let now = now_ms();
     match outcome {
         Ok(()) => {
@@ -110,7 +111,7 @@ async fn record_outcome(sandbox: &Sandbox, event_id: &str, attempts: i64, outcom
                 .await?;
         }
         Err(error) => {
-            let error: String = error.chars().take(MAX_ERROR_CHARS).collect();
+            let error: String = error.to_string().chars().take(MAX_ERROR_CHARS).collect();
             if attempts + 1 >= MAX_ATTEMPTS {
                 tracing::error!(event_id, attempts = attempts + 1, %error, "webhook not delivered; giving up");
             } else {
@@ -127,9 +128,22 @@ async fn record_outcome(sandbox: &Sandbox, event_id: &str, attempts: i64, outcom
     Ok(())
 }
 
+/// Why a webhook did not reach the merchant (kept as its `last_error`).
+#[derive(Debug, thiserror::Error)]
+enum WebhookError {
+    #[error("no route to the merchant")]
+    NoRoute,
+    #[error("the merchant did not answer within {} s", TIMEOUT.as_secs())]
+    TimedOut,
+    #[error("the merchant could not be reached: {0}")]
+    Unreachable(tessera_fragment::peers::SendError),
+    #[error("the merchant answered {status}: {answer}")]
+    Refused { status: u16, answer: String },
+}
+
 /// POSTs one webhook body to the merchant, signed now. `Err` says why it did not get a 2xx.
-async fn send(sandbox: &Sandbox, body: &str) -> Result<(), String> {
-    let target = sandbox.peers.get(MERCHANT).ok_or_else(|| "no route to the merchant".to_owned())?;
+async fn send(sandbox: &Sandbox, body: &str) -> Result<(), WebhookError> {
+    let target = sandbox.peers.get(&MERCHANT).ok_or(WebhookError::NoRoute)?;
     let headers = [("content-type", "application/json".to_owned()), (SIGNATURE_HEADER, sandbox.webhooks.header(body.as_bytes(), now_ms() / 1000))];
     let sent = target.send(Outgoing {
         method: Method::POST,
@@ -139,15 +153,11 @@ async fn send(sandbox: &Sandbox, body: &str) -> Result<(), String> {
         max_bytes: 4096,
         timeout: TIMEOUT,
     });
-    let Reply { status, body: answer } = tokio::time::timeout(TIMEOUT, sent)
-        .await
-        .map_err(|_| format!("the merchant did not answer within {} s", TIMEOUT.as_secs()))?
-        .map_err(|error| format!("the merchant could not be reached: {error}"))?;
-    let answer = String::from_utf8_lossy(&answer);
+    let Reply { status, body: answer } = tokio::time::timeout(TIMEOUT, sent).await.map_err(|_| WebhookError::TimedOut)?.map_err(WebhookError::Unreachable)?;
     if (200..300).contains(&status) {
         Ok(())
     } else {
-        Err(format!("the merchant answered {status}: {}", answer.chars().take(300).collect::<String>()))
+        Err(WebhookError::Refused { status, answer: String::from_utf8_lossy(&answer).chars().take(300).collect() })
     }
 }
 

@@ -48,7 +48,7 @@ const SERVICES: [&str; 5] = ["shell", "catalog", "cart", "inventory", "paysandbo
 #[derive(Default)]
 pub struct Options {
     pub mode: Option<Mode>,
-    pub fragments: BTreeMap<String, FragmentSettings>,
+    pub fragments: BTreeMap<tessera_contracts::domain::ServiceName, FragmentSettings>,
     pub jwks_url: Option<String>,
     pub site_dir: Option<std::path::PathBuf>,
     pub demo: Option<bool>,

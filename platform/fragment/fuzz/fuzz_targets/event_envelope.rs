@@ -7,6 +7,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::*;
 use tessera_fragment::inbox::accept_envelope;
 use tessera_fragment::signature::EventSigner;
@@ -28,8 +29,8 @@ fuzz_target!(|data: &[u8]| {
     let signer = EventSigner::new(&[SECRET.to_vec()]);
     let Some((&shape, body)) = data.split_first() else { return };
     let now = tessera_fragment::db::now_seconds();
-    let signed_by = if shape % 2 == 0 { "inventory" } else { "cart" };
-    let envelope = match accept_envelope(&signer, &headers(signer.sign(signed_by, body, now)), body) {
+    let signed_by = if shape % 2 == 0 { ServiceName::INVENTORY } else { ServiceName::CART };
+    let envelope = match accept_envelope(&signer, &headers(signer.sign(&signed_by, body, now)), body) {
         Ok(envelope) => envelope,
         Err(_) => return,
     };
@@ -45,6 +46,6 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<ProductChanged>(&envelope);
     // The same body under a forged or foreign signature is refused.
     let forged = EventSigner::new(&[b"guessed-secret-0123456789abcdef0123".to_vec()]);
-    assert!(accept_envelope(&signer, &headers(forged.sign(signed_by, body, now)), body).is_err());
-    assert!(accept_envelope(&signer, &headers(signer.sign(signed_by, body, now - 3600)), body).is_err());
+    assert!(accept_envelope(&signer, &headers(forged.sign(&signed_by, body, now)), body).is_err());
+    assert!(accept_envelope(&signer, &headers(signer.sign(&signed_by, body, now - 3600)), body).is_err());
 });

@@ -7,6 +7,7 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
+use tessera_contracts::domain::ServiceName;
 use tessera_fragment::signature::CallSigner;
 use tessera_fragment::signature::SIGNATURE_TOLERANCE_SECONDS;
 
@@ -35,12 +36,12 @@ fuzz_target!(|data: &[u8]| {
     }
     // The genuine headers verify for this call and for no other method, path or body.
     let genuine: HeaderMap = signer
-        .sign("cart", &method, &path, body, NOW)
+        .sign(&ServiceName::CART, &method, &path, body, NOW)
         .into_iter()
         .filter_map(|(name, value)| Some((HeaderName::from_static(name), HeaderValue::from_str(&value).ok()?)))
         .collect();
     if genuine.len() == 3 {
-        assert_eq!(signer.verify(&genuine, &method, &path, body, NOW).as_deref(), Ok("cart"));
+        assert_eq!(signer.verify(&genuine, &method, &path, body, NOW), Ok(ServiceName::CART));
         assert!(signer.verify(&genuine, &format!("{method}X"), &path, body, NOW).is_err());
         assert!(signer.verify(&genuine, &method, &format!("{path}/x"), body, NOW).is_err());
         assert!(signer.verify(&genuine, &method, &path, &[body, b"x"].concat(), NOW).is_err());

@@ -44,7 +44,7 @@ pub struct Options {
     /// The fragments the shell runs in its own process (default: the three probes).
     pub contained: Vec<&'static dyn Fragment>,
     /// Fragments reached over HTTP.
-    pub fragments: BTreeMap<String, FragmentSettings>,
+    pub fragments: BTreeMap<tessera_contracts::domain::ServiceName, FragmentSettings>,
     /// Seed the demo accounts (default: yes).
     pub demo: bool,
     /// Share another shell's data: another replica of it.
@@ -144,7 +144,7 @@ pub async fn spawn_fragment_alone_with(
     configure(&mut settings);
     let running = tessera_host::binary::run_fragment(&settings, fragment, None).await.expect("the fragment starts");
     let http = Http::new(format!("http://{}", running.addr));
-    let served = Served::new(running, data, &settings.store, &[fragment.name()]);
+    let served = Served::new(running, data, &settings.store, &[fragment.name().as_str()]);
     FragmentAlone { http, served, settings, path: fragment.prefix() }
 }
 

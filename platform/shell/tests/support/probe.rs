@@ -28,6 +28,7 @@ use shared_auth::extract::MaybeUser;
 use shared_auth::{Role, SessionUser};
 use sqlx::migrate::Migrator;
 use tessera_contracts::descriptor::NavEntry;
+use tessera_contracts::domain::ServiceName;
 use tessera_fragment::db::Migrations;
 use tessera_fragment::fragment::{published, BoxFuture, Fragment, SeedError};
 use tessera_fragment::page::PageHead;
@@ -87,8 +88,8 @@ impl axum::extract::FromRef<ProbeState> for shared_auth::verify::Verifier {
 }
 
 impl Fragment for Probe {
-    fn name(&self) -> &'static str {
-        self.name
+    fn name(&self) -> ServiceName {
+        ServiceName::of(self.name)
     }
     fn prefix(&self) -> &'static str {
         self.prefix
