@@ -104,8 +104,8 @@ describe('inventory admin', () => {
     });
     assert.equal(reserved.status, 201, await reserved.clone().text());
     const reservation = await reserved.json();
-    const paid = await sendEvent(site.url, 'cart.order_paid', 'order-e2e', {
-      order_id: 'order-e2e', reservation_id: reservation.id, lines: reservation.lines,
+    const paid = await sendEvent(site.url, 'cart.order_paid', 'e2e-0001', {
+      order_id: 'e2e-0001', reservation_id: reservation.id, lines: reservation.lines,
     });
     assert.equal(paid.status, 200, await paid.text());
     await page.goto(`${site.url}/admin/inventory/reservations`);
@@ -113,7 +113,7 @@ describe('inventory admin', () => {
     const row = page.locator(`tr[data-reservation="${reservation.id}"]`);
     assert.equal(await row.getAttribute('data-status'), 'hard');
     await row.getByRole('button', { name: 'Fulfil' }).click();
-    await page.locator('[role=status]', { hasText: 'Order order-e2e fulfilled' }).waitFor();
+    await page.locator('[role=status]', { hasText: 'Order e2e-0001 fulfilled' }).waitFor();
     await page.goto(`${site.url}/admin/inventory/sku/MUG-STN-01`);
     assert.equal(await onHand(), start + 1, 'fulfilment took the two mugs');
     assert.equal(await page.locator('[data-testid=ledger] tr[data-kind=FULFILLED]').count(), 1);

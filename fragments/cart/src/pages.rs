@@ -6,7 +6,7 @@
 
 use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
-use tessera_contracts::page::{announce, form_of, post, read, refresh, submit};
+use tessera_contracts::page::{announce, call, form_of, read, refresh, submit};
 
 use crate::model::{CartView, CheckoutForm, HoldState, LineView, OrderStatus, OrderView, PlacedOrder, ShippingMethod};
 use crate::server_fns::{checkout_view, my_cart, my_orders, order_detail, CancelOrder, PlaceOrder, SetQuantity};
@@ -144,7 +144,7 @@ fn QuantityButton(sku: String, quantity: i64, label: String, hint: String) -> im
     let change = move |_| {
         let sku = sku.clone();
         leptos::task::spawn_local(async move {
-            match post(SetQuantity::PATH, &[("sku", &sku), ("quantity", &quantity.to_string())]).await {
+            match call(&SetQuantity { sku, quantity }).await {
                 Ok(_) => {
                     refresh().await;
                     announce("");

@@ -105,6 +105,11 @@ pub async fn add_item(sku: String, quantity: i64) -> Result<CartSummary, ApiErro
     .await
 }
 
+// The contract's `AddItem` (what another fragment's island sends) is exactly this function's arguments:
+// a field added, removed or renamed on either side fails to compile.
+const _: fn(tessera_contracts::cart::AddItem) -> AddItem = |item| AddItem { sku: item.sku, quantity: item.quantity };
+const _: fn(AddItem) -> tessera_contracts::cart::AddItem = |item| tessera_contracts::cart::AddItem { sku: item.sku, quantity: item.quantity };
+
 /// Sets the quantity of a line; 0 removes it. Returns the updated cart.
 #[server(prefix = "/cart/api", endpoint = "set_quantity")]
 pub async fn set_quantity(sku: String, quantity: i64) -> Result<CartView, ApiError> {

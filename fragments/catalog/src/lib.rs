@@ -26,8 +26,8 @@
 //! the product up first (so an unknown product is a real 404 page). Editing is for catalog editors and
 //! announces `catalog.product_changed` through the outbox.
 //!
-//! "Add to cart" posts to the cart fragment's typed HTTP API (`tessera_contracts::cart`: its path and
-//! its answer) through `tessera_contracts::page::post` and announces the new count with a
+//! "Add to cart" calls the cart fragment's typed HTTP API (`tessera_contracts::cart::AddItem`: its
+//! arguments, path and answer) through `tessera_contracts::page::call` and announces the new count with a
 //! `tessera:cart-updated` DOM event that the shell's badge listens to.
 
 // Leptos view types nest deeply; the default limit is too low for the hydrate build.

@@ -8,6 +8,7 @@ use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use shared_auth::SessionUser;
 use tessera_contracts::page::{form_of, read, submit};
+use tessera_contracts::ApiError;
 
 use crate::model::{Card, Category, Detail, Listing, ListingQuery, ProductInput, VariantView};
 use crate::server_fns::{availability_label, SaveProduct};
@@ -273,12 +274,12 @@ struct Saved {
 /// without leaving the page; without JavaScript the browser posts it itself.
 #[island]
 fn ProductEditor(children: Children) -> impl IntoView {
-    let (outcome, set_outcome) = signal(None::<Result<Saved, String>>);
+    let (outcome, set_outcome) = signal(None::<Result<Saved, ApiError>>);
     let on_submit = move |event: leptos::ev::SubmitEvent| {
         let Some(form) = form_of(&event) else { return };
         leptos::task::spawn_local(async move {
             let saved = submit(&form).await.and_then(|body| read::<Saved>(&body));
-            set_outcome.set(Some(saved.map_err(|error| error.to_string())));
+            set_outcome.set(Some(saved));
         });
     };
     let message = move || {
@@ -286,7 +287,7 @@ fn ProductEditor(children: Children) -> impl IntoView {
             Some(Ok(saved)) => Some(Either::Left(
                 view! { <p role="status" data-testid="editor-status">"Saved. " <a href=format!("{PREFIX}/p/{}", saved.id)>"View " {saved.name.clone()}</a></p> },
             )),
-            Some(Err(error)) => Some(Either::Right(view! { <p role="status" class="error" data-testid="editor-status">{error.clone()}</p> })),
+            Some(Err(error)) => Some(Either::Right(view! { <p role="status" class="error" data-testid="editor-status">{error.to_string()}</p> })),
             None => None,
         })
     };
@@ -297,12 +298,12 @@ fn ProductEditor(children: Children) -> impl IntoView {
 }
 
 mod browser {
-    use tessera_contracts::cart::{CartSummary, ADD_ITEM_PATH};
-    use tessera_contracts::page::{post, read};
+    use tessera_contracts::cart::{AddItem, CartSummary};
+    use tessera_contracts::page::{call, read};
 
-    /// POSTs to the cart's `add_item` server function and returns a message for the shopper.
+    /// Calls the cart's `add_item` server function and returns a message for the shopper.
     pub async fn add_to_cart(sku: &str) -> String {
-        match post(ADD_ITEM_PATH, &[("sku", sku), ("quantity", "1")]).await.and_then(|body| read::<CartSummary>(&body)) {
+        match call(&AddItem { sku: sku.to_owned(), quantity: 1 }).await.and_then(|body| read::<CartSummary>(&body)) {
             Ok(summary) => {
                 tessera_contracts::dom_events::announce_cart_count(summary.item_count);
                 // The cart may have kept the item without holding it yet (inventory down): say so.

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use leptos::server_fn::ServerFn;
 use tessera_contracts::domain::format_time;
 use tessera_contracts::inventory::ReservationStatus;
-use tessera_contracts::page::{announce, form_of, post, read, refresh, submit};
+use tessera_contracts::page::{announce, call, form_of, read, refresh, submit};
 
 use crate::model::{LedgerEntry, ReservationList, ReservationRow, SkuView, StockQuery, StockRow, StockTable, LOW_STOCK};
 use crate::server_fns::{reservation_page, sku_detail, stock_page, AdjustStock, FulfilOrder, RecordMovement};
@@ -128,10 +128,10 @@ fn stock_row(row: StockRow) -> impl IntoView {
 /// "Receive 1" and "Remove 1" for a row of the stock table.
 #[island]
 fn AdjustButtons(sku: String) -> impl IntoView {
-    let adjust = move |delta: &'static str| {
+    let adjust = move |delta: i64| {
         let sku = sku.clone();
         leptos::task::spawn_local(async move {
-            match post(AdjustStock::PATH, &[("sku", &sku), ("delta", delta)]).await {
+            match call(&AdjustStock { sku, delta }).await {
                 Ok(_) => {
                     refresh().await;
                     announce("");
@@ -142,8 +142,8 @@ fn AdjustButtons(sku: String) -> impl IntoView {
     };
     let (receive, remove) = (adjust.clone(), adjust);
     view! {
-        <button type="button" on:click=move |_| receive("1")>"Receive 1"</button>
-        <button type="button" on:click=move |_| remove("-1")>"Remove 1"</button>
+        <button type="button" on:click=move |_| receive(1)>"Receive 1"</button>
+        <button type="button" on:click=move |_| remove(-1)>"Remove 1"</button>
     }
 }
 
@@ -194,7 +194,7 @@ fn FulfilButton(reservation_id: String) -> impl IntoView {
     let fulfil = move |_| {
         let id = reservation_id.clone();
         leptos::task::spawn_local(async move {
-            match post(FulfilOrder::PATH, &[("reservation_id", &id)]).await.and_then(|body| read::<Fulfilled>(&body)) {
+            match call(&FulfilOrder { reservation_id: id }).await.and_then(|body| read::<Fulfilled>(&body)) {
                 Ok(row) => {
                     refresh().await;
                     announce(&format!("Order {} fulfilled.", row.order_id.unwrap_or_default()));

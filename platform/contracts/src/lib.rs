@@ -7,6 +7,11 @@
 //! fragment boundaries in the browser ([`dom_events`]), the error every server function returns
 //! ([`ApiError`]), and the demo data that the services seed consistently ([`demo`]).
 //!
+//! The domain's values ([`domain`]: `Sku`, `Quantity`, `OrderId`, `CartId`, `ReservationId`,
+//! `ServiceName`) are types, not strings, from one end to the other: a payload, a path or a column that
+//! is not one fails to decode, saying which. With feature `server` they (and the status enums) are
+//! database columns as well (`text_column!`), so every service binds and reads them as themselves.
+//!
 //! The crate compiles for both the server and `wasm32` (`serde`, `server_fn`, and the DOM bindings the
 //! browser half of [`page`] names), so a fragment's
 //! browser code and the shell's server code share one definition. [`CONTRACT_VERSION`] is bumped on any
@@ -53,9 +58,22 @@ pub mod cart {
 
     /// `GET /cart/api/summary`: what the cart badge shows (the user's cart, or a guest's by its cookie).
     pub const SUMMARY_PATH: &str = "/cart/api/summary";
-    /// Server function URL (form-encoded `sku`, `quantity`) that adds a line to the visitor's cart (the
-    /// signed-in user's, or an anonymous one kept by cookie and merged into theirs at sign-in).
+    /// Server function URL ([`AddItem`], form-encoded) that adds a line to the visitor's cart (the
+    /// signed-in user's, or an anonymous one kept by cookie and merged into theirs at sign-in); it
+    /// answers a [`CartSummary`].
     pub const ADD_ITEM_PATH: &str = "/cart/api/add_item";
+
+    /// The arguments of the cart's `add_item` server function, for another fragment's island
+    /// ([`crate::page::call`]). The cart's crate checks at compile time that they are its function's.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct AddItem {
+        pub sku: String,
+        pub quantity: i64,
+    }
+
+    impl crate::page::Call for AddItem {
+        const PATH: &'static str = ADD_ITEM_PATH;
+    }
     /// Cookie that finds a guest's cart (HttpOnly; the shell only checks it is there before asking the
     /// cart for the badge count).
     pub const CART_COOKIE: &str = "tessera_cart";
@@ -99,13 +117,25 @@ pub mod dom_events {
 /// calls its fragment's server functions: refresh the page's server-rendered regions after a change, say
 /// what happened in the page's status line, and POST a form or a few fields.
 ///
-/// The calls go through [`post`] and [`submit`] rather than `server_fn`'s typed client and Leptos's
-/// `ActionForm`: those put a URL-encoder, a form decoder and a decoder of every server function's full
-/// answer into each bundle, while an island needs the answer's status and, at most, two fields of it. One
-/// non-generic path for every call keeps that code in the bundle once. The server side is unchanged: the
-/// same server functions, the same field names (`<Fn as ServerFn>::PATH` names the address).
+/// The calls go through [`call`] and [`submit`] rather than `server_fn`'s typed client and Leptos's
+/// `ActionForm`: those put a form decoder and a decoder of every server function's full answer into each
+/// bundle, while an island needs the answer's status and, at most, two fields of it ([`read`]). [`call`]
+/// takes the server function's own arguments struct (`SetQuantity { sku, quantity }`), so an island
+/// names no field as a string: a renamed argument fails to compile. The server side is unchanged: the
+/// same server functions at the same addresses.
 pub mod page {
     use crate::ApiError;
+
+    /// Arguments of a server function an island calls, and where they go: every `#[server]` function's
+    /// arguments struct (through `server_fn::ServerFn`), and the contracts' structs for another
+    /// fragment's functions ([`crate::cart::AddItem`]).
+    pub trait Call: serde::Serialize {
+        const PATH: &'static str;
+    }
+
+    impl<F: server_fn::ServerFn + serde::Serialize> Call for F {
+        const PATH: &'static str = <F as server_fn::ServerFn>::PATH;
+    }
 
     /// The page's one status line (`role="status"`), where [`announce`] writes.
     pub const STATUS_ATTRIBUTE: &str = "data-page-status";
@@ -140,17 +170,16 @@ pub mod page {
         }
     }
 
-    /// POSTs `fields`, URL-encoded, to `path` (a server function of this site) and returns the body of a
+    /// POSTs a server function's arguments, URL-encoded, to its address and returns the body of a
     /// successful answer, or the [`ApiError`] the server answered with.
     #[cfg(feature = "browser")]
-    pub async fn post(path: &str, fields: &[(&str, &str)]) -> Result<String, ApiError> {
-        let encode = |text: &str| String::from(js_sys::encode_uri_component(text));
-        let body: Vec<String> = fields.iter().map(|(name, value)| format!("{}={}", encode(name), encode(value))).collect();
-        send(path, body.join("&")).await
+    pub async fn call<A: Call>(arguments: &A) -> Result<String, ApiError> {
+        let body = serde_urlencoded::to_string(arguments).map_err(|_| ApiError::BadRequest("these values cannot be sent".into()))?;
+        send(A::PATH, body).await
     }
 
     /// POSTs `form`'s fields to its `action` (a server function of this site), as the browser would
-    /// without JavaScript, and returns what [`post`] returns.
+    /// without JavaScript, and returns what [`call`] returns.
     #[cfg(feature = "browser")]
     pub async fn submit(form: &web_sys::HtmlFormElement) -> Result<String, ApiError> {
         let fields = web_sys::FormData::new_with_form(form)
@@ -194,7 +223,7 @@ pub mod page {
 
     /// Calls are made from the browser only.
     #[cfg(not(feature = "browser"))]
-    pub async fn post(_path: &str, _fields: &[(&str, &str)]) -> Result<String, ApiError> {
+    pub async fn call<A: Call>(_arguments: &A) -> Result<String, ApiError> {
         Err(ApiError::Unavailable("server functions are called from the browser".into()))
     }
 

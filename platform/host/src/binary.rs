@@ -48,7 +48,7 @@ pub async fn run_fragment(settings: &Settings, fragment: &'static dyn Fragment, 
         app = app.merge(routes);
     }
     // On a domain of its own the fragment signs its users in at the shell (OpenID Connect).
-    let app = relying_party::attach(app, settings.site.oidc_provider.as_ref(), &settings.login, fragment.prefix()).map_err(HostError::Config)?;
+    let app = relying_party::attach(app, settings.site.oidc_provider.as_ref(), &settings.login, fragment.prefix())?;
     let exposure = started.exposure(false);
     serve(&settings.server, app, started.background, started.teardown, exposure).await
 }

@@ -177,7 +177,8 @@ impl Transport for BrokerTransport {
         envelope: &'a Envelope,
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
-            self.stream_ready.get_or_try_init(|| async { self.broker.stream(&self.producer).await.map(drop) }).await?;
+            let failed = |error: BrokerError| DeliveryError::Transport(Box::new(error));
+            self.stream_ready.get_or_try_init(|| async { self.broker.stream(&self.producer).await.map(drop) }).await.map_err(failed)?;
             let body = serde_json::to_vec(envelope)?;
             let mut headers = async_nats::HeaderMap::new();
             for (name, value) in self.signer.sign(&self.producer, &body, now_ms() / 1000) {
@@ -185,9 +186,9 @@ impl Transport for BrokerTransport {
             }
             let publish = jetstream::message::PublishMessage::build().payload(body.into()).headers(headers).message_id(&envelope.id);
             let subject = self.broker.subject(&self.producer, &envelope.event_type);
-            let ack = self.broker.jetstream.send_publish(subject, publish).await.map_err(|error| BrokerError::Publish(error.to_string()))?;
+            let ack = self.broker.jetstream.send_publish(subject, publish).await.map_err(|error| failed(BrokerError::Publish(error.to_string())))?;
             // Stored (or recognised as a duplicate and dropped): either way the stream has it once.
-            ack.await.map(drop).map_err(|error| BrokerError::Unconfirmed(error.to_string()).into())
+            ack.await.map(drop).map_err(|error| failed(BrokerError::Unconfirmed(error.to_string())))
         })
     }
 }

@@ -25,4 +25,8 @@ pub enum HostError {
     Cdc(#[from] crate::cdc::CdcError),
     #[error(transparent)]
     Broker(#[from] crate::broker::BrokerError),
+    #[error(transparent)]
+    Proxies(#[from] crate::client_ip::NotAProxy),
+    #[error(transparent)]
+    RelyingParty(#[from] crate::relying_party::RpSettingsError),
 }

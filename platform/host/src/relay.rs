@@ -124,8 +124,9 @@ pub enum DeliveryError {
     TimedOut(ServiceName, Duration),
     #[error("the envelope cannot be encoded: {0}")]
     Encode(#[from] serde_json::Error),
+    /// Another transport's own failure (publishing to NATS: `crate::broker::BrokerError`).
     #[error(transparent)]
-    Broker(#[from] crate::broker::BrokerError),
+    Transport(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// How long one event delivery may take.

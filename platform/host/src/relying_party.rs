@@ -214,16 +214,67 @@ fn see_other(location: &str, cookies: Vec<String>) -> Response {
 /// Largest answer read from the provider (its documents are a few kilobytes).
 const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
+/// Why a fragment cannot sign its users in at the provider its settings name (it does not start).
+#[derive(Debug, thiserror::Error)]
+pub enum RpSettingsError {
+    #[error("{setting} {value:?}: {reason}")]
+    Invalid { setting: &'static str, value: String, reason: String },
+    #[error("TESSERA_OIDC_PROVIDER__CLIENT_ID must be set and TESSERA_OIDC_PROVIDER__CLIENT_SECRET be at least 32 bytes")]
+    Client,
+    #[error("TESSERA_PUBLIC_URL {0:?} names no host")]
+    NoHost(String),
+    #[error("an HTTP client for the OpenID Connect provider: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Why talking to the provider did not give what a sign-in needs (logged; the person is told the
+/// sign-in is unreachable or misconfigured).
+#[derive(Debug, thiserror::Error)]
+enum ProviderError {
+    #[error("{url}: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url}: {status}")]
+    Status { url: String, status: StatusCode },
+    #[error("{url}: {reason}")]
+    Unreadable { url: String, reason: Unreadable },
+    #[error("{url} names the issuer {named:?}, not {expected:?}")]
+    OtherIssuer { url: String, named: String, expected: String },
+    #[error("{0}: the provider does not sign ID tokens with EdDSA")]
+    NotEdDsa(String),
+    #[error("an address of the provider is unusable: {0}")]
+    Endpoint(#[from] openidconnect::url::ParseError),
+}
+
+/// Why an answer could not be read.
+#[derive(Debug, thiserror::Error)]
+enum Unreadable {
+    #[error("{0}")]
+    Body(#[from] reqwest::Error),
+    #[error("the answer is too large")]
+    TooLarge,
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
 /// A JSON answer, bounded in size.
-async fn json<T: serde::de::DeserializeOwned>(mut response: reqwest::Response) -> Result<T, String> {
+async fn json<T: serde::de::DeserializeOwned>(mut response: reqwest::Response) -> Result<T, Unreadable> {
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|error| error.to_string())? {
+    while let Some(chunk) = response.chunk().await? {
         body.extend_from_slice(&chunk);
         if body.len() > MAX_ANSWER_BYTES {
-            return Err("the answer is too large".into());
+            return Err(Unreadable::TooLarge);
         }
     }
-    serde_json::from_slice(&body).map_err(|error| error.to_string())
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// A GET of the provider's, answered 2xx.
+async fn fetch(http: &reqwest::Client, url: &str, bearer: Option<&str>) -> Result<reqwest::Response, ProviderError> {
+    let mut request = http.get(url);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.map_err(|error| ProviderError::Unreachable { url: url.to_owned(), reason: error.to_string() })
 }
 
 /// Equal, without telling by its timing how much of the two agrees.
@@ -261,23 +312,27 @@ fn failed(status: StatusCode, message: &str, cookies: Vec<String>) -> Response {
 
 impl RelyingParty {
     /// The relying party of a fragment served at `prefix` of `login.public_url`.
-    pub fn new(login: &LoginSettings, provider: &OidcProviderSettings, prefix: &str) -> Result<RelyingParty, String> {
+    pub fn new(login: &LoginSettings, provider: &OidcProviderSettings, prefix: &str) -> Result<RelyingParty, RpSettingsError> {
+        fn invalid(setting: &'static str, value: &str) -> impl FnOnce(openidconnect::url::ParseError) -> RpSettingsError {
+            let value = value.to_owned();
+            move |error| RpSettingsError::Invalid { setting, value, reason: error.to_string() }
+        }
         let issuer = provider.issuer.trim_end_matches('/').to_owned();
-        IssuerUrl::new(issuer.clone()).map_err(|error| format!("TESSERA_OIDC_PROVIDER__ISSUER {issuer:?}: {error}"))?;
+        IssuerUrl::new(issuer.clone()).map_err(invalid("TESSERA_OIDC_PROVIDER__ISSUER", &issuer))?;
         let base = provider.url.clone().unwrap_or_else(|| issuer.clone()).trim_end_matches('/').to_owned();
-        url::Url::parse(&base).map_err(|error| format!("TESSERA_OIDC_PROVIDER__URL {base:?}: {error}"))?;
+        url::Url::parse(&base).map_err(invalid("TESSERA_OIDC_PROVIDER__URL", &base))?;
         if provider.client_id.is_empty() || provider.client_secret.len() < 32 {
-            return Err("TESSERA_OIDC_PROVIDER__CLIENT_ID must be set and TESSERA_OIDC_PROVIDER__CLIENT_SECRET be at least 32 bytes".into());
+            return Err(RpSettingsError::Client);
         }
         let public = login.public_url.trim_end_matches('/');
-        let public_url = url::Url::parse(public).map_err(|error| format!("TESSERA_PUBLIC_URL {public:?}: {error}"))?;
+        let public_url = url::Url::parse(public).map_err(invalid("TESSERA_PUBLIC_URL", public))?;
         let public_host = match (public_url.host_str(), public_url.port()) {
             (Some(host), Some(port)) => format!("{host}:{port}"),
             (Some(host), None) => host.to_owned(),
-            (None, _) => return Err(format!("TESSERA_PUBLIC_URL {public:?} names no host")),
+            (None, _) => return Err(RpSettingsError::NoHost(public.to_owned())),
         };
         let redirect_uri = format!("{public}{CALLBACK_PATH}");
-        RedirectUrl::new(redirect_uri.clone()).map_err(|error| format!("TESSERA_PUBLIC_URL {public:?}: {error}"))?;
+        RedirectUrl::new(redirect_uri.clone()).map_err(invalid("TESSERA_PUBLIC_URL", public))?;
         let key = ring::digest::digest(&ring::digest::SHA256, format!("tessera relying party flow\0{}", provider.client_secret).as_bytes());
         let mut verifier = VerifierSettings::new(&issuer, &provider.client_id);
         verifier.access_cookie = String::new();
@@ -285,8 +340,7 @@ impl RelyingParty {
             // Following redirects would let a response steer this process's requests (SSRF).
             .redirect(reqwest::redirect::Policy::none())
             .timeout(CALL_TIMEOUT)
-            .build()
-            .map_err(|error| format!("an HTTP client for the OpenID Connect provider: {error}"))?;
+            .build()?;
         Ok(RelyingParty {
             verifier: Verifier::new(verifier, HttpJwks::new(format!("{base}{}", shared_auth::oidc::JWKS_PATH))),
             issuer,
@@ -354,7 +408,7 @@ impl RelyingParty {
         }
     }
 
-    async fn provider(&self, fresh: bool) -> Result<ProviderInfo, String> {
+    async fn provider(&self, fresh: bool) -> Result<ProviderInfo, ProviderError> {
         if !fresh {
             let known = self.provider.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
             if let Some(info) = known.filter(|info| info.read_at.elapsed() < DISCOVERY_TTL) {
@@ -362,16 +416,16 @@ impl RelyingParty {
             }
         }
         let url = format!("{}{}", self.base, shared_auth::oidc::DISCOVERY_PATH);
-        let response = self.http.get(&url).send().await.map_err(|error| format!("{url}: {error}"))?;
+        let response = fetch(&self.http, &url, None).await?;
         if !response.status().is_success() {
-            return Err(format!("{url}: {}", response.status()));
+            return Err(ProviderError::Status { url, status: response.status() });
         }
-        let discovery: Discovery = json(response).await.map_err(|error| format!("{url}: {error}"))?;
+        let discovery: Discovery = json(response).await.map_err(|reason| ProviderError::Unreadable { url: url.clone(), reason })?;
         if discovery.issuer.trim_end_matches('/') != self.issuer {
-            return Err(format!("{url} names the issuer {:?}, not {:?}", discovery.issuer, self.issuer));
+            return Err(ProviderError::OtherIssuer { url, named: discovery.issuer, expected: self.issuer.clone() });
         }
         if !discovery.id_token_signing_alg_values_supported.iter().any(|alg| alg == "EdDSA") {
-            return Err(format!("{url}: the provider does not sign ID tokens with EdDSA"));
+            return Err(ProviderError::NotEdDsa(url));
         }
         let info = ProviderInfo {
             authorization_endpoint: discovery.authorization_endpoint,
@@ -385,21 +439,22 @@ impl RelyingParty {
         Ok(info)
     }
 
-    fn client(&self, info: &ProviderInfo, jwks: CoreJsonWebKeySet) -> Result<OidcClient, String> {
-        let issuer = IssuerUrl::new(self.issuer.clone()).map_err(|error| error.to_string())?;
+    fn client(&self, info: &ProviderInfo, jwks: CoreJsonWebKeySet) -> Result<OidcClient, ProviderError> {
+        let issuer = IssuerUrl::new(self.issuer.clone())?;
         Ok(CoreClient::new(ClientId::new(self.client_id.clone()), issuer, jwks)
             .set_client_secret(ClientSecret::new(self.client_secret.clone()))
-            .set_auth_uri(AuthUrl::new(info.authorization_endpoint.clone()).map_err(|error| error.to_string())?)
-            .set_token_uri(TokenUrl::new(info.token_endpoint.clone()).map_err(|error| error.to_string())?)
-            .set_redirect_uri(RedirectUrl::new(self.redirect_uri.clone()).map_err(|error| error.to_string())?))
+            .set_auth_uri(AuthUrl::new(info.authorization_endpoint.clone())?)
+            .set_token_uri(TokenUrl::new(info.token_endpoint.clone())?)
+            .set_redirect_uri(RedirectUrl::new(self.redirect_uri.clone())?))
     }
 
-    async fn jwks(&self, info: &ProviderInfo) -> Result<CoreJsonWebKeySet, String> {
-        let response = self.http.get(&info.jwks_uri).send().await.map_err(|error| format!("{}: {error}", info.jwks_uri))?;
+    async fn jwks(&self, info: &ProviderInfo) -> Result<CoreJsonWebKeySet, ProviderError> {
+        let url = &info.jwks_uri;
+        let response = fetch(&self.http, url, None).await?;
         if !response.status().is_success() {
-            return Err(format!("{}: {}", info.jwks_uri, response.status()));
+            return Err(ProviderError::Status { url: url.clone(), status: response.status() });
         }
-        json(response).await.map_err(|error| format!("{}: {error}", info.jwks_uri))
+        json(response).await.map_err(|reason| ProviderError::Unreadable { url: url.clone(), reason })
     }
 
     /// Sends the browser to the shell to sign in (`silent`: only if it is signed in there already).
@@ -442,12 +497,12 @@ impl RelyingParty {
     }
 
     /// Asks the shell who the user of `access_token` is (and whether its session is still on).
-    async fn userinfo(&self, endpoint: &str, access_token: &str) -> Result<Option<UserInfo>, String> {
-        let response = self.http.get(endpoint).bearer_auth(access_token).send().await.map_err(|error| format!("{endpoint}: {error}"))?;
+    async fn userinfo(&self, endpoint: &str, access_token: &str) -> Result<Option<UserInfo>, ProviderError> {
+        let response = fetch(&self.http, endpoint, Some(access_token)).await?;
         match response.status() {
-            StatusCode::OK => json::<UserInfo>(response).await.map(Some).map_err(|error| format!("{endpoint}: {error}")),
+            StatusCode::OK => json::<UserInfo>(response).await.map(Some).map_err(|reason| ProviderError::Unreadable { url: endpoint.to_owned(), reason }),
             StatusCode::UNAUTHORIZED => Ok(None),
-            status => Err(format!("{endpoint}: {status}")),
+            status => Err(ProviderError::Status { url: endpoint.to_owned(), status }),
         }
     }
 
@@ -567,7 +622,7 @@ impl RelyingParty {
     async fn redeem(&self, flow: &Flow, code: String) -> ControlFlow<Response, SignedIn> {
         let clear_flow = || vec![self.cookie("tessera_rp_flow", "", 0)];
         let refuse = |status: StatusCode, message: &str| ControlFlow::Break(failed(status, message, clear_flow()));
-        let unavailable = |error: String| {
+        let unavailable = |error: ProviderError| {
             tracing::warn!(%error, "relying party: the provider is not reachable");
             refuse(StatusCode::SERVICE_UNAVAILABLE, "The site's sign-in is not reachable right now. Please try again shortly.")
         };
@@ -737,7 +792,7 @@ pub async fn middleware(State(rp): State<Arc<RelyingParty>>, mut request: Reques
 }
 
 /// `app` behind a relying party when `settings` name a provider; as it is otherwise.
-pub fn attach(app: Router, provider: Option<&OidcProviderSettings>, login: &LoginSettings, prefix: &str) -> Result<Router, String> {
+pub fn attach(app: Router, provider: Option<&OidcProviderSettings>, login: &LoginSettings, prefix: &str) -> Result<Router, RpSettingsError> {
     let Some(provider) = provider else { return Ok(app) };
     let rp = Arc::new(RelyingParty::new(login, provider, prefix)?);
     tracing::info!(issuer = %rp.issuer, client = %rp.client_id, check_every = ?rp.check_every, "signing in at an OpenID Connect provider");

@@ -60,8 +60,8 @@ impl Default for ServerSettings {
 
 impl ServerSettings {
     /// The proxies whose `X-Forwarded-For` is believed.
-    pub fn trusted_proxies(&self) -> Result<TrustedProxies, String> {
-        TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or_default()).map_err(|error| format!("TESSERA_TRUSTED_PROXIES: {error}"))
+    pub fn trusted_proxies(&self) -> Result<TrustedProxies, crate::client_ip::NotAProxy> {
+        TrustedProxies::parse(self.trusted_proxies.as_deref().unwrap_or_default())
     }
 }
 
@@ -177,7 +177,7 @@ pub async fn serve(
     exposure: Exposure,
 ) -> Result<Running, HostError> {
     let readiness = Readiness::default();
-    let proxies = Arc::new(settings.trusted_proxies().map_err(HostError::Config)?);
+    let proxies = Arc::new(settings.trusted_proxies()?);
     metrics::handle();
     let metrics = metrics::router(exposure.scrape);
     let app = if settings.metrics_addr.is_none() && !exposure.public { app.merge(metrics.clone()) } else { app };

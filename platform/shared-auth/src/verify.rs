@@ -55,7 +55,18 @@ pub enum TokenError {
 
 /// Where a verifier gets the shell's public keys from.
 pub trait JwksSource: Send + Sync + 'static {
-    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>>;
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, JwksError>> + Send + '_>>;
+}
+
+/// Why the shell's public keys could not be had (logged; the keys known so far stay in use).
+#[derive(Debug, thiserror::Error)]
+pub enum JwksError {
+    #[error("{url} is not reachable: {reason}")]
+    Unreachable { url: String, reason: String },
+    #[error("{url} answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url} did not answer a key set: {reason}")]
+    Unreadable { url: String, reason: String },
 }
 
 /// Fetches the JWKS over HTTP (a fragment running as its own process).
@@ -72,14 +83,15 @@ impl HttpJwks {
 }
 
 impl JwksSource for HttpJwks {
-    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>> {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, JwksError>> + Send + '_>> {
         Box::pin(async move {
-            let response = self.client.get(&self.url).send().await.map_err(|e| e.to_string())?;
+            let url = || self.url.clone();
+            let response = self.client.get(&self.url).send().await.map_err(|e| JwksError::Unreachable { url: url(), reason: e.to_string() })?;
             if !response.status().is_success() {
-                return Err(format!("{} answered {}", self.url, response.status()));
+                return Err(JwksError::Status { url: url(), status: response.status().as_u16() });
             }
-            let body = response.bytes().await.map_err(|e| e.to_string())?;
-            serde_json::from_slice(&body).map_err(|e| e.to_string())
+            let body = response.bytes().await.map_err(|e| JwksError::Unreachable { url: url(), reason: e.to_string() })?;
+            serde_json::from_slice(&body).map_err(|e| JwksError::Unreadable { url: url(), reason: e.to_string() })
         })
     }
 }
@@ -89,7 +101,7 @@ impl JwksSource for HttpJwks {
 pub struct InProcessJwks(pub Arc<dyn Fn() -> JwkSet + Send + Sync>);
 
 impl JwksSource for InProcessJwks {
-    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>> {
+    fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, JwksError>> + Send + '_>> {
         let keys = (self.0)();
         Box::pin(async move { Ok(keys) })
     }
@@ -322,7 +334,7 @@ impl Verifier {
                 cache.retry_at = Some(Instant::now() + wait);
                 tracing::warn!(%error, retry_in = ?wait, known_keys = cache.keys.len(), "cannot fetch the shell's JWKS; keeping the keys it has");
                 if cache.keys.is_empty() {
-                    return Err(TokenError::KeysUnavailable(error));
+                    return Err(TokenError::KeysUnavailable(error.to_string()));
                 }
             }
         }
@@ -366,7 +378,7 @@ mod tests {
     }
 
     impl JwksSource for CountingSource {
-        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>> {
+        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, JwksError>> + Send + '_>> {
             self.fetches.fetch_add(1, Ordering::SeqCst);
             let jwks = self.jwks.clone();
             Box::pin(async move { Ok(jwks) })
@@ -460,11 +472,11 @@ mod tests {
     }
 
     impl JwksSource for FailingSource {
-        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>> {
+        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, JwksError>> + Send + '_>> {
             self.fetches.fetch_add(1, Ordering::SeqCst);
             Box::pin(async {
                 tokio::time::sleep(Duration::from_millis(300)).await;
-                Err("connection refused".to_owned())
+                Err(JwksError::Unreachable { url: "the shell".into(), reason: "connection refused".into() })
             })
         }
     }
@@ -478,14 +490,14 @@ mod tests {
     }
 
     impl JwksSource for Arc<Gate> {
-        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, String>> + Send + '_>> {
+        fn fetch(&self) -> Pin<Box<dyn Future<Output = Result<JwkSet, JwksError>> + Send + '_>> {
             self.fetches.fetch_add(1, Ordering::SeqCst);
             Box::pin(async move {
                 if self.up.load(Ordering::SeqCst) {
                     return Ok(self.good.clone());
                 }
                 self.release.notified().await;
-                Err("connection refused".to_owned())
+                Err(JwksError::Unreachable { url: "the shell".into(), reason: "connection refused".into() })
             })
         }
     }

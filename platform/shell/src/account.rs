@@ -144,7 +144,7 @@ pub(crate) async fn change_password(
     };
     let new_password = match NewPassword::parse(&form.new_password) {
         Ok(password) => password,
-        Err(message) => return render(&state, &user, current.session_id(), None, Some(message), StatusCode::UNPROCESSABLE_ENTITY).await,
+        Err(message) => return render(&state, &user, current.session_id(), None, Some(message.to_string()), StatusCode::UNPROCESSABLE_ENTITY).await,
     };
     // Wrong current passwords count like failed sign-ins (a stolen session must not become a way to
     // guess the password), counted first; a right one is taken back.

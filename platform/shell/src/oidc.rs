@@ -97,18 +97,40 @@ fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Why the registered clients cannot be served (the shell does not start), naming the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClientSettingsError {
+    #[error("OpenID Connect client id {0:?}: 1 to 64 letters, digits, '-' or '_'")]
+    BadId(String),
+    #[error("OpenID Connect client id {0:?} is the audience of the shell's own tokens; pick another")]
+    AudienceId(String),
+    #[error("OpenID Connect client {0}: its secret (TESSERA_OIDC_CLIENTS__{upper}__SECRET) must be at least 32 bytes", upper = .0.to_uppercase())]
+    ShortSecret(String),
+    #[error("OpenID Connect client {client}: {what} {address:?}: {reason}")]
+    NotAnAddress { client: String, what: &'static str, address: String, reason: String },
+    #[error(
+        "OpenID Connect client {client}: {what} {address:?} must be an https:// address without a #fragment or credentials \
+         (http:// only for loopback, or when the site itself is on http://)"
+    )]
+    UnsafeAddress { client: String, what: &'static str, address: String },
+    #[error("OpenID Connect client {0}: at least one redirect URI is needed")]
+    NoRedirect(String),
+}
+
 /// Splits a comma-separated list of addresses and checks each can be a redirect target.
-fn addresses(list: &str, what: &str, client: &str, plain_http: bool) -> Result<Vec<String>, String> {
+fn addresses(list: &str, what: &'static str, client: &str, plain_http: bool) -> Result<Vec<String>, ClientSettingsError> {
     let mut found = Vec::new();
     for address in list.split(',').map(str::trim).filter(|address| !address.is_empty()) {
-        let url = url::Url::parse(address).map_err(|error| format!("OpenID Connect client {client}: {what} {address:?}: {error}"))?;
+        let url = url::Url::parse(address).map_err(|error| ClientSettingsError::NotAnAddress {
+            client: client.to_owned(),
+            what,
+            address: address.to_owned(),
+            reason: error.to_string(),
+        })?;
         let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
         let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && (plain_http || loopback));
         if !scheme_ok || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() || url.host_str().is_none() {
-            return Err(format!(
-                "OpenID Connect client {client}: {what} {address:?} must be an https:// address without a #fragment or credentials \
-                 (http:// only for loopback, or when the site itself is on http://)"
-            ));
+            return Err(ClientSettingsError::UnsafeAddress { client: client.to_owned(), what, address: address.to_owned() });
         }
         found.push(address.to_owned());
     }
@@ -149,25 +171,25 @@ impl std::fmt::Debug for OidcClientSettings {
 impl Provider {
     /// The provider of this site: issuer from `login.public_url`, and the registered `clients`
     /// (`TESSERA_OIDC_CLIENTS__<ID>__…`), each checked.
-    pub fn from_settings(login: &LoginSettings, registered_clients: &BTreeMap<String, OidcClientSettings>) -> Result<Provider, String> {
+    pub fn from_settings(login: &LoginSettings, registered_clients: &BTreeMap<String, OidcClientSettings>) -> Result<Provider, ClientSettingsError> {
         let issuer = login.public_url.trim_end_matches('/').to_owned();
         let plain_http = issuer.starts_with("http://");
         let mut clients = BTreeMap::new();
         for (id, registered) in registered_clients {
             let valid_id = !id.is_empty() && id.len() <= 64 && id.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
             if !valid_id {
-                return Err(format!("OpenID Connect client id {id:?}: 1 to 64 letters, digits, '-' or '_'"));
+                return Err(ClientSettingsError::BadId(id.clone()));
             }
             if *id == login.audience {
-                return Err(format!("OpenID Connect client id {id:?} is the audience of the shell's own tokens; pick another"));
+                return Err(ClientSettingsError::AudienceId(id.clone()));
             }
             let secret = registered.secret.as_deref().unwrap_or_default();
             if secret.len() < 32 {
-                return Err(format!("OpenID Connect client {id}: its secret (TESSERA_OIDC_CLIENTS__{}__SECRET) must be at least 32 bytes", id.to_uppercase()));
+                return Err(ClientSettingsError::ShortSecret(id.clone()));
             }
             let redirect_uris = addresses(&registered.redirect_uris, "redirect URI", id, plain_http)?;
             if redirect_uris.is_empty() {
-                return Err(format!("OpenID Connect client {id}: at least one redirect URI is needed"));
+                return Err(ClientSettingsError::NoRedirect(id.clone()));
             }
             let post_logout_redirect_uris = addresses(&registered.post_logout_redirect_uris, "post-logout redirect URI", id, plain_http)?;
             clients.insert(id.clone(), Client { id: id.clone(), secret_hash: sha256(secret.as_bytes()), redirect_uris, post_logout_redirect_uris });
@@ -192,16 +214,21 @@ impl Provider {
     }
 }
 
+/// A request that gives a parameter twice (refused, RFC 6749 §3.1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the parameter {0:?} is given twice")]
+struct RepeatedParam(String);
+
 /// Parameters of a request, each at most once (RFC 6749 §3.1); an empty value counts as absent.
 #[derive(Debug)]
 struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(raw: &str) -> Result<Params, String> {
+    fn parse(raw: &str) -> Result<Params, RepeatedParam> {
         let pairs: Vec<(String, String)> = url::form_urlencoded::parse(raw.as_bytes()).into_owned().collect();
         for (index, (name, _)) in pairs.iter().enumerate() {
             if pairs[..index].iter().any(|(earlier, _)| earlier == name) {
-                return Err(format!("the parameter {name:?} is given twice"));
+                return Err(RepeatedParam(name.clone()));
             }
         }
         Ok(Params(pairs))
@@ -609,7 +636,7 @@ fn read_token_form(headers: &HeaderMap, body: &[u8]) -> Result<Params, TokenRefu
         return Err(TokenRefusal::invalid_request("send the request as application/x-www-form-urlencoded"));
     }
     let body = std::str::from_utf8(body).map_err(|_| TokenRefusal::invalid_request("the request is not UTF-8"))?;
-    Params::parse(body).map_err(|problem| TokenRefusal::invalid_request(&problem))
+    Params::parse(body).map_err(|problem| TokenRefusal::invalid_request(&problem.to_string()))
 }
 
 /// An authenticated client's request to exchange a code.
@@ -875,7 +902,7 @@ pub(crate) async fn discovery(State(state): State<ShellState>) -> Response {
 mod tests {
     use super::*;
 
-    fn provider_of(login: &LoginSettings, clients: &[(&str, &str, &str)]) -> Result<Provider, String> {
+    fn provider_of(login: &LoginSettings, clients: &[(&str, &str, &str)]) -> Result<Provider, ClientSettingsError> {
         let registered = clients
             .iter()
             .map(|(id, redirect_uris, secret)| {
@@ -909,7 +936,7 @@ mod tests {
             (vec![("o ps", "https://ops.example/cb", SECRET)], "client id"),
         ] {
             let error = provider_of(&shop(), &clients).unwrap_err();
-            assert!(error.contains(why), "{clients:?}: {error}");
+            assert!(error.to_string().contains(why), "{clients:?}: {error}");
         }
         // Loopback may be plain http (a developer's machine), as may anything when the site itself is.
         provider_of(&shop(), &[("dev", "http://127.0.0.1:4000/cb", SECRET)]).unwrap();
@@ -919,7 +946,7 @@ mod tests {
 
     #[test]
     fn a_parameter_given_twice_or_left_empty_does_not_count() {
-        assert!(Params::parse("a=1&b=2&a=3").unwrap_err().contains("\"a\""));
+        assert_eq!(Params::parse("a=1&b=2&a=3").unwrap_err(), RepeatedParam("a".into()));
         let params = Params::parse("a=&b=x%20y").unwrap();
         assert_eq!(params.get("a"), None);
         assert_eq!(params.get("b"), Some("x y"));

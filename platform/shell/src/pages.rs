@@ -310,7 +310,7 @@ pub(crate) async fn register(
     let (email, name, password) = match (email, name, password) {
         (Ok(email), Ok(name), Ok(password)) => (email, name, password),
         (email, name, password) => {
-            let errors: Vec<String> = [email.err(), name.err(), password.err()].into_iter().flatten().collect();
+            let errors: Vec<String> = [email.err(), name.err(), password.err()].into_iter().flatten().map(|error| error.to_string()).collect();
             let form = register_form(form.email.trim(), form.name.trim(), &errors);
             return (StatusCode::UNPROCESSABLE_ENTITY, Html(page(&state, None, None, "Register", form))).into_response();
         }

@@ -160,7 +160,7 @@ fn shell_config(settings: &ShellSettings) -> Result<ShellConfig, HostError> {
         sessions: settings.sessions.clone(),
         throttle: settings.throttle.clone(),
         csrf: settings.host.login.csrf_policy(),
-        oidc: crate::oidc::Provider::from_settings(&settings.host.login, &settings.oidc.oidc_clients).map_err(HostError::Config)?,
+        oidc: crate::oidc::Provider::from_settings(&settings.host.login, &settings.oidc.oidc_clients).map_err(|error| HostError::Config(error.to_string()))?,
     })
 }
 

@@ -5,6 +5,27 @@ use shared_auth::password::{hash_password, verify_against_dummy, verify_password
 use shared_auth::{Role, SessionUser};
 use sqlx::AnyPool;
 
+/// Why what a person typed into a sign-up or account form was refused: the text is for them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    #[error("Please enter your email address.")]
+    NoEmail,
+    #[error("An email address has at most {max} characters.", max = Email::MAX_LEN)]
+    EmailTooLong,
+    #[error("{0:?} is not an email address.")]
+    NotAnEmail(String),
+    #[error("A password needs at least {min} characters.", min = NewPassword::MIN_CHARS)]
+    PasswordTooShort,
+    #[error("A password has at most {max} characters.", max = NewPassword::MAX_CHARS)]
+    PasswordTooLong,
+    #[error("Please enter your name.")]
+    NoName,
+    #[error("A name has at most 100 characters.")]
+    NameTooLong,
+    #[error("A name cannot contain control characters.")]
+    NameHasControls,
+}
+
 /// An email address, trimmed and lower-cased. Deliberately simple: one `@`, a dotted domain, no spaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Email(String);
@@ -12,13 +33,13 @@ pub struct Email(String);
 impl Email {
     pub const MAX_LEN: usize = 254;
 
-    pub fn parse(input: &str) -> Result<Email, String> {
+    pub fn parse(input: &str) -> Result<Email, FieldError> {
         let email = input.trim().to_lowercase();
         if email.is_empty() {
-            return Err("Please enter your email address.".into());
+            return Err(FieldError::NoEmail);
         }
         if email.len() > Email::MAX_LEN {
-            return Err(format!("An email address has at most {} characters.", Email::MAX_LEN));
+            return Err(FieldError::EmailTooLong);
         }
         let valid = match email.split_once('@') {
             Some((local, domain)) => {
@@ -34,7 +55,7 @@ impl Email {
         if valid {
             Ok(Email(email))
         } else {
-            Err(format!("{:?} is not an email address.", input.trim()))
+            Err(FieldError::NotAnEmail(input.trim().to_owned()))
         }
     }
 
@@ -50,13 +71,13 @@ impl NewPassword {
     pub const MIN_CHARS: usize = 8;
     pub const MAX_CHARS: usize = 128;
 
-    pub fn parse(input: &str) -> Result<NewPassword, String> {
+    pub fn parse(input: &str) -> Result<NewPassword, FieldError> {
         let chars = input.chars().count();
         if chars < NewPassword::MIN_CHARS {
-            return Err(format!("A password needs at least {} characters.", NewPassword::MIN_CHARS));
+            return Err(FieldError::PasswordTooShort);
         }
         if chars > NewPassword::MAX_CHARS || input.len() > MAX_PASSWORD_BYTES {
-            return Err(format!("A password has at most {} characters.", NewPassword::MAX_CHARS));
+            return Err(FieldError::PasswordTooLong);
         }
         Ok(NewPassword(input.to_owned()))
     }
@@ -66,16 +87,16 @@ impl NewPassword {
 pub struct DisplayName(String);
 
 impl DisplayName {
-    pub fn parse(input: &str) -> Result<DisplayName, String> {
+    pub fn parse(input: &str) -> Result<DisplayName, FieldError> {
         let name = input.trim();
         if name.is_empty() {
-            return Err("Please enter your name.".into());
+            return Err(FieldError::NoName);
         }
         if name.chars().count() > 100 {
-            return Err("A name has at most 100 characters.".into());
+            return Err(FieldError::NameTooLong);
         }
         if name.chars().any(char::is_control) {
-            return Err("A name cannot contain control characters.".into());
+            return Err(FieldError::NameHasControls);
         }
         Ok(DisplayName(name.to_owned()))
     }
