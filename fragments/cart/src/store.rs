@@ -490,7 +490,7 @@ pub async fn seed_prices(db: &AnyPool, extra: usize) -> Result<(), sqlx::Error> 
             name: product.name.clone(),
             price_minor: product.price_minor,
             currency: tessera_contracts::demo::CURRENCY.to_owned(),
-            skus: product.variants.iter().filter_map(|variant| Sku::parse(&variant.sku).ok()).collect(),
+            skus: product.variants.iter().map(|variant| variant.sku.clone()).collect(),
         };
         sqlx::query("DELETE FROM prices WHERE sequence = 0 AND product_id = $1").bind(&event.product_id).execute(&mut *tx).await?;
         apply_product_changed(&mut tx, &event, 0).await?;

@@ -74,7 +74,7 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), sq
             currency: demo::CURRENCY,
             // The classic products are the newest, so they lead "new in the shop".
             created_at: if n < demo::PRODUCTS.len() { start + 1_000_000 - n as i64 } else { start + n as i64 },
-            variants: product.variants.into_iter().map(|v| (v.sku, v.label, v.attributes)).collect(),
+            variants: product.variants.into_iter().map(|v| (v.sku.to_string(), v.label, v.attributes)).collect(),
         };
         store::insert(&mut tx, postgres, &new).await?;
     }

@@ -12,7 +12,6 @@ use shared_auth::Role;
 use sqlx::migrate::Migrator;
 use tessera_contracts::demo;
 use tessera_contracts::descriptor::NavEntry;
-use tessera_contracts::domain::Sku;
 use tessera_contracts::events::{
     OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, StockChanged,
 };
@@ -52,7 +51,7 @@ pub async fn seed_demo(runtime: &FragmentRuntime, extra: usize) -> Result<(), mo
     let cause = Cause { reason: Some("demo stock".into()), ..Cause::by("demo seed") };
     let mut tx = runtime.db.begin().await?;
     for variant in demo::catalog(extra).into_iter().flat_map(|product| product.variants) {
-        let sku = Sku::parse(&variant.sku).map_err(|error| movements::OpError::Api(error.into()))?;
+        let sku = variant.sku;
         ledger::ensure_stock(&mut tx, &sku, MAIN_LOCATION, now).await?;
         if variant.stock == 0 {
             // Stocked, none on hand: a row without movements, announced so the catalog shows "sold out".

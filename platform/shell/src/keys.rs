@@ -26,10 +26,17 @@ pub enum KeysError {
 
 /// Every stored key.
 pub async fn load(db: &AnyPool) -> Result<Vec<StoredKey>, KeysError> {
-    let rows: Vec<(String, String, i64, i64)> =
-        sqlx::query_as("SELECT kid, pkcs8, created_at, signs_from FROM signing_keys ORDER BY signs_from, kid").fetch_all(db).await?;
+    /// A `signing_keys` row: the private key base64-encoded.
+    #[derive(sqlx::FromRow)]
+    struct KeyRow {
+        kid: String,
+        pkcs8: String,
+        created_at: i64,
+        signs_from: i64,
+    }
+    let rows: Vec<KeyRow> = sqlx::query_as("SELECT kid, pkcs8, created_at, signs_from FROM signing_keys ORDER BY signs_from, kid").fetch_all(db).await?;
     rows.into_iter()
-        .map(|(kid, pkcs8, created_at, signs_from)| {
+        .map(|KeyRow { kid, pkcs8, created_at, signs_from }| {
             let pkcs8 = STANDARD.decode(pkcs8).map_err(|_| KeyError::Stored(format!("key {kid} is not base64")))?;
             Ok(StoredKey { entry: KeyEntry { kid, created_at, signs_from }, pkcs8 })
         })

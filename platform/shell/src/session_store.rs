@@ -96,8 +96,15 @@ pub async fn rotate(db: &AnyPool, settings: &SessionSettings, token: &str, now: 
         return Ok(Refresh::Invalid);
     }
     let token_hash = hash(token);
-    // session id, used at, user id, session revoked at, session expires at
-    type TokenRow = (String, Option<i64>, String, Option<i64>, i64);
+    /// A refresh token with the session it belongs to.
+    #[derive(sqlx::FromRow)]
+    struct TokenRow {
+        session_id: String,
+        used_at: Option<i64>,
+        user_id: String,
+        revoked_at: Option<i64>,
+        expires_at: i64,
+    }
     let row: Option<TokenRow> = sqlx::query_as(
         "SELECT t.session_id, t.used_at, s.user_id, s.revoked_at, s.expires_at \
          FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id WHERE t.token_hash = $1",
@@ -105,7 +112,7 @@ pub async fn rotate(db: &AnyPool, settings: &SessionSettings, token: &str, now: 
     .bind(&token_hash)
     .fetch_optional(db)
     .await?;
-    let Some((session_id, used_at, user_id, revoked_at, expires_at)) = row else {
+    let Some(TokenRow { session_id, used_at, user_id, revoked_at, expires_at }) = row else {
         return Ok(Refresh::Invalid);
     };
     if revoked_at.is_some() || expires_at <= now {
@@ -205,7 +212,7 @@ pub async fn revoke_own(db: &AnyPool, user_id: &str, session_id: &str) -> Result
 }
 
 /// An active session, for the account page.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SessionInfo {
     pub id: String,
     pub created_at: i64,
@@ -214,15 +221,14 @@ pub struct SessionInfo {
 }
 
 pub async fn list_active(db: &AnyPool, user_id: &str, now: i64) -> Result<Vec<SessionInfo>, sqlx::Error> {
-    let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(
+    sqlx::query_as(
         "SELECT id, created_at, last_seen_at, user_agent FROM sessions \
          WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 ORDER BY last_seen_at DESC",
     )
     .bind(user_id)
     .bind(now)
     .fetch_all(db)
-    .await?;
-    Ok(rows.into_iter().map(|(id, created_at, last_seen_at, user_agent)| SessionInfo { id, created_at, last_seen_at, user_agent }).collect())
+    .await
 }
 
 /// How long a used refresh token of a live session is kept. Presented again within it, it revokes the

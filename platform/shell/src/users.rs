@@ -156,10 +156,18 @@ impl Hashing {
     }
 }
 
-type UserRow = (String, String, String, String, String);
+/// A `users` row as the queries below read it.
+#[derive(sqlx::FromRow)]
+struct UserRow {
+    id: String,
+    email: String,
+    name: String,
+    password_hash: String,
+    roles: String,
+}
 
-fn session_user((id, email, name, _, roles): UserRow) -> SessionUser {
-    SessionUser { id, email, name, roles: roles_from_column(&roles) }
+fn session_user(row: UserRow) -> SessionUser {
+    SessionUser { id: row.id, email: row.email, name: row.name, roles: roles_from_column(&row.roles) }
 }
 
 /// Checks an email and password. Unknown emails cost the same hashing work as wrong passwords.
@@ -171,7 +179,7 @@ pub async fn authenticate(db: &AnyPool, hashing: &Hashing, email: &str, password
     let password = password.to_owned();
     hashing
         .run(move || match row {
-            Some(row) if verify_password(&password, &row.3) => Some(session_user(row)),
+            Some(row) if verify_password(&password, &row.password_hash) => Some(session_user(row)),
             Some(_) => None,
             None => {
                 verify_against_dummy(&password);
