@@ -56,6 +56,19 @@ pub struct FragmentDescriptor {
     pub health: String,
 }
 
+/// Where a site routes fragment `name` unless its configuration says otherwise
+/// (`TESSERA_FRAGMENTS__<NAME>__PREFIX`): the three fragments of every Tessera site at the prefixes their
+/// APIs in these contracts live under (`/cart/api/…`, `/admin/inventory/service/…`), any other at
+/// `/<name>`. The shell routes by this, never by what an instance says of itself.
+pub fn site_prefix(name: &ServiceName) -> String {
+    match name.as_str() {
+        "catalog" => "/catalog".to_owned(),
+        "cart" => "/cart".to_owned(),
+        "inventory" => "/admin/inventory".to_owned(),
+        other => format!("/{other}"),
+    }
+}
+
 impl FragmentDescriptor {
     /// A description with only a name and prefix (no navigation, build, bundle or events), for tests and
     /// tools that stand in for a fragment: add what the case needs with struct update syntax.

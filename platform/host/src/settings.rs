@@ -105,6 +105,11 @@ pub struct FragmentSettings {
     pub upstreams: Option<String>,
     /// Overrides the shell's `fragment_timeout_ms` for this fragment.
     pub timeout_ms: Option<u64>,
+    /// The path prefix the shell routes to this fragment (`TESSERA_FRAGMENTS__<NAME>__PREFIX`; default
+    /// `tessera_contracts::descriptor::site_prefix`: `/admin/inventory` for inventory, `/<name>` for most).
+    /// A fragment describing itself at any other prefix is not routed to: a description cannot claim
+    /// another fragment's addresses.
+    pub prefix: Option<String>,
 }
 
 impl FragmentSettings {

@@ -37,6 +37,7 @@ pub mod compose;
 pub mod keys;
 pub mod oidc;
 pub mod pages;
+pub mod paths;
 pub mod registry;
 pub mod retention;
 pub mod security;
@@ -193,6 +194,8 @@ pub fn router(state: ShellState) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.csrf.clone(), shared_auth::csrf::reject_cross_site))
         .layer(axum::middleware::from_fn(timing::middleware))
         .layer(compression())
+        // First of all: an address that could resolve elsewhere is not routed anywhere.
+        .layer(axum::middleware::from_fn(paths::refuse_dot_segments))
         .with_state(state)
 }
 

@@ -127,10 +127,12 @@ impl ForwardError {
 
 /// A fragment configured by its upstreams only, whose description has not been read yet.
 #[derive(Debug)]
-struct Pending {
-    name: ServiceName,
-    pool: Arc<Pool>,
-    timeout: Duration,
+pub struct Pending {
+    pub name: ServiceName,
+    pub pool: Arc<Pool>,
+    pub timeout: Duration,
+    /// Where the site routes it: from the configuration, never from its description.
+    pub prefix: String,
 }
 
 /// Every fragment the shell composes.
@@ -155,13 +157,17 @@ fn copy_end_to_end_headers(from: &HeaderMap, to: &mut HeaderMap) {
 }
 
 impl FragmentRegistry {
-    /// A registry of fragments known now; `pending` fragments (name, instances, timeout) are added when
-    /// an instance first describes itself (see [`FragmentRegistry::check_health`]).
-    pub fn new(fragments: Vec<Fragment>, pending: Vec<(ServiceName, Arc<Pool>, Duration)>, clients: Clients) -> FragmentRegistry {
-        FragmentRegistry {
-            fragments: RwLock::new(fragments.into_iter().map(Arc::new).collect()),
-            pending: pending.into_iter().map(|(name, pool, timeout)| Pending { name, pool, timeout }).collect(),
-            clients,
+    /// A registry of fragments known now; `pending` fragments are added when an instance first
+    /// describes itself (see [`FragmentRegistry::check_health`]).
+    pub fn new(fragments: Vec<Fragment>, pending: Vec<Pending>, clients: Clients) -> FragmentRegistry {
+        FragmentRegistry { fragments: RwLock::new(fragments.into_iter().map(Arc::new).collect()), pending, clients }
+    }
+
+    /// The prefix this site routes to fragment `name`, if it knows the fragment.
+    fn prefix_of(&self, name: &ServiceName) -> Option<String> {
+        match self.fragments().iter().find(|fragment| &fragment.name == name) {
+            Some(fragment) => Some(fragment.prefix.clone()),
+            None => self.pending.iter().find(|pending| &pending.name == name).map(|pending| pending.prefix.clone()),
         }
     }
 
@@ -232,11 +238,11 @@ impl FragmentRegistry {
             let Some(descriptor) = described.first().and_then(|instance| instance.descriptor()) else {
                 continue;
             };
-            tracing::info!(fragment = %descriptor.name, prefix = %descriptor.prefix, "fragment registered from its description");
+            tracing::info!(fragment = %descriptor.name, prefix = %pending.prefix, "fragment registered from its description");
             let fragment = Fragment {
                 name: descriptor.name.clone(),
                 title: descriptor.title.clone(),
-                prefix: descriptor.prefix.clone(),
+                prefix: pending.prefix.clone(),
                 upstream: Upstream::Instances(pending.pool.clone()),
                 timeout: pending.timeout,
                 in_nav: descriptor.nav.is_some(),
@@ -254,6 +260,13 @@ impl FragmentRegistry {
         let site = tessera_contracts::CONTRACT_VERSION;
         if descriptor.contract_version != site {
             return Some(format!("built against site contract v{}; this site runs v{site}", descriptor.contract_version));
+        }
+        if let Some(prefix) = self.prefix_of(&descriptor.name).filter(|prefix| *prefix != descriptor.prefix) {
+            return Some(format!(
+                "describes itself at {:?}, but this site routes {prefix:?} to it (TESSERA_FRAGMENTS__{}__PREFIX)",
+                descriptor.prefix,
+                descriptor.name.as_str().to_uppercase()
+            ));
         }
         for other in self.fragments().iter().filter(|other| other.name != descriptor.name) {
             for consumed in &descriptor.consumes {
@@ -309,7 +322,7 @@ impl FragmentRegistry {
                 let asset =
                     parts.uri.path().strip_prefix(fragment.prefix.as_str()).and_then(|rest| rest.strip_prefix('/')).filter(|rest| rest.starts_with("pkg/"));
                 let first = pool.pick(None, asset).ok_or_else(|| ForwardError::Unreachable("no compatible instance".into()))?;
-                match self.send(&first, &parts, body.clone(), deadline, timeout).await {
+                match self.send(&first, &fragment.prefix, &parts, body.clone(), deadline, timeout).await {
                     Ok(response) => Ok(response),
                     Err(Attempt::Failed(error)) => Err(error),
                     Err(Attempt::Retryable(error)) => {
@@ -319,7 +332,7 @@ impl FragmentRegistry {
                         };
                         tracing::info!(fragment = %fragment.name, from = %first.base, to = %second.base, %error, "resending to another instance");
                         metrics::counter!("tessera_upstream_resends_total", "fragment" => fragment.name.to_string()).increment(1);
-                        self.send(&second, &parts, body, deadline, timeout).await.map_err(|attempt| match attempt {
+                        self.send(&second, &fragment.prefix, &parts, body, deadline, timeout).await.map_err(|attempt| match attempt {
                             Attempt::Retryable(error) => {
                                 second.mark(false, Some(error.to_string()));
                                 error
@@ -335,13 +348,20 @@ impl FragmentRegistry {
     async fn send(
         &self,
         instance: &Instance,
+        prefix: &str,
         parts: &axum::http::request::Parts,
         body: bytes::Bytes,
         deadline: tokio::time::Instant,
         timeout: Duration,
     ) -> Result<Response<Body>, Attempt> {
         let path_and_query = parts.uri.path_and_query().map(|pq| pq.as_str()).unwrap_or("/");
-        let url = instance.base.join(path_and_query).map_err(|error| Attempt::Failed(ForwardError::Unreachable(error.to_string())))?;
+        // Appended to the instance's origin as it is, not resolved against it (no `..` reaches this far:
+        // the shell refuses dot segments before routing); and still checked to stay in the prefix.
+        let origin = instance.base.as_str().trim_end_matches('/');
+        let url = url::Url::parse(&format!("{origin}{path_and_query}")).map_err(|error| Attempt::Failed(ForwardError::Unreachable(error.to_string())))?;
+        if !crate::paths::within(url.path(), prefix) {
+            return Err(Attempt::Failed(ForwardError::Unreachable(format!("{path_and_query:?} leaves the fragment's prefix"))));
+        }
         let mut headers = HeaderMap::new();
         copy_end_to_end_headers(&parts.headers, &mut headers);
         if let Some(host) = parts.headers.get(axum::http::header::HOST) {

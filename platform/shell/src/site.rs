@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use axum::Router;
 use shared_auth::keys::TokenSigner;
-use tessera_contracts::descriptor::EventContract;
+use tessera_contracts::descriptor::{site_prefix, EventContract};
 use tessera_contracts::domain::ServiceName;
 use tessera_fragment::db::Migrations;
 use tessera_fragment::fragment::Fragment as FragmentCrate;
@@ -25,7 +25,7 @@ use tessera_host::pool::Pool;
 use tessera_host::serve::{Exposure, Running};
 use tessera_host::{HostError, Settings};
 
-use crate::registry::{Fragment, FragmentRegistry, Upstream};
+use crate::registry::{Fragment, FragmentRegistry, Pending, Upstream};
 use crate::settings::ShellSettings;
 use crate::{ShellConfig, ShellState};
 
@@ -124,6 +124,15 @@ async fn registry(
 ) -> Result<FragmentRegistry, HostError> {
     let mut fragments = Vec::new();
     for &fragment in contained {
+        let routed = configured_prefix(settings, &fragment.name())?.unwrap_or_else(|| site_prefix(&fragment.name()));
+        if routed != fragment.prefix() {
+            return Err(HostError::Config(format!(
+                "this site routes {routed:?} to {} (TESSERA_FRAGMENTS__{}__PREFIX), but this build serves it at {:?}",
+                fragment.name(),
+                fragment.name().as_str().to_uppercase(),
+                fragment.prefix()
+            )));
+        }
         let timeout = fragment_timeout(settings, &fragment.name());
         let upstream = match instances(&settings.host, &fragment.name())? {
             Some(pool) => Upstream::Instances(pool),
@@ -147,7 +156,8 @@ async fn registry(
     let mut pending = Vec::new();
     for name in settings.host.site.fragments.keys().filter(|name| !contained.iter().any(|fragment| &fragment.name() == *name)) {
         if let Some(pool) = instances(&settings.host, name)? {
-            pending.push((name.clone(), pool, fragment_timeout(settings, name)));
+            let prefix = configured_prefix(settings, name)?.unwrap_or_else(|| site_prefix(name));
+            pending.push(Pending { name: name.clone(), pool, timeout: fragment_timeout(settings, name), prefix });
         }
     }
     Ok(FragmentRegistry::new(fragments, pending, host.clients.clone()))
@@ -162,6 +172,23 @@ fn shell_config(settings: &ShellSettings) -> Result<ShellConfig, HostError> {
         csrf: settings.host.login.csrf_policy(),
         oidc: crate::oidc::Provider::from_settings(&settings.host.login, &settings.oidc.oidc_clients).map_err(|error| HostError::Config(error.to_string()))?,
     })
+}
+
+/// The prefix configured for fragment `name` (`TESSERA_FRAGMENTS__<NAME>__PREFIX`), checked: one or more
+/// whole segments of plain characters, no dot segment, not the site's root.
+fn configured_prefix(settings: &ShellSettings, name: &ServiceName) -> Result<Option<String>, HostError> {
+    let Some(prefix) = settings.host.site.fragments.get(name).and_then(|fragment| fragment.prefix.clone()) else {
+        return Ok(None);
+    };
+    let plain = |segment: &str| !segment.is_empty() && segment.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    let valid = prefix.strip_prefix('/').is_some_and(|rest| rest.split('/').all(plain)) && !crate::paths::has_dot_segment(&prefix);
+    if !valid {
+        return Err(HostError::Config(format!(
+            "TESSERA_FRAGMENTS__{}__PREFIX {prefix:?} must be a path like /reviews: segments of letters, digits, '-' and '_'",
+            name.as_str().to_uppercase()
+        )));
+    }
+    Ok(Some(prefix))
 }
 
 fn fragment_timeout(settings: &ShellSettings, name: &ServiceName) -> Duration {

@@ -39,6 +39,41 @@ async fn assert_catalog_falls_back_while_the_rest_works(app: &support::TestShell
 }
 
 #[tokio::test]
+async fn an_address_with_a_dot_segment_never_reaches_a_fragment() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let recorded = seen.clone();
+    // Only what the shell forwards (it names the original host); its own health checks do not count.
+    let stub = spawn_stub(Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+        if headers.contains_key("x-forwarded-host") {
+            recorded.lock().unwrap().push(uri.to_string());
+        }
+        async { "the upstream answered" }
+    }))
+    .await;
+    let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{stub}"), None), ..Options::default() }).await;
+    // Written on the wire as an attacker would (a browser resolves these before sending).
+    for target in [
+        "/catalog/../metrics",
+        "/catalog/%2e%2e/metrics",
+        "/catalog/%2E%2e/.well-known/tessera-fragments",
+        "/catalog/.%2e/readyz",
+        "/catalog/..%2fmetrics",
+        "/catalog/..%5cmetrics",
+        "/catalog/./api/x",
+        "/catalog/api/%2e%2e/%2e%2e/cart/api/summary",
+    ] {
+        let (status, body) = app.raw_get(target).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{target}: {body}");
+        assert!(body.contains("segment"), "{target}: the answer says why: {body}");
+    }
+    assert!(seen.lock().unwrap().is_empty(), "the upstream saw {:?}", seen.lock().unwrap());
+    // An ordinary address under the prefix still goes through, as it was written.
+    let (status, body) = app.raw_get("/catalog/api/x?q=%2e").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(*seen.lock().unwrap(), ["/catalog/api/x?q=%2e"]);
+}
+
+#[tokio::test]
 async fn a_stopped_fragment_gets_the_fallback_page() {
     let addr = closed_port().await;
     let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{addr}"), None), ..Options::default() }).await;

@@ -31,17 +31,20 @@ static NO_MIGRATIONS: Migrations = Migrations { sqlite: &NO_TABLES, postgres: &N
 /// built against another version of inventory's stock event.
 struct Guestbook {
     outdated: bool,
+    /// Where it says it is: an impostor claims another fragment's prefix.
+    prefix: &'static str,
 }
 
-static GUESTBOOK: Guestbook = Guestbook { outdated: false };
-static OUTDATED_GUESTBOOK: Guestbook = Guestbook { outdated: true };
+static GUESTBOOK: Guestbook = Guestbook { outdated: false, prefix: "/guestbook" };
+static OUTDATED_GUESTBOOK: Guestbook = Guestbook { outdated: true, prefix: "/guestbook" };
+static IMPOSTOR_GUESTBOOK: Guestbook = Guestbook { outdated: false, prefix: "/catalog" };
 
 impl Fragment for Guestbook {
     fn name(&self) -> ServiceName {
         ServiceName::of("guestbook")
     }
     fn prefix(&self) -> &'static str {
-        "/guestbook"
+        self.prefix
     }
     fn title(&self) -> &'static str {
         "Guestbook"
@@ -60,7 +63,7 @@ impl Fragment for Guestbook {
             ))
             .into_response()
         };
-        axum::Router::new().route("/guestbook", axum::routing::get(page))
+        axum::Router::new().route(self.prefix, axum::routing::get(page))
     }
     fn seed_demo<'a>(&'a self, _runtime: &'a FragmentRuntime, _extra: usize) -> BoxFuture<'a, Result<(), SeedError>> {
         Box::pin(async { Ok(()) })
@@ -143,6 +146,23 @@ async fn an_instance_with_incompatible_contracts_is_refused_with_the_fallback_pa
     let (_, page) = site.text("/admin/fragments", Some(&admin)).await;
     assert!(page.contains("consumes inventory.stock_changed v2 but inventory publishes v1"), "{page}");
     assert!(page.contains("data-ready=\"false\""), "{page}");
+}
+
+#[tokio::test]
+async fn a_description_cannot_claim_another_fragments_prefix() {
+    let keys = support::spawn_shell(Backend::Sqlite).await;
+    let alone = spawn_fragment_alone(&IMPOSTOR_GUESTBOOK, &keys).await;
+    let site = spawn_with(Backend::Sqlite, Options { fragments: upstreams(&[&alone.url]), configure: Some(fast_checks), ..Options::default() }).await;
+    // The catalog's addresses stay the catalog's.
+    let (status, html) = site.text("/catalog", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!html.contains("Sign the guestbook"), "the impostor answered for /catalog: {html}");
+    // The guestbook is routed where the site says, and refused there, saying why.
+    let (status, html) = site.text("/guestbook", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{html}");
+    let admin = site.login_as(ADMIN, PASSWORD).await;
+    let (_, page) = site.text("/admin/fragments", Some(&admin)).await;
+    assert!(page.contains(r#"describes itself at "/catalog", but this site routes "/guestbook" to it"#), "{page}");
 }
 
 /// Requests `path` through `site` from `workers` loops until `stop` is set; returns the statuses seen.

@@ -31,6 +31,22 @@ impl Http {
         Http { url: url.into(), client }
     }
 
+    /// `GET target` written on the wire exactly as given (an HTTP client would resolve `..` and `%2e%2e`
+    /// first, as browsers do; an attacker's script does not). Returns the status and the body's start.
+    pub async fn raw_get(&self, target: &str) -> (StatusCode, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let authority = self.url.trim_start_matches("http://").trim_end_matches('/');
+        let mut stream = tokio::net::TcpStream::connect(authority).await.expect("a connection");
+        let request = format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("the request written");
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer)).await;
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        let status = answer.split(' ').nth(1).and_then(|code| code.parse::<u16>().ok()).and_then(|code| StatusCode::from_u16(code).ok());
+        let body = answer.split_once("\r\n\r\n").map(|(_, body)| body.to_owned()).unwrap_or_default();
+        (status.expect("an HTTP answer"), body)
+    }
+
     pub async fn get(&self, path: &str, cookie: Option<&str>) -> Response {
         let mut request = self.client.get(format!("{}{path}", self.url));
         if let Some(cookie) = cookie {
