@@ -305,13 +305,17 @@ async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_not
     let app = start(Backend::Sqlite).await;
     app.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 25), 1, EVENTS_SECRET).await.unwrap();
     assert_eq!(available(&app, "MUG-STN-01").await, Some(25));
-    let envelope = |version: u32, event_type: &str, producer: &str, payload: serde_json::Value| {
+    let envelope_at = |occurred_at_ms: i64, version: u32, event_type: &str, producer: &str, payload: serde_json::Value| {
         serde_json::to_vec(&serde_json::json!({
             "id": uuid::Uuid::new_v4().to_string(), "type": event_type, "version": version, "aggregate_type": "sku",
-            "aggregate_id": "MUG-STN-01", "sequence": 999_999, "occurred_at_ms": 0, "producer": producer, "payload": payload
+            "aggregate_id": "MUG-STN-01", "sequence": 999_999, "occurred_at_ms": occurred_at_ms, "producer": producer, "payload": payload
         }))
         .unwrap()
     };
+    let envelope = |version: u32, event_type: &str, producer: &str, payload: serde_json::Value| {
+        envelope_at(tessera_fragment::db::now_ms(), version, event_type, producer, payload)
+    };
+    const DAY_MS: i64 = 24 * 3600 * 1000;
     let good_payload = serde_json::json!({"sku": "MUG-STN-01", "on_hand": 0, "available": 0});
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
     let signer = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
@@ -335,6 +339,13 @@ async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_not
         ("claims another producer", envelope(1, "inventory.stock_changed", "cart", good_payload.clone()), None, StatusCode::BAD_REQUEST),
         ("unknown version", envelope(2, "inventory.stock_changed", "inventory", good_payload.clone()), None, StatusCode::UNPROCESSABLE_ENTITY),
         ("unknown type", envelope(1, "inventory.exploded", "inventory", good_payload.clone()), None, StatusCode::UNPROCESSABLE_ENTITY),
+        ("another producer's type", envelope(1, "catalog.product_changed", "inventory", good_payload.clone()), None, StatusCode::FORBIDDEN),
+        (
+            "older than the inbox remembers",
+            envelope_at(tessera_fragment::db::now_ms() - 60 * DAY_MS, 1, "inventory.stock_changed", "inventory", good_payload.clone()),
+            None,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
         ("malformed payload", envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": 1})), None, StatusCode::UNPROCESSABLE_ENTITY),
         (
             "negative stock",

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tessera_contracts::domain::{ReservationId, ServiceName};
-use tessera_contracts::inventory::{ExtendRequest, ReserveRequest, RESERVATIONS_PATH};
+use tessera_contracts::inventory::{ExtendRequest, ReserveRequest, RESERVATIONS_PATH, RESERVATION_CALLERS};
 use tessera_contracts::ApiError;
 use tessera_fragment::api::IntoHttpResponse;
 use tessera_fragment::db::now_ms;
@@ -41,7 +41,8 @@ fn op_response(error: OpError) -> Response {
 /// The calling service, or the refusal to answer.
 fn caller(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> Result<ServiceName, ApiError> {
     let signer = runtime.secrets.services().map_err(tessera_fragment::internal)?;
-    tessera_fragment::service::verify_caller(&signer, headers, method, uri.path(), body)
+    let signed = uri.path_and_query().map_or(uri.path(), |path_and_query| path_and_query.as_str());
+    tessera_fragment::service::verify_caller_among(&signer, headers, method, signed, body, &RESERVATION_CALLERS)
 }
 
 /// The reservation a path names; a text that cannot be one names none.

@@ -139,10 +139,10 @@ async fn reservations_are_all_or_nothing_idempotent_and_end_once(backend: Backen
     assert!(matches!(&error, CallError::Api(ApiError::Conflict(m)) if m.contains("already used")), "{error:?}");
     assert_eq!(counters(&db, "RES-A").await, (5, 2, 0, 0, 0, 0));
 
-    // Another service cannot see or touch the cart's reservation.
+    // Another service cannot see or touch the cart's reservation: the API is the cart's alone.
     let other = app.service_client(ServiceName::CATALOG, SERVICE_SECRET);
     let error = other.post::<_, Reservation>(&reservation_path(&first.id, Some("release")), &json!({})).await.unwrap_err();
-    assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
+    assert!(matches!(&error, CallError::Api(ApiError::Forbidden(m)) if m.contains("not catalog")), "{error:?}");
 
     // Extend, read back, release twice (the second changes nothing), then extending is refused.
     let extended: Reservation = client.post(&reservation_path(&first.id, Some("extend")), &ExtendRequest { ttl_seconds: 1200 }).await.unwrap();
@@ -197,7 +197,7 @@ async fn a_reservation_can_replace_others_atomically(backend: Backend) {
     // Only the caller's own reservations, only ids, only a bounded number; nothing changes otherwise.
     let other = app.service_client(ServiceName::CATALOG, SERVICE_SECRET);
     let error = other.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("steal", 1, vec![grown.id.clone()])).await.unwrap_err();
-    assert!(matches!(error, CallError::Api(ApiError::NotFound(_))), "{error:?}");
+    assert!(matches!(error, CallError::Api(ApiError::Forbidden(_))), "{error:?}");
     let mut bad_id = serde_json::to_value(replacing("bad-id", 1, Vec::new())).unwrap();
     bad_id["replaces"] = json!(["'; DROP TABLE x"]);
     let error = client.post::<_, Reservation>(RESERVATIONS_PATH, &bad_id).await.unwrap_err();
@@ -278,7 +278,10 @@ async fn the_reservation_api_is_closed_to_browsers_and_forgers(backend: Backend)
     let events_secret = CallSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
     let event_signer = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
     type Case<'a> = (&'a str, Vec<(&'static str, String)>, Option<&'a str>, &'a str);
+    let with_query = format!("{RESERVATIONS_PATH}?owner=someone-else");
     let cases: Vec<Case> = vec![
+        ("a signed call sent again with a query", right.sign(&ServiceName::CART, "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, &with_query),
+        ("another service with the secret", right.sign(&ServiceName::CATALOG, "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
         ("a signed-in shopper", vec![], Some(&sam), RESERVATIONS_PATH),
         ("anonymous", vec![], None, RESERVATIONS_PATH),
         ("a guessed secret", wrong.sign(&ServiceName::CART, "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
@@ -295,6 +298,24 @@ async fn the_reservation_api_is_closed_to_browsers_and_forgers(backend: Backend)
     }
     let db = app.runtime.db.clone();
     assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations").await, 0, "{backend:?}: nothing was reserved");
+}
+
+each_backend!(events_are_taken_only_from_the_producer_that_owns_their_type);
+async fn events_are_taken_only_from_the_producer_that_owns_their_type(backend: Backend) {
+    let app = start(backend).await;
+    let ada = app.cookie_of(&Alone::user("ada", &[Role::InventoryAdmin]));
+    stock_new(&app, &ada, "OWN-1", 10).await;
+    let held: Reservation = cart(&app).post(RESERVATIONS_PATH, &request("own-1", &[("OWN-1", 3)])).await.unwrap();
+    // The catalog holds the events secret too, but `cart.order_paid` is the cart's to publish.
+    let forged = OrderPaid { order_id: order(9), reservation_id: held.id.clone(), lines: held.lines.clone() };
+    let refused = app.deliver(ServiceName::CATALOG, &forged, 1, EVENTS_SECRET).await.unwrap_err().to_string();
+    assert!(refused.contains("403") && refused.contains("catalog may not publish"), "{backend:?}: {refused}");
+    let db = app.runtime.db.clone();
+    assert_eq!(counters(&db, "OWN-1").await, (10, 3, 0, 0, 0, 0), "{backend:?}: still a soft hold");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM inbox").await, 0);
+    // From the cart, the same event is applied.
+    send_event(&app, &forged).await.unwrap();
+    assert_eq!(counters(&db, "OWN-1").await, (10, 0, 3, 0, 0, 0), "{backend:?}: now hard");
 }
 
 each_backend!(bad_reservation_requests_get_a_clear_4xx_and_change_nothing);

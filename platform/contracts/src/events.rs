@@ -33,6 +33,13 @@ pub struct Envelope {
     pub payload: serde_json::Value,
 }
 
+/// The service that owns an event type: types are named `<producer>.<what happened>`, and only that
+/// producer may publish them (the host refuses a fragment publishing another's, and a consumer refuses
+/// an event signed by anyone else).
+pub fn owner_of(event_type: &str) -> Option<ServiceName> {
+    event_type.split_once('.').and_then(|(producer, _)| ServiceName::parse(producer).ok())
+}
+
 /// A typed event.
 pub trait Event: Serialize + DeserializeOwned {
     const TYPE: &'static str;

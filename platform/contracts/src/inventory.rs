@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{OrderId, Quantity, QuantityError, ReservationId, Sku, SkuError};
+use crate::domain::{OrderId, Quantity, QuantityError, ReservationId, ServiceName, Sku, SkuError};
 
 /// `POST`: create a soft reservation ([`ReserveRequest`] → [`Reservation`]). All lines or none.
 pub const RESERVATIONS_PATH: &str = "/admin/inventory/service/reservations";
@@ -19,6 +19,10 @@ pub fn reservation_path(id: &ReservationId, action: Option<&str>) -> String {
         None => format!("{RESERVATIONS_PATH}/{id}"),
     }
 }
+
+/// The services that may call the reservation API: the cart alone (another service holding the service
+/// secret is refused).
+pub const RESERVATION_CALLERS: [ServiceName; 1] = [ServiceName::CART];
 
 /// Most lines in one reservation.
 pub const MAX_LINES: usize = 50;

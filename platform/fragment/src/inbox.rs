@@ -5,6 +5,7 @@
 
 use axum::http::HeaderMap;
 use sqlx::AnyConnection;
+use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::Envelope;
 use tessera_contracts::ApiError;
 
@@ -15,6 +16,38 @@ use crate::subscriptions::HandlerError;
 
 /// Largest event body accepted.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+
+/// How far in the future an event's time may be (clocks of two hosts disagree a little).
+const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// Why a genuine, signed envelope is still not applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Inadmissible {
+    /// Only the service an event type is named after may publish it (`tessera_contracts::events::owner_of`).
+    #[error("{producer} may not publish {event_type:?}: only its owner may")]
+    NotItsOwn { producer: ServiceName, event_type: String },
+    /// Older than the inbox remembers: it might have been applied already.
+    #[error("the event occurred {days} days ago, longer ago than this service remembers what it applied")]
+    TooOld { days: i64 },
+    #[error("the event's time is in the future")]
+    FromTheFuture,
+}
+
+/// Whether an authentic envelope may be applied here: its type belongs to the producer that signed it,
+/// and it is younger than `max_age_ms` (the inbox's memory) and not from the future.
+pub fn admissible(envelope: &Envelope, max_age_ms: i64, now_ms: i64) -> Result<(), Inadmissible> {
+    if tessera_contracts::events::owner_of(&envelope.event_type).as_ref() != Some(&envelope.producer) {
+        return Err(Inadmissible::NotItsOwn { producer: envelope.producer.clone(), event_type: envelope.event_type.chars().take(100).collect() });
+    }
+    let age = now_ms - envelope.occurred_at_ms;
+    if age > max_age_ms {
+        return Err(Inadmissible::TooOld { days: age / (24 * 3600 * 1000) });
+    }
+    if age < -CLOCK_SKEW_MS {
+        return Err(Inadmissible::FromTheFuture);
+    }
+    Ok(())
+}
 
 /// One subscription of this runtime's fragment.
 pub type Subscription = crate::subscriptions::Subscription<FragmentRuntime>;
@@ -74,4 +107,34 @@ pub fn accept_envelope(signer: &EventSigner, headers: &HeaderMap, body: &[u8]) -
         return Err(ApiError::BadRequest(format!("signed by {producer} but claims to come from {}", envelope.producer)));
     }
     Ok(envelope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(event_type: &str, producer: ServiceName, occurred_at_ms: i64) -> Envelope {
+        Envelope {
+            id: "e1".into(),
+            event_type: event_type.into(),
+            version: 1,
+            aggregate_type: "order".into(),
+            aggregate_id: "1".into(),
+            sequence: 1,
+            occurred_at_ms,
+            producer,
+            payload: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn an_event_is_admissible_from_its_owner_within_the_inbox_memory_only() {
+        const DAY: i64 = 24 * 3600 * 1000;
+        let now = 100 * DAY;
+        assert_eq!(admissible(&envelope("cart.order_paid", ServiceName::CART, now), 45 * DAY, now), Ok(()));
+        assert!(matches!(admissible(&envelope("cart.order_paid", ServiceName::CATALOG, now), 45 * DAY, now), Err(Inadmissible::NotItsOwn { .. })));
+        assert!(matches!(admissible(&envelope("nodot", ServiceName::CART, now), 45 * DAY, now), Err(Inadmissible::NotItsOwn { .. })));
+        assert_eq!(admissible(&envelope("cart.order_paid", ServiceName::CART, now - 46 * DAY), 45 * DAY, now), Err(Inadmissible::TooOld { days: 46 }));
+        assert_eq!(admissible(&envelope("cart.order_paid", ServiceName::CART, now + DAY), 45 * DAY, now), Err(Inadmissible::FromTheFuture));
+    }
 }

@@ -78,6 +78,14 @@ async fn receive_event(
         tracing::error!(event = %envelope.id, event_type = %envelope.event_type, %message, "event refused");
         (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(tessera_contracts::ApiError::BadRequest(message))).into_response()
     };
+    match inbox::admissible(&envelope, runtime.events.max_age_ms, crate::db::now_ms()) {
+        Ok(()) => {}
+        Err(error @ inbox::Inadmissible::NotItsOwn { .. }) => {
+            tracing::warn!(producer = %envelope.producer, event_type = %envelope.event_type, "an event of another producer's type refused");
+            return tessera_contracts::ApiError::Forbidden(error.to_string()).into_http_response();
+        }
+        Err(error) => return refuse(error.to_string()),
+    }
     let Some(subscription) = runtime.events.subscriptions.get(&envelope.event_type) else {
         return refuse(format!("the {} service does not subscribe to {:?}", runtime.name, envelope.event_type));
     };

@@ -53,6 +53,9 @@ pub struct FragmentEvents {
     pub signer: EventSigner,
     /// The events it consumes, with their handlers (served at `POST <prefix>/events`).
     pub subscriptions: Subscriptions,
+    /// Oldest event it accepts, milliseconds: as long as it keeps the inbox rows that make a redelivery
+    /// harmless, so an event older than that cannot be applied a second time (`crate::inbox::admissible`).
+    pub max_age_ms: i64,
 }
 
 impl FragmentRuntime {

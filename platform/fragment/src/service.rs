@@ -91,8 +91,28 @@ impl ServiceClient {
     }
 }
 
+/// The calling service of a signed request if it is one of `callers` (the API's contract names them), or
+/// the 403 to answer: another service holding the secret is refused like a forger.
+pub fn verify_caller_among(
+    signer: &CallSigner,
+    headers: &HeaderMap,
+    method: &Method,
+    path_and_query: &str,
+    body: &[u8],
+    callers: &[ServiceName],
+) -> Result<ServiceName, ApiError> {
+    let caller = verify_caller(signer, headers, method, path_and_query, body)?;
+    if !callers.contains(&caller) {
+        tracing::warn!(%caller, path = path_and_query, "a service this API is not for called it");
+        let allowed: Vec<&str> = callers.iter().map(ServiceName::as_str).collect();
+        return Err(ApiError::Forbidden(format!("this endpoint is for Tessera services only: {} (not {caller})", allowed.join(", "))));
+    }
+    Ok(caller)
+}
+
 /// The calling service of a signed request, or the 403 to answer an unsigned or forged one (signing in
-/// as a person does not help, so it is not a 401).
+/// as a person does not help, so it is not a 401). `path` is what the caller signed: the path with its
+/// query string, so a captured call cannot be sent again with other parameters.
 pub fn verify_caller(signer: &CallSigner, headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<ServiceName, ApiError> {
     signer.verify(headers, method.as_str(), path, body, now_seconds()).map_err(|error| {
         tracing::warn!(%error, path, "service call refused");

@@ -97,7 +97,12 @@ impl Host {
             verifier: Verifier::new(verifier_settings(&settings.login), jwks),
             manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site.site_dir, fragment.name().as_str()))),
             csrf: Arc::new(settings.login.csrf_policy()),
-            events: Arc::new(FragmentEvents { outbox: Outbox::new(fragment.name()), signer: self.secrets.events()?, subscriptions }),
+            events: Arc::new(FragmentEvents {
+                outbox: Outbox::new(fragment.name()),
+                signer: self.secrets.events()?,
+                subscriptions,
+                max_age_ms: settings.events.retention().inbox_ms,
+            }),
             peers: self.peers.clone(),
             secrets: self.secrets.clone(),
             secure_cookies: settings.login.secure_cookies(),

@@ -90,6 +90,8 @@ enum Unacceptable {
     NotAnEnvelope(#[from] serde_json::Error),
     #[error("signed by {signed} but claims to come from {claimed}")]
     OtherProducer { signed: ServiceName, claimed: ServiceName },
+    #[error(transparent)]
+    Inadmissible(#[from] tessera_fragment::inbox::Inadmissible),
 }
 
 /// The URL without credentials, for messages.
@@ -193,11 +195,9 @@ impl Transport for BrokerTransport {
     }
 }
 
-/// The producer of an event type: event types are named `<producer>.<what happened>`, which
-/// `crate::assembly` checks for every fragment's published types.
-pub fn producer_of(event_type: &str) -> Option<ServiceName> {
-    event_type.split_once('.').and_then(|(producer, _)| ServiceName::parse(producer).ok())
-}
+/// The producer of an event type (`tessera_contracts::events::owner_of`), which `crate::assembly`
+/// checks for every fragment's published types.
+pub use tessera_contracts::events::owner_of as producer_of;
 
 /// Starts the consumers of a fragment: one per producer it consumes from. They run until aborted.
 fn spawn_consumers(broker: &Broker, runtime: &FragmentRuntime, max_deliveries: i64, base_backoff_ms: i64) -> Vec<tokio::task::JoinHandle<()>> {
@@ -335,6 +335,9 @@ impl Consumer {
         if envelope.producer != producer || producer != self.producer {
             return Err(Unacceptable::OtherProducer { signed: producer, claimed: envelope.producer });
         }
+        // The stream is the producer's own; this also bounds the envelope's age (a message can be
+        // redelivered long after it was signed, but not applied again once the inbox forgot it).
+        tessera_fragment::inbox::admissible(&envelope, self.runtime.events.max_age_ms, now_ms())?;
         Ok(envelope)
     }
 

@@ -43,7 +43,8 @@ impl Call {
     /// The calling service, or the 403 for an unsigned or forged call. The path checked is the one the
     /// request arrived with, which is the one the caller signed.
     fn caller(&self, sandbox: &Sandbox) -> Result<ServiceName, ApiError> {
-        verify_caller(&sandbox.signer, &self.headers, &self.method, self.uri.path(), &self.body)
+        let signed = self.uri.path_and_query().map_or(self.uri.path(), |path_and_query| path_and_query.as_str());
+        verify_caller(&sandbox.signer, &self.headers, &self.method, signed, &self.body)
     }
 
     fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
