@@ -212,9 +212,13 @@ async fn every_process_serves_metrics_where_the_public_cannot_reach_them() {
     // The demo seed's stock events were delivered: their lag was measured.
     assert!(sample(&text, "tessera_event_delivery_lag_seconds_count", &["producer=\"inventory\""]).unwrap_or(0.0) >= 1.0, "{text}");
 
-    // A fragment alone (never public: the shell forwards only its prefix) serves them on its own listener.
+    // A fragment alone serves them on its metrics listener (loopback by default), never on its main one:
+    // a fragment reached directly (its own domain, a subdomain, its port) does not show them.
     let catalog = spawn_with(backend, Options { mode: Some(Mode::Fragment("catalog".into())), ..Options::default() }).await;
-    let text = catalog.get("/metrics", None).await.text().await.unwrap();
+    assert_eq!(catalog.get("/metrics", None).await.status(), StatusCode::NOT_FOUND);
+    let metrics_addr = catalog.metrics_addr.expect("a metrics listener by default");
+    assert!(metrics_addr.ip().is_loopback(), "{metrics_addr}");
+    let text = catalog.client.get(format!("http://{metrics_addr}/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(sample(&text, "tessera_outbox_depth", &["producer=\"catalog\""]).is_some(), "{text}");
     // Through the shell, /catalog/metrics is the catalog's own 404 page, not its metrics.
     let (status, html) = site.text("/catalog/metrics", None).await;

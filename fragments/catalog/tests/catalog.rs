@@ -371,3 +371,24 @@ async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_not
     assert_eq!(send(body, Some(headers)).await, StatusCode::OK);
     assert_eq!(available(&app, "MUG-STN-01").await, Some(0));
 }
+
+#[tokio::test]
+async fn the_catalog_alone_sends_the_security_headers_itself() {
+    let app = start(Backend::Sqlite).await;
+    let response = app.get("/catalog", None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let header = |name: &str| response.headers().get(name).map(|value| value.to_str().unwrap().to_owned()).unwrap_or_default();
+    let csp = header("content-security-policy");
+    assert_eq!(header("x-frame-options"), "DENY");
+    assert_eq!(header("x-content-type-options"), "nosniff");
+    assert_eq!(header("referrer-policy"), "strict-origin-when-cross-origin");
+    assert!(csp.contains("frame-ancestors 'none'") && !csp.contains("unsafe-inline"), "{csp}");
+    let nonce = csp.split("'nonce-").nth(1).and_then(|rest| rest.split('\'').next()).expect("a nonce").to_owned();
+    let html = response.text().await.unwrap();
+    assert!(html.contains(&format!("nonce=\"{nonce}\"")), "the page's scripts carry the policy's nonce: {html}");
+    // Behind the shell, the page keeps the nonce the shell handed down (the shell's policy names it).
+    let handed = "handedDownByTheShell0123";
+    let response = app.client.get(format!("{}/catalog", app.url)).header("x-tessera-csp-nonce", handed).send().await.unwrap();
+    assert!(response.headers()["content-security-policy"].to_str().unwrap().contains(&format!("'nonce-{handed}'")));
+    assert!(response.text().await.unwrap().contains(&format!("nonce=\"{handed}\"")));
+}

@@ -220,11 +220,10 @@ pub struct Started {
 }
 
 impl Started {
-    /// Where this process's metrics are served and what a scrape reads (its fragments' event tables);
-    /// `public`: the process faces the public (it has the shell).
-    pub fn exposure(&self, public: bool) -> Exposure {
+    /// What a scrape of this process's metrics reads (its fragments' event tables).
+    pub fn exposure(&self) -> Exposure {
         let producers = self.local.iter().map(|local| (local.fragment.name(), local.runtime.db.clone())).collect();
-        Exposure { scrape: metrics::Scrape { producers }, public }
+        Exposure { scrape: metrics::Scrape { producers } }
     }
 }
 

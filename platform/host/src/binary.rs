@@ -49,7 +49,9 @@ pub async fn run_fragment(settings: &Settings, fragment: &'static dyn Fragment, 
     }
     // On a domain of its own the fragment signs its users in at the shell (OpenID Connect).
     let app = relying_party::attach(app, settings.site.oidc_provider.as_ref(), &settings.login, fragment.prefix())?;
-    let exposure = started.exposure(false);
+    // Reached directly (its own domain, a subdomain, its port), it defends itself as the shell does.
+    let app = crate::security::protect_fragment(app, &crate::security::Policy::for_fragment(settings));
+    let exposure = started.exposure();
     serve(&settings.server, app, started.background, started.teardown, exposure).await
 }
 

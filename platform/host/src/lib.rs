@@ -6,7 +6,9 @@
 //! Layout, from what a binary calls down to what it stands on (no module imports one above it):
 //! - [`binary`]: a binary's `main` (`main_of`, `run_fragment`, tracing);
 //! - [`serve`]: the listener, the layers every process gets, `/healthz` and `/readyz`, draining on
-//!   SIGTERM;
+//!   SIGTERM; metrics on a loopback listener of their own; [`security`]: the security headers (CSP with
+//!   nonces, frame protection, nosniff, Referrer-Policy, HSTS) of the shell and of every fragment's own
+//!   process;
 //! - [`assembly`]: [`Host`](assembly::Host) opens each fragment's database, builds its runtime and router,
 //!   connects the services in process or over the network, starts relays, jobs and retention, seeds;
 //!   [`discovery`]: reading the upstreams' descriptions (readiness, prefix, what they consume);
@@ -37,6 +39,7 @@ pub mod metrics;
 pub mod pool;
 pub mod relay;
 pub mod relying_party;
+pub mod security;
 pub mod serve;
 pub mod settings;
 

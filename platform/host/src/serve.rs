@@ -37,9 +37,10 @@ pub struct ServerSettings {
     pub drain_notice_ms: u64,
     /// Then how long requests in flight have to finish (`TESSERA_DRAIN_TIMEOUT_MS`).
     pub drain_timeout_ms: u64,
-    /// Where this process serves its Prometheus metrics (`GET /metrics`) on a listener of their own
-    /// (`TESSERA_METRICS_ADDR`); unset: a fragment process serves them on its main listener, and a process
-    /// with the shell serves none.
+    /// Where this process serves its Prometheus metrics (`GET /metrics`), on a listener of their own
+    /// and never on the main one (`TESSERA_METRICS_ADDR`; default `127.0.0.1:0`: loopback, on a port the
+    /// system picks and the log names). Set a fixed address for a scraper, e.g. `0.0.0.0:9464` inside a
+    /// pod.
     pub metrics_addr: Option<SocketAddr>,
     /// Proxies whose `X-Forwarded-For` is believed, comma-separated addresses or CIDRs
     /// (`TESSERA_TRUSTED_PROXIES`, see `crate::client_ip`); unset: the socket peer is the client.
@@ -52,7 +53,7 @@ impl Default for ServerSettings {
             addr: SocketAddr::from(([127, 0, 0, 1], 3000)),
             drain_notice_ms: 2000,
             drain_timeout_ms: 10_000,
-            metrics_addr: None,
+            metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             trusted_proxies: None,
         }
     }
@@ -155,20 +156,17 @@ pub struct Running {
     pub teardown: ClearOnDrop,
 }
 
-/// Where a process's metrics are served.
+/// What a process's metrics read.
 #[derive(Clone)]
 pub struct Exposure {
     /// What a scrape reads from the process's databases.
     pub scrape: metrics::Scrape,
-    /// The process faces the public (it has the shell): `/metrics` only ever on `TESSERA_METRICS_ADDR`.
-    /// Otherwise also on the main listener when that setting is absent.
-    pub public: bool,
 }
 
 /// Binds `settings.addr` (port 0 picks a free one) and serves `app` (with the common layers, health and
 /// readiness) in the background until SIGTERM, Ctrl-C or [`Running::stop`], then drains. Metrics go on
-/// their own listener when `TESSERA_METRICS_ADDR` is set, else on the main one unless the process is
-/// public ([`Exposure`]).
+/// their own listener (`TESSERA_METRICS_ADDR`), never on the main one: a fragment reached directly, or
+/// through the shell, does not show them.
 pub async fn serve(
     settings: &ServerSettings,
     app: Router,
@@ -180,7 +178,6 @@ pub async fn serve(
     let proxies = Arc::new(settings.trusted_proxies()?);
     metrics::handle();
     let metrics = metrics::router(exposure.scrape);
-    let app = if settings.metrics_addr.is_none() && !exposure.public { app.merge(metrics.clone()) } else { app };
     let app = with_health(with_common_layers(app, proxies), readiness.clone());
     let listener = TcpListener::bind(settings.addr).await.map_err(|source| HostError::Io { context: format!("binding {}", settings.addr), source })?;
     let addr = listener.local_addr().map_err(|source| HostError::Io { context: "reading the bound address".into(), source })?;

@@ -90,12 +90,12 @@ pub async fn build(settings: &ShellSettings, contained: &[&'static dyn FragmentC
     // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
     let router = router.merge(descriptors_route(&started.local));
     // Last, so every response has them: the shell's and every fragment's; the sandbox keeps its own policy.
-    let policy = crate::security::Policy::of(settings);
-    let mut router = crate::security::protect(router, &policy);
+    let policy = crate::security::policy(settings);
+    let mut router = tessera_host::security::protect(router, &policy);
     if let Some(sandbox) = sandbox {
-        router = router.merge(crate::security::protect_static(sandbox, &policy));
+        router = router.merge(tessera_host::security::protect_static(sandbox, &policy));
     }
-    let exposure = started.exposure(true);
+    let exposure = started.exposure();
     Ok(Site { router, background: started.background, teardown: started.teardown, exposure })
 }
 

@@ -89,7 +89,8 @@ impl Alone {
         let started = host.start().await.expect("the fragment starts");
         let runtime = started.local[0].runtime.clone();
         let app = fragment_app(&started.local[0]);
-        let exposure = started.exposure(false);
+        let app = tessera_host::security::protect_fragment(app, &tessera_host::security::Policy::for_fragment(&settings));
+        let exposure = started.exposure();
         let running = serve(&settings.server, app, started.background, started.teardown, exposure).await.expect("the fragment listens");
         let served = Served::new(running, data, &settings.store, &[fragment.name().as_str()]);
         Alone { http: Http::new(format!("http://{}", served.running.addr)), runtime, backend, settings, tokens, _served: served }

@@ -119,6 +119,6 @@ pub async fn run_alone(settings: &Settings) -> Result<Running, HostError> {
     let mut host = Host::new(settings)?;
     let routes = attach(&mut host).await?;
     let started = host.start().await?;
-    let exposure = started.exposure(false);
+    let exposure = started.exposure();
     serve(&settings.server, routes, started.background, started.teardown, exposure).await
 }
