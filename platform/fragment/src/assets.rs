@@ -1,6 +1,8 @@
 //! A fragment's bundle files (`<prefix>/pkg/*`): content-hashed, immutable, precompressed.
 
-/// Serves a fragment's content-hashed bundle (`<bundle_dir>/pkg`) with a year-long immutable cache.
+/// Serves a fragment's content-hashed bundle (`<bundle_dir>/pkg`) with a year-long immutable cache. Only a
+/// file that is there is cached so: a miss (a page of a build whose files are not deployed here yet) is
+/// `no-store`, or a browser or CDN would keep the 404 for a year after the file arrives.
 ///
 /// The release build writes `<file>.br` and `<file>.gz` beside every bundle file (`cargo xtask build`);
 /// `ServeDir` picks the variant the request's `Accept-Encoding` prefers and sets `Content-Encoding`, and
@@ -10,8 +12,16 @@
 pub fn asset_service(bundle_dir: &std::path::Path) -> axum::routing::MethodRouter {
     use http::header::{HeaderValue, CACHE_CONTROL, VARY};
     use tower_http::set_header::SetResponseHeaderLayer;
+    type Answer = http::Response<tower_http::services::fs::ServeFileSystemResponseBody>;
+    let cache = |answer: &Answer| {
+        Some(HeaderValue::from_static(if answer.status().is_success() || answer.status() == http::StatusCode::NOT_MODIFIED {
+            "public, max-age=31536000, immutable"
+        } else {
+            "no-store"
+        }))
+    };
     let serve = tower::ServiceBuilder::new()
-        .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable")))
+        .layer(SetResponseHeaderLayer::if_not_present(CACHE_CONTROL, cache))
         .layer(SetResponseHeaderLayer::appending(VARY, HeaderValue::from_static("accept-encoding")))
         .service(tower_http::services::ServeDir::new(bundle_dir.join("pkg")).precompressed_br().precompressed_gzip());
     axum::routing::get_service(serve)
@@ -42,7 +52,11 @@ mod tests {
     }
 
     async fn get(dir: &tempfile::TempDir, accept: Option<&str>) -> (http::StatusCode, Option<String>, Option<String>, Vec<u8>) {
-        let mut request = http::Request::get("/app-abc.js");
+        fetch(dir, "/app-abc.js", accept).await
+    }
+
+    async fn fetch(dir: &tempfile::TempDir, path: &str, accept: Option<&str>) -> (http::StatusCode, Option<String>, Option<String>, Vec<u8>) {
+        let mut request = http::Request::get(path);
         if let Some(accept) = accept {
             request = request.header(ACCEPT_ENCODING, accept);
         }
@@ -67,6 +81,21 @@ mod tests {
 
         let (_, encoding, vary, body) = get(&dir, None).await;
         assert_eq!((encoding, vary.as_deref(), &body[..]), (None, Some("accept-encoding"), JS));
+    }
+
+    #[tokio::test]
+    async fn a_file_is_cached_for_a_year_and_a_miss_not_at_all() {
+        let dir = bundle(false);
+        let cache_control = |path: &'static str| {
+            let dir = &dir;
+            async move {
+                let request = http::Request::get(path).body(axum::body::Body::empty()).unwrap();
+                let response = asset_service(dir.path()).oneshot(request).await.unwrap();
+                (response.status(), response.headers()[http::header::CACHE_CONTROL].to_str().unwrap().to_owned())
+            }
+        };
+        assert_eq!(cache_control("/app-abc.js").await, (http::StatusCode::OK, "public, max-age=31536000, immutable".to_owned()));
+        assert_eq!(cache_control("/app-def.js").await, (http::StatusCode::NOT_FOUND, "no-store".to_owned()));
     }
 
     #[tokio::test]

@@ -234,7 +234,14 @@ fn current_user(request: &Request) -> Option<shared_auth::SessionUser> {
     request.extensions().get::<session_middleware::CurrentSession>().and_then(|current| current.claims.clone()).map(Into::into)
 }
 
-async fn to_fragment(State(state): State<ShellState>, request: Request) -> Response {
+/// What clients may claim about where a request came from; the shell says it itself (`X-Forwarded-For`,
+/// `X-Forwarded-Host`, from what it resolved), so a fragment never reads a client's word for it.
+const CLIENT_FORWARDING_HEADERS: [&str; 5] = ["forwarded", "x-real-ip", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-host"];
+
+async fn to_fragment(State(state): State<ShellState>, mut request: Request) -> Response {
+    for name in CLIENT_FORWARDING_HEADERS {
+        request.headers_mut().remove(name);
+    }
     let path = request.uri().path().to_owned();
     let Some(fragment) = state.registry.route(&path) else {
         let user = current_user(&request);

@@ -172,8 +172,18 @@ pub(crate) async fn login(
     };
     let next = local_path(form.next.as_deref());
     let now = session_store::now_seconds();
-    let address = address.map(|address| address.to_string());
-    let attempt = match throttle::attempt(&state.db, &state.throttle, &form.email, address.as_deref(), now).await {
+    // Only an email address can be an account: anything else is refused before it becomes a throttle key
+    // (of any length) or costs a password hash.
+    let email = match users::Email::parse(&form.email) {
+        Ok(email) => email,
+        Err(error) => {
+            let shown: String = form.email.trim().chars().take(users::Email::MAX_LEN).collect();
+            let form = login_form(&next, &shown, Some(&error.to_string()));
+            return (StatusCode::BAD_REQUEST, Html(page(&state, None, None, "Sign in", form))).into_response();
+        }
+    };
+    let address = address.map(throttle::bucket);
+    let attempt = match throttle::attempt(&state.db, &state.throttle, email.as_str(), address.as_deref(), now).await {
         Ok(Some(attempt)) => attempt,
         Ok(None) => {
             tracing::warn!(address = ?address, "sign-in throttled");
@@ -189,7 +199,7 @@ pub(crate) async fn login(
             return server_error(&state);
         }
     };
-    match users::authenticate(&state.db, &state.hashing, &form.email, &form.password).await {
+    match users::authenticate(&state.db, &state.hashing, email.as_str(), &form.password).await {
         Ok(Some(user)) => {
             if let Err(error) = attempt.succeeded(&state.db, now).await {
                 tracing::warn!(%error, "cannot clear sign-in failures");
@@ -317,7 +327,7 @@ pub(crate) async fn register(
     };
     // Each registration hashes a password, and a taken email's answer tells that the account exists: both
     // are bounded per address (the answer is kept, see below).
-    let key = format!("register:{}", address.map(|address| address.to_string()).unwrap_or_else(|| "-".into()));
+    let key = format!("register:{}", address.map(throttle::bucket).unwrap_or_else(|| "-".into()));
     let counted = match throttle::count(&state.db, &state.throttle, &key, state.throttle.max_registrations_per_address, session_store::now_seconds()).await {
         Ok(Some(counted)) => counted,
         Ok(None) => {

@@ -15,7 +15,7 @@
 //! token's lifetime for a fragment reached directly on its own subdomain.
 
 use axum::extract::{Request, State};
-use axum::http::header::{SET_COOKIE, USER_AGENT};
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE, USER_AGENT};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
@@ -116,12 +116,17 @@ pub async fn session_middleware(State(state): State<ShellState>, mut request: Re
     let remove: Vec<&str> = if keep_access { vec![refresh_name.as_str()] } else { vec![access_name.as_str(), refresh_name.as_str()] };
     let add: Vec<(String, String)> = forwarded_access.into_iter().map(|token| (access_name.clone(), token)).collect();
     rewrite_cookie_header(request.headers_mut(), &remove, &add);
+    let personal = claims.is_some() || is_private_path(request.uri().path());
     request.extensions_mut().insert(CurrentSession { claims });
     if let Some(timings) = crate::timing::Timings::of(request.extensions()) {
         timings.record("session", started.elapsed(), "verifying or refreshing the session");
     }
 
     let mut response = next.run(request).await;
+    if personal && is_document_or_data(&response) {
+        // Someone's page or data: never kept by a shared cache, nor on disk by the browser.
+        response.headers_mut().insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    }
     // The handler's own session cookies win (sign-in, sign-out set both); any other cookie it sets — the
     // cart clearing its guest cookie after a merge — travels beside ours. Dropping ours there would leave
     // the browser with a refresh token already used, and its next use past the grace period would end
@@ -143,6 +148,19 @@ pub async fn session_middleware(State(state): State<ShellState>, mut request: Re
         }
     }
     response
+}
+
+/// The shell's pages about one person or for staff, whoever asks (a signed-out visitor gets the
+/// sign-in page there, which is not for sharing either).
+fn is_private_path(path: &str) -> bool {
+    ["/admin", "/account"].iter().any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")))
+}
+
+/// A page or an API answer (bundle files, stylesheets and scripts are the same for everyone and keep
+/// their long caching).
+fn is_document_or_data(response: &Response) -> bool {
+    let content_type = response.headers().get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default();
+    content_type.starts_with("text/html") || content_type.starts_with("application/json") || response.status().is_redirection()
 }
 
 /// The `User-Agent` of a request, for the session list.

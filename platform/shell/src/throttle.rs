@@ -69,6 +69,23 @@ impl Default for ThrottleSettings {
 /// How long a successful sign-in keeps its pair of account and address known.
 const KNOWN_FOR_SECONDS: i64 = 30 * 24 * 3600;
 
+/// The address a limit counts a client under: an IPv4 address as it is, an IPv6 address by its /64 (one
+/// host or home network is given a whole /64, so counting single IPv6 addresses would let it take 2^64
+/// turns).
+pub fn bucket(address: std::net::IpAddr) -> String {
+    match address {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let segments = v6.segments();
+                let network = std::net::Ipv6Addr::new(segments[0], segments[1], segments[2], segments[3], 0, 0, 0, 0);
+                format!("{network}/64")
+            }
+        },
+    }
+}
+
 fn account_key(email: &str) -> String {
     format!("account:{}", email.trim().to_lowercase())
 }
@@ -191,5 +208,20 @@ impl Counted {
     /// It does not count after all (the current password was right; no turn to hash was free).
     pub async fn take_back(self, db: &AnyPool) -> Result<(), sqlx::Error> {
         take_back(db, &self.id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_64_and_ipv4_ones_by_address() {
+        let v6 = |text: &str| bucket(text.parse().unwrap());
+        assert_eq!(v6("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(v6("2001:db8:1:2:ffff:ffff:ffff:ffff"), v6("2001:db8:1:2::9"), "one /64, one bucket");
+        assert_ne!(v6("2001:db8:1:3::1"), v6("2001:db8:1:2::1"));
+        assert_eq!(v6("203.0.113.7"), "203.0.113.7");
+        assert_eq!(v6("::ffff:203.0.113.7"), "203.0.113.7", "an IPv4 client on a dual-stack socket");
     }
 }

@@ -74,6 +74,37 @@ async fn an_address_with_a_dot_segment_never_reaches_a_fragment() {
 }
 
 #[tokio::test]
+async fn a_client_cannot_tell_a_fragment_where_the_request_came_from() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<axum::http::HeaderMap>::new()));
+    let recorded = seen.clone();
+    let stub = spawn_stub(Router::new().fallback(move |headers: axum::http::HeaderMap| {
+        if headers.contains_key("x-forwarded-host") {
+            recorded.lock().unwrap().push(headers);
+        }
+        async { "ok" }
+    }))
+    .await;
+    let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{stub}"), None), ..Options::default() }).await;
+    let response = app
+        .client
+        .get(format!("{}/catalog/api/x", app.url))
+        .header("forwarded", "for=6.6.6.6;proto=https")
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let seen = seen.lock().unwrap();
+    let headers = seen.first().expect("the request was forwarded");
+    for name in ["forwarded", "x-real-ip", "x-forwarded-proto"] {
+        assert!(!headers.contains_key(name), "{name} reached the fragment: {headers:?}");
+    }
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "the shell says who the client is, not the client");
+}
+
+#[tokio::test]
 async fn a_stopped_fragment_gets_the_fallback_page() {
     let addr = closed_port().await;
     let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{addr}"), None), ..Options::default() }).await;

@@ -541,3 +541,42 @@ async fn a_rotated_key_is_published_first_and_old_tokens_keep_working() {
     assert_eq!(app.catalog_user(&before.access).await.as_deref(), Some("Sam Shopper"), "old tokens keep working");
     assert_eq!(app.catalog_user(&after.access).await.as_deref(), Some("Sam Shopper"));
 }
+
+#[tokio::test]
+async fn pages_for_one_person_are_never_cached_and_shared_files_still_are() {
+    let app = spawn_shell(Backend::Sqlite).await;
+    let cache_control = |response: &reqwest::Response| response.headers().get("cache-control").map(|value| value.to_str().unwrap().to_owned());
+    // Signed out: the catalog's page is the same for everyone (no private marking).
+    let public = app.get("/catalog", None).await;
+    assert_ne!(cache_control(&public).as_deref(), Some("private, no-store"));
+    // Signed in: every page and answer is the user's.
+    let cookie = app.login_as(SHOPPER, PASSWORD).await;
+    for path in ["/", "/catalog", "/cart", "/account"] {
+        let response = app.get(path, Some(&cookie)).await;
+        assert_eq!(cache_control(&response).as_deref(), Some("private, no-store"), "{path}");
+    }
+    let answer = app.post_form("/catalog/api/whoami", "", Some(&cookie)).await;
+    assert_eq!(cache_control(&answer).as_deref(), Some("private, no-store"));
+    // Staff and account pages, whoever asks.
+    let admin = app.get("/admin/users", None).await;
+    assert_eq!(cache_control(&admin).as_deref(), Some("private, no-store"));
+    // The stylesheet is everyone's: it keeps its year.
+    let style = app.get("/style/tessera.css", Some(&cookie)).await;
+    assert!(cache_control(&style).unwrap().contains("immutable"));
+}
+
+#[tokio::test]
+async fn a_sign_in_with_something_that_is_not_an_email_is_refused_before_it_is_counted_or_hashed() {
+    let app = spawn_shell(Backend::Sqlite).await;
+    let db = app.database().await;
+    for email in ["x".repeat(10_000), "not an email".to_owned(), String::new()] {
+        let body = support::form(&[("email", &email), ("password", PASSWORD)]);
+        let response = app.post_form("/login", body, None).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{}", &email[..email.len().min(20)]);
+        let html = response.text().await.unwrap();
+        assert!(html.contains("email address") && html.len() < 20_000, "it says why, without echoing all of it");
+    }
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM login_failures").await, 0, "nothing became a throttle key");
+    // A real address still signs in.
+    app.login_as(SHOPPER, PASSWORD).await;
+}
