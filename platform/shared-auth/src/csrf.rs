@@ -7,7 +7,9 @@
 //! - without Fetch Metadata (older browsers), an `Origin` header must be one of the site's origins; the
 //!   literal `null` origin (sandboxed frames, some redirects) is refused;
 //! - a request with neither header is not from a browser, so it cannot carry a victim's cookies by
-//!   accident and is let through (API clients, tests).
+//!   accident and is let through (API clients, tests) — except where [`require_site_origin`] guards: the
+//!   shell's account and admin changes, where such a request is a token replayed server-side (by a
+//!   fragment that saw it, say) and is refused.
 //!
 //! Safe methods (GET, HEAD, OPTIONS) are never checked: they change nothing anywhere in Tessera.
 
@@ -36,6 +38,15 @@ pub enum CsrfVerdict {
 
 impl CsrfPolicy {
     pub fn check(&self, method: &Method, headers: &http::HeaderMap) -> CsrfVerdict {
+        self.verdict(method, headers, false)
+    }
+
+    /// [`CsrfPolicy::check`], refusing also a state-changing request that names no origin at all.
+    pub fn check_from_the_site(&self, method: &Method, headers: &http::HeaderMap) -> CsrfVerdict {
+        self.verdict(method, headers, true)
+    }
+
+    fn verdict(&self, method: &Method, headers: &http::HeaderMap, strict: bool) -> CsrfVerdict {
         if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
             return CsrfVerdict::Allowed;
         }
@@ -48,6 +59,7 @@ impl CsrfPolicy {
             };
         }
         match headers.get(http::header::ORIGIN).map(|origin| origin.to_str().unwrap_or("null")) {
+            None if strict => CsrfVerdict::Refused("a request that does not say where it comes from"),
             None => CsrfVerdict::Allowed,
             Some(origin) if self.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin)) => CsrfVerdict::Allowed,
             Some(_) => CsrfVerdict::Refused("a request from another origin"),
@@ -57,7 +69,20 @@ impl CsrfPolicy {
 
 /// axum middleware: refuses cross-site state-changing requests with a 403 that says why.
 pub async fn reject_cross_site(State(policy): State<Arc<CsrfPolicy>>, request: Request, next: Next) -> Response {
-    match policy.check(request.method(), request.headers()) {
+    let verdict = policy.check(request.method(), request.headers());
+    answer(verdict, request, next).await
+}
+
+/// axum middleware for changes a browser on the site's own pages makes (accounts, roles): a
+/// state-changing request must say it comes from the site (`Sec-Fetch-Site` or `Origin`); one that says
+/// nothing is refused too.
+pub async fn require_site_origin(State(policy): State<Arc<CsrfPolicy>>, request: Request, next: Next) -> Response {
+    let verdict = policy.check_from_the_site(request.method(), request.headers());
+    answer(verdict, request, next).await
+}
+
+async fn answer(verdict: CsrfVerdict, request: Request, next: Next) -> Response {
+    match verdict {
         CsrfVerdict::Allowed => next.run(request).await,
         CsrfVerdict::Refused(why) => {
             tracing::warn!(method = %request.method(), path = %request.uri().path(), why, "cross-site request refused");

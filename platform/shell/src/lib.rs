@@ -54,8 +54,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
-use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, COOKIE};
-use axum::http::{Method, StatusCode};
+use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, COOKIE, SET_COOKIE};
+use axum::http::{HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -166,17 +166,21 @@ impl ShellState {
 
 /// The shell's router; every path it does not own goes to the owning fragment.
 pub fn router(state: ShellState) -> Router {
+    // Changes to accounts and roles come from the site's own pages: a request that names no origin at
+    // all (a token replayed server-side, by a fragment that saw it) is refused like a cross-site one.
+    let from_the_site = Router::new()
+        .route("/account/password", post(account::change_password))
+        .route("/account/sessions/revoke", post(account::revoke_session))
+        .route("/admin/users/roles", post(admin::set_roles))
+        .route("/admin/users/sign-out", post(admin::sign_out_everywhere))
+        .route_layer(axum::middleware::from_fn_with_state(state.csrf.clone(), shared_auth::csrf::require_site_origin));
     let shell_routes = Router::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::login_page).post(pages::login))
         .route("/logout", get(pages::logout_page).post(pages::logout))
         .route("/register", get(pages::register_page).post(pages::register))
         .route("/account", get(account::account))
-        .route("/account/password", post(account::change_password))
-        .route("/account/sessions/revoke", post(account::revoke_session))
         .route("/admin/users", get(admin::users_page))
-        .route("/admin/users/roles", post(admin::set_roles))
-        .route("/admin/users/sign-out", post(admin::sign_out_everywhere))
         .route("/admin/events", get(admin::events_page))
         .route("/admin/fragments", get(admin::fragments_page))
         .route("/.well-known/jwks.json", get(pages::jwks))
@@ -187,6 +191,7 @@ pub fn router(state: ShellState) -> Router {
         .route(shared_auth::oidc::END_SESSION_PATH, get(oidc::end_session).post(oidc::end_session_confirmed))
         .route("/style/tessera.css", get(pages::stylesheet))
         .route("/chrome.js", get(pages::chrome_script))
+        .merge(from_the_site)
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES));
     shell_routes
         .fallback(to_fragment)
@@ -257,8 +262,36 @@ async fn to_fragment(State(state): State<ShellState>, mut request: Request) -> R
         RequestKind::Other => format!("{}/*", fragment.prefix),
     };
     let mut response = forward_to_fragment(&state, fragment, kind, request).await;
+    drop_shell_cookies(&mut response);
     response.extensions_mut().insert(tessera_host::metrics::RouteLabel(label));
     response
+}
+
+/// The shell's own cookies, by name whatever prefix form (`__Host-`, `__Secure-`) a fragment writes.
+const SHELL_COOKIES: [&str; 2] = ["tessera_access", "tessera_refresh"];
+
+/// Removes what a fragment's response sets under the shell's cookie names: a fragment cannot sign a
+/// visitor into a session of its choosing (fixation), nor sign them out of theirs.
+fn drop_shell_cookies(response: &mut Response) {
+    let headers = response.headers_mut();
+    let kept: Vec<HeaderValue> = headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter(|value| {
+            let name = value.to_str().ok().and_then(|cookie| cookie.split_once('=')).map(|(name, _)| name.trim()).unwrap_or_default();
+            let bare = name.trim_start_matches("__Host-").trim_start_matches("__Secure-");
+            let shells = SHELL_COOKIES.iter().any(|shell| bare.eq_ignore_ascii_case(shell));
+            if shells {
+                tracing::warn!(cookie = name, "a fragment tried to set the shell's cookie; dropped");
+            }
+            !shells
+        })
+        .cloned()
+        .collect();
+    headers.remove(SET_COOKIE);
+    for value in kept {
+        headers.append(SET_COOKIE, value);
+    }
 }
 
 async fn forward_to_fragment(state: &ShellState, fragment: Arc<Fragment>, kind: RequestKind, request: Request) -> Response {

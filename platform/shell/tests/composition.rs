@@ -105,6 +105,31 @@ async fn a_client_cannot_tell_a_fragment_where_the_request_came_from() {
 }
 
 #[tokio::test]
+async fn a_fragment_cannot_set_the_shells_cookies() {
+    let stub = spawn_stub(Router::new().fallback(|| async {
+        let mut headers = axum::http::HeaderMap::new();
+        for cookie in [
+            "tessera_access=chosen-by-the-fragment; Path=/",
+            "__Host-tessera_refresh=chosen; Path=/; Secure",
+            "TESSERA_ACCESS=x; Path=/",
+            "catalog_view=grid; Path=/catalog",
+        ] {
+            headers.append("set-cookie", cookie.parse().unwrap());
+        }
+        (headers, "ok")
+    }))
+    .await;
+    let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{stub}"), None), ..Options::default() }).await;
+    let cookie = app.login_as(SHOPPER, PASSWORD).await;
+    for path in ["/catalog/api/x", "/catalog"] {
+        let response = app.get(path, Some(&cookie)).await;
+        let set: Vec<String> = response.headers().get_all("set-cookie").iter().map(|value| value.to_str().unwrap().to_owned()).collect();
+        assert!(!set.iter().any(|cookie| cookie.contains("chosen") || cookie.starts_with("TESSERA_ACCESS")), "{path}: {set:?}");
+        assert!(set.iter().any(|cookie| cookie.starts_with("catalog_view=grid")), "{path}: the fragment's own cookie goes through: {set:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_stopped_fragment_gets_the_fallback_page() {
     let addr = closed_port().await;
     let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{addr}"), None), ..Options::default() }).await;

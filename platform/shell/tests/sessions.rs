@@ -113,8 +113,11 @@ async fn logout_ends_the_session_at_once_through_the_shell_and_within_the_token_
     assert_eq!(catalog.user(&session.access).await.as_deref(), Some("Sam Shopper"));
 }
 
+/// A form of the shell's own account and admin pages, posted as a browser on them does (it says where it
+/// comes from).
 async fn account_form(app: &TestShell, cookie: &str, path: &str, body: String) -> reqwest::Response {
-    app.post_form(path, body, Some(cookie)).await
+    let request = app.client.post(format!("{}{path}", app.url)).header("content-type", "application/x-www-form-urlencoded");
+    request.header("cookie", cookie).header("sec-fetch-site", "same-origin").body(body).send().await.unwrap()
 }
 
 each_backend!(changing_the_password_signs_out_every_session_and_keeps_this_browser_signed_in);
@@ -579,4 +582,31 @@ async fn a_sign_in_with_something_that_is_not_an_email_is_refused_before_it_is_c
     assert_eq!(count(&db, "SELECT COUNT(*) FROM login_failures").await, 0, "nothing became a throttle key");
     // A real address still signs in.
     app.login_as(SHOPPER, PASSWORD).await;
+}
+
+#[tokio::test]
+async fn a_site_token_replayed_server_side_cannot_change_accounts_or_roles() {
+    let app = spawn_shell(Backend::Sqlite).await;
+    let db = app.database().await;
+    let ada = app.sign_in(ADMIN, PASSWORD).await;
+    let (sam_id,): (String,) = sqlx::query_as("SELECT id FROM users WHERE email = 'shopper@example.com'").fetch_one(&db).await.unwrap();
+    // What a fragment that recorded the admin's cookies could send from its own server: no Origin, no
+    // Fetch Metadata (a browser always sends one of them with a POST).
+    let grant = format!("user_id={sam_id}&admin=on&inventory_admin=on");
+    for (path, body) in [
+        ("/admin/users/roles", grant.as_str()),
+        ("/admin/users/sign-out", &format!("user_id={sam_id}")),
+        ("/account/password", "current_password=tessera-demo&new_password=hijacked-password"),
+    ] {
+        let response = app.post_form(path, body.to_owned(), Some(&ada.both())).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{path}");
+        let error: serde_json::Value = response.json().await.unwrap();
+        assert!(error["message"].as_str().unwrap().contains("does not say where it comes from"), "{error}");
+    }
+    let (roles,): (String,) = sqlx::query_as("SELECT roles FROM users WHERE id = $1").bind(&sam_id).fetch_one(&db).await.unwrap();
+    assert_eq!(roles, "shopper", "nothing changed");
+    app.login_as(ADMIN, PASSWORD).await;
+    // The same form from the site's own page goes through.
+    let response = account_form(&app, &ada.both(), "/admin/users/roles", grant).await;
+    assert!(response.status().is_success() || response.status().is_redirection(), "{}", response.status());
 }
