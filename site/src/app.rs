@@ -9,6 +9,13 @@ use tessera_shell::settings::ShellSettings;
 /// Every fragment of the storefront, in navigation order.
 pub const FRAGMENTS: [&dyn Fragment; 3] = [&tessera_catalog::server::Catalog, &tessera_cart::server::Cart, &tessera_inventory::server::Inventory];
 
+/// Every service of the site that keeps data: the shell, the fragments, the sandbox payment provider
+/// (the schemas and roles `tessera db provision` makes).
+pub fn services() -> Vec<String> {
+    let fragments = FRAGMENTS.iter().map(|fragment| fragment.name().to_string());
+    std::iter::once("shell".to_owned()).chain(fragments).chain(std::iter::once(tessera_paysandbox::NAME.to_string())).collect()
+}
+
 /// Which part of the site this process serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mode {

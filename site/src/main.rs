@@ -26,6 +26,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Database administration.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Inventory tools.
     Inventory {
         #[command(subcommand)]
@@ -39,6 +44,28 @@ enum InventoryCommand {
     /// within on-hand, the ledger replays to every counter, counters match the active reservations, each
     /// reservation ended once. Exits with status 1 if any is broken.
     Verify,
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create (or update, with new passwords) one PostgreSQL login role per service that owns that
+    /// service's schema and nothing else, and print each service's `TESSERA_POSTGRES_URLS__<SERVICE>`.
+    /// Schema names follow `TESSERA_SCHEMA_PREFIX`.
+    Provision {
+        /// A URL whose role may create roles and schemas (for example the server's superuser).
+        #[arg(long)]
+        admin_url: String,
+        /// Write `<dir>/<service>.env` (owner-only) instead of printing the URLs.
+        #[arg(long)]
+        write: Option<std::path::PathBuf>,
+        /// Let the roles stream their outbox (`TESSERA_OUTBOX_RELAY=cdc`): grants REPLICATION and CREATE
+        /// on the database, which widens what a role can read (see `tessera_host::provision`).
+        #[arg(long)]
+        replication: bool,
+        /// Only these services (repeatable; default: every service of the site).
+        #[arg(long = "service")]
+        services: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -62,6 +89,24 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys { command: KeysCommand::Rotate { delay_seconds } } => {
             let entry = tessera_shell::site::rotate_keys(&settings.host, delay_seconds).await?;
             println!("{}", tessera_shell::keys::describe_rotation(&entry));
+            return Ok(());
+        }
+        Command::Db { command: DbCommand::Provision { admin_url, write, replication, services } } => {
+            let known = tessera_site::app::services();
+            if let Some(unknown) = services.iter().find(|service| !known.contains(service)) {
+                anyhow::bail!("there is no service called {unknown:?} ({})", known.join(", "));
+            }
+            let services = if services.is_empty() { known } else { services };
+            let names: Vec<&str> = services.iter().map(String::as_str).collect();
+            let made = tessera_host::provision::provision(&admin_url, &settings.host.store, &names, replication).await?;
+            match write {
+                Some(dir) => {
+                    for path in tessera_host::provision::write_env_files(&dir, &made)? {
+                        println!("wrote {}", path.display());
+                    }
+                }
+                None => print!("{}", tessera_host::provision::settings_lines(&made)),
+            }
             return Ok(());
         }
         Command::Inventory { command: InventoryCommand::Verify } => {

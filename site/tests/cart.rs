@@ -111,6 +111,103 @@ async fn buy(app: &TestApp, cookie: &str, sku: &str, quantity: i64) -> String {
     id
 }
 
+/// The answer of running `sql` on `db`: `Ok` or the SQLSTATE of the refusal.
+async fn sqlstate(db: &AnyPool, sql: &str) -> Result<(), String> {
+    match sqlx::query(sql).execute(db).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(error)) => Err(error.code().unwrap_or_default().into_owned()),
+        Err(other) => Err(other.to_string()),
+    }
+}
+
+/// `tessera db provision`'s roles: the whole purchase (cart → inventory → payment → events over the
+/// replication stream) works with each service on its own role, and each role is refused every other
+/// service's schema — the shell's signing keys and users above all.
+#[tokio::test]
+async fn with_a_database_role_per_service_a_purchase_works_and_no_role_reaches_another_schema() {
+    if !support::postgres_configured() {
+        return;
+    }
+    let admin_url = tessera_testing::postgres_url().unwrap();
+    let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let store = tessera_fragment::db::StoreSettings { schema_prefix: prefix.clone(), ..Default::default() };
+    let services = tessera_site::app::services();
+    let names: Vec<&str> = services.iter().map(String::as_str).collect();
+    // An earlier single-role install left the catalog's schema with objects the admin owns: provisioning
+    // hands them to the catalog's role.
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&admin_url).await.unwrap();
+    for sql in [
+        format!("CREATE SCHEMA {prefix}catalog"),
+        format!("CREATE TABLE {prefix}catalog.leftover (id BIGSERIAL PRIMARY KEY)"),
+        format!("CREATE SEQUENCE {prefix}catalog.loose"),
+        format!("CREATE FUNCTION {prefix}catalog.answer() RETURNS BIGINT LANGUAGE sql AS 'SELECT 42'"),
+    ] {
+        sqlx::query(&sql).execute(&admin).await.unwrap();
+    }
+    let made = tessera_host::provision::provision(&admin_url, &store, &names, true).await.unwrap();
+    let (foreign,): (i64,) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND pg_get_userbyid(c.relowner) <> $1) \
+         + (SELECT COUNT(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND pg_get_userbyid(p.proowner) <> $1) \
+         + (SELECT COUNT(*) FROM pg_namespace WHERE nspname = $1 AND pg_get_userbyid(nspowner) <> $1)",
+    )
+    .bind(format!("{prefix}catalog"))
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert_eq!(foreign, 0, "everything in the catalog's schema is its role's");
+    assert_eq!(
+        made.iter().map(|one| one.variable()).collect::<Vec<_>>(),
+        names.iter().map(|name| format!("TESSERA_POSTGRES_URLS__{}", name.to_uppercase())).collect::<Vec<_>>()
+    );
+    let urls = made.iter().map(|one| (one.service.clone(), one.url.clone())).collect();
+    fn cdc(settings: &mut tessera_site::ShellSettings) {
+        configure(settings);
+        settings.host.events.outbox_relay = tessera_host::relay::OutboxRelay::Cdc;
+    }
+    // Over the replication stream where the server has it (`.ci/run` sets `wal_level = logical`): the
+    // roles' `--replication` grants are enough for the publication and the slot.
+    let (wal_level,): (String,) = sqlx::query_as("SELECT setting FROM pg_settings WHERE name = 'wal_level'").fetch_one(&admin).await.unwrap();
+    let relay: fn(&mut tessera_site::ShellSettings) = if wal_level == "logical" { cdc } else { configure };
+    let app = spawn_with(Backend::Postgres, Options { configure: Some(relay), provisioned: Some((prefix.clone(), urls)), ..Options::default() }).await;
+    let cookie = app.sign_in(SHOPPER, PASSWORD).await.both();
+    buy(&app, &cookie, "MUG-STN-01", 1).await;
+    let inventory = database(&app, "inventory").await;
+    eventually("inventory applied order_paid", || async { count(&inventory, "SELECT COUNT(*) FROM reservations WHERE status = 'hard'").await >= 1 }).await;
+
+    // Each service's own connection: its schema works, every other one is refused.
+    let denied = "42501";
+    let catalog = database(&app, "catalog").await;
+    assert_eq!(sqlstate(&catalog, "SELECT COUNT(*) FROM products").await, Ok(()));
+    for sql in [
+        format!("SELECT kid, pkcs8 FROM {prefix}shell.signing_keys"),
+        format!("SELECT password_hash FROM {prefix}shell.users"),
+        format!("UPDATE {prefix}shell.users SET password_hash = 'x'"),
+        format!("UPDATE {prefix}shell.users SET roles = 'shopper admin'"),
+        format!("SELECT * FROM {prefix}inventory.stock_levels"),
+        format!("SELECT * FROM {prefix}cart.orders"),
+        format!("CREATE TABLE {prefix}cart.planted (x BIGINT)"),
+    ] {
+        assert_eq!(sqlstate(&catalog, &sql).await, Err(denied.to_owned()), "the catalog's role: {sql}");
+    }
+    let cart = database(&app, "cart").await;
+    for sql in [
+        format!("SELECT * FROM {prefix}inventory.reservations"),
+        format!("SELECT * FROM {prefix}shell.sessions"),
+        format!("SELECT * FROM {prefix}paysandbox.payments"),
+    ] {
+        assert_eq!(sqlstate(&cart, &sql).await, Err(denied.to_owned()), "the cart's role: {sql}");
+    }
+    // The roles are plain logins: no superuser, no role or database creation.
+    let (powers,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pg_roles WHERE rolname LIKE $1 AND (rolsuper OR rolcreaterole OR rolcreatedb)")
+        .bind(format!("{prefix}%"))
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert_eq!(powers, 0);
+    admin.close().await;
+}
+
 each_backend!(a_guest_cart_is_kept_by_cookie_and_merged_into_the_users_at_sign_in);
 async fn a_guest_cart_is_kept_by_cookie_and_merged_into_the_users_at_sign_in(backend: Backend) {
     let app = start(backend).await;

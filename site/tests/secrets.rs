@@ -36,25 +36,28 @@ async fn each_process_holds_only_the_secrets_of_its_relationships() {
     }
     let shell = spawn_with(Backend::Sqlite, Options { fragments, ..Options::default() }).await;
     assert_eq!(shell.client.get(format!("{}/login", shell.url)).send().await.unwrap().status(), StatusCode::OK);
-    assert_eq!(generated_secrets(&shell.settings.host.store.data_dir), ["payment-api.secret", "payment-webhook.secret"]);
+    // It holds the key that seals its signing keys at rest, which no fragment process has.
+    assert_eq!(generated_secrets(&shell.settings.host.store.data_dir), ["key-encryption.secret", "payment-api.secret", "payment-webhook.secret"]);
 
-    // The whole site in one process holds all four, each its own (no two files alike).
+    // The whole site in one process holds all five, each its own (no two files alike).
     let site = spawn_app(Backend::Sqlite).await;
     let sam = site.sign_in(SHOPPER, PASSWORD).await;
     let added = site.post_form("/cart/api/add_item", "sku=MUG-STN-01&quantity=1", Some(&sam.both())).await;
     assert_eq!(added.status(), StatusCode::OK, "a signed-in add holds stock in inventory (a service call)");
     let files = generated_secrets(&site.settings.host.store.data_dir);
-    assert_eq!(files, ["events.secret", "payment-api.secret", "payment-webhook.secret", "services.secret"]);
+    assert_eq!(files, ["events.secret", "key-encryption.secret", "payment-api.secret", "payment-webhook.secret", "services.secret"]);
     let mut contents: Vec<Vec<u8>> = files.iter().map(|file| std::fs::read(site.settings.host.store.data_dir.join("keys").join(file)).unwrap()).collect();
     contents.sort();
     contents.dedup();
-    assert_eq!(contents.len(), 4, "every relationship has a secret of its own");
+    assert_eq!(contents.len(), 5, "every relationship has a secret of its own");
 }
 
 #[tokio::test]
 async fn a_shared_secret_shorter_than_32_bytes_stops_the_process_and_names_the_setting() {
     let data = tempfile::tempdir().unwrap();
-    for variable in ["TESSERA_EVENTS_SECRET", "TESSERA_SERVICE_SECRET", "TESSERA_PAYMENT_API_SECRET", "TESSERA_PAYMENT_WEBHOOK_SECRETS"] {
+    for variable in
+        ["TESSERA_EVENTS_SECRET", "TESSERA_SERVICE_SECRET", "TESSERA_PAYMENT_API_SECRET", "TESSERA_PAYMENT_WEBHOOK_SECRETS", "TESSERA_KEY_ENCRYPTION_KEY"]
+    {
         let mut settings = tessera_site::ShellSettings::default();
         settings.host.server.addr = "127.0.0.1:0".parse().unwrap();
         settings.host.store.data_dir = data.path().join("data");
@@ -63,6 +66,7 @@ async fn a_shared_secret_shorter_than_32_bytes_stops_the_process_and_names_the_s
             "TESSERA_EVENTS_SECRET" => settings.host.secrets.events_secret = weak,
             "TESSERA_SERVICE_SECRET" => settings.host.secrets.service_secret = weak,
             "TESSERA_PAYMENT_API_SECRET" => settings.host.secrets.payment_api_secret = weak,
+            "TESSERA_KEY_ENCRYPTION_KEY" => settings.host.secrets.key_encryption_key = Some(format!("{},change-me", "k".repeat(32))),
             _ => settings.host.secrets.payment_webhook_secrets = Some(format!("{},change-me", "a".repeat(32))),
         }
         let error = match tessera_site::spawn(&settings, &Mode::Fragment("cart".into())).await {

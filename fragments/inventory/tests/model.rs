@@ -543,7 +543,8 @@ async fn check_state(model: &Model, real: &Real, history: &[Op]) {
 
 async fn run(ops: Vec<Op>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = StoreSettings { data_dir: dir.path().to_owned(), postgres_url: None, schema_prefix: String::new(), postgres_pool_size: 1 };
+    let store =
+        StoreSettings { data_dir: dir.path().to_owned(), postgres_url: None, schema_prefix: String::new(), postgres_pool_size: 1, ..StoreSettings::default() };
     let db = store.open_fragment("inventory", &tessera_inventory::server::MIGRATIONS).await.unwrap();
     let real = Real { db, outbox: Outbox::new(ServiceName::INVENTORY) };
     let mut model = Model { now: START_MS, stock: BTreeMap::new(), reservations: Vec::new(), keys: HashMap::new() };

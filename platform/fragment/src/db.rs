@@ -1,5 +1,11 @@
 //! One database per service: an embedded SQLite file by default, a PostgreSQL schema when configured.
+//!
+//! On PostgreSQL a service connects either with the one URL of a single-team install
+//! (`TESSERA_POSTGRES_URL`: one role for every schema) or with a URL of its own
+//! (`TESSERA_POSTGRES_URLS__<SERVICE>`), whose role `tessera db provision` made the owner of that
+//! service's schema and of nothing else: a compromised fragment then cannot read another service's data.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,8 +23,13 @@ use crate::fs::{create_private_dir, create_private_file, restrict_to_owner};
 pub struct StoreSettings {
     /// Directory of the SQLite files (`<data_dir>/<service>.sqlite`).
     pub data_dir: PathBuf,
-    /// When set, every service uses PostgreSQL at this URL instead, each in its own schema.
+    /// When set, every service uses PostgreSQL at this URL instead, each in its own schema, all with
+    /// this URL's one role (a single-team install).
     pub postgres_url: Option<String>,
+    /// A service's own PostgreSQL URL, by service name (`TESSERA_POSTGRES_URLS__CATALOG`): its role
+    /// owns that service's schema only (`tessera db provision` makes them). A service listed here uses
+    /// its URL; one not listed uses `postgres_url`, and without that, refuses to start.
+    pub postgres_urls: BTreeMap<String, String>,
     /// Prefix of the PostgreSQL schema names (`<prefix><service>`); tests use a unique one per run.
     pub schema_prefix: String,
     /// Connections per service pool on PostgreSQL. The server's `max_connections` (100 by default) is
@@ -31,7 +42,13 @@ pub const DEFAULT_POSTGRES_POOL_SIZE: u32 = 10;
 
 impl Default for StoreSettings {
     fn default() -> Self {
-        StoreSettings { data_dir: PathBuf::from("data"), postgres_url: None, schema_prefix: "tessera_".into(), postgres_pool_size: DEFAULT_POSTGRES_POOL_SIZE }
+        StoreSettings {
+            data_dir: PathBuf::from("data"),
+            postgres_url: None,
+            postgres_urls: BTreeMap::new(),
+            schema_prefix: "tessera_".into(),
+            postgres_pool_size: DEFAULT_POSTGRES_POOL_SIZE,
+        }
     }
 }
 
@@ -41,6 +58,7 @@ impl std::fmt::Debug for StoreSettings {
         f.debug_struct("StoreSettings")
             .field("data_dir", &self.data_dir)
             .field("postgres", &self.postgres_url.as_ref().map(|_| "<set>"))
+            .field("postgres_urls", &self.postgres_urls.keys().collect::<Vec<_>>())
             .field("schema_prefix", &self.schema_prefix)
             .field("postgres_pool_size", &self.postgres_pool_size)
             .finish()
@@ -88,6 +106,8 @@ pub enum DbError {
     Migrate { service: String, source: sqlx::migrate::MigrateError },
     #[error("waiting for another instance to finish starting the {service} database: {source}")]
     StartLock { service: String, source: sqlx::Error },
+    #[error("no PostgreSQL URL for the {service} service: set TESSERA_POSTGRES_URLS__{} (or TESSERA_POSTGRES_URL for every service)", .service.to_uppercase())]
+    NoUrl { service: String },
 }
 
 /// Held by the one process that is setting up a service's PostgreSQL schema (creating it, migrating it,
@@ -117,11 +137,27 @@ const START_LOCK_TIMEOUT: &str = "180s";
 
 impl StoreSettings {
     pub fn backend(&self) -> Backend {
-        if self.postgres_url.is_some() {
+        if self.postgres_url.is_some() || !self.postgres_urls.is_empty() {
             Backend::Postgres
         } else {
             Backend::Sqlite
         }
+    }
+
+    /// The PostgreSQL URL `service` connects with: its own, else the shared one; `None` on SQLite.
+    pub fn postgres_url_of(&self, service: &str) -> Result<Option<&str>, DbError> {
+        if self.backend() == Backend::Sqlite {
+            return Ok(None);
+        }
+        match self.postgres_urls.get(service).or(self.postgres_url.as_ref()) {
+            Some(url) => Ok(Some(url)),
+            None => Err(DbError::NoUrl { service: service.to_owned() }),
+        }
+    }
+
+    /// The PostgreSQL schema of `service`.
+    pub fn schema_of(&self, service: &str) -> String {
+        format!("{}{service}", self.schema_prefix)
     }
 
     /// Opens (creating if needed) and migrates the database of `service` with its own migrations.
@@ -138,7 +174,7 @@ impl StoreSettings {
     /// Waits for, then holds, the start-up lock of `service`'s schema (see [`StartLock`]).
     pub async fn start_lock(&self, service: &str) -> Result<StartLock, DbError> {
         sqlx::any::install_default_drivers();
-        let Some(url) = &self.postgres_url else {
+        let Some(url) = self.postgres_url_of(service)? else {
             return Ok(StartLock(None));
         };
         let failed = |source| DbError::StartLock { service: service.to_owned(), source };
@@ -146,7 +182,7 @@ impl StoreSettings {
         connection.execute(format!("SET lock_timeout = '{START_LOCK_TIMEOUT}'").as_str()).await.map_err(failed)?;
         // `pg_advisory_lock` returns void, which the Any driver cannot decode: select from it instead.
         sqlx::query("SELECT 1 FROM (SELECT pg_advisory_lock($1)) AS locked")
-            .bind(start_lock_key(&format!("{}{service}", self.schema_prefix)))
+            .bind(start_lock_key(&self.schema_of(service)))
             .execute(&mut connection)
             .await
             .map_err(failed)?;
@@ -168,7 +204,7 @@ impl StoreSettings {
     }
 
     async fn open_and_migrate(&self, service: &str, sets: &[&Migrations]) -> Result<AnyPool, DbError> {
-        let (pool, backend) = match &self.postgres_url {
+        let (pool, backend) = match self.postgres_url_of(service)? {
             None => (self.open_sqlite(service).await?, Backend::Sqlite),
             Some(url) => (self.open_postgres(url, service).await?, Backend::Postgres),
         };
@@ -227,14 +263,20 @@ impl StoreSettings {
     /// A pool of connections pinned to the service's own schema (created if missing).
     async fn open_postgres(&self, url: &str, service: &str) -> Result<AnyPool, DbError> {
         let connect = |source| DbError::Connect { service: service.to_owned(), source };
-        let schema = format!("{}{service}", self.schema_prefix);
+        let schema = self.schema_of(service);
         if !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             return Err(DbError::ServiceName(schema));
         }
         let options = AnyConnectOptions::from_str(url).map_err(connect)?;
-        // Create the schema once with a plain connection, then pin every pooled connection to it.
+        // Create the schema once with a plain connection, then pin every pooled connection to it. A
+        // provisioned role owns its schema but may not create any (`CREATE SCHEMA IF NOT EXISTS` checks
+        // that right first), so an existing schema is left alone.
         let bootstrap = AnyPoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(connect)?;
-        bootstrap.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await.map_err(connect)?;
+        let (exists,): (bool,) =
+            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)").bind(&schema).fetch_one(&bootstrap).await.map_err(connect)?;
+        if !exists {
+            bootstrap.execute(format!("CREATE SCHEMA IF NOT EXISTS {schema}").as_str()).await.map_err(connect)?;
+        }
         bootstrap.close().await;
         // JIT compilation pays off for long analytical queries, not for these short ones, and the
         // large cost estimates of generic plans can trigger it. (Measured on the catalog listing: no

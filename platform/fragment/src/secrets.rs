@@ -7,6 +7,7 @@
 //! | [`Secret::Services`] | `TESSERA_SERVICE_SECRET` | fragments that call each other (the cart reserving stock in inventory) |
 //! | [`Secret::PaymentApi`] | `TESSERA_PAYMENT_API_SECRET` | the cart and the payment provider (the merchant API) |
 //! | [`Secret::PaymentWebhooks`] | `TESSERA_PAYMENT_WEBHOOK_SECRETS` | the cart and the payment provider (its webhooks) |
+//! | [`Secret::KeyEncryption`] | `TESSERA_KEY_ENCRYPTION_KEY` | the shell's processes (it encrypts the signing keys in the shell's database) |
 //!
 //! Before, one events secret signed events, reservations and the merchant API alike, so the payment
 //! sandbox — which needs none of the first two — could have forged stock reservations and events. Now the
@@ -48,6 +49,11 @@ pub struct SecretSettings {
     /// The provider signs with every one and the cart accepts any, so a secret is rotated by adding the
     /// new one on both sides, then removing the old.
     pub payment_webhook_secrets: Option<String>,
+    /// Encrypts the shell's private signing keys where it stores them (its database), comma-separated:
+    /// the first encrypts, every one decrypts, so it is rotated by putting a new one first and removing
+    /// the old once every shell replica has restarted (`TESSERA_KEY_ENCRYPTION_KEY`; every shell replica
+    /// must share it; at least 32 bytes). Never stored in a database.
+    pub key_encryption_key: Option<String>,
 }
 
 impl std::fmt::Debug for SecretSettings {
@@ -72,10 +78,12 @@ pub enum Secret {
     PaymentApi,
     /// The payment provider's webhooks to the merchant.
     PaymentWebhooks,
+    /// The shell's signing keys at rest.
+    KeyEncryption,
 }
 
 impl Secret {
-    pub const ALL: [Secret; 4] = [Secret::Events, Secret::Services, Secret::PaymentApi, Secret::PaymentWebhooks];
+    pub const ALL: [Secret; 5] = [Secret::Events, Secret::Services, Secret::PaymentApi, Secret::PaymentWebhooks, Secret::KeyEncryption];
 
     /// The environment variable that sets it.
     pub fn variable(self) -> &'static str {
@@ -84,6 +92,7 @@ impl Secret {
             Secret::Services => "TESSERA_SERVICE_SECRET",
             Secret::PaymentApi => "TESSERA_PAYMENT_API_SECRET",
             Secret::PaymentWebhooks => "TESSERA_PAYMENT_WEBHOOK_SECRETS",
+            Secret::KeyEncryption => "TESSERA_KEY_ENCRYPTION_KEY",
         }
     }
 
@@ -94,6 +103,7 @@ impl Secret {
             Secret::Services => "services.secret",
             Secret::PaymentApi => "payment-api.secret",
             Secret::PaymentWebhooks => "payment-webhook.secret",
+            Secret::KeyEncryption => "key-encryption.secret",
         }
     }
 
@@ -104,9 +114,10 @@ impl Secret {
             Secret::Services => &settings.service_secret,
             Secret::PaymentApi => &settings.payment_api_secret,
             Secret::PaymentWebhooks => &settings.payment_webhook_secrets,
+            Secret::KeyEncryption => &settings.key_encryption_key,
         };
         let Some(value) = value else { return Vec::new() };
-        let values: Vec<&str> = if self == Secret::PaymentWebhooks { value.split(',').collect() } else { vec![value] };
+        let values: Vec<&str> = if matches!(self, Secret::PaymentWebhooks | Secret::KeyEncryption) { value.split(',').collect() } else { vec![value] };
         values.into_iter().map(str::trim).filter(|value| !value.is_empty()).map(str::to_owned).collect()
     }
 }
@@ -171,6 +182,11 @@ impl Secrets {
     /// Signs and verifies the payment provider's webhooks.
     pub fn payment_webhooks(&self) -> Result<WebhookSigner, SecretError> {
         Ok(WebhookSigner::new(&self.get(Secret::PaymentWebhooks)?))
+    }
+
+    /// The keys that encrypt the shell's signing keys at rest: the first encrypts, every one decrypts.
+    pub fn key_encryption(&self) -> Result<Arc<Vec<Vec<u8>>>, SecretError> {
+        self.get(Secret::KeyEncryption)
     }
 
     /// Which secrets this process has loaded so far (tests show what a process holds).

@@ -17,7 +17,7 @@ use axum::Router;
 use shared_auth::verify::{JwksSource, Verifier};
 use tessera_contracts::descriptor::{FragmentDescriptor, DESCRIPTOR_PATH};
 use tessera_contracts::domain::ServiceName;
-use tessera_fragment::db::now_ms;
+use tessera_fragment::db::{now_ms, Backend};
 use tessera_fragment::event_admin::{prune, Retention};
 use tessera_fragment::fragment::{describe, publishes, Fragment};
 use tessera_fragment::lease::once_per_period;
@@ -141,11 +141,14 @@ impl Host {
         }
         let streamed = events.outbox_relay == OutboxRelay::Cdc;
         if streamed {
-            let Some(url) = &self.settings.store.postgres_url else {
+            if self.settings.store.backend() == Backend::Sqlite {
                 return Err(HostError::Config("TESSERA_OUTBOX_RELAY=cdc reads PostgreSQL's logical replication stream: set TESSERA_POSTGRES_URL too".into()));
-            };
-            cdc::Source::new(url, "")?;
+            }
             for producer in self.local.iter().filter(|local| !local.fragment.publishes().is_empty()) {
+                let name = producer.fragment.name();
+                if let Some(url) = self.settings.store.postgres_url_of(name.as_str())? {
+                    cdc::Source::new(url, "")?;
+                }
                 cdc::check_server(&producer.runtime.db).await?;
                 producer.runtime.events.outbox.use_stream();
             }
@@ -171,10 +174,10 @@ impl Host {
                 None => Arc::new(HttpTransport::new(local.fragment.name(), local.runtime.events.signer.clone(), self.peers.clone())),
             };
             let relay = Relay::new(local.runtime.db.clone(), &local.runtime.events.outbox, transport, self.settings.events.relay());
-            let task = match (&self.settings.store.postgres_url, streamed) {
+            let store = &self.settings.store;
+            let task = match (store.postgres_url_of(local.fragment.name().as_str())?, streamed) {
                 (Some(url), true) => {
-                    let schema = format!("{}{}", self.settings.store.schema_prefix, local.fragment.name());
-                    let source = cdc::Source::new(url, &schema)?;
+                    let source = cdc::Source::new(url, &store.schema_of(local.fragment.name().as_str()))?;
                     cdc::StreamingRelay::new(relay, local.runtime.db.clone(), source, local.fragment.name()).spawn()
                 }
                 _ => relay.spawn(),

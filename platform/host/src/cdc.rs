@@ -138,8 +138,13 @@ impl Source {
 
     /// The publication of this schema's outbox tables.
     pub fn publication(&self) -> String {
-        object_name("tessera_outbox_", &self.schema)
+        publication_of(&self.schema)
     }
+}
+
+/// The publication of `schema`'s outbox tables.
+pub fn publication_of(schema: &str) -> String {
+    object_name("tessera_outbox_", schema)
 }
 
 /// A slot or publication name for `schema`: lower-case, within PostgreSQL's 63 bytes.

@@ -17,6 +17,7 @@
 //!   stream);
 //! - [`pool`]: the instances of another service, their health check and the power-of-two-choices pick,
 //!   and the process's HTTP clients — the shell's registry uses the same;
+//! - [`provision`]: `tessera db provision`, one PostgreSQL role per service that owns its schema only;
 //! - [`relying_party`]: a fragment on a domain of its own signs its users in at the shell (OpenID
 //!   Connect);
 //! - [`settings`]: typed, layered settings (defaults, a TOML file, `TESSERA_*` variables), in sections
@@ -37,6 +38,7 @@ pub mod error;
 pub mod login;
 pub mod metrics;
 pub mod pool;
+pub mod provision;
 pub mod relay;
 pub mod relying_party;
 pub mod security;

@@ -175,7 +175,12 @@ mod tests {
             // A secret of digits only stays text (the environment's values are typed by their looks).
             jail.set_env("TESSERA_EVENTS_SECRET", "0123456789012345678901234567890123456789");
             jail.set_env("TESSERA_DEMO", "true");
+            jail.set_env("TESSERA_POSTGRES_URLS__CATALOG", "postgres://tessera_catalog:pw@db/shop");
             let settings = Settings::load().map_err(|error| *error)?;
+            assert_eq!(settings.store.postgres_url_of("catalog").unwrap(), Some("postgres://tessera_catalog:pw@db/shop"));
+            let refused = settings.store.postgres_url_of("cart").unwrap_err().to_string();
+            assert!(refused.contains("TESSERA_POSTGRES_URLS__CART"), "a service without a URL of its own is told which to set: {refused}");
+            assert!(!format!("{:?}", settings.store).contains("pw@"), "never printed");
             assert_eq!(settings.events.outbox_relay, OutboxRelay::Cdc);
             assert_eq!(settings.events.events_max_attempts, 3);
             assert_eq!(settings.server.addr.port(), 4000);

@@ -56,11 +56,12 @@ pub async fn rotate_keys(settings: &Settings, publish_delay_seconds: i64) -> Res
     let (sqlite, postgres) = crate::migrators();
     let shell_db = settings.store.open("shell", &Migrations { sqlite, postgres }).await?;
     let failed = |error: crate::keys::KeysError| HostError::Config(format!("rotating the signing keys: {error}"));
+    let sealing = crate::keys::Sealing::of(settings).map_err(failed)?;
     let lock = settings.store.start_lock("shell").await?;
-    let opened = crate::keys::open(&shell_db, &settings.store.data_dir.join("keys"), settings.login.access_ttl_seconds).await;
+    let opened = crate::keys::open(&shell_db, &sealing, &settings.store.data_dir.join("keys"), settings.login.access_ttl_seconds).await;
     lock.release().await;
     opened.map_err(failed)?;
-    let entry = crate::keys::rotate(&shell_db, publish_delay_seconds).await.map_err(failed)?;
+    let entry = crate::keys::rotate(&shell_db, &sealing, publish_delay_seconds).await.map_err(failed)?;
     shell_db.close().await;
     Ok(entry)
 }
@@ -69,7 +70,7 @@ pub async fn rotate_keys(settings: &Settings, publish_delay_seconds: i64) -> Res
 /// contained fragment without upstreams in this process, the registry, and the sandbox provider.
 pub async fn build(settings: &ShellSettings, contained: &[&'static dyn FragmentCrate]) -> Result<Site, HostError> {
     tessera_fragment::init_executor();
-    let (shell_db, signer) = open_shell(&settings.host).await?;
+    let (shell_db, sealing, signer) = open_shell(&settings.host).await?;
     let (keys_db, keys_signer) = (shell_db.clone(), signer.clone());
     let mut host = Host::new(&settings.host)?;
     let registry = Arc::new(registry(settings, contained, &mut host, &signer).await?);
@@ -84,7 +85,7 @@ pub async fn build(settings: &ShellSettings, contained: &[&'static dyn FragmentC
     // Learn what is out there before the first request, then keep checking.
     registry.check_health().await;
     let mut started = host.start().await?;
-    started.background.push(crate::keys::follow(keys_db, keys_signer));
+    started.background.push(crate::keys::follow(keys_db, sealing, keys_signer));
     started.background.push(crate::retention::spawn_pruning(pruned_db, settings.sessions.sessions_retention_days.max(1) * 24 * 3600));
     started.background.push(FragmentRegistry::spawn_health_checks(registry, Duration::from_millis(settings.registry.health_interval_ms.max(100))));
     // The in-process fragments' descriptions, for fragments run alone beside this site (`cargo xtask dev`).
@@ -99,19 +100,22 @@ pub async fn build(settings: &ShellSettings, contained: &[&'static dyn FragmentC
     Ok(Site { router, background: started.background, teardown: started.teardown, exposure })
 }
 
-/// The shell's database (with the demo accounts if asked) and the token signer of its key ring.
-async fn open_shell(settings: &Settings) -> Result<(sqlx::AnyPool, Arc<TokenSigner>), HostError> {
+/// The shell's database (with the demo accounts if asked), the sealing of its keys, and the token signer
+/// of its key ring.
+async fn open_shell(settings: &Settings) -> Result<(sqlx::AnyPool, Arc<crate::keys::Sealing>, Arc<TokenSigner>), HostError> {
     let (sqlite, postgres) = crate::migrators();
     let shell_db = settings.store.open("shell", &Migrations { sqlite, postgres }).await?;
     if settings.site.demo {
         crate::users::seed_demo(&shell_db).await.map_err(|error| HostError::Config(format!("seeding the demo accounts: {error}")))?;
     }
+    let failed = |error| HostError::Config(format!("opening the signing keys: {error}"));
+    let sealing = crate::keys::Sealing::of(settings).map_err(failed)?;
     // Replicas starting together on an empty table create one first key, not one each.
     let lock = settings.store.start_lock("shell").await?;
-    let ring = crate::keys::open(&shell_db, &settings.store.data_dir.join("keys"), settings.login.access_ttl_seconds).await;
+    let ring = crate::keys::open(&shell_db, &sealing, &settings.store.data_dir.join("keys"), settings.login.access_ttl_seconds).await;
     lock.release().await;
-    let ring = ring.map_err(|error| HostError::Config(format!("opening the signing keys: {error}")))?;
-    Ok((shell_db, Arc::new(TokenSigner::new(ring, &settings.login.issuer, &settings.login.audience, settings.login.access_ttl_seconds))))
+    let ring = ring.map_err(failed)?;
+    Ok((shell_db, Arc::new(sealing), Arc::new(TokenSigner::new(ring, &settings.login.issuer, &settings.login.audience, settings.login.access_ttl_seconds))))
 }
 
 /// The fragments the shell composes: each contained one in this process unless upstreams are

@@ -171,12 +171,13 @@ fn wrong_claims_under_the_real_key(app: &TestShell, real: &str, revoked: &Sessio
     // The shell's real key, from its database: forged claims with a valid signature.
     let ring = {
         let shell = app.settings.host.store.clone();
+        let sealing = tessera_shell::keys::Sealing::of(&app.settings.host).unwrap();
         let stored = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(async move {
                 let (sqlite, postgres) = tessera_shell::migrators();
                 let db = shell.open("shell", &tessera_fragment::db::Migrations { sqlite, postgres }).await.unwrap();
-                let stored = tessera_shell::keys::load(&db).await.unwrap();
+                let stored = tessera_shell::keys::load(&db, &sealing).await.unwrap();
                 db.close().await;
                 stored
             })

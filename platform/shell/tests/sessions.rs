@@ -510,6 +510,7 @@ async fn cross_site_posts_are_refused_everywhere_and_change_nothing(backend: Bac
 async fn a_rotated_key_is_published_first_and_old_tokens_keep_working() {
     let app = spawn_shell(Backend::Sqlite).await;
     let shell = app.database().await;
+    let sealing = tessera_shell::keys::Sealing::of(&app.settings.host).unwrap();
     let before = app.sign_in(SHOPPER, PASSWORD).await;
     let jwks = |app: &TestShell| {
         let url = format!("{}/.well-known/jwks.json", app.url);
@@ -529,14 +530,14 @@ async fn a_rotated_key_is_published_first_and_old_tokens_keep_working() {
     assert_eq!(jwks(&app).await, vec![old_kid.clone()]);
 
     // Rotation with a publication delay: published within moments, not yet signing.
-    let pending = tessera_shell::keys::rotate(&shell, 3600).await.unwrap();
+    let pending = tessera_shell::keys::rotate(&shell, &sealing, 3600).await.unwrap();
     let published = vec![old_kid.clone(), pending.kid.clone()];
     support::eventually("the new key published", || async { jwks(&app).await == published }).await;
     let during = app.sign_in(SHOPPER, PASSWORD).await;
     assert_eq!(kid_of(&during.access), old_kid, "the new key does not sign before its time");
 
     // An immediate rotation (emergency): the newest key whose time has come signs.
-    let now_key = tessera_shell::keys::rotate(&shell, 0).await.unwrap();
+    let now_key = tessera_shell::keys::rotate(&shell, &sealing, 0).await.unwrap();
     support::eventually("the emergency key published", || async { jwks(&app).await.contains(&now_key.kid) }).await;
     let after = app.sign_in(SHOPPER, PASSWORD).await;
     assert_eq!(kid_of(&after.access), now_key.kid);

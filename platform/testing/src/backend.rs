@@ -78,8 +78,8 @@ pub fn nats_url() -> Option<String> {
     std::env::var("TESSERA_TEST_NATS_URL").ok().filter(|url| !url.is_empty())
 }
 
-/// Drops the PostgreSQL schemas `<prefix><service>` (and the streaming relay's publications of them) a
-/// test made, from a thread of its own (a drop may run inside the test's runtime, which cannot block on
+/// Drops the PostgreSQL schemas `<prefix><service>` (and the streaming relay's publications of them, and
+/// the roles of that name `tessera db provision` may have made) a test made, from a thread of its own (a drop may run inside the test's runtime, which cannot block on
 /// itself), bounded: at worst a schema is left behind, never a hung test run.
 pub fn drop_schemas(url: String, prefix: String, services: Vec<String>) {
     let _ = std::thread::spawn(move || {
@@ -91,8 +91,21 @@ pub fn drop_schemas(url: String, prefix: String, services: Vec<String>) {
                     // The stopped server's connections may still hold locks for a moment.
                     let _ = sqlx::query("SET lock_timeout = '3s'").execute(&pool).await;
                     for service in services {
-                        let _ = sqlx::query(&format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")).execute(&pool).await;
+                        // The stopped server's replication slot or connections may still hold a lock: try again.
+                        for _ in 0..3 {
+                            if sqlx::query(&format!("DROP SCHEMA IF EXISTS {prefix}{service} CASCADE")).execute(&pool).await.is_ok() {
+                                break;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                        }
                         let _ = sqlx::query(&format!("DROP PUBLICATION IF EXISTS tessera_outbox_{prefix}{service}")).execute(&pool).await;
+                        let role = format!("{prefix}{service}");
+                        let (exists,): (bool,) =
+                            sqlx::query_as("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)").bind(&role).fetch_one(&pool).await.unwrap_or((false,));
+                        if exists {
+                            let _ = sqlx::query(&format!("DROP OWNED BY {role}")).execute(&pool).await;
+                            let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {role}")).execute(&pool).await;
+                        }
                     }
                     pool.close().await;
                 }

@@ -69,7 +69,13 @@ fn stand_in_cart(webhooks: WebhookSigner, received: Arc<Mutex<Vec<WebhookEvent>>
 impl TestApp {
     async fn start() -> TestApp {
         let dir = tempfile::tempdir().unwrap();
-        let store = StoreSettings { data_dir: dir.path().to_owned(), postgres_url: None, schema_prefix: String::new(), postgres_pool_size: 1 };
+        let store = StoreSettings {
+            data_dir: dir.path().to_owned(),
+            postgres_url: None,
+            schema_prefix: String::new(),
+            postgres_pool_size: 1,
+            ..StoreSettings::default()
+        };
         let service_signer = CallSigner::new(&[b"payment api secret".to_vec()]);
         let webhooks = WebhookSigner::new(&[b"webhook secret".to_vec()]);
         let peers = Arc::new(Peers::default());

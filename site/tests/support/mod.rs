@@ -62,6 +62,9 @@ pub struct Options {
     pub oidc_provider: Option<tessera_host::relying_party::OidcProviderSettings>,
     /// Last word on the settings.
     pub configure: Option<fn(&mut ShellSettings)>,
+    /// On PostgreSQL: these schema names (`<prefix><service>`), each service connecting with its own
+    /// URL (the roles `tessera db provision` made for that prefix).
+    pub provisioned: Option<(String, BTreeMap<String, String>)>,
 }
 
 pub async fn spawn_app(backend: Backend) -> TestApp {
@@ -96,6 +99,10 @@ pub async fn spawn_with(backend: Backend, options: Options) -> TestApp {
     if let Some((data_dir, schema_prefix)) = options.instance_of {
         settings.host.store.data_dir = data_dir;
         settings.host.store.schema_prefix = schema_prefix;
+    }
+    if let Some((schema_prefix, urls)) = options.provisioned {
+        settings.host.store.schema_prefix = schema_prefix;
+        settings.host.store.postgres_urls = urls;
     }
     if let Some(configure) = options.configure {
         configure(&mut settings);
