@@ -120,6 +120,12 @@ async fn catalog_editors_create_and_edit_products_and_each_change_is_announced(b
         "input[name]=Glacier+bottle&input[brand]=Pebble&input[category]=home&input[price]=24.90&input[sku]=BTL-GLC-01&input[description]=Keeps+water+cold";
     assert_eq!(save(create, None).await.0, StatusCode::UNAUTHORIZED);
     assert_eq!(save(create, Some(shopper)).await.0, StatusCode::FORBIDDEN);
+    // The same editor's site token (the shell's alone) and the token the shell minted for another
+    // fragment (what that fragment could replay here) are a guest's.
+    let editor_user = Alone::user("ada", &[Role::CatalogEditor]);
+    for (what, stolen) in [("the site's token", catalog.site_cookie_of(&editor_user)), ("the cart's token", catalog.cookie_for(&editor_user, "cart"))] {
+        assert_eq!(catalog.api("/catalog/api/save_product", create, Some(&stolen)).await.0, StatusCode::UNAUTHORIZED, "{what}");
+    }
     let (status, json) = save(create, Some(editor)).await;
     assert_eq!(status, StatusCode::OK, "{backend:?}: {json}");
     assert_eq!(json["id"], "glacier-bottle");

@@ -33,7 +33,7 @@ use crate::broker::{self, producer_of, Broker, BrokerTransport};
 use crate::cdc;
 use crate::discovery::Discovery;
 use crate::error::HostError;
-use crate::login::verifier_settings;
+use crate::login::fragment_verifier_settings;
 use crate::metrics;
 use crate::pool::{Clients, Pool, Remote};
 use crate::relay::{HttpTransport, OutboxRelay, Relay, Transport};
@@ -94,7 +94,7 @@ impl Host {
             name: fragment.name(),
             prefix: fragment.prefix(),
             db,
-            verifier: Verifier::new(verifier_settings(&settings.login), jwks),
+            verifier: Verifier::new(fragment_verifier_settings(&settings.login, fragment.name().as_str()), jwks),
             manifests: Arc::new(ManifestStore::new(FragmentRuntime::bundle_dir(&settings.site.site_dir, fragment.name().as_str()))),
             csrf: Arc::new(settings.login.csrf_policy()),
             events: Arc::new(FragmentEvents {

@@ -72,7 +72,21 @@ impl LoginSettings {
     }
 }
 
-/// The verifier settings every service uses for the shared login.
+/// The verifier settings of fragment `fragment`: it accepts the tokens the shell mints for it alone
+/// (audience `<audience>:<fragment>`), never the site's token, which only the shell's own pages and API
+/// accept — a token a fragment records opens nothing else. On subdomains (`TESSERA_COOKIE_DOMAIN`) the
+/// browser sends the site's cookie to every sibling host, the fragment's included, so there it accepts
+/// the site's token too (the security model's shape 3 says what that leaves open).
+pub fn fragment_verifier_settings(login: &LoginSettings, fragment: &str) -> VerifierSettings {
+    let mut verifier = verifier_settings(login);
+    verifier.audience = shared_auth::keys::fragment_audience(&login.audience, fragment);
+    if login.cookie_domain.is_some() {
+        verifier.also_accepted = vec![login.audience.clone()];
+    }
+    verifier
+}
+
+/// The verifier settings of the shell's own pages and API: the site's token only.
 pub fn verifier_settings(login: &LoginSettings) -> VerifierSettings {
     let mut verifier = VerifierSettings::new(&login.issuer, &login.audience);
     verifier.access_cookie = login.cookie_policy().access_name();

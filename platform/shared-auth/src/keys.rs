@@ -259,6 +259,17 @@ impl KeyRing {
     }
 }
 
+/// Lifetime of the token the shell mints for one fragment on each request it forwards there: the
+/// request's, not the session's.
+pub const FRAGMENT_TOKEN_TTL_SECONDS: i64 = 60;
+
+/// The audience of the tokens the shell hands fragment `fragment` of the site whose tokens have
+/// `site_audience`: `tessera:catalog`. A fragment accepts only its own, so a token it records is good at
+/// no other fragment and not at the shell.
+pub fn fragment_audience(site_audience: &str, fragment: &str) -> String {
+    format!("{site_audience}:{fragment}")
+}
+
 /// Issues access tokens for the shell.
 #[derive(Debug)]
 pub struct TokenSigner {
@@ -302,6 +313,16 @@ impl TokenSigner {
             name: user.name.clone(),
             roles: user.roles.clone(),
         }
+    }
+
+    /// The token for one request the shell forwards to `fragment`, as the user of `claims` (a verified
+    /// site token's): the same user, roles and session, the fragment's own audience, and a lifetime of
+    /// [`FRAGMENT_TOKEN_TTL_SECONDS`] at most (never past the site token's).
+    pub fn fragment_token(&self, claims: &Claims, fragment: &str) -> Result<String, KeyError> {
+        let now = now_seconds();
+        let scoped =
+            Claims { aud: fragment_audience(&self.audience, fragment), iat: now, exp: claims.exp.min(now + FRAGMENT_TOKEN_TTL_SECONDS), ..claims.clone() };
+        self.sign_claims(&scoped)
     }
 
     /// A signed access token for `user` in session `session_id`.

@@ -124,6 +124,9 @@ pub struct Expect<'a> {
 pub struct VerifierSettings {
     pub issuer: String,
     pub audience: String,
+    /// Audiences accepted beside `audience` (a fragment on a subdomain of the site also takes the site's
+    /// token, which the browser sends every sibling host).
+    pub also_accepted: Vec<String>,
     /// Tokens whose `exp - iat` exceeds this are refused even if signed.
     pub max_lifetime: Duration,
     /// Keys are refetched after this long even when every `kid` is known.
@@ -139,6 +142,7 @@ impl VerifierSettings {
         VerifierSettings {
             issuer: issuer.into(),
             audience: audience.into(),
+            also_accepted: Vec::new(),
             max_lifetime: Duration::from_secs(24 * 3600),
             cache_ttl: Duration::from_secs(300),
             refetch_cooldown: Duration::from_secs(10),
@@ -204,7 +208,8 @@ impl Verifier {
     pub fn new(settings: VerifierSettings, source: impl JwksSource) -> Verifier {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[settings.issuer.as_str()]);
-        validation.set_audience(&[settings.audience.as_str()]);
+        let audiences: Vec<&str> = std::iter::once(settings.audience.as_str()).chain(settings.also_accepted.iter().map(String::as_str)).collect();
+        validation.set_audience(&audiences);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECONDS;

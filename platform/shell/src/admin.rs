@@ -180,14 +180,20 @@ pub(crate) async fn sign_out_everywhere(
 
 /// `GET /admin/events`: every service's event traffic (outbox depth, oldest undelivered event, dead
 /// letters with a replay button), gathered from the fragments in parallel like the home-page widgets.
-pub(crate) async fn events_page(State(state): State<ShellState>, MaybeUser(user): MaybeUser, headers: axum::http::HeaderMap) -> Response {
+pub(crate) async fn events_page(
+    State(state): State<ShellState>,
+    MaybeUser(user): MaybeUser,
+    headers: axum::http::HeaderMap,
+    session: Option<axum::Extension<crate::session_middleware::CurrentSession>>,
+) -> Response {
+    let session = session.map(|axum::Extension(session)| session).unwrap_or_default();
     let admin = match require_admin(&state, user) {
         Ok(admin) => admin,
         Err(response) => return *response,
     };
-    let cookie = headers.get(axum::http::header::COOKIE).cloned();
+    let visitor = crate::widgets::Visitor { cookie: headers.get(axum::http::header::COOKIE).cloned(), session };
     let fragments = state.registry.fragments();
-    let statuses = futures::future::join_all(fragments.iter().map(|fragment| event_status(&state, fragment, cookie.clone()))).await;
+    let statuses = futures::future::join_all(fragments.iter().map(|fragment| event_status(&state, fragment, &visitor))).await;
     let rows = fragments.iter().zip(statuses).map(|(fragment, status)| event_row(fragment, status)).collect_view();
     let main = view! {
         <h1>"Events"</h1>
@@ -200,11 +206,8 @@ pub(crate) async fn events_page(State(state): State<ShellState>, MaybeUser(user)
 }
 
 /// A fragment's event status (`<prefix>/events/status`, asked as the signed-in admin), if it answers.
-async fn event_status(state: &ShellState, fragment: &Fragment, cookie: Option<axum::http::HeaderValue>) -> Option<serde_json::Value> {
-    let mut request = axum::http::Request::get(format!("{}/events/status", fragment.prefix)).body(axum::body::Body::empty()).expect("a request");
-    if let Some(cookie) = cookie {
-        request.headers_mut().insert(axum::http::header::COOKIE, cookie);
-    }
+async fn event_status(state: &ShellState, fragment: &Fragment, visitor: &crate::widgets::Visitor) -> Option<serde_json::Value> {
+    let request = visitor.get_request(&format!("{}/events/status", fragment.prefix));
     match state.registry.forward(fragment, request, fragment.timeout).await {
         Ok(response) if response.status().is_success() => {
             axum::body::to_bytes(response.into_body(), 256 * 1024).await.ok().and_then(|body| serde_json::from_slice::<serde_json::Value>(&body).ok())

@@ -7,6 +7,7 @@
 //! Layout:
 //! - `registry`: fragments in this process or learned from their upstreams' descriptions, instances
 //!   checked for readiness and balanced, forwarding with a per-fragment timeout and one safe resend;
+//!   `confinement`: what a fragment learns of the visitor (its own token, its own cookies) and may set;
 //! - `site`: assembling a site from the fragments a binary contains and the upstreams it is given;
 //! - `keys`: the signing keys in the shell's database, which every replica follows;
 //! - `compose`: the streaming `lol_html` rewrite that puts the chrome into a fragment page;
@@ -34,6 +35,7 @@ pub mod account;
 pub mod admin;
 pub mod chrome;
 pub mod compose;
+pub mod confinement;
 pub mod keys;
 pub mod oidc;
 pub mod pages;
@@ -54,8 +56,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRef, Request, State};
-use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE, COOKIE, SET_COOKIE};
-use axum::http::{HeaderValue, Method, StatusCode};
+use axum::http::header::{ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
+use axum::http::{Method, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -261,37 +263,11 @@ async fn to_fragment(State(state): State<ShellState>, mut request: Request) -> R
         RequestKind::Other if rest.starts_with("/pkg/") => format!("{}/pkg/*", fragment.prefix),
         RequestKind::Other => format!("{}/*", fragment.prefix),
     };
+    let name = fragment.name.clone();
     let mut response = forward_to_fragment(&state, fragment, kind, request).await;
-    drop_shell_cookies(&mut response);
+    confinement::keep_own_set_cookies(&name, response.headers_mut());
     response.extensions_mut().insert(tessera_host::metrics::RouteLabel(label));
     response
-}
-
-/// The shell's own cookies, by name whatever prefix form (`__Host-`, `__Secure-`) a fragment writes.
-const SHELL_COOKIES: [&str; 2] = ["tessera_access", "tessera_refresh"];
-
-/// Removes what a fragment's response sets under the shell's cookie names: a fragment cannot sign a
-/// visitor into a session of its choosing (fixation), nor sign them out of theirs.
-fn drop_shell_cookies(response: &mut Response) {
-    let headers = response.headers_mut();
-    let kept: Vec<HeaderValue> = headers
-        .get_all(SET_COOKIE)
-        .iter()
-        .filter(|value| {
-            let name = value.to_str().ok().and_then(|cookie| cookie.split_once('=')).map(|(name, _)| name.trim()).unwrap_or_default();
-            let bare = name.trim_start_matches("__Host-").trim_start_matches("__Secure-");
-            let shells = SHELL_COOKIES.iter().any(|shell| bare.eq_ignore_ascii_case(shell));
-            if shells {
-                tracing::warn!(cookie = name, "a fragment tried to set the shell's cookie; dropped");
-            }
-            !shells
-        })
-        .cloned()
-        .collect();
-    headers.remove(SET_COOKIE);
-    for value in kept {
-        headers.append(SET_COOKIE, value);
-    }
 }
 
 async fn forward_to_fragment(state: &ShellState, fragment: Arc<Fragment>, kind: RequestKind, request: Request) -> Response {
@@ -316,13 +292,13 @@ async fn forward_to_fragment(state: &ShellState, fragment: Arc<Fragment>, kind: 
     }
 
     let user = current_user(&request);
-    let cookie = request.headers().get(COOKIE).cloned();
+    let visitor = widgets::Visitor::of(request.headers(), request.extensions());
     // The page is rewritten here and compressed on the way out: ask the fragment for plain HTML.
     let mut request = request;
     request.headers_mut().remove(ACCEPT_ENCODING);
     let (response, cart_count) = tokio::join!(
         timing::phase(timings, "upstream", UPSTREAM, state.registry.forward(&fragment, request, fragment.timeout)),
-        timing::phase(timings, "badge", "the cart count for the chrome", widgets::fetch_cart_count(state, user.as_ref(), cookie)),
+        timing::phase(timings, "badge", "the cart count for the chrome", widgets::fetch_cart_count(state, &visitor)),
     );
     let chrome = ChromeContext { registry: &state.registry, user: user.as_ref(), cart_count, current: Some(&fragment.prefix) };
     match response {

@@ -14,7 +14,7 @@ use shared_auth::{Role, SessionUser};
 use crate::chrome::{chrome_html, document, ChromeContext};
 use crate::session_middleware::CurrentSession;
 use crate::users::{self, DisplayName, Email, NewPassword, UserError};
-use crate::widgets::{fetch_cart_count, fetch_widgets, Widget};
+use crate::widgets::{fetch_cart_count, fetch_widgets, Visitor, Widget};
 use crate::ShellState;
 use crate::{session_store, throttle};
 
@@ -95,9 +95,15 @@ fn form_rejection_message(rejection: &FormRejection) -> (StatusCode, &'static st
     }
 }
 
-pub(crate) async fn home(State(state): State<ShellState>, MaybeUser(user): MaybeUser, headers: HeaderMap) -> Response {
-    let cookie = headers.get(COOKIE).cloned();
-    let (widgets, cart_count) = tokio::join!(fetch_widgets(&state, cookie.clone()), fetch_cart_count(&state, user.as_ref(), cookie));
+pub(crate) async fn home(
+    State(state): State<ShellState>,
+    MaybeUser(user): MaybeUser,
+    headers: HeaderMap,
+    session: Option<Extension<CurrentSession>>,
+) -> Response {
+    let session = session.map(|Extension(session)| session).unwrap_or_default();
+    let visitor = Visitor { cookie: headers.get(COOKIE).cloned(), session };
+    let (widgets, cart_count) = tokio::join!(fetch_widgets(&state, &visitor), fetch_cart_count(&state, &visitor));
     let greeting = match &user {
         Some(user) => format!("Welcome back, {}.", user.name),
         None => "Welcome. Browse the catalog, or sign in to use your cart.".to_owned(),

@@ -36,6 +36,9 @@ use tessera_host::client_ip::{ClientIp, FORWARDED_FOR};
 use tessera_host::pool::{is_idempotent, Clients, Instance, Pool};
 use tower::ServiceExt;
 
+use crate::confinement::Credentials;
+use crate::session_middleware::CurrentSession;
+
 /// Largest request body the shell forwards (it keeps the body to resend it to another instance); every
 /// fragment endpoint accepts far less.
 pub const MAX_FORWARD_BODY_BYTES: usize = 2 * 1024 * 1024;
@@ -143,6 +146,8 @@ pub struct FragmentRegistry {
     /// The process's clients: forwarded requests that change something get a connection of their own
     /// each, so a dead instance refuses it and the request can go to another.
     clients: Clients,
+    /// What a fragment gets to know of the visitor (`crate::confinement`).
+    credentials: Credentials,
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) are never forwarded.
@@ -160,7 +165,13 @@ impl FragmentRegistry {
     /// A registry of fragments known now; `pending` fragments are added when an instance first
     /// describes itself (see [`FragmentRegistry::check_health`]).
     pub fn new(fragments: Vec<Fragment>, pending: Vec<Pending>, clients: Clients) -> FragmentRegistry {
-        FragmentRegistry { fragments: RwLock::new(fragments.into_iter().map(Arc::new).collect()), pending, clients }
+        FragmentRegistry { fragments: RwLock::new(fragments.into_iter().map(Arc::new).collect()), pending, clients, credentials: Credentials::default() }
+    }
+
+    /// Forwarded requests carry the visitor's per-fragment token (without: every request is a guest's).
+    pub fn with_credentials(mut self, credentials: Credentials) -> FragmentRegistry {
+        self.credentials = credentials;
+        self
     }
 
     /// The prefix this site routes to fragment `name`, if it knows the fragment.
@@ -299,9 +310,13 @@ impl FragmentRegistry {
         })
     }
 
-    /// Forwards a request to a fragment, waiting at most `timeout` for the response head. Failures are
-    /// counted per fragment (`tessera_upstream_errors_total`).
-    pub async fn forward(&self, fragment: &Fragment, request: Request<Body>, timeout: Duration) -> Result<Response<Body>, ForwardError> {
+    /// Forwards a request to a fragment, waiting at most `timeout` for the response head. It carries the
+    /// fragment's own cookies and, for the session in its [`CurrentSession`] extension, the fragment's
+    /// own token (`crate::confinement`); nothing else of the visitor's. Failures are counted per fragment
+    /// (`tessera_upstream_errors_total`).
+    pub async fn forward(&self, fragment: &Fragment, mut request: Request<Body>, timeout: Duration) -> Result<Response<Body>, ForwardError> {
+        let claims = request.extensions().get::<CurrentSession>().and_then(|current| current.claims.clone());
+        self.credentials.scope(&fragment.name, request.headers_mut(), claims.as_ref());
         let result = self.forward_once(fragment, request, timeout).await;
         if let Err(error) = &result {
             metrics::counter!("tessera_upstream_errors_total", "fragment" => fragment.name.to_string(), "kind" => error.kind()).increment(1);

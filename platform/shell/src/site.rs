@@ -164,7 +164,8 @@ async fn registry(
             pending.push(Pending { name: name.clone(), pool, timeout: fragment_timeout(settings, name), prefix });
         }
     }
-    Ok(FragmentRegistry::new(fragments, pending, host.clients.clone()))
+    let credentials = crate::confinement::Credentials::new(signer.clone(), &settings.host.login.cookie_policy());
+    Ok(FragmentRegistry::new(fragments, pending, host.clients.clone()).with_credentials(credentials))
 }
 
 /// The shell's settings, from the process's.

@@ -6,12 +6,12 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::header::COOKIE;
 use axum::http::{HeaderValue, Request, StatusCode};
-use shared_auth::SessionUser;
 use tessera_contracts::cart::{CartSummary, CART_COOKIE, SUMMARY_PATH};
 use tessera_contracts::domain::ServiceName;
 use tessera_contracts::WIDGET_PATH;
 
 use crate::registry::Fragment;
+use crate::session_middleware::CurrentSession;
 use crate::ShellState;
 
 /// Largest widget accepted; a widget is a small piece of HTML.
@@ -30,18 +30,42 @@ pub enum Widget {
     Unavailable,
 }
 
-fn get_request(path: &str, cookie: Option<&HeaderValue>) -> Request<Body> {
-    let mut request = Request::get(path).body(Body::empty()).expect("a valid request");
-    if let Some(cookie) = cookie {
-        request.headers_mut().insert(COOKIE, cookie.clone());
-    }
-    request
+/// The visitor a widget, the badge or a status is asked for: the browser's cookies (of which the
+/// fragment gets its own only) and the session the shell verified (of which it gets its own token).
+#[derive(Clone, Default)]
+pub struct Visitor {
+    pub cookie: Option<HeaderValue>,
+    pub session: CurrentSession,
 }
 
-async fn fetch_widget(state: &ShellState, fragment: &Fragment, cookie: Option<HeaderValue>) -> Widget {
+impl Visitor {
+    /// The visitor of a request the session middleware has seen.
+    pub fn of(headers: &axum::http::HeaderMap, extensions: &axum::http::Extensions) -> Visitor {
+        Visitor { cookie: headers.get(COOKIE).cloned(), session: extensions.get::<CurrentSession>().cloned().unwrap_or_default() }
+    }
+
+    fn has_cookie(&self, name: &str) -> bool {
+        self.cookie
+            .as_ref()
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.split(';').any(|pair| pair.trim().starts_with(&format!("{name}="))))
+    }
+
+    /// A GET of `path` as this visitor.
+    pub fn get_request(&self, path: &str) -> Request<Body> {
+        let mut request = Request::get(path).body(Body::empty()).expect("a valid request");
+        if let Some(cookie) = &self.cookie {
+            request.headers_mut().insert(COOKIE, cookie.clone());
+        }
+        request.extensions_mut().insert(self.session.clone());
+        request
+    }
+}
+
+async fn fetch_widget(state: &ShellState, fragment: &Fragment, visitor: &Visitor) -> Widget {
     let path = format!("{}{WIDGET_PATH}", fragment.prefix);
     let fetch = async {
-        let response = state.registry.forward(fragment, get_request(&path, cookie.as_ref()), fragment.timeout).await?;
+        let response = state.registry.forward(fragment, visitor.get_request(&path), fragment.timeout).await?;
         let status = response.status();
         let body = axum::body::to_bytes(response.into_body(), MAX_WIDGET_BYTES)
             .await
@@ -71,26 +95,22 @@ async fn fetch_widget(state: &ShellState, fragment: &Fragment, cookie: Option<He
 }
 
 /// Every fragment's widget, in registry order, fetched concurrently.
-pub async fn fetch_widgets(state: &ShellState, cookie: Option<HeaderValue>) -> Vec<(ServiceName, Widget)> {
+pub async fn fetch_widgets(state: &ShellState, visitor: &Visitor) -> Vec<(ServiceName, Widget)> {
     let fragments = state.registry.fragments();
-    let fetches = fragments.iter().map(|fragment| {
-        let cookie = cookie.clone();
-        async move { (fragment.name.clone(), fetch_widget(state, fragment, cookie).await) }
-    });
+    let fetches = fragments.iter().map(|fragment| async move { (fragment.name.clone(), fetch_widget(state, fragment, visitor).await) });
     futures::future::join_all(fetches).await
 }
 
 /// The visitor's cart count from the cart fragment (a signed-in user's, or a guest's cart by its cookie),
 /// or `None` when there is no cart to ask about or the cart cannot say in time.
-pub async fn fetch_cart_count(state: &ShellState, user: Option<&SessionUser>, cookie: Option<HeaderValue>) -> Option<i64> {
-    let guest_cart = cookie.as_ref().and_then(|value| value.to_str().ok()).is_some_and(|value| value.contains(&format!("{CART_COOKIE}=")));
-    if user.is_none() && !guest_cart {
+pub async fn fetch_cart_count(state: &ShellState, visitor: &Visitor) -> Option<i64> {
+    if visitor.session.claims.is_none() && !visitor.has_cookie(CART_COOKIE) {
         return None;
     }
     let cart = state.registry.get("cart")?;
     let timeout = BADGE_TIMEOUT.min(cart.timeout);
     let fetch = async {
-        let response = state.registry.forward(&cart, get_request(SUMMARY_PATH, cookie.as_ref()), timeout).await.ok()?;
+        let response = state.registry.forward(&cart, visitor.get_request(SUMMARY_PATH), timeout).await.ok()?;
         if response.status() != StatusCode::OK {
             return None;
         }

@@ -9,7 +9,9 @@ use tessera_contracts::domain::ServiceName;
 
 use axum::Router;
 use reqwest::StatusCode;
-use support::{closed_port, each_backend, spawn_fragment_alone, spawn_shell, spawn_stub, spawn_with, Backend, Options, ADMIN, PASSWORD, SHOPPER};
+use support::{
+    closed_port, each_backend, spawn_fragment_alone, spawn_fragment_alone_with, spawn_shell, spawn_stub, spawn_with, Backend, Options, ADMIN, PASSWORD, SHOPPER,
+};
 use tessera_host::settings::FragmentSettings;
 
 fn catalog_upstream(url: String, timeout_ms: Option<u64>) -> BTreeMap<ServiceName, FragmentSettings> {
@@ -105,14 +107,15 @@ async fn a_client_cannot_tell_a_fragment_where_the_request_came_from() {
 }
 
 #[tokio::test]
-async fn a_fragment_cannot_set_the_shells_cookies() {
+async fn a_fragment_cannot_set_the_shells_cookies_nor_another_fragments() {
     let stub = spawn_stub(Router::new().fallback(|| async {
         let mut headers = axum::http::HeaderMap::new();
         for cookie in [
             "tessera_access=chosen-by-the-fragment; Path=/",
             "__Host-tessera_refresh=chosen; Path=/; Secure",
             "TESSERA_ACCESS=x; Path=/",
-            "catalog_view=grid; Path=/catalog",
+            "tessera_catalog_view=grid; Path=/catalog",
+            "tessera_cart=stolen-guest-cart; Path=/",
         ] {
             headers.append("set-cookie", cookie.parse().unwrap());
         }
@@ -125,8 +128,81 @@ async fn a_fragment_cannot_set_the_shells_cookies() {
         let response = app.get(path, Some(&cookie)).await;
         let set: Vec<String> = response.headers().get_all("set-cookie").iter().map(|value| value.to_str().unwrap().to_owned()).collect();
         assert!(!set.iter().any(|cookie| cookie.contains("chosen") || cookie.starts_with("TESSERA_ACCESS")), "{path}: {set:?}");
-        assert!(set.iter().any(|cookie| cookie.starts_with("catalog_view=grid")), "{path}: the fragment's own cookie goes through: {set:?}");
+        assert!(!set.iter().any(|cookie| cookie.contains("stolen")), "{path}: nor another fragment's cookie: {set:?}");
+        assert!(set.iter().any(|cookie| cookie.starts_with("tessera_catalog_view=grid")), "{path}: the fragment's own cookie goes through: {set:?}");
     }
+}
+
+/// The claims of a JWT, unverified (what a fragment that records its requests reads).
+fn claims_of(token: &str) -> serde_json::Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_fragment_gets_a_token_of_its_own_for_each_request_and_it_opens_nothing_else() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(String, String)>::new()));
+    let recorded = seen.clone();
+    let stub = spawn_stub(Router::new().fallback(move |uri: axum::http::Uri, headers: axum::http::HeaderMap| {
+        // What the shell forwards (its health checks and description reads are not the visitor's).
+        if uri.path().starts_with("/catalog") {
+            let cookie = headers.get("cookie").map(|value| value.to_str().unwrap().to_owned()).unwrap_or_default();
+            recorded.lock().unwrap().push((uri.path().to_owned(), cookie));
+        }
+        async { axum::response::Html("<html><head></head><body><main>recorded</main></body></html>") }
+    }))
+    .await;
+    let app = spawn_with(Backend::Sqlite, Options { fragments: catalog_upstream(format!("http://{stub}"), None), ..Options::default() }).await;
+    let ada = app.sign_in(ADMIN, PASSWORD).await;
+    // The browser also holds the cart's guest cookie and a cookie of the catalog's own.
+    let browser = format!("{}; tessera_cart=guest-cart-key; tessera_catalog_view=grid", ada.both());
+    for path in ["/catalog", "/catalog/api/x", "/"] {
+        assert!(app.get(path, Some(&browser)).await.status().is_success(), "{path}");
+    }
+    let recorded = seen.clone();
+    let seen = recorded.lock().unwrap().clone();
+    let paths: Vec<&str> = seen.iter().map(|(path, _)| path.as_str()).collect();
+    assert!(paths.contains(&"/catalog") && paths.contains(&"/catalog/api/x") && paths.contains(&"/catalog/widget"), "{paths:?}");
+    let mut tokens = Vec::new();
+    for (path, cookie) in &seen {
+        let pairs: Vec<&str> = cookie.split("; ").collect();
+        assert!(pairs.contains(&"tessera_catalog_view=grid"), "{path}: its own cookie: {cookie}");
+        assert!(!cookie.contains("tessera_refresh") && !cookie.contains("guest-cart-key"), "{path}: nothing of the shell's or the cart's: {cookie}");
+        let token = pairs.iter().find_map(|pair| pair.strip_prefix("tessera_access=")).expect("a token for the catalog");
+        assert!(!ada.access.contains(token), "{path}: never the site's token");
+        let claims = claims_of(token);
+        assert_eq!(claims["aud"], "tessera:catalog", "{path}");
+        assert!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() <= 60, "{path}: a minute at most: {claims}");
+        assert!(claims["roles"].as_array().unwrap().iter().any(|role| role == "admin"), "{path}: the same user and roles");
+        tokens.push(token.to_owned());
+    }
+    // What the catalog recorded, replayed anywhere else, is a guest's.
+    let stolen = format!("tessera_access={}", tokens[0]);
+    let account = app.get("/account", Some(&stolen)).await;
+    assert_eq!(account.headers().get("location").map(|to| to.to_str().unwrap()), Some("/login?next=/account"), "the shell's own pages do not take it");
+    assert_eq!(support::signed_in_as(&app, "/cart", &stolen).await, None, "nor does another fragment");
+    let grant = app
+        .client
+        .post(format!("{}/admin/users/roles", app.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &stolen)
+        .header("sec-fetch-site", "same-origin")
+        .header("origin", app.settings.host.login.public_url.clone())
+        .body("user_id=anyone&admin=on")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        grant.status().is_client_error() || grant.headers().get("location").is_some_and(|to| to.to_str().unwrap().starts_with("/login")),
+        "{}",
+        grant.status()
+    );
+    // A guest's requests carry no token at all.
+    let before = seen.len();
+    app.get("/catalog", Some("tessera_catalog_view=list")).await;
+    let after = recorded.lock().unwrap().clone();
+    assert_eq!(after[before..].iter().map(|(_, cookie)| cookie.as_str()).collect::<Vec<_>>(), ["tessera_catalog_view=list"]);
 }
 
 #[tokio::test]
@@ -168,9 +244,13 @@ async fn a_fragment_in_its_own_process_verifies_the_login_with_the_shells_jwks(b
     // The shell first (its JWKS is what the catalog verifies with), then the catalog alone, then a
     // second shell that reaches that catalog over HTTP.
     let site = spawn_shell(backend).await;
-    let catalog = spawn_fragment_alone(&support::probe::CATALOG, &site).await;
     let cookie = site.login_as(ADMIN, PASSWORD).await;
-    // Directly: the fragment's own page, without chrome, knows the user.
+    // Behind the shell only, a fragment takes the tokens the shell mints for it, never the site's own.
+    let behind = spawn_fragment_alone(&support::probe::CATALOG, &site).await;
+    assert_eq!(behind.user(&cookie).await, None, "{backend:?}: the site's token is the shell's");
+    // On a subdomain of the site (`TESSERA_COOKIE_DOMAIN`) the browser hands every sibling host the site's
+    // cookie, so there the fragment's own page, without chrome, knows the user by it.
+    let catalog = spawn_fragment_alone_with(&support::probe::CATALOG, &site, |settings| settings.login.cookie_domain = Some("shop.test".into())).await;
     let (status, html) = catalog.text("/catalog", Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK, "{backend:?}");
     assert!(html.contains("Signed in as <strong>Ada Admin</strong>"));

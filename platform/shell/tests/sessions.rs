@@ -5,8 +5,8 @@ mod support;
 
 use reqwest::header::SET_COOKIE;
 use reqwest::StatusCode;
-use support::probe::GUEST_COOKIE;
-use support::{count, each_backend, set_cookie, spawn_fragment_alone, spawn_shell, spawn_with, Backend, Options, TestShell, ADMIN, PASSWORD, SHOPPER};
+use support::probe::guest_cookie_of;
+use support::{count, each_backend, set_cookie, spawn_fragment_alone_with, spawn_shell, spawn_with, Backend, Options, TestShell, ADMIN, PASSWORD, SHOPPER};
 use tessera_shell::settings::ShellSettings;
 
 /// A fragment's API only a signed-in user may call.
@@ -40,7 +40,8 @@ async fn a_refresh_on_a_response_that_sets_its_own_cookie_still_rotates_the_sess
     // A guest does something a fragment remembers by a cookie of its own, then signs in.
     let counted = app.post_form("/cart/api/count", "", None).await;
     assert_eq!(counted.status(), StatusCode::OK);
-    let guest = set_cookie(&counted, GUEST_COOKIE).expect("the fragment's guest cookie");
+    let guest_name = guest_cookie_of("cart");
+    let guest = set_cookie(&counted, &guest_name).expect("the fragment's guest cookie");
     let session = app.sign_in(SHOPPER, PASSWORD).await;
     // Later, the access token gone, the page asks the fragment, which clears its cookie while the shell
     // refreshes the session. The response carries both: the fragment's cookie and the rotated session
@@ -48,7 +49,7 @@ async fn a_refresh_on_a_response_that_sets_its_own_cookie_still_rotates_the_sess
     let response = app.post_form("/cart/api/forget", "", Some(&format!("{}; {guest}", session.refresh))).await;
     assert_eq!(response.status(), StatusCode::OK);
     let cookies: Vec<&str> = response.headers().get_all(SET_COOKIE).iter().filter_map(|v| v.to_str().ok()).collect();
-    assert!(cookies.iter().any(|cookie| cookie.starts_with(&format!("{GUEST_COOKIE}=;"))), "the fragment's cookie is cleared: {cookies:?}");
+    assert!(cookies.iter().any(|cookie| cookie.starts_with(&format!("{guest_name}=;"))), "the fragment's cookie is cleared: {cookies:?}");
     let access = set_cookie(&response, "tessera_access").expect("the refreshed access cookie");
     let refresh = set_cookie(&response, "tessera_refresh").expect("the rotated refresh cookie");
     // Browsing on with what the browser now holds keeps the session (the used token is never sent again).
@@ -97,7 +98,8 @@ async fn concurrent_requests_with_one_refresh_token_all_succeed_within_the_grace
 each_backend!(logout_ends_the_session_at_once_through_the_shell_and_within_the_token_lifetime_directly);
 async fn logout_ends_the_session_at_once_through_the_shell_and_within_the_token_lifetime_directly(backend: Backend) {
     let app = spawn_shell(backend).await;
-    let catalog = spawn_fragment_alone(&support::probe::CATALOG, &app).await;
+    // A fragment on a subdomain of the site, which the browser sends the site's cookie.
+    let catalog = spawn_fragment_alone_with(&support::probe::CATALOG, &app, |settings| settings.login.cookie_domain = Some("shop.test".into())).await;
     let session = app.sign_in(SHOPPER, PASSWORD).await;
     assert_eq!(app.catalog_user(&session.access).await.as_deref(), Some("Sam Shopper"));
     let response = app.post_form("/logout", "", Some(&session.both())).await;

@@ -96,8 +96,23 @@ impl Alone {
         Alone { http: Http::new(format!("http://{}", served.running.addr)), runtime, backend, settings, tokens, _served: served }
     }
 
-    /// The `Cookie` header of a signed-in user with these roles (as the shell's login would set it).
+    /// The `Cookie` header of a signed-in user with these roles, as the shell forwards it: the token it
+    /// mints for this fragment alone.
     pub fn cookie_of(&self, user: &SessionUser) -> String {
+        self.cookie_for(user, self.runtime.name.as_str())
+    }
+
+    /// The `Cookie` header of the token the shell would mint for `fragment` (another one: what that
+    /// fragment could replay here).
+    pub fn cookie_for(&self, user: &SessionUser, fragment: &str) -> String {
+        let claims = self.tokens.access_claims(user, &uuid::Uuid::new_v4().to_string());
+        let token = self.tokens.fragment_token(&claims, fragment).expect("a signed token");
+        format!("{}={token}", self.settings.login.cookie_policy().access_name())
+    }
+
+    /// The `Cookie` header of the site's own token for this user (what only the shell accepts): a
+    /// fragment takes it as a guest's.
+    pub fn site_cookie_of(&self, user: &SessionUser) -> String {
         let token = self.tokens.issue_access_token(user, &uuid::Uuid::new_v4().to_string()).expect("a signed token");
         format!("{}={token}", self.settings.login.cookie_policy().access_name())
     }

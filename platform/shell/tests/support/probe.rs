@@ -7,10 +7,10 @@
 //! - `POST <prefix>/api/whoami`: the signed-in user as JSON (401 for a guest);
 //! - `GET <prefix>/staff` and `POST <prefix>/api/staff`: the same, for the probe's staff role only (401
 //!   for a guest, 403 without the role);
-//! - `POST <prefix>/api/count`: counts one up for the caller (a user, or a guest by the `probe_guest`
-//!   cookie, which it then sets), and `GET <prefix>/api/summary` (the cart's summary path when the probe
+//! - `POST <prefix>/api/count`: counts one up for the caller (a user, or a guest by its
+//!   `tessera_<name>` cookie, which it then sets), and `GET <prefix>/api/summary` (the cart's summary path when the probe
 //!   is the cart: the shell's badge reads it) says how many;
-//! - `POST <prefix>/api/forget`: clears the `probe_guest` cookie (a fragment setting its own cookie);
+//! - `POST <prefix>/api/forget`: clears that cookie (a fragment setting its own cookie);
 //! - `POST <prefix>/api/big`: a JSON answer of a few kilobytes;
 //! - `GET <prefix>/widget`: its home-page widget (hidden from users without the staff role, if it has one);
 //! - anything else: the SDK's 404 page under its prefix.
@@ -38,8 +38,11 @@ use tessera_fragment::FragmentRuntime;
 static NO_TABLES: Migrator = Migrator::DEFAULT;
 static NO_MIGRATIONS: Migrations = Migrations { sqlite: &NO_TABLES, postgres: &NO_TABLES };
 
-/// The guest cookie a probe sets when a guest counts.
-pub const GUEST_COOKIE: &str = "probe_guest";
+/// The guest cookie probe `name` sets when a guest counts: a cookie the probe owns
+/// (`tessera_<name>`), so the shell passes it to that probe alone.
+pub fn guest_cookie_of(name: &str) -> String {
+    format!("tessera_{name}")
+}
 
 /// A probe fragment (see the module's docs).
 pub struct Probe {
@@ -210,8 +213,8 @@ async fn whoami(MaybeUser(user): MaybeUser) -> Response {
     }
 }
 
-fn guest_cookie(headers: &axum::http::HeaderMap) -> Option<String> {
-    shared_auth::cookie::read_cookie(headers, GUEST_COOKIE).filter(|value| !value.is_empty())
+fn guest_cookie(probe: &Probe, headers: &axum::http::HeaderMap) -> Option<String> {
+    shared_auth::cookie::read_cookie(headers, &guest_cookie_of(probe.name)).filter(|value| !value.is_empty())
 }
 
 fn counter(user: &Option<SessionUser>, guest: Option<&str>) -> Option<String> {
@@ -222,8 +225,8 @@ fn counter(user: &Option<SessionUser>, guest: Option<&str>) -> Option<String> {
     }
 }
 
-async fn count(MaybeUser(user): MaybeUser, headers: axum::http::HeaderMap) -> Response {
-    let existing = guest_cookie(&headers);
+async fn count(State(state): State<ProbeState>, MaybeUser(user): MaybeUser, headers: axum::http::HeaderMap) -> Response {
+    let existing = guest_cookie(state.probe, &headers);
     let guest = existing.clone().or_else(|| user.is_none().then(|| uuid::Uuid::new_v4().simple().to_string()));
     let key = counter(&user, guest.as_deref()).expect("a user or a guest");
     let total = {
@@ -234,21 +237,22 @@ async fn count(MaybeUser(user): MaybeUser, headers: axum::http::HeaderMap) -> Re
     };
     let mut response = Json(serde_json::json!({ "item_count": total })).into_response();
     if let (None, Some(guest)) = (&existing, guest.filter(|_| user.is_none())) {
-        let cookie = format!("{GUEST_COOKIE}={guest}; Path=/; HttpOnly; SameSite=Lax");
+        let cookie = format!("{}={guest}; Path=/; HttpOnly; SameSite=Lax", guest_cookie_of(state.probe.name));
         response.headers_mut().append(header::SET_COOKIE, cookie.parse().expect("a cookie"));
     }
     response
 }
 
-async fn summary(MaybeUser(user): MaybeUser, headers: axum::http::HeaderMap) -> Response {
-    let key = counter(&user, guest_cookie(&headers).as_deref());
+async fn summary(State(state): State<ProbeState>, MaybeUser(user): MaybeUser, headers: axum::http::HeaderMap) -> Response {
+    let key = counter(&user, guest_cookie(state.probe, &headers).as_deref());
     let total = key.and_then(|key| counts().lock().unwrap().get(&key).copied()).unwrap_or(0);
     Json(serde_json::json!({ "item_count": total })).into_response()
 }
 
-async fn forget() -> Response {
+async fn forget(State(state): State<ProbeState>) -> Response {
     let mut response = Json(serde_json::json!({ "forgotten": true })).into_response();
-    response.headers_mut().append(header::SET_COOKIE, format!("{GUEST_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax").parse().expect("a cookie"));
+    let cleared = format!("{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax", guest_cookie_of(state.probe.name));
+    response.headers_mut().append(header::SET_COOKIE, cleared.parse().expect("a cookie"));
     response
 }
 
