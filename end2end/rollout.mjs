@@ -20,7 +20,8 @@ const FRAGMENT_BINARIES = { inventory: 'tessera-inventory', cart: 'tessera-cart'
 /**
  * The shared secrets of a test deployment, one per trust relationship, and who holds which: each process
  * gets only the secrets of its own relationships (the shell serves the sandbox payment provider, so it
- * holds the payment secrets and never the events or service secret). A process missing a secret it
+ * holds the payment secrets and never the events or service secret; it alone holds the key that seals
+ * its signing keys). A process missing a secret it
  * needs would generate its own and its calls would be refused, so these runs show the split works.
  */
 export function secretsFor(name, tag) {
@@ -28,11 +29,13 @@ export function secretsFor(name, tag) {
   const events = { TESSERA_EVENTS_SECRET: secret('events') };
   const services = { TESSERA_SERVICE_SECRET: secret('services') };
   const payments = { TESSERA_PAYMENT_API_SECRET: secret('payment-api'), TESSERA_PAYMENT_WEBHOOK_SECRETS: secret('webhooks') };
+  // Seals the signing keys in the shell's database: every shell replica must hold the same one.
+  const signingKeys = { TESSERA_KEY_ENCRYPTION_KEY: secret('key-encryption') };
   const held = {
     catalog: { ...events },
     inventory: { ...events, ...services },
     cart: { ...events, ...services, ...payments },
-    shell: { ...payments },
+    shell: { ...payments, ...signingKeys },
   };
   if (!held[name]) throw new Error(`no secrets are defined for ${name}`);
   return held[name];

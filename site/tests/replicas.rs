@@ -263,7 +263,7 @@ async fn over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consu
     assert_eq!(count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE subscriber <> 'jetstream'").await, 0);
 
     // The stream holds each event once, even when the relay publishes one again.
-    let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.host.events.nats_prefix).await.unwrap();
+    let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.host.events.nats_prefix, None).await.unwrap();
     let mut stream = broker.stream(&ServiceName::INVENTORY).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "{backend:?}");
     let (id, payload): (String, String) = sqlx::query_as("SELECT id, payload FROM outbox ORDER BY seq LIMIT 1").fetch_one(&inventory).await.unwrap();
@@ -335,7 +335,7 @@ async fn over_jetstream_an_event_that_keeps_failing_becomes_a_dead_letter_that_c
     let (_, html) = app.text("/admin/events", Some(&admin)).await;
     assert!(html.contains("inventory.stock_changed"), "{html}");
     // A forged message (anyone who can publish to the broker): unsigned, a dead letter at once.
-    let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.host.events.nats_prefix).await.unwrap();
+    let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.host.events.nats_prefix, None).await.unwrap();
     let forged = serde_json::json!({
         "id": "forged-1", "type": "inventory.stock_changed", "version": 1, "aggregate_type": "sku", "aggregate_id": "PEN-GEL-BK",
         "sequence": 999_999, "occurred_at_ms": 0, "producer": "inventory", "payload": { "sku": "PEN-GEL-BK", "on_hand": 999, "available": 999 }

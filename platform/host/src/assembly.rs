@@ -59,6 +59,8 @@ pub struct Host {
     pub peers: Arc<Peers>,
     /// The process's one pair of HTTP clients: every route to another process shares its connections.
     pub clients: Clients,
+    /// The certificate authorities its outbound connections trust (`crate::tls`).
+    pub roots: crate::tls::Roots,
     pub local: Vec<Local>,
     /// Background tasks started so far.
     pub background: Vec<tokio::task::JoinHandle<()>>,
@@ -69,14 +71,15 @@ impl Host {
     /// `tessera_fragment::secrets`).
     pub fn new(settings: &Settings) -> Result<Host, HostError> {
         let secrets = Arc::new(Secrets::new(&settings.secrets, &settings.store.data_dir)?);
-        let clients = Clients::new();
+        let roots = crate::tls::Roots::from_settings(&settings.server)?;
+        let clients = Clients::with_roots(&roots);
         let peers = Arc::new(Peers::default());
         if let Some(base) = &settings.site.payment_url {
             // Comma-separated: several processes serve the provider (every shell replica does).
             let bases: Vec<String> = base.split(',').map(str::to_owned).collect();
             peers.set(ServiceName::PAYMENTS, Remote::target(tessera_contracts::payments::SANDBOX_PREFIX, Arc::new(Pool::of(&bases)), &clients));
         }
-        Ok(Host { settings: settings.clone(), secrets, peers, clients, local: Vec::new(), background: Vec::new() })
+        Ok(Host { settings: settings.clone(), secrets, peers, clients, roots, local: Vec::new(), background: Vec::new() })
     }
 
     /// Opens `fragment`'s database, builds its runtime and router, and makes it reachable in process.
@@ -131,7 +134,7 @@ impl Host {
     pub async fn start(mut self) -> Result<Started, HostError> {
         let events = &self.settings.events;
         let broker = match &events.nats_url {
-            Some(url) => Some(Broker::connect(url, &events.nats_prefix).await?),
+            Some(url) => Some(Broker::connect(url, &events.nats_prefix, self.roots.file()).await?),
             None => None,
         };
         if broker.is_some() {
@@ -207,6 +210,7 @@ impl Host {
             background: self.background,
             secrets: self.secrets,
             clients: self.clients,
+            roots: self.roots,
             teardown: ClearOnDrop::new(self.peers.clone()),
         })
     }
@@ -218,6 +222,7 @@ pub struct Started {
     pub background: Vec<tokio::task::JoinHandle<()>>,
     pub secrets: Arc<Secrets>,
     pub clients: Clients,
+    pub roots: crate::tls::Roots,
     /// Breaks the services' reference cycle when the process stops (see `ClearOnDrop`).
     pub teardown: ClearOnDrop,
 }

@@ -36,7 +36,8 @@ pub async fn run_fragment(settings: &Settings, fragment: &'static dyn Fragment, 
         let shell = settings.login.public_url.trim_end_matches('/').to_owned();
         host.peers.set(ServiceName::PAYMENTS, Remote::target(tessera_contracts::payments::SANDBOX_PREFIX, Arc::new(Pool::of(&[shell])), &host.clients));
     }
-    host.add_fragment(fragment, shared_auth::verify::HttpJwks::new(settings.login.jwks_url())).await?;
+    let jwks = shared_auth::verify::HttpJwks::with_client(settings.login.jwks_url(), host.roots.http());
+    host.add_fragment(fragment, jwks).await?;
     let extra_routes = match extra {
         Some(extra) => extra(&mut host).await?,
         None => None,
@@ -48,7 +49,7 @@ pub async fn run_fragment(settings: &Settings, fragment: &'static dyn Fragment, 
         app = app.merge(routes);
     }
     // On a domain of its own the fragment signs its users in at the shell (OpenID Connect).
-    let app = relying_party::attach(app, settings.site.oidc_provider.as_ref(), &settings.login, fragment.prefix())?;
+    let app = relying_party::attach(app, settings.site.oidc_provider.as_ref(), &settings.login, fragment.prefix(), &started.roots)?;
     // Reached directly (its own domain, a subdomain, its port), it defends itself as the shell does.
     let app = crate::security::protect_fragment(app, &crate::security::Policy::for_fragment(settings));
     let exposure = started.exposure();

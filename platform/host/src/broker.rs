@@ -115,16 +115,20 @@ impl Broker {
     /// Connects to NATS at `url`. Fails when it cannot be reached now: a process configured for a broker
     /// does not start without it (once running, the client reconnects by itself and events wait in the
     /// outbox meanwhile).
-    pub async fn connect(url: &str, prefix: &str) -> Result<Broker, BrokerError> {
+    /// Connects to the NATS server at `url` (`tls://` for TLS, trusting the system's roots and those of
+    /// `ca_file`).
+    pub async fn connect(url: &str, prefix: &str, ca_file: Option<&std::path::Path>) -> Result<Broker, BrokerError> {
         if !valid_name(prefix) {
             return Err(BrokerError::Settings(format!("the prefix {prefix:?} must be letters, digits, '-' or '_'")));
         }
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_secs(5))
-            .name("tessera")
-            .connect(url)
-            .await
-            .map_err(|source| BrokerError::Connect { url: redacted(url), source })?;
+        let mut options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).name("tessera");
+        if let Some(file) = ca_file {
+            options = options.add_root_certificates(file.to_owned());
+        }
+        if url.starts_with("tls://") {
+            options = options.require_tls(true);
+        }
+        let client = options.connect(url).await.map_err(|source| BrokerError::Connect { url: redacted(url), source })?;
         Ok(Broker { jetstream: jetstream::new(client), prefix: prefix.to_owned() })
     }
 

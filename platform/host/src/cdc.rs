@@ -86,6 +86,11 @@ pub enum CdcError {
     WalLevel(String),
     #[error("TESSERA_OUTBOX_RELAY=cdc needs a PostgreSQL role with the REPLICATION attribute (ALTER ROLE … REPLICATION)")]
     NoReplication,
+    #[error(
+        "the PostgreSQL URL asks for sslmode={0}, but the streaming relay's replication connection has no TLS yet: \
+         use the polling relay (TESSERA_OUTBOX_RELAY=poll) with TLS, or the streaming relay on a trusted network"
+    )]
+    NoTls(String),
 }
 
 /// Why a `pgoutput` message from the replication stream could not be read (the stream is restarted).
@@ -111,6 +116,12 @@ impl Source {
     /// The stream of `schema`'s outbox on the server at `url` (a `postgres://` URL, as for the pools).
     pub fn new(url: &str, schema: &str) -> Result<Source, CdcError> {
         let parsed = url::Url::parse(url)?;
+        // Never plain text where the URL asks for TLS.
+        if let Some((_, mode)) = parsed.query_pairs().find(|(name, _)| name == "sslmode") {
+            if !matches!(mode.as_ref(), "disable" | "allow" | "prefer") {
+                return Err(CdcError::NoTls(mode.into_owned()));
+            }
+        }
         let host = parsed.host_str().filter(|host| !host.is_empty()).ok_or(CdcError::NoHost)?.to_owned();
         let user = match parsed.username() {
             "" => std::env::var("USER").unwrap_or_else(|_| "postgres".into()),

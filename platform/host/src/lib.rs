@@ -22,7 +22,8 @@
 //!   Connect);
 //! - [`settings`]: typed, layered settings (defaults, a TOML file, `TESSERA_*` variables), in sections
 //!   owned by what reads them; [`login`]: the shared login's settings and the verifier made from them;
-//!   [`metrics`]: Prometheus; [`client_ip`]: the client's address behind trusted proxies; [`error`].
+//!   [`metrics`]: Prometheus; [`client_ip`]: the client's address behind trusted proxies; [`tls`]: the
+//!   certificate authorities every outbound client trusts; [`error`].
 //!
 //! Libraries, chosen rather than written: `figment` (layered config), `async-nats` (JetStream),
 //! `pgwire-replication` (the replication protocol; sqlx has no replication connections), `openidconnect`
@@ -44,6 +45,7 @@ pub mod relying_party;
 pub mod security;
 pub mod serve;
 pub mod settings;
+pub mod tls;
 
 pub use assembly::{Host, Local, Started};
 pub use error::HostError;

@@ -71,9 +71,13 @@ impl Default for Clients {
 
 impl Clients {
     pub fn new() -> Clients {
-        let pooled =
-            reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_idle_timeout(Duration::from_secs(30)).build().expect("an HTTP client");
-        let fresh = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).pool_max_idle_per_host(0).build().expect("an HTTP client");
+        Clients::with_roots(&crate::tls::Roots::default())
+    }
+
+    /// Clients that trust `roots` for HTTPS upstreams.
+    pub fn with_roots(roots: &crate::tls::Roots) -> Clients {
+        let pooled = roots.http().pool_idle_timeout(Duration::from_secs(30)).build().expect("an HTTP client");
+        let fresh = roots.http().pool_max_idle_per_host(0).build().expect("an HTTP client");
         Clients { pooled, fresh }
     }
 

@@ -59,6 +59,7 @@ use shared_auth::verify::{Expect, HttpJwks, Verifier, VerifierSettings};
 use shared_auth::SessionUser;
 
 use crate::login::LoginSettings;
+use crate::tls::Roots;
 
 /// Paths this layer answers on the fragment's domain.
 pub const CALLBACK_PATH: &str = "/oidc/callback";
@@ -179,7 +180,33 @@ pub struct RelyingParty {
     http: reqwest::Client,
     verifier: Verifier,
     provider: Mutex<Option<ProviderInfo>>,
+    /// Failed discoveries in a row and when the next may run: a guest page while the shell is down asks
+    /// it at most once per wait (1 s, doubling to a minute), not on every request.
+    discovery_backoff: Mutex<Backoff>,
     checked: Mutex<HashMap<String, Checked>>,
+}
+
+/// Failures in a row of something retried with a doubling wait.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+/// The first wait after a failed discovery, doubled per failure in a row up to [`MAX_DISCOVERY_WAIT`].
+const FIRST_DISCOVERY_WAIT: Duration = Duration::from_secs(1);
+const MAX_DISCOVERY_WAIT: Duration = Duration::from_secs(60);
+
+impl Backoff {
+    fn waiting(&self) -> Option<Duration> {
+        self.retry_at.and_then(|at| at.checked_duration_since(Instant::now()))
+    }
+
+    fn failed(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = FIRST_DISCOVERY_WAIT.saturating_mul(1 << self.failures.saturating_sub(1).min(6)).min(MAX_DISCOVERY_WAIT);
+        self.retry_at = Some(Instant::now() + wait);
+    }
 }
 
 fn now_seconds() -> i64 {
@@ -243,6 +270,8 @@ enum ProviderError {
     NotEdDsa(String),
     #[error("an address of the provider is unusable: {0}")]
     Endpoint(#[from] openidconnect::url::ParseError),
+    #[error("discovery failed {failures} times in a row; the next try is in {wait:?}")]
+    BackingOff { failures: u32, wait: Duration },
 }
 
 /// Why an answer could not be read.
@@ -312,7 +341,7 @@ fn failed(status: StatusCode, message: &str, cookies: Vec<String>) -> Response {
 
 impl RelyingParty {
     /// The relying party of a fragment served at `prefix` of `login.public_url`.
-    pub fn new(login: &LoginSettings, provider: &OidcProviderSettings, prefix: &str) -> Result<RelyingParty, RpSettingsError> {
+    pub fn new(login: &LoginSettings, provider: &OidcProviderSettings, prefix: &str, roots: &Roots) -> Result<RelyingParty, RpSettingsError> {
         fn invalid(setting: &'static str, value: &str) -> impl FnOnce(openidconnect::url::ParseError) -> RpSettingsError {
             let value = value.to_owned();
             move |error| RpSettingsError::Invalid { setting, value, reason: error.to_string() }
@@ -320,7 +349,13 @@ impl RelyingParty {
         let issuer = provider.issuer.trim_end_matches('/').to_owned();
         IssuerUrl::new(issuer.clone()).map_err(invalid("TESSERA_OIDC_PROVIDER__ISSUER", &issuer))?;
         let base = provider.url.clone().unwrap_or_else(|| issuer.clone()).trim_end_matches('/').to_owned();
-        url::Url::parse(&base).map_err(invalid("TESSERA_OIDC_PROVIDER__URL", &base))?;
+        let reached = url::Url::parse(&base).map_err(invalid("TESSERA_OIDC_PROVIDER__URL", &base))?;
+        // The client secret and the users' tokens travel on this address: never in the clear past this
+        // machine.
+        if reached.scheme() != "https" && !is_loopback(&reached) {
+            let reason = "the provider is reached with the client secret: use https (plain http only on this machine's loopback)".to_owned();
+            return Err(RpSettingsError::Invalid { setting: "TESSERA_OIDC_PROVIDER__URL", value: base, reason });
+        }
         if provider.client_id.is_empty() || provider.client_secret.len() < 32 {
             return Err(RpSettingsError::Client);
         }
@@ -336,13 +371,10 @@ impl RelyingParty {
         let key = ring::digest::digest(&ring::digest::SHA256, format!("tessera relying party flow\0{}", provider.client_secret).as_bytes());
         let mut verifier = VerifierSettings::new(&issuer, &provider.client_id);
         verifier.access_cookie = String::new();
-        let http = reqwest::Client::builder()
-            // Following redirects would let a response steer this process's requests (SSRF).
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(CALL_TIMEOUT)
-            .build()?;
+        // `roots.http()` follows no redirect: a response must not steer this process's requests (SSRF).
+        let http = roots.http().timeout(CALL_TIMEOUT).build()?;
         Ok(RelyingParty {
-            verifier: Verifier::new(verifier, HttpJwks::new(format!("{base}{}", shared_auth::oidc::JWKS_PATH))),
+            verifier: Verifier::new(verifier, HttpJwks::with_client(format!("{base}{}", shared_auth::oidc::JWKS_PATH), roots.http())),
             issuer,
             base,
             client_id: provider.client_id.clone(),
@@ -356,6 +388,7 @@ impl RelyingParty {
             flow_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key.as_ref()),
             http,
             provider: Mutex::new(None),
+            discovery_backoff: Mutex::new(Backoff::default()),
             checked: Mutex::new(HashMap::new()),
         })
     }
@@ -415,6 +448,23 @@ impl RelyingParty {
                 return Ok(info);
             }
         }
+        {
+            let backoff = self.discovery_backoff.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Some(wait) = backoff.waiting() {
+                return Err(ProviderError::BackingOff { failures: backoff.failures, wait });
+            }
+        }
+        let discovered = self.discover().await;
+        let mut backoff = self.discovery_backoff.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &discovered {
+            Ok(_) => *backoff = Backoff::default(),
+            Err(_) => backoff.failed(),
+        }
+        discovered
+    }
+
+    /// Reads the provider's discovery document (see [`RelyingParty::provider`]).
+    async fn discover(&self) -> Result<ProviderInfo, ProviderError> {
         let url = format!("{}{}", self.base, shared_auth::oidc::DISCOVERY_PATH);
         let response = fetch(&self.http, &url, None).await?;
         if !response.status().is_success() {
@@ -792,9 +842,9 @@ pub async fn middleware(State(rp): State<Arc<RelyingParty>>, mut request: Reques
 }
 
 /// `app` behind a relying party when `settings` name a provider; as it is otherwise.
-pub fn attach(app: Router, provider: Option<&OidcProviderSettings>, login: &LoginSettings, prefix: &str) -> Result<Router, RpSettingsError> {
+pub fn attach(app: Router, provider: Option<&OidcProviderSettings>, login: &LoginSettings, prefix: &str, roots: &Roots) -> Result<Router, RpSettingsError> {
     let Some(provider) = provider else { return Ok(app) };
-    let rp = Arc::new(RelyingParty::new(login, provider, prefix)?);
+    let rp = Arc::new(RelyingParty::new(login, provider, prefix, roots)?);
     tracing::info!(issuer = %rp.issuer, client = %rp.client_id, check_every = ?rp.check_every, "signing in at an OpenID Connect provider");
     Ok(app.layer(axum::middleware::from_fn_with_state(rp, middleware)))
 }
@@ -809,9 +859,42 @@ struct SignedIn {
     id_token: String,
 }
 
+/// Whether `url` names this machine: a loopback address, `localhost` or a name under `.localhost`
+/// (RFC 6761: they resolve to loopback).
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            name == "localhost" || name.ends_with(".localhost")
+        }
+        None => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_provider_is_reached_over_https_unless_it_is_on_this_machine() {
+        let login = LoginSettings { public_url: "https://ops.example".into(), ..LoginSettings::default() };
+        let provider = |url: &str| OidcProviderSettings {
+            issuer: "https://shop.example".into(),
+            url: Some(url.into()),
+            client_id: "ops".into(),
+            client_secret: "a-client-secret-of-at-least-32-bytes".into(),
+            session_check_seconds: 60,
+        };
+        for fine in ["https://shell.internal", "http://127.0.0.1:3000", "http://[::1]:3000", "http://localhost:3000", "http://shop.localhost:3000"] {
+            assert!(RelyingParty::new(&login, &provider(fine), "/admin/x", &Roots::default()).is_ok(), "{fine}");
+        }
+        for refused in ["http://shell.internal", "http://10.0.0.7:3000", "http://localhost.evil.example"] {
+            let error = RelyingParty::new(&login, &provider(refused), "/admin/x", &Roots::default()).err().expect("refused").to_string();
+            assert!(error.contains("TESSERA_OIDC_PROVIDER__URL") && error.contains("https"), "{refused}: {error}");
+        }
+    }
 
     #[test]
     fn only_local_paths_are_returned_to() {

@@ -45,6 +45,9 @@ pub struct ServerSettings {
     /// Proxies whose `X-Forwarded-For` is believed, comma-separated addresses or CIDRs
     /// (`TESSERA_TRUSTED_PROXIES`, see `crate::client_ip`); unset: the socket peer is the client.
     pub trusted_proxies: Option<String>,
+    /// Certificate authorities this process trusts beyond the system's, for HTTPS and NATS over TLS: a
+    /// PEM bundle (`TESSERA_TLS_CA_FILE`; see `crate::tls`).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -55,6 +58,7 @@ impl Default for ServerSettings {
             drain_timeout_ms: 10_000,
             metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
             trusted_proxies: None,
+            tls_ca_file: None,
         }
     }
 }

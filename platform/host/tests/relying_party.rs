@@ -182,7 +182,7 @@ async fn fragment_of(issuer: &str) -> String {
         }
     };
     let app = Router::new().route("/admin/x", get(whoami)).route("/admin/x/api/me", get(whoami)).with_state(unused);
-    listen(tessera_host::relying_party::attach(app, Some(&provider), &login, "/admin/x").unwrap()).await
+    listen(tessera_host::relying_party::attach(app, Some(&provider), &login, "/admin/x", &tessera_host::tls::Roots::default()).unwrap()).await
 }
 
 struct Browser {
@@ -377,4 +377,33 @@ async fn with_the_provider_down_pages_are_served_to_a_guest_and_sign_in_says_why
     let response = browser.get("/login?next=/admin/x", true).await;
     assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(response.text().await.unwrap().contains("not reachable right now"));
+}
+
+#[tokio::test]
+async fn while_the_provider_fails_discovery_is_retried_with_a_growing_wait_not_on_every_page() {
+    let asked = Arc::new(AtomicUsize::new(0));
+    let counted = asked.clone();
+    let failing = listen(Router::new().route(
+        "/.well-known/openid-configuration",
+        get(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { StatusCode::BAD_GATEWAY }
+        }),
+    ))
+    .await;
+    let base = fragment_of(&failing).await;
+    // Each fresh browser is a guest on a page navigation, which would ask the provider.
+    for _ in 0..20 {
+        let response = Browser::new(base.clone()).get("/admin/x", true).await;
+        assert_eq!((response.status(), response.text().await.unwrap()), (StatusCode::OK, "guest".to_owned()));
+    }
+    // One failure, then a wait of a second before the next try (two, on a machine slow enough to take
+    // a second over twenty local requests).
+    let after_burst = asked.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&after_burst), "{after_burst} discoveries for 20 pages");
+    // Past the wait (at most two seconds after two failures) one page tries again, and the next waits.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    Browser::new(base.clone()).get("/admin/x", true).await;
+    Browser::new(base).get("/admin/x", true).await;
+    assert_eq!(asked.load(Ordering::SeqCst), after_burst + 1);
 }

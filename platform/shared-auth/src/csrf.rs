@@ -3,7 +3,9 @@
 //! SameSite=Lax already keeps the session cookies off cross-site POSTs in current browsers; this is the
 //! explicit second check OWASP recommends, done with the Fetch Metadata and Origin headers browsers send:
 //! - `Sec-Fetch-Site: same-origin` or `none` (typed URL, bookmark) passes; `same-site` passes only for
-//!   subdomain deployments (where sibling subdomains are the site's own fragments); `cross-site` is refused;
+//!   subdomain deployments and only from an `Origin` the site lists (`TESSERA_ALLOWED_ORIGINS`: its own
+//!   hosts — any other host under the parent domain is same-site too, Tessera's or not); `cross-site` is
+//!   refused;
 //! - without Fetch Metadata (older browsers), an `Origin` header must be one of the site's origins; the
 //!   literal `null` origin (sandboxed frames, some redirects) is refused;
 //! - a request with neither header is not from a browser, so it cannot carry a victim's cookies by
@@ -25,7 +27,7 @@ use http::{Method, StatusCode};
 pub struct CsrfPolicy {
     /// Origins (`scheme://host[:port]`) allowed to send state-changing requests.
     pub allowed_origins: Vec<String>,
-    /// Accept `Sec-Fetch-Site: same-site` (subdomain deployments).
+    /// Accept `Sec-Fetch-Site: same-site` (subdomain deployments) from an origin in `allowed_origins`.
     pub allow_same_site: bool,
 }
 
@@ -50,18 +52,23 @@ impl CsrfPolicy {
         if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
             return CsrfVerdict::Allowed;
         }
+        let origin = headers.get(http::header::ORIGIN).map(|origin| origin.to_str().unwrap_or("null"));
+        let listed = |origin: &str| self.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin));
         if let Some(site) = headers.get("sec-fetch-site") {
             return match site.to_str().unwrap_or("") {
                 "same-origin" | "none" => CsrfVerdict::Allowed,
-                "same-site" if self.allow_same_site => CsrfVerdict::Allowed,
+                // Every host under the parent domain is same-site, a stranger's blog included: the
+                // sibling must be one of the site's own.
+                "same-site" if self.allow_same_site && origin.is_some_and(listed) => CsrfVerdict::Allowed,
+                "same-site" if self.allow_same_site => CsrfVerdict::Refused("a request from a host of the same domain that is not one of the site's"),
                 "same-site" => CsrfVerdict::Refused("a request from another site of the same domain"),
                 _ => CsrfVerdict::Refused("a cross-site request"),
             };
         }
-        match headers.get(http::header::ORIGIN).map(|origin| origin.to_str().unwrap_or("null")) {
+        match origin {
             None if strict => CsrfVerdict::Refused("a request that does not say where it comes from"),
             None => CsrfVerdict::Allowed,
-            Some(origin) if self.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin)) => CsrfVerdict::Allowed,
+            Some(origin) if listed(origin) => CsrfVerdict::Allowed,
             Some(_) => CsrfVerdict::Refused("a request from another origin"),
         }
     }
@@ -115,7 +122,13 @@ mod tests {
         assert_eq!(strict.check(&Method::POST, &headers(&[("sec-fetch-site", "none")])), CsrfVerdict::Allowed);
         assert!(matches!(strict.check(&Method::POST, &headers(&[("sec-fetch-site", "cross-site")])), CsrfVerdict::Refused(_)));
         assert!(matches!(strict.check(&Method::POST, &headers(&[("sec-fetch-site", "same-site")])), CsrfVerdict::Refused(_)));
-        assert_eq!(policy(true).check(&Method::POST, &headers(&[("sec-fetch-site", "same-site")])), CsrfVerdict::Allowed);
+        // Same-site passes in a subdomain deployment from a host the site lists, never from another host
+        // under the same parent domain, nor without an Origin.
+        let sibling = headers(&[("sec-fetch-site", "same-site"), ("origin", "https://shop.example")]);
+        assert_eq!(policy(true).check(&Method::POST, &sibling), CsrfVerdict::Allowed);
+        for stranger in [headers(&[("sec-fetch-site", "same-site"), ("origin", "https://blog.shop.example")]), headers(&[("sec-fetch-site", "same-site")])] {
+            assert!(matches!(policy(true).check(&Method::POST, &stranger), CsrfVerdict::Refused(_)));
+        }
         // A forged-looking Origin does not override Fetch Metadata's verdict.
         let mixed = headers(&[("sec-fetch-site", "cross-site"), ("origin", "https://shop.example")]);
         assert!(matches!(strict.check(&Method::POST, &mixed), CsrfVerdict::Refused(_)));

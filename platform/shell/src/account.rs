@@ -165,7 +165,8 @@ pub(crate) async fn change_password(
         let message = crate::pages::BUSY_MESSAGE.to_owned();
         crate::pages::come_back_soon(render(&state, &user, current.session_id(), None, Some(message), StatusCode::SERVICE_UNAVAILABLE).await)
     };
-    match users::check_password(&state.db, &state.hashing, &user.id, &form.current_password).await {
+    let turns = state.hashing.of(&format!("user:{}", user.id));
+    match users::check_password(&state.db, &turns, &user.id, &form.current_password).await {
         Ok(true) => {
             if let Err(error) = counted.take_back(&state.db).await {
                 tracing::warn!(%error, "cannot take back a password check");
@@ -186,7 +187,7 @@ pub(crate) async fn change_password(
             return server_error(&state);
         }
     }
-    match users::set_password(&state.db, &state.hashing, &user.id, &new_password).await {
+    match users::set_password(&state.db, &turns, &user.id, &new_password).await {
         Ok(()) => {}
         Err(users::UserError::Busy) => return busy().await,
         Err(error) => {

@@ -51,7 +51,7 @@ use shared_auth::verify::Expect;
 use shared_auth::{Claims, SessionUser};
 use tessera_host::login::LoginSettings;
 
-use crate::pages::{page, see_other};
+use crate::pages::{page, see_other, ClientAddress};
 use crate::session_middleware::CurrentSession;
 use crate::{session_store, users, ShellState};
 
@@ -317,11 +317,35 @@ fn known_scopes(requested: &str) -> Vec<&'static str> {
 }
 
 /// `GET /oauth/authorize`.
-pub(crate) async fn authorize(State(state): State<ShellState>, Extension(current): Extension<CurrentSession>, RawQuery(query): RawQuery) -> Response {
+pub(crate) async fn authorize(
+    State(state): State<ShellState>,
+    Extension(current): Extension<CurrentSession>,
+    ClientAddress(address): ClientAddress,
+    RawQuery(query): RawQuery,
+) -> Response {
     let user: Option<SessionUser> = current.claims.clone().map(Into::into);
     let query = query.unwrap_or_default();
     if query.len() > MAX_REQUEST_BYTES {
         return problem_page(&state, user.as_ref(), StatusCode::URI_TOO_LONG, "The sign-in link is far too long to be real.".into());
+    }
+    // Each request may store a code: bounded per client address and per session.
+    let now = session_store::now_seconds();
+    let limit = state.throttle.authorize_max_per_window;
+    let mut keys = vec![format!("authorize:address:{}", address.map(crate::throttle::bucket).unwrap_or_else(|| "-".into()))];
+    keys.extend(current.session_id().map(|sid| format!("authorize:session:{sid}")));
+    for key in keys {
+        match crate::throttle::count(&state.db, &state.throttle, &key, limit, now).await {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                tracing::warn!(%key, "authorization requests throttled");
+                let message = "Too many sign-in requests from here. Please wait a few minutes and try again.".to_owned();
+                return crate::pages::too_many(&state, problem_page(&state, user.as_ref(), StatusCode::TOO_MANY_REQUESTS, message));
+            }
+            Err(error) => {
+                tracing::error!(%error, "authorization throttle failed");
+                return problem_page(&state, user.as_ref(), StatusCode::SERVICE_UNAVAILABLE, "The site cannot sign you in right now; please try again.".into());
+            }
+        }
     }
     let params = match Params::parse(&query) {
         Ok(params) => params,
@@ -348,7 +372,39 @@ pub(crate) async fn authorize(State(state): State<ShellState>, Extension(current
         // The login page follows local paths only; this one brings the user back with the same request.
         return see_other(&format!("/login?next={}", url_encode(&format!("/oauth/authorize?{query}"))), []);
     };
-    issue_code(&state, client, &claims, &asked, &back).await
+    let auth_time = match session_store::lifetime(&state.db, &claims.sid).await {
+        Ok(Some((created_at, _))) => created_at,
+        Ok(None) => return back.error("login_required", "the session has ended; sign in again"),
+        Err(error) => {
+            tracing::error!(%error, "cannot read the session for an authorization");
+            return back.error("temporarily_unavailable", "the site cannot sign you in right now; please try again");
+        }
+    };
+    // `prompt=login`, or a sign-in older than `max_age`: the user signs in again (OpenID Connect Core
+    // §3.1.2.1). The request comes back without them, asking instead for a sign-in after this moment, so
+    // the new session answers it and nothing loops.
+    let stale = asked.max_age.is_some_and(|max_age| now - auth_time > max_age);
+    if asked.prompt_login || stale || asked.signed_in_after.is_some_and(|after| auth_time < after) {
+        if asked.prompt_none {
+            return back.error("login_required", "the user must sign in again");
+        }
+        let again = again_after(&query, now);
+        return see_other(&format!("/login?next={}", url_encode(&format!("/oauth/authorize?{again}"))), []);
+    }
+    issue_code(&state, client, &claims, auth_time, &asked, &back).await
+}
+
+/// The provider's own parameter: the sign-in must be newer than this (unix time). It replaces `prompt`
+/// and `max_age` in the request a re-authentication sends back.
+const SIGNED_IN_AFTER: &str = "tessera_signed_in_after";
+
+/// `query` without `prompt`, `max_age` and an earlier [`SIGNED_IN_AFTER`], asking for a sign-in after `now`.
+fn again_after(query: &str, now: i64) -> String {
+    let kept = url::form_urlencoded::parse(query.as_bytes()).filter(|(name, _)| !matches!(name.as_ref(), "prompt" | "max_age" | SIGNED_IN_AFTER));
+    let mut again = url::form_urlencoded::Serializer::new(String::new());
+    again.extend_pairs(kept);
+    again.append_pair(SIGNED_IN_AFTER, &now.to_string());
+    again.finish()
 }
 
 /// What an authorization request asks for, once it is one this provider serves.
@@ -358,6 +414,12 @@ struct Asked<'p> {
     nonce: Option<&'p str>,
     /// `prompt=none`: answer at once, never show a page.
     prompt_none: bool,
+    /// `prompt=login`: the user signs in again, whatever session they have.
+    prompt_login: bool,
+    /// `max_age`: the most seconds since the user last signed in.
+    max_age: Option<i64>,
+    /// [`SIGNED_IN_AFTER`]: set by this provider when it sent the user to sign in again.
+    signed_in_after: Option<i64>,
 }
 
 impl<'p> Asked<'p> {
@@ -395,21 +457,28 @@ impl<'p> Asked<'p> {
             return ControlFlow::Break(back.error("invalid_request", "prompt=none cannot be combined with other prompts"));
         }
 
-        ControlFlow::Continue(Asked { scopes, challenge, nonce, prompt_none: prompt.contains(&"none") })
+        let max_age = match params.get("max_age").map(str::parse::<i64>) {
+            None => None,
+            Some(Ok(seconds)) if seconds >= 0 => Some(seconds),
+            Some(_) => return ControlFlow::Break(back.error("invalid_request", "max_age must be a number of seconds")),
+        };
+        // Only ever a moment already past: a later one would send the user to sign in again and again.
+        let signed_in_after = params.get(SIGNED_IN_AFTER).and_then(|after| after.parse::<i64>().ok()).map(|after| after.min(session_store::now_seconds()));
+        ControlFlow::Continue(Asked {
+            scopes,
+            challenge,
+            nonce,
+            prompt_none: prompt.contains(&"none"),
+            prompt_login: prompt.contains(&"login"),
+            max_age,
+            signed_in_after,
+        })
     }
 }
 
 /// Issues a code for the signed-in user's session and sends it back to the client.
-async fn issue_code(state: &ShellState, client: &Client, claims: &Claims, asked: &Asked<'_>, back: &Back<'_>) -> Response {
+async fn issue_code(state: &ShellState, client: &Client, claims: &Claims, auth_time: i64, asked: &Asked<'_>, back: &Back<'_>) -> Response {
     let now = session_store::now_seconds();
-    let auth_time = match session_store::lifetime(&state.db, &claims.sid).await {
-        Ok(Some((created_at, _))) => created_at,
-        Ok(None) => return back.error("login_required", "the session has ended; sign in again"),
-        Err(error) => {
-            tracing::error!(%error, "cannot read the session for an authorization");
-            return back.error("temporarily_unavailable", "the site cannot sign you in right now; please try again");
-        }
-    };
     let code = new_code();
     let grant = Grant {
         client_id: client.id.clone(),
@@ -478,14 +547,25 @@ pub mod codes {
         First(Grant),
         /// Used before: a replay of the grant's code.
         Again(Grant),
+        /// Issued to another client: refused, and still unspent.
+        OtherClient {
+            issued_to: String,
+        },
         Unknown,
     }
 
-    /// Spends a code: only one of any number of concurrent presentations gets [`Spent::First`].
-    pub async fn spend(db: &AnyPool, hash: &str, now: i64) -> Result<Spent, sqlx::Error> {
-        let first =
-            sqlx::query("UPDATE oidc_codes SET used_at = $1 WHERE code_hash = $2 AND used_at IS NULL").bind(now).bind(hash).execute(db).await?.rows_affected()
-                == 1;
+    /// Spends a code presented by `client_id`: only one of any number of concurrent presentations by the
+    /// client it was issued to gets [`Spent::First`]; another client's presentation spends nothing
+    /// ([`Spent::OtherClient`]), so it cannot make the rightful exchange look like a replay.
+    pub async fn spend(db: &AnyPool, hash: &str, client_id: &str, now: i64) -> Result<Spent, sqlx::Error> {
+        let first = sqlx::query("UPDATE oidc_codes SET used_at = $1 WHERE code_hash = $2 AND client_id = $3 AND used_at IS NULL")
+            .bind(now)
+            .bind(hash)
+            .bind(client_id)
+            .execute(db)
+            .await?
+            .rows_affected()
+            == 1;
         let grant: Option<Grant> = sqlx::query_as(
             "SELECT client_id, redirect_uri, user_id, session_id, code_challenge, nonce, scope, auth_time, expires_at FROM oidc_codes WHERE code_hash = $1",
         )
@@ -493,6 +573,7 @@ pub mod codes {
         .fetch_optional(db)
         .await?;
         Ok(match (grant, first) {
+            (Some(grant), _) if grant.client_id != client_id => Spent::OtherClient { issued_to: grant.client_id },
             (Some(grant), true) => Spent::First(grant),
             (Some(grant), false) => Spent::Again(grant),
             (None, _) => Spent::Unknown,
@@ -665,7 +746,7 @@ impl<'a> CodeRequest<'a> {
 /// the grant, its user and when the session ends.
 async fn spend_code(state: &ShellState, request: &CodeRequest<'_>, now: i64) -> Result<(Grant, SessionUser, i64), TokenRefusal> {
     let client = request.client;
-    let grant = match codes::spend(&state.db, &code_hash(request.code), now).await.map_err(TokenRefusal::unavailable)? {
+    let grant = match codes::spend(&state.db, &code_hash(request.code), &client.id, now).await.map_err(TokenRefusal::unavailable)? {
         codes::Spent::First(grant) => grant,
         codes::Spent::Again(grant) => {
             // RFC 6749 §10.5: revoke what the code gave. Its tokens are bound to the session; end it.
@@ -675,14 +756,14 @@ async fn spend_code(state: &ShellState, request: &CodeRequest<'_>, now: i64) -> 
                 .map_err(TokenRefusal::unavailable)?;
             return Err(TokenRefusal::invalid_grant("this code was already used; the sign-in it came from has been ended"));
         }
+        codes::Spent::OtherClient { issued_to } => {
+            tracing::warn!(client = %client.id, code_client = %issued_to, "authorization code presented by another client; left unspent");
+            return Err(TokenRefusal::invalid_grant("the code was issued to another client"));
+        }
         codes::Spent::Unknown => return Err(TokenRefusal::invalid_grant("the code is unknown")),
     };
     if grant.expires_at <= now {
         return Err(TokenRefusal::invalid_grant("the code has expired; sign in again"));
-    }
-    if grant.client_id != client.id {
-        tracing::warn!(client = %client.id, code_client = %grant.client_id, "authorization code presented by another client");
-        return Err(TokenRefusal::invalid_grant("the code was issued to another client"));
     }
     if grant.redirect_uri != request.redirect_uri {
         return Err(TokenRefusal::invalid_grant("redirect_uri differs from the one the code was issued for"));

@@ -205,7 +205,8 @@ pub(crate) async fn login(
             return server_error(&state);
         }
     };
-    match users::authenticate(&state.db, &state.hashing, email.as_str(), &form.password).await {
+    let turns = state.hashing.of(&format!("address:{}", address.as_deref().unwrap_or("-")));
+    match users::authenticate(&state.db, &turns, email.as_str(), &form.password).await {
         Ok(Some(user)) => {
             if let Err(error) = attempt.succeeded(&state.db, now).await {
                 tracing::warn!(%error, "cannot clear sign-in failures");
@@ -347,7 +348,7 @@ pub(crate) async fn register(
             return server_error(&state);
         }
     };
-    match users::create(&state.db, &state.hashing, &email, &name, &password, &[Role::Shopper]).await {
+    match users::create(&state.db, &state.hashing.of(&key), &email, &name, &password, &[Role::Shopper]).await {
         Ok(user) => {
             tracing::info!(user = %user.id, "registered");
             start_session(&state, &user, &headers, "/").await

@@ -9,6 +9,10 @@
 //! - **per client address, over every account** (`login_max_failures_per_address`, 50): password spraying,
 //!   one password tried against many accounts.
 //!
+//! And one count of successful sign-ins, **per account** (`login_max_per_account`, 30): each costs a
+//! password hash, so a client looping correct sign-ins would otherwise hash without end (the hashing
+//! turns are also shared fairly between clients, `crate::users::Hashing`).
+//!
 //! The last two must not lock out people who did nothing wrong: the account's owner while strangers guess
 //! at it, or everyone behind one proxy or NAT address after one of them sprayed. So they bind only pairs of
 //! account and address that are *not known*: a pair is known once its account signed in successfully from
@@ -47,6 +51,14 @@ pub struct ThrottleSettings {
     /// `TESSERA_LOGIN_MAX_FAILURES_PER_ADDRESS`).
     #[serde(rename = "login_max_failures_per_address")]
     pub max_failures_per_address: i64,
+    /// Successful sign-ins of one account within the window (`TESSERA_LOGIN_MAX_PER_ACCOUNT`); past it
+    /// even the right password waits.
+    #[serde(rename = "login_max_per_account")]
+    pub max_sign_ins_per_account: i64,
+    /// Requests to the OpenID Connect provider's `/oauth/authorize` within the window, per client address
+    /// and per session (each may store a code; `TESSERA_OAUTH_AUTHORIZE_MAX_PER_WINDOW`).
+    #[serde(rename = "oauth_authorize_max_per_window")]
+    pub authorize_max_per_window: i64,
     /// Password hashes (sign-in checks, registrations, password changes) running at once; 0: one per
     /// core (`TESSERA_PASSWORD_HASHES_AT_ONCE`). Past it requests wait up to 2 s for a turn, then get 503
     /// with `Retry-After`.
@@ -61,6 +73,8 @@ impl Default for ThrottleSettings {
             max_failures_per_account: 5,
             max_failures_per_account_total: 50,
             max_failures_per_address: 50,
+            max_sign_ins_per_account: 30,
+            authorize_max_per_window: 120,
             password_hashes_at_once: 0,
         }
     }
@@ -90,6 +104,10 @@ fn account_key(email: &str) -> String {
     format!("account:{}", email.trim().to_lowercase())
 }
 
+fn sign_ins_key(email: &str) -> String {
+    format!("signed-in:{}", email.trim().to_lowercase())
+}
+
 fn address_key(address: &str) -> String {
     format!("address:{address}")
 }
@@ -104,6 +122,7 @@ fn pair_key(email: &str, address: Option<&str>) -> String {
 pub struct Attempt {
     id: String,
     pair: String,
+    sign_ins: String,
 }
 
 async fn failures(db: &AnyPool, key: &str, since: i64) -> Result<i64, sqlx::Error> {
@@ -129,7 +148,7 @@ async fn take_back(db: &AnyPool, id: &str) -> Result<(), sqlx::Error> {
 /// Counts a sign-in for `email` from `address` and says whether it may check its password (`None`: it
 /// must wait). See the module docs for the counts and why the attempt is counted first.
 pub async fn attempt(db: &AnyPool, settings: &ThrottleSettings, email: &str, address: Option<&str>, now: i64) -> Result<Option<Attempt>, sqlx::Error> {
-    let attempt = Attempt { id: uuid::Uuid::new_v4().to_string(), pair: pair_key(email, address) };
+    let attempt = Attempt { id: uuid::Uuid::new_v4().to_string(), pair: pair_key(email, address), sign_ins: sign_ins_key(email) };
     let account = account_key(email);
     let address = address.map(address_key);
     let mut tx = db.begin().await?;
@@ -143,7 +162,8 @@ pub async fn attempt(db: &AnyPool, settings: &ThrottleSettings, email: &str, add
     }
     tx.commit().await?;
     let since = now - settings.window_seconds;
-    let mut over = failures(db, &attempt.pair, since).await? > settings.max_failures_per_account;
+    let mut over = failures(db, &attempt.pair, since).await? > settings.max_failures_per_account
+        || failures(db, &attempt.sign_ins, since).await? >= settings.max_sign_ins_per_account;
     if !over && !is_known(db, &attempt.pair, now).await? {
         over = failures(db, &account, since).await? > settings.max_failures_per_account_total;
         if let (false, Some(address)) = (over, &address) {
@@ -163,6 +183,13 @@ impl Attempt {
     pub async fn succeeded(self, db: &AnyPool, now: i64) -> Result<(), sqlx::Error> {
         let mut tx = db.begin().await?;
         sqlx::query("DELETE FROM login_failures WHERE attempt = $1 OR throttle_key = $2").bind(&self.id).bind(&self.pair).execute(&mut *tx).await?;
+        // Counted among the account's sign-ins of the window (a row of the same table, kept as long).
+        sqlx::query("INSERT INTO login_failures (throttle_key, failed_at, attempt) VALUES ($1, $2, $3)")
+            .bind(&self.sign_ins)
+            .bind(now)
+            .bind(&self.id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query(
             "INSERT INTO login_known (pair_key, succeeded_at) VALUES ($1, $2) ON CONFLICT (pair_key) DO UPDATE SET succeeded_at = excluded.succeeded_at",
         )

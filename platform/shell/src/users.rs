@@ -1,9 +1,13 @@
 //! Accounts: the shell's `users` table, the input types it is written from, and the demo seed.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use shared_auth::keys::now_seconds;
 use shared_auth::password::{hash_password, verify_against_dummy, verify_password, MAX_PASSWORD_BYTES};
 use shared_auth::{Role, SessionUser};
 use sqlx::AnyPool;
+use tokio::sync::Semaphore;
 
 /// Why what a person typed into a sign-up or account form was refused: the text is for them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,8 +133,19 @@ fn roles_to_column(roles: &[Role]) -> String {
 /// changes would hold gigabytes and slow every one of them. More runs at once than cores buys nothing,
 /// so the bound defaults to the cores. Past it a request waits briefly for a turn, then is asked to come
 /// back ([`UserError::Busy`]: 503 with `Retry-After`) rather than queueing without end.
+///
+/// The turns are shared fairly: one client (an address bucket for sign-ins and registrations, an account
+/// for password changes; [`Hashing::of`]) holds at most half of them at once, so one client looping
+/// correct sign-ins as fast as it can leaves the other half to everyone else.
 #[derive(Clone, Debug)]
-pub struct Hashing(std::sync::Arc<tokio::sync::Semaphore>);
+pub struct Hashing {
+    turns: Arc<Semaphore>,
+    /// Turns one client may hold at once.
+    per_client: usize,
+    clients: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    /// Whose turns this handle takes (`None`: only the shared bound).
+    client: Option<String>,
+}
 
 /// How long a request waits for a turn to hash before it is told to come back.
 const TURN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -141,18 +156,62 @@ impl Hashing {
     /// `at_once` hashes at a time (0: one per core).
     pub fn new(at_once: usize) -> Hashing {
         let cores = std::thread::available_parallelism().map(usize::from).unwrap_or(2);
-        Hashing(std::sync::Arc::new(tokio::sync::Semaphore::new(if at_once == 0 { cores } else { at_once })))
+        let at_once = if at_once == 0 { cores } else { at_once };
+        Hashing { turns: Arc::new(Semaphore::new(at_once)), per_client: (at_once / 2).max(1), clients: Arc::default(), client: None }
     }
 
-    /// Runs `work` (CPU-bound: off the async workers) once a turn is free.
+    /// The same turns, taken as `client`.
+    pub fn of(&self, client: &str) -> Hashing {
+        Hashing { client: Some(client.to_owned()), ..self.clone() }
+    }
+
+    fn client_turns(&self, client: &str) -> Arc<Semaphore> {
+        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        clients.entry(client.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(self.per_client))).clone()
+    }
+
+    /// Forgets a client that holds and awaits no turn (the map stays as small as the clients hashing now).
+    fn forget_idle(&self, client: &str) {
+        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if clients.get(client).is_some_and(|turns| Arc::strong_count(turns) == 1 && turns.available_permits() == self.per_client) {
+            clients.remove(client);
+        }
+    }
+
+    /// Runs `work` (CPU-bound: off the async workers) once a turn is free, the client's first.
     async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Result<T, UserError> {
-        let turn = tokio::time::timeout(TURN_WAIT, self.0.clone().acquire_owned()).await.map_err(|_| UserError::Busy)?.map_err(|_| UserError::Busy)?;
-        tokio::task::spawn_blocking(move || {
-            let _turn = turn;
-            work()
-        })
-        .await
-        .map_err(|error| UserError::Hash(error.to_string()))
+        let deadline = tokio::time::Instant::now() + TURN_WAIT;
+        let own = match &self.client {
+            Some(client) => {
+                let turns = self.client_turns(client);
+                let taken = tokio::time::timeout_at(deadline, turns.acquire_owned()).await;
+                match taken {
+                    Ok(Ok(turn)) => Some(turn),
+                    _ => {
+                        self.forget_idle(client);
+                        return Err(UserError::Busy);
+                    }
+                }
+            }
+            None => None,
+        };
+        let turn = tokio::time::timeout_at(deadline, self.turns.clone().acquire_owned()).await;
+        let result = match turn {
+            Ok(Ok(turn)) => tokio::task::spawn_blocking(move || {
+                let (_turn, _own) = (turn, own);
+                work()
+            })
+            .await
+            .map_err(|error| UserError::Hash(error.to_string())),
+            _ => {
+                drop(own);
+                Err(UserError::Busy)
+            }
+        };
+        if let Some(client) = &self.client {
+            self.forget_idle(client);
+        }
+        result
     }
 }
 
@@ -284,6 +343,32 @@ pub async fn seed_demo(db: &AnyPool) -> Result<(), UserError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn one_client_holds_half_the_hashing_turns_at_most_and_others_still_get_theirs() {
+        let hashing = Hashing::new(2);
+        let looping = hashing.of("address:198.51.100.7");
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let first = tokio::spawn({
+            let looping = looping.clone();
+            async move { looping.run(move || held.recv().is_ok()).await }
+        });
+        while hashing.turns.available_permits() != 1 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // The same client again waits for its own turn, though a shared one is free...
+        let again = tokio::spawn({
+            let looping = looping.clone();
+            async move { looping.run(|| "again").await }
+        });
+        // ...which another client gets at once.
+        assert_eq!(hashing.of("address:203.0.113.9").run(|| "someone else").await.unwrap(), "someone else");
+        assert!(!again.is_finished(), "the looping client's second hash waited for its first");
+        release.send(()).unwrap();
+        assert!(first.await.unwrap().unwrap());
+        assert_eq!(again.await.unwrap().unwrap(), "again");
+        assert!(hashing.clients.lock().unwrap().is_empty(), "idle clients are forgotten");
+    }
 
     #[test]
     fn emails_are_normalised_and_checked() {

@@ -202,6 +202,74 @@ async fn a_guest_signs_in_first_and_comes_back_to_the_same_request(backend: Back
     assert_eq!((param(&params, "error"), param(&params, "state"), param(&params, "code")), (Some("login_required"), Some("st-1"), None));
 }
 
+each_backend!(prompt_login_and_an_exceeded_max_age_make_the_user_sign_in_again);
+async fn prompt_login_and_an_exceeded_max_age_make_the_user_sign_in_again(backend: Backend) {
+    let app = provider(backend).await;
+    let session = app.sign_in(ADMIN, PASSWORD).await;
+    let pkce = new_pkce();
+    let db = app.database().await;
+    // The sign-in happened an hour ago.
+    sqlx::query("UPDATE sessions SET created_at = created_at - 3600").execute(&db).await.unwrap();
+    for extra in ["&prompt=login", "&max_age=600", "&prompt=login%20consent"] {
+        let path = authorize_path("ops", OPS_CALLBACK, &pkce.challenge, extra);
+        let response = app.get(&path, Some(&session.both())).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{extra}");
+        let (location, params) = location_params(&response);
+        assert!(location.starts_with("/login?next="), "{backend:?} {extra}: sent to sign in again, not back with a code: {location}");
+        // Signing in again answers the request: a code whose ID token says when.
+        let next = param(&params, "next").unwrap().to_owned();
+        assert!(!next.contains("prompt=") && !next.contains("max_age="), "{next}");
+        let body = format!("email={}&password={PASSWORD}&next={}", urlencode(ADMIN), urlencode(&next));
+        let response = app.post_form("/login", body, None).await;
+        let fresh = support::access_cookie(&response).unwrap();
+        let response = app.get(response.headers()[LOCATION].to_str().unwrap(), Some(&fresh)).await;
+        let (location, params) = location_params(&response);
+        assert!(location.starts_with(OPS_CALLBACK), "{backend:?} {extra}: {location}");
+        let code = param(&params, "code").expect("a code").to_owned();
+        let (status, _, tokens) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
+        assert_eq!(status, StatusCode::OK, "{tokens}");
+        let id = verify(&app, tokens["id_token"].as_str().unwrap(), "ops").await;
+        assert!(id["auth_time"].as_i64().unwrap() >= shared_auth::keys::now_seconds() - 60, "{extra}: a fresh sign-in: {id}");
+        // The old session, asked again with that continuation, must still sign in (it is older).
+        let again = app.get(&next, Some(&session.both())).await;
+        assert!(location_params(&again).0.starts_with("/login?next="), "{extra}");
+    }
+    // A max_age the sign-in is within goes straight back; prompt=none with a stale sign-in says so.
+    let recent = app.sign_in(ADMIN, PASSWORD).await;
+    let response = app.get(&authorize_path("ops", OPS_CALLBACK, &pkce.challenge, "&max_age=600"), Some(&recent.both())).await;
+    assert!(location_params(&response).0.starts_with(OPS_CALLBACK));
+    let response = app.get(&authorize_path("ops", OPS_CALLBACK, &pkce.challenge, "&max_age=600&prompt=none"), Some(&session.both())).await;
+    let (location, params) = location_params(&response);
+    assert!(location.starts_with(OPS_CALLBACK) && param(&params, "error") == Some("login_required"), "{location}");
+    let response = app.get(&authorize_path("ops", OPS_CALLBACK, &pkce.challenge, "&max_age=soon"), Some(&recent.both())).await;
+    assert_eq!(param(&location_params(&response).1, "error"), Some("invalid_request"));
+}
+
+#[tokio::test]
+async fn authorization_requests_are_limited_per_address_and_session() {
+    let app = spawn_with(
+        Backend::Sqlite,
+        Options {
+            configure: Some(|settings| {
+                with_clients(settings);
+                settings.throttle.authorize_max_per_window = 3;
+            }),
+            ..Options::default()
+        },
+    )
+    .await;
+    let cookie = app.sign_in(SHOPPER, PASSWORD).await.both();
+    let pkce = new_pkce();
+    for _ in 0..3 {
+        code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
+    }
+    let response = app.get(&authorize_path("ops", OPS_CALLBACK, &pkce.challenge, ""), Some(&cookie)).await;
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(response.headers().contains_key("retry-after"));
+    let db = app.database().await;
+    assert_eq!(support::count(&db, "SELECT COUNT(*) FROM oidc_codes").await, 3, "the refused request stored no code");
+}
+
 each_backend!(a_code_works_once_for_its_own_client_address_and_verifier);
 async fn a_code_works_once_for_its_own_client_address_and_verifier(backend: Backend) {
     let app = provider(backend).await;
@@ -209,11 +277,15 @@ async fn a_code_works_once_for_its_own_client_address_and_verifier(backend: Back
     let cookie = session.both();
     let pkce = new_pkce();
 
-    // Another client cannot use a code issued to this one; the attempt spends it.
+    // Another client cannot use a code issued to this one, and its attempt does not spend it: the
+    // rightful exchange afterwards works and is not taken for a replay (which would end the session).
     let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;
     let (status, _, error) = token_request(&app, Some(("other", OTHER_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
     assert_eq!((status, error["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{backend:?}: {error}");
     assert!(error["error_description"].as_str().unwrap().contains("another client"), "{error}");
+    let (status, _, tokens) = token_request(&app, Some(("ops", OPS_SECRET)), exchange_form(&code, OPS_CALLBACK, &pkce.verifier)).await;
+    assert_eq!(status, StatusCode::OK, "{backend:?}: {tokens}");
+    assert_eq!(app.catalog_user(&cookie).await.as_deref(), Some("Sam Shopper"), "the session goes on");
 
     // A redirect URI that differs by one character.
     let code = code_for(&app, &cookie, "ops", OPS_CALLBACK, &pkce).await;

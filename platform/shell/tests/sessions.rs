@@ -167,6 +167,20 @@ async fn wrong_current_passwords_are_throttled_like_sign_ins_and_change_nothing(
 }
 
 #[tokio::test]
+async fn one_account_signing_in_again_and_again_is_throttled_even_with_the_right_password() {
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.throttle.max_sign_ins_per_account = 3), ..Options::default() }).await;
+    for _ in 0..3 {
+        app.sign_in(SHOPPER, PASSWORD).await;
+    }
+    let looped = app.post_form("/login", format!("email=shopper%40example.com&password={PASSWORD}"), None).await;
+    assert_eq!(looped.status(), StatusCode::TOO_MANY_REQUESTS, "each correct sign-in costs a password hash");
+    assert!(looped.headers().contains_key("retry-after"));
+    assert!(set_cookie(&looped, "tessera_access").is_none(), "and signs nobody in");
+    // Another account is not held back by it.
+    app.sign_in(ADMIN, PASSWORD).await;
+}
+
+#[tokio::test]
 async fn registrations_are_bounded_per_address_and_a_refused_one_creates_nothing() {
     let app = spawn_with(Backend::Sqlite, Options { configure: Some(|s| s.throttle.max_registrations_per_address = 3), ..Options::default() }).await;
     app.register("one@example.com", "One", "password-one").await;

@@ -1,0 +1,64 @@
+//! TLS for what a process reaches: every HTTP client (forwarding, service calls, event deliveries,
+//! JWKS, the OpenID Connect provider) speaks HTTPS through rustls and trusts the system's roots plus
+//! the certificates of `TESSERA_TLS_CA_FILE` (a PEM bundle: a deployment's own certificate authority);
+//! NATS trusts the same file for `tls://` servers. PostgreSQL takes its TLS from its URL, as libpq does:
+//! `sslmode=require|verify-ca|verify-full` and `sslrootcert=<file>` (sqlx reads them, and the streaming
+//! relay's replication connection is refused anything but `disable` until it has TLS of its own).
+//!
+//! Decisions: rustls with ring, already in the tree (async-nats, jsonwebtoken), not OpenSSL (a system
+//! library to match) nor aws-lc (a C build); the roots are read once at start, so a bad file stops the
+//! process with its name rather than failing a request later.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::HostError;
+use crate::serve::ServerSettings;
+
+/// The certificate authorities a process trusts beyond the system's.
+#[derive(Clone, Default)]
+pub struct Roots {
+    file: Option<PathBuf>,
+    certificates: Vec<reqwest::Certificate>,
+}
+
+impl std::fmt::Debug for Roots {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Roots").field("file", &self.file).field("certificates", &self.certificates.len()).finish()
+    }
+}
+
+impl Roots {
+    /// The system's roots and those of `TESSERA_TLS_CA_FILE`, if set (read now).
+    pub fn from_settings(server: &ServerSettings) -> Result<Roots, HostError> {
+        match &server.tls_ca_file {
+            None => Ok(Roots::default()),
+            Some(file) => Roots::from_file(file),
+        }
+    }
+
+    /// The system's roots and the certificates of the PEM bundle `file`.
+    pub fn from_file(file: &Path) -> Result<Roots, HostError> {
+        let unusable = |reason: String| HostError::Config(format!("TESSERA_TLS_CA_FILE {}: {reason}", file.display()));
+        let pem = std::fs::read(file).map_err(|error| unusable(error.to_string()))?;
+        let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| unusable(error.to_string()))?;
+        if certificates.is_empty() {
+            return Err(unusable("holds no certificate".into()));
+        }
+        Ok(Roots { file: Some(file.to_owned()), certificates })
+    }
+
+    /// The PEM bundle, for clients that read it themselves (NATS).
+    pub fn file(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// An HTTP client builder that trusts these roots (and never follows a redirect: an answer must not
+    /// steer where this process sends its requests).
+    pub fn http(&self) -> reqwest::ClientBuilder {
+        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).https_only(false);
+        for certificate in &self.certificates {
+            builder = builder.add_root_certificate(certificate.clone());
+        }
+        builder
+    }
+}
