@@ -39,11 +39,11 @@ impl std::fmt::Debug for EventSigner {
 /// Why an event request was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
-    #[error("the event request is not signed")]
+    #[error("the request is not signed")]
     Missing,
-    #[error("the event request's timestamp is missing, malformed or outside the tolerance")]
+    #[error("the request's signature timestamp is missing, malformed or outside the tolerance")]
     Stale,
-    #[error("the event request's signature does not match")]
+    #[error("the request's signature does not match")]
     Mismatch,
     #[error("the request is signed by {0:?}, which is not a service name")]
     NotAService(String),
