@@ -129,10 +129,7 @@ async fn with_a_database_role_per_service_a_purchase_works_and_no_role_reaches_a
         return;
     }
     let admin_url = tessera_testing::postgres_url().unwrap();
-    let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = tessera_fragment::db::StoreSettings { schema_prefix: prefix.clone(), ..Default::default() };
-    let services = tessera_site::app::services();
-    let names: Vec<&str> = services.iter().map(String::as_str).collect();
+    let prefix = support::fresh_schema_prefix();
     // An earlier single-role install left the catalog's schema with objects the admin owns: provisioning
     // hands them to the catalog's role.
     sqlx::any::install_default_drivers();
@@ -145,7 +142,7 @@ async fn with_a_database_role_per_service_a_purchase_works_and_no_role_reaches_a
     ] {
         sqlx::query(&sql).execute(&admin).await.unwrap();
     }
-    let made = tessera_host::provision::provision(&admin_url, &store, &names, true).await.unwrap();
+    let urls = support::provision_roles(&prefix, true).await;
     let (foreign,): (i64,) = sqlx::query_as(
         "SELECT (SELECT COUNT(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND pg_get_userbyid(c.relowner) <> $1) \
          + (SELECT COUNT(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND pg_get_userbyid(p.proowner) <> $1) \
@@ -156,11 +153,7 @@ async fn with_a_database_role_per_service_a_purchase_works_and_no_role_reaches_a
     .await
     .unwrap();
     assert_eq!(foreign, 0, "everything in the catalog's schema is its role's");
-    assert_eq!(
-        made.iter().map(|one| one.variable()).collect::<Vec<_>>(),
-        names.iter().map(|name| format!("TESSERA_POSTGRES_URLS__{}", name.to_uppercase())).collect::<Vec<_>>()
-    );
-    let urls = made.iter().map(|one| (one.service.clone(), one.url.clone())).collect();
+    assert_eq!(urls.keys().cloned().collect::<std::collections::BTreeSet<_>>(), tessera_site::app::services().into_iter().collect());
     fn cdc(settings: &mut tessera_site::ShellSettings) {
         configure(settings);
         settings.host.events.outbox_relay = tessera_host::relay::OutboxRelay::Cdc;

@@ -104,13 +104,8 @@ async fn a_hostile_fragment_is_refused_everything_it_tries() {
     if !support::postgres_configured() {
         return;
     }
-    let admin_url = tessera_testing::postgres_url().unwrap();
-    let prefix = format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let store = tessera_fragment::db::StoreSettings { schema_prefix: prefix.clone(), ..Default::default() };
-    let services = tessera_site::app::services();
-    let names: Vec<&str> = services.iter().map(String::as_str).collect();
-    let made = tessera_host::provision::provision(&admin_url, &store, &names, false).await.unwrap();
-    let urls: BTreeMap<String, String> = made.iter().map(|one| (one.service.clone(), one.url.clone())).collect();
+    let prefix = support::fresh_schema_prefix();
+    let urls = support::provision_roles(&prefix, false).await;
     // The hostile catalog, and a second instance of it that describes itself at the cart's prefix.
     let (catalog_url, seen) = hostile("/catalog").await;
     let (impostor_url, impostor_seen) = hostile("/cart").await;
@@ -143,17 +138,7 @@ async fn a_hostile_fragment_is_refused_everything_it_tries() {
     let stolen = cookies.iter().find_map(|cookie| cookie.split("; ").find(|pair| pair.starts_with("tessera_access="))).expect("a catalog token").to_owned();
 
     // Replays of what it recorded.
-    let grant = app
-        .client
-        .post(format!("{}/admin/users/roles", app.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", &stolen)
-        .header("sec-fetch-site", "same-origin")
-        .header("origin", app.settings.host.login.public_url.clone())
-        .body("user_id=anyone&admin=on")
-        .send()
-        .await
-        .unwrap();
+    let grant = app.post_form_from_site("/admin/users/roles", "user_id=anyone&admin=on", &stolen, &app.settings.host.login.public_url).await;
     let refused = grant.status().is_client_error() || grant.headers().get("location").is_some_and(|to| to.to_str().unwrap().starts_with("/login"));
     attempts.push(attempt("replay its token at the shell's admin API", refused, grant.status().to_string()));
     let account = app.get("/account", Some(&stolen)).await;

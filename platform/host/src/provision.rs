@@ -199,3 +199,31 @@ pub fn write_env_files(dir: &Path, made: &[Provisioned]) -> Result<Vec<PathBuf>,
     }
     Ok(written)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_service_gets_its_own_setting_line_and_file_for_its_owner_only() {
+        let made = vec![
+            Provisioned { service: "catalog".into(), role: "tessera_catalog".into(), url: "postgres://tessera_catalog:pw1@db/shop".into() },
+            Provisioned { service: "paysandbox".into(), role: "tessera_paysandbox".into(), url: "postgres://tessera_paysandbox:pw2@db/shop".into() },
+        ];
+        assert_eq!(
+            settings_lines(&made),
+            "TESSERA_POSTGRES_URLS__CATALOG=postgres://tessera_catalog:pw1@db/shop\nTESSERA_POSTGRES_URLS__PAYSANDBOX=postgres://tessera_paysandbox:pw2@db/shop\n"
+        );
+        assert!(!format!("{made:?}").contains("pw1"), "never printed by Debug");
+        let dir = tempfile::tempdir().unwrap();
+        let written = write_env_files(&dir.path().join("provisioned"), &made).unwrap();
+        assert_eq!(std::fs::read_to_string(&written[0]).unwrap(), "TESSERA_POSTGRES_URLS__CATALOG=postgres://tessera_catalog:pw1@db/shop\n");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&written[1]).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        // Written again (new passwords): replaced, not refused.
+        assert!(write_env_files(&dir.path().join("provisioned"), &made).is_ok());
+    }
+}

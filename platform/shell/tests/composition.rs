@@ -182,17 +182,7 @@ async fn a_fragment_gets_a_token_of_its_own_for_each_request_and_it_opens_nothin
     let account = app.get("/account", Some(&stolen)).await;
     assert_eq!(account.headers().get("location").map(|to| to.to_str().unwrap()), Some("/login?next=/account"), "the shell's own pages do not take it");
     assert_eq!(support::signed_in_as(&app, "/cart", &stolen).await, None, "nor does another fragment");
-    let grant = app
-        .client
-        .post(format!("{}/admin/users/roles", app.url))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("cookie", &stolen)
-        .header("sec-fetch-site", "same-origin")
-        .header("origin", app.settings.host.login.public_url.clone())
-        .body("user_id=anyone&admin=on")
-        .send()
-        .await
-        .unwrap();
+    let grant = app.post_form_from_site("/admin/users/roles", "user_id=anyone&admin=on", &stolen, &app.settings.host.login.public_url).await;
     assert!(
         grant.status().is_client_error() || grant.headers().get("location").is_some_and(|to| to.to_str().unwrap().starts_with("/login")),
         "{}",

@@ -64,6 +64,14 @@ impl Http {
         request.send().await.expect("request sent")
     }
 
+    /// POSTs a form as a browser on one of the site's own pages does (`Sec-Fetch-Site: same-origin` and
+    /// the site's `Origin`): what the shell's account and admin changes want, so a refusal is about the
+    /// cookie, not the request's origin.
+    pub async fn post_form_from_site(&self, path: &str, body: impl Into<String>, cookie: &str, origin: &str) -> Response {
+        let request = self.client.post(format!("{}{path}", self.url)).header(CONTENT_TYPE, "application/x-www-form-urlencoded").body(body.into());
+        request.header(COOKIE, cookie).header("sec-fetch-site", "same-origin").header("origin", origin).send().await.expect("request sent")
+    }
+
     /// GETs `path` and reads the body as text.
     pub async fn text(&self, path: &str, cookie: Option<&str>) -> (StatusCode, String) {
         let response = self.get(path, cookie).await;

@@ -137,6 +137,22 @@ impl std::ops::Deref for TestApp {
     }
 }
 
+/// A schema prefix no other test uses (`t<12 hex>_`).
+pub fn fresh_schema_prefix() -> String {
+    format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// `tessera db provision`'s roles for every service of the site under `prefix` on the test PostgreSQL:
+/// each service's URL, by name (what [`Options::provisioned`] takes). The app's teardown drops them.
+pub async fn provision_roles(prefix: &str, replication: bool) -> BTreeMap<String, String> {
+    let admin_url = tessera_testing::postgres_url().expect("TESSERA_TEST_POSTGRES_URL");
+    let store = StoreSettings { schema_prefix: prefix.to_owned(), ..StoreSettings::default() };
+    let services = tessera_site::app::services();
+    let names: Vec<&str> = services.iter().map(String::as_str).collect();
+    let made = tessera_host::provision::provision(&admin_url, &store, &names, replication).await.expect("the roles are provisioned");
+    made.into_iter().map(|one| (one.service, one.url)).collect()
+}
+
 pub fn store(app: &TestApp) -> StoreSettings {
     StoreSettings { postgres_pool_size: 2, ..app.settings.host.store.clone() }
 }
