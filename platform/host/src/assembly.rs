@@ -71,7 +71,7 @@ impl Host {
     /// `tessera_fragment::secrets`).
     pub fn new(settings: &Settings) -> Result<Host, HostError> {
         let secrets = Arc::new(Secrets::new(&settings.secrets, &settings.store.data_dir)?);
-        let roots = crate::tls::Roots::from_settings(&settings.server)?;
+        let roots = crate::tls::Roots::from_setting(settings.server.tls_ca_file.as_deref())?;
         let clients = Clients::with_roots(&roots);
         let peers = Arc::new(Peers::default());
         if let Some(base) = &settings.site.payment_url {

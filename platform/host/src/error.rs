@@ -29,4 +29,6 @@ pub enum HostError {
     Proxies(#[from] crate::client_ip::NotAProxy),
     #[error(transparent)]
     RelyingParty(#[from] crate::relying_party::RpSettingsError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }

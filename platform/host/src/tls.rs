@@ -11,8 +11,13 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::HostError;
-use crate::serve::ServerSettings;
+/// Why `TESSERA_TLS_CA_FILE` cannot be used (the process does not start).
+#[derive(Debug, thiserror::Error)]
+#[error("TESSERA_TLS_CA_FILE {file}: {reason}")]
+pub struct TlsError {
+    file: String,
+    reason: String,
+}
 
 /// The certificate authorities a process trusts beyond the system's.
 #[derive(Clone, Default)]
@@ -28,17 +33,14 @@ impl std::fmt::Debug for Roots {
 }
 
 impl Roots {
-    /// The system's roots and those of `TESSERA_TLS_CA_FILE`, if set (read now).
-    pub fn from_settings(server: &ServerSettings) -> Result<Roots, HostError> {
-        match &server.tls_ca_file {
-            None => Ok(Roots::default()),
-            Some(file) => Roots::from_file(file),
-        }
+    /// The system's roots and those of `file` (`TESSERA_TLS_CA_FILE`), if any (read now).
+    pub fn from_setting(file: Option<&Path>) -> Result<Roots, TlsError> {
+        file.map_or(Ok(Roots::default()), Roots::from_file)
     }
 
     /// The system's roots and the certificates of the PEM bundle `file`.
-    pub fn from_file(file: &Path) -> Result<Roots, HostError> {
-        let unusable = |reason: String| HostError::Config(format!("TESSERA_TLS_CA_FILE {}: {reason}", file.display()));
+    pub fn from_file(file: &Path) -> Result<Roots, TlsError> {
+        let unusable = |reason: String| TlsError { file: file.display().to_string(), reason };
         let pem = std::fs::read(file).map_err(|error| unusable(error.to_string()))?;
         let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|error| unusable(error.to_string()))?;
         if certificates.is_empty() {
