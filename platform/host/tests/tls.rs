@@ -1,7 +1,8 @@
 //! TLS outbound: PostgreSQL over TLS verified against its certificate authority (the `sslmode` and
-//! `sslrootcert` of its URL), and HTTPS to an endpoint whose certificate a deployment's own authority
-//! signed (`TESSERA_TLS_CA_FILE`), refused without it. The HTTPS endpoint is a minimal server at the
-//! protocol boundary: a test CA from rcgen, rustls, one fixed answer.
+//! `sslrootcert` of its URL); HTTPS to an endpoint whose certificate a deployment's own authority signed
+//! (`TESSERA_TLS_CA_FILE`), refused without it; NATS over TLS (`tls://`) the same way, against a
+//! `nats-server` of the test's own. The HTTPS endpoint is a minimal server at the protocol boundary: a
+//! test CA from rcgen, rustls, one fixed answer.
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ struct TestCa {
     ca_pem: String,
     leaf: rustls::pki_types::CertificateDer<'static>,
     leaf_key: Vec<u8>,
+    leaf_pem: String,
+    leaf_key_pem: String,
 }
 
 fn test_ca() -> TestCa {
@@ -29,7 +32,7 @@ fn test_ca() -> TestCa {
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let leaf_key = rcgen::KeyPair::generate().unwrap();
     let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).unwrap().signed_by(&leaf_key, &ca, &ca_key).unwrap();
-    TestCa { ca_pem: ca.pem(), leaf: leaf.der().clone(), leaf_key: leaf_key.serialize_der() }
+    TestCa { ca_pem: ca.pem(), leaf: leaf.der().clone(), leaf_key: leaf_key.serialize_der(), leaf_pem: leaf.pem(), leaf_key_pem: leaf_key.serialize_pem() }
 }
 
 /// An HTTPS endpoint on loopback that answers every request with `body`; its port.
@@ -133,4 +136,52 @@ async fn postgres_is_reached_over_tls_verified_against_its_authority() {
     // would not make the connection fail here.)
     let refused = with("127.0.0.1", std::path::Path::new(&cert_file)).open("tls", &NO_MIGRATIONS).await;
     assert!(refused.is_err(), "a name the certificate does not carry");
+}
+
+#[tokio::test]
+async fn nats_over_tls_is_trusted_through_the_deployments_own_authority_and_refused_without_it() {
+    let binary = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"].into_iter().find(|path| std::path::Path::new(path).exists());
+    let Some(binary) = binary else {
+        eprintln!("no nats-server binary here (Debian's package installs one): skipped");
+        return;
+    };
+    let ca = test_ca();
+    let dir = tempfile::tempdir().unwrap();
+    let (ca_file, cert, key) = (dir.path().join("ca.pem"), dir.path().join("server.pem"), dir.path().join("server.key"));
+    std::fs::write(&ca_file, &ca.ca_pem).unwrap();
+    std::fs::write(&cert, &ca.leaf_pem).unwrap();
+    std::fs::write(&key, &ca.leaf_key_pem).unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut server = std::process::Command::new(binary)
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd", &dir.path().join("js").display().to_string(), "--tls"])
+        .arg("--tlscert")
+        .arg(&cert)
+        .arg("--tlskey")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "nats-server did not start");
+        assert!(server.try_wait().unwrap().is_none(), "nats-server stopped at start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let _server = Stop(server);
+    let url = format!("tls://localhost:{port}");
+    let broker = tessera_host::broker::Broker::connect(&url, "tlstest", Some(&ca_file)).await;
+    assert!(broker.is_ok(), "trusted through TESSERA_TLS_CA_FILE: {:?}", broker.err());
+    let refused = tessera_host::broker::Broker::connect(&url, "tlstest", None).await;
+    assert!(refused.is_err(), "an authority the system does not know is refused");
 }
