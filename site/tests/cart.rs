@@ -111,15 +111,6 @@ async fn buy(app: &TestApp, cookie: &str, sku: &str, quantity: i64) -> String {
     id
 }
 
-/// The answer of running `sql` on `db`: `Ok` or the SQLSTATE of the refusal.
-async fn sqlstate(db: &AnyPool, sql: &str) -> Result<(), String> {
-    match sqlx::query(sql).execute(db).await {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(error)) => Err(error.code().unwrap_or_default().into_owned()),
-        Err(other) => Err(other.to_string()),
-    }
-}
-
 /// `tessera db provision`'s roles: the whole purchase (cart → inventory → payment → events over the
 /// replication stream) works with each service on its own role, and each role is refused every other
 /// service's schema — the shell's signing keys and users above all.
@@ -171,7 +162,7 @@ async fn with_a_database_role_per_service_a_purchase_works_and_no_role_reaches_a
     // Each service's own connection: its schema works, every other one is refused.
     let denied = "42501";
     let catalog = database(&app, "catalog").await;
-    assert_eq!(sqlstate(&catalog, "SELECT COUNT(*) FROM products").await, Ok(()));
+    assert_eq!(support::sqlstate(&catalog, "SELECT COUNT(*) FROM products").await.map_err(|(code, _)| code), Ok(()));
     for sql in [
         format!("SELECT kid, pkcs8 FROM {prefix}shell.signing_keys"),
         format!("SELECT password_hash FROM {prefix}shell.users"),
@@ -181,7 +172,7 @@ async fn with_a_database_role_per_service_a_purchase_works_and_no_role_reaches_a
         format!("SELECT * FROM {prefix}cart.orders"),
         format!("CREATE TABLE {prefix}cart.planted (x BIGINT)"),
     ] {
-        assert_eq!(sqlstate(&catalog, &sql).await, Err(denied.to_owned()), "the catalog's role: {sql}");
+        assert_eq!(support::sqlstate(&catalog, &sql).await.map_err(|(code, _)| code), Err(denied.to_owned()), "the catalog's role: {sql}");
     }
     let cart = database(&app, "cart").await;
     for sql in [
@@ -189,7 +180,7 @@ async fn with_a_database_role_per_service_a_purchase_works_and_no_role_reaches_a
         format!("SELECT * FROM {prefix}shell.sessions"),
         format!("SELECT * FROM {prefix}paysandbox.payments"),
     ] {
-        assert_eq!(sqlstate(&cart, &sql).await, Err(denied.to_owned()), "the cart's role: {sql}");
+        assert_eq!(support::sqlstate(&cart, &sql).await.map_err(|(code, _)| code), Err(denied.to_owned()), "the cart's role: {sql}");
     }
     // The roles are plain logins: no superuser, no role or database creation.
     let (powers,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM pg_roles WHERE rolname LIKE $1 AND (rolsuper OR rolcreaterole OR rolcreatedb)")

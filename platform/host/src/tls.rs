@@ -57,7 +57,7 @@ impl Roots {
     /// An HTTP client builder that trusts these roots (and never follows a redirect: an answer must not
     /// steer where this process sends its requests).
     pub fn http(&self) -> reqwest::ClientBuilder {
-        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).https_only(false);
+        let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none());
         for certificate in &self.certificates {
             builder = builder.add_root_certificate(certificate.clone());
         }

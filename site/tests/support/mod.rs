@@ -137,6 +137,15 @@ impl std::ops::Deref for TestApp {
     }
 }
 
+/// Runs `sql` on `db`: `Ok`, or the refusal's SQLSTATE and message (`42501`: permission denied).
+pub async fn sqlstate(db: &AnyPool, sql: &str) -> Result<(), (String, String)> {
+    match sqlx::query(sql).execute(db).await {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(error)) => Err((error.code().unwrap_or_default().into_owned(), error.message().to_owned())),
+        Err(other) => Err((String::new(), other.to_string())),
+    }
+}
+
 /// A schema prefix no other test uses (`t<12 hex>_`).
 pub fn fresh_schema_prefix() -> String {
     format!("t{}_", &uuid::Uuid::new_v4().simple().to_string()[..12])
