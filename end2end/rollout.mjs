@@ -8,7 +8,7 @@
 // redeploy of its fragment would. Each step sends SIGTERM, waits for the instance to drain and exit, and
 // starts the new build on the same address (the shell knows instances by address, like a Service).
 import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync, renameSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,24 +17,34 @@ import { join } from 'node:path';
 // In the order they start: what a fragment calls is up before it.
 const FRAGMENT_BINARIES = { inventory: 'tessera-inventory', cart: 'tessera-cart', catalog: 'tessera-catalog' };
 
+/** One Ed25519 signing key per service and run, as base64 PKCS#8 (what `TESSERA_SERVICE_KEYS__<NAME>` takes). */
+const serviceKeys = new Map();
+function serviceKey(name, tag) {
+  const id = `${tag}:${name}`;
+  if (!serviceKeys.has(id)) {
+    serviceKeys.set(id, generateKeyPairSync('ed25519').privateKey.export({ format: 'der', type: 'pkcs8' }).toString('base64'));
+  }
+  return serviceKeys.get(id);
+}
+
 /**
- * The shared secrets of a test deployment, one per trust relationship, and who holds which: each process
- * gets only the secrets of its own relationships (the shell serves the sandbox payment provider, so it
- * holds the payment secrets and never the events or service secret; it alone holds the key that seals
- * its signing keys). A process missing a secret it
- * needs would generate its own and its calls would be refused, so these runs show the split works.
+ * The secrets of a test deployment and who holds which: each fragment its own signing key (every instance
+ * of it the same one, so a new instance signs with a key the others already learned from its
+ * predecessors' descriptions), and the shared secrets of its own relationships only (the shell serves the
+ * sandbox payment provider, so it holds the payment secrets and no fragment's key; it alone holds the key
+ * that seals its token-signing keys). A process missing a secret it needs would generate its own and its
+ * calls would be refused, so these runs show the split works.
  */
 export function secretsFor(name, tag) {
   const secret = (relationship) => `${tag}-${relationship}-secret-0123456789abcdef`;
-  const events = { TESSERA_EVENTS_SECRET: secret('events') };
-  const services = { TESSERA_SERVICE_SECRET: secret('services') };
+  const own = { [`TESSERA_SERVICE_KEYS__${name.toUpperCase()}`]: serviceKey(name, tag) };
   const payments = { TESSERA_PAYMENT_API_SECRET: secret('payment-api'), TESSERA_PAYMENT_WEBHOOK_SECRETS: secret('webhooks') };
   // Seals the signing keys in the shell's database: every shell replica must hold the same one.
   const signingKeys = { TESSERA_KEY_ENCRYPTION_KEY: secret('key-encryption') };
   const held = {
-    catalog: { ...events },
-    inventory: { ...events, ...services },
-    cart: { ...events, ...services, ...payments },
+    catalog: { ...own },
+    inventory: { ...own },
+    cart: { ...own, ...payments },
     shell: { ...payments, ...signingKeys },
   };
   if (!held[name]) throw new Error(`no secrets are defined for ${name}`);

@@ -23,13 +23,13 @@ describe('a fragment on another domain shares the one login', () => {
     shellUrl = `http://shop.test:${shellPort}`;
     opsUrl = `http://ops.example:${opsPort}`;
     const secret = () => randomBytes(32).toString('hex');
-    const shared = { TESSERA_EVENTS_SECRET: secret(), TESSERA_SERVICE_SECRET: secret() };
+    // Nothing to share between the two for events and calls: each service signs with its own key and
+    // publishes the public half in its description.
     const clientSecret = secret();
     ops = await startTessera({
       port: opsPort,
       args: ['--fragment', 'inventory'],
       env: {
-        ...shared,
         TESSERA_PUBLIC_URL: opsUrl,
         TESSERA_JWKS_URL: `http://127.0.0.1:${shellPort}/.well-known/jwks.json`,
         TESSERA_OIDC_PROVIDER__ISSUER: shellUrl,
@@ -43,7 +43,6 @@ describe('a fragment on another domain shares the one login', () => {
     shell = await startTessera({
       port: shellPort,
       env: {
-        ...shared,
         TESSERA_PUBLIC_URL: shellUrl,
         // The same inventory process also serves the shell's own pages.
         TESSERA_FRAGMENTS__INVENTORY__UPSTREAM: `http://127.0.0.1:${opsPort}`,

@@ -2,24 +2,27 @@
 // chart move, and fulfil a paid order whose reservation the cart made through the service API.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, randomUUID } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomUUID, sign } from 'node:crypto';
 import { ADMIN, hydrated, launchBrowser, login, startTessera } from './helpers.mjs';
 
-// One secret per relationship (tessera_kit::secrets): service calls and events are signed apart.
-const SERVICE_SECRET = 'e2e-services-secret-0123456789abcdef0123';
-const EVENTS_SECRET = 'e2e-events-secret-0123456789abcdef012345';
+// The cart's signing key (tessera_fragment::signature): the site is given it as the cart's own
+// (TESSERA_SERVICE_KEYS__CART), and this test signs the cart's calls and events with it.
+const CART_KEY = generateKeyPairSync('ed25519');
+const CART_PKCS8 = CART_KEY.privateKey.export({ format: 'der', type: 'pkcs8' }).toString('base64');
+const CART_PUBLIC = CART_KEY.publicKey.export({ format: 'jwk' }).x; // the raw key, base64url
+const CART_KID = createHash('sha256').update(Buffer.from(CART_PUBLIC, 'base64url')).digest('base64url').slice(0, 16);
 
-/** A JSON POST from the cart service, HMAC-signed with `secret` over `timestamp.cart.<message>` (tessera_kit::events). */
-function signedPost(url, secret, message, body) {
+/** A JSON POST from the cart, Ed25519-signed over `<domain>\n<timestamp>.cart.<message>`. */
+function signedPost(url, domain, message, body) {
   const timestamp = Math.floor(Date.now() / 1000);
-  const tag = createHmac('sha256', secret).update(`${timestamp}.cart.${message}`).digest('base64');
+  const signature = sign(null, Buffer.from(`${domain}\n${timestamp}.cart.${message}`), CART_KEY.privateKey).toString('base64');
   return fetch(url, {
     method: 'POST',
     headers: {
       'content-type': 'application/json',
       'x-tessera-event-producer': 'cart',
       'x-tessera-event-timestamp': String(timestamp),
-      'x-tessera-event-signature': `v1=${tag}`,
+      'x-tessera-event-signature': `ed25519=${CART_KID}.${signature}`,
     },
     body,
   });
@@ -28,7 +31,7 @@ function signedPost(url, secret, message, body) {
 /** A service call: the method and path are signed with the body. */
 function serviceCall(url, path, body) {
   const json = JSON.stringify(body);
-  return signedPost(`${url}${path}`, SERVICE_SECRET, `POST ${path}\n${json}`, json);
+  return signedPost(`${url}${path}`, 'tessera-call', `POST ${path}\n${json}`, json);
 }
 
 /** An event from the cart, signed like the relay signs it. */
@@ -37,7 +40,7 @@ function sendEvent(url, type, aggregateId, payload) {
     id: randomUUID(), type, version: 1, aggregate_type: 'order', aggregate_id: aggregateId,
     sequence: 1, occurred_at_ms: Date.now(), producer: 'cart', payload,
   });
-  return signedPost(`${url}/admin/inventory/events`, EVENTS_SECRET, envelope, envelope);
+  return signedPost(`${url}/admin/inventory/events`, 'tessera-event', envelope, envelope);
 }
 
 describe('inventory admin', () => {
@@ -45,7 +48,7 @@ describe('inventory admin', () => {
   let browser;
 
   before(async () => {
-    site = await startTessera({ env: { TESSERA_SERVICE_SECRET: SERVICE_SECRET, TESSERA_EVENTS_SECRET: EVENTS_SECRET } });
+    site = await startTessera({ env: { TESSERA_SERVICE_KEYS__CART: CART_PKCS8 } });
     browser = await launchBrowser();
   });
 

@@ -21,7 +21,7 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
-    /// Manage the shell's signing keys.
+    /// Manage signing keys: the shell's token keys, and keys for a service's events and calls.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
@@ -77,6 +77,12 @@ enum KeysCommand {
         #[arg(long, default_value_t = 310)]
         delay_seconds: i64,
     },
+    /// Print a new Ed25519 key for a service's events and calls, as the setting that gives it to that
+    /// service's processes (`TESSERA_SERVICE_KEYS__<SERVICE>=…`; put it first in the list to rotate).
+    New {
+        /// The service it is for (catalog, cart, inventory, …).
+        service: String,
+    },
 }
 
 #[tokio::main]
@@ -86,6 +92,11 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = ShellSettings::load().context("reading the configuration")?;
     let (fragment, demo) = match cli.command {
         Command::Serve { fragment, demo } => (fragment, demo),
+        Command::Keys { command: KeysCommand::New { service } } => {
+            let name = tessera_contracts::domain::ServiceName::parse(&service).map_err(|_| anyhow::anyhow!("{service:?} is not a service name"))?;
+            println!("{}", tessera_fragment::secrets::new_service_key_setting(&name)?);
+            return Ok(());
+        }
         Command::Keys { command: KeysCommand::Rotate { delay_seconds } } => {
             let entry = tessera_shell::site::rotate_keys(&settings.host, delay_seconds).await?;
             println!("{}", tessera_shell::keys::describe_rotation(&entry));

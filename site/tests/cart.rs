@@ -13,16 +13,9 @@ use support::{count, database, each_backend, eventually, spawn_with, urlencode, 
 use tessera_contracts::domain::ServiceName;
 use tessera_contracts::payments::{test_cards, Payment, PaymentStatus, WebhookEvent, WebhookKind, SIGNATURE_HEADER, WEBHOOK_PATH};
 use tessera_fragment::outbox::Outbox;
-use tessera_fragment::signature::EventSigner;
 use tessera_fragment::webhook::WebhookSigner;
 use tessera_host::pool::Remote;
 use tessera_host::relay::{HttpTransport, Relay, RelaySettings};
-
-/// The secret the site's services sign their events with in these tests.
-const EVENTS_SECRET: &str = "cart-test-events-secret-0123456789abcd";
-
-/// The secret the cart signs its calls to inventory with in these tests.
-const SERVICE_SECRET: &str = "cart-test-service-secret-0123456789abcd";
 
 /// The site's webhook secrets in these tests: the provider signs with both, the cart accepts either.
 const WHSEC_NEW: &str = "whsec-new-0123456789abcdef0123456789";
@@ -30,8 +23,6 @@ const WHSEC_OLD: &str = "whsec-old-0123456789abcdef0123456789";
 
 fn configure(settings: &mut tessera_site::ShellSettings) {
     settings.host.secrets.payment_webhook_secrets = Some(format!("{WHSEC_NEW},{WHSEC_OLD}"));
-    settings.host.secrets.events_secret = Some(EVENTS_SECRET.into());
-    settings.host.secrets.service_secret = Some(SERVICE_SECRET.into());
 }
 
 async fn start(backend: Backend) -> TestApp {
@@ -475,8 +466,7 @@ async fn pump(app: &TestApp, producer: ServiceName) {
     for (name, prefix) in [(ServiceName::CATALOG, "/catalog"), (ServiceName::CART, "/cart"), (ServiceName::INVENTORY, "/admin/inventory")] {
         peers.set(name, Remote::at(prefix, vec![app.url.clone()]));
     }
-    let signer = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
-    let transport = std::sync::Arc::new(HttpTransport::new(producer.clone(), signer, peers));
+    let transport = std::sync::Arc::new(HttpTransport::new(support::signer_of(app, producer.clone()), peers));
     let relay =
         Relay::new(database(app, producer.as_str()).await, &Outbox::new(producer), transport, RelaySettings { base_backoff_ms: 0, ..RelaySettings::default() });
     while relay.run_once().await.unwrap() > 0 {}

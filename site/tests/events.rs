@@ -15,16 +15,15 @@ use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::{Envelope, StockChanged};
 use tessera_fragment::outbox::Outbox;
 use tessera_fragment::peers::SendError;
-use tessera_fragment::signature::EventSigner;
 use tessera_host::pool::Remote;
 use tessera_host::relay::DeliveryError;
 use tessera_host::relay::{HttpTransport, Relay, RelaySettings, Transport};
 use tessera_site::Mode;
 
-const SECRET: &str = "events-test-secret-0123456789abcdef01";
-
-fn with_secret(settings: &mut tessera_site::ShellSettings) {
-    settings.host.secrets.events_secret = Some(SECRET.into());
+/// Where a process finds `service` (its upstream): a consumer learns a producer's signing keys there.
+fn upstream(service: &str, url: &str) -> std::collections::BTreeMap<ServiceName, tessera_host::settings::FragmentSettings> {
+    let settings = tessera_host::settings::FragmentSettings { upstreams: Some(url.to_owned()), ..Default::default() };
+    [(ServiceName::parse(service).unwrap(), settings)].into()
 }
 
 /// What the catalog's product page says is available of a demo SKU (a classic demo product's id is its
@@ -73,24 +72,23 @@ struct Setup {
 }
 
 async fn setup(backend: Backend) -> Setup {
-    let mut inventory =
-        spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("inventory".into())), configure: Some(with_secret), ..Options::default() })
-            .await;
+    let mut inventory = spawn_with(backend, Options { demo: Some(false), mode: Some(Mode::Fragment("inventory".into())), ..Options::default() }).await;
     // Its own relay is stopped (it "died"): the tests drive the relay on its outbox step by step.
     inventory.served.stop_background();
-    let catalog =
-        spawn_with(backend, Options { demo: Some(true), mode: Some(Mode::Fragment("catalog".into())), configure: Some(with_secret), ..Options::default() })
-            .await;
+    // The catalog knows where inventory runs, so it learns the key inventory signs with.
+    let fragments = upstream("inventory", &inventory.url);
+    let catalog = spawn_with(backend, Options { demo: Some(true), mode: Some(Mode::Fragment("catalog".into())), fragments, ..Options::default() }).await;
     let db = database(&inventory, "inventory").await;
     let outbox = Outbox::new(ServiceName::INVENTORY);
     outbox.subscribe(&db, <StockChanged as tessera_contracts::events::Event>::TYPE, &ServiceName::CATALOG).await.unwrap();
     Setup { inventory, catalog, db, outbox }
 }
 
-fn transport_to(catalog_url: &str) -> HttpTransport {
+/// Inventory's events, signed with its key, to a catalog at `catalog_url`.
+fn transport_to(setup: &Setup, catalog_url: &str) -> HttpTransport {
     let peers = Arc::new(tessera_fragment::peers::Peers::default());
     peers.set(ServiceName::CATALOG, Remote::at("/catalog", vec![catalog_url.to_owned()]));
-    HttpTransport::new(ServiceName::INVENTORY, EventSigner::new(&[SECRET.as_bytes().to_vec()]), peers)
+    HttpTransport::new(support::signer_of(&setup.inventory, ServiceName::INVENTORY), peers)
 }
 
 fn relay(setup: &Setup, transport: Arc<dyn Transport>, max_attempts: i64) -> Relay {
@@ -110,7 +108,7 @@ async fn a_relay_that_died_between_commit_and_publish_delivers_after_restart(bac
     announce(&setup, "MUG-STN-01", 7).await;
     assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, None);
     // The restarted relay finds the row and delivers it.
-    let relay = relay(&setup, Arc::new(transport_to(&setup.catalog.url)), 5);
+    let relay = relay(&setup, Arc::new(transport_to(&setup, &setup.catalog.url)), 5);
     assert_eq!(relay.run_once().await.unwrap(), 1);
     assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, Some(7), "{backend:?}");
     assert_eq!(count(&setup.db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'delivered'").await, 1);
@@ -143,7 +141,7 @@ each_backend!(a_relay_that_died_after_delivery_delivers_a_duplicate_that_the_con
 async fn a_relay_that_died_after_delivery_delivers_a_duplicate_that_the_consumer_applies_once(backend: Backend) {
     let setup = setup(backend).await;
     announce(&setup, "MUG-STN-01", 9).await;
-    let transport = Arc::new(DiesAfterFirstDelivery { inner: transport_to(&setup.catalog.url), died: AtomicBool::new(false) });
+    let transport = Arc::new(DiesAfterFirstDelivery { inner: transport_to(&setup, &setup.catalog.url), died: AtomicBool::new(false) });
     let relay = relay(&setup, transport, 5);
     relay.run_once().await.unwrap();
     assert_eq!(count(&setup.db, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'pending'").await, 1, "not marked");
@@ -159,7 +157,7 @@ async fn a_subscriber_that_is_down_gets_retries_then_a_dead_letter_then_a_replay
     let setup = setup(backend).await;
     announce(&setup, "MUG-STN-01", 4).await;
     let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    let relay_down = relay(&setup, Arc::new(transport_to(&format!("http://{down}"))), 3);
+    let relay_down = relay(&setup, Arc::new(transport_to(&setup, &format!("http://{down}"))), 3);
     for attempt in 1..=3 {
         relay_down.run_once().await.unwrap();
         let (attempts, status): (i64, String) = sqlx::query_as("SELECT attempts, status FROM outbox_deliveries").fetch_one(&setup.db).await.unwrap();
@@ -176,7 +174,7 @@ async fn a_subscriber_that_is_down_gets_retries_then_a_dead_letter_then_a_replay
     assert_eq!(relay_down.run_once().await.unwrap(), 0, "dead letters are not retried by themselves");
     // Replayed once the subscriber is back (a relay that knows its address).
     assert_eq!(tessera_fragment::event_admin::replay_dead_letters(&setup.db, &setup.outbox, None).await.unwrap(), 1);
-    relay(&setup, Arc::new(transport_to(&setup.catalog.url)), 3).run_once().await.unwrap();
+    relay(&setup, Arc::new(transport_to(&setup, &setup.catalog.url)), 3).run_once().await.unwrap();
     assert_eq!(availability(&setup.catalog, "MUG-STN-01").await, Some(4));
 }
 
@@ -187,7 +185,7 @@ async fn a_failed_event_holds_back_later_events_of_its_aggregate_only() {
     announce(&setup, "MUG-STN-01", 2).await;
     announce(&setup, "TEE-BLU-M", 5).await;
     let down = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
-    relay(&setup, Arc::new(transport_to(&format!("http://{down}"))), 10).run_once().await.unwrap();
+    relay(&setup, Arc::new(transport_to(&setup, &format!("http://{down}"))), 10).run_once().await.unwrap();
     // Deliver everything except the first MUG event: make it fail on its own by pointing it nowhere.
     let (attempts,): (i64,) = sqlx::query_as("SELECT MAX(attempts) FROM outbox_deliveries").fetch_one(&setup.db).await.unwrap();
     assert_eq!(attempts, 1);
@@ -262,8 +260,7 @@ async fn admins_see_outbox_depth_oldest_undelivered_and_dead_letters_per_service
     eventually("the replayed delivery", || async { count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status <> 'delivered'").await == 0 }).await;
 }
 
-fn with_secret_and_fast_discovery(settings: &mut tessera_site::ShellSettings) {
-    with_secret(settings);
+fn with_fast_retries(settings: &mut tessera_site::ShellSettings) {
     settings.host.events.events_base_backoff_ms = 50;
 }
 
@@ -277,11 +274,9 @@ async fn a_consumer_that_comes_up_after_the_producer_published_gets_every_event_
         ServiceName::parse("catalog").unwrap(),
         tessera_host::settings::FragmentSettings { upstreams: Some(format!("http://{catalog_addr}")), ..Default::default() },
     );
-    let inventory = spawn_with(
-        backend,
-        Options { mode: Some(Mode::Fragment("inventory".into())), fragments, configure: Some(with_secret_and_fast_discovery), ..Options::default() },
-    )
-    .await;
+    let inventory =
+        spawn_with(backend, Options { mode: Some(Mode::Fragment("inventory".into())), fragments, configure: Some(with_fast_retries), ..Options::default() })
+            .await;
     let inventory_db = database(&inventory, "inventory").await;
     assert!(
         count(&inventory_db, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await >= 8,
@@ -293,7 +288,12 @@ async fn a_consumer_that_comes_up_after_the_producer_published_gets_every_event_
     // and addresses every stock event already in its outbox to it.
     let catalog = spawn_with(
         backend,
-        Options { mode: Some(Mode::Fragment("catalog".into())), addr: Some(catalog_addr), configure: Some(with_secret), ..Options::default() },
+        Options {
+            mode: Some(Mode::Fragment("catalog".into())),
+            addr: Some(catalog_addr),
+            fragments: upstream("inventory", &inventory.url),
+            ..Options::default()
+        },
     )
     .await;
     eventually("every seeded stock level in the late catalog", || async {

@@ -1,13 +1,10 @@
 //! A hostile fragment: the catalog, compromised, as a process the shell routes to. It records what it
 //! receives and replays it to the shell and to the other fragments, sets the shell's and the cart's
-//! cookies, publishes events of a type another service owns, calls other services' APIs, claims another
-//! fragment's prefix, and reads and writes other schemas with its own database role — every attempt
-//! refused, each listed with its answer. (On PostgreSQL, with the roles of `tessera db provision`.)
-//!
-//! Not attempted here, because it is not closed yet: signing an event *as* another producer with the
-//! events secret every fragment shares. A consumer takes an event only from the producer that owns its
-//! type, but the shared secret lets its holder claim that name; keys per producer close it (issue 33,
-//! item 3).
+//! cookies, publishes events of a type another service owns (as itself, and as that service: with its
+//! own key, with a key of its making, with its key published under the other's name), calls other
+//! services' APIs (as itself and as the cart), claims another fragment's prefix, and reads and writes
+//! other schemas with its own database role — every attempt refused, each listed with its answer. (On
+//! PostgreSQL, with the roles of `tessera db provision`.)
 
 mod support;
 
@@ -21,26 +18,22 @@ use support::{database, spawn_with, Backend, Options, TestApp, ADMIN, PASSWORD};
 use tessera_contracts::descriptor::{FragmentDescriptor, DESCRIPTOR_PATH, READINESS_PATH};
 use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::{Envelope, Event, StockChanged};
-use tessera_fragment::signature::{CallSigner, EventSigner};
+use tessera_fragment::signature::{CallSigner, EventSigner, KeyDirectory, ServiceKeys, PRODUCER_HEADER};
 use tessera_host::settings::FragmentSettings;
-
-const EVENTS_SECRET: &str = "hostile-test-events-secret-0123456789abcd";
-const SERVICE_SECRET: &str = "hostile-test-service-secret-0123456789abc";
-
-fn secrets(settings: &mut tessera_site::ShellSettings) {
-    settings.host.secrets.events_secret = Some(EVENTS_SECRET.into());
-    settings.host.secrets.service_secret = Some(SERVICE_SECRET.into());
-}
 
 /// What the hostile process saw: each request's path and `Cookie` header.
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
-/// A hostile catalog process describing itself at `prefix`: it records every request and answers pages
-/// with a `Set-Cookie` for the shell's session and the cart's guest cart.
-async fn hostile(prefix: &'static str) -> (String, Seen) {
+/// A hostile catalog process describing itself at `prefix` with `signer`'s public keys (and, in the same
+/// description, as inventory with the same keys): it records every request and answers pages with a
+/// `Set-Cookie` for the shell's session and the cart's guest cart.
+async fn hostile(prefix: &'static str, signer: &EventSigner) -> (String, Seen) {
     let seen: Seen = Arc::default();
     let recorded = seen.clone();
-    let description = vec![FragmentDescriptor::named(ServiceName::CATALOG, prefix)];
+    let description = vec![
+        FragmentDescriptor { signing_keys: signer.public_keys(), ..FragmentDescriptor::named(ServiceName::CATALOG, prefix) },
+        FragmentDescriptor { signing_keys: signer.public_keys(), ..FragmentDescriptor::named(ServiceName::INVENTORY, "/admin/inventory") },
+    ];
     let app = Router::new()
         .route(
             DESCRIPTOR_PATH,
@@ -98,13 +91,12 @@ async fn a_hostile_fragment_is_refused_everything_it_tries() {
     let prefix = support::fresh_schema_prefix();
     let urls = support::provision_roles(&prefix, false).await;
     // The hostile catalog, and a second instance of it that describes itself at the cart's prefix.
-    let (catalog_url, seen) = hostile("/catalog").await;
-    let (impostor_url, impostor_seen) = hostile("/cart").await;
+    let own = EventSigner::new(Arc::new(ServiceKeys::generate(ServiceName::CATALOG)), Arc::new(KeyDirectory::default()));
+    let (catalog_url, seen) = hostile("/catalog", &own).await;
+    let (impostor_url, impostor_seen) = hostile("/cart", &own).await;
     let fragments =
         BTreeMap::from([(ServiceName::CATALOG, FragmentSettings { upstreams: Some(format!("{catalog_url},{impostor_url}")), ..FragmentSettings::default() })]);
-    let app =
-        spawn_with(Backend::Postgres, Options { fragments, configure: Some(secrets), provisioned: Some((prefix.clone(), urls.clone())), ..Options::default() })
-            .await;
+    let app = spawn_with(Backend::Postgres, Options { fragments, provisioned: Some((prefix.clone(), urls.clone())), ..Options::default() }).await;
     let mut attempts = Vec::new();
 
     // The site admin browses the catalog with a guest cart's cookie in their browser.
@@ -140,7 +132,8 @@ async fn a_hostile_fragment_is_refused_everything_it_tries() {
         attempts.push(attempt(what, !html.contains("Ada Admin"), format!("{status}, as a guest")));
     }
 
-    // Events and service calls, signed with the events secret it holds.
+    // Events and service calls, signed with the key it holds (which the site learned from its
+    // description), or with keys of its making.
     let now = shared_auth::keys::now_seconds();
     let envelope = Envelope {
         id: uuid::Uuid::new_v4().to_string(),
@@ -154,21 +147,33 @@ async fn a_hostile_fragment_is_refused_everything_it_tries() {
         payload: serde_json::json!({ "sku": "MUG-STN-01", "on_hand": 0, "available": 0 }),
     };
     let body = serde_json::to_vec(&envelope).unwrap();
-    let signed = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]).sign(&ServiceName::CATALOG, &body, now);
-    let (status, answer) = post_signed(&app, "/cart/events", &signed, body).await;
-    attempts.push(attempt("publish inventory.stock_changed (inventory's) to the cart", status == StatusCode::FORBIDDEN, answer));
+    let (status, answer) = post_signed(&app, "/cart/events", &own.sign(&body, now), body).await;
+    attempts.push(attempt("publish inventory.stock_changed (inventory's) to the cart, as itself", status == StatusCode::FORBIDDEN, answer));
+    let as_inventory = serde_json::to_vec(&Envelope { producer: ServiceName::INVENTORY, ..envelope.clone() }).unwrap();
+    let renamed = |mut headers: [(&'static str, String); 3], to: &ServiceName| {
+        assert_eq!(headers[0].0, PRODUCER_HEADER);
+        headers[0].1 = to.to_string();
+        headers
+    };
+    let (status, answer) = post_signed(&app, "/cart/events", &renamed(own.sign(&as_inventory, now), &ServiceName::INVENTORY), as_inventory.clone()).await;
+    attempts.push(attempt("publish it as inventory, with its own key (also published under inventory's name)", status == StatusCode::UNAUTHORIZED, answer));
+    let made_up = EventSigner::new(Arc::new(ServiceKeys::generate(ServiceName::INVENTORY)), Arc::new(KeyDirectory::default()));
+    let (status, answer) = post_signed(&app, "/cart/events", &made_up.sign(&as_inventory, now), as_inventory).await;
+    attempts.push(attempt("publish it as inventory, with a key of its making", status == StatusCode::SERVICE_UNAVAILABLE, answer));
     let reservation =
         serde_json::to_vec(&serde_json::json!({ "idempotency_key": "hostile-1", "owner": "u", "lines": [{ "sku": "MUG-STN-01", "quantity": 99 }] })).unwrap();
     let path = tessera_contracts::inventory::RESERVATIONS_PATH;
-    let as_itself = CallSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]).sign(&ServiceName::CATALOG, "POST", path, &reservation, now);
-    let (status, answer) = post_signed(&app, path, &as_itself, reservation.clone()).await;
-    attempts.push(attempt("reserve stock in inventory (the cart's API), signed with what it holds", status == StatusCode::FORBIDDEN, answer));
+    let calls = CallSigner::keyed(own.clone());
+    let (status, answer) = post_signed(&app, path, &calls.sign("POST", path, &reservation, now), reservation.clone()).await;
+    attempts.push(attempt("reserve stock in inventory (the cart's API), as itself", status == StatusCode::FORBIDDEN, answer));
+    let as_cart = renamed(calls.sign("POST", path, &reservation, now), &ServiceName::CART);
+    let (status, answer) = post_signed(&app, path, &as_cart, reservation.clone()).await;
+    attempts.push(attempt("reserve stock in inventory, as the cart", status == StatusCode::FORBIDDEN, answer));
     let (status, answer) = post_signed(&app, path, &[], reservation).await;
     attempts.push(attempt("reserve stock in inventory, unsigned", status == StatusCode::FORBIDDEN, answer));
     let payment = serde_json::to_vec(&serde_json::json!({ "amount_cents": 1, "currency": "EUR", "reference": "hostile" })).unwrap();
     let paths = tessera_contracts::payments::PAYMENTS_PATH;
-    let signed = CallSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]).sign(&ServiceName::CATALOG, "POST", paths, &payment, now);
-    let (status, answer) = post_signed(&app, paths, &signed, payment).await;
+    let (status, answer) = post_signed(&app, paths, &calls.sign("POST", paths, &payment, now), payment).await;
     attempts.push(attempt("create a payment at the provider (the cart's API)", status.is_client_error(), answer));
 
     // The instance that describes itself at the cart's prefix is never routed to.

@@ -16,20 +16,8 @@ use tessera_fragment::service::ServiceClient;
 use tessera_fragment::signature::CallSigner;
 use tessera_host::pool::Remote;
 
-const EVENTS_SECRET: &str = "inventory-test-events-secret-0123456789";
-const SERVICE_SECRET: &str = "inventory-test-service-secret-0123456789";
-
-fn with_secret(settings: &mut tessera_site::ShellSettings) {
-    settings.host.secrets.events_secret = Some(EVENTS_SECRET.into());
-    settings.host.secrets.service_secret = Some(SERVICE_SECRET.into());
-}
-
-fn service_signer() -> CallSigner {
-    CallSigner::new(&[SERVICE_SECRET.as_bytes().to_vec()])
-}
-
 async fn start(backend: Backend) -> TestApp {
-    spawn_with(backend, Options { configure: Some(with_secret), ..Options::default() }).await
+    spawn_with(backend, Options::default()).await
 }
 
 fn target(app: &TestApp) -> Target {
@@ -38,7 +26,7 @@ fn target(app: &TestApp) -> Target {
 
 /// The cart's client of the reservation API.
 fn cart(app: &TestApp) -> ServiceClient {
-    ServiceClient::new(ServiceName::CART, ServiceName::INVENTORY, service_signer(), target(app), Duration::from_secs(60))
+    ServiceClient::new(ServiceName::INVENTORY, CallSigner::keyed(support::signer_of(app, ServiceName::CART)), target(app), Duration::from_secs(60))
 }
 
 fn request(key: &str, lines: &[(&str, i64)]) -> ReserveRequest {

@@ -278,7 +278,7 @@ async fn over_jetstream_each_event_is_stored_once_and_applied_once_by_each_consu
         producer: ServiceName::INVENTORY,
         payload: serde_json::from_str(&payload).unwrap(),
     };
-    let signer = tessera_fragment::signature::EventSigner::new(&[std::fs::read(app.settings.host.store.data_dir.join("keys/events.secret")).unwrap()]);
+    let signer = support::signer_of(&app, ServiceName::INVENTORY);
     let transport = tessera_host::broker::BrokerTransport::new(broker.clone(), ServiceName::INVENTORY, signer);
     transport.deliver(&ServiceName::CATALOG, &again).await.unwrap();
     assert_eq!(stream.info().await.unwrap().state.messages as i64, events, "a republished event is dropped as a duplicate");

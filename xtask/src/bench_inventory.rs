@@ -7,30 +7,46 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use ring::signature::{Ed25519KeyPair, KeyPair};
 
 use crate::bench_support::{free_port, load, print_row, sign_in_admin, start_server, LoadResult};
 
-/// The secret the benchmark's calls to inventory are signed with (`TESSERA_SERVICE_SECRET`).
-const SECRET: &str = "bench-inventory-service-secret-0123456789";
 const HOT_UNITS: i64 = 3_000;
 const HOT_ATTEMPTS: usize = 4_000;
 const HOT_CONCURRENCY: usize = 32;
 const SKUS: usize = 10_000;
 
-/// Headers of a signed service call (the format of `tessera_fragment::signature::CallSigner::sign`).
-fn signed(caller: &str, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
-    let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).expect("any key length");
-    mac.update(format!("{timestamp}.{caller}.POST {path}\n").as_bytes());
-    mac.update(body);
-    let tag = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
-    vec![
-        ("x-tessera-event-producer", caller.to_owned()),
-        ("x-tessera-event-timestamp", timestamp.to_string()),
-        ("x-tessera-event-signature", format!("v1={tag}")),
-    ]
+/// The cart's signing key in the benchmark: the server is given it (`TESSERA_SERVICE_KEYS__CART`), and the
+/// benchmark signs its reservation calls with it as the cart would.
+struct CartKey {
+    pkcs8: Vec<u8>,
+    pair: Ed25519KeyPair,
+    kid: String,
+}
+
+impl CartKey {
+    fn new() -> Result<CartKey> {
+        let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).map_err(|_| anyhow::anyhow!("no randomness"))?.as_ref().to_vec();
+        let pair = Ed25519KeyPair::from_pkcs8(&pkcs8).map_err(|_| anyhow::anyhow!("a key just made"))?;
+        let digest = ring::digest::digest(&ring::digest::SHA256, pair.public_key().as_ref());
+        let kid = URL_SAFE_NO_PAD.encode(digest.as_ref())[..16].to_owned();
+        Ok(CartKey { pkcs8, pair, kid })
+    }
+
+    /// Headers of a signed service call (the format of `tessera_fragment::signature::CallSigner::sign`).
+    fn signed(&self, path: &str, body: &[u8]) -> Vec<(&'static str, String)> {
+        let timestamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+        let mut message = format!("tessera-call\n{timestamp}.cart.POST {path}\n").into_bytes();
+        message.extend_from_slice(body);
+        let signature = STANDARD.encode(self.pair.sign(&message).as_ref());
+        vec![
+            ("x-tessera-event-producer", "cart".to_owned()),
+            ("x-tessera-event-timestamp", timestamp.to_string()),
+            ("x-tessera-event-signature", format!("ed25519={}.{signature}", self.kid)),
+        ]
+    }
 }
 
 /// Receives `quantity` of each SKU (new to the inventory) through the admin server function.
@@ -68,12 +84,12 @@ struct HotResult {
 }
 
 /// `HOT_ATTEMPTS` one-unit soft reservations of one SKU holding `HOT_UNITS`, `HOT_CONCURRENCY` at a time.
-async fn hot_sku(client: &reqwest::Client, url: &str) -> Result<HotResult> {
+async fn hot_sku(client: &reqwest::Client, url: &str, key: std::sync::Arc<CartKey>) -> Result<HotResult> {
     let path = tessera_contracts::inventory::RESERVATIONS_PATH;
     let started = Instant::now();
     let workers: Vec<_> = (0..HOT_CONCURRENCY)
         .map(|worker| {
-            let client = client.clone();
+            let (client, key) = (client.clone(), key.clone());
             let url = format!("{url}{path}");
             tokio::spawn(async move {
                 let (mut won, mut short, mut other, mut latencies) = (0, 0, 0, Vec::new());
@@ -83,7 +99,7 @@ async fn hot_sku(client: &reqwest::Client, url: &str) -> Result<HotResult> {
                         "lines": [{"sku": "HOT-SKU", "quantity": 1}], "ttl_seconds": 900,
                     }))?;
                     let mut request = client.post(&url).header("content-type", "application/json");
-                    for (name, value) in signed("cart", path, &body) {
+                    for (name, value) in key.signed(path, &body) {
                         request = request.header(name, value);
                     }
                     let sent = Instant::now();
@@ -144,14 +160,15 @@ pub fn inventory(binary: &Path, site: &Path, scratch: &Path, seconds: u64) -> Re
         let url = format!("http://127.0.0.1:{port}");
         let data = scratch.join(format!("inventory-{}", label.to_lowercase()));
         let mut env = backend.clone();
-        env.push(("TESSERA_SERVICE_SECRET", SECRET.to_owned()));
+        let key = std::sync::Arc::new(CartKey::new()?);
+        env.push(("TESSERA_SERVICE_KEYS__CART", STANDARD.encode(&key.pkcs8)));
         env.push(("TESSERA_PUBLIC_URL", url.clone()));
         let server = start_server(binary, site, &data, port, &env, &["--demo"])?;
         println!("bench: inventory on {label}: one hot SKU, then {SKUS} SKUs…");
         let hot = runtime.block_on(async {
             let cookie = sign_in_admin(&client, &url).await?;
             stock(&client, &url, &cookie, vec!["HOT-SKU".to_owned()], HOT_UNITS, 1).await?;
-            hot_sku(&client, &url).await
+            hot_sku(&client, &url, key).await
         })?;
         let checked = verify(binary, &data, backend)?;
         if hot.won as i64 != HOT_UNITS || hot.other != 0 {

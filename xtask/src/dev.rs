@@ -17,10 +17,9 @@ use anyhow::{bail, Context, Result};
 use crate::{build_binaries, build_fragment, build_fragment_binary, fragment_by_name, fragments, setup, FragmentCrate, WasmProfile, Workspace};
 
 /// The shared secrets of the dev site and the fragment, one per relationship; dev only (a real deployment
-/// generates its own, see `tessera_fragment::secrets`).
-const DEV_SECRETS: [(&str, &str); 5] = [
-    ("TESSERA_EVENTS_SECRET", "tessera-dev-events-secret-not-for-production"),
-    ("TESSERA_SERVICE_SECRET", "tessera-dev-service-secret-not-for-production"),
+/// generates its own, see `tessera_fragment::secrets`). Signing keys need no sharing: each process makes its
+/// own, and the other learns its public half from its description.
+const DEV_SECRETS: [(&str, &str); 3] = [
     ("TESSERA_PAYMENT_API_SECRET", "tessera-dev-payment-api-secret-not-for-production"),
     ("TESSERA_PAYMENT_WEBHOOK_SECRETS", "tessera-dev-webhook-secret-not-for-production"),
     ("TESSERA_KEY_ENCRYPTION_KEY", "tessera-dev-key-encryption-key-not-for-production"),

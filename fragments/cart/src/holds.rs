@@ -68,14 +68,11 @@ pub enum Hold {
 enum NoInventory {
     #[error("no route to the inventory service is configured")]
     NoRoute,
-    #[error(transparent)]
-    Secret(#[from] tessera_fragment::secrets::SecretError),
 }
 
 fn inventory(runtime: &FragmentRuntime) -> Result<ServiceClient, NoInventory> {
     let target = runtime.peers.get(&ServiceName::INVENTORY).ok_or(NoInventory::NoRoute)?;
-    let signer = runtime.secrets.services()?;
-    Ok(ServiceClient::new(runtime.name.clone(), ServiceName::INVENTORY, signer, target, INVENTORY_TIMEOUT))
+    Ok(ServiceClient::new(ServiceName::INVENTORY, runtime.service_calls(), target, INVENTORY_TIMEOUT))
 }
 
 fn classify(result: Result<Reservation, CallError>) -> Hold {

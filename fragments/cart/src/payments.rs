@@ -60,8 +60,8 @@ enum NoProvider {
 
 impl SandboxProvider {
     pub fn new(runtime: &FragmentRuntime) -> SandboxProvider {
-        let client = match (runtime.peers.get(&ServiceName::PAYMENTS), runtime.secrets.payment_api()) {
-            (Some(target), Ok(signer)) => Ok(ServiceClient::new(runtime.name.clone(), ServiceName::PAYMENTS, signer, target, Duration::from_secs(5))),
+        let client = match (runtime.peers.get(&ServiceName::PAYMENTS), runtime.secrets.payment_api(runtime.name.clone())) {
+            (Some(target), Ok(signer)) => Ok(ServiceClient::new(ServiceName::PAYMENTS, signer, target, Duration::from_secs(5))),
             (None, _) => Err(NoProvider::NoRoute),
             (_, Err(error)) => Err(error.into()),
         };

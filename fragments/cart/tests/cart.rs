@@ -24,7 +24,7 @@ use tessera_contracts::ApiError;
 use tessera_fragment::{service::verify_caller, signature::CallSigner};
 use tessera_testing::each_backend;
 use tessera_testing::web::{count, eventually};
-use tessera_testing::{Alone, Backend, Double, Options, StatusCode, EVENTS_SECRET, SERVICE_SECRET};
+use tessera_testing::{Alone, Backend, Double, Options, StatusCode};
 
 /// Inventory's reservation contract, kept in memory: signed calls only, all-or-nothing holds against
 /// the units on hand, replacements released in the same step, replays by idempotency key.
@@ -35,6 +35,9 @@ struct Inventory {
     /// Every caller whose signature checked out, in order.
     callers: Mutex<Vec<String>>,
     down: AtomicBool,
+    /// Verifies calls with the keys the cart's process knows (set once the cart runs: the double lives
+    /// in its process, as an in-process inventory would).
+    verifier: std::sync::OnceLock<CallSigner>,
 }
 
 impl Inventory {
@@ -67,8 +70,8 @@ impl Inventory {
         if self.down.load(Ordering::SeqCst) {
             return Some((Http::SERVICE_UNAVAILABLE, Json(ApiError::Unavailable("inventory is restarting".into()))).into_response());
         }
-        let signer = CallSigner::new(&[SERVICE_SECRET.as_bytes().to_vec()]);
-        match verify_caller(&signer, headers, &Method::POST, path, body) {
+        let signer = self.verifier.get().expect("the cart started");
+        match verify_caller(signer, headers, &Method::POST, path, body) {
             Ok(caller) => {
                 self.callers.lock().unwrap().push(caller.to_string());
                 None
@@ -152,7 +155,9 @@ async fn extend(State(inventory): State<Arc<Inventory>>, Path(id): Path<String>,
 
 /// The cart alone with its demo prices, reaching `inventory`.
 async fn start(backend: Backend, inventory: &Arc<Inventory>) -> Alone {
-    Alone::start(&tessera_cart::server::Cart, backend, Options { demo: Some(0), doubles: vec![inventory.double()], ..Options::default() }).await
+    let cart = Alone::start(&tessera_cart::server::Cart, backend, Options { demo: Some(0), doubles: vec![inventory.double()], ..Options::default() }).await;
+    let _ = inventory.verifier.set(cart.runtime.service_calls());
+    cart
 }
 
 async fn add(cart: &Alone, cookie: Option<&str>, sku: &str, quantity: i64) -> (StatusCode, Value) {
@@ -242,7 +247,7 @@ each_backend!(guests_hold_nothing_and_are_checked_against_what_inventory_announc
 async fn guests_hold_nothing_and_are_checked_against_what_inventory_announced(backend: Backend) {
     let inventory = Inventory::with_stock(&[("BAG-CNV-01", 50)]);
     let cart = start(backend, &inventory).await;
-    cart.deliver(ServiceName::INVENTORY, &StockChanged { sku: "BAG-CNV-01".parse().unwrap(), on_hand: 2, available: 2 }, 1, EVENTS_SECRET).await.unwrap();
+    cart.deliver(ServiceName::INVENTORY, &StockChanged { sku: "BAG-CNV-01".parse().unwrap(), on_hand: 2, available: 2 }, 1).await.unwrap();
 
     let response = cart.post_form("/cart/api/add_item", "sku=BAG-CNV-01&quantity=3", None).await;
     assert_eq!(response.status(), StatusCode::CONFLICT, "{backend:?}: more than inventory announced");
@@ -258,7 +263,7 @@ async fn guests_hold_nothing_and_are_checked_against_what_inventory_announced(ba
 
     // A forged announcement changes nothing.
     let forged = StockChanged { sku: "BAG-CNV-01".parse().unwrap(), on_hand: 500, available: 500 };
-    assert!(cart.deliver(ServiceName::INVENTORY, &forged, 2, "a-secret-the-deployment-does-not-have-0123").await.is_err());
+    assert!(cart.deliver_signed(&Alone::stranger(ServiceName::INVENTORY), ServiceName::INVENTORY, &forged, 2).await.is_err());
     assert_eq!(cart.api("/cart/api/set_quantity", "sku=BAG-CNV-01&quantity=3", Some(&guest)).await.0, StatusCode::CONFLICT, "{backend:?}");
 }
 
@@ -275,7 +280,7 @@ async fn a_price_the_catalog_changes_reaches_the_line_with_a_note(backend: Backe
         currency: "EUR".into(),
         skus: vec!["MUG-STN-01".parse().unwrap()],
     };
-    cart.deliver(ServiceName::CATALOG, &dearer, 1, EVENTS_SECRET).await.unwrap();
+    cart.deliver(ServiceName::CATALOG, &dearer, 1).await.unwrap();
     let view = my_cart(&cart, Some(&sam)).await;
     let mug = line(&view, "MUG-STN-01");
     assert_eq!((mug["unit_price"]["minor"].as_i64(), view["subtotal"]["minor"].as_i64()), (Some(1650), Some(3300)), "{backend:?}: {view}");
@@ -403,6 +408,7 @@ async fn with_the_provider_down_the_order_waits_for_payment_and_says_so() {
     };
     let options = Options { demo: Some(0), doubles: vec![inventory.double(), provider], ..Options::default() };
     let cart = Alone::start(&tessera_cart::server::Cart, Backend::Sqlite, options).await;
+    let _ = inventory.verifier.set(cart.runtime.service_calls());
     let sam = cart.cookie_of(&Alone::user("sam", &[Role::Shopper]));
     assert_eq!(add(&cart, Some(&sam), "MUG-STN-01", 1).await.0, StatusCode::OK);
     let (status, placed) = place(&cart, &sam).await;
@@ -431,9 +437,9 @@ async fn a_hold_whose_answer_never_came_is_found_again_not_made_twice(backend: B
 
     // The cart asked inventory to grow the line to 2 under key K; inventory did it, but the answer
     // never arrived, so the line is pending with K kept (what `holds::record` writes then).
-    let signer = CallSigner::new(&[SERVICE_SECRET.as_bytes().to_vec()]);
     let target = tessera_fragment::peers::Target::in_process("/admin/inventory", inventory.double().router);
-    let client = tessera_fragment::service::ServiceClient::new(ServiceName::CART, ServiceName::INVENTORY, signer, target, std::time::Duration::from_secs(30));
+    let client =
+        tessera_fragment::service::ServiceClient::new(ServiceName::INVENTORY, cart.runtime.service_calls(), target, std::time::Duration::from_secs(30));
     let request = ReserveRequest {
         idempotency_key: "unanswered-key".into(),
         owner: tessera_cart::store::cart_owner(&cart_id),
@@ -465,7 +471,7 @@ async fn guest_carts_no_cookie_can_reach_go_while_younger_ones_stay(backend: Bac
     let cart = app.runtime.db.clone();
     // Guests are checked against the stock inventory announced.
     for (n, sku) in ["MUG-STN-01", "TEE-BLU-M"].into_iter().enumerate() {
-        app.deliver(ServiceName::INVENTORY, &StockChanged { sku: sku.parse().unwrap(), on_hand: 5, available: 5 }, n as i64 + 1, EVENTS_SECRET).await.unwrap();
+        app.deliver(ServiceName::INVENTORY, &StockChanged { sku: sku.parse().unwrap(), on_hand: 5, available: 5 }, n as i64 + 1).await.unwrap();
     }
     let mut cookies = Vec::new();
     for sku in ["MUG-STN-01", "TEE-BLU-M"] {

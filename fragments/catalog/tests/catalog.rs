@@ -9,9 +9,8 @@ use serde_json::Value;
 use shared_auth::Role;
 use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::StockChanged;
-use tessera_fragment::signature::EventSigner;
 use tessera_testing::each_backend;
-use tessera_testing::{Alone, Backend, Options, StatusCode, EVENTS_SECRET};
+use tessera_testing::{Alone, Backend, Options, StatusCode};
 
 /// The catalog alone with its demo catalogue: the classic eight products and sixty generated ones.
 async fn start(backend: Backend) -> Alone {
@@ -79,8 +78,8 @@ async fn search_filters_sort_and_pages(backend: Backend) {
     // In stock: what inventory said is available, nothing it has not spoken of.
     let (_, none) = search(&catalog, "query[stock]=1").await;
     assert_eq!(none["total"], 0, "{backend:?}: no stock event yet, so nothing is known to be in stock: {none}");
-    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 5), 1, EVENTS_SECRET).await.unwrap();
-    catalog.deliver(ServiceName::INVENTORY, &stock("PEN-GEL-BK", 0), 2, EVENTS_SECRET).await.unwrap();
+    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 5), 1).await.unwrap();
+    catalog.deliver(ServiceName::INVENTORY, &stock("PEN-GEL-BK", 0), 2).await.unwrap();
     let (_, in_stock) = search(&catalog, "query[stock]=1").await;
     assert_eq!(names(&in_stock), ["Stoneware mug"], "{backend:?}: {in_stock}");
     let (_, in_stock_mugs) = search(&catalog, "query[stock]=1&query[cat]=mugs&query[q]=mug").await;
@@ -92,19 +91,19 @@ async fn availability_follows_signed_stock_events_in_order_and_nothing_else(back
     let catalog = start(backend).await;
     assert_eq!(available(&catalog, "MUG-STN-01").await, None, "{backend:?}: unknown until inventory says");
 
-    let forged = catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 99), 1, "a-secret-the-deployment-does-not-have-0123").await;
+    let forged = catalog.deliver_signed(&Alone::stranger(ServiceName::INVENTORY), ServiceName::INVENTORY, &stock("MUG-STN-01", 99), 1).await;
     assert!(forged.is_err(), "{backend:?}: a forged event is refused");
     assert_eq!(available(&catalog, "MUG-STN-01").await, None, "{backend:?}: and changes nothing");
 
-    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 7), 2, EVENTS_SECRET).await.unwrap();
+    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 7), 2).await.unwrap();
     assert_eq!(available(&catalog, "MUG-STN-01").await, Some(7), "{backend:?}");
-    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 3), 1, EVENTS_SECRET).await.unwrap();
+    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 3), 1).await.unwrap();
     assert_eq!(available(&catalog, "MUG-STN-01").await, Some(7), "{backend:?}: an older event arriving late changes nothing");
-    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 0), 3, EVENTS_SECRET).await.unwrap();
+    catalog.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 0), 3).await.unwrap();
     assert_eq!(available(&catalog, "MUG-STN-01").await, Some(0), "{backend:?}: sold out");
 
     let inconsistent = StockChanged { sku: "MUG-STN-01".parse().unwrap(), on_hand: -1, available: 4 };
-    assert!(catalog.deliver(ServiceName::INVENTORY, &inconsistent, 4, EVENTS_SECRET).await.is_err(), "{backend:?}: a malformed event is refused");
+    assert!(catalog.deliver(ServiceName::INVENTORY, &inconsistent, 4).await.is_err(), "{backend:?}: a malformed event is refused");
     assert_eq!(available(&catalog, "MUG-STN-01").await, Some(0), "{backend:?}: and changes nothing");
     let (_, html) = catalog.text("/catalog/p/mug-stn-01", None).await;
     assert!(html.contains("Out of stock"), "{backend:?}: the product page says so");
@@ -309,7 +308,7 @@ async fn a_page_of_another_contract_is_asked_to_reload_and_one_of_another_build_
 #[tokio::test]
 async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_nothing() {
     let app = start(Backend::Sqlite).await;
-    app.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 25), 1, EVENTS_SECRET).await.unwrap();
+    app.deliver(ServiceName::INVENTORY, &stock("MUG-STN-01", 25), 1).await.unwrap();
     assert_eq!(available(&app, "MUG-STN-01").await, Some(25));
     let envelope_at = |occurred_at_ms: i64, version: u32, event_type: &str, producer: &str, payload: serde_json::Value| {
         serde_json::to_vec(&serde_json::json!({
@@ -324,8 +323,13 @@ async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_not
     const DAY_MS: i64 = 24 * 3600 * 1000;
     let good_payload = serde_json::json!({"sku": "MUG-STN-01", "on_hand": 0, "available": 0});
     let now = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let signer = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
-    let forger = EventSigner::new(&[b"guessed-secret".to_vec()]);
+    let signer = app.signer_of(ServiceName::INVENTORY);
+    let forger = Alone::stranger(ServiceName::INVENTORY);
+    let cart = app.signer_of(ServiceName::CART);
+    let renamed = |mut headers: [(&'static str, String); 3], producer: &str| {
+        headers[0].1 = producer.to_owned();
+        headers
+    };
     let send = |body: Vec<u8>, headers: Option<[(&'static str, String); 3]>| {
         let mut request = app.client.post(format!("{}/catalog/events", app.url)).header("content-type", "application/json");
         for (name, value) in headers.into_iter().flatten() {
@@ -338,9 +342,12 @@ async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_not
     type Headers = Option<Option<[(&'static str, String); 3]>>;
     let cases: Vec<(&str, Vec<u8>, Headers, StatusCode)> = vec![
         ("unsigned", body.clone(), Some(None), StatusCode::UNAUTHORIZED),
-        ("signed with a guessed secret", body.clone(), Some(Some(forger.sign(&ServiceName::INVENTORY, &body, now()))), StatusCode::UNAUTHORIZED),
-        ("an old captured request", body.clone(), Some(Some(signer.sign(&ServiceName::INVENTORY, &body, now() - 3600))), StatusCode::UNAUTHORIZED),
-        ("signed for another body", body.clone(), Some(Some(signer.sign(&ServiceName::INVENTORY, b"{}", now()))), StatusCode::UNAUTHORIZED),
+        ("signed with a key nobody published for inventory", body.clone(), Some(Some(forger.sign(&body, now()))), StatusCode::SERVICE_UNAVAILABLE),
+        ("signed by the cart, named inventory", body.clone(), Some(Some(renamed(cart.sign(&body, now()), "inventory"))), StatusCode::UNAUTHORIZED),
+        ("signed by inventory, renamed the cart", body.clone(), Some(Some(renamed(signer.sign(&body, now()), "cart"))), StatusCode::UNAUTHORIZED),
+        ("signed by the cart as itself", body.clone(), Some(Some(cart.sign(&body, now()))), StatusCode::BAD_REQUEST),
+        ("an old captured request", body.clone(), Some(Some(signer.sign(&body, now() - 3600))), StatusCode::UNAUTHORIZED),
+        ("signed for another body", body.clone(), Some(Some(signer.sign(b"{}", now()))), StatusCode::UNAUTHORIZED),
         ("not JSON", b"not json".to_vec(), None, StatusCode::BAD_REQUEST),
         ("claims another producer", envelope(1, "inventory.stock_changed", "cart", good_payload.clone()), None, StatusCode::BAD_REQUEST),
         ("unknown version", envelope(2, "inventory.stock_changed", "inventory", good_payload.clone()), None, StatusCode::UNPROCESSABLE_ENTITY),
@@ -362,17 +369,17 @@ async fn malformed_unsigned_and_forged_event_requests_are_refused_and_change_not
     ];
     for (name, body, headers, expected) in cases {
         // Cases without explicit headers are correctly signed by the producer they claim.
-        let headers = headers.unwrap_or_else(|| Some(signer.sign(&ServiceName::INVENTORY, &body, now())));
+        let headers = headers.unwrap_or_else(|| Some(signer.sign(&body, now())));
         assert_eq!(send(body, headers).await, expected, "{name}");
     }
     let huge =
         envelope(1, "inventory.stock_changed", "inventory", serde_json::json!({"sku": "MUG-STN-01", "on_hand": 0, "available": 0, "pad": "x".repeat(100_000)}));
-    let headers = signer.sign(&ServiceName::INVENTORY, &huge, now());
+    let headers = signer.sign(&huge, now());
     assert_eq!(send(huge, Some(headers)).await, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(available(&app, "MUG-STN-01").await, Some(25), "nothing changed");
 
     // The same envelope correctly signed is applied, once.
-    let headers = signer.sign(&ServiceName::INVENTORY, &body, now());
+    let headers = signer.sign(&body, now());
     assert_eq!(send(body.clone(), Some(headers.clone())).await, StatusCode::OK);
     assert_eq!(send(body, Some(headers)).await, StatusCode::OK);
     assert_eq!(available(&app, "MUG-STN-01").await, Some(0));

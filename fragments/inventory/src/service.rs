@@ -40,7 +40,7 @@ fn op_response(error: OpError) -> Response {
 
 /// The calling service, or the refusal to answer.
 fn caller(runtime: &FragmentRuntime, headers: &HeaderMap, method: &Method, uri: &Uri, body: &[u8]) -> Result<ServiceName, ApiError> {
-    let signer = runtime.secrets.services().map_err(tessera_fragment::internal)?;
+    let signer = runtime.service_calls();
     let signed = uri.path_and_query().map_or(uri.path(), |path_and_query| path_and_query.as_str());
     tessera_fragment::service::verify_caller_among(&signer, headers, method, signed, body, &RESERVATION_CALLERS)
 }

@@ -14,27 +14,23 @@ use tessera_contracts::domain::{OrderId, Quantity, ReservationId, ServiceName};
 use tessera_contracts::events::{Event, OrderCancelled, OrderPaid, StockChanged};
 use tessera_contracts::inventory::{reservation_path, ExtendRequest, Line, Reservation, ReservationStatus, ReserveRequest, RESERVATIONS_PATH};
 use tessera_contracts::ApiError;
+use tessera_fragment::outbox::Outbox;
 use tessera_fragment::{service::CallError, signature::CallSigner};
 use tessera_testing::each_backend;
-use tessera_testing::{Alone, Backend, Options, EVENTS_SECRET, SERVICE_SECRET};
-use {tessera_fragment::outbox::Outbox, tessera_fragment::signature::EventSigner};
+use tessera_testing::{Alone, Backend, Options};
 
 async fn start(backend: Backend) -> Alone {
     Alone::start(&tessera_inventory::server::Inventory, backend, Options { demo: Some(0), ..Options::default() }).await
 }
 
-fn service_signer() -> CallSigner {
-    CallSigner::new(&[SERVICE_SECRET.as_bytes().to_vec()])
-}
-
 /// The cart's client of the reservation API.
 fn cart(app: &Alone) -> tessera_fragment::service::ServiceClient {
-    app.service_client(ServiceName::CART, SERVICE_SECRET)
+    app.service_client(ServiceName::CART)
 }
 
 /// A signed event from the cart, delivered as its relay would.
 async fn send_event<E: Event>(app: &Alone, event: &E) -> Result<(), String> {
-    app.deliver(ServiceName::CART, event, 1, EVENTS_SECRET).await.map_err(|error| error.to_string())
+    app.deliver(ServiceName::CART, event, 1).await.map_err(|error| error.to_string())
 }
 
 /// Order `n` (an order id is a UUID's text: hex digits).
@@ -140,7 +136,7 @@ async fn reservations_are_all_or_nothing_idempotent_and_end_once(backend: Backen
     assert_eq!(counters(&db, "RES-A").await, (5, 2, 0, 0, 0, 0));
 
     // Another service cannot see or touch the cart's reservation: the API is the cart's alone.
-    let other = app.service_client(ServiceName::CATALOG, SERVICE_SECRET);
+    let other = app.service_client(ServiceName::CATALOG);
     let error = other.post::<_, Reservation>(&reservation_path(&first.id, Some("release")), &json!({})).await.unwrap_err();
     assert!(matches!(&error, CallError::Api(ApiError::Forbidden(m)) if m.contains("not catalog")), "{error:?}");
 
@@ -195,7 +191,7 @@ async fn a_reservation_can_replace_others_atomically(backend: Backend) {
     assert_eq!(kept.status, ReservationStatus::Soft);
 
     // Only the caller's own reservations, only ids, only a bounded number; nothing changes otherwise.
-    let other = app.service_client(ServiceName::CATALOG, SERVICE_SECRET);
+    let other = app.service_client(ServiceName::CATALOG);
     let error = other.post::<_, Reservation>(RESERVATIONS_PATH, &replacing("steal", 1, vec![grown.id.clone()])).await.unwrap_err();
     assert!(matches!(error, CallError::Api(ApiError::Forbidden(_))), "{error:?}");
     let mut bad_id = serde_json::to_value(replacing("bad-id", 1, Vec::new())).unwrap();
@@ -272,23 +268,27 @@ async fn the_reservation_api_is_closed_to_browsers_and_forgers(backend: Backend)
         builder.send()
     };
     let now = tessera_fragment::db::now_seconds();
-    let right = service_signer();
-    let wrong = CallSigner::new(&[b"guessed".to_vec()]);
-    // The events secret is another relationship's: a call signed with it is refused like any other.
-    let events_secret = CallSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
-    let event_signer = EventSigner::new(&[EVENTS_SECRET.as_bytes().to_vec()]);
+    let renamed = |mut headers: [(&'static str, String); 3], caller: &str| {
+        headers[0].1 = caller.to_owned();
+        headers.to_vec()
+    };
+    let right = CallSigner::keyed(app.signer_of(ServiceName::CART));
+    let catalog = CallSigner::keyed(app.signer_of(ServiceName::CATALOG));
+    // A secret shared with a third party (the payment API's scheme) is no key of the cart's.
+    let shared = CallSigner::shared(ServiceName::CART, &[b"a-payment-api-secret-0123456789abcdef".to_vec()]);
+    let event_signer = app.signer_of(ServiceName::CART);
     type Case<'a> = (&'a str, Vec<(&'static str, String)>, Option<&'a str>, &'a str);
     let with_query = format!("{RESERVATIONS_PATH}?owner=someone-else");
     let cases: Vec<Case> = vec![
-        ("a signed call sent again with a query", right.sign(&ServiceName::CART, "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, &with_query),
-        ("another service with the secret", right.sign(&ServiceName::CATALOG, "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("a signed call sent again with a query", right.sign("POST", RESERVATIONS_PATH, &body, now).to_vec(), None, &with_query),
+        ("another service, signing as itself", catalog.sign("POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("another service, naming the cart", renamed(catalog.sign("POST", RESERVATIONS_PATH, &body, now), "cart"), None, RESERVATIONS_PATH),
         ("a signed-in shopper", vec![], Some(&sam), RESERVATIONS_PATH),
         ("anonymous", vec![], None, RESERVATIONS_PATH),
-        ("a guessed secret", wrong.sign(&ServiceName::CART, "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
-        ("signed with the events secret", events_secret.sign(&ServiceName::CART, "POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
-        ("signed for another path", right.sign(&ServiceName::CART, "POST", "/admin/inventory/service/other", &body, now).to_vec(), None, RESERVATIONS_PATH),
-        ("an old captured call", right.sign(&ServiceName::CART, "POST", RESERVATIONS_PATH, &body, now - 3600).to_vec(), None, RESERVATIONS_PATH),
-        ("an event signature", event_signer.sign(&ServiceName::CART, &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("signed with a shared secret", shared.sign("POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("signed for another path", right.sign("POST", "/admin/inventory/service/other", &body, now).to_vec(), None, RESERVATIONS_PATH),
+        ("an old captured call", right.sign("POST", RESERVATIONS_PATH, &body, now - 3600).to_vec(), None, RESERVATIONS_PATH),
+        ("an event signature", event_signer.sign(&body, now).to_vec(), None, RESERVATIONS_PATH),
     ];
     for (what, headers, cookie, path) in cases {
         let response = post(headers, cookie, path).await.unwrap();
@@ -296,6 +296,13 @@ async fn the_reservation_api_is_closed_to_browsers_and_forgers(backend: Backend)
         let error: ApiError = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
         assert!(error.to_string().contains("for Tessera services only"), "{what}: {error}");
     }
+    // A key nobody published for the cart: the callee cannot tell a forger from a new instance of the
+    // cart, so it answers "not yet" (and looks again); never a reservation.
+    let stranger = CallSigner::keyed(Alone::stranger(ServiceName::CART));
+    let response = post(stranger.sign("POST", RESERVATIONS_PATH, &body, now).to_vec(), None, RESERVATIONS_PATH).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{backend:?}: an unknown key");
+    let answer = response.text().await.unwrap();
+    assert!(answer.contains(tessera_fragment::signature::UNKNOWN_KEY_REFUSAL), "{answer}");
     let db = app.runtime.db.clone();
     assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations").await, 0, "{backend:?}: nothing was reserved");
 }
@@ -306,9 +313,9 @@ async fn events_are_taken_only_from_the_producer_that_owns_their_type(backend: B
     let ada = app.cookie_of(&Alone::user("ada", &[Role::InventoryAdmin]));
     stock_new(&app, &ada, "OWN-1", 10).await;
     let held: Reservation = cart(&app).post(RESERVATIONS_PATH, &request("own-1", &[("OWN-1", 3)])).await.unwrap();
-    // The catalog holds the events secret too, but `cart.order_paid` is the cart's to publish.
+    // The catalog signs with its own key, which inventory trusts, but `cart.order_paid` is the cart's to publish.
     let forged = OrderPaid { order_id: order(9), reservation_id: held.id.clone(), lines: held.lines.clone() };
-    let refused = app.deliver(ServiceName::CATALOG, &forged, 1, EVENTS_SECRET).await.unwrap_err().to_string();
+    let refused = app.deliver(ServiceName::CATALOG, &forged, 1).await.unwrap_err().to_string();
     assert!(refused.contains("403") && refused.contains("catalog may not publish"), "{backend:?}: {refused}");
     let db = app.runtime.db.clone();
     assert_eq!(counters(&db, "OWN-1").await, (10, 3, 0, 0, 0, 0), "{backend:?}: still a soft hold");

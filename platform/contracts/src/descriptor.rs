@@ -54,6 +54,21 @@ pub struct FragmentDescriptor {
     pub consumes: Vec<EventContract>,
     /// Readiness endpoint.
     pub health: String,
+    /// The public halves of the keys this instance signs its events and service calls with (Ed25519): a
+    /// consumer or callee trusts a signature of this service only under one of these, learned from the
+    /// address its configuration gives for the service, never from what another service says.
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKey>,
+}
+
+/// One public signing key of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SigningKey {
+    /// Its key id: derived from the key (the first 16 characters of its SHA-256, unpadded base64url), so
+    /// an id names one key only.
+    pub kid: String,
+    /// The raw 32-byte Ed25519 public key, unpadded base64url.
+    pub ed25519: String,
 }
 
 /// Where a site routes fragment `name` unless its configuration says otherwise
@@ -84,6 +99,7 @@ impl FragmentDescriptor {
             publishes: Vec::new(),
             consumes: Vec::new(),
             health: READINESS_PATH.to_owned(),
+            signing_keys: Vec::new(),
         }
     }
 }

@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 use serde_json::{json, Value};
-use tessera_contracts::descriptor::{EventContract, FragmentDescriptor, NavEntry};
+use tessera_contracts::descriptor::{EventContract, FragmentDescriptor, NavEntry, SigningKey};
 use tessera_contracts::domain::{Money, OrderId, Quantity, ReservationId, Role, ServiceName, Sku};
 use tessera_contracts::events::{
     Event, OrderCancelConfirmed, OrderCancelRefused, OrderCancelRequested, OrderCancelled, OrderFulfilled, OrderPaid, OrderShort, ProductChanged, StockChanged,
@@ -121,6 +121,7 @@ fn surface() -> Value {
             assets: vec!["pkg/n-1.js".into()],
             publishes: vec![EventContract { event_type: "n.changed".into(), version: 1 }],
             consumes: vec![EventContract { event_type: "m.changed".into(), version: 1 }],
+            signing_keys: vec![SigningKey { kid: "k".into(), ed25519: "p".into() }],
             ..FragmentDescriptor::named(ServiceName::of("n"), "/n")
         }),
         "enum domain.Role": names(&Role::ALL),

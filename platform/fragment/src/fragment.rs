@@ -79,5 +79,6 @@ pub fn describe(fragment: &dyn Fragment, runtime: &FragmentRuntime) -> FragmentD
         publishes: fragment.publishes().iter().copied().map(contract).collect(),
         consumes: runtime.events.subscriptions.types().into_iter().map(contract).collect(),
         health: READINESS_PATH.into(),
+        signing_keys: runtime.events.signer.public_keys(),
     }
 }

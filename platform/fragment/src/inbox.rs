@@ -11,7 +11,7 @@ use tessera_contracts::ApiError;
 
 use crate::db::{now_ms, now_seconds, retrying};
 use crate::runtime::FragmentRuntime;
-use crate::signature::EventSigner;
+use crate::signature::{EventSigner, UNKNOWN_KEY_REFUSAL};
 use crate::subscriptions::HandlerError;
 
 /// Largest event body accepted.
@@ -96,11 +96,16 @@ pub async fn record_in_inbox(connection: &mut AnyConnection, envelope: &Envelope
 }
 
 /// The envelope of a signed `POST <prefix>/events` request, or the error to answer with: 401 when the
-/// signature is missing or wrong, 400 when the body is not an envelope of the service that signed it.
+/// signature is missing or wrong, 503 when it is under a key not learned yet (the relay retries), 400
+/// when the body is not an envelope of the service that signed it.
 pub fn accept_envelope(signer: &EventSigner, headers: &HeaderMap, body: &[u8]) -> Result<Envelope, ApiError> {
     let producer = signer.verify(headers, body, now_seconds()).map_err(|error| {
         tracing::warn!(%error, "event request refused");
-        ApiError::Unauthorized
+        if error.is_transient() {
+            ApiError::Unavailable(format!("{UNKNOWN_KEY_REFUSAL}; try again shortly ({error})"))
+        } else {
+            ApiError::Unauthorized
+        }
     })?;
     let envelope: Envelope = serde_json::from_slice(body).map_err(|error| ApiError::BadRequest(format!("not an event envelope: {error}")))?;
     if envelope.producer != producer {

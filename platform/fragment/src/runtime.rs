@@ -15,7 +15,7 @@ use crate::manifest::ManifestStore;
 use crate::outbox::Outbox;
 use crate::peers::Peers;
 use crate::secrets::Secrets;
-use crate::signature::EventSigner;
+use crate::signature::{CallSigner, EventSigner};
 
 /// The events a fragment consumes, with handlers that receive its runtime.
 pub type Subscriptions = crate::subscriptions::Subscriptions<FragmentRuntime>;
@@ -39,8 +39,8 @@ pub struct FragmentRuntime {
     pub events: Arc<FragmentEvents>,
     /// Routes to the services this one calls.
     pub peers: Arc<Peers>,
-    /// The deployment's shared secrets, loaded when a part of the fragment first needs one (the cart
-    /// the payment secrets, inventory the service secret).
+    /// The deployment's secrets, loaded when a part of the fragment first needs one (the cart the
+    /// payment secrets).
     pub secrets: Arc<Secrets>,
     /// Whether cookies the fragment sets itself carry `Secure` (the site is served over https).
     pub secure_cookies: bool,
@@ -50,6 +50,7 @@ pub struct FragmentRuntime {
 /// event requests.
 pub struct FragmentEvents {
     pub outbox: Outbox,
+    /// Signs with the fragment's own keys; verifies with the process's directory of services' public keys.
     pub signer: EventSigner,
     /// The events it consumes, with their handlers (served at `POST <prefix>/events`).
     pub subscriptions: Subscriptions,
@@ -59,6 +60,12 @@ pub struct FragmentEvents {
 }
 
 impl FragmentRuntime {
+    /// Signs this fragment's calls to other services and verifies calls to it, with the same keys as
+    /// its events (`crate::signature`).
+    pub fn service_calls(&self) -> CallSigner {
+        CallSigner::keyed(self.events.signer.clone())
+    }
+
     /// Directory of this fragment's bundle: `<site_dir>/<name>`.
     pub fn bundle_dir(site_dir: &Path, name: &str) -> PathBuf {
         site_dir.join(name)

@@ -1,9 +1,9 @@
 //! Service-to-service calls: signed requests for the few places where a user waits for another
 //! service's answer (the cart reserving stock).
 //!
-//! A call is an ordinary JSON request whose method, path, timestamp and body are signed with the secret of
-//! the relationship ([`CallSigner`]: `TESSERA_SERVICE_SECRET` between fragments, `TESSERA_PAYMENT_API_SECRET`
-//! to the payment provider; never the events secret, see `crate::secrets`). The callee learns which service is
+//! A call is an ordinary JSON request whose method, path with query, timestamp and body are signed
+//! ([`CallSigner`]: with the caller's own keys between fragments, with `TESSERA_PAYMENT_API_SECRET` to the
+//! payment provider; see `crate::secrets`). The callee learns which service is
 //! calling and refuses anything unsigned, so such endpoints are closed to browsers even though they sit
 //! under the fragment's public prefix. [`ServiceClient`] reaches the callee through a `crate::peers::Target`:
 //! in process (its router) or over HTTP (the host's instance pools), like the event relay. Signing is
@@ -20,7 +20,10 @@ use tessera_contracts::ApiError;
 
 use crate::db::{now_ms, now_seconds};
 use crate::peers::{Outgoing, Target};
-use crate::signature::CallSigner;
+use crate::signature::{CallSigner, UNKNOWN_KEY_REFUSAL};
+
+/// How long a call refused for an unknown key waits before it is sent again.
+const UNKNOWN_KEY_PAUSE: Duration = Duration::from_millis(700);
 
 /// Largest answer a client reads.
 const MAX_RESPONSE_BYTES: usize = 256 * 1024;
@@ -42,7 +45,6 @@ pub enum CallError {
 /// Calls one service on behalf of another.
 #[derive(Clone)]
 pub struct ServiceClient {
-    caller: ServiceName,
     service: ServiceName,
     signer: CallSigner,
     target: Target,
@@ -50,9 +52,9 @@ pub struct ServiceClient {
 }
 
 impl ServiceClient {
-    /// A client that calls `service` (reached through `target`) as `caller`.
-    pub fn new(caller: ServiceName, service: ServiceName, signer: CallSigner, target: Target, timeout: Duration) -> ServiceClient {
-        ServiceClient { caller, service, signer, target, timeout }
+    /// A client that calls `service` (reached through `target`) as the service `signer` signs for.
+    pub fn new(service: ServiceName, signer: CallSigner, target: Target, timeout: Duration) -> ServiceClient {
+        ServiceClient { service, signer, target, timeout }
     }
 
     /// `GET path`.
@@ -70,11 +72,21 @@ impl ServiceClient {
         CallError::Unavailable { service: self.service.clone(), message: message.to_string() }
     }
 
-    async fn call<R: DeserializeOwned>(&self, method: Method, path: &str, body: Vec<u8>) -> Result<R, CallError> {
+    async fn send(&self, method: &Method, path: &str, body: &[u8]) -> Result<crate::peers::Reply, CallError> {
         let mut headers = vec![("content-type", "application/json".to_owned())];
-        headers.extend(self.signer.sign(&self.caller, method.as_str(), path, &body, now_ms() / 1000));
-        let outgoing = Outgoing { method, path, headers: &headers, body, max_bytes: MAX_RESPONSE_BYTES, timeout: self.timeout };
-        let reply = self.target.send(outgoing).await.map_err(|error| self.unavailable(error))?;
+        headers.extend(self.signer.sign(method.as_str(), path, body, now_ms() / 1000));
+        let outgoing = Outgoing { method: method.clone(), path, headers: &headers, body: body.to_vec(), max_bytes: MAX_RESPONSE_BYTES, timeout: self.timeout };
+        self.target.send(outgoing).await.map_err(|error| self.unavailable(error))
+    }
+
+    async fn call<R: DeserializeOwned>(&self, method: Method, path: &str, body: Vec<u8>) -> Result<R, CallError> {
+        let mut reply = self.send(&method, path, &body).await?;
+        if reply.status == 503 && String::from_utf8_lossy(&reply.body).contains(UNKNOWN_KEY_REFUSAL) {
+            // The callee has not learned this instance's key yet and is reading descriptions now; the
+            // refused call changed nothing, so it is safe to send once more.
+            tokio::time::sleep(UNKNOWN_KEY_PAUSE).await;
+            reply = self.send(&method, path, &body).await?;
+        }
         let (status, bytes) = (reply.status, reply.body);
         if (200..300).contains(&status) {
             return serde_json::from_slice(&bytes).map_err(|error| self.unavailable(format!("unreadable answer: {error}")));
@@ -111,11 +123,17 @@ pub fn verify_caller_among(
 }
 
 /// The calling service of a signed request, or the 403 to answer an unsigned or forged one (signing in
-/// as a person does not help, so it is not a 401). `path` is what the caller signed: the path with its
-/// query string, so a captured call cannot be sent again with other parameters.
+/// as a person does not help, so it is not a 401); a 503 when it is signed with a key this process has
+/// not learned yet (a caller's new instance: it may try again in a few seconds). `path` is what the
+/// caller signed: the path with its query string, so a captured call cannot be sent again with other
+/// parameters.
 pub fn verify_caller(signer: &CallSigner, headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<ServiceName, ApiError> {
     signer.verify(headers, method.as_str(), path, body, now_seconds()).map_err(|error| {
         tracing::warn!(%error, path, "service call refused");
-        ApiError::Forbidden(format!("this endpoint is for Tessera services only ({error})"))
+        if error.is_transient() {
+            ApiError::Unavailable(format!("{UNKNOWN_KEY_REFUSAL}; try again shortly ({error})"))
+        } else {
+            ApiError::Forbidden(format!("this endpoint is for Tessera services only ({error})"))
+        }
     })
 }

@@ -26,6 +26,7 @@ use tessera_fragment::outbox::Outbox;
 use tessera_fragment::peers::{ClearOnDrop, Peers, Target};
 use tessera_fragment::runtime::{FragmentEvents, FragmentRuntime};
 use tessera_fragment::secrets::Secrets;
+use tessera_fragment::signature::{EventSigner, KeyDirectory};
 use tessera_fragment::timing;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -57,6 +58,9 @@ pub struct Host {
     pub secrets: Arc<Secrets>,
     /// Routes to every service this process knows, shared by all services in it.
     pub peers: Arc<Peers>,
+    /// The public signing keys every service of this process verifies events and calls with: its own
+    /// services' (trusted as they are built) and the others' (learned by discovery).
+    pub keys: Arc<KeyDirectory>,
     /// The process's one pair of HTTP clients: every route to another process shares its connections.
     pub clients: Clients,
     /// The certificate authorities its outbound connections trust (`crate::tls`).
@@ -79,7 +83,7 @@ impl Host {
             let bases: Vec<String> = base.split(',').map(str::to_owned).collect();
             peers.set(ServiceName::PAYMENTS, Remote::target(tessera_contracts::payments::SANDBOX_PREFIX, Arc::new(Pool::of(&bases)), &clients));
         }
-        Ok(Host { settings: settings.clone(), secrets, peers, clients, roots, local: Vec::new(), background: Vec::new() })
+        Ok(Host { settings: settings.clone(), secrets, peers, keys: Arc::default(), clients, roots, local: Vec::new(), background: Vec::new() })
     }
 
     /// Opens `fragment`'s database, builds its runtime and router, and makes it reachable in process.
@@ -102,7 +106,7 @@ impl Host {
             csrf: Arc::new(settings.login.csrf_policy()),
             events: Arc::new(FragmentEvents {
                 outbox: Outbox::new(fragment.name()),
-                signer: self.secrets.events()?,
+                signer: EventSigner::new(self.secrets.service_keys(&fragment.name())?, self.keys.clone()),
                 subscriptions,
                 max_age_ms: settings.events.retention().inbox_ms,
             }),
@@ -168,13 +172,13 @@ impl Host {
             }
         }
         let local = self.local.iter().map(|local| (local.fragment, local.runtime.clone())).collect();
-        let discovery = Discovery::new(&self.settings, local, self.peers.clone(), &self.clients);
+        let discovery = Discovery::new(&self.settings, local, self.peers.clone(), self.keys.clone(), &self.clients);
         let complete = discovery.run_once().await;
         self.background.push(tokio::spawn(discovery.run(complete)));
         for local in self.local.iter().filter(|local| !local.fragment.publishes().is_empty()) {
             let transport: Arc<dyn Transport> = match &broker {
                 Some(broker) => Arc::new(BrokerTransport::new(broker.clone(), local.fragment.name(), local.runtime.events.signer.clone())),
-                None => Arc::new(HttpTransport::new(local.fragment.name(), local.runtime.events.signer.clone(), self.peers.clone())),
+                None => Arc::new(HttpTransport::new(local.runtime.events.signer.clone(), self.peers.clone())),
             };
             let relay = Relay::new(local.runtime.db.clone(), &local.runtime.events.outbox, transport, self.settings.events.relay());
             let store = &self.settings.store;

@@ -187,7 +187,7 @@ impl Transport for BrokerTransport {
             self.stream_ready.get_or_try_init(|| async { self.broker.stream(&self.producer).await.map(drop) }).await.map_err(failed)?;
             let body = serde_json::to_vec(envelope)?;
             let mut headers = async_nats::HeaderMap::new();
-            for (name, value) in self.signer.sign(&self.producer, &body, now_ms() / 1000) {
+            for (name, value) in self.signer.sign(&body, now_ms() / 1000) {
                 headers.insert(name, value.as_str());
             }
             let publish = jetstream::message::PublishMessage::build().payload(body.into()).headers(headers).message_id(&envelope.id);
@@ -306,6 +306,9 @@ impl Consumer {
         let last = delivered >= self.max_deliveries;
         let envelope = match self.accept(payload, headers) {
             Ok(envelope) => envelope,
+            // Signed with a key discovery has not learned yet (a producer's new instance): again later,
+            // a dead letter only when it never becomes known.
+            Err(Unacceptable::Signature(error)) if error.is_transient() && !last => return Outcome::Retry(error.to_string()),
             // Never applicable, however often it comes: a dead letter at once.
             Err(error) => return self.bury(None, payload, &error.to_string(), delivered).await,
         };

@@ -269,7 +269,7 @@ impl Pool {
 
     /// Checks every instance ([`Instance::check`]) and puts each in rotation or out; returns the first
     /// description read.
-    pub async fn check_all(&self, clients: &Clients, name: &ServiceName) -> Option<FragmentDescriptor> {
+    pub async fn check_all(&self, clients: &Clients, name: &ServiceName) -> Vec<FragmentDescriptor> {
         let checks = self.instances.iter().map(|instance| async move {
             match instance.check(clients, name).await {
                 Ok(descriptor) => {
@@ -284,7 +284,7 @@ impl Pool {
                 }
             }
         });
-        futures::future::join_all(checks).await.into_iter().flatten().next()
+        futures::future::join_all(checks).await.into_iter().flatten().collect()
     }
 }
 

@@ -135,14 +135,14 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Signed HTTP POSTs to each subscriber's `<prefix>/events` (in process or over the network), found
 /// among the producer's peers by the subscriber's name.
 pub struct HttpTransport {
-    producer: ServiceName,
     signer: EventSigner,
     peers: Arc<Peers>,
 }
 
 impl HttpTransport {
-    pub fn new(producer: ServiceName, signer: EventSigner, peers: Arc<Peers>) -> HttpTransport {
-        HttpTransport { producer, signer, peers }
+    /// Delivers the events of the service `signer` signs for.
+    pub fn new(signer: EventSigner, peers: Arc<Peers>) -> HttpTransport {
+        HttpTransport { signer, peers }
     }
 }
 
@@ -155,7 +155,7 @@ impl Transport for HttpTransport {
             }
             let body = serde_json::to_vec(envelope)?;
             let mut headers = vec![("content-type", "application/json".to_owned())];
-            headers.extend(self.signer.sign(&self.producer, &body, now_ms() / 1000));
+            headers.extend(self.signer.sign(&body, now_ms() / 1000));
             let path = format!("{}/events", target.prefix());
             let outgoing = Outgoing { method: axum::http::Method::POST, path: &path, headers: &headers, body, max_bytes: 4096, timeout: DELIVERY_TIMEOUT };
             let Reply { status, body: answer } = target.send(outgoing).await.map_err(DeliveryError::Unreachable)?;

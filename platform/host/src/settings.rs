@@ -173,7 +173,8 @@ mod tests {
             jail.set_env("TESSERA_ACCESS_TTL_SECONDS", "120");
             jail.set_env("TESSERA_DRAIN_NOTICE_MS", "0");
             // A secret of digits only stays text (the environment's values are typed by their looks).
-            jail.set_env("TESSERA_EVENTS_SECRET", "0123456789012345678901234567890123456789");
+            jail.set_env("TESSERA_PAYMENT_API_SECRET", "0123456789012345678901234567890123456789");
+            jail.set_env("TESSERA_SERVICE_KEYS__INVENTORY", "MC4CAQAwBQYDK2VwBCIEIA==");
             jail.set_env("TESSERA_DEMO", "true");
             jail.set_env("TESSERA_POSTGRES_URLS__CATALOG", "postgres://tessera_catalog:pw@db/shop");
             let settings = Settings::load().map_err(|error| *error)?;
@@ -188,7 +189,8 @@ mod tests {
             assert_eq!(settings.store.data_dir, PathBuf::from("/tmp/tessera-x"));
             assert_eq!(settings.store.postgres_pool_size, 4);
             assert_eq!(settings.login.access_ttl_seconds, 120);
-            assert_eq!(settings.secrets.events_secret.as_deref(), Some("0123456789012345678901234567890123456789"));
+            assert_eq!(settings.secrets.payment_api_secret.as_deref(), Some("0123456789012345678901234567890123456789"));
+            assert_eq!(settings.secrets.service_keys["inventory"], "MC4CAQAwBQYDK2VwBCIEIA==", "a service's keys, by its name");
             assert!(settings.site.demo);
             let catalog = &settings.site.fragments["catalog"];
             assert_eq!(catalog.upstream.as_deref(), Some("http://127.0.0.1:3101"));
@@ -231,9 +233,10 @@ mod tests {
     fn the_database_url_and_the_secrets_are_never_printed() {
         let mut settings = Settings::default();
         settings.store.postgres_url = Some("postgres://u:secret@h/db".into());
-        settings.secrets.service_secret = Some("a-service-secret-of-thirty-two-bytes".into());
+        settings.secrets.payment_api_secret = Some("a-payment-secret-of-thirty-two-bytes".into());
+        settings.secrets.service_keys.insert("cart".into(), "MC4CAQAwBQYDK2VwBCIEIA-private".into());
         let printed = format!("{settings:?}");
-        assert!(!printed.contains("secret@h") && !printed.contains("a-service-secret"), "{printed}");
-        assert!(printed.contains("TESSERA_SERVICE_SECRET"), "which secrets are set is shown: {printed}");
+        assert!(!printed.contains("secret@h") && !printed.contains("a-payment-secret") && !printed.contains("-private"), "{printed}");
+        assert!(printed.contains("TESSERA_PAYMENT_API_SECRET") && printed.contains("cart"), "which secrets are set is shown: {printed}");
     }
 }

@@ -57,8 +57,8 @@ fn sections() -> Vec<Section> {
             defaults: defaults(StoreSettings::default()),
         },
         Section {
-            title: "Shared secrets",
-            reader: "every process, each only the secrets of its relationships (`tessera_fragment::secrets`)",
+            title: "Signing keys and shared secrets",
+            reader: "every process, each only its own services' keys and the secrets of its relationships (`tessera_fragment::secrets`)",
             file: "platform/fragment/src/secrets.rs",
             ty: "SecretSettings",
             prefix: "TESSERA_",
@@ -243,7 +243,7 @@ fn the_reference_names_each_sections_settings_by_their_variables() {
     for variable in [
         "TESSERA_DRAIN_NOTICE_MS",
         "TESSERA_POSTGRES_POOL_SIZE",
-        "TESSERA_EVENTS_SECRET",
+        "TESSERA_SERVICE_KEYS",
         "TESSERA_ACCESS_TTL_SECONDS",
         "TESSERA_OUTBOX_RELAY",
         "TESSERA_PAYMENT_URL",

@@ -2,7 +2,8 @@
 //! layers, relays and background jobs, on a port of its own — against a database of its own, with the
 //! rest of the site met only at the contract boundary (see the crate's docs).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,7 +16,7 @@ use tessera_fragment::db::now_ms;
 use tessera_fragment::fragment::Fragment;
 use tessera_fragment::peers::Peers;
 use tessera_fragment::service::ServiceClient;
-use tessera_fragment::signature::{CallSigner, EventSigner};
+use tessera_fragment::signature::{CallSigner, EventSigner, KeyDirectory, ServiceKeys};
 use tessera_fragment::{init_executor, FragmentRuntime};
 use tessera_host::assembly::{fragment_app, Host};
 use tessera_host::pool::Remote;
@@ -26,11 +27,6 @@ use tessera_host::Settings;
 use crate::backend::{test_settings, Backend};
 use crate::served::Served;
 use crate::web::Http;
-
-/// The events secret of a fragment under test (what its producers and it share).
-pub const EVENTS_SECRET: &str = "fragment-test-events-secret-0123456789ab";
-/// The service-call secret of a fragment under test.
-pub const SERVICE_SECRET: &str = "fragment-test-service-secret-0123456789a";
 
 /// Another service, as the fragment under test reaches it: its name (`inventory`), the prefix it owns
 /// and a router answering the contract paths the test needs.
@@ -60,6 +56,8 @@ pub struct Alone {
     pub backend: Backend,
     pub settings: Settings,
     tokens: Arc<TokenSigner>,
+    /// The keys of the other services the test speaks as, made on first use.
+    others: Mutex<HashMap<ServiceName, EventSigner>>,
     _served: Served,
 }
 
@@ -69,8 +67,6 @@ impl Alone {
         init_executor();
         let data = tempfile::tempdir().expect("a temporary directory");
         let mut settings = test_settings(data.path(), backend);
-        settings.secrets.events_secret = Some(EVENTS_SECRET.into());
-        settings.secrets.service_secret = Some(SERVICE_SECRET.into());
         settings.site.demo = options.demo.is_some();
         settings.site.demo_extra_products = options.demo.unwrap_or(0);
         if let Some(configure) = options.configure {
@@ -93,7 +89,7 @@ impl Alone {
         let exposure = started.exposure();
         let running = serve(&settings.server, app, started.background, started.teardown, exposure).await.expect("the fragment listens");
         let served = Served::new(running, data, &settings.store, &[fragment.name().as_str()]);
-        Alone { http: Http::new(format!("http://{}", served.running.addr)), runtime, backend, settings, tokens, _served: served }
+        Alone { http: Http::new(format!("http://{}", served.running.addr)), runtime, backend, settings, tokens, others: Mutex::default(), _served: served }
     }
 
     /// The `Cookie` header of a signed-in user with these roles, as the shell forwards it: the token it
@@ -122,9 +118,36 @@ impl Alone {
         SessionUser { id: id.to_owned(), email: format!("{id}@example.com"), name: format!("User {id}"), roles: roles.to_vec() }
     }
 
-    /// Delivers `event` from `producer` to the fragment's inbox, signed with `secret` (the deployment's
-    /// events secret is [`EVENTS_SECRET`]), as the producer's relay would: `Err` with the refusal.
-    pub async fn deliver<E: Event>(&self, producer: ServiceName, event: &E, sequence: i64, secret: &str) -> Result<(), DeliveryError> {
+    /// The signer of another service as the fragment knows it: keys of the test's making, whose public
+    /// halves the fragment's process has learned, as discovery would have learned them from that
+    /// service's description.
+    pub fn signer_of(&self, service: ServiceName) -> EventSigner {
+        let mut others = self.others.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        others
+            .entry(service.clone())
+            .or_insert_with(|| {
+                let signer = Alone::stranger(service.clone());
+                self.runtime.events.signer.directory().learn(&service, &signer.public_keys());
+                signer
+            })
+            .clone()
+    }
+
+    /// A signer calling itself `service` whose keys the fragment has never learned (a forger's).
+    pub fn stranger(service: ServiceName) -> EventSigner {
+        EventSigner::new(Arc::new(ServiceKeys::generate(service)), Arc::new(KeyDirectory::default()))
+    }
+
+    /// Delivers `event` from `producer` to the fragment's inbox, signed with that producer's keys, as
+    /// its relay would: `Err` with the refusal.
+    pub async fn deliver<E: Event>(&self, producer: ServiceName, event: &E, sequence: i64) -> Result<(), DeliveryError> {
+        let signer = self.signer_of(producer.clone());
+        self.deliver_signed(&signer, producer, event, sequence).await
+    }
+
+    /// Delivers `event` as coming from `producer`, signed by `signer` (which may be another service's, or a
+    /// stranger's): `Err` with the refusal.
+    pub async fn deliver_signed<E: Event>(&self, signer: &EventSigner, producer: ServiceName, event: &E, sequence: i64) -> Result<(), DeliveryError> {
         let envelope = Envelope {
             id: uuid::Uuid::new_v4().to_string(),
             event_type: E::TYPE.into(),
@@ -138,13 +161,18 @@ impl Alone {
         };
         let peers = Arc::new(Peers::default());
         peers.set(self.runtime.name.clone(), Remote::at(self.runtime.prefix, vec![self.http.url.clone()]));
-        HttpTransport::new(producer, EventSigner::new(&[secret.as_bytes().to_vec()]), peers).deliver(&self.runtime.name, &envelope).await
+        HttpTransport::new(signer.clone(), peers).deliver(&self.runtime.name, &envelope).await
     }
 
     /// A client of this fragment's service API, as `caller` (another fragment) would sign its calls.
-    pub fn service_client(&self, caller: ServiceName, secret: &str) -> ServiceClient {
+    pub fn service_client(&self, caller: ServiceName) -> ServiceClient {
+        self.service_client_signed(CallSigner::keyed(self.signer_of(caller)))
+    }
+
+    /// A client of this fragment's service API whose calls `signer` signs.
+    pub fn service_client_signed(&self, signer: CallSigner) -> ServiceClient {
         let target = Remote::at(self.runtime.prefix, vec![self.http.url.clone()]);
-        ServiceClient::new(caller, self.runtime.name.clone(), CallSigner::new(&[secret.as_bytes().to_vec()]), target, Duration::from_secs(30))
+        ServiceClient::new(self.runtime.name.clone(), signer, target, Duration::from_secs(30))
     }
 
     /// The event types in the fragment's outbox, oldest first: what it announced.

@@ -25,7 +25,7 @@ pub mod backend;
 pub mod served;
 pub mod web;
 
-pub use alone::{Alone, Double, Options, EVENTS_SECRET, SERVICE_SECRET};
+pub use alone::{Alone, Double, Options};
 pub use backend::{nats_url, postgres_configured, postgres_url, test_settings, Backend};
 pub use reqwest::StatusCode;
 pub use served::Served;

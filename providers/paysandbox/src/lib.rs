@@ -106,7 +106,13 @@ pub fn router(sandbox: Sandbox) -> Router {
 /// Runs the sandbox in `host`'s process: its database, its deliverer, and its routes (returned, to merge
 /// into the process's router). Services of the process reach it as `payments`.
 pub async fn attach(host: &mut Host) -> Result<Router, HostError> {
-    let sandbox = open(&host.settings.store, host.secrets.payment_api()?, host.secrets.payment_webhooks()?, host.peers.clone()).await?;
+    let sandbox = open(
+        &host.settings.store,
+        host.secrets.payment_api(tessera_contracts::domain::ServiceName::PAYMENTS)?,
+        host.secrets.payment_webhooks()?,
+        host.peers.clone(),
+    )
+    .await?;
     let router = router(sandbox.clone());
     host.add_service(tessera_contracts::domain::ServiceName::PAYMENTS, tessera_contracts::payments::SANDBOX_PREFIX, router.clone());
     host.background.push(spawn_deliverer(sandbox));

@@ -32,7 +32,6 @@ struct TestApp {
     _dir: tempfile::TempDir,
     sandbox: Sandbox,
     router: Router,
-    service_signer: CallSigner,
     merchant: ServiceClient,
     /// Webhooks the stand-in cart accepted, in arrival order.
     received: Arc<Mutex<Vec<WebhookEvent>>>,
@@ -76,7 +75,7 @@ impl TestApp {
             postgres_pool_size: 1,
             ..StoreSettings::default()
         };
-        let service_signer = CallSigner::new(&[b"payment api secret".to_vec()]);
+        let service_signer = CallSigner::shared(ServiceName::PAYMENTS, &[b"payment api secret".to_vec()]);
         let webhooks = WebhookSigner::new(&[b"webhook secret".to_vec()]);
         let peers = Arc::new(Peers::default());
         let sandbox = open(&store, service_signer.clone(), webhooks.clone(), peers.clone()).await.unwrap();
@@ -85,13 +84,15 @@ impl TestApp {
         let cart_answers = Arc::new(AtomicU16::new(204));
         let cart = stand_in_cart(webhooks, received.clone(), cart_answers.clone());
         peers.set(ServiceName::CART, Target::in_process("/cart", cart));
-        let merchant = TestApp::client(ServiceName::CART, &service_signer, &router);
-        TestApp { _dir: dir, sandbox, router, service_signer, merchant, received, cart_answers }
+        let merchant = TestApp::client(ServiceName::CART, &router);
+        TestApp { _dir: dir, sandbox, router, merchant, received, cart_answers }
     }
 
-    fn client(caller: ServiceName, signer: &CallSigner, router: &Router) -> ServiceClient {
+    /// A client of the merchant API signing as `caller` with the payment API's secret.
+    fn client(caller: ServiceName, router: &Router) -> ServiceClient {
         let target = Target::in_process(SANDBOX_PREFIX, router.clone());
-        ServiceClient::new(caller, ServiceName::parse("paysandbox").unwrap(), signer.clone(), target, Duration::from_secs(5))
+        let signer = CallSigner::shared(caller, &[b"payment api secret".to_vec()]);
+        ServiceClient::new(ServiceName::parse("paysandbox").unwrap(), signer, target, Duration::from_secs(5))
     }
 
     async fn create(&self, key: &str, amount_minor: i64) -> Result<Payment, CallError> {
@@ -165,7 +166,7 @@ async fn a_payment_is_created_paid_and_refunded_with_signed_webhooks() {
     assert!(matches!(app.create("k2", 0).await, Err(CallError::Api(ApiError::BadRequest(message))) if message.contains("amount_minor")));
     // Unsigned callers are refused; another service does not see the cart's payments.
     assert_eq!(app.get(&payment_path(&payment.id, None)).await.status, StatusCode::FORBIDDEN);
-    let inventory = TestApp::client(ServiceName::INVENTORY, &app.service_signer, &app.router);
+    let inventory = TestApp::client(ServiceName::INVENTORY, &app.router);
     assert!(matches!(inventory.get::<Payment>(&payment_path(&payment.id, None)).await, Err(CallError::Api(ApiError::NotFound(_)))));
 
     let page = app.get(&payment.pay_url).await;

@@ -183,3 +183,12 @@ pub async fn database(app: &TestApp, service: &str) -> AnyPool {
     };
     store(app).open_fragment(service, migrations).await.unwrap()
 }
+
+/// The event signer of `service` as this app's process holds it: the key that process generated in its
+/// data dir (what a test relay or a test "other service" signs with to be believed).
+pub fn signer_of(app: &TestApp, service: tessera_contracts::domain::ServiceName) -> tessera_fragment::signature::EventSigner {
+    use tessera_fragment::signature::{EventSigner, ServiceKeys};
+    let path = app.settings.host.store.data_dir.join("keys").join(format!("{service}.ed25519"));
+    let document = std::fs::read(&path).unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    EventSigner::new(std::sync::Arc::new(ServiceKeys::from_pkcs8(service, &[document]).expect("an Ed25519 key")), std::sync::Arc::default())
+}

@@ -7,12 +7,22 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
+use std::sync::{Arc, OnceLock};
 use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::*;
 use tessera_fragment::inbox::accept_envelope;
-use tessera_fragment::signature::EventSigner;
 
-const SECRET: &[u8] = b"fuzz-events-secret-0123456789abcdef";
+use tessera_fragment::signature::{EventSigner, KeyDirectory, ServiceKeys};
+
+/// Inventory's and the cart's signers, sharing the consumer's directory, and a stranger's.
+fn signers() -> &'static (EventSigner, EventSigner, EventSigner) {
+    static SIGNERS: OnceLock<(EventSigner, EventSigner, EventSigner)> = OnceLock::new();
+    SIGNERS.get_or_init(|| {
+        let directory = Arc::new(KeyDirectory::default());
+        let signer = |name: ServiceName, directory: Arc<KeyDirectory>| EventSigner::new(Arc::new(ServiceKeys::generate(name)), directory);
+        (signer(ServiceName::INVENTORY, directory.clone()), signer(ServiceName::CART, directory), signer(ServiceName::INVENTORY, Arc::default()))
+    })
+}
 
 fn headers(pairs: impl IntoIterator<Item = (&'static str, String)>) -> HeaderMap {
     pairs.into_iter().filter_map(|(name, value)| Some((HeaderName::from_static(name), HeaderValue::from_str(&value).ok()?))).collect()
@@ -26,11 +36,12 @@ fn round_trip<E: Event + PartialEq + std::fmt::Debug>(envelope: &Envelope) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let signer = EventSigner::new(&[SECRET.to_vec()]);
+    let (inventory, cart, stranger) = signers();
     let Some((&shape, body)) = data.split_first() else { return };
     let now = tessera_fragment::db::now_seconds();
-    let signed_by = if shape % 2 == 0 { ServiceName::INVENTORY } else { ServiceName::CART };
-    let envelope = match accept_envelope(&signer, &headers(signer.sign(&signed_by, body, now)), body) {
+    let signer = if shape % 2 == 0 { inventory } else { cart };
+    let signed_by = signer.service().clone();
+    let envelope = match accept_envelope(signer, &headers(signer.sign(body, now)), body) {
         Ok(envelope) => envelope,
         Err(_) => return,
     };
@@ -45,7 +56,6 @@ fuzz_target!(|data: &[u8]| {
     round_trip::<OrderShort>(&envelope);
     round_trip::<ProductChanged>(&envelope);
     // The same body under a forged or foreign signature is refused.
-    let forged = EventSigner::new(&[b"guessed-secret-0123456789abcdef0123".to_vec()]);
-    assert!(accept_envelope(&signer, &headers(forged.sign(&signed_by, body, now)), body).is_err());
-    assert!(accept_envelope(&signer, &headers(signer.sign(&signed_by, body, now - 3600)), body).is_err());
+    assert!(accept_envelope(signer, &headers(stranger.sign(body, now)), body).is_err());
+    assert!(accept_envelope(signer, &headers(signer.sign(body, now - 3600)), body).is_err());
 });
