@@ -487,6 +487,50 @@ async fn the_streaming_relay_has_one_leader_sends_each_event_once_in_order_and_h
     assert_stock_events_applied_once_in_order(&second).await;
 }
 
+/// Debian's PostgreSQL certificate: it names `localhost` and signs itself, so it is its own authority.
+const DEBIAN_SERVER_CERTIFICATE: &str = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+
+/// The streaming relay, its pools and its replication connection over TLS verified against the test
+/// server's own certificate (`sslmode=verify-full`).
+fn streamed_over_verified_tls(settings: &mut tessera_site::ShellSettings) {
+    streamed_strict(settings);
+    let mut url = url::Url::parse(settings.host.store.postgres_url.as_deref().expect("PostgreSQL")).unwrap();
+    url.set_host(Some("localhost")).unwrap();
+    url.query_pairs_mut().append_pair("sslmode", "verify-full").append_pair("sslrootcert", DEBIAN_SERVER_CERTIFICATE);
+    settings.host.store.postgres_url = Some(url.into());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_streaming_relay_reads_its_stream_over_tls_verified_against_the_servers_authority() {
+    if !logical_decoding().await {
+        return;
+    }
+    let admin = sqlx::any::AnyPoolOptions::new().max_connections(1).connect(&std::env::var("TESSERA_TEST_POSTGRES_URL").unwrap()).await.unwrap();
+    let (ssl, cert_file): (String, String) =
+        sqlx::query_as("SELECT (SELECT setting FROM pg_settings WHERE name = 'ssl'), (SELECT setting FROM pg_settings WHERE name = 'ssl_cert_file')")
+            .fetch_one(&admin)
+            .await
+            .unwrap();
+    if ssl != "on" || cert_file != DEBIAN_SERVER_CERTIFICATE || std::fs::metadata(&cert_file).is_err() {
+        let how = format!("the test PostgreSQL serves no TLS with Debian's certificate (ssl = {ssl}, {cert_file})");
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{how}");
+        eprintln!("{how}: skipped");
+        return;
+    }
+    let app = spawn_with(Backend::Postgres, Options { configure: Some(streamed_over_verified_tls), ..Options::default() }).await;
+    eventually("the relay leads", || async { relay_leader(&app).await.is_some() }).await;
+    let walsender = relay_leader(&app).await.expect("a leader");
+    let (encrypted,): (bool,) = sqlx::query_as("SELECT ssl FROM pg_stat_ssl WHERE pid = $1").bind(walsender as i32).fetch_one(&admin).await.unwrap();
+    assert!(encrypted, "the replication connection is encrypted");
+    admin.close().await;
+    let ada = app.login_as(ADMIN, PASSWORD).await;
+    for sku in ["TEE-BLU-M", "MUG-STN-01"] {
+        let (status, json) = app.api("/admin/inventory/api/adjust_stock", &format!("sku={sku}&delta=2"), Some(&ada)).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+    }
+    assert_stock_events_applied_once_in_order(&app).await;
+}
+
 #[tokio::test]
 async fn the_streaming_relay_without_postgresql_is_refused_at_start_with_the_reason() {
     let data = tempfile::tempdir().unwrap();

@@ -184,7 +184,7 @@ impl Host {
             let store = &self.settings.store;
             let task = match (store.postgres_url_of(local.fragment.name().as_str())?, streamed) {
                 (Some(url), true) => {
-                    let source = cdc::Source::new(url, &store.schema_of(local.fragment.name().as_str()))?;
+                    let source = cdc::Source::new(url, &store.schema_of(local.fragment.name().as_str()))?.with_ca_file(self.roots.file());
                     cdc::StreamingRelay::new(relay, local.runtime.db.clone(), source, local.fragment.name()).spawn()
                 }
                 _ => relay.spawn(),

@@ -121,6 +121,7 @@ impl Broker {
         if !valid_name(prefix) {
             return Err(BrokerError::Settings(format!("the prefix {prefix:?} must be letters, digits, '-' or '_'")));
         }
+        crate::tls::install_crypto_provider();
         let mut options = async_nats::ConnectOptions::new().connection_timeout(Duration::from_secs(5)).name("tessera");
         if let Some(file) = ca_file {
             options = options.add_root_certificates(file.to_owned());

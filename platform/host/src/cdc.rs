@@ -29,6 +29,9 @@
 //!   the aggregate's row locks).
 //! - PostgreSQL only: the server needs `wal_level = logical` and the role the `REPLICATION` attribute
 //!   (checked at start, with a message that says so).
+//! - **TLS as the pools have it.** The replication connection reads `sslmode` and `sslrootcert` from the
+//!   same URL (`prefer` when unset, as libpq and sqlx do), trusting `TESSERA_TLS_CA_FILE` when the URL
+//!   names no authority (`crate::tls`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,7 +39,7 @@ use std::time::Duration;
 
 use bytes::Buf;
 use pgwire_replication::lsn::Lsn;
-use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, TlsConfig};
+use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig};
 use sqlx::AnyPool;
 
 use tessera_contracts::domain::ServiceName;
@@ -61,12 +64,21 @@ pub struct Source {
     password: String,
     database: String,
     schema: String,
+    /// TLS on the replication connection: the URL's `sslmode` (`prefer` when it has none, as for the
+    /// pools) and `sslrootcert`, else the deployment's `TESSERA_TLS_CA_FILE`.
+    tls: TlsConfig,
 }
 
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the password.
-        f.debug_struct("Source").field("host", &self.host).field("port", &self.port).field("database", &self.database).field("schema", &self.schema).finish()
+        f.debug_struct("Source")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("database", &self.database)
+            .field("schema", &self.schema)
+            .field("tls", &self.tls.mode)
+            .finish()
     }
 }
 
@@ -86,11 +98,8 @@ pub enum CdcError {
     WalLevel(String),
     #[error("TESSERA_OUTBOX_RELAY=cdc needs a PostgreSQL role with the REPLICATION attribute (ALTER ROLE … REPLICATION)")]
     NoReplication,
-    #[error(
-        "the PostgreSQL URL asks for sslmode={0}, but the streaming relay's replication connection has no TLS yet: \
-         use the polling relay (TESSERA_OUTBOX_RELAY=poll) with TLS, or the streaming relay on a trusted network"
-    )]
-    NoTls(String),
+    #[error("the PostgreSQL URL asks for sslmode={0:?}, which is none of disable, allow, prefer, require, verify-ca, verify-full")]
+    SslMode(String),
 }
 
 /// Why a `pgoutput` message from the replication stream could not be read (the stream is restarted).
@@ -116,12 +125,17 @@ impl Source {
     /// The stream of `schema`'s outbox on the server at `url` (a `postgres://` URL, as for the pools).
     pub fn new(url: &str, schema: &str) -> Result<Source, CdcError> {
         let parsed = url::Url::parse(url)?;
-        // Never plain text where the URL asks for TLS.
-        if let Some((_, mode)) = parsed.query_pairs().find(|(name, _)| name == "sslmode") {
-            if !matches!(mode.as_ref(), "disable" | "allow" | "prefer") {
-                return Err(CdcError::NoTls(mode.into_owned()));
-            }
-        }
+        let parameter = |wanted: &str| parsed.query_pairs().find(|(name, _)| name == wanted).map(|(_, value)| value.into_owned());
+        // As libpq reads them; never plain text where the URL asks for TLS.
+        let mode = match parameter("sslmode").as_deref() {
+            Some("disable" | "allow") => SslMode::Disable,
+            None | Some("prefer") => SslMode::Prefer,
+            Some("require") => SslMode::Require,
+            Some("verify-ca") => SslMode::VerifyCa,
+            Some("verify-full") => SslMode::VerifyFull,
+            Some(other) => return Err(CdcError::SslMode(other.chars().take(32).collect())),
+        };
+        let tls = TlsConfig { mode, ca_pem_path: parameter("sslrootcert").map(std::path::PathBuf::from), ..TlsConfig::default() };
         let host = parsed.host_str().filter(|host| !host.is_empty()).ok_or(CdcError::NoHost)?.to_owned();
         let user = match parsed.username() {
             "" => std::env::var("USER").unwrap_or_else(|_| "postgres".into()),
@@ -139,7 +153,17 @@ impl Source {
             password: parsed.password().map(percent_decode).unwrap_or_default(),
             database,
             schema: schema.to_owned(),
+            tls,
         })
+    }
+
+    /// Verifies the server against `ca_file` (the deployment's `TESSERA_TLS_CA_FILE`) unless the URL
+    /// names its own `sslrootcert`. Without either, a verifying mode trusts the Mozilla roots.
+    pub fn with_ca_file(mut self, ca_file: Option<&std::path::Path>) -> Source {
+        if self.tls.ca_pem_path.is_none() {
+            self.tls.ca_pem_path = ca_file.map(std::path::Path::to_path_buf);
+        }
+        self
     }
 
     /// The temporary slot of this schema's relay leader (one per schema: holding it is leading).
@@ -301,7 +325,7 @@ impl StreamingRelay {
         let source = &self.source;
         let config = ReplicationConfig::new(&source.host, &source.user, &source.password, &source.database, source.slot(), source.publication().as_str())
             .with_port(source.port)
-            .with_tls(TlsConfig::disabled())
+            .with_tls(source.tls.clone())
             .with_start_lsn(Lsn(0))
             .with_status_interval(Duration::from_secs(1))
             .with_wakeup_interval(Duration::from_secs(10))
@@ -668,5 +692,16 @@ mod tests {
         let long = Source::new("postgres://u@h/d", &"x".repeat(60)).unwrap();
         assert!(long.slot().len() <= 63 && long.slot().starts_with("tessera_relay_"));
         assert!(Source::new("not a url", "s").is_err());
+        // TLS as the URL asks, `prefer` when it does not; the URL's authority before the deployment's.
+        assert_eq!(source.tls.mode, SslMode::Disable);
+        assert_eq!(long.tls.mode, SslMode::Prefer);
+        let verified = Source::new("postgres://u@h/d?sslmode=verify-full&sslrootcert=/etc/db-ca.pem", "s").unwrap();
+        assert_eq!((verified.tls.mode, verified.tls.ca_pem_path.as_deref()), (SslMode::VerifyFull, Some(std::path::Path::new("/etc/db-ca.pem"))));
+        let verified = verified.with_ca_file(Some(std::path::Path::new("/etc/site-ca.pem")));
+        assert_eq!(verified.tls.ca_pem_path.as_deref(), Some(std::path::Path::new("/etc/db-ca.pem")));
+        let deployment = Source::new("postgres://u@h/d?sslmode=verify-ca", "s").unwrap().with_ca_file(Some(std::path::Path::new("/etc/site-ca.pem")));
+        assert_eq!((deployment.tls.mode, deployment.tls.ca_pem_path.as_deref()), (SslMode::VerifyCa, Some(std::path::Path::new("/etc/site-ca.pem"))));
+        let odd = Source::new("postgres://u@h/d?sslmode=sometimes", "s").unwrap_err().to_string();
+        assert!(odd.contains("\"sometimes\""), "{odd}");
     }
 }

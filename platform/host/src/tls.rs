@@ -2,12 +2,16 @@
 //! JWKS, the OpenID Connect provider) speaks HTTPS through rustls and trusts the system's roots plus
 //! the certificates of `TESSERA_TLS_CA_FILE` (a PEM bundle: a deployment's own certificate authority);
 //! NATS trusts the same file for `tls://` servers. PostgreSQL takes its TLS from its URL, as libpq does:
-//! `sslmode=require|verify-ca|verify-full` and `sslrootcert=<file>` (sqlx reads them, and the streaming
-//! relay's replication connection is refused anything but `disable` until it has TLS of its own).
+//! `sslmode=prefer|require|verify-ca|verify-full` and `sslrootcert=<file>`, for the pools (sqlx reads
+//! them) and the streaming relay's replication connection alike (`crate::cdc`, which falls back to
+//! `TESSERA_TLS_CA_FILE` when the URL names no `sslrootcert`).
 //!
 //! Decisions: rustls with ring, already in the tree (async-nats, jsonwebtoken), not OpenSSL (a system
-//! library to match) nor aws-lc (a C build); the roots are read once at start, so a bad file stops the
-//! process with its name rather than failing a request later.
+//! library to match). The replication client's TLS feature also compiles aws-lc (its TLS dependency's
+//! default; a C build of about half a minute), and rustls then cannot pick a provider by itself, so every
+//! process makes ring the default before any TLS ([`install_crypto_provider`], from [`Roots::from_setting`]
+//! and the NATS connect). The roots are read once at start, so a bad file stops the process with its name
+//! rather than failing a request later.
 
 use std::path::{Path, PathBuf};
 
@@ -32,9 +36,16 @@ impl std::fmt::Debug for Roots {
     }
 }
 
+/// Makes ring the process's default TLS provider (idempotent). Libraries that build their TLS
+/// configuration without naming a provider (async-nats) need a default once two are compiled in.
+pub fn install_crypto_provider() {
+    let _ = async_nats::rustls::crypto::ring::default_provider().install_default();
+}
+
 impl Roots {
     /// The system's roots and those of `file` (`TESSERA_TLS_CA_FILE`), if any (read now).
     pub fn from_setting(file: Option<&Path>) -> Result<Roots, TlsError> {
+        install_crypto_provider();
         file.map_or(Ok(Roots::default()), Roots::from_file)
     }
 
