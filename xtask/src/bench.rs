@@ -40,10 +40,15 @@ pub struct BenchArgs {
     /// Run only one part of the load benchmarks: `transfer` (bytes on the wire per encoding), `browser`
     /// (navigation → hydrated and LCP in Chromium, warm and on a slow first visit), `site`,
     /// `inventory`, `catalog`, `checkout`, `rollout`,
-    /// `dev` (how long an edit takes to show in `cargo xtask dev`) or `scaleout` (events over NATS
-    /// against HTTP, checkouts/s with 1 and 2 instances of every process).
+    /// `dev` (how long an edit takes to show in `cargo xtask dev`), `scaleout` (events over NATS
+    /// against HTTP, checkouts/s with 1 and 2 instances of every process) or `events` (stock changes from
+    /// commit to the catalog's effect on the embedded default, beside `--before`'s figures).
     #[arg(long)]
     only: Option<String>,
+    /// A release `tessera` binary of an earlier commit: the `events` part runs it too, on the same load,
+    /// and prints both side by side (before, after).
+    #[arg(long)]
+    before: Option<PathBuf>,
 }
 
 pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<()> {
@@ -151,11 +156,68 @@ async fn login_latency(shell_url: &str) -> Result<()> {
     Ok(())
 }
 
+/// What [`event_figures`] measured.
+struct EventFigures {
+    committed: Duration,
+    consumed: Duration,
+    burst: serde_json::Value,
+    steady: serde_json::Value,
+}
+
+const EVENT_CHANGES: usize = 2000;
+const EVENT_CONCURRENCY: usize = 16;
+const EVENT_SEQUENTIAL: usize = 200;
+
 /// Stock changes through the real path: admin server function → inventory transaction with its outbox
 /// row → relay → signed delivery → catalog inbox and projection, all on SQLite in one process.
 async fn event_throughput(shell_url: &str) -> Result<()> {
-    const CHANGES: usize = 2000;
-    const CONCURRENCY: usize = 16;
+    let figures = event_figures(shell_url).await?;
+    print_event_figures(&[("", figures)]);
+    Ok(())
+}
+
+/// The events table, a column per run.
+fn print_event_figures(runs: &[(&str, EventFigures)]) {
+    let columns: Vec<&str> = runs.iter().map(|(label, _)| if label.is_empty() { "value" } else { label }).collect();
+    let row = |what: String, cell: &dyn Fn(&EventFigures) -> String| {
+        let cells: Vec<String> = runs.iter().map(|(_, figures)| cell(figures)).collect();
+        println!("| {what} | {} |", cells.join(" | "));
+    };
+    println!();
+    println!("| events: {EVENT_CHANGES} stock changes, {EVENT_CONCURRENCY} concurrent admins, SQLite, one process, release | {} |", columns.join(" | "));
+    println!("|---|{}", "--:|".repeat(columns.len()));
+    row("all committed (outbox rows written) after".into(), &|f| format!("{:.2} s", f.committed.as_secs_f64()));
+    row("all applied by the catalog (inbox + projection) after".into(), &|f| format!("{:.2} s", f.consumed.as_secs_f64()));
+    row("events/s, commit to consumer effect".into(), &|f| format!("{:.0}", EVENT_CHANGES as f64 / f.consumed.as_secs_f64()));
+    row("commit → effect latency during the burst, p50 / p99 / max".into(), &|f| format!("{} / {} / {} ms", f.burst["p50"], f.burst["p99"], f.burst["max"]));
+    row(format!("commit → effect latency, {EVENT_SEQUENTIAL} changes one at a time, p50 / p99 / max"), &|f| {
+        format!("{} / {} / {} ms", f.steady["p50"], f.steady["p99"], f.steady["max"])
+    });
+}
+
+/// `--only events`: [`event_figures`] on a fresh embedded site of each binary, one after the other,
+/// printed side by side.
+fn events_before_after(binary: &Path, before: Option<&Path>, site: &Path, data: &dyn Fn(&str) -> PathBuf) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runs = Vec::new();
+    for (label, binary) in before.map(|before| ("before", before)).into_iter().chain([("after", binary)]) {
+        println!("bench: events, {label}: {}", binary.display());
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let env = [("TESSERA_PUBLIC_URL", url.clone()), ("TESSERA_DEMO_EXTRA_PRODUCTS", "0".to_owned())];
+        let server = start_server(binary, site, &data(&format!("events-{label}")), port, &env, &["--demo"])?;
+        let figures = runtime.block_on(event_figures(&url))?;
+        drop(server);
+        runs.push((label, figures));
+    }
+    print_event_figures(&runs);
+    Ok(())
+}
+
+/// Runs the events load against the site at `shell_url` and reads the catalog's own figures.
+async fn event_figures(shell_url: &str) -> Result<EventFigures> {
+    const CHANGES: usize = EVENT_CHANGES;
+    const CONCURRENCY: usize = EVENT_CONCURRENCY;
     let client = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
     let cookie = crate::bench_support::sign_in_admin(&client, shell_url).await?;
     let status = |client: reqwest::Client, cookie: String| {
@@ -167,7 +229,7 @@ async fn event_throughput(shell_url: &str) -> Result<()> {
     };
     let skus: Vec<&str> = tessera_contracts::demo::PRODUCTS.iter().map(|product| product.sku).collect();
     // Steady state first: one change at a time, so the latency is the platform's, not a queue's.
-    const SEQUENTIAL: usize = 200;
+    const SEQUENTIAL: usize = EVENT_SEQUENTIAL;
     for n in 0..SEQUENTIAL {
         let response = client
             .post(format!("{shell_url}/admin/inventory/api/adjust_stock"))
@@ -221,17 +283,7 @@ async fn event_throughput(shell_url: &str) -> Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let consumed = started.elapsed();
-    let latency = &last["latency_ms"];
-    println!();
-    println!("| events: {CHANGES} stock changes, {CONCURRENCY} concurrent admins, SQLite, one process, release | value |");
-    println!("|---|--:|");
-    println!("| all committed (outbox rows written) after | {:.2} s |", committed.as_secs_f64());
-    println!("| all applied by the catalog (inbox + projection) after | {:.2} s |", consumed.as_secs_f64());
-    println!("| events/s, commit to consumer effect | {:.0} |", CHANGES as f64 / consumed.as_secs_f64());
-    println!("| commit → effect latency during the burst, p50 / p99 / max | {} / {} / {} ms |", latency["p50"], latency["p99"], latency["max"]);
-    let steady = &steady["latency_ms"];
-    println!("| commit → effect latency, {SEQUENTIAL} changes one at a time, p50 / p99 / max | {} / {} / {} ms |", steady["p50"], steady["p99"], steady["max"]);
-    Ok(())
+    Ok(EventFigures { committed, consumed, burst: last["latency_ms"].clone(), steady: steady["latency_ms"].clone() })
 }
 
 fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
@@ -270,6 +322,9 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     }
     if part("scaleout") {
         scaleout(workspace, args.seconds)?;
+    }
+    if args.only.as_deref() == Some("events") {
+        events_before_after(&binary, args.before.as_deref(), &site, &data)?;
     }
     println!();
     let _ = std::fs::remove_dir_all(&scratch);

@@ -405,3 +405,60 @@ async fn the_catalog_alone_sends_the_security_headers_itself() {
     assert!(response.headers()["content-security-policy"].to_str().unwrap().contains(&format!("'nonce-{handed}'")));
     assert!(response.text().await.unwrap().contains(&format!("nonce=\"{handed}\"")));
 }
+
+each_backend!(a_batch_of_events_is_applied_in_one_request_and_each_refusal_stays_its_own);
+async fn a_batch_of_events_is_applied_in_one_request_and_each_refusal_stays_its_own(backend: Backend) {
+    let app = start(backend).await;
+    let now = tessera_fragment::db::now_ms();
+    let envelope = |sku: &str, event_type: &str, producer: &str, payload: serde_json::Value| {
+        serde_json::json!({
+            "id": uuid::Uuid::new_v4().to_string(), "type": event_type, "version": 1, "aggregate_type": "sku",
+            "aggregate_id": sku, "sequence": 1, "occurred_at_ms": now, "producer": producer, "payload": payload
+        })
+    };
+    let level = |sku: &str, available: i64| serde_json::json!({ "sku": sku, "on_hand": available, "available": available });
+    let mug = envelope("MUG-STN-01", "inventory.stock_changed", "inventory", level("MUG-STN-01", 4));
+    let batch = serde_json::json!([
+        mug.clone(),
+        envelope("TEE-BLU-M", "inventory.stock_changed", "inventory", serde_json::json!({ "sku": "TEE-BLU-M", "on_hand": -5, "available": -5 })),
+        envelope("PEN-GEL-BK", "catalog.product_changed", "inventory", level("PEN-GEL-BK", 1)),
+        envelope("PEN-GEL-BK", "inventory.exploded", "inventory", level("PEN-GEL-BK", 1)),
+        envelope("PEN-GEL-BK", "inventory.stock_changed", "cart", level("PEN-GEL-BK", 1)),
+        envelope("PEN-GEL-BK", "inventory.stock_changed", "inventory", level("PEN-GEL-BK", 0)),
+        mug,
+    ]);
+    let body = serde_json::to_vec(&batch).unwrap();
+    let inventory = app.signer_of(ServiceName::INVENTORY);
+    let post = |body: Vec<u8>, headers: Vec<(&'static str, String)>| {
+        let mut request = app.client.post(format!("{}/catalog/events/batch", app.url)).header("content-type", "application/json").body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move { request.send().await.unwrap() }
+    };
+    let now_s = tessera_fragment::db::now_seconds();
+    let response = post(body.clone(), inventory.sign(&body, now_s).to_vec()).await;
+    assert_eq!(response.status(), StatusCode::OK, "{backend:?}");
+    let outcomes: Vec<Value> = response.json().await.unwrap();
+    let statuses: Vec<u64> = outcomes.iter().map(|outcome| outcome["status"].as_u64().unwrap()).collect();
+    // Applied; negative stock refused by the handler (rolled back alone); another producer's type; a type
+    // the catalog does not take; signed by inventory but claiming the cart; applied; a duplicate of the
+    // first (its inbox row, in the same transaction, makes it a no-op).
+    assert_eq!(statuses, [200, 422, 403, 422, 400, 200, 200], "{backend:?}: {outcomes:?}");
+    assert!(outcomes[1]["message"].as_str().unwrap().contains("inconsistent"), "{outcomes:?}");
+    assert_eq!(available(&app, "MUG-STN-01").await, Some(4), "{backend:?}");
+    assert_eq!(available(&app, "PEN-GEL-BK").await, Some(0), "{backend:?}");
+    assert_eq!(available(&app, "TEE-BLU-M").await, None, "{backend:?}: the refused one changed nothing");
+    let db = app.runtime.db.clone();
+    assert_eq!(tessera_testing::web::count(&db, "SELECT COUNT(*) FROM inbox").await, 2, "{backend:?}: the two applied, once");
+
+    // The whole request refused: unsigned, signed by a stranger, not a list, too many.
+    let stranger = Alone::stranger(ServiceName::INVENTORY);
+    assert_eq!(post(body.clone(), Vec::new()).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(post(body.clone(), stranger.sign(&body, now_s).to_vec()).await.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let object = serde_json::to_vec(&batch[0]).unwrap();
+    assert_eq!(post(object.clone(), inventory.sign(&object, now_s).to_vec()).await.status(), StatusCode::BAD_REQUEST);
+    let many = serde_json::to_vec(&vec![batch[5].clone(); tessera_fragment::inbox::MAX_BATCH_EVENTS + 1]).unwrap();
+    assert_eq!(post(many.clone(), inventory.sign(&many, now_s).to_vec()).await.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(tessera_testing::web::count(&db, "SELECT COUNT(*) FROM inbox").await, 2, "{backend:?}: nothing more");
+}

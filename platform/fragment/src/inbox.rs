@@ -16,6 +16,10 @@ use crate::subscriptions::HandlerError;
 
 /// Largest event body accepted.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// Most events in one batch (`POST <prefix>/events/batch`).
+pub const MAX_BATCH_EVENTS: usize = 500;
+/// Largest batch body accepted.
+pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// How far in the future an event's time may be (clocks of two hosts disagree a little).
 const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
@@ -76,6 +80,52 @@ pub async fn apply(runtime: &FragmentRuntime, subscription: &Subscription, envel
     Ok(applied)
 }
 
+/// Applies a batch of received events in one transaction, each in a savepoint of its own: an event its
+/// handler refuses is rolled back alone and the others commit (one commit for the batch instead of one
+/// per event: the consumer's share of a fast event path). A transient conflict retries the whole batch.
+/// Returns, in order, each event's outcome (`Ok(false)`: a duplicate).
+pub async fn apply_batch(runtime: &FragmentRuntime, batch: &[(&Subscription, &Envelope)]) -> Result<Vec<Result<bool, HandlerError>>, sqlx::Error> {
+    let outcomes = retrying(|| async {
+        let mut tx = runtime.db.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (subscription, envelope) in batch {
+            let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
+            let outcome = async {
+                if !record_in_inbox(&mut savepoint, envelope).await? {
+                    return Ok(false);
+                }
+                subscription.apply(runtime, &mut savepoint, envelope).await?;
+                Ok::<_, HandlerError>(true)
+            }
+            .await;
+            match outcome {
+                Ok(applied) => {
+                    savepoint.commit().await?;
+                    outcomes.push(Ok(applied));
+                }
+                // Another writer got in the way: the whole batch again, as `apply` would.
+                Err(HandlerError::Database(error)) if crate::db::is_transient(&error) => return Err(error),
+                Err(error) => {
+                    savepoint.rollback().await?;
+                    outcomes.push(Err(error));
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(outcomes)
+    })
+    .await?;
+    if outcomes.iter().any(|outcome| matches!(outcome, Ok(true))) {
+        runtime.events.outbox.committed();
+    }
+    for ((subscription, _), outcome) in batch.iter().zip(&outcomes) {
+        if let (Ok(true), Some(after)) = (outcome, subscription.after_commit()) {
+            tokio::spawn(after(runtime.clone()));
+        }
+    }
+    Ok(outcomes)
+}
+
 /// Records an event in the consumer's inbox on `connection` (inside the consumer's transaction).
 /// Returns `false` when it was there already: a redelivery, whose effect must not be applied again.
 pub async fn record_in_inbox(connection: &mut AnyConnection, envelope: &Envelope) -> Result<bool, sqlx::Error> {
@@ -95,18 +145,24 @@ pub async fn record_in_inbox(connection: &mut AnyConnection, envelope: &Envelope
     Ok(result.rows_affected() == 1)
 }
 
-/// The envelope of a signed `POST <prefix>/events` request, or the error to answer with: 401 when the
-/// signature is missing or wrong, 503 when it is under a key not learned yet (the relay retries), 400
-/// when the body is not an envelope of the service that signed it.
-pub fn accept_envelope(signer: &EventSigner, headers: &HeaderMap, body: &[u8]) -> Result<Envelope, ApiError> {
-    let producer = signer.verify(headers, body, now_seconds()).map_err(|error| {
+/// The service that signed an event request (one event or a batch), or the error to answer with: 401
+/// when the signature is missing or wrong, 503 when it is under a key not learned yet.
+pub fn signed_by(signer: &EventSigner, headers: &HeaderMap, body: &[u8]) -> Result<ServiceName, ApiError> {
+    signer.verify(headers, body, now_seconds()).map_err(|error| {
         tracing::warn!(%error, "event request refused");
         if error.is_transient() {
             ApiError::Unavailable(format!("{UNKNOWN_KEY_REFUSAL}; try again shortly ({error})"))
         } else {
             ApiError::Unauthorized
         }
-    })?;
+    })
+}
+
+/// The envelope of a signed `POST <prefix>/events` request, or the error to answer with: 401 when the
+/// signature is missing or wrong, 503 when it is under a key not learned yet (the relay retries), 400
+/// when the body is not an envelope of the service that signed it.
+pub fn accept_envelope(signer: &EventSigner, headers: &HeaderMap, body: &[u8]) -> Result<Envelope, ApiError> {
+    let producer = signed_by(signer, headers, body)?;
     let envelope: Envelope = serde_json::from_slice(body).map_err(|error| ApiError::BadRequest(format!("not an event envelope: {error}")))?;
     if envelope.producer != producer {
         return Err(ApiError::BadRequest(format!("signed by {producer} but claims to come from {}", envelope.producer)));

@@ -20,6 +20,7 @@ use crate::inbox::{self, MAX_EVENT_BYTES};
 use crate::page;
 use crate::runtime::{internal, FragmentRuntime};
 use crate::subscriptions::HandlerError;
+use tessera_contracts::events::Envelope;
 
 /// `GET <prefix>/events/status`: outbox depth, oldest undelivered age, dead letters (site admins only).
 async fn event_status(
@@ -96,6 +97,83 @@ async fn receive_event(
     }
 }
 
+/// One event's outcome in a batch answer (`POST <prefix>/events/batch`), in the order of the request:
+/// the status the single endpoint would have answered, and why when it is not a 200.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BatchOutcome {
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// `POST <prefix>/events/batch`: a JSON array of envelopes (at most [`inbox::MAX_BATCH_EVENTS`]) from one
+/// producer, signed once as one body. Each is checked as `POST <prefix>/events` checks one, and those
+/// that may be applied are applied in one transaction, each in a savepoint of its own
+/// (`inbox::apply_batch`). The answer is 200 with one [`BatchOutcome`] per envelope, in order: a refused
+/// event is retried or dead-lettered alone by the producer, the rest are done.
+async fn receive_events(
+    axum::extract::State(runtime): axum::extract::State<FragmentRuntime>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let producer = match inbox::signed_by(&runtime.events.signer, &headers, &body) {
+        Ok(producer) => producer,
+        Err(error) => return error.into_http_response(),
+    };
+    let envelopes: Vec<Envelope> = match serde_json::from_slice(&body) {
+        Ok(envelopes) => envelopes,
+        Err(error) => return tessera_contracts::ApiError::BadRequest(format!("not a list of event envelopes: {error}")).into_http_response(),
+    };
+    if envelopes.len() > inbox::MAX_BATCH_EVENTS {
+        let message = format!("a batch holds at most {} events, not {}", inbox::MAX_BATCH_EVENTS, envelopes.len());
+        return tessera_contracts::ApiError::BadRequest(message).into_http_response();
+    }
+    let refused = |status: StatusCode, message: String| BatchOutcome { status: status.as_u16(), message: Some(message) };
+    let now = crate::db::now_ms();
+    let mut outcomes: Vec<Option<BatchOutcome>> = Vec::with_capacity(envelopes.len());
+    let mut admitted = Vec::new();
+    for (index, envelope) in envelopes.iter().enumerate() {
+        let outcome = if envelope.producer != producer {
+            Some(refused(StatusCode::BAD_REQUEST, format!("signed by {producer} but claims to come from {}", envelope.producer)))
+        } else {
+            match (inbox::admissible(envelope, runtime.events.max_age_ms, now), runtime.events.subscriptions.get(&envelope.event_type)) {
+                (Err(error @ inbox::Inadmissible::NotItsOwn { .. }), _) => Some(refused(StatusCode::FORBIDDEN, error.to_string())),
+                (Err(error), _) => Some(refused(StatusCode::UNPROCESSABLE_ENTITY, error.to_string())),
+                (Ok(()), None) => {
+                    Some(refused(StatusCode::UNPROCESSABLE_ENTITY, format!("the {} service does not subscribe to {:?}", runtime.name, envelope.event_type)))
+                }
+                (Ok(()), Some(subscription)) => {
+                    admitted.push((index, subscription));
+                    None
+                }
+            }
+        };
+        if let Some(outcome) = &outcome {
+            tracing::warn!(event = %envelope.id, event_type = %envelope.event_type, status = outcome.status, "event refused");
+        }
+        outcomes.push(outcome);
+    }
+    let batch: Vec<(&inbox::Subscription, &Envelope)> = admitted.iter().map(|(index, subscription)| (*subscription, &envelopes[*index])).collect();
+    let applied = match inbox::apply_batch(&runtime, &batch).await {
+        Ok(applied) => applied,
+        Err(error) => return internal(error).into_http_response(),
+    };
+    for ((index, _), result) in admitted.iter().zip(applied) {
+        outcomes[*index] = Some(match result {
+            Ok(_) => BatchOutcome { status: StatusCode::OK.as_u16(), message: None },
+            Err(HandlerError::Refused(message)) => {
+                tracing::error!(event = %envelopes[*index].id, %message, "event refused");
+                refused(StatusCode::UNPROCESSABLE_ENTITY, message)
+            }
+            Err(HandlerError::Database(error)) => {
+                tracing::error!(event = %envelopes[*index].id, %error, "applying an event failed");
+                refused(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+            }
+        });
+    }
+    axum::Json(outcomes.into_iter().map(|outcome| outcome.expect("every event has an outcome")).collect::<Vec<_>>()).into_response()
+}
+
 /// Renders `app` inside the fragment document, with the fragment's context (runtime, verifier). The page
 /// is rendered whole (its resources loaded) and then sent: in document order, complete, for the shell's
 /// rewriter and for crawlers, never with out-of-order Suspense templates whose ids could collide with
@@ -142,6 +220,7 @@ pub fn fragment_router(runtime: &FragmentRuntime, page: MethodRouter<FragmentRun
         .route(&format!("{prefix}/events/status"), axum::routing::get(event_status))
         .route(&format!("{prefix}/events/replay"), axum::routing::post(replay_dead_letters))
         .route(&format!("{prefix}/events"), axum::routing::post(receive_event).layer(axum::extract::DefaultBodyLimit::max(MAX_EVENT_BYTES)))
+        .route(&format!("{prefix}/events/batch"), axum::routing::post(receive_events).layer(axum::extract::DefaultBodyLimit::max(inbox::MAX_BATCH_BYTES)))
         .nest_service(&format!("{prefix}/pkg"), asset_service(&runtime.manifests.bundle_dir()))
         .fallback(move || async move {
             let message = format!("There is no {name} page at this address.");

@@ -4,13 +4,19 @@
 //! - **Claims.** Every instance of a producer runs a relay on the shared outbox. A relay claims a delivery
 //!   (a lease on the row, [`CLAIM_MS`]) before sending it; the others skip claimed rows but never an
 //!   aggregate's earlier pending event, so N instances send each event once per subscriber, in order.
+//! - **Batches.** A pass takes the due head of every aggregate (up to `batch`), claims each subscriber's
+//!   share in one statement, sends it as one batch ([`Transport::deliver_batch`]: over HTTP one signed
+//!   `POST <prefix>/events/batch` that the consumer applies in one transaction), the subscribers at once,
+//!   and records what was delivered in one statement; failures are recorded one by one.
 //! - **Retries.** Exponential backoff between failed attempts, a dead letter after `max_attempts`
 //!   (listed and replayed through `tessera_fragment::event_admin`). Rows survive restarts, so a relay
 //!   that dies anywhere resumes where it stopped.
 //! - **Transports.** [`HttpTransport`] (the embedded default): a signed POST to `<subscriber
-//!   prefix>/events`, in process or over the network; `crate::broker` publishes to NATS JetStream
+//!   prefix>/events/batch` (or `/events` for one event, or for a subscriber of a release without
+//!   batches), in process or over the network; `crate::broker` publishes to NATS JetStream
 //!   instead. `crate::cdc` feeds this relay from PostgreSQL's replication stream instead of polling.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -103,9 +109,18 @@ pub enum OutboxRelay {
     Cdc,
 }
 
-/// Delivers an envelope to a subscriber.
+/// The outcomes of a batch, one per envelope, in order.
+pub type BatchDelivery<'a> = Pin<Box<dyn Future<Output = Vec<Result<(), DeliveryError>>> + Send + 'a>>;
+
+/// Delivers envelopes to a subscriber.
 pub trait Transport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, subscriber: &'a ServiceName, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
+
+    /// Delivers several envelopes of distinct aggregates to one subscriber; one outcome per envelope, in
+    /// order. By default each goes on its own, all at once (a transport with a batch form overrides it).
+    fn deliver_batch<'a>(&'a self, subscriber: &'a ServiceName, envelopes: &'a [Envelope]) -> BatchDelivery<'a> {
+        Box::pin(futures::future::join_all(envelopes.iter().map(move |envelope| self.deliver(subscriber, envelope))))
+    }
 }
 
 /// Why one delivery failed: logged, and kept as text in the delivery's `last_error` (the event status
@@ -146,7 +161,67 @@ impl HttpTransport {
     }
 }
 
+impl HttpTransport {
+    /// One signed `POST <prefix>/events/batch`: each envelope's outcome, or `None` when the subscriber has
+    /// no batch endpoint (a release before it: 404 or 405), so they go one at a time.
+    async fn post_batch(&self, subscriber: &ServiceName, envelopes: &[Envelope]) -> Result<Option<Vec<Result<(), DeliveryError>>>, DeliveryError> {
+        let target = self.peers.get(subscriber).ok_or_else(|| DeliveryError::NoRoute(subscriber.clone()))?;
+        if target.prefix().is_empty() {
+            return Err(DeliveryError::NotDescribed(subscriber.clone()));
+        }
+        let body = serde_json::to_vec(envelopes)?;
+        let mut headers = vec![("content-type", "application/json".to_owned())];
+        headers.extend(self.signer.sign(&body, now_ms() / 1000));
+        let path = format!("{}/events/batch", target.prefix());
+        let max_bytes = 256 + 512 * envelopes.len();
+        let outgoing = Outgoing { method: axum::http::Method::POST, path: &path, headers: &headers, body, max_bytes, timeout: DELIVERY_TIMEOUT };
+        let Reply { status, body: answer } = target.send(outgoing).await.map_err(DeliveryError::Unreachable)?;
+        if status == 404 || status == 405 {
+            return Ok(None);
+        }
+        let refused = |status: u16, answer: &[u8]| DeliveryError::Refused {
+            subscriber: subscriber.clone(),
+            status,
+            answer: String::from_utf8_lossy(answer).chars().take(300).collect(),
+        };
+        if !(200..300).contains(&status) {
+            return Err(refused(status, &answer));
+        }
+        let outcomes: Vec<tessera_fragment::routes::BatchOutcome> =
+            serde_json::from_slice(&answer).map_err(|error| refused(status, format!("an unreadable batch answer: {error}").as_bytes()))?;
+        if outcomes.len() != envelopes.len() {
+            return Err(refused(status, format!("{} outcomes for {} events", outcomes.len(), envelopes.len()).as_bytes()));
+        }
+        Ok(Some(
+            outcomes
+                .into_iter()
+                .map(|outcome| match outcome.status {
+                    200..=299 => Ok(()),
+                    other => Err(refused(other, outcome.message.unwrap_or_default().as_bytes())),
+                })
+                .collect(),
+        ))
+    }
+}
+
 impl Transport for HttpTransport {
+    fn deliver_batch<'a>(&'a self, subscriber: &'a ServiceName, envelopes: &'a [Envelope]) -> BatchDelivery<'a> {
+        Box::pin(async move {
+            if envelopes.len() == 1 {
+                return vec![self.deliver(subscriber, &envelopes[0]).await];
+            }
+            match self.post_batch(subscriber, envelopes).await {
+                Ok(Some(outcomes)) => outcomes,
+                Ok(None) => futures::future::join_all(envelopes.iter().map(|envelope| self.deliver(subscriber, envelope))).await,
+                // The whole request failed: every event in it did.
+                Err(error) => {
+                    let message = error.to_string();
+                    envelopes.iter().map(|_| Err(DeliveryError::Transport(message.clone().into()))).collect()
+                }
+            }
+        })
+    }
+
     fn deliver<'a>(&'a self, subscriber: &'a ServiceName, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>> {
         Box::pin(async move {
             let target = self.peers.get(subscriber).ok_or_else(|| DeliveryError::NoRoute(subscriber.clone()))?;
@@ -316,73 +391,146 @@ impl Relay {
         .bind(DeliveryStatus::Pending)
         .fetch_all(&self.db)
         .await?;
-        // Every row is the oldest pending event of its aggregate for its subscriber (the query says so).
-        // They go one at a time: concurrent deliveries only make an SQLite consumer's writers queue on its
-        // lock (measured: 5x slower), and one at a time keeps the relay easy to reason about.
-        let mut attempted = 0;
-        let mut delivered = 0;
-        for DueRow { seq, subscriber, aggregate_key, id, version, event_type, aggregate_type, payload, occurred_at_ms } in due {
-            let Some(attempts) = self.claim(seq, &subscriber, &aggregate_key).await? else {
-                // Another instance's relay took it since the query: it delivers it.
-                continue;
-            };
-            attempted += 1;
-            let aggregate_id = aggregate_key.split_once(':').map(|(_, id)| id.to_owned()).unwrap_or_default();
-            let envelope = self.envelope_of(OutboxRow { seq, id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms });
-            if self.send_claimed(&subscriber, attempts, &envelope).await? {
-                delivered += 1;
+        // Every row is the oldest pending event of its aggregate for its subscriber (the query says so), so
+        // a subscriber's rows are of distinct aggregates and may go together: one claim, one request (or
+        // one round of publishes) and one record of what was delivered per subscriber, the subscribers at
+        // once (each is its own consumer, with its own database).
+        let mut by_subscriber: BTreeMap<ServiceName, Vec<DueRow>> = BTreeMap::new();
+        for row in due {
+            by_subscriber.entry(row.subscriber.clone()).or_default().push(row);
+        }
+        let mut batches = Vec::new();
+        for (subscriber, rows) in by_subscriber {
+            let claimed = self.claim_batch(&subscriber, rows).await?;
+            if !claimed.is_empty() {
+                batches.push((subscriber, claimed));
             }
         }
+        let sent = futures::future::join_all(batches.iter().map(|(subscriber, claimed)| self.send_batch(subscriber, claimed))).await;
+        let mut attempted = 0;
+        let mut delivered = 0;
+        for ((_, claimed), outcome) in batches.iter().zip(sent) {
+            attempted += claimed.len();
+            delivered += outcome?;
+        }
         Ok((attempted, delivered))
+    }
+
+    /// Claims, in one statement, those of `rows` (due deliveries to `subscriber`) that are still due and
+    /// unclaimed and still the oldest pending event of their aggregate; returns them with their attempts
+    /// so far, as envelopes, in outbox order.
+    async fn claim_batch(&self, subscriber: &ServiceName, rows: Vec<DueRow>) -> Result<Vec<(i64, Envelope)>, sqlx::Error> {
+        let now = now_ms();
+        let seqs: Vec<String> = (0..rows.len()).map(|index| format!("${}", index + 6)).collect();
+        let sql = format!(
+            "UPDATE outbox_deliveries SET claimed_by = $1, claimed_until_ms = $2 \
+             WHERE subscriber = $3 AND status = $4 AND (claimed_until_ms IS NULL OR claimed_until_ms < $5) AND seq IN ({}) \
+               AND NOT EXISTS (SELECT 1 FROM outbox_deliveries e WHERE e.subscriber = outbox_deliveries.subscriber \
+                   AND e.aggregate_key = outbox_deliveries.aggregate_key AND e.status = $4 AND e.seq < outbox_deliveries.seq) \
+             RETURNING seq, attempts",
+            seqs.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, (i64, i64)>(&sql).bind(&self.id).bind(now + CLAIM_MS).bind(subscriber).bind(DeliveryStatus::Pending).bind(now);
+        for row in &rows {
+            query = query.bind(row.seq);
+        }
+        let attempts: HashMap<i64, i64> = query.fetch_all(&self.db).await?.into_iter().collect();
+        // Rows another instance's relay took since the query are its to deliver.
+        Ok(rows
+            .into_iter()
+            .filter_map(|DueRow { seq, aggregate_key, id, version, event_type, aggregate_type, payload, occurred_at_ms, .. }| {
+                let attempts = *attempts.get(&seq)?;
+                let aggregate_id = aggregate_key.split_once(':').map(|(_, id)| id.to_owned()).unwrap_or_default();
+                Some((attempts, self.envelope_of(OutboxRow { seq, id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms })))
+            })
+            .collect())
+    }
+
+    /// Sends deliveries to `subscriber` this relay claimed, together, and records the outcomes: those
+    /// delivered in one statement, each failure on its own (retried after a backoff or, after the last
+    /// attempt, dead). Returns how many were delivered.
+    async fn send_batch(&self, subscriber: &ServiceName, claimed: &[(i64, Envelope)]) -> Result<usize, sqlx::Error> {
+        let envelopes: Vec<Envelope> = claimed.iter().map(|(_, envelope)| envelope.clone()).collect();
+        // Bounded also in process (an HTTP delivery has its own timeout), so it ends within the claim.
+        let outcomes = match tokio::time::timeout(2 * DELIVERY_TIMEOUT, self.transport.deliver_batch(subscriber, &envelopes)).await {
+            Ok(outcomes) if outcomes.len() == envelopes.len() => outcomes,
+            Ok(_) | Err(_) => envelopes.iter().map(|_| Err(DeliveryError::TimedOut(subscriber.clone(), 2 * DELIVERY_TIMEOUT))).collect(),
+        };
+        let mut delivered = Vec::new();
+        for ((attempts, envelope), outcome) in claimed.iter().zip(outcomes) {
+            match outcome {
+                Ok(()) => delivered.push(envelope),
+                Err(error) => self.record_failure(subscriber, *attempts, envelope.sequence, &error).await?,
+            }
+        }
+        self.record_delivered(subscriber, &delivered).await?;
+        Ok(delivered.len())
+    }
+
+    /// Marks these deliveries to `subscriber`, claimed by this relay, delivered (one statement).
+    async fn record_delivered(&self, subscriber: &ServiceName, delivered: &[&Envelope]) -> Result<(), sqlx::Error> {
+        if delivered.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        for envelope in delivered {
+            let lag = (now - envelope.occurred_at_ms).max(0) as f64 / 1000.0;
+            metrics::histogram!("tessera_event_delivery_lag_seconds", "producer" => self.producer.to_string()).record(lag);
+        }
+        let seqs: Vec<String> = (0..delivered.len()).map(|index| format!("${}", index + 5)).collect();
+        let sql = format!(
+            "UPDATE outbox_deliveries SET status = $1, attempts = attempts + 1, delivered_at_ms = $2, last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL \
+             WHERE subscriber = $3 AND claimed_by = $4 AND seq IN ({})",
+            seqs.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(DeliveryStatus::Delivered).bind(now).bind(subscriber).bind(&self.id);
+        for envelope in delivered {
+            query = query.bind(envelope.sequence);
+        }
+        query.execute(&self.db).await?;
+        Ok(())
+    }
+
+    /// Records a failed attempt of a delivery this relay claimed: pending again after a backoff, or dead
+    /// after the last attempt.
+    async fn record_failure(&self, subscriber: &ServiceName, attempts: i64, seq: i64, error: &DeliveryError) -> Result<(), sqlx::Error> {
+        let attempts = attempts + 1;
+        let dead = attempts >= self.settings.max_attempts;
+        if dead {
+            tracing::error!(producer = %self.producer, %subscriber, seq, %error, "event delivery failed for good: dead letter");
+        } else {
+            tracing::warn!(producer = %self.producer, %subscriber, seq, attempts, %error, "event delivery failed; will retry");
+        }
+        sqlx::query(
+            "UPDATE outbox_deliveries SET status = $1, attempts = $2, next_attempt_at_ms = $3, last_error = $4, claimed_by = NULL, claimed_until_ms = NULL \
+             WHERE seq = $5 AND subscriber = $6 AND claimed_by = $7",
+        )
+        .bind(if dead { DeliveryStatus::Dead } else { DeliveryStatus::Pending })
+        .bind(attempts)
+        .bind(now_ms() + self.backoff_ms(attempts - 1))
+        .bind(error.to_string().chars().take(500).collect::<String>())
+        .bind(seq)
+        .bind(subscriber)
+        .bind(&self.id)
+        .execute(&self.db)
+        .await?;
+        Ok(())
     }
 
     /// Sends a delivery this relay claimed and records the outcome (delivered; or failed, to be retried
     /// after a backoff or, after the last attempt, dead). Returns whether it was delivered.
     pub(crate) async fn send_claimed(&self, subscriber: &ServiceName, attempts: i64, envelope: &Envelope) -> Result<bool, sqlx::Error> {
-        let seq = envelope.sequence;
         // Bounded also in process (an HTTP delivery has its own timeout), so it ends within the claim.
         let delivered_in_time = tokio::time::timeout(2 * DELIVERY_TIMEOUT, self.transport.deliver(subscriber, envelope))
             .await
             .unwrap_or_else(|_| Err(DeliveryError::TimedOut(subscriber.clone(), 2 * DELIVERY_TIMEOUT)));
         match delivered_in_time {
             Ok(()) => {
-                let lag = (now_ms() - envelope.occurred_at_ms).max(0) as f64 / 1000.0;
-                metrics::histogram!("tessera_event_delivery_lag_seconds", "producer" => self.producer.to_string()).record(lag);
-                sqlx::query(
-                    "UPDATE outbox_deliveries SET status = $6, attempts = $1, delivered_at_ms = $2, last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL \
-                     WHERE seq = $3 AND subscriber = $4 AND claimed_by = $5",
-                )
-                .bind(attempts + 1)
-                .bind(now_ms())
-                .bind(seq)
-                .bind(subscriber)
-                .bind(&self.id)
-                .bind(DeliveryStatus::Delivered)
-                .execute(&self.db)
-                .await?;
+                self.record_delivered(subscriber, &[envelope]).await?;
                 Ok(true)
             }
             Err(error) => {
-                let attempts = attempts + 1;
-                let dead = attempts >= self.settings.max_attempts;
-                if dead {
-                    tracing::error!(producer = %self.producer, %subscriber, seq, %error, "event delivery failed for good: dead letter");
-                } else {
-                    tracing::warn!(producer = %self.producer, %subscriber, seq, attempts, %error, "event delivery failed; will retry");
-                }
-                sqlx::query(
-                    "UPDATE outbox_deliveries SET status = $1, attempts = $2, next_attempt_at_ms = $3, last_error = $4, claimed_by = NULL, claimed_until_ms = NULL \
-                     WHERE seq = $5 AND subscriber = $6 AND claimed_by = $7",
-                )
-                .bind(if dead { DeliveryStatus::Dead } else { DeliveryStatus::Pending })
-                .bind(attempts)
-                .bind(now_ms() + self.backoff_ms(attempts - 1))
-                .bind(error.to_string().chars().take(500).collect::<String>())
-                .bind(seq)
-                .bind(subscriber)
-                .bind(&self.id)
-                .execute(&self.db)
-                .await?;
+                self.record_failure(subscriber, attempts, envelope.sequence, &error).await?;
                 Ok(false)
             }
         }
