@@ -190,9 +190,19 @@ async fn a_subscriber_that_is_down_gets_retries_then_a_dead_letter_then_a_replay
         let (attempts, status): (i64, String) = sqlx::query_as("SELECT attempts, status FROM outbox_deliveries").fetch_one(&setup.db).await.unwrap();
         assert_eq!(attempts, attempt);
         assert_eq!(status, if attempt < 3 { "pending" } else { "dead" }, "{backend:?}");
+        if attempt == 1 {
+            // The catalog's subscription is behind by the age of its waiting event: past a bound of 0 ms,
+            // not past an hour.
+            let inventory = ServiceName::INVENTORY;
+            let status = |bound| tessera_fragment::event_admin::status(&setup.db, &inventory, bound);
+            let strict = status(0).await.unwrap().subscriptions;
+            assert_eq!((strict.len(), strict[0].subscriber.as_str(), strict[0].pending, strict[0].behind), (1, "catalog", 1, true), "{strict:?}");
+            assert!(!status(3_600_000).await.unwrap().subscriptions[0].behind);
+        }
     }
     // The dead letter is visible and stays put.
-    let status = tessera_fragment::event_admin::status(&setup.db, &ServiceName::INVENTORY).await.unwrap();
+    let status = tessera_fragment::event_admin::status(&setup.db, &ServiceName::INVENTORY, 10_000).await.unwrap();
+    assert!(status.subscriptions.is_empty(), "a dead letter is not a waiting delivery: {:?}", status.subscriptions);
     assert_eq!(status.dead_letters.len(), 1);
     let dead = &status.dead_letters[0];
     assert_eq!((dead.subscriber.as_str(), dead.aggregate_id.as_str(), dead.attempts), ("catalog", "MUG-STN-01", 3), "{backend:?}");
@@ -273,6 +283,17 @@ async fn admins_see_outbox_depth_oldest_undelivered_and_dead_letters_per_service
     let (status, html) = app.text("/admin/events", Some(&ada.both())).await;
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("catalog answered 503") && html.contains("Replay dead letters"), "{html}");
+    // A delivery waiting for a minute-old event: the subscription is behind, and the page says so.
+    let now = tessera_fragment::db::now_ms();
+    sqlx::query("UPDATE outbox SET occurred_at_ms = $1 WHERE seq = 2").bind(now - 60_000).execute(&inventory).await.unwrap();
+    sqlx::query("UPDATE outbox_deliveries SET status = 'pending', next_attempt_at_ms = $1 WHERE seq = 2 AND subscriber = 'catalog'")
+        .bind(now + 3_600_000)
+        .execute(&inventory)
+        .await
+        .unwrap();
+    let (_, html) = app.text("/admin/events", Some(&ada.both())).await;
+    assert!(html.contains("→ catalog: 1 waiting, 60.") && html.contains("data-behind=\"true\""), "{html}");
+    sqlx::query("UPDATE outbox_deliveries SET next_attempt_at_ms = 0 WHERE seq = 2").execute(&inventory).await.unwrap();
     let (status, _) = app.text("/admin/events", Some(&sam.both())).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let response = app.post_form("/admin/inventory/events/replay", "", Some(&sam.both())).await;

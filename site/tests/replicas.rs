@@ -211,6 +211,9 @@ async fn every_process_serves_metrics_where_the_public_cannot_reach_them() {
     }
     // The demo seed's stock events were delivered: their lag was measured.
     assert!(sample(&text, "tessera_event_delivery_lag_seconds_count", &["producer=\"inventory\""]).unwrap_or(0.0) >= 1.0, "{text}");
+    // And the catalog measured how old each was when it applied it, by producer and type.
+    let applied = ["producer=\"inventory\"", "event_type=\"inventory.stock_changed\""];
+    assert!(sample(&text, "tessera_event_applied_lag_seconds_count", &applied).unwrap_or(0.0) >= 1.0, "{text}");
 
     // A fragment alone serves them on its metrics listener (loopback by default), never on its main one:
     // a fragment reached directly (its own domain, a subdomain, its port) does not show them.

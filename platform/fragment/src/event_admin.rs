@@ -27,6 +27,22 @@ pub struct EventStatus {
     pub received: i64,
     /// Commit-to-effect latency of the most recent received events (up to 10,000), milliseconds.
     pub latency_ms: Option<Latency>,
+    /// Each subscriber of its events with deliveries waiting: how many, how old the oldest is, and
+    /// whether that is past the bound (`TESSERA_EVENTS_MAX_LAG_MS`).
+    #[serde(default)]
+    pub subscriptions: Vec<SubscriptionLag>,
+}
+
+/// How far one subscriber of a producer's events is behind.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SubscriptionLag {
+    pub subscriber: ServiceName,
+    /// Deliveries not yet made to it.
+    pub pending: i64,
+    /// Age of its oldest undelivered event, milliseconds.
+    pub lag_ms: i64,
+    /// `lag_ms` is past the bound.
+    pub behind: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -57,10 +73,33 @@ struct ReceivedDead {
     last_error: String,
 }
 
-/// The event status of a fragment's database (every fragment has the runtime's event tables).
-pub async fn status(db: &AnyPool, service: &ServiceName) -> Result<EventStatus, sqlx::Error> {
-    let mut status =
-        EventStatus { service: service.clone(), outbox_depth: 0, oldest_undelivered_age_ms: None, dead_letters: Vec::new(), received: 0, latency_ms: None };
+/// The event status of a fragment's database (every fragment has the runtime's event tables); a
+/// subscription whose oldest undelivered event is older than `max_lag_ms` is marked behind.
+pub async fn status(db: &AnyPool, service: &ServiceName, max_lag_ms: i64) -> Result<EventStatus, sqlx::Error> {
+    let mut status = EventStatus {
+        service: service.clone(),
+        outbox_depth: 0,
+        oldest_undelivered_age_ms: None,
+        dead_letters: Vec::new(),
+        received: 0,
+        latency_ms: None,
+        subscriptions: Vec::new(),
+    };
+    let now = now_ms();
+    let lagging: Vec<(ServiceName, i64, i64)> = sqlx::query_as(
+        "SELECT d.subscriber, COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq \
+         WHERE d.status = $1 GROUP BY d.subscriber ORDER BY d.subscriber",
+    )
+    .bind(DeliveryStatus::Pending)
+    .fetch_all(db)
+    .await?;
+    status.subscriptions = lagging
+        .into_iter()
+        .map(|(subscriber, pending, oldest)| {
+            let lag_ms = (now - oldest).max(0);
+            SubscriptionLag { subscriber, pending, lag_ms, behind: lag_ms > max_lag_ms }
+        })
+        .collect();
     let (depth, oldest) = pending(db).await?;
     status.outbox_depth = depth;
     status.oldest_undelivered_age_ms = oldest.map(|at| (now_ms() - at).max(0));

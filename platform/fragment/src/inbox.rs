@@ -71,6 +71,7 @@ pub async fn apply(runtime: &FragmentRuntime, subscription: &Subscription, envel
     })
     .await?;
     if applied {
+        record_lag(envelope);
         // The handler may have published events of its own.
         runtime.events.outbox.committed();
         if let Some(after) = subscription.after_commit() {
@@ -115,6 +116,11 @@ pub async fn apply_batch(runtime: &FragmentRuntime, batch: &[(&Subscription, &En
         Ok::<_, sqlx::Error>(outcomes)
     })
     .await?;
+    for ((_, envelope), outcome) in batch.iter().zip(&outcomes) {
+        if matches!(outcome, Ok(true)) {
+            record_lag(envelope);
+        }
+    }
     if outcomes.iter().any(|outcome| matches!(outcome, Ok(true))) {
         runtime.events.outbox.committed();
     }
@@ -124,6 +130,14 @@ pub async fn apply_batch(runtime: &FragmentRuntime, batch: &[(&Subscription, &En
         }
     }
     Ok(outcomes)
+}
+
+/// How old an event was when its effect committed here (`tessera_event_applied_lag_seconds`, by producer
+/// and event type): what the shop shows is this much behind what happened.
+fn record_lag(envelope: &Envelope) {
+    let lag = (now_ms() - envelope.occurred_at_ms).max(0) as f64 / 1000.0;
+    metrics::histogram!("tessera_event_applied_lag_seconds", "producer" => envelope.producer.to_string(), "event_type" => envelope.event_type.clone())
+        .record(lag);
 }
 
 /// Records an event in the consumer's inbox on `connection` (inside the consumer's transaction).

@@ -27,7 +27,7 @@ async fn event_status(
     axum::extract::State(runtime): axum::extract::State<FragmentRuntime>,
     shared_auth::extract::RequireRole(_, _): shared_auth::extract::RequireRole<shared_auth::extract::SiteAdmin>,
 ) -> Response {
-    match event_admin::status(&runtime.db, &runtime.name).await {
+    match event_admin::status(&runtime.db, &runtime.name, runtime.events.max_lag_ms).await {
         Ok(status) => axum::Json(status).into_response(),
         Err(error) => internal(error).into_http_response(),
     }

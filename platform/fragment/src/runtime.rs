@@ -57,6 +57,9 @@ pub struct FragmentEvents {
     /// Oldest event it accepts, milliseconds: as long as it keeps the inbox rows that make a redelivery
     /// harmless, so an event older than that cannot be applied a second time (`crate::inbox::admissible`).
     pub max_age_ms: i64,
+    /// A subscription of its events whose oldest undelivered event is older than this is behind
+    /// (`crate::event_admin::status`).
+    pub max_lag_ms: i64,
 }
 
 impl FragmentRuntime {

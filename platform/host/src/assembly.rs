@@ -109,6 +109,7 @@ impl Host {
                 signer: EventSigner::new(self.secrets.service_keys(&fragment.name())?, self.keys.clone()),
                 subscriptions,
                 max_age_ms: settings.events.retention().inbox_ms,
+                max_lag_ms: settings.events.events_max_lag_ms,
             }),
             peers: self.peers.clone(),
             secrets: self.secrets.clone(),

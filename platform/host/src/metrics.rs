@@ -8,8 +8,9 @@
 //!   (time to the response head: a streamed page's body is not included) for every request, by route
 //!   pattern, never by raw path, so the number of series stays bounded;
 //! - `tessera_outbox_depth`, `tessera_outbox_oldest_undelivered_seconds` and `tessera_dead_letters`
-//!   per producer, read from its database when scraped, and `tessera_event_delivery_lag_seconds`
-//!   (commit to delivery) as the relay delivers;
+//!   per producer, read from its database when scraped, `tessera_event_delivery_lag_seconds`
+//!   (commit to delivery) as the relay delivers, and `tessera_event_applied_lag_seconds{producer,
+//!   event_type}` (commit to the consumer's effect) as a consumer applies;
 //! - in the shell, `tessera_upstream_errors_total{fragment,kind}` and
 //!   `tessera_fragment_fallbacks_total{fragment}`; in inventory, `tessera_reservations_total{outcome}`.
 //!

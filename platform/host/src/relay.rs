@@ -54,6 +54,9 @@ pub struct EventSettings {
     /// Days a consumer keeps the inbox row of an event it applied (a redelivery within them has no
     /// effect); longer than a dead letter may wait for its replay and than NATS keeps messages (30).
     pub inbox_retention_days: i64,
+    /// A subscription whose oldest undelivered event is older than this is behind: the producer's event
+    /// status and the shell's `/admin/events` say so (`TESSERA_EVENTS_MAX_LAG_MS`).
+    pub events_max_lag_ms: i64,
 }
 
 impl Default for EventSettings {
@@ -66,6 +69,7 @@ impl Default for EventSettings {
             events_base_backoff_ms: 200,
             events_retention_days: 7,
             inbox_retention_days: 45,
+            events_max_lag_ms: 10_000,
         }
     }
 }
@@ -78,6 +82,7 @@ impl std::fmt::Debug for EventSettings {
             .field("nats_prefix", &self.nats_prefix)
             .field("outbox_relay", &self.outbox_relay)
             .field("events_max_attempts", &self.events_max_attempts)
+            .field("events_max_lag_ms", &self.events_max_lag_ms)
             .field("events_base_backoff_ms", &self.events_base_backoff_ms)
             .field("events_retention_days", &self.events_retention_days)
             .field("inbox_retention_days", &self.inbox_retention_days)

@@ -198,7 +198,7 @@ pub(crate) async fn events_page(
     let main = view! {
         <h1>"Events"</h1>
         <table class="events">
-            <thead><tr><th>"Service"</th><th>"Outbox depth"</th><th>"Oldest undelivered"</th><th>"Received"</th><th>"Dead letters"</th></tr></thead>
+            <thead><tr><th>"Service"</th><th>"Outbox depth"</th><th>"Oldest undelivered"</th><th>"Waiting, per subscriber"</th><th>"Received"</th><th>"Dead letters"</th></tr></thead>
             <tbody>{rows}</tbody>
         </table>
     };
@@ -216,17 +216,35 @@ async fn event_status(state: &ShellState, fragment: &Fragment, visitor: &crate::
     }
 }
 
-/// One service's row of the events page: outbox depth, oldest undelivered, received, dead letters.
+/// One service's row of the events page: outbox depth, oldest undelivered, what each subscriber still
+/// waits for (marked when it is behind the bound, `TESSERA_EVENTS_MAX_LAG_MS`), received, dead letters.
 fn event_row(fragment: &Fragment, status: Option<serde_json::Value>) -> AnyView {
     match status {
         None => view! {
-            <tr data-service=fragment.name.to_string()><td>{fragment.title.clone()}</td><td colspan="4">"not reachable right now"</td></tr>
+            <tr data-service=fragment.name.to_string()><td>{fragment.title.clone()}</td><td colspan="5">"not reachable right now"</td></tr>
         }
         .into_any(),
         Some(status) => {
             let depth = status["outbox_depth"].as_i64().unwrap_or_default();
             let oldest = status["oldest_undelivered_age_ms"].as_i64().map(|ms| format!("{:.1} s", ms as f64 / 1000.0)).unwrap_or_else(|| "—".into());
             let received = status["received"].as_i64().unwrap_or_default();
+            let waiting = status["subscriptions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|lag| {
+                    let behind = lag["behind"].as_bool().unwrap_or_default();
+                    let text = format!(
+                        "→ {}: {} waiting, {:.1} s{}",
+                        lag["subscriber"].as_str().unwrap_or(""),
+                        lag["pending"].as_i64().unwrap_or_default(),
+                        lag["lag_ms"].as_i64().unwrap_or_default() as f64 / 1000.0,
+                        if behind { " — behind" } else { "" }
+                    );
+                    view! { <li data-testid="subscription-lag" data-behind=behind.to_string()>{text}</li> }
+                })
+                .collect_view();
             let dead = status["dead_letters"].as_array().cloned().unwrap_or_default();
             let dead_count = dead.len();
             let replay_action = format!("{}/events/replay", fragment.prefix);
@@ -250,6 +268,7 @@ fn event_row(fragment: &Fragment, status: Option<serde_json::Value>) -> AnyView 
                     <td>{fragment.title.clone()}</td>
                     <td data-testid="outbox-depth">{depth}</td>
                     <td>{oldest}</td>
+                    <td><ul>{waiting}</ul></td>
                     <td>{received}</td>
                     <td>
                         <span data-testid="dead-letters">{dead_count}</span>
