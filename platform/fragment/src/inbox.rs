@@ -81,15 +81,40 @@ pub async fn apply(runtime: &FragmentRuntime, subscription: &Subscription, envel
     Ok(applied)
 }
 
-/// Applies a batch of received events in one transaction, each in a savepoint of its own: an event its
-/// handler refuses is rolled back alone and the others commit (one commit for the batch instead of one
-/// per event: the consumer's share of a fast event path). A transient conflict retries the whole batch.
-/// Returns, in order, each event's outcome (`Ok(false)`: a duplicate).
-pub async fn apply_batch(runtime: &FragmentRuntime, batch: &[(&Subscription, &Envelope)]) -> Result<Vec<Result<bool, HandlerError>>, sqlx::Error> {
+/// What became of one event of a batch.
+#[derive(Debug)]
+pub enum Applied {
+    /// Applied (`false`: a duplicate, applied before).
+    Done(bool),
+    /// Its handler refused it, or the database failed: rolled back alone.
+    Failed(HandlerError),
+    /// Not tried: an earlier event of its aggregate in the same batch was not applied, and order comes
+    /// first. The producer sends it again after that one.
+    HeldBack,
+}
+
+/// The key that orders events: their aggregate.
+pub fn aggregate_of(envelope: &Envelope) -> (&str, &str) {
+    (envelope.aggregate_type.as_str(), envelope.aggregate_id.as_str())
+}
+
+/// Applies a batch of received events in one transaction, each in a savepoint of its own, in the order
+/// given (a producer sends an aggregate's events in its order): an event its handler refuses is rolled
+/// back alone and the others commit, except the later events of its aggregate, held back (one commit for
+/// the batch instead of one per event: the consumer's share of a fast event path). A transient conflict
+/// retries the whole batch. `held` lists aggregates already held back (refused before this call).
+/// Returns, in order, each event's outcome.
+pub async fn apply_batch(runtime: &FragmentRuntime, batch: &[(&Subscription, &Envelope)], held: &[(String, String)]) -> Result<Vec<Applied>, sqlx::Error> {
     let outcomes = retrying(|| async {
         let mut tx = runtime.db.begin().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
+        let mut stopped: std::collections::HashSet<(String, String)> = held.iter().cloned().collect();
         for (subscription, envelope) in batch {
+            let (kind, id) = aggregate_of(envelope);
+            if stopped.contains(&(kind.to_owned(), id.to_owned())) {
+                outcomes.push(Applied::HeldBack);
+                continue;
+            }
             let mut savepoint = sqlx::Acquire::begin(&mut *tx).await?;
             let outcome = async {
                 if !record_in_inbox(&mut savepoint, envelope).await? {
@@ -102,13 +127,14 @@ pub async fn apply_batch(runtime: &FragmentRuntime, batch: &[(&Subscription, &En
             match outcome {
                 Ok(applied) => {
                     savepoint.commit().await?;
-                    outcomes.push(Ok(applied));
+                    outcomes.push(Applied::Done(applied));
                 }
                 // Another writer got in the way: the whole batch again, as `apply` would.
                 Err(HandlerError::Database(error)) if crate::db::is_transient(&error) => return Err(error),
                 Err(error) => {
                     savepoint.rollback().await?;
-                    outcomes.push(Err(error));
+                    stopped.insert((kind.to_owned(), id.to_owned()));
+                    outcomes.push(Applied::Failed(error));
                 }
             }
         }
@@ -117,15 +143,15 @@ pub async fn apply_batch(runtime: &FragmentRuntime, batch: &[(&Subscription, &En
     })
     .await?;
     for ((_, envelope), outcome) in batch.iter().zip(&outcomes) {
-        if matches!(outcome, Ok(true)) {
+        if matches!(outcome, Applied::Done(true)) {
             record_lag(envelope);
         }
     }
-    if outcomes.iter().any(|outcome| matches!(outcome, Ok(true))) {
+    if outcomes.iter().any(|outcome| matches!(outcome, Applied::Done(true))) {
         runtime.events.outbox.committed();
     }
     for ((subscription, _), outcome) in batch.iter().zip(&outcomes) {
-        if let (Ok(true), Some(after)) = (outcome, subscription.after_commit()) {
+        if let (Applied::Done(true), Some(after)) = (outcome, subscription.after_commit()) {
             tokio::spawn(after(runtime.clone()));
         }
     }

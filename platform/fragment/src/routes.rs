@@ -97,6 +97,10 @@ async fn receive_event(
     }
 }
 
+/// Begins the message of a batch outcome (409) for an event not tried because an earlier event of its
+/// aggregate in the batch was not applied: the producer sends it again, without counting an attempt.
+pub const HELD_BACK: &str = "held back";
+
 /// One event's outcome in a batch answer (`POST <prefix>/events/batch`), in the order of the request:
 /// the status the single endpoint would have answered, and why when it is not a 200.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -107,10 +111,11 @@ pub struct BatchOutcome {
 }
 
 /// `POST <prefix>/events/batch`: a JSON array of envelopes (at most [`inbox::MAX_BATCH_EVENTS`]) from one
-/// producer, signed once as one body. Each is checked as `POST <prefix>/events` checks one, and those
-/// that may be applied are applied in one transaction, each in a savepoint of its own
-/// (`inbox::apply_batch`). The answer is 200 with one [`BatchOutcome`] per envelope, in order: a refused
-/// event is retried or dead-lettered alone by the producer, the rest are done.
+/// producer, signed once as one body, an aggregate's events in their order. Each is checked as
+/// `POST <prefix>/events` checks one, and those that may be applied are applied in one transaction, each
+/// in a savepoint of its own (`inbox::apply_batch`). The answer is 200 with one [`BatchOutcome`] per
+/// envelope, in order: a refused event is retried or dead-lettered alone by the producer, the later
+/// events of its aggregate are held back (409, [`HELD_BACK`]), the rest are done.
 async fn receive_events(
     axum::extract::State(runtime): axum::extract::State<FragmentRuntime>,
     headers: axum::http::HeaderMap,
@@ -132,8 +137,18 @@ async fn receive_events(
     let now = crate::db::now_ms();
     let mut outcomes: Vec<Option<BatchOutcome>> = Vec::with_capacity(envelopes.len());
     let mut admitted = Vec::new();
+    // Aggregates with an event refused before applying: their later events wait (order comes first).
+    let mut held: Vec<(String, String)> = Vec::new();
+    let held_back = |envelope: &Envelope| BatchOutcome {
+        status: StatusCode::CONFLICT.as_u16(),
+        message: Some(format!("{HELD_BACK}: an earlier event of {} {} in this batch was not applied", envelope.aggregate_type, envelope.aggregate_id)),
+    };
     for (index, envelope) in envelopes.iter().enumerate() {
-        let outcome = if envelope.producer != producer {
+        let (kind, id) = inbox::aggregate_of(envelope);
+        let key = (kind.to_owned(), id.to_owned());
+        let outcome = if held.contains(&key) {
+            Some(held_back(envelope))
+        } else if envelope.producer != producer {
             Some(refused(StatusCode::BAD_REQUEST, format!("signed by {producer} but claims to come from {}", envelope.producer)))
         } else {
             match (inbox::admissible(envelope, runtime.events.max_age_ms, now), runtime.events.subscriptions.get(&envelope.event_type)) {
@@ -150,25 +165,29 @@ async fn receive_events(
         };
         if let Some(outcome) = &outcome {
             tracing::warn!(event = %envelope.id, event_type = %envelope.event_type, status = outcome.status, "event refused");
+            if !held.contains(&key) {
+                held.push(key);
+            }
         }
         outcomes.push(outcome);
     }
     let batch: Vec<(&inbox::Subscription, &Envelope)> = admitted.iter().map(|(index, subscription)| (*subscription, &envelopes[*index])).collect();
-    let applied = match inbox::apply_batch(&runtime, &batch).await {
+    let applied = match inbox::apply_batch(&runtime, &batch, &held).await {
         Ok(applied) => applied,
         Err(error) => return internal(error).into_http_response(),
     };
     for ((index, _), result) in admitted.iter().zip(applied) {
         outcomes[*index] = Some(match result {
-            Ok(_) => BatchOutcome { status: StatusCode::OK.as_u16(), message: None },
-            Err(HandlerError::Refused(message)) => {
+            inbox::Applied::Done(_) => BatchOutcome { status: StatusCode::OK.as_u16(), message: None },
+            inbox::Applied::Failed(HandlerError::Refused(message)) => {
                 tracing::error!(event = %envelopes[*index].id, %message, "event refused");
                 refused(StatusCode::UNPROCESSABLE_ENTITY, message)
             }
-            Err(HandlerError::Database(error)) => {
+            inbox::Applied::Failed(HandlerError::Database(error)) => {
                 tracing::error!(event = %envelopes[*index].id, %error, "applying an event failed");
                 refused(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
             }
+            inbox::Applied::HeldBack => held_back(&envelopes[*index]),
         });
     }
     axum::Json(outcomes.into_iter().map(|outcome| outcome.expect("every event has an outcome")).collect::<Vec<_>>()).into_response()

@@ -4,10 +4,12 @@
 //! - **Claims.** Every instance of a producer runs a relay on the shared outbox. A relay claims a delivery
 //!   (a lease on the row, [`CLAIM_MS`]) before sending it; the others skip claimed rows but never an
 //!   aggregate's earlier pending event, so N instances send each event once per subscriber, in order.
-//! - **Batches.** A pass takes the due head of every aggregate (up to `batch`), claims each subscriber's
-//!   share in one statement, sends it as one batch ([`Transport::deliver_batch`]: over HTTP one signed
-//!   `POST <prefix>/events/batch` that the consumer applies in one transaction), the subscribers at once,
-//!   and records what was delivered in one statement; failures are recorded one by one.
+//! - **Batches.** A pass takes the due events (up to `batch`, each aggregate's a run from its oldest
+//!   pending one, in order), claims each subscriber's share in one statement, sends it as one batch
+//!   ([`Transport::deliver_batch`]: over HTTP one signed `POST <prefix>/events/batch` that the consumer
+//!   applies in one transaction, in order), the subscribers at once, and records what was delivered in
+//!   one statement; failures are recorded one by one, and the later events of a failed one's aggregate
+//!   are let go unsent ([`DeliveryError::HeldBack`]) to follow it.
 //! - **Retries.** Exponential backoff between failed attempts, a dead letter after `max_attempts`
 //!   (listed and replayed through `tessera_fragment::event_admin`). Rows survive restarts, so a relay
 //!   that dies anywhere resumes where it stopped.
@@ -121,11 +123,45 @@ pub type BatchDelivery<'a> = Pin<Box<dyn Future<Output = Vec<Result<(), Delivery
 pub trait Transport: Send + Sync + 'static {
     fn deliver<'a>(&'a self, subscriber: &'a ServiceName, envelope: &'a Envelope) -> Pin<Box<dyn Future<Output = Result<(), DeliveryError>> + Send + 'a>>;
 
-    /// Delivers several envelopes of distinct aggregates to one subscriber; one outcome per envelope, in
-    /// order. By default each goes on its own, all at once (a transport with a batch form overrides it).
+    /// Delivers several envelopes to one subscriber, each aggregate's in their order; one outcome per
+    /// envelope, in order. By default each goes on its own ([`deliver_each_in_order`]); a transport with
+    /// a batch form overrides it.
     fn deliver_batch<'a>(&'a self, subscriber: &'a ServiceName, envelopes: &'a [Envelope]) -> BatchDelivery<'a> {
-        Box::pin(futures::future::join_all(envelopes.iter().map(move |envelope| self.deliver(subscriber, envelope))))
+        Box::pin(deliver_each_in_order(self, subscriber, envelopes))
     }
+}
+
+/// Delivers `envelopes` one by one: the aggregates at once, each aggregate's events one after the other,
+/// and after one fails the rest of its aggregate are held back ([`DeliveryError::HeldBack`]).
+pub async fn deliver_each_in_order<T: Transport + ?Sized>(transport: &T, subscriber: &ServiceName, envelopes: &[Envelope]) -> Vec<Result<(), DeliveryError>> {
+    let mut runs: Vec<((&str, &str), Vec<usize>)> = Vec::new();
+    for (index, envelope) in envelopes.iter().enumerate() {
+        let key = (envelope.aggregate_type.as_str(), envelope.aggregate_id.as_str());
+        match runs.iter_mut().find(|(run, _)| *run == key) {
+            Some((_, indexes)) => indexes.push(index),
+            None => runs.push((key, vec![index])),
+        }
+    }
+    let sent = futures::future::join_all(runs.iter().map(|(_, indexes)| async move {
+        let mut outcomes = Vec::with_capacity(indexes.len());
+        let mut failed = false;
+        for &index in indexes {
+            if failed {
+                outcomes.push((index, Err(DeliveryError::HeldBack)));
+                continue;
+            }
+            let outcome = transport.deliver(subscriber, &envelopes[index]).await;
+            failed = outcome.is_err();
+            outcomes.push((index, outcome));
+        }
+        outcomes
+    }))
+    .await;
+    let mut ordered: Vec<Option<Result<(), DeliveryError>>> = envelopes.iter().map(|_| None).collect();
+    for (index, outcome) in sent.into_iter().flatten() {
+        ordered[index] = Some(outcome);
+    }
+    ordered.into_iter().map(|outcome| outcome.unwrap_or(Err(DeliveryError::HeldBack))).collect()
 }
 
 /// Why one delivery failed: logged, and kept as text in the delivery's `last_error` (the event status
@@ -147,6 +183,10 @@ pub enum DeliveryError {
     /// Another transport's own failure (publishing to NATS: `crate::broker::BrokerError`).
     #[error(transparent)]
     Transport(Box<dyn std::error::Error + Send + Sync>),
+    /// Not tried: an earlier event of its aggregate in the same batch failed. Sent again after it,
+    /// without counting an attempt.
+    #[error("held back behind an earlier event of its aggregate")]
+    HeldBack,
 }
 
 /// How long one event delivery may take.
@@ -202,6 +242,9 @@ impl HttpTransport {
                 .into_iter()
                 .map(|outcome| match outcome.status {
                     200..=299 => Ok(()),
+                    409 if outcome.message.as_deref().is_some_and(|message| message.starts_with(tessera_fragment::routes::HELD_BACK)) => {
+                        Err(DeliveryError::HeldBack)
+                    }
                     other => Err(refused(other, outcome.message.unwrap_or_default().as_bytes())),
                 })
                 .collect(),
@@ -217,11 +260,24 @@ impl Transport for HttpTransport {
             }
             match self.post_batch(subscriber, envelopes).await {
                 Ok(Some(outcomes)) => outcomes,
-                Ok(None) => futures::future::join_all(envelopes.iter().map(|envelope| self.deliver(subscriber, envelope))).await,
-                // The whole request failed: every event in it did.
+                Ok(None) => deliver_each_in_order(self, subscriber, envelopes).await,
+                // The whole request failed: the first event of each aggregate in it did (an attempt), the
+                // later ones of the aggregate wait behind it.
                 Err(error) => {
                     let message = error.to_string();
-                    envelopes.iter().map(|_| Err(DeliveryError::Transport(message.clone().into()))).collect()
+                    let mut seen: Vec<(&str, &str)> = Vec::new();
+                    envelopes
+                        .iter()
+                        .map(|envelope| {
+                            let key = (envelope.aggregate_type.as_str(), envelope.aggregate_id.as_str());
+                            if seen.contains(&key) {
+                                Err(DeliveryError::HeldBack)
+                            } else {
+                                seen.push(key);
+                                Err(DeliveryError::Transport(message.clone().into()))
+                            }
+                        })
+                        .collect()
                 }
             }
         })
@@ -388,7 +444,8 @@ impl Relay {
              WHERE d.status = $3 AND d.next_attempt_at_ms <= $1 \
                AND (d.claimed_until_ms IS NULL OR d.claimed_until_ms < $1) \
                AND NOT EXISTS (SELECT 1 FROM outbox_deliveries e WHERE e.subscriber = d.subscriber \
-                   AND e.aggregate_key = d.aggregate_key AND e.status = $3 AND e.seq < d.seq) \
+                   AND e.aggregate_key = d.aggregate_key AND e.status = $3 AND e.seq < d.seq \
+                   AND (e.next_attempt_at_ms > $1 OR (e.claimed_until_ms IS NOT NULL AND e.claimed_until_ms >= $1))) \
              ORDER BY d.seq LIMIT $2",
         )
         .bind(now)
@@ -396,10 +453,11 @@ impl Relay {
         .bind(DeliveryStatus::Pending)
         .fetch_all(&self.db)
         .await?;
-        // Every row is the oldest pending event of its aggregate for its subscriber (the query says so), so
-        // a subscriber's rows are of distinct aggregates and may go together: one claim, one request (or
-        // one round of publishes) and one record of what was delivered per subscriber, the subscribers at
-        // once (each is its own consumer, with its own database).
+        // Every row's earlier pending events of its aggregate (for its subscriber) are due, unclaimed and
+        // earlier in this list (the query says so): each aggregate's rows are a run from its oldest pending
+        // event, in order, and a subscriber's rows may go together: one claim, one request (or one round
+        // of publishes) and one record of what was delivered per subscriber, the subscribers at once (each
+        // is its own consumer, with its own database).
         let mut by_subscriber: BTreeMap<ServiceName, Vec<DueRow>> = BTreeMap::new();
         for row in due {
             by_subscriber.entry(row.subscriber.clone()).or_default().push(row);
@@ -421,26 +479,41 @@ impl Relay {
         Ok((attempted, delivered))
     }
 
-    /// Claims, in one statement, those of `rows` (due deliveries to `subscriber`) that are still due and
-    /// unclaimed and still the oldest pending event of their aggregate; returns them with their attempts
-    /// so far, as envelopes, in outbox order.
+    /// Claims, in one statement, those of `rows` (due deliveries to `subscriber`, each aggregate's a run
+    /// from its oldest pending event) that are still pending and unclaimed and whose earlier pending
+    /// events are all among `rows`; keeps of each aggregate only the run from its first row that it got
+    /// (what another relay took meanwhile breaks a run: the rest after it are let go again); returns
+    /// them with their attempts so far, as envelopes, in outbox order.
     async fn claim_batch(&self, subscriber: &ServiceName, rows: Vec<DueRow>) -> Result<Vec<(i64, Envelope)>, sqlx::Error> {
         let now = now_ms();
-        let seqs: Vec<String> = (0..rows.len()).map(|index| format!("${}", index + 6)).collect();
+        let list = (0..rows.len()).map(|index| format!("${}", index + 6)).collect::<Vec<_>>().join(", ");
         let sql = format!(
             "UPDATE outbox_deliveries SET claimed_by = $1, claimed_until_ms = $2 \
-             WHERE subscriber = $3 AND status = $4 AND (claimed_until_ms IS NULL OR claimed_until_ms < $5) AND seq IN ({}) \
+             WHERE subscriber = $3 AND status = $4 AND (claimed_until_ms IS NULL OR claimed_until_ms < $5) AND seq IN ({list}) \
                AND NOT EXISTS (SELECT 1 FROM outbox_deliveries e WHERE e.subscriber = outbox_deliveries.subscriber \
-                   AND e.aggregate_key = outbox_deliveries.aggregate_key AND e.status = $4 AND e.seq < outbox_deliveries.seq) \
-             RETURNING seq, attempts",
-            seqs.join(", ")
+                   AND e.aggregate_key = outbox_deliveries.aggregate_key AND e.status = $4 AND e.seq < outbox_deliveries.seq \
+                   AND e.seq NOT IN ({list})) \
+             RETURNING seq, attempts"
         );
         let mut query = sqlx::query_as::<_, (i64, i64)>(&sql).bind(&self.id).bind(now + CLAIM_MS).bind(subscriber).bind(DeliveryStatus::Pending).bind(now);
         for row in &rows {
             query = query.bind(row.seq);
         }
-        let attempts: HashMap<i64, i64> = query.fetch_all(&self.db).await?.into_iter().collect();
-        // Rows another instance's relay took since the query are its to deliver.
+        let mut attempts: HashMap<i64, i64> = query.fetch_all(&self.db).await?.into_iter().collect();
+        // Rows another instance's relay took since the query are its to deliver; so are the rows of an
+        // aggregate after one it took (this relay must not send them before it).
+        let mut broken: Vec<&str> = Vec::new();
+        let mut let_go = Vec::new();
+        for row in &rows {
+            if broken.contains(&row.aggregate_key.as_str()) {
+                if attempts.remove(&row.seq).is_some() {
+                    let_go.push(row.seq);
+                }
+            } else if !attempts.contains_key(&row.seq) {
+                broken.push(&row.aggregate_key);
+            }
+        }
+        self.release(subscriber, &let_go).await?;
         Ok(rows
             .into_iter()
             .filter_map(|DueRow { seq, aggregate_key, id, version, event_type, aggregate_type, payload, occurred_at_ms, .. }| {
@@ -462,14 +535,34 @@ impl Relay {
             Ok(_) | Err(_) => envelopes.iter().map(|_| Err(DeliveryError::TimedOut(subscriber.clone(), 2 * DELIVERY_TIMEOUT))).collect(),
         };
         let mut delivered = Vec::new();
+        let mut held_back = Vec::new();
         for ((attempts, envelope), outcome) in claimed.iter().zip(outcomes) {
             match outcome {
                 Ok(()) => delivered.push(envelope),
+                Err(DeliveryError::HeldBack) => held_back.push(envelope.sequence),
                 Err(error) => self.record_failure(subscriber, *attempts, envelope.sequence, &error).await?,
             }
         }
         self.record_delivered(subscriber, &delivered).await?;
+        self.release(subscriber, &held_back).await?;
         Ok(delivered.len())
+    }
+
+    /// Gives up this relay's claim on these deliveries to `subscriber` without counting an attempt (they
+    /// were not sent).
+    async fn release(&self, subscriber: &ServiceName, seqs: &[i64]) -> Result<(), sqlx::Error> {
+        if seqs.is_empty() {
+            return Ok(());
+        }
+        let list = (0..seqs.len()).map(|index| format!("${}", index + 3)).collect::<Vec<_>>().join(", ");
+        let sql =
+            format!("UPDATE outbox_deliveries SET claimed_by = NULL, claimed_until_ms = NULL WHERE subscriber = $1 AND claimed_by = $2 AND seq IN ({list})");
+        let mut query = sqlx::query(&sql).bind(subscriber).bind(&self.id);
+        for seq in seqs {
+            query = query.bind(*seq);
+        }
+        query.execute(&self.db).await?;
+        Ok(())
     }
 
     /// Marks these deliveries to `subscriber`, claimed by this relay, delivered (one statement).
