@@ -350,6 +350,12 @@ pub struct OutboxRow {
     pub occurred_at_ms: i64,
 }
 
+/// `count` numbered placeholders from `$first` on, comma-separated: the list of an `IN (…)` whose values
+/// are bound after the statement's fixed parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
 /// How long a relay's claim on a delivery lasts: well beyond one attempt ([`DELIVERY_TIMEOUT`]), so it
 /// runs out only when the relay holding it died.
 const CLAIM_MS: i64 = 3 * DELIVERY_TIMEOUT.as_millis() as i64;
@@ -486,7 +492,7 @@ impl Relay {
     /// them with their attempts so far, as envelopes, in outbox order.
     async fn claim_batch(&self, subscriber: &ServiceName, rows: Vec<DueRow>) -> Result<Vec<(i64, Envelope)>, sqlx::Error> {
         let now = now_ms();
-        let list = (0..rows.len()).map(|index| format!("${}", index + 6)).collect::<Vec<_>>().join(", ");
+        let list = placeholders(6, rows.len());
         let sql = format!(
             "UPDATE outbox_deliveries SET claimed_by = $1, claimed_until_ms = $2 \
              WHERE subscriber = $3 AND status = $4 AND (claimed_until_ms IS NULL OR claimed_until_ms < $5) AND seq IN ({list}) \
@@ -554,7 +560,7 @@ impl Relay {
         if seqs.is_empty() {
             return Ok(());
         }
-        let list = (0..seqs.len()).map(|index| format!("${}", index + 3)).collect::<Vec<_>>().join(", ");
+        let list = placeholders(3, seqs.len());
         let sql =
             format!("UPDATE outbox_deliveries SET claimed_by = NULL, claimed_until_ms = NULL WHERE subscriber = $1 AND claimed_by = $2 AND seq IN ({list})");
         let mut query = sqlx::query(&sql).bind(subscriber).bind(&self.id);
@@ -575,11 +581,10 @@ impl Relay {
             let lag = (now - envelope.occurred_at_ms).max(0) as f64 / 1000.0;
             metrics::histogram!("tessera_event_delivery_lag_seconds", "producer" => self.producer.to_string()).record(lag);
         }
-        let seqs: Vec<String> = (0..delivered.len()).map(|index| format!("${}", index + 5)).collect();
         let sql = format!(
             "UPDATE outbox_deliveries SET status = $1, attempts = attempts + 1, delivered_at_ms = $2, last_error = NULL, claimed_by = NULL, claimed_until_ms = NULL \
              WHERE subscriber = $3 AND claimed_by = $4 AND seq IN ({})",
-            seqs.join(", ")
+            placeholders(5, delivered.len())
         );
         let mut query = sqlx::query(&sql).bind(DeliveryStatus::Delivered).bind(now).bind(subscriber).bind(&self.id);
         for envelope in delivered {
