@@ -363,6 +363,62 @@ async fn over_jetstream_an_event_that_keeps_failing_becomes_a_dead_letter_that_c
     }
 }
 
+each_backend!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    over_jetstream_a_consumer_applies_batches_and_a_failing_event_holds_back_only_its_aggregate
+);
+async fn over_jetstream_a_consumer_applies_batches_and_a_failing_event_holds_back_only_its_aggregate(backend: Backend) {
+    if support::nats_url().is_none() {
+        eprintln!("TESSERA_TEST_NATS_URL is not set: skipped");
+        return;
+    }
+    let app = spawn_with(backend, Options { configure: Some(over_nats_strict), ..Options::default() }).await;
+    for product in tessera_contracts::demo::PRODUCTS {
+        eventually("seeded availability over NATS", || async { availability_of(&app, product.sku).await == Some(product.stock) }).await;
+    }
+    let broker = tessera_host::broker::Broker::connect(&support::nats_url().unwrap(), &app.settings.host.events.nats_prefix, None).await.unwrap();
+    let transport = tessera_host::broker::BrokerTransport::new(broker.clone(), ServiceName::INVENTORY, support::signer_of(&app, ServiceName::INVENTORY));
+    // Published back to back, so the consumer finds several at once: two changes of the mug, one of the
+    // pen, and two of the tee whose first the catalog refuses (stock below zero) every time.
+    let changes = [("MUG-STN-01", 7), ("TEE-BLU-M", -3), ("PEN-GEL-BK", 2), ("MUG-STN-01", 6), ("TEE-BLU-M", 5)];
+    let mut ids = Vec::new();
+    for (n, (sku, on_hand)) in changes.into_iter().enumerate() {
+        let envelope = Envelope {
+            id: uuid::Uuid::new_v4().to_string(),
+            event_type: "inventory.stock_changed".into(),
+            version: 1,
+            aggregate_type: "sku".into(),
+            aggregate_id: sku.into(),
+            sequence: 1_000_000 + n as i64,
+            occurred_at_ms: tessera_fragment::db::now_ms(),
+            producer: ServiceName::INVENTORY,
+            payload: serde_json::to_value(StockChanged { sku: sku.parse().unwrap(), on_hand, available: on_hand }).unwrap(),
+        };
+        transport.deliver(&ServiceName::CATALOG, &envelope).await.unwrap();
+        ids.push(envelope.id);
+    }
+    let catalog = database(&app, "catalog").await;
+    // The refused one becomes a dead letter after its three attempts (waiting never counted as one), and
+    // only then does the tee's next change apply; the others did not wait for it.
+    eventually("the tee's second change applied after the first was dead-lettered", || async { availability_of(&app, "TEE-BLU-M").await == Some(5) }).await;
+    assert_eq!(availability_of(&app, "MUG-STN-01").await, Some(6), "{backend:?}: the mug's two, in order");
+    assert_eq!(availability_of(&app, "PEN-GEL-BK").await, Some(2), "{backend:?}");
+    let dead: Vec<(String, i64)> = sqlx::query_as("SELECT event_id, attempts FROM dead_letters").fetch_all(&catalog).await.unwrap();
+    assert_eq!(dead, vec![(ids[1].clone(), 3)], "{backend:?}");
+    let applied: Vec<(String,)> = sqlx::query_as("SELECT event_id FROM inbox WHERE sequence >= 1000000 ORDER BY position").fetch_all(&catalog).await.unwrap();
+    let applied: Vec<&str> = applied.iter().map(|(id,)| id.as_str()).collect();
+    assert_eq!(applied.len(), 4, "{backend:?}: each applied once, the refused one never: {applied:?}");
+    let at = |id: &str| applied.iter().position(|applied| *applied == id).unwrap();
+    assert!(at(&ids[0]) < at(&ids[3]), "{backend:?}: the mug's changes in order");
+    // One instance consumes, many events per acknowledgement round: the consumer allows a batch in flight.
+    let stream = broker.stream(&ServiceName::INVENTORY).await.unwrap();
+    let info = stream.consumer_info("catalog").await.unwrap();
+    assert!(info.config.max_ack_pending > 1, "{:?}", info.config.max_ack_pending);
+    for name in ["INVENTORY", "CART", "CATALOG"] {
+        let _ = broker.jetstream().delete_stream(format!("{}_{name}", app.settings.host.events.nats_prefix.to_ascii_uppercase())).await;
+    }
+}
+
 /// The streaming relay (`TESSERA_OUTBOX_RELAY=cdc`), quick to dead-letter.
 fn streamed_strict(settings: &mut tessera_site::ShellSettings) {
     settings.host.events.outbox_relay = tessera_host::relay::OutboxRelay::Cdc;
@@ -543,4 +599,97 @@ async fn the_streaming_relay_without_postgresql_is_refused_at_start_with_the_rea
     settings.host.events.outbox_relay = tessera_host::relay::OutboxRelay::Cdc;
     let error = tessera_site::spawn(&settings, &tessera_site::Mode::Fragment("inventory".into())).await.err().expect("refused");
     assert!(error.to_string().contains("TESSERA_POSTGRES_URL"), "{error}");
+}
+
+/// The cluster of the test below (a `fn` configures the app, so the URL waits here).
+static CLUSTER_URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Events over the three-node cluster, streams kept by all three, retried long enough to outlast a
+/// leader election.
+fn over_the_cluster(settings: &mut tessera_site::ShellSettings) {
+    settings.host.events.nats_url = CLUSTER_URL.get().cloned();
+    settings.host.events.nats_prefix = settings.host.store.schema_prefix.trim_end_matches('_').to_owned();
+    settings.host.events.nats_replicas = 3;
+    settings.host.events.events_base_backoff_ms = 100;
+    settings.host.events.events_max_attempts = 30;
+}
+
+/// Stock changes flow from inventory to the catalog through a real three-node JetStream cluster while
+/// one node is killed, later restarted, and then another is killed: no event is lost or stored twice,
+/// each is applied once and in order per SKU, and the catalog ends showing what inventory holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_a_three_node_jetstream_cluster_losing_nodes_loses_no_event_and_applies_each_once_in_order() {
+    let Some(mut cluster) = tessera_testing::NatsCluster::start(3) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "nats-server is not installed (apt-get install nats-server)");
+        eprintln!("nats-server is not installed: skipped");
+        return;
+    };
+    CLUSTER_URL.set(cluster.url()).expect("one cluster test");
+    // The cluster's JetStream takes a replicated stream once its nodes elected a leader.
+    let probe = tessera_host::broker::Broker::connect(&cluster.url(), "probe", None).await.unwrap().with_replicas(3);
+    let started = std::time::Instant::now();
+    while let Err(error) = probe.stream(&ServiceName::INVENTORY).await {
+        assert!(started.elapsed() < Duration::from_secs(60), "the cluster's JetStream never became available: {error}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    probe.jetstream().delete_stream(probe.stream_name(&ServiceName::INVENTORY)).await.unwrap();
+    let app = spawn_with(Backend::Sqlite, Options { configure: Some(over_the_cluster), ..Options::default() }).await;
+    let admin = app.login_as(ADMIN, PASSWORD).await;
+    let skus: Vec<&str> = tessera_contracts::demo::PRODUCTS.iter().map(|product| product.sku).collect();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let changers: Vec<_> = (0..6)
+        .map(|worker| {
+            let (http, admin, skus, stop) = (app.http.clone(), admin.clone(), skus.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut made = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let body = format!("sku={}&delta=1", skus[(worker + made) % skus.len()]);
+                    let (status, json) = http.api("/admin/inventory/api/adjust_stock", &body, Some(&admin)).await;
+                    assert_eq!(status, StatusCode::OK, "{json}");
+                    made += 1;
+                }
+                made
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    cluster.kill(0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.restart(0);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    cluster.kill(1);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut made = 0;
+    for changer in changers {
+        made += changer.await.unwrap();
+    }
+    assert!(made > 100, "only {made} changes were made");
+    // Two nodes of three still hold every stream: the rest arrives.
+    let inventory = database(&app, "inventory").await;
+    let catalog = database(&app, "catalog").await;
+    let stock_events = count(&inventory, "SELECT COUNT(*) FROM outbox WHERE event_type = 'inventory.stock_changed'").await;
+    let started = std::time::Instant::now();
+    while count(&catalog, "SELECT COUNT(*) FROM inbox WHERE event_type = 'inventory.stock_changed'").await < stock_events
+        || count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'pending'").await > 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(120), "events still missing two minutes after the load");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_stock_events_applied_once_in_order(&app).await;
+    assert_eq!(count(&inventory, "SELECT COUNT(*) FROM outbox_deliveries WHERE status = 'dead'").await, 0, "no publish given up");
+    assert_eq!(count(&catalog, "SELECT COUNT(*) FROM dead_letters").await, 0, "no event given up");
+    // The stream holds each event once: none lost, none stored twice by a publish retried across a failover.
+    let broker = tessera_host::broker::Broker::connect(&cluster.url(), &app.settings.host.events.nats_prefix, None).await.unwrap();
+    let mut stream = broker.stream(&ServiceName::INVENTORY).await.unwrap();
+    let info = stream.info().await.unwrap();
+    assert_eq!(info.state.messages as i64, count(&inventory, "SELECT COUNT(*) FROM outbox").await);
+    assert_eq!(info.config.num_replicas, 3);
+    // How the flow went, second by second (received by the catalog), for whoever reads the log.
+    let per_second: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT received_at_ms / 1000, COUNT(*) FROM inbox WHERE producer = 'inventory' GROUP BY received_at_ms / 1000 ORDER BY 1")
+            .fetch_all(&catalog)
+            .await
+            .unwrap();
+    eprintln!("{made} changes; applied per second: {:?}", per_second.iter().map(|(_, n)| *n).collect::<Vec<_>>());
 }

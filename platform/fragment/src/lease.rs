@@ -94,6 +94,12 @@ impl Lease {
         self
     }
 
+    /// Whether this holder still has the lease as far as it knows: renewed in time ([`Lease::kept`]).
+    /// A lease whose renewal found it taken over is lost, and work under it should stop.
+    pub fn is_held(&self) -> bool {
+        !self.released && self.renewal.as_ref().is_none_or(|renewal| !renewal.is_finished())
+    }
+
     fn stop_renewing(&mut self) {
         if let Some(renewal) = self.renewal.take() {
             renewal.abort();

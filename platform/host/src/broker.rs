@@ -8,17 +8,25 @@
 //!   stream keeps it for every consumer), and the relay publishes it with the event id as `Nats-Msg-Id`,
 //!   so JetStream drops a second publish of the same event (a relay that died after publishing and before
 //!   marking the row). A delivery counts when JetStream acknowledged storing it. The message carries the
-//!   same HMAC signature headers as the HTTP transport.
+//!   same signature headers as the HTTP transport. A batch from the relay is published pipelined: every
+//!   aggregate's events at once over the one connection, each aggregate's one after the other (the next
+//!   after the previous is acknowledged, so a publish that failed cannot be overtaken in the stream).
 //! - **Consuming.** Each consuming fragment owns one durable pull consumer per producer it consumes from,
 //!   named after itself: its subscriptions, not the producer, decide what it receives, and a consumer
 //!   that starts late reads the stream from the beginning. The consumer's filter is the producer's whole
 //!   subject space (NATS 2.9 allows one filter per consumer); events of types the fragment does not
-//!   subscribe to are acknowledged and skipped. `max_ack_pending` is 1, so however many instances of
-//!   the fragment pull, events are applied one at a time in stream order — in order per aggregate.
+//!   subscribe to are acknowledged and skipped. One instance of the fragment pulls at a time (a lease in
+//!   its database, `tessera_fragment::lease`; another takes over when it dies), so events are applied in
+//!   stream order — in order per aggregate.
+//! - **Batches.** The consumer takes what has arrived (up to [`PULL_BATCH`], never waiting for more) and
+//!   applies it in one transaction (`tessera_fragment::inbox::apply_batch`: each event in a savepoint, a
+//!   failing one rolled back alone). An event that fails holds back the later events of its aggregate
+//!   ([`Held`]): they are offered again without counting an attempt until it is applied or becomes a dead
+//!   letter, while other aggregates go on.
 //! - **Acknowledging.** A message is acknowledged (and the acknowledgement confirmed) only after its
 //!   inbox row and its effect committed together; a crash before that redelivers it, and the inbox makes
 //!   the second arrival harmless. A failure is negatively acknowledged with a delay that doubles per
-//!   delivery; after `events_max_attempts` deliveries the event becomes a dead letter in the consumer's
+//!   attempt; after `events_max_attempts` attempts the event becomes a dead letter in the consumer's
 //!   database (`dead_letters`), shown on `/admin/events` and replayable from there, and is terminated in
 //!   JetStream so it stops coming. (A message that is not a valid, signed envelope is a dead letter at
 //!   once and is never replayed.)
@@ -26,16 +34,17 @@
 //!   release that subscribes to a new type gets that type's events from then on, not the earlier ones
 //!   (the HTTP transport backfills them).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer, stream, AckKind};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tessera_contracts::domain::ServiceName;
 use tessera_contracts::events::Envelope;
 use tessera_fragment::db::now_ms;
 use tessera_fragment::event_admin::record_dead_letter;
-use tessera_fragment::inbox::apply;
+use tessera_fragment::inbox::{aggregate_of, apply_batch, Applied, Subscription};
+use tessera_fragment::lease::Lease;
 use tessera_fragment::runtime::FragmentRuntime;
 use tessera_fragment::signature::{EventSigner, SignatureError, PRODUCER_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER};
 
@@ -46,16 +55,28 @@ use crate::relay::{DeliveryError, Transport};
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// How long a stream keeps an event, for consumers that start later.
 const STREAM_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
-/// How long a consumer has to apply one event before JetStream sends it again.
-const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long a consumer has to apply a batch before JetStream sends its events again (and how long a
+/// new pull waits for the events an earlier one left unacknowledged).
+const ACK_WAIT: Duration = Duration::from_secs(10);
 /// Longest delay before a failed event is offered again.
 const MAX_REDELIVERY_DELAY: Duration = Duration::from_secs(60);
+/// Most events a consumer applies in one transaction (what has arrived, up to this many).
+const PULL_BATCH: usize = 256;
+/// Most events delivered to a consumer and not acknowledged yet: the batch being applied, the next one
+/// arriving meanwhile, and the events waiting behind a failed one of their aggregate.
+const MAX_ACK_PENDING: i64 = 4 * PULL_BATCH as i64;
+/// How long an instance's hold on consuming one producer's stream lasts unless renewed.
+const CONSUMER_LEASE: Duration = Duration::from_secs(15);
+/// How often an idle consumer checks it still holds its lease.
+const LEASE_CHECK: Duration = Duration::from_secs(2);
 
 /// Where the broker is and how its names are spelled.
 #[derive(Clone)]
 pub struct Broker {
     jetstream: jetstream::Context,
     prefix: String,
+    /// Copies of each stream the cluster keeps (1 on a single server).
+    replicas: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +115,11 @@ enum Unacceptable {
     Inadmissible(#[from] tessera_fragment::inbox::Inadmissible),
 }
 
-/// The URL without credentials, for messages.
+/// The URL (or comma-separated URLs) without credentials, for messages.
 fn redacted(url: &str) -> String {
+    if url.contains(',') {
+        return url.split(',').map(|server| redacted(server.trim())).collect::<Vec<_>>().join(",");
+    }
     match url::Url::parse(url) {
         Ok(mut parsed) if !parsed.username().is_empty() || parsed.password().is_some() => {
             let _ = parsed.set_username("");
@@ -126,11 +150,24 @@ impl Broker {
         if let Some(file) = ca_file {
             options = options.add_root_certificates(file.to_owned());
         }
-        if url.starts_with("tls://") {
+        if url.split(',').any(|server| server.trim().starts_with("tls://")) {
             options = options.require_tls(true);
         }
-        let client = options.connect(url).await.map_err(|source| BrokerError::Connect { url: redacted(url), source })?;
-        Ok(Broker { jetstream: jetstream::new(client), prefix: prefix.to_owned() })
+        // A cluster is named by several of its servers, comma-separated; the client learns the rest from
+        // them and moves to another when its server goes away.
+        let servers: Vec<async_nats::ServerAddr> = url
+            .split(',')
+            .map(|server| server.trim().parse())
+            .collect::<Result<_, _>>()
+            .map_err(|error| BrokerError::Settings(format!("{} is not a NATS URL or a comma-separated list of them: {error}", redacted(url))))?;
+        let client = options.connect(servers.as_slice()).await.map_err(|source| BrokerError::Connect { url: redacted(url), source })?;
+        Ok(Broker { jetstream: jetstream::new(client), prefix: prefix.to_owned(), replicas: 1 })
+    }
+
+    /// Streams created from now on are kept by `replicas` servers of the cluster (`TESSERA_NATS_REPLICAS`).
+    pub fn with_replicas(mut self, replicas: usize) -> Broker {
+        self.replicas = replicas.max(1);
+        self
     }
 
     /// The stream of `producer`'s events.
@@ -152,6 +189,7 @@ impl Broker {
             // A consumer that starts later reads from the beginning: kept for a month, then dropped.
             max_age: STREAM_MAX_AGE,
             storage: stream::StorageType::File,
+            num_replicas: self.replicas,
             ..Default::default()
         };
         self.jetstream.get_or_create_stream(config).await.map_err(|error| BrokerError::Stream { producer: producer.clone(), message: error.to_string() })
@@ -204,6 +242,25 @@ impl Transport for BrokerTransport {
 /// checks for every fragment's published types.
 pub use tessera_contracts::events::owner_of as producer_of;
 
+/// Whether an error of the pull ends it: the consumer is gone. Others (a missed heartbeat, a pull
+/// refused during a leader election) pass; the pull goes on, reissuing its requests.
+fn fatal(error: consumer::pull::MessagesError) -> Result<(), BrokerError> {
+    use consumer::pull::MessagesErrorKind as Kind;
+    match error.kind() {
+        Kind::ConsumerDeleted | Kind::PushBasedConsumer | Kind::RequestLimitExceeded => Err(BrokerError::Receive(error.to_string())),
+        _ => {
+            tracing::warn!(%error, "pulling events: carrying on");
+            Ok(())
+        }
+    }
+}
+
+/// An event's aggregate, owned (the key of [`Held`]).
+fn owned(envelope: &Envelope) -> Aggregate {
+    let (kind, id) = aggregate_of(envelope);
+    (kind.to_owned(), id.to_owned())
+}
+
 /// Starts the consumers of a fragment: one per producer it consumes from. They run until aborted.
 fn spawn_consumers(broker: &Broker, runtime: &FragmentRuntime, max_deliveries: i64, base_backoff_ms: i64) -> Vec<tokio::task::JoinHandle<()>> {
     let mut producers: BTreeMap<ServiceName, Vec<&str>> = BTreeMap::new();
@@ -244,20 +301,100 @@ enum Outcome {
     Skipped,
     Retry(String),
     Dead(String),
+    /// Not tried: an earlier event of its aggregate has not been applied yet. Offered again shortly,
+    /// without counting as an attempt.
+    Waiting,
+}
+
+/// An event's aggregate (type and id): the unit of order.
+type Aggregate = (String, String);
+
+/// The aggregates whose head event is waiting for a retry, with the stream positions of their events
+/// not applied yet, so none of them overtakes an earlier one; and how often each such event was offered
+/// only to wait (not an attempt of its own).
+#[derive(Default)]
+struct Held {
+    waiting: HashMap<Aggregate, BTreeSet<u64>>,
+    waits: HashMap<u64, i64>,
+}
+
+impl Held {
+    /// Whether the event at `position` must wait for an earlier one of `aggregate`.
+    fn blocks(&self, aggregate: &Aggregate, position: u64) -> bool {
+        self.waiting.get(aggregate).and_then(|positions| positions.first()).is_some_and(|&head| position > head)
+    }
+
+    fn hold(&mut self, aggregate: Aggregate, position: u64) {
+        self.waiting.entry(aggregate).or_default().insert(position);
+    }
+
+    fn waited(&mut self, aggregate: Aggregate, position: u64) {
+        self.hold(aggregate, position);
+        *self.waits.entry(position).or_default() += 1;
+    }
+
+    /// The event at `position` is settled (applied, skipped or a dead letter): the next may go.
+    fn settled(&mut self, aggregate: &Aggregate, position: u64) {
+        self.waits.remove(&position);
+        if let Some(positions) = self.waiting.get_mut(aggregate) {
+            positions.remove(&position);
+            if positions.is_empty() {
+                self.waiting.remove(aggregate);
+            }
+        }
+    }
+
+    /// How many real attempts a message delivered `delivered` times has had.
+    fn attempts(&self, position: u64, delivered: i64) -> i64 {
+        (delivered - self.waits.get(&position).copied().unwrap_or(0)).max(1)
+    }
+}
+
+/// One message of a pulled batch, read.
+struct Pulled {
+    message: jetstream::Message,
+    position: u64,
+    attempts: i64,
+    read: Result<Envelope, Unacceptable>,
+}
+
+impl Pulled {
+    /// The aggregate the message names, even when it cannot be applied (yet): the key its later events
+    /// wait on.
+    fn aggregate(&self) -> Option<Aggregate> {
+        match &self.read {
+            Ok(envelope) => Some(owned(envelope)),
+            Err(_) => serde_json::from_slice::<Envelope>(&self.message.payload).ok().map(|envelope| owned(&envelope)),
+        }
+    }
 }
 
 impl Consumer {
-    /// Consumes until aborted; on a lost stream or consumer, waits a moment and starts again.
+    /// Consumes until aborted, while this instance holds the consumer's lease (one instance of a fragment
+    /// pulls at a time, so batches are applied in stream order); on a lost stream, consumer or lease,
+    /// waits a moment and starts again.
     async fn run(self) {
+        let lease_name = format!("jetstream-consumer:{}", self.producer);
+        // Kept across restarts of the pull: events waiting behind a failed one still wait.
+        let mut held = Held::default();
         loop {
-            if let Err(error) = self.consume().await {
-                tracing::warn!(subscriber = %self.runtime.name, producer = %self.producer, %error, "event consumer stopped; starting again");
+            match Lease::try_take(&self.runtime.db, &lease_name, CONSUMER_LEASE).await {
+                Ok(Some(lease)) => {
+                    let lease = lease.kept(CONSUMER_LEASE);
+                    if let Err(error) = self.consume(&lease, &mut held).await {
+                        tracing::warn!(subscriber = %self.runtime.name, producer = %self.producer, %error, "event consumer stopped; starting again");
+                    }
+                    lease.release().await;
+                }
+                // Another instance consumes; this one takes over when that one's lease runs out.
+                Ok(None) => {}
+                Err(error) => tracing::warn!(subscriber = %self.runtime.name, producer = %self.producer, %error, "cannot take the consumer's lease"),
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
-    async fn consume(&self) -> Result<(), BrokerError> {
+    async fn consume(&self, lease: &Lease, held: &mut Held) -> Result<(), BrokerError> {
         let stream = self.broker.stream(&self.producer).await?;
         let name = self.runtime.name.to_string();
         let config = consumer::pull::Config {
@@ -269,61 +406,172 @@ impl Consumer {
             // Unbounded here: the consumer dead-letters after `max_deliveries` itself, and a message whose
             // dead letter could not be written must keep coming rather than be dropped by JetStream.
             max_deliver: -1,
-            max_ack_pending: 1,
+            max_ack_pending: MAX_ACK_PENDING,
             filter_subject: format!("{}.{}.>", self.broker.prefix, self.producer),
             ..Default::default()
         };
-        let consumer: consumer::PullConsumer = stream.get_or_create_consumer(&name, config).await.map_err(|error| BrokerError::Consumer(error.to_string()))?;
-        let mut messages = consumer.messages().await.map_err(|error| BrokerError::Pull(error.to_string()))?;
-        while let Some(message) = messages.next().await {
-            let message = message.map_err(|error| BrokerError::Receive(error.to_string()))?;
-            let delivered = message.info().map(|info| info.delivered).unwrap_or(1);
-            let acked = match self.handle(&message.payload, message.headers.as_ref(), delivered).await {
-                Outcome::Applied | Outcome::Skipped => message.double_ack().await,
-                Outcome::Retry(error) => {
-                    let delay = self.redelivery_delay(delivered);
-                    tracing::warn!(subscriber = %self.runtime.name, producer = %self.producer, delivered, %error, "event not applied; offered again later");
-                    message.ack_with(AckKind::Nak(Some(delay))).await
-                }
-                Outcome::Dead(error) => {
-                    tracing::error!(subscriber = %self.runtime.name, producer = %self.producer, delivered, %error, "event failed for good: dead letter");
-                    message.double_ack_with(AckKind::Term).await
+        // Created, or updated in place (a consumer made by an earlier release took one event at a time).
+        let consumer: consumer::PullConsumer = stream.create_consumer(config).await.map_err(|error| BrokerError::Consumer(error.to_string()))?;
+        // Events delivered to an earlier pull (this instance's before a restart, or a dead instance's)
+        // and never acknowledged come again after the ack wait, and JetStream then sends them before
+        // newer ones. Pulling at once would let a newer event of their aggregate overtake them.
+        if consumer.cached_info().num_ack_pending > 0 {
+            tracing::info!(subscriber = %self.runtime.name, producer = %self.producer, "waiting for the events of an earlier pull to come back");
+            tokio::time::sleep(ACK_WAIT).await;
+        }
+        let mut messages = consumer.stream().max_messages_per_batch(PULL_BATCH).messages().await.map_err(|error| BrokerError::Pull(error.to_string()))?;
+        loop {
+            if !lease.is_held() {
+                return Ok(());
+            }
+            let first = match tokio::time::timeout(LEASE_CHECK, messages.next()).await {
+                Err(_) => continue,
+                Ok(None) => return Err(BrokerError::Ended),
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(error))) => {
+                    fatal(error)?;
+                    continue;
                 }
             };
-            if let Err(error) = acked {
+            // Whatever else has arrived already joins the batch; nothing waits for more.
+            let mut batch = vec![first];
+            let mut broken = None;
+            while batch.len() < PULL_BATCH {
+                match messages.next().now_or_never() {
+                    Some(Some(Ok(message))) => batch.push(message),
+                    Some(Some(Err(error))) => {
+                        broken = fatal(error).err();
+                        break;
+                    }
+                    Some(None) => {
+                        broken = Some(BrokerError::Ended);
+                        break;
+                    }
+                    None => break,
+                }
+            }
+            self.handle_batch(batch, held).await;
+            if let Some(error) = broken {
+                return Err(error);
+            }
+        }
+    }
+
+    fn redelivery_delay(&self, attempts: i64) -> Duration {
+        let exponent = (attempts - 1).clamp(0, 20) as u32;
+        Duration::from_millis(self.base_backoff_ms.saturating_mul(1i64 << exponent).max(0) as u64).min(MAX_REDELIVERY_DELAY)
+    }
+
+    /// Applies a pulled batch in one transaction (`tessera_fragment::inbox::apply_batch`), then
+    /// acknowledges what committed and offers the rest again.
+    async fn handle_batch(&self, batch: Vec<jetstream::Message>, held: &mut Held) {
+        let pulled: Vec<Pulled> = batch
+            .into_iter()
+            .map(|message| {
+                let info = message.info().ok();
+                let position = info.as_ref().map(|info| info.stream_sequence).unwrap_or_default();
+                let delivered = info.as_ref().map(|info| info.delivered).unwrap_or(1);
+                let read = self.accept(&message.payload, message.headers.as_ref());
+                Pulled { attempts: held.attempts(position, delivered), message, position, read }
+            })
+            .collect();
+        let mut outcomes: Vec<Option<Outcome>> = pulled.iter().map(|_| None).collect();
+        let mut to_apply: Vec<usize> = Vec::new();
+        for (index, item) in pulled.iter().enumerate() {
+            let last = item.attempts >= self.max_deliveries;
+            match &item.read {
+                Ok(envelope) => {
+                    let aggregate = owned(envelope);
+                    if self.runtime.events.subscriptions.get(&envelope.event_type).is_none() {
+                        outcomes[index] = Some(Outcome::Skipped);
+                    } else if held.blocks(&aggregate, item.position) {
+                        held.waited(aggregate, item.position);
+                        outcomes[index] = Some(Outcome::Waiting);
+                    } else {
+                        to_apply.push(index);
+                    }
+                }
+                // Signed with a key discovery has not learned yet (a producer's new instance): again later,
+                // a dead letter only when it never becomes known. Its aggregate's later events wait for it.
+                Err(Unacceptable::Signature(error)) if error.is_transient() && !last => {
+                    if let Some(aggregate) = item.aggregate() {
+                        held.hold(aggregate, item.position);
+                    }
+                    outcomes[index] = Some(Outcome::Retry(error.to_string()));
+                }
+                // Never applicable, however often it comes: a dead letter at once.
+                Err(error) => outcomes[index] = Some(self.bury(None, &item.message.payload, &error.to_string(), item.attempts).await),
+            }
+        }
+        let applying: Vec<(&Subscription, &Envelope)> = to_apply
+            .iter()
+            .filter_map(|&index| {
+                let envelope = pulled[index].read.as_ref().ok()?;
+                Some((self.runtime.events.subscriptions.get(&envelope.event_type)?, envelope))
+            })
+            .collect();
+        let applied = if applying.is_empty() { Ok(Vec::new()) } else { apply_batch(&self.runtime, &applying, &[]).await };
+        match applied {
+            Ok(results) => {
+                for (&index, result) in to_apply.iter().zip(results) {
+                    let item = &pulled[index];
+                    let Ok(envelope) = &item.read else { continue };
+                    outcomes[index] = Some(match result {
+                        Applied::Done(_) => Outcome::Applied,
+                        Applied::HeldBack => {
+                            held.waited(owned(envelope), item.position);
+                            Outcome::Waiting
+                        }
+                        Applied::Failed(error) if item.attempts >= self.max_deliveries => {
+                            self.bury(Some(envelope), &item.message.payload, &error.to_string(), item.attempts).await
+                        }
+                        Applied::Failed(error) => {
+                            held.hold(owned(envelope), item.position);
+                            Outcome::Retry(error.to_string())
+                        }
+                    });
+                }
+            }
+            // The database failed the whole batch: each is offered again, in order.
+            Err(error) => {
+                for &index in &to_apply {
+                    if let Ok(envelope) = &pulled[index].read {
+                        held.hold(owned(envelope), pulled[index].position);
+                    }
+                    outcomes[index] = Some(Outcome::Retry(error.to_string()));
+                }
+            }
+        }
+        let acknowledged = pulled.iter().zip(outcomes).map(|(item, outcome)| {
+            let outcome = outcome.unwrap_or(Outcome::Retry("not handled".into()));
+            if matches!(outcome, Outcome::Applied | Outcome::Skipped | Outcome::Dead(_)) {
+                if let Some(aggregate) = item.aggregate() {
+                    held.settled(&aggregate, item.position);
+                }
+            }
+            self.acknowledge(&item.message, item.attempts, outcome)
+        });
+        for result in futures::future::join_all(acknowledged.collect::<Vec<_>>()).await {
+            if let Err(error) = result {
                 // The message comes again after the ack wait; the inbox makes that harmless.
                 tracing::warn!(subscriber = %self.runtime.name, %error, "cannot acknowledge an event");
             }
         }
-        Err(BrokerError::Ended)
     }
 
-    fn redelivery_delay(&self, delivered: i64) -> Duration {
-        let exponent = (delivered - 1).clamp(0, 20) as u32;
-        Duration::from_millis(self.base_backoff_ms.saturating_mul(1i64 << exponent).max(0) as u64).min(MAX_REDELIVERY_DELAY)
-    }
-
-    async fn handle(&self, payload: &[u8], headers: Option<&async_nats::HeaderMap>, delivered: i64) -> Outcome {
-        let last = delivered >= self.max_deliveries;
-        let envelope = match self.accept(payload, headers) {
-            Ok(envelope) => envelope,
-            // Signed with a key discovery has not learned yet (a producer's new instance): again later,
-            // a dead letter only when it never becomes known.
-            Err(Unacceptable::Signature(error)) if error.is_transient() && !last => return Outcome::Retry(error.to_string()),
-            // Never applicable, however often it comes: a dead letter at once.
-            Err(error) => return self.bury(None, payload, &error.to_string(), delivered).await,
-        };
-        let Some(subscription) = self.runtime.events.subscriptions.get(&envelope.event_type) else {
-            return Outcome::Skipped;
-        };
-        let error = match apply(&self.runtime, subscription, &envelope).await {
-            Ok(_) => return Outcome::Applied,
-            Err(error) => error.to_string(),
-        };
-        if last {
-            self.bury(Some(&envelope), payload, &error, delivered).await
-        } else {
-            Outcome::Retry(error)
+    /// Tells JetStream what became of a message: done (confirmed), again after a delay, or never again.
+    async fn acknowledge(&self, message: &jetstream::Message, attempts: i64, outcome: Outcome) -> Result<(), async_nats::Error> {
+        match outcome {
+            Outcome::Applied | Outcome::Skipped => message.double_ack().await,
+            Outcome::Waiting => message.ack_with(AckKind::Nak(Some(self.redelivery_delay(1)))).await,
+            Outcome::Retry(error) => {
+                tracing::warn!(subscriber = %self.runtime.name, producer = %self.producer, attempts, %error, "event not applied; offered again later");
+                message.ack_with(AckKind::Nak(Some(self.redelivery_delay(attempts)))).await
+            }
+            Outcome::Dead(error) => {
+                tracing::error!(subscriber = %self.runtime.name, producer = %self.producer, attempts, %error, "event failed for good: dead letter");
+                message.double_ack_with(AckKind::Term).await
+            }
         }
     }
 
@@ -350,8 +598,8 @@ impl Consumer {
     }
 
     /// Records a dead letter; if that fails too, the message is offered again rather than lost.
-    async fn bury(&self, envelope: Option<&Envelope>, payload: &[u8], error: &str, delivered: i64) -> Outcome {
-        match record_dead_letter(&self.runtime.db, &self.producer, envelope, payload, error, delivered).await {
+    async fn bury(&self, envelope: Option<&Envelope>, payload: &[u8], error: &str, attempts: i64) -> Outcome {
+        match record_dead_letter(&self.runtime.db, &self.producer, envelope, payload, error, attempts).await {
             Ok(()) => Outcome::Dead(error.to_owned()),
             Err(db_error) => Outcome::Retry(format!("{error}; and the dead letter could not be recorded: {db_error}")),
         }

@@ -13,6 +13,8 @@
 //! - [`web`]: talking to any running process — the one set of request, sign-in, cookie and waiting
 //!   helpers the fragments', the shell's and the whole site's harnesses share.
 //! - [`served`]: a server a test started ([`Served`]), drained and cleaned up when the test lets go.
+//! - [`nats_cluster`]: a three-node NATS JetStream cluster of real `nats-server` processes whose nodes a
+//!   test kills and restarts ([`NatsCluster`]).
 //! - [`backend`]: SQLite or PostgreSQL ([`Backend`], [`each_backend!`](crate::each_backend)), the
 //!   settings every test process starts from, and cleaning up PostgreSQL schemas.
 //!
@@ -22,11 +24,13 @@
 
 pub mod alone;
 pub mod backend;
+pub mod nats_cluster;
 pub mod served;
 pub mod web;
 
 pub use alone::{Alone, Double, Options};
 pub use backend::{nats_url, postgres_configured, postgres_url, test_settings, Backend};
+pub use nats_cluster::NatsCluster;
 pub use reqwest::StatusCode;
 pub use served::Served;
 pub use web::Http;
