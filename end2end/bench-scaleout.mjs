@@ -2,15 +2,16 @@
 // measured side by side in one run:
 // - events/s and commit-to-effect latency of inventory's stock events reaching the catalog, over HTTP
 //   with the polling relay, over HTTP with the relay fed by PostgreSQL's replication stream (CDC), and
-//   over NATS JetStream (one instance of every process), with the database's load idle and per event;
+//   over NATS JetStream (two instances of every process), with the database's load idle and per event,
+//   and, given an earlier build's binaries, that build's figures beside each;
 // - whole checkouts/s (browse, add, place, pay, paid by webhook) with 1 and with 2 instances of every
 //   process (events over NATS), the shoppers spread over the shells.
 //
-// Usage: node bench-scaleout.mjs <binary dir> <site dir> <seconds of checkout load> <postgres url> <nats url>
+// Usage: node bench-scaleout.mjs <binary dir> <site dir> <seconds of checkout load> <postgres url> <nats url> [<before binary dir>]
 import { execFileSync } from 'node:child_process';
 import { shopperLoad, startCluster, stopCluster } from './faults.mjs';
 
-const [binDir, siteDir, seconds = '5', pgUrl, natsUrl] = process.argv.slice(2);
+const [binDir, siteDir, seconds = '5', pgUrl, natsUrl, beforeDir] = process.argv.slice(2);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function post(url, cookie, path, body) {
@@ -113,26 +114,23 @@ const setups = [
   ['HTTP, CDC relay', { natsUrl: null, relay: 'cdc' }],
   ['NATS JetStream, polling relay', { natsUrl }],
 ];
-console.log(`| events: inventory → catalog, PostgreSQL, one instance of every process, release | ${setups.map(([name]) => name).join(' | ')} |`);
-console.log(`|---|${setups.map(() => '--:').join('|')}|`);
+// With a "before" binary directory (an earlier build of every deployable), each transport runs on both,
+// one after the other, and the table shows them side by side.
+const builds = beforeDir ? [['before', beforeDir], ['after', binDir]] : [['', binDir]];
+const columns = setups.flatMap(([name]) => builds.map(([label]) => (label ? `${name}, ${label}` : name)));
+console.log(`| events: inventory → catalog, PostgreSQL, two instances of every process, release | ${columns.join(' | ')} |`);
+console.log(`|---|${columns.map(() => '--:').join('|')}|`);
 const results = [];
 for (const [, options] of setups) {
-  const cluster = await startCluster({ binDir, siteDir, pgUrl, instances: 1, ...options });
-  try {
-    results.push(await events(cluster));
-  } finally {
-    await stopCluster(cluster);
+  for (const [, dir] of builds) {
+    const cluster = await startCluster({ binDir: dir, siteDir, pgUrl, instances: 2, ...options });
+    try {
+      results.push(await events(cluster));
+    } finally {
+      await stopCluster(cluster);
+    }
   }
 }
-const row = (label, value) => console.log(`| ${label} | ${results.map(value).join(' | ')} |`);
-row('commit → effect, 200 changes one at a time, p50 / p99 / max', (r) => `${r.steady.p50} / ${r.steady.p99} / ${r.steady.max} ms`);
-row('2000 changes from 16 admins: all committed after', (r) => `${(r.committed / 1000).toFixed(2)} s`);
-row('… all applied by the catalog after', (r) => `${(r.consumed / 1000).toFixed(2)} s`);
-row('… events/s, commit to consumer effect', (r) => `${Math.round((r.changes * 1000) / r.consumed)}`);
-row('… commit → effect during the burst, p50 / p99 / max', (r) => `${r.burst.p50} / ${r.burst.p99} / ${r.burst.max} ms`);
-row('database idle, 30 s: transactions/s · rows read/s', (r) => `${r.idle.transactions.toFixed(1)} · ${Math.round(r.idle.rows)}`);
-row('database per event in the burst: transactions · rows read', (r) => `${r.perEvent.transactions.toFixed(1)} · ${Math.round(r.perEvent.rows)}`);
-
 console.log();
 console.log(`| checkouts, events over NATS, PostgreSQL, 8 shoppers, ${seconds} s, release | checkouts/s | requests/s | failed |`);
 console.log('|---|--:|--:|--:|');

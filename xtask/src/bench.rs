@@ -45,8 +45,9 @@ pub struct BenchArgs {
     /// commit to the catalog's effect on the embedded default, beside `--before`'s figures).
     #[arg(long)]
     only: Option<String>,
-    /// A release `tessera` binary of an earlier commit: the `events` part runs it too, on the same load,
-    /// and prints both side by side (before, after).
+    /// An earlier commit's release build: for `events` its `tessera` binary, for `scaleout` the directory
+    /// of its deployables' binaries. That part runs it too, on the same load, and prints both side by
+    /// side (before, after).
     #[arg(long)]
     before: Option<PathBuf>,
 }
@@ -321,7 +322,7 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
         dev_loop(workspace)?;
     }
     if part("scaleout") {
-        scaleout(workspace, args.seconds)?;
+        scaleout(workspace, args.seconds, args.before.as_deref().filter(|_| args.only.as_deref() == Some("scaleout")))?;
     }
     if args.only.as_deref() == Some("events") {
         events_before_after(&binary, args.before.as_deref(), &site, &data)?;
@@ -355,20 +356,18 @@ fn rollout(workspace: &Workspace, seconds: u64) -> Result<()> {
 /// Events over HTTP (polling and CDC relays) and NATS, and checkouts/s with 1 and 2 instances of every process, on PostgreSQL
 /// and NATS (`TESSERA_TEST_POSTGRES_URL`, `TESSERA_TEST_NATS_URL`, the local servers by default),
 /// release binaries (`end2end/bench-scaleout.mjs`).
-fn scaleout(workspace: &Workspace, seconds: u64) -> Result<()> {
+fn scaleout(workspace: &Workspace, seconds: u64, before: Option<&Path>) -> Result<()> {
     println!("bench: building the release binaries of every deployable…");
     crate::build_binaries(workspace, true)?;
     let postgres = std::env::var("TESSERA_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
     let nats = std::env::var("TESSERA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     println!();
-    run(Command::new("node")
-        .arg("bench-scaleout.mjs")
-        .arg(workspace.binary("", true))
-        .arg(workspace.site_dir())
-        .arg(seconds.max(2).to_string())
-        .arg(postgres)
-        .arg(nats)
-        .current_dir(workspace.end2end()))
+    let mut command = Command::new("node");
+    command.arg("bench-scaleout.mjs").arg(workspace.binary("", true)).arg(workspace.site_dir()).arg(seconds.max(2).to_string()).arg(postgres).arg(nats);
+    if let Some(before) = before {
+        command.arg(before);
+    }
+    run(command.current_dir(workspace.end2end()))
 }
 
 /// How long an edit takes to show in `cargo xtask dev catalog`: runs the dev loop on free ports, touches a

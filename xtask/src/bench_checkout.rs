@@ -174,7 +174,13 @@ pub fn checkout(binary: &Path, site: &Path, scratch: &Path, seconds: u64) -> Res
         for shoppers in [1, 8, 32] {
             let port = free_port()?;
             let url = format!("http://127.0.0.1:{port}");
-            let mut env: Vec<(&str, String)> = vec![("TESSERA_PUBLIC_URL", url.clone()), ("TESSERA_DEMO_EXTRA_PRODUCTS", "0".into())];
+            let mut env: Vec<(&str, String)> = vec![
+                ("TESSERA_PUBLIC_URL", url.clone()),
+                ("TESSERA_DEMO_EXTRA_PRODUCTS", "0".into()),
+                // Every shopper registers from the one loopback address: the per-address bound on
+                // registrations (20 by default, against account farming) would refuse the 21st.
+                ("TESSERA_REGISTRATION_MAX_PER_ADDRESS", (shoppers + 10).to_string()),
+            ];
             // A fresh set of schemas per run, dropped afterwards.
             let prefix = format!("tessera_bench_{}_{shoppers}_", std::process::id());
             if let Some(postgres) = &extra {

@@ -73,6 +73,27 @@ struct ReceivedDead {
     last_error: String,
 }
 
+/// Each subscriber with deliveries waiting in this database's outbox: how many, how old the oldest is,
+/// and whether that is older than `max_lag_ms` (one grouped query; the shell's page, `/readyz` and
+/// `/metrics` read it).
+pub async fn subscription_lags(db: &AnyPool, max_lag_ms: i64) -> Result<Vec<SubscriptionLag>, sqlx::Error> {
+    let now = now_ms();
+    let lagging: Vec<(ServiceName, i64, i64)> = sqlx::query_as(
+        "SELECT d.subscriber, COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq \
+         WHERE d.status = $1 GROUP BY d.subscriber ORDER BY d.subscriber",
+    )
+    .bind(DeliveryStatus::Pending)
+    .fetch_all(db)
+    .await?;
+    Ok(lagging
+        .into_iter()
+        .map(|(subscriber, pending, oldest)| {
+            let lag_ms = (now - oldest).max(0);
+            SubscriptionLag { subscriber, pending, lag_ms, behind: lag_ms > max_lag_ms }
+        })
+        .collect())
+}
+
 /// The event status of a fragment's database (every fragment has the runtime's event tables); a
 /// subscription whose oldest undelivered event is older than `max_lag_ms` is marked behind.
 pub async fn status(db: &AnyPool, service: &ServiceName, max_lag_ms: i64) -> Result<EventStatus, sqlx::Error> {
@@ -85,21 +106,7 @@ pub async fn status(db: &AnyPool, service: &ServiceName, max_lag_ms: i64) -> Res
         latency_ms: None,
         subscriptions: Vec::new(),
     };
-    let now = now_ms();
-    let lagging: Vec<(ServiceName, i64, i64)> = sqlx::query_as(
-        "SELECT d.subscriber, COUNT(*), MIN(o.occurred_at_ms) FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq \
-         WHERE d.status = $1 GROUP BY d.subscriber ORDER BY d.subscriber",
-    )
-    .bind(DeliveryStatus::Pending)
-    .fetch_all(db)
-    .await?;
-    status.subscriptions = lagging
-        .into_iter()
-        .map(|(subscriber, pending, oldest)| {
-            let lag_ms = (now - oldest).max(0);
-            SubscriptionLag { subscriber, pending, lag_ms, behind: lag_ms > max_lag_ms }
-        })
-        .collect();
+    status.subscriptions = subscription_lags(db, max_lag_ms).await?;
     let (depth, oldest) = pending(db).await?;
     status.outbox_depth = depth;
     status.oldest_undelivered_age_ms = oldest.map(|at| (now_ms() - at).max(0));

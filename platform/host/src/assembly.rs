@@ -139,7 +139,7 @@ impl Host {
     pub async fn start(mut self) -> Result<Started, HostError> {
         let events = &self.settings.events;
         let broker = match &events.nats_url {
-            Some(url) => Some(Broker::connect(url, &events.nats_prefix, self.roots.file()).await?),
+            Some(url) => Some(Broker::connect(url, &events.nats_prefix, self.roots.file()).await?.with_replicas(events.nats_replicas)),
             None => None,
         };
         if broker.is_some() {
@@ -236,7 +236,8 @@ impl Started {
     /// What a scrape of this process's metrics reads (its fragments' event tables).
     pub fn exposure(&self) -> Exposure {
         let producers = self.local.iter().map(|local| (local.fragment.name(), local.runtime.db.clone())).collect();
-        Exposure { scrape: metrics::Scrape { producers } }
+        let max_lag_ms = self.local.first().map_or(crate::relay::EventSettings::default().events_max_lag_ms, |local| local.runtime.events.max_lag_ms);
+        Exposure { scrape: metrics::Scrape::new(producers, max_lag_ms) }
     }
 }
 

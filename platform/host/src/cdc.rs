@@ -3,7 +3,7 @@
 //!
 //! Application events are still written by the application, in the transaction of their change (the
 //! outbox); what changes is how the relay learns of them. The polling relay asks the outbox tables for
-//! due deliveries after every local commit and every half second besides. This one asks PostgreSQL to
+//! due deliveries after every local commit and once a second besides. This one asks PostgreSQL to
 //! push the rows inserted into `outbox` and `outbox_deliveries` as their transactions commit (the
 //! `pgoutput` plugin over a replication connection, through `pgwire-replication`, which owns the wire
 //! protocol and acknowledgements; the few `pgoutput` messages it leaves to its user, relation and insert,
@@ -18,7 +18,8 @@
 //!   its lock goes with its connection, so the next leader starts at once.
 //! - **The tables stay the truth.** The stream says what to send; each send is still claimed, recorded,
 //!   retried with backoff and dead-lettered through the delivery rows, exactly as the polling relay does
-//!   (`Relay::claim`, `Relay::send_claimed`). What the stream cannot carry is swept from the table by
+//!   (`Relay::claim_and_send`: the transactions that have arrived together, up to [`STREAM_BATCH`]
+//!   deliveries, go as one claim and one batch per subscriber). What the stream cannot carry is swept from the table by
 //!   the polling relay's pass, run by the leader only: the backlog when it takes over (events committed
 //!   while no one streamed), retries as they come due, and a rare row its claim could not see yet. A
 //!   dead letter put back in line updates a row, which the stream does not carry, so the replay writes a
@@ -33,11 +34,12 @@
 //!   same URL (`prefer` when unset, as libpq and sqlx do), trusting `TESSERA_TLS_CA_FILE` when the URL
 //!   names no authority (`crate::tls`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Buf;
+use futures::FutureExt;
 use pgwire_replication::lsn::Lsn;
 use pgwire_replication::{ReplicationClient, ReplicationConfig, ReplicationEvent, SslMode, TlsConfig};
 use sqlx::AnyPool;
@@ -45,11 +47,14 @@ use sqlx::AnyPool;
 use tessera_contracts::domain::ServiceName;
 use tessera_fragment::outbox::{DeliveryStatus, STREAM_WAKE_PREFIX as WAKE_PREFIX};
 
-use crate::relay::{OutboxRow, Relay};
+use crate::relay::{Candidate, OutboxRow, Relay};
 /// How long an instance waits to try again after leading ended or waiting to lead failed.
 const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// How often the leader sweeps when it knows of nothing waiting (a backstop: nothing should be there).
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Most deliveries sent as one batch: the transactions committed by the time the first is read, up to
+/// this many deliveries.
+const STREAM_BATCH: usize = 500;
 /// The soonest the leader sweeps again while deliveries wait.
 const RETRY_SWEEP: Duration = Duration::from_millis(500);
 
@@ -346,35 +351,53 @@ impl StreamingRelay {
         // What committed before the slot existed is in the table, not in the stream.
         let mut next_sweep = self.sweep().await?;
         let mut decoder = Decoder::new(&self.source.schema);
+        // Transactions committed and not sent yet, with the position after the last of them.
+        let mut committed = Transaction::default();
+        let mut committed_end = None;
         loop {
-            tokio::select! {
-                event = client.recv() => {
-                    let Some(event) = event? else {
-                        return Err(Stop::Failed("the server ended the stream".into()));
-                    };
-                    match event {
-                        ReplicationEvent::Begin { .. } => decoder.begin(),
-                        ReplicationEvent::XLogData { data, .. } => decoder.decode(data)?,
-                        ReplicationEvent::Commit { end_lsn, .. } => {
-                            let transaction = decoder.commit();
-                            if !transaction.deliveries.is_empty() && !self.send(transaction).await? {
-                                next_sweep = next_sweep.min(tokio::time::Instant::now() + RETRY_SWEEP);
-                            }
-                            client.update_applied_lsn(end_lsn);
-                        }
-                        ReplicationEvent::KeepAlive { wal_end, .. } if !decoder.in_transaction() => client.update_applied_lsn(wal_end),
-                        ReplicationEvent::Message { prefix, .. } if prefix == WAKE_PREFIX => next_sweep = tokio::time::Instant::now(),
-                        _ => {}
-                    }
+            let event = tokio::select! {
+                event = client.recv() => event?,
+                _ = tokio::time::sleep_until(next_sweep) => {
+                    next_sweep = self.sweep().await?;
+                    continue;
                 }
-                _ = tokio::time::sleep_until(next_sweep) => next_sweep = self.sweep().await?,
+            };
+            // What else has arrived already goes in the same batch; nothing waits for more.
+            let mut next = Some(event);
+            while let Some(event) = next.take() {
+                let Some(event) = event else {
+                    return Err(Stop::Failed("the server ended the stream".into()));
+                };
+                match event {
+                    ReplicationEvent::Begin { .. } => decoder.begin(),
+                    ReplicationEvent::XLogData { data, .. } => decoder.decode(data)?,
+                    ReplicationEvent::Commit { end_lsn, .. } => {
+                        committed.absorb(decoder.commit());
+                        committed_end = Some(end_lsn);
+                    }
+                    ReplicationEvent::KeepAlive { wal_end, .. } if !decoder.in_transaction() && committed_end.is_none() => client.update_applied_lsn(wal_end),
+                    ReplicationEvent::Message { prefix, .. } if prefix == WAKE_PREFIX => next_sweep = tokio::time::Instant::now(),
+                    _ => {}
+                }
+                if committed.deliveries.len() < STREAM_BATCH {
+                    next = client.recv().now_or_never().transpose()?;
+                }
+            }
+            if let Some(end_lsn) = committed_end.take() {
+                let transactions = std::mem::take(&mut committed);
+                if !transactions.deliveries.is_empty() && !self.send(transactions).await? {
+                    next_sweep = next_sweep.min(tokio::time::Instant::now() + RETRY_SWEEP);
+                }
+                client.update_applied_lsn(end_lsn);
             }
         }
     }
 
-    /// Sends a committed transaction's deliveries; returns whether every one went out.
+    /// Sends committed transactions' deliveries, each subscriber's as one batch through the relay's own
+    /// claim and record (`Relay::claim_and_send`); returns whether every one went out.
     async fn send(&self, transaction: Transaction) -> Result<bool, Stop> {
-        let mut all_sent = true;
+        let mut candidates: BTreeMap<ServiceName, Vec<Candidate>> = BTreeMap::new();
+        let mut count = 0;
         for delivery in transaction.deliveries {
             // A backfill addresses events committed earlier: their rows are in the table, not here.
             let envelope = match transaction.events.get(&delivery.seq) {
@@ -384,17 +407,13 @@ impl StreamingRelay {
                     None => continue,
                 },
             };
-            // Refused: an earlier event of the aggregate waits, another relay holds it, or (rarely) the
-            // commit is not visible to a new snapshot yet. The sweep sends it.
-            let Some(attempts) = self.relay.claim(delivery.seq, &delivery.subscriber, &delivery.aggregate_key).await? else {
-                all_sent = false;
-                continue;
-            };
-            if !self.relay.send_claimed(&delivery.subscriber, attempts, &envelope).await? {
-                all_sent = false;
-            }
+            count += 1;
+            candidates.entry(delivery.subscriber).or_default().push(Candidate { aggregate_key: delivery.aggregate_key, envelope });
         }
-        Ok(all_sent)
+        // What was not claimed (an earlier event of the aggregate waits, another relay holds it, or rarely
+        // the commit is not visible to a new snapshot yet) or not delivered, the sweep sends.
+        let (attempted, delivered) = self.relay.claim_and_send(candidates).await?;
+        Ok(attempted == count && delivered == attempted)
     }
 
     /// Sends what the table holds and the stream did not (see the module docs); returns when to sweep
@@ -426,11 +445,19 @@ struct Delivery {
     aggregate_key: String,
 }
 
-/// The outbox rows and delivery rows one transaction inserted.
+/// The outbox rows and delivery rows one transaction inserted (or several, in commit order).
 #[derive(Debug, Default)]
 struct Transaction {
     events: HashMap<i64, OutboxRow>,
     deliveries: Vec<Delivery>,
+}
+
+impl Transaction {
+    /// Adds a later transaction's rows.
+    fn absorb(&mut self, later: Transaction) {
+        self.events.extend(later.events);
+        self.deliveries.extend(later.deliveries);
+    }
 }
 
 /// Which of the schema's tables a relation is.

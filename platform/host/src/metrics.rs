@@ -16,7 +16,8 @@
 //!
 //! Where it is served is the host's choice (`crate::serve`): never on a route the shell exposes.
 
-use std::sync::OnceLock;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::MatchedPath;
@@ -88,6 +89,16 @@ pub async fn track(request: axum::extract::Request, next: axum::middleware::Next
 #[derive(Clone, Default)]
 pub struct Scrape {
     pub producers: Vec<(ServiceName, AnyPool)>,
+    /// How far behind a subscription may fall (`TESSERA_EVENTS_MAX_LAG_MS`), for `/readyz`.
+    pub max_lag_ms: i64,
+    /// The subscribers each producer had deliveries waiting for at an earlier scrape.
+    seen: Arc<Mutex<HashMap<ServiceName, BTreeSet<ServiceName>>>>,
+}
+
+impl Scrape {
+    pub fn new(producers: Vec<(ServiceName, AnyPool)>, max_lag_ms: i64) -> Scrape {
+        Scrape { producers, max_lag_ms, seen: Arc::default() }
+    }
 }
 
 impl Scrape {
@@ -102,7 +113,49 @@ impl Scrape {
                 }
                 Err(error) => tracing::warn!(%producer, %error, "cannot read the outbox for metrics"),
             }
+            match tessera_fragment::event_admin::subscription_lags(db, self.max_lag_ms).await {
+                Ok(lags) => {
+                    // Subscribers with nothing waiting are not listed: their lag is zero.
+                    let waiting: Vec<&ServiceName> = lags.iter().map(|lag| &lag.subscriber).collect();
+                    for subscriber in self.subscribers_seen(producer, &waiting) {
+                        metrics::gauge!("tessera_event_subscription_lag_seconds", "producer" => producer.to_string(), "subscriber" => subscriber.to_string())
+                            .set(0.0);
+                    }
+                    for lag in lags {
+                        metrics::gauge!("tessera_event_subscription_lag_seconds", "producer" => producer.to_string(), "subscriber" => lag.subscriber.to_string())
+                            .set(lag.lag_ms as f64 / 1000.0);
+                    }
+                }
+                Err(error) => tracing::warn!(%producer, %error, "cannot read the subscriptions' lag for metrics"),
+            }
         }
+    }
+
+    /// The subscribers of `producer` that had deliveries waiting at an earlier scrape and have none
+    /// now (their gauge goes back to zero); remembers `waiting` for the next scrape.
+    fn subscribers_seen(&self, producer: &ServiceName, waiting: &[&ServiceName]) -> Vec<ServiceName> {
+        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let known = seen.entry(producer.clone()).or_default();
+        let gone: Vec<ServiceName> = known.iter().filter(|subscriber| !waiting.contains(subscriber)).cloned().collect();
+        known.extend(waiting.iter().map(|subscriber| (*subscriber).clone()));
+        gone
+    }
+
+    /// The subscriptions of this process's producers that are further behind than the bound, as
+    /// `producer → subscriber: N waiting, oldest S s` (for `/readyz`).
+    pub async fn behind(&self) -> Vec<String> {
+        let mut behind = Vec::new();
+        for (producer, db) in &self.producers {
+            match tessera_fragment::event_admin::subscription_lags(db, self.max_lag_ms).await {
+                Ok(lags) => behind.extend(
+                    lags.into_iter()
+                        .filter(|lag| lag.behind)
+                        .map(|lag| format!("{producer} → {}: {} waiting, oldest {:.1} s", lag.subscriber, lag.pending, lag.lag_ms as f64 / 1000.0)),
+                ),
+                Err(error) => tracing::warn!(%producer, %error, "cannot read the subscriptions' lag"),
+            }
+        }
+        behind
     }
 }
 

@@ -43,6 +43,9 @@ pub struct EventSettings {
     pub nats_url: Option<String>,
     /// Prefix of the NATS subjects and streams of this deployment (several may share one server).
     pub nats_prefix: String,
+    /// Copies of each event stream a JetStream cluster keeps (`TESSERA_NATS_REPLICAS`: 3 on a
+    /// three-node cluster, so a node can be lost; 1 on a single server). Applies when a stream is created.
+    pub nats_replicas: usize,
     /// How a producer's relay learns of committed events (`TESSERA_OUTBOX_RELAY`): `poll` (default) or
     /// `cdc`, PostgreSQL's logical replication stream.
     pub outbox_relay: OutboxRelay,
@@ -57,7 +60,7 @@ pub struct EventSettings {
     /// effect); longer than a dead letter may wait for its replay and than NATS keeps messages (30).
     pub inbox_retention_days: i64,
     /// A subscription whose oldest undelivered event is older than this is behind: the producer's event
-    /// status and the shell's `/admin/events` say so (`TESSERA_EVENTS_MAX_LAG_MS`).
+    /// status, its `/readyz` and the shell's `/admin/events` say so (`TESSERA_EVENTS_MAX_LAG_MS`).
     pub events_max_lag_ms: i64,
 }
 
@@ -66,6 +69,7 @@ impl Default for EventSettings {
         EventSettings {
             nats_url: None,
             nats_prefix: "tessera".into(),
+            nats_replicas: 1,
             outbox_relay: OutboxRelay::Poll,
             events_max_attempts: 8,
             events_base_backoff_ms: 200,
@@ -82,6 +86,7 @@ impl std::fmt::Debug for EventSettings {
         f.debug_struct("EventSettings")
             .field("nats", &self.nats_url.as_ref().map(|_| "<set>"))
             .field("nats_prefix", &self.nats_prefix)
+            .field("nats_replicas", &self.nats_replicas)
             .field("outbox_relay", &self.outbox_relay)
             .field("events_max_attempts", &self.events_max_attempts)
             .field("events_max_lag_ms", &self.events_max_lag_ms)
@@ -109,7 +114,7 @@ impl EventSettings {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutboxRelay {
-    /// Queries the delivery table after each local commit and every half second ([`Relay`]).
+    /// Queries the delivery table after each local commit and once a second ([`Relay`]).
     #[default]
     Poll,
     /// Reads committed outbox rows from PostgreSQL's logical replication stream (`crate::cdc`).
@@ -319,9 +324,22 @@ pub struct RelaySettings {
 
 impl Default for RelaySettings {
     fn default() -> Self {
-        RelaySettings { max_attempts: 8, base_backoff_ms: 200, max_backoff_ms: 60_000, batch: 200, idle_poll_ms: 500 }
+        RelaySettings { max_attempts: 8, base_backoff_ms: 200, max_backoff_ms: 60_000, batch: 200, idle_poll_ms: 1000 }
     }
 }
+
+/// A pass's query: the due deliveries (`$1` now, `$2` how many at most, `$3` the pending status), each
+/// aggregate's a run from its oldest pending one. On a large outbox it is served by the indexes
+/// `outbox_deliveries_due` (status, next attempt) and `outbox_deliveries_order` (subscriber, aggregate,
+/// status, seq) and the outbox's key: no scan of the delivered rows (a PostgreSQL test reads its plan).
+pub const DUE_QUERY: &str = "SELECT d.seq, d.subscriber, d.aggregate_key, o.id, o.version, o.event_type, o.aggregate_type, o.payload, o.occurred_at_ms \
+     FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq \
+     WHERE d.status = $3 AND d.next_attempt_at_ms <= $1 \
+       AND (d.claimed_until_ms IS NULL OR d.claimed_until_ms < $1) \
+       AND NOT EXISTS (SELECT 1 FROM outbox_deliveries e WHERE e.subscriber = d.subscriber \
+           AND e.aggregate_key = d.aggregate_key AND e.status = $3 AND e.seq < d.seq \
+           AND (e.next_attempt_at_ms > $1 OR (e.claimed_until_ms IS NOT NULL AND e.claimed_until_ms >= $1))) \
+     ORDER BY d.seq LIMIT $2";
 
 /// A delivery that is due, with its event (one row of a pass's query).
 #[derive(sqlx::FromRow)]
@@ -335,6 +353,13 @@ struct DueRow {
     aggregate_type: String,
     payload: String,
     occurred_at_ms: i64,
+}
+
+/// A delivery a relay may claim: to whom is the map's key ([`Relay::claim_and_send`]).
+pub(crate) struct Candidate {
+    /// `<aggregate type>:<aggregate id>`, as the delivery row has it.
+    pub aggregate_key: String,
+    pub envelope: Envelope,
 }
 
 /// An outbox row as the relay reads it (from the table, or from the replication stream).
@@ -383,32 +408,6 @@ impl Relay {
         self.settings.base_backoff_ms.saturating_mul(1i64 << exponent).min(self.settings.max_backoff_ms)
     }
 
-    /// Claims a delivery for this relay until it is sent or [`CLAIM_MS`] pass; returns its attempts so
-    /// far, or `None` when another relay holds it, it is no longer pending, or an earlier event of its
-    /// aggregate for the same subscriber is still pending (claimed or not). So while one relay sends an
-    /// event no relay sends the next of the same aggregate: order holds across instances, whether the
-    /// delivery was found by a pass's query or on the replication stream (`crate::cdc`).
-    pub(crate) async fn claim(&self, seq: i64, subscriber: &ServiceName, aggregate_key: &str) -> Result<Option<i64>, sqlx::Error> {
-        let now = now_ms();
-        sqlx::query_as::<_, (i64,)>(
-            "UPDATE outbox_deliveries SET claimed_by = $1, claimed_until_ms = $2 \
-             WHERE seq = $3 AND subscriber = $4 AND status = $7 AND (claimed_until_ms IS NULL OR claimed_until_ms < $5) \
-               AND NOT EXISTS (SELECT 1 FROM outbox_deliveries e WHERE e.subscriber = $4 AND e.aggregate_key = $6 \
-                   AND e.status = $7 AND e.seq < $3) \
-             RETURNING attempts",
-        )
-        .bind(&self.id)
-        .bind(now + CLAIM_MS)
-        .bind(seq)
-        .bind(subscriber)
-        .bind(now)
-        .bind(aggregate_key)
-        .bind(DeliveryStatus::Pending)
-        .fetch_optional(&self.db)
-        .await
-        .map(|claimed| claimed.map(|(attempts,)| attempts))
-    }
-
     /// The event of outbox row `seq`, as it goes out (`None`: no such row).
     pub(crate) async fn envelope(&self, seq: i64) -> Result<Option<Envelope>, sqlx::Error> {
         let row: Option<OutboxRow> =
@@ -444,32 +443,27 @@ impl Relay {
     pub(crate) async fn pass(&self) -> Result<(usize, usize), sqlx::Error> {
         self.signals.run_due_backfills(&self.db, &self.producer).await?;
         let now = now_ms();
-        let due: Vec<DueRow> = sqlx::query_as(
-            "SELECT d.seq, d.subscriber, d.aggregate_key, o.id, o.version, o.event_type, o.aggregate_type, o.payload, o.occurred_at_ms \
-             FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq \
-             WHERE d.status = $3 AND d.next_attempt_at_ms <= $1 \
-               AND (d.claimed_until_ms IS NULL OR d.claimed_until_ms < $1) \
-               AND NOT EXISTS (SELECT 1 FROM outbox_deliveries e WHERE e.subscriber = d.subscriber \
-                   AND e.aggregate_key = d.aggregate_key AND e.status = $3 AND e.seq < d.seq \
-                   AND (e.next_attempt_at_ms > $1 OR (e.claimed_until_ms IS NOT NULL AND e.claimed_until_ms >= $1))) \
-             ORDER BY d.seq LIMIT $2",
-        )
-        .bind(now)
-        .bind(self.settings.batch)
-        .bind(DeliveryStatus::Pending)
-        .fetch_all(&self.db)
-        .await?;
+        let due: Vec<DueRow> = sqlx::query_as(DUE_QUERY).bind(now).bind(self.settings.batch).bind(DeliveryStatus::Pending).fetch_all(&self.db).await?;
         // Every row's earlier pending events of its aggregate (for its subscriber) are due, unclaimed and
         // earlier in this list (the query says so): each aggregate's rows are a run from its oldest pending
         // event, in order, and a subscriber's rows may go together: one claim, one request (or one round
         // of publishes) and one record of what was delivered per subscriber, the subscribers at once (each
         // is its own consumer, with its own database).
-        let mut by_subscriber: BTreeMap<ServiceName, Vec<DueRow>> = BTreeMap::new();
-        for row in due {
-            by_subscriber.entry(row.subscriber.clone()).or_default().push(row);
+        let mut by_subscriber: BTreeMap<ServiceName, Vec<Candidate>> = BTreeMap::new();
+        for DueRow { seq, subscriber, aggregate_key, id, version, event_type, aggregate_type, payload, occurred_at_ms } in due {
+            let aggregate_id = aggregate_key.split_once(':').map(|(_, id)| id.to_owned()).unwrap_or_default();
+            let envelope = self.envelope_of(OutboxRow { seq, id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms });
+            by_subscriber.entry(subscriber).or_default().push(Candidate { aggregate_key, envelope });
         }
+        self.claim_and_send(by_subscriber).await
+    }
+
+    /// Claims each subscriber's share of `candidates` in one statement and sends it as one batch, the
+    /// subscribers at once; records the outcomes. Returns (attempted, delivered). The polling pass finds
+    /// its candidates by a query, the streaming relay (`crate::cdc`) on the replication stream.
+    pub(crate) async fn claim_and_send(&self, candidates: BTreeMap<ServiceName, Vec<Candidate>>) -> Result<(usize, usize), sqlx::Error> {
         let mut batches = Vec::new();
-        for (subscriber, rows) in by_subscriber {
+        for (subscriber, rows) in candidates {
             let claimed = self.claim_batch(&subscriber, rows).await?;
             if !claimed.is_empty() {
                 batches.push((subscriber, claimed));
@@ -490,7 +484,7 @@ impl Relay {
     /// events are all among `rows`; keeps of each aggregate only the run from its first row that it got
     /// (what another relay took meanwhile breaks a run: the rest after it are let go again); returns
     /// them with their attempts so far, as envelopes, in outbox order.
-    async fn claim_batch(&self, subscriber: &ServiceName, rows: Vec<DueRow>) -> Result<Vec<(i64, Envelope)>, sqlx::Error> {
+    async fn claim_batch(&self, subscriber: &ServiceName, rows: Vec<Candidate>) -> Result<Vec<(i64, Envelope)>, sqlx::Error> {
         let now = now_ms();
         let list = placeholders(6, rows.len());
         let sql = format!(
@@ -503,7 +497,7 @@ impl Relay {
         );
         let mut query = sqlx::query_as::<_, (i64, i64)>(&sql).bind(&self.id).bind(now + CLAIM_MS).bind(subscriber).bind(DeliveryStatus::Pending).bind(now);
         for row in &rows {
-            query = query.bind(row.seq);
+            query = query.bind(row.envelope.sequence);
         }
         let mut attempts: HashMap<i64, i64> = query.fetch_all(&self.db).await?.into_iter().collect();
         // Rows another instance's relay took since the query are its to deliver; so are the rows of an
@@ -511,23 +505,17 @@ impl Relay {
         let mut broken: Vec<&str> = Vec::new();
         let mut let_go = Vec::new();
         for row in &rows {
+            let seq = row.envelope.sequence;
             if broken.contains(&row.aggregate_key.as_str()) {
-                if attempts.remove(&row.seq).is_some() {
-                    let_go.push(row.seq);
+                if attempts.remove(&seq).is_some() {
+                    let_go.push(seq);
                 }
-            } else if !attempts.contains_key(&row.seq) {
+            } else if !attempts.contains_key(&seq) {
                 broken.push(&row.aggregate_key);
             }
         }
         self.release(subscriber, &let_go).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|DueRow { seq, aggregate_key, id, version, event_type, aggregate_type, payload, occurred_at_ms, .. }| {
-                let attempts = *attempts.get(&seq)?;
-                let aggregate_id = aggregate_key.split_once(':').map(|(_, id)| id.to_owned()).unwrap_or_default();
-                Some((attempts, self.envelope_of(OutboxRow { seq, id, version, event_type, aggregate_type, aggregate_id, payload, occurred_at_ms })))
-            })
-            .collect())
+        Ok(rows.into_iter().filter_map(|row| Some((*attempts.get(&row.envelope.sequence)?, row.envelope))).collect())
     }
 
     /// Sends deliveries to `subscriber` this relay claimed, together, and records the outcomes: those
@@ -618,25 +606,6 @@ impl Relay {
         .execute(&self.db)
         .await?;
         Ok(())
-    }
-
-    /// Sends a delivery this relay claimed and records the outcome (delivered; or failed, to be retried
-    /// after a backoff or, after the last attempt, dead). Returns whether it was delivered.
-    pub(crate) async fn send_claimed(&self, subscriber: &ServiceName, attempts: i64, envelope: &Envelope) -> Result<bool, sqlx::Error> {
-        // Bounded also in process (an HTTP delivery has its own timeout), so it ends within the claim.
-        let delivered_in_time = tokio::time::timeout(2 * DELIVERY_TIMEOUT, self.transport.deliver(subscriber, envelope))
-            .await
-            .unwrap_or_else(|_| Err(DeliveryError::TimedOut(subscriber.clone(), 2 * DELIVERY_TIMEOUT)));
-        match delivered_in_time {
-            Ok(()) => {
-                self.record_delivered(subscriber, &[envelope]).await?;
-                Ok(true)
-            }
-            Err(error) => {
-                self.record_failure(subscriber, attempts, envelope.sequence, &error).await?;
-                Ok(false)
-            }
-        }
     }
 
     /// Runs until the task is aborted: delivers, then waits for a commit or the next retry.

@@ -111,11 +111,36 @@ pub fn with_common_layers(router: Router, proxies: Arc<TrustedProxies>) -> Route
 #[derive(Clone, Default)]
 pub struct Readiness {
     draining: Arc<AtomicBool>,
+    /// The subscriptions of this process's producers found behind, and when that was read.
+    behind: Arc<tokio::sync::Mutex<Option<LagReading>>>,
 }
+
+/// The subscriptions found behind, and when that was read.
+type LagReading = (std::time::Instant, Vec<String>);
+
+/// How long `/readyz` reuses what it read of the subscriptions' lag (probes come every few seconds,
+/// from Kubernetes and from every shell).
+const LAG_READ_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Readiness {
     pub fn is_ready(&self) -> bool {
         !self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The subscriptions found behind, read at most every [`LAG_READ_EVERY`].
+    async fn behind(&self, scrape: &metrics::Scrape) -> Vec<String> {
+        if scrape.producers.is_empty() {
+            return Vec::new();
+        }
+        let mut cached = self.behind.lock().await;
+        match &*cached {
+            Some((read, behind)) if read.elapsed() < LAG_READ_EVERY => behind.clone(),
+            _ => {
+                let behind = scrape.behind().await;
+                *cached = Some((std::time::Instant::now(), behind.clone()));
+                behind
+            }
+        }
     }
 
     /// Starts draining: `/readyz` answers 503 from now on.
@@ -124,20 +149,33 @@ impl Readiness {
     }
 }
 
-/// `app` with `/healthz` and `/readyz` in front of it.
-fn with_health(app: Router, readiness: Readiness) -> Router {
+/// The header of a `/readyz` answer that lists the subscriptions behind (their subscribers).
+pub const EVENTS_BEHIND_HEADER: &str = "x-tessera-events-behind";
+
+/// `app` with `/healthz` and `/readyz` in front of it. `/readyz` answers 503 while draining; otherwise
+/// 200, saying which subscriptions of this process's events are further behind than
+/// `TESSERA_EVENTS_MAX_LAG_MS` (in the body and in [`EVENTS_BEHIND_HEADER`]). A lagging subscription
+/// does not take the instance out of rotation: it still serves, and removing it would only slow the
+/// producer's relay further; the operator sees it here, on `/admin/events` and in `/metrics`.
+fn with_health(app: Router, readiness: Readiness, scrape: metrics::Scrape) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
             "/readyz",
             get(move || {
-                let ready = readiness.is_ready();
+                let (readiness, scrape) = (readiness.clone(), scrape.clone());
                 async move {
-                    if ready {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "draining")
+                    if !readiness.is_ready() {
+                        return (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response();
                     }
+                    let behind = readiness.behind(&scrape).await;
+                    if behind.is_empty() {
+                        return (StatusCode::OK, "ready").into_response();
+                    }
+                    let subscribers: Vec<&str> = behind.iter().filter_map(|line| line.split(" → ").nth(1)?.split(':').next()).collect();
+                    let header = axum::http::HeaderValue::from_str(&subscribers.join(", ")).unwrap_or(axum::http::HeaderValue::from_static("yes"));
+                    let body = format!("ready; events behind:\n{}\n", behind.join("\n"));
+                    (StatusCode::OK, [(axum::http::HeaderName::from_static(EVENTS_BEHIND_HEADER), header)], body).into_response()
                 }
             }),
         )
@@ -181,8 +219,8 @@ pub async fn serve(
     let readiness = Readiness::default();
     let proxies = Arc::new(settings.trusted_proxies()?);
     metrics::handle();
-    let metrics = metrics::router(exposure.scrape);
-    let app = with_health(with_common_layers(app, proxies), readiness.clone());
+    let metrics = metrics::router(exposure.scrape.clone());
+    let app = with_health(with_common_layers(app, proxies), readiness.clone(), exposure.scrape.clone());
     let listener = TcpListener::bind(settings.addr).await.map_err(|source| HostError::Io { context: format!("binding {}", settings.addr), source })?;
     let addr = listener.local_addr().map_err(|source| HostError::Io { context: "reading the bound address".into(), source })?;
     let metrics_server = match settings.metrics_addr {
