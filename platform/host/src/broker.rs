@@ -66,7 +66,7 @@ const PULL_BATCH: usize = 256;
 /// arriving meanwhile, and the events waiting behind a failed one of their aggregate.
 const MAX_ACK_PENDING: i64 = 4 * PULL_BATCH as i64;
 /// How long an instance's hold on consuming one producer's stream lasts unless renewed.
-const CONSUMER_LEASE: Duration = Duration::from_secs(15);
+const CONSUMER_LEASE: Duration = Duration::from_secs(6);
 /// How often an idle consumer checks it still holds its lease.
 const LEASE_CHECK: Duration = Duration::from_secs(2);
 
