@@ -98,7 +98,7 @@ async function events(cluster) {
   for (;;) {
     last = await catalogStatus(url, cookie);
     if (last.received >= before + changes) break;
-    if (Date.now() - started > 120_000) throw new Error(`only ${last.received - before} of ${changes} events arrived`);
+    if (Date.now() - started > 120_000) throw new Error(`only ${last.received - before} of ${changes} events arrived (${JSON.stringify(cluster.common.TESSERA_OUTBOX_RELAY ?? 'poll')}, NATS ${Boolean(cluster.common.TESSERA_NATS_URL)})`);
     await sleep(20);
   }
   const consumed = Date.now() - started;
@@ -121,16 +121,27 @@ const columns = setups.flatMap(([name]) => builds.map(([label]) => (label ? `${n
 console.log(`| events: inventory → catalog, PostgreSQL, two instances of every process, release | ${columns.join(' | ')} |`);
 console.log(`|---|${columns.map(() => '--:').join('|')}|`);
 const results = [];
-for (const [, options] of setups) {
-  for (const [, dir] of builds) {
+for (const [name, options] of setups) {
+  for (const [label, dir] of builds) {
     const cluster = await startCluster({ binDir: dir, siteDir, pgUrl, instances: 2, ...options });
     try {
-      results.push(await events(cluster));
+      const result = await events(cluster);
+      console.error(`bench: ${name}${label ? `, ${label}` : ''}: ${Math.round((result.changes * 1000) / result.consumed)} events/s`);
+      results.push(result);
     } finally {
       await stopCluster(cluster);
     }
   }
 }
+const row = (label, value) => console.log(`| ${label} | ${results.map(value).join(' | ')} |`);
+row('commit → effect, 200 changes one at a time, p50 / p99 / max', (r) => `${r.steady.p50} / ${r.steady.p99} / ${r.steady.max} ms`);
+row('2000 changes from 16 admins: all committed after', (r) => `${(r.committed / 1000).toFixed(2)} s`);
+row('… all applied by the catalog after', (r) => `${(r.consumed / 1000).toFixed(2)} s`);
+row('… events/s, commit to consumer effect', (r) => `${Math.round((r.changes * 1000) / r.consumed)}`);
+row('… commit → effect during the burst, p50 / p99 / max', (r) => `${r.burst.p50} / ${r.burst.p99} / ${r.burst.max} ms`);
+row('database idle, 30 s: transactions/s · rows read/s', (r) => `${r.idle.transactions.toFixed(1)} · ${Math.round(r.idle.rows)}`);
+row('database per event in the burst: transactions · rows read', (r) => `${r.perEvent.transactions.toFixed(1)} · ${Math.round(r.perEvent.rows)}`);
+
 console.log();
 console.log(`| checkouts, events over NATS, PostgreSQL, 8 shoppers, ${seconds} s, release | checkouts/s | requests/s | failed |`);
 console.log('|---|--:|--:|--:|');

@@ -99,6 +99,8 @@ pub enum BrokerError {
     Receive(String),
     #[error("the message stream ended")]
     Ended,
+    #[error("deliveries were lost between stream positions {0} and {1}; waiting for them to come again")]
+    Gap(u64, u64),
 }
 
 /// Why a message on a stream is not an event this consumer may apply (a dead letter at once: it never
@@ -350,6 +352,29 @@ impl Held {
     }
 }
 
+/// The stream position the next first delivery should have (unknown until the pull's first message).
+#[derive(Default)]
+struct Expected {
+    next: Option<u64>,
+}
+
+impl Expected {
+    /// Whether `message` keeps the order: one seen before in this pull (a redelivery), or the one at
+    /// the expected position (which moves the expectation on); `false` for one past it.
+    fn follows(&mut self, message: &jetstream::Message) -> bool {
+        let Ok(info) = message.info() else { return true };
+        let position = info.stream_sequence;
+        match self.next {
+            Some(next) if position > next => false,
+            Some(next) if position < next => true,
+            _ => {
+                self.next = Some(position + 1);
+                true
+            }
+        }
+    }
+}
+
 /// One message of a pulled batch, read.
 struct Pulled {
     message: jetstream::Message,
@@ -420,6 +445,7 @@ impl Consumer {
             tokio::time::sleep(ACK_WAIT).await;
         }
         let mut messages = consumer.stream().max_messages_per_batch(PULL_BATCH).messages().await.map_err(|error| BrokerError::Pull(error.to_string()))?;
+        let mut expected = Expected::default();
         loop {
             if !lease.is_held() {
                 return Ok(());
@@ -449,6 +475,17 @@ impl Consumer {
                     }
                     None => break,
                 }
+            }
+            // The consumer sees every message of the stream, so first deliveries come in unbroken stream
+            // order. A gap means deliveries were lost on the way (a server went away): what follows
+            // must not overtake them. It is left unacknowledged, and the pull starts again, waiting for
+            // all of it to come back in order.
+            if let Some(gap) = batch.iter().position(|message| !expected.follows(message)) {
+                let expected_position = expected.next.unwrap_or_default();
+                let position = batch[gap].info().map(|info| info.stream_sequence).unwrap_or_default();
+                batch.truncate(gap);
+                self.handle_batch(batch, held).await;
+                return Err(BrokerError::Gap(expected_position, position));
             }
             self.handle_batch(batch, held).await;
             if let Some(error) = broken {

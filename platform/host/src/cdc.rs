@@ -56,7 +56,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 /// this many deliveries.
 const STREAM_BATCH: usize = 500;
 /// The soonest the leader sweeps again while deliveries wait.
-const RETRY_SWEEP: Duration = Duration::from_millis(500);
+const RETRY_SWEEP: Duration = Duration::from_millis(100);
 
 /// Where a fragment's replication stream comes from: its PostgreSQL server and schema.
 #[derive(Clone)]

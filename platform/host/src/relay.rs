@@ -329,16 +329,20 @@ impl Default for RelaySettings {
 }
 
 /// A pass's query: the due deliveries (`$1` now, `$2` how many at most, `$3` the pending status), each
-/// aggregate's a run from its oldest pending one. On a large outbox it is served by the indexes
+/// aggregate's a run from its oldest pending one: those before the first pending delivery of their
+/// aggregate that waits for a retry or is claimed (found once per aggregate, so a backlog of one
+/// aggregate costs its length, not its square). On a large outbox it is served by the indexes
 /// `outbox_deliveries_due` (status, next attempt) and `outbox_deliveries_order` (subscriber, aggregate,
 /// status, seq) and the outbox's key: no scan of the delivered rows (a PostgreSQL test reads its plan).
-pub const DUE_QUERY: &str = "SELECT d.seq, d.subscriber, d.aggregate_key, o.id, o.version, o.event_type, o.aggregate_type, o.payload, o.occurred_at_ms \
+pub const DUE_QUERY: &str = "WITH blocked AS (SELECT subscriber, aggregate_key, MIN(seq) AS first_seq FROM outbox_deliveries \
+       WHERE status = $3 AND (next_attempt_at_ms > $1 OR (claimed_until_ms IS NOT NULL AND claimed_until_ms >= $1)) \
+       GROUP BY subscriber, aggregate_key) \
+     SELECT d.seq, d.subscriber, d.aggregate_key, o.id, o.version, o.event_type, o.aggregate_type, o.payload, o.occurred_at_ms \
      FROM outbox_deliveries d JOIN outbox o ON o.seq = d.seq \
+     LEFT JOIN blocked b ON b.subscriber = d.subscriber AND b.aggregate_key = d.aggregate_key \
      WHERE d.status = $3 AND d.next_attempt_at_ms <= $1 \
        AND (d.claimed_until_ms IS NULL OR d.claimed_until_ms < $1) \
-       AND NOT EXISTS (SELECT 1 FROM outbox_deliveries e WHERE e.subscriber = d.subscriber \
-           AND e.aggregate_key = d.aggregate_key AND e.status = $3 AND e.seq < d.seq \
-           AND (e.next_attempt_at_ms > $1 OR (e.claimed_until_ms IS NOT NULL AND e.claimed_until_ms >= $1))) \
+       AND (b.first_seq IS NULL OR d.seq < b.first_seq) \
      ORDER BY d.seq LIMIT $2";
 
 /// A delivery that is due, with its event (one row of a pass's query).
