@@ -23,6 +23,11 @@
 //!   failing one rolled back alone). An event that fails holds back the later events of its aggregate
 //!   ([`Held`]): they are offered again without counting an attempt until it is applied or becomes a dead
 //!   letter, while other aggregates go on.
+//! - **No overtaking after a loss.** Deliveries lost on the way (a server of the cluster went away) come
+//!   back only after the ack wait, while newer ones may keep arriving. The consumer sees every message
+//!   of the stream, so a gap in the stream positions of a pull ([`Expected`]) shows the loss: what came
+//!   before it is applied, the rest is left unacknowledged, and a new pull waits out the ack wait, so
+//!   JetStream sends everything unacknowledged again, oldest first, before anything newer.
 //! - **Acknowledging.** A message is acknowledged (and the acknowledgement confirmed) only after its
 //!   inbox row and its effect committed together; a crash before that redelivers it, and the inbox makes
 //!   the second arrival harmless. A failure is negatively acknowledged with a delay that doubles per
