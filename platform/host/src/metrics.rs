@@ -25,6 +25,7 @@ use axum::response::IntoResponse;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::AnyPool;
 use tessera_contracts::domain::ServiceName;
+use tessera_fragment::event_admin::SubscriptionLag;
 
 /// Seconds: from a fast API answer to a slow page or a late event.
 const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
@@ -141,17 +142,13 @@ impl Scrape {
         gone
     }
 
-    /// The subscriptions of this process's producers that are further behind than the bound, as
-    /// `producer → subscriber: N waiting, oldest S s` (for `/readyz`).
-    pub async fn behind(&self) -> Vec<String> {
+    /// The subscriptions of this process's producers that are further behind than the bound, with
+    /// their producer (for `/readyz`).
+    pub async fn behind(&self) -> Vec<(ServiceName, SubscriptionLag)> {
         let mut behind = Vec::new();
         for (producer, db) in &self.producers {
             match tessera_fragment::event_admin::subscription_lags(db, self.max_lag_ms).await {
-                Ok(lags) => behind.extend(
-                    lags.into_iter()
-                        .filter(|lag| lag.behind)
-                        .map(|lag| format!("{producer} → {}: {} waiting, oldest {:.1} s", lag.subscriber, lag.pending, lag.lag_ms as f64 / 1000.0)),
-                ),
+                Ok(lags) => behind.extend(lags.into_iter().filter(|lag| lag.behind).map(|lag| (producer.clone(), lag))),
                 Err(error) => tracing::warn!(%producer, %error, "cannot read the subscriptions' lag"),
             }
         }

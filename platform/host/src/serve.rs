@@ -21,6 +21,8 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use serde::{Deserialize, Serialize};
+use tessera_contracts::domain::ServiceName;
+use tessera_fragment::event_admin::SubscriptionLag;
 use tessera_fragment::peers::ClearOnDrop;
 
 use crate::client_ip::{self, ClientIp, TrustedProxies};
@@ -116,7 +118,7 @@ pub struct Readiness {
 }
 
 /// The subscriptions found behind, and when that was read.
-type LagReading = (std::time::Instant, Vec<String>);
+type LagReading = (std::time::Instant, Vec<(ServiceName, SubscriptionLag)>);
 
 /// How long `/readyz` reuses what it read of the subscriptions' lag (probes come every few seconds,
 /// from Kubernetes and from every shell).
@@ -128,7 +130,7 @@ impl Readiness {
     }
 
     /// The subscriptions found behind, read at most every [`LAG_READ_EVERY`].
-    async fn behind(&self, scrape: &metrics::Scrape) -> Vec<String> {
+    async fn behind(&self, scrape: &metrics::Scrape) -> Vec<(ServiceName, SubscriptionLag)> {
         if scrape.producers.is_empty() {
             return Vec::new();
         }
@@ -172,9 +174,13 @@ fn with_health(app: Router, readiness: Readiness, scrape: metrics::Scrape) -> Ro
                     if behind.is_empty() {
                         return (StatusCode::OK, "ready").into_response();
                     }
-                    let subscribers: Vec<&str> = behind.iter().filter_map(|line| line.split(" → ").nth(1)?.split(':').next()).collect();
+                    let subscribers: Vec<&str> = behind.iter().map(|(_, lag)| lag.subscriber.as_str()).collect();
                     let header = axum::http::HeaderValue::from_str(&subscribers.join(", ")).unwrap_or(axum::http::HeaderValue::from_static("yes"));
-                    let body = format!("ready; events behind:\n{}\n", behind.join("\n"));
+                    let lines: Vec<String> = behind
+                        .iter()
+                        .map(|(producer, lag)| format!("{producer} → {}: {} waiting, oldest {:.1} s", lag.subscriber, lag.pending, lag.lag_ms as f64 / 1000.0))
+                        .collect();
+                    let body = format!("ready; events behind:\n{}\n", lines.join("\n"));
                     (StatusCode::OK, [(axum::http::HeaderName::from_static(EVENTS_BEHIND_HEADER), header)], body).into_response()
                 }
             }),
