@@ -42,7 +42,8 @@ pub struct BenchArgs {
     /// `inventory`, `catalog`, `checkout`, `rollout`,
     /// `dev` (how long an edit takes to show in `cargo xtask dev`), `scaleout` (events over NATS
     /// against HTTP, checkouts/s with 1 and 2 instances of every process) or `events` (stock changes from
-    /// commit to the catalog's effect on the embedded default, beside `--before`'s figures).
+    /// commit to the catalog's effect on the embedded default, beside `--before`'s figures) or `soak`
+    /// (the soak at 60 and 180 actions/s on SQLite and PostgreSQL, one table).
     #[arg(long)]
     only: Option<String>,
     /// An earlier commit's release build: for `events` its `tessera` binary, for `scaleout` the directory
@@ -50,6 +51,9 @@ pub struct BenchArgs {
     /// side (before, after).
     #[arg(long)]
     before: Option<PathBuf>,
+    /// Minutes of each soak in `--only soak` (60 and 180 actions/s, SQLite and PostgreSQL).
+    #[arg(long, default_value_t = 2)]
+    soak_minutes: u64,
 }
 
 pub fn bench(workspace: &Workspace, args: BenchArgs) -> Result<()> {
@@ -323,6 +327,9 @@ fn throughput(workspace: &Workspace, args: &BenchArgs) -> Result<()> {
     }
     if part("scaleout") {
         scaleout(workspace, args.seconds, args.before.as_deref().filter(|_| args.only.as_deref() == Some("scaleout")))?;
+    }
+    if args.only.as_deref() == Some("soak") {
+        crate::soak::bench_figures(workspace, args.soak_minutes)?;
     }
     if args.only.as_deref() == Some("events") {
         events_before_after(&binary, args.before.as_deref(), &site, &data)?;

@@ -323,6 +323,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 pub fn soak(workspace: &Workspace, args: &SoakArgs) -> Result<()> {
+    soak_once(workspace, args)?.verdict()
+}
+
+/// One soak (building what it needs first), its figures printed and returned.
+pub fn soak_once(workspace: &Workspace, args: &SoakArgs) -> Result<Summary> {
     setup::ensure_wasm_target()?;
     setup::ensure_npm_packages(workspace)?;
     for fragment in fragments(workspace)? {
@@ -351,13 +356,50 @@ pub fn soak(workspace: &Workspace, args: &SoakArgs) -> Result<()> {
     outcome
 }
 
-async fn drive(url: &str, pid: u32, args: &SoakArgs) -> Result<()> {
+/// `cargo xtask bench --only soak`: the soak at three and nine times its default rate (60 and 180
+/// actions/s), on SQLite and on PostgreSQL (when `TESSERA_TEST_POSTGRES_URL` is set), `minutes` each,
+/// in one table.
+pub fn bench_figures(workspace: &Workspace, minutes: u64) -> Result<()> {
+    let mut runs = Vec::new();
+    let postgres = std::env::var("TESSERA_TEST_POSTGRES_URL").is_ok_and(|url| !url.is_empty());
+    if !postgres {
+        println!("bench: TESSERA_TEST_POSTGRES_URL is not set: the soak runs on SQLite only");
+    }
+    for on_postgres in [false, true].into_iter().filter(|&on_postgres| postgres || !on_postgres) {
+        for rate in [60.0, 180.0] {
+            let args = SoakArgs { minutes, rate, shoppers: 16, postgres: on_postgres };
+            let summary = soak_once(workspace, &args)?;
+            runs.push((if on_postgres { "PostgreSQL" } else { "SQLite" }, rate, summary));
+        }
+    }
+    println!();
+    println!("| soak, {minutes} min each, release `tessera --demo`, 16 shoppers + 1 staff | requests/s | 4xx | 5xx + transport | failed actions | slowest route, p99 | memory slope |");
+    println!("|---|--:|--:|--:|--:|---|--:|");
+    for (backend, rate, summary) in &runs {
+        println!(
+            "| {backend}, {rate:.0} actions/s | {:.1} | {} | {} | {} | {} {:.0} ms | {:+.2} %/min |",
+            summary.requests as f64 / summary.elapsed.max(1.0),
+            summary.client_errors,
+            summary.server_errors,
+            summary.failed_actions,
+            summary.slowest.0,
+            summary.slowest.1,
+            summary.memory_slope_percent
+        );
+        for failure in &summary.first_failures {
+            println!("|   failed: {failure} |||||||");
+        }
+    }
+    Ok(())
+}
+
+async fn drive(url: &str, pid: u32, args: &SoakArgs) -> Result<Summary> {
     let stats = Arc::new(Stats::default());
     let crowd = assemble(url, pid, args, &stats).await?;
     let minutes = args.minutes.max(1);
     println!("soak: {} shoppers and one staff member, {:.0} actions/s for {minutes} min against {url} (pid {pid})…", crowd.shoppers.len(), args.rate);
     let run = load(&crowd, pid, minutes, args.rate).await;
-    report(&stats, &run, minutes)
+    Ok(report(&stats, &run, minutes))
 }
 
 /// Who acts in a soak: one staff member, the shoppers, and what they browse.
@@ -494,27 +536,61 @@ async fn load(crowd: &Crowd, pid: u32, minutes: u64, rate: f64) -> Run {
     Run { elapsed, missed: missed.load(Ordering::Relaxed), failures, memory }
 }
 
-/// Prints the routes' figures and the memory curve; fails on any 5xx, failed action or growing memory.
-fn report(stats: &Stats, run: &Run, minutes: u64) -> Result<()> {
+/// A soak's outcome in figures.
+pub struct Summary {
+    elapsed: f64,
+    requests: usize,
+    client_errors: usize,
+    /// 5xx answers and transport errors.
+    server_errors: usize,
+    failed_actions: usize,
+    first_failures: Vec<String>,
+    /// The route with the highest p99, and that p99 in milliseconds.
+    slowest: (&'static str, f64),
+    /// Growth after the warm-up, % of the level per minute (0 with fewer than three samples).
+    memory_slope_percent: f64,
+}
+
+impl Summary {
+    /// The soak passes with no 5xx, no failed action, and memory level (growing by at most 1 % of its
+    /// level per minute after the warm-up).
+    pub fn verdict(&self) -> Result<()> {
+        if self.server_errors > 0 || self.failed_actions > 0 {
+            bail!("{} 5xx or transport errors and {} failed actions", self.server_errors, self.failed_actions);
+        }
+        if self.memory_slope_percent > 1.0 {
+            bail!("resident memory keeps growing: {:+.2} %/min after the warm-up", self.memory_slope_percent);
+        }
+        println!("soak: no 5xx, no failed action, memory level");
+        Ok(())
+    }
+}
+
+/// Prints the routes' figures and the memory curve, and sums them up.
+fn report(stats: &Stats, run: &Run, minutes: u64) -> Summary {
     let Run { elapsed, missed, failures, memory: samples } = run;
     let elapsed = *elapsed;
     let routes = std::mem::take(&mut *stats.0.lock().unwrap());
-    let (mut total, mut server_errors, mut transport_errors) = (0, 0, 0);
+    let (mut total, mut client_errors, mut server_errors) = (0, 0, 0);
+    let mut slowest = ("none", 0.0);
     println!();
     println!("| route | requests | 4xx | 5xx | p50 ms | p99 ms |");
     println!("|---|--:|--:|--:|--:|--:|");
     for (route, mut route_stats) in routes {
         route_stats.latencies.sort();
         total += route_stats.latencies.len();
-        server_errors += route_stats.server_errors;
-        transport_errors += route_stats.transport_errors;
+        client_errors += route_stats.client_errors;
+        server_errors += route_stats.server_errors + route_stats.transport_errors;
+        let p99 = percentile(&route_stats.latencies, 0.99);
+        if p99 > slowest.1 {
+            slowest = (route, p99);
+        }
         println!(
-            "| {route} | {} | {} | {} | {:.1} | {:.1} |",
+            "| {route} | {} | {} | {} | {:.1} | {p99:.1} |",
             route_stats.latencies.len(),
             route_stats.client_errors,
             route_stats.server_errors + route_stats.transport_errors,
             percentile(&route_stats.latencies, 0.5),
-            percentile(&route_stats.latencies, 0.99)
         );
         if let Some(failure) = &route_stats.first_failure {
             println!("|   first failure: {failure} | | | | | |");
@@ -542,12 +618,14 @@ fn report(stats: &Stats, run: &Run, minutes: u64) -> Result<()> {
     for failure in failures.iter().take(10) {
         println!("soak: failed action: {failure}");
     }
-    if server_errors + transport_errors > 0 || !failures.is_empty() {
-        bail!("{server_errors} 5xx, {transport_errors} transport errors and {} failed actions", failures.len());
+    Summary {
+        elapsed,
+        requests: total,
+        client_errors,
+        server_errors,
+        failed_actions: failures.len(),
+        first_failures: failures.iter().take(3).cloned().collect(),
+        slowest,
+        memory_slope_percent: if settled.len() >= 3 { 100.0 * growth / level.max(1.0) } else { 0.0 },
     }
-    if settled.len() >= 3 && growth > 0.01 * level {
-        bail!("resident memory keeps growing: {:+.2} MiB/min after the warm-up", growth / 1024.0);
-    }
-    println!("soak: no 5xx, no failed action, memory level");
-    Ok(())
 }

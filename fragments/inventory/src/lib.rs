@@ -20,7 +20,10 @@
 //! Key decisions. The rules live in the database as well as in code: CHECK constraints keep every counter
 //! at or above zero and reservations plus holds within on-hand, triggers make the ledger append-only and
 //! the reservation lifecycle one-way, and every change is one guarded `UPDATE … RETURNING`, so concurrent
-//! buyers of the last units serialise on the row and never oversell (SQLite and PostgreSQL alike).
+//! buyers of the last units serialise on the row and never oversell (SQLite and PostgreSQL alike). A
+//! transaction that changes several stock rows — a cart's hold replacing another, a batch of order
+//! events — locks them in SKU order first (`ledger::lock_in_order`), so on PostgreSQL two of them queue
+//! instead of deadlocking (each deadlock cost a second and a retry, enough to time a shopper out).
 //! Operations take the clock as an argument, so tests drive expiry. Reservations are open to signed
 //! service calls only; staff pages and server functions to the inventory-admin role only (401/403 pages
 //! for others). Shrinkage and count corrections cannot take reserved units: staff cancel reservations

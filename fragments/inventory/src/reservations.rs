@@ -229,6 +229,14 @@ pub async fn reserve(db: &AnyPool, outbox: &Outbox, caller: &ServiceName, reques
         if inserted.rows_affected() == 0 {
             return Ok(None);
         }
+        // Releasing the replaced reservations and holding the new lines touch several stock rows: take
+        // them in SKU order first (a cart adding a SKU that sorts before the ones it holds would otherwise
+        // lock in the opposite order of a cart doing the reverse).
+        let mut skus: Vec<Sku> = request.lines.iter().map(|(sku, _)| sku.clone()).collect();
+        for replaced in &request.replaces {
+            skus.extend(lines_of(&mut tx, replaced).await?.into_iter().map(|line| line.sku));
+        }
+        ledger::lock_in_order(&mut tx, &skus, MAIN_LOCATION).await?;
         for replaced in &request.replaces {
             release_in(&mut tx, outbox, caller, replaced, &format!("replaced by reservation {id}"), now_ms).await?;
         }
@@ -549,6 +557,41 @@ async fn pay_order(
     }
     insert_lines(tx, &id, lines).await?;
     Ok(Applied::Done)
+}
+
+/// The stock rows applying these order events will change, locked in SKU order before any of them is
+/// applied (`Subscriptions::lock_first`): a batch of paid and cancelled orders touches many SKUs.
+pub async fn lock_for_events(tx: &mut AnyConnection, envelopes: &[&tessera_contracts::events::Envelope]) -> Result<(), sqlx::Error> {
+    // One event alone takes its rows in SKU order already (an order's lines come sorted).
+    if envelopes.len() < 2 || tx.backend_name() != "PostgreSQL" {
+        return Ok(());
+    }
+    let mut skus: Vec<Sku> = Vec::new();
+    for envelope in envelopes {
+        // An event that does not decode is refused by its handler; it locks nothing.
+        let (reservation_id, order_id) = if let Ok(paid) = envelope.decode::<OrderPaid>() {
+            skus.extend(paid.lines.into_iter().map(|line| line.sku));
+            (paid.reservation_id, paid.order_id)
+        } else if let Ok(cancelled) = envelope.decode::<OrderCancelled>() {
+            (cancelled.reservation_id, cancelled.order_id)
+        } else if let Ok(requested) = envelope.decode::<OrderCancelRequested>() {
+            (requested.reservation_id, requested.order_id)
+        } else {
+            continue;
+        };
+        let held: Vec<(Sku,)> = sqlx::query_as(
+            "SELECT l.sku FROM reservations r JOIN reservation_lines l ON l.reservation_id = r.id \
+             WHERE (r.id = $1 OR r.order_id = $2) AND r.status IN ($3, $4)",
+        )
+        .bind(&reservation_id)
+        .bind(&order_id)
+        .bind(ReservationStatus::Soft)
+        .bind(ReservationStatus::Hard)
+        .fetch_all(&mut *tx)
+        .await?;
+        skus.extend(held.into_iter().map(|(sku,)| sku));
+    }
+    ledger::lock_in_order(tx, &skus, MAIN_LOCATION).await
 }
 
 /// What ending an order's reservations found.

@@ -120,6 +120,7 @@ impl Fragment for Inventory {
     }
     fn subscriptions(&self) -> Subscriptions {
         Subscriptions::new()
+            .lock_first(|_, tx, envelopes| Box::pin(reservations::lock_for_events(tx, envelopes)))
             .on::<OrderPaid>(|runtime, tx, envelope, event| {
                 Box::pin(async move { order_event(reservations::order_paid(tx, &runtime.events.outbox, envelope, &event, now_ms()).await) })
             })

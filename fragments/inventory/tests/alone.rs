@@ -204,6 +204,88 @@ async fn a_reservation_can_replace_others_atomically(backend: Backend) {
     assert_invariants(&db, "after replacing").await;
 }
 
+/// The PostgreSQL database of the lock-order test alone, so that its deadlock count is its own.
+const LOCK_ORDER_DATABASE: &str = "tessera_lock_order";
+
+/// How many deadlocks PostgreSQL has counted in `database` (`None` on SQLite).
+async fn deadlocks(database: &str) -> Option<i64> {
+    let url = tessera_testing::postgres_url()?;
+    let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+    let (count,): (i64,) = sqlx::query_as("SELECT CAST(COALESCE(MAX(deadlocks), 0) AS BIGINT) FROM pg_stat_database WHERE datname = $1")
+        .bind(database)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    Some(count)
+}
+
+each_backend!(carts_that_grow_in_opposite_sku_orders_wait_for_each_other_instead_of_deadlocking);
+async fn carts_that_grow_in_opposite_sku_orders_wait_for_each_other_instead_of_deadlocking(backend: Backend) {
+    const CARTS: usize = 8;
+    const ROUNDS: usize = 12;
+    sqlx::any::install_default_drivers();
+    let before = if backend == Backend::Postgres {
+        let url = tessera_testing::postgres_url().unwrap();
+        let mut connection = <sqlx::AnyConnection as sqlx::Connection>::connect(&url).await.unwrap();
+        // Another test binary may create it at the same moment: "already exists" either way.
+        let _ = sqlx::query(&format!("CREATE DATABASE {LOCK_ORDER_DATABASE}")).execute(&mut connection).await;
+        deadlocks(LOCK_ORDER_DATABASE).await
+    } else {
+        None
+    };
+    let options = Options {
+        demo: Some(0),
+        configure: Some(|settings| {
+            if let Some(url) = settings.store.postgres_url.take() {
+                let (server, _) = url.rsplit_once('/').expect("a database URL");
+                settings.store.postgres_url = Some(format!("{server}/{LOCK_ORDER_DATABASE}"));
+            }
+        }),
+        ..Options::default()
+    };
+    let app = Alone::start(&tessera_inventory::server::Inventory, backend, options).await;
+    let ada = app.cookie_of(&Alone::user("ada", &[Role::InventoryAdmin]));
+    stock_new(&app, &ada, "ORD-A", 1_000).await;
+    stock_new(&app, &ada, "ORD-B", 1_000).await;
+    let client = cart(&app);
+    // Each cart swaps between holding B alone and holding A and B, replacing its previous hold: growing
+    // releases B before it holds A, shrinking releases A before B. Unordered, two carts deadlock.
+    let carts = (0..CARTS).map(|cart| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut held: Option<ReservationId> = None;
+            for round in 0..ROUNDS * 2 {
+                let lines: &[(&str, i64)] = if (round + cart) % 2 == 0 { &[("ORD-B", 1)] } else { &[("ORD-A", 1), ("ORD-B", 1)] };
+                let next = ReserveRequest { replaces: held.iter().cloned().collect(), ..request(&format!("cart-{cart}-{round}"), lines) };
+                let reservation: Reservation =
+                    client.post(RESERVATIONS_PATH, &next).await.unwrap_or_else(|error| panic!("cart {cart} round {round}: {error:?}"));
+                held = Some(reservation.id);
+            }
+        })
+    });
+    for cart in futures::future::join_all(carts).await {
+        cart.unwrap();
+    }
+    let db = app.runtime.db.clone();
+    // Every cart ends holding A and B (its last round is odd-even mixed: count what is live).
+    let live =
+        count(&db, "SELECT COUNT(*) FROM reservation_lines l JOIN reservations r ON r.id = l.reservation_id WHERE r.status = 'soft' AND l.sku = 'ORD-A'").await;
+    assert_eq!(counters(&db, "ORD-A").await.1, live, "{backend:?}: A's soft count is its live holds");
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, CARTS as i64, "{backend:?}: one live hold per cart");
+    assert_invariants(&db, "after the carts").await;
+    drop(app);
+    // A PostgreSQL backend reports its counts when it ends: close the pool, then give them a moment.
+    db.close().await;
+    if let Some(before) = before {
+        let mut after = before;
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            after = deadlocks(LOCK_ORDER_DATABASE).await.unwrap();
+        }
+        assert_eq!(after - before, 0, "PostgreSQL broke {} deadlocks between the carts", after - before);
+    }
+}
+
 each_backend!(an_order_is_held_hard_when_paid_released_when_cancelled_and_consumed_when_fulfilled);
 async fn an_order_is_held_hard_when_paid_released_when_cancelled_and_consumed_when_fulfilled(backend: Backend) {
     let app = start(backend).await;

@@ -65,6 +65,7 @@ pub async fn apply(runtime: &FragmentRuntime, subscription: &Subscription, envel
         if !record_in_inbox(&mut tx, envelope).await? {
             return Ok(false);
         }
+        runtime.events.subscriptions.take_locks(runtime, &mut tx, &[envelope]).await?;
         subscription.apply(runtime, &mut tx, envelope).await?;
         tx.commit().await?;
         Ok::<_, HandlerError>(true)
@@ -93,6 +94,11 @@ pub enum Applied {
     HeldBack,
 }
 
+fn owned_aggregate(envelope: &Envelope) -> (String, String) {
+    let (kind, id) = aggregate_of(envelope);
+    (kind.to_owned(), id.to_owned())
+}
+
 /// The key that orders events: their aggregate.
 pub fn aggregate_of(envelope: &Envelope) -> (&str, &str) {
     (envelope.aggregate_type.as_str(), envelope.aggregate_id.as_str())
@@ -109,6 +115,9 @@ pub async fn apply_batch(runtime: &FragmentRuntime, batch: &[(&Subscription, &En
         let mut tx = runtime.db.begin().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut stopped: std::collections::HashSet<(String, String)> = held.iter().cloned().collect();
+        let envelopes: Vec<&Envelope> =
+            batch.iter().filter(|(_, envelope)| !stopped.contains(&owned_aggregate(envelope))).map(|(_, envelope)| *envelope).collect();
+        runtime.events.subscriptions.take_locks(runtime, &mut tx, &envelopes).await?;
         for (subscription, envelope) in batch {
             let (kind, id) = aggregate_of(envelope);
             if stopped.contains(&(kind.to_owned(), id.to_owned())) {

@@ -60,6 +60,12 @@ type ErasedHandler<R> = Box<dyn for<'a> Fn(&'a R, &'a mut AnyConnection, &'a Env
 /// Work to do once an event's transaction committed (outside it, in the background).
 pub type AfterCommit<R> = fn(R) -> BoxFuture<'static, ()>;
 
+/// Takes, first thing in a transaction that applies `envelopes`, the row locks their handlers will take,
+/// in one fixed order. A batch applies many events in one transaction; without this, its locks are taken
+/// in the events' order while a request takes the same rows in another, and PostgreSQL breaks the
+/// deadlock by failing one of them after its `deadlock_timeout` (a second lost each time).
+pub type LockFirst<R> = for<'a> fn(&'a R, &'a mut AnyConnection, &'a [&'a Envelope]) -> BoxFuture<'a, Result<(), sqlx::Error>>;
+
 /// One consumed event type.
 pub struct Subscription<R> {
     /// Event type, e.g. `cart.order_paid`.
@@ -84,11 +90,12 @@ impl<R> Subscription<R> {
 /// The events a fragment consumes.
 pub struct Subscriptions<R> {
     list: Vec<Subscription<R>>,
+    lock_first: Option<LockFirst<R>>,
 }
 
 impl<R> Default for Subscriptions<R> {
     fn default() -> Self {
-        Subscriptions { list: Vec::new() }
+        Subscriptions { list: Vec::new(), lock_first: None }
     }
 }
 
@@ -105,6 +112,12 @@ impl<R: Sync + 'static> Subscriptions<R> {
     /// Subscribes to `E` with `handler`, and runs `after` once an applied event committed.
     pub fn on_then<E: Event + Send + 'static>(self, handler: Handler<R, E>, after: AfterCommit<R>) -> Subscriptions<R> {
         self.push::<E>(handler, Some(after))
+    }
+
+    /// Runs `locks` at the start of every transaction that applies events (see [`LockFirst`]).
+    pub fn lock_first(mut self, locks: LockFirst<R>) -> Subscriptions<R> {
+        self.lock_first = Some(locks);
+        self
     }
 
     fn push<E: Event + Send + 'static>(mut self, handler: Handler<R, E>, after_commit: Option<AfterCommit<R>>) -> Subscriptions<R> {
@@ -128,6 +141,14 @@ impl<R> Subscriptions<R> {
 
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
+    }
+
+    /// Takes the locks applying `envelopes` needs, in order, if the fragment said how.
+    pub async fn take_locks(&self, runtime: &R, tx: &mut AnyConnection, envelopes: &[&Envelope]) -> Result<(), sqlx::Error> {
+        match self.lock_first {
+            Some(locks) if !envelopes.is_empty() => locks(runtime, tx, envelopes).await,
+            _ => Ok(()),
+        }
     }
 
     /// The consumed event types and versions.
