@@ -43,6 +43,32 @@ function databaseLoad() {
   return { transactions, rows, at: Date.now() };
 }
 
+/** Whether the server keeps per-statement statistics (the `pg_stat_statements` extension, loaded by
+ * `shared_preload_libraries`): then each setup also prints where its burst's database work went. */
+const statementStats = (() => {
+  try {
+    return execFileSync('psql', [pgUrl, '-X', '-Atc', "SELECT COUNT(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"]).toString().trim() === '1';
+  } catch {
+    return false;
+  }
+})();
+
+function resetStatements() {
+  if (statementStats) execFileSync('psql', [pgUrl, '-X', '-Atc', 'SELECT pg_stat_statements_reset()']);
+}
+
+/** The statements that touched the most buffers since the reset, per event of the burst. */
+function topStatements(changes) {
+  if (!statementStats) return [];
+  const sql = `SELECT calls, shared_blks_hit + shared_blks_read, rows, round(total_exec_time::numeric, 0), regexp_replace(left(query, 110), '\\s+', ' ', 'g')
+    FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+    ORDER BY shared_blks_hit + shared_blks_read DESC LIMIT 8`;
+  return execFileSync('psql', [pgUrl, '-X', '-At', '-F', '\t', '-c', sql]).toString().trim().split('\n').filter(Boolean).map((line) => {
+    const [calls, blocks, rows, ms, query] = line.split('\t');
+    return { callsPerEvent: Number(calls) / changes, blocksPerEvent: Number(blocks) / changes, rowsPerCall: Number(rows) / Math.max(1, Number(calls)), ms: Number(ms), query };
+  });
+}
+
 /** Deliveries still pending in every producer's outbox of the cluster. */
 function pendingDeliveries(cluster) {
   const sum = ['inventory', 'cart', 'catalog'].map((service) => `(SELECT COUNT(*) FROM ${cluster.prefix}${service}.outbox_deliveries WHERE status = 'pending')`).join(' + ');
@@ -83,6 +109,7 @@ async function events(cluster) {
   const changes = 2000;
   const workers = 16;
   await sleep(10_000);
+  resetStatements();
   const burstFrom = databaseLoad();
   const started = Date.now();
   await Promise.all(
@@ -104,9 +131,10 @@ async function events(cluster) {
   const consumed = Date.now() - started;
   await sleep(1500);
   const burstTo = databaseLoad();
+  const statements = topStatements(changes);
   const idle = { transactions: rate(idleFrom, idleTo, 'transactions'), rows: rate(idleFrom, idleTo, 'rows') };
   const perEvent = { transactions: (burstTo.transactions - burstFrom.transactions) / changes, rows: (burstTo.rows - burstFrom.rows) / changes };
-  return { steady: steady.latency_ms, burst: last.latency_ms, committed, consumed, changes, idle, perEvent };
+  return { steady: steady.latency_ms, burst: last.latency_ms, committed, consumed, changes, idle, perEvent, statements };
 }
 
 const setups = [
@@ -128,6 +156,12 @@ for (const [name, options] of setups) {
       const result = await events(cluster);
       console.error(`bench: ${name}${label ? `, ${label}` : ''}: ${Math.round((result.changes * 1000) / result.consumed)} events/s`);
       results.push(result);
+      if (result.statements.length) {
+        console.error(`bench: ${name}${label ? `, ${label}` : ''}: the burst's heaviest statements (pg_stat_statements), per event: calls · buffers · rows per call · total ms · statement`);
+        for (const s of result.statements) {
+          console.error(`  ${s.callsPerEvent.toFixed(2)} · ${s.blocksPerEvent.toFixed(1)} · ${s.rowsPerCall.toFixed(1)} · ${s.ms} · ${s.query}`);
+        }
+      }
     } finally {
       await stopCluster(cluster);
     }

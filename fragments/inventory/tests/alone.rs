@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use shared_auth::Role;
 use sqlx::AnyPool;
 use tessera_contracts::domain::{OrderId, Quantity, ReservationId, ServiceName};
-use tessera_contracts::events::{Event, OrderCancelled, OrderPaid, StockChanged};
+use tessera_contracts::events::{Envelope, Event, OrderCancelled, OrderPaid, StockChanged};
 use tessera_contracts::inventory::{reservation_path, ExtendRequest, Line, Reservation, ReservationStatus, ReserveRequest, RESERVATIONS_PATH};
 use tessera_contracts::ApiError;
 use tessera_fragment::outbox::Outbox;
@@ -219,8 +219,8 @@ async fn deadlocks(database: &str) -> Option<i64> {
     Some(count)
 }
 
-each_backend!(carts_that_grow_in_opposite_sku_orders_wait_for_each_other_instead_of_deadlocking);
-async fn carts_that_grow_in_opposite_sku_orders_wait_for_each_other_instead_of_deadlocking(backend: Backend) {
+each_backend!(carts_and_event_batches_taking_skus_in_opposite_orders_wait_instead_of_deadlocking);
+async fn carts_and_event_batches_taking_skus_in_opposite_orders_wait_instead_of_deadlocking(backend: Backend) {
     const CARTS: usize = 8;
     const ROUNDS: usize = 12;
     sqlx::any::install_default_drivers();
@@ -273,6 +273,46 @@ async fn carts_that_grow_in_opposite_sku_orders_wait_for_each_other_instead_of_d
     assert_eq!(counters(&db, "ORD-A").await.1, live, "{backend:?}: A's soft count is its live holds");
     assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations WHERE status = 'soft'").await, CARTS as i64, "{backend:?}: one live hold per cart");
     assert_invariants(&db, "after the carts").await;
+
+    // A batch of paid orders applied in one transaction (as a broker consumer or the batch endpoint does),
+    // its orders' SKUs in the opposite order of carts reserving both at the same moment.
+    let paid = |order: OrderId, held: &Reservation| {
+        let event = OrderPaid { order_id: order, reservation_id: held.id.clone(), lines: held.lines.clone() };
+        Envelope {
+            id: uuid::Uuid::new_v4().to_string(),
+            event_type: OrderPaid::TYPE.into(),
+            version: OrderPaid::VERSION,
+            aggregate_type: OrderPaid::AGGREGATE.into(),
+            aggregate_id: event.aggregate_id(),
+            sequence: 1,
+            occurred_at_ms: tessera_fragment::db::now_ms(),
+            producer: ServiceName::CART,
+            payload: serde_json::to_value(&event).unwrap(),
+        }
+    };
+    let subscription = app.runtime.events.subscriptions.get(OrderPaid::TYPE).unwrap();
+    for round in 0..ROUNDS as u32 {
+        let on_b: Reservation = client.post(RESERVATIONS_PATH, &request(&format!("paid-b-{round}"), &[("ORD-B", 1)])).await.unwrap();
+        let on_a: Reservation = client.post(RESERVATIONS_PATH, &request(&format!("paid-a-{round}"), &[("ORD-A", 1)])).await.unwrap();
+        let batch = [paid(order(1000 + 2 * round), &on_b), paid(order(1001 + 2 * round), &on_a)];
+        let carts = (0..4).map(|cart| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client.post::<_, Reservation>(RESERVATIONS_PATH, &request(&format!("both-{round}-{cart}"), &[("ORD-A", 1), ("ORD-B", 1)])).await
+            })
+        });
+        let pairs = [(subscription, &batch[0]), (subscription, &batch[1])];
+        let applying = tessera_fragment::inbox::apply_batch(&app.runtime, &pairs, &[]);
+        let (applied, carts) = tokio::join!(applying, futures::future::join_all(carts));
+        for outcome in applied.unwrap() {
+            assert!(matches!(outcome, tessera_fragment::inbox::Applied::Done(true)), "{backend:?} round {round}: {outcome:?}");
+        }
+        for cart in carts {
+            cart.unwrap().unwrap();
+        }
+    }
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM reservations WHERE status = 'hard'").await, 2 * ROUNDS as i64, "{backend:?}: every order held hard");
+    assert_invariants(&db, "after the batches").await;
     drop(app);
     // A PostgreSQL backend reports its counts when it ends: close the pool, then give them a moment.
     db.close().await;
@@ -282,7 +322,7 @@ async fn carts_that_grow_in_opposite_sku_orders_wait_for_each_other_instead_of_d
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             after = deadlocks(LOCK_ORDER_DATABASE).await.unwrap();
         }
-        assert_eq!(after - before, 0, "PostgreSQL broke {} deadlocks between the carts", after - before);
+        assert_eq!(after - before, 0, "PostgreSQL broke {} deadlocks between the carts and the batches", after - before);
     }
 }
 
