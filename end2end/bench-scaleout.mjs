@@ -4,11 +4,13 @@
 //   with the polling relay, over HTTP with the relay fed by PostgreSQL's replication stream (CDC), and
 //   over NATS JetStream (two instances of every process), with the database's load idle and per event,
 //   and, given an earlier build's binaries, that build's figures beside each;
+// - the event path alone (events written straight into inventory's outbox, no admin requests): 1,000
+//   changes/s offered for 30 s, then 10,000 at once;
 // - whole checkouts/s (browse, add, place, pay, paid by webhook) with 1 and with 2 instances of every
 //   process (events over NATS), the shoppers spread over the shells.
 //
 // Usage: node bench-scaleout.mjs <binary dir> <site dir> <seconds of checkout load> <postgres url> <nats url> [<before binary dir>]
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { shopperLoad, startCluster, stopCluster } from './faults.mjs';
 
 const [binDir, siteDir, seconds = '5', pgUrl, natsUrl, beforeDir] = process.argv.slice(2);
@@ -132,9 +134,80 @@ async function events(cluster) {
   await sleep(1500);
   const burstTo = databaseLoad();
   const statements = topStatements(changes);
+  // The event path alone: 1,000 changes/s offered for 30 s, then 10,000 at once.
+  const steadyLoad = await injected(cluster, { perTick: 10, ticks: 3000 });
+  const flood = await injected(cluster, { total: 10_000 });
   const idle = { transactions: rate(idleFrom, idleTo, 'transactions'), rows: rate(idleFrom, idleTo, 'rows') };
   const perEvent = { transactions: (burstTo.transactions - burstFrom.transactions) / changes, rows: (burstTo.rows - burstFrom.rows) / changes };
-  return { steady: steady.latency_ms, burst: last.latency_ms, committed, consumed, changes, idle, perEvent, statements };
+  return { steady: steady.latency_ms, burst: last.latency_ms, committed, consumed, changes, idle, perEvent, statements, steadyLoad, flood };
+}
+
+function psql(sql) {
+  return execFileSync('psql', [pgUrl, '-X', '-Atc', sql]).toString().trim();
+}
+
+/** Events alone, without the admin requests that cause them: stock changes written straight into
+ * inventory's outbox the way its transactions write them (an outbox row, one delivery per subscriber of
+ * `inventory.stock_changed`), through one psql session, for the relays to send and the catalog to apply.
+ * `perTick` events in one transaction every 10 ms (open loop; 10 per tick is 1,000 changes/s), for
+ * `ticks` ticks; `perTick` 0 sends `total` at once in transactions of 2,000. Returns when the catalog
+ * applied them all: events/s from the first commit to the last effect, and commit → effect per event. */
+async function injected(cluster, { perTick = 0, ticks = 0, total = 0 }) {
+  const inventory = `${cluster.prefix}inventory`;
+  const catalog = `${cluster.prefix}catalog`;
+  const subscribers = psql(`SELECT DISTINCT d.subscriber FROM ${inventory}.outbox_deliveries d JOIN ${inventory}.outbox o ON o.seq = d.seq WHERE o.event_type = 'inventory.stock_changed'`).split('\n').filter(Boolean);
+  const skus = psql(`SELECT DISTINCT sku FROM ${inventory}.stock_levels ORDER BY sku`).split('\n').filter(Boolean);
+  if (!subscribers.length || !skus.length) throw new Error('inventory has no stock_changed subscribers or no SKUs to inject events for');
+  const skuArray = `ARRAY[${skus.map((sku) => `'${sku}'`).join(', ')}]`;
+  const statement = (count, offset) => `WITH o AS (INSERT INTO ${inventory}.outbox (id, event_type, version, aggregate_type, aggregate_id, payload, occurred_at_ms)
+      SELECT gen_random_uuid()::text, 'inventory.stock_changed', 1, 'sku', sku, json_build_object('sku', sku, 'on_hand', 500 + i % 50, 'available', 400 + i % 50)::text,
+             (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+      FROM (SELECT i, (${skuArray})[1 + (i + ${offset}) % ${skus.length}] AS sku FROM generate_series(1, ${count}) AS i) AS picked
+      RETURNING seq, aggregate_id, occurred_at_ms)
+    INSERT INTO ${inventory}.outbox_deliveries (seq, subscriber, aggregate_key, next_attempt_at_ms)
+      SELECT o.seq, s.subscriber, 'sku:' || o.aggregate_id, o.occurred_at_ms FROM o CROSS JOIN (VALUES ${subscribers.map((name) => `('${name}')`).join(', ')}) AS s (subscriber);\n`;
+  const from = Number(psql(`SELECT COALESCE(MAX(position), 0) FROM ${catalog}.inbox`));
+  const session = spawn('psql', [pgUrl, '-X', '-q', '-v', 'ON_ERROR_STOP=1'], { stdio: ['pipe', 'ignore', 'inherit'] });
+  const finished = new Promise((resolve, reject) => session.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`psql exited with ${code}`)))));
+  const load = databaseLoad();
+  const started = Date.now();
+  let sent = 0;
+  if (perTick > 0) {
+    for (let tick = 0; tick < ticks; tick += 1) {
+      session.stdin.write(statement(perTick, sent));
+      sent += perTick;
+      const next = started + (tick + 1) * 10;
+      await sleep(Math.max(0, next - Date.now()));
+    }
+  } else {
+    for (; sent < total; sent += 2000) session.stdin.write(statement(Math.min(2000, total - sent), sent));
+  }
+  session.stdin.end();
+  await finished;
+  const written = Date.now() - started;
+  let applied = 0;
+  for (;;) {
+    applied = Number(psql(`SELECT COUNT(*) FROM ${catalog}.inbox WHERE position > ${from} AND event_type = 'inventory.stock_changed'`));
+    if (applied >= sent) break;
+    // Reported, not thrown: how far the event path got is the figure.
+    if (Date.now() - started > 180_000) break;
+    await sleep(50);
+  }
+  await sleep(1500);
+  const after = databaseLoad();
+  const [first, last, p50, p99, max] = psql(`SELECT MIN(occurred_at_ms), MAX(received_at_ms),
+      percentile_disc(0.5) WITHIN GROUP (ORDER BY received_at_ms - occurred_at_ms), percentile_disc(0.99) WITHIN GROUP (ORDER BY received_at_ms - occurred_at_ms),
+      MAX(received_at_ms - occurred_at_ms) FROM ${catalog}.inbox WHERE position > ${from} AND event_type = 'inventory.stock_changed'`).split('|').map(Number);
+  // Until everything arrived, or for as long as the bench waited.
+  const end = applied >= sent ? last : started + 180_000;
+  return {
+    events: sent,
+    applied,
+    writtenPerSecond: (sent * 1000) / written,
+    perSecond: (applied * 1000) / Math.max(1, end - first),
+    latency: { p50, p99, max },
+    perEvent: { transactions: (after.transactions - load.transactions) / sent, rows: (after.rows - load.rows) / sent },
+  };
 }
 
 const setups = [
@@ -175,6 +248,13 @@ row('… events/s, commit to consumer effect', (r) => `${Math.round((r.changes *
 row('… commit → effect during the burst, p50 / p99 / max', (r) => `${r.burst.p50} / ${r.burst.p99} / ${r.burst.max} ms`);
 row('database idle, 30 s: transactions/s · rows read/s', (r) => `${r.idle.transactions.toFixed(1)} · ${Math.round(r.idle.rows)}`);
 row('database per event in the burst: transactions · rows read', (r) => `${r.perEvent.transactions.toFixed(1)} · ${Math.round(r.perEvent.rows)}`);
+const arrived = (phase) => (phase.applied < phase.events ? ` (${phase.applied} of ${phase.events} within 180 s)` : '');
+row('events alone (written into the outbox), 1,000 changes/s offered for 30 s: written/s · applied/s', (r) => `${Math.round(r.steadyLoad.writtenPerSecond)} · ${Math.round(r.steadyLoad.perSecond)}${arrived(r.steadyLoad)}`);
+row('… commit → effect, p50 / p99 / max', (r) => `${r.steadyLoad.latency.p50} / ${r.steadyLoad.latency.p99} / ${r.steadyLoad.latency.max} ms`);
+row('… database per event: transactions · rows read (writer included)', (r) => `${r.steadyLoad.perEvent.transactions.toFixed(2)} · ${Math.round(r.steadyLoad.perEvent.rows)}`);
+row('events alone, 10,000 written at once: events/s, first commit to last effect', (r) => `${Math.round(r.flood.perSecond)}${arrived(r.flood)}`);
+row('… commit → effect, p50 / p99 / max', (r) => `${r.flood.latency.p50} / ${r.flood.latency.p99} / ${r.flood.latency.max} ms`);
+row('… database per event: transactions · rows read (writer included)', (r) => `${r.flood.perEvent.transactions.toFixed(2)} · ${Math.round(r.flood.perEvent.rows)}`);
 
 console.log();
 console.log(`| checkouts, events over NATS, PostgreSQL, 8 shoppers, ${seconds} s, release | checkouts/s | requests/s | failed |`);
