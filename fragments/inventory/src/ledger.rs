@@ -155,6 +155,12 @@ pub async fn lock_stock(connection: &mut AnyConnection, sku: &Sku, location: &st
     Ok(())
 }
 
+/// Whether this database locks rows (PostgreSQL), so that their order matters; SQLite locks the whole
+/// database for one writer at a time. Callers skip gathering what [`lock_in_order`] would lock when not.
+pub fn locks_rows(connection: &AnyConnection) -> bool {
+    connection.backend_name() == "PostgreSQL"
+}
+
 /// Locks the stock rows of `skus` at `location` in SKU order, on PostgreSQL, when a transaction is about
 /// to change more than one of them. Every transaction that changes several stock rows takes them in this
 /// one order, so two of them wait for each other instead of deadlocking (PostgreSQL would fail one after
@@ -163,7 +169,7 @@ pub async fn lock_stock(connection: &mut AnyConnection, sku: &Sku, location: &st
 /// time holds the whole database.
 pub async fn lock_in_order<'s>(connection: &mut AnyConnection, skus: impl IntoIterator<Item = &'s Sku>, location: &str) -> Result<(), sqlx::Error> {
     let skus: std::collections::BTreeSet<&Sku> = skus.into_iter().collect();
-    if skus.len() < 2 || connection.backend_name() != "PostgreSQL" {
+    if skus.len() < 2 || !locks_rows(connection) {
         return Ok(());
     }
     let placeholders: Vec<String> = (2..skus.len() + 2).map(|n| format!("${n}")).collect();

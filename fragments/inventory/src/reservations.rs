@@ -231,12 +231,14 @@ pub async fn reserve(db: &AnyPool, outbox: &Outbox, caller: &ServiceName, reques
         }
         // Releasing the replaced reservations and holding the new lines touch several stock rows: take
         // them in SKU order first (a cart adding a SKU that sorts before the ones it holds would otherwise
-        // lock in the opposite order of a cart doing the reverse).
-        let mut skus: Vec<Sku> = request.lines.iter().map(|(sku, _)| sku.clone()).collect();
-        for replaced in &request.replaces {
-            skus.extend(lines_of(&mut tx, replaced).await?.into_iter().map(|line| line.sku));
+        // lock in the opposite order of a cart doing the reverse). New lines alone come sorted already.
+        if !request.replaces.is_empty() && ledger::locks_rows(&tx) {
+            let mut skus: Vec<Sku> = request.lines.iter().map(|(sku, _)| sku.clone()).collect();
+            for replaced in &request.replaces {
+                skus.extend(lines_of(&mut tx, replaced).await?.into_iter().map(|line| line.sku));
+            }
+            ledger::lock_in_order(&mut tx, &skus, MAIN_LOCATION).await?;
         }
-        ledger::lock_in_order(&mut tx, &skus, MAIN_LOCATION).await?;
         for replaced in &request.replaces {
             release_in(&mut tx, outbox, caller, replaced, &format!("replaced by reservation {id}"), now_ms).await?;
         }
@@ -563,7 +565,7 @@ async fn pay_order(
 /// applied (`Subscriptions::lock_first`): a batch of paid and cancelled orders touches many SKUs.
 pub async fn lock_for_events(tx: &mut AnyConnection, envelopes: &[&tessera_contracts::events::Envelope]) -> Result<(), sqlx::Error> {
     // One event alone takes its rows in SKU order already (an order's lines come sorted).
-    if envelopes.len() < 2 || tx.backend_name() != "PostgreSQL" {
+    if envelopes.len() < 2 || !ledger::locks_rows(tx) {
         return Ok(());
     }
     let mut skus: Vec<Sku> = Vec::new();

@@ -94,6 +94,7 @@ pub enum Applied {
     HeldBack,
 }
 
+/// [`aggregate_of`], owned (the key of the set of aggregates a batch stopped applying).
 fn owned_aggregate(envelope: &Envelope) -> (String, String) {
     let (kind, id) = aggregate_of(envelope);
     (kind.to_owned(), id.to_owned())
@@ -119,8 +120,8 @@ pub async fn apply_batch(runtime: &FragmentRuntime, batch: &[(&Subscription, &En
             batch.iter().filter(|(_, envelope)| !stopped.contains(&owned_aggregate(envelope))).map(|(_, envelope)| *envelope).collect();
         runtime.events.subscriptions.take_locks(runtime, &mut tx, &envelopes).await?;
         for (subscription, envelope) in batch {
-            let (kind, id) = aggregate_of(envelope);
-            if stopped.contains(&(kind.to_owned(), id.to_owned())) {
+            let aggregate = owned_aggregate(envelope);
+            if stopped.contains(&aggregate) {
                 outcomes.push(Applied::HeldBack);
                 continue;
             }
@@ -142,7 +143,7 @@ pub async fn apply_batch(runtime: &FragmentRuntime, batch: &[(&Subscription, &En
                 Err(HandlerError::Database(error)) if crate::db::is_transient(&error) => return Err(error),
                 Err(error) => {
                     savepoint.rollback().await?;
-                    stopped.insert((kind.to_owned(), id.to_owned()));
+                    stopped.insert(aggregate);
                     outcomes.push(Applied::Failed(error));
                 }
             }
